@@ -1,0 +1,1 @@
+"""Boot integration: detect the running init system, plan the boot files, apply and undo them."""

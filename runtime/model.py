@@ -1,0 +1,133 @@
+"""The configuration as immutable values.
+
+``config.load()`` turns the YAML file into these frozen dataclasses and rejects bad values there, naming
+file:line:column; everything after loading (schedule, executor, daemon) reads only these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time
+from enum import StrEnum
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where a value stands in the config file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class CatchUp(StrEnum):
+    SKIP = "skip"  # runs missed during downtime are recorded as missed, none is run
+    LATEST = "latest"  # the most recent missed run is run once, the others recorded as missed
+    ALL = "all"  # every missed run is run, oldest first (bounded by max_late)
+
+
+class State(StrEnum):
+    QUE = "QUE"
+    RUN = "RUN"
+    OK = "OK"
+    ERR = "ERR"
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A 5-field cron expression or an @-alias (already validated)."""
+
+    expr: str
+
+
+@dataclass(frozen=True)
+class Every:
+    """A fixed interval, in seconds."""
+
+    seconds: float
+
+
+Trigger = Cron | Every
+
+
+@dataclass(frozen=True)
+class Window:
+    """Runs may start only on ``days`` (0 = Monday) between ``start`` and ``end`` local time.
+
+    ``end <= start`` means the window crosses midnight; the day named is the day the window opens.
+    """
+
+    days: frozenset[int]
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class Retry:
+    count: int = 0
+    backoff: float = 60.0  # seconds before the first retry; doubled for each further retry
+
+
+@dataclass(frozen=True)
+class JobDef:
+    name: str
+    tenant: str
+    trigger: Trigger | None  # None: a one-off job that runs only when enqueued or run by hand
+    command: tuple[str, ...] | None = None  # argv; with shell=True a single string run by /bin/sh -c
+    call: str | None = None  # "module:function"
+    shell: bool = False
+    timeout: float | None = None
+    windows: tuple[Window, ...] = ()
+    catch_up: CatchUp = CatchUp.LATEST
+    max_late: float | None = None  # seconds; a run later than this is recorded missed instead
+    retry: Retry = field(default_factory=Retry)
+    queue: str | None = None
+    enabled: bool = True
+    timezone: str | None = None  # None: the tenant's
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True)
+class StoreDef:
+    kind: str = "sqlite"  # "sqlite" | "postgresql"
+    path: Path | None = None  # sqlite file; None: <state_dir>/<tenant>.sqlite
+    dsn: str | None = None  # postgresql
+
+
+@dataclass(frozen=True)
+class TenantDef:
+    name: str
+    login: str | None  # None: this tenant runs nothing, and `status` says so
+    store: StoreDef = field(default_factory=StoreDef)
+    timezone: str = "UTC"
+    jobs: tuple[JobDef, ...] = ()
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    run_as: str | None = None  # user or user:group
+    debug: bool = False
+    state_dir: Path = Path("/var/lib/taskserver")
+    install_dir: Path | None = None
+    memory_limit: int | None = None  # bytes of RSS
+    max_parallel: int = 4
+    stop_timeout: float = 30.0
+    keep_ok_days: float = 14.0
+    keep_err_days: float = 90.0
+    output_tail: int = 4096  # bytes of stdout/stderr kept per run
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path  # the file read, or the file that would be read (see ``exists``)
+    exists: bool  # False: the embedded default was used
+    server: ServerSettings
+    tenants: tuple[TenantDef, ...]
+
+    def tenant(self, name: str) -> TenantDef | None:
+        return next((t for t in self.tenants if t.name == name), None)

@@ -1,0 +1,24 @@
+#!/bin/bash
+# Install everything the tests need on a fresh Debian machine (system packages when run as root, a venv with
+# the project and its test extras) and run the whole test suite. CI runs exactly this, as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    debootstrap systemd-container   # boot tests: build Debian roots, boot them under systemd-nspawn
+    shellcheck dash                 # checkers for the rendered SysV scripts
+    libsystemd-dev pkg-config       # build pystemd
+    lintian rpm dpkg-dev fakeroot   # build and check the .deb and .rpm packages
+    zstd                            # cache of the built boot roots
+    procps                          # ps/pgrep for system tests
+)
+if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+exec .venv/bin/python -m pytest "$@"
