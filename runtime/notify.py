@@ -1,0 +1,79 @@
+"""Talk to the service manager (sd_notify protocol) without linking libsystemd.
+
+The protocol is one datagram of ``KEY=VALUE`` lines sent to the unix socket named by ``$NOTIFY_SOCKET``;
+a leading ``@`` names a socket in the abstract namespace. Sending never raises: a supervisor that went away
+must not take the daemon down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    """One connection to the service manager's notification socket."""
+
+    def __init__(self, address: str, watchdog_usec: int | None = None) -> None:
+        # abstract-namespace sockets are addressed with a leading NUL byte
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self._watchdog_usec = watchdog_usec
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    @classmethod
+    def from_env(cls) -> Notifier | None:
+        """A notifier for ``$NOTIFY_SOCKET``, or None when not started by a notify-aware supervisor."""
+        address = os.environ.get("NOTIFY_SOCKET", "")
+        if not address.startswith(("/", "@")):
+            return None
+        return cls(address, _watchdog_usec_from_env())
+
+    def send(self, *lines: str) -> bool:
+        """Send one state update; False (logged at debug) when the socket is unreachable."""
+        data = "\n".join(lines).encode()
+        try:
+            self._sock.sendto(data, self._address)
+        except OSError as exc:
+            log.debug("sd_notify %r failed: %s", data, exc)
+            return False
+        return True
+
+    def ready(self) -> None:
+        self.send("READY=1", f"MAINPID={os.getpid()}")
+
+    def status(self, text: str) -> None:
+        # a newline would start a new KEY=VALUE assignment
+        self.send("STATUS=" + text.replace("\n", " "))
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def reloading(self) -> None:
+        self.send("RELOADING=1")
+
+    def ping(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def watchdog_interval(self) -> float | None:
+        """Seconds between WATCHDOG=1 pings (half the supervisor's timeout), or None when not watched."""
+        if not self._watchdog_usec:
+            return None
+        return self._watchdog_usec / 2 / 1_000_000
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _watchdog_usec_from_env() -> int | None:
+    """``$WATCHDOG_USEC`` when it is meant for this process (``$WATCHDOG_PID`` unset or our pid)."""
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec if usec > 0 else None
