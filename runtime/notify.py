@@ -10,18 +10,33 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 
 class Notifier:
-    """One connection to the service manager's notification socket."""
+    """One connection to the service manager's notification socket.
 
-    def __init__(self, address: str, watchdog_usec: int | None = None) -> None:
+    ``address`` None sends nothing (``start`` uses that to learn of readiness through ``on_ready`` alone).
+    ``on_ready`` is called once, after READY=1 is sent.
+    """
+
+    def __init__(
+        self,
+        address: str | None,
+        watchdog_usec: int | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         # abstract-namespace sockets are addressed with a leading NUL byte
-        self._address = "\0" + address[1:] if address.startswith("@") else address
+        if address is not None and address.startswith("@"):
+            address = "\0" + address[1:]
+        self._address = address
         self._watchdog_usec = watchdog_usec
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._on_ready = on_ready
+        self._sock: socket.socket | None = None
+        if address:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     @classmethod
     def from_env(cls) -> Notifier | None:
@@ -34,6 +49,8 @@ class Notifier:
     def send(self, *lines: str) -> bool:
         """Send one state update; False (logged at debug) when the socket is unreachable."""
         data = "\n".join(lines).encode()
+        if self._sock is None or self._address is None:
+            return False
         try:
             self._sock.sendto(data, self._address)
         except OSError as exc:
@@ -43,6 +60,9 @@ class Notifier:
 
     def ready(self) -> None:
         self.send("READY=1", f"MAINPID={os.getpid()}")
+        hook, self._on_ready = self._on_ready, None
+        if hook is not None:
+            hook()
 
     def status(self, text: str) -> None:
         # a newline would start a new KEY=VALUE assignment
@@ -64,7 +84,8 @@ class Notifier:
         return self._watchdog_usec / 2 / 1_000_000
 
     def close(self) -> None:
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
 
 
 def _watchdog_usec_from_env() -> int | None:

@@ -1,0 +1,69 @@
+"""The ``taskserver`` command: global options, then one subcommand.
+
+Subcommands come from three modules: ``cli_config`` (check, init-config, tenants), ``cli_jobs`` (jobs ...)
+and ``control`` (run, start, stop, restart, reload, status). Each registers its parsers with
+``set_defaults(func=handler)``; ``handler(args) -> int`` is the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import cli_config, cli_jobs, control, logs
+from .errors import UserError, report
+
+PROG = "taskserver"
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run scheduled and queued jobs for one or more tenants, as a daemon or in the foreground",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `taskserver COMMAND --help` for the options of one command.",
+    )
+    env_cfg = os.environ.get("TASKSERVER_CONFIG")
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path(env_cfg) if env_cfg else None,
+        metavar="PATH",
+        help="configuration file (default: $TASKSERVER_CONFIG, else /etc/taskserver/taskserver.yaml as root, "
+        "else ~/.config/taskserver/taskserver.yaml)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too (default: info)")
+    parser.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    control.register(sub)
+    cli_config.register(sub)
+    cli_jobs.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logs.setup(verbose=args.verbose, debug=args.debug)
+    try:
+        code: int = args.func(args)
+        return code
+    except UserError as err:
+        if args.debug:
+            log.exception("details")
+        return report(PROG, err)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

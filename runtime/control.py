@@ -1,0 +1,330 @@
+"""``taskserver run|start|stop|restart|reload|status``: the daemon's life, LSB init-script style.
+
+Exit codes follow the LSB: ``status`` 0 running, 1 dead with a stale pid file, 3 not running; ``reload``
+7 when not running; ``start`` of a running server and ``stop`` of a stopped one are 0.
+
+``start`` daemonizes (fork, setsid, fork; stdin from /dev/null; stdout and stderr appended to
+``<state_dir>/<pid file name>.log``) and waits on a pipe until the daemon holds its pid-file lock and its
+loop reported ready, or it reports why it failed — so a failed start is seen by the caller, not only in a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import config, logs, privs
+from .errors import UserError
+from .model import Config
+from .notify import Notifier
+from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
+
+__all__ = ["pidfile_path_for", "read_pid", "register"]
+
+log = logging.getLogger(__name__)
+EXIT_NOT_RUNNING_STATUS = 3
+EXIT_NOT_RUNNING_RELOAD = 7
+READY_TIMEOUT_S = 60.0
+
+
+def pidfile_path_for(cfg: Config) -> Path:
+    return pidfile_path(cfg.path)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return config.load(args.config)
+
+
+def _prepare(cfg: Config) -> None:
+    """Everything that needs root, then the privilege drop; the pid file is already held."""
+    if cfg.server.install_dir is not None:
+        os.chdir(cfg.server.install_dir)
+    privs.prepare_dir(cfg.server.state_dir, cfg.server.run_as)
+
+
+def _serve(cfg: Config, args: argparse.Namespace, notifier: Notifier | None, **kw: Any) -> int:
+    # imported here: status and stop need not pay for the daemon's imports
+    serve = importlib.import_module(".daemon", __package__).serve
+
+    path = cfg.path
+
+    def reload_config() -> Config:
+        return config.load(path)
+
+    code: int = serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
+    return code
+
+
+def _preflight(cfg: Config) -> None:
+    privs.check_root_policy(cfg)
+    privs.check_can_switch(cfg.server.run_as)
+    if not cfg.exists:
+        log.info("no config file at %s: running the embedded default (its tenant runs nothing)", cfg.path)
+
+
+# --- run -------------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    _preflight(cfg)
+    pidfile = PidFile.acquire(cfg.path)
+    try:
+        _prepare(cfg)
+        privs.drop_privileges(cfg.server.run_as)
+        return _serve(cfg, args, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
+    finally:
+        pidfile.release()
+
+
+# --- start -----------------------------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    _preflight(cfg)
+    running = read_pid(cfg.path)
+    if running is not None:
+        print(f"taskserver already running (pid {running})")
+        return 0
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(write_fd)
+        os.waitpid(child, 0)  # the intermediate process exits as soon as it forked the daemon
+        return _await_startup(read_fd, cfg)
+    os.close(read_fd)
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        code = _daemon_main(cfg, args, write_fd)
+    except BaseException as exc:  # anything that escapes must reach the waiting parent
+        _tell(write_fd, f"err 1\n{type(exc).__name__}: {exc}\n")
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _tell(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode())
+        os.close(fd)
+    except OSError:
+        pass  # already told (and closed), or the parent is gone
+
+
+def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
+    try:
+        pidfile = PidFile.acquire(cfg.path)
+    except AlreadyRunning as exc:
+        _tell(pipe, f"running {exc.pid or 0}\n")
+        return 0
+    except UserError as exc:
+        _tell(pipe, f"err {exc.exit_code}\n{exc.message}\n{exc.hint or ''}\n")
+        return exc.exit_code
+    try:
+        _prepare(cfg)
+        _detach(cfg)
+        privs.drop_privileges(cfg.server.run_as)
+        notifier = Notifier(os.environ.get("NOTIFY_SOCKET") or None, None, lambda: _tell(pipe, "ok\n"))
+        log.info("taskserver %d started with %s", os.getpid(), cfg.path)
+        code = _serve(cfg, args, notifier)
+        _tell(pipe, f"err 1\nthe daemon exited with code {code} before it was ready; see {_log_path(cfg)}\n")
+        return code
+    except UserError as exc:
+        _tell(pipe, f"err {exc.exit_code}\n{exc.message}\n{exc.hint or ''}\n")
+        log.error("%s", exc.message)
+        return exc.exit_code
+    finally:
+        pidfile.release()
+
+
+def _log_path(cfg: Config) -> Path:
+    return cfg.server.state_dir / (pidfile_path(cfg.path).stem + ".log")
+
+
+def _detach(cfg: Config) -> None:
+    """stdin from /dev/null, stdout and stderr appended to the log file (opened before dropping root)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    log_fd = os.open(_log_path(cfg), flags, 0o640)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+    logs.setup(verbose=logging.getLogger().level <= logging.DEBUG)
+
+
+def _await_startup(fd: int, cfg: Config) -> int:
+    """Wait for the daemon's first word: ready, already running, or an error with its reason."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    lines = b"".join(chunks).decode(errors="replace").split("\n")
+    head = lines[0].split()
+    if head == ["ok"]:
+        print(f"taskserver started (pid {read_pid(cfg.path)})")
+        return 0
+    if head[:1] == ["running"]:
+        print(f"taskserver already running (pid {head[1]})")
+        return 0
+    if head[:1] == ["err"]:
+        hint = lines[2] if len(lines) > 2 and lines[2] else f"see {_log_path(cfg)}"
+        raise UserError(f"start failed: {lines[1]}", hint=hint, exit_code=int(head[1]) or 1)
+    raise UserError(
+        "start failed: the daemon did not report ready in time or died silently",
+        hint=f"see {_log_path(cfg)}",
+        exit_code=1,
+    )
+
+
+# --- stop, restart, reload, status ------------------------------------------------------------------------
+
+
+def _wait_gone(cfg: Config, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while probe(cfg.path).running:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _signal(pid: int, sig: signal.Signals) -> bool:
+    """False when the process is already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        raise UserError(
+            f"not allowed to signal pid {pid}", hint="run as root or as the daemon's user", exit_code=4
+        ) from None
+    return True
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    state = probe(cfg.path)
+    if not state.running or state.pid is None:
+        note = " (removed a stale pid file)" if state.stale and clear_stale(cfg.path) else ""
+        print(f"taskserver not running{note}")
+        return 0
+    pid = state.pid
+    if _signal(pid, signal.SIGTERM) and not _wait_gone(cfg, cfg.server.stop_timeout):
+        log.warning("pid %d did not stop within %gs: killing it", pid, cfg.server.stop_timeout)
+        _signal(pid, signal.SIGKILL)
+        if not _wait_gone(cfg, 5.0):
+            hint = "look at it with ps; is it stuck in D state?"
+            raise UserError(f"pid {pid} survived SIGKILL", hint=hint, exit_code=1)
+        clear_stale(cfg.path)
+    print(f"taskserver stopped (pid {pid})")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    code = cmd_stop(args)
+    return code if code else cmd_start(args)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    pid = read_pid(cfg.path)
+    if pid is None or not _signal(pid, signal.SIGHUP):
+        print("taskserver not running")
+        return EXIT_NOT_RUNNING_RELOAD
+    print(f"taskserver reloading (pid {pid})")
+    return 0
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(max(seconds, 0))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d" if d else "") + (f"{h}h" if d or h else "") + (f"{m}m" if d or h or m else "") + f"{s}s"
+
+
+def _tenants(cfg: Config) -> str:
+    parts = []
+    for t in cfg.tenants:
+        if t.login is None:
+            parts.append(f"{t.name} runs nothing (no login)")
+        else:
+            enabled = sum(1 for j in t.jobs if j.enabled)
+            parts.append(f"{t.name} ({t.login}, {enabled} job{'s' if enabled != 1 else ''})")
+    return "; ".join(parts) if parts else "none"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    state = probe(cfg.path)
+    if state.running:
+        print(f"taskserver running: pid {state.pid}, up {_uptime(state.age())}, tenants: {_tenants(cfg)}")
+        return 0
+    if state.stale:
+        print(f"taskserver dead: pid {state.pid} is gone but its pid file {state.path} remains")
+        return 1
+    print(f"taskserver not running (config {cfg.path})")
+    return EXIT_NOT_RUNNING_STATUS
+
+
+# --- parsers ----------------------------------------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    """Add run, start, stop, restart, reload and status to the main parser's subparsers."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "run",
+        help="run in the foreground (for systemd, runit, supervisors)",
+        formatter_class=fmt,
+        description="Run the server in the foreground, logging to stderr. Holds the same pid-file lock as "
+        "`start`, so the two exclude each other.\nUnder systemd (Type=notify) it reports READY, STATUS, "
+        "STOPPING and WATCHDOG pings through $NOTIFY_SOCKET.",
+    )
+    p.add_argument("--once", action="store_true", help="run what is due now, then exit (cron mode)")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="S",
+        help="stop taking new work after S seconds, finish running jobs, exit 0 (default: no limit)",
+    )
+    p.set_defaults(func=cmd_run)
+    for name, func, text in (
+        ("start", cmd_start, "start the daemon in the background; 0 when it is ready or already running"),
+        ("stop", cmd_stop, "stop the daemon (TERM, then KILL after server.stop_timeout); 0 when not running"),
+        ("restart", cmd_restart, "stop, then start"),
+        ("reload", cmd_reload, "re-read the configuration (SIGHUP); exit 7 when not running"),
+        (
+            "status",
+            cmd_status,
+            "print pid, uptime, tenants; exit 0 running, 1 dead (stale pid file), 3 stopped",
+        ),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", formatter_class=fmt)
+        p.set_defaults(func=func)
