@@ -1,0 +1,312 @@
+"""Carry out a backend's Plan: write files atomically, run the steps, verify, record the manifest, undo.
+
+``install`` is idempotent (a re-run that changes nothing says "unchanged"), refuses to overwrite a file an
+admin edited unless ``force`` (the diff is in the error), keeps an admin's ``disable`` across re-installs,
+and rolls back everything it wrote or ran when a later step fails. ``uninstall`` stops, disables and removes
+exactly what the manifest lists. ``status`` compares the live state and the files with the manifest.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime.errors import UserError
+from . import manifest as mf
+from . import proc
+from .backends.base import Action, Backend, FileSpec, Plan
+from .spec import ServiceSpec
+
+VERIFY_SECONDS = 15.0
+
+
+@dataclass
+class Outcome:
+    """What happened (or, with dry_run, what would happen); the CLI prints it as text or JSON."""
+
+    action: str  # "install" | "uninstall"
+    name: str
+    backend: str
+    live: bool
+    dry_run: bool = False
+    files: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (target path, created|updated|unchanged|removed)
+    ran: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    undo: str = ""
+    manifest: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.ran) or any(state != "unchanged" for _, state in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = [{"path": p, "state": s} for p, s in self.files]
+        data["changed"] = self.changed
+        return data
+
+
+class Failed(UserError):
+    """A step failed after something was written; everything was rolled back (exit 1)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, exit_code=1)
+
+
+def undo_command(spec: ServiceSpec) -> str:
+    parts = [str(spec.executable.parent / "taskserver-install"), "--uninstall", "--name", spec.name]
+    if spec.user_scope:
+        parts.append("--user")
+    if spec.offline_root:
+        parts += ["--root", str(spec.root)]
+    return proc.quote(parts)
+
+
+def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, force: bool) -> str:
+    """created | updated | unchanged; raise when an admin changed a file and ``force`` is not set."""
+    current = mf.read_bytes(spec.target(f.path))
+    wanted = f.content.encode()
+    if current is None:
+        return "created"
+    if current == wanted:
+        return "unchanged"
+    recorded = {e["path"]: e["sha256"] for e in (old or {}).get("files", [])}
+    if recorded.get(str(f.path)) == mf.sha256(current) or force:
+        return "updated"
+    diff = "".join(
+        difflib.unified_diff(
+            current.decode(errors="replace").splitlines(True),
+            f.content.splitlines(True),
+            f"{f.path} (on disk)",
+            f"{f.path} (would install)",
+        )
+    )
+    print(diff, end="")
+    why = (
+        "was changed since it was installed"
+        if str(f.path) in recorded
+        else "exists and was not installed by us"
+    )
+    raise UserError(
+        f"{f.path} {why}; not overwriting it (diff above)",
+        hint="keep your edit (move it to an override template), or re-run with --force to replace it",
+        exit_code=1,
+    )
+
+
+class _Journal:
+    """What an install did so far, so a failure can undo it in reverse order."""
+
+    def __init__(self, spec: ServiceSpec, backend: Backend) -> None:
+        self.spec, self.backend = spec, backend
+        self.undo: list[Callable[[], None]] = []
+
+    def write(self, f: FileSpec) -> list[Path]:
+        path = self.spec.target(f.path)
+        created = mf.make_dirs(path.parent)
+        before = mf.read_bytes(path)
+        mode = path.stat().st_mode & 0o7777 if before is not None else 0
+        mf.atomic_write(path, f.content.encode(), f.mode)
+
+        def restore() -> None:
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                mf.atomic_write(path, before, mode)
+            for d in reversed(created):
+                d.rmdir()
+
+        self.undo.append(restore)
+        return [Path("/") / d.relative_to(self.spec.root) for d in created]
+
+    def rollback(self, ran: list[str]) -> None:
+        for fn in reversed(self.undo):
+            try:
+                fn()
+            except Exception as exc:  # keep undoing the rest; say what could not be undone
+                ran.append(f"rollback step failed: {exc}")
+        for act in self.backend.reload(self.spec):
+            try:
+                act()
+            except Exception as exc:
+                ran.append(f"rollback reload failed: {exc}")
+
+
+def _run(actions: tuple[Action, ...] | list[Action], out: Outcome, dry_run: bool) -> None:
+    for act in actions:
+        out.ran.append(act.describe)
+        if not dry_run:
+            act()
+
+
+def _run_quiet(actions: list[Action]) -> None:
+    for act in actions:
+        act()
+
+
+def _verify(spec: ServiceSpec, backend: Backend, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if backend.is_active(spec):
+            # still up a moment later: it did not just start and crash
+            time.sleep(0.5)
+            if backend.is_active(spec):
+                return
+        if time.monotonic() > deadline:
+            raise Failed(
+                f"{spec.name} was started but is not running after {seconds:.0f}s",
+                hint="look at the service's log (journalctl -u NAME, /var/log) and the config it was given",
+            )
+        time.sleep(0.3)
+
+
+def _enable_and_start(
+    spec: ServiceSpec, backend: Backend, plan: Plan, out: Outcome, journal: _Journal, *, changed: bool
+) -> None:
+    """Enable when asked and not yet enabled; start when not running, restart when files changed."""
+    dry_run = out.dry_run
+    if plan.enable and not backend.is_enabled(spec):
+        _run(plan.enable, out, dry_run)
+        journal.undo.append(lambda: _run_quiet(backend.disable(spec)))
+    if not plan.start:
+        return
+    if not backend.is_active(spec):
+        _run(plan.start, out, dry_run)
+        journal.undo.append(lambda: _run_quiet(backend.stop(spec)))
+    elif changed:
+        _run(backend.restart(spec), out, dry_run)
+
+
+def install(
+    spec: ServiceSpec,
+    backend: Backend,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    enable: bool | None = None,
+    start: bool = True,
+    verify_seconds: float = VERIFY_SECONDS,
+) -> Outcome:
+    """Install ``spec`` with ``backend``. ``enable=None`` means: enable, unless an earlier install of the
+    same name is disabled now (an admin's disable survives a re-install); True/False force it."""
+    old = mf.load(spec)
+    if old is not None and old.get("backend") not in (None, backend.name):
+        raise UserError(
+            f"{spec.name} is installed for {old.get('backend')}, not {backend.name}",
+            hint=f"uninstall it first: {undo_command(spec)}",
+        )
+    want_enable = enable if enable is not None else (old is None or backend.is_enabled(spec))
+    plan = backend.plan_install(spec, enable=want_enable, start=start)
+    out = Outcome(
+        "install",
+        spec.name,
+        backend.name,
+        backend.live,
+        dry_run,
+        undo=undo_command(spec),
+        manifest=str(mf.manifest_path(spec)),
+        notes=list(plan.notes),
+    )
+    if old is not None and enable is None and not want_enable:
+        out.notes.append(f"{spec.name} was disabled by an admin; left disabled (pass --enable to enable it)")
+    states = [(f, _file_state(spec, f, old, force)) for f in plan.files]
+    out.files = [(str(f.path), s) for f, s in states]
+    changed = any(s != "unchanged" for _, s in states)
+    journal = _Journal(spec, backend)
+    try:
+        dirs = [] if dry_run else [d for f, s in states if s != "unchanged" for d in journal.write(f)]
+        if changed or old is None:
+            _run(plan.reload, out, dry_run)
+        _enable_and_start(spec, backend, plan, out, journal, changed=changed)
+        if plan.start and not dry_run:
+            _verify(spec, backend, verify_seconds)
+        if not dry_run:
+            _record(spec, backend, plan, old, dirs)
+    except BaseException as exc:
+        if not dry_run:
+            journal.rollback(out.ran)
+        if isinstance(exc, UserError):
+            raise Failed(f"{exc.message} — rolled back everything this install did", hint=exc.hint) from exc
+        raise
+    if not backend.live:
+        out.notes.append(
+            "offline: the init system does not run here; files and boot links were written, "
+            "nothing was started (it starts at the next boot)"
+        )
+    return out
+
+
+def _record(
+    spec: ServiceSpec, backend: Backend, plan: Plan, old: dict[str, Any] | None, dirs: list[Path]
+) -> None:
+    prev_dirs = list((old or {}).get("dirs", []))
+    data = {
+        "name": spec.name,
+        "backend": backend.name,
+        "scope": spec.scope,
+        "executable": str(spec.executable),
+        "config": str(spec.config),
+        "run_as": spec.run_as.user if spec.run_as else None,
+        "files": [
+            {"path": str(f.path), "sha256": mf.sha256(f.content.encode()), "mode": oct(f.mode)}
+            for f in plan.files
+        ],
+        "extra": plan.extra,
+    }
+    new_dirs = mf.save(spec, {**data, "dirs": []})
+    all_dirs = sorted({*prev_dirs, *(str(d) for d in dirs), *(str(d) for d in new_dirs)})
+    mf.save(spec, {**data, "dirs": all_dirs})
+
+
+def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> Outcome:
+    """Stop, disable, remove exactly the manifest's files and the directories it created, reload."""
+    old = mf.load(spec)
+    if old is None:
+        raise UserError(
+            f"{spec.name} is not installed here (no manifest {spec.target(mf.manifest_path(spec))})",
+            hint="check --name, --user and --root; --status shows what is installed",
+        )
+    plan = backend.plan_uninstall(spec, old)
+    out = Outcome(
+        "uninstall", spec.name, backend.name, backend.live, dry_run, manifest=str(mf.manifest_path(spec))
+    )
+    _run(plan.start, out, dry_run)
+    _run(plan.enable, out, dry_run)
+    for entry in old["files"]:
+        path = spec.target(Path(entry["path"]))
+        data = mf.read_bytes(path)
+        if data is not None and mf.sha256(data) != entry["sha256"]:
+            out.notes.append(f"{entry['path']} had been changed since install; removed anyway (it was ours)")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+        out.files.append((entry["path"], "removed" if data is not None else "already gone"))
+    if not dry_run:
+        mf.remove(spec)
+        mf.remove_empty_dirs(spec, list(old.get("dirs", [])))
+    _run(backend.reload(spec), out, dry_run)
+    return out
+
+
+def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
+    """installed / enabled / running / files changed since install, for ``--status``."""
+    old = mf.load(spec)
+    changed = []
+    for entry in (old or {}).get("files", []):
+        data = mf.read_bytes(spec.target(Path(entry["path"])))
+        if data is None or mf.sha256(data) != entry["sha256"]:
+            changed.append({"path": entry["path"], "state": "missing" if data is None else "changed"})
+    return {
+        "name": spec.name,
+        "backend": backend.name,
+        "installed": old is not None,
+        "enabled": backend.is_enabled(spec) if old is not None else False,
+        "running": backend.is_active(spec) if old is not None else False,
+        "files_changed": changed,
+        "manifest": str(mf.manifest_path(spec)),
+    }

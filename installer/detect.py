@@ -1,0 +1,209 @@
+"""Which init system runs now (not which is installed), and the evidence for it.
+
+Every fact is read under ``root`` — including PID 1's, from ``root/proc/1/...`` — so tests build fake roots
+in a temporary directory. The order follows what each init leaves behind while it runs: systemd's
+``/run/systemd/system`` (sd_booted), upstart answering ``initctl version``, OpenRC's ``/run/openrc``, runit as
+PID 1, and SysV ``init`` as PID 1 with ``/etc/init.d``. WSL's own ``/init`` and container entry points are no
+service manager: the result is then **offline**, and ``target`` names the init system that is *installed*
+(what to write files for, to be used at the next boot).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import distro
+
+from . import proc
+
+BIN_DIRS = ("usr/sbin", "sbin", "usr/bin", "bin")
+DEBIAN_LIKE = {"debian", "ubuntu", "devuan", "raspbian", "linuxmint"}
+RHEL_LIKE = {"rhel", "centos", "fedora", "rocky", "almalinux", "ol", "scientific", "amzn"}
+SUSE_LIKE = {"suse", "opensuse", "sles", "opensuse-leap", "opensuse-tumbleweed", "sled"}
+
+
+@dataclass(frozen=True)
+class Detection:
+    init: str  # systemd | upstart | sysv | openrc | runit | offline — what runs now
+    target: str | None  # what to install for: ``init`` when live, else the installed init system (or None)
+    registrar: str | None  # pystemd | systemctl | initctl | update-rc.d | insserv | chkconfig | rc-update
+    distro_id: str = ""
+    distro_like: str = ""
+    distro_version: str = ""
+    container: str | None = None
+    chroot: bool = False
+    wsl: bool = False
+    evidence: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def live(self) -> bool:
+        return self.init != "offline"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["evidence"] = list(self.evidence)
+        data["live"] = self.live
+        return data
+
+
+def _read(root: Path, rel: str) -> str | None:
+    try:
+        return (root / rel).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def which(root: Path, name: str) -> Path | None:
+    """An executable ``name`` in the target's standard directories (not the caller's PATH)."""
+    for d in BIN_DIRS:
+        p = root / d / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def _family(did: str, like: str) -> str:
+    ids = {did, *like.split()}
+    if ids & SUSE_LIKE:
+        return "suse"
+    if ids & RHEL_LIKE:
+        return "rhel"
+    if ids & DEBIAN_LIKE:
+        return "debian"
+    return ""
+
+
+def sysv_registrar(root: Path, did: str, like: str, ev: list[str]) -> str | None:
+    """update-rc.d on Debian, insserv on SUSE (or when update-rc.d is missing), chkconfig on RHEL."""
+    have = [r for r in ("update-rc.d", "insserv", "chkconfig") if which(root, r)]
+    ev.append("SysV registrars present: " + (", ".join(have) or "none"))
+    prefer = {"debian": ["update-rc.d", "insserv"], "suse": ["insserv", "chkconfig"], "rhel": ["chkconfig"]}
+    fam = _family(did, like)
+    for r in [*prefer.get(fam, []), "update-rc.d", "insserv", "chkconfig"]:
+        if r in have:
+            ev.append(f"registrar {r} (distribution family {fam or 'unknown'})")
+            return r
+    return None
+
+
+def _container(root: Path, ev: list[str]) -> str | None:
+    if (root / ".dockerenv").exists():
+        ev.append("/.dockerenv exists: docker container")
+        return "docker"
+    if (root / "run/.containerenv").exists():
+        ev.append("/run/.containerenv exists: podman container")
+        return "podman"
+    env = _read(root, "proc/1/environ") or ""
+    for item in env.split("\0"):
+        if item.startswith("container="):
+            ev.append(f"PID 1 environment has {item}")
+            return item.split("=", 1)[1] or "container"
+    marker = (_read(root, "run/systemd/container") or "").strip()
+    if marker:
+        ev.append(f"/run/systemd/container says {marker}")
+        return marker
+    return None
+
+
+def _chroot(root: Path, ev: list[str]) -> bool:
+    """Only meaningful for the real root: is PID 1's / another directory than ours?"""
+    if root.resolve() != Path("/"):
+        return False
+    try:
+        a, b = os.stat("/proc/1/root"), os.stat("/")
+    except OSError:
+        return False
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        ev.append("/proc/1/root is not /: running in a chroot")
+        return True
+    return False
+
+
+def _upstart_runs(root: Path, ev: list[str]) -> bool:
+    initctl = which(root, "initctl")
+    if initctl is None:
+        return False
+    res = proc.run([str(initctl), "version"], check=False, timeout=10)
+    if res.ok and "upstart" in res.stdout:
+        ev.append(f"{initctl.relative_to(root)} version: {res.stdout.strip()}")
+        return True
+    ev.append(f"{initctl.relative_to(root)} exists but `initctl version` does not answer as upstart")
+    return False
+
+
+def _installed(root: Path, ev: list[str]) -> str | None:
+    """The init system installed in ``root`` (for offline installs)."""
+    if which(root, "systemctl"):
+        ev.append("systemd is installed (systemctl present)")
+        return "systemd"
+    if which(root, "openrc") or which(root, "rc-update"):
+        ev.append("OpenRC is installed")
+        return "openrc"
+    if which(root, "initctl") and (root / "etc/init").is_dir():
+        ev.append("upstart is installed (initctl and /etc/init)")
+        return "upstart"
+    if (root / "etc/init.d").is_dir():
+        ev.append("/etc/init.d exists: SysV-style scripts")
+        return "sysv"
+    return None
+
+
+def detect(root: Path = Path("/")) -> Detection:
+    ev: list[str] = []
+    dist = distro.LinuxDistribution(root_dir=str(root), include_lsb=False, include_uname=False)
+    did, like, ver = dist.id(), dist.like(), dist.version()
+    ev.append(f"distribution {did or 'unknown'} {ver} (like: {like or '-'}) from etc/os-release")
+    comm = (_read(root, "proc/1/comm") or "").strip()
+    ev.append(f"PID 1 is {comm!r}" if comm else "PID 1's name is unknown (no proc/1/comm)")
+    version = _read(root, "proc/version") or ""
+    wsl = "microsoft" in version.lower() or bool(os.environ.get("WSL_DISTRO_NAME") and root == Path("/"))
+    if wsl:
+        ev.append("WSL kernel (Microsoft in /proc/version)")
+    container = _container(root, ev)
+    chroot = _chroot(root, ev)
+    common = {
+        "distro_id": did,
+        "distro_like": like,
+        "distro_version": ver,
+        "container": container,
+        "chroot": chroot,
+        "wsl": wsl,
+    }
+
+    def done(init: str, target: str | None, registrar: str | None) -> Detection:
+        return Detection(init, target, registrar, evidence=tuple(ev), **common)  # type: ignore[arg-type]
+
+    if not chroot and (root / "run/systemd/system").is_dir():
+        ev.append("/run/systemd/system exists: systemd is running (sd_booted)")
+        return done("systemd", "systemd", _systemd_registrar(ev))
+    if not chroot and not wsl and comm in ("init", "upstart") and _upstart_runs(root, ev):
+        return done("upstart", "upstart", "initctl")
+    if not chroot and comm == "init" and (root / "run/openrc").is_dir():
+        ev.append("/run/openrc exists: OpenRC is running")
+        return done("openrc", "openrc", "rc-update")
+    if not chroot and comm in ("runit", "runit-init"):
+        ev.append("PID 1 is runit")
+        return done("runit", "runit", None)
+    if not chroot and not wsl and comm == "init" and (root / "etc/init.d").is_dir():
+        ev.append("PID 1 is init with /etc/init.d and no other manager: SysV init is running")
+        return done("sysv", "sysv", sysv_registrar(root, did, like, ev))
+    ev.append("no running init system found: offline (files and boot links only, nothing started)")
+    target = _installed(root, ev)
+    reg = (
+        sysv_registrar(root, did, like, ev)
+        if target == "sysv"
+        else ("systemctl" if target == "systemd" else None)
+    )
+    return done("offline", target, reg)
+
+
+def _systemd_registrar(ev: list[str]) -> str:
+    if importlib.util.find_spec("pystemd") is None:
+        ev.append("pystemd not importable: registering with systemctl")
+        return "systemctl"
+    ev.append("pystemd importable: registering over D-Bus")
+    return "pystemd"

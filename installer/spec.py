@@ -1,0 +1,215 @@
+"""The one immutable description of the service to install, validated when it is built.
+
+Everything the backends render comes from a ``ServiceSpec``; ``build_spec`` rejects bad input (unknown user,
+a value that cannot be quoted for a boot file, a relative path) with a ``UserError`` before anything is
+written, so a backend never has to decide what to do with a value it cannot represent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..runtime.errors import UserError
+
+SYSTEM = "system"
+USER = "user"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Characters no boot-file syntax here can carry safely; every other byte is quoted by the template filters.
+FORBIDDEN = ("\n", "\r", "\x00")
+
+
+@dataclass(frozen=True)
+class RunAs:
+    user: str
+    group: str | None
+    uid: int
+    gid: int
+    home: Path
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What to install. Paths are as the target system sees them (never prefixed by ``root``).
+
+    ``root`` is where the target system's ``/`` is (``Path("/")`` for the running system, an image or chroot
+    directory for ``--root``); use ``target(path)`` to get the place to write on this machine.
+    """
+
+    name: str
+    executable: Path  # absolute path of the `taskserver` script of the installation that runs the installer
+    config: Path
+    scope: str = SYSTEM  # SYSTEM or USER
+    run_as: RunAs | None = None
+    working_dir: Path | None = None
+    env_file: Path | None = None
+    writable_paths: tuple[Path, ...] = ()
+    root: Path = Path("/")
+    home: Path = field(default_factory=Path.home)  # the installing user's home (user scope)
+    description: str = "taskserver background job server"
+
+    @property
+    def user_scope(self) -> bool:
+        return self.scope == USER
+
+    @property
+    def offline_root(self) -> bool:
+        """True when installing into another tree (``--root``): nothing can be started there."""
+        return self.root.resolve() != Path("/")
+
+    def target(self, path: Path) -> Path:
+        """Where ``path`` of the target system lies on this machine."""
+        return self.root / path.relative_to("/")
+
+    @property
+    def template_override_dir(self) -> Path:
+        """An admin's own templates: ``templates/`` next to the configuration file."""
+        return self.target(self.config.parent / "templates")
+
+    @property
+    def state_dir(self) -> Path:
+        if self.user_scope:
+            return self.home / ".local" / "state" / self.name
+        return Path("/var/lib") / self.name
+
+    @property
+    def runtime_dir(self) -> Path:
+        return Path("/run") / self.name
+
+
+def check_value(what: str, value: str) -> str:
+    """Refuse a value that no target syntax can carry (newline, carriage return, NUL)."""
+    for ch in FORBIDDEN:
+        if ch in value:
+            raise UserError(
+                f"{what} contains {ch!r}, which cannot be written safely into a boot file: {value!r}",
+                hint="use a path or name without control characters",
+            )
+    return value
+
+
+def check_abs(what: str, path: Path | str) -> Path:
+    text = check_value(what, os.fspath(path))
+    p = Path(text)
+    if not p.is_absolute():
+        raise UserError(f"{what} must be an absolute path: {text}", hint=f"e.g. /{text.lstrip('./')}")
+    return Path(os.path.normpath(text))
+
+
+def resolve_executable() -> Path:
+    """The `taskserver` script of the installation running this installer, resolved once (never PATH)."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "taskserver",
+        Path(sys.executable).parent / "taskserver",
+    ]
+    for cand in candidates:
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return Path(os.path.abspath(cand))
+    raise UserError(
+        "cannot find the taskserver executable of this installation: "
+        + ", ".join(str(c) for c in candidates),
+        hint="reinstall the package (pip install taskserver) so that its scripts exist",
+        exit_code=1,
+    )
+
+
+def _passwd(root: Path) -> dict[str, tuple[int, int, str]]:
+    """user -> (uid, gid, home), read from the target's /etc/passwd so --root trees work."""
+    out: dict[str, tuple[int, int, str]] = {}
+    try:
+        lines = (root / "etc/passwd").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        f = line.split(":")
+        if len(f) >= 7 and f[2].isdigit() and f[3].isdigit():
+            out[f[0]] = (int(f[2]), int(f[3]), f[5])
+    return out
+
+
+def _group_gid(root: Path, group: str) -> int | None:
+    try:
+        lines = (root / "etc/group").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        f = line.split(":")
+        if len(f) >= 3 and f[0] == group and f[2].isdigit():
+            return int(f[2])
+    return None
+
+
+def parse_run_as(text: str, root: Path = Path("/")) -> RunAs:
+    """``USER[:GROUP]`` -> RunAs, looked up in the target's /etc/passwd and /etc/group."""
+    check_value("--run-as", text)
+    user, _, group = text.partition(":")
+    ident = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+    if not ident.match(user) or (group and not ident.match(group)):
+        raise UserError(
+            f"--run-as {text!r} is not USER or USER:GROUP", hint="e.g. --run-as taskserver:taskserver"
+        )
+    entry = _passwd(root).get(user)
+    if entry is None:
+        raise UserError(
+            f"--run-as: no such user {user!r} in {root / 'etc/passwd'}",
+            hint=f"create it first (useradd --system {user}) or pick an existing user",
+        )
+    gid = entry[1]
+    if group:
+        found = _group_gid(root, group)
+        if found is None:
+            raise UserError(
+                f"--run-as: no such group {group!r} in {root / 'etc/group'}", hint="create it first"
+            )
+        gid = found
+    return RunAs(user, group or None, entry[0], gid, Path(entry[2]))
+
+
+def build_spec(
+    *,
+    name: str = "taskserver",
+    config: Path | str | None = None,
+    scope: str = SYSTEM,
+    run_as: str | None = None,
+    root: Path | str = "/",
+    executable: Path | str | None = None,
+    working_dir: Path | str | None = None,
+    env_file: Path | str | None = None,
+    writable_paths: tuple[Path | str, ...] = (),
+    home: Path | str | None = None,
+) -> ServiceSpec:
+    """Validate every input and return the spec; raise ``UserError`` (exit 2) for anything unusable."""
+    check_value("--name", name)
+    if not NAME_RE.match(name):
+        raise UserError(
+            f"--name {name!r} is not a valid service name",
+            hint="use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)",
+        )
+    if scope not in (SYSTEM, USER):
+        raise UserError(f"unknown scope {scope!r}", hint="system or user")
+    root_p = Path(os.path.abspath(check_value("--root", os.fspath(root))))
+    home_p = check_abs("home directory", home if home is not None else Path.home())
+    if config is None:
+        config = (
+            home_p / ".config" / "taskserver" / "taskserver.yaml"
+            if scope == USER
+            else Path("/etc/taskserver/taskserver.yaml")
+        )
+    exe = check_abs("taskserver executable", executable) if executable is not None else resolve_executable()
+    return ServiceSpec(
+        name=name,
+        executable=exe,
+        config=check_abs("--config", config),
+        scope=scope,
+        run_as=parse_run_as(run_as, root_p) if run_as else None,
+        working_dir=check_abs("working directory", working_dir) if working_dir else None,
+        env_file=check_abs("environment file", env_file) if env_file else None,
+        writable_paths=tuple(check_abs("writable path", p) for p in writable_paths),
+        root=root_p,
+        home=home_p,
+    )
