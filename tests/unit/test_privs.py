@@ -1,0 +1,51 @@
+"""Root policy and identity resolution (the real privilege drop is proven in tests/system/test_privs.py)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from taskserver.runtime import privs
+from taskserver.runtime.errors import UserError
+from taskserver.runtime.model import Config, Every, JobDef, ServerSettings, TenantDef
+
+
+def _config(run_as: str | None, login: str | None, enabled: bool = True) -> Config:
+    job = JobDef(name="j", tenant="t", trigger=Every(60), command=("/bin/true",), enabled=enabled)
+    tenant = TenantDef(name="t", login=login, jobs=(job,))
+    return Config(path=Path("/x.yaml"), exists=True, server=ServerSettings(run_as=run_as), tenants=(tenant,))
+
+
+def test_resolve_user_and_group() -> None:
+    me = pwd.getpwuid(0)
+    ident = privs.resolve("root")
+    assert (ident.user, ident.uid, ident.gid) == (me.pw_name, 0, me.pw_gid)
+    assert privs.resolve("0:0").uid == 0
+
+
+def test_resolve_unknown_user_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="no such user 'no-such-user-xyz'"):
+        privs.resolve("no-such-user-xyz")
+    with pytest.raises(UserError, match="no such group"):
+        privs.resolve("root:no-such-group-xyz")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root policy applies only when started as root")
+def test_root_without_run_as_refuses_when_jobs_would_run() -> None:
+    with pytest.raises(UserError, match="without run_as") as info:
+        privs.check_root_policy(_config(None, "alice"))
+    assert info.value.hint is not None and "run_as: root" in info.value.hint
+    # explicit root, no login, or only disabled jobs: allowed
+    privs.check_root_policy(_config("root", "alice"))
+    privs.check_root_policy(_config(None, None))
+    privs.check_root_policy(_config(None, "alice", enabled=False))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="only a non-root process is refused a run_as switch")
+def test_non_root_cannot_switch_to_another_user() -> None:
+    with pytest.raises(UserError, match="needs root"):
+        privs.check_can_switch("root")
+    privs.check_can_switch(pwd.getpwuid(os.geteuid()).pw_name)
