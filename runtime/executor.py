@@ -1,0 +1,190 @@
+"""Run each job in its own child process: argv (never a shell unless the job says `shell: true`), its own
+session so a timeout's TERM reaches the whole process group, stdout+stderr merged into one pipe of which the
+last ``output_tail`` bytes are kept.
+
+The executor never blocks: the daemon's selector watches each child's pipe, SIGCHLD wakes it to ``reap``,
+and ``enforce`` sends TERM at the deadline and KILL after a grace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .model import JobDef, State
+from .store import CRASHED, INTERRUPTED, TIMEOUT
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE = 5.0  # seconds between TERM and KILL
+RUNNER = "taskserver.runtime.runner"
+# Variables a supervisor set for the daemon itself; a job must not talk to systemd in the daemon's name.
+_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC",
+                "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def job_argv(job: JobDef) -> list[str]:
+    if job.call is not None:
+        return [sys.executable, "-m", RUNNER, job.call]
+    assert job.command is not None, f"job {job.name} has neither command nor call"
+    if job.shell:
+        return ["/bin/sh", "-c", " ".join(job.command)]
+    return list(job.command)
+
+
+@dataclass
+class Child:
+    key: object  # the caller's handle for this run
+    proc: subprocess.Popen[bytes]
+    fd: int | None  # read end of the output pipe; None once closed
+    started: float
+    deadline: float | None
+    tail: bytearray = field(default_factory=bytearray)
+    kill_at: float | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    reason: str | None
+    exit_code: int | None
+    output: str
+
+
+class Executor:
+    def __init__(self, *, output_tail: int, cwd: Path | None = None, kill_grace: float = KILL_GRACE) -> None:
+        self.output_tail = max(0, output_tail)
+        self.cwd = cwd
+        self.kill_grace = kill_grace
+        self.children: dict[int, Child] = {}
+        self._base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+
+    def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,
+              now: float | None = None) -> Child:
+        """Start ``argv``; raises OSError if it cannot be started (no such program, bad cwd)."""
+        now = time.time() if now is None else now
+        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd, close_fds=True,
+                start_new_session=True, cwd=self.cwd, env={**self._base_env, **env})
+        except BaseException:
+            os.close(rfd)
+            raise
+        finally:
+            os.close(wfd)
+        os.set_blocking(rfd, False)
+        child = Child(key=key, proc=proc, fd=rfd, started=now,
+                      deadline=now + timeout if timeout is not None else None)
+        self.children[proc.pid] = child
+        return child
+
+    def read(self, child: Child) -> None:
+        """Take what the child wrote so far, keeping only the tail; closes the pipe at end of file."""
+        while child.fd is not None:
+            try:
+                data = os.read(child.fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                os.close(child.fd)
+                child.fd = None
+                return
+            child.tail += data
+            if len(child.tail) > self.output_tail:
+                del child.tail[: len(child.tail) - self.output_tail]
+
+    def reap(self) -> list[tuple[Child, Outcome]]:
+        """Collect every child that has exited (call on SIGCHLD; cheap when none has)."""
+        done = []
+        for pid, child in list(self.children.items()):
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                got, status = pid, 255 << 8
+            if got == 0:
+                continue
+            child.proc.returncode = os.waitstatus_to_exitcode(status)
+            del self.children[pid]
+            done.append((child, self._finish(child)))
+        return done
+
+    def _finish(self, child: Child) -> Outcome:
+        self.read(child)  # what is left in the pipe; a grandchild holding it open must not block us
+        if child.fd is not None:
+            os.close(child.fd)
+            child.fd = None
+        code = child.proc.returncode
+        output = child.tail.decode(errors="replace")
+        if child.interrupted:
+            return Outcome(State.ERR, INTERRUPTED, code, output)
+        if child.timed_out:
+            return Outcome(State.ERR, TIMEOUT, code, output)
+        if code == 0:
+            return Outcome(State.OK, None, 0, output)
+        if code < 0:  # killed by a signal nobody here sent: the process died
+            return Outcome(State.ERR, CRASHED, code, output)
+        return Outcome(State.ERR, f"exit code {code}", code, output)
+
+    def enforce(self, now: float) -> None:
+        """TERM children past their deadline, KILL those past the grace."""
+        for child in self.children.values():
+            if child.kill_at is not None and now >= child.kill_at:
+                self._signal(child, signal.SIGKILL)
+                child.kill_at = None
+            elif child.deadline is not None and now >= child.deadline:
+                child.timed_out = True
+                child.deadline = None
+                self._signal(child, signal.SIGTERM)
+                child.kill_at = now + self.kill_grace
+
+    def interrupt_all(self, now: float) -> None:
+        """Shutdown: TERM every child now and KILL after the grace; they end as ERR interrupted."""
+        for child in self.children.values():
+            if not child.interrupted:
+                child.interrupted = True
+                child.deadline = None
+                self._signal(child, signal.SIGTERM)
+                child.kill_at = now + self.kill_grace
+
+    def next_deadline(self) -> float | None:
+        times = [t for c in self.children.values() for t in (c.deadline, c.kill_at) if t is not None]
+        return min(times, default=None)
+
+    @staticmethod
+    def _signal(child: Child, sig: signal.Signals) -> None:
+        # The child leads its own session, so its pid is its process group: reach its children too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, sig)
+
+    def wait_all(self, limit: float = 3600.0) -> list[tuple[Child, Outcome]]:
+        """Block until every child ended (for tools and tests; the daemon uses its own loop)."""
+        done: list[tuple[Child, Outcome]] = []
+        end = time.monotonic() + limit
+        with selectors.DefaultSelector() as sel:
+            while self.children and time.monotonic() < end:
+                watched = {c.fd: c for c in self.children.values() if c.fd is not None}
+                for fd, c in watched.items():
+                    sel.register(fd, selectors.EVENT_READ, c)
+                for key, _ in sel.select(0.02):
+                    self.read(key.data)
+                for fd in watched:
+                    sel.unregister(fd)
+                self.enforce(time.time())
+                done += self.reap()
+        return done
