@@ -1,0 +1,110 @@
+"""The decision table of the maintainer-script hooks, and the snippets packagers paste.
+
+These tests are about the table (which steps dpkg's and rpm's arguments lead to) and the shell the tool
+emits (checked by shellcheck and dash). Whether the steps do the right thing to a real service is proven by
+tests/boot/test_boot_packages.py on booted init systems.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskserver.installer.maintscript import Step, decide
+from taskserver.runtime.errors import UserError
+
+S = Step
+TOOL = [sys.executable, "-m", "taskserver.installer.cli"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "script", "args", "steps"),
+    [
+        # first install: enable (was-enabled defaults to true) and start
+        ("deb", "postinst", ["configure"], (S.WRITE, S.START)),
+        ("deb", "postinst", ["configure", ""], (S.WRITE, S.START)),
+        # upgrade: keep the admin's choice, restart only if it runs
+        ("deb", "postinst", ["configure", "0.1.0-1"], (S.WRITE, S.TRY_RESTART)),
+        ("deb", "postinst", ["abort-upgrade", "0.1.0-2"], (S.WRITE, S.TRY_RESTART)),
+        ("deb", "postinst", ["abort-remove"], (S.WRITE, S.START)),
+        ("deb", "postinst", ["abort-deconfigure", "in-favour", "x", "1"], (S.WRITE, S.TRY_RESTART)),
+        ("deb", "prerm", ["remove"], (S.STOP, S.REMOVE)),
+        ("deb", "prerm", ["upgrade", "0.1.0-2"], ()),
+        ("deb", "prerm", ["failed-upgrade", "0.1.0-1", "0.1.0-2"], ()),
+        ("deb", "postrm", ["remove"], (S.REMOVE,)),
+        ("deb", "postrm", ["purge"], (S.REMOVE, S.PURGE, S.PURGE_CONFIG)),
+        ("deb", "postrm", ["upgrade", "0.1.0-2"], ()),
+        ("deb", "postrm", ["abort-install"], ()),
+        ("rpm", "post", ["1"], (S.WRITE, S.PRESET, S.START)),
+        ("rpm", "post", ["2"], (S.WRITE, S.TRY_RESTART)),
+        ("rpm", "preun", ["0"], (S.STOP, S.REMOVE, S.PURGE)),
+        ("rpm", "preun", ["1"], ()),
+        ("rpm", "postun", ["1"], (S.TRY_RESTART,)),
+        ("rpm", "postun", ["0"], ()),
+    ],
+)
+def test_decision_table(fmt: str, script: str, args: list[str], steps: tuple[Step, ...]) -> None:
+    assert decide(fmt, script, args) == steps
+
+
+@pytest.mark.parametrize(
+    ("fmt", "script", "args"),
+    [("deb", "postinst", ["bogus"]), ("deb", "preinst", ["install"]), ("deb", "prerm", []),
+     ("rpm", "post", []), ("rpm", "post", ["x"]), ("rpm", "pre", ["1"]), ("zip", "post", ["1"])],
+)
+def test_arguments_no_dpkg_or_rpm_passes_are_rejected(fmt: str, script: str, args: list[str]) -> None:
+    with pytest.raises(UserError) as info:
+        decide(fmt, script, args)
+    assert info.value.exit_code == 2 and info.value.hint
+
+
+def test_cli_rejects_bad_arguments_with_one_line_and_exit_2() -> None:
+    res = subprocess.run([*TOOL, "--maintscript", "deb", "postinst", "bogus"], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 2
+    first = res.stderr.splitlines()[0]
+    assert first == "taskserver-install: error: --maintscript deb postinst: unknown action 'bogus'"
+    assert "Traceback" not in res.stderr
+
+
+def _emit(fmt: str, *extra: str) -> str:
+    return subprocess.run([*TOOL, "--emit-maintscripts", fmt, *extra], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _deb_sections(text: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for chunk in text.split("# --- ")[1:]:
+        name, _, body = chunk.partition(" ---\n")
+        parts[name] = body
+    return parts
+
+
+@pytest.mark.parametrize("name", ["taskserver", "my.app-jobs"])
+def test_emitted_deb_snippets_are_clean_posix_sh(tmp_path: Path, name: str) -> None:
+    if not (shutil.which("shellcheck") and shutil.which("dash")):
+        pytest.skip("shellcheck and dash are needed (scripts/test.sh installs them)")
+    sections = _deb_sections(_emit("deb", "--name", name, "--config", "/etc/odd dir/it's.yaml"))
+    assert set(sections) == {"postinst", "prerm", "postrm"}
+    for script, body in sections.items():
+        path = tmp_path / script
+        path.write_text("#!/bin/sh\nset -e\n" + body + "exit 0\n")
+        subprocess.run(["dash", "-n", str(path)], check=True)
+        subprocess.run(["shellcheck", "-s", "sh", str(path)], check=True)
+    assert "'/etc/odd dir/it'\"'\"'s.yaml'" in sections["postrm"]  # quoted as one word
+
+
+def test_emitted_rpm_scriptlets_parse(tmp_path: Path) -> None:
+    if not shutil.which("dash"):
+        pytest.skip("dash is needed")
+    text = _emit("rpm")
+    names = [line for line in text.splitlines() if line.startswith("%")]
+    assert names == ["%post", "%preun", "%postun"]
+    for body in text.split("\n%")[1:]:
+        path = tmp_path / "scriptlet"
+        path.write_text(body.partition("\n")[2])
+        subprocess.run(["dash", "-n", str(path)], check=True)
