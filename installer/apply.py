@@ -234,7 +234,7 @@ def install(
         if isinstance(exc, UserError):
             raise Failed(f"{exc.message} — rolled back everything this install did", hint=exc.hint) from exc
         raise
-    if not backend.live:
+    if not backend.live and out.changed:
         out.notes.append(
             "offline: the init system does not run here; files and boot links were written, "
             "nothing was started (it starts at the next boot)"

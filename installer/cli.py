@@ -146,6 +146,10 @@ def choose_backend(args: argparse.Namespace, root: Path, init: str | None) -> ba
     live = det.live and det.init == name and root == Path("/")
     if name == "cron":
         live = root == Path("/")
+    if live and name == "systemd" and args.user:
+        # the user's own manager must be reachable, else only the files and links are written
+        xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+        live = bool(xdg) and Path(xdg, "systemd", "private").exists()
     registrar = det.registrar if det.target == name else None
     if name == "sysv" and registrar is None:
         registrar = detect.sysv_registrar(root, det.distro_id, det.distro_like, [])
@@ -168,10 +172,12 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
             raise UserError(
                 f"--executable {executable}: not an executable file", hint="give the installed path"
             )
+    # cron belongs to a user: without root the manifest and default config are the caller's own
+    own_cron = backend.name == "cron" and os.geteuid() != 0
     spec = build_spec(
         name=args.name,
         config=args.config,
-        scope=USER if args.user else SYSTEM,
+        scope=USER if args.user or own_cron else SYSTEM,
         run_as=args.run_as,
         root=root,
         executable=executable,
@@ -184,32 +190,28 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
 
 def from_manifest(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Backend]:
     """Uninstall/status act on what was installed: the manifest names the backend and the paths."""
-    scope = USER if args.user else SYSTEM
-    probe = build_spec(name=args.name, scope=scope, root=root, executable="/bin/true", config=args.config)
-    data = mf.load(probe)
+    scopes = [USER] if args.user else [SYSTEM, USER] if os.geteuid() != 0 else [SYSTEM]
+    for scope in scopes:
+        probe = build_spec(name=args.name, scope=scope, root=root, executable="/bin/true", config=args.config)
+        data = mf.load(probe)
+        if data is not None:
+            break
     if data is None:
+        probe = build_spec(name=args.name, scope=scopes[0], root=root, executable="/bin/true")
         if args.status:
-            backend = choose_backend(args, root, args.init)
-            return probe, backend
-        apply.uninstall(probe, choose_backend(args, root, args.init))  # raises "not installed"
-    assert data is not None
+            return probe, choose_backend(args, root, args.init)
+        raise UserError(
+            f"{args.name} is not installed here (no manifest {probe.target(mf.manifest_path(probe))})",
+            hint="check --name, --user and --root; --status shows what is installed",
+        )
     spec = build_spec(
         name=args.name,
-        scope=scope,
+        scope=data.get("scope", scopes[0]),
         root=root,
         executable=data["executable"],
         config=data["config"],
-        run_as=None,
+        run_as=data.get("run_as"),
     )
-    if data.get("run_as"):
-        spec = build_spec(
-            name=args.name,
-            scope=scope,
-            root=root,
-            executable=data["executable"],
-            config=data["config"],
-            run_as=data["run_as"],
-        )
     return spec, choose_backend(args, root, data["backend"])
 
 

@@ -1,0 +1,128 @@
+"""cron, for hosts without a supervisor (webhosters): a crontab entry that runs
+``taskserver -c CONFIG run --once --time-limit 55`` every minute. The entry is preceded by a comment naming
+the instance; it is added and removed with ``crontab -l`` / ``crontab -`` and every other line of the
+user's crontab is kept byte for byte."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from ...runtime.errors import UserError
+from .. import proc
+from ..render import render
+from ..spec import ServiceSpec
+from .base import Action, Backend, FileSpec, Plan
+
+MARK = "# taskserver-install: "
+
+
+class Cron(Backend):
+    name = "cron"
+
+    def user(self, spec: ServiceSpec) -> str | None:
+        """The crontab's owner when it is not the caller's own (``crontab -u``)."""
+        if spec.run_as and spec.run_as.uid != os.geteuid():
+            return spec.run_as.user
+        return None
+
+    def _crontab(self, spec: ServiceSpec) -> list[str]:
+        user = self.user(spec)
+        return ["crontab", "-u", user] if user else ["crontab"]
+
+    def block(self, spec: ServiceSpec) -> str:
+        return render(
+            spec,
+            "cron/crontab.j2",
+            exec_start=[spec.executable, "-c", spec.config, "run", "--once", "--time-limit", "55"],
+        )
+
+    def files(self, spec: ServiceSpec) -> list[FileSpec]:
+        if spec.offline_root:
+            raise UserError(
+                "--init cron cannot install into --root: a crontab belongs to a running system's cron daemon",
+                hint="run taskserver-install --init cron on the machine itself, as the crontab's owner",
+            )
+        return []
+
+    def plan_install(self, spec: ServiceSpec, *, enable: bool = True, start: bool = True) -> Plan:
+        plan = super().plan_install(spec, enable=enable, start=start)
+        owner = self.user(spec) or pwd.getpwuid(os.geteuid()).pw_name
+        return Plan(
+            plan.backend,
+            plan.files,
+            plan.reload,
+            plan.enable,
+            (),
+            plan.notes,
+            {"crontab_user": owner, "entry": self.block(spec)},
+        )
+
+    def read(self, spec: ServiceSpec) -> str:
+        res = proc.run([*self._crontab(spec), "-l"], check=False)
+        if res.ok:
+            return res.stdout
+        if "no crontab" in res.stderr.lower():
+            return ""
+        raise proc.CommandFailed(res)
+
+    def without_ours(self, spec: ServiceSpec, text: str) -> str:
+        """``text`` minus our marker line and the entry right after it."""
+        lines = text.splitlines(keepends=True)
+        out: list[str] = []
+        skip = False
+        for line in lines:
+            if skip:
+                skip = False
+                continue
+            if line.startswith(f"{MARK}{spec.name} "):
+                skip = True
+                continue
+            out.append(line)
+        return "".join(out)
+
+    def write(self, spec: ServiceSpec, text: str) -> None:
+        proc.run([*self._crontab(spec), "-"], input=text)
+
+    def _add(self, spec: ServiceSpec) -> None:
+        text = self.without_ours(spec, self.read(spec))
+        if text and not text.endswith("\n"):
+            text += "\n"
+        self.write(spec, text + self.block(spec))
+
+    def _remove(self, spec: ServiceSpec) -> None:
+        current = self.read(spec)
+        text = self.without_ours(spec, current)
+        if text != current:
+            self.write(spec, text)
+
+    def reload(self, spec: ServiceSpec) -> list[Action]:
+        return []
+
+    def enable(self, spec: ServiceSpec) -> list[Action]:
+        what = proc.quote([*self._crontab(spec), "-"])
+        return [
+            Action(f"{what}  (adds the {spec.name} entry, keeps the other lines)", lambda: self._add(spec))
+        ]
+
+    def disable(self, spec: ServiceSpec) -> list[Action]:
+        what = proc.quote([*self._crontab(spec), "-"])
+        return [
+            Action(
+                f"{what}  (removes the {spec.name} entry, keeps the other lines)", lambda: self._remove(spec)
+            )
+        ]
+
+    def start(self, spec: ServiceSpec) -> list[Action]:
+        return []  # cron starts it within the minute
+
+    def stop(self, spec: ServiceSpec) -> list[Action]:
+        return []
+
+    def is_enabled(self, spec: ServiceSpec) -> bool:
+        if spec.offline_root:
+            return False
+        return any(line.startswith(f"{MARK}{spec.name} ") for line in self.read(spec).splitlines())
+
+    def is_active(self, spec: ServiceSpec) -> bool | None:
+        return None  # nothing runs between the minutes; cron's log shows the runs

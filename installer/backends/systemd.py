@@ -1,0 +1,167 @@
+"""systemd: a unit in /etc/systemd/system (or ~/.config/systemd/user with --user), Type=notify on
+``taskserver run``. Live: registered over D-Bus with pystemd when importable (system scope), else with
+``systemctl``. Offline: ``systemctl --root=DIR enable`` writes the enable links; nothing is started."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from pathlib import Path
+
+from ..render import render
+from ..spec import ServiceSpec
+from .base import Action, Backend, FileSpec, cmd
+
+log = logging.getLogger("taskserver.installer")
+
+
+class Systemd(Backend):
+    name = "systemd"
+    supports_user_scope = True
+
+    def unit_name(self, spec: ServiceSpec) -> str:
+        return f"{spec.name}.service"
+
+    def unit_dir(self, spec: ServiceSpec) -> Path:
+        if spec.user_scope:
+            return spec.home / ".config" / "systemd" / "user"
+        return Path("/etc/systemd/system")
+
+    def unit_path(self, spec: ServiceSpec) -> Path:
+        return self.unit_dir(spec) / self.unit_name(spec)
+
+    def wants_link(self, spec: ServiceSpec) -> Path:
+        target = "default.target" if spec.user_scope else "multi-user.target"
+        return self.unit_dir(spec) / f"{target}.wants" / self.unit_name(spec)
+
+    def files(self, spec: ServiceSpec) -> list[FileSpec]:
+        writable = [*spec.writable_paths]
+        if spec.working_dir and spec.working_dir not in writable:
+            writable.append(spec.working_dir)
+        text = render(
+            spec,
+            "systemd/taskserver.service.j2",
+            exec_start=[spec.executable, "-c", spec.config, "run"],
+            reload_cmd=["/bin/kill"],
+            writable=writable,
+        )
+        return [FileSpec(self.unit_path(spec), text, 0o644)]
+
+    def notes(self, spec: ServiceSpec) -> list[str]:
+        if not spec.user_scope:
+            return []
+        user = spec.home.name if spec.run_as is None else spec.run_as.user
+        user = os.environ.get("USER", user) if spec.run_as is None else user
+        if not spec.target(Path("/var/lib/systemd/linger") / user).exists():
+            return [
+                f"linger is off for {user}: the unit starts only while {user} is logged in; to start it at "
+                f"boot run: loginctl enable-linger {user}"
+            ]
+        return []
+
+    # --- commands -----------------------------------------------------------------------------------
+    def _ctl(self, spec: ServiceSpec, *args: str, check: bool = True) -> Action:
+        base = ["systemctl"]
+        if spec.user_scope:
+            base.append("--user")
+        if not self.live:
+            base.append(f"--root={spec.root}")
+        return cmd([*base, *args], check=check)
+
+    def _dbus(self, spec: ServiceSpec) -> bool:
+        return (
+            self.live
+            and not spec.user_scope
+            and self.registrar == "pystemd"
+            and importlib.util.find_spec("pystemd") is not None
+        )
+
+    def reload(self, spec: ServiceSpec) -> list[Action]:
+        if not self.live:
+            return []
+        if self._dbus(spec):
+            return [
+                Action("D-Bus: org.freedesktop.systemd1.Manager.Reload()", lambda: _manager_call("Reload"))
+            ]
+        return [self._ctl(spec, "daemon-reload")]
+
+    def enable(self, spec: ServiceSpec) -> list[Action]:
+        unit = self.unit_name(spec)
+        if self._dbus(spec):
+            return [
+                Action(
+                    f"D-Bus: EnableUnitFiles([{unit}], runtime=false, force=true)",
+                    lambda: _manager_call("EnableUnitFiles", [unit.encode()], False, True),
+                )
+            ]
+        return [self._ctl(spec, "enable", unit)]
+
+    def disable(self, spec: ServiceSpec) -> list[Action]:
+        unit = self.unit_name(spec)
+        if self._dbus(spec):
+            return [
+                Action(
+                    f"D-Bus: DisableUnitFiles([{unit}], runtime=false)",
+                    lambda: _manager_call("DisableUnitFiles", [unit.encode()], False),
+                )
+            ]
+        return [self._ctl(spec, "disable", unit)]
+
+    def start(self, spec: ServiceSpec) -> list[Action]:
+        if not self.live:
+            return []
+        unit = self.unit_name(spec)
+        if self._dbus(spec):
+            return [Action(f"D-Bus: StartUnit({unit}, replace)", lambda: _unit_job("StartUnit", unit))]
+        return [self._ctl(spec, "start", unit)]
+
+    def stop(self, spec: ServiceSpec) -> list[Action]:
+        if not self.live:
+            return []
+        unit = self.unit_name(spec)
+        if self._dbus(spec):
+            return [Action(f"D-Bus: StopUnit({unit}, replace)", lambda: _unit_job("StopUnit", unit))]
+        return [self._ctl(spec, "stop", unit, check=False)]
+
+    def restart(self, spec: ServiceSpec) -> list[Action]:
+        if not self.live:
+            return []
+        unit = self.unit_name(spec)
+        if self._dbus(spec):
+            return [Action(f"D-Bus: RestartUnit({unit}, replace)", lambda: _unit_job("RestartUnit", unit))]
+        return [self._ctl(spec, "restart", unit)]
+
+    # --- queries ------------------------------------------------------------------------------------
+    def is_enabled(self, spec: ServiceSpec) -> bool:
+        # The WantedBy= link is what `enable` creates and `disable` removes, live or offline alike.
+        return spec.target(self.wants_link(spec)).is_symlink()
+
+    def is_active(self, spec: ServiceSpec) -> bool | None:
+        if not self.live:
+            return None
+        res = self._ctl(spec, "is-active", self.unit_name(spec), check=False).run()
+        return getattr(res, "stdout", "").strip() in ("active", "reloading")
+
+
+def _manager_call(method: str, *args: object) -> object:
+    from pystemd.systemd1 import Manager  # noqa: PLC0415 - optional dependency, imported when used
+
+    with Manager() as manager:
+        return getattr(manager.Manager, method)(*args)
+
+
+def _unit_job(method: str, unit: str) -> object:
+    """Queue a start/stop/restart job and wait until systemd finished it (like `systemctl start`)."""
+    from pystemd.systemd1 import Unit  # noqa: PLC0415 - optional dependency, imported when used
+
+    _manager_call(method, unit.encode(), b"replace")
+    with Unit(unit.encode()) as u:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            state = u.Unit.ActiveState
+            if state not in (b"activating", b"deactivating", b"reloading"):
+                return state
+            time.sleep(0.2)
+    return None

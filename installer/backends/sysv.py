@@ -1,0 +1,100 @@
+"""SysV init: one LSB init script in /etc/init.d built on ``taskserver start|stop|status|reload``, registered
+with update-rc.d (Debian family), insserv (SUSE family, or when update-rc.d is missing) or chkconfig (RHEL
+family) — whichever detection chose from the evidence and the distribution. Offline (``--root``) the
+registrar runs inside the tree with ``chroot`` when the tree has it; nothing is started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...runtime.errors import UserError
+from ...runtime.pidfile import pidfile_name
+from ..detect import which
+from ..render import render
+from ..spec import ServiceSpec
+from .base import Action, Backend, FileSpec, cmd
+
+RC_DIRS = ("etc/rc{n}.d", "etc/rc.d/rc{n}.d", "etc/init.d/rc{n}.d")
+
+
+class SysV(Backend):
+    name = "sysv"
+
+    def script(self, spec: ServiceSpec) -> Path:
+        return Path("/etc/init.d") / spec.name
+
+    def pidfile(self, spec: ServiceSpec) -> Path:
+        # where `taskserver start` (as root, no $RUNTIME_DIRECTORY) keeps it
+        return Path("/run/taskserver") / pidfile_name(spec.config)
+
+    def files(self, spec: ServiceSpec) -> list[FileSpec]:
+        text = render(spec, "sysv/taskserver.init.j2", pidfile=self.pidfile(spec))
+        return [FileSpec(self.script(spec), text, 0o755)]
+
+    def _registrar(self, spec: ServiceSpec) -> str:
+        if self.registrar is None:
+            raise UserError(
+                f"no SysV registrar (update-rc.d, insserv, chkconfig) found in {spec.root}",
+                hint="install one (e.g. apt-get install init-system-helpers) or use --init systemd",
+            )
+        return self.registrar
+
+    def _reg(self, spec: ServiceSpec, *args: str, check: bool = True) -> Action:
+        argv = [self._registrar(spec), *args]
+        if spec.offline_root:
+            # update-rc.d/insserv/chkconfig have no reliable --root: run the tree's own copy inside it.
+            if which(spec.root, argv[0]) is None:
+                raise UserError(f"{argv[0]} is not installed in {spec.root}", hint="install it there first")
+            argv = ["chroot", str(spec.root), *argv]
+        return cmd(argv, check=check)
+
+    def reload(self, spec: ServiceSpec) -> list[Action]:
+        return []
+
+    def enable(self, spec: ServiceSpec) -> list[Action]:
+        reg = self._registrar(spec)
+        args = {
+            "update-rc.d": [spec.name, "defaults"],
+            "insserv": [spec.name],
+            "chkconfig": ["--add", spec.name],
+        }
+        return [self._reg(spec, *args[reg])]
+
+    def disable(self, spec: ServiceSpec) -> list[Action]:
+        reg = self._registrar(spec)
+        args = {
+            # -f: the script still exists at this point (it is removed after the links)
+            "update-rc.d": ["-f", spec.name, "remove"],
+            "insserv": ["-r", spec.name],
+            "chkconfig": ["--del", spec.name],
+        }
+        return [self._reg(spec, *args[reg])]
+
+    def _action(self, spec: ServiceSpec, verb: str, check: bool = True) -> Action:
+        return cmd([str(spec.target(self.script(spec))), verb], check=check)
+
+    def start(self, spec: ServiceSpec) -> list[Action]:
+        return [self._action(spec, "start")] if self.live else []
+
+    def stop(self, spec: ServiceSpec) -> list[Action]:
+        return [self._action(spec, "stop", check=False)] if self.live else []
+
+    def restart(self, spec: ServiceSpec) -> list[Action]:
+        return [self._action(spec, "restart")] if self.live else []
+
+    def is_enabled(self, spec: ServiceSpec) -> bool:
+        for n in "2345":
+            for pattern in RC_DIRS:
+                d = spec.root / pattern.format(n=n)
+                if any(d.glob(f"S[0-9][0-9]{spec.name}")):
+                    return True
+        return False
+
+    def is_active(self, spec: ServiceSpec) -> bool | None:
+        if not self.live:
+            return None
+        script = spec.target(self.script(spec))
+        if not script.exists():
+            return False
+        res = self._action(spec, "status", check=False).run()
+        return getattr(res, "returncode", 3) == 0

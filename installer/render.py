@@ -1,0 +1,121 @@
+"""Render boot-file templates with Jinja2 (StrictUndefined) and one quoting filter per target syntax.
+
+Templates come from the package's ``templates/<init>/``; an admin overrides one by placing a file of the
+same name under ``<config dir>/templates/<init>/`` (e.g. /etc/taskserver/templates/systemd/
+taskserver.service.j2). No value reaches a boot file without going through the filter for its syntax:
+
+- ``sd_exec``: a list of argv words -> an ExecStart= command line: each word in double quotes with ``\\`` and
+  ``"`` escaped, ``%`` doubled (specifiers) and ``$`` doubled (variable expansion).
+- ``sd_words``: a list of paths -> a space-separated, double-quoted list (ReadWritePaths=): ``%`` doubled;
+  an optional prefix goes inside the quotes (``-`` = ignore a missing path), where systemd reads it.
+- ``sd_value``: one raw value (Description=, WorkingDirectory=, EnvironmentFile=): ``%`` doubled; refuses a
+  trailing backslash (it would continue the line) and leading/trailing whitespace (the parser strips it).
+- ``sh``: POSIX sh single-quoting (SysV scripts, upstart ``exec``).
+- ``cron``: sh quoting, then ``%`` escaped as ``\\%`` (cron turns a bare ``%`` into a newline).
+- ``upstart``: one stanza argument in double quotes with ``\\`` and ``"`` escaped.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..runtime.errors import UserError
+from .spec import FORBIDDEN, ServiceSpec
+
+
+def _plain(value: object) -> str:
+    text = str(value)
+    for ch in FORBIDDEN:
+        if ch in text:
+            raise UserError(
+                f"value {text!r} cannot be written into a boot file", hint="remove control characters"
+            )
+    return text
+
+
+def _dq(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sd_exec(words: Iterable[object]) -> str:
+    return " ".join(_dq(_plain(w).replace("%", "%%").replace("$", "$$")) for w in words)
+
+
+def sd_words(words: Iterable[object], prefix: str = "") -> str:
+    return " ".join(_dq(prefix + _plain(w).replace("%", "%%")) for w in words)
+
+
+def sd_value(value: object) -> str:
+    text = _plain(value)
+    if text != text.strip() or text.endswith("\\"):
+        raise UserError(
+            f"{text!r} cannot be written as a systemd setting (surrounding space or trailing backslash)",
+            hint="rename the path",
+        )
+    return text.replace("%", "%%")
+
+
+def sh(value: object) -> str:
+    return shlex.quote(_plain(value))
+
+
+def sh_words(words: Iterable[object]) -> str:
+    return " ".join(sh(w) for w in words)
+
+
+def cron(words: Iterable[object]) -> str:
+    return " ".join(sh(w).replace("%", "\\%") for w in words)
+
+
+def upstart(value: object) -> str:
+    return _dq(_plain(value))
+
+
+FILTERS: dict[str, Any] = {
+    "sd_exec": sd_exec,
+    "sd_words": sd_words,
+    "sd_value": sd_value,
+    "sh": sh,
+    "sh_words": sh_words,
+    "cron": cron,
+    "upstart": upstart,
+}
+
+
+def package_templates() -> Path:
+    return Path(str(resources.files("taskserver") / "templates"))
+
+
+def environment(spec: ServiceSpec) -> jinja2.Environment:
+    search = [str(package_templates())]
+    override = spec.template_override_dir
+    if override.is_dir():
+        search.insert(0, str(override))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(search),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - boot files, not HTML: every value goes through a syntax filter
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def render(spec: ServiceSpec, template: str, **context: Any) -> str:
+    """Render ``template`` (e.g. ``systemd/taskserver.service.j2``) with ``spec`` and ``context``."""
+    try:
+        return environment(spec).get_template(template).render(spec=spec, **context)
+    except jinja2.TemplateError as exc:
+        where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
+        raise UserError(
+            f"template {template}{where}: {exc}",
+            hint=f"fix or remove the override under {spec.template_override_dir}",
+        ) from exc
