@@ -78,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     _preflight(cfg)
     pidfile = PidFile.acquire(cfg.path)
+    log.debug("holding pid file %s", pidfile.path)
     try:
         _prepare(cfg)
         privs.drop_privileges(cfg.server.run_as)

@@ -7,6 +7,7 @@ they come before setuid. Afterwards we check that root cannot be regained.
 from __future__ import annotations
 
 import grp
+import logging
 import os
 import pwd
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .model import Config
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ def drop_privileges(spec: str | None) -> None:
     os.environ.update(HOME=ident.home, USER=ident.user, LOGNAME=ident.user)
     if ident.uid != 0:
         _verify_dropped()
+    log.info("running as %s (uid %d, gid %d, groups %s)", ident.user, ident.uid, ident.gid, os.getgroups())
 
 
 def _verify_dropped() -> None:
