@@ -1,18 +1,253 @@
-"""`taskserver jobs ...`: enqueue long tasks, finish them, list jobs and show run history."""
+"""`taskserver jobs ...`: enqueue long tasks and report their outcome, list jobs, show runs and history.
+
+Run ids are per tenant; ``--tenant`` picks the tenant (default: $TASKSERVER_TENANT inside a run, else the
+only tenant, else ``default``).  ``enqueue`` and ``run`` add a QUE run to the tenant's store and wake a
+running daemon with SIGUSR1; with no daemon the run waits until the next ``taskserver run`` (or ``--once``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
 from typing import Any
 
+from . import config, control, schedule, statusfile
 from .errors import UserError
+from .model import Config, Cron, Every, JobDef, TenantDef
+from .sqlite_store import SqliteStore, store_path
+from .store import Run
+
+DEFAULT_QUEUE = "default"
 
 
 def register(sub: Any) -> None:
     """Add the `jobs` command group to ``sub`` (an argparse subparsers action)."""
-    jobs: argparse.ArgumentParser = sub.add_parser("jobs", help="list, run and enqueue jobs; show history")
-    jobs.set_defaults(func=_not_ready)
+    jobs = sub.add_parser("jobs", help="list, run and enqueue jobs; show runs and history")
+    jsub = jobs.add_subparsers(title="jobs commands", dest="jobs_command", metavar="COMMAND", required=True)
+
+    def cmd(name: str, help_text: str, func: Any, json_opt: bool = True) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = jsub.add_parser(name, help=help_text)
+        p.add_argument("--tenant", metavar="NAME", help="the tenant (default: the only one, or `default`)")
+        if json_opt:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
+        return p
+
+    p = cmd("enqueue", "queue a long task; prints its run id", _enqueue, json_opt=False)
+    p.add_argument("--queue", default=DEFAULT_QUEUE, help="tasks of one queue run one at a time, in order")
+    p.add_argument("argv", nargs="+", metavar="-- CMD [ARGS...]", help="the command to run (no shell)")
+    p = cmd("finish", "report a task's own outcome (wins over its exit code)", _finish, json_opt=False)
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--status", choices=("ok", "err"), required=True)
+    p.add_argument("--message", metavar="TEXT")
+    cmd("list", "the configured jobs, their next due time and last run", _list)
+    p = cmd("show", "one run in full, with its output tail", _show)
+    p.add_argument("id", type=int, metavar="ID")
+    p = cmd("history", "recent runs, newest first", _history)
+    p.add_argument("job", nargs="?", metavar="JOB")
+    p.add_argument("--limit", type=int, default=50)
+    p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now, json_opt=False)
+    p.add_argument("name", metavar="NAME")
 
 
-def _not_ready(args: argparse.Namespace) -> int:
-    raise UserError("`jobs` is not implemented yet", hint="use a later build")
+# -- helpers ---------------------------------------------------------------------------------------------
+def _tenant(cfg: Config, name: str | None) -> TenantDef:
+    name = name or os.environ.get("TASKSERVER_TENANT") or None
+    if name is None:
+        name = cfg.tenants[0].name if len(cfg.tenants) == 1 else "default"
+    tenant = cfg.tenant(name)
+    if tenant is None:
+        known = ", ".join(t.name for t in cfg.tenants) or "none"
+        raise UserError(f"{cfg.path}: no tenant {name!r} (tenants: {known})", hint="choose one with --tenant")
+    return tenant
+
+
+def _runnable(cfg: Config, tenant: TenantDef) -> None:
+    if tenant.login is None:
+        raise UserError(f"tenant {tenant.name!r} has no login, so it runs nothing",
+                        hint=f"taskserver tenants enable {tenant.name} --login USER")
+
+
+def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> SqliteStore | None:
+    path = store_path(tenant, cfg.server.state_dir)
+    if not create and not path.exists():
+        return None
+    return SqliteStore(path)
+
+
+def _wake(cfg: Config) -> bool:
+    """SIGUSR1 to a running daemon so it picks up new QUE runs at once."""
+    pid = control.read_pid(cfg.path)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
+    store = _store(cfg, tenant, create=True)
+    assert store is not None
+    try:
+        run_id = store.add(job, queue=queue, argv=argv, now=time.time())
+        run = store.get(run_id)
+        assert run is not None
+        statusfile.update(cfg.server.state_dir, tenant.name, run)
+    finally:
+        store.close()
+    if not _wake(cfg):
+        print(f"taskserver: note: no daemon is running; run {run_id} waits for `taskserver run`",
+              file=sys.stderr)
+    return run_id
+
+
+def _stamp(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": run.id, "job": run.job or None, "queue": run.queue, "state": run.state.value,
+        "reason": run.reason, "due": _stamp(run.due), "created": _stamp(run.created),
+        "started": _stamp(run.started), "finished": _stamp(run.finished), "exit_code": run.exit_code,
+        "attempt": run.attempt, "argv": list(run.argv) if run.argv is not None else None,
+        "message": run.message, "pid": run.pid,
+    }
+    if output:
+        d["output"] = run.output
+    return d
+
+
+def _trigger(job: JobDef) -> str:
+    if isinstance(job.trigger, Cron):
+        return f"cron {job.trigger.expr}"
+    if isinstance(job.trigger, Every):
+        return f"every {job.trigger.seconds:g}s"
+    return "on demand"
+
+
+def _line(run: Run) -> str:
+    state = run.state.value + (f" {run.reason}" if run.reason else "")
+    what = run.job or ("task " + " ".join(run.argv or ()))
+    return f"{run.id:>6}  {_stamp(run.created) or '':25}  {state:22}  {what}"
+
+
+# -- commands --------------------------------------------------------------------------------------------
+def _enqueue(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    tenant = _tenant(cfg, args.tenant)
+    _runnable(cfg, tenant)
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UserError("no command given to enqueue", hint="taskserver jobs enqueue -- CMD [ARGS...]")
+    print(_queued(cfg, tenant, "", args.queue, argv))
+    return 0
+
+
+def _run_now(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    tenant = _tenant(cfg, args.tenant)
+    _runnable(cfg, tenant)
+    job = next((j for j in tenant.jobs if j.name == args.name), None)
+    if job is None:
+        names = ", ".join(j.name for j in tenant.jobs) or "none"
+        raise UserError(f"tenant {tenant.name!r} has no job {args.name!r} (jobs: {names})",
+                        hint="see `taskserver jobs list`")
+    print(_queued(cfg, tenant, job.name, job.queue, None))
+    return 0
+
+
+def _finish(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    tenant = _tenant(cfg, args.tenant)
+    store = _store(cfg, tenant, create=False)
+    if store is None:
+        raise UserError(f"tenant {tenant.name!r} has no runs yet", hint="check the run id and --tenant")
+    try:
+        if store.get(args.id) is None:
+            raise UserError(f"tenant {tenant.name!r} has no run {args.id}",
+                            hint="see `taskserver jobs history`")
+        run = store.report(args.id, args.status == "ok", args.message, now=time.time())
+    finally:
+        store.close()
+    path = statusfile.status_path(cfg.server.state_dir, tenant.name, run.id)
+    if path.exists():
+        statusfile.update(cfg.server.state_dir, tenant.name, run)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    tenants = [_tenant(cfg, args.tenant)] if args.tenant else list(cfg.tenants)
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for tenant in tenants:
+        store = _store(cfg, tenant, create=False)
+        for job in tenant.jobs:
+            last = store.history(job.name, limit=1) if store else []
+            nxt = schedule.next_fire(job, tenant.timezone, now) if job.enabled else None
+            note = None if tenant.login else "tenant has no login: runs nothing"
+            note = note or (None if job.enabled else "disabled")
+            rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
+                         "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
+                         "note": note, "next_due": nxt.isoformat(timespec="seconds") if nxt else None,
+                         "last": _run_dict(last[0], output=False) if last else None})
+        if store:
+            store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        rec: dict[str, Any] | None = r["last"]
+        state = f"{rec['state']} {rec['reason'] or ''}".strip() if rec else "-"
+        print(f"{r['tenant']}/{r['job']:20}  {r['trigger']:18}  next {r['next_due'] or '-':25}  last {state}"
+              + (f"  ({r['note']})" if r["note"] else ""))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    tenant = _tenant(cfg, args.tenant)
+    store = _store(cfg, tenant, create=False)
+    run = store.get(args.id) if store else None
+    if store:
+        store.close()
+    if run is None:
+        raise UserError(f"tenant {tenant.name!r} has no run {args.id}", hint="see `taskserver jobs history`")
+    d = _run_dict(run, output=True)
+    d["tenant"] = tenant.name
+    d["status_file"] = str(statusfile.status_path(cfg.server.state_dir, tenant.name, run.id))
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    for k, v in d.items():
+        if k != "output" and v is not None:
+            print(f"{k}: {' '.join(v) if isinstance(v, list) else v}")
+    if run.output:
+        print("output:")
+        sys.stdout.write(run.output if run.output.endswith("\n") else run.output + "\n")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    tenant = _tenant(cfg, args.tenant)
+    store = _store(cfg, tenant, create=False)
+    runs = store.history(args.job, limit=args.limit) if store else []
+    if store:
+        store.close()
+    if args.json:
+        print(json.dumps([_run_dict(r, output=False) for r in runs], indent=2))
+        return 0
+    for run in runs:
+        print(_line(run))
+    return 0

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +72,7 @@ class Executor:
         self.cwd = cwd
         self.kill_grace = kill_grace
         self.children: dict[int, Child] = {}
+        self.on_close: Callable[[int], None] | None = None  # told before a pipe is closed (selector upkeep)
         self._base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
 
     def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,
@@ -102,12 +103,18 @@ class Executor:
             except BlockingIOError:
                 return
             if not data:
-                os.close(child.fd)
-                child.fd = None
+                self._close(child)
                 return
             child.tail += data
             if len(child.tail) > self.output_tail:
                 del child.tail[: len(child.tail) - self.output_tail]
+
+    def _close(self, child: Child) -> None:
+        if child.fd is not None:
+            if self.on_close is not None:
+                self.on_close(child.fd)
+            os.close(child.fd)
+            child.fd = None
 
     def reap(self) -> list[tuple[Child, Outcome]]:
         """Collect every child that has exited (call on SIGCHLD; cheap when none has)."""
@@ -126,9 +133,7 @@ class Executor:
 
     def _finish(self, child: Child) -> Outcome:
         self.read(child)  # what is left in the pipe; a grandchild holding it open must not block us
-        if child.fd is not None:
-            os.close(child.fd)
-            child.fd = None
+        self._close(child)
         code = child.proc.returncode
         output = child.tail.decode(errors="replace")
         if child.interrupted:

@@ -1,0 +1,468 @@
+"""The daemon loop: sleep until the next due time, a child's exit or a signal; start what is due.
+
+No fixed tick: a heap holds every job's next due time, and ``selectors`` waits on the signal wake-up pipe
+(SIGCHLD, SIGUSR1 for enqueue, SIGHUP, SIGTERM, SIGINT) and the running children's output pipes, with a
+timeout that ends at the next due time, timeout or watchdog ping.  A job never overlaps itself: a due time
+that comes while the job runs waits (one at most; another is recorded missed).  Scheduled runs go straight
+to RUN in the store; enqueued tasks and `jobs run` are QUE rows read back on SIGUSR1.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import selectors
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from . import housekeeping, schedule, statusfile
+from .executor import Executor, Outcome, job_argv
+from .memory import rss_bytes
+from .model import Config, JobDef, State, TenantDef
+from .notify import Notifier
+from .sqlite_store import SqliteStore, open_store
+from .store import INTERRUPTED, NO_SUCH_JOB, SPAWN_FAILED, Run
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP = 60.0  # re-read the wall clock at least this often (it may be stepped while we sleep)
+HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+Key = tuple[str, str]  # (tenant, job)
+
+
+@dataclass
+class Active:
+    """A run in progress."""
+
+    tenant: str
+    job: str
+    queue: str | None
+    run_id: int
+    queued: bool  # came through the queue: its status file stays after the end
+    jobdef: JobDef | None
+    attempt: int
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _same(a: JobDef, b: JobDef) -> bool:
+    return replace(a, loc=None) == replace(b, loc=None)
+
+
+class Daemon:
+    def __init__(self, config: Config, *, once: bool, time_limit: float | None, notifier: Notifier | None,
+                 config_loader: Callable[[], Config] | None) -> None:
+        self.config = config
+        self.once = once
+        self.notifier = notifier
+        self.config_loader = config_loader
+        self.instance = uuid.uuid4().hex
+        self.started = time.time()
+        self.end_at = self.started + time_limit if time_limit is not None else None
+        self.stores: dict[str, SqliteStore] = {}
+        self.jobs: dict[Key, JobDef] = {}
+        self.gen: dict[Key, int] = {}
+        self.timers: list[tuple[float, int, str, str, str, int, int]] = []  # when, seq, kind, t, j, gen, try
+        self.seq = 0
+        self.pending: dict[Key, deque[tuple[float | None, int]]] = {}  # due, attempt
+        self.queued: dict[str, list[Run]] = {}
+        self.que_dirty = True
+        self.busy_jobs: set[Key] = set()
+        self.busy_queues: set[tuple[str, str]] = set()
+        self.active: dict[int, Active] = {}  # by child pid
+        self.executor = Executor(output_tail=config.server.output_tail, cwd=config.server.install_dir)
+        self.executor.on_close = self._forget_fd
+        self.sel = selectors.DefaultSelector()
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.exit_code = 0
+        self.next_ping: float | None = None
+        self.signals: list[int] = []
+
+    # -- set-up ----------------------------------------------------------------------------------------
+    def start_up(self) -> None:
+        now = time.time()
+        self._open_tenants(self.config, now)
+        if not self.once:
+            self._timer(now, "housekeeping", "", "")
+        else:
+            housekeeping.purge(self.stores, self.config.server, now)
+        interval = self.notifier.watchdog_interval() if self.notifier else None
+        self.next_ping = now + interval if interval else None
+
+    def _open_tenants(self, config: Config, now: float) -> None:
+        for tenant in config.tenants:
+            if tenant.login is None:
+                log.info("tenant %s has no login: it runs nothing (%d jobs)", tenant.name, len(tenant.jobs))
+                continue
+            if tenant.name not in self.stores:
+                store = self.stores[tenant.name] = open_store(tenant, config.server.state_dir)
+                for run_id in store.crash_orphans(self.instance, now=now):
+                    log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
+                                tenant.name, run_id)
+                    self._write_status(tenant.name, store.get(run_id), keep=True)
+            new = [j for j in tenant.jobs if (tenant.name, j.name) not in self.jobs]
+            self.stores[tenant.name].remember_jobs([j.name for j in new if self._scheduled(j)], now=now)
+            for job in tenant.jobs:
+                self._add_job(tenant, job, now)
+
+    def _scheduled(self, job: JobDef) -> bool:
+        return job.enabled and job.trigger is not None
+
+    def _add_job(self, tenant: TenantDef, job: JobDef, now: float) -> None:
+        key = (tenant.name, job.name)
+        self.jobs[key] = job
+        self.gen[key] = self.gen.get(key, 0) + 1
+        if not self._scheduled(job):
+            return
+        store = self.stores[tenant.name]
+        last = store.last_due(job.name)
+        plan = schedule.catch_up(job, tenant.timezone, _dt(last) if last is not None else None, _dt(now))
+        if plan.omitted:
+            note = (f"{plan.omitted}{'' if plan.omitted_exact else '+'} due times from "
+                    f"{plan.omitted_first} to {plan.omitted_last} missed (summarised)")
+            assert plan.omitted_last is not None
+            store.missed(job.name, [plan.omitted_last.timestamp()], now=now, note=note)
+        if plan.missed:
+            log.warning("tenant %s job %s: %d missed runs recorded", tenant.name, job.name, len(plan.missed))
+            store.missed(job.name, [d.timestamp() for d in plan.missed], now=now, note="daemon was down")
+        for due in plan.run:
+            self.pending.setdefault(key, deque()).append((due.timestamp(), 0))
+        if not self.once:
+            self._schedule_next(key, tenant.timezone, now)
+
+    def _schedule_next(self, key: Key, tz: str, after: float) -> None:
+        nxt = schedule.next_fire(self.jobs[key], tz, _dt(after))
+        if nxt is not None:
+            self._timer(nxt.timestamp(), "fire", *key)
+
+    def _timer(self, when: float, kind: str, tenant: str, job: str, attempt: int = 0) -> None:
+        self.seq += 1
+        gen = self.gen.get((tenant, job), 0)
+        heapq.heappush(self.timers, (when, self.seq, kind, tenant, job, gen, attempt))
+
+    def _tz(self, tenant: str) -> str:
+        t = self.config.tenant(tenant)
+        return t.timezone if t is not None else "UTC"
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def loop(self) -> int:
+        while True:
+            now = time.time()
+            self._handle_signals(now)
+            self._fire_timers(now)
+            self.executor.enforce(now)
+            self._check_limits(now)
+            if not self.stopping:
+                self._dispatch(now)
+            if not self.active and (self.stopping or (self.once and not self._work_left())):
+                return self.exit_code
+            for key, _ in self.sel.select(self._sleep_time(now)):
+                if key.data is None:
+                    _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
+                else:
+                    self.executor.read(key.data)
+            self._collect()
+
+    def _work_left(self) -> bool:
+        return bool(self.pending) or any(self.queued.values()) or self.que_dirty
+
+    def _sleep_time(self, now: float) -> float:
+        wake = [now + MAX_SLEEP]
+        if self.timers and not self.stopping:
+            wake.append(self.timers[0][0])
+        for t in (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping):
+            if t is not None:
+                wake.append(t)
+        return max(0.0, min(wake) - now)
+
+    def _fire_timers(self, now: float) -> None:
+        if self.next_ping is not None and now >= self.next_ping and self.notifier:
+            self.notifier.ping()
+            interval = self.notifier.watchdog_interval() or MAX_SLEEP
+            self.next_ping = now + interval
+        while self.timers and self.timers[0][0] <= now and not self.stopping:
+            when, _, kind, tenant, job, gen, attempt = heapq.heappop(self.timers)
+            key = (tenant, job)
+            if kind == "housekeeping":
+                housekeeping.purge(self.stores, self.config.server, now)
+                self._status()
+                self._timer(now + housekeeping.INTERVAL, "housekeeping", "", "")
+                continue
+            if key not in self.jobs or self.gen[key] != gen:
+                continue  # removed or changed by a reload since this timer was set
+            waiting = self.pending.setdefault(key, deque())
+            if kind == "fire":
+                self._schedule_next(key, self._tz(tenant), when)
+                if waiting:  # one due time already waits for the running one: never pile them up
+                    self.stores[tenant].missed(job, [when], now=now, note="the previous run was still going")
+                    continue
+            waiting.append((when if kind == "fire" else None, attempt))
+
+    # -- starting runs ------------------------------------------------------------------------------------
+    def _slots(self) -> int:
+        return self.config.server.max_parallel - len(self.active)
+
+    def _dispatch(self, now: float) -> None:
+        for key in list(self.pending):
+            if self._slots() <= 0:
+                return
+            job = self.jobs.get(key)
+            if job is None:
+                del self.pending[key]
+                continue
+            if key in self.busy_jobs or (job.queue and (key[0], job.queue) in self.busy_queues):
+                continue
+            due, attempt = self.pending[key].popleft()
+            if not self.pending[key]:
+                del self.pending[key]
+            self._start_scheduled(key, job, due, attempt, now)
+        self._dispatch_queued(now)
+
+    def _dispatch_queued(self, now: float) -> None:
+        if self.que_dirty:
+            self.que_dirty = False
+            self.queued = {t: s.queued() for t, s in self.stores.items()}
+        for tenant, runs in self.queued.items():
+            blocked: set[str] = set()  # queues whose head cannot start yet: the rest wait behind it
+            for run in list(runs):
+                if self._slots() <= 0:
+                    return
+                queue = run.queue
+                if queue is not None and (queue in blocked or (tenant, queue) in self.busy_queues):
+                    blocked.add(queue)
+                    continue
+                if run.job and (tenant, run.job) in self.busy_jobs:
+                    if queue is not None:
+                        blocked.add(queue)
+                    continue
+                runs.remove(run)
+                self._start_queued(tenant, run, now)
+
+    def _start_scheduled(self, key: Key, job: JobDef, due: float | None, attempt: int, now: float) -> None:
+        tenant, name = key
+        store = self.stores[tenant]
+        run_id = store.start(name, due=due, attempt=attempt, pid=0, instance=self.instance,
+                             queue=job.queue, now=now)
+        act = Active(tenant, name, job.queue, run_id, False, job, attempt)
+        run = Run(id=run_id, job=name, queue=job.queue, state=State.RUN, reason=None, due=due,
+                  created=now, started=now, finished=None, pid=None, instance=self.instance,
+                  exit_code=None, attempt=attempt, argv=None, output="", message=None)
+        self._spawn(act, run, job_argv(job), job.timeout, now)
+
+    def _start_queued(self, tenant: str, run: Run, now: float) -> None:
+        store = self.stores[tenant]
+        if not store.claim(run.id, pid=0, instance=self.instance, now=now):
+            return  # finished by hand (`jobs finish`) while it waited
+        job = self.jobs.get((tenant, run.job)) if run.job else None
+        act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
+        run = replace(run, state=State.RUN, started=now, instance=self.instance)
+        if run.argv is not None:
+            self._spawn(act, run, list(run.argv), None, now)
+        elif job is not None:
+            self._spawn(act, run, job_argv(job), job.timeout, now)
+        else:
+            self._end(act, Outcome(State.ERR, NO_SUCH_JOB, None, f"no job {run.job!r} in the config"), now)
+
+    def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> None:
+        tenant = self.config.tenant(act.tenant)
+        status = statusfile.status_path(self.config.server.state_dir, act.tenant, act.run_id)
+        env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
+               "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
+               "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
+               "TASKSERVER_CONFIG": str(self.config.path)}
+        self._write_status(act.tenant, run, keep=True)
+        try:
+            child = self.executor.spawn(act, argv, env, timeout, now)
+        except OSError as exc:
+            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
+            return
+        self.stores[act.tenant].set_pid(act.run_id, child.pid)
+        if child.fd is not None:
+            self.sel.register(child.fd, selectors.EVENT_READ, child)
+        self.active[child.pid] = act
+        if act.job:
+            self.busy_jobs.add((act.tenant, act.job))
+        if act.queue is not None:
+            self.busy_queues.add((act.tenant, act.queue))
+
+    # -- ending runs -------------------------------------------------------------------------------------
+    def _forget_fd(self, fd: int) -> None:
+        if fd in self.sel.get_map():
+            self.sel.unregister(fd)
+
+    def _collect(self) -> None:
+        now = time.time()
+        for child, outcome in self.executor.reap():
+            act = self.active.pop(child.pid)
+            self.busy_jobs.discard((act.tenant, act.job))
+            if act.queue is not None:
+                self.busy_queues.discard((act.tenant, act.queue))
+            self._end(act, outcome, now)
+
+    def _end(self, act: Active, outcome: Outcome, now: float) -> None:
+        run = self.stores[act.tenant].finish(act.run_id, outcome.state, outcome.reason,
+                                             exit_code=outcome.exit_code, output=outcome.output, now=now)
+        self._write_status(act.tenant, run, keep=act.queued)
+        level = logging.DEBUG if run.state is State.OK else logging.WARNING
+        log.log(level, "tenant %s run %d (%s): %s%s", act.tenant, run.id, act.job or "task", run.state.value,
+                f" {run.reason}" if run.reason else "")
+        job = act.jobdef
+        retry = job is not None and run.state is State.ERR and run.reason != INTERRUPTED
+        if retry and job is not None and act.attempt < job.retry.count and not self.once:
+            delay = job.retry.backoff * 2 ** act.attempt
+            log.info("tenant %s job %s: retry %d in %.0f s", act.tenant, act.job, act.attempt + 1, delay)
+            self._timer(now + delay, "retry", act.tenant, act.job, act.attempt + 1)
+
+    def _write_status(self, tenant: str, run: Run | None, *, keep: bool) -> None:
+        if run is None:
+            return
+        state_dir = self.config.server.state_dir
+        try:
+            if keep or run.state in (State.QUE, State.RUN):
+                statusfile.update(state_dir, tenant, run)
+            else:
+                statusfile.remove(state_dir, tenant, run.id)
+        except OSError as exc:
+            log.warning("status file of run %d: %s", run.id, exc)
+
+    # -- signals, limits, reload ---------------------------------------------------------------------------
+    def _handle_signals(self, now: float) -> None:
+        sigs, self.signals = self.signals, []
+        for sig in sigs:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self._stop(now, f"signal {signal.Signals(sig).name}")
+            elif sig == signal.SIGUSR1:
+                self.que_dirty = True
+            elif sig == signal.SIGHUP:
+                self._reload(now)
+
+    def _stop(self, now: float, why: str) -> None:
+        if self.stopping and self.stop_deadline is not None:
+            self.executor.interrupt_all(now)  # asked twice: do not wait any longer
+            return
+        log.info("stopping (%s): %d runs still going", why, len(self.active))
+        self.stopping = True
+        self.stop_deadline = now + self.config.server.stop_timeout
+        if self.notifier:
+            self.notifier.stopping()
+
+    def _check_limits(self, now: float) -> None:
+        if self.stop_deadline is not None and now >= self.stop_deadline:
+            self.stop_deadline = None
+            if self.active:
+                log.warning("stop timeout: interrupting %d runs", len(self.active))
+                self.executor.interrupt_all(now)
+        if self.stopping:
+            return
+        if self.end_at is not None and now >= self.end_at:
+            log.info("time limit reached: taking no new work")
+            self.stopping = True
+        limit = self.config.server.memory_limit
+        if limit is not None and (rss := rss_bytes()) > limit:
+            log.warning("memory limit: %d bytes resident > %d: finishing, then exiting for a restart",
+                        rss, limit)
+            self.stopping = True
+
+    def _reload(self, now: float) -> None:
+        if self.config_loader is None:
+            log.warning("SIGHUP: no way to reload the config here; ignored")
+            return
+        if self.notifier:
+            self.notifier.reloading()
+        try:
+            new = self.config_loader()
+        except Exception as exc:  # a bad edit must not kill a running server
+            log.error("reload failed, keeping the running config: %s", exc)
+        else:
+            self._apply(new, now)
+        if self.notifier:
+            self.notifier.ready()
+
+    def _apply(self, new: Config, now: float) -> None:
+        wanted = {(t.name, j.name): (t, j) for t in new.tenants if t.login is not None for j in t.jobs}
+        removed = [k for k in self.jobs if k not in wanted]
+        for key in removed:
+            del self.jobs[key]
+            self.pending.pop(key, None)
+        added, changed = [], []
+        old_jobs = dict(self.jobs)
+        self.config = new
+        self.executor.output_tail = new.server.output_tail
+        for tenant in new.tenants:
+            if tenant.login is not None and tenant.name not in self.stores:
+                self._open_tenants(replace(new, tenants=(tenant,)), now)
+                added += [(tenant.name, j.name) for j in tenant.jobs]
+        for key, (tenant, job) in wanted.items():
+            if key in added:
+                continue
+            if key not in old_jobs:
+                added.append(key)
+                self.stores[tenant.name].remember_jobs([job.name], now=now)
+                self._add_job(tenant, job, now)
+            elif not _same(old_jobs[key], job):
+                changed.append(key)  # a run going on or waiting goes on; only the next due time moves
+                self.jobs[key] = job
+                self.gen[key] += 1
+                if self._scheduled(job):
+                    self._schedule_next(key, tenant.timezone, now)
+        log.info("reloaded %s: added %s; changed %s; removed %s", new.path, _names(added), _names(changed),
+                 _names(removed))
+        self.que_dirty = True
+        self._status()
+
+    def _status(self) -> None:
+        if self.notifier:
+            self.notifier.status(f"{len(self.jobs)} jobs, {len(self.active)} running")
+
+    def close(self) -> None:
+        self.sel.close()
+        for store in self.stores.values():
+            store.close()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _names(keys: list[Key]) -> str:
+    return ", ".join(f"{t}/{j}" for t, j in keys) or "none"
+
+
+def serve(config: Config, *, once: bool = False, time_limit: float | None = None,
+          notifier: Notifier | None = None, config_loader: Callable[[], Config] | None = None) -> int:
+    """Run the daemon until stopped (0), ``once`` is done (0) or a limit is reached (0)."""
+    daemon = Daemon(config, once=once, time_limit=time_limit, notifier=notifier, config_loader=config_loader)
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+    old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}
+    daemon.sel.register(rfd, selectors.EVENT_READ, None)
+    try:
+        daemon.start_up()
+        if notifier:
+            notifier.ready()
+        daemon._status()
+        log.info("serving %d jobs for %d tenants%s", len(daemon.jobs), len(daemon.stores),
+                 " (once)" if once else "")
+        return daemon.loop()
+    finally:
+        if notifier:
+            notifier.stopping()
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        daemon.close()
+        os.close(rfd)
+        os.close(wfd)
