@@ -11,7 +11,6 @@ loop reported ready, or it reports why it failed — so a failed start is seen b
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import select
@@ -53,7 +52,7 @@ def _prepare(cfg: Config) -> None:
 
 def _serve(cfg: Config, args: argparse.Namespace, notifier: Notifier | None, **kw: Any) -> int:
     # imported here: status and stop need not pay for the daemon's imports
-    serve = importlib.import_module(".daemon", __package__).serve
+    from .daemon import serve  # noqa: PLC0415
 
     path = cfg.path
 

@@ -1,0 +1,170 @@
+"""`taskserver start|stop|restart|reload|status` as an LSB init script would behave, on the real command."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemonproc import Sandbox, wait_for
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Sandbox]:
+    sandbox = Sandbox(tmp_path)
+    yield sandbox
+    sandbox.cleanup()
+
+
+def _alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by init) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_start_status_stop_exit_codes(box: Sandbox) -> None:
+    cfg = box.base / "a.yaml"  # no file: the embedded default
+    st = box.ts(cfg, "status")
+    assert st.returncode == 3, st
+    assert "not running" in st.stdout
+
+    started = box.ts(cfg, "start")
+    assert started.returncode == 0, started.stderr
+    assert "started (pid" in started.stdout
+    pid = box.pid_of(cfg)
+    assert _alive(pid)
+
+    st = box.ts(cfg, "status")
+    assert st.returncode == 0, st
+    assert st.stdout.count("\n") == 1  # one line
+    assert f"pid {pid}" in st.stdout and "up " in st.stdout
+    assert "default runs nothing" in st.stdout  # the embedded tenant has no login
+
+    again = box.ts(cfg, "start")
+    assert again.returncode == 0
+    assert f"already running (pid {pid})" in again.stdout
+
+    stopped = box.ts(cfg, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not _alive(pid)
+    assert box.ts(cfg, "status").returncode == 3
+    assert box.ts(cfg, "stop").returncode == 0  # stopping a stopped server is success
+
+
+def test_daemon_is_detached_and_logs_to_the_state_dir(box: Sandbox) -> None:
+    cfg = box.base / "a.yaml"
+    assert box.ts(cfg, "start").returncode == 0
+    pid = box.pid_of(cfg)
+    # setsid: its own session, not ours; double fork: not our child, not a session leader
+    assert os.getsid(pid) != os.getsid(0)
+    assert os.getsid(pid) != pid
+    assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
+    log = Path(os.readlink(f"/proc/{pid}/fd/2"))
+    assert log.is_relative_to(box.state_dir) and log.suffix == ".log"
+    assert f"taskserver {pid} started" in log.read_text()
+
+
+def test_stale_pid_file_is_status_1_and_stop_cleans_it(box: Sandbox) -> None:
+    cfg = box.base / "a.yaml"
+    assert box.ts(cfg, "start").returncode == 0
+    pid = box.pid_of(cfg)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: box.ts(cfg, "status").returncode == 1)
+    st = box.ts(cfg, "status")
+    assert f"pid {pid} is gone" in st.stdout
+    assert box.ts(cfg, "reload").returncode == 7
+    stop = box.ts(cfg, "stop")
+    assert stop.returncode == 0 and "stale" in stop.stdout
+    assert box.ts(cfg, "status").returncode == 3
+
+
+def test_reload_exit_codes(box: Sandbox) -> None:
+    cfg = box.base / "a.yaml"
+    assert box.ts(cfg, "reload").returncode == 7
+    assert box.ts(cfg, "start").returncode == 0
+    pid = box.pid_of(cfg)
+    rl = box.ts(cfg, "reload")
+    assert rl.returncode == 0, rl.stderr
+    # SIGHUP reloads and does not end the daemon (its default action would): a second reload reaches the
+    # same live pid, and stop finds it running rather than a stale pid file
+    assert box.ts(cfg, "reload").returncode == 0
+    stop = box.ts(cfg, "stop")
+    assert stop.returncode == 0 and f"stopped (pid {pid})" in stop.stdout
+
+
+def test_restart_gives_a_new_pid(box: Sandbox) -> None:
+    cfg = box.base / "a.yaml"
+    assert box.ts(cfg, "restart").returncode == 0  # restart of a stopped server starts it
+    first = box.pid_of(cfg)
+    assert box.ts(cfg, "restart").returncode == 0
+    second = box.pid_of(cfg)
+    assert second != first and not _alive(first)
+
+
+def test_second_daemon_on_the_same_config_refuses(box: Sandbox) -> None:
+    cfg = box.base / "a.yaml"
+    assert box.ts(cfg, "start").returncode == 0
+    pid = box.pid_of(cfg)
+    second = box.ts(cfg, "run", "--time-limit", "5")
+    assert second.returncode == 1
+    assert f"already running as pid {pid}" in second.stderr
+    assert _alive(pid)
+
+
+def test_foreground_run_excludes_start(box: Sandbox) -> None:
+    cfg = box.base / "a.yaml"
+    fg = box.popen(cfg, "run")
+    try:
+        assert wait_for(lambda: box.ts(cfg, "status").returncode == 0)
+        start = box.ts(cfg, "start")
+        assert start.returncode == 0 and f"already running (pid {fg.pid})" in start.stdout
+    finally:
+        fg.send_signal(signal.SIGTERM)
+        assert fg.wait(30) == 0
+
+
+def test_two_configs_are_two_servers(box: Sandbox) -> None:
+    a, b = box.base / "a.yaml", box.base / "b.yaml"
+    assert box.ts(a, "start").returncode == 0
+    assert box.ts(b, "start").returncode == 0
+    pa, pb = box.pid_of(a), box.pid_of(b)
+    assert pa != pb and _alive(pa) and _alive(pb)
+    assert len(list(box.run_dir.glob("*.pid"))) == 2
+    assert box.ts(a, "stop").returncode == 0
+    assert box.ts(b, "status").returncode == 0
+
+
+def test_unsafe_pid_directory_is_refused(box: Sandbox, tmp_path: Path) -> None:
+    cfg = box.base / "a.yaml"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    res = box.ts(cfg, "start", env={"RUNTIME_DIRECTORY": str(shared)})
+    assert res.returncode == 2
+    assert "unsafe pid file directory" in res.stderr and "hint:" in res.stderr
+
+    link = tmp_path / "link"
+    link.symlink_to(box.run_dir)
+    res = box.ts(cfg, "start", env={"RUNTIME_DIRECTORY": str(link)})
+    assert res.returncode == 2
+    assert "symlink" in res.stderr
+    assert box.ts(cfg, "status").returncode == 3
+
+
+def test_pid_file_symlink_is_not_followed(box: Sandbox, tmp_path: Path) -> None:
+    cfg = box.base / "a.yaml"
+    assert box.ts(cfg, "start").returncode == 0
+    pidfile = next(box.run_dir.glob("*.pid"))
+    assert box.ts(cfg, "stop").returncode == 0
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    pidfile.unlink(missing_ok=True)
+    pidfile.symlink_to(victim)
+    res = box.ts(cfg, "start")
+    assert res.returncode != 0
+    assert victim.read_text() == "precious\n"
