@@ -1,0 +1,175 @@
+"""The real daemon (`taskserver run` as a subprocess) against a real SQLite store: crash marking after
+kill -9, SIGTERM interrupting runs, SIGHUP reload, --once, --time-limit, the memory limit, catch-up."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from daemonlab import Daemon, cli, first_line, kill_group, runs, status_file, wait_for, write_config
+
+
+def enqueue(cfg: Path, *argv: str, queue: str = "default") -> int:
+    return int(cli(cfg, "jobs", "enqueue", "--queue", queue, "--", *argv).stdout)
+
+
+def run_of(cfg: Path, run_id: int) -> dict[str, object]:
+    return next(r for r in runs(cfg) if r["id"] == run_id)
+
+
+def test_kill_9_during_a_run_is_found_crashed_at_the_next_start(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml")
+    rid = enqueue(cfg, "sleep", "300")
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: run_of(cfg, rid)["state"] == "RUN" and run_of(cfg, rid)["pid"], "the task to run")
+        d.signal(signal.SIGKILL)
+        d.wait()
+    finally:
+        d.stop()
+        kill_group(run_of(cfg, rid)["pid"])  # type: ignore[arg-type]
+    assert run_of(cfg, rid)["state"] == "RUN"  # nobody was there to record the end
+    again = Daemon(cfg, "--once")
+    assert again.wait() == 0, again.text()
+    run = run_of(cfg, rid)
+    assert (run["state"], run["reason"]) == ("ERR", "crashed")
+    assert first_line(status_file(cfg, rid)) == "ERR"
+
+
+def test_sigterm_interrupts_a_run_after_stop_timeout_and_exits_0(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", server={"stop_timeout": 0.2})
+    rid = enqueue(cfg, "sleep", "300")
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: run_of(cfg, rid)["state"] == "RUN", "the task to run")
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.text()
+    finally:
+        d.stop()
+    run = run_of(cfg, rid)
+    assert (run["state"], run["reason"]) == ("ERR", "interrupted")
+    assert "stop timeout: interrupting 1 runs" in d.text()
+
+
+def test_sigterm_lets_a_run_finish_within_stop_timeout(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", server={"stop_timeout": 300})
+    go = tmp_path / "go"
+    rid = enqueue(cfg, "sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done; echo finished")
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: run_of(cfg, rid)["state"] == "RUN", "the task to run")
+        d.signal(signal.SIGTERM)
+        wait_for(lambda: "stopping (signal SIGTERM)" in d.text(), "the daemon to take the signal")
+        go.touch()
+        assert d.wait() == 0, d.text()
+    finally:
+        d.stop()
+    run = run_of(cfg, rid)
+    assert (run["state"], run["output"]) == ("OK", "finished\n")
+
+
+def test_sighup_adds_changes_and_removes_jobs_without_dropping_runs(tmp_path: Path) -> None:
+    every = {"every": 0.2, "command": ["true"]}
+    cfg = write_config(tmp_path / "cfg.yaml", {"gone": every, "stays": {**every, "every": 3600}})
+    go = tmp_path / "go"
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: any(r["job"] == "gone" for r in runs(cfg)), "job `gone` to run")
+        long_task = enqueue(cfg, "sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done")
+        wait_for(lambda: run_of(cfg, long_task)["state"] == "RUN", "the long task to run")
+        # change `stays` (hourly -> 0.2 s), remove `gone`, add `new`
+        write_config(cfg, {"stays": every, "new": every})
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in d.text(), "the reload")
+        assert "added t/new; changed t/stays; removed t/gone" in d.text()
+
+        def count(job: str) -> int:
+            return sum(r["job"] == job for r in runs(cfg))
+
+        wait_for(lambda: count("new") >= 2 and count("stays") >= 2, "the added and changed jobs to run")
+        gone = count("gone")
+        new = count("new")
+        wait_for(lambda: count("new") >= new + 3, "more runs of `new`")
+        assert count("gone") == gone  # removed: no run started since
+        go.touch()
+        wait_for(lambda: run_of(cfg, long_task)["state"] == "OK", "the long task to finish")
+    finally:
+        d.stop()
+    assert d.wait() == 0
+
+
+def test_once_runs_what_is_due_and_exits_0(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", {"hourly": {"every": 3600, "command": ["true"]},
+                                               "manual": {"command": ["echo", "by hand"]}})
+    tasks = [enqueue(cfg, "echo", str(i)) for i in range(3)]
+    manual = int(cli(cfg, "jobs", "run", "manual").stdout)
+    d = Daemon(cfg, "--once")
+    assert d.wait() == 0, d.text()
+    for i, rid in enumerate(tasks):
+        assert (run_of(cfg, rid)["state"], run_of(cfg, rid)["output"]) == ("OK", f"{i}\n")
+    assert run_of(cfg, manual)["output"] == "by hand\n"
+    assert not any(r["job"] == "hourly" for r in runs(cfg))  # not due: first seen now
+
+
+def test_time_limit_stops_taking_work_and_lets_runs_finish(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": 0.2, "command": ["true"]}})
+    go = tmp_path / "go"
+    rid = enqueue(cfg, "sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done")
+    d = Daemon(cfg, "--time-limit", "0.5")
+    try:
+        wait_for(lambda: "time limit reached" in d.text(), "the time limit")
+        ticks = sum(r["job"] == "tick" for r in runs(cfg))
+        assert d.proc.poll() is None  # still waiting for the running task
+        go.touch()
+        assert d.wait() == 0, d.text()
+    finally:
+        d.stop()
+    assert run_of(cfg, rid)["state"] == "OK"
+    assert sum(r["job"] == "tick" for r in runs(cfg)) == ticks  # no new work after the limit
+    assert not any(r["state"] in ("RUN", "QUE") for r in runs(cfg))
+
+
+def test_memory_limit_ends_the_daemon_with_0(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", server={"memory_limit": "1M"})
+    rid = enqueue(cfg, "true")
+    d = Daemon(cfg)
+    assert d.wait() == 0, d.text()
+    assert "memory limit" in d.text()
+    assert run_of(cfg, rid)["state"] == "QUE"  # no work taken once over the limit; it waits for the restart
+
+
+def test_catch_up_after_downtime_records_missed_runs(tmp_path: Path) -> None:
+    jobs = {name: {"every": 600, "command": ["true"], "catch_up": name} for name in ("latest", "skip", "all")}
+    cfg = write_config(tmp_path / "cfg.yaml", jobs)
+    assert Daemon(cfg, "--once").wait() == 0  # first start: the jobs are known from now on
+    # An hour of downtime: six due times every 600 s after the last known one, the newest 90 s ago.
+    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
+    with db:
+        db.execute("UPDATE jobs SET last_due = ?", (time.time() - 3690,))
+    db.close()
+    d = Daemon(cfg, "--once")
+    assert d.wait() == 0, d.text()
+
+    def outcome(job: str) -> tuple[int, int]:
+        mine = [r for r in runs(cfg) if r["job"] == job]
+        return (sum(r["state"] == "OK" for r in mine),
+                sum((r["state"], r["reason"]) == ("ERR", "missed") for r in mine))
+
+    assert outcome("latest") == (1, 5)
+    assert outcome("skip") == (0, 6)
+    assert outcome("all") == (6, 0)
+    assert "missed runs recorded" in d.text()
+
+
+def test_timeout_and_retry_in_the_daemon(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", {
+        "slow": {"command": ["sleep", "300"], "timeout": 0.3, "retries": {"count": 1, "backoff": 0.1}}})
+    cli(cfg, "jobs", "run", "slow")
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: [(r["state"], r["reason"], r["attempt"]) for r in runs(cfg)]
+                 == [("ERR", "timeout", 0), ("ERR", "timeout", 1)], "a timeout and one retry")
+    finally:
+        d.stop()
