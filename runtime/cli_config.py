@@ -1,20 +1,134 @@
-"""The configuration subcommands: ``check``, ``init-config``, ``tenants list|enable|disable``."""
+"""The configuration subcommands: ``check``, ``init-config [PATH]``, ``tenants list|enable|disable``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from . import config
+from . import config, config_edit
+from .config_values import USER
+from .errors import UserError
+from .model import Config, TenantDef
+
+EXIT_INVALID = 2
+
+
+def _path(args: argparse.Namespace) -> Path:
+    given: Path | None = args.config
+    return given if given is not None else config.default_config_path()
 
 
 def _check(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    state = "" if cfg.exists else " (missing: embedded default used)"
-    print(f"{cfg.path}: OK{state}")
+    path = _path(args)
+    if args.config is not None and not path.exists():
+        raise UserError(f"{path} does not exist", hint=f"create one with `taskserver init-config {path}`")
+    try:
+        cfg = config.load(path)
+    except config.ConfigInvalid as exc:
+        for err in exc.errors:
+            print(f"taskserver: error: {err}", file=sys.stderr)
+            if err.hint:
+                print(f"taskserver: hint: {err.hint}", file=sys.stderr)
+        return EXIT_INVALID
+    if not cfg.exists:
+        print(f"{path}: no such file; `taskserver run` would use the embedded default (nothing to check)")
+        return 0
+    jobs = sum(len(t.jobs) for t in cfg.tenants)
+    print(f"{path}: OK ({len(cfg.tenants)} tenant(s), {jobs} job(s))")
     return 0
 
 
+def _init_config(args: argparse.Namespace) -> int:
+    path: Path = args.path if args.path is not None else _path(args)
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path} already exists; not overwriting it", hint="edit it, or remove it first")
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # 0644: the daemon re-reads the file on reload after dropping privileges to run_as
+    config_edit.write_atomic(path, config.EXAMPLE_CONFIG, mode=0o644, exclusive=True)
+    print(f"wrote {path}; check it with `taskserver -c {path} check`")
+    return 0
+
+
+def _tenant_state(t: TenantDef) -> str:
+    if t.login is None:
+        return "no login (runs nothing)"
+    return "enabled" if t.enabled else "disabled"
+
+
+def _store(cfg: Config, t: TenantDef) -> str:
+    if t.store.kind == "postgresql":
+        return "postgresql"  # the DSN may hold a password: not shown
+    return str(t.store.path or cfg.server.state_dir / f"{t.name}.sqlite")
+
+
+def _list(args: argparse.Namespace) -> int:
+    cfg = config.load(_path(args))
+    if not cfg.exists:
+        print(f"# {cfg.path} does not exist: embedded default")
+    rows = [("TENANT", "LOGIN", "STATE", "JOBS", "STORE")]
+    for t in cfg.tenants:
+        rows.append((t.name, t.login or "-", _tenant_state(t), str(len(t.jobs)), _store(cfg, t)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    return 0
+
+
+def _edit(args: argparse.Namespace, change: config_edit.Change, expect: str) -> int:
+    path = _path(args)
+    current = config.load(path)  # refuses an invalid or unsafe file before touching it
+    if not current.exists:
+        raise UserError(f"{path} does not exist", hint=f"create it with `taskserver init-config {path}`")
+    name: str = args.name
+
+    def validate(text: str) -> None:
+        cfg = config.parse_text(text, path)
+        tenant = cfg.tenant(name)
+        if tenant is None or _tenant_state(tenant) != expect:
+            raise UserError(f"editing {path} went wrong; nothing was written", hint="please report this")
+
+    changed = config_edit.edit_file(path, lambda text: change(text, str(path)), validate)
+    note = "" if changed else " (already so; file unchanged)"
+    print(f"tenant {name}: {expect}{note} in {path}; apply it with `taskserver reload`")
+    return 0
+
+
+def _enable(args: argparse.Namespace) -> int:
+    login: str | None = args.login
+    if login is not None and not USER.fullmatch(login):
+        raise UserError(f"--login {login!r} is not a user name", hint="letters, digits, '_', '.', '-'")
+
+    def change(text: str, file: str) -> str:
+        return config_edit.enable_tenant(text, file, args.name, login)
+
+    return _edit(args, change, "enabled")
+
+
+def _disable(args: argparse.Namespace) -> int:
+    def change(text: str, file: str) -> str:
+        return config_edit.disable_tenant(text, file, args.name)
+
+    return _edit(args, change, "disabled")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this module's subcommands to the main parser's subparsers."""
+    """Add check, init-config and tenants to the main parser's subcommands."""
     p = sub.add_parser("check", help="validate the configuration file (exit 0 valid, 2 invalid)")
     p.set_defaults(func=_check)
+    p = sub.add_parser("init-config", help="write a commented example configuration (never overwrites)")
+    p.add_argument("path", nargs="?", type=Path, metavar="PATH", help="default: the -c / default config path")
+    p.set_defaults(func=_init_config)
+    tenants = sub.add_parser("tenants", help="list, enable or disable tenants (edits the file in place)")
+    tsub = tenants.add_subparsers(title="tenant commands", dest="tenants_command", metavar="ACTION")
+    tsub.required = True
+    p = tsub.add_parser("list", help="show the tenants, their logins and state")
+    p.set_defaults(func=_list)
+    p = tsub.add_parser("enable", help="enable a tenant (adding it, or setting its login)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--login", metavar="USER", help="user the tenant's jobs run as (needed for a new tenant)")
+    p.set_defaults(func=_enable)
+    p = tsub.add_parser("disable", help="disable a tenant: it keeps its login and jobs but runs nothing")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=_disable)
+

@@ -106,6 +106,7 @@ class TenantDef:
     timezone: str = "UTC"
     jobs: tuple[JobDef, ...] = ()
     loc: Loc | None = None
+    enabled: bool = True  # False (`taskserver tenants disable`): runs nothing, login kept for enable
 
 
 @dataclass(frozen=True)

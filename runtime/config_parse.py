@@ -1,0 +1,294 @@
+"""YAML text -> ``Config``, collecting every mistake with its file:line:column.
+
+Each section is read against a table of allowed keys, so an unknown key is an error (with a "did you mean"
+hint) instead of a silently ignored typo. Values are converted by small functions that raise ValueError with
+the expectation; the walker turns that into a ``ConfigError`` at the value's position.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from . import config_values as v
+from .config_values import CALL, NAME, NAME_HINT, USER
+from .errors import UserError
+from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
+from .schedule import WINDOW_HINT, parse_window
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    loc: Loc
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.message}"
+
+
+class ConfigInvalid(UserError):
+    """The file has one or more mistakes; ``errors`` lists all of them in file order."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{first}{more}", hint=first.hint)
+        self.errors = errors
+
+
+SERVER_KEYS: dict[str, Callable[[object], object]] = {
+    "run_as": v.run_as,
+    "debug": v.boolean,
+    "state_dir": v.abs_path,
+    "install_dir": v.abs_path,
+    "memory_limit": v.size,
+    "max_parallel": v.whole(1),
+    "stop_timeout": v.duration,
+    "keep_ok": v.duration,
+    "keep_err": v.duration,
+    "output_tail": v.size,
+}
+TENANT_KEYS = ("login", "enabled", "store", "timezone", "jobs")
+JOB_KEYS = ("cron", "every", "command", "shell", "call", "timeout", "window", "catch_up", "max_late",
+            "retries", "queue", "enabled", "timezone")
+STORE_KINDS = ("sqlite", "postgresql")
+
+
+class _Walker:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.errors: list[ConfigError] = []
+
+    def loc(self, node: Any, key: object = None, *, value: bool = False) -> Loc:
+        """Position of ``key`` (or its value, or a list item) in ``node``; the node itself without key."""
+        try:
+            if key is None:
+                line, col = node.lc.line, node.lc.col
+            elif isinstance(node, CommentedSeq):
+                line, col = node.lc.item(key)
+            elif value:
+                line, col = node.lc.value(key)
+            else:
+                line, col = node.lc.key(key)
+        except (AttributeError, KeyError, TypeError):
+            return Loc(self.file, 1, 1)
+        return Loc(self.file, line + 1, col + 1)
+
+    def error(self, loc: Loc, message: str, hint: str | None = None) -> None:
+        self.errors.append(ConfigError(loc, message, hint))
+
+    def mapping(self, node: Any, where: str, loc: Loc) -> CommentedMap | None:
+        if node is None:
+            return CommentedMap()
+        if not isinstance(node, CommentedMap):
+            self.error(loc, f"{where}: expected a mapping (key: value lines), got {v.kind(node)}")
+            return None
+        return node
+
+    def check_keys(self, node: CommentedMap, allowed: tuple[str, ...] | list[str], where: str) -> None:
+        for key in node:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(allowed)
+                self.error(self.loc(node, key), f"{where}: unknown key {key!r}", hint)
+
+    def value(self, node: CommentedMap, key: str, conv: Callable[[object], Any], where: str) -> Any:
+        """Converted value of ``key``, or None when it is absent or wrong (then an error is recorded)."""
+        if key not in node:
+            return None
+        raw = node[key]
+        try:
+            return conv(raw)
+        except ValueError as exc:
+            hint = v.zone_hint(raw) if conv is v.zone else v.HINTS.get(conv)
+            self.error(self.loc(node, key, value=True), f"{where}.{key}: {exc}", hint)
+            return None
+
+
+def _server(w: _Walker, node: CommentedMap, state_dir: Path) -> ServerSettings:
+    w.check_keys(node, list(SERVER_KEYS), "task_server")
+    got = {k: w.value(node, k, conv, "task_server") for k, conv in SERVER_KEYS.items()}
+    fields: dict[str, Any] = {k: v for k, v in got.items() if v is not None and not k.startswith("keep_")}
+    if got["keep_ok"] is not None:
+        fields["keep_ok_days"] = got["keep_ok"] / 86400
+    if got["keep_err"] is not None:
+        fields["keep_err_days"] = got["keep_err"] / 86400
+    fields.setdefault("state_dir", state_dir)
+    return ServerSettings(**fields)
+
+
+def _store(w: _Walker, node: CommentedMap, where: str, state_dir: Path) -> StoreDef:
+    raw = node.get("store")
+    loc = w.loc(node, "store", value=True)
+    hint = "store: {sqlite: PATH} (relative to state_dir) or store: {postgresql: DSN}"
+    if raw is None:
+        return StoreDef()
+    if not isinstance(raw, CommentedMap) or len(raw) != 1 or next(iter(raw)) not in STORE_KINDS:
+        w.error(loc, f"{where}.store: expected exactly one of sqlite: or postgresql:", hint)
+        return StoreDef()
+    kind = next(iter(raw))
+    target = raw[kind]
+    if not isinstance(target, str) or not target:
+        message = f"{where}.store.{kind}: expected text, got {v.kind(target)}"
+        w.error(w.loc(raw, kind, value=True), message, hint)
+        return StoreDef()
+    if kind == "postgresql":
+        return StoreDef(kind="postgresql", dsn=target)
+    return StoreDef(kind="sqlite", path=state_dir / target)
+
+
+def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[str, ...] | None:
+    raw = node["command"]
+    loc = w.loc(node, "command", value=True)
+    if shell:
+        if isinstance(raw, str) and raw.strip():
+            return (raw,)
+        w.error(loc, f"{where}.command: with shell: true the command is one string, got {v.kind(raw)}",
+                'command: "pg_dump app | gzip > /var/backups/app.gz"')
+        return None
+    if isinstance(raw, list) and raw and all(isinstance(a, str) and a for a in raw):
+        return tuple(str(a) for a in raw)
+    hint = 'write the argv as a list, e.g. command: ["/usr/bin/backup", "--all"] (or set shell: true)'
+    w.error(loc, f"{where}.command: expected a list of non-empty strings, got {v.kind(raw)}", hint)
+    return None
+
+
+def _trigger(w: _Walker, node: CommentedMap, where: str) -> Cron | Every | None:
+    if "cron" in node and "every" in node:
+        w.error(w.loc(node, "every"), f"{where}: a job has cron: or every:, not both",
+                "remove one; a job with neither runs only when enqueued")
+        return None
+    if "cron" in node:
+        result: Cron | None = w.value(node, "cron", v.cron_expr, where)
+        return result
+    seconds = w.value(node, "every", v.positive_duration, where)
+    return Every(seconds) if seconds is not None else None
+
+
+def _retry(w: _Walker, node: CommentedMap, where: str) -> Retry:
+    raw = node.get("retries")
+    if raw is None:
+        return Retry()
+    if isinstance(raw, CommentedMap):
+        w.check_keys(raw, ("count", "backoff"), f"{where}.retries")
+        count = w.value(raw, "count", v.whole(0), f"{where}.retries")
+        backoff = w.value(raw, "backoff", v.duration, f"{where}.retries")
+        return Retry(count=count or 0, backoff=backoff if backoff is not None else Retry().backoff)
+    count = w.value(node, "retries", v.whole(0), where)
+    return Retry(count=count or 0)
+
+
+def _windows(w: _Walker, node: CommentedMap, where: str) -> tuple[Any, ...]:
+    raw = node.get("window")
+    if raw is None:
+        return ()
+    items = list(enumerate(raw)) if isinstance(raw, CommentedSeq) else [(None, raw)]
+    out = []
+    for i, text in items:
+        loc = w.loc(raw, i) if i is not None else w.loc(node, "window", value=True)
+        try:
+            out.append(parse_window(v.text(text)))
+        except ValueError as exc:
+            w.error(loc, f"{where}.window: bad window: {exc}", WINDOW_HINT)
+    return tuple(out)
+
+
+def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> JobDef | None:
+    where = f"tenants.{tenant}.jobs.{name}"
+    w.check_keys(node, JOB_KEYS, where)
+    shell = bool(w.value(node, "shell", v.boolean, where))
+    command = _command(w, node, where, shell) if "command" in node else None
+    call = w.value(node, "call", v.pattern(CALL, "module:function"), where)
+    if "command" in node and "call" in node:
+        w.error(w.loc(node, "call"), f"{where}: a job has command: or call:, not both")
+    elif "command" not in node and "call" not in node:
+        w.error(loc, f"{where}: a job needs command: (an argv list) or call: (module:function)",
+                'add e.g. command: ["/usr/local/bin/report"] or call: "myapp.jobs:cleanup"')
+    if shell and "call" in node:
+        w.error(w.loc(node, "shell"), f"{where}: shell: applies to command:, not call:")
+    catch_up = w.value(node, "catch_up", v.catch_up, where)
+    enabled = w.value(node, "enabled", v.boolean, where)
+    return JobDef(
+        name=name, tenant=tenant, trigger=_trigger(w, node, where), command=command, call=call, shell=shell,
+        timeout=w.value(node, "timeout", v.positive_duration, where), windows=_windows(w, node, where),
+        catch_up=catch_up or CatchUp.LATEST, max_late=w.value(node, "max_late", v.duration, where),
+        retry=_retry(w, node, where), queue=w.value(node, "queue", v.pattern(NAME, "a queue name"), where),
+        enabled=enabled if enabled is not None else True, timezone=w.value(node, "timezone", v.zone, where),
+        loc=loc,
+    )
+
+
+def _jobs(w: _Walker, tenant: str, node: CommentedMap) -> tuple[JobDef, ...]:
+    where = f"tenants.{tenant}.jobs"
+    jobs = w.mapping(node.get("jobs"), where, w.loc(node, "jobs", value=True))
+    out = []
+    for name, body in (jobs or {}).items():
+        loc = w.loc(jobs, name)
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            w.error(loc, f"{where}: bad job name {name!r}", NAME_HINT)
+            continue
+        job_node = w.mapping(body, f"{where}.{name}", w.loc(jobs, name, value=True))
+        if job_node is not None:
+            job = _job(w, tenant, name, job_node, loc)
+            if job is not None:
+                out.append(job)
+    return tuple(out)
+
+
+def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path) -> TenantDef:
+    where = f"tenants.{name}"
+    w.check_keys(node, TENANT_KEYS, where)
+    login = w.value(node, "login", v.pattern(USER, "a user name"), where) if node.get("login") else None
+    enabled = w.value(node, "enabled", v.boolean, where)
+    return TenantDef(
+        name=name, login=login, store=_store(w, node, where, state_dir),
+        timezone=w.value(node, "timezone", v.zone, where) or "UTC", jobs=_jobs(w, name, node),
+        enabled=enabled if enabled is not None else True, loc=loc,
+    )
+
+
+def load_yaml(text: str, file: str) -> Any:
+    """Round-trip YAML tree of ``text`` (keeps positions); syntax errors become ConfigInvalid."""
+    try:
+        return YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = exc.problem or exc.context or "YAML syntax error"
+        hint = "check indentation, quoting and ':' placement"
+        if "duplicate key" in problem and exc.context_mark is not None:
+            problem = problem.split(" with value")[0]
+            hint = f"the first one is at line {exc.context_mark.line + 1}; names must be unique"
+        raise ConfigInvalid([ConfigError(Loc(file, line, col), problem, hint)]) from None
+
+
+def parse(text: str, path: Path, default_state_dir: Path) -> Config:
+    """Validate ``text`` (the contents of ``path``) into a Config; raises ConfigInvalid listing all errors."""
+    w = _Walker(str(path))
+    root = w.mapping(load_yaml(text, str(path)), "file", Loc(str(path), 1, 1))
+    server, tenants = ServerSettings(state_dir=default_state_dir), []
+    if root is not None:
+        w.check_keys(root, ("task_server", "tenants"), "top level")
+        section = w.mapping(root.get("task_server"), "task_server", w.loc(root, "task_server", value=True))
+        if section is not None:
+            server = _server(w, section, default_state_dir)
+        tenant_map = w.mapping(root.get("tenants"), "tenants", w.loc(root, "tenants", value=True))
+        for name, body in (tenant_map or {}).items():
+            loc = w.loc(tenant_map, name)
+            if not isinstance(name, str) or not NAME.fullmatch(name):
+                w.error(loc, f"tenants: bad tenant name {name!r}", NAME_HINT)
+                continue
+            node = w.mapping(body, f"tenants.{name}", w.loc(tenant_map, name, value=True))
+            if node is not None:
+                tenants.append(_tenant(w, name, node, loc, server.state_dir))
+    if w.errors:
+        raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)))
+    return Config(path=path, exists=True, server=server, tenants=tuple(tenants))

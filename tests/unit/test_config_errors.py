@@ -1,0 +1,149 @@
+"""Every config mistake is reported at its exact file:line:column with what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskserver.runtime.config import ConfigInvalid, parse_text
+
+F = Path("/etc/taskserver/t.yaml")
+
+HEAD = """\
+task_server:
+  max_parallel: 2
+tenants:
+  acme:
+    login: acme
+    jobs:
+"""
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigInvalid) as info:
+        parse_text(text, F)
+    return [f"{e}" + (f" || {e.hint}" if e.hint else "") for e in info.value.errors]
+
+
+def one(text: str) -> str:
+    errs = errors(text)
+    assert len(errs) == 1, errs
+    return errs[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "words"),
+    [
+        # unknown keys, with a close-match hint
+        ("      a:\n        command: [x]\n        timout: 5m\n", "9:9",
+         "unknown key 'timout' || did you mean 'timeout'?"),
+        ("      a:\n        command: [x]\n        cron: '* * * * *'\n        retrys: 2\n", "10:9",
+         "did you mean 'retries'?"),
+        # wrong types
+        ("      a:\n        command: [x]\n        enabled: yes\n", "9:18",
+         "enabled: expected true or false, got the text 'yes'"),
+        ("      a:\n        command: /bin/true\n", "8:18", "expected a list of non-empty strings"),
+        ("      a:\n        command: [x]\n        shell: true\n", "8:18",
+         "with shell: true the command is one string"),
+        ("      a:\n        command: [x]\n        retries: -1\n", "9:18", "expected a number of at least 0"),
+        ("      a: [1, 2]\n", "7:10", "tenants.acme.jobs.a: expected a mapping"),
+        # triggers
+        ("      a:\n        command: [x]\n        cron: '@daily'\n        every: 1h\n", "10:9",
+         "a job has cron: or every:, not both"),
+        ("      a:\n        command: [x]\n        cron: '61 * * * *'\n", "9:15",
+         "bad cron expression '61 * * * *': minute: 61 is out of range 0-59"),
+        ("      a:\n        command: [x]\n        cron: '@reboot'\n", "9:15", "unknown alias"),
+        # command / call
+        ("      a:\n        cron: '@daily'\n", "7:7", "a job needs command: (an argv list) or call:"),
+        ("      a:\n        command: [x]\n        call: 'm:f'\n", "9:9", "command: or call:, not both"),
+        ("      a:\n        call: 'not a call'\n", "8:15", "expected module:function"),
+        # time zones, windows, durations
+        ("      a:\n        command: [x]\n        timezone: Europe/Berln\n", "9:19",
+         "unknown time zone 'Europe/Berln' || use an IANA zone name such as Europe/Berlin or UTC; "
+         "did you mean 'Europe/Berlin'?"),
+        ("      a:\n        command: [x]\n        window: 'mon-fri 22:00-6'\n", "9:17", "bad window"),
+        ("      a:\n        command: [x]\n        window: ['sat', 'mon-fri 25:00-06:00']\n", "9:25",
+         "bad window: '25:00' is not a time of day"),
+        ("      a:\n        command: [x]\n        every: soon\n", "9:16",
+         "expected a duration, got the text 'soon' || write a duration like 90s"),
+        ("      a:\n        command: [x]\n        every: 0s\n", "9:16", "expected a duration above zero"),
+        ("      a:\n        command: [x]\n        timeout: 5x\n", "9:18", "expected a duration"),
+        ("      a:\n        command: [x]\n        catch_up: newest\n", "9:19",
+         "expected skip, latest or all"),
+        # names
+        ("      'bad name':\n        command: [x]\n", "7:7", "bad job name 'bad name'"),
+    ],
+)
+def test_job_mistakes(body: str, where: str, words: str) -> None:
+    err = one(HEAD + body)
+    assert err.startswith(f"{F}:{where}: "), err
+    assert words in err, err
+
+
+def test_duplicate_job_names_are_a_syntax_error_at_the_second() -> None:
+    err = one(HEAD + "      a:\n        command: [x]\n      a:\n        command: [y]\n")
+    assert err.startswith(f"{F}:9:7: found duplicate key \"a\"")
+    assert "first one is at line 7" in err
+
+
+def test_yaml_syntax_error() -> None:
+    err = one(HEAD + "      a:\n        command: [x\n        cron: y\n")
+    assert err.startswith(f"{F}:9:13: "), err
+
+
+def test_server_section_mistakes() -> None:
+    text = """\
+task_server:
+  memory_limit: lots
+  max_parallel: 0
+  stop_timeout: 1h30m
+  state_dir: relative/dir
+  run_as: "bad user"
+  debg: true
+tenants:
+"""
+    assert errors(text) == [
+        f"{F}:2:17: task_server.memory_limit: expected a size, got the text 'lots' || write a size like 100K,"
+        " 512M, 1G (1024-based) or a plain number of bytes",
+        f"{F}:3:17: task_server.max_parallel: expected a number of at least 1, got 0",
+        f"{F}:5:14: task_server.state_dir: expected an absolute path, got 'relative/dir'",
+        f"{F}:6:11: task_server.run_as: expected USER or USER:GROUP, got 'bad user' || for example run_as:"
+        " taskserver or run_as: taskserver:taskserver",
+        f"{F}:7:3: task_server: unknown key 'debg' || did you mean 'debug'?",
+    ]
+
+
+def test_tenant_mistakes() -> None:
+    text = """\
+tenants:
+  acme:
+    login: acme
+    stor: {sqlite: a.db}
+  beta:
+    store: {mysql: x}
+    timezone: Mars/Olympus
+  gamma: 5
+tennants: {}
+"""
+    errs = errors(text)
+    assert [e.split(" ", 1)[0] for e in errs] == [f"{F}:4:5:", f"{F}:6:12:", f"{F}:7:15:", f"{F}:8:10:",
+                                                  f"{F}:9:1:"]
+    assert "did you mean 'store'?" in errs[0]
+    assert "expected exactly one of sqlite: or postgresql:" in errs[1]
+    assert "unknown time zone 'Mars/Olympus'" in errs[2]
+    assert "tenants.gamma: expected a mapping" in errs[3]
+    assert "did you mean 'tenants'?" in errs[4]
+
+
+def test_all_errors_are_collected_in_file_order() -> None:
+    text = HEAD + "      a:\n        every: x\n      b:\n        cron: '* *'\n        command: [z]\n"
+    errs = errors(text)
+    assert [e.split(": ", 1)[0] for e in errs] == [f"{F}:7:7", f"{F}:8:16", f"{F}:10:15"]
+    with pytest.raises(ConfigInvalid) as info:
+        parse_text(text, F)
+    assert str(info.value).endswith("(and 2 more)")
+
+
+def test_top_level_not_a_mapping() -> None:
+    assert one("- a\n- b\n").startswith(f"{F}:1:1: file: expected a mapping")
