@@ -5,7 +5,8 @@ same name under ``<config dir>/templates/<init>/`` (e.g. /etc/taskserver/templat
 taskserver.service.j2). No value reaches a boot file without going through the filter for its syntax:
 
 - ``sd_exec``: a list of argv words -> an ExecStart= command line: each word in double quotes with ``\\`` and
-  ``"`` escaped, ``%`` doubled (specifiers) and ``$`` doubled (variable expansion).
+  ``"`` escaped, ``%`` doubled (specifiers) and, in the arguments, ``$`` doubled (variable expansion). The
+  executable word gets no ``$$`` (systemd does not expand it) and may not hold quotes or backslashes.
 - ``sd_words``: a list of paths -> a space-separated, double-quoted list (ReadWritePaths=): ``%`` doubled;
   an optional prefix goes inside the quotes (``-`` = ignore a missing path), where systemd reads it.
 - ``sd_value``: one raw value (Description=, WorkingDirectory=, EnvironmentFile=): ``%`` doubled; refuses a
@@ -43,8 +44,21 @@ def _dq(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+SD_UNSAFE_EXE = ("\\", '"', "'")
+
+
 def sd_exec(words: Iterable[object]) -> str:
-    return " ".join(_dq(_plain(w).replace("%", "%%").replace("$", "$$")) for w in words)
+    first, *rest = [_plain(w) for w in words]
+    # systemd expands no variables in the executable path (so no `$$` there) and refuses a path with
+    # quotes or backslashes in it outright ("Executable name contains special characters").
+    if any(ch in first for ch in SD_UNSAFE_EXE):
+        raise UserError(
+            f"executable path {first!r} has a quote or backslash, which systemd refuses in ExecStart=",
+            hint="install taskserver under a path without quotes or backslashes",
+        )
+    return " ".join(
+        [_dq(first.replace("%", "%%")), *(_dq(w.replace("%", "%%").replace("$", "$$")) for w in rest)]
+    )
 
 
 def sd_words(words: Iterable[object], prefix: str = "") -> str:
