@@ -115,13 +115,17 @@ def check_file_safety(path: Path, st: os.stat_result, run_as: str | None) -> Non
 def _read(path: Path) -> tuple[str, os.stat_result] | None:
     """Text and stat of ``path``, None when it does not exist; other failures are UserErrors."""
     try:
-        with path.open("rb") as f:
+        # O_NONBLOCK: a FIFO put in the config's place must not hang the daemon in open()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file")
             data = f.read()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the config: {exc.strerror}",
                         hint="check the path and its permissions") from None
