@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +41,30 @@ def pidfile_path_for(cfg: Config) -> Path:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return config.load(args.config)
+    # absolute: the daemon changes directory, and reload must find the same file
+    return config.load(args.config.absolute() if args.config is not None else None)
 
 
-def _prepare(cfg: Config) -> None:
-    """Everything that needs root, then the privilege drop; the pid file is already held."""
-    if cfg.server.install_dir is not None:
-        os.chdir(cfg.server.install_dir)
+def _become_daemon_user(cfg: Config) -> Callable[..., int]:
+    """Everything that needs root, then the privilege drop; the pid file is already held.
+
+    The daemon's code is imported here, before the drop: its modules (and the interpreter's) may live where
+    only root can read, and the loop must not meet an ImportError hours later.
+    """
+    from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+
+    os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
     privs.prepare_dir(cfg.server.state_dir, cfg.server.run_as)
+    return serve
 
 
-def _serve(cfg: Config, args: argparse.Namespace, notifier: Notifier | None, **kw: Any) -> int:
-    # imported here: status and stop need not pay for the daemon's imports
-    from .daemon import serve  # noqa: PLC0415
-
+def _serve(serve: Callable[..., int], cfg: Config, notifier: Notifier | None, **kw: Any) -> int:
     path = cfg.path
 
     def reload_config() -> Config:
         return config.load(path)
 
-    code: int = serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
-    return code
+    return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
 
 
 def _preflight(cfg: Config) -> None:
@@ -79,9 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     pidfile = PidFile.acquire(cfg.path)
     log.debug("holding pid file %s", pidfile.path)
     try:
-        _prepare(cfg)
+        serve = _become_daemon_user(cfg)
         privs.drop_privileges(cfg.server.run_as)
-        return _serve(cfg, args, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
+        return _serve(serve, cfg, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
     finally:
         pidfile.release()
 
@@ -136,12 +140,12 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
         _tell(pipe, f"err {exc.exit_code}\n{exc.message}\n{exc.hint or ''}\n")
         return exc.exit_code
     try:
-        _prepare(cfg)
+        serve = _become_daemon_user(cfg)
         _detach(cfg)
         privs.drop_privileges(cfg.server.run_as)
         notifier = Notifier(os.environ.get("NOTIFY_SOCKET") or None, None, lambda: _tell(pipe, "ok\n"))
         log.info("taskserver %d started with %s", os.getpid(), cfg.path)
-        code = _serve(cfg, args, notifier)
+        code = _serve(serve, cfg, notifier)
         _tell(pipe, f"err 1\nthe daemon exited with code {code} before it was ready; see {_log_path(cfg)}\n")
         return code
     except UserError as exc:
