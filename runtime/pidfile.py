@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import SYSTEM_CONFIG
+from .config import instance_name
 from .errors import UserError
 
 # a status/read_pid probe holds a shared lock for microseconds; an acquirer retries past that window
@@ -44,18 +43,9 @@ def runtime_dir() -> Path:
     return Path(xdg) / "taskserver"
 
 
-def _user_default_config() -> Path:
-    return Path.home() / ".config" / "taskserver" / "taskserver.yaml"
-
-
 def pidfile_name(config_path: Path) -> str:
     """``taskserver.pid`` for the default config; else a name unique to the config's absolute path."""
-    absolute = Path(os.path.abspath(config_path))
-    if absolute in (SYSTEM_CONFIG, _user_default_config()):
-        return "taskserver.pid"
-    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:10]
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in absolute.stem)[:40]
-    return f"taskserver-{stem}-{digest}.pid"
+    return instance_name(config_path) + ".pid"
 
 
 def pidfile_path(config_path: Path) -> Path:
