@@ -1,0 +1,90 @@
+"""The real `taskserver` command: check exit codes and messages, init-config, tenants edits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TASKSERVER = str(Path(sys.executable).parent / "taskserver")
+
+
+def ts(cfg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TASKSERVER_CONFIG"}
+    return subprocess.run([TASKSERVER, "-c", str(cfg), *argv], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+
+
+def test_init_config_then_check_ok(tmp_path: Path) -> None:
+    cfg = tmp_path / "etc" / "c.yaml"
+    r = ts(cfg, "init-config")
+    assert r.returncode == 0, r.stderr
+    assert cfg.stat().st_mode & 0o7777 == 0o644
+    r = ts(cfg, "check")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == f"{cfg}: OK (1 tenant(s), 3 job(s))\n"
+    before = cfg.read_bytes()
+    r = ts(cfg, "init-config")
+    assert r.returncode == 2 and "already exists; not overwriting it" in r.stderr
+    assert cfg.read_bytes() == before
+
+
+def test_check_reports_every_error_with_position_and_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tenants:\n  a:\n    jobs:\n      j:\n        every: soon\n        comand: [x]\n")
+    r = ts(cfg, "check")
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"taskserver: error: {cfg}:4:7: tenants.a.jobs.j: a job needs command: (an argv list) or call: "
+        "(module:function)",
+        'taskserver: hint: add e.g. command: ["/usr/local/bin/report"] or call: "myapp.jobs:cleanup"',
+        f"taskserver: error: {cfg}:5:16: tenants.a.jobs.j.every: expected a duration, got the text 'soon'",
+        "taskserver: hint: write a duration like 90s, 5m, 1h30m, 2d (or a plain number of seconds)",
+        f"taskserver: error: {cfg}:6:9: tenants.a.jobs.j: unknown key 'comand'",
+        "taskserver: hint: did you mean 'command'?",
+    ]
+    assert "Traceback" not in r.stderr
+
+
+def test_check_yaml_syntax_error_and_unsafe_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tenants:\n  a: [1\n")
+    r = ts(cfg, "check")
+    assert r.returncode == 2 and r.stderr.startswith(f"taskserver: error: {cfg}:3:1: ")
+    cfg.write_text("tenants: {}\n")
+    cfg.chmod(0o666)
+    r = ts(cfg, "check")
+    assert r.returncode == 2 and "writable by group or others" in r.stderr
+
+
+def test_check_missing_file_given_with_c_is_an_error(tmp_path: Path) -> None:
+    r = ts(tmp_path / "none.yaml", "check")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "init-config" in r.stderr
+
+
+def test_tenants_enable_disable_list(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    assert ts(cfg, "init-config").returncode == 0
+    original = cfg.read_text()
+    r = ts(cfg, "tenants", "enable", "example", "--login", "nobody")
+    assert r.returncode == 0, r.stderr
+    r = ts(cfg, "tenants", "enable", "second", "--login", "daemon")
+    assert r.returncode == 0, r.stderr
+    r = ts(cfg, "tenants", "disable", "example")
+    assert r.returncode == 0, r.stderr
+    r = ts(cfg, "tenants", "list")
+    rows = [line.split()[:4] for line in r.stdout.splitlines()]
+    assert rows == [["TENANT", "LOGIN", "STATE", "JOBS"], ["example", "nobody", "disabled", "3"],
+                    ["second", "daemon", "enabled", "0"]]
+    # every original line is still there, in order; four lines were added
+    added = cfg.read_text().splitlines()
+    kept = iter(added)
+    assert all(line in kept for line in original.splitlines())
+    assert len(added) == len(original.splitlines()) + 4
+    r = ts(cfg, "tenants", "disable", "nope")
+    assert r.returncode == 2 and "no tenant 'nope'" in r.stderr
+    r = ts(cfg, "tenants", "enable", "x", "--login", "bad user")
+    assert r.returncode == 2 and "is not a user name" in r.stderr
+    assert ts(cfg, "check").returncode == 0
