@@ -20,8 +20,9 @@ SYSTEM = "system"
 USER = "user"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Characters no boot-file syntax here can carry safely; every other byte is quoted by the template filters.
-FORBIDDEN = ("\n", "\r", "\x00")
+# Characters no boot-file syntax here can carry safely (newline ends a setting, NUL ends a C string, the
+# others are refused or mangled by unit/crontab parsers); every other byte is quoted by the template filters.
+FORBIDDEN = tuple(chr(c) for c in [*range(32), 127])
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ def check_value(what: str, value: str) -> str:
     for ch in FORBIDDEN:
         if ch in value:
             raise UserError(
-                f"{what} contains {ch!r}, which cannot be written safely into a boot file: {value!r}",
+                f"{what} contains the control character {ch!r}, which cannot be written safely into a boot file:"
+                f" {value!r}",
                 hint="use a path or name without control characters",
             )
     return value

@@ -1,0 +1,265 @@
+"""The real `taskserver-install` command against trees in tmp_path (offline: nothing runs there).
+
+systemd's own `systemctl --root` writes the enable links; the manifest, idempotence, admin-edit refusal,
+rollback, dry-run and bad-input rules are checked on the bytes left on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(sys.executable).parent / "taskserver-install"
+UNIT = "etc/systemd/system/taskserver.service"
+LINK = "etc/systemd/system/multi-user.target.wants/taskserver.service"
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, user: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    argv = [str(TOOL), *args]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, env=env, timeout=120)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under root -> hash of its content (or link target), to compare trees byte for byte."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                out[rel] = "dir"
+    return out
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A small target root: passwd/group for --run-as lookups, nothing else."""
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text(
+        "root:x:0:0::/root:/bin/sh\nsvc:x:991:991::/var/lib/svc:/usr/sbin/nologin\n"
+    )
+    (root / "etc/group").write_text("root:x:0:\nsvc:x:991:\n")
+    return root
+
+
+def test_root_install_writes_unit_and_links_starts_nothing_and_uninstall_removes_exactly_them(
+    tree: Path,
+) -> None:
+    before = snapshot(tree)
+    res = cli("--init", "systemd", "--root", str(tree), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["live"] is False and out["changed"] is True
+    assert {f["path"]: f["state"] for f in out["files"]} == {"/" + UNIT: "created"}
+    assert out["ran"] == [f"systemctl --root={tree} enable taskserver.service"]  # no start, no daemon-reload
+    assert any("offline" in n for n in out["notes"])
+    assert "--uninstall --name taskserver --root" in out["undo"]
+    assert (tree / LINK).is_symlink() and os.readlink(tree / LINK) == "/" + UNIT
+    unit = (tree / UNIT).read_text()
+    assert "ExecStart=" in unit and str(Path(sys.executable).parent / "taskserver") in unit
+    assert oct((tree / UNIT).stat().st_mode & 0o777) == "0o644"
+    manifest = json.loads((tree / "var/lib/taskserver-install/taskserver.json").read_text())
+    assert manifest["files"][0]["sha256"] == hashlib.sha256((tree / UNIT).read_bytes()).hexdigest()
+
+    text = cli("--root", str(tree), "--status", "--json")
+    status = json.loads(text.stdout)
+    assert (status["installed"], status["enabled"], status["running"], status["files_changed"]) == (
+        True,
+        True,
+        None,
+        [],
+    )
+
+    res = cli("--uninstall", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert "removed" in res.stdout and "disable taskserver.service" in res.stdout
+    assert snapshot(tree) == before
+
+
+def test_rerun_is_unchanged_byte_for_byte(tree: Path) -> None:
+    assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
+    first = snapshot(tree)
+    res = cli("--init", "systemd", "--root", str(tree))
+    assert res.returncode == 0
+    assert "unchanged" in res.stdout and "ran:" not in res.stdout
+    assert snapshot(tree) == first
+
+
+def test_admin_edit_is_refused_with_diff_then_replaced_with_force(tree: Path) -> None:
+    assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
+    unit = tree / UNIT
+    unit.write_text(unit.read_text().replace("RestartSec=2s", "RestartSec=30s"))
+    edited = snapshot(tree)
+    res = cli("--init", "systemd", "--root", str(tree))
+    assert res.returncode == 1
+    assert "-RestartSec=30s" in res.stdout and "+RestartSec=2s" in res.stdout  # the diff
+    assert "changed since it was installed" in res.stderr and "--force" in res.stderr
+    assert snapshot(tree) == edited
+    status = json.loads(cli("--root", str(tree), "--status", "--json").stdout)
+    assert status["files_changed"] == [{"path": "/" + UNIT, "state": "changed"}]
+    res = cli("--init", "systemd", "--root", str(tree), "--force")
+    assert res.returncode == 0 and "updated" in res.stdout
+    assert "RestartSec=2s" in unit.read_text()
+
+
+def test_foreign_file_is_not_overwritten(tree: Path) -> None:
+    (tree / UNIT).parent.mkdir(parents=True)
+    (tree / UNIT).write_text("[Service]\nExecStart=/bin/true\n")
+    before = snapshot(tree)
+    res = cli("--init", "systemd", "--root", str(tree))
+    assert res.returncode == 1 and "not installed by us" in res.stderr
+    assert snapshot(tree) == before
+
+
+def test_failing_registrar_rolls_back_everything(tree: Path) -> None:
+    """systemctl enable fails for real (the .wants directory is a file): nothing of the install remains."""
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    wants.parent.mkdir(parents=True)
+    wants.write_text("in the way\n")
+    before = snapshot(tree)
+    res = cli("--init", "systemd", "--root", str(tree))
+    assert res.returncode == 1, res.stdout
+    assert "systemctl" in res.stderr and "rolled back" in res.stderr
+    assert snapshot(tree) == before
+
+
+def test_dry_run_writes_nothing_and_prints_the_plan(tree: Path) -> None:
+    before = snapshot(tree)
+    res = cli("--init", "systemd", "--root", str(tree), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "would install" in res.stdout and "would run: systemctl" in res.stdout
+    assert snapshot(tree) == before
+
+
+def test_no_enable_then_reinstall_keeps_it_disabled_unless_asked(tree: Path) -> None:
+    assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
+    # the admin disables it with systemd's own tool
+    subprocess.run(
+        ["systemctl", f"--root={tree}", "disable", "taskserver.service"], check=True, capture_output=True
+    )
+    res = cli("--init", "systemd", "--root", str(tree))
+    assert res.returncode == 0 and "left disabled" in res.stdout
+    assert not (tree / LINK).exists()
+    res = cli("--init", "systemd", "--root", str(tree), "--enable")
+    assert res.returncode == 0 and (tree / LINK).is_symlink()
+
+
+def test_two_instances_side_by_side(tree: Path) -> None:
+    assert (
+        cli(
+            "--init", "systemd", "--root", str(tree), "--name", "ts-a", "--config", "/etc/ts/a.yaml"
+        ).returncode
+        == 0
+    )
+    assert (
+        cli(
+            "--init", "systemd", "--root", str(tree), "--name", "ts-b", "--config", "/etc/ts/b.yaml"
+        ).returncode
+        == 0
+    )
+    a = (tree / "etc/systemd/system/ts-a.service").read_text()
+    assert '"/etc/ts/a.yaml"' in a and "StateDirectory=ts-a" in a
+    assert cli("--uninstall", "--root", str(tree), "--name", "ts-a").returncode == 0
+    assert not (tree / "etc/systemd/system/ts-a.service").exists()
+    assert (tree / "etc/systemd/system/ts-b.service").exists()
+
+
+def test_run_as_from_the_target_tree(tree: Path) -> None:
+    res = cli("--init", "systemd", "--root", str(tree), "--run-as", "svc")
+    assert res.returncode == 0, res.stderr
+    unit = (tree / UNIT).read_text()
+    assert "User=svc\nGroup=svc\n" in unit
+
+
+BAD = [
+    (["--init", "launchd"], "unknown init system"),
+    (["--init", "sysv", "--user"], "--user works only with systemd"),
+    (["--init", "systemd", "--run-as", "nosuchuser"], "no such user"),
+    (["--init", "systemd", "--run-as", "svc:nosuchgroup"], "no such group"),
+    (["--init", "systemd", "--name", "bad\nname"], "--name"),
+    (["--init", "systemd", "--name", "../etc"], "not a valid service name"),
+    (["--init", "systemd", "--config", "/etc/ts/a\nb.yaml"], "cannot be written safely"),
+    (["--init", "systemd", "--config", "/etc/ts/a\x01b.yaml"], "control character"),
+    (["--init", "systemd", "--config", "relative.yaml"], "absolute path"),
+    (["--init", "systemd", "--workdir", "/srv/x\\"], "cannot be written as a systemd setting"),
+    (["--init", "upstart", "--user"], "--user works only with systemd"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_input_exits_2_with_one_line_and_hint_and_writes_nothing(
+    tree: Path, args: list[str], message: str
+) -> None:
+    before = snapshot(tree)
+    res = cli(*args, "--root", str(tree))
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("taskserver-install: error: ") and message in lines[0]
+    assert lines[1].startswith("taskserver-install: hint: ")
+    assert "Traceback" not in res.stderr
+    assert snapshot(tree) == before
+
+
+def test_system_scope_without_root_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to become another user with setpriv)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    res = cli("--init", "systemd", env=env, user=65534)
+    assert res.returncode == 2
+    assert "needs root" in res.stderr and "--user" in res.stderr
+    assert not Path("/etc/systemd/system/taskserver.service").exists() or res.returncode == 2
+
+
+@pytest.fixture
+def nobody_home() -> Iterator[Path]:
+    """A home directory owned by nobody, reachable by nobody (pytest's tmp_path is root-only)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to become another user with setpriv)")
+    home = Path(tempfile.mkdtemp(prefix="taskserver-install-test-"))
+    home.chmod(0o755)
+    os.chown(home, 65534, 65534)
+    yield home
+    shutil.rmtree(home)
+
+
+def test_user_scope_without_root_writes_the_user_unit_and_warns_about_linger(nobody_home: Path) -> None:
+    home = nobody_home
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": "nobody", "LOGNAME": "nobody"}
+    res = cli("--init", "systemd", "--user", env=env, user=65534)
+    assert res.returncode == 0, res.stderr
+    unit = home / ".config/systemd/user/taskserver.service"
+    assert "WantedBy=default.target" in unit.read_text()
+    assert (home / ".config/systemd/user/default.target.wants/taskserver.service").is_symlink()
+    assert "loginctl enable-linger nobody" in res.stdout
+    assert unit.stat().st_uid == 65534
+    res = cli("--uninstall", "--user", env=env, user=65534)
+    assert res.returncode == 0, res.stderr
+    assert list(home.iterdir()) == []
+
+
+def test_detect_json_on_this_host() -> None:
+    res = cli("--detect", "--json")
+    assert res.returncode == 0
+    data = json.loads(res.stdout)
+    assert {"init", "target", "registrar", "distro_id", "evidence", "live"} <= set(data)
+    assert data["evidence"]
