@@ -88,8 +88,8 @@ def check_value(what: str, value: str) -> str:
     for ch in FORBIDDEN:
         if ch in value:
             raise UserError(
-                f"{what} contains the control character {ch!r}, which cannot be written safely into a boot file:"
-                f" {value!r}",
+                f"{what} contains the control character {ch!r}, which cannot be written safely into a"
+                f" boot file: {value!r}",
                 hint="use a path or name without control characters",
             )
     return value
