@@ -16,11 +16,13 @@ import os
 import pwd
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import config_parse
-from .config_parse import ConfigError, ConfigInvalid
 from .errors import UserError
 from .model import Config, ServerSettings, TenantDef
+
+if TYPE_CHECKING:
+    from .config_parse import ConfigError, ConfigInvalid
 
 __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "default_config_path", "load", "parse_text"]
 
@@ -72,7 +74,19 @@ def embedded_default(path: Path) -> Config:
 
 def parse_text(text: str, path: Path) -> Config:
     """Validate config text as if read from ``path`` (no file access); raises ConfigInvalid."""
+    # imported on first use: `status`, `stop` and the pid file need only the paths above, and the parser
+    # (ruamel.yaml) is most of the command's start-up time
+    from . import config_parse  # noqa: PLC0415
+
     return config_parse.parse(text, path, default_state_dir(path))
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ConfigError", "ConfigInvalid"):
+        from . import config_parse  # noqa: PLC0415
+
+        return getattr(config_parse, name)
+    raise AttributeError(name)
 
 
 def _uid_of(spec: str) -> int | None:
