@@ -1,0 +1,241 @@
+"""The .deb and .rpm built by packaging/build.sh, installed, upgraded, removed and purged on booted roots.
+
+Each scenario runs dpkg (or rpm) inside a systemd or SysV root booted under systemd-nspawn on an overlay, and
+checks what the init system itself says (systemctl is-enabled / rc links, the daemon's pid, what comes up
+after a reboot) and, after purge, the overlay's upper dir: the exact record of what changed on the machine.
+Three versions (0.1.0-1, -2, -3) are built from the same tree and the lab's wheels, so upgrades are real.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import lab
+import pytest
+from lab_machine import EXIT_REBOOT, Container, Machines, wait_until
+
+pytestmark = pytest.mark.boot
+
+REPO = Path(__file__).resolve().parents[2]
+VERSIONS = ("0.1.0-1", "0.1.0-2", "0.1.0-3")
+PKGS = "/wheels"  # the lab binds the package directory read-only here
+DAEMON = f"{lab.VENV}/bin/taskserver -c "  # in every daemon command line, on both init systems
+
+
+@pytest.fixture(scope="module")
+def packages(wheel_dir: Path) -> Path:
+    """The .deb and .rpm of each version, built once per wheel set (cached beside the lab's roots)."""
+    dest = lab.CACHE / "packages" / wheel_dir.name
+    with lab.locked("packages"):
+        if not dest.is_dir():
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for version in VERSIONS:
+                subprocess.run(["bash", str(REPO / "packaging/build.sh"), "--version", version,
+                                "--out", str(tmp), "--wheels", str(wheel_dir), "all"], check=True,
+                               capture_output=True)
+            tmp.rename(dest)
+    return dest
+
+
+def deb(version: str) -> str:
+    return f"{PKGS}/taskserver_{version}_amd64.deb"
+
+
+def pids(m: Container) -> list[int]:
+    out = m.sh(["pgrep", "-f", DAEMON], check=False).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def running_pid(m: Container) -> int:
+    """The daemon's one pid, once it runs (its start may still be settling)."""
+    wait_until(lambda: len(pids(m)) == 1, 30, "exactly one taskserver daemon")
+    return pids(m)[0]
+
+
+def enabled(m: Container) -> bool:
+    if m.init == "systemd":
+        state = m.sh(["systemctl", "is-enabled", "taskserver.service"], check=False).stdout.strip()
+        return state == "enabled"
+    links = m.sh(["sh", "-c", "ls /etc/rc2.d /etc/rc3.d"]).stdout.split()
+    return "S01taskserver" in links or any(n.startswith("S") and n[3:] == "taskserver" for n in links)
+
+
+def dpkg(m: Container, *args: str, env: dict[str, str] | None = None) -> str:
+    proc = m.sh(["dpkg", *args], check=False, timeout=180, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"dpkg {' '.join(args)} exited {proc.returncode}:\n{out}"
+    return out
+
+
+def admin_disable(m: Container) -> None:
+    if m.init == "systemd":
+        m.sh(["systemctl", "disable", "--now", "taskserver.service"])
+    else:
+        m.sh(["update-rc.d", "taskserver", "disable"])
+        m.sh(["/etc/init.d/taskserver", "stop"])
+
+
+def admin_enable(m: Container) -> None:
+    if m.init == "systemd":
+        m.sh(["systemctl", "enable", "--now", "taskserver.service"])
+    else:
+        m.sh(["update-rc.d", "taskserver", "enable"])
+        m.sh(["/etc/init.d/taskserver", "start"])
+
+
+def reboot(m: Container) -> None:
+    assert m.reboot() == EXIT_REBOOT, m.console()
+    m.boot()
+    m.wait_ready()
+
+
+def ours_left(m: Container) -> list[str]:
+    """Paths in the upper dir naming the package or the service (dpkg's own database excepted)."""
+    return sorted(p for p in lab.upper_dir_files(m.overlay)
+                  if "taskserver" in p and not p.startswith(("/var/lib/dpkg/", "/var/log/")))
+
+
+@pytest.mark.parametrize("init", ["systemd", "sysv"])
+def test_deb_install_upgrade_keeps_disable_remove_purge(init: str, variant: lab.Roots, packages: Path,
+                                                        machines: Machines) -> None:
+    m = machines.container(variant(init), wheels=packages)
+    m.boot()
+    m.wait_ready()
+
+    out = dpkg(m, "-i", deb(VERSIONS[0]))  # first install: enabled and started
+    assert enabled(m), out
+    first = running_pid(m)
+
+    admin_disable(m)
+    wait_until(lambda: not pids(m), 30, "the daemon to stop")
+    out = dpkg(m, "-i", deb(VERSIONS[1]))  # upgrade: the admin's disable is kept, nothing started
+    assert not enabled(m), out
+    assert pids(m) == [], out
+
+    admin_enable(m)
+    before = running_pid(m)
+    assert before != first
+    out = dpkg(m, "-i", deb(VERSIONS[2]))  # upgrade of a running service: restarted
+    assert enabled(m), out
+    after = running_pid(m)
+    assert after != before, f"not restarted by the upgrade:\n{out}"
+
+    out = dpkg(m, "-r", "taskserver")  # remove: stopped, and not started at the next boot
+    assert pids(m) == [], out
+    reboot(m)
+    assert pids(m) == [], "started at boot after dpkg -r"
+    assert not enabled(m)
+
+    dpkg(m, "-P", "taskserver")
+    assert m.poweroff() == 0
+    assert ours_left(m) == []
+
+
+@pytest.mark.parametrize("init", ["systemd", "sysv"])
+def test_deb_into_unbooted_root_starts_at_next_boot(init: str, variant: lab.Roots, packages: Path,
+                                                    machines: Machines) -> None:
+    ov = machines.overlay(variant(init))
+    target = ov.root / "var/tmp/taskserver.deb"
+    shutil.copy(packages / Path(deb(VERSIONS[0])).name, target)
+    res = subprocess.run(["chroot", str(ov.root), "dpkg", "-i", "/var/tmp/taskserver.deb"],
+                         capture_output=True, text=True, env=lab.CLEAN_ENV, check=False)
+    target.unlink()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "no init system runs here" in res.stdout, res.stdout
+    host_daemons = subprocess.run(["pgrep", "-f", DAEMON], capture_output=True, text=True, check=False).stdout
+    for pid in host_daemons.split():
+        assert Path(f"/proc/{pid}/root").resolve() != ov.root, "a daemon was started inside the chroot"
+
+    m = machines.container(ov)
+    m.boot()
+    m.wait_ready()
+    assert enabled(m)
+    running_pid(m)
+
+
+def test_deb_policy_rc_d_101_forbids_start(variant: lab.Roots, packages: Path, machines: Machines) -> None:
+    m = machines.container(variant("systemd"), wheels=packages)
+    m.boot()
+    m.wait_ready()
+    m.sh(["sh", "-c", "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d"])
+    m.sh(["chmod", "755", "/usr/sbin/policy-rc.d"])
+    out = dpkg(m, "-i", deb(VERSIONS[0]))
+    assert "policy-rc.d forbids it (exit 101)" in out, out
+    assert enabled(m), out
+    assert pids(m) == []
+    assert m.sh(["systemctl", "is-active", "taskserver.service"], check=False).stdout.strip() == "inactive"
+
+
+def test_deb_failed_start_does_not_fail_the_package(variant: lab.Roots, packages: Path,
+                                                    machines: Machines) -> None:
+    """A config the daemon refuses (world-writable) makes the start fail: dpkg succeeds, stderr says so."""
+    m = machines.container(variant("systemd"), wheels=packages)
+    m.boot()
+    m.wait_ready()
+    m.sh(["sh", "-c", "mkdir -p /etc/taskserver && echo 'tenants: {}' > /etc/taskserver/taskserver.yaml"
+                      " && chmod 666 /etc/taskserver/taskserver.yaml"])
+    proc = m.sh(["dpkg", "-i", deb(VERSIONS[0])], check=False, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "taskserver-install: warning:" in proc.stderr, proc.stdout + proc.stderr
+    assert pids(m) == []
+
+
+# --- rpm ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rpm_root(variant: lab.Roots) -> list[Path]:
+    """The systemd root plus Debian's rpm package (rpm installs there with --nodeps)."""
+
+    def build(root: Path) -> None:
+        lab.run(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends", "rpm"])
+        for deb_file in (root / "var/cache/apt/archives").glob("*.deb"):
+            deb_file.unlink()
+
+    return lab.derived_layer("systemd+rpm", variant("systemd"), "rpm", build)
+
+
+def rpm_file(version: str) -> str:
+    upstream, release = version.split("-")
+    return f"{PKGS}/taskserver-{upstream}-{release}.x86_64.rpm"
+
+
+def rpm(m: Container, *args: str) -> str:
+    proc = m.sh(["rpm", "--nodeps", *args], check=False, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"rpm {' '.join(args)} exited {proc.returncode}:\n{out}"
+    return out
+
+
+def test_rpm_install_upgrade_erase_on_booted_systemd(rpm_root: list[Path], packages: Path,
+                                                    machines: Machines) -> None:
+    m = machines.container(rpm_root, wheels=packages)
+    m.boot()
+    m.wait_ready()
+
+    out = rpm(m, "-i", rpm_file(VERSIONS[0]))  # %post 1: preset (Debian: enable) and start
+    assert enabled(m), out
+    first = running_pid(m)
+
+    admin_disable(m)
+    out = rpm(m, "-U", rpm_file(VERSIONS[1]))  # %post 2 + old %postun 1: still disabled, not started
+    assert not enabled(m), out
+    assert pids(m) == [], out
+
+    admin_enable(m)
+    before = running_pid(m)
+    assert before != first
+    out = rpm(m, "-U", rpm_file(VERSIONS[2]))  # running: restarted
+    assert enabled(m), out
+    assert running_pid(m) != before, out
+
+    out = rpm(m, "-e", "taskserver")  # %preun 0: stop, disable, remove boot files and our records
+    assert pids(m) == [], out
+    assert not enabled(m)
+    assert m.poweroff() == 0
+    left = [p for p in ours_left(m) if not p.startswith("/var/lib/rpm")]
+    assert left == [], left
