@@ -11,6 +11,7 @@ APT_PACKAGES=(
     lintian rpm dpkg-dev fakeroot   # build and check the .deb and .rpm packages
     zstd                            # cache of the built boot roots
     procps                          # ps/pgrep for system tests
+    cron                            # the real crontab binary for the cron backend tests
 )
 if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

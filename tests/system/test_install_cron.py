@@ -1,0 +1,98 @@
+"""The cron backend with the real `crontab` binary and a real user: our entry comes and goes, every other
+line of the user's crontab stays byte for byte (`crontab -l` before == after uninstall)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TOOL = str(Path(sys.executable).parent / "taskserver-install")
+USER = "tsi-crontest"
+OTHERS = 'MAILTO=""\n# the user\'s own job\n*/5 * * * * /bin/echo "50% done" >/dev/null\n'
+
+
+def sh(*argv: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, input=input, check=check, timeout=60)
+
+
+@pytest.fixture
+def cron_user() -> Iterator[pwd.struct_passwd]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a test user")
+    if shutil.which("crontab") is None or shutil.which("useradd") is None:
+        pytest.skip("needs crontab (Debian package cron; scripts/test.sh installs it) and useradd")
+    sh("userdel", "-r", USER, check=False)
+    sh("useradd", "-m", "-s", "/bin/sh", USER)
+    sh("crontab", "-u", USER, "-", input=OTHERS)
+    try:
+        yield pwd.getpwnam(USER)
+    finally:
+        sh("crontab", "-u", USER, "-r", check=False)
+        sh("userdel", "-r", USER, check=False)
+
+
+def crontab_of(user: str) -> str:
+    return sh("crontab", "-u", user, "-l").stdout
+
+
+def as_user(pw: pwd.struct_passwd, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name}
+    argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", TOOL, *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=60)
+
+
+def test_cron_as_the_user_keeps_other_entries(cron_user: pwd.struct_passwd) -> None:
+    res = as_user(cron_user, "--init", "cron")
+    assert res.returncode == 0, res.stderr
+    assert "crontab -" in res.stdout
+    text = crontab_of(USER)
+    assert text.startswith(OTHERS)
+    ours = text[len(OTHERS) :].splitlines()
+    assert ours[0].startswith("# taskserver-install: taskserver ")
+    assert ours[1].startswith("* * * * * ") and ours[1].endswith(" run --once --time-limit 55")
+    assert f"{cron_user.pw_dir}/.config/taskserver/taskserver.yaml" in ours[1]  # the user's own config
+
+    again = as_user(cron_user, "--init", "cron")
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    assert crontab_of(USER) == text
+
+    status = as_user(cron_user, "--status")
+    assert "installed: True" in status.stdout and "enabled: True" in status.stdout
+
+    res = as_user(cron_user, "--uninstall")
+    assert res.returncode == 0, res.stderr
+    assert crontab_of(USER) == OTHERS
+    assert not os.path.exists(f"{cron_user.pw_dir}/.local/state/taskserver-install/taskserver.json")
+
+
+def test_cron_for_another_user_as_root(cron_user: pwd.struct_passwd) -> None:
+    res = subprocess.run(
+        [TOOL, "--init", "cron", "--run-as", USER, "--name", "ts-cron"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"crontab -u {USER} -" in res.stdout
+    assert "# taskserver-install: ts-cron " in crontab_of(USER)
+    res = subprocess.run(
+        [TOOL, "--uninstall", "--name", "ts-cron"], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert crontab_of(USER) == OTHERS
+
+
+def test_cron_refuses_root_dir_clearly(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [TOOL, "--init", "cron", "--root", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2
+    assert "cannot install into --root" in res.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,126 @@
+"""SysV registration for real: update-rc.d and insserv run inside a Debian SysV root (the boot lab's cached
+root, on a per-test overlay), driven by `taskserver-install --root`. Offline: nothing is started; the rc
+links are what the next boot uses. Uninstall must leave no file of ours; insserv (behind update-rc.d too)
+renumbers the other scripts' links when ours comes and goes (K01sendsigs -> K02sendsigs), so the rc dirs
+are compared as the ordered list of what runs in each runlevel, which is what the boot uses."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boot"))
+import lab  # noqa: E402  (the boot lab's cached roots and overlays)
+
+TOOL = Path(sys.executable).parent / "taskserver-install"
+EXE = "/opt/taskserver/bin/taskserver"
+
+
+@pytest.fixture
+def sysv_tree() -> Iterator[lab.Overlay]:
+    missing = [t for t in ("debootstrap", "chroot", "mount") if shutil.which(t, path=lab.CLEAN_PATH) is None]
+    problem = "needs root (overlay mounts, chroot)" if os.geteuid() != 0 else None
+    if missing:
+        problem = f"needs {', '.join(missing)} (scripts/test.sh installs them)"
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    overlay = lab.Overlay([lab.variant_root("sysv")], tag="sysv-chroot")
+    try:
+        exe = overlay.root / EXE.lstrip("/")
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
+        yield overlay
+    finally:
+        overlay.cleanup()
+
+
+def changed(overlay: lab.Overlay) -> set[str]:
+    """Paths in the upper dir whose content differs from the lower layer (copy-ups of equal bytes ignored)."""
+    out = set()
+    lower = overlay.lowers[0]
+    for path in lab.upper_dir_files(overlay):
+        low, up = lower / path.lstrip("/"), overlay.upper / path.lstrip("/")
+        if up.is_file() and low.is_file() and not up.is_symlink() and filecmp.cmp(low, up, shallow=False):
+            continue
+        out.add(path)
+    return out
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(TOOL), *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def rc_order(root: Path) -> dict[str, dict[str, int]]:
+    """runlevel dir -> {S|K + script name: sequence number}."""
+    return {
+        d.name: {p.name[0] + p.name[3:]: int(p.name[1:3]) for p in d.iterdir() if p.name[:1] in "SK"}
+        for d in sorted(root.glob("etc/rc?.d"))
+    }
+
+
+def same_boot(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> None:
+    """The same scripts run in each runlevel, and no strict order between two of them was reversed."""
+    assert {k: set(v) for k, v in after.items()} == {k: set(v) for k, v in before.items()}
+    for level, seq in before.items():
+        for a, na in seq.items():
+            for b, nb in seq.items():
+                if na < nb:
+                    assert after[level][a] < after[level][b], (level, a, b)
+
+
+def rc_links(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.glob("etc/rc?.d/*taskserver"))
+
+
+@pytest.mark.parametrize("registrar", ["update-rc.d", "insserv"])
+def test_sysv_install_registers_in_chroot_and_uninstall_leaves_nothing(
+    sysv_tree: lab.Overlay, registrar: str
+) -> None:
+    root = sysv_tree.root
+    if registrar == "insserv":
+        (root / "usr/sbin/update-rc.d").unlink()  # as on hosts without update-rc.d: insserv is used
+    before = changed(sysv_tree)
+    order = rc_order(root)
+    det = json.loads(cli("--detect", "--json", "--root", str(root)).stdout)
+    assert (det["init"], det["target"], det["registrar"]) == ("offline", "sysv", registrar)
+
+    res = cli("--root", str(root), "--executable", EXE, "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["backend"] == "sysv" and out["live"] is False
+    assert out["ran"][0].startswith(f"chroot {root} {registrar}")
+    script = root / "etc/init.d/taskserver"
+    assert os.access(script, os.X_OK) and f"DAEMON={EXE}" in script.read_text()
+    links = rc_links(root)
+    assert [ln for ln in links if "/S" in ln] and {ln[:9] for ln in links if "/S" in ln} == {
+        "etc/rc2.d",
+        "etc/rc3.d",
+        "etc/rc4.d",
+        "etc/rc5.d",
+    }
+    assert {ln[:9] for ln in links if "/K" in ln} == {"etc/rc0.d", "etc/rc1.d", "etc/rc6.d"}
+    status = json.loads(cli("--root", str(root), "--status", "--json").stdout)
+    assert status["installed"] and status["enabled"]
+
+    again = cli("--root", str(root), "--executable", EXE)
+    assert again.returncode == 0 and "unchanged" in again.stdout
+
+    res = cli("--root", str(root), "--uninstall")
+    assert res.returncode == 0, res.stderr
+    assert rc_links(root) == []
+    same_boot(order, rc_order(root))
+    assert not [p for p in changed(sysv_tree) - before if "taskserver" in p and not p.startswith("/opt/")]
+    assert not [
+        p for p in changed(sysv_tree) - before if not p.startswith(("/etc/rc", "/etc/init.d/.depend."))
+    ]
