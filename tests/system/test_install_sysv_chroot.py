@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boot"))
-import lab  # noqa: E402  (the boot lab's cached roots and overlays)
+import lab
 
 TOOL = Path(sys.executable).parent / "taskserver-install"
 EXE = "/opt/taskserver/bin/taskserver"
