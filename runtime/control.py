@@ -58,13 +58,25 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     return serve
 
 
-def _serve(serve: Callable[..., int], cfg: Config, notifier: Notifier | None, **kw: Any) -> int:
-    path = cfg.path
+def _serve(
+    serve: Callable[..., int], cfg: Config, pidfile: PidFile, notifier: Notifier | None, **kw: Any
+) -> int:
+    path, started = cfg.path, time.time()
+    pidfile.write_info(_summary(cfg, started))
 
     def reload_config() -> Config:
-        return config.load(path)
+        new = config.load(path)
+        pidfile.write_info(_summary(new, started))
+        return new
 
     return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
+
+
+def _summary(cfg: Config, started: float) -> dict[str, Any]:
+    tenants = [
+        {"name": t.name, "login": t.login, "jobs": sum(j.enabled for j in t.jobs)} for t in cfg.tenants
+    ]
+    return {"config": str(cfg.path), "started": started, "tenants": tenants}
 
 
 def _preflight(cfg: Config) -> None:
@@ -85,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         serve = _become_daemon_user(cfg)
         privs.drop_privileges(cfg.server.run_as)
-        return _serve(serve, cfg, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
+        return _serve(serve, cfg, pidfile, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
     finally:
         pidfile.release()
 
@@ -145,7 +157,7 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
         privs.drop_privileges(cfg.server.run_as)
         notifier = Notifier(os.environ.get("NOTIFY_SOCKET") or None, None, lambda: _tell(pipe, "ok\n"))
         log.info("taskserver %d started with %s", os.getpid(), cfg.path)
-        code = _serve(serve, cfg, notifier)
+        code = _serve(serve, cfg, pidfile, notifier)
         _tell(pipe, f"err 1\nthe daemon exited with code {code} before it was ready; see {_log_path(cfg)}\n")
         return code
     except UserError as exc:
@@ -273,27 +285,37 @@ def _uptime(seconds: float | None) -> str:
     return (f"{d}d" if d else "") + (f"{h}h" if d or h else "") + (f"{m}m" if d or h or m else "") + f"{s}s"
 
 
-def _tenants(cfg: Config) -> str:
+def _tenants(tenants: list[dict[str, Any]]) -> str:
     parts = []
-    for t in cfg.tenants:
-        if t.login is None:
-            parts.append(f"{t.name} runs nothing (no login)")
+    for t in tenants:
+        if t.get("login") is None:
+            parts.append(f"{t['name']} runs nothing (no login)")
         else:
-            enabled = sum(1 for j in t.jobs if j.enabled)
-            parts.append(f"{t.name} ({t.login}, {enabled} job{'s' if enabled != 1 else ''})")
+            n = int(t.get("jobs", 0))
+            parts.append(f"{t['name']} ({t['login']}, {n} job{'s' if n != 1 else ''})")
     return "; ".join(parts) if parts else "none"
 
 
+def _config_path(args: argparse.Namespace) -> Path:
+    return args.config.absolute() if args.config is not None else config.default_config_path()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    state = probe(cfg.path)
+    # the config is parsed only when the daemon published nothing: status stays fast with 10,000 jobs
+    path = _config_path(args)
+    state = probe(path)
     if state.running:
-        print(f"taskserver running: pid {state.pid}, up {_uptime(state.age())}, tenants: {_tenants(cfg)}")
+        info = state.info()
+        if info is None:
+            cfg = config.load(path)
+            info = _summary(cfg, time.time() - (state.age() or 0))
+        up = _uptime(time.time() - float(info["started"]))
+        print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}")
         return 0
     if state.stale:
         print(f"taskserver dead: pid {state.pid} is gone but its pid file {state.path} remains")
         return 1
-    print(f"taskserver not running (config {cfg.path})")
+    print(f"taskserver not running (config {path})")
     return EXIT_NOT_RUNNING_STATUS
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import instance_name
 from .errors import UserError
@@ -96,6 +98,20 @@ class Probe:
     def stale(self) -> bool:
         return not self.running and self.pid is not None
 
+    def info(self) -> dict[str, Any] | None:
+        """What the running daemon published about itself, if it is this pid's."""
+        try:
+            fd = os.open(self.path.parent / _info_name(self.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = json.loads(os.read(fd, 1 << 20) or b"null")
+        except ValueError:
+            return None  # being rewritten this very moment
+        finally:
+            os.close(fd)
+        return data if isinstance(data, dict) and data.get("pid") == self.pid else None
+
     def age(self) -> float | None:
         """Seconds since the daemon wrote its pid (its uptime while running)."""
         try:
@@ -149,6 +165,16 @@ class PidFile:
         self.path = path
         self._dir_fd = dir_fd
         self._fd = fd
+        # opened now, while we may still be root: after the drop the directory is no longer ours to write
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._info_fd = os.open(_info_name(path), flags, 0o644, dir_fd=dir_fd)
+        os.ftruncate(self._info_fd, 0)
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        """Publish what `status` shows (tenants...), so status need not parse the config."""
+        data = json.dumps({"pid": os.getpid(), **info}).encode()
+        os.ftruncate(self._info_fd, 0)
+        os.pwrite(self._info_fd, data, 0)
 
     @classmethod
     def acquire(cls, config_path: Path) -> PidFile:
@@ -179,13 +205,19 @@ class PidFile:
 
     def release(self) -> None:
         """Empty (and if possible remove) the file, then drop the lock."""
-        try:
-            os.ftruncate(self._fd, 0)
-            os.unlink(self.path.name, dir_fd=self._dir_fd)
-        except OSError:
-            pass  # without write access to the directory, an empty file says "not running" just as well
+        for fd, name in ((self._info_fd, _info_name(self.path)), (self._fd, self.path.name)):
+            try:
+                os.ftruncate(fd, 0)
+                os.unlink(name, dir_fd=self._dir_fd)
+            except OSError:
+                pass  # without write access to the directory, an empty file says "not running" just as well
+        os.close(self._info_fd)
         os.close(self._fd)
         os.close(self._dir_fd)
+
+
+def _info_name(pid_path: Path) -> str:
+    return pid_path.stem + ".info"
 
 
 def _same_file(fd: int, name: str, dir_fd: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,3 +169,32 @@ def test_pid_file_symlink_is_not_followed(box: Sandbox, tmp_path: Path) -> None:
     res = box.ts(cfg, "start")
     assert res.returncode != 0
     assert victim.read_text() == "precious\n"
+
+
+def _tenant_config(path: Path, jobs: int) -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    lines = [
+        f"task_server:\n  run_as: {me}\n  state_dir: {path.parent / 'srv-state'}\n",
+        "tenants:\n  idle:\n    timezone: UTC\n",
+        f"  acme:\n    login: {me}\n    jobs:\n",
+    ]
+    job = '        cron: "0 3 * * *"\n        command: ["/bin/true"]\n'
+    lines += [f"      j{i}:\n{job}" for i in range(jobs)]
+    path.write_text("".join(lines))
+    path.chmod(0o644)
+
+
+def test_status_lists_tenants_and_follows_reload(box: Sandbox) -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    cfg = box.base / "t.yaml"
+    _tenant_config(cfg, 1)
+    assert box.ts(cfg, "start").returncode == 0
+    st = box.ts(cfg, "status")
+    assert "idle runs nothing (no login)" in st.stdout and f"acme ({me}, 1 job)" in st.stdout, st.stdout
+    _tenant_config(cfg, 3)
+    assert box.ts(cfg, "reload").returncode == 0
+    assert wait_for(lambda: f"acme ({me}, 3 jobs)" in box.ts(cfg, "status").stdout)
+    # status reads what the daemon published, not the file: a broken edit does not break status
+    cfg.write_text("tenants: [this is not valid\n")
+    st = box.ts(cfg, "status")
+    assert st.returncode == 0 and "3 jobs" in st.stdout, st
