@@ -9,6 +9,7 @@ to RUN in the store; enqueued tasks and `jobs run` are QUE rows read back on SIG
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -17,7 +18,7 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -86,6 +87,8 @@ class Daemon:
         self.exit_code = 0
         self.next_ping: float | None = None
         self.signals: list[int] = []
+        self.tx: contextlib.ExitStack | None = None
+        self.tx_open: set[str] = set()
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
@@ -156,13 +159,15 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------------------------
     def loop(self) -> int:
         while True:
-            now = time.time()
-            self._handle_signals(now)
-            self._fire_timers(now)
-            self.executor.enforce(now)
-            self._check_limits(now)
-            if not self.stopping:
-                self._dispatch(now)
+            with self._transactions():
+                now = time.time()
+                self._collect()
+                self._handle_signals(now)
+                self._fire_timers(now)
+                self.executor.enforce(now)
+                self._check_limits(now)
+                if not self.stopping:
+                    self._dispatch(now)
             if not self.active and (self.stopping or (self.once and not self._work_left())):
                 return self.exit_code
             for key, _ in self.sel.select(self._sleep_time(now)):
@@ -170,7 +175,26 @@ class Daemon:
                     _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 else:
                     self.executor.read(key.data)
-            self._collect()
+
+    @contextlib.contextmanager
+    def _transactions(self) -> Iterator[None]:
+        """Everything one wake-up writes goes into one transaction per tenant: one commit for many runs.
+
+        Closed before the daemon sleeps, so `jobs enqueue` never waits on a sleeping daemon's lock.
+        """
+        with contextlib.ExitStack() as stack:
+            self.tx, self.tx_open = stack, set()
+            try:
+                yield
+            finally:
+                self.tx = None
+
+    def _st(self, tenant: str) -> SqliteStore:
+        store = self.stores[tenant]
+        if self.tx is not None and tenant not in self.tx_open:
+            self.tx.enter_context(store.batch())
+            self.tx_open.add(tenant)
+        return store
 
     def _work_left(self) -> bool:
         return bool(self.pending) or any(self.queued.values()) or self.que_dirty
@@ -203,7 +227,7 @@ class Daemon:
             if kind == "fire":
                 self._schedule_next(key, self._tz(tenant), when)
                 if waiting:  # one due time already waits for the running one: never pile them up
-                    self.stores[tenant].missed(job, [when], now=now, note="the previous run was still going")
+                    self._st(tenant).missed(job, [when], now=now, note="the previous run was still going")
                     continue
             waiting.append((when if kind == "fire" else None, attempt))
 
@@ -249,7 +273,7 @@ class Daemon:
 
     def _start_scheduled(self, key: Key, job: JobDef, due: float | None, attempt: int, now: float) -> None:
         tenant, name = key
-        store = self.stores[tenant]
+        store = self._st(tenant)
         run_id = store.start(name, due=due, attempt=attempt, pid=0, instance=self.instance,
                              queue=job.queue, now=now)
         act = Active(tenant, name, job.queue, run_id, False, job, attempt)
@@ -259,7 +283,7 @@ class Daemon:
         self._spawn(act, run, job_argv(job), job.timeout, now)
 
     def _start_queued(self, tenant: str, run: Run, now: float) -> None:
-        store = self.stores[tenant]
+        store = self._st(tenant)
         if not store.claim(run.id, pid=0, instance=self.instance, now=now):
             return  # finished by hand (`jobs finish`) while it waited
         job = self.jobs.get((tenant, run.job)) if run.job else None
@@ -285,7 +309,7 @@ class Daemon:
         except OSError as exc:
             self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
             return
-        self.stores[act.tenant].set_pid(act.run_id, child.pid)
+        self._st(act.tenant).set_pid(act.run_id, child.pid)
         if child.fd is not None:
             self.sel.register(child.fd, selectors.EVENT_READ, child)
         self.active[child.pid] = act
@@ -301,7 +325,7 @@ class Daemon:
 
     def _collect(self) -> None:
         now = time.time()
-        for child, outcome in self.executor.reap():
+        for child, outcome in self.executor.reap(any_child=True):
             act = self.active.pop(child.pid)
             self.busy_jobs.discard((act.tenant, act.job))
             if act.queue is not None:
@@ -309,7 +333,7 @@ class Daemon:
             self._end(act, outcome, now)
 
     def _end(self, act: Active, outcome: Outcome, now: float) -> None:
-        run = self.stores[act.tenant].finish(act.run_id, outcome.state, outcome.reason,
+        run = self._st(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
                                              exit_code=outcome.exit_code, output=outcome.output, now=now)
         self._write_status(act.tenant, run, keep=act.queued)
         level = logging.DEBUG if run.state is State.OK else logging.WARNING

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 KILL_GRACE = 5.0  # seconds between TERM and KILL
 RUNNER = "taskserver.runtime.runner"
 # Variables a supervisor set for the daemon itself; a job must not talk to systemd in the daemon's name.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC",
                 "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
@@ -44,7 +45,7 @@ def job_argv(job: JobDef) -> list[str]:
 @dataclass
 class Child:
     key: object  # the caller's handle for this run
-    proc: subprocess.Popen[bytes]
+    pid: int
     fd: int | None  # read end of the output pipe; None once closed
     started: float
     deadline: float | None
@@ -52,10 +53,8 @@ class Child:
     kill_at: float | None = None
     timed_out: bool = False
     interrupted: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    returncode: int | None = None
+    proc: subprocess.Popen[bytes] | None = None  # only when started through Popen (a cwd to change to)
 
 
 @dataclass(frozen=True)
@@ -80,20 +79,36 @@ class Executor:
         """Start ``argv``; raises OSError if it cannot be started (no such program, bad cwd)."""
         now = time.time() if now is None else now
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        full_env = {**self._base_env, **env}
+        proc = None
         try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd, close_fds=True,
-                start_new_session=True, cwd=self.cwd, env={**self._base_env, **env})
+            if self.cwd is None or os.path.samefile(self.cwd, "."):
+                pid = self._posix_spawn(argv, full_env, wfd)
+            else:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd, close_fds=True,
+                    start_new_session=True, cwd=self.cwd, env=full_env)
+                pid = proc.pid
         except BaseException:
             os.close(rfd)
             raise
         finally:
             os.close(wfd)
         os.set_blocking(rfd, False)
-        child = Child(key=key, proc=proc, fd=rfd, started=now,
+        child = Child(key=key, pid=pid, fd=rfd, started=now, proc=proc,
                       deadline=now + timeout if timeout is not None else None)
-        self.children[proc.pid] = child
+        self.children[pid] = child
         return child
+
+    @staticmethod
+    def _posix_spawn(argv: list[str], env: Mapping[str, str], out: int) -> int:
+        # posix_spawn (vfork-style in glibc) costs a fraction of Popen's fork + fd-closing walk, which matters
+        # at hundreds of runs per second. No fd leaks: every fd this process opens is close-on-exec (PEP 446,
+        # SQLite, pipe2). Signals Python ignores (SIGPIPE, SIGXFSZ) go back to their defaults, like Popen.
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
+        return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True, setsigmask=(),
+                               setsigdef=_DEFAULT_SIGNALS)
 
     def read(self, child: Child) -> None:
         """Take what the child wrote so far, keeping only the tail; closes the pipe at end of file."""
@@ -116,25 +131,49 @@ class Executor:
             os.close(child.fd)
             child.fd = None
 
-    def reap(self) -> list[tuple[Child, Outcome]]:
-        """Collect every child that has exited (call on SIGCHLD; cheap when none has)."""
+    def reap(self, *, any_child: bool = False) -> list[tuple[Child, Outcome]]:
+        """Collect every child that has exited (call on SIGCHLD; cheap when none has).
+
+        ``any_child``: one ``waitpid(-1)`` per exit instead of one call per running child, for a process
+        (the daemon) whose every child is a run.
+        """
         done = []
-        for pid, child in list(self.children.items()):
+        for pid, status in self._exited(any_child):
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            child.returncode = os.waitstatus_to_exitcode(status)
+            if child.proc is not None:
+                child.proc.returncode = child.returncode  # so Popen never waits for it again
+            done.append((child, self._finish(child)))
+        return done
+
+    def _exited(self, any_child: bool) -> list[tuple[int, int]]:
+        exited = []
+        if any_child:
+            while self.children:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                exited.append((pid, status))
+            return exited
+        for pid in list(self.children):
             try:
                 got, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 got, status = pid, 255 << 8
-            if got == 0:
-                continue
-            child.proc.returncode = os.waitstatus_to_exitcode(status)
-            del self.children[pid]
-            done.append((child, self._finish(child)))
-        return done
+            if got != 0:
+                exited.append((pid, status))
+        return exited
 
     def _finish(self, child: Child) -> Outcome:
         self.read(child)  # what is left in the pipe; a grandchild holding it open must not block us
         self._close(child)
-        code = child.proc.returncode
+        code = child.returncode
+        assert code is not None
         output = child.tail.decode(errors="replace")
         if child.interrupted:
             return Outcome(State.ERR, INTERRUPTED, code, output)

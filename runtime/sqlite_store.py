@@ -8,10 +8,11 @@ to a few microseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def _run(row: tuple[Any, ...]) -> Run:
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._depth = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Created 0600 before SQLite opens it: run history may hold secrets printed by jobs.
@@ -85,6 +87,27 @@ class SqliteStore:
             raise UserError(f"{path}: cannot open the run store: {exc}",
                             hint="check the state directory's owner and permissions") from exc
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the calls inside into one transaction (one commit for several runs under load)."""
+        if self._depth:
+            self._depth += 1
+        else:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if not self._depth:
+                self.db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if not self._depth:
+            self.db.execute("COMMIT")
+
+    _txn = batch
+
     # -- writing -------------------------------------------------------------------------------------
     def add(self, job: str, *, queue: str | None = None, argv: Sequence[str] | None = None,
             due: float | None = None, attempt: int = 0, now: float) -> int:
@@ -96,8 +119,7 @@ class SqliteStore:
 
     def start(self, job: str, *, due: float | None, attempt: int, pid: int, instance: str,
               queue: str | None, now: float) -> int:
-        with self.db:  # one transaction: the run and the job's last due move together
-            self.db.execute("BEGIN")
+        with self._txn():  # one transaction: the run and the job's last due move together
             cur = self.db.execute(
                 "INSERT INTO runs (job, queue, state, due, created, started, pid, instance, attempt) "
                 "VALUES (?, ?, 'RUN', ?, ?, ?, ?, ?, ?)", (job, queue, due, now, now, pid, instance, attempt))
@@ -128,8 +150,7 @@ class SqliteStore:
 
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:
         state = "OK" if ok else "ERR"
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._txn():
             cur = self.db.execute("UPDATE runs SET reported=?, message=? WHERE id=?",
                                   (state, message, run_id))
             if cur.rowcount != 1:
@@ -148,16 +169,14 @@ class SqliteStore:
         rows = [(job, MISSED, due, now, now, note) for due in dues]
         if not rows:
             return
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._txn():
             self.db.executemany(
                 "INSERT INTO runs (job, state, reason, due, created, finished, message) "
                 "VALUES (?, 'ERR', ?, ?, ?, ?, ?)", rows)
             self._advance(job, max(float(r[2]) for r in rows))
 
     def crash_orphans(self, instance: str, *, now: float) -> list[int]:
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._txn():
             ids = [int(r[0]) for r in self.db.execute(
                 "SELECT id FROM runs WHERE state='RUN' AND (instance IS NULL OR instance != ?)", (instance,))]
             self.db.executemany(
@@ -166,8 +185,7 @@ class SqliteStore:
         return ids
 
     def remember_jobs(self, jobs: Iterable[str], *, now: float) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._txn():
             self.db.executemany("INSERT OR IGNORE INTO jobs (name, last_due) VALUES (?, ?)",
                                 [(j, now) for j in jobs])
 
@@ -178,8 +196,7 @@ class SqliteStore:
 
     def purge(self, *, ok_before: float, err_before: float) -> Purged:
         where = ("(state='OK' AND finished < ?) OR (state='ERR' AND finished < ?)")
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._txn():
             queued = [int(r[0]) for r in self.db.execute(
                 f"SELECT id FROM runs WHERE queued=1 AND ({where})", (ok_before, err_before))]  # noqa: S608
             cur = self.db.execute(f"DELETE FROM runs WHERE {where}", (ok_before, err_before))  # noqa: S608
