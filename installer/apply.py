@@ -125,13 +125,14 @@ class _Journal:
         self.undo.append(restore)
         return [Path("/") / d.relative_to(self.spec.root) for d in created]
 
-    def rollback(self, ran: list[str]) -> None:
+    def rollback(self, ran: list[str], first_install: bool) -> None:
         for fn in reversed(self.undo):
             try:
                 fn()
             except Exception as exc:  # keep undoing the rest; say what could not be undone
                 ran.append(f"rollback step failed: {exc}")
-        for act in self.backend.reload(self.spec):
+        backend, spec = self.backend, self.spec
+        for act in backend.after_remove(spec) if first_install else backend.reload(spec):
             try:
                 act()
             except Exception as exc:
@@ -230,7 +231,7 @@ def install(
             _record(spec, backend, plan, old, dirs)
     except BaseException as exc:
         if not dry_run:
-            journal.rollback(out.ran)
+            journal.rollback(out.ran, first_install=old is None)
         if isinstance(exc, UserError):
             raise Failed(f"{exc.message} — rolled back everything this install did", hint=exc.hint) from exc
         raise
@@ -289,7 +290,7 @@ def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> 
     if not dry_run:
         mf.remove(spec)
         mf.remove_empty_dirs(spec, list(old.get("dirs", [])))
-    _run(backend.reload(spec), out, dry_run)
+    _run(backend.after_remove(spec), out, dry_run)
     return out
 
 

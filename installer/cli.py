@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..runtime.errors import UserError, report
 from . import apply, detect
 from . import manifest as mf
 from .backends import base
-from .spec import SYSTEM, USER, ServiceSpec, build_spec, check_abs
+from .spec import SYSTEM, USER, ServiceSpec, build_spec, check_abs, config_writable
 
 PROG = "taskserver-install"
 INITS = ("systemd", "sysv", "upstart", "cron")
@@ -185,6 +186,8 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
         env_file=args.env_file,
         writable_paths=tuple(args.writable),
     )
+    if backend.name == "systemd":
+        spec = replace(spec, writable_paths=spec.writable_paths + config_writable(spec))
     return spec, backend
 
 

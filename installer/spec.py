@@ -215,3 +215,25 @@ def build_spec(
         root=root_p,
         home=home_p,
     )
+
+
+def config_writable(spec: ServiceSpec) -> tuple[Path, ...]:
+    """Paths the service's configuration makes the daemon and its jobs write: ``install_dir`` (the jobs'
+    working directory) and a ``state_dir`` set away from the default. The hardened systemd unit must list
+    them in ReadWritePaths=. No config file yet: nothing (the embedded default writes only its state)."""
+    from ..runtime import config as runtime_config  # noqa: PLC0415 - the YAML parser loads only when needed
+
+    path = spec.target(spec.config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise UserError(f"cannot read the config {path}: {exc.strerror}", hint="check --config") from exc
+    cfg = runtime_config.parse_text(text, spec.config)
+    out: list[Path] = []
+    if cfg.server.install_dir is not None:
+        out.append(cfg.server.install_dir)
+    if cfg.server.state_dir != runtime_config.default_state_dir(spec.config):
+        out.append(cfg.server.state_dir)
+    return tuple(p for p in out if p not in spec.writable_paths)

@@ -116,6 +116,10 @@ class Backend(ABC):
     def reload(self, spec: ServiceSpec) -> list[Action]:
         """Make the init system see changed files (``systemctl daemon-reload``); [] offline."""
 
+    def after_remove(self, spec: ServiceSpec) -> list[Action]:
+        """Run once our files are gone (uninstall, rollback of a first install); default: ``reload``."""
+        return self.reload(spec)
+
     @abstractmethod
     def enable(self, spec: ServiceSpec) -> list[Action]:
         """Start at boot (enable links / rc links / job file / crontab entry)."""

@@ -51,6 +51,17 @@ class SysV(Backend):
     def reload(self, spec: ServiceSpec) -> list[Action]:
         return []
 
+    def after_remove(self, spec: ServiceSpec) -> list[Action]:
+        # Adding our script made insserv (also behind update-rc.d) renumber other scripts' links
+        # (K01sendsigs -> K02sendsigs); removing it does not renumber them back. A plain `insserv` run
+        # recomputes every link from the headers, which restores the numbering from before the install.
+        if self.registrar not in ("update-rc.d", "insserv") or which(spec.root, "insserv") is None:
+            return []
+        argv = ["insserv"]
+        if spec.offline_root:
+            argv = ["chroot", str(spec.root), *argv]
+        return [cmd(argv, check=False)]
+
     def enable(self, spec: ServiceSpec) -> list[Action]:
         reg = self._registrar(spec)
         args = {

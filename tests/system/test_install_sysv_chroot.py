@@ -1,8 +1,8 @@
 """SysV registration for real: update-rc.d and insserv run inside a Debian SysV root (the boot lab's cached
 root, on a per-test overlay), driven by `taskserver-install --root`. Offline: nothing is started; the rc
-links are what the next boot uses. Uninstall must leave no file of ours; insserv (behind update-rc.d too)
-renumbers the other scripts' links when ours comes and goes (K01sendsigs -> K02sendsigs), so the rc dirs
-are compared as the ordered list of what runs in each runlevel, which is what the boot uses."""
+links are what the next boot uses. Uninstall must leave the root exactly as before: insserv (behind
+update-rc.d too) renumbers other scripts' links when ours comes (K01sendsigs -> K02sendsigs), and the
+uninstall must renumber them back."""
 
 from __future__ import annotations
 
