@@ -40,6 +40,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     undo: str = ""
     manifest: str = ""
+    verified: bool = False  # started (or found running) and seen still running a moment later
 
     @property
     def changed(self) -> bool:
@@ -227,6 +228,7 @@ def install(
         _enable_and_start(spec, backend, plan, out, journal, changed=changed)
         if plan.start and not dry_run:
             _verify(spec, backend, verify_seconds)
+            out.verified = True
         if not dry_run:
             _record(spec, backend, plan, old, dirs)
     except BaseException as exc:
@@ -260,9 +262,7 @@ def _record(
         ],
         "extra": plan.extra,
     }
-    new_dirs = mf.save(spec, {**data, "dirs": []})
-    all_dirs = sorted({*prev_dirs, *(str(d) for d in dirs), *(str(d) for d in new_dirs)})
-    mf.save(spec, {**data, "dirs": all_dirs})
+    mf.save(spec, data, [*prev_dirs, *(str(d) for d in dirs)])
 
 
 def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> Outcome:

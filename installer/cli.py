@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="taskserver executable the boot file calls (default: this installation's, resolved now)",
     )
+    p.add_argument("--watchdog", type=int, metavar="SECONDS", help="systemd WatchdogSec= (default: none)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="overwrite files an admin changed")
@@ -185,6 +186,7 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
         working_dir=args.workdir,
         env_file=args.env_file,
         writable_paths=tuple(args.writable),
+        watchdog=getattr(args, "watchdog", None),
     )
     if backend.name == "systemd":
         spec = replace(spec, writable_paths=spec.writable_paths + config_writable(spec))
@@ -262,6 +264,8 @@ def print_outcome(out: apply.Outcome, as_json: bool) -> int:
         print(f"  {state:<10} {path}")
     for line in out.ran:
         print(f"  {'would run' if out.dry_run else 'ran'}: {line}")
+    if out.verified:
+        print(f"  verified: {out.name} is running")
     for note in out.notes:
         print(f"  note: {note}")
     if out.action == "install" and not out.changed:

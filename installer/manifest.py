@@ -90,13 +90,15 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def save(spec: ServiceSpec, data: dict[str, Any]) -> list[Path]:
-    """Write the manifest atomically; return the directories created for it (target paths)."""
+def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[str]) -> None:
+    """Write the manifest atomically, listing ``dirs`` plus the directories created for the manifest itself
+    (target paths). An identical manifest is left alone, so a re-run that changes nothing writes nothing."""
     path = spec.target(manifest_path(spec))
-    created = make_dirs(path.parent)
-    body = json.dumps({"version": MANIFEST_VERSION, **data}, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, body.encode(), 0o600 if spec.user_scope else 0o644)
-    return [Path("/") / d.relative_to(spec.root) for d in created]
+    created = [str(Path("/") / d.relative_to(spec.root)) for d in make_dirs(path.parent)]
+    record = {"version": MANIFEST_VERSION, **data, "dirs": sorted({*dirs, *created})}
+    body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    if read_bytes(path) != body:
+        atomic_write(path, body, 0o600 if spec.user_scope else 0o644)
 
 
 def remove(spec: ServiceSpec) -> None:

@@ -52,6 +52,9 @@ class ServiceSpec:
     writable_paths: tuple[Path, ...] = ()
     root: Path = Path("/")
     home: Path = field(default_factory=Path.home)  # the installing user's home (user scope)
+    watchdog: int | None = (
+        None  # systemd WatchdogSec= in seconds (the daemon pings when WATCHDOG_USEC is set)
+    )
     description: str = "taskserver background job server"
 
     @property
@@ -184,6 +187,7 @@ def build_spec(
     env_file: Path | str | None = None,
     writable_paths: tuple[Path | str, ...] = (),
     home: Path | str | None = None,
+    watchdog: int | None = None,
 ) -> ServiceSpec:
     """Validate every input and return the spec; raise ``UserError`` (exit 2) for anything unusable."""
     check_value("--name", name)
@@ -203,6 +207,8 @@ def build_spec(
             else Path("/etc/taskserver/taskserver.yaml")
         )
     exe = check_abs("taskserver executable", executable) if executable is not None else resolve_executable()
+    if watchdog is not None and not 1 <= watchdog <= 86400:
+        raise UserError(f"--watchdog {watchdog}: must be 1..86400 seconds", hint="e.g. --watchdog 60")
     return ServiceSpec(
         name=name,
         executable=exe,
@@ -214,6 +220,7 @@ def build_spec(
         writable_paths=tuple(check_abs("writable path", p) for p in writable_paths),
         root=root_p,
         home=home_p,
+        watchdog=watchdog,
     )
 
 

@@ -60,7 +60,7 @@ def option_sets(tmp: Path, hostile: str = HOSTILE) -> dict[str, ServiceSpec]:
     have_daemon = run("getent", "passwd", "daemon").returncode == 0
     sets = {
         "defaults": base,
-        "named-instance": replace(base, name="ts-blue.2", config=tmp / "blue.yaml"),
+        "named-instance": replace(base, name="ts-blue.2", config=tmp / "blue.yaml", watchdog=60),
         "user-scope": replace(base, scope=USER),
         "env-workdir-writable": replace(
             base, env_file=odd / "env file", working_dir=odd, writable_paths=(odd, tmp / "plain")
