@@ -8,15 +8,17 @@ running daemon with SIGUSR1; with no daemon the run waits until the next ``tasks
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import config, control, schedule, statusfile
+from . import config, control, privs, schedule, statusfile
 from .errors import UserError
 from .model import Config, Cron, Every, JobDef, TenantDef
 from .sqlite_store import SqliteStore, store_path
@@ -80,6 +82,28 @@ def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> SqliteStore | Non
     return SqliteStore(path)
 
 
+@contextlib.contextmanager
+def _as_daemon_user(cfg: Config) -> Iterator[None]:
+    """As root, touch the store and status files as the run_as user, so the daemon can use what we create.
+
+    Only the effective ids change (and change back): root-owned files in the state dir would lock the
+    dropped daemon out of its own store.
+    """
+    spec = cfg.server.run_as
+    ident = privs.resolve(spec) if spec and os.geteuid() == 0 else None
+    if ident is None or ident.uid == 0:
+        yield
+        return
+    privs.prepare_dir(cfg.server.state_dir, spec)  # as the daemon does: the state dir belongs to run_as
+    os.setegid(ident.gid)
+    os.seteuid(ident.uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
 def _wake(cfg: Config) -> bool:
     """SIGUSR1 to a running daemon so it picks up new QUE runs at once."""
     pid = control.read_pid(cfg.path)
@@ -93,15 +117,16 @@ def _wake(cfg: Config) -> bool:
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
-    store = _store(cfg, tenant, create=True)
-    assert store is not None
-    try:
-        run_id = store.add(job, queue=queue, argv=argv, now=time.time())
-        run = store.get(run_id)
-        assert run is not None
-        statusfile.update(cfg.server.state_dir, tenant.name, run)
-    finally:
-        store.close()
+    with _as_daemon_user(cfg):
+        store = _store(cfg, tenant, create=True)
+        assert store is not None
+        try:
+            run_id = store.add(job, queue=queue, argv=argv, now=time.time())
+            run = store.get(run_id)
+            assert run is not None
+            statusfile.update(cfg.server.state_dir, tenant.name, run)
+        finally:
+            store.close()
     if not _wake(cfg):
         print(f"taskserver: note: no daemon is running; run {run_id} waits for `taskserver run`",
               file=sys.stderr)
@@ -142,6 +167,10 @@ def _line(run: Run) -> str:
 # -- commands --------------------------------------------------------------------------------------------
 def _enqueue(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    return _enqueue_as(cfg, args)
+
+
+def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
     tenant = _tenant(cfg, args.tenant)
     _runnable(cfg, tenant)
     argv = list(args.argv)
@@ -155,6 +184,10 @@ def _enqueue(args: argparse.Namespace) -> int:
 
 def _run_now(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    return _run_now_as(cfg, args)
+
+
+def _run_now_as(cfg: Config, args: argparse.Namespace) -> int:
     tenant = _tenant(cfg, args.tenant)
     _runnable(cfg, tenant)
     job = next((j for j in tenant.jobs if j.name == args.name), None)
@@ -168,6 +201,11 @@ def _run_now(args: argparse.Namespace) -> int:
 
 def _finish(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    with _as_daemon_user(cfg):
+        return _finish_as(cfg, args)
+
+
+def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
     tenant = _tenant(cfg, args.tenant)
     store = _store(cfg, tenant, create=False)
     if store is None:
@@ -187,6 +225,11 @@ def _finish(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    with _as_daemon_user(cfg):
+        return _list_as(cfg, args)
+
+
+def _list_as(cfg: Config, args: argparse.Namespace) -> int:
     tenants = [_tenant(cfg, args.tenant)] if args.tenant else list(cfg.tenants)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
@@ -216,6 +259,11 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    with _as_daemon_user(cfg):
+        return _show_as(cfg, args)
+
+
+def _show_as(cfg: Config, args: argparse.Namespace) -> int:
     tenant = _tenant(cfg, args.tenant)
     store = _store(cfg, tenant, create=False)
     run = store.get(args.id) if store else None
@@ -240,6 +288,11 @@ def _show(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    with _as_daemon_user(cfg):
+        return _history_as(cfg, args)
+
+
+def _history_as(cfg: Config, args: argparse.Namespace) -> int:
     tenant = _tenant(cfg, args.tenant)
     store = _store(cfg, tenant, create=False)
     runs = store.history(args.job, limit=args.limit) if store else []

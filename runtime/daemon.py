@@ -256,6 +256,9 @@ class Daemon:
             self.que_dirty = False
             self.queued = {t: s.queued() for t, s in self.stores.items()}
         for tenant, runs in self.queued.items():
+            conf = self.config.tenant(tenant)
+            if conf is None or conf.login is None:
+                continue  # removed, or its login taken away by a reload: its tasks wait
             blocked: set[str] = set()  # queues whose head cannot start yet: the rest wait behind it
             for run in list(runs):
                 if self._slots() <= 0:
@@ -302,7 +305,7 @@ class Daemon:
         env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
-               "TASKSERVER_CONFIG": str(self.config.path)}
+               "TASKSERVER_CONFIG": str(self.config.path.absolute())}
         self._write_status(act.tenant, run, keep=True)
         try:
             child = self.executor.spawn(act, argv, env, timeout, now)

@@ -73,6 +73,7 @@ class Executor:
         self.children: dict[int, Child] = {}
         self.on_close: Callable[[int], None] | None = None  # told before a pipe is closed (selector upkeep)
         self._base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        _close_on_exec_all()
 
     def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,
               now: float | None = None) -> Child:
@@ -232,3 +233,16 @@ class Executor:
                 self.enforce(time.time())
                 done += self.reap()
         return done
+
+
+def _close_on_exec_all() -> None:
+    """Mark every open fd above 2 close-on-exec, once: posix_spawn closes nothing itself, and fds our own
+    parent left open (a shell's, a supervisor's, the pid file's lock) must not reach the jobs."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except FileNotFoundError:  # no /proc: try the low range every shell and supervisor uses
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the fd listdir used is gone already
+                os.set_inheritable(fd, False)

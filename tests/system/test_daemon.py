@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from daemonlab import Daemon, cli, first_line, kill_group, runs, status_file, wait_for, write_config
+from daemonlab import Daemon, cli, first_line, kill_group, me, runs, status_file, wait_for, write_config
 
 
 def enqueue(cfg: Path, *argv: str, queue: str = "default") -> int:
@@ -173,3 +173,27 @@ def test_timeout_and_retry_in_the_daemon(tmp_path: Path) -> None:
                  == [("ERR", "timeout", 0), ("ERR", "timeout", 1)], "a timeout and one retry")
     finally:
         d.stop()
+
+
+def test_tenant_without_login_runs_nothing(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", {"mine": {"every": 0.2, "command": ["true"]}},
+                       extra_tenants={"idle": {"jobs": {"theirs": {"every": 0.2, "command": ["true"]}}}})
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: len(runs(cfg)) >= 3, "tenant t's job to run a few times")
+    finally:
+        d.stop()
+    assert d.wait() == 0
+    assert "tenant idle has no login: it runs nothing (1 jobs)" in d.text()
+    assert not (tmp_path / "state" / "idle.sqlite").exists()
+
+
+def test_a_scheduled_run_sees_its_status_file_and_environment(tmp_path: Path) -> None:
+    script = ('head -1 "$TASKSERVER_STATUS_FILE"; '
+              'echo "$TASKSERVER_TENANT/$TASKSERVER_JOB/$TASKSERVER_LOGIN/$TASKSERVER_RUN_ID"')
+    cfg = write_config(tmp_path / "cfg.yaml", {"env": {"every": 3600, "command": ["sh", "-c", script]}})
+    rid = int(cli(cfg, "jobs", "run", "env").stdout)
+    assert Daemon(cfg, "--once").wait() == 0
+    run = run_of(cfg, rid)
+    assert run["output"] == f"RUN\nt/env/{me()}/{rid}\n"
+    assert first_line(status_file(cfg, rid)) == "OK"  # came through the queue: the file stays

@@ -4,8 +4,13 @@ status files QUE -> RUN -> OK, `jobs finish` winning over the exit code, list/sh
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
+import tempfile
 from pathlib import Path
 
+import pytest
 from daemonlab import TASKSERVER, Daemon, cli, first_line, runs, status_file, wait_for, write_config
 
 
@@ -128,3 +133,20 @@ def test_bad_input_is_one_line_with_a_hint_and_exit_2(tmp_path: Path) -> None:
         assert res.returncode == 2, (args, res.stderr)
         err_lines = res.stderr.splitlines()
         assert error in err_lines[0] and hint in err_lines[1], (args, res.stderr)
+
+
+def test_root_cli_writes_the_store_as_the_run_as_user(tmp_path: Path) -> None:
+    """As root with run_as: nobody, what `jobs enqueue` creates stays usable by the dropped daemon."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: switches to the user nobody")
+    base = Path(tempfile.mkdtemp(prefix="taskserver-runas-"))  # tmp_path is private to root
+    try:
+        base.chmod(0o755)
+        cfg = write_config(base / "cfg.yaml", server={"run_as": "nobody"})
+        rid = enqueue(cfg, "sh", "-c", "id -un")
+        assert (base / "state" / "t.sqlite").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        d = Daemon(cfg, "--once")
+        assert d.wait() == 0, d.text()
+        assert (show(cfg, rid)["state"], show(cfg, rid)["output"]) == ("OK", "nobody\n")
+    finally:
+        shutil.rmtree(base)

@@ -114,3 +114,23 @@ def test_missing_program_raises() -> None:
     else:
         raise AssertionError("spawn of a missing program must raise")
     assert ex.children == {}
+
+
+def test_spawned_child_gets_a_clean_process_state(tmp_path: Path) -> None:
+    # posix_spawn path (no cwd): own session, stdin /dev/null, no inherited fds, SIGPIPE not ignored.
+    leak = os.open(tmp_path / "inheritable", os.O_CREAT | os.O_WRONLY)
+    os.set_inheritable(leak, True)
+    code = ("import os; print(os.getsid(0) == os.getpid(), os.readlink('/proc/self/fd/0'), "
+            "sorted(int(f) for f in os.listdir('/proc/self/fd') if int(f) > 2))")
+    try:
+        ex = Executor(output_tail=1000)
+        out = run(ex, [sys.executable, "-c", code])
+        ignored = run(ex, ["grep", "SigIgn", "/proc/self/status"]).output.split()[1]
+    finally:
+        os.close(leak)
+    assert out.output == "True /dev/null [3]\n"  # 3: the fd listdir itself opened
+    assert int(ignored, 16) & (1 << (signal.SIGPIPE - 1)) == 0  # Python ignores SIGPIPE; jobs must not
+
+
+def test_program_found_on_path() -> None:
+    assert run(Executor(output_tail=100), ["echo", "via PATH"]).output == "via PATH\n"

@@ -117,3 +117,41 @@ def test_purge_keeps_recent_and_running(tmp_path: Path) -> None:
     purged = s.purge(ok_before=50.0, err_before=50.0)
     assert (purged.count, purged.queued_ids) == (1, [err_old])
     assert {r.id for r in s.history()} == {ok_new, running}
+
+
+def test_batch_groups_writes_and_rolls_back_on_error(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    other = SqliteStore(s.path)  # another process's view (the CLI)
+    with s.batch():
+        a = s.add("", queue="q", argv=["a"], now=1.0)
+        with s.batch():  # nested: still one transaction
+            s.claim(a, pid=5, instance="i", now=2.0)
+        assert other.get(a) is None  # nothing committed yet
+    assert other.get(a).state is State.RUN  # type: ignore[union-attr]
+    try:
+        with s.batch():
+            s.add("", queue="q", argv=["b"], now=3.0)
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert [r.id for r in other.history()] == [a]
+
+
+def test_housekeeping_purges_history_and_status_files(tmp_path: Path) -> None:
+    from taskserver.runtime import housekeeping, statusfile
+    from taskserver.runtime.model import ServerSettings
+
+    server = ServerSettings(state_dir=tmp_path / "state", keep_ok_days=1, keep_err_days=2)
+    s = store(tmp_path)
+    day = housekeeping.DAY
+    now = 100 * day
+    old = s.add("", queue="q", argv=["x"], now=now - 5 * day)
+    s.claim(old, pid=1, instance="i", now=now - 5 * day)
+    done = s.finish(old, State.OK, None, exit_code=0, output="", now=now - 1.5 * day)
+    failed = s.add("", queue="q", argv=["y"], now=now - 5 * day)
+    s.claim(failed, pid=1, instance="i", now=now - 5 * day)
+    kept = s.finish(failed, State.ERR, "exit code 1", exit_code=1, output="", now=now - 1.5 * day)
+    paths = [statusfile.update(server.state_dir, "t", r) for r in (done, kept)]
+    assert housekeeping.purge({"t": s}, server, now) == 1
+    assert not paths[0].exists() and paths[1].exists()
+    assert s.get(old) is None and s.get(failed) is not None
