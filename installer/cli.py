@@ -21,7 +21,15 @@ from ..runtime.errors import UserError, report
 from . import apply, detect
 from . import manifest as mf
 from .backends import base
-from .spec import SYSTEM, USER, ServiceSpec, build_spec, check_abs, config_writable
+from .spec import (
+    SYSTEM,
+    USER,
+    ServiceSpec,
+    build_spec,
+    check_abs,
+    check_run_as_in_config,
+    config_writable,
+)
 
 PROG = "taskserver-install"
 INITS = ("systemd", "sysv", "upstart", "cron")
@@ -190,6 +198,8 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
     )
     if backend.name == "systemd":
         spec = replace(spec, writable_paths=spec.writable_paths + config_writable(spec))
+    if backend.name == "sysv":
+        check_run_as_in_config(spec)
     return spec, backend
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runtime.errors import UserError
+from ..runtime.model import Config
 
 SYSTEM = "system"
 USER = "user"
@@ -224,23 +225,48 @@ def build_spec(
     )
 
 
-def config_writable(spec: ServiceSpec) -> tuple[Path, ...]:
-    """Paths the service's configuration makes the daemon and its jobs write: ``install_dir`` (the jobs'
-    working directory) and a ``state_dir`` set away from the default. The hardened systemd unit must list
-    them in ReadWritePaths=. No config file yet: nothing (the embedded default writes only its state)."""
+def parsed_config(spec: ServiceSpec) -> Config | None:
+    """The service's configuration as the daemon will read it, or None when the file does not exist yet."""
     from ..runtime import config as runtime_config  # noqa: PLC0415 - the YAML parser loads only when needed
 
     path = spec.target(spec.config)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return ()
+        return None
     except OSError as exc:
         raise UserError(f"cannot read the config {path}: {exc.strerror}", hint="check --config") from exc
-    cfg = runtime_config.parse_text(text, spec.config)
+    return runtime_config.parse_text(text, spec.config)
+
+
+def config_writable(spec: ServiceSpec) -> tuple[Path, ...]:
+    """Paths the service's configuration makes the daemon and its jobs write: ``install_dir`` (the jobs'
+    working directory) and a ``state_dir`` set away from the default. The hardened systemd unit must list
+    them in ReadWritePaths=. No config file yet: nothing (the embedded default writes only its state)."""
+    from ..runtime.config import default_state_dir  # noqa: PLC0415
+
+    cfg = parsed_config(spec)
+    if cfg is None:
+        return ()
     out: list[Path] = []
     if cfg.server.install_dir is not None:
         out.append(cfg.server.install_dir)
-    if cfg.server.state_dir != runtime_config.default_state_dir(spec.config):
+    if cfg.server.state_dir != default_state_dir(spec.config):
         out.append(cfg.server.state_dir)
     return tuple(p for p in out if p not in spec.writable_paths)
+
+
+def check_run_as_in_config(spec: ServiceSpec) -> None:
+    """SysV starts the daemon as root and the daemon drops privileges to the config's ``run_as`` itself, so
+    ``--run-as`` must agree with the config (it cannot be passed any other way)."""
+    if spec.run_as is None:
+        return
+    cfg = parsed_config(spec)
+    configured = cfg.server.run_as if cfg is not None else None
+    wanted = spec.run_as.user + (f":{spec.run_as.group}" if spec.run_as.group else "")
+    if configured is None or configured.split(":")[0] != spec.run_as.user:
+        raise UserError(
+            f"--run-as {wanted}: the SysV script starts the daemon, which runs as the config's run_as "
+            f"({configured or 'not set'} in {spec.config})",
+            hint=f"set `task_server: {{run_as: {wanted}}}` in {spec.config}, then re-run",
+        )

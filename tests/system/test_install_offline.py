@@ -263,3 +263,51 @@ def test_detect_json_on_this_host() -> None:
     data = json.loads(res.stdout)
     assert {"init", "target", "registrar", "distro_id", "evidence", "live"} <= set(data)
     assert data["evidence"]
+
+
+def write_config(tree: Path, text: str) -> None:
+    path = tree / "etc/taskserver/taskserver.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def test_config_install_dir_and_state_dir_become_writable_in_the_unit(tree: Path) -> None:
+    write_config(tree, "task_server:\n  install_dir: /srv/my app\n  state_dir: /data/ts\ntenants: {}\n")
+    res = cli("--init", "systemd", "--root", str(tree), "--writable", "/srv/extra")
+    assert res.returncode == 0, res.stderr
+    unit = (tree / UNIT).read_text()
+    assert 'ReadWritePaths="-/srv/extra" "-/srv/my app" "-/data/ts"\n' in unit
+
+
+def test_sysv_run_as_must_match_the_config(tree: Path) -> None:
+    """The SysV script starts the daemon as root; the daemon drops to the config's run_as by itself."""
+    (tree / "etc/init.d").mkdir(parents=True)
+    write_config(tree, "task_server: {run_as: root}\ntenants: {}\n")
+    before = snapshot(tree)
+    res = cli("--init", "sysv", "--root", str(tree), "--run-as", "svc", "--no-enable")
+    assert res.returncode == 2 and "run_as" in res.stderr and "task_server: {run_as: svc}" in res.stderr
+    assert snapshot(tree) == before
+    write_config(tree, "task_server: {run_as: svc}\ntenants: {}\n")
+    res = cli("--init", "sysv", "--root", str(tree), "--run-as", "svc", "--no-enable")
+    assert res.returncode == 0, res.stderr
+    assert (tree / "etc/init.d/taskserver").stat().st_mode & 0o777 == 0o755
+
+
+def test_sysv_without_any_registrar_is_refused_before_writing(tree: Path) -> None:
+    (tree / "etc/init.d").mkdir(parents=True)
+    before = snapshot(tree)
+    res = cli("--init", "sysv", "--root", str(tree))
+    assert res.returncode == 2 and "no SysV registrar" in res.stderr
+    assert snapshot(tree) == before
+
+
+def test_upstart_job_into_a_tree_offline(tree: Path) -> None:
+    """No upstart runs here: offline, the job file is the whole registration; nothing is run."""
+    res = cli("--init", "upstart", "--root", str(tree), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["ran"] == [] and out["files"] == [{"path": "/etc/init/taskserver.conf", "state": "created"}]
+    assert "exec " in (tree / "etc/init/taskserver.conf").read_text()
+    assert cli("--uninstall", "--root", str(tree)).returncode == 0
+    assert not (tree / "etc/init").exists()
