@@ -91,6 +91,7 @@ build_deb() {
             printf '#!/bin/sh\nset -e\n\n'
             awk -v want="# --- $script ---" '
                 /^# --- [a-z]+ ---$/ { on = ($0 == want); next } on' "$work/deb.snippets"
+            if [ "$script" = postrm ]; then cat "$here/debian/postrm.opt"; fi
             printf '\nexit 0\n'
         } > "$tree/DEBIAN/$script"
         chmod 0755 "$tree/DEBIAN/$script"
