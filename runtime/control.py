@@ -24,6 +24,7 @@ from typing import Any
 
 from . import config, logs, privs
 from .errors import UserError
+from .isolate import load_in_child
 from .model import Config
 from .notify import Notifier
 from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
@@ -40,9 +41,14 @@ def pidfile_path_for(cfg: Config) -> Path:
     return pidfile_path(cfg.path)
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _config_path(args: argparse.Namespace) -> Path:
     # absolute: the daemon changes directory, and reload must find the same file
-    return config.load(args.config.absolute() if args.config is not None else None)
+    return args.config.absolute() if args.config is not None else config.default_config_path()
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = _config_path(args)
+    return load_in_child(lambda: config.load(path))
 
 
 def _become_daemon_user(cfg: Config) -> Callable[..., int]:
@@ -51,7 +57,9 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     The daemon's code is imported here, before the drop: its modules (and the interpreter's) may live where
     only root can read, and the loop must not meet an ImportError hours later.
     """
-    from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+    # status and stop need not pay for these imports; reload parses in a child of the dropped daemon
+    from . import config_parse  # noqa: F401, PLC0415
+    from .daemon import serve  # noqa: PLC0415
 
     os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
     privs.prepare_dir(cfg.server.state_dir, cfg.server.run_as)
@@ -65,7 +73,7 @@ def _serve(
     pidfile.write_info(_summary(cfg, started))
 
     def reload_config() -> Config:
-        new = config.load(path)
+        new = load_in_child(lambda: config.load(path))
         pidfile.write_info(_summary(new, started))
         return new
 
@@ -76,7 +84,8 @@ def _summary(cfg: Config, started: float) -> dict[str, Any]:
     tenants = [
         {"name": t.name, "login": t.login, "jobs": sum(j.enabled for j in t.jobs)} for t in cfg.tenants
     ]
-    return {"config": str(cfg.path), "started": started, "tenants": tenants}
+    timeout = cfg.server.stop_timeout
+    return {"config": str(cfg.path), "started": started, "stop_timeout": timeout, "tenants": tenants}
 
 
 def _preflight(cfg: Config) -> None:
@@ -219,9 +228,9 @@ def _await_startup(fd: int, cfg: Config) -> int:
 # --- stop, restart, reload, status ------------------------------------------------------------------------
 
 
-def _wait_gone(cfg: Config, timeout: float) -> bool:
+def _wait_gone(path: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while probe(cfg.path).running:
+    while probe(path).running:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
@@ -242,20 +251,22 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    state = probe(cfg.path)
+    path = _config_path(args)
+    state = probe(path)
     if not state.running or state.pid is None:
-        note = " (removed a stale pid file)" if state.stale and clear_stale(cfg.path) else ""
+        note = " (removed a stale pid file)" if state.stale and clear_stale(path) else ""
         print(f"taskserver not running{note}")
         return 0
     pid = state.pid
-    if _signal(pid, signal.SIGTERM) and not _wait_gone(cfg, cfg.server.stop_timeout):
-        log.warning("pid %d did not stop within %gs: killing it", pid, cfg.server.stop_timeout)
+    info = state.info()  # the running daemon's own stop_timeout, without parsing the config
+    timeout = float(info["stop_timeout"]) if info else _load(args).server.stop_timeout
+    if _signal(pid, signal.SIGTERM) and not _wait_gone(path, timeout):
+        log.warning("pid %d did not stop within %gs: killing it", pid, timeout)
         _signal(pid, signal.SIGKILL)
-        if not _wait_gone(cfg, 5.0):
+        if not _wait_gone(path, 5.0):
             hint = "look at it with ps; is it stuck in D state?"
             raise UserError(f"pid {pid} survived SIGKILL", hint=hint, exit_code=1)
-        clear_stale(cfg.path)
+        clear_stale(path)
     print(f"taskserver stopped (pid {pid})")
     return 0
 
@@ -266,8 +277,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    pid = read_pid(cfg.path)
+    pid = read_pid(_config_path(args))
     if pid is None or not _signal(pid, signal.SIGHUP):
         print("taskserver not running")
         return EXIT_NOT_RUNNING_RELOAD
@@ -296,10 +306,6 @@ def _tenants(tenants: list[dict[str, Any]]) -> str:
     return "; ".join(parts) if parts else "none"
 
 
-def _config_path(args: argparse.Namespace) -> Path:
-    return args.config.absolute() if args.config is not None else config.default_config_path()
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     # the config is parsed only when the daemon published nothing: status stays fast with 10,000 jobs
     path = _config_path(args)
@@ -307,7 +313,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if state.running:
         info = state.info()
         if info is None:
-            cfg = config.load(path)
+            cfg = _load(args)
             info = _summary(cfg, time.time() - (state.age() or 0))
         up = _uptime(time.time() - float(info["started"]))
         print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}")

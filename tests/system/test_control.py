@@ -198,3 +198,14 @@ def test_status_lists_tenants_and_follows_reload(box: Sandbox) -> None:
     cfg.write_text("tenants: [this is not valid\n")
     st = box.ts(cfg, "status")
     assert st.returncode == 0 and "3 jobs" in st.stdout, st
+
+
+def test_bad_config_fails_start_and_run_with_its_location(box: Sandbox) -> None:
+    cfg = box.base / "bad.yaml"
+    cfg.write_text("task_server:\n  max_parallel: many\n")
+    cfg.chmod(0o644)
+    for cmd in ("start", "run"):
+        res = box.ts(cfg, cmd)
+        assert res.returncode == 2, res
+        assert f"{cfg}:2:" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert box.ts(cfg, "status").returncode == 3

@@ -79,7 +79,7 @@ def _proc_ids(pid: int) -> tuple[int, int, set[int]]:
     return int(fields["Uid"][0]), int(fields["Gid"][0]), {int(g) for g in fields["Groups"]}
 
 
-def test_daemon_and_jobs_run_as_run_as_with_its_groups(box: Sandbox, user: tuple[str, str]) -> None:
+def test_daemon_and_jobs_run_as_run_as_with_its_groups(user: tuple[str, str], box: Sandbox) -> None:
     name, extra = user
     pw = pwd.getpwnam(name)
     extra_gid = grp.getgrnam(extra).gr_gid
@@ -110,7 +110,7 @@ def test_daemon_and_jobs_run_as_run_as_with_its_groups(box: Sandbox, user: tuple
     assert box.ts(cfg, "status").returncode == 3
 
 
-def test_start_as_root_drops_too(box: Sandbox, user: tuple[str, str]) -> None:
+def test_start_as_root_drops_too(user: tuple[str, str], box: Sandbox) -> None:
     name, _ = user
     cfg = _config(box, name, name)
     res = box.ts(cfg, "start")
@@ -127,7 +127,7 @@ def test_start_as_root_drops_too(box: Sandbox, user: tuple[str, str]) -> None:
     assert box.ts(cfg, "status").returncode == 3  # the user could not unlink root's pid file: it emptied it
 
 
-def test_root_without_run_as_refuses_when_jobs_exist(box: Sandbox, user: tuple[str, str]) -> None:
+def test_root_without_run_as_refuses_when_jobs_exist(user: tuple[str, str], box: Sandbox) -> None:
     name, _ = user
     cfg = _config(box, None, name)
     for cmd in ("start", "run"):
