@@ -169,11 +169,19 @@ def _verify(spec: ServiceSpec, backend: Backend, seconds: float) -> None:
 
 
 def _enable_and_start(
-    spec: ServiceSpec, backend: Backend, plan: Plan, out: Outcome, journal: _Journal, *, changed: bool
+    spec: ServiceSpec,
+    backend: Backend,
+    plan: Plan,
+    out: Outcome,
+    journal: _Journal,
+    *,
+    changed: bool,
+    refresh: bool,
 ) -> None:
-    """Enable when asked and not yet enabled; start when not running, restart when files changed."""
+    """Enable when asked and not yet enabled (or when the registration itself changed: ``refresh``); start
+    when not running, restart when files changed."""
     dry_run = out.dry_run
-    if plan.enable and not backend.is_enabled(spec):
+    if plan.enable and (refresh or not backend.is_enabled(spec)):
         _run(plan.enable, out, dry_run)
         journal.undo.append(lambda: _run_quiet(backend.disable(spec)))
     if not plan.start:
@@ -225,7 +233,9 @@ def install(
         dirs = [] if dry_run else [d for f, s in states if s != "unchanged" for d in journal.write(f)]
         if changed or old is None:
             _run(plan.reload, out, dry_run)
-        _enable_and_start(spec, backend, plan, out, journal, changed=changed)
+        # backend data outside files (the crontab entry) changed: registering again replaces it
+        refresh = old is not None and old.get("extra", {}) != plan.extra
+        _enable_and_start(spec, backend, plan, out, journal, changed=changed, refresh=refresh)
         if plan.start and not dry_run:
             _verify(spec, backend, verify_seconds)
             out.verified = True

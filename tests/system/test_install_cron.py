@@ -96,3 +96,14 @@ def test_cron_refuses_root_dir_clearly(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "cannot install into --root" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cron_entry_is_updated_in_place_when_the_config_changes(cron_user: pwd.struct_passwd) -> None:
+    assert as_user(cron_user, "--init", "cron").returncode == 0
+    res = as_user(cron_user, "--init", "cron", "--config", f"{cron_user.pw_dir}/other.yaml")
+    assert res.returncode == 0, res.stderr
+    text = crontab_of(USER)
+    assert text.startswith(OTHERS) and text.count("# taskserver-install: taskserver ") == 1
+    assert f"{cron_user.pw_dir}/other.yaml" in text
+    assert as_user(cron_user, "--uninstall").returncode == 0
+    assert crontab_of(USER) == OTHERS
