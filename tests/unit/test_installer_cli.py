@@ -1,0 +1,52 @@
+"""taskserver-install's command line, called in-process (main(argv) -> exit code) on fake roots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from taskserver.installer.cli import main
+
+
+def test_detect_text_and_json_on_a_fake_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run/systemd/system").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    assert main(["--detect", "--root", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("init system: systemd\n") and "evidence: /run/systemd/system exists" in text
+    assert main(["--detect", "--json", "--root", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["init"], data["live"], data["distro_id"]) == ("systemd", True, "debian")
+
+
+def test_maintscript_hook_needs_format_and_action(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--maintscript", "deb"]) == 2
+    err = capsys.readouterr().err
+    assert "--maintscript needs FORMAT ACTION" in err and "hint:" in err
+
+
+def test_modes_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--detect", "--uninstall"])
+    assert exc.value.code == 2
+
+
+def test_missing_root_directory_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--root", str(tmp_path / "nope"), "--init", "systemd"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_status_of_nothing_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--status", "--json", "--root", str(tmp_path), "--init", "systemd"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["installed"], data["enabled"], data["running"]) == (False, False, False)
+
+
+def test_dry_run_json_plan_on_an_empty_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--init", "upstart", "--root", str(tmp_path), "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dry_run"] and data["files"] == [{"path": "/etc/init/taskserver.conf", "state": "created"}]
+    assert list(tmp_path.iterdir()) == []
