@@ -76,7 +76,8 @@ def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, forc
     if current is None:
         return "created"
     if current == wanted:
-        return "unchanged"
+        mode = spec.target(f.path).stat().st_mode & 0o7777
+        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode: rewrite with ours
     recorded = {e["path"]: e["sha256"] for e in (old or {}).get("files", [])}
     if recorded.get(str(f.path)) == mf.sha256(current) or force:
         return "updated"

@@ -162,3 +162,12 @@ def test_status_reports_changed_and_missing_files(spec: ServiceSpec, log: Path) 
     st = apply.status(spec, Files(log=log))
     assert st["installed"] and st["enabled"] and st["running"]
     assert st["files_changed"] == [{"path": "/etc/demo/demo.conf", "state": "changed"}]
+
+
+def test_a_wrong_mode_is_repaired_on_re_install(spec: ServiceSpec, log: Path) -> None:
+    apply.install(spec, Files(log=log))
+    conf = spec.target(Path("/etc/demo/demo.conf"))
+    conf.chmod(0o666)
+    out = apply.install(spec, Files(log=log))
+    assert out.files == [("/etc/demo/demo.conf", "updated")]
+    assert conf.stat().st_mode & 0o777 == 0o640
