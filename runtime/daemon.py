@@ -22,13 +22,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from . import housekeeping, schedule, statusfile
+from . import housekeeping, plans, schedule, statusfile
 from .executor import Executor, Outcome, job_argv
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
-from .sqlite_store import SqliteStore, open_store
-from .store import INTERRUPTED, NO_SUCH_JOB, SPAWN_FAILED, Run
+from .store import INTERRUPTED, NO_SUCH_JOB, SPAWN_FAILED, Run, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +53,6 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _same(a: JobDef, b: JobDef) -> bool:
-    return replace(a, loc=None) == replace(b, loc=None)
-
-
 class Daemon:
     def __init__(self, config: Config, *, once: bool, time_limit: float | None, notifier: Notifier | None,
                  config_loader: Callable[[], Config] | None) -> None:
@@ -68,7 +63,7 @@ class Daemon:
         self.instance = uuid.uuid4().hex
         self.started = time.time()
         self.end_at = self.started + time_limit if time_limit is not None else None
-        self.stores: dict[str, SqliteStore] = {}
+        self.stores: dict[str, Store] = {}
         self.jobs: dict[Key, JobDef] = {}
         self.gen: dict[Key, int] = {}
         self.timers: list[tuple[float, int, str, str, str, int, int]] = []  # when, seq, kind, t, j, gen, try
@@ -106,16 +101,19 @@ class Daemon:
             if tenant.login is None:
                 log.info("tenant %s has no login: it runs nothing (%d jobs)", tenant.name, len(tenant.jobs))
                 continue
-            if tenant.name not in self.stores:
-                store = self.stores[tenant.name] = open_store(tenant, config.server.state_dir)
-                for run_id in store.crash_orphans(self.instance, now=now):
-                    log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
-                                tenant.name, run_id)
-                    self._write_status(tenant.name, store.get(run_id), keep=True)
-            new = [j for j in tenant.jobs if (tenant.name, j.name) not in self.jobs]
-            self.stores[tenant.name].remember_jobs([j.name for j in new if self._scheduled(j)], now=now)
+            store = self._open_store(tenant, now)
+            store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=now)
             for job in tenant.jobs:
                 self._add_job(tenant, job, now)
+
+    def _open_store(self, tenant: TenantDef, now: float) -> Store:
+        """Open a tenant's store; runs a dead daemon left in RUN are found here and marked ERR crashed."""
+        store = self.stores[tenant.name] = open_store(tenant, self.config.server.state_dir)
+        for run_id in store.crash_orphans(self.instance, now=now):
+            log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
+                        tenant.name, run_id)
+            self._write_status(tenant.name, store.get(run_id), keep=True)
+        return store
 
     def _scheduled(self, job: JobDef) -> bool:
         return job.enabled and job.trigger is not None
@@ -126,19 +124,8 @@ class Daemon:
         self.gen[key] = self.gen.get(key, 0) + 1
         if not self._scheduled(job):
             return
-        store = self.stores[tenant.name]
-        last = store.last_due(job.name)
-        plan = schedule.catch_up(job, tenant.timezone, _dt(last) if last is not None else None, _dt(now))
-        if plan.omitted:
-            note = (f"{plan.omitted}{'' if plan.omitted_exact else '+'} due times from "
-                    f"{plan.omitted_first} to {plan.omitted_last} missed (summarised)")
-            assert plan.omitted_last is not None
-            store.missed(job.name, [plan.omitted_last.timestamp()], now=now, note=note)
-        if plan.missed:
-            log.warning("tenant %s job %s: %d missed runs recorded", tenant.name, job.name, len(plan.missed))
-            store.missed(job.name, [d.timestamp() for d in plan.missed], now=now, note="daemon was down")
-        for due in plan.run:
-            self.pending.setdefault(key, deque()).append((due.timestamp(), 0))
+        for due in plans.catch_up(self._st(tenant.name), tenant, job, now):
+            self.pending.setdefault(key, deque()).append((due, 0))
         if not self.once:
             self._schedule_next(key, tenant.timezone, now)
 
@@ -189,7 +176,7 @@ class Daemon:
             finally:
                 self.tx = None
 
-    def _st(self, tenant: str) -> SqliteStore:
+    def _st(self, tenant: str) -> Store:
         store = self.stores[tenant]
         if self.tx is not None and tenant not in self.tx_open:
             self.tx.enter_context(store.batch())
@@ -415,34 +402,25 @@ class Daemon:
             self.notifier.ready()
 
     def _apply(self, new: Config, now: float) -> None:
-        wanted = {(t.name, j.name): (t, j) for t in new.tenants if t.login is not None for j in t.jobs}
-        removed = [k for k in self.jobs if k not in wanted]
-        for key in removed:
+        change = plans.plan(self.config, new)
+        for key in change.removed:
             del self.jobs[key]
             self.pending.pop(key, None)
-        added, changed = [], []
-        old_jobs = dict(self.jobs)
         self.config = new
         self.executor.output_tail = new.server.output_tail
         for tenant in new.tenants:
             if tenant.login is not None and tenant.name not in self.stores:
-                self._open_tenants(replace(new, tenants=(tenant,)), now)
-                added += [(tenant.name, j.name) for j in tenant.jobs]
-        for key, (tenant, job) in wanted.items():
-            if key in added:
-                continue
-            if key not in old_jobs:
-                added.append(key)
-                self.stores[tenant.name].remember_jobs([job.name], now=now)
-                self._add_job(tenant, job, now)
-            elif not _same(old_jobs[key], job):
-                changed.append(key)  # a run going on or waiting goes on; only the next due time moves
-                self.jobs[key] = job
-                self.gen[key] += 1
-                if self._scheduled(job):
-                    self._schedule_next(key, tenant.timezone, now)
-        log.info("reloaded %s: added %s; changed %s; removed %s", new.path, _names(added), _names(changed),
-                 _names(removed))
+                self._open_store(tenant, now)
+        for tenant, job in change.added:
+            self._st(tenant.name).remember_jobs([job.name], now=now)
+            self._add_job(tenant, job, now)
+        for tenant, job in change.changed:  # a run going on or waiting goes on; only the next due time moves
+            key = (tenant.name, job.name)
+            self.jobs[key] = job
+            self.gen[key] += 1
+            if self._scheduled(job):
+                self._schedule_next(key, tenant.timezone, now)
+        log.info("reloaded %s: %s", new.path, change.summary())
         self.que_dirty = True
         self._status()
 
@@ -462,10 +440,6 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _names(keys: list[Key]) -> str:
-    return ", ".join(f"{t}/{j}" for t, j in keys) or "none"
 
 
 def serve(config: Config, *, once: bool = False, time_limit: float | None = None,

@@ -58,7 +58,7 @@ def store_path(tenant: TenantDef, state_dir: Path) -> Path:
     return tenant.store.path or state_dir / f"{tenant.name}.sqlite"
 
 
-def open_store(tenant: TenantDef, state_dir: Path) -> SqliteStore:
+def open_sqlite(tenant: TenantDef, state_dir: Path) -> SqliteStore:
     return SqliteStore(store_path(tenant, state_dir))
 
 

@@ -8,10 +8,12 @@ Times are POSIX seconds (float, UTC).  The daemon core talks only to this protoc
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from .model import State
+from .model import State, TenantDef
 
 # Reasons an ERR run can carry besides "exit code N".
 TIMEOUT = "timeout"
@@ -92,4 +94,16 @@ class Store(Protocol):
     def purge(self, *, ok_before: float, err_before: float) -> Purged:
         """Delete ended runs older than the limits."""
 
+    def set_pid(self, run_id: int, pid: int) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Group the calls made inside into one transaction; nests."""
+
     def close(self) -> None: ...
+
+
+def open_store(tenant: TenantDef, state_dir: Path) -> Store:
+    """The tenant's store, by ``tenant.store.kind`` (backends are imported only when used)."""
+    from .sqlite_store import open_sqlite  # noqa: PLC0415  (lazy: the daemon core names no backend)
+
+    return open_sqlite(tenant, state_dir)

@@ -1,0 +1,71 @@
+"""What the daemon must do when it learns about a job: catch up after downtime, follow a reload.
+
+``catch_up`` records the runs missed while the daemon was down (bounded: a long downtime is summarised in
+one row) and returns the due times to run now, per the job's catch-up policy (``schedule.catch_up``).
+
+``plan`` compares two configs: jobs added, changed and removed. Only tenants with a login count (the others
+run nothing). A job counts as changed when anything that decides how or when it runs differs, its tenant's
+time zone included, but not where it stands in the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from . import schedule
+from .model import Config, JobDef, TenantDef
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (tenant, job)
+
+
+@dataclass
+class ReloadPlan:
+    added: list[tuple[TenantDef, JobDef]] = field(default_factory=list)
+    changed: list[tuple[TenantDef, JobDef]] = field(default_factory=list)
+    removed: list[Key] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def names(keys: list[Key]) -> str:
+            return ", ".join(f"{t}/{j}" for t, j in keys) or "none"
+
+        return (f"added {names([(t.name, j.name) for t, j in self.added])}; "
+                f"changed {names([(t.name, j.name) for t, j in self.changed])}; "
+                f"removed {names(self.removed)}")
+
+
+def running_jobs(config: Config) -> dict[Key, tuple[TenantDef, JobDef]]:
+    return {(t.name, j.name): (t, j) for t in config.tenants if t.login is not None for j in t.jobs}
+
+
+def plan(old: Config, new: Config) -> ReloadPlan:
+    before, after = running_jobs(old), running_jobs(new)
+    result = ReloadPlan(removed=[k for k in before if k not in after])
+    for key, (tenant, job) in after.items():
+        if key not in before:
+            result.added.append((tenant, job))
+            continue
+        old_tenant, old_job = before[key]
+        if replace(old_job, loc=None) != replace(job, loc=None) or old_tenant.timezone != tenant.timezone:
+            result.changed.append((tenant, job))
+    return result
+
+
+def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float) -> list[float]:
+    """Record what was missed since the job's last due time; return the due times to run now."""
+    last = store.last_due(job.name)
+    since = datetime.fromtimestamp(last, UTC) if last is not None else None
+    todo = schedule.catch_up(job, tenant.timezone, since, datetime.fromtimestamp(now, UTC))
+    if todo.omitted and todo.omitted_last is not None:
+        note = (f"{todo.omitted}{'' if todo.omitted_exact else '+'} due times from "
+                f"{todo.omitted_first} to {todo.omitted_last} missed (summarised)")
+        store.missed(job.name, [todo.omitted_last.timestamp()], now=now, note=note)
+    if todo.missed:
+        log.warning("tenant %s job %s: %d missed runs recorded", tenant.name, job.name,
+                    len(todo.missed) + todo.omitted)
+        store.missed(job.name, [d.timestamp() for d in todo.missed], now=now, note="the daemon was down")
+    return [d.timestamp() for d in todo.run]
