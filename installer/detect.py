@@ -174,31 +174,81 @@ def detect(root: Path = Path("/")) -> Detection:
         "wsl": wsl,
     }
 
-    def done(init: str, target: str | None, registrar: str | None) -> Detection:
-        return Detection(init, target, registrar, evidence=tuple(ev), **common)  # type: ignore[arg-type]
-
-    if not chroot and (root / "run/systemd/system").is_dir():
-        ev.append("/run/systemd/system exists: systemd is running (sd_booted)")
-        return done("systemd", "systemd", _systemd_registrar(ev))
-    if not chroot and not wsl and comm in ("init", "upstart") and _upstart_runs(root, ev):
-        return done("upstart", "upstart", "initctl")
-    if not chroot and comm == "init" and (root / "run/openrc").is_dir():
-        ev.append("/run/openrc exists: OpenRC is running")
-        return done("openrc", "openrc", "rc-update")
-    if not chroot and comm in ("runit", "runit-init"):
-        ev.append("PID 1 is runit")
-        return done("runit", "runit", None)
-    if not chroot and not wsl and comm == "init" and (root / "etc/init.d").is_dir():
-        ev.append("PID 1 is init with /etc/init.d and no other manager: SysV init is running")
-        return done("sysv", "sysv", sysv_registrar(root, did, like, ev))
+    running = None if chroot else _running(_Facts(root, comm, wsl, did, like, ev))
+    if running is not None:
+        return Detection(running[0], running[0], running[1], evidence=tuple(ev), **common)  # type: ignore[arg-type]
     ev.append("no running init system found: offline (files and boot links only, nothing started)")
     target = _installed(root, ev)
-    reg = (
-        sysv_registrar(root, did, like, ev)
-        if target == "sysv"
-        else ("systemctl" if target == "systemd" else None)
-    )
-    return done("offline", target, reg)
+    reg: str | None = None
+    if target == "sysv":
+        reg = sysv_registrar(root, did, like, ev)
+    elif target == "systemd":
+        reg = "systemctl"
+    return Detection("offline", target, reg, evidence=tuple(ev), **common)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Facts:
+    root: Path
+    comm: str  # PID 1's name
+    wsl: bool
+    did: str
+    like: str
+    ev: list[str]
+
+
+Found = tuple[str, str | None] | None  # (init, registrar)
+
+
+def _systemd(f: _Facts) -> Found:
+    if (f.root / "run/systemd/system").is_dir():
+        f.ev.append("/run/systemd/system exists: systemd is running (sd_booted)")
+        return "systemd", _systemd_registrar(f.ev)
+    return None
+
+
+def _upstart(f: _Facts) -> Found:
+    if f.wsl or f.comm not in ("init", "upstart") or not _upstart_runs(f.root, f.ev):
+        return None
+    if _family(f.did, f.like) == "rhel" and which(f.root, "chkconfig"):
+        # RHEL/CentOS 6 boot with upstart 0.6, which predates setuid/respawn limits in job files and runs
+        # services from SysV rc scripts managed by chkconfig: install for that.
+        f.ev.append("RHEL-family upstart runs the SysV rc scripts: registering an init script")
+        return "sysv", sysv_registrar(f.root, f.did, f.like, f.ev)
+    return "upstart", "initctl"
+
+
+def _openrc(f: _Facts) -> Found:
+    if f.comm == "init" and (f.root / "run/openrc").is_dir():
+        f.ev.append("/run/openrc exists: OpenRC is running")
+        return "openrc", "rc-update"
+    return None
+
+
+def _runit(f: _Facts) -> Found:
+    if f.comm in ("runit", "runit-init"):
+        f.ev.append("PID 1 is runit")
+        return "runit", None
+    return None
+
+
+def _sysv(f: _Facts) -> Found:
+    if not f.wsl and f.comm == "init" and (f.root / "etc/init.d").is_dir():
+        f.ev.append("PID 1 is init with /etc/init.d and no other manager: SysV init is running")
+        return "sysv", sysv_registrar(f.root, f.did, f.like, f.ev)
+    return None
+
+
+# Ordered: the first probe that finds its init system running wins; SysV (the least specific) is last.
+PROBES = (_systemd, _upstart, _openrc, _runit, _sysv)
+
+
+def _running(f: _Facts) -> Found:
+    for probe in PROBES:
+        found = probe(f)
+        if found is not None:
+            return found
+    return None
 
 
 def _systemd_registrar(ev: list[str]) -> str:

@@ -121,6 +121,18 @@ def test_centos6_like_sysv_uses_chkconfig(tmp_path: Path) -> None:
     assert (det.init, det.registrar, det.distro_id) == ("sysv", "chkconfig", "centos")
 
 
+def test_centos6_with_its_upstart_06_still_gets_a_chkconfig_script(tmp_path: Path) -> None:
+    """Real CentOS 6 runs upstart 0.6.5 as PID 1, but its services are SysV scripts under chkconfig."""
+    write(tmp_path, "etc/centos-release", "CentOS release 6.10 (Final)\n")
+    pid1(tmp_path, "init")
+    tool(tmp_path, "sbin/initctl", 'echo "initctl (upstart 0.6.5)"')
+    (tmp_path / "etc/init.d").mkdir(parents=True)
+    tool(tmp_path, "sbin/chkconfig")
+    det = detect(tmp_path)
+    assert (det.init, det.registrar) == ("sysv", "chkconfig")
+    assert any("upstart 0.6.5" in e for e in det.evidence)
+
+
 def test_suse_like_sysv_uses_insserv_even_with_chkconfig_present(tmp_path: Path) -> None:
     os_release(tmp_path, "sles", "11.4", like="suse")
     pid1(tmp_path, "init")
