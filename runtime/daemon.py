@@ -23,11 +23,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from . import housekeeping, plans, schedule, statusfile
+from . import sqlite_store as _sqlite_backend  # noqa: F401  (registers "sqlite": see below)
 from .executor import Executor, Outcome, job_argv
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .store import INTERRUPTED, NO_SUCH_JOB, SPAWN_FAILED, Run, Store, open_store
+
+# Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
+# the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
 
 log = logging.getLogger(__name__)
 

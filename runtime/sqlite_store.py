@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import UserError
 from .model import State, TenantDef
-from .store import CRASHED, MISSED, REPORTED, Purged, Run
+from .store import BACKENDS, CRASHED, MISSED, REPORTED, Purged, Run
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -225,3 +225,6 @@ class SqliteStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+BACKENDS["sqlite"] = open_sqlite

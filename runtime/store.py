@@ -7,12 +7,13 @@ Times are POSIX seconds (float, UTC).  The daemon core talks only to this protoc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .errors import UserError
 from .model import State, TenantDef
 
 # Reasons an ERR run can carry besides "exit code N".
@@ -102,8 +103,14 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(tenant: TenantDef, state_dir: Path) -> Store:
-    """The tenant's store, by ``tenant.store.kind`` (backends are imported only when used)."""
-    from .sqlite_store import open_sqlite  # noqa: PLC0415  (lazy: the daemon core names no backend)
+Opener = Callable[[TenantDef, Path], Store]
+BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module registers itself when imported
 
-    return open_sqlite(tenant, state_dir)
+
+def open_store(tenant: TenantDef, state_dir: Path) -> Store:
+    """The tenant's store, by ``tenant.store.kind``."""
+    opener = BACKENDS.get(tenant.store.kind)
+    if opener is None:
+        raise UserError(f"tenant {tenant.name!r}: store kind {tenant.store.kind!r} is not available",
+                        hint=f"available: {', '.join(sorted(BACKENDS)) or 'none'}")
+    return opener(tenant, state_dir)
