@@ -37,6 +37,7 @@ def bootlab_host() -> None:
             pytest.fail(f"CI must run the boot tests: {problem}", pytrace=False)
         pytest.skip(problem)
     lab.cleanup_stale()
+    lab.prune_cache()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -180,6 +181,7 @@ def wheels(repo: Path) -> Path:
     dest = root / f"set-{src_key}-{dep_key}"
     with locked("wheels"):
         if dest.is_dir():
+            os.utime(dest)  # last use, for prune_cache()
             return dest
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root) as scratch:
@@ -225,6 +227,7 @@ def derived_layer(name: str, lowers: Sequence[Path], key: str, build: Callable[[
                 ov.upper.rename(dest)
             finally:
                 ov.cleanup()
+        os.utime(dest)  # last use, for prune_cache()
     return [dest, *lowers]
 
 
@@ -312,23 +315,59 @@ def cleanup_stale() -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def prune_cache(max_age_hours: float = 12) -> None:
+    """Drop wheel sets and derived layers of old source trees (each edit of the sources makes new ones).
+
+    Roots and dependency wheels are kept: their keys change only with the recipe. A layer still used as
+    a lower dir by any mount is never removed.
+    """
+    in_use = Path("/proc/self/mountinfo").read_text()
+    cutoff = time.time() - max_age_hours * 3600
+    with locked("layers"), locked("wheels"):
+        for d in [*CACHE.glob("layers/*"), *CACHE.glob("wheels/set-*")]:
+            if d.is_dir() and d.stat().st_mtime < cutoff and str(d) not in in_use:
+                shutil.rmtree(d, ignore_errors=True)
+
+
 # --- what a test left behind -------------------------------------------------------------------------------
+
+
+def _lower(overlay: Overlay, path: str) -> Path | None:
+    for low in overlay.lowers:
+        if os.path.lexists(low / path.lstrip("/")):
+            return low / path.lstrip("/")
+    return None
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Same type, owner, mode and content: rewritten with what was there is not a change."""
+    sa, sb = a.lstat(), b.lstat()
+    if (sa.st_mode, sa.st_uid, sa.st_gid) != (sb.st_mode, sb.st_uid, sb.st_gid):
+        return False
+    if a.is_symlink():
+        return os.readlink(a) == os.readlink(b)
+    return a.is_file() and sa.st_size == sb.st_size and a.read_bytes() == b.read_bytes()
 
 
 def upper_dir_files(overlay: Overlay) -> set[str]:
     """Every path the test created, changed or deleted (whiteouts), as absolute paths inside the root.
 
     Directories are listed only when they are new (absent from every lower layer): an existing directory
-    appears in the upper dir merely because something inside it changed.
+    appears in the upper dir merely because something inside it changed. A file rewritten with exactly the
+    content, mode and owner it had below is not listed.
     """
     found: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(overlay.upper):
         rel = "/" + os.path.relpath(dirpath, overlay.upper)
         for d in dirnames:
             path = os.path.normpath(f"{rel}/{d}")
-            if not any((low / path.lstrip("/")).exists() for low in overlay.lowers):
+            if _lower(overlay, path) is None:
                 found.add(path)
-        found.update(os.path.normpath(f"{rel}/{f}") for f in filenames)
+        for f in filenames:
+            path = os.path.normpath(f"{rel}/{f}")
+            low = _lower(overlay, path)
+            if low is None or not _same(Path(dirpath) / f, low):
+                found.add(path)
     return found
 
 
@@ -344,3 +383,39 @@ INIT_CHURN = re.compile(
 def leftovers(overlay: Overlay, name: str = "taskserver") -> set[str]:
     """upper_dir_files() minus the init system's own churn; any path mentioning name always counts."""
     return {p for p in upper_dir_files(overlay) if name in p or not INIT_CHURN.search(p)}
+
+
+RC_LINK = re.compile(r"^/etc/rc[0-6S]\.d/([SK])[0-9]{2}(.+)$")
+INSSERV_DEPEND = re.compile(r"^/etc/init\.d/\.depend\.(boot|start|stop)$")
+
+
+def rc_sequence(etc: Path) -> set[tuple[str, str, str]]:
+    """What each runlevel starts and stops, without the order numbers: (rc dir, S|K, service)."""
+    seq = set()
+    for d in etc.glob("rc?.d"):
+        for link in d.iterdir():
+            if m := RC_LINK.match(f"/etc/{d.name}/{link.name}"):
+                seq.add((d.name, m.group(1), m.group(2)))
+    return seq
+
+
+def sysv_registrar_churn(overlay: Overlay, name: str = "taskserver") -> set[str]:
+    """Paths the SysV registrar rewrote for other services, checked to be harmless before they are excused.
+
+    Debian's `update-rc.d NAME remove` (like `insserv -r`) leaves the other services' links renumbered
+    (K01sendsigs -> K02sendsigs stays after our K01 link is gone) and rewrites insserv's .depend files:
+    that is the registrar's normal behaviour on any package removal. Excused only if every runlevel still
+    starts and stops exactly the services it did before, and no .depend file mentions us. Use after poweroff.
+    """
+    root, lower = overlay.root, overlay.lowers[-1]
+    now, before = rc_sequence(root / "etc"), rc_sequence(lower / "etc")
+    assert now == before, f"boot sequence changed: added {sorted(now - before)}, lost {sorted(before - now)}"
+    churn = set()
+    for p in upper_dir_files(overlay):
+        link = RC_LINK.match(p)
+        if link and link.group(2) != name:
+            churn.add(p)
+        elif INSSERV_DEPEND.match(p):
+            assert name not in (root / p.lstrip("/")).read_text(), p
+            churn.add(p)
+    return churn

@@ -1,0 +1,275 @@
+"""taskserver-install on booted init systems: systemd, systemd --user, SysV with update-rc.d or insserv.
+
+The project is pip-installed into /opt/taskserver inside each root as a user would (from wheels built from
+this tree), the installer runs inside the booted container, and each test checks what the machine does by
+itself: the service runs, a job from the config runs, both come back after a reboot, and uninstall leaves
+nothing of ours in the overlay's upper dir (the exact record of what changed on the machine).
+
+What uninstall keeps, on purpose: the configuration the admin wrote (/etc/taskserver/..., here written by the
+test) and the daemon's state under /var/lib/taskserver (job history is data; removing it is a purge decision,
+not an uninstall). Everything else named like the service must be gone: unit or init script, enable links,
+the installer's manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import lab
+import pytest
+from lab_machine import EXIT_REBOOT, Container, Machines, wait_until
+
+pytestmark = pytest.mark.boot
+
+INSTALL = f"{lab.VENV}/bin/taskserver-install"
+CONFIG = "/etc/taskserver/taskserver.yaml"
+PROOF = "/var/lib/ts-proof"
+WRITABLE = ("--writable", PROOF)
+JOB_CONFIG = """\
+task_server: {{run_as: root}}
+tenants:
+  t1:
+    login: app
+    jobs:
+      touch: {{every: 2s, command: [/bin/sh, -c, "date +%s >> {proof}"]}}
+"""
+USER_JOB_CONFIG = """\
+tenants:
+  t1:
+    login: app
+    jobs:
+      touch: {{every: 2s, command: [/bin/sh, -c, "date +%s >> {proof}"]}}
+"""
+# Kept by uninstall (see the module docstring); the test's own files are listed where they are made.
+KEPT_STATE = "/var/lib/taskserver"
+
+
+def write_config(root: Path, text: str = JOB_CONFIG.format(proof=PROOF)) -> set[str]:
+    """The admin's config, written into the (not yet booted) overlay; returns the paths it created."""
+    path = root / CONFIG.lstrip("/")
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o644)
+    # The unit's ProtectSystem=strict makes / read-only for the daemon and its jobs: a path a job writes
+    # must exist and be given with --writable (WRITABLE), as an admin would.
+    (root / PROOF.lstrip("/")).touch()
+    return {"/etc/taskserver", CONFIG, PROOF}
+
+
+def install(m: Container, *args: str, user: tuple[str, int] | None = None) -> str:
+    """Run taskserver-install inside (as root, or as user=(name, uid)); return its output; must exit 0."""
+    argv = [INSTALL, *args]
+    if user is not None:
+        argv = ["runuser", "-u", user[0], "--", "env", f"XDG_RUNTIME_DIR=/run/user/{user[1]}", *argv]
+    proc = m.sh(argv, check=False, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}:\n{out}\n{service_log(m)}"
+    return out
+
+
+def service_log(m: Container) -> str:
+    """What the daemon said, for failure messages: its journal under systemd, a foreground check on SysV."""
+    if m.init == "systemd":
+        argv = ["journalctl", "--no-pager", "-n", "40", "-u", "taskserver", "--user-unit", "taskserver"]
+    else:
+        argv = [f"{lab.VENV}/bin/taskserver", "-c", CONFIG, "check"]
+    proc = m.sh(argv, check=False)
+    return f"--- {' '.join(argv)} (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+
+
+def proof_runs(m: Container, path: str = PROOF) -> int:
+    """How many times the job has run (lines it appended); 0 before the first run."""
+    return len(m.path(path).read_text().splitlines()) if m.exists(path) else 0
+
+
+def proof_runs_offline(m: Container, path: str = PROOF) -> int:
+    """The same, read through the overlay while the container is down."""
+    p = m.overlay.root / path.lstrip("/")
+    return len(p.read_text().splitlines()) if p.exists() else 0
+
+
+def wait_job_runs(m: Container, after: int, path: str = PROOF) -> None:
+    wait_until(lambda: proof_runs(m, path) > after, 60, f"the job to append to {path} (had {after} lines)")
+
+
+def reboot_and_wait(m: Container) -> int:
+    """Reboot, boot the same overlay again, wait for the init; returns the job's run count before boot."""
+    assert m.reboot() == EXIT_REBOOT, m.console()
+    before = proof_runs_offline(m)
+    m.boot()
+    m.wait_ready()
+    return before
+
+
+def no_taskserver_process(m: Container) -> bool:
+    return m.sh(["pgrep", "-f", f"{lab.VENV}/bin/taskserver "], check=False).returncode == 1
+
+
+def assert_nothing_of_ours_left(m: Container, own: set[str]) -> None:
+    """After poweroff: the upper dir holds only the init's churn, the test's own files and kept state."""
+    left = lab.leftovers(m.overlay) - own
+    unexpected = {p for p in left if not (p == KEPT_STATE or p.startswith(KEPT_STATE + "/"))}
+    assert unexpected == set(), f"left behind after uninstall: {sorted(unexpected)}"
+
+
+# --- systemd ------------------------------------------------------------------------------------------------
+
+
+def systemctl(m: Container, *args: str) -> str:
+    return m.sh(["systemctl", *args], check=False).stdout.strip()
+
+
+def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines: Machines) -> None:
+    m = machines.container(installed("systemd"))
+    own = write_config(m.overlay.root)
+    m.boot()
+    m.wait_ready()
+
+    out = install(m, *WRITABLE)  # auto-detects systemd
+    assert "systemd" in out and "live" in out, out
+    assert systemctl(m, "is-active", "taskserver") == "active", out
+    assert systemctl(m, "is-enabled", "taskserver") == "enabled"
+    wait_job_runs(m, 0)
+
+    before = reboot_and_wait(m)
+    assert systemctl(m, "is-active", "taskserver") == "active", m.console()
+    wait_job_runs(m, before)
+
+    # The admin's "disable" wins over a re-run of the installer.
+    m.sh(["systemctl", "disable", "taskserver"])
+    install(m, *WRITABLE)
+    assert systemctl(m, "is-enabled", "taskserver") == "disabled"
+
+    out = install(m, "--uninstall")
+    assert systemctl(m, "is-active", "taskserver") in ("inactive", "unknown"), out
+    assert m.sh(["systemctl", "cat", "taskserver"], check=False).returncode != 0, "unit still known"
+    assert no_taskserver_process(m)
+    assert m.poweroff() == 0
+    assert_nothing_of_ours_left(m, own)
+
+
+def test_systemd_user_unit_with_linger(installed: lab.Roots, machines: Machines) -> None:
+    m = machines.container(installed("systemd"))
+    m.boot()
+    m.wait_ready()
+    m.sh(["useradd", "-m", "alice"])
+    uid = int(m.sh(["id", "-u", "alice"]).stdout)
+    home = "/home/alice"
+    proof = f"{home}/ts-proof"
+    m.sh(["runuser", "-u", "alice", "--", "sh", "-c",
+          'mkdir -p ~/.config/taskserver && cat > ~/.config/taskserver/taskserver.yaml'],
+         input=USER_JOB_CONFIG.format(proof=proof))
+    m.sh(["loginctl", "enable-linger", "alice"])
+    wait_until(lambda: systemctl(m, "is-active", f"user@{uid}.service") == "active", 60, "alice's manager")
+
+    def user_systemctl(*args: str) -> str:
+        return m.sh(["runuser", "-u", "alice", "--", "env", f"XDG_RUNTIME_DIR=/run/user/{uid}",
+                     "systemctl", "--user", *args], check=False).stdout.strip()
+
+    out = install(m, "--init", "systemd", "--user", user=("alice", uid))
+    assert user_systemctl("is-active", "taskserver") == "active", out
+    wait_job_runs(m, 0, proof)
+
+    assert m.reboot() == EXIT_REBOOT
+    before = proof_runs_offline(m, proof)
+    m.boot()
+    m.wait_ready()
+    wait_until(lambda: user_systemctl("is-active", "taskserver") == "active", 60,
+               "the user unit to come back by itself after reboot")
+    wait_job_runs(m, before, proof)
+
+    out = install(m, "--uninstall", "--user", user=("alice", uid))
+    assert user_systemctl("is-active", "taskserver") in ("inactive", "unknown"), out
+    assert no_taskserver_process(m)
+    assert m.poweroff() == 0
+    unit_dir = f"{home}/.config/systemd/user"
+    left = {p for p in lab.upper_dir_files(m.overlay) if p.startswith(unit_dir + "/")}
+    assert left == set(), f"left in {unit_dir}: {sorted(left)}"
+    manifests = {p for p in lab.upper_dir_files(m.overlay) if "taskserver-install" in p}
+    assert manifests == set(), f"installer records left: {sorted(manifests)}"
+
+
+# --- SysV ---------------------------------------------------------------------------------------------------
+
+def rc_links(m: Container) -> list[str]:
+    out = m.sh(["sh", "-c", "ls /etc/rc?.d | grep -E '^[SK][0-9]{2}taskserver$' || true"]).stdout
+    return out.split()
+
+
+def sysv_status(m: Container) -> int:
+    return m.sh(["/etc/init.d/taskserver", "status"], check=False).returncode
+
+
+@pytest.mark.parametrize("registrar", ["update-rc.d", "insserv"])
+def test_sysv_install_reboot_uninstall(registrar: str, installed: lab.Roots, machines: Machines) -> None:
+    m = machines.container(installed("sysv"))
+    own = write_config(m.overlay.root)
+    m.boot()
+    m.wait_ready()
+    if registrar == "insserv":
+        # Without update-rc.d the installer must register with insserv itself.
+        m.sh(["mv", "/usr/sbin/update-rc.d", "/root/update-rc.d.away"])
+        own |= {"/usr/sbin/update-rc.d", "/root/update-rc.d.away"}
+    detected = m.sh([INSTALL, "--detect", "--json"]).stdout
+    assert f'"{registrar}"' in detected, detected
+
+    out = install(m, *WRITABLE)
+    assert "sysv" in out and "live" in out, out
+    assert sysv_status(m) == 0, out
+    links = rc_links(m)
+    assert any(x.startswith("S") for x in links) and any(x.startswith("K") for x in links), links
+    wait_job_runs(m, 0)
+
+    before = reboot_and_wait(m)
+    wait_until(lambda: sysv_status(m) == 0, 60, "the init script to report running after reboot")
+    wait_job_runs(m, before)
+
+    out = install(m, "--uninstall")
+    # The script is gone now; ask the daemon itself (LSB: 3 = not running).
+    daemon = m.sh([f"{lab.VENV}/bin/taskserver", "-c", CONFIG, "status"], check=False)
+    assert daemon.returncode == 3, out + daemon.stdout + daemon.stderr
+    assert rc_links(m) == [], out
+    assert not m.exists("/etc/init.d/taskserver")
+    assert no_taskserver_process(m)
+    assert m.poweroff() == 0
+    assert_nothing_of_ours_left(m, own | lab.sysv_registrar_churn(m.overlay))
+
+
+# --- offline: installed into an unbooted root, then booted ----------------------------------------------
+
+
+def processes_in(root: Path) -> list[int]:
+    """Host processes whose root directory is inside the given tree (what a chroot install started)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/root").startswith(str(root)):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.parametrize("name", ["systemd", "sysv"])
+def test_offline_install_then_boot(name: str, installed: lab.Roots, machines: Machines) -> None:
+    m = machines.container(installed(name))
+    root = m.overlay.root
+    write_config(root)
+    proc = subprocess.run(["chroot", str(root), INSTALL, *WRITABLE], capture_output=True, text=True,
+                              env=lab.CLEAN_ENV, check=False, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"chroot {root} {INSTALL} exited {proc.returncode}:\n{out}"
+    assert "offline" in out, out
+    assert processes_in(root) == [], "the offline install started something"
+
+    m.boot()
+    m.wait_ready()
+    if name == "systemd":
+        wait_until(lambda: systemctl(m, "is-active", "taskserver") == "active", 60, "the unit after boot")
+    else:
+        wait_until(lambda: sysv_status(m) == 0, 60, "the init script to report running after boot")
+    wait_job_runs(m, 0)
+    assert m.poweroff() == 0
