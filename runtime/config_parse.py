@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from . import config_values as v
 from .config_values import CALL, NAME, NAME_HINT, USER
 from .errors import UserError
 from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
-from .schedule import WINDOW_HINT, parse_window
+from .schedule import next_fire
+from .windows import WINDOW_HINT, parse_window
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,13 @@ def _windows(w: _Walker, node: CommentedMap, where: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _check_fires(w: _Walker, node: CommentedMap, job: JobDef, tz: str, where: str) -> None:
+    """A cron whose matches all fall outside the job's windows would never run: say so now."""
+    if isinstance(job.trigger, Cron) and job.windows and next_fire(job, tz, datetime.now(UTC)) is None:
+        w.error(w.loc(node, "window"), f"{where}: the cron expression never matches inside the window",
+                "widen the window or change the cron times so they meet")
+
+
 def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> JobDef | None:
     where = f"tenants.{tenant}.jobs.{name}"
     w.check_keys(node, JOB_KEYS, where)
@@ -226,7 +235,7 @@ def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> Jo
     )
 
 
-def _jobs(w: _Walker, tenant: str, node: CommentedMap) -> tuple[JobDef, ...]:
+def _jobs(w: _Walker, tenant: str, node: CommentedMap, tz: str) -> tuple[JobDef, ...]:
     where = f"tenants.{tenant}.jobs"
     jobs = w.mapping(node.get("jobs"), where, w.loc(node, "jobs", value=True))
     out = []
@@ -239,6 +248,7 @@ def _jobs(w: _Walker, tenant: str, node: CommentedMap) -> tuple[JobDef, ...]:
         if job_node is not None:
             job = _job(w, tenant, name, job_node, loc)
             if job is not None:
+                _check_fires(w, job_node, job, tz, f"{where}.{name}")
                 out.append(job)
     return tuple(out)
 
@@ -248,9 +258,10 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
     w.check_keys(node, TENANT_KEYS, where)
     login = w.value(node, "login", v.pattern(USER, "a user name"), where) if node.get("login") else None
     enabled = w.value(node, "enabled", v.boolean, where)
+    tz = w.value(node, "timezone", v.zone, where) or "UTC"
     return TenantDef(
-        name=name, login=login, store=_store(w, node, where, state_dir),
-        timezone=w.value(node, "timezone", v.zone, where) or "UTC", jobs=_jobs(w, name, node),
+        name=name, login=login, store=_store(w, node, where, state_dir), timezone=tz,
+        jobs=_jobs(w, name, node, tz),
         enabled=enabled if enabled is not None else True, loc=loc,
     )
 

@@ -13,7 +13,7 @@ Matching works on naive local wall times at minute resolution; time zones and DS
 from __future__ import annotations
 
 import calendar
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -38,7 +38,7 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("day of week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),
 )
 # give up looking for a match this far ahead (Feb 29 on a given weekday repeats within 28 years)
-_HORIZON_YEARS = 30
+HORIZON_YEARS = 30
 
 
 class CronError(ValueError):
@@ -54,6 +54,7 @@ class CronSpec:
     dows: frozenset[int]  # 0 = Sunday
     dom_any: bool
     dow_any: bool
+    dom_list: tuple[int, ...] = ()  # sorted doms, for jumping when day-of-month must match
 
     def day_matches(self, d: date) -> bool:
         if self.dom_any and self.dow_any:
@@ -145,6 +146,7 @@ def parse(expr: str) -> CronSpec:
         dows=dows,
         dom_any=parts[2].startswith("*"),
         dow_any=parts[4].startswith("*"),
+        dom_list=tuple(sorted(sets[2])),
     )
     _check_possible(spec)
     return spec
@@ -156,10 +158,20 @@ def _next_in(values: tuple[int, ...], current: int) -> int | None:
     return values[i] if i < len(values) else None
 
 
+def _next_day(spec: CronSpec, t: datetime) -> datetime:
+    """Midnight of the next day that may match: the next listed day of month when that must match."""
+    if spec.dom_any or spec.dow_any:  # AND rule: the day of month must be in the list
+        day = _next_in(spec.dom_list, t.day + 1)
+        if day is None or day > calendar.monthrange(t.year, t.month)[1]:
+            return datetime(t.year + (t.month == 12), t.month % 12 + 1, 1)
+        return datetime(t.year, t.month, day)
+    return datetime(t.year, t.month, t.day) + timedelta(days=1)
+
+
 def next_match(spec: CronSpec, after: datetime) -> datetime | None:
     """The first wall time (whole minute) strictly after naive ``after`` that matches ``spec``."""
     t = after.replace(second=0, microsecond=0, tzinfo=None, fold=0) + timedelta(minutes=1)
-    limit = t.year + _HORIZON_YEARS
+    limit = min(t.year + HORIZON_YEARS, datetime.max.year - 1)
     while t.year <= limit:
         month = _next_in(spec.months, t.month)
         if month is None:
@@ -168,7 +180,7 @@ def next_match(spec: CronSpec, after: datetime) -> datetime | None:
         if month != t.month:
             t = datetime(t.year, month, 1)
         if not spec.day_matches(t.date()):
-            t = datetime(t.year, t.month, t.day) + timedelta(days=1)
+            t = _next_day(spec, t)
             continue
         hour = _next_in(spec.hours, t.hour)
         if hour is None:
@@ -182,3 +194,21 @@ def next_match(spec: CronSpec, after: datetime) -> datetime | None:
             continue
         return t.replace(minute=minute)
     return None
+
+
+def count_day(spec: CronSpec, d: date, after: int = -1, upto: int = 1439) -> int:
+    """Matching minutes m of day ``d`` with after < m <= upto (minutes since midnight).
+
+    Wall-time arithmetic that ignores DST: the caller uses it on days without a change of UTC offset.
+    """
+    if d.month not in spec.months or not spec.day_matches(d):
+        return 0
+    if after < 0 and upto >= 1439:
+        return len(spec.hours) * len(spec.minutes)
+    total = 0
+    for h in spec.hours:
+        lo, hi = after - h * 60, upto - h * 60  # the same bounds as minutes within hour h
+        if hi < 0 or lo >= 59:
+            continue
+        total += bisect_right(spec.minutes, hi) - bisect_right(spec.minutes, lo)
+    return total

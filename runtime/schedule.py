@@ -12,8 +12,9 @@ Rules (all datetimes are timezone-aware; the zone is the job's ``timezone`` or e
   skipped; an interval run that would fall outside is moved to the next window opening and the interval
   counts on from there.
 - catch_up(): after downtime, due times in (last_due, now] are split into runs to start now and runs to
-  record as missed, per the job's policy and max_late. Lists are bounded (newest MAX_LISTED); older due times
-  are counted in ``omitted`` so nothing disappears without a trace.
+  record as missed, per the job's policy and max_late. Lists are bounded (newest MAX_LISTED, or
+  MAX_LISTED_ALL with catch_up=all); older due times are counted in ``omitted`` so nothing disappears
+  without a trace. Counting is arithmetic (per interval, or per day for cron), so a long downtime is cheap.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
 from zoneinfo import ZoneInfo
 
 from . import cron
 from .model import CatchUp, Cron, Every, JobDef, Window
+from .windows import in_windows, next_window_open
 
-MAX_LISTED = 100  # due times listed in a catch-up plan; older ones are only counted
-COUNT_LIMIT = 10_000  # stop counting omitted due times here (``omitted_exact`` is then False)
+MAX_LISTED = 10  # newest due times listed in a catch-up plan; older ones are only counted
+MAX_LISTED_ALL = 100  # the same with catch_up=all: at most this many missed runs are run
+COUNT_LIMIT = 10_000  # stop walking due times here (with windows); ``omitted_exact`` is then False
 ON_TIME = timedelta(seconds=60)  # with catch_up=skip, a run this late still counts as on time
-_MAX_SKIPS = 10_000  # bound on cron matches skipped for windows / repeated hours before giving up
+_MAX_SKIPS = 100_000  # bound on cron matches skipped for windows / repeated hours (safety net)
 
 
 @dataclass
@@ -58,64 +62,35 @@ def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
 def to_instant(wall: datetime, zone: ZoneInfo) -> datetime:
     """The instant (UTC) of a naive local wall time: first occurrence if repeated, the DST jump if skipped."""
     first = wall.replace(tzinfo=zone, fold=0)
-    if _wall(first, zone) == wall:
-        return first.astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1)
+    before, after = first.utcoffset(), second.utcoffset()
+    if before is None or after is None or before >= after:
+        return first.astimezone(UTC)  # an ordinary time, or the first pass of a repeated one (PEP 495)
     # wall time lies in a gap: bisect for the first second carrying the offset after the jump
-    lo = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    hi = first.astimezone(UTC)
-    after_offset = hi.astimezone(zone).utcoffset()
+    lo, hi = second.astimezone(UTC), first.astimezone(UTC)
     while hi - lo > timedelta(seconds=1):
         mid = lo + (hi - lo) / 2
         mid = mid.replace(microsecond=0)
-        if mid.astimezone(zone).utcoffset() == after_offset:
+        if mid.astimezone(zone).utcoffset() == after:
             hi = mid
         else:
             lo = mid
     return hi
 
 
-# ---- windows
-
-
-def in_windows(windows: tuple[Window, ...], wall: datetime) -> bool:
-    """True when there are no windows or naive local ``wall`` lies inside one."""
-    if not windows:
-        return True
-    day, now = wall.weekday(), wall.time()
-    for w in windows:
-        if w.start < w.end:
-            if day in w.days and w.start <= now < w.end:
-                return True
-        elif (day in w.days and now >= w.start) or ((day - 1) % 7 in w.days and now < w.end):
-            return True
-    return False
-
-
-def next_window_open(windows: tuple[Window, ...], wall: datetime) -> datetime:
-    """The first window opening strictly after naive local ``wall``."""
-    best: datetime | None = None
-    for w in windows:
-        for offset in range(8):
-            d: date = wall.date() + timedelta(days=offset)
-            opening = datetime.combine(d, w.start)
-            if d.weekday() in w.days and opening > wall:
-                best = opening if best is None else min(best, opening)
-                break
-    if best is None:  # a Window always has at least one day; kept for the type checker
-        raise ValueError("window without days")
-    return best
-
-
 # ---- next fire
 
 
-def _next_cron(expr: str, windows: tuple[Window, ...], zone: ZoneInfo, after: datetime) -> datetime | None:
+def _next_cron(
+    expr: str, windows: tuple[Window, ...], zone: ZoneInfo, after: datetime, horizon: datetime
+) -> datetime | None:
+    """First matching instant after ``after`` whose wall time is not beyond ``horizon`` (naive wall)."""
     spec = cron.parse(expr)
     wall = _wall(after, zone)
     for _ in range(_MAX_SKIPS):
         match = cron.next_match(spec, wall)
-        if match is None:
-            return None
+        if match is None or match > horizon:
+            return None  # e.g. the cron matches only outside the windows
         if not in_windows(windows, match):
             # search again from the next opening (minus a moment, as next_match is strictly after)
             wall = next_window_open(windows, match) - timedelta(microseconds=1)
@@ -135,71 +110,100 @@ def _next_every(seconds: float, windows: tuple[Window, ...], zone: ZoneInfo, aft
     return to_instant(next_window_open(windows, wall), zone)
 
 
-def next_fire(job: JobDef, tz: str, after: datetime) -> datetime | None:
-    """The first due time strictly after ``after``; None for a one-off job (or a cron that never fires).
-
-    The result is in UTC: aware datetimes in a zone compare wrongly around a repeated hour (PEP 495).
-    """
-    zone = zone_of(job, tz)
-    after = after.astimezone(UTC)
+def _next(job: JobDef, zone: ZoneInfo, after: datetime, until: datetime | None) -> datetime | None:
     trigger = job.trigger
     if isinstance(trigger, Cron):
-        return _next_cron(trigger.expr, job.windows, zone, after)
+        if until is None:
+            wall = _wall(after, zone)
+            horizon = wall.replace(year=min(wall.year + cron.HORIZON_YEARS, datetime.max.year - 1), day=1)
+        else:  # nothing beyond ``until`` is wanted: stop searching a day past it (covers any UTC offset)
+            horizon = _wall(until, zone) + timedelta(days=1)
+        return _next_cron(trigger.expr, job.windows, zone, after, horizon)
     if isinstance(trigger, Every):
         return _next_every(trigger.seconds, job.windows, zone, after)
     return None
 
 
+def next_fire(job: JobDef, tz: str, after: datetime) -> datetime | None:
+    """The first due time strictly after ``after``; None for a one-off job (or a cron that never fires).
+
+    The result is in UTC: aware datetimes in a zone compare wrongly around a repeated hour (PEP 495).
+    """
+    return _next(job, zone_of(job, tz), after.astimezone(UTC), None)
+
+
 def fires(job: JobDef, tz: str, after: datetime, until: datetime) -> Iterator[datetime]:
     """Due times in (after, until], oldest first."""
-    due = next_fire(job, tz, after)
+    zone, until = zone_of(job, tz), until.astimezone(UTC)
+    due = _next(job, zone, after.astimezone(UTC), until)
     while due is not None and due <= until:
         yield due
-        due = next_fire(job, tz, due)
+        due = _next(job, zone, due, until)
 
 
 # ---- catch-up
 
 
-def _newest(job: JobDef, tz: str, last_due: datetime, now: datetime) -> list[datetime]:
-    """Up to MAX_LISTED newest due times in (last_due, now], oldest first.
+def _newest(job: JobDef, tz: str, last_due: datetime, now: datetime, limit: int) -> list[datetime]:
+    """Up to ``limit`` newest due times in (last_due, now], oldest first.
 
     Searches back from ``now`` over a growing span so a long downtime costs no more than a short one.
     """
     span = timedelta(hours=1)
     if isinstance(job.trigger, Every):
-        span = max(span, timedelta(seconds=job.trigger.seconds * (MAX_LISTED + 1)))
+        span = max(span, timedelta(seconds=job.trigger.seconds * (limit + 1)))
     while True:
         start = max(last_due, now - span)
         if isinstance(job.trigger, Every) and start > last_due:
             # stay on the interval grid anchored at last_due
             step = job.trigger.seconds
             start = last_due + timedelta(seconds=step * ((start - last_due).total_seconds() // step))
-        found = deque(fires(job, tz, start, now), maxlen=MAX_LISTED)
-        if len(found) == MAX_LISTED or start <= last_due:
+        found = deque(fires(job, tz, start, now), maxlen=limit)
+        if len(found) == limit or start <= last_due:
             return list(found)
         span *= 4
 
 
-def _count_omitted(job: JobDef, tz: str, last_due: datetime, upto: datetime, plan: CatchUpPlan) -> None:
-    """Count due times in (last_due, upto] into ``plan.omitted``."""
+def _midnight(d: date, zone: ZoneInfo) -> datetime:
+    return to_instant(datetime.combine(d, time()), zone)
+
+
+def _minute_of_day(wall: datetime, d: date, default: int) -> int:
+    if wall.date() != d:
+        return default
+    return wall.hour * 60 + wall.minute  # seconds dropped: matches fall on whole minutes
+
+
+def _count_cron(job: JobDef, tz: str, expr: str, last_due: datetime, upto: datetime) -> int:
+    """Due times of a window-less cron job in (last_due, upto], day by day: arithmetic on days whose UTC
+    offset does not change, walking the (rare) days with a DST change."""
+    zone, spec = zone_of(job, tz), cron.parse(expr)
+    tick = timedelta(microseconds=1)  # fires() is (after, until]: step back so midnight counts in its day
+    total, day, last_day = 0, _wall(last_due, zone).date(), _wall(upto, zone).date()
+    start = _midnight(day, zone)
+    while day <= last_day:
+        end = _midnight(day + timedelta(days=1), zone)
+        lo, hi = max(last_due, start - tick), min(upto, end - tick)
+        if start.astimezone(zone).utcoffset() == end.astimezone(zone).utcoffset():
+            after = _minute_of_day(_wall(lo, zone), day, -1)
+            total += cron.count_day(spec, day, after, _minute_of_day(_wall(hi, zone), day, 1439))
+        else:
+            total += sum(1 for _ in fires(job, tz, lo, hi))
+        day, start = day + timedelta(days=1), end
+    return total
+
+
+def _count_omitted(job: JobDef, tz: str, last_due: datetime, newest: datetime, plan: CatchUpPlan) -> None:
+    """Count the due times in (last_due, newest] into ``plan``; ``newest`` is itself a due time."""
     trigger = job.trigger
+    plan.omitted_first, plan.omitted_last = next_fire(job, tz, last_due), newest
     if isinstance(trigger, Every) and not job.windows:
-        # a plain interval grid: count it instead of walking it
-        step = timedelta(seconds=trigger.seconds)
-        plan.omitted = int((upto - last_due) / step)
-        if plan.omitted:
-            plan.omitted_first = last_due + step
-            plan.omitted_last = last_due + step * plan.omitted
-        return
-    for due in fires(job, tz, last_due, upto):
-        if plan.omitted_first is None:
-            plan.omitted_first = due
-        plan.omitted_last = due
-        plan.omitted += 1
-        if plan.omitted >= COUNT_LIMIT:
-            plan.omitted_exact = False
-            return
+        plan.omitted = round((newest - last_due) / timedelta(seconds=trigger.seconds))
+    elif isinstance(trigger, Cron) and not job.windows:
+        plan.omitted = _count_cron(job, tz, trigger.expr, last_due, newest)
+    else:
+        plan.omitted = sum(1 for _ in islice(fires(job, tz, last_due, newest), COUNT_LIMIT))
+        plan.omitted_exact = plan.omitted < COUNT_LIMIT
 
 
 def catch_up(job: JobDef, tz: str, last_due: datetime | None, now: datetime) -> CatchUpPlan:
@@ -214,10 +218,12 @@ def catch_up(job: JobDef, tz: str, last_due: datetime | None, now: datetime) -> 
     if last_due is None or job.trigger is None:
         return plan
     last_due = last_due.astimezone(UTC)
-    listed = _newest(job, tz, last_due, now)
+    limit = MAX_LISTED_ALL if job.catch_up is CatchUp.ALL else MAX_LISTED
+    listed = _newest(job, tz, last_due, now, limit + 1)  # one more: the newest of those only counted
+    if len(listed) > limit:
+        _count_omitted(job, tz, last_due, listed.pop(0), plan)
     if not listed:
         return plan
-    _count_omitted(job, tz, last_due, listed[0] - timedelta(microseconds=1), plan)
     max_late = timedelta(seconds=job.max_late) if job.max_late is not None else None
 
     def runnable(due: datetime) -> bool:
@@ -233,57 +239,3 @@ def catch_up(job: JobDef, tz: str, last_due: datetime | None, now: datetime) -> 
     chosen = set(plan.run)
     plan.missed = [d for d in listed if d not in chosen]
     return plan
-
-
-_DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WINDOW_HINT = 'write days and/or a time range, e.g. "mon-fri 22:00-06:00", "sat,sun", "09:00-17:00"'
-
-
-def _window_time(text: str) -> time:
-    """HH:MM, with 24:00 allowed (midnight at the end of the day)."""
-    hh, sep, mm = text.partition(":")
-    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 1 <= len(hh) <= 2):
-        raise ValueError(f"{text!r} is not HH:MM")
-    h, m = int(hh), int(mm)
-    if (h, m) == (24, 0):
-        return time(0, 0)
-    if h > 23 or m > 59:
-        raise ValueError(f"{text!r} is not a time of day")
-    return time(h, m)
-
-
-def _day(name: str) -> int:
-    try:
-        return _DAY_NAMES.index(name.lower()[:3] if len(name) > 3 else name.lower())
-    except ValueError:
-        raise ValueError(f"{name!r} is not a weekday (mon..sun)") from None
-
-
-def _days(text: str) -> frozenset[int]:
-    days: set[int] = set()
-    for item in text.split(","):
-        a, dash, b = item.partition("-")
-        first = _day(a)
-        last = _day(b) if dash else first
-        span = (last - first) % 7  # "fri-mon" wraps over the weekend
-        days.update((first + i) % 7 for i in range(span + 1))
-    return frozenset(days)
-
-
-def parse_window(text: str) -> Window:
-    """"mon-fri 22:00-06:00", "sat,sun", "09:00-17:00": days default to all, times to the whole day."""
-    parts = text.split()
-    if not 1 <= len(parts) <= 2:
-        raise ValueError(f"{text!r} has {len(parts)} parts")
-    days = frozenset(range(7))
-    start = end = time(0, 0)
-    if ":" not in parts[0]:
-        days = _days(parts.pop(0))
-    if parts:
-        a, dash, b = parts.pop(0).partition("-")
-        if not dash:
-            raise ValueError(f"{text!r}: expected a range HH:MM-HH:MM")
-        start, end = _window_time(a), _window_time(b)
-    if parts:
-        raise ValueError(f"{text!r}: days must come before the time range")
-    return Window(days=days, start=start, end=end)

@@ -71,6 +71,8 @@ def one(text: str) -> str:
         ("      a:\n        command: [x]\n        timeout: 5x\n", "9:18", "expected a duration"),
         ("      a:\n        command: [x]\n        catch_up: newest\n", "9:19",
          "expected skip, latest or all"),
+        ("      a:\n        command: [x]\n        cron: '0 12 * * *'\n        window: 'fri 22:00-06:00'\n",
+         "10:9", "the cron expression never matches inside the window"),
         # names
         ("      'bad name':\n        command: [x]\n", "7:7", "bad job name 'bad name'"),
     ],

@@ -90,6 +90,8 @@ def test_aliases(alias: str, after: str, expected: str) -> None:
         "0 */5 */3 feb-apr *",
         "0 0 31 * *",
         "1-59/13 22 * * sat",
+        "0 0 */2 * mon",
+        "30 1 5-9,20 * *",
     ],
 )
 def test_jumping_search_agrees_with_minute_scan(expr: str) -> None:

@@ -7,14 +7,8 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from taskserver.runtime.model import CatchUp, Cron, Every, JobDef, Window
-from taskserver.runtime.schedule import (
-    MAX_LISTED,
-    ON_TIME,
-    catch_up,
-    in_windows,
-    next_fire,
-    parse_window,
-)
+from taskserver.runtime.schedule import MAX_LISTED, MAX_LISTED_ALL, ON_TIME, catch_up, fires, next_fire
+from taskserver.runtime.windows import in_windows, parse_window
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # a Monday
 M = timedelta(minutes=1)
@@ -144,8 +138,8 @@ def test_long_downtime_is_bounded_and_counted_for_intervals() -> None:
     j = job(Every(1), catch_up=CatchUp.ALL)
     now = T0 + timedelta(days=30)
     plan = catch_up(j, "UTC", T0, now)
-    assert len(plan.run) == MAX_LISTED and plan.run[-1] == now
-    assert plan.omitted == 30 * 86400 - MAX_LISTED and plan.omitted_exact
+    assert len(plan.run) == MAX_LISTED_ALL and plan.run[-1] == now
+    assert plan.omitted == 30 * 86400 - MAX_LISTED_ALL and plan.omitted_exact
     assert plan.omitted_first == T0 + timedelta(seconds=1)
     assert plan.omitted_last == plan.run[0] - timedelta(seconds=1)
 
@@ -164,3 +158,32 @@ def test_catch_up_across_a_dst_gap() -> None:
     j = job(Cron("30 2 * * *"), catch_up=CatchUp.ALL, timezone="Europe/Berlin")
     plan = catch_up(j, "UTC", datetime(2026, 3, 28, 1, 30, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC))
     assert plan.run == [datetime(2026, 3, 29, 1, 0, tzinfo=UTC), datetime(2026, 3, 30, 0, 30, tzinfo=UTC)]
+
+
+D = timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "start", "span"),
+    [
+        ("*/5 * * * *", "Europe/Berlin", datetime(2026, 3, 20, 13, 7, tzinfo=UTC), 30 * D),  # spring gap
+        ("*/5 1-3 * * *", "Europe/Berlin", datetime(2026, 10, 20, 13, 7, tzinfo=UTC), 10 * D),  # fall fold
+        ("30 2 * * *", "America/New_York", datetime(2026, 3, 1, 0, 0, tzinfo=UTC), 300 * D),
+        ("0 0 13 * fri", "UTC", datetime(2026, 1, 1, 0, 0, tzinfo=UTC), 400 * D),
+        ("0 0 * * *", "UTC", datetime(2026, 1, 1, 0, 0, tzinfo=UTC), 20 * D),  # due exactly at day boundaries
+        ("*/7 9-17 * * *", "Asia/Tokyo", datetime(2026, 6, 1, 1, 3, 30, tzinfo=UTC), timedelta(hours=7)),
+        ("* * * * *", "Asia/Kolkata", datetime(2026, 6, 1, 1, 3, 30, tzinfo=UTC), D),
+        ("13,47 */2 * * *", "America/New_York", datetime(2026, 6, 1, 12, 13, tzinfo=UTC), 3 * D),
+    ],
+)
+def test_omitted_count_matches_walking_every_due_time(
+    expr: str, tz: str, start: datetime, span: timedelta
+) -> None:
+    j = job(Cron(expr), catch_up=CatchUp.LATEST, timezone=tz)
+    now = start + span + M
+    plan = catch_up(j, "UTC", start, now)
+    walked = list(fires(j, "UTC", start, now))
+    assert plan.omitted + len(plan.missed) + len(plan.run) == len(walked)
+    assert plan.omitted_exact
+    assert plan.omitted_first == walked[0] and plan.omitted_last == walked[plan.omitted - 1]
+    assert plan.missed + plan.run == walked[plan.omitted:]
