@@ -150,6 +150,16 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
     return d
 
 
+def _next_due(job: JobDef, tenant: TenantDef, store: SqliteStore | None, now: datetime) -> datetime | None:
+    """As the daemon counts it: from the last due time it accounted for (an interval runs on from there)."""
+    last = store.last_due(job.name) if store else None
+    after = datetime.fromtimestamp(last, UTC) if last is not None else now
+    nxt = schedule.next_fire(job, tenant.timezone, after)
+    if nxt is not None and nxt < now:  # the daemon is behind or down: the next one from now on
+        nxt = schedule.next_fire(job, tenant.timezone, now)
+    return nxt
+
+
 def _trigger(job: JobDef) -> str:
     if isinstance(job.trigger, Cron):
         return f"cron {job.trigger.expr}"
@@ -237,7 +247,7 @@ def _list_as(cfg: Config, args: argparse.Namespace) -> int:
         store = _store(cfg, tenant, create=False)
         for job in tenant.jobs:
             last = store.history(job.name, limit=1) if store else []
-            nxt = schedule.next_fire(job, tenant.timezone, now) if job.enabled else None
+            nxt = _next_due(job, tenant, store, now) if job.enabled else None
             note = None if tenant.login else "tenant has no login: runs nothing"
             note = note or (None if job.enabled else "disabled")
             rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
