@@ -11,10 +11,10 @@ its own subdirectory there (``instance_name()``), so two servers never share sta
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pwd
 import stat
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,8 @@ def instance_name(path: Path) -> str:
     absolute = Path(os.path.abspath(path))
     if absolute in (SYSTEM_CONFIG, _user_config()):
         return "taskserver"
-    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:10]
+    # crc32, not sha256: hashlib loads OpenSSL, +4 MB of daemon RSS, to name a file (not a security use)
+    digest = f"{zlib.crc32(os.fsencode(absolute)):08x}"
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in absolute.stem)[:40]
     return f"taskserver-{stem}-{digest}"
 

@@ -57,9 +57,11 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     The daemon's code is imported here, before the drop: its modules (and the interpreter's) may live where
     only root can read, and the loop must not meet an ImportError hours later.
     """
-    # status and stop need not pay for these imports; reload parses in a child of the dropped daemon
-    from . import config_parse  # noqa: F401, PLC0415
-    from .daemon import serve  # noqa: PLC0415
+    from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+
+    if privs.will_change_uid(cfg.server.run_as):
+        # reload parses in a child of the dropped daemon, which may not be allowed to read the parser
+        from . import config_parse  # noqa: F401, PLC0415
 
     os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
     privs.prepare_dir(cfg.server.state_dir, cfg.server.run_as)

@@ -79,6 +79,10 @@ def prepare_dir(path: Path, spec: str | None) -> None:
         os.chown(path, ident.uid, ident.gid, follow_symlinks=False)
 
 
+def will_change_uid(spec: str | None) -> bool:
+    return spec is not None and os.geteuid() == 0 and resolve(spec).uid != 0
+
+
 def drop_privileges(spec: str | None) -> None:
     """Become ``spec`` ("user" or "user:group"): initgroups, setgid, setuid, in that order."""
     if spec is None or os.geteuid() != 0:
