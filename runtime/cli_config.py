@@ -51,9 +51,9 @@ def _init_config(args: argparse.Namespace) -> int:
 
 
 def _tenant_state(t: TenantDef) -> str:
-    if t.login is None:
-        return "no login (runs nothing)"
-    return "enabled" if t.enabled else "disabled"
+    if not t.enabled:
+        return "disabled"
+    return "enabled" if t.login is not None else "no login (runs nothing)"
 
 
 def _store(cfg: Config, t: TenantDef) -> str:
@@ -68,7 +68,8 @@ def _list(args: argparse.Namespace) -> int:
         print(f"# {cfg.path} does not exist: embedded default")
     rows = [("TENANT", "LOGIN", "STATE", "JOBS", "STORE")]
     for t in cfg.tenants:
-        rows.append((t.name, t.login or "-", _tenant_state(t), str(len(t.jobs)), _store(cfg, t)))
+        login = t.login or t.disabled_login or "-"
+        rows.append((t.name, login, _tenant_state(t), str(len(t.jobs)), _store(cfg, t)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])

@@ -256,13 +256,13 @@ def _jobs(w: _Walker, tenant: str, node: CommentedMap, tz: str) -> tuple[JobDef,
 def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path) -> TenantDef:
     where = f"tenants.{name}"
     w.check_keys(node, TENANT_KEYS, where)
-    login = w.value(node, "login", v.pattern(USER, "a user name"), where) if node.get("login") else None
-    enabled = w.value(node, "enabled", v.boolean, where)
+    has_login = node.get("login") is not None  # "login:" left empty means no login
+    login = w.value(node, "login", v.pattern(USER, "a user name"), where) if has_login else None
+    enabled = w.value(node, "enabled", v.boolean, where) is not False
     tz = w.value(node, "timezone", v.zone, where) or "UTC"
     return TenantDef(
-        name=name, login=login, store=_store(w, node, where, state_dir), timezone=tz,
-        jobs=_jobs(w, name, node, tz),
-        enabled=enabled if enabled is not None else True, loc=loc,
+        name=name, login=login if enabled else None, store=_store(w, node, where, state_dir), timezone=tz,
+        jobs=_jobs(w, name, node, tz), enabled=enabled, disabled_login=None if enabled else login, loc=loc,
     )
 
 

@@ -106,7 +106,10 @@ class TenantDef:
     timezone: str = "UTC"
     jobs: tuple[JobDef, ...] = ()
     loc: Loc | None = None
-    enabled: bool = True  # False (`taskserver tenants disable`): runs nothing, login kept for enable
+    # False after `taskserver tenants disable`: ``login`` is then None, so every part that checks the login
+    # runs nothing for this tenant; the login written in the file is kept in ``disabled_login``
+    enabled: bool = True
+    disabled_login: str | None = None
 
 
 @dataclass(frozen=True)

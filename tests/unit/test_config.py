@@ -234,3 +234,11 @@ def test_fifo_in_place_of_the_config_does_not_hang(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(UserError, match="not a regular file"):
         load(fifo)
+
+
+def test_disabled_tenant_runs_nothing_but_keeps_its_login(tmp_path: Path) -> None:
+    cfg = parse_text("tenants:\n  a:\n    login: alice\n    enabled: false\n  b:\n    login: null\n",
+                     tmp_path / "c.yaml")
+    a, b = cfg.tenants
+    assert (a.login, a.enabled, a.disabled_login) == (None, False, "alice")
+    assert (b.login, b.enabled, b.disabled_login) == (None, True, None)

@@ -42,7 +42,9 @@ def changes(old: str, new: str) -> list[tuple[str, list[str], list[str]]]:
 def tenant(text: str, name: str) -> tuple[str | None, bool]:
     t = parse_text(text, Path(F)).tenant(name)
     assert t is not None
-    return t.login, t.enabled
+    if not t.enabled:
+        assert t.login is None  # a disabled tenant has no login for the daemon: it runs nothing
+    return t.login or t.disabled_login, t.enabled
 
 
 def test_change_login_keeps_quoting_style_and_comment() -> None:
