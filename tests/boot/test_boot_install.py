@@ -13,9 +13,12 @@ the installer's manifest.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import lab
 import pytest
@@ -94,13 +97,30 @@ def wait_job_runs(m: Container, after: int, path: str = PROOF) -> None:
     wait_until(lambda: proof_runs(m, path) > after, 60, f"the job to append to {path} (had {after} lines)")
 
 
-def reboot_and_wait(m: Container) -> int:
-    """Reboot, boot the same overlay again, wait for the init; returns the job's run count before boot."""
+def ok_runs_since(m: Container, since: datetime, user: str | None = None) -> list[dict[str, Any]]:
+    """Runs the daemon itself recorded as OK that started at or after since (its `jobs history`)."""
+    argv = [f"{lab.VENV}/bin/taskserver", "jobs", "history", "--json"]
+    if user is None:
+        argv[1:1] = ["-c", CONFIG]
+    else:
+        argv = ["runuser", "-u", user, "--", *argv]
+    proc = m.sh(argv, check=False)
+    assert proc.returncode == 0, f"{argv} exited {proc.returncode}: {proc.stdout}{proc.stderr}"
+    runs: list[dict[str, Any]] = json.loads(proc.stdout)
+    return [r for r in runs if r["state"] == "OK" and datetime.fromisoformat(r["started"]) >= since]
+
+
+def reboot_and_wait(m: Container) -> tuple[int, datetime]:
+    """Reboot, boot the same overlay again, wait for the init.
+
+    Returns the job's run count before the boot and when the boot began (whole seconds, as history has).
+    """
     assert m.reboot() == EXIT_REBOOT, m.console()
     before = proof_runs_offline(m)
+    booted = datetime.now(UTC).replace(microsecond=0)
     m.boot()
     m.wait_ready()
-    return before
+    return before, booted
 
 
 def no_taskserver_process(m: Container) -> bool:
@@ -133,9 +153,10 @@ def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines
     assert systemctl(m, "is-enabled", "taskserver") == "enabled"
     wait_job_runs(m, 0)
 
-    before = reboot_and_wait(m)
+    before, booted = reboot_and_wait(m)
     assert systemctl(m, "is-active", "taskserver") == "active", m.console()
     wait_job_runs(m, before)
+    assert ok_runs_since(m, booted), "the daemon recorded no OK run since the reboot"
 
     # The admin's "disable" wins over a re-run of the installer.
     m.sh(["systemctl", "disable", "taskserver"])
@@ -174,11 +195,13 @@ def test_systemd_user_unit_with_linger(installed: lab.Roots, machines: Machines)
 
     assert m.reboot() == EXIT_REBOOT
     before = proof_runs_offline(m, proof)
+    booted = datetime.now(UTC).replace(microsecond=0)
     m.boot()
     m.wait_ready()
     wait_until(lambda: user_systemctl("is-active", "taskserver") == "active", 60,
                "the user unit to come back by itself after reboot")
     wait_job_runs(m, before, proof)
+    assert ok_runs_since(m, booted, user="alice"), "alice's daemon recorded no OK run since the reboot"
 
     out = install(m, "--uninstall", "--user", user=("alice", uid))
     assert user_systemctl("is-active", "taskserver") in ("inactive", "unknown"), out
@@ -222,9 +245,10 @@ def test_sysv_install_reboot_uninstall(registrar: str, installed: lab.Roots, mac
     assert any(x.startswith("S") for x in links) and any(x.startswith("K") for x in links), links
     wait_job_runs(m, 0)
 
-    before = reboot_and_wait(m)
+    before, booted = reboot_and_wait(m)
     wait_until(lambda: sysv_status(m) == 0, 60, "the init script to report running after reboot")
     wait_job_runs(m, before)
+    assert ok_runs_since(m, booted), "the daemon recorded no OK run since the reboot"
 
     out = install(m, "--uninstall")
     # The script is gone now; ask the daemon itself (LSB: 3 = not running).
