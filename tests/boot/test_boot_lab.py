@@ -53,3 +53,21 @@ def test_refuses_to_boot_a_plain_directory(variant: lab.Roots, machines: Machine
     with pytest.raises(lab.LabError, match="not an overlay mount"):
         m.boot()
     assert not m.running
+
+
+def test_upper_dir_files_is_an_exact_record(variant: lab.Roots, machines: Machines) -> None:
+    """The "nothing of ours left" checks rest on this: every kind of change is reported, churn is not ours."""
+    ov = machines.overlay(variant("sysv"))
+    root = ov.root
+    (root / "etc/ts-new").write_text("new")  # created
+    (root / "etc/hostname").write_text("changed\n")  # changed
+    (root / "etc/motd").unlink()  # deleted: a whiteout in the upper dir
+    (root / "etc/issue").write_bytes((root / "etc/issue").read_bytes())  # rewritten, same bytes
+    (root / "etc/ts-dir/sub").mkdir(parents=True)  # new directories
+    (root / "usr/share/doc/dash/ts-note").write_text("x")  # only a file is new; its dirs existed
+    (root / "var/log/taskserver.log").write_text("x")  # in a churn dir, but named like us
+    (root / "var/log/dpkg.log").write_text("x")  # churn
+    expected = {"/etc/ts-new", "/etc/hostname", "/etc/motd", "/etc/ts-dir", "/etc/ts-dir/sub",
+                "/usr/share/doc/dash/ts-note", "/var/log/taskserver.log", "/var/log/dpkg.log"}
+    assert lab.upper_dir_files(ov) == expected
+    assert lab.leftovers(ov) == expected - {"/var/log/dpkg.log", "/etc/hostname"}
