@@ -88,6 +88,7 @@ class Daemon:
         self.signals: list[int] = []
         self.tx: contextlib.ExitStack | None = None
         self.tx_open: set[str] = set()
+        self.freed = False  # a run ended in this wake-up: its slot, job and queue are free again
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
@@ -152,13 +153,17 @@ class Daemon:
         while True:
             with self._transactions():
                 now = time.time()
-                self._collect()
                 self._handle_signals(now)
-                self._fire_timers(now)
-                self.executor.enforce(now)
                 self._check_limits(now)
+                self._fire_timers(now)
                 if not self.stopping:
-                    self._dispatch(now)
+                    self._dispatch(now)  # what just came due goes first: its lateness counts
+                self._collect()
+                self.executor.enforce(now)
+                if self.freed:
+                    self._check_limits(now)  # between jobs: a run just ended
+                    if not self.stopping:
+                        self._dispatch(now)
             if not self.active and (self.stopping or (self.once and not self._work_left())):
                 return self.exit_code
             for key, _ in self.sel.select(self._sleep_time(now)):
@@ -268,6 +273,7 @@ class Daemon:
     def _start_scheduled(self, key: Key, job: JobDef, due: float | None, attempt: int, now: float) -> None:
         tenant, name = key
         store = self._st(tenant)
+        now = time.time()  # when it really starts (the wake-up may have had others to start first)
         run_id = store.start(name, due=due, attempt=attempt, pid=0, instance=self.instance,
                              queue=job.queue, now=now)
         act = Active(tenant, name, job.queue, run_id, False, job, attempt)
@@ -278,6 +284,7 @@ class Daemon:
 
     def _start_queued(self, tenant: str, run: Run, now: float) -> None:
         store = self._st(tenant)
+        now = time.time()
         if not store.claim(run.id, pid=0, instance=self.instance, now=now):
             return  # finished by hand (`jobs finish`) while it waited
         job = self.jobs.get((tenant, run.job)) if run.job else None
@@ -319,7 +326,9 @@ class Daemon:
 
     def _collect(self) -> None:
         now = time.time()
+        self.freed = False
         for child, outcome in self.executor.reap(any_child=True):
+            self.freed = True
             act = self.active.pop(child.pid)
             self.busy_jobs.discard((act.tenant, act.job))
             if act.queue is not None:

@@ -50,10 +50,20 @@ def render(run: Run, tenant: str) -> str:
     return state + "\n" + "".join(f"{k}={v}\n" for k, v in params.items())
 
 
+_made: set[Path] = set()  # directories known to exist: one mkdir per tenant, not one per run
+
+
 def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if path.parent not in _made:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        _made.add(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:  # the directory was removed under us: make it again
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd = os.open(tmp, flags, 0o644)
     try:
         os.write(fd, text.encode())
     finally:
