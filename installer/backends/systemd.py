@@ -87,8 +87,25 @@ class Systemd(Backend):
             ]
         return [self._ctl(spec, "daemon-reload")]
 
+    def _link_user_unit(self, spec: ServiceSpec) -> None:
+        link = spec.target(self.wants_link(spec))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(Path("..") / self.unit_name(spec))
+
+    def _unlink_user_unit(self, spec: ServiceSpec) -> None:
+        link = spec.target(self.wants_link(spec))
+        link.unlink(missing_ok=True)
+        if link.parent.is_dir() and not any(link.parent.iterdir()):
+            link.parent.rmdir()
+
     def enable(self, spec: ServiceSpec) -> list[Action]:
         unit = self.unit_name(spec)
+        if spec.user_scope and spec.offline_root:
+            # `systemctl --user --root=DIR` refuses to work ("Invalid argument"); the WantedBy= link is
+            # all that `enable` would create for a user unit.
+            link = spec.target(self.wants_link(spec))
+            return [Action(f"ln -s ../{unit} {link}", lambda: self._link_user_unit(spec))]
         if self._dbus(spec):
             return [
                 Action(
@@ -100,6 +117,9 @@ class Systemd(Backend):
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
         unit = self.unit_name(spec)
+        if spec.user_scope and spec.offline_root:
+            link = spec.target(self.wants_link(spec))
+            return [Action(f"rm {link}", lambda: self._unlink_user_unit(spec))]
         if self._dbus(spec):
             return [
                 Action(

@@ -311,3 +311,17 @@ def test_upstart_job_into_a_tree_offline(tree: Path) -> None:
     assert "exec " in (tree / "etc/init/taskserver.conf").read_text()
     assert cli("--uninstall", "--root", str(tree)).returncode == 0
     assert not (tree / "etc/init").exists()
+
+
+def test_user_unit_into_a_tree_links_it_and_uninstall_removes_all(tree: Path) -> None:
+    """`systemctl --user --root` refuses to work, so the WantedBy= link of a user unit is made directly."""
+    (tree / "home/op").mkdir(parents=True)
+    before = snapshot(tree)
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/home/op", "USER": "op"}
+    res = cli("--init", "systemd", "--user", "--root", str(tree), env=env)
+    assert res.returncode == 0, res.stderr
+    link = tree / "home/op/.config/systemd/user/default.target.wants/taskserver.service"
+    assert os.readlink(link) == "../taskserver.service"
+    assert "loginctl enable-linger op" in res.stdout
+    assert cli("--uninstall", "--user", "--root", str(tree), env=env).returncode == 0
+    assert snapshot(tree) == before
