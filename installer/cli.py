@@ -152,6 +152,12 @@ def choose_backend(args: argparse.Namespace, root: Path, init: str | None) -> ba
             "no init system found to install for (none runs, none is installed)",
             hint="pick one with --init " + "|".join(INITS),
         )
+    base.load_all()
+    if init is None and name not in base.Backend.registry:
+        raise UserError(
+            f"{name} runs here, but taskserver-install has no {name} backend yet",
+            hint="pick one explicitly: --init " + "|".join(INITS) + " (cron works on any host with cron)",
+        )
     cls = base.get(name)
     live = det.live and det.init == name and root == Path("/")
     if name == "cron":
