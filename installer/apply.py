@@ -115,6 +115,7 @@ class _Journal:
         before = mf.read_bytes(path)
         mode = path.stat().st_mode & 0o7777 if before is not None else 0
         mf.atomic_write(path, f.content.encode(), f.mode)
+        mf.adopt(self.spec, [path, *created])
 
         def restore() -> None:
             if before is None:

@@ -74,6 +74,25 @@ def make_dirs(path: Path) -> list[Path]:
     return list(reversed(missing))
 
 
+def home_owner(spec: ServiceSpec) -> tuple[int, int] | None:
+    """(uid, gid) that user-scope files must belong to when root writes them into someone's home."""
+    if not spec.user_scope or os.geteuid() != 0:
+        return None
+    try:
+        st = spec.target(spec.home).stat()
+    except OSError:
+        return None
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
+def adopt(spec: ServiceSpec, paths: list[Path]) -> None:
+    """Give ``paths`` (on this machine) to the home's owner, for user units root installs for a user."""
+    owner = home_owner(spec)
+    if owner is not None:
+        for p in paths:
+            os.lchown(p, *owner)
+
+
 def atomic_write(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory + fsync + rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -99,6 +118,7 @@ def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[str]) -> None:
     body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
     if read_bytes(path) != body:
         atomic_write(path, body, 0o600 if spec.user_scope else 0o644)
+        adopt(spec, [path, *(spec.target(Path(d)) for d in created)])
 
 
 def remove(spec: ServiceSpec) -> None:

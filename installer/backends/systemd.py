@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from ..manifest import adopt
 from ..render import render
 from ..spec import ServiceSpec
 from .base import Action, Backend, FileSpec, cmd
@@ -92,6 +93,7 @@ class Systemd(Backend):
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
             link.symlink_to(Path("..") / self.unit_name(spec))
+            adopt(spec, [link.parent, link])
 
     def _unlink_user_unit(self, spec: ServiceSpec) -> None:
         link = spec.target(self.wants_link(spec))

@@ -316,6 +316,7 @@ def test_upstart_job_into_a_tree_offline(tree: Path) -> None:
 def test_user_unit_into_a_tree_links_it_and_uninstall_removes_all(tree: Path) -> None:
     """`systemctl --user --root` refuses to work, so the WantedBy= link of a user unit is made directly."""
     (tree / "home/op").mkdir(parents=True)
+    os.chown(tree / "home/op", 4242, 4242)  # root installs into op's home: the files must be op's
     before = snapshot(tree)
     env = {"PATH": "/usr/bin:/bin", "HOME": "/home/op", "USER": "op"}
     res = cli("--init", "systemd", "--user", "--root", str(tree), env=env)
@@ -323,5 +324,8 @@ def test_user_unit_into_a_tree_links_it_and_uninstall_removes_all(tree: Path) ->
     link = tree / "home/op/.config/systemd/user/default.target.wants/taskserver.service"
     assert os.readlink(link) == "../taskserver.service"
     assert "loginctl enable-linger op" in res.stdout
+    if os.geteuid() == 0:
+        owned = [p for p in (tree / "home/op").rglob("*")]
+        assert owned and all(p.lstat().st_uid == 4242 for p in owned), [str(p) for p in owned]
     assert cli("--uninstall", "--user", "--root", str(tree), env=env).returncode == 0
     assert snapshot(tree) == before
