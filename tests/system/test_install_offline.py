@@ -325,7 +325,7 @@ def test_user_unit_into_a_tree_links_it_and_uninstall_removes_all(tree: Path) ->
     assert os.readlink(link) == "../taskserver.service"
     assert "loginctl enable-linger op" in res.stdout
     if os.geteuid() == 0:
-        owned = [p for p in (tree / "home/op").rglob("*")]
+        owned = list((tree / "home/op").rglob("*"))
         assert owned and all(p.lstat().st_uid == 4242 for p in owned), [str(p) for p in owned]
     assert cli("--uninstall", "--user", "--root", str(tree), env=env).returncode == 0
     assert snapshot(tree) == before
