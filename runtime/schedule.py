@@ -179,17 +179,24 @@ def _count_cron(job: JobDef, tz: str, expr: str, last_due: datetime, upto: datet
     offset does not change, walking the (rare) days with a DST change."""
     zone, spec = zone_of(job, tz), cron.parse(expr)
     tick = timedelta(microseconds=1)  # fires() is (after, until]: step back so midnight counts in its day
-    total, day, last_day = 0, _wall(last_due, zone).date(), _wall(upto, zone).date()
-    start = _midnight(day, zone)
-    while day <= last_day:
-        end = _midnight(day + timedelta(days=1), zone)
-        lo, hi = max(last_due, start - tick), min(upto, end - tick)
-        if start.astimezone(zone).utcoffset() == end.astimezone(zone).utcoffset():
-            after = _minute_of_day(_wall(lo, zone), day, -1)
-            total += cron.count_day(spec, day, after, _minute_of_day(_wall(hi, zone), day, 1439))
+    first, last = _wall(last_due, zone).date(), _wall(upto, zone).date()
+    total, day = 0, first
+    offset = datetime.combine(day, time(), zone).utcoffset()
+    while day <= last:
+        following = day + timedelta(days=1)
+        next_offset = datetime.combine(following, time(), zone).utcoffset()
+        regular = offset == next_offset
+        if regular and first < day < last:
+            total += cron.count_day(spec, day)
         else:
-            total += sum(1 for _ in fires(job, tz, lo, hi))
-        day, start = day + timedelta(days=1), end
+            lo = max(last_due, _midnight(day, zone) - tick)
+            hi = min(upto, _midnight(following, zone) - tick)
+            if regular:
+                after = _minute_of_day(_wall(lo, zone), day, -1)
+                total += cron.count_day(spec, day, after, _minute_of_day(_wall(hi, zone), day, 1439))
+            else:
+                total += sum(1 for _ in fires(job, tz, lo, hi))
+        day, offset = following, next_offset
     return total
 
 
