@@ -163,17 +163,30 @@ def test_deb_install_upgrade_keeps_disable_remove_purge(init: str, variant: lab.
     assert left == [], "\n".join(left)
 
 
-@pytest.mark.parametrize("init", ["systemd", "sysv"])
-def test_deb_into_unbooted_root_starts_at_next_boot(init: str, variant: lab.Roots, packages: Path,
+@pytest.mark.parametrize(("init", "how"), [("systemd", "chroot"), ("sysv", "chroot"),
+                                           ("systemd", "dpkg-root"), ("sysv", "dpkg-root")])
+def test_deb_into_unbooted_root_starts_at_next_boot(init: str, how: str, variant: lab.Roots, packages: Path,
                                                     machines: Machines) -> None:
+    """An image build: dpkg in a chroot, or the host's dpkg --root with chrootless scripts (DPKG_ROOT set)."""
     ov = machines.overlay(variant(init))
-    target = ov.root / "var/tmp/taskserver.deb"
-    shutil.copy(packages / Path(deb(VERSIONS[0])).name, target)
-    res = subprocess.run(["chroot", str(ov.root), "dpkg", "-i", "/var/tmp/taskserver.deb"],
-                         capture_output=True, text=True, env=lab.CLEAN_ENV, check=False)
-    target.unlink()
+    package = packages / Path(deb(VERSIONS[0])).name
+    if how == "chroot":
+        target = ov.root / "var/tmp/taskserver.deb"
+        shutil.copy(package, target)
+        argv = ["chroot", str(ov.root), "dpkg", "-i", "/var/tmp/taskserver.deb"]
+        expected = "no init system runs here"
+    else:
+        target = package
+        argv = ["dpkg", "--root", str(ov.root), "--force-script-chrootless", "-i", str(package)]
+        expected = "DPKG_ROOT is set"
+    res = subprocess.run(argv, capture_output=True, text=True, env=lab.CLEAN_ENV, check=False)
+    if how == "chroot":
+        target.unlink()
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "no init system runs here" in res.stdout, res.stdout
+    assert expected in res.stdout, res.stdout
+    unit = ov.root / "etc/systemd/system/taskserver.service"
+    if unit.exists():  # the boot file names the path the booted system sees, not the image's place here
+        assert 'ExecStart="/opt/taskserver/bin/taskserver"' in unit.read_text()
     host_daemons = subprocess.run(["pgrep", "-f", DAEMON], capture_output=True, text=True, check=False).stdout
     for pid in host_daemons.split():
         assert Path(f"/proc/{pid}/root").resolve() != ov.root, "a daemon was started inside the chroot"
