@@ -19,16 +19,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from . import housekeeping, plans, schedule, statusfile
+from . import housekeeping, plans, schedule
 from . import sqlite_store as _sqlite_backend  # noqa: F401  (registers "sqlite": see below)
-from .executor import Executor, Outcome, job_argv
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
-from .store import INTERRUPTED, NO_SUCH_JOB, SPAWN_FAILED, Run, Store, open_store
+from .runs import Runs
+from .store import INTERRUPTED, Run, Store, open_store
 
 # Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
 # the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
@@ -38,19 +37,6 @@ log = logging.getLogger(__name__)
 MAX_SLEEP = 60.0  # re-read the wall clock at least this often (it may be stepped while we sleep)
 HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 Key = tuple[str, str]  # (tenant, job)
-
-
-@dataclass
-class Active:
-    """A run in progress."""
-
-    tenant: str
-    job: str
-    queue: str | None
-    run_id: int
-    queued: bool  # came through the queue: its status file stays after the end
-    jobdef: JobDef | None
-    attempt: int
 
 
 def _dt(ts: float) -> datetime:
@@ -75,12 +61,9 @@ class Daemon:
         self.pending: dict[Key, deque[tuple[float | None, int]]] = {}  # due, attempt
         self.queued: dict[str, list[Run]] = {}
         self.que_dirty = True
-        self.busy_jobs: set[Key] = set()
-        self.busy_queues: set[tuple[str, str]] = set()
-        self.active: dict[int, Active] = {}  # by child pid
-        self.executor = Executor(output_tail=config.server.output_tail, cwd=config.server.install_dir)
-        self.executor.on_close = self._forget_fd
         self.sel = selectors.DefaultSelector()
+        self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
+        self.executor = self.runs.executor
         self.stopping = False
         self.stop_deadline: float | None = None
         self.exit_code = 0
@@ -88,7 +71,6 @@ class Daemon:
         self.signals: list[int] = []
         self.tx: contextlib.ExitStack | None = None
         self.tx_open: set[str] = set()
-        self.freed = False  # a run ended in this wake-up: its slot, job and queue are free again
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
@@ -117,7 +99,7 @@ class Daemon:
         for run_id in store.crash_orphans(self.instance, now=now):
             log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
                         tenant.name, run_id)
-            self._write_status(tenant.name, store.get(run_id), keep=True)
+            self.runs.write_status(tenant.name, store.get(run_id), keep=True)
         return store
 
     def _scheduled(self, job: JobDef) -> bool:
@@ -158,13 +140,14 @@ class Daemon:
                 self._fire_timers(now)
                 if not self.stopping:
                     self._dispatch(now)  # what just came due goes first: its lateness counts
-                self._collect()
+                freed = self.runs.collect()
+                self._retry()
                 self.executor.enforce(now)
-                if self.freed:
+                if freed:
                     self._check_limits(now)  # between jobs: a run just ended
                     if not self.stopping:
                         self._dispatch(now)
-            if not self.active and (self.stopping or (self.once and not self._work_left())):
+            if not self.runs and (self.stopping or (self.once and not self._work_left())):
                 return self.exit_code
             for key, _ in self.sel.select(self._sleep_time(now)):
                 if key.data is None:
@@ -229,7 +212,7 @@ class Daemon:
 
     # -- starting runs ------------------------------------------------------------------------------------
     def _slots(self) -> int:
-        return self.config.server.max_parallel - len(self.active)
+        return self.config.server.max_parallel - len(self.runs)
 
     def _dispatch(self, now: float) -> None:
         for key in list(self.pending):
@@ -239,12 +222,12 @@ class Daemon:
             if job is None:
                 del self.pending[key]
                 continue
-            if key in self.busy_jobs or (job.queue and (key[0], job.queue) in self.busy_queues):
+            if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue):
                 continue
             due, attempt = self.pending[key].popleft()
             if not self.pending[key]:
                 del self.pending[key]
-            self._start_scheduled(key, job, due, attempt, now)
+            self.runs.start_scheduled(key[0], job, due, attempt)
         self._dispatch_queued(now)
 
     def _dispatch_queued(self, now: float) -> None:
@@ -260,106 +243,27 @@ class Daemon:
                 if self._slots() <= 0:
                     return
                 queue = run.queue
-                if queue is not None and (queue in blocked or (tenant, queue) in self.busy_queues):
+                if queue is not None and (queue in blocked or self.runs.queue_busy(tenant, queue)):
                     blocked.add(queue)
                     continue
-                if run.job and (tenant, run.job) in self.busy_jobs:
+                if run.job and self.runs.job_busy(tenant, run.job):
                     if queue is not None:
                         blocked.add(queue)
                     continue
                 runs.remove(run)
-                self._start_queued(tenant, run, now)
+                self.runs.start_queued(tenant, run, self.jobs.get((tenant, run.job)) if run.job else None)
 
-    def _start_scheduled(self, key: Key, job: JobDef, due: float | None, attempt: int, now: float) -> None:
-        tenant, name = key
-        store = self._st(tenant)
-        now = time.time()  # when it really starts (the wake-up may have had others to start first)
-        run_id = store.start(name, due=due, attempt=attempt, pid=0, instance=self.instance,
-                             queue=job.queue, now=now)
-        act = Active(tenant, name, job.queue, run_id, False, job, attempt)
-        run = Run(id=run_id, job=name, queue=job.queue, state=State.RUN, reason=None, due=due,
-                  created=now, started=now, finished=None, pid=None, instance=self.instance,
-                  exit_code=None, attempt=attempt, argv=None, output="", message=None)
-        self._spawn(act, run, job_argv(job), job.timeout, now)
-
-    def _start_queued(self, tenant: str, run: Run, now: float) -> None:
-        store = self._st(tenant)
-        now = time.time()
-        if not store.claim(run.id, pid=0, instance=self.instance, now=now):
-            return  # finished by hand (`jobs finish`) while it waited
-        job = self.jobs.get((tenant, run.job)) if run.job else None
-        act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
-        run = replace(run, state=State.RUN, started=now, instance=self.instance)
-        if run.argv is not None:
-            self._spawn(act, run, list(run.argv), None, now)
-        elif job is not None:
-            self._spawn(act, run, job_argv(job), job.timeout, now)
-        else:
-            self._end(act, Outcome(State.ERR, NO_SUCH_JOB, None, f"no job {run.job!r} in the config"), now)
-
-    def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> None:
-        tenant = self.config.tenant(act.tenant)
-        status = statusfile.status_path(self.config.server.state_dir, act.tenant, act.run_id)
-        env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
-               "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
-               "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
-               "TASKSERVER_CONFIG": str(self.config.path.absolute())}
-        self._write_status(act.tenant, run, keep=True)
-        try:
-            child = self.executor.spawn(act, argv, env, timeout, now)
-        except OSError as exc:
-            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
-            return
-        self._st(act.tenant).set_pid(act.run_id, child.pid)
-        if child.fd is not None:
-            self.sel.register(child.fd, selectors.EVENT_READ, child)
-        self.active[child.pid] = act
-        if act.job:
-            self.busy_jobs.add((act.tenant, act.job))
-        if act.queue is not None:
-            self.busy_queues.add((act.tenant, act.queue))
-
-    # -- ending runs -------------------------------------------------------------------------------------
-    def _forget_fd(self, fd: int) -> None:
-        if fd in self.sel.get_map():
-            self.sel.unregister(fd)
-
-    def _collect(self) -> None:
-        now = time.time()
-        self.freed = False
-        for child, outcome in self.executor.reap(any_child=True):
-            self.freed = True
-            act = self.active.pop(child.pid)
-            self.busy_jobs.discard((act.tenant, act.job))
-            if act.queue is not None:
-                self.busy_queues.discard((act.tenant, act.queue))
-            self._end(act, outcome, now)
-
-    def _end(self, act: Active, outcome: Outcome, now: float) -> None:
-        run = self._st(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
-                                             exit_code=outcome.exit_code, output=outcome.output, now=now)
-        self._write_status(act.tenant, run, keep=act.queued)
-        level = logging.DEBUG if run.state is State.OK else logging.WARNING
-        log.log(level, "tenant %s run %d (%s): %s%s", act.tenant, run.id, act.job or "task", run.state.value,
-                f" {run.reason}" if run.reason else "")
-        job = act.jobdef
-        retry = job is not None and run.state is State.ERR and run.reason != INTERRUPTED
-        if retry and job is not None and act.attempt < job.retry.count and not self.once:
-            delay = job.retry.backoff * 2 ** act.attempt
-            log.info("tenant %s job %s: retry %d in %.0f s", act.tenant, act.job, act.attempt + 1, delay)
-            self._timer(now + delay, "retry", act.tenant, act.job, act.attempt + 1)
-
-    def _write_status(self, tenant: str, run: Run | None, *, keep: bool) -> None:
-        if run is None:
-            return
-        state_dir = self.config.server.state_dir
-        try:
-            if keep or run.state in (State.QUE, State.RUN):
-                statusfile.update(state_dir, tenant, run)
-            else:
-                statusfile.remove(state_dir, tenant, run.id)
-        except OSError as exc:
-            log.warning("status file of run %d: %s", run.id, exc)
+    def _retry(self) -> None:
+        """Schedule a retry, with backoff, of each failed run of a job that has retries left."""
+        ended, self.runs.ended = self.runs.ended, []
+        for act, run in ended:
+            job = act.jobdef
+            if job is None or run.state is not State.ERR or run.reason == INTERRUPTED or self.once:
+                continue
+            if act.attempt < job.retry.count:
+                delay = job.retry.backoff * 2 ** act.attempt
+                log.info("tenant %s job %s: retry %d in %.0f s", act.tenant, act.job, act.attempt + 1, delay)
+                self._timer(time.time() + delay, "retry", act.tenant, act.job, act.attempt + 1)
 
     # -- signals, limits, reload ---------------------------------------------------------------------------
     def _handle_signals(self, now: float) -> None:
@@ -376,7 +280,7 @@ class Daemon:
         if self.stopping and self.stop_deadline is not None:
             self.executor.interrupt_all(now)  # asked twice: do not wait any longer
             return
-        log.info("stopping (%s): %d runs still going", why, len(self.active))
+        log.info("stopping (%s): %d runs still going", why, len(self.runs))
         self.stopping = True
         self.stop_deadline = now + self.config.server.stop_timeout
         if self.notifier:
@@ -385,8 +289,8 @@ class Daemon:
     def _check_limits(self, now: float) -> None:
         if self.stop_deadline is not None and now >= self.stop_deadline:
             self.stop_deadline = None
-            if self.active:
-                log.warning("stop timeout: interrupting %d runs", len(self.active))
+            if self.runs:
+                log.warning("stop timeout: interrupting %d runs", len(self.runs))
                 self.executor.interrupt_all(now)
         if self.stopping:
             return
@@ -439,7 +343,7 @@ class Daemon:
 
     def _status(self) -> None:
         if self.notifier:
-            self.notifier.status(f"{len(self.jobs)} jobs, {len(self.active)} running")
+            self.notifier.status(f"{len(self.jobs)} jobs, {len(self.runs)} running")
 
     def close(self) -> None:
         self.sel.close()

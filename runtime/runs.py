@@ -1,0 +1,144 @@
+"""Runs in progress: each is a store row, a status file and a child process.
+
+``Runs`` starts them (RUN row, status file, environment, child), notes what is busy (a job never overlaps
+itself, a queue runs one at a time) and ends them (outcome into the store, status file kept for queued
+tasks or removed for scheduled runs).  The daemon decides what to start and when to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from . import statusfile
+from .executor import Executor, Outcome, job_argv
+from .model import Config, JobDef, State
+from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Active:
+    """A run in progress."""
+
+    tenant: str
+    job: str  # "" for an enqueued task
+    queue: str | None
+    run_id: int
+    queued: bool  # came through the queue: its status file stays after the end
+    jobdef: JobDef | None
+    attempt: int
+
+
+class Runs:
+    def __init__(self, *, config: Callable[[], Config], store: Callable[[str], Store], instance: str,
+                 sel: selectors.BaseSelector) -> None:
+        self.config = config
+        self.store = store
+        self.instance = instance
+        self.sel = sel
+        server = config().server
+        self.executor = Executor(output_tail=server.output_tail, cwd=server.install_dir)
+        self.executor.on_close = self._forget_fd
+        self.active: dict[int, Active] = {}  # by child pid
+        self.busy_jobs: set[tuple[str, str]] = set()
+        self.busy_queues: set[tuple[str, str]] = set()
+        self.ended: list[tuple[Active, Run]] = []  # since the daemon last looked
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    def job_busy(self, tenant: str, job: str) -> bool:
+        return (tenant, job) in self.busy_jobs
+
+    def queue_busy(self, tenant: str, queue: str | None) -> bool:
+        return queue is not None and (tenant, queue) in self.busy_queues
+
+    # -- starting -------------------------------------------------------------------------------------
+    def start_scheduled(self, tenant: str, job: JobDef, due: float | None, attempt: int) -> None:
+        now = time.time()  # when it really starts (the wake-up may have had others to start first)
+        run_id = self.store(tenant).start(job.name, due=due, attempt=attempt, pid=0, instance=self.instance,
+                                          queue=job.queue, now=now)
+        act = Active(tenant, job.name, job.queue, run_id, False, job, attempt)
+        run = Run(id=run_id, job=job.name, queue=job.queue, state=State.RUN, reason=None, due=due,
+                  created=now, started=now, finished=None, pid=None, instance=self.instance,
+                  exit_code=None, attempt=attempt, argv=None, output="", message=None)
+        self._spawn(act, run, job_argv(job), job.timeout, now)
+
+    def start_queued(self, tenant: str, run: Run, job: JobDef | None) -> None:
+        now = time.time()
+        if not self.store(tenant).claim(run.id, pid=0, instance=self.instance, now=now):
+            return  # settled by hand (`jobs finish`) while it waited
+        act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
+        run = replace(run, state=State.RUN, started=now, instance=self.instance)
+        if run.argv is not None:
+            self._spawn(act, run, list(run.argv), None, now)
+        elif job is not None:
+            self._spawn(act, run, job_argv(job), job.timeout, now)
+        else:
+            self._end(act, Outcome(State.ERR, NO_SUCH_JOB, None, f"no job {run.job!r} in the config"), now)
+
+    def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> None:
+        config = self.config()
+        tenant = config.tenant(act.tenant)
+        status = statusfile.status_path(config.server.state_dir, act.tenant, act.run_id)
+        env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
+               "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
+               "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
+               "TASKSERVER_CONFIG": str(config.path.absolute())}
+        self.write_status(act.tenant, run, keep=True)
+        try:
+            child = self.executor.spawn(act, argv, env, timeout, now)
+        except OSError as exc:
+            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
+            return
+        self.store(act.tenant).set_pid(act.run_id, child.pid)
+        if child.fd is not None:
+            self.sel.register(child.fd, selectors.EVENT_READ, child)
+        self.active[child.pid] = act
+        if act.job:
+            self.busy_jobs.add((act.tenant, act.job))
+        if act.queue is not None:
+            self.busy_queues.add((act.tenant, act.queue))
+
+    # -- ending ---------------------------------------------------------------------------------------
+    def _forget_fd(self, fd: int) -> None:
+        if fd in self.sel.get_map():
+            self.sel.unregister(fd)
+
+    def collect(self) -> bool:
+        """Record every child that exited; True if any did (a slot, a job, a queue may be free)."""
+        now = time.time()
+        done = self.executor.reap(any_child=True)
+        for child, outcome in done:
+            act = self.active.pop(child.pid)
+            self.busy_jobs.discard((act.tenant, act.job))
+            if act.queue is not None:
+                self.busy_queues.discard((act.tenant, act.queue))
+            self._end(act, outcome, now)
+        return bool(done)
+
+    def _end(self, act: Active, outcome: Outcome, now: float) -> None:
+        run = self.store(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
+                                            exit_code=outcome.exit_code, output=outcome.output, now=now)
+        self.write_status(act.tenant, run, keep=act.queued)
+        level = logging.DEBUG if run.state is State.OK else logging.WARNING
+        log.log(level, "tenant %s run %d (%s): %s%s", act.tenant, run.id, act.job or "task", run.state.value,
+                f" {run.reason}" if run.reason else "")
+        self.ended.append((act, run))
+
+    def write_status(self, tenant: str, run: Run | None, *, keep: bool) -> None:
+        if run is None:
+            return
+        state_dir = self.config().server.state_dir
+        try:
+            if keep or run.state in (State.QUE, State.RUN):
+                statusfile.update(state_dir, tenant, run)
+            else:
+                statusfile.remove(state_dir, tenant, run.id)
+        except OSError as exc:
+            log.warning("status file of run %d: %s", run.id, exc)
