@@ -32,17 +32,19 @@ def register(sub: Any) -> None:
     jobs = sub.add_parser("jobs", help="list, run and enqueue jobs; show runs and history")
     jsub = jobs.add_subparsers(title="jobs commands", dest="jobs_command", metavar="COMMAND", required=True)
 
-    def cmd(name: str, help_text: str, func: Any, json_opt: bool = True) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = jsub.add_parser(name, help=help_text)
+    def cmd(name: str, help_text: str, func: Any, json_opt: bool = True,
+            **kw: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = jsub.add_parser(name, help=help_text, **kw)
         p.add_argument("--tenant", metavar="NAME", help="the tenant (default: the only one, or `default`)")
         if json_opt:
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
         return p
 
-    p = cmd("enqueue", "queue a long task; prints its run id", _enqueue, json_opt=False)
+    p = cmd("enqueue", "queue a long task; prints its run id", _enqueue, json_opt=False,
+            usage="taskserver jobs enqueue [--tenant NAME] [--queue QUEUE] -- CMD [ARGS...]")
     p.add_argument("--queue", default=DEFAULT_QUEUE, help="tasks of one queue run one at a time, in order")
-    p.add_argument("argv", nargs="+", metavar="-- CMD [ARGS...]", help="the command to run (no shell)")
+    p.add_argument("argv", nargs="+", metavar="CMD", help="the command and its arguments (no shell)")
     p = cmd("finish", "report a task's own outcome (wins over its exit code)", _finish, json_opt=False)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--status", choices=("ok", "err"), required=True)
@@ -283,7 +285,8 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
         raise UserError(f"tenant {tenant.name!r} has no run {args.id}", hint="see `taskserver jobs history`")
     d = _run_dict(run, output=True)
     d["tenant"] = tenant.name
-    d["status_file"] = str(statusfile.status_path(cfg.server.state_dir, tenant.name, run.id))
+    status = statusfile.status_path(cfg.server.state_dir, tenant.name, run.id)
+    d["status_file"] = str(status) if status.exists() else None  # a scheduled run's goes when it ends
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
