@@ -119,12 +119,14 @@ def check_file_safety(path: Path, st: os.stat_result, run_as: str | None) -> Non
             f"{path}: refusing a config owned by uid {st.st_uid}; it must belong to {owner}",
             hint=f"chown root {path} (anyone who can edit it decides what runs)",
         )
-    parent = os.stat(path.parent)
-    if stat.S_IMODE(parent.st_mode) & 0o022 and not parent.st_mode & stat.S_ISVTX:
-        raise UserError(
-            f"{path.parent}: refusing a config in a directory writable by group or others",
-            hint=f"chmod go-w {path.parent}",
-        )
+    # the link's directory and the target's: from either the file could be swapped
+    for directory in dict.fromkeys([path.parent, Path(os.path.realpath(path)).parent]):
+        parent = os.stat(directory)
+        if stat.S_IMODE(parent.st_mode) & 0o022 and not parent.st_mode & stat.S_ISVTX:
+            raise UserError(
+                f"{directory}: refusing a config in a directory writable by group or others",
+                hint=f"chmod go-w {directory}",
+            )
 
 
 def _read(path: Path) -> tuple[str, os.stat_result] | None:

@@ -9,6 +9,7 @@ fsync of the directory) and keeps the file's mode and owner.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Callable
@@ -209,6 +210,23 @@ def write_atomic(path: Path, data: str, *, mode: int = 0o644, exclusive: bool = 
         os.close(dfd)
 
 
+def _locked(path: Path) -> int:
+    """An fd of ``path`` holding an exclusive flock, so concurrent edits run one after the other.
+
+    An editor replaces the file by rename, so after waiting for the lock the path may name a newer file:
+    then lock that one instead (otherwise the other editor's change would be lost).
+    """
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 def edit_file(path: Path, change: Callable[[str], str], validate: Callable[[str], None]) -> bool:
     """Apply ``change`` to the file's text, check the result with ``validate``, write it atomically.
 
@@ -216,13 +234,18 @@ def edit_file(path: Path, change: Callable[[str], str], validate: Callable[[str]
     """
     real = Path(os.path.realpath(path))  # edit the file a symlink points at, keep the link
     try:
-        old = real.read_text(encoding="utf-8")
+        fd = _locked(real)
     except FileNotFoundError:
         hint = f"create it with `taskserver init-config {path}`"
         raise UserError(f"{path} does not exist", hint=hint) from None
-    new = change(old)
-    if new == old:
-        return False
-    validate(new)
-    write_atomic(real, new)
-    return True
+    try:
+        with os.fdopen(os.dup(fd), "rb") as f:
+            old = f.read().decode("utf-8")
+        new = change(old)
+        if new == old:
+            return False
+        validate(new)
+        write_atomic(real, new)
+        return True
+    finally:
+        os.close(fd)  # releases the lock

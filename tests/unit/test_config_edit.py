@@ -156,3 +156,33 @@ def test_exclusive_write_never_overwrites(tmp_path: Path) -> None:
         write_atomic(path, "b: 2\n", exclusive=True)
     assert path.read_text() == "a: 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.yaml"]
+
+
+def test_concurrent_edits_wait_for_each_other_and_both_land(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    path = tmp_path / "c.yaml"
+    path.write_text(ORIGINAL)
+    holder = os.open(path, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another editor is busy with the file
+    done = threading.Event()
+
+    def second_editor() -> None:
+        edit_file(path, lambda t: enable_tenant(t, F, "delta", "d"), lambda t: None)
+        done.set()
+
+    worker = threading.Thread(target=second_editor)
+    worker.start()
+    inode = f":{path.stat().st_ino} "
+    while not any("->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines()):
+        assert worker.is_alive()  # wait until the second editor is blocked on the lock
+    # the busy editor replaces the file, then lets go; the waiting one must edit the NEW file
+    new = disable_tenant(path.read_text(), F, "acme")
+    write_atomic(path, new)
+    assert not done.is_set()
+    os.close(holder)
+    worker.join()
+    assert done.is_set()
+    text = path.read_text()
+    assert tenant(text, "acme") == ("old", False) and tenant(text, "delta") == ("d", True)
