@@ -12,6 +12,7 @@ APT_PACKAGES=(
     zstd                            # cache of the built boot roots
     procps                          # ps/pgrep for system tests
     cron                            # the real crontab binary for the cron backend tests
+    tzdata                          # real time zones for the schedule/DST tests
 )
 if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
