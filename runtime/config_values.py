@@ -6,11 +6,12 @@ import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfoNotFoundError, available_timezones
 
 from . import cron as cronexpr
 from . import units
 from .model import CatchUp, Cron
+from .schedule import get_zone
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
@@ -102,7 +103,7 @@ def run_as(value: object) -> str:
 def zone(value: object) -> str:
     name = text(value)
     try:
-        ZoneInfo(name)
+        get_zone(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {name!r}") from None
     return name

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import islice
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import cron
 from .model import CatchUp, Cron, Every, JobDef, Window
@@ -47,19 +47,29 @@ class CatchUpPlan:
     omitted_last: datetime | None = None  # newest omitted due time
 
 
-def zone_of(job: JobDef, tz: str) -> ZoneInfo:
-    return ZoneInfo(job.timezone or tz)
+def get_zone(name: str) -> tzinfo:
+    """The zone called ``name``; UTC works even on a system without time zone data."""
+    try:
+        return ZoneInfo(name)
+    except ZoneInfoNotFoundError:
+        if name == "UTC":
+            return UTC
+        raise
+
+
+def zone_of(job: JobDef, tz: str) -> tzinfo:
+    return get_zone(job.timezone or tz)
 
 
 # ---- local wall time <-> instants
 
 
-def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
+def _wall(instant: datetime, zone: tzinfo) -> datetime:
     # via UTC: astimezone() to the instant's own zone would return a nonexistent wall time unchanged
     return instant.astimezone(UTC).astimezone(zone).replace(tzinfo=None, fold=0)
 
 
-def to_instant(wall: datetime, zone: ZoneInfo) -> datetime:
+def to_instant(wall: datetime, zone: tzinfo) -> datetime:
     """The instant (UTC) of a naive local wall time: first occurrence if repeated, the DST jump if skipped."""
     first = wall.replace(tzinfo=zone, fold=0)
     second = wall.replace(tzinfo=zone, fold=1)
@@ -82,7 +92,7 @@ def to_instant(wall: datetime, zone: ZoneInfo) -> datetime:
 
 
 def _next_cron(
-    expr: str, windows: tuple[Window, ...], zone: ZoneInfo, after: datetime, horizon: datetime
+    expr: str, windows: tuple[Window, ...], zone: tzinfo, after: datetime, horizon: datetime
 ) -> datetime | None:
     """First matching instant after ``after`` whose wall time is not beyond ``horizon`` (naive wall)."""
     spec = cron.parse(expr)
@@ -102,7 +112,7 @@ def _next_cron(
     return None
 
 
-def _next_every(seconds: float, windows: tuple[Window, ...], zone: ZoneInfo, after: datetime) -> datetime:
+def _next_every(seconds: float, windows: tuple[Window, ...], zone: tzinfo, after: datetime) -> datetime:
     due = after + timedelta(seconds=seconds)
     wall = _wall(due, zone)
     if in_windows(windows, wall):
@@ -110,7 +120,7 @@ def _next_every(seconds: float, windows: tuple[Window, ...], zone: ZoneInfo, aft
     return to_instant(next_window_open(windows, wall), zone)
 
 
-def _next(job: JobDef, zone: ZoneInfo, after: datetime, until: datetime | None) -> datetime | None:
+def _next(job: JobDef, zone: tzinfo, after: datetime, until: datetime | None) -> datetime | None:
     trigger = job.trigger
     if isinstance(trigger, Cron):
         if until is None:
@@ -164,7 +174,7 @@ def _newest(job: JobDef, tz: str, last_due: datetime, now: datetime, limit: int)
         span *= 4
 
 
-def _midnight(d: date, zone: ZoneInfo) -> datetime:
+def _midnight(d: date, zone: tzinfo) -> datetime:
     return to_instant(datetime.combine(d, time()), zone)
 
 

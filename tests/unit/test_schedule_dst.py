@@ -7,7 +7,10 @@ America/New_York: 2026-03-08 02:00 EST -> 03:00 EDT (07:00 UTC);
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from taskserver.runtime.model import Cron, Every, JobDef
@@ -108,3 +111,27 @@ def test_to_instant_gap_and_fold() -> None:
     jump = to_instant(datetime(2026, 10, 4, 2, 15), lh)
     assert jump.astimezone(lh).replace(tzinfo=None) == datetime(2026, 10, 4, 2, 30)
     assert jump - timedelta(seconds=1) < jump
+
+
+def test_utc_works_without_time_zone_data(tmp_path: Path) -> None:
+    """A box without tzdata still runs UTC schedules (the default zone); other zones fail as config errors."""
+    script = (
+        "from datetime import datetime, UTC\n"
+        "from pathlib import Path\n"
+        "from taskserver.runtime.config import parse_text, ConfigInvalid\n"
+        "from taskserver.runtime.schedule import next_fire\n"
+        "cfg = parse_text('tenants:\\n  t:\\n    jobs:\\n      j: {cron: \"0 3 * * *\", command: [x]}\\n',"
+        " Path('c.yaml'))\n"
+        "t = cfg.tenants[0]\n"
+        "print(next_fire(t.jobs[0], t.timezone, datetime(2026, 1, 1, tzinfo=UTC)))\n"
+        "try:\n"
+        "    parse_text('tenants:\\n  t:\\n    timezone: Europe/Berlin\\n', Path('c.yaml'))\n"
+        "except ConfigInvalid as e:\n"
+        "    print(e)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONTZPATH": str(tmp_path), "PYTHONNOUSERSITE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "2026-01-01 03:00:00+00:00",
+        "c.yaml:3:15: tenants.t.timezone: unknown time zone 'Europe/Berlin'",
+    ]
