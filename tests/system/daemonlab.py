@@ -95,6 +95,10 @@ def runs(cfg: Path, tenant: str = "t") -> list[dict[str, Any]]:
     try:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # the daemon has created the file but not yet its tables
+        raise
     finally:
         db.close()
 

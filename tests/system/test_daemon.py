@@ -197,3 +197,51 @@ def test_a_scheduled_run_sees_its_status_file_and_environment(tmp_path: Path) ->
     run = run_of(cfg, rid)
     assert run["output"] == f"RUN\nt/env/{me()}/{rid}\n"
     assert first_line(status_file(cfg, rid)) == "OK"  # came through the queue: the file stays
+
+
+def overlap(trace: Path) -> int:
+    """The most runs that were going at once, from a trace of `start X` / `end X` lines."""
+    going = most = 0
+    for line in trace.read_text().splitlines():
+        going += 1 if line.startswith("start") else -1
+        most = max(most, going)
+    return most
+
+
+def test_max_parallel_is_respected(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", server={"max_parallel": 2})
+    trace = tmp_path / "trace"
+    for i in range(6):  # six queues: only max_parallel holds them back
+        enqueue(cfg, "sh", "-c", f"echo start >> {trace}; sleep 0.2; echo end >> {trace}", queue=f"q{i}")
+    assert Daemon(cfg, "--once").wait() == 0
+    assert overlap(trace) == 2
+    assert [r["state"] for r in runs(cfg)] == ["OK"] * 6
+
+
+def test_a_job_never_overlaps_itself(tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    script = f"echo start >> {trace}; sleep 0.5; echo end >> {trace}"
+    cfg = write_config(tmp_path / "cfg.yaml", {"slow": {"every": 0.1, "command": ["sh", "-c", script]}})
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: sum(r["state"] == "OK" for r in runs(cfg)) >= 3, "three runs of the slow job")
+    finally:
+        d.stop()
+    assert overlap(trace) == 1
+    missed = [r for r in runs(cfg) if r["reason"] == "missed"]
+    assert missed and all(r["message"] == "the previous run was still going" for r in missed)
+
+
+def test_housekeeping_at_start_purges_old_history(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", server={"keep_ok": "14d"})
+    old, new = enqueue(cfg, "true"), enqueue(cfg, "true")
+    assert Daemon(cfg, "--once").wait() == 0
+    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
+    with db:
+        db.execute("UPDATE runs SET finished = finished - 15 * 86400 WHERE id = ?", (old,))
+    db.close()
+    d = Daemon(cfg, "--once")
+    assert d.wait() == 0
+    assert [r["id"] for r in runs(cfg)] == [new]
+    assert not status_file(cfg, old).exists() and status_file(cfg, new).exists()
+    assert "purged 1 old runs" in d.text()
