@@ -118,7 +118,7 @@ class _Walker:
 def _server(w: _Walker, node: CommentedMap, state_dir: Path) -> ServerSettings:
     w.check_keys(node, list(SERVER_KEYS), "task_server")
     got = {k: w.value(node, k, conv, "task_server") for k, conv in SERVER_KEYS.items()}
-    fields: dict[str, Any] = {k: v for k, v in got.items() if v is not None and not k.startswith("keep_")}
+    fields: dict[str, Any] = {k: x for k, x in got.items() if x is not None and not k.startswith("keep_")}
     if got["keep_ok"] is not None:
         fields["keep_ok_days"] = got["keep_ok"] / 86400
     if got["keep_err"] is not None:
@@ -210,7 +210,7 @@ def _check_fires(w: _Walker, node: CommentedMap, job: JobDef, tz: str, where: st
                 "widen the window or change the cron times so they meet")
 
 
-def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> JobDef | None:
+def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> JobDef:
     where = f"tenants.{tenant}.jobs.{name}"
     w.check_keys(node, JOB_KEYS, where)
     shell = bool(w.value(node, "shell", v.boolean, where))
@@ -247,9 +247,8 @@ def _jobs(w: _Walker, tenant: str, node: CommentedMap, tz: str) -> tuple[JobDef,
         job_node = w.mapping(body, f"{where}.{name}", w.loc(jobs, name, value=True))
         if job_node is not None:
             job = _job(w, tenant, name, job_node, loc)
-            if job is not None:
-                _check_fires(w, job_node, job, tz, f"{where}.{name}")
-                out.append(job)
+            _check_fires(w, job_node, job, tz, f"{where}.{name}")
+            out.append(job)
     return tuple(out)
 
 
