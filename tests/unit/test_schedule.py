@@ -187,3 +187,26 @@ def test_omitted_count_matches_walking_every_due_time(
     assert plan.omitted_exact
     assert plan.omitted_first == walked[0] and plan.omitted_last == walked[plan.omitted - 1]
     assert plan.missed + plan.run == walked[plan.omitted:]
+
+
+def test_catch_up_with_windows_counts_only_in_window_times() -> None:
+    j = job(Cron("* * * * *"), catch_up=CatchUp.LATEST, windows=(parse_window("mon-fri 22:00-06:00"),))
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # Monday noon
+    now = start + timedelta(days=7)
+    plan = catch_up(j, "UTC", start, now)
+    # Mon..Fri nights: 5 windows of 8 h, all before the next Monday noon
+    assert plan.omitted + len(plan.missed) + len(plan.run) == 5 * 8 * 60 and plan.omitted_exact
+    assert plan.run == [datetime(2026, 1, 10, 5, 59, tzinfo=UTC)]  # latest: the newest runs, however late
+    assert plan.missed[-1] == datetime(2026, 1, 10, 5, 58, tzinfo=UTC)
+    assert plan.omitted_first == datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
+
+
+def test_counting_through_windows_is_capped() -> None:
+    from taskserver.runtime.schedule import COUNT_LIMIT
+
+    j = job(Cron("* * * * *"), catch_up=CatchUp.SKIP, windows=(parse_window("00:00-23:00"),))
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    plan = catch_up(j, "UTC", start, start + timedelta(days=30))
+    assert plan.omitted == COUNT_LIMIT and not plan.omitted_exact
+    assert plan.run == [start + timedelta(days=30)]  # due right now: on time even with skip
+    assert len(plan.missed) == MAX_LISTED - 1
