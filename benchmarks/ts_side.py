@@ -1,0 +1,238 @@
+"""The taskserver side of each benchmark: the real `taskserver run` as a subprocess, figures read from its
+run store (SQLite) and /proc.
+
+Usage: python benchmarks/ts_side.py WORKLOAD [ARGS...]; prints one JSON object on stdout.
+Lateness is taken two ways: the daemon's own record (``started - due`` in the store, taken just before it
+forks) and the job's side (the job is ``/bin/date +%s.%N``; its output is the time it ran, minus its due).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import resource
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import cpu_ns_precise, percentile, rss_bytes
+
+TASKSERVER = str(Path(sys.executable).parent / "taskserver")
+ME = pwd.getpwuid(os.geteuid()).pw_name
+
+
+class Server:
+    """A private config, runtime and state dir; ``run`` the daemon on a given job list."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="taskserver-bench-"))
+        self.state = self.base / "state"
+        self.run_dir = self.base / "run"
+        self.run_dir.mkdir(mode=0o700)
+        self.config = self.base / "bench.yaml"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, jobs: list[str]) -> None:
+        """``jobs``: YAML lines of the jobs mapping (already indented under ``jobs:``)."""
+        head = (
+            f"task_server:\n  run_as: {ME}\n  state_dir: {self.state}\n  memory_limit: 1G\n"
+            f"tenants:\n  bench:\n    login: {ME}\n    jobs:\n"
+        )
+        self.config.write_text(head + "".join(jobs) if jobs else head.replace("    jobs:\n", ""))
+        self.config.chmod(0o644)
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env.update(RUNTIME_DIRECTORY=str(self.run_dir), STATE_DIRECTORY=str(self.state))
+        env.update(extra or {})
+        return env
+
+    def start(self, *argv: str) -> float:
+        """Start `taskserver run ARGV` and wait for READY=1 (through a notify socket); returns that time."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path = str(self.base / "notify.sock")
+        sock.bind(path)
+        sock.settimeout(120)
+        log = open(self.base / "daemon.log", "wb")  # noqa: SIM115 - lives as long as the daemon
+        # TS_PROFILE=FILE: run the daemon under cProfile (to find where a target is missed)
+        prof = os.environ.get("TS_PROFILE")
+        wrap = [sys.executable, "-m", "cProfile", "-o", prof] if prof else []
+        self.proc = subprocess.Popen(
+            [*wrap, TASKSERVER, "-c", str(self.config), "run", *argv],
+            env=self.env({"NOTIFY_SOCKET": path}),
+            stdout=log,
+            stderr=log,
+        )
+        while b"READY=1" not in sock.recv(4096).split(b"\n"):
+            pass
+        ready = time.time()
+        sock.close()
+        return ready
+
+    def wait(self, timeout: float = 300) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(self.state / "bench.sqlite")
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _date_job(name: str, trigger: str) -> str:
+    return f'      {name}:\n        {trigger}\n        command: ["/bin/date", "+%s.%N"]\n'
+
+
+def lateness(n: int, base: float, step: float) -> dict[str, Any]:
+    """Job i every (base + i*step) s: first due at start + base + i*step; lateness of each first run."""
+    srv = Server()
+    try:
+        srv.write_config([_date_job(f"j{i}", f"every: {base + i * step:.3f}") for i in range(n)])
+        srv.start("--time-limit", str(base + n * step + 3))
+        srv.wait()
+        first = srv.rows(
+            "SELECT r.due, r.started, r.output FROM runs r JOIN "
+            "(SELECT job, MIN(due) AS due FROM runs WHERE state='OK' GROUP BY job) f "
+            "ON r.job = f.job AND r.due = f.due"
+        )
+        missed = srv.rows("SELECT COUNT(*) FROM runs WHERE state != 'OK'")[0][0]
+    finally:
+        srv.cleanup()
+    daemon = sorted(started - due for due, started, _ in first)
+    child = sorted(float(out.strip()) - due for due, _, out in first if out.strip())
+    return {
+        "n": len(first),
+        "not_ok": missed,
+        "p50": percentile(daemon, 50),
+        "p99": percentile(daemon, 99),
+        "max": daemon[-1] if daemon else None,
+        "child_p50": percentile(child, 50),
+        "child_p99": percentile(child, 99),
+    }
+
+
+def idle(n: int, window: float) -> dict[str, Any]:
+    """n jobs scheduled once a day; CPU used over ``window`` idle seconds, RSS, and `status` wall time."""
+    srv = Server()
+    try:
+        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} 3 * * *"') for i in range(n)])
+        t0 = time.time()
+        ready = srv.start()
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        time.sleep(1.0)  # settle: it is now asleep until its next timer
+        before = cpu_ns_precise(pid)
+        time.sleep(window)
+        used = cpu_ns_precise(pid) - before
+        rss = rss_bytes(pid)
+        hwm = _vm(pid, "VmHWM")
+        status_s, status_cpu = status_times(srv)
+    finally:
+        srv.cleanup()
+    return {
+        "startup_s": ready - t0,
+        "cpu_per_min": used * 60 / window,
+        "rss": rss,
+        "hwm": hwm,
+        "status_p50": percentile(status_s, 50),
+        "status_cpu_p50": percentile(status_cpu, 50),
+    }
+
+
+def _vm(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def status_times(srv: Server, count: int = 15) -> tuple[list[float], list[float]]:
+    """Wall and CPU time of `taskserver -c CONFIG status` against the running daemon (new process each)."""
+    walls, cpus = [], []
+    for _ in range(count):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        res = subprocess.run(
+            [TASKSERVER, "-c", str(srv.config), "status"], env=srv.env(), capture_output=True, check=False
+        )
+        walls.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        assert res.returncode == 0, res
+    return sorted(walls), sorted(cpus)
+
+
+def status_small() -> dict[str, Any]:
+    srv = Server()
+    try:
+        srv.write_config([_date_job("j0", 'cron: "0 3 * * *"')])
+        srv.start()
+        walls, cpus = status_times(srv)
+    finally:
+        srv.cleanup()
+    return {"status_p50": percentile(walls, 50), "status_cpu_p50": percentile(cpus, 50)}
+
+
+def throughput(n: int) -> dict[str, Any]:
+    """n one-off /bin/true tasks queued (no queue name: they may run in parallel); completed per second."""
+    srv = Server()
+    try:
+        srv.write_config([])
+        srv.state.mkdir(parents=True, exist_ok=True)
+        # the daemon creates the schema at start; make it now so the tasks can be queued before
+        from taskserver.runtime.sqlite_store import SqliteStore
+
+        store = SqliteStore(srv.state / "bench.sqlite")
+        now = time.time()
+        for _ in range(n):
+            store.add("", queue=None, argv=["/bin/true"], now=now)
+        store.close()
+        srv.start()
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            done = srv.rows("SELECT COUNT(*) FROM runs WHERE state IN ('OK','ERR')")[0][0]
+            if done >= n:
+                break
+            time.sleep(0.2)
+        first, last, ok = srv.rows("SELECT MIN(started), MAX(finished), SUM(state='OK') FROM runs")[0]
+    finally:
+        srv.cleanup()
+    return {"n": ok, "per_s": ok / (last - first)}
+
+
+def main(argv: list[str]) -> int:
+    work = argv[0]
+    if work == "lateness":
+        result = lateness(int(argv[1]), float(argv[2]), float(argv[3]))
+    elif work == "idle":
+        result = idle(int(argv[1]), float(argv[2]))
+    elif work == "throughput":
+        result = throughput(int(argv[1]))
+    elif work == "status":
+        result = status_small()
+    else:
+        raise SystemExit(f"unknown workload {work}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
