@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-from . import config, config_edit
+from . import config, config_edit, schedule
 from .config_values import USER
 from .errors import UserError
 from .model import Config, TenantDef
@@ -36,7 +37,22 @@ def _check(args: argparse.Namespace) -> int:
         return 0
     jobs = sum(len(t.jobs) for t in cfg.tenants)
     print(f"{path}: OK ({len(cfg.tenants)} tenant(s), {jobs} job(s))")
+    if args.verbose:
+        _print_schedule(cfg)
     return 0
+
+
+def _print_schedule(cfg: Config) -> None:
+    """Each job's next due time, so an operator can see what the cron and window lines mean."""
+    now = datetime.now(UTC)
+    for t in cfg.tenants:
+        for job in t.jobs:
+            nxt = schedule.next_fire(job, t.timezone, now)
+            zone = schedule.zone_of(job, t.timezone)
+            when = nxt.astimezone(zone).isoformat(sep=" ", timespec="minutes") if nxt else "when enqueued"
+            note = "" if job.enabled and t.login else " (not run: " + (
+                "job disabled)" if not job.enabled else "tenant has no login or is disabled)")
+            print(f"  {t.name}/{job.name}: next {when}{note}")
 
 
 def _init_config(args: argparse.Namespace) -> int:

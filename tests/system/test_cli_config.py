@@ -24,6 +24,9 @@ def test_init_config_then_check_ok(tmp_path: Path) -> None:
     r = ts(cfg, "check")
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout == f"{cfg}: OK (1 tenant(s), 3 job(s))\n"
+    r = ts(cfg, "-v", "check")
+    assert "  example/nightly-report: next " in r.stdout and "02:30+00:00" in r.stdout
+    assert "  example/rebuild-index: next when enqueued" in r.stdout
     before = cfg.read_bytes()
     r = ts(cfg, "init-config")
     assert r.returncode == 2 and "already exists; not overwriting it" in r.stderr
