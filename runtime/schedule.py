@@ -139,6 +139,8 @@ def next_fire(job: JobDef, tz: str, after: datetime) -> datetime | None:
 
     The result is in UTC: aware datetimes in a zone compare wrongly around a repeated hour (PEP 495).
     """
+    if after.tzinfo is None:
+        raise ValueError("next_fire needs a timezone-aware datetime")  # naive would silently mean host time
     return _next(job, zone_of(job, tz), after.astimezone(UTC), None)
 
 

@@ -210,3 +210,8 @@ def test_counting_through_windows_is_capped() -> None:
     assert plan.omitted == COUNT_LIMIT and not plan.omitted_exact
     assert plan.run == [start + timedelta(days=30)]  # due right now: on time even with skip
     assert len(plan.missed) == MAX_LISTED - 1
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        next_fire(job(Every(60)), "UTC", datetime(2026, 1, 1))
