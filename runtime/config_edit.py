@@ -112,7 +112,21 @@ def _tenants(t: _Text) -> CommentedMap | None:
     if t.root is None:
         return None
     root = _block(t.root, "the top level")
-    return _block(root["tenants"], "tenants:") if root.get("tenants") is not None else None
+    node = root.get("tenants")
+    if isinstance(node, CommentedMap) and not node:
+        _drop_empty_flow(t, root)  # "tenants: {}" becomes "tenants:" so a block can follow
+        return None
+    return _block(node, "tenants:") if node is not None else None
+
+
+def _drop_empty_flow(t: _Text, root: CommentedMap) -> None:
+    line, col = root.lc.value("tenants")
+    text = t.lines[line]
+    if not text[col:].startswith("{"):
+        return  # already dropped
+    end = text.index("}", col) + 1
+    rest = text[end:]
+    t.lines[line] = text[:col].rstrip() + (" " + rest.lstrip(" ") if rest.strip() else "\n")
 
 
 def _add_tenant(t: _Text, name: str, body: list[str]) -> None:

@@ -94,6 +94,9 @@ def test_no_tenants_section_yet() -> None:
     assert new == text + "tenants:\n  acme:\n    login: acme\n"
     assert enable_tenant("", F, "x", "u") == "tenants:\n  x:\n    login: u\n"
     assert enable_tenant("tenants:\n", F, "x", "u") == "tenants:\n  x:\n    login: u\n"
+    assert enable_tenant("tenants: {}\n", F, "x", "u") == "tenants:\n  x:\n    login: u\n"
+    assert enable_tenant("tenants: {}  # none yet\ntask_server: {}\n", F, "x", "u") == (
+        "tenants: # none yet\n  x:\n    login: u\ntask_server: {}\n")
 
 
 def test_refusals() -> None:
