@@ -139,4 +139,5 @@ HINTS: dict[Callable[..., object], str] = {
     cron_expr: "5 fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, "
     "@yearly",
     catch_up: "catch_up: skip | latest | all",
+    boolean: "write true or false (yes/no/on/off are plain text in YAML 1.2)",
 }
