@@ -198,6 +198,25 @@ def test_deb_into_unbooted_root_starts_at_next_boot(init: str, how: str, variant
     running_pid(m)
 
 
+def test_deb_remove_reinstall_keeps_disable_until_purge(variant: lab.Roots, packages: Path,
+                                                        machines: Machines) -> None:
+    """As deb-systemd-helper's state: a disable survives remove + reinstall; purge forgets it."""
+    m = machines.container(variant("systemd"), wheels=packages)
+    m.boot()
+    m.wait_ready()
+    dpkg(m, "-i", deb(VERSIONS[0]))
+    running_pid(m)
+    admin_disable(m)
+    dpkg(m, "-r", "taskserver")
+    out = dpkg(m, "-i", deb(VERSIONS[1]))
+    assert not enabled(m), out
+    assert pids(m) == [], out
+    dpkg(m, "-P", "taskserver")
+    out = dpkg(m, "-i", deb(VERSIONS[1]))
+    assert enabled(m), out
+    running_pid(m)
+
+
 def test_deb_policy_rc_d_101_forbids_start(variant: lab.Roots, packages: Path, machines: Machines) -> None:
     m = machines.container(variant("systemd"), wheels=packages)
     m.boot()
@@ -251,6 +270,19 @@ def rpm(m: Container, *args: str) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"rpm {' '.join(args)} exited {proc.returncode}:\n{out}"
     return out
+
+
+def test_rpm_first_install_follows_systemd_presets(rpm_root: list[Path], packages: Path,
+                                                   machines: Machines) -> None:
+    """%post 1 asks `systemctl preset`: a preset that disables the unit leaves it disabled and stopped."""
+    m = machines.container(rpm_root, wheels=packages)
+    m.boot()
+    m.wait_ready()
+    m.sh(["sh", "-c", "mkdir -p /etc/systemd/system-preset && "
+                      "echo 'disable taskserver.service' > /etc/systemd/system-preset/10-taskserver.preset"])
+    out = rpm(m, "-i", rpm_file(VERSIONS[0]))
+    assert not enabled(m), out
+    assert pids(m) == [], out
 
 
 def test_rpm_install_upgrade_erase_on_booted_systemd(rpm_root: list[Path], packages: Path,
