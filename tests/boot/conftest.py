@@ -6,8 +6,10 @@ except on CI (CI=true), where scripts/test.sh installs them, so a missing tool i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +40,15 @@ def bootlab_host() -> None:
         pytest.skip(problem)
     lab.cleanup_stale()
     lab.prune_cache()
+    # Build the roots (network + dpkg) while the wheels build (compiling pystemd): on a fresh CI machine
+    # that overlaps about a minute. Errors are not lost: variant_root() retries and raises in the test.
+    threading.Thread(target=_build_roots, name="bootlab-roots", daemon=True).start()
+
+
+def _build_roots() -> None:
+    with contextlib.suppress(Exception):
+        for name in lab.VARIANTS:
+            lab.variant_root(name)
 
 
 @pytest.fixture(scope="session")
