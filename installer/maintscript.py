@@ -43,6 +43,7 @@ from .spec import SYSTEM, ServiceSpec, build_spec
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 POLICY_FORBIDDEN = 101
 START_CHECK_SECONDS = 5.0
+DONE = {"start": "started", "restart": "restarted", "stop": "stopped"}
 
 
 class Step(StrEnum):
@@ -132,6 +133,8 @@ class Context:
     spec: ServiceSpec
     backend: base.Backend
     no_live_reason: str | None  # why nothing may be started/stopped here (None: it may)
+    args: argparse.Namespace
+    root: Path
 
 
 def state_path(spec: ServiceSpec) -> Path:
@@ -187,6 +190,7 @@ def _run_actions(ctx: Context, action: str, actions: list[base.Action]) -> bool:
     except UserError as err:
         _warn(f"{action} of {ctx.spec.name} failed: {err.message}")
         return False
+    _note(f"{DONE[action]} {ctx.spec.name}")
     return True
 
 
@@ -239,12 +243,11 @@ def _stop(ctx: Context) -> None:
 
 
 def _remove(ctx: Context) -> None:
-    spec = ctx.spec
-    if mf.load(spec) is None:
+    if mf.load(ctx.spec) is None:
         return
-    _save_state(spec, ctx.backend.is_enabled(spec))
+    spec, backend = cli.from_manifest(ctx.args, ctx.root)  # what was installed, for the init it was for
+    _save_state(spec, backend.is_enabled(spec))
     # uninstall stops a live service; when stopping is not allowed here, unregister without live steps
-    backend = ctx.backend
     if ctx.no_live_reason or _policy_forbids(ctx, "stop"):
         backend = type(backend)(live=False, registrar=backend.registrar)
     out = apply.uninstall(spec, backend)
@@ -312,7 +315,7 @@ def _context(args: argparse.Namespace) -> Context:
         reason = f"DPKG_ROOT is set ({dpkg_root}): installing into another root"
     elif not backend.live:
         reason = "no init system runs here (chroot or image build); it starts at the next boot"
-    return Context(spec, backend, reason)
+    return Context(spec, backend, reason, args, root)
 
 
 def main(fmt: str, script: str, rest: list[str], args: argparse.Namespace) -> int:
