@@ -319,7 +319,14 @@ def _context(args: argparse.Namespace) -> Context:
 
 
 def main(fmt: str, script: str, rest: list[str], args: argparse.Namespace) -> int:
-    """``--maintscript FORMAT SCRIPT ARGS...`` from ``installer.cli``."""
+    """``--maintscript FORMAT SCRIPT ARGS...`` from ``installer.cli``.
+
+    dpkg's and rpm's arguments never start with ``-``; options given after them (``--name X``), which
+    argparse's REMAINDER handed over too, are parsed as if they had come first."""
+    first_opt = next((i for i, a in enumerate(rest) if a.startswith("-")), len(rest))
+    rest, options = rest[:first_opt], rest[first_opt:]
+    if options:
+        cli.build_parser().parse_args(options, namespace=args)
     steps = decide(fmt, script, rest)
     if not steps:
         return 0

@@ -108,3 +108,11 @@ def test_emitted_rpm_scriptlets_parse(tmp_path: Path) -> None:
         path = tmp_path / "scriptlet"
         path.write_text(body.partition("\n")[2])
         subprocess.run(["dash", "-n", str(path)], check=True)
+
+
+def test_options_after_the_dpkg_arguments_are_options_not_versions(tmp_path: Path) -> None:
+    """`--maintscript deb postinst configure --name x` must not read `--name` as the old version."""
+    res = subprocess.run([*TOOL, "--maintscript", "deb", "postinst", "configure", "--name", "bad name!"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 2
+    assert "--name 'bad name!' is not a valid service name" in res.stderr
