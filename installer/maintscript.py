@@ -328,6 +328,9 @@ def main(fmt: str, script: str, rest: list[str], args: argparse.Namespace) -> in
     if options:
         cli.build_parser().parse_args(options, namespace=args)
     steps = decide(fmt, script, rest)
+    if args.user:
+        raise UserError("--maintscript installs the system service; --user does not apply",
+                        hint="drop --user: dpkg and rpm run maintainer scripts as root for the system")
     if not steps:
         return 0
     carry_out(_context(args), steps)

@@ -116,3 +116,9 @@ def test_options_after_the_dpkg_arguments_are_options_not_versions(tmp_path: Pat
                          capture_output=True, text=True, check=False)
     assert res.returncode == 2
     assert "--name 'bad name!' is not a valid service name" in res.stderr
+
+
+def test_user_scope_is_refused_for_package_scripts() -> None:
+    argv = [*TOOL, "--user", "--maintscript", "deb", "prerm", "upgrade", "1"]
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert res.returncode == 2 and "--user does not apply" in res.stderr
