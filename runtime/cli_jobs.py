@@ -229,9 +229,8 @@ def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
         run = store.report(args.id, args.status == "ok", args.message, now=time.time())
     finally:
         store.close()
-    path = statusfile.status_path(cfg.server.state_dir, tenant.name, run.id)
-    if path.exists():
-        statusfile.update(cfg.server.state_dir, tenant.name, run)
+    if run.queued and statusfile.path_of(cfg.server.state_dir, tenant.name, run).exists():
+        statusfile.update(cfg.server.state_dir, tenant.name, run)  # a scheduled job's: the daemon's to write
     return 0
 
 
@@ -285,8 +284,8 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
         raise UserError(f"tenant {tenant.name!r} has no run {args.id}", hint="see `taskserver jobs history`")
     d = _run_dict(run, output=True)
     d["tenant"] = tenant.name
-    status = statusfile.status_path(cfg.server.state_dir, tenant.name, run.id)
-    d["status_file"] = str(status) if status.exists() else None  # a scheduled run's goes when it ends
+    status = statusfile.path_of(cfg.server.state_dir, tenant.name, run)
+    d["status_file"] = str(status) if status.exists() else None
     if args.json:
         print(json.dumps(d, indent=2))
         return 0

@@ -99,7 +99,7 @@ class Daemon:
         for run_id in store.crash_orphans(self.instance, now=now):
             log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
                         tenant.name, run_id)
-            self.runs.write_status(tenant.name, store.get(run_id), keep=True)
+            self.runs.write_status(tenant.name, store.get(run_id))
         return store
 
     def _scheduled(self, job: JobDef) -> bool:
@@ -281,7 +281,7 @@ class Daemon:
             self.executor.interrupt_all(now)  # asked twice: do not wait any longer
             return
         log.info("stopping (%s): %d runs still going", why, len(self.runs))
-        self.stopping = True
+        self.stopping = self.executor.stopping = True
         self.stop_deadline = now + self.config.server.stop_timeout
         if self.notifier:
             self.notifier.stopping()

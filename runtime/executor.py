@@ -71,6 +71,7 @@ class Executor:
         self.cwd = cwd
         self.kill_grace = kill_grace
         self.children: dict[int, Child] = {}
+        self.stopping = False  # set by the daemon once it is shutting down
         self.on_close: Callable[[int], None] | None = None  # told before a pipe is closed (selector upkeep)
         self._base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         _close_on_exec_all()
@@ -176,7 +177,9 @@ class Executor:
         code = child.returncode
         assert code is not None
         output = child.tail.decode(errors="replace")
-        if child.interrupted:
+        if child.interrupted or (self.stopping and code < 0):
+            # killed while the daemon stops: by us, or by whoever stops the daemon (a supervisor
+            # signalling the whole group, Ctrl-C): not a crash of the job itself
             return Outcome(State.ERR, INTERRUPTED, code, output)
         if child.timed_out:
             return Outcome(State.ERR, TIMEOUT, code, output)

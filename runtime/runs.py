@@ -2,7 +2,7 @@
 
 ``Runs`` starts them (RUN row, status file, environment, child), notes what is busy (a job never overlaps
 itself, a queue runs one at a time) and ends them (outcome into the store, status file kept for queued
-tasks or removed for scheduled runs).  The daemon decides what to start and when to retry.
+tasks, the job's file for scheduled runs).  The daemon decides what to start and when to retry.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Active:
     job: str  # "" for an enqueued task
     queue: str | None
     run_id: int
-    queued: bool  # came through the queue: its status file stays after the end
+    queued: bool  # came through the queue (it has a status file of its own)
     jobdef: JobDef | None
     attempt: int
 
@@ -74,7 +74,7 @@ class Runs:
         if not self.store(tenant).claim(run.id, pid=0, instance=self.instance, now=now):
             return  # settled by hand (`jobs finish`) while it waited
         act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
-        run = replace(run, state=State.RUN, started=now, instance=self.instance)
+        run = replace(run, state=State.RUN, started=now, instance=self.instance)  # queued=True already
         if run.argv is not None:
             self._spawn(act, run, list(run.argv), None, now)
         elif job is not None:
@@ -85,12 +85,12 @@ class Runs:
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> None:
         config = self.config()
         tenant = config.tenant(act.tenant)
-        status = statusfile.status_path(config.server.state_dir, act.tenant, act.run_id)
+        status = statusfile.path_of(config.server.state_dir, act.tenant, run)
         env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
                "TASKSERVER_CONFIG": str(config.path.absolute())}
-        self.write_status(act.tenant, run, keep=True)
+        self.write_status(act.tenant, run)
         try:
             child = self.executor.spawn(act, argv, env, timeout, now)
         except OSError as exc:
@@ -125,20 +125,16 @@ class Runs:
     def _end(self, act: Active, outcome: Outcome, now: float) -> None:
         run = self.store(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
                                             exit_code=outcome.exit_code, output=outcome.output, now=now)
-        self.write_status(act.tenant, run, keep=act.queued)
+        self.write_status(act.tenant, run)
         level = logging.DEBUG if run.state is State.OK else logging.WARNING
         log.log(level, "tenant %s run %d (%s): %s%s", act.tenant, run.id, act.job or "task", run.state.value,
                 f" {run.reason}" if run.reason else "")
         self.ended.append((act, run))
 
-    def write_status(self, tenant: str, run: Run | None, *, keep: bool) -> None:
+    def write_status(self, tenant: str, run: Run | None) -> None:
         if run is None:
             return
-        state_dir = self.config().server.state_dir
         try:
-            if keep or run.state in (State.QUE, State.RUN):
-                statusfile.update(state_dir, tenant, run)
-            else:
-                statusfile.remove(state_dir, tenant, run.id)
+            statusfile.update(self.config().server.state_dir, tenant, run)
         except OSError as exc:
             log.warning("status file of run %d: %s", run.id, exc)

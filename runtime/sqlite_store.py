@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, last_due REAL NOT NULL);
 """
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
-           "attempt, argv, output, message")
+           "attempt, argv, output, message, queued")
 
 
 def store_path(tenant: TenantDef, state_dir: Path) -> Path:
@@ -64,11 +64,11 @@ def open_sqlite(tenant: TenantDef, state_dir: Path) -> SqliteStore:
 
 def _run(row: tuple[Any, ...]) -> Run:
     (rid, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, attempt,
-     argv, output, message) = row
+     argv, output, message, queued) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
                attempt=attempt, argv=tuple(json.loads(argv)) if argv else None, output=output,
-               message=message)
+               message=message, queued=bool(queued))
 
 
 class SqliteStore:

@@ -44,6 +44,7 @@ class Run:
     argv: tuple[str, ...] | None  # a task's command; None: the job's configured command
     output: str
     message: str | None  # a task's own report (`jobs finish --message`) or a note from the daemon
+    queued: bool = False  # came in through the queue (`jobs enqueue`, `jobs run`), not from the schedule
 
 
 @dataclass(frozen=True)

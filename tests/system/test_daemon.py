@@ -3,6 +3,7 @@ kill -9, SIGTERM interrupting runs, SIGHUP reload, --once, --time-limit, the mem
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import time
@@ -128,6 +129,9 @@ def test_time_limit_stops_taking_work_and_lets_runs_finish(tmp_path: Path) -> No
         d.stop()
     assert run_of(cfg, rid)["state"] == "OK"
     assert sum(r["job"] == "tick" for r in runs(cfg)) == ticks  # no new work after the limit
+    job_file = tmp_path / "state" / "status" / "t" / "tick.job"  # a scheduled job's file: its last run
+    last_tick = max(r["id"] for r in runs(cfg) if r["job"] == "tick")
+    assert first_line(job_file) == "OK" and f"id={last_tick}\n" in job_file.read_text()
     assert not any(r["state"] in ("RUN", "QUE") for r in runs(cfg))
 
 
@@ -245,3 +249,21 @@ def test_housekeeping_at_start_purges_old_history(tmp_path: Path) -> None:
     assert [r["id"] for r in runs(cfg)] == [new]
     assert not status_file(cfg, old).exists() and status_file(cfg, new).exists()
     assert "purged 1 old runs" in d.text()
+
+
+def test_a_run_killed_by_whoever_stops_the_daemon_is_interrupted(tmp_path: Path) -> None:
+    """A supervisor that signals every process (systemd's default KillMode) kills the runs too."""
+    cfg = write_config(tmp_path / "cfg.yaml", server={"stop_timeout": 300})
+    rid = enqueue(cfg, "sleep", "300")
+    d = Daemon(cfg)
+    try:
+        pid = wait_for(lambda: run_of(cfg, rid)["state"] == "RUN" and run_of(cfg, rid)["pid"],
+                       "the task to run")
+        d.signal(signal.SIGTERM)
+        wait_for(lambda: "stopping (signal SIGTERM)" in d.text(), "the daemon to take the signal")
+        os.kill(pid, signal.SIGTERM)
+        assert d.wait() == 0, d.text()
+    finally:
+        d.stop()
+    run = run_of(cfg, rid)
+    assert (run["state"], run["reason"], run["exit_code"]) == ("ERR", "interrupted", -signal.SIGTERM)
