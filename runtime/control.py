@@ -329,6 +329,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # --- parsers ----------------------------------------------------------------------------------------------
 
+_START_MORE = """\
+The daemon detaches (double fork, new session, stdin from /dev/null) and appends its output to
+<state_dir>/<instance>.log. start returns once the daemon holds its pid file and is ready, or prints why it
+failed (exit non-zero). Pid file: $RUNTIME_DIRECTORY, else /run/taskserver (root) or
+$XDG_RUNTIME_DIR/taskserver; named taskserver.pid for the default config, else after the config path."""
+_STOP_MORE = """\
+Sends TERM, waits task_server.stop_timeout (default 30s) for running jobs, then KILL."""
+_STATUS_MORE = """\
+Exit codes as an LSB init script: 0 running, 1 dead but the pid file remains, 3 not running."""
+
 
 def register(sub: Any) -> None:
     """Add run, start, stop, restart, reload and status to the main parser's subparsers."""
@@ -349,16 +359,23 @@ def register(sub: Any) -> None:
         help="stop taking new work after S seconds, finish running jobs, exit 0 (default: no limit)",
     )
     p.set_defaults(func=cmd_run)
-    for name, func, text in (
-        ("start", cmd_start, "start the daemon in the background; 0 when it is ready or already running"),
-        ("stop", cmd_stop, "stop the daemon (TERM, then KILL after server.stop_timeout); 0 when not running"),
-        ("restart", cmd_restart, "stop, then start"),
-        ("reload", cmd_reload, "re-read the configuration (SIGHUP); exit 7 when not running"),
+    for name, func, text, more in (
+        (
+            "start",
+            cmd_start,
+            "start the daemon in the background; 0 when ready or already running",
+            _START_MORE,
+        ),
+        ("stop", cmd_stop, "stop the daemon; 0 when it was not running", _STOP_MORE),
+        ("restart", cmd_restart, "stop (if running), then start", ""),
+        ("reload", cmd_reload, "re-read the configuration (SIGHUP); exit 7 when not running", ""),
         (
             "status",
             cmd_status,
-            "print pid, uptime, tenants; exit 0 running, 1 dead (stale pid file), 3 stopped",
+            "one line: pid, uptime, tenants; exit 0 running, 1 dead, 3 stopped",
+            _STATUS_MORE,
         ),
     ):
-        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", formatter_class=fmt)
+        desc = text[0].upper() + text[1:] + "." + (f"\n\n{more}" if more else "")
+        p = sub.add_parser(name, help=text, description=desc, formatter_class=fmt)
         p.set_defaults(func=func)

@@ -8,6 +8,7 @@ Used at start and on every reload, so reloads do not ratchet the daemon's memory
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -33,7 +34,9 @@ def load_in_child(load: Callable[[], Config]) -> Config:
     with os.fdopen(read_fd, "rb") as pipe:
         while chunk := pipe.read(1 << 20):
             chunks.append(chunk)
-    os.waitpid(pid, 0)
+    # ChildProcessError: reaped by a SIGCHLD handler that waits for any child; the answer is already here
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
     if not chunks:
         raise RuntimeError("the config loader process died without an answer")
     data = b"".join(chunks)

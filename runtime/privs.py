@@ -70,7 +70,13 @@ def check_can_switch(spec: str | None) -> None:
 def prepare_dir(path: Path, spec: str | None) -> None:
     """Create ``path`` (the state dir) and, as root, hand it to the run_as user so it stays usable."""
     created = not path.exists()
-    path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"state_dir {path}: {exc.strerror}",
+            hint="set task_server.state_dir to a directory taskserver may create or use",
+        ) from exc
     if os.geteuid() != 0 or spec is None:
         return
     ident = resolve(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,3 +210,29 @@ def test_bad_config_fails_start_and_run_with_its_location(box: Sandbox) -> None:
         assert res.returncode == 2, res
         assert f"{cfg}:2:" in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert box.ts(cfg, "status").returncode == 3
+
+
+def test_failure_after_the_fork_reaches_the_caller(box: Sandbox) -> None:
+    """The daemon fails after detaching (its state dir cannot be made): start says why, through the pipe."""
+    blocker = box.base / "a-file"
+    blocker.write_text("")
+    cfg = box.base / "s.yaml"
+    cfg.write_text(f"task_server:\n  state_dir: {blocker / 'state'}\n")
+    cfg.chmod(0o644)
+    res = box.ts(cfg, "start")
+    assert res.returncode == 2, res
+    assert "start failed: state_dir" in res.stderr and "Not a directory" in res.stderr, res.stderr
+    assert "hint:" in res.stderr
+    assert box.ts(cfg, "status").returncode == 3  # the pid file was released
+
+
+def test_help_at_every_level_shows_defaults() -> None:
+    from daemonproc import TASKSERVER
+
+    top = subprocess.run([TASKSERVER, "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("run", "start", "stop", "restart", "reload", "status", "check", "jobs"):
+        assert f"    {cmd} " in top, cmd
+    run = subprocess.run([TASKSERVER, "run", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--once" in run and "--time-limit S" in run and "default: no limit" in run
+    stop = subprocess.run([TASKSERVER, "stop", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "stop_timeout (default 30s)" in stop
