@@ -17,14 +17,12 @@ import select
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import config, logs, privs
 from .errors import UserError
-from .isolate import load_in_child
 from .model import Config
 from .notify import Notifier
 from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
@@ -47,7 +45,12 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    path = _config_path(args)
+    return _load_path(_config_path(args))
+
+
+def _load_path(path: Path) -> Config:
+    from .isolate import load_in_child  # noqa: PLC0415 - pickle is not needed by status
+
     return load_in_child(lambda: config.load(path))
 
 
@@ -75,7 +78,7 @@ def _serve(
     pidfile.write_info(_summary(cfg, started))
 
     def reload_config() -> Config:
-        new = load_in_child(lambda: config.load(path))
+        new = _load_path(path)
         pidfile.write_info(_summary(new, started))
         return new
 
@@ -138,7 +141,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         code = _daemon_main(cfg, args, write_fd)
     except BaseException as exc:  # anything that escapes must reach the waiting parent
         _tell(write_fd, f"err 1\n{type(exc).__name__}: {exc}\n")
-        traceback.print_exc()
+        log.exception("the daemon failed")
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

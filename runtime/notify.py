@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class Notifier:
         self._on_ready = on_ready
         self._sock: socket.socket | None = None
         if address:
+            import socket  # noqa: PLC0415 - only under a supervisor: `status` should not pay for it
+
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     @classmethod
