@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,10 +159,12 @@ def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines
     wait_job_runs(m, before)
     assert ok_runs_since(m, booted), "the daemon recorded no OK run since the reboot"
 
-    # The admin's "disable" wins over a re-run of the installer.
+    # The admin's "disable" wins over a re-run of the installer, and the next boot honours it.
     m.sh(["systemctl", "disable", "taskserver"])
     install(m, *WRITABLE)
     assert systemctl(m, "is-enabled", "taskserver") == "disabled"
+    reboot_and_wait(m)
+    assert systemctl(m, "is-active", "taskserver") == "inactive", "a disabled unit started at boot"
 
     out = install(m, "--uninstall")
     assert systemctl(m, "is-active", "taskserver") in ("inactive", "unknown"), out
@@ -221,6 +224,12 @@ def rc_links(m: Container) -> list[str]:
     return out.split()
 
 
+def start_links(m: Container) -> list[str]:
+    """The multi-user runlevels' start links for us (what makes the service come up at boot)."""
+    out = m.sh(["sh", "-c", "ls -d /etc/rc[2-5].d/S[0-9][0-9]taskserver 2>/dev/null || true"]).stdout
+    return out.split()
+
+
 def sysv_status(m: Container) -> int:
     return m.sh(["/etc/init.d/taskserver", "status"], check=False).returncode
 
@@ -243,12 +252,21 @@ def test_sysv_install_reboot_uninstall(registrar: str, installed: lab.Roots, mac
     assert sysv_status(m) == 0, out
     links = rc_links(m)
     assert any(x.startswith("S") for x in links) and any(x.startswith("K") for x in links), links
+    assert start_links(m), links
     wait_job_runs(m, 0)
 
     before, booted = reboot_and_wait(m)
     wait_until(lambda: sysv_status(m) == 0, 60, "the init script to report running after reboot")
     wait_job_runs(m, before)
     assert ok_runs_since(m, booted), "the daemon recorded no OK run since the reboot"
+
+    if registrar == "update-rc.d":
+        # The admin's "update-rc.d NAME disable" wins over a re-run of the installer and over the next boot.
+        m.sh(["update-rc.d", "taskserver", "disable"])
+        install(m, *WRITABLE)
+        assert start_links(m) == [], "a re-run of the installer re-enabled the service"
+        reboot_and_wait(m)
+        assert sysv_status(m) == 3, "a disabled service started at boot"
 
     out = install(m, "--uninstall")
     # The script is gone now; ask the daemon itself (LSB: 3 = not running).
@@ -277,17 +295,32 @@ def processes_in(root: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.parametrize("how", ["chroot", "--root"])
 @pytest.mark.parametrize("name", ["systemd", "sysv"])
-def test_offline_install_then_boot(name: str, installed: lab.Roots, machines: Machines) -> None:
+def test_offline_install_then_boot(name: str, how: str, installed: lab.Roots, machines: Machines) -> None:
+    """An image build: the root is not booted; files and boot links only, then the first boot starts it.
+
+    "chroot" runs the root's own installer inside it; "--root" runs this machine's installer on the tree
+    (the executable is then the root's, given explicitly).
+    """
     m = machines.container(installed(name))
     root = m.overlay.root
     write_config(root)
-    proc = subprocess.run(["chroot", str(root), INSTALL, *WRITABLE], capture_output=True, text=True,
-                              env=lab.CLEAN_ENV, check=False, timeout=180)
+    if how == "chroot":
+        argv = ["chroot", str(root), INSTALL, *WRITABLE]
+    else:
+        host_installer = Path(sys.executable).with_name("taskserver-install")
+        argv = [str(host_installer), "--root", str(root), "--executable", f"{lab.VENV}/bin/taskserver",
+                *WRITABLE]
+    host_files = ("/etc/systemd/system/taskserver.service", "/etc/init.d/taskserver",
+                  "/var/lib/taskserver-install/taskserver.json")
+    host_before = [os.path.lexists(p) for p in host_files]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=lab.CLEAN_ENV, check=False, timeout=180)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"chroot {root} {INSTALL} exited {proc.returncode}:\n{out}"
+    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}:\n{out}"
     assert "offline" in out, out
     assert processes_in(root) == [], "the offline install started something"
+    assert [os.path.lexists(p) for p in host_files] == host_before, "the install wrote outside the root"
 
     m.boot()
     m.wait_ready()
