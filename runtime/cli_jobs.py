@@ -97,13 +97,14 @@ def _as_daemon_user(cfg: Config) -> Iterator[None]:
         yield
         return
     privs.prepare_dir(cfg.server.state_dir, spec)  # as the daemon does: the state dir belongs to run_as
+    egid = os.getegid()
     os.setegid(ident.gid)
     os.seteuid(ident.uid)
     try:
         yield
     finally:
         os.seteuid(0)
-        os.setegid(0)
+        os.setegid(egid)
 
 
 def _wake(cfg: Config) -> bool:
