@@ -267,3 +267,18 @@ def test_a_run_killed_by_whoever_stops_the_daemon_is_interrupted(tmp_path: Path)
         d.stop()
     run = run_of(cfg, rid)
     assert (run["state"], run["reason"], run["exit_code"]) == ("ERR", "interrupted", -signal.SIGTERM)
+
+
+def test_a_long_downtime_is_recorded_bounded_and_summarised(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", {"j": {"every": 600, "command": ["true"], "catch_up": "skip"}})
+    assert Daemon(cfg, "--once").wait() == 0
+    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
+    with db:  # 500 due times missed (every 600 s for ~3.5 days), the newest 90 s ago
+        db.execute("UPDATE jobs SET last_due = ?", (time.time() - 500 * 600 - 90,))
+    db.close()
+    assert Daemon(cfg, "--once").wait() == 0
+    missed = [r for r in runs(cfg) if r["reason"] == "missed"]
+    summaries = [r for r in missed if "(summarised)" in (r["message"] or "")]
+    assert len(summaries) == 1 and len(missed) < 500  # a row per listed due time, one for the rest
+    counted = int(summaries[0]["message"].split()[0])
+    assert counted + len(missed) - 1 == 500  # every one of them accounted for
