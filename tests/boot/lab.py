@@ -302,6 +302,27 @@ class Overlay:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _kill_containers_on(root: Path) -> None:
+    """SIGKILL a container left running on root (its nspawn outlives a killed session, in its own session).
+
+    Killing the container's PID 1 ends its whole PID namespace; then nspawn exits by itself.
+    """
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not entry.isdigit() or not argv[0].endswith(b"systemd-nspawn") or str(root).encode() not in argv:
+            continue
+        for child in os.listdir("/proc"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{child}/stat").read_text()
+                if child.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == int(entry):
+                    os.kill(int(child), 9)
+        with contextlib.suppress(OSError):
+            os.kill(int(entry), 9)
+
+
 def cleanup_stale() -> None:
     """Unmount and remove overlays left behind by test sessions that were killed."""
     for d in SCRATCH.glob("taskserver-bootlab-*"):
@@ -309,6 +330,7 @@ def cleanup_stale() -> None:
         if pid.isdigit() and Path(f"/proc/{pid}").exists():
             continue
         merged = d / "merged"
+        _kill_containers_on(merged)
         if mounts().get(str(merged)) == "overlay":
             subprocess.run(["umount", "-l", str(merged)], check=False)
         if mounts().get(str(merged)) is None:
