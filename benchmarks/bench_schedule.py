@@ -14,8 +14,18 @@ from taskserver.runtime.model import Cron, Every, JobDef
 from taskserver.runtime.schedule import catch_up, next_fire
 from taskserver.runtime.windows import parse_window
 
-EXPRS = ["*/5 * * * *", "0 * * * *", "30 2 * * *", "0 0 13 * fri", "15 9-17 * * mon-fri", "0 0 1 * *",
-         "@daily", "*/7 3-5 * * *", "0 12 29 2 *", "5 4 * * sun"]
+EXPRS = [
+    "*/5 * * * *",
+    "0 * * * *",
+    "30 2 * * *",
+    "0 0 13 * fri",
+    "15 9-17 * * mon-fri",
+    "0 0 1 * *",
+    "@daily",
+    "*/7 3-5 * * *",
+    "0 12 29 2 *",
+    "5 4 * * sun",
+]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"]
 START = datetime(2026, 5, 28, 23, 0, tzinfo=UTC)
 
@@ -49,11 +59,17 @@ def measure(label: str, jobs: list[tuple[JobDef, str]], fn: object) -> None:
 def main() -> None:
     jobs = make_jobs(10_000)
     measure("next_fire x10000", jobs, lambda j, tz: next_fire(j, tz, START))
-    measure("next_fire across a DST change x10000", jobs,
-            lambda j, tz: next_fire(j, tz, datetime(2026, 3, 28, 23, 0, tzinfo=UTC)))
+    measure(
+        "next_fire across a DST change x10000",
+        jobs,
+        lambda j, tz: next_fire(j, tz, datetime(2026, 3, 28, 23, 0, tzinfo=UTC)),
+    )
     for days in (1, 30):
-        measure(f"catch_up after {days} day(s) down x10000", jobs,
-                lambda j, tz, d=days: catch_up(j, tz, START, START + timedelta(days=d)))
+        measure(
+            f"catch_up after {days} day(s) down x10000",
+            jobs,
+            lambda j, tz, d=days: catch_up(j, tz, START, START + timedelta(days=d)),
+        )
 
 
 if __name__ == "__main__":

@@ -109,15 +109,16 @@ def lateness(n: int, base: float, step: float) -> dict[str, Any]:
         srv.start("--time-limit", str(base + n * step + 3))
         srv.wait()
         first = srv.rows(
-            "SELECT r.due, r.started, r.output FROM runs r JOIN "
+            "SELECT r.due, r.started, r.output, r.finished FROM runs r JOIN "
             "(SELECT job, MIN(due) AS due FROM runs WHERE state='OK' GROUP BY job) f "
             "ON r.job = f.job AND r.due = f.due"
         )
         missed = srv.rows("SELECT COUNT(*) FROM runs WHERE state != 'OK'")[0][0]
     finally:
         srv.cleanup()
-    daemon = sorted(started - due for due, started, _ in first)
-    child = sorted(float(out.strip()) - due for due, _, out in first if out.strip())
+    daemon = sorted(started - due for due, started, _, _ in first)
+    child = sorted(float(out.strip()) - due for due, _, out, _ in first if out.strip())
+    span = max(f for *_, f in first) - min(s for _, s, _, _ in first) if first else 0
     return {
         "n": len(first),
         "not_ok": missed,
@@ -126,6 +127,7 @@ def lateness(n: int, base: float, step: float) -> dict[str, Any]:
         "max": daemon[-1] if daemon else None,
         "child_p50": percentile(child, 50),
         "child_p99": percentile(child, 99),
+        "per_s": len(first) / span if span else None,
     }
 
 
