@@ -217,6 +217,23 @@ def test_deb_remove_reinstall_keeps_disable_until_purge(variant: lab.Roots, pack
     running_pid(m)
 
 
+@pytest.mark.parametrize("init", ["systemd", "sysv"])
+def test_deb_abort_remove_puts_the_service_back(init: str, variant: lab.Roots, packages: Path,
+                                                machines: Machines) -> None:
+    """dpkg's error unwind: when a removal fails after `prerm remove`, dpkg calls `postinst abort-remove`.
+    The package's own scripts are run here with exactly those arguments."""
+    m = machines.container(variant(init), wheels=packages)
+    m.boot()
+    m.wait_ready()
+    dpkg(m, "-i", deb(VERSIONS[0]))
+    before = running_pid(m)
+    m.sh(["/var/lib/dpkg/info/taskserver.prerm", "remove"])
+    assert pids(m) == [] and not enabled(m)
+    out = m.sh(["/var/lib/dpkg/info/taskserver.postinst", "abort-remove"]).stdout
+    assert enabled(m), out
+    assert running_pid(m) != before, out
+
+
 def test_deb_policy_rc_d_101_forbids_start(variant: lab.Roots, packages: Path, machines: Machines) -> None:
     m = machines.container(variant("systemd"), wheels=packages)
     m.boot()
