@@ -73,6 +73,12 @@ def install(m: Container, *args: str, user: tuple[str, int] | None = None) -> st
     return out
 
 
+def status(m: Container, *args: str, user: tuple[str, int] | None = None) -> dict[str, Any]:
+    """`taskserver-install --status --json`: what the installer's backend reads from the live init."""
+    data: dict[str, Any] = json.loads(install(m, "--status", "--json", *args, user=user))
+    return {k: data[k] for k in ("installed", "enabled", "running")}
+
+
 def service_log(m: Container) -> str:
     """What the daemon said, for failure messages: its journal under systemd, a foreground check on SysV."""
     if m.init == "systemd":
@@ -152,6 +158,7 @@ def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines
     assert "systemd" in out and "live" in out, out
     assert systemctl(m, "is-active", "taskserver") == "active", out
     assert systemctl(m, "is-enabled", "taskserver") == "enabled"
+    assert status(m) == {"installed": True, "enabled": True, "running": True}
     wait_job_runs(m, 0)
 
     before, booted = reboot_and_wait(m)
@@ -165,10 +172,12 @@ def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines
     assert systemctl(m, "is-enabled", "taskserver") == "disabled"
     reboot_and_wait(m)
     assert systemctl(m, "is-active", "taskserver") == "inactive", "a disabled unit started at boot"
+    assert status(m) == {"installed": True, "enabled": False, "running": False}
 
     out = install(m, "--uninstall")
     assert systemctl(m, "is-active", "taskserver") in ("inactive", "unknown"), out
     assert m.sh(["systemctl", "cat", "taskserver"], check=False).returncode != 0, "unit still known"
+    assert status(m)["installed"] is False
     assert no_taskserver_process(m)
     assert m.poweroff() == 0
     assert_nothing_of_ours_left(m, own)
@@ -194,6 +203,7 @@ def test_systemd_user_unit_with_linger(installed: lab.Roots, machines: Machines)
 
     out = install(m, "--init", "systemd", "--user", user=("alice", uid))
     assert user_systemctl("is-active", "taskserver") == "active", out
+    assert status(m, "--user", user=("alice", uid)) == {"installed": True, "enabled": True, "running": True}
     wait_job_runs(m, 0, proof)
 
     assert m.reboot() == EXIT_REBOOT
@@ -253,6 +263,7 @@ def test_sysv_install_reboot_uninstall(registrar: str, installed: lab.Roots, mac
     links = rc_links(m)
     assert any(x.startswith("S") for x in links) and any(x.startswith("K") for x in links), links
     assert start_links(m), links
+    assert status(m) == {"installed": True, "enabled": True, "running": True}
     wait_job_runs(m, 0)
 
     before, booted = reboot_and_wait(m)
@@ -267,6 +278,7 @@ def test_sysv_install_reboot_uninstall(registrar: str, installed: lab.Roots, mac
         assert start_links(m) == [], "a re-run of the installer re-enabled the service"
         reboot_and_wait(m)
         assert sysv_status(m) == 3, "a disabled service started at boot"
+        assert status(m) == {"installed": True, "enabled": False, "running": False}
 
     out = install(m, "--uninstall")
     # The script is gone now; ask the daemon itself (LSB: 3 = not running).
