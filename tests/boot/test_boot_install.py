@@ -73,6 +73,19 @@ def install(m: Container, *args: str, user: tuple[str, int] | None = None) -> st
     return out
 
 
+def daemon_pids(m: Container) -> list[str]:
+    """The main daemon's pid: the oldest match (a job's child matches too between fork and exec)."""
+    return m.sh(["pgrep", "-o", "-f", f"{lab.VENV}/bin/taskserver "], check=False).stdout.split()
+
+
+def assert_rerun_changes_nothing(m: Container) -> None:
+    """The same install again: says unchanged, and the running daemon is left alone (not restarted)."""
+    pids = daemon_pids(m)
+    out = install(m, *WRITABLE)
+    assert "unchanged" in out, out
+    assert pids and daemon_pids(m) == pids, f"daemon restarted by an unchanged re-run: {pids} -> {out}"
+
+
 def status(m: Container, *args: str, user: tuple[str, int] | None = None) -> dict[str, Any]:
     """`taskserver-install --status --json`: what the installer's backend reads from the live init."""
     data: dict[str, Any] = json.loads(install(m, "--status", "--json", *args, user=user))
@@ -160,6 +173,7 @@ def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines
     assert systemctl(m, "is-enabled", "taskserver") == "enabled"
     assert status(m) == {"installed": True, "enabled": True, "running": True}
     wait_job_runs(m, 0)
+    assert_rerun_changes_nothing(m)
 
     before, booted = reboot_and_wait(m)
     assert systemctl(m, "is-active", "taskserver") == "active", m.console()
@@ -265,6 +279,7 @@ def test_sysv_install_reboot_uninstall(registrar: str, installed: lab.Roots, mac
     assert start_links(m), links
     assert status(m) == {"installed": True, "enabled": True, "running": True}
     wait_job_runs(m, 0)
+    assert_rerun_changes_nothing(m)
 
     before, booted = reboot_and_wait(m)
     wait_until(lambda: sysv_status(m) == 0, 60, "the init script to report running after reboot")
