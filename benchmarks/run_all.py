@@ -134,6 +134,12 @@ def main() -> int:
             f"{thr[0].get('per_s', 0):.0f}/s",
             f"{thr[1].get('per_s', 0):.0f}/s",
         ),
+        (
+            f"  scheduled runs per second while {n} due at once drain",
+            "",
+            f"{burst[0].get('per_s') or 0:.0f}/s",
+            "",
+        ),
         ("`taskserver status` wall p50, 1 job", "<= 100 ms", ms(ts_status.get("status_p50")), "n/a"),
         ("  same, CPU p50", "", ms(ts_status.get("status_cpu_p50")), ""),
         (

@@ -94,6 +94,8 @@ def _summary(cfg: Config, started: float) -> dict[str, Any]:
 
 
 def _preflight(cfg: Config) -> None:
+    if cfg.server.debug:  # task_server.debug: true is --verbose for the daemon
+        logging.getLogger().setLevel(logging.DEBUG)
     privs.check_root_policy(cfg)
     privs.check_can_switch(cfg.server.run_as)
     if not cfg.exists:

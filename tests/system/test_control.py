@@ -236,3 +236,19 @@ def test_help_at_every_level_shows_defaults() -> None:
     assert "--once" in run and "--time-limit S" in run and "default: no limit" in run
     stop = subprocess.run([TASKSERVER, "stop", "--help"], capture_output=True, text=True, check=True).stdout
     assert "stop_timeout (default 30s)" in stop
+
+
+def test_install_dir_is_the_daemons_working_directory(box: Sandbox) -> None:
+    app = box.base / "app"
+    app.mkdir()
+    cfg = box.base / "i.yaml"
+    cfg.write_text(f"task_server:\n  install_dir: {app}\n  debug: true\n")
+    cfg.chmod(0o644)
+    assert box.ts(cfg, "start").returncode == 0
+    pid = box.pid_of(cfg)
+    assert os.readlink(f"/proc/{pid}/cwd") == str(app)
+    log = Path(os.readlink(f"/proc/{pid}/fd/2"))
+    assert " DEBUG " in log.read_text()  # task_server.debug turns on debug logging
+    plain = box.base / "a.yaml"
+    assert box.ts(plain, "start").returncode == 0
+    assert os.readlink(f"/proc/{box.pid_of(plain)}/cwd") == "/"  # never holds the caller's directory
