@@ -173,6 +173,7 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
         privs.drop_privileges(cfg.server.run_as)
         notifier = Notifier(os.environ.get("NOTIFY_SOCKET") or None, None, lambda: _tell(pipe, "ok\n"))
         log.info("taskserver %d started with %s", os.getpid(), cfg.path)
+        log.debug("holding pid file %s; logging to %s", pidfile.path, _log_path(cfg))
         code = _serve(serve, cfg, pidfile, notifier)
         _tell(pipe, f"err 1\nthe daemon exited with code {code} before it was ready; see {_log_path(cfg)}\n")
         return code
