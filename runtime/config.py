@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
-from .model import Config, ServerSettings, TenantDef
 
 if TYPE_CHECKING:
     from .config_parse import ConfigError, ConfigInvalid
+    from .model import Config
 
 __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "default_config_path", "load", "parse_text"]
 
@@ -68,6 +68,9 @@ def default_state_dir(path: Path | None = None) -> Path:
 
 
 def embedded_default(path: Path) -> Config:
+    # model (a dozen dataclasses) is imported on use: `status` and the pid file need only the paths here
+    from .model import Config, ServerSettings, TenantDef  # noqa: PLC0415
+
     """The configuration used when ``path`` does not exist."""
     server = ServerSettings(state_dir=default_state_dir(path))
     return Config(path=path, exists=False, server=server, tenants=(TenantDef(name="default", login=None),))

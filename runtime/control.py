@@ -19,13 +19,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config, logs, privs
 from .errors import UserError
-from .model import Config
 from .notify import Notifier
 from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
+
+if TYPE_CHECKING:
+    from .model import Config
 
 __all__ = ["pidfile_path_for", "read_pid", "register"]
 

@@ -18,9 +18,8 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import instance_name
 from .errors import UserError
@@ -86,8 +85,7 @@ def _read_content(fd: int) -> int | None:
     return int(data) if data.isdigit() else None
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """What the pid file says: ``running`` with the holder's pid, or ``stale`` with a dead daemon's pid."""
 
     path: Path

@@ -10,17 +10,18 @@ import grp
 import logging
 import os
 import pwd
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import UserError
-from .model import Config
+
+if TYPE_CHECKING:
+    from .model import Config
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     user: str
     uid: int
     gid: int
