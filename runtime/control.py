@@ -50,10 +50,10 @@ def _load(args: argparse.Namespace) -> Config:
     return _load_path(_config_path(args))
 
 
-def _load_path(path: Path) -> Config:
+def _load_path(path: Path, keepalive: Callable[[], None] | None = None) -> Config:
     from .isolate import load_in_child  # noqa: PLC0415 - pickle is not needed by status
 
-    return load_in_child(lambda: config.load(path))
+    return load_in_child(lambda: config.load(path), keepalive)
 
 
 def _become_daemon_user(cfg: Config) -> Callable[..., int]:
@@ -80,7 +80,8 @@ def _serve(
     pidfile.write_info(_summary(cfg, started))
 
     def reload_config() -> Config:
-        new = _load_path(path)
+        watched = notifier is not None and notifier.watchdog_interval() is not None
+        new = _load_path(path, notifier.ping if watched and notifier is not None else None)
         pidfile.write_info(_summary(new, started))
         return new
 

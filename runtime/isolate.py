@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import pickle
+import select
 import traceback
 from collections.abc import Callable
 
@@ -19,8 +20,14 @@ from .errors import UserError
 from .model import Config
 
 
-def load_in_child(load: Callable[[], Config]) -> Config:
-    """``load()`` run in a forked child; its UserError is re-raised here, other failures as RuntimeError."""
+def load_in_child(
+    load: Callable[[], Config], keepalive: Callable[[], None] | None = None, every: float = 1.0
+) -> Config:
+    """``load()`` run in a forked child; its UserError is re-raised here, other failures as RuntimeError.
+
+    ``keepalive`` is called every ``every`` seconds while waiting: a reload of a large file takes seconds,
+    longer than a short systemd watchdog allows between pings.
+    """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never return into the caller's code
@@ -31,8 +38,16 @@ def load_in_child(load: Callable[[], Config]) -> Config:
             os._exit(0)
     os.close(write_fd)
     chunks = []
-    with os.fdopen(read_fd, "rb") as pipe:
-        while chunk := pipe.read(1 << 20):
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], every)
+            if not ready:
+                if keepalive is not None:
+                    keepalive()
+                continue
+            chunk = pipe.read(1 << 20)
+            if not chunk:
+                break
             chunks.append(chunk)
     # ChildProcessError: reaped by a SIGCHLD handler that waits for any child; the answer is already here
     with contextlib.suppress(ChildProcessError):

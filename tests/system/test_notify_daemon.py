@@ -45,6 +45,10 @@ def test_ready_status_watchdog_stopping(box: Sandbox) -> None:
         # pings keep coming while idle (no job is configured: only the watchdog wakes it)
         for _ in range(3):
             _messages(sock, "WATCHDOG=1")
+        # reload (the config is parsed in a child meanwhile): RELOADING=1, then READY=1 again
+        proc.send_signal(signal.SIGHUP)
+        _messages(sock, "RELOADING=1")
+        _messages(sock, "READY=1")
         proc.send_signal(signal.SIGTERM)
         _messages(sock, "STOPPING=1")
         assert proc.wait(30) == 0
