@@ -6,9 +6,9 @@ itself: the service runs, a job from the config runs, both come back after a reb
 nothing of ours in the overlay's upper dir (the exact record of what changed on the machine).
 
 What uninstall keeps, on purpose: the configuration the admin wrote (/etc/taskserver/..., here written by the
-test) and the daemon's state under /var/lib/taskserver (job history is data; removing it is a purge decision,
-not an uninstall). Everything else named like the service must be gone: unit or init script, enable links,
-the installer's manifest.
+test) and the daemon's state under /var/lib/taskserver, or ~/.local/state/taskserver for --user (job history
+is data; removing it is a purge decision, not an uninstall). Everything else named like the service must be
+gone: unit or init script, enable links, the installer's manifest.
 """
 
 from __future__ import annotations
@@ -237,8 +237,16 @@ def test_systemd_user_unit_with_linger(installed: lab.Roots, machines: Machines)
     unit_dir = f"{home}/.config/systemd/user"
     left = {p for p in lab.upper_dir_files(m.overlay) if p.startswith(unit_dir + "/")}
     assert left == set(), f"left in {unit_dir}: {sorted(left)}"
-    manifests = {p for p in lab.upper_dir_files(m.overlay) if "taskserver-install" in p}
-    assert manifests == set(), f"installer records left: {sorted(manifests)}"
+    # Whole machine: only what useradd and the test made, and alice's daemon state (data, kept).
+    skel = lab.variant_root("systemd") / "etc/skel"
+    made = {f"/etc/{n}{b}" for n in ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
+            for b in ("", "-")}
+    made |= {home, proof, f"{home}/.config", f"{home}/.config/taskserver",
+             f"{home}/.config/taskserver/taskserver.yaml", f"{home}/.local", f"{home}/.local/state"}
+    made |= {f"{home}/{p.name}" for p in skel.iterdir()}
+    kept = f"{home}/.local/state/taskserver"
+    unexpected = {p for p in lab.leftovers(m.overlay) - made if not (p == kept or p.startswith(kept + "/"))}
+    assert unexpected == set(), f"left behind after uninstall --user: {sorted(unexpected)}"
 
 
 # --- SysV ---------------------------------------------------------------------------------------------------
