@@ -250,9 +250,10 @@ def install(
             raise Failed(f"{exc.message} — rolled back everything this install did", hint=exc.hint) from exc
         raise
     if not backend.live and out.changed:
+        done = "would be written, nothing would be" if dry_run else "were written, nothing was"
         out.notes.append(
-            "offline: the init system does not run here; files and boot links were written, "
-            "nothing was started (it starts at the next boot)"
+            f"offline: the init system does not run here; files and boot links {done} started "
+            "(it starts at the next boot)"
         )
     return out
 

@@ -197,6 +197,12 @@ def build_spec(
             f"--name {name!r} is not a valid service name",
             hint="use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)",
         )
+    if name.endswith(".service"):
+        # the unit would be NAME.service.service, and `systemctl stop NAME` would name another unit
+        raise UserError(
+            f"--name {name!r} ends in .service",
+            hint=f"give the bare name: --name {name.removesuffix('.service')}",
+        )
     if scope not in (SYSTEM, USER):
         raise UserError(f"unknown scope {scope!r}", hint="system or user")
     root_p = Path(os.path.abspath(check_value("--root", os.fspath(root))))

@@ -148,6 +148,7 @@ def test_dry_run_writes_nothing_and_prints_the_plan(tree: Path) -> None:
     res = cli("--init", "systemd", "--root", str(tree), "--dry-run")
     assert res.returncode == 0, res.stderr
     assert "would install" in res.stdout and "would run: systemctl" in res.stdout
+    assert "would be written" in res.stdout and "were written" not in res.stdout
     assert snapshot(tree) == before
 
 
@@ -198,6 +199,11 @@ BAD = [
     (["--init", "systemd", "--run-as", "svc:nosuchgroup"], "no such group"),
     (["--init", "systemd", "--name", "bad\nname"], "--name"),
     (["--init", "systemd", "--name", "../etc"], "not a valid service name"),
+    (["--init", "systemd", "--name", "a b"], "not a valid service name"),
+    (["--init", "systemd", "--name", "a$b"], "not a valid service name"),
+    (["--init", "systemd", "--name", "x.service"], "ends in .service"),
+    (["--init", "cron", "--user"], "--user works only with systemd"),
+    (["--init", "openrc"], "unknown init system"),
     (["--init", "systemd", "--config", "/etc/ts/a\nb.yaml"], "cannot be written safely"),
     (["--init", "systemd", "--config", "/etc/ts/a\x01b.yaml"], "control character"),
     (["--init", "systemd", "--config", "relative.yaml"], "absolute path"),
@@ -224,10 +230,15 @@ def test_system_scope_without_root_is_refused(tmp_path: Path) -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root (to become another user with setpriv)")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    res = cli("--init", "systemd", env=env, user=65534)
-    assert res.returncode == 2
-    assert "needs root" in res.stderr and "--user" in res.stderr
-    assert not Path("/etc/systemd/system/taskserver.service").exists() or res.returncode == 2
+    # the real / is the target here (no --root): prove that not one byte of it changed
+    watched = [Path("/etc/systemd/system"), Path("/var/lib/taskserver-install"), Path("/etc/init.d")]
+    before = {str(d): snapshot(d) if d.exists() else None for d in watched}
+    for init in ("systemd", "sysv", "upstart"):
+        res = cli("--init", init, "--name", "ts-audit-noroot", env=env, user=65534)
+        assert res.returncode == 2, res.stdout + res.stderr
+        lines = res.stderr.splitlines()
+        assert len(lines) == 2 and "needs root" in lines[0] and "--user" in lines[1], res.stderr
+    assert {str(d): snapshot(d) if d.exists() else None for d in watched} == before
 
 
 @pytest.fixture
