@@ -55,6 +55,8 @@ def test_systemd_installed_but_not_running_chroot(tmp_path: Path) -> None:
     (tmp_path / "etc/init.d").mkdir(parents=True)
     det = detect(tmp_path)
     assert (det.init, det.target, det.registrar, det.live) == ("offline", "systemd", "systemctl", False)
+    assert "systemd is installed (systemctl present)" in det.evidence
+    assert any(e.startswith("no running init system found: offline") for e in det.evidence)
 
 
 def test_docker_like_container_without_init(tmp_path: Path) -> None:
@@ -66,7 +68,9 @@ def test_docker_like_container_without_init(tmp_path: Path) -> None:
     det = detect(tmp_path)
     assert det.init == "offline" and det.container == "docker"
     assert det.target == "sysv"  # what is installed, for the next boot of an image
+    assert det.registrar == "update-rc.d"  # enable links for that next boot
     assert any(".dockerenv" in e for e in det.evidence)
+    assert "PID 1 is 'python3'" in det.evidence
 
 
 def test_upstart_ubuntu_1404_with_systemd_binaries_installed(tmp_path: Path) -> None:
@@ -99,7 +103,9 @@ def test_devuan_sysv_uses_update_rc_d(tmp_path: Path) -> None:
     tool(tmp_path, "usr/sbin/update-rc.d")
     tool(tmp_path, "sbin/insserv")
     det = detect(tmp_path)
-    assert (det.init, det.registrar) == ("sysv", "update-rc.d")
+    assert (det.init, det.registrar, det.distro_id) == ("sysv", "update-rc.d", "devuan")
+    assert any(e.startswith("PID 1 is init with /etc/init.d") for e in det.evidence)
+    assert "registrar update-rc.d (distribution family debian)" in det.evidence
 
 
 def test_debian_without_update_rc_d_falls_back_to_insserv(tmp_path: Path) -> None:
@@ -119,6 +125,7 @@ def test_centos6_like_sysv_uses_chkconfig(tmp_path: Path) -> None:
     tool(tmp_path, "sbin/chkconfig")
     det = detect(tmp_path)
     assert (det.init, det.registrar, det.distro_id) == ("sysv", "chkconfig", "centos")
+    assert "registrar chkconfig (distribution family rhel)" in det.evidence
 
 
 def test_centos6_with_its_upstart_06_still_gets_a_chkconfig_script(tmp_path: Path) -> None:
@@ -141,6 +148,8 @@ def test_suse_like_sysv_uses_insserv_even_with_chkconfig_present(tmp_path: Path)
     tool(tmp_path, "sbin/chkconfig")  # SUSE's chkconfig is a wrapper around insserv
     det = detect(tmp_path)
     assert (det.init, det.registrar) == ("sysv", "insserv")
+    assert "SysV registrars present: insserv, chkconfig" in det.evidence
+    assert "registrar insserv (distribution family suse)" in det.evidence
 
 
 def test_wsl_without_systemd_is_offline(tmp_path: Path) -> None:
@@ -153,7 +162,9 @@ def test_wsl_without_systemd_is_offline(tmp_path: Path) -> None:
     tool(tmp_path, "usr/sbin/update-rc.d")
     det = detect(tmp_path)
     assert det.init == "offline" and det.wsl
-    assert det.target == "systemd"
+    assert (det.target, det.registrar) == ("systemd", "systemctl")  # files + links for when systemd is on
+    assert any("WSL kernel" in e for e in det.evidence)
+    assert not any("SysV init is running" in e for e in det.evidence)
 
 
 def test_wsl_with_systemd_enabled_is_systemd(tmp_path: Path) -> None:
