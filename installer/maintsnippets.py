@@ -49,12 +49,15 @@ def render(fmt: str, args: argparse.Namespace, venv: Path, purge: list[Path], di
     opts = _tool_opts(args)
     if fmt == "rpm":
         python = shlex.quote(str(venv / "bin" / "python3"))
-        return "".join((
-            "%post\n", head, _call(python, opts, "rpm post", '"$1"'), "\n",
-            "%preun\n", head, _call(python, opts, "rpm preun", '"$1"'),
-            'if [ "$1" -eq 0 ]; then\n', _drop_bytecode(shlex.quote(str(venv))), "fi\n\n",
-            "%postun\n", head, _call(python, opts, "rpm postun", '"$1"'),
-        ))
+        # rpmbuild expands macros in scriptlet bodies: a `%` of a path or name must reach sh as itself
+        bodies = (
+            head + _call(python, opts, "rpm post", '"$1"') + "\n",
+            head + _call(python, opts, "rpm preun", '"$1"')
+            + 'if [ "$1" -eq 0 ]; then\n' + _drop_bytecode(shlex.quote(str(venv))) + "fi\n\n",
+            head + _call(python, opts, "rpm postun", '"$1"'),
+        )
+        post, preun, postun = (b.replace("%", "%%") for b in bodies)
+        return "".join(("%post\n", post, "%preun\n", preun, "%postun\n", postun))
     root = '"$DPKG_ROOT"'
     python = root + shlex.quote(str(venv / "bin" / "python3"))
     words = " ".join(root + shlex.quote(str(p)) for p in purge)

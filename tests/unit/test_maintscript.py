@@ -39,6 +39,16 @@ TOOL = [sys.executable, "-m", "taskserver.installer.cli"]
         ("deb", "postrm", ["purge"], (S.REMOVE, S.PURGE, S.PURGE_CONFIG)),
         ("deb", "postrm", ["upgrade", "0.1.0-2"], ()),
         ("deb", "postrm", ["abort-install"], ()),
+        ("deb", "postrm", ["abort-install", "0.1.0-1", "0.1.0-2"], ()),  # an upgrade's preinst failed
+        ("deb", "postrm", ["abort-upgrade", "0.1.0-1", "0.1.0-2"], ()),
+        ("deb", "postrm", ["failed-upgrade", "0.1.0-1", "0.1.0-2"], ()),
+        ("deb", "postrm", ["disappear", "other-pkg", "1.0"], ()),
+        ("deb", "prerm", ["deconfigure", "in-favour", "x", "1", "removing", "y", "2"], ()),
+        ("deb", "prerm", ["remove", "in-favour", "x", "1"], (S.STOP, S.REMOVE)),
+        ("deb", "postinst", ["triggered", "/some/trigger"], ()),
+        ("rpm", "post", ["3"], (S.WRITE, S.TRY_RESTART)),
+        ("rpm", "preun", ["2"], ()),
+        ("rpm", "postun", ["2"], (S.TRY_RESTART,)),
         ("rpm", "post", ["1"], (S.WRITE, S.PRESET, S.START)),
         ("rpm", "post", ["2"], (S.WRITE, S.TRY_RESTART)),
         ("rpm", "preun", ["0"], (S.STOP, S.REMOVE, S.PURGE)),
@@ -54,7 +64,9 @@ def test_decision_table(fmt: str, script: str, args: list[str], steps: tuple[Ste
 @pytest.mark.parametrize(
     ("fmt", "script", "args"),
     [("deb", "postinst", ["bogus"]), ("deb", "preinst", ["install"]), ("deb", "prerm", []),
-     ("rpm", "post", []), ("rpm", "post", ["x"]), ("rpm", "pre", ["1"]), ("zip", "post", ["1"])],
+     ("rpm", "post", []), ("rpm", "post", ["x"]), ("rpm", "pre", ["1"]), ("zip", "post", ["1"]),
+     ("rpm", "post", ["1", "2"]), ("rpm", "postun", ["-1"]), ("deb", "postrm", ["bogus"]),
+     ("deb", "postinst", ["abort-install"])],
 )
 def test_arguments_no_dpkg_or_rpm_passes_are_rejected(fmt: str, script: str, args: list[str]) -> None:
     with pytest.raises(UserError) as info:
@@ -99,15 +111,22 @@ def test_emitted_deb_snippets_are_clean_posix_sh(tmp_path: Path, name: str) -> N
 
 
 def test_emitted_rpm_scriptlets_parse(tmp_path: Path) -> None:
-    if not shutil.which("dash"):
-        pytest.skip("dash is needed")
-    text = _emit("rpm")
-    names = [line for line in text.splitlines() if line.startswith("%")]
+    """Each body, after rpm's own macro expansion (`rpm --eval`, as rpmbuild does to scriptlets), is clean sh
+    that still names the exact config path, `%` and all."""
+    if not (shutil.which("dash") and shutil.which("shellcheck") and shutil.which("rpm")):
+        pytest.skip("dash, shellcheck and rpm are needed (scripts/test.sh installs them)")
+    config = "/etc/odd %{_bindir} %n dir/it's.yaml"
+    text = _emit("rpm", "--name", "my.app", "--config", config)
+    names = [line for line in text.splitlines() if line.startswith("%") and not line.startswith("%%")]
     assert names == ["%post", "%preun", "%postun"]
     for body in text.split("\n%")[1:]:
-        path = tmp_path / "scriptlet"
-        path.write_text(body.partition("\n")[2])
+        name, _, raw = body.partition("\n")
+        expanded = subprocess.run(["rpm", "--eval", raw], capture_output=True, text=True, check=True).stdout
+        path = tmp_path / name
+        path.write_text("#!/bin/sh\n" + expanded)
         subprocess.run(["dash", "-n", str(path)], check=True)
+        subprocess.run(["shellcheck", "-s", "sh", str(path)], check=True)
+        assert "--config '/etc/odd %{_bindir} %n dir/it'\"'\"'s.yaml'" in expanded, expanded
 
 
 def test_options_after_the_dpkg_arguments_are_options_not_versions(tmp_path: Path) -> None:
