@@ -331,6 +331,11 @@ def main(fmt: str, script: str, rest: list[str], args: argparse.Namespace) -> in
     if args.user:
         raise UserError("--maintscript installs the system service; --user does not apply",
                         hint="drop --user: dpkg and rpm run maintainer scripts as root for the system")
+    if args.json:
+        # its output is dpkg's/rpm's log for a person to read; text that is not the JSON asked for would
+        # break whatever parses it
+        raise UserError("--maintscript prints notes for the package log; --json does not apply",
+                        hint="drop --json (--status --json reports the service's state)")
     if not steps:
         return 0
     carry_out(_context(args), steps)
@@ -343,5 +348,10 @@ def emit(fmt: str, args: argparse.Namespace) -> int:
         raise UserError(f"--emit-maintscripts: unknown package format {fmt!r}", hint="deb or rpm")
     venv = Path(sys.prefix)
     spec = build_spec(name=args.name, config=args.config, scope=SYSTEM, executable=venv / "bin/taskserver")
-    print(maintsnippets.render(fmt, args, venv, purge_paths(spec, True), purge_dirs(spec, True)), end="")
+    purge, dirs = purge_paths(spec, True), purge_dirs(spec, True)
+    if args.json:
+        scripts = maintsnippets.sections(fmt, args, venv, purge, dirs)
+        print(json.dumps({"format": fmt, "name": spec.name, "scripts": scripts}, indent=2))
+        return 0
+    print(maintsnippets.render(fmt, args, venv, purge, dirs), end="")
     return 0

@@ -45,19 +45,28 @@ def _drop_bytecode(venv: str) -> str:
 
 def render(fmt: str, args: argparse.Namespace, venv: Path, purge: list[Path], dirs: list[Path]) -> str:
     """The snippets; deb sections start with ``# --- postinst ---`` etc., rpm ones with ``%post``."""
+    parts = sections(fmt, args, venv, purge, dirs)
+    if fmt == "rpm":
+        return "\n".join(f"%{name}\n{body}" for name, body in parts.items())
+    return "\n".join(f"# --- {name} ---\n{body}" for name, body in parts.items())
+
+
+def sections(
+    fmt: str, args: argparse.Namespace, venv: Path, purge: list[Path], dirs: list[Path]
+) -> dict[str, str]:
+    """Script name (postinst, prerm, postrm / post, preun, postun) -> its snippet, ready to paste."""
     head = HEADER.format(fmt=fmt, name=args.name)
     opts = _tool_opts(args)
     if fmt == "rpm":
         python = shlex.quote(str(venv / "bin" / "python3"))
+        bodies = {
+            "post": head + _call(python, opts, "rpm post", '"$1"'),
+            "preun": head + _call(python, opts, "rpm preun", '"$1"')
+            + 'if [ "$1" -eq 0 ]; then\n' + _drop_bytecode(shlex.quote(str(venv))) + "fi\n",
+            "postun": head + _call(python, opts, "rpm postun", '"$1"'),
+        }
         # rpmbuild expands macros in scriptlet bodies: a `%` of a path or name must reach sh as itself
-        bodies = (
-            head + _call(python, opts, "rpm post", '"$1"') + "\n",
-            head + _call(python, opts, "rpm preun", '"$1"')
-            + 'if [ "$1" -eq 0 ]; then\n' + _drop_bytecode(shlex.quote(str(venv))) + "fi\n\n",
-            head + _call(python, opts, "rpm postun", '"$1"'),
-        )
-        post, preun, postun = (b.replace("%", "%%") for b in bodies)
-        return "".join(("%post\n", post, "%preun\n", preun, "%postun\n", postun))
+        return {name: body.replace("%", "%%") for name, body in bodies.items()}
     root = '"$DPKG_ROOT"'
     python = root + shlex.quote(str(venv / "bin" / "python3"))
     words = " ".join(root + shlex.quote(str(p)) for p in purge)
@@ -70,9 +79,9 @@ def render(fmt: str, args: argparse.Namespace, venv: Path, purge: list[Path], di
         f"\trmdir --ignore-fail-on-non-empty -- {empty_dirs} 2>/dev/null || true\n"
         "fi\n",
     )
-    return "".join((
-        "# --- postinst ---\n", head, _call(python, opts, "deb postinst", '"$@"'), "\n",
-        "# --- prerm ---\n", head, _call(python, opts, "deb prerm", '"$@"'),
-        'if [ "$1" = remove ]; then\n', _drop_bytecode(root + shlex.quote(str(venv))), "fi\n\n",
-        "# --- postrm ---\n", head, postrm,
-    ))
+    return {
+        "postinst": head + _call(python, opts, "deb postinst", '"$@"'),
+        "prerm": head + _call(python, opts, "deb prerm", '"$@"')
+        + 'if [ "$1" = remove ]; then\n' + _drop_bytecode(root + shlex.quote(str(venv))) + "fi\n",
+        "postrm": head + postrm,
+    }

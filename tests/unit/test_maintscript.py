@@ -7,6 +7,7 @@ tests/boot/test_boot_packages.py on booted init systems.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -141,3 +142,18 @@ def test_user_scope_is_refused_for_package_scripts() -> None:
     argv = [*TOOL, "--user", "--maintscript", "deb", "prerm", "upgrade", "1"]
     res = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "--user does not apply" in res.stderr
+
+
+@pytest.mark.parametrize(("fmt", "names"), [("deb", ["postinst", "prerm", "postrm"]),
+                                            ("rpm", ["post", "preun", "postun"])])
+def test_emit_json_holds_the_same_snippets(fmt: str, names: list[str]) -> None:
+    data = json.loads(_emit(fmt, "--json", "--name", "ts-x"))
+    assert (data["format"], data["name"], list(data["scripts"])) == (fmt, "ts-x", names)
+    text = _emit(fmt, "--name", "ts-x")
+    assert all(body in text for body in data["scripts"].values())
+
+
+def test_json_is_refused_for_package_hooks_not_ignored() -> None:
+    res = subprocess.run([*TOOL, "--json", "--maintscript", "deb", "prerm", "upgrade", "1"],
+                         capture_output=True, text=True, check=False)
+    assert (res.returncode, res.stdout) == (2, "") and "--json does not apply" in res.stderr
