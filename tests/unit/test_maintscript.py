@@ -157,3 +157,27 @@ def test_json_is_refused_for_package_hooks_not_ignored() -> None:
     res = subprocess.run([*TOOL, "--json", "--maintscript", "deb", "prerm", "upgrade", "1"],
                          capture_output=True, text=True, check=False)
     assert (res.returncode, res.stdout) == (2, "") and "--json does not apply" in res.stderr
+
+
+@pytest.mark.parametrize("how", ["dpkg-root", "no-init"])
+def test_skipped_start_is_one_line_note_and_the_package_succeeds(tmp_path: Path, how: str) -> None:
+    """No live init (this host's PID 1 is none) or DPKG_ROOT: files and links are written, nothing started,
+    and the reason is one line of dpkg's log (systemctl --root writes the links for real)."""
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl is needed")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (tmp_path / "etc/group").write_text("root:x:0:\n")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path)}
+    argv = [*TOOL, "--init", "systemd", "--maintscript", "deb", "postinst", "configure"]
+    if how == "dpkg-root":
+        env["DPKG_ROOT"] = str(tmp_path)
+        reason = f"DPKG_ROOT is set ({tmp_path}): installing into another root"
+    else:
+        argv += ["--root", str(tmp_path)]
+        reason = "no init system runs here (chroot or image build); it starts at the next boot"
+    res = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    assert (res.returncode, res.stderr) == (0, ""), res.stdout + res.stderr
+    notes = [line for line in res.stdout.splitlines() if "not running" in line]
+    assert notes == [f"taskserver-install: not running 'start' for taskserver: {reason}"]
+    assert (tmp_path / "etc/systemd/system/multi-user.target.wants/taskserver.service").is_symlink()
