@@ -23,9 +23,9 @@ from taskserver.installer.backends.base import get
 from taskserver.installer.spec import SYSTEM, USER, ServiceSpec, build_spec
 from taskserver.runtime.errors import UserError
 
-HOSTILE = "opt/my venv $HOME %n 'q' \"dq\" back\\slash"
+HOSTILE = "opt/my venv $HOME $(id) `id` %n 'q' \"dq\" back\\slash;&"
 # systemd refuses quotes and backslashes in an executable path (not in arguments): see test below
-SD_HOSTILE = "opt/my venv $HOME %n"
+SD_HOSTILE = "opt/my venv $HOME ${X} %n %% ; &"
 REAL_DAEMON = Path(sys.executable).parent / "taskserver"
 
 
@@ -54,7 +54,7 @@ def executable_at(base: Path, hostile: str = HOSTILE) -> Path:
 def option_sets(tmp: Path, hostile: str = HOSTILE) -> dict[str, ServiceSpec]:
     exe = executable_at(tmp, hostile)
     odd = tmp / "data %i $x 'a' \\b"
-    config = tmp / "etc ts %h $v 'q' \"d\" \\b" / "taskserver.yaml"
+    config = tmp / "etc ts %h $v $(id) `id` 'q' \"d\" \\b" / "taskserver.yaml"
     base = build_spec(name="taskserver", executable=exe, config=config, home=tmp)
     # `daemon` is in every Debian base passwd; systemd warns about User=nobody, so it is not used here
     have_daemon = run("getent", "passwd", "daemon").returncode == 0
