@@ -18,7 +18,9 @@ taskserver.service.j2). No value reaches a boot file without going through the f
 
 from __future__ import annotations
 
+import os
 import shlex
+import stat
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -123,8 +125,30 @@ def environment(spec: ServiceSpec) -> jinja2.Environment:
     return env
 
 
+def check_override(spec: ServiceSpec, template: str) -> None:
+    """An override becomes a boot file that root runs: whoever may write it or its directories owns the
+    machine. Refuse one that is not owned by root (or the installing user) or is group/world-writable."""
+    base = spec.template_override_dir
+    path = base / template
+    if not path.exists():
+        return
+    for full in [path, *(base / d for d in path.relative_to(base).parents)]:
+        st = full.stat()
+        if st.st_uid not in (0, os.geteuid()):
+            problem = f"is owned by uid {st.st_uid}, not root"
+        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problem = "is group- or world-writable"
+        else:
+            continue
+        raise UserError(
+            f"template override {full} {problem}: it would become a boot file that root runs",
+            hint=f"chown root and chmod go-w {full}, or remove the override",
+        )
+
+
 def render(spec: ServiceSpec, template: str, **context: Any) -> str:
     """Render ``template`` (e.g. ``systemd/taskserver.service.j2``) with ``spec`` and ``context``."""
+    check_override(spec, template)
     try:
         return environment(spec).get_template(template).render(spec=spec, **context)
     except jinja2.TemplateError as exc:

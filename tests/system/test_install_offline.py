@@ -340,3 +340,29 @@ def test_user_unit_into_a_tree_links_it_and_uninstall_removes_all(tree: Path) ->
         assert owned and all(p.lstat().st_uid == 4242 for p in owned), [str(p) for p in owned]
     assert cli("--uninstall", "--user", "--root", str(tree), env=env).returncode == 0
     assert snapshot(tree) == before
+
+
+def test_admin_template_override_is_used_and_must_be_safe(tree: Path) -> None:
+    """`templates/systemd/taskserver.service.j2` next to the config replaces the packaged template; being
+    code for a root boot file, it is refused (exit 2, nothing written) when others may write it."""
+    packaged = Path(__file__).parents[2] / "templates/systemd/taskserver.service.j2"
+    override = tree / "etc/taskserver/templates/systemd/taskserver.service.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text(packaged.read_text() + "# the admin's own\n")
+    override.chmod(0o644)
+    res = cli("--init", "systemd", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert (tree / UNIT).read_text().endswith("# the admin's own\n")
+    assert cli("--uninstall", "--root", str(tree)).returncode == 0
+    for unsafe in (override.parent, override):
+        unsafe.chmod(unsafe.stat().st_mode | 0o020)
+        before = snapshot(tree)
+        res = cli("--init", "systemd", "--root", str(tree))
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert f"template override {unsafe} is group- or world-writable" in res.stderr
+        assert snapshot(tree) == before
+        unsafe.chmod(unsafe.stat().st_mode & ~0o020)
+    if os.geteuid() == 0:
+        os.chown(override, 65534, 65534)
+        res = cli("--init", "systemd", "--root", str(tree))
+        assert res.returncode == 2 and "is owned by uid 65534, not root" in res.stderr
