@@ -227,7 +227,8 @@ class Daemon:
             due, attempt = self.pending[key].popleft()
             if not self.pending[key]:
                 del self.pending[key]
-            self.runs.start_scheduled(key[0], job, due, attempt)
+            if self._window_allows(key, job, due, attempt, now):
+                self.runs.start_scheduled(key[0], job, due, attempt)
         self._dispatch_queued(now)
 
     def _dispatch_queued(self, now: float) -> None:
@@ -252,6 +253,29 @@ class Daemon:
                     continue
                 runs.remove(run)
                 self.runs.start_queued(tenant, run, self.jobs.get((tenant, run.job)) if run.job else None)
+
+    def _window_allows(self, key: Key, job: JobDef, due: float | None, attempt: int, now: float) -> bool:
+        """A scheduled run starts only inside one of its job's windows, whatever made it late.
+
+        next_fire() only yields due times inside a window, but a catch-up run after downtime, a due time
+        that waited for the job's previous run, or a retry after its backoff can come up outside: a due
+        time is then recorded missed (ON_TIME late is still on time), a retry waits for the next opening.
+        """
+        tz = self._tz(key[0])
+        if schedule.in_window(job, tz, _dt(now)):
+            return True
+        if due is not None and now - due <= schedule.ON_TIME.total_seconds():
+            return True  # due inside the window (next_fire), starting a moment after it closed
+        if due is None:
+            opens = schedule.next_window_opening(job, tz, _dt(now))
+            log.info("tenant %s job %s: retry %d waits for its window at %s", *key, attempt,
+                     opens.isoformat(timespec="seconds"))
+            self._timer(opens.timestamp(), "retry", *key, attempt)
+        else:
+            log.warning("tenant %s job %s: due %s, now outside its window: recorded missed", *key,
+                        _dt(due).isoformat(timespec="seconds"))
+            self._st(key[0]).missed(key[1], [due], now=now, note="outside the job's window when it could run")
+        return False
 
     def _retry(self) -> None:
         """Schedule a retry, with backoff, of each failed run of a job that has retries left."""

@@ -153,6 +153,17 @@ def fires(job: JobDef, tz: str, after: datetime, until: datetime) -> Iterator[da
         due = _next(job, zone, due, until)
 
 
+def in_window(job: JobDef, tz: str, instant: datetime) -> bool:
+    """Whether a run of ``job`` may start at ``instant``: inside one of its windows (always, without any)."""
+    return not job.windows or in_windows(job.windows, _wall(instant, zone_of(job, tz)))
+
+
+def next_window_opening(job: JobDef, tz: str, instant: datetime) -> datetime:
+    """The first opening of one of the job's windows after ``instant`` (the job must have windows), in UTC."""
+    zone = zone_of(job, tz)
+    return to_instant(next_window_open(job.windows, _wall(instant, zone)), zone)
+
+
 # ---- catch-up
 
 

@@ -282,3 +282,40 @@ def test_a_long_downtime_is_recorded_bounded_and_summarised(tmp_path: Path) -> N
     assert len(summaries) == 1 and len(missed) < 500  # a row per listed due time, one for the rest
     counted = int(summaries[0]["message"].split()[0])
     assert counted + len(missed) - 1 == 500  # every one of them accounted for
+
+
+def closed_window() -> str:
+    """A daily two-minute window six hours from now (UTC): the daemon is outside it for the whole test."""
+    opens = time.gmtime(time.time() + 6 * 3600)
+    closes = time.gmtime(time.time() + 6 * 3600 + 120)
+    return f"{opens.tm_hour:02d}:{opens.tm_min:02d}-{closes.tm_hour:02d}:{closes.tm_min:02d}"
+
+
+def test_a_catch_up_run_outside_the_window_is_recorded_missed_not_run(tmp_path: Path) -> None:
+    job = {"every": 60, "command": ["true"], "catch_up": "latest", "window": closed_window()}
+    cfg = write_config(tmp_path / "cfg.yaml", {"w": job})
+    assert Daemon(cfg, "--once").wait() == 0  # first start: the job is known from now on
+    # 20 h down: yesterday's window (18 h ago) had due times; the newest is caught up, but not now
+    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
+    with db:
+        db.execute("UPDATE jobs SET last_due = ?", (time.time() - 20 * 3600,))
+    db.close()
+    d = Daemon(cfg, "--once")
+    assert d.wait() == 0, d.text()
+    got = runs(cfg)
+    assert got and all((r["state"], r["reason"]) == ("ERR", "missed") for r in got), got
+    assert "outside the job's window" in got[-1]["message"]
+    assert "now outside its window: recorded missed" in d.text()
+
+
+def test_a_retry_waits_for_the_window(tmp_path: Path) -> None:
+    job = {"every": 3600, "command": ["false"], "window": closed_window(),
+           "retries": {"count": 1, "backoff": 0.1}}
+    cfg = write_config(tmp_path / "cfg.yaml", {"w": job})
+    cli(cfg, "jobs", "run", "w")  # run now, ignoring the schedule (and so the window)
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: "retry 1 waits for its window" in d.text(), "the retry to be put off")
+        assert [(r["state"], r["reason"]) for r in runs(cfg)] == [("ERR", "exit code 1")]
+    finally:
+        d.stop()
