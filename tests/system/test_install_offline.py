@@ -366,3 +366,20 @@ def test_admin_template_override_is_used_and_must_be_safe(tree: Path) -> None:
         os.chown(override, 65534, 65534)
         res = cli("--init", "systemd", "--root", str(tree))
         assert res.returncode == 2 and "is owned by uid 65534, not root" in res.stderr
+
+
+@pytest.mark.parametrize("listed", ["/etc/passwd", "/home/op/../../etc/passwd", "etc/passwd"])
+def test_uninstall_refuses_a_manifest_listing_what_no_install_writes(tree: Path, listed: str) -> None:
+    """A user's manifest lives in their home, writable by them; root's --uninstall must not delete what a
+    hand-edited manifest names outside that home (or a path that is not absolute and normalized)."""
+    (tree / "home/op").mkdir(parents=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/home/op", "USER": "op"}
+    assert cli("--init", "systemd", "--user", "--root", str(tree), env=env).returncode == 0
+    manifest = tree / "home/op/.local/state/taskserver-install/taskserver.json"
+    data = json.loads(manifest.read_text())
+    data["files"].append({"path": listed, "sha256": "0" * 64, "mode": "0o644"})
+    manifest.write_text(json.dumps(data))
+    before = snapshot(tree)
+    res = cli("--uninstall", "--user", "--root", str(tree), env=env)
+    assert res.returncode == 1 and f"lists {listed!r}, which no install of taskserver writes" in res.stderr
+    assert snapshot(tree) == before and (tree / "etc/passwd").exists()
