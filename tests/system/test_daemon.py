@@ -237,18 +237,23 @@ def test_a_job_never_overlaps_itself(tmp_path: Path) -> None:
 
 
 def test_housekeeping_at_start_purges_old_history(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "cfg.yaml", server={"keep_ok": "14d"})
-    old, new = enqueue(cfg, "true"), enqueue(cfg, "true")
+    """The defaults, not set in the config: OK runs are kept 14 days, ERR runs 90 days."""
+    cfg = write_config(tmp_path / "cfg.yaml")
+    age = {enqueue(cfg, "true"): 15, enqueue(cfg, "true"): 13, enqueue(cfg, "false"): 91,
+           enqueue(cfg, "false"): 89}
     assert Daemon(cfg, "--once").wait() == 0
     db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
     with db:
-        db.execute("UPDATE runs SET finished = finished - 15 * 86400 WHERE id = ?", (old,))
+        for run_id, days in age.items():
+            db.execute("UPDATE runs SET finished = finished - ? * 86400 WHERE id = ?", (days, run_id))
     db.close()
     d = Daemon(cfg, "--once")
     assert d.wait() == 0
-    assert [r["id"] for r in runs(cfg)] == [new]
-    assert not status_file(cfg, old).exists() and status_file(cfg, new).exists()
-    assert "purged 1 old runs" in d.text()
+    old_ok, new_ok, old_err, new_err = age
+    assert [(r["id"], r["state"]) for r in runs(cfg)] == [(new_ok, "OK"), (new_err, "ERR")]
+    assert not status_file(cfg, old_ok).exists() and status_file(cfg, new_ok).exists()
+    assert not status_file(cfg, old_err).exists() and status_file(cfg, new_err).exists()
+    assert "purged 2 old runs" in d.text()
 
 
 def test_a_run_killed_by_whoever_stops_the_daemon_is_interrupted(tmp_path: Path) -> None:
