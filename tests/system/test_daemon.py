@@ -179,6 +179,29 @@ def test_timeout_and_retry_in_the_daemon(tmp_path: Path) -> None:
         d.stop()
 
 
+def test_retries_back_off_exponentially_then_stop(tmp_path: Path) -> None:
+    flaky = {"command": ["false"], "retries": {"count": 2, "backoff": 0.4}}
+    cfg = write_config(tmp_path / "cfg.yaml", {"flaky": flaky})
+    cli(cfg, "jobs", "run", "flaky")
+    d = Daemon(cfg)
+
+    def three_done() -> list[dict[str, object]] | None:
+        got = runs(cfg)
+        return got if len(got) == 3 and got[-1]["finished"] else None
+
+    try:
+        got = wait_for(three_done, "two retries")
+        assert "retry 2 in" in d.text()
+    finally:
+        d.stop()
+    assert [(r["state"], r["reason"], r["attempt"]) for r in got] == [("ERR", "exit code 1", n)
+                                                                     for n in range(3)]
+    # backoff, then twice that: a lower bound only (a retry is never early), no timing of the machine
+    assert got[1]["started"] - got[0]["finished"] >= 0.4
+    assert got[2]["started"] - got[1]["finished"] >= 0.8
+    assert len(runs(cfg)) == 3  # count 2: no third retry
+
+
 def test_tenant_without_login_runs_nothing(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg.yaml", {"mine": {"every": 0.2, "command": ["true"]}},
                        extra_tenants={"idle": {"jobs": {"theirs": {"every": 0.2, "command": ["true"]}}}})
