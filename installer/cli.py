@@ -39,7 +39,28 @@ log = logging.getLogger("taskserver.installer")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Put the taskserver daemon into this machine's boot process (and take it out again).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Put the taskserver daemon into this machine's boot process (and take it out again).\n\n"
+            "Without a mode option it installs: detects the init system that runs (or uses --init), writes\n"
+            "the boot file atomically, records it in a manifest, enables and starts the service, checks it\n"
+            "runs, and prints what it wrote, what it ran and the command that undoes it. Re-running the\n"
+            "same install changes nothing; a boot file an admin edited is only replaced with --force."
+        ),
+        epilog=(
+            "files:\n"
+            "  config    /etc/taskserver/taskserver.yaml (--user: ~/.config/taskserver/taskserver.yaml)\n"
+            "  manifest  /var/lib/taskserver-install/NAME.json (--user: ~/.local/state/taskserver-install/)\n"
+            "  override  templates/<init>/ next to the config replaces a packaged template\n"
+            "exit codes: 0 done; 2 bad input (nothing written); 1 an operation failed (rolled back)\n"
+            "examples:\n"
+            f"  {PROG} --detect\n"
+            f"  {PROG} --dry-run\n"
+            f"  {PROG} --name ts-b --config /etc/taskserver/b.yaml --run-as ts\n"
+            f"  {PROG} --init systemd --user\n"
+            f"  {PROG} --root /srv/image --init sysv        (offline: files and links, nothing started)\n"
+            f"  {PROG} --uninstall --name ts-b"
+        ),
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--detect", action="store_true", help="print the running init system and the evidence")
@@ -59,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--init", help="init system to install for: " + ", ".join(INITS) + " (default: detected)")
     p.add_argument("--user", action="store_true", help="install a systemd user unit for the calling user")
-    p.add_argument("--name", default="taskserver", help="service name (one per config file)")
-    p.add_argument("--config", help="configuration file the service runs with")
-    p.add_argument("--run-as", metavar="USER[:GROUP]", help="user (and group) the daemon runs as")
     p.add_argument(
-        "--root", default="/", metavar="DIR", help="install into this tree (image, chroot): offline"
+        "--name", default="taskserver", help="service name (one per config file; default: %(default)s)"
+    )
+    p.add_argument("--config", help="configuration file the service runs with (default: see below)")
+    p.add_argument("--run-as", metavar="USER[:GROUP]", help="user (and group) the daemon runs as (root)")
+    p.add_argument(
+        "--root", default="/", metavar="DIR", help="target system's / (image, chroot): files and links only"
     )
     p.add_argument(
         "--writable",
@@ -80,9 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="taskserver executable the boot file calls (default: this installation's, resolved now)",
     )
     p.add_argument("--watchdog", type=int, metavar="SECONDS", help="systemd WatchdogSec= (default: none)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--force", action="store_true", help="overwrite files an admin changed")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (files, commands); change nothing")
+    p.add_argument(
+        "--json", action="store_true", help="print the outcome as one JSON object (not with --maintscript)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace boot files an admin changed (without it: show the diff)"
+    )
     en = p.add_mutually_exclusive_group()
     en.add_argument(
         "--no-enable", dest="enable", action="store_false", default=None, help="do not enable at boot"

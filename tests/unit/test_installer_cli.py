@@ -50,3 +50,15 @@ def test_dry_run_json_plan_on_an_empty_tree(tmp_path: Path, capsys: pytest.Captu
     data = json.loads(capsys.readouterr().out)
     assert data["dry_run"] and data["files"] == [{"path": "/etc/init/taskserver.conf", "state": "created"}]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_explains_modes_files_exit_codes_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    for needle in ("Without a mode option it installs", "--uninstall", "--status", "--emit-maintscripts",
+                   "/var/lib/taskserver-install/NAME.json", "templates/<init>/",
+                   "exit codes: 0 done; 2 bad input",
+                   "--uninstall --name ts-b", "--root DIR", "default: taskserver"):
+        assert needle in text, needle
