@@ -311,6 +311,11 @@ def _history_as(cfg: Config, args: argparse.Namespace) -> int:
     runs = store.history(args.job, limit=args.limit) if store else []
     if store:
         store.close()
+    if args.job and not runs and all(j.name != args.job for j in tenant.jobs):
+        # a job removed from the config keeps its history; a name that never existed is a typo
+        names = ", ".join(j.name for j in tenant.jobs) or "none"
+        raise UserError(f"tenant {tenant.name!r} has no job {args.job!r} (jobs: {names})",
+                        hint="see `taskserver jobs list`")
     if args.json:
         print(json.dumps([_run_dict(r, output=False) for r in runs], indent=2))
         return 0

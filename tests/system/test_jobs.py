@@ -125,6 +125,7 @@ def test_bad_input_is_one_line_with_a_hint_and_exit_2(tmp_path: Path) -> None:
         (["jobs", "enqueue", "--tenant", "idle", "--", "true"], "has no login", "enable idle --login"),
         (["jobs", "enqueue", "--tenant", "nope", "--", "true"], "no tenant 'nope'", "--tenant"),
         (["jobs", "run", "--tenant", "t", "missing"], "no job 'missing'", "jobs list"),
+        (["jobs", "history", "--tenant", "t", "missing", "--json"], "no job 'missing'", "jobs list"),
         (["jobs", "show", "--tenant", "t", "99"], "no run 99", "jobs history"),
         (["jobs", "finish", "--tenant", "t", "99", "--status", "ok"], "no run", "hint"),
     ]
