@@ -347,3 +347,31 @@ def test_a_retry_waits_for_the_window(tmp_path: Path) -> None:
         assert [(r["state"], r["reason"]) for r in runs(cfg)] == [("ERR", "exit code 1")]
     finally:
         d.stop()
+
+
+def test_a_config_others_can_write_is_refused_by_the_daemon_and_on_reload(tmp_path: Path) -> None:
+    """A config naming commands is a privilege boundary: run, start and enqueue refuse it; a running daemon
+    keeps its config when a reload finds the file made writable since."""
+    cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": 3600, "command": ["true"]}})
+    cfg.chmod(0o620)
+    for args in (["run", "--once"], ["start"], ["jobs", "enqueue", "--", "true"]):
+        res = cli(cfg, *args, check=False)
+        assert res.returncode == 2, (args, res)
+        lines = res.stderr.splitlines()
+        assert len(lines) == 2 and "refusing a config writable by group or others" in lines[0], res.stderr
+        assert lines[1] == f"taskserver: hint: chmod go-w {cfg}"
+    assert cli(cfg, "status", check=False).returncode == 3
+    assert runs(cfg) == []
+    cfg.chmod(0o600)
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: "serving 1 jobs" in d.text(), "the daemon to be up")
+        cfg.write_text(cfg.read_text().replace('"tick"', '"tock"'))
+        cfg.chmod(0o606)
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed, keeping the running config" in d.text(), "the reload to be refused")
+        assert "writable by group or others" in d.text() and "tock" not in d.text()
+        assert d.proc.poll() is None
+    finally:
+        d.stop()
+    assert d.wait() == 0
