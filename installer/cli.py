@@ -151,10 +151,10 @@ def dispatch(args: argparse.Namespace) -> int:
         raise UserError(f"--root {args.root}: not a directory", hint="create the tree first")
     if args.detect:
         return print_detection(detect.detect(root), args.json)
-    if args.uninstall or args.status:
+    if args.status:
+        return print_json_or_text(status(args, root), args.json)
+    if args.uninstall:
         spec, backend = from_manifest(args, root)
-        if args.status:
-            return print_json_or_text(apply.status(spec, backend), args.json)
         check_privileges(spec, backend, args)
         return print_outcome(apply.uninstall(spec, backend, dry_run=args.dry_run), args.json)
     spec, backend = resolve(args, root)
@@ -236,25 +236,47 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
     return spec, backend
 
 
+def _scope_probes(args: argparse.Namespace, root: Path) -> list[ServiceSpec]:
+    """Specs to look for a manifest with: the system one first unless --user (a user's own, without root)."""
+    scopes = [USER] if args.user else [SYSTEM, USER] if os.geteuid() != 0 else [SYSTEM]
+    return [
+        build_spec(name=args.name, scope=scope, root=root, executable="/bin/true", config=args.config)
+        for scope in scopes
+    ]
+
+
+def status(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """--status: from the manifest; without one, "not installed" (the init system may not even be known)."""
+    probes = _scope_probes(args, root)
+    if any(mf.load(p) for p in probes):
+        return apply.status(*from_manifest(args, root))
+    return {
+        "name": args.name,
+        "backend": None,
+        "installed": False,
+        "enabled": False,
+        "running": False,
+        "files_changed": [],
+        "manifest": str(mf.manifest_path(probes[0])),
+    }
+
+
 def from_manifest(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Backend]:
     """Uninstall/status act on what was installed: the manifest names the backend and the paths."""
-    scopes = [USER] if args.user else [SYSTEM, USER] if os.geteuid() != 0 else [SYSTEM]
-    for scope in scopes:
-        probe = build_spec(name=args.name, scope=scope, root=root, executable="/bin/true", config=args.config)
+    probes = _scope_probes(args, root)
+    for probe in probes:
         data = mf.load(probe)
         if data is not None:
             break
     if data is None:
-        probe = build_spec(name=args.name, scope=scopes[0], root=root, executable="/bin/true")
-        if args.status:
-            return probe, choose_backend(args, root, args.init)
+        where = probes[0].target(mf.manifest_path(probes[0]))
         raise UserError(
-            f"{args.name} is not installed here (no manifest {probe.target(mf.manifest_path(probe))})",
+            f"{args.name} is not installed here (no manifest {where})",
             hint="check --name, --user and --root; --status shows what is installed",
         )
     spec = build_spec(
         name=args.name,
-        scope=data.get("scope", scopes[0]),
+        scope=data.get("scope", probes[0].scope),
         root=root,
         executable=data["executable"],
         config=data["config"],

@@ -383,3 +383,23 @@ def test_uninstall_refuses_a_manifest_listing_what_no_install_writes(tree: Path,
     res = cli("--uninstall", "--user", "--root", str(tree), env=env)
     assert res.returncode == 1 and f"lists {listed!r}, which no install of taskserver writes" in res.stderr
     assert snapshot(tree) == before and (tree / "etc/passwd").exists()
+
+
+def test_json_is_one_valid_object_in_every_mode(tree: Path) -> None:
+    """Each mode's --json stdout parses as JSON as a whole (no text before or after it)."""
+    modes = [
+        ["--detect"],
+        ["--init", "systemd", "--dry-run"],
+        ["--init", "systemd"],
+        ["--init", "systemd"],  # unchanged re-run
+        ["--status"],
+        ["--uninstall", "--dry-run"],
+        ["--uninstall"],
+        ["--status"],  # nothing installed
+        ["--emit-maintscripts", "deb"],
+        ["--emit-maintscripts", "rpm"],
+    ]
+    for args in modes:
+        res = cli(*args, "--root", str(tree), "--json")
+        assert res.returncode == 0, (args, res.stderr)
+        assert isinstance(json.loads(res.stdout), dict), args
