@@ -5,6 +5,7 @@ and steps, exact removal — independent of any init system."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,17 @@ def test_a_wrong_mode_is_repaired_on_re_install(spec: ServiceSpec, log: Path) ->
     out = apply.install(spec, Files(log=log))
     assert out.files == [("/etc/demo/demo.conf", "updated")]
     assert conf.stat().st_mode & 0o777 == 0o640
+
+
+def test_an_update_replaces_the_file_by_rename_never_in_place(spec: ServiceSpec, log: Path) -> None:
+    """A hard link to the old file keeps the old bytes: the new content went to a new inode renamed over
+    the path (a reader or a crash never sees a half-written boot file), and no temp file is left."""
+    apply.install(spec, Files(log=log))
+    conf = spec.target(Path("/etc/demo/demo.conf"))
+    old_inode = spec.root / "old-inode"
+    os.link(conf, old_inode)
+    out = apply.install(spec, Files(log=log, content="v2\n"))
+    assert out.files == [("/etc/demo/demo.conf", "updated")]
+    assert old_inode.read_text() == "v1\n" and conf.read_text() == "v2\n"
+    assert conf.stat().st_ino != old_inode.stat().st_ino and conf.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in conf.parent.iterdir()) == ["demo.conf"]
