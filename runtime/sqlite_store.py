@@ -151,10 +151,14 @@ class SqliteStore:
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:
         state = "OK" if ok else "ERR"
         with self._txn():
-            cur = self.db.execute("UPDATE runs SET reported=?, message=? WHERE id=?",
-                                  (state, message, run_id))
-            if cur.rowcount != 1:
+            row = self.db.execute("SELECT state, reason FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
                 raise UserError(f"no run {run_id} in {self.path}", hint="see `taskserver jobs history`")
+            if row[0] == "ERR" and row[1] not in (None, REPORTED) and not str(row[1]).startswith("exit code"):
+                # a report overrides an exit code, never what the server saw: timeout, crash, missed...
+                raise UserError(f"run {run_id} already ended ERR {row[1]}; a report cannot change that",
+                                hint="report from inside the task, before it exits")
+            self.db.execute("UPDATE runs SET reported=?, message=? WHERE id=?", (state, message, run_id))
             # Already ended (the task reported after exiting, or it never ran): the report decides now.
             self.db.execute(
                 "UPDATE runs SET state=?, reason=? WHERE id=? AND state IN ('OK', 'ERR', 'QUE')",

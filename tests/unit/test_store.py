@@ -6,6 +6,9 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
+from taskserver.runtime.errors import UserError
 from taskserver.runtime.model import State
 from taskserver.runtime.sqlite_store import SqliteStore
 
@@ -58,6 +61,17 @@ def test_task_report_wins_over_exit_code(tmp_path: Path) -> None:
     s.finish(b, State.ERR, "exit code 1", exit_code=1, output="", now=3.0)
     late = s.report(b, True, None, now=5.0)  # reported after it exited: applied at once
     assert (late.state, late.reason) == (State.OK, None)
+    # what the server itself recorded (timeout, crash, interrupt, missed) is not the task's to overrule
+    c = s.add("", queue="q", argv=["x"], now=1.0)
+    s.claim(c, pid=1, instance="i", now=2.0)
+    s.finish(c, State.ERR, "timeout", exit_code=None, output="", now=3.0)
+    s.missed("j", [4.0], now=5.0)
+    missed = max(r.id for r in s.history("j", limit=1))
+    for run_id, reason in ((c, "timeout"), (missed, "missed")):
+        with pytest.raises(UserError, match=f"already ended ERR {reason}"):
+            s.report(run_id, True, "all fine", now=6.0)
+        got = s.get(run_id)
+        assert got is not None and (got.state, got.reason, got.message) == (State.ERR, reason, None)
 
 
 def test_crash_orphans_marks_other_instances_runs(tmp_path: Path) -> None:
