@@ -224,7 +224,7 @@ def build_spec(
         run_as=parse_run_as(run_as, root_p) if run_as else None,
         working_dir=check_abs("working directory", working_dir) if working_dir else None,
         env_file=check_abs("environment file", env_file) if env_file else None,
-        writable_paths=tuple(check_abs("writable path", p) for p in writable_paths),
+        writable_paths=tuple(check_writable(p) for p in writable_paths),
         root=root_p,
         home=home_p,
         watchdog=watchdog,
@@ -243,6 +243,17 @@ def parsed_config(spec: ServiceSpec) -> Config | None:
     except OSError as exc:
         raise UserError(f"cannot read the config {path}: {exc.strerror}", hint="check --config") from exc
     return runtime_config.parse_text(text, spec.config)
+
+
+def check_writable(path: Path | str) -> Path:
+    p = check_abs("writable path", path)
+    if p == Path("/"):
+        # ReadWritePaths=/ silently undoes ProtectSystem=strict: the unit would be hardened in name only
+        raise UserError(
+            "--writable /: would make the whole file system writable to the service and its jobs",
+            hint="list the directories jobs write, e.g. --writable /srv/app --writable /var/spool/app",
+        )
+    return p
 
 
 def config_writable(spec: ServiceSpec) -> tuple[Path, ...]:

@@ -204,6 +204,8 @@ BAD = [
     (["--init", "systemd", "--name", "x.service"], "ends in .service"),
     (["--init", "cron", "--user"], "--user works only with systemd"),
     (["--init", "openrc"], "unknown init system"),
+    (["--init", "systemd", "--writable", "/"], "whole file system writable"),
+    (["--init", "systemd", "--writable", "/srv/../"], "whole file system writable"),
     (["--init", "systemd", "--config", "/etc/ts/a\nb.yaml"], "cannot be written safely"),
     (["--init", "systemd", "--config", "/etc/ts/a\x01b.yaml"], "control character"),
     (["--init", "systemd", "--config", "relative.yaml"], "absolute path"),
