@@ -29,7 +29,9 @@ DEFAULT_QUEUE = "default"
 
 def register(sub: Any) -> None:
     """Add the `jobs` command group to ``sub`` (an argparse subparsers action)."""
-    jobs = sub.add_parser("jobs", help="list, run and enqueue jobs; show runs and history")
+    jobs = sub.add_parser("jobs", help="list, run and enqueue jobs; show runs and history",
+                          description="Jobs and runs of one configuration's tenants. Run ids are per tenant; "
+                          "inside a run, $TASKSERVER_TENANT and $TASKSERVER_RUN_ID name the run.")
     jsub = jobs.add_subparsers(title="jobs commands", dest="jobs_command", metavar="COMMAND", required=True)
 
     def cmd(name: str, help_text: str, func: Any, json_opt: bool = True,
@@ -43,20 +45,34 @@ def register(sub: Any) -> None:
 
     p = cmd("enqueue", "queue a long task; prints its run id", _enqueue, json_opt=False,
             usage="taskserver jobs enqueue [--tenant NAME] [--queue QUEUE] -- CMD [ARGS...]")
-    p.add_argument("--queue", default=DEFAULT_QUEUE, help="tasks of one queue run one at a time, in order")
+    p.add_argument("--queue", default=DEFAULT_QUEUE, type=_name,
+                   help="tasks of one queue run one at a time, in order (default: %(default)s)")
     p.add_argument("argv", nargs="+", metavar="CMD", help="the command and its arguments (no shell)")
     p = cmd("finish", "report a task's own outcome (wins over its exit code)", _finish, json_opt=False)
-    p.add_argument("id", type=int, metavar="ID")
-    p.add_argument("--status", choices=("ok", "err"), required=True)
-    p.add_argument("--message", metavar="TEXT")
+    p.add_argument("id", type=int, metavar="ID", nargs="?",
+                   help="the run id (default: $TASKSERVER_RUN_ID, set inside a run)")
+    p.add_argument("--status", choices=("ok", "err"), required=True, help="the outcome the task reports")
+    p.add_argument("--message", metavar="TEXT", help="a note kept in the run's history")
     cmd("list", "the configured jobs, their next due time and last run", _list)
     p = cmd("show", "one run in full, with its output tail", _show)
-    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("id", type=int, metavar="ID", help="the run id")
     p = cmd("history", "recent runs, newest first", _history)
-    p.add_argument("job", nargs="?", metavar="JOB")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("job", nargs="?", metavar="JOB", help="only this job's runs (default: all runs)")
+    p.add_argument("--limit", type=_positive, default=50, help="at most this many runs (default: 50)")
     p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now, json_opt=False)
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a job of the tenant, as in `taskserver jobs list`")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a queue needs a name")
+    return text
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -219,6 +235,12 @@ def _finish(args: argparse.Namespace) -> int:
 
 
 def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
+    if args.id is None:
+        env_id = os.environ.get("TASKSERVER_RUN_ID", "")
+        if not env_id.isdigit():
+            raise UserError("no run id given and $TASKSERVER_RUN_ID is not set",
+                            hint="taskserver jobs finish ID --status ok|err (inside a run, ID is optional)")
+        args.id = int(env_id)
     tenant = _tenant(cfg, args.tenant)
     store = _store(cfg, tenant, create=False)
     if store is None:

@@ -76,7 +76,8 @@ def test_finish_report_wins_over_the_exit_code(tmp_path: Path) -> None:
     ts = TASKSERVER
     says_err = enqueue(cfg, "sh", "-c",
                        f'"{ts}" jobs finish "$TASKSERVER_RUN_ID" --status err --message "disk full"; exit 0')
-    says_ok = enqueue(cfg, "sh", "-c", f'"{ts}" jobs finish "$TASKSERVER_RUN_ID" --status ok; exit 3')
+    # no -c, no --tenant, no id: the run's environment names the config, the tenant and the run
+    says_ok = enqueue(cfg, "sh", "-c", f'"{ts}" jobs finish --status ok; exit 3')
     assert Daemon(cfg, "--once").wait() == 0
     err = show(cfg, says_err)
     assert (err["state"], err["reason"], err["message"]) == ("ERR", "reported", "disk full")
