@@ -192,7 +192,7 @@ tenants:
   # One entry per tenant. Without a login a tenant runs nothing
   # (enable it with: taskserver tenants enable example --login USER).
   example:
-    # login: example            # jobs run as this user
+    # login: example            # the login its jobs act for, in their $TASKSERVER_LOGIN (they run as run_as)
     timezone: UTC               # IANA zone for cron times and windows, e.g. Europe/Berlin
     # store: {sqlite: example.sqlite}   # default: <state_dir>/<tenant>.sqlite; or {postgresql: DSN}
     jobs:
