@@ -375,3 +375,24 @@ def test_a_config_others_can_write_is_refused_by_the_daemon_and_on_reload(tmp_pa
     finally:
         d.stop()
     assert d.wait() == 0
+
+
+def test_call_and_shell_jobs_through_the_daemon(tmp_path: Path) -> None:
+    """`call:` imports module:function from install_dir in a child; `shell: true` hands one string to sh."""
+    app = tmp_path / "app"
+    app.mkdir()
+    code = "import os\n\ndef hello():\n    print('hello', os.environ['TASKSERVER_JOB'])\n\n"
+    (app / "appjobs.py").write_text(code + "def boom():\n    raise RuntimeError('kaput')\n")
+    cfg = write_config(tmp_path / "cfg.yaml", {
+        "greet": {"call": "appjobs:hello"}, "fail": {"call": "appjobs:boom"},
+        "pipe": {"command": "echo $TASKSERVER_JOB | tr a-z A-Z", "shell": True},
+        "argv": {"command": ["echo", "$TASKSERVER_JOB | tr"]}}, server={"install_dir": str(app)})
+    ids = {name: int(cli(cfg, "jobs", "run", name).stdout) for name in ("greet", "fail", "pipe", "argv")}
+    d = Daemon(cfg, "--once")
+    assert d.wait() == 0, d.text()
+    got = {name: run_of(cfg, rid) for name, rid in ids.items()}
+    assert (got["greet"]["state"], got["greet"]["output"]) == ("OK", "hello greet\n")
+    assert (got["fail"]["state"], got["fail"]["reason"]) == ("ERR", "exit code 1")
+    assert "RuntimeError: kaput" in str(got["fail"]["output"])
+    assert (got["pipe"]["state"], got["pipe"]["output"]) == ("OK", "PIPE\n")
+    assert got["argv"]["output"] == "$TASKSERVER_JOB | tr\n"  # no shell unless asked
