@@ -43,8 +43,8 @@ def register(sub: Any) -> None:
         p.set_defaults(func=func)
         return p
 
-    p = cmd("enqueue", "queue a long task; prints its run id", _enqueue, json_opt=False,
-            usage="taskserver jobs enqueue [--tenant NAME] [--queue QUEUE] -- CMD [ARGS...]")
+    p = cmd("enqueue", "queue a long task; prints its run id", _enqueue,
+            usage="taskserver jobs enqueue [--tenant NAME] [--queue QUEUE] [--json] -- CMD [ARGS...]")
     p.add_argument("--queue", default=DEFAULT_QUEUE, type=_name,
                    help="tasks of one queue run one at a time, in order (default: %(default)s)")
     p.add_argument("argv", nargs="+", metavar="CMD", help="the command and its arguments (no shell)")
@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     p = cmd("history", "recent runs, newest first", _history)
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job's runs (default: all runs)")
     p.add_argument("--limit", type=_positive, default=50, help="at most this many runs (default: 50)")
-    p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now, json_opt=False)
+    p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now)
     p.add_argument("name", metavar="NAME", help="a job of the tenant, as in `taskserver jobs list`")
 
 
@@ -207,8 +207,16 @@ def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise UserError("no command given to enqueue", hint="taskserver jobs enqueue -- CMD [ARGS...]")
-    print(_queued(cfg, tenant, "", args.queue, argv))
+    _print_id(cfg, args, tenant, _queued(cfg, tenant, "", args.queue, argv))
     return 0
+
+
+def _print_id(cfg: Config, args: argparse.Namespace, tenant: TenantDef, run_id: int) -> None:
+    if args.json:  # a queued run's status file is its own (a scheduled run writes its job's)
+        status = statusfile.status_path(cfg.server.state_dir, tenant.name, run_id)
+        print(json.dumps({"id": run_id, "tenant": tenant.name, "status_file": str(status)}))
+    else:
+        print(run_id)
 
 
 def _run_now(args: argparse.Namespace) -> int:
@@ -224,7 +232,7 @@ def _run_now_as(cfg: Config, args: argparse.Namespace) -> int:
         names = ", ".join(j.name for j in tenant.jobs) or "none"
         raise UserError(f"tenant {tenant.name!r} has no job {args.name!r} (jobs: {names})",
                         hint="see `taskserver jobs list`")
-    print(_queued(cfg, tenant, job.name, job.queue, None))
+    _print_id(cfg, args, tenant, _queued(cfg, tenant, job.name, job.queue, None))
     return 0
 
 

@@ -29,6 +29,8 @@ def test_enqueue_without_a_daemon_waits_as_que_and_once_runs_it(tmp_path: Path) 
     res = cli(cfg, "jobs", "enqueue", "--", "sh", "-c", script, "-", "an arg")
     rid = int(res.stdout)
     assert "no daemon is running" in res.stderr
+    again = json.loads(cli(cfg, "jobs", "enqueue", "--json", "--", "true").stdout)
+    assert (again["id"], again["status_file"]) == (rid + 1, str(status_file(cfg, rid + 1)))
     path = status_file(cfg, rid)
     lines = path.read_text().splitlines()
     assert lines[0] == "QUE"
@@ -102,7 +104,9 @@ def test_list_history_show_and_run(tmp_path: Path) -> None:
         tmp_path / "cfg.yaml",
         {"report": {"every": 3600, "command": ["echo", "report"]}, "adhoc": {"command": ["echo", "adhoc"]}},
         extra_tenants={"idle": {"jobs": {"never": {"every": 60, "command": ["true"]}}}})
-    rid = int(cli(cfg, "jobs", "run", "report", "--tenant", "t").stdout)
+    started = json.loads(cli(cfg, "jobs", "run", "report", "--tenant", "t", "--json").stdout)
+    rid = started["id"]
+    assert (started["tenant"], started["status_file"]) == ("t", str(status_file(cfg, rid)))
     assert Daemon(cfg, "--once").wait() == 0
     listed = {(r["tenant"], r["job"]): r for r in json.loads(cli(cfg, "jobs", "list", "--json").stdout)}
     assert listed["t", "report"]["last"]["id"] == rid
