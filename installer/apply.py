@@ -179,6 +179,7 @@ def _enable_and_start(
     *,
     changed: bool,
     refresh: bool,
+    first: bool,
 ) -> None:
     """Enable when asked and not yet enabled (or when the registration itself changed: ``refresh``); start
     when not running, restart when files changed."""
@@ -186,6 +187,10 @@ def _enable_and_start(
     if plan.enable and (refresh or not backend.is_enabled(spec)):
         _run(plan.enable, out, dry_run)
         journal.undo.append(lambda: _run_quiet(backend.disable(spec)))
+    elif not plan.enable and first and backend.is_enabled(spec):
+        # asked not to enable, but the boot file alone registers it (upstart's job file): switch it off
+        _run(backend.disable(spec), out, dry_run)
+        journal.undo.append(lambda: _run_quiet(backend.enable(spec)))
     if not plan.start:
         return
     if not backend.is_active(spec):
@@ -237,7 +242,9 @@ def install(
             _run(plan.reload, out, dry_run)
         # backend data outside files (the crontab entry) changed: registering again replaces it
         refresh = old is not None and old.get("extra", {}) != plan.extra
-        _enable_and_start(spec, backend, plan, out, journal, changed=changed, refresh=refresh)
+        _enable_and_start(
+            spec, backend, plan, out, journal, changed=changed, refresh=refresh, first=old is None
+        )
         if plan.start and not dry_run:
             _verify(spec, backend, verify_seconds)
             out.verified = True

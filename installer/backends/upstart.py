@@ -1,14 +1,20 @@
 """upstart: a job file /etc/init/NAME.conf that execs the foreground daemon (respawn with a limit);
 ``initctl reload-configuration`` and ``initctl start`` when upstart runs. The job file itself is the boot
-registration; an admin disables it with /etc/init/NAME.override containing ``manual``."""
+registration; disabled means /etc/init/NAME.override holds a ``manual`` line (upstart's own switch, which
+an admin uses too): ``disable`` adds that line, ``enable`` and uninstall take it out again, keeping any other
+stanzas an admin put into the override."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from .. import manifest as mf
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, FileSpec, cmd
+from .base import Action, Backend, FileSpec, Plan, cmd
+
+MANUAL = "manual"
 
 
 class Upstart(Backend):
@@ -26,11 +32,46 @@ class Upstart(Backend):
     def reload(self, spec: ServiceSpec) -> list[Action]:
         return [cmd(["initctl", "reload-configuration"])] if self.live else []
 
+    def override(self, spec: ServiceSpec) -> Path:
+        return Path("/etc/init") / f"{spec.name}.override"
+
+    def _lines(self, spec: ServiceSpec) -> list[str] | None:
+        data = mf.read_bytes(spec.target(self.override(spec)))
+        return None if data is None else data.decode(errors="replace").splitlines()
+
     def enable(self, spec: ServiceSpec) -> list[Action]:
-        return []  # the job file's `start on` is the registration
+        """The job file's `start on` registers it; enabling = no `manual` line in the override."""
+        path = spec.target(self.override(spec))
+
+        def run() -> None:
+            lines = self._lines(spec)
+            if lines is None or MANUAL not in (line.strip() for line in lines):
+                return
+            kept = [line for line in lines if line.strip() != MANUAL]
+            if kept:
+                mf.atomic_write(path, ("\n".join(kept) + "\n").encode(), 0o644)
+            else:
+                path.unlink()
+
+        return [Action(f"remove '{MANUAL}' from {self.override(spec)}", run)]
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
-        return []
+        path = spec.target(self.override(spec))
+
+        def run() -> None:
+            lines = self._lines(spec) or []
+            if MANUAL not in (line.strip() for line in lines):
+                mf.atomic_write(path, ("\n".join([*lines, MANUAL]) + "\n").encode(), 0o644)
+
+        return [Action(f"write '{MANUAL}' into {self.override(spec)}", run)]
+
+    def plan_uninstall(self, spec: ServiceSpec, manifest: dict[str, Any]) -> Plan:
+        """Stop, then take our `manual` line out again (an override naming a removed job is our leftover)."""
+        return Plan(
+            backend=self.name,
+            start=tuple(self.stop(spec)) if self.live else (),
+            enable=tuple(self.enable(spec)),
+        )
 
     def start(self, spec: ServiceSpec) -> list[Action]:
         return [cmd(["initctl", "start", spec.name])] if self.live else []

@@ -405,3 +405,24 @@ def test_json_is_one_valid_object_in_every_mode(tree: Path) -> None:
         res = cli(*args, "--root", str(tree), "--json")
         assert res.returncode == 0, (args, res.stderr)
         assert isinstance(json.loads(res.stdout), dict), args
+
+
+def test_upstart_no_enable_writes_manual_override_and_enable_uninstall_take_it_out(tree: Path) -> None:
+    """upstart's job file alone starts the job at boot: --no-enable must add upstart's `manual` switch (it
+    was silently ignored), --enable and uninstall take it out, keeping an admin's other override stanzas."""
+    before = snapshot(tree)
+    override = tree / "etc/init/taskserver.override"
+    assert cli("--init", "upstart", "--root", str(tree), "--no-enable").returncode == 0
+    assert override.read_text() == "manual\n"
+    assert json.loads(cli("--root", str(tree), "--status", "--json").stdout)["enabled"] is False
+    res = cli("--init", "upstart", "--root", str(tree))
+    assert res.returncode == 0 and "left disabled" in res.stdout and override.exists()
+    assert cli("--init", "upstart", "--root", str(tree), "--enable").returncode == 0
+    assert not override.exists()
+    assert json.loads(cli("--root", str(tree), "--status", "--json").stdout)["enabled"] is True
+    override.write_text("env LANG=C.UTF-8\nmanual\n")  # the admin's own override, disabling it
+    assert cli("--uninstall", "--root", str(tree)).returncode == 0
+    assert override.read_text() == "env LANG=C.UTF-8\n"
+    override.unlink()
+    override.parent.rmdir()
+    assert snapshot(tree) == before
