@@ -131,7 +131,10 @@ def _disable(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add check, init-config and tenants to the main parser's subcommands."""
-    p = sub.add_parser("check", help="validate the configuration file (exit 0 valid, 2 invalid)")
+    p = sub.add_parser("check", help="validate the configuration file (exit 0 valid, 2 invalid)",
+                       description="Validate the configuration file: every error with file:line:column, "
+                       "exit 0 when valid, 2 when not. With -v, each job's next due time and why a job "
+                       "would not run.")
     p.set_defaults(func=_check)
     p = sub.add_parser("init-config", help="write a commented example configuration (never overwrites)")
     p.add_argument("path", nargs="?", type=Path, metavar="PATH", help="default: the -c / default config path")
@@ -142,10 +145,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = tsub.add_parser("list", help="show the tenants, their logins and state")
     p.set_defaults(func=_list)
     p = tsub.add_parser("enable", help="enable a tenant (adding it, or setting its login)")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--login", metavar="USER", help="user the tenant's jobs run as (needed for a new tenant)")
+    p.add_argument("name", metavar="NAME", help="the tenant, as in `taskserver tenants list`")
+    p.add_argument("--login", metavar="USER",
+                   help="the login the tenant's jobs act for, given to each run as $TASKSERVER_LOGIN "
+                   "(needed for a new tenant); jobs run as task_server.run_as")
     p.set_defaults(func=_enable)
     p = tsub.add_parser("disable", help="disable a tenant: it keeps its login and jobs but runs nothing")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the tenant, as in `taskserver tenants list`")
     p.set_defaults(func=_disable)
 
