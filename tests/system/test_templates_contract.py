@@ -232,3 +232,25 @@ def test_admin_override_template_is_used(sd_specs: dict[str, ServiceSpec]) -> No
     override.parent.mkdir(parents=True)
     override.write_text("[Service]\nExecStart={{ exec_start | sd_exec }}\n# admin's own\n")
     assert render_one("systemd", spec).endswith("# admin's own\n")
+
+
+@pytest.mark.parametrize("place", ["default", "sysconfig"])
+def test_sysv_script_sources_etc_default_or_sysconfig(
+    tmp_path: Path, specs: dict[str, ServiceSpec], place: str
+) -> None:
+    """/etc/default/NAME (Debian) or /etc/sysconfig/NAME (RHEL/SUSE) is sourced and may override settings:
+    run in a private mount namespace with a tmpfs over /etc, so the host's /etc is not touched."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (a private mount namespace)")
+    spec = replace(specs["defaults"], name="ts-defaults-probe")
+    script = tmp_path / "probe.init"
+    script.write_text(render_one("sysv", spec))
+    probe = tmp_path / "probe"
+    probe.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    probe.chmod(0o755)
+    setup = (
+        f'mount -t tmpfs tmpfs /etc && mkdir /etc/{place} && '
+        f'printf "DAEMON=%s\\n" "$1" > /etc/{place}/ts-defaults-probe && exec sh "$2" status'
+    )
+    res = run("unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sh", probe, script)
+    assert res.stdout.splitlines() == ["-c", str(spec.config), "status"], res.stdout + res.stderr
