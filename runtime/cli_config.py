@@ -35,11 +35,30 @@ def _check(args: argparse.Namespace) -> int:
     if not cfg.exists:
         print(f"{path}: no such file; `taskserver run` would use the embedded default (nothing to check)")
         return 0
+    if not _stores_available(cfg):
+        return EXIT_INVALID
     jobs = sum(len(t.jobs) for t in cfg.tenants)
     print(f"{path}: OK ({len(cfg.tenants)} tenant(s), {jobs} job(s))")
     if args.verbose:
         _print_schedule(cfg)
     return 0
+
+
+def _stores_available(cfg: Config) -> bool:
+    """A store kind the file may name but this build cannot open: the daemon would refuse to start."""
+    from . import sqlite_store  # noqa: F401, PLC0415 - registers the sqlite backend
+    from .store import BACKENDS  # noqa: PLC0415
+
+    good = True
+    for t in cfg.tenants:
+        if t.store.kind not in BACKENDS:
+            where = f"{t.loc}: " if t.loc else f"{cfg.path}: "
+            print(f"taskserver: error: {where}tenants.{t.name}.store: the {t.store.kind} store is not "
+                  "available in this version", file=sys.stderr)
+            print("taskserver: hint: remove store: to use the default SQLite file, or store: {sqlite: PATH}",
+                  file=sys.stderr)
+            good = False
+    return good
 
 
 def _print_schedule(cfg: Config) -> None:

@@ -194,7 +194,7 @@ tenants:
   example:
     # login: example            # the login its jobs act for, in their $TASKSERVER_LOGIN (they run as run_as)
     timezone: UTC               # IANA zone for cron times and windows, e.g. Europe/Berlin
-    # store: {sqlite: example.sqlite}   # default: <state_dir>/<tenant>.sqlite; or {postgresql: DSN}
+    # store: {sqlite: example.sqlite}   # default: <state_dir>/<tenant>.sqlite
     jobs:
       nightly-report:
         cron: "30 2 * * *"      # minute hour day-of-month month day-of-week, or @daily, @hourly, ...

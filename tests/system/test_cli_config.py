@@ -12,6 +12,9 @@ TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 
 def ts(cfg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TASKSERVER_CONFIG"}
+    # pid file and default state dir in the test's own directory, never the host's /run or /var/lib
+    for var in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR", "STATE_DIRECTORY", "XDG_STATE_HOME"):
+        env[var] = str(cfg.parent / var.lower())
     return subprocess.run([TASKSERVER, "-c", str(cfg), *argv], capture_output=True, text=True, env=env,
                           timeout=60, check=False)
 
@@ -91,3 +94,17 @@ def test_tenants_enable_disable_list(tmp_path: Path) -> None:
     r = ts(cfg, "tenants", "enable", "x", "--login", "bad user")
     assert r.returncode == 2 and "is not a user name" in r.stderr
     assert ts(cfg, "check").returncode == 0
+
+
+def test_check_refuses_a_store_this_build_cannot_open(tmp_path: Path) -> None:
+    """check must not pass a file the daemon would refuse: only the SQLite store exists."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tenants:\n  t:\n    login: app\n    store: {postgresql: \"dbname=x\"}\n")
+    r = ts(cfg, "check")
+    assert r.returncode == 2, r
+    lines = r.stderr.splitlines()
+    expected = f"{cfg}:2:3: tenants.t.store: the postgresql store is not available in this version"
+    assert lines[0] == f"taskserver: error: {expected}", r.stderr
+    assert lines[1].startswith("taskserver: hint: remove store:")
+    run = ts(cfg, "run", "--once")  # and indeed the daemon refuses it
+    assert run.returncode == 2 and "store kind 'postgresql' is not available" in run.stderr, run
