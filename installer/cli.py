@@ -208,6 +208,12 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
             f"--user works only with systemd, not {backend.name}",
             hint="drop --user, or use --init systemd --user (or --init cron without root)",
         )
+    if args.user and args.run_as:
+        # a user manager cannot switch users: User= in a user unit fails at every start (216/GROUP)
+        raise UserError(
+            "--run-as does not apply with --user: a user unit runs as the user who owns it",
+            hint="drop --run-as (install as that user), or drop --user for a system service run as it",
+        )
     executable = args.executable
     if executable is not None:
         exe = root / check_abs("--executable", executable).relative_to("/")

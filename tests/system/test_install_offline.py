@@ -204,6 +204,7 @@ BAD = [
     (["--init", "systemd", "--name", "x.service"], "ends in .service"),
     (["--init", "cron", "--user"], "--user works only with systemd"),
     (["--init", "openrc"], "unknown init system"),
+    (["--init", "systemd", "--user", "--run-as", "svc"], "--run-as does not apply with --user"),
     (["--init", "systemd", "--writable", "/"], "whole file system writable"),
     (["--init", "systemd", "--writable", "/srv/../"], "whole file system writable"),
     (["--init", "systemd", "--config", "/etc/ts/a\nb.yaml"], "cannot be written safely"),
