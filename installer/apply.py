@@ -9,6 +9,7 @@ exactly what the manifest lists. ``status`` compares the live state and the file
 from __future__ import annotations
 
 import difflib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -89,7 +90,8 @@ def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, forc
             f"{f.path} (would install)",
         )
     )
-    print(diff, end="")
+    # on stderr with the error it explains: stdout stays the outcome (one JSON object with --json)
+    print(diff, end="", file=sys.stderr)
     why = (
         "was changed since it was installed"
         if str(f.path) in recorded

@@ -112,9 +112,12 @@ def test_admin_edit_is_refused_with_diff_then_replaced_with_force(tree: Path) ->
     edited = snapshot(tree)
     res = cli("--init", "systemd", "--root", str(tree))
     assert res.returncode == 1
-    assert "-RestartSec=30s" in res.stdout and "+RestartSec=2s" in res.stdout  # the diff
-    assert "changed since it was installed" in res.stderr and "--force" in res.stderr
+    assert "-RestartSec=30s" in res.stderr and "+RestartSec=2s" in res.stderr  # the diff, before the error
+    assert res.stderr.index("+RestartSec=2s") < res.stderr.index("changed since it was installed")
+    assert "--force" in res.stderr.splitlines()[-1] and res.stdout == ""
     assert snapshot(tree) == edited
+    res = cli("--init", "systemd", "--root", str(tree), "--json")
+    assert res.returncode == 1 and res.stdout == "" and "+RestartSec=2s" in res.stderr  # no text as JSON
     status = json.loads(cli("--root", str(tree), "--status", "--json").stdout)
     assert status["files_changed"] == [{"path": "/" + UNIT, "state": "changed"}]
     res = cli("--init", "systemd", "--root", str(tree), "--force")
