@@ -137,7 +137,7 @@ def main() -> int:
         (
             f"  scheduled runs per second while {n} due at once drain",
             "",
-            f"{burst[0].get('per_s') or 0:.0f}/s",
+            f"{burst[0].get('per_s') or 0:.0f}/s ({burst[0].get('n')} runs)",
             "",
         ),
         ("`taskserver status` wall p50, 1 job", "<= 100 ms", ms(ts_status.get("status_p50")), "n/a"),

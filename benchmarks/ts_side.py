@@ -106,7 +106,8 @@ def lateness(n: int, base: float, step: float) -> dict[str, Any]:
     srv = Server()
     try:
         srv.write_config([_date_job(f"j{i}", f"every: {base + i * step:.3f}") for i in range(n)])
-        srv.start("--time-limit", str(base + n * step + 3))
+        # due all at once: leave time for the whole queue to drain (the limit stops new starts)
+        srv.start("--time-limit", str(base + n * step + (3 if step else 3 + n / 50)))
         srv.wait()
         first = srv.rows(
             "SELECT r.due, r.started, r.output, r.finished FROM runs r JOIN "
