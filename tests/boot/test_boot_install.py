@@ -86,6 +86,16 @@ def assert_rerun_changes_nothing(m: Container) -> None:
     assert pids and daemon_pids(m) == pids, f"daemon restarted by an unchanged re-run: {pids} -> {out}"
 
 
+def assert_reload_picks_up_a_new_job(m: Container, reload: list[str]) -> None:
+    """The boot file's reload (SIGHUP) makes the same daemon run a job added to the config."""
+    pid = daemon_pids(m)
+    m.sh(["sh", "-c", f"cat >> {CONFIG}"],
+         input=f'      reloaded: {{every: 2s, command: [/bin/sh, -c, "echo reloaded >> {PROOF}"]}}\n')
+    m.sh(reload)
+    wait_until(lambda: "reloaded" in m.path(PROOF).read_text(), 60, "the job added before the reload to run")
+    assert daemon_pids(m) == pid, "reload restarted the daemon instead of reloading it"
+
+
 def status(m: Container, *args: str, user: tuple[str, int] | None = None) -> dict[str, Any]:
     """`taskserver-install --status --json`: what the installer's backend reads from the live init."""
     data: dict[str, Any] = json.loads(install(m, "--status", "--json", *args, user=user))
@@ -174,6 +184,14 @@ def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines
     assert status(m) == {"installed": True, "enabled": True, "running": True}
     wait_job_runs(m, 0)
     assert_rerun_changes_nothing(m)
+    assert_reload_picks_up_a_new_job(m, ["systemctl", "reload", "taskserver"])
+    # Restart=always: a daemon that dies is brought back by systemd.
+    pid = daemon_pids(m)
+    m.sh(["kill", "-KILL", *pid])
+    def restarted() -> bool:
+        return daemon_pids(m) not in ([], pid) and systemctl(m, "is-active", "taskserver") == "active"
+
+    wait_until(restarted, 60, "systemd to restart the killed daemon")
 
     before, booted = reboot_and_wait(m)
     assert systemctl(m, "is-active", "taskserver") == "active", m.console()
@@ -288,6 +306,7 @@ def test_sysv_install_reboot_uninstall(registrar: str, installed: lab.Roots, mac
     assert status(m) == {"installed": True, "enabled": True, "running": True}
     wait_job_runs(m, 0)
     assert_rerun_changes_nothing(m)
+    assert_reload_picks_up_a_new_job(m, ["/etc/init.d/taskserver", "reload"])
 
     before, booted = reboot_and_wait(m)
     wait_until(lambda: sysv_status(m) == 0, 60, "the init script to report running after reboot")
