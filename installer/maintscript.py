@@ -135,6 +135,7 @@ class Context:
     no_live_reason: str | None  # why nothing may be started/stopped here (None: it may)
     args: argparse.Namespace
     root: Path
+    reinstalled: bool = False  # WRITE found no manifest: `prerm remove` had taken the service out
 
 
 def state_path(spec: ServiceSpec) -> Path:
@@ -207,7 +208,8 @@ def _write(ctx: Context, preset: bool) -> None:
     spec, backend = ctx.spec, ctx.backend
     enable: bool | None = None  # apply.install: enable a first install, keep an admin's choice on re-install
     remembered = _load_state(spec).get("enabled")
-    if mf.load(spec) is None and isinstance(remembered, bool):
+    ctx.reinstalled = mf.load(spec) is None
+    if ctx.reinstalled and isinstance(remembered, bool):
         enable = remembered  # reinstall after remove: the choice recorded then
     if preset and backend.name == "systemd":
         enable = False  # `systemctl preset` below decides
@@ -229,6 +231,12 @@ def _start(ctx: Context) -> None:
 
 
 def _try_restart(ctx: Context) -> None:
+    if ctx.reinstalled:
+        # dpkg passes the last configured version to a reinstall after `dpkg -r` too (the package stayed in
+        # config-files state), but `prerm remove` had stopped the service: start it if enabled, as
+        # deb-systemd-invoke's restart of a stopped, enabled unit does
+        _start(ctx)
+        return
     if ctx.no_live_reason is None and not ctx.backend.is_active(ctx.spec):
         return  # not running: nothing to restart (disabled and stopped stays so)
     if _may_act(ctx, "restart") and _run_actions(ctx, "restart", ctx.backend.restart(ctx.spec)):

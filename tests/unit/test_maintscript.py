@@ -7,6 +7,7 @@ tests/boot/test_boot_packages.py on booted init systems.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from taskserver.installer import maintscript
+from taskserver.installer.backends.base import Action, Backend, FileSpec, cmd
 from taskserver.installer.maintscript import Step, decide
+from taskserver.installer.spec import ServiceSpec, build_spec
 from taskserver.runtime.errors import UserError
 
 S = Step
@@ -181,3 +185,94 @@ def test_skipped_start_is_one_line_note_and_the_package_succeeds(tmp_path: Path,
     notes = [line for line in res.stdout.splitlines() if "not running" in line]
     assert notes == [f"taskserver-install: not running 'start' for taskserver: {reason}"]
     assert (tmp_path / "etc/systemd/system/multi-user.target.wants/taskserver.service").is_symlink()
+
+
+class Marks(Backend):
+    """A backend whose steps are real file operations under the spec's root (enabled/active markers), so
+    the hooks' decisions are observable without an init system; the real ones are in tests/boot."""
+
+    name = "test-marks"
+
+    def files(self, spec: ServiceSpec) -> list[FileSpec]:
+        return [FileSpec(Path("/etc/marks") / f"{spec.name}.conf", "boot file\n", 0o644)]
+
+    def _mark(self, spec: ServiceSpec, mark: str, on: bool) -> list[Action]:
+        path = spec.target(Path("/") / mark)
+        return [cmd(["touch", str(path)] if on else ["rm", "-f", str(path)])]
+
+    def reload(self, spec: ServiceSpec) -> list[Action]:
+        return []
+
+    def enable(self, spec: ServiceSpec) -> list[Action]:
+        return self._mark(spec, "enabled", True)
+
+    def disable(self, spec: ServiceSpec) -> list[Action]:
+        return self._mark(spec, "enabled", False)
+
+    def start(self, spec: ServiceSpec) -> list[Action]:
+        return self._mark(spec, "active", True)
+
+    def stop(self, spec: ServiceSpec) -> list[Action]:
+        return self._mark(spec, "active", False)
+
+    def is_enabled(self, spec: ServiceSpec) -> bool:
+        return spec.target(Path("/enabled")).exists()
+
+    def is_active(self, spec: ServiceSpec) -> bool | None:
+        return spec.target(Path("/active")).exists()
+
+
+def test_reinstall_after_remove_starts_the_enabled_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dpkg -r` then `dpkg -i` runs `postinst configure OLD-VERSION` (dpkg keeps the configured version in
+    config-files state; checked with dpkg below): prerm remove had stopped it, so it must start again; a
+    real upgrade of a service the admin stopped leaves it stopped."""
+    policy = tmp_path / "policy-rc.d"  # this host's may forbid everything (101): allow, as on a plain host
+    policy.write_text("#!/bin/sh\nexit 0\n")
+    policy.chmod(0o755)
+    monkeypatch.setattr(maintscript, "POLICY_RC_D", policy)
+    root = tmp_path / "root"
+    root.mkdir()
+    spec = build_spec(name="marks", executable="/opt/ts/bin/taskserver", root=root)
+    args = argparse.Namespace(name="marks", config=None, user=False, init=None, root=str(root))
+
+    def hook(script: str, *dpkg_args: str) -> None:
+        ctx = maintscript.Context(spec, Marks(live=True), None, args, root)
+        maintscript.carry_out(ctx, decide("deb", script, list(dpkg_args)))
+
+    active = root / "active"
+    hook("postinst", "configure")
+    assert active.exists() and (root / "enabled").exists()
+    hook("prerm", "remove")
+    assert not active.exists() and not (root / "etc/marks/marks.conf").exists()
+    hook("postinst", "configure", "0.1.0-1")
+    assert active.exists(), "enabled service not started after dpkg -r + dpkg -i"
+    active.unlink()  # the admin stops it; an upgrade restarts only what runs
+    hook("postinst", "configure", "0.1.0-1")
+    assert not active.exists()
+
+
+def test_dpkg_passes_the_old_version_to_a_reinstall_after_remove(tmp_path: Path) -> None:
+    """The fact the test above rests on, from the real dpkg (an empty database under --root)."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg is needed")
+    pkg, db, log = tmp_path / "pkg", tmp_path / "root", tmp_path / "calls"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "usr/share/doc/probe").mkdir(parents=True)
+    (pkg / "usr/share/doc/probe/README").write_text("probe\n")
+    (pkg / "DEBIAN/control").write_text(
+        "Package: ts-probe\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: p\n"
+    )
+    for script in ("postinst", "postrm"):
+        (pkg / "DEBIAN" / script).write_text(f'#!/bin/sh\necho "{script} $*" >> "{log}"\n')
+        (pkg / "DEBIAN" / script).chmod(0o755)
+    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates"):
+        (db / d).mkdir(parents=True)
+    (db / "var/lib/dpkg/status").write_text("")
+    deb = tmp_path / "probe.deb"
+    subprocess.run(["dpkg-deb", "-b", str(pkg), str(deb)], check=True, capture_output=True)
+    dpkg = ["dpkg", f"--root={db}", "--force-script-chrootless", "--force-not-root", "--log=/dev/null"]
+    for op in (["-i", str(deb)], ["-r", "ts-probe"], ["-i", str(deb)]):
+        subprocess.run([*dpkg, *op], check=True, capture_output=True)
+    assert log.read_text().splitlines() == ["postinst configure ", "postrm remove", "postinst configure 1.0"]
