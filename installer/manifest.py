@@ -52,18 +52,20 @@ def load(spec: ServiceSpec) -> dict[str, Any] | None:
         ) from exc
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise UserError(f"install manifest {path} is malformed", hint="restore it from a backup", exit_code=1)
-    for entry in [*data["files"], *({"path": d} for d in data.get("dirs", []))]:
-        _check_entry(spec, path, entry)
+    for entry in data["files"]:
+        _check_entry(spec, path, entry, in_home=spec.user_scope)
+    for d in data.get("dirs", []):  # only ever rmdir'ed when empty; may lie above a home the install made
+        _check_entry(spec, path, {"path": d}, in_home=False)
     return data
 
 
-def _check_entry(spec: ServiceSpec, manifest: Path, entry: object) -> None:
-    """Uninstall deletes what the manifest lists, as root: a listed path must be one an install could have
-    written — absolute and normalized, and for a user unit inside that user's home (whose owner can edit
-    the manifest there)."""
+def _check_entry(spec: ServiceSpec, manifest: Path, entry: object, *, in_home: bool) -> None:
+    """Uninstall deletes the files the manifest lists, as root: a listed path must be one an install could
+    have written — absolute and normalized, and for a user unit inside that user's home (whose owner can
+    edit the manifest there)."""
     text = entry.get("path") if isinstance(entry, dict) else None
     ok = isinstance(text, str) and text.startswith("/") and os.path.normpath(text) == text
-    if ok and spec.user_scope:
+    if ok and in_home:
         ok = Path(str(text)).is_relative_to(spec.home)
     if not ok:
         raise UserError(

@@ -378,8 +378,12 @@ def test_admin_template_override_is_used_and_must_be_safe(tree: Path) -> None:
 def test_uninstall_refuses_a_manifest_listing_what_no_install_writes(tree: Path, listed: str) -> None:
     """A user's manifest lives in their home, writable by them; root's --uninstall must not delete what a
     hand-edited manifest names outside that home (or a path that is not absolute and normalized)."""
-    (tree / "home/op").mkdir(parents=True)
     env = {"PATH": "/usr/bin:/bin", "HOME": "/home/op", "USER": "op"}
+    pristine = snapshot(tree)
+    # the home does not exist yet: the install makes /home and /home/op, and uninstall removes them again
+    assert cli("--init", "systemd", "--user", "--root", str(tree), env=env).returncode == 0
+    assert cli("--uninstall", "--user", "--root", str(tree), env=env).returncode == 0
+    assert snapshot(tree) == pristine
     assert cli("--init", "systemd", "--user", "--root", str(tree), env=env).returncode == 0
     manifest = tree / "home/op/.local/state/taskserver-install/taskserver.json"
     data = json.loads(manifest.read_text())
