@@ -132,9 +132,12 @@ def check_override(spec: ServiceSpec, template: str) -> None:
     path = base / template
     if not path.exists():
         return
+    owners = {0, os.geteuid()}
+    if spec.user_scope:  # a user unit runs as its owner: their own override gives them nothing new
+        owners.add(spec.target(spec.home).stat().st_uid)
     for full in [path, *(base / d for d in path.relative_to(base).parents)]:
         st = full.stat()
-        if st.st_uid not in (0, os.geteuid()):
+        if st.st_uid not in owners:
             problem = f"is owned by uid {st.st_uid}, not root"
         elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             problem = "is group- or world-writable"

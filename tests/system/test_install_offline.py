@@ -434,3 +434,20 @@ def test_upstart_no_enable_writes_manual_override_and_enable_uninstall_take_it_o
     override.unlink()
     override.parent.rmdir()
     assert snapshot(tree) == before
+
+
+def test_user_unit_override_owned_by_that_user_is_accepted(tree: Path) -> None:
+    """root installing op's user unit: op's own override in op's config dir runs only as op, so it is fine."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (files owned by another user)")
+    home = tree / "home/op"
+    override = home / ".config/taskserver/templates/systemd/taskserver.service.j2"
+    override.parent.mkdir(parents=True)
+    packaged = Path(__file__).parents[2] / "templates/systemd/taskserver.service.j2"
+    override.write_text(packaged.read_text() + "# op's own\n")
+    for p in [home, *override.relative_to(home).parents, override.relative_to(home)]:
+        os.chown(home / p, 4242, 4242)
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/home/op", "USER": "op"}
+    res = cli("--init", "systemd", "--user", "--root", str(tree), env=env)
+    assert res.returncode == 0, res.stderr
+    assert (home / ".config/systemd/user/taskserver.service").read_text().endswith("# op's own\n")
