@@ -37,6 +37,20 @@ def _command_word(argv: Sequence[str]) -> str | None:
     return None
 
 
+GLOBAL_FLAGS = frozenset({"-v", "--verbose", "--debug"})
+
+
+def _hoist_global_flags(words: Sequence[str]) -> list[str]:
+    """Accept the global flags after the subcommand too (``taskserver run --once -v``).
+
+    Words after ``--`` belong to an enqueued command and are never touched.
+    """
+    end = words.index("--") if "--" in words else len(words)
+    head = list(words[:end])
+    flags = [w for w in head if w in GLOBAL_FLAGS]
+    return flags + [w for w in head if w not in GLOBAL_FLAGS] + list(words[end:])
+
+
 def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -67,7 +81,7 @@ def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else list(argv)
+    words = _hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(only_control=_command_word(words) in CONTROL_COMMANDS)
     args = parser.parse_args(words)
     if getattr(args, "func", None) is None:
@@ -83,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(PROG, err)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `taskserver jobs history | head -1`: the reader left; say nothing more. Point stdout at /dev/null
+        # so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

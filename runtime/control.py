@@ -349,6 +349,16 @@ _STATUS_MORE = """\
 Exit codes as an LSB init script: 0 running, 1 dead but the pid file remains, 3 not running."""
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def register(sub: Any) -> None:
     """Add run, start, stop, restart, reload and status to the main parser's subparsers."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -363,7 +373,7 @@ def register(sub: Any) -> None:
     p.add_argument("--once", action="store_true", help="run what is due now, then exit (cron mode)")
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=_positive_seconds,
         metavar="S",
         help="stop taking new work after S seconds, finish running jobs, exit 0 (default: no limit)",
     )
