@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,8 +46,28 @@ def test_root_without_run_as_refuses_when_jobs_would_run() -> None:
     privs.check_root_policy(_config(None, "alice", enabled=False))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="only a non-root process is refused a run_as switch")
+_SWITCH_PROBE = """
+import os, pwd
+from taskserver.runtime import privs
+from taskserver.runtime.errors import UserError
+try:
+    privs.check_can_switch("root")
+except UserError as err:
+    print("refused:", err)
+else:
+    print("allowed")
+privs.check_can_switch(pwd.getpwuid(os.geteuid()).pw_name)
+print("own user: allowed")
+"""
+
+
 def test_non_root_cannot_switch_to_another_user() -> None:
-    with pytest.raises(UserError, match="needs root"):
-        privs.check_can_switch("root")
-    privs.check_can_switch(pwd.getpwuid(os.geteuid()).pw_name)
+    """Run as a real unprivileged process: as root (CI), drop to nobody with setpriv first."""
+    argv = [sys.executable, "-c", _SWITCH_PROBE]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("refused:") and "needs root" in lines[0], proc.stdout
+    assert lines[1] == "own user: allowed"
