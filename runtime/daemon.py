@@ -144,7 +144,7 @@ class Daemon:
                 self._retry()
                 self.executor.enforce(now)
                 if freed:
-                    self._check_limits(now)  # between jobs: a run just ended
+                    self._check_limits(now, run_ended=True)  # between jobs: a run just ended
                     if not self.stopping:
                         self._dispatch(now)
             if not self.runs and (self.stopping or (self.once and not self._work_left())):
@@ -310,7 +310,7 @@ class Daemon:
         if self.notifier:
             self.notifier.stopping()
 
-    def _check_limits(self, now: float) -> None:
+    def _check_limits(self, now: float, run_ended: bool = False) -> None:
         if self.stop_deadline is not None and now >= self.stop_deadline:
             self.stop_deadline = None
             if self.runs:
@@ -321,8 +321,10 @@ class Daemon:
         if self.end_at is not None and now >= self.end_at:
             log.info("time limit reached: taking no new work")
             self.stopping = True
+        # Memory only after a run ended: checked at start-up too, a limit below the daemon's own size made
+        # every start exit before any job ran (a restart loop the supervisor gives up on, no work done).
         limit = self.config.server.memory_limit
-        if limit is not None and (rss := rss_bytes()) > limit:
+        if run_ended and limit is not None and (rss := rss_bytes()) > limit:
             log.warning("memory limit: %d bytes resident > %d: finishing, then exiting for a restart",
                         rss, limit)
             self.stopping = True
