@@ -113,9 +113,16 @@ def _chroot(root: Path, ev: list[str]) -> bool:
     """Only meaningful for the real root: is PID 1's / another directory than ours?"""
     if root.resolve() != Path("/"):
         return False
+    if not os.path.exists("/proc/self"):
+        # Every booted system (and container) has /proc mounted; a bare chroot of an image build often
+        # has not. Called "not a chroot", a /run bind-mounted from the host could pass for a live init.
+        # (/proc/self, not /proc/1: hidepid= or ProtectProc= hide PID 1 from a process on a live system.)
+        ev.append("/proc is not mounted: not a booted system, treated as a chroot")
+        return True
     try:
         a, b = os.stat("/proc/1/root"), os.stat("/")
-    except OSError:
+    except OSError as exc:
+        ev.append(f"cannot read /proc/1/root ({exc.strerror}): cannot tell whether this is a chroot")
         return False
     if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
         ev.append("/proc/1/root is not /: running in a chroot")
