@@ -133,6 +133,12 @@ def test_memory_limit_exit_is_restarted_and_jobs_go_on(installed: lab.Roots, mac
     # Between generations (RestartSec) the unit shows how its main process ended: exited (1) with 0.
     exits = {(s["ExecMainCode"], s["ExecMainStatus"]) for s in seen if s["ExecMainCode"] != "0"}
     assert exits == {("1", "0")}, seen
+    # systemd counts clean restarts against the unit's start limit too: past its burst (15), the unit must
+    # still be restarting, not failed with start-limit-hit.
+    wait_until(lambda: restarts(16), 240, "restarts beyond the start-limit burst", 0.5)
+    assert {s["Result"] for s in seen} == {"success"}, seen[-1]
+    state = m.sh(["systemctl", "is-failed", "taskserver"], check=False).stdout.strip()
+    assert state != "failed", seen[-1]
     assert {s["Result"] for s in seen} == {"success"}, seen
     log = journal(m)
     assert "memory limit" in log and "Deactivated successfully" in log, log
@@ -208,10 +214,10 @@ def test_detect_in_a_booted_machine(variant: str, installed: lab.Roots, machines
 @pytest.mark.parametrize("proc", ["no /proc", "/proc mounted"])
 def test_detect_in_an_unbooted_root_via_chroot(proc: str, installed: lab.Roots, machines: Machines) -> None:
     """An image build: nothing booted in the root, whether or not the builder mounted /proc into it."""
-    if proc == "/proc mounted" and not os.access("/proc/1/root", os.R_OK):
-        # Seen from the chroot, PID 1's root is the host's: a host whose PID 1 root cannot be read (a
-        # container without CAP_SYS_PTRACE over its PID 1) gives the detector nothing to compare with.
-        pytest.skip("this host's /proc/1/root is not readable, so no chroot can be told from inside")
+    # Seen from the chroot, PID 1's root is the host's. A host whose PID 1 root cannot be read (a container
+    # without CAP_SYS_PTRACE over its PID 1, as some build machines are) gives the detector nothing to
+    # compare with: then it must say so in its evidence, and still find nothing running.
+    can_tell = proc == "no /proc" or os.access("/proc/1/root", os.R_OK)
     root = machines.overlay(installed("systemd")).root
     if proc == "/proc mounted":
         lab.run(["mount", "-t", "proc", "proc", str(root / "proc")])
@@ -223,4 +229,6 @@ def test_detect_in_an_unbooted_root_via_chroot(proc: str, installed: lab.Roots, 
         if proc == "/proc mounted":
             lab.run(["umount", str(root / "proc")])
     facts = (got["init"], got["chroot"], got["target"], got["live"])
-    assert facts == ("offline", True, "systemd", False), got
+    assert facts == ("offline", can_tell, "systemd", False), got
+    if not can_tell:
+        assert any("cannot tell whether this is a chroot" in e for e in got["evidence"]), got
