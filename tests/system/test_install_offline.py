@@ -108,21 +108,23 @@ def test_rerun_is_unchanged_byte_for_byte(tree: Path) -> None:
 def test_admin_edit_is_refused_with_diff_then_replaced_with_force(tree: Path) -> None:
     assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
     unit = tree / UNIT
-    unit.write_text(unit.read_text().replace("RestartSec=2s", "RestartSec=30s"))
+    shipped = unit.read_text()
+    assert "\nRestartSec=5s\n" in shipped  # the line the admin edits below
+    unit.write_text(shipped.replace("RestartSec=5s", "RestartSec=30s"))
     edited = snapshot(tree)
     res = cli("--init", "systemd", "--root", str(tree))
     assert res.returncode == 1
-    assert "-RestartSec=30s" in res.stderr and "+RestartSec=2s" in res.stderr  # the diff, before the error
-    assert res.stderr.index("+RestartSec=2s") < res.stderr.index("changed since it was installed")
+    assert "-RestartSec=30s" in res.stderr and "+RestartSec=5s" in res.stderr  # the diff, before the error
+    assert res.stderr.index("+RestartSec=5s") < res.stderr.index("changed since it was installed")
     assert "--force" in res.stderr.splitlines()[-1] and res.stdout == ""
     assert snapshot(tree) == edited
     res = cli("--init", "systemd", "--root", str(tree), "--json")
-    assert res.returncode == 1 and res.stdout == "" and "+RestartSec=2s" in res.stderr  # no text as JSON
+    assert res.returncode == 1 and res.stdout == "" and "+RestartSec=5s" in res.stderr  # no text as JSON
     status = json.loads(cli("--root", str(tree), "--status", "--json").stdout)
     assert status["files_changed"] == [{"path": "/" + UNIT, "state": "changed"}]
     res = cli("--init", "systemd", "--root", str(tree), "--force")
     assert res.returncode == 0 and "updated" in res.stdout
-    assert "RestartSec=2s" in unit.read_text()
+    assert "RestartSec=5s" in unit.read_text()
 
 
 def test_foreign_file_is_not_overwritten(tree: Path) -> None:
