@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..runtime.errors import UserError, report
+from ..runtime.errors import UserError, run_command
 from . import apply, detect
 from . import manifest as mf
 from .backends import base
@@ -125,14 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
-    try:
-        return dispatch(args)
-    except UserError as err:
-        if args.debug:
-            log.exception("details")
-        return report(PROG, err)
-    except KeyboardInterrupt:
-        return 130
+    return run_command(PROG, lambda: dispatch(args), debug=args.debug)
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import control, logs
-from .errors import UserError, report
+from .errors import run_command
 
 PROG = "taskserver"
 log = logging.getLogger(__name__)
@@ -88,20 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     logs.setup(verbose=args.verbose, debug=args.debug)
-    try:
-        code: int = args.func(args)
-        return code
-    except UserError as err:
-        if args.debug:
-            log.exception("details")
-        return report(PROG, err)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # `taskserver jobs history | head -1`: the reader left; say nothing more. Point stdout at /dev/null
-        # so the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    return run_command(PROG, lambda: int(args.func(args)), debug=args.debug)
 
 
 if __name__ == "__main__":

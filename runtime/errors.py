@@ -6,7 +6,10 @@ A ``UserError`` is reported as one line naming what was wrong (and where), follo
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 EXIT_USAGE = 2
@@ -32,3 +35,21 @@ def report(prog: str, err: UserError, stream: TextIO | None = None) -> int:
     if err.hint:
         print(f"{prog}: hint: {err.hint}", file=out)
     return err.exit_code
+
+
+def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
+    """Run a command-line entry point the way both tools do: a ``UserError`` becomes its one line and hint
+    (a traceback only with ``--debug``), Ctrl-C exits 130, and a reader that closes the pipe early
+    (``... | head -1``) ends the command quietly with 141."""
+    try:
+        return func()
+    except UserError as err:
+        if debug:
+            logging.getLogger(prog).exception("details")
+        return report(prog, err)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
