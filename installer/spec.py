@@ -124,30 +124,29 @@ def resolve_executable() -> Path:
     )
 
 
-def _passwd(root: Path) -> dict[str, tuple[int, int, str]]:
-    """user -> (uid, gid, home), read from the target's /etc/passwd so --root trees work."""
-    out: dict[str, tuple[int, int, str]] = {}
+def _db_rows(root: Path, name: str) -> list[list[str]]:
+    """The colon-separated rows of the target's etc/passwd or etc/group (so --root trees work)."""
     try:
-        lines = (root / "etc/passwd").read_text(encoding="utf-8", errors="replace").splitlines()
+        text = (root / "etc" / name).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return out
-    for line in lines:
-        f = line.split(":")
-        if len(f) >= 7 and f[2].isdigit() and f[3].isdigit():
-            out[f[0]] = (int(f[2]), int(f[3]), f[5])
-    return out
+        return []
+    return [line.split(":") for line in text.splitlines()]
+
+
+def _passwd(root: Path) -> dict[str, tuple[int, int, str]]:
+    """user -> (uid, gid, home), read from the target's /etc/passwd."""
+    return {
+        f[0]: (int(f[2]), int(f[3]), f[5])
+        for f in _db_rows(root, "passwd")
+        if len(f) >= 7 and f[2].isdigit() and f[3].isdigit()
+    }
 
 
 def _group_gid(root: Path, group: str) -> int | None:
-    try:
-        lines = (root / "etc/group").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        f = line.split(":")
-        if len(f) >= 3 and f[0] == group and f[2].isdigit():
-            return int(f[2])
-    return None
+    return next(
+        (int(f[2]) for f in _db_rows(root, "group") if len(f) >= 3 and f[0] == group and f[2].isdigit()),
+        None,
+    )
 
 
 def parse_run_as(text: str, root: Path = Path("/")) -> RunAs:
