@@ -46,8 +46,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stores_available(cfg: Config) -> bool:
     """A store kind the file may name but this build cannot open: the daemon would refuse to start."""
-    from . import sqlite_store  # noqa: F401, PLC0415 - registers the sqlite backend
-    from .store import BACKENDS  # noqa: PLC0415
+    from .store import BACKENDS, load_backends  # noqa: PLC0415
+
+    load_backends()
 
     good = True
     for t in cfg.tenants:

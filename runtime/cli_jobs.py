@@ -21,8 +21,7 @@ from typing import Any
 from . import config, control, privs, schedule, statusfile
 from .errors import UserError
 from .model import Config, Cron, Every, JobDef, TenantDef
-from .sqlite_store import SqliteStore, store_path
-from .store import Run
+from .store import NoStore, Run, Store, load_backends, open_store
 
 DEFAULT_QUEUE = "default"
 
@@ -93,11 +92,12 @@ def _runnable(cfg: Config, tenant: TenantDef) -> None:
                         hint=f"taskserver tenants enable {tenant.name} --login USER")
 
 
-def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> SqliteStore | None:
-    path = store_path(tenant, cfg.server.state_dir)
-    if not create and not path.exists():
+def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> Store | None:
+    """The tenant's store through the backend registry; None when it has none yet and ``create`` is off."""
+    try:
+        return open_store(tenant, cfg.server.state_dir, create=create)
+    except NoStore:
         return None
-    return SqliteStore(path)
 
 
 @contextlib.contextmanager
@@ -107,6 +107,7 @@ def _as_daemon_user(cfg: Config) -> Iterator[None]:
     Only the effective ids change (and change back): root-owned files in the state dir would lock the
     dropped daemon out of its own store.
     """
+    load_backends()  # imported as root: the interpreter's own modules may be out of the user's reach
     spec = cfg.server.run_as
     ident = privs.resolve(spec) if spec and os.geteuid() == 0 else None
     if ident is None or ident.uid == 0:
@@ -123,8 +124,11 @@ def _as_daemon_user(cfg: Config) -> Iterator[None]:
         os.setegid(egid)
 
 
-def _wake(cfg: Config) -> bool:
-    """SIGUSR1 to a running daemon so it picks up new QUE runs at once."""
+def _wake(cfg: Config, store: Store) -> bool:
+    """Wake the daemon serving the store so it picks up new QUE runs at once: through the store's own
+    wake-up, else SIGUSR1 to the daemon of this config (an older daemon listens only for that)."""
+    if store.notify():
+        return True
     pid = control.read_pid(cfg.path)
     if pid is None:
         return False
@@ -136,20 +140,34 @@ def _wake(cfg: Config) -> bool:
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
+    """Add the QUE run.  A failure before its commit raises (nothing was queued); after the commit, the run
+    id is the truth and is returned, whatever else fails (a caller that retried would queue it twice)."""
     with _as_daemon_user(cfg):
         store = _store(cfg, tenant, create=True)
         assert store is not None
         try:
             run_id = store.add(job, queue=queue, argv=argv, now=time.time())
-            run = store.get(run_id)
-            assert run is not None
-            statusfile.update(cfg.server.state_dir, tenant.name, run)
+            _after_commit(cfg, tenant, store, run_id)
         finally:
             store.close()
-    if not _wake(cfg):
+    return run_id
+
+
+def _after_commit(cfg: Config, tenant: TenantDef, store: Store, run_id: int) -> None:
+    try:
+        run = store.get(run_id)
+        if run is not None:
+            statusfile.update(cfg.server.state_dir, tenant.name, run)
+    except (OSError, UserError) as exc:
+        print(f"taskserver: warning: run {run_id} is queued, but its status file was not written: {exc}",
+              file=sys.stderr)
+    try:
+        woken = _wake(cfg, store)
+    except (OSError, UserError):
+        woken = False
+    if not woken:
         print(f"taskserver: note: no daemon is running; run {run_id} waits for `taskserver run`",
               file=sys.stderr)
-    return run_id
 
 
 def _stamp(t: float | None) -> str | None:
@@ -169,7 +187,7 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
     return d
 
 
-def _next_due(job: JobDef, tenant: TenantDef, store: SqliteStore | None, now: datetime) -> datetime | None:
+def _next_due(job: JobDef, tenant: TenantDef, store: Store | None, now: datetime) -> datetime | None:
     """As the daemon counts it: from the last due time it accounted for (an interval runs on from there)."""
     last = store.last_due(job.name) if store else None
     after = datetime.fromtimestamp(last, UTC) if last is not None else now

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 EXIT_NOT_RUNNING_STATUS = 3
 EXIT_NOT_RUNNING_RELOAD = 7
 READY_TIMEOUT_S = 60.0
+STOP_SLACK_S = 5.0  # beyond the daemon's stop_timeout and the jobs' grace: time to record them and exit
 
 
 def pidfile_path_for(cfg: Config) -> Path:
@@ -77,14 +78,22 @@ def _serve(
     serve: Callable[..., int], cfg: Config, pidfile: PidFile, notifier: Notifier | None, **kw: Any
 ) -> int:
     path, started = cfg.path, time.time()
-    pidfile.write_info(_summary(cfg, started))
+    published = _summary(cfg, started)
+    pidfile.write_info(published)
 
     def reload_config() -> Config:
         watched = notifier is not None and notifier.watchdog_interval() is not None
         new = _load_path(path, notifier.ping if watched and notifier is not None else None)
-        pidfile.write_info(_summary(new, started))
+        published.update(_summary(new, started))
+        pidfile.write_info(published)
         return new
 
+    def status(text: str) -> None:  # the daemon's health, for `taskserver status`
+        published["status"] = text
+        pidfile.write_info(published)
+
+    notifier = notifier or Notifier(None)
+    notifier.on_status = status
     return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
 
 
@@ -270,7 +279,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return 0
     pid = state.pid
     info = state.info()  # the running daemon's own stop_timeout, without parsing the config
+    # The daemon gets its whole stop_timeout, then TERMs its jobs and KILLs them after the executor's grace,
+    # and records them: only a daemon that did not finish all that is killed (its jobs would be orphans).
     timeout = float(info["stop_timeout"]) if info else _load(args).server.stop_timeout
+    from .executor import KILL_GRACE  # noqa: PLC0415 - status and start need not pay for it
+
+    timeout += KILL_GRACE + STOP_SLACK_S
     if _signal(pid, signal.SIGTERM) and not _wait_gone(path, timeout):
         log.warning("pid %d did not stop within %gs: killing it", pid, timeout)
         _signal(pid, signal.SIGKILL)
@@ -327,7 +341,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             cfg = _load(args)
             info = _summary(cfg, time.time() - (state.age() or 0))
         up = _uptime(time.time() - float(info["started"]))
-        print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}")
+        health = str(info.get("status") or "")
+        note = f"; {health}" if health.startswith("degraded") else ""
+        print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}{note}")
         return 0
     if state.stale:
         print(f"taskserver dead: pid {state.pid} is gone but its pid file {state.path} remains")
@@ -344,7 +360,9 @@ The daemon detaches (double fork, new session, stdin from /dev/null) and appends
 failed (exit non-zero). Pid file: $RUNTIME_DIRECTORY, else /run/taskserver (root) or
 $XDG_RUNTIME_DIR/taskserver; named taskserver.pid for the default config, else after the config path."""
 _STOP_MORE = """\
-Sends TERM, waits task_server.stop_timeout (default 30s) for running jobs, then KILL."""
+Sends TERM and waits: the daemon lets running jobs finish for task_server.stop_timeout (default 30s), then
+TERMs them, KILLs them 5s later and records them ERR interrupted. Only a daemon still there 5s after all
+that is killed."""
 _STATUS_MORE = """\
 Exit codes as an LSB init script: 0 running, 1 dead but the pid file remains, 3 not running."""
 

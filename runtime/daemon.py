@@ -3,8 +3,15 @@
 No fixed tick: a heap holds every job's next due time, and ``selectors`` waits on the signal wake-up pipe
 (SIGCHLD, SIGUSR1 for enqueue, SIGHUP, SIGTERM, SIGINT) and the running children's output pipes, with a
 timeout that ends at the next due time, timeout or watchdog ping.  A job never overlaps itself: a due time
-that comes while the job runs waits (one at most; another is recorded missed).  Scheduled runs go straight
-to RUN in the store; enqueued tasks and `jobs run` are QUE rows read back on SIGUSR1.
+that comes while the job runs waits (one at most; another is recorded missed).
+
+Every due time is claimed in the store (a QUE row, unique per job, due and attempt) when it comes; a run is
+acquired (QUE -> RUN) inside the wake-up's transaction and spawned only after that transaction committed,
+so a run exists durably before its process does, and a due time waiting behind a running run or a retry
+waiting for its backoff survives a restart.  Enqueued tasks and `jobs run` are QUE rows read back when the
+store's wake-up (or SIGUSR1) says so.  Each daemon holds a lease on its stores; at start the runs of dead
+instances are settled by evidence (runtime/orphans.py).  A storage fault degrades the daemon instead of
+ending it (runtime/health.py): it starts nothing new, keeps what it can, and resumes when the store does.
 """
 
 from __future__ import annotations
@@ -21,22 +28,36 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from . import housekeeping, plans, schedule
-from . import sqlite_store as _sqlite_backend  # noqa: F401  (registers "sqlite": see below)
+from . import housekeeping, liveness, orphans, plans, schedule
+from .executor import KILL_GRACE, Child
+from .health import Health
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
-from .runs import Runs
-from .store import INTERRUPTED, Run, Store, open_store
+from .runs import Active, Runs
+from .store import (
+    INTERRUPTED,
+    MISSED,
+    NO_SUCH_JOB,
+    Instance,
+    Run,
+    Store,
+    StoreError,
+    load_backends,
+    open_store,
+)
 
 # Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
 # the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
+load_backends()
 
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0  # re-read the wall clock at least this often (it may be stepped while we sleep)
 HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+LEASE_TTL = 30.0  # seconds a lease lasts without a heartbeat; renewed every third of it
 Key = tuple[str, str]  # (tenant, job)
+Pending = tuple[float | None, int, int]  # due, attempt, the claimed row's id
 
 
 def _dt(ts: float) -> datetime:
@@ -56,13 +77,17 @@ class Daemon:
         self.stores: dict[str, Store] = {}
         self.jobs: dict[Key, JobDef] = {}
         self.gen: dict[Key, int] = {}
-        self.timers: list[tuple[float, int, str, str, str, int, int]] = []  # when, seq, kind, t, j, gen, try
+        # when, seq, kind, tenant, job, gen, attempt, claimed row (a retry's)
+        self.timers: list[tuple[float, int, str, str, str, int, int, int]] = []
         self.seq = 0
-        self.pending: dict[Key, deque[tuple[float | None, int]]] = {}  # due, attempt
+        self.pending: dict[Key, deque[Pending]] = {}  # claimed rows waiting to start, per job
         self.queued: dict[str, list[Run]] = {}
         self.que_dirty = True
         self.sel = selectors.DefaultSelector()
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
+        self.runs.on_end = self._retry_one
+        self.health = Health(self._say)
+        self.next_beat = 0.0
         self.executor = self.runs.executor
         self.stopping = False
         self.stop_deadline: float | None = None
@@ -75,7 +100,8 @@ class Daemon:
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
         now = time.time()
-        self._open_tenants(self.config, now)
+        with self._transactions():
+            self._open_tenants(self.config, now)
         if not self.once:
             self._timer(now, "housekeeping", "", "")
         else:
@@ -88,31 +114,81 @@ class Daemon:
             if tenant.login is None:
                 log.info("tenant %s has no login: it runs nothing (%d jobs)", tenant.name, len(tenant.jobs))
                 continue
-            store = self._open_store(tenant, now)
-            store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=now)
-            for job in tenant.jobs:
-                self._add_job(tenant, job, now)
+            self._open_store(tenant, now)
+            self._plan_tenant(tenant, now)
+
+    def _plan_tenant(self, tenant: TenantDef, now: float) -> None:
+        """Know the tenant's jobs, reload the due times waiting in its store, catch up, schedule."""
+        store = self._st(tenant.name)
+        store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=now)
+        for job in tenant.jobs:
+            self._register(tenant, job)
+        self._load_waiting(tenant, store, now)
+        for job in tenant.jobs:
+            self._plan_job(tenant, job, now)
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
-        """Open a tenant's store; runs a dead daemon left in RUN are found here and marked ERR crashed."""
-        store = self.stores[tenant.name] = open_store(tenant, self.config.server.state_dir)
-        for run_id in store.crash_orphans(self.instance, now=now):
-            log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
-                        tenant.name, run_id)
-            self.runs.write_status(tenant.name, store.get(run_id))
+        """Open a tenant's store and take this instance's lease on it (refused while another daemon has
+        it); the runs dead daemons left in RUN are settled here by evidence (runtime/orphans.py)."""
+        store = open_store(tenant, self.config.server.state_dir)
+        try:
+            store.attach(self._me(now))
+            orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,
+                           report=lambda run: self.runs.write_status(tenant.name, run))
+        except BaseException:
+            store.close()
+            raise
+        self.stores[tenant.name] = store
+        self._watch(store)
         return store
+
+    def _watch(self, store: Store) -> None:
+        """Select on the store's wake-up (new queued tasks), replacing what was watched for it before."""
+        for key in [k for k in self.sel.get_map().values() if k.data is store]:
+            self.sel.unregister(key.fileobj)
+        fd = store.wakeup_fd()
+        if fd is not None:
+            self.sel.register(fd, selectors.EVENT_READ, store)
+
+    def _me(self, now: float) -> Instance:
+        return Instance(id=self.instance, host=liveness.host(), pid=os.getpid(), boot_id=liveness.boot_id(),
+                        proc_start=liveness.start_time(os.getpid()), config=str(self.config.path),
+                        started=self.started, heartbeat=now, expires=now + LEASE_TTL)
+
+    def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:
+        """Due times and retries claimed before (by this daemon before a fault, or by one that died)."""
+        for run in store.waiting():
+            key = (tenant.name, run.job)
+            job = self.jobs.get(key)
+            if job is None or not job.enabled:
+                note = "its job was removed or disabled before it could run"
+                store.finish(run.id, State.ERR, NO_SUCH_JOB, exit_code=None, output="", now=now, note=note)
+            elif run.not_before is not None and run.not_before > now:
+                self._timer(run.not_before, "retry", *key, attempt=run.attempt, rid=run.id)
+            else:
+                self.pending.setdefault(key, deque()).append((run.due, run.attempt, run.id))
 
     def _scheduled(self, job: JobDef) -> bool:
         return job.enabled and job.trigger is not None
 
     def _add_job(self, tenant: TenantDef, job: JobDef, now: float) -> None:
+        self._register(tenant, job)
+        self._plan_job(tenant, job, now)
+
+    def _register(self, tenant: TenantDef, job: JobDef) -> None:
         key = (tenant.name, job.name)
         self.jobs[key] = job
-        self.gen[key] = self.gen.get(key, 0) + 1
+        self.gen[key] = self.gen.get(key, 0) + 1  # timers set before this are void
+
+    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float) -> None:
+        key = (tenant.name, job.name)
         if not self._scheduled(job):
             return
-        for due in plans.catch_up(self._st(tenant.name), tenant, job, now):
-            self.pending.setdefault(key, deque()).append((due, 0))
+        store = self._st(tenant.name)
+        for due in plans.catch_up(store, tenant, job, now):
+            rid = store.claim(job.name, due, queue=job.queue, now=now)
+            if rid is not None:
+                self.pending.setdefault(key, deque()).append((due, 0, rid))
         if not self.once:
             self._schedule_next(key, tenant.timezone, now)
 
@@ -121,10 +197,11 @@ class Daemon:
         if nxt is not None:
             self._timer(nxt.timestamp(), "fire", *key)
 
-    def _timer(self, when: float, kind: str, tenant: str, job: str, attempt: int = 0) -> None:
+    def _timer(self, when: float, kind: str, tenant: str, job: str, *, attempt: int = 0,
+               rid: int = 0) -> None:
         self.seq += 1
         gen = self.gen.get((tenant, job), 0)
-        heapq.heappush(self.timers, (when, self.seq, kind, tenant, job, gen, attempt))
+        heapq.heappush(self.timers, (when, self.seq, kind, tenant, job, gen, attempt, rid))
 
     def _tz(self, tenant: str) -> str:
         t = self.config.tenant(tenant)
@@ -133,27 +210,107 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------------------------
     def loop(self) -> int:
         while True:
-            with self._transactions():
-                now = time.time()
-                self._handle_signals(now)
-                self._check_limits(now)
-                self._fire_timers(now)
+            now = time.time()
+            self._step(self._wake_up, now)
+            freed = self._collect()
+            self.executor.enforce(now)
+            if freed:
+                self._check_limits(now, run_ended=True)  # between jobs: a run just ended
                 if not self.stopping:
-                    self._dispatch(now)  # what just came due goes first: its lateness counts
-                freed = self.runs.collect()
-                self._retry()
-                self.executor.enforce(now)
-                if freed:
-                    self._check_limits(now, run_ended=True)  # between jobs: a run just ended
-                    if not self.stopping:
-                        self._dispatch(now)
+                    self._step(self._dispatch, now)
             if not self.runs and (self.stopping or (self.once and not self._work_left())):
+                self._flush_at_exit()
                 return self.exit_code
             for key, _ in self.sel.select(self._sleep_time(now)):
                 if key.data is None:
                     _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
-                else:
+                elif isinstance(key.data, Child):
                     self.executor.read(key.data)
+                else:
+                    key.data.drain_wakeups()  # a store's wake-up: new queued tasks
+                    self.que_dirty = True
+
+    def _wake_up(self, now: float) -> None:
+        self._handle_signals(now)
+        self._check_limits(now)
+        self._ping(now)
+        if self.health.degraded:
+            return
+        for store in self.stores.values():
+            store.check()  # vanished or replaced under us: a fault, not silence
+        self._heartbeat(now)
+        self._fire_timers(now)
+        if not self.stopping:
+            self._dispatch(now)  # what just came due goes first: its lateness counts
+
+    def _step(self, work: Callable[[float], None], now: float) -> None:
+        """One transaction of work; the runs it claimed are spawned only after it committed."""
+        if self.health.degraded:
+            self._recover(now)
+        try:
+            with self._transactions():
+                work(now)
+            self.runs.launch()
+        except StoreError as exc:
+            self.runs.abort()  # rolled back: nothing of it was spawned
+            self.que_dirty = True
+            self._fault(exc, now)
+
+    def _collect(self) -> bool:
+        freed = self.runs.collect()
+        if self.runs.fault is not None:
+            self._fault(self.runs.fault, time.time())
+            self.runs.fault = None
+        return freed
+
+    def _fault(self, exc: StoreError, now: float) -> None:
+        self.health.failed(exc, now)
+        if self.once:  # cron mode: the next minute's start tries again
+            self.stopping, self.exit_code = True, 1
+
+    def _recover(self, now: float) -> None:
+        """Retry a failed store: write back what can be, record the ends kept, re-read what is stored."""
+        if not self.health.due(now):
+            return
+        try:
+            for name, store in self.stores.items():
+                note = store.recover()
+                if note:
+                    log.warning("tenant %s: %s", name, note)
+                    self._watch(store)
+                store.check()
+            self.runs.flush()
+            with self._transactions():
+                self._resync(now)
+        except StoreError as exc:
+            self.health.failed(exc, now)
+            return
+        self.health.recovered()
+
+    def _resync(self, now: float) -> None:
+        """After a fault, rebuild what waits from the store: whatever the failed transactions held in memory
+        only is found again (the job's last due moves only together with a record)."""
+        self.pending.clear()
+        self.que_dirty = True
+        for name in self.stores:
+            tenant = self.config.tenant(name)
+            if tenant is not None and tenant.login is not None:
+                self._plan_tenant(tenant, now)
+
+    def _heartbeat(self, now: float) -> None:
+        if now < self.next_beat:
+            return
+        self.next_beat = now + LEASE_TTL / 3
+        for store in self.stores.values():
+            store.heartbeat(self.instance, now=now, expires=now + LEASE_TTL)
+
+    def _flush_at_exit(self) -> None:
+        if not self.runs.unrecorded:
+            return
+        try:
+            self.runs.flush()
+        except StoreError as exc:
+            log.error("exiting with %d run ends the store did not take: %s", len(self.runs.unrecorded), exc)
 
     @contextlib.contextmanager
     def _transactions(self) -> Iterator[None]:
@@ -179,21 +336,24 @@ class Daemon:
         return bool(self.pending) or any(self.queued.values()) or self.que_dirty
 
     def _sleep_time(self, now: float) -> float:
-        wake = [now + MAX_SLEEP]
-        if self.timers and not self.stopping:
+        wake = [now + MAX_SLEEP, self.next_beat]
+        if self.timers and not self.stopping and not self.health.degraded:
             wake.append(self.timers[0][0])
-        for t in (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping):
+        retry = self.health.retry_at if self.health.degraded else None
+        for t in (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry):
             if t is not None:
                 wake.append(t)
         return max(0.0, min(wake) - now)
 
-    def _fire_timers(self, now: float) -> None:
+    def _ping(self, now: float) -> None:
         if self.next_ping is not None and now >= self.next_ping and self.notifier:
             self.notifier.ping()
             interval = self.notifier.watchdog_interval() or MAX_SLEEP
             self.next_ping = now + interval
+
+    def _fire_timers(self, now: float) -> None:
         while self.timers and self.timers[0][0] <= now and not self.stopping:
-            when, _, kind, tenant, job, gen, attempt = heapq.heappop(self.timers)
+            when, _, kind, tenant, job, gen, attempt, rid = heapq.heappop(self.timers)
             key = (tenant, job)
             if kind == "housekeeping":
                 housekeeping.purge(self.stores, self.config.server, now)
@@ -208,7 +368,11 @@ class Daemon:
                 if waiting:  # one due time already waits for the running one: never pile them up
                     self._st(tenant).missed(job, [when], now=now, note="the previous run was still going")
                     continue
-            waiting.append((when if kind == "fire" else None, attempt))
+                claimed = self._st(tenant).claim(job, when, queue=self.jobs[key].queue, now=now)
+                if claimed is None:
+                    continue  # this due time has its record already (caught up, or claimed elsewhere)
+                rid = claimed
+            waiting.append((when if kind == "fire" else None, attempt, rid))
 
     # -- starting runs ------------------------------------------------------------------------------------
     def _slots(self) -> int:
@@ -224,11 +388,11 @@ class Daemon:
                 continue
             if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue):
                 continue
-            due, attempt = self.pending[key].popleft()
+            pend = self.pending[key].popleft()
             if not self.pending[key]:
                 del self.pending[key]
-            if self._window_allows(key, job, due, attempt, now):
-                self.runs.start_scheduled(key[0], job, due, attempt)
+            if self._window_allows(key, job, pend, now):
+                self.runs.start_scheduled(key[0], job, *pend)
         self._dispatch_queued(now)
 
     def _dispatch_queued(self, now: float) -> None:
@@ -254,40 +418,45 @@ class Daemon:
                 runs.remove(run)
                 self.runs.start_queued(tenant, run, self.jobs.get((tenant, run.job)) if run.job else None)
 
-    def _window_allows(self, key: Key, job: JobDef, due: float | None, attempt: int, now: float) -> bool:
+    def _window_allows(self, key: Key, job: JobDef, pend: Pending, now: float) -> bool:
         """A scheduled run starts only inside one of its job's windows, whatever made it late.
 
         next_fire() only yields due times inside a window, but a catch-up run after downtime, a due time
         that waited for the job's previous run, or a retry after its backoff can come up outside: a due
         time is then recorded missed (ON_TIME late is still on time), a retry waits for the next opening.
         """
+        due, attempt, rid = pend
         tz = self._tz(key[0])
         if schedule.in_window(job, tz, _dt(now)):
             return True
-        if due is not None and now - due <= schedule.ON_TIME.total_seconds():
+        if due is not None and attempt == 0 and now - due <= schedule.ON_TIME.total_seconds():
             return True  # due inside the window (next_fire), starting a moment after it closed
-        if due is None:
+        if due is None or attempt > 0:
             opens = schedule.next_window_opening(job, tz, _dt(now))
             log.info("tenant %s job %s: retry %d waits for its window at %s", *key, attempt,
                      opens.isoformat(timespec="seconds"))
-            self._timer(opens.timestamp(), "retry", *key, attempt)
+            self._timer(opens.timestamp(), "retry", *key, attempt=attempt, rid=rid)
         else:
             log.warning("tenant %s job %s: due %s, now outside its window: recorded missed", *key,
                         _dt(due).isoformat(timespec="seconds"))
-            self._st(key[0]).missed(key[1], [due], now=now, note="outside the job's window when it could run")
+            self._st(key[0]).finish(rid, State.ERR, MISSED, exit_code=None, output="", now=now,
+                                    note="outside the job's window when it could run")
         return False
 
-    def _retry(self) -> None:
-        """Schedule a retry, with backoff, of each failed run of a job that has retries left."""
-        ended, self.runs.ended = self.runs.ended, []
-        for act, run in ended:
-            job = act.jobdef
-            if job is None or run.state is not State.ERR or run.reason == INTERRUPTED or self.once:
-                continue
-            if act.attempt < job.retry.count:
-                delay = job.retry.backoff * 2 ** act.attempt
+    def _retry_one(self, act: Active, run: Run) -> None:
+        """A failed run of a job with retries left: its retry is claimed (stored, with the time it may start)
+        in the same transaction that records the failure, then waits for its backoff."""
+        job = act.jobdef
+        if job is None or run.state is not State.ERR or run.reason == INTERRUPTED or self.once:
+            return
+        if act.attempt < job.retry.count:
+            delay = job.retry.backoff * 2 ** act.attempt
+            now = time.time()
+            rid = self.stores[act.tenant].claim(act.job, run.due, attempt=act.attempt + 1, queue=job.queue,
+                                                not_before=now + delay, now=now)
+            if rid is not None:
                 log.info("tenant %s job %s: retry %d in %.0f s", act.tenant, act.job, act.attempt + 1, delay)
-                self._timer(time.time() + delay, "retry", act.tenant, act.job, act.attempt + 1)
+                self._timer(now + delay, "retry", act.tenant, act.job, attempt=act.attempt + 1, rid=rid)
 
     # -- signals, limits, reload ---------------------------------------------------------------------------
     def _handle_signals(self, now: float) -> None:
@@ -351,12 +520,14 @@ class Daemon:
             self.pending.pop(key, None)
         self.config = new
         self.executor.output_tail = new.server.output_tail
-        for tenant in new.tenants:
-            if tenant.login is not None and tenant.name not in self.stores:
-                self._open_store(tenant, now)
+        fresh = [t for t in new.tenants if t.login is not None and t.name not in self.stores]
+        for tenant in fresh:
+            self._open_store(tenant, now)
+            self._plan_tenant(tenant, now)
         for tenant, job in change.added:
-            self._st(tenant.name).remember_jobs([job.name], now=now)
-            self._add_job(tenant, job, now)
+            if tenant not in fresh:
+                self._st(tenant.name).remember_jobs([job.name], now=now)
+                self._add_job(tenant, job, now)
         for tenant, job in change.changed:  # a run going on or waiting goes on; only the next due time moves
             key = (tenant.name, job.name)
             self.jobs[key] = job
@@ -368,12 +539,18 @@ class Daemon:
         self._status()
 
     def _status(self) -> None:
+        if not self.health.degraded:
+            self._say(f"{len(self.jobs)} jobs, {len(self.runs)} running")
+
+    def _say(self, text: str) -> None:
         if self.notifier:
-            self.notifier.status(f"{len(self.jobs)} jobs, {len(self.runs)} running")
+            self.notifier.status(text)
 
     def close(self) -> None:
         self.sel.close()
         for store in self.stores.values():
+            with contextlib.suppress(StoreError):
+                store.detach(self.instance)  # a clean exit: no lease left for the next start to judge
             store.close()
 
 

@@ -38,6 +38,7 @@ class Notifier:
         self._watchdog_usec = watchdog_usec
         self._on_ready = on_ready
         self._sock: socket.socket | None = None
+        self.on_status: Callable[[str], None] | None = None  # also told every STATUS (`taskserver status`)
         if address:
             import socket  # noqa: PLC0415 - only under a supervisor: `status` should not pay for it
 
@@ -72,6 +73,8 @@ class Notifier:
     def status(self, text: str) -> None:
         # a newline would start a new KEY=VALUE assignment
         self.send("STATUS=" + text.replace("\n", " "))
+        if self.on_status is not None:
+            self.on_status(text)
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

@@ -1,8 +1,9 @@
 """Runs in progress: each is a store row, a status file and a child process.
 
-``Runs`` starts them (RUN row, status file, environment, child), notes what is busy (a job never overlaps
-itself, a queue runs one at a time) and ends them (outcome into the store, status file kept for queued
-tasks, the job's file for scheduled runs).  The daemon decides what to start and when to retry.
+``Runs`` starts them (the stored row acquired and committed first, then status file, environment,
+child), notes what is busy (a job never overlaps itself, a queue runs one at a time) and ends them
+(outcome into the store, status file kept for queued tasks, the job's file for scheduled runs).  The
+daemon decides what to start and when to retry.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import logging
 import selectors
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from . import statusfile
+from . import liveness, statusfile
 from .executor import Executor, Outcome, job_argv
 from .model import Config, JobDef, State
-from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store
+from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,13 @@ class Runs:
         self.active: dict[int, Active] = {}  # by child pid
         self.busy_jobs: set[tuple[str, str]] = set()
         self.busy_queues: set[tuple[str, str]] = set()
-        self.ended: list[tuple[Active, Run]] = []  # since the daemon last looked
+        self.on_end: Callable[[Active, Run], None] | None = None  # in the transaction recording the end
+        self.claimed: list[tuple[Active, Run, list[str], float | None]] = []  # acquired, not spawned yet
+        self.unrecorded: list[tuple[Active, Outcome, float]] = []  # ended while the store failed
+        self.fault: StoreError | None = None
 
     def __len__(self) -> int:
-        return len(self.active)
+        return len(self.active) + len(self.claimed)  # a claimed run takes its slot before it is spawned
 
     def job_busy(self, tenant: str, job: str) -> bool:
         return (tenant, job) in self.busy_jobs
@@ -59,51 +63,87 @@ class Runs:
         return queue is not None and (tenant, queue) in self.busy_queues
 
     # -- starting -------------------------------------------------------------------------------------
-    def start_scheduled(self, tenant: str, job: JobDef, due: float | None, attempt: int) -> None:
+    # A run exists durably before its process: start_* only acquire the stored row (QUE -> RUN) inside the
+    # daemon's open transaction; ``launch`` spawns them all after that transaction committed (one commit for
+    # a whole wake-up), then records their pids.  ``abort`` forgets them when the commit failed.
+    def start_scheduled(self, tenant: str, job: JobDef, due: float | None, attempt: int, run_id: int) -> bool:
+        """Start the claimed row ``run_id`` of ``job``; False if it is no longer QUE."""
         now = time.time()  # when it really starts (the wake-up may have had others to start first)
-        run_id = self.store(tenant).start(job.name, due=due, attempt=attempt, pid=0, instance=self.instance,
-                                          queue=job.queue, now=now)
+        got = self.store(tenant).acquire(instance=self.instance, now=now, ids=[run_id])
+        if not got:
+            return False
         act = Active(tenant, job.name, job.queue, run_id, False, job, attempt)
-        run = Run(id=run_id, job=job.name, queue=job.queue, state=State.RUN, reason=None, due=due,
-                  created=now, started=now, finished=None, pid=None, instance=self.instance,
-                  exit_code=None, attempt=attempt, argv=None, output="", message=None)
-        self._spawn(act, run, job_argv(job), job.timeout, now)
+        self._claimed(act, got[0], job_argv(job), job.timeout)
+        return True
 
     def start_queued(self, tenant: str, run: Run, job: JobDef | None) -> None:
         now = time.time()
-        if not self.store(tenant).claim(run.id, pid=0, instance=self.instance, now=now):
+        got = self.store(tenant).acquire(instance=self.instance, now=now, ids=[run.id])
+        if not got:
             return  # settled by hand (`jobs finish`) while it waited
         act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
-        run = replace(run, state=State.RUN, started=now, instance=self.instance)  # queued=True already
         if run.argv is not None:
-            self._spawn(act, run, list(run.argv), None, now)
+            self._claimed(act, got[0], list(run.argv), None)
         elif job is not None:
-            self._spawn(act, run, job_argv(job), job.timeout, now)
+            self._claimed(act, got[0], job_argv(job), job.timeout)
         else:
             self._end(act, Outcome(State.ERR, NO_SUCH_JOB, None, f"no job {run.job!r} in the config"), now)
 
-    def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> None:
+    def _claimed(self, act: Active, run: Run, argv: list[str], timeout: float | None) -> None:
+        self.claimed.append((act, run, argv, timeout))
+        self._busy(act, True)
+
+    def abort(self) -> None:
+        """The transaction holding the claims failed: nothing of it was spawned, nothing is busy."""
+        for act, *_ in self.claimed:
+            self._busy(act, False)
+        self.claimed.clear()
+
+    def launch(self) -> None:
+        """Spawn every run claimed in the transaction that just committed; record their processes."""
+        claimed, self.claimed = self.claimed, []
+        spawned = [(act, pid) for act, run, argv, timeout in claimed
+                   if (pid := self._spawn(act, run, argv, timeout, run.started or time.time()))]
+        boot = liveness.boot_id()
+        for tenant in {act.tenant for act, _ in spawned}:
+            store = self.store(tenant)
+            with store.batch():
+                for act, pid in spawned:
+                    if act.tenant == tenant:
+                        store.started(act.run_id, pid=pid, proc_start=liveness.start_time(pid), boot_id=boot)
+
+    def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
         config = self.config()
         tenant = config.tenant(act.tenant)
         status = statusfile.path_of(config.server.state_dir, act.tenant, run)
         env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
-               "TASKSERVER_CONFIG": str(config.path.absolute())}
+               "TASKSERVER_CONFIG": str(config.path.absolute()),
+               liveness.INSTANCE_ENV: self.instance}  # a restarted daemon finds the run by these two
         self.write_status(act.tenant, run)
         try:
             child = self.executor.spawn(act, argv, env, timeout, now)
         except OSError as exc:
+            self._busy(act, False)
             self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
-            return
-        self.store(act.tenant).set_pid(act.run_id, child.pid)
+            return None
         if child.fd is not None:
             self.sel.register(child.fd, selectors.EVENT_READ, child)
         self.active[child.pid] = act
-        if act.job:
-            self.busy_jobs.add((act.tenant, act.job))
+        return child.pid
+
+    def _busy(self, act: Active, busy: bool) -> None:
+        jobs, queues = self.busy_jobs, self.busy_queues
+        if busy:
+            if act.job:
+                jobs.add((act.tenant, act.job))
+            if act.queue is not None:
+                queues.add((act.tenant, act.queue))
+            return
+        jobs.discard((act.tenant, act.job))
         if act.queue is not None:
-            self.busy_queues.add((act.tenant, act.queue))
+            queues.discard((act.tenant, act.queue))
 
     # -- ending ---------------------------------------------------------------------------------------
     def _forget_fd(self, fd: int) -> None:
@@ -111,25 +151,62 @@ class Runs:
             self.sel.unregister(fd)
 
     def collect(self) -> bool:
-        """Record every child that exited; True if any did (a slot, a job, a queue may be free)."""
+        """Record every child that exited; True if any did (a slot, a job, a queue may be free).
+
+        Each tenant's ends are one transaction, with what ``on_end`` writes for each (its retry): an end and
+        its retry are kept together or not at all.  An end the store cannot take now is kept in memory
+        (``unrecorded``) and written by ``flush`` once the store is writable again.
+        """
         now = time.time()
         done = self.executor.reap(any_child=True)
+        ends = []
         for child, outcome in done:
             act = self.active.pop(child.pid)
-            self.busy_jobs.discard((act.tenant, act.job))
-            if act.queue is not None:
-                self.busy_queues.discard((act.tenant, act.queue))
-            self._end(act, outcome, now)
+            self._busy(act, False)
+            ends.append((act, outcome, now))
+        self._record(ends)
         return bool(done)
 
+    def flush(self) -> None:
+        """Write the ends kept while the store failed; raises StoreError if it still fails."""
+        ends, self.unrecorded = self.unrecorded, []
+        self._record(ends)
+        if self.unrecorded:
+            raise self.fault or StoreError("the run store is still not writable")
+
+    def _record(self, ends: list[tuple[Active, Outcome, float]]) -> None:
+        for tenant in dict.fromkeys(act.tenant for act, _, _ in ends):
+            mine = [e for e in ends if e[0].tenant == tenant]
+            try:
+                with self.store(tenant).batch():
+                    finals = [(act, self._finish(act, outcome, at)) for act, outcome, at in mine]
+                    for act, run in finals:
+                        if self.on_end is not None:
+                            self.on_end(act, run)
+            except StoreError as exc:
+                log.error("tenant %s: could not record the end of %d runs (kept until the store is "
+                          "writable again): %s", tenant, len(mine), exc)
+                self.fault = exc
+                self.unrecorded += mine
+                continue
+            for act, run in finals:
+                self._ended(act, run)
+
     def _end(self, act: Active, outcome: Outcome, now: float) -> None:
-        run = self.store(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
-                                            exit_code=outcome.exit_code, output=outcome.output, now=now)
+        run = self._finish(act, outcome, now)
+        if self.on_end is not None:
+            self.on_end(act, run)
+        self._ended(act, run)
+
+    def _finish(self, act: Active, outcome: Outcome, now: float) -> Run:
+        return self.store(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
+                                             exit_code=outcome.exit_code, output=outcome.output, now=now)
+
+    def _ended(self, act: Active, run: Run) -> None:
         self.write_status(act.tenant, run)
         level = logging.DEBUG if run.state is State.OK else logging.WARNING
         log.log(level, "tenant %s run %d (%s): %s%s", act.tenant, run.id, act.job or "task", run.state.value,
                 f" {run.reason}" if run.reason else "")
-        self.ended.append((act, run))
 
     def write_status(self, tenant: str, run: Run | None) -> None:
         if run is None:

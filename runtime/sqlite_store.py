@@ -1,114 +1,174 @@
 """The embedded store: one SQLite file per tenant, WAL mode, one connection, few statements per run.
 
-Each public method is one short transaction (autocommit), so the CLI (`jobs enqueue`, `jobs finish`) and the
-daemon can write the same file at once; WAL keeps readers from blocking the writer.  ``synchronous=NORMAL``
-is safe in WAL mode (a power cut may lose the last commits, never corrupt the file) and keeps a run's cost
-to a few microseconds.
+Each public method is one short transaction (autocommit) unless grouped by ``batch``, so the CLI (`jobs
+enqueue`, `jobs finish`) and the daemon can write the same file at once; WAL keeps readers from blocking the
+writer.  ``synchronous=NORMAL`` is safe in WAL mode (a power cut may lose the last commits, never corrupt
+the file) and keeps a run's cost to a few microseconds.  Every SQLite or OS error leaves as ``StoreError``
+(one line naming the file), never as a traceback.  Opening checks the file first (sqlite_guard.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import socket
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .errors import UserError
+from . import sqlite_guard as guard
+from . import sqlite_schema as schema
 from .model import State, TenantDef
-from .store import BACKENDS, CRASHED, MISSED, REPORTED, Purged, Run
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    job TEXT NOT NULL,
-    queue TEXT,
-    state TEXT NOT NULL,
-    reason TEXT,
-    due REAL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    pid INTEGER,
-    instance TEXT,
-    exit_code INTEGER,
-    attempt INTEGER NOT NULL DEFAULT 0,
-    argv TEXT,
-    output TEXT NOT NULL DEFAULT '',
-    message TEXT,
-    queued INTEGER NOT NULL DEFAULT 0,
-    reported TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, id);
-CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, id);
-CREATE INDEX IF NOT EXISTS runs_by_end ON runs (finished);
-CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, last_due REAL NOT NULL);
-"""
+from .store import BACKENDS, MISSED, REPORTED, Instance, NoStore, Purged, Run, StoreError
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
-           "attempt, argv, output, message, queued")
+           "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
+_INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
+_FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
+_CHECK_EVERY = 1.0  # seconds between two looks at whether the file is still where it was
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def store_path(tenant: TenantDef, state_dir: Path) -> Path:
-    if tenant.store.kind != "sqlite":
-        raise UserError(f"tenant {tenant.name!r}: store kind {tenant.store.kind!r} is not available yet",
-                        hint="use the default SQLite store (remove `store: kind:`)")
     return tenant.store.path or state_dir / f"{tenant.name}.sqlite"
 
 
-def open_sqlite(tenant: TenantDef, state_dir: Path) -> SqliteStore:
-    return SqliteStore(store_path(tenant, state_dir))
+def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True) -> SqliteStore:
+    marker = guard.marker_path(state_dir, tenant.name)
+    return SqliteStore(store_path(tenant, state_dir), marker, create=create)
 
 
 def _run(row: tuple[Any, ...]) -> Run:
     (rid, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, attempt,
-     argv, output, message, queued) = row
+     argv, output, message, queued, proc_start, boot_id, not_before) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
                attempt=attempt, argv=tuple(json.loads(argv)) if argv else None, output=output,
-               message=message, queued=bool(queued))
+               message=message, queued=bool(queued), proc_start=proc_start, boot_id=boot_id,
+               not_before=not_before)
+
+
+def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatenate[SqliteStore, P], R]:
+    """SQLite and OS errors become one StoreError naming the file and what failed."""
+    def wrapper(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{self.path}: {fn.__name__} failed: {exc}", hint=_FAULT_HINT) from exc
+    functools.update_wrapper(wrapper, fn)
+    return wrapper
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    exclusive = True  # one daemon per file: attach takes an exclusive lock
+
+    def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True) -> None:
         self.path = path
+        self.marker = marker or path.with_name(f".{path.stem}.store-id")
         self._depth = 0
+        self._me: Instance | None = None
+        self._lock = guard.InstanceLock(path)
+        self._wake: socket.socket | None = None
+        self._next_check = 0.0
+        guard.check_presence(path, self.marker)
+        if not create and not path.exists():
+            raise NoStore(f"{path}: no run store yet", hint="nothing has run or been queued for this tenant")
+        guard.check_header(path)
+        fresh = not path.exists() or path.stat().st_size == 0
+        self.db = self._connect(path, verify=create and not fresh)
+        self._ident = os.stat(path)
+
+    def _connect(self, path: Path, *, verify: bool) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Created 0600 before SQLite opens it: run history may hold secrets printed by jobs.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise UserError(f"{path}: cannot open the run store: {exc}",
-                            hint="check the state directory's owner and permissions") from exc
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            if verify:  # before anything is written: a corrupt file is refused, never written into
+                guard.check_integrity(db, path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            schema.prepare(db)
+            guard.check_identity(schema.store_id(db), self.marker, path)
+        except schema.NewerSchema as exc:
+            raise StoreError(f"{path}: schema version {exc.found} is newer than this taskserver knows "
+                             f"({schema.LATEST})", hint="upgrade taskserver; never downgrade over a store "
+                             "a newer version wrote") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the run store: {exc}",
+                             hint=f"check it with: sqlite3 {path} 'PRAGMA quick_check'") from exc
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open the run store: {exc}",
+                             hint="check the state directory's owner, permissions and free space") from exc
+        return db
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Group the calls inside into one transaction (one commit for several runs under load)."""
         if self._depth:
             self._depth += 1
-        else:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._sql("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield
+            self._depth = 0
+            self._sql("COMMIT")
         except BaseException:
-            self._depth -= 1
-            if not self._depth:
-                self.db.execute("ROLLBACK")
+            self._depth = 0
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
-        self._depth -= 1
-        if not self._depth:
-            self.db.execute("COMMIT")
 
     _txn = batch
 
-    # -- writing -------------------------------------------------------------------------------------
+    @_guarded
+    def _sql(self, statement: str) -> None:
+        self.db.execute(statement)
+
+    # -- claims ----------------------------------------------------------------------------------------
+    @_guarded
+    def claim(self, job: str, due: float | None, *, attempt: int = 0, queue: str | None = None,
+              not_before: float | None = None, now: float) -> int | None:
+        with self._txn():  # the claim and the job's last due move together
+            cur = self.db.execute(
+                "INSERT INTO runs (job, queue, state, due, created, attempt, not_before) "
+                "VALUES (?, ?, 'QUE', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (job, queue, due, now, attempt, not_before))
+            if cur.rowcount != 1:
+                return None
+            if due is not None:
+                self._advance(job, due)
+        return int(cur.lastrowid or 0)
+
+    @_guarded
+    def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
+        rows = [(job, MISSED, due, now, now, note) for due in dues]
+        if not rows:
+            return
+        with self._txn():
+            self.db.executemany(
+                "INSERT INTO runs (job, state, reason, due, created, finished, message) "
+                "VALUES (?, 'ERR', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+            self._advance(job, max(float(r[2]) for r in rows))
+
+    @_guarded
+    def waiting(self) -> list[Run]:
+        return self._select("state='QUE' AND queued=0 ORDER BY due, id")
+
+    # -- queued tasks ----------------------------------------------------------------------------------
+    @_guarded
     def add(self, job: str, *, queue: str | None = None, argv: Sequence[str] | None = None,
             due: float | None = None, attempt: int = 0, now: float) -> int:
         cur = self.db.execute(
@@ -117,47 +177,70 @@ class SqliteStore:
             (job, queue, due, now, attempt, json.dumps(list(argv)) if argv is not None else None))
         return int(cur.lastrowid or 0)
 
-    def start(self, job: str, *, due: float | None, attempt: int, pid: int, instance: str,
-              queue: str | None, now: float) -> int:
-        with self._txn():  # one transaction: the run and the job's last due move together
-            cur = self.db.execute(
-                "INSERT INTO runs (job, queue, state, due, created, started, pid, instance, attempt) "
-                "VALUES (?, ?, 'RUN', ?, ?, ?, ?, ?, ?)", (job, queue, due, now, now, pid, instance, attempt))
-            if due is not None:
-                self._advance(job, due)
-        return int(cur.lastrowid or 0)
+    @_guarded
+    def queued(self) -> list[Run]:
+        return self._select("state='QUE' AND queued=1 ORDER BY id")
 
-    def claim(self, run_id: int, *, pid: int, instance: str, now: float) -> bool:
-        cur = self.db.execute(
-            "UPDATE runs SET state='RUN', started=?, pid=?, instance=? WHERE id=? AND state='QUE'",
-            (now, pid, instance, run_id))
-        return cur.rowcount == 1
+    def notify(self) -> bool:
+        if len(os.fsencode(self._wake_path())) > 100:
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            try:
+                s.sendto(b"!", str(self._wake_path()))
+            except BlockingIOError:
+                return True  # its buffer is full of wake-ups it has not read yet: it will look
+            except OSError:
+                return False
+        return True
 
-    def set_pid(self, run_id: int, pid: int) -> None:
-        self.db.execute("UPDATE runs SET pid=? WHERE id=?", (pid, run_id))
+    # -- running ---------------------------------------------------------------------------------------
+    @_guarded
+    def acquire(self, *, instance: str, now: float, ids: Sequence[int] | None = None,
+                limit: int = 1) -> list[Run]:
+        if ids is not None:
+            picked = list(ids)[:limit]
+            where = f"id IN ({','.join('?' * len(picked))})"
+        else:
+            picked = [limit]
+            where = "id IN (SELECT id FROM runs WHERE state='QUE' AND queued=1 ORDER BY id LIMIT ?)"
+        if not picked:
+            return []
+        rows = self.db.execute(
+            f"UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL WHERE {where} AND state='QUE' "  # noqa: S608
+            f"RETURNING {COLUMNS}", (now, instance, *picked)).fetchall()
+        return sorted((_run(r) for r in rows), key=lambda r: r.id)
 
+    @_guarded
+    def started(self, run_id: int, *, pid: int, proc_start: int | None, boot_id: str | None) -> None:
+        self.db.execute("UPDATE runs SET pid=?, proc_start=?, boot_id=? WHERE id=?",
+                        (pid, proc_start, boot_id, run_id))
+
+    @_guarded
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float) -> Run:
+               output: str, now: float, note: str | None = None) -> Run:
         # A report the task made itself (`jobs finish`) wins over what its exit code says.
         self.db.execute(
             "UPDATE runs SET state=COALESCE(reported, ?), "
             "reason=CASE WHEN reported IS NULL THEN ? WHEN reported='ERR' THEN ? ELSE NULL END, "
-            "exit_code=?, output=?, finished=? WHERE id=?",
-            (state.value, reason, REPORTED, exit_code, output, now, run_id))
+            "exit_code=?, output=?, finished=?, message=COALESCE(message, ?) WHERE id=?",
+            (state.value, reason, REPORTED, exit_code, output, now, note, run_id))
         run = self.get(run_id)
-        assert run is not None
+        if run is None:
+            raise StoreError(f"{self.path}: run {run_id} vanished before its end was recorded")
         return run
 
+    @_guarded
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:
         state = "OK" if ok else "ERR"
         with self._txn():
             row = self.db.execute("SELECT state, reason FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
-                raise UserError(f"no run {run_id} in {self.path}", hint="see `taskserver jobs history`")
+                raise StoreError(f"no run {run_id} in {self.path}", hint="see `taskserver jobs history`",
+                                 exit_code=2)
             if row[0] == "ERR" and row[1] not in (None, REPORTED) and not str(row[1]).startswith("exit code"):
                 # a report overrides an exit code, never what the server saw: timeout, crash, missed...
-                raise UserError(f"run {run_id} already ended ERR {row[1]}; a report cannot change that",
-                                hint="report from inside the task, before it exits")
+                raise StoreError(f"run {run_id} already ended ERR {row[1]}; a report cannot change that",
+                                 hint="report from inside the task, before it exits", exit_code=2)
             self.db.execute("UPDATE runs SET reported=?, message=? WHERE id=?", (state, message, run_id))
             # Already ended (the task reported after exiting, or it never ran): the report decides now.
             self.db.execute(
@@ -169,25 +252,107 @@ class SqliteStore:
         assert run is not None
         return run
 
-    def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
-        rows = [(job, MISSED, due, now, now, note) for due in dues]
-        if not rows:
+    @_guarded
+    def running(self, *, exclude: str) -> list[Run]:
+        return self._select("state='RUN' AND (instance IS NULL OR instance != ?) ORDER BY id", exclude)
+
+    # -- leases ----------------------------------------------------------------------------------------
+    @_guarded
+    def attach(self, me: Instance) -> None:
+        self._lock.take(me)  # StoreBusy while another daemon lives: one daemon per SQLite store
+        self._me = me
+        self.db.execute(f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) "  # noqa: S608
+                        "VALUES (?,?,?,?,?,?,?,?,?)",
+                        (me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
+                         me.heartbeat, me.expires))
+        self._listen()
+
+    @_guarded
+    def heartbeat(self, instance: str, *, now: float, expires: float) -> None:
+        self.db.execute("UPDATE instances SET heartbeat=?, expires=? WHERE id=?", (now, expires, instance))
+
+    @_guarded
+    def instances(self) -> list[Instance]:
+        rows = self.db.execute(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY started")  # noqa: S608
+        return [Instance(*r) for r in rows]
+
+    @_guarded
+    def detach(self, instance: str) -> None:
+        self.db.execute("DELETE FROM instances WHERE id=?", (instance,))
+        if self._me is not None and instance == self._me.id:
+            self._unlisten()
+            self._lock.release()
+            self._me = None
+
+    def wakeup_fd(self) -> int | None:
+        return self._wake.fileno() if self._wake is not None else None
+
+    def drain_wakeups(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake is not None and self._wake.recv(64):
+                pass
+
+    def _wake_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".wake")
+
+    def _listen(self) -> None:
+        """A datagram socket next to the store: `jobs enqueue` wakes the daemon without knowing its pid."""
+        path = self._wake_path()
+        self._unlisten()
+        if len(os.fsencode(path)) > 100:  # sun_path holds 108 bytes; the pid file's SIGUSR1 still works
             return
-        with self._txn():
-            self.db.executemany(
-                "INSERT INTO runs (job, state, reason, due, created, finished, message) "
-                "VALUES (?, 'ERR', ?, ?, ?, ?, ?)", rows)
-            self._advance(job, max(float(r[2]) for r in rows))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        path.unlink(missing_ok=True)  # a dead daemon's: the instance lock says none lives
+        sock.bind(str(path))
+        self._wake = sock
 
-    def crash_orphans(self, instance: str, *, now: float) -> list[int]:
-        with self._txn():
-            ids = [int(r[0]) for r in self.db.execute(
-                "SELECT id FROM runs WHERE state='RUN' AND (instance IS NULL OR instance != ?)", (instance,))]
-            self.db.executemany(
-                "UPDATE runs SET state='ERR', reason=?, finished=? WHERE id=?",
-                [(CRASHED, now, i) for i in ids])
-        return ids
+    def _unlisten(self) -> None:
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
 
+    # -- faults ----------------------------------------------------------------------------------------
+    def check(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + _CHECK_EVERY
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != (self._ident.st_dev, self._ident.st_ino):
+            what = "was deleted" if st is None else "was replaced by another file"
+            raise StoreError(f"{self.path}: the run store {what} while the daemon used it",
+                             hint="restore the state directory; the daemon starts nothing new until then")
+
+    def recover(self) -> str | None:
+        """A store deleted under us (the whole state dir, say) is written back from the open connection,
+        so no record is lost; a replaced file is left alone (someone put it there)."""
+        if self.path.exists():
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600))
+            new = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self.db.backup(new)
+            new.execute("PRAGMA journal_mode=WAL")
+            new.execute("PRAGMA synchronous=NORMAL")
+        except (OSError, sqlite3.Error):
+            return None
+        self.db.close()
+        self.db, self._ident = new, os.stat(self.path)
+        with contextlib.suppress(OSError):
+            guard.write_marker(self.marker, schema.store_id(new), self.path)
+            if self._me is not None:
+                self._lock.take(self._me)
+                self._listen()
+        count = new.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return f"wrote the store back to {self.path} from the daemon's open copy ({count} runs kept)"
+
+    # -- bookkeeping and reading -----------------------------------------------------------------------
+    @_guarded
     def remember_jobs(self, jobs: Iterable[str], *, now: float) -> None:
         with self._txn():
             self.db.executemany("INSERT OR IGNORE INTO jobs (name, last_due) VALUES (?, ?)",
@@ -198,6 +363,7 @@ class SqliteStore:
             "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET last_due=MAX(last_due, excluded.last_due)", (job, due))
 
+    @_guarded
     def purge(self, *, ok_before: float, err_before: float) -> Purged:
         where = ("(state='OK' AND finished < ?) OR (state='ERR' AND finished < ?)")
         with self._txn():
@@ -206,29 +372,30 @@ class SqliteStore:
             cur = self.db.execute(f"DELETE FROM runs WHERE {where}", (ok_before, err_before))  # noqa: S608
         return Purged(count=cur.rowcount, queued_ids=queued)
 
-    # -- reading -------------------------------------------------------------------------------------
+    @_guarded
     def last_due(self, job: str) -> float | None:
         row = self.db.execute("SELECT last_due FROM jobs WHERE name=?", (job,)).fetchone()
         return float(row[0]) if row else None
 
-    def queued(self) -> list[Run]:
-        return [_run(r) for r in self.db.execute(
-            f"SELECT {COLUMNS} FROM runs WHERE state='QUE' ORDER BY id")]  # noqa: S608
-
+    @_guarded
     def get(self, run_id: int) -> Run | None:
-        row = self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()  # noqa: S608
-        return _run(row) if row else None
+        found = self._select("id=?", run_id)
+        return found[0] if found else None
 
+    @_guarded
     def history(self, job: str | None = None, *, limit: int = 50) -> list[Run]:
         if job is None:
-            rows = self.db.execute(f"SELECT {COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))  # noqa: S608
-        else:
-            rows = self.db.execute(
-                f"SELECT {COLUMNS} FROM runs WHERE job=? ORDER BY id DESC LIMIT ?", (job, limit))  # noqa: S608
-        return [_run(r) for r in rows]
+            return self._select("1 ORDER BY id DESC LIMIT ?", limit)
+        return self._select("job=? ORDER BY id DESC LIMIT ?", job, limit)
+
+    def _select(self, where: str, *params: object) -> list[Run]:
+        return [_run(r) for r in self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE {where}", params)]  # noqa: S608
 
     def close(self) -> None:
-        self.db.close()
+        self._unlisten()
+        self._lock.release()
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
 
 
 BACKENDS["sqlite"] = open_sqlite

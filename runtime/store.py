@@ -1,12 +1,30 @@
-"""The run store contract: every backend (SQLite now, PostgreSQL later) provides ``Store``.
+"""The run store contract: every backend (SQLite now, PostgreSQL next) provides ``Store``.
 
 A run is one execution of a job or one enqueued task.  Its state moves QUE -> RUN -> OK | ERR; an ERR run
 carries a reason (``exit code N``, ``timeout``, ``crashed``, ``interrupted``, ``missed``, ``reported``...).
-Times are POSIX seconds (float, UTC).  The daemon core talks only to this protocol.
+Times are POSIX seconds (float, UTC).  The daemon core talks only to this protocol; it never imports a
+backend module: backends register an opener in ``BACKENDS`` when imported (``load_backends``).
+
+The contract is built on claims and leases, so one host (SQLite) and several (PostgreSQL) work alike:
+
+- ``claim(job, due, attempt)`` inserts the one row a scheduled due time (or its retry) may ever have; the
+  store enforces that with a unique key on (job, due, attempt), and a second claim returns None.  A claim is
+  a QUE row: a due time waiting behind a running run, or a retry waiting for its backoff (``not_before``), is
+  stored, survives restarts, and the job's ``last_due`` only ever moves together with such a record.
+- ``acquire`` moves QUE rows to RUN for one daemon instance (by id, or the oldest queued tasks up to a limit:
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL).  The daemon commits its claims before it spawns anything.
+- Each daemon instance holds a lease (``attach``, ``heartbeat``, ``detach``); ``instances`` and
+  ``running`` let a starting daemon find the runs of instances that died.  Whether an instance or a run's
+  process is alive is decided by evidence (runtime/liveness.py), not by the store.
+- ``wakeup_fd``/``drain_wakeups``/``notify``: how a new queued task wakes the daemon without knowing its pid.
+
+Storage faults (disk full, I/O errors, a locked, vanished or replaced store) raise ``StoreError``; a store
+that must not be used (corrupt, unknown schema version, another live daemon) raises it at open or attach.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -24,6 +42,21 @@ MISSED = "missed"
 REPORTED = "reported"
 SPAWN_FAILED = "spawn failed"
 NO_SUCH_JOB = "no such job"
+
+
+class StoreError(UserError):
+    """The store cannot be used now (a storage fault) or at all (corrupt, newer schema, in use)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, exit_code: int = 1) -> None:
+        super().__init__(message, hint=hint, exit_code=exit_code)
+
+
+class StoreBusy(StoreError):
+    """Another live daemon uses this store (SQLite allows one)."""
+
+
+class NoStore(StoreError):
+    """Opened without ``create`` and the tenant has no store yet."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +78,24 @@ class Run:
     output: str
     message: str | None  # a task's own report (`jobs finish --message`) or a note from the daemon
     queued: bool = False  # came in through the queue (`jobs enqueue`, `jobs run`), not from the schedule
+    proc_start: int | None = None  # the process's start time (clock ticks after boot): pid reuse guard
+    boot_id: str | None = None  # the kernel boot the pid belongs to
+    not_before: float | None = None  # a waiting retry starts no earlier than this
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One daemon's lease on a store."""
+
+    id: str
+    host: str
+    pid: int
+    boot_id: str | None
+    proc_start: int | None
+    config: str
+    started: float
+    heartbeat: float
+    expires: float
 
 
 @dataclass(frozen=True)
@@ -56,37 +107,70 @@ class Purged:
 class Store(Protocol):
     """Persistent runs of one tenant."""
 
+    exclusive: bool  # True: one daemon at a time (attach refuses others), so every other instance is dead
+
+    # -- scheduled runs: claims ----------------------------------------------------------------------------
+    def claim(self, job: str, due: float | None, *, attempt: int = 0, queue: str | None = None,
+              not_before: float | None = None, now: float) -> int | None:
+        """Insert the QUE row of (job, due, attempt) and advance the job's last due; None if it exists."""
+
+    def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
+        """Record ERR missed for each due time not claimed yet (idempotent); advance the job's last due."""
+
+    def waiting(self) -> list[Run]:
+        """Scheduled QUE rows (claimed due times and retries not started yet), by due time."""
+
+    # -- queued tasks -----------------------------------------------------------------------------------
     def add(self, job: str, *, queue: str | None = None, argv: Sequence[str] | None = None,
             due: float | None = None, attempt: int = 0, now: float) -> int:
-        """Insert a QUE run and return its id."""
+        """Insert a queued QUE run (`jobs enqueue`, `jobs run`) and return its id."""
 
-    def start(self, job: str, *, due: float | None, attempt: int, pid: int, instance: str,
-              queue: str | None, now: float) -> int:
-        """Insert a run directly in RUN (a scheduled run needs no QUE row); advances the job's last due."""
+    def queued(self) -> list[Run]:
+        """Queued QUE runs (not scheduled ones), oldest first."""
 
-    def claim(self, run_id: int, *, pid: int, instance: str, now: float) -> bool:
-        """QUE -> RUN for a queued run; False if it is no longer QUE."""
+    def notify(self) -> bool:
+        """Wake the daemon serving this store; False when nobody listens."""
+
+    # -- running ------------------------------------------------------------------------------------------
+    def acquire(self, *, instance: str, now: float, ids: Sequence[int] | None = None,
+                limit: int = 1) -> list[Run]:
+        """QUE -> RUN for ``instance``: the rows ``ids`` still QUE, else the oldest queued tasks; at most
+        ``limit``.  A row another instance acquired first is skipped, never taken twice."""
+
+    def started(self, run_id: int, *, pid: int, proc_start: int | None, boot_id: str | None) -> None:
+        """Record the process of a run just spawned (after the claim was committed)."""
 
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float) -> Run:
-        """RUN -> OK | ERR; a report the task made itself (``report``) wins. Returns the final run."""
+               output: str, now: float, note: str | None = None) -> Run:
+        """RUN|QUE -> OK | ERR; a report the task made itself (``report``) wins. Returns the final run."""
 
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:
         """The task's own outcome; applied at once if the run already ended."""
 
-    def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
-        """Record ERR missed runs for ``dues`` and advance the job's last due."""
+    def running(self, *, exclude: str) -> list[Run]:
+        """RUN rows of every instance but ``exclude`` (at start: what dead daemons left)."""
 
-    def crash_orphans(self, instance: str, *, now: float) -> list[int]:
-        """Mark every RUN row not started by ``instance`` ERR crashed; returns their ids."""
+    # -- leases ----------------------------------------------------------------------------------------
+    def attach(self, me: Instance) -> None:
+        """Take a lease for ``me``; StoreBusy when the store allows one daemon and another live one has it."""
 
+    def heartbeat(self, instance: str, *, now: float, expires: float) -> None: ...
+
+    def instances(self) -> list[Instance]: ...
+
+    def detach(self, instance: str) -> None:
+        """Drop a lease (a clean exit, or a dead instance whose runs were settled)."""
+
+    def wakeup_fd(self) -> int | None:
+        """A file descriptor that becomes readable on ``notify`` (the daemon selects on it), or None."""
+
+    def drain_wakeups(self) -> None: ...
+
+    # -- bookkeeping and reading --------------------------------------------------------------------------
     def last_due(self, job: str) -> float | None: ...
 
     def remember_jobs(self, jobs: Iterable[str], *, now: float) -> None:
         """Give jobs seen for the first time a last due of ``now`` (catch-up starts from there)."""
-
-    def queued(self) -> list[Run]:
-        """QUE runs, oldest first."""
 
     def get(self, run_id: int) -> Run | None: ...
 
@@ -96,22 +180,40 @@ class Store(Protocol):
     def purge(self, *, ok_before: float, err_before: float) -> Purged:
         """Delete ended runs older than the limits."""
 
-    def set_pid(self, run_id: int, pid: int) -> None: ...
-
     def batch(self) -> AbstractContextManager[None]:
-        """Group the calls made inside into one transaction; nests."""
+        """Group the calls made inside into one transaction; nests.  A failed commit raises StoreError
+        and nothing of the batch is kept."""
+
+    def check(self) -> None:
+        """Raise StoreError if the store vanished or was replaced under us (cheap: called every wake-up)."""
+
+    def recover(self) -> str | None:
+        """After a fault, try to make the store usable again; a note of what was done, or None."""
 
     def close(self) -> None: ...
 
 
-Opener = Callable[[TenantDef, Path], Store]
+Opener = Callable[[TenantDef, Path, bool], Store]  # (tenant, state dir, create) -> store
 BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module registers itself when imported
+MODULES = {"sqlite": "taskserver.runtime.sqlite_store"}  # kind -> module, imported on first use
 
 
-def open_store(tenant: TenantDef, state_dir: Path) -> Store:
-    """The tenant's store, by ``tenant.store.kind``."""
+def load_backends() -> None:
+    """Import every known backend now (the daemon does, before it drops privileges)."""
+    for kind in MODULES:
+        _load(kind)
+
+
+def _load(kind: str) -> None:
+    if kind not in BACKENDS and kind in MODULES:
+        importlib.import_module(MODULES[kind])
+
+
+def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True) -> Store:
+    """The tenant's store, by ``tenant.store.kind``; ``create`` False raises StoreError when it has none."""
+    _load(tenant.store.kind)
     opener = BACKENDS.get(tenant.store.kind)
     if opener is None:
         raise UserError(f"tenant {tenant.name!r}: store kind {tenant.store.kind!r} is not available",
                         hint=f"available: {', '.join(sorted(BACKENDS)) or 'none'}")
-    return opener(tenant, state_dir)
+    return opener(tenant, state_dir, create)

@@ -346,9 +346,17 @@ def test_a_retry_waits_for_the_window(tmp_path: Path) -> None:
     d = Daemon(cfg)
     try:
         wait_for(lambda: "retry 1 waits for its window" in d.text(), "the retry to be put off")
-        assert [(r["state"], r["reason"]) for r in runs(cfg)] == [("ERR", "exit code 1")]
+        # the retry waits as a stored QUE row (attempt 1), so a restart does not forget it
+        assert [(r["state"], r["reason"], r["attempt"]) for r in runs(cfg)] == [("ERR", "exit code 1", 0),
+                                                                                ("QUE", None, 1)]
     finally:
         d.stop()
+    again = Daemon(cfg)
+    try:
+        wait_for(lambda: "retry 1 waits for its window" in again.text(), "the stored retry to wait again")
+        assert [(r["state"], r["attempt"]) for r in runs(cfg)] == [("ERR", 0), ("QUE", 1)]
+    finally:
+        again.stop()
 
 
 def test_a_config_others_can_write_is_refused_by_the_daemon_and_on_reload(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def due_times(tmp_path: Path, trigger: str, start: datetime, end: datetime) -> l
         while d.timers and d.timers[0][0] < end.timestamp():
             d._fire_timers(d.timers[0][0])  # the clock jumps to the next wake-up
             for waiting in d.pending.values():
-                seen.extend(datetime.fromtimestamp(due, UTC) for due, _ in waiting if due is not None)
+                seen.extend(datetime.fromtimestamp(due, UTC) for due, *_ in waiting if due is not None)
             d.pending.clear()  # as if each had run and ended at once
     finally:
         d.close()

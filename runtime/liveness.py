@@ -1,0 +1,125 @@
+"""Evidence of life: is a pid still the process we started, and which processes belong to a run.
+
+A pid alone proves nothing (pids are reused).  A process is identified by (boot id, pid, start time): the
+start time is field 22 of /proc/PID/stat, in clock ticks since boot, and never changes for a process; the
+boot id (/proc/sys/kernel/random/boot_id) tells a pid of an earlier boot.  Each run's process also carries
+``TASKSERVER_INSTANCE`` and ``TASKSERVER_RUN_ID`` in its environment, so a restarted daemon finds it in
+/proc/*/environ even when the daemon died between spawning it and recording its pid (and finds children
+that left its process group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+INSTANCE_ENV = "TASKSERVER_INSTANCE"
+RUN_ENV = "TASKSERVER_RUN_ID"
+
+
+def boot_id() -> str | None:
+    try:
+        return (PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (the process's start, clock ticks after boot); None when it is gone."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: count fields after its closing ')'
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = (PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2:].split()[0] in (b"Z", b"X")
+
+
+def same_process(pid: int | None, started: int | None, boot: str | None) -> bool:
+    """True when ``pid`` is still the very process recorded with ``started`` in boot ``boot``."""
+    if not pid or started is None or (boot is not None and boot != boot_id()):
+        return False
+    return start_time(pid) == started and not _zombie(pid)
+
+
+@dataclass(frozen=True)
+class Found:
+    pid: int
+    pgid: int
+
+
+def processes_of(instances: Iterable[str]) -> dict[tuple[str, int], list[Found]]:
+    """Every live process whose environment names one of ``instances``, by (instance, run id)."""
+    wanted = {i.encode() for i in instances}
+    found: dict[tuple[str, int], list[Found]] = {}
+    if not wanted:
+        return found
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        env = _environ(entry)
+        inst, run = env.get(INSTANCE_ENV.encode()), env.get(RUN_ENV.encode())
+        if inst in wanted and run is not None and run.isdigit() and not _zombie(int(entry.name)):
+            with contextlib.suppress(OSError):
+                pid = int(entry.name)
+                found.setdefault((inst.decode(), int(run)), []).append(Found(pid, os.getpgid(pid)))
+    return found
+
+
+def _environ(entry: Path) -> dict[bytes, bytes]:
+    try:
+        raw = (entry / "environ").read_bytes()
+    except OSError:  # gone, or another user's (not ours to judge)
+        return {}
+    return dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+
+
+def terminate(pids: Iterable[Found], grace: float) -> list[int]:
+    """TERM each process group (and process), wait up to ``grace``, then KILL what is left.
+
+    Returns the pids that were alive.  A group leader's group takes its children with it.
+    """
+    targets = list(pids)
+    for f in targets:
+        _send(f, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(_alive(f.pid) for f in targets):
+        time.sleep(0.02)
+    for f in targets:
+        if _alive(f.pid):
+            _send(f, signal.SIGKILL)
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and any(_alive(f.pid) for f in targets):
+        time.sleep(0.02)
+    return [f.pid for f in targets]
+
+
+def _alive(pid: int) -> bool:
+    return start_time(pid) is not None and not _zombie(pid)
+
+
+def _send(f: Found, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if f.pgid > 1 and f.pgid != os.getpgid(0):
+            os.killpg(f.pgid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(f.pid, sig)

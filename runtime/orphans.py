@@ -1,0 +1,81 @@
+"""What a starting daemon does with the runs a dead daemon left in RUN: the orphan policy.
+
+Policy: **kill, never adopt.**  A run whose process is still alive when its daemon is found dead is
+stopped (TERM to its process group and to every process carrying its run id, KILL after the grace) and
+recorded ``ERR interrupted`` with a note saying why; a run whose process is already gone is recorded
+``ERR crashed`` (its daemon died, so nobody saw how it ended).  Adopting a live orphan would need a record
+of its real exit status, which only its parent (the dead daemon) could have read; killing it is the only
+way to keep both promises: no second copy of a job while the first runs, and no recorded outcome that
+the process did not have.  systemd with ``KillMode=mixed`` agrees: when the daemon's main process dies it
+kills the rest of the unit's cgroup, so there the orphans are already gone (``crashed``) at the restart;
+under SysV, cron or a manual start nothing else kills them, and this module does.
+
+Evidence decides, never a pid alone: a daemon instance is dead when it holds no lease (its row is gone or
+expired) or, on this host and boot, its own process is gone; a run's process is alive when its recorded
+(boot id, pid, start time) still matches, or when a process carries its instance and run id in its
+environment (which also covers a daemon killed between spawning a run and recording its pid).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import liveness
+from .model import State
+from .store import CRASHED, INTERRUPTED, Instance, Run, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settled:
+    run: Run
+    killed: list[int]
+
+
+def instance_dead(inst: Instance, *, now: float, exclusive: bool) -> bool:
+    """``exclusive``: the store admits one daemon and we hold it, so every other instance is dead."""
+    if exclusive:
+        return True
+    if inst.host == liveness.host() and inst.boot_id == liveness.boot_id():
+        return not liveness.same_process(inst.pid, inst.proc_start, inst.boot_id)
+    return inst.expires < now
+
+
+def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
+           report: Callable[[Run], None]) -> list[Settled]:
+    """Record every run of a dead instance truthfully; kill its processes first if they still live."""
+    leases = {i.id: i for i in store.instances() if i.id != me}
+    dead = {i for i, inst in leases.items() if instance_dead(inst, now=now, exclusive=exclusive)}
+    orphans = [r for r in store.running(exclude=me) if r.instance is None or r.instance not in leases
+               or r.instance in dead]
+    found = liveness.processes_of({r.instance for r in orphans if r.instance})
+    done = [_settle_one(store, run, found, now=now, grace=grace) for run in orphans]
+    for s in done:
+        report(s.run)
+    for inst in dead:
+        store.detach(inst)
+    return done
+
+
+def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[liveness.Found]], *,
+                now: float, grace: float) -> Settled:
+    procs = list(found.get((run.instance or "", run.id), []))
+    if run.pid and liveness.same_process(run.pid, run.proc_start, run.boot_id):
+        procs.append(liveness.Found(run.pid, run.pid))  # the job leads its own session and group
+    if procs:
+        killed = liveness.terminate(procs, grace)
+        note = (f"the daemon that started it (instance {run.instance}) died while it ran; the restarted "
+                f"daemon stopped its processes {sorted(set(killed))} so the job never runs twice")
+        log.warning("run %d (%s): its daemon died; stopped its live processes %s: ERR interrupted",
+                    run.id, run.job or "task", sorted(set(killed)))
+        return Settled(store.finish(run.id, State.ERR, INTERRUPTED, exit_code=None, output="", now=now,
+                                    note=note), killed)
+    note = ("the daemon that started it died while it ran and its process was gone at the restart: how it "
+            "ended is unknown")
+    log.warning("run %d (%s) was left running by a dead daemon and its process is gone: ERR crashed",
+                run.id, run.job or "task")
+    run = store.finish(run.id, State.ERR, CRASHED, exit_code=None, output="", now=now, note=note)
+    return Settled(run, [])

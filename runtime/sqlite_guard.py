@@ -1,0 +1,133 @@
+"""What keeps an SQLite store file honest: it is refused when corrupt, when it vanished or came back empty
+although it had history, when it is not the store this state dir knew, and while another daemon uses it.
+
+- Identity: the store holds a random id (``meta``); the state dir holds a marker ``.<tenant>.store-id``
+  naming it.  A marker without its store (deleted, truncated to 0 bytes, replaced) is refused loudly: the
+  daemon must not start an empty history silently.  Starting afresh is a conscious act: remove the marker.
+- Integrity: the file must start with SQLite's header and pass ``PRAGMA quick_check`` before anything is
+  written into it.
+- One daemon per store: an exclusive ``flock`` on ``<store>.lock``, held for the daemon's life (the kernel
+  drops it when the process dies, whatever kills it); the holder writes who it is into that file, so the
+  refusal names the other daemon (pid, host, config).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from .store import Instance, StoreBusy, StoreError
+
+HEADER = b"SQLite format 3\x00"
+_RESTORE_HINT = ("restore the file from a backup; to start a new, empty history instead, move the file aside "
+                 "and remove {marker}")
+
+
+def marker_path(state_dir: Path, tenant: str) -> Path:
+    return state_dir / f".{tenant}.store-id"
+
+
+def read_marker(marker: Path) -> str | None:
+    try:
+        return json.loads(marker.read_text())["id"]  # type: ignore[no-any-return]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_marker(marker: Path, store_id: str, path: Path) -> None:
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps({"id": store_id, "path": str(path)}) + "\n")
+    os.replace(tmp, marker)
+
+
+def check_presence(path: Path, marker: Path) -> None:
+    """Refuse a store that vanished or was emptied while the state dir remembers it had one."""
+    known = read_marker(marker)
+    if known is None:
+        return
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = -1
+    if size <= 0:
+        what = "is gone" if size < 0 else "is empty (0 bytes)"
+        raise StoreError(f"{path}: the run store {what}, but this state dir knew it with history "
+                         f"(id {known})", hint=_RESTORE_HINT.format(marker=marker))
+
+
+def check_header(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(HEADER))
+    except FileNotFoundError:
+        return
+    if head and head != HEADER:
+        raise StoreError(f"{path}: not an SQLite database (overwritten?); refusing to use it",
+                         hint=f"check it with: sqlite3 {path} 'PRAGMA quick_check'; restore it from a backup")
+
+
+def check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    try:
+        rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        rows = [str(exc)]
+    if rows != ["ok"]:
+        raise StoreError(f"{path}: the run store is corrupt ({'; '.join(rows)[:200]}); refusing to write "
+                         "into it", hint=f"see sqlite3 {path} 'PRAGMA quick_check'; restore it from a backup "
+                         "(sqlite3 .recover can save what is left)")
+
+
+def check_identity(store_id: str, marker: Path, path: Path) -> None:
+    known = read_marker(marker)
+    if known is not None and known != store_id:
+        raise StoreError(f"{path}: this is not the run store the state dir knew (id {known}, found "
+                         f"{store_id})", hint=_RESTORE_HINT.format(marker=marker))
+    if known is None:
+        write_marker(marker, store_id, path)
+
+
+class InstanceLock:
+    """The exclusive lock that makes a store one daemon's; released when the process ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        self.fd: int | None = None
+
+    def take(self, me: Instance) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 4096, 0)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise StoreBusy(f"{self.path.with_suffix('')}: in use by another taskserver daemon "
+                            f"({_who(holder)})", hint="each store serves one daemon: stop the other one, or "
+                            "give this config its own state_dir") from None
+        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info, 0)
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _who(raw: bytes) -> str:
+    try:
+        info = json.loads(raw)
+        return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
+    except (ValueError, KeyError, TypeError):
+        return "it did not say who it is"
