@@ -1,0 +1,44 @@
+"""One fixture per store backend; every test in tests/contract runs once for each.
+
+A backend fixture hands out ``open()``: a new, independent connection to one and the same empty store (as
+another process, the CLI or a second daemon, would have).  Adding a backend (PostgreSQL) is one more
+entry in ``BACKENDS`` and its ``open``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from taskserver.runtime.model import TenantDef
+from taskserver.runtime.store import Store, open_store
+
+Opener = Callable[[], Store]
+BACKENDS = ["sqlite"]
+
+
+def _sqlite(tmp_path: Path) -> Opener:
+    tenant = TenantDef(name="t", login="someone")
+    return lambda: open_store(tenant, tmp_path / "state")
+
+
+@pytest.fixture(params=BACKENDS)
+def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    makers = {"sqlite": _sqlite}
+    opened: list[Store] = []
+
+    def opener() -> Store:
+        store = makers[request.param](tmp_path)()
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(connect: Opener) -> Store:
+    return connect()

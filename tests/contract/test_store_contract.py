@@ -1,0 +1,228 @@
+"""The store contract (runtime/store.py), proven once per backend (conftest.py BACKENDS): claims, acquiring,
+leases, wake-ups, outcomes and reports, history and retention, transactions."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable
+
+import pytest
+
+from taskserver.runtime.model import State
+from taskserver.runtime.store import Instance, Store, StoreBusy, StoreError
+
+Opener = Callable[[], Store]  # the `connect` fixture: a new connection to the test's store
+
+
+def me(ident: str = "i1", pid: int = 4242, now: float = 100.0) -> Instance:
+    return Instance(id=ident, host="h1", pid=pid, boot_id="b", proc_start=7, config="/etc/ts.yaml",
+                    started=now, heartbeat=now, expires=now + 30)
+
+
+# -- claims ------------------------------------------------------------------------------------------------
+def test_a_due_time_is_claimed_once_and_moves_the_last_due(store: Store) -> None:
+    first = store.claim("j", 500.0, queue="q", now=501.0)
+    assert first is not None
+    assert store.claim("j", 500.0, now=502.0) is None  # already claimed: nothing
+    assert store.last_due("j") == 500.0
+    run = store.get(first)
+    assert run is not None and (run.state, run.due, run.attempt, run.queue, run.queued) == (
+        State.QUE, 500.0, 0, "q", False)
+    assert store.claim("j", 400.0, now=503.0) is not None
+    assert store.last_due("j") == 500.0  # never moves back
+
+
+def test_a_second_connection_cannot_claim_the_same_due_time(connect: Opener) -> None:
+    a, b = connect(), connect()
+    assert a.claim("j", 60.0, now=61.0) is not None
+    assert b.claim("j", 60.0, now=61.0) is None
+    assert [r.due for r in b.waiting()] == [60.0]
+
+
+def test_a_retry_is_its_own_claim_with_a_start_time(store: Store) -> None:
+    assert store.claim("j", 60.0, now=61.0) is not None
+    retry = store.claim("j", 60.0, attempt=1, not_before=90.0, now=62.0)
+    assert retry is not None and store.claim("j", 60.0, attempt=1, now=63.0) is None
+    got = store.get(retry)
+    assert got is not None and (got.attempt, got.not_before, got.state) == (1, 90.0, State.QUE)
+
+
+def test_missed_is_idempotent_and_never_doubles_a_claim(store: Store) -> None:
+    store.remember_jobs(["j"], now=10.0)
+    store.remember_jobs(["j"], now=99.0)  # first sighting only
+    assert store.last_due("j") == 10.0
+    store.claim("j", 20.0, now=21.0)
+    store.missed("j", [20.0, 30.0], now=40.0, note="down")
+    store.missed("j", [30.0], now=41.0)
+    hist = store.history("j")
+    assert sorted((r.due, r.state, r.reason) for r in hist) == [
+        (20.0, State.QUE, None), (30.0, State.ERR, "missed")]
+    assert store.last_due("j") == 30.0
+    assert store.claim("j", 30.0, now=42.0) is None  # a missed due time is settled
+
+
+def test_waiting_holds_scheduled_rows_and_queued_holds_tasks(store: Store) -> None:
+    task = store.add("", queue="q", argv=["echo", "hi there"], now=1.0)
+    late = store.claim("j", 50.0, now=2.0)
+    early = store.claim("k", 40.0, now=3.0)
+    assert [r.id for r in store.queued()] == [task]
+    assert [r.id for r in store.waiting()] == [early, late]  # by due time
+    got = store.get(task)
+    assert got is not None and got.argv == ("echo", "hi there") and got.queued
+
+
+# -- acquiring and running ---------------------------------------------------------------------------------
+def test_acquire_by_id_takes_a_row_once(connect: Opener) -> None:
+    a, b = connect(), connect()
+    rid = a.claim("j", 5.0, now=5.0)
+    assert rid is not None
+    got = a.acquire(instance="i1", now=6.0, ids=[rid])
+    assert [(r.id, r.state, r.instance, r.started) for r in got] == [(rid, State.RUN, "i1", 6.0)]
+    assert b.acquire(instance="i2", now=7.0, ids=[rid]) == []
+    assert a.waiting() == []
+
+
+def test_acquire_without_ids_takes_the_oldest_tasks_up_to_the_limit(store: Store) -> None:
+    ids = [store.add("", queue=f"q{i}", argv=["t"], now=float(i)) for i in range(4)]
+    store.claim("j", 1.0, now=1.0)  # a scheduled row is not a queued task
+    got = store.acquire(instance="i1", now=9.0, limit=3)
+    assert [r.id for r in got] == ids[:3]
+    assert [r.id for r in store.queued()] == ids[3:]
+    assert [r.id for r in store.acquire(instance="i1", now=9.0, limit=3)] == ids[3:]
+    assert store.acquire(instance="i1", now=9.0, limit=3) == []
+
+
+def test_started_records_the_process_identity(store: Store) -> None:
+    rid = store.add("", argv=["t"], now=1.0)
+    store.acquire(instance="i1", now=2.0, ids=[rid])
+    store.started(rid, pid=123, proc_start=456, boot_id="boot")
+    run = store.get(rid)
+    assert run is not None and (run.pid, run.proc_start, run.boot_id) == (123, 456, "boot")
+
+
+def test_running_lists_other_instances_runs(store: Store) -> None:
+    a = store.add("", argv=["t"], now=1.0)
+    b = store.add("", argv=["t"], now=1.0)
+    store.acquire(instance="dead", now=2.0, ids=[a])
+    store.acquire(instance="me", now=2.0, ids=[b])
+    assert [r.id for r in store.running(exclude="me")] == [a]
+
+
+def test_finish_records_the_outcome_and_a_note(store: Store) -> None:
+    rid = store.add("", argv=["t"], now=1.0)
+    store.acquire(instance="i", now=2.0, ids=[rid])
+    done = store.finish(rid, State.ERR, "crashed", exit_code=None, output="out", now=3.0, note="why")
+    assert (done.state, done.reason, done.output, done.finished, done.message) == (
+        State.ERR, "crashed", "out", 3.0, "why")
+
+
+def test_a_task_report_wins_over_its_exit_code_but_not_over_the_server(store: Store) -> None:
+    a = store.add("", queue="q", argv=["x"], now=1.0)
+    store.acquire(instance="i", now=2.0, ids=[a])
+    store.report(a, False, "disk full", now=3.0)
+    assert store.get(a).state is State.RUN  # type: ignore[union-attr]  # still running: the report waits
+    done = store.finish(a, State.OK, None, exit_code=0, output="", now=4.0)
+    assert (done.state, done.reason, done.message) == (State.ERR, "reported", "disk full")
+    b = store.add("", queue="q", argv=["x"], now=1.0)
+    store.acquire(instance="i", now=2.0, ids=[b])
+    store.finish(b, State.ERR, "exit code 1", exit_code=1, output="", now=3.0)
+    late = store.report(b, True, None, now=5.0)  # reported after it exited: applied at once
+    assert (late.state, late.reason) == (State.OK, None)
+    c = store.add("", queue="q", argv=["x"], now=1.0)
+    store.acquire(instance="i", now=2.0, ids=[c])
+    store.finish(c, State.ERR, "timeout", exit_code=None, output="", now=3.0)
+    with pytest.raises(StoreError, match="already ended ERR timeout"):
+        store.report(c, True, "all fine", now=6.0)
+    with pytest.raises(StoreError, match="no run 999"):
+        store.report(999, True, None, now=6.0)
+
+
+# -- leases and wake-ups -----------------------------------------------------------------------------------
+def test_leases_are_taken_renewed_listed_and_dropped(store: Store) -> None:
+    store.attach(me())
+    store.heartbeat("i1", now=110.0, expires=140.0)
+    (got,) = store.instances()
+    assert (got.id, got.host, got.pid, got.heartbeat, got.expires, got.config) == (
+        "i1", "h1", 4242, 110.0, 140.0, "/etc/ts.yaml")
+    store.detach("i1")
+    assert store.instances() == []
+
+
+def test_an_exclusive_store_refuses_a_second_daemon_naming_the_first(connect: Opener) -> None:
+    a, b = connect(), connect()
+    if not a.exclusive:
+        pytest.skip("this backend shares a store between daemons through claims")
+    a.attach(me("first", pid=1111))
+    with pytest.raises(StoreBusy, match=r"pid 1111 on host h1, config /etc/ts\.yaml"):
+        b.attach(me("second", pid=2222))
+    a.detach("first")
+    b.attach(me("second", pid=2222))  # free again
+    assert [i.id for i in b.instances()] == ["second"]
+
+
+def test_notify_wakes_the_attached_daemon_without_its_pid(connect: Opener) -> None:
+    daemon, cli = connect(), connect()
+    assert not cli.notify()  # nobody listens yet
+    daemon.attach(me())
+    fd = daemon.wakeup_fd()
+    assert fd is not None
+    assert select.select([fd], [], [], 0)[0] == []
+    assert cli.notify()
+    assert select.select([fd], [], [], 5.0)[0] == [fd]
+    daemon.drain_wakeups()
+    assert select.select([fd], [], [], 0)[0] == []
+
+
+# -- history, retention, transactions ----------------------------------------------------------------------
+def test_history_newest_first_and_per_job(store: Store) -> None:
+    ids = [store.add(j, now=float(i)) for i, j in enumerate(["a", "b", "a"])]
+    assert [r.id for r in store.history()] == ids[::-1]
+    assert [r.id for r in store.history("a")] == [ids[2], ids[0]]
+    assert [r.id for r in store.history(limit=1)] == [ids[2]]
+
+
+def test_purge_keeps_recent_and_running(store: Store) -> None:
+    def ended(state: State, finished: float) -> int:
+        rid = store.add("", queue="q", argv=["t"], now=1.0)
+        store.acquire(instance="i", now=1.0, ids=[rid])
+        store.finish(rid, state, None if state is State.OK else "timeout", exit_code=0, output="",
+                     now=finished)
+        return rid
+
+    ok_old, err_old, ok_new = ended(State.OK, 10.0), ended(State.ERR, 10.0), ended(State.OK, 100.0)
+    running = store.add("", argv=["t"], now=1.0)
+    store.acquire(instance="i", now=1.0, ids=[running])
+    purged = store.purge(ok_before=50.0, err_before=5.0)
+    assert (purged.count, purged.queued_ids) == (1, [ok_old])
+    assert store.get(err_old) is not None
+    purged = store.purge(ok_before=50.0, err_before=50.0)
+    assert (purged.count, purged.queued_ids) == (1, [err_old])
+    assert {r.id for r in store.history()} == {ok_new, running}
+
+
+def test_a_batch_is_one_transaction_and_a_failed_one_keeps_nothing(connect: Opener) -> None:
+    s, other = connect(), connect()
+    with s.batch():
+        a = s.claim("j", 1.0, now=1.0)
+        with s.batch():  # nested: still one transaction
+            s.acquire(instance="i", now=2.0, ids=[a or 0])
+        assert other.get(a or 0) is None  # nothing committed yet
+    assert other.get(a or 0).state is State.RUN  # type: ignore[union-attr]
+    with pytest.raises(RuntimeError), s.batch():
+        s.claim("j", 2.0, now=3.0)
+        raise RuntimeError("boom")
+    assert other.last_due("j") == 1.0 and other.claim("j", 2.0, now=4.0) is not None
+
+
+def test_check_passes_on_a_healthy_store(store: Store) -> None:
+    store.check()
+    assert store.recover() is None  # nothing to do
+
+
+def test_a_pid_is_not_needed_to_identify_an_instance(store: Store) -> None:
+    """Leases carry what liveness needs: host, boot, pid and the process's start time."""
+    store.attach(me(pid=os.getpid(), now=time.time()))
+    (got,) = store.instances()
+    assert (got.boot_id, got.proc_start) == ("b", 7)

@@ -1,0 +1,24 @@
+"""The fault suite uses the system tests' daemon helpers and prints its figures at the end of the session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "system"))
+
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures() -> list[str]:
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("fault injection figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -1,0 +1,177 @@
+"""The fault-injection lab: jobs that log their own start and end, and an audit that compares what the
+processes did with what the store recorded.
+
+Each job is ``sh -c`` that first takes a non-blocking ``flock`` on a per-job lock file (held by the job and
+every process it starts, released only when they are all gone) and writes ``overlap`` to the trace if
+another copy of the same job still holds it; then ``start``, the work, ``end``.  The trace is the processes'
+own account; the store is the daemon's.  The audit counts:
+
+- contradictions: a recorded state the process contradicts (OK without an end; an execution whose run id
+  was recorded for another job or as missed; a run left RUN once the daemon stopped, or QUE although it
+  ran).  A QUE row nothing ran is a due time still waiting (stored; the next start runs it).
+- overlaps: a copy of a job started while another copy of it was still alive (the lock says so)
+- lost: executions without any record, and due times without a record (a gap of more than two intervals
+  between consecutive recorded due times of an interval job: after a restart the grid starts anew from
+  the restart, so one gap of up to two intervals is the schedule, not a loss)
+- duplicated: one (job, due time, attempt) executed more than once
+- unknown: runs recorded ``ERR crashed`` whose process had ended (its daemon died before seeing how)
+- leftover: processes of the test's jobs still alive after the daemon stopped
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sqlite3
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemonlab import TASKSERVER, sandbox_env, write_config
+
+
+def job(lab: Path, seconds: float, every: float | None = None, ignore_term: bool = False) -> dict[str, Any]:
+    trace, locks = shlex.quote(str(lab / "trace")), shlex.quote(str(lab / "locks"))
+    trap = "trap '' TERM; " if ignore_term else ""
+    script = (f"{trap}exec 9>>{locks}/\"$TASKSERVER_JOB\"; "
+              f"flock -n 9 || echo \"overlap $TASKSERVER_JOB $TASKSERVER_RUN_ID $$\" >> {trace}; "
+              f"echo \"start $TASKSERVER_JOB $TASKSERVER_RUN_ID $$\" >> {trace}; sleep {seconds}; "
+              f"echo \"end $TASKSERVER_JOB $TASKSERVER_RUN_ID $$\" >> {trace}")
+    spec: dict[str, Any] = {"command": ["sh", "-c", script]}
+    if every is not None:
+        spec["every"] = every
+    return spec
+
+
+def lab_config(lab: Path, jobs: dict[str, Any], name: str = "cfg.yaml", **server: Any) -> Path:
+    (lab / "locks").mkdir(parents=True, exist_ok=True)
+    return write_config(lab / name, jobs, server=server)
+
+
+def popen(cfg: Path, *args: str) -> subprocess.Popen[bytes]:
+    log = (cfg.parent / "daemon.log").open("ab")
+    return subprocess.Popen([TASKSERVER, "-c", str(cfg), "-v", *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=sandbox_env(cfg))
+
+
+def rows(cfg: Path, tenant: str = "t") -> list[dict[str, Any]]:
+    db = sqlite3.connect(cfg.parent / "state" / f"{tenant}.sqlite", timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]
+    finally:
+        db.close()
+
+
+def trace(lab: Path) -> list[tuple[str, str, int, int]]:
+    """(what, job, run id, pid) lines the jobs wrote."""
+    path = lab / "trace"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        what, job_name, run_id, pid = line.split()
+        out.append((what, job_name, int(run_id), int(pid)))
+    return out
+
+
+def job_processes(cfg: Path) -> list[int]:
+    """Live processes started for this config (their environment names it)."""
+    want = f"TASKSERVER_CONFIG={cfg.absolute()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+                state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if want in env and state not in (b"Z", b"X"):
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Figures:
+    scenario: str
+    iterations: int = 0
+    runs: int = 0
+    executions: int = 0
+    contradictions: list[str] = field(default_factory=list)
+    overlaps: int = 0
+    lost: list[str] = field(default_factory=list)
+    duplicated: int = 0
+    unknown: int = 0
+    leftover: list[int] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"{self.scenario}: iterations {self.iterations}, runs {self.runs}, executions "
+                f"{self.executions}, contradictions {len(self.contradictions)}, overlaps {self.overlaps}, "
+                f"lost {len(self.lost)}, duplicated {self.duplicated}, outcome unknown (crashed) "
+                f"{self.unknown}, processes left {len(self.leftover)}")
+
+    def assert_clean(self) -> None:
+        assert not self.contradictions, self.contradictions[:10]
+        assert self.overlaps == 0, self.line()
+        assert not self.lost, self.lost[:10]
+        assert self.duplicated == 0, self.line()
+        assert not self.leftover, self.leftover
+
+
+def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float]) -> Figures:
+    lab = cfg.parent
+    got = rows(cfg)
+    by_id = {r["id"]: r for r in got}
+    lines = trace(lab)
+    fig = Figures(scenario, iterations=iterations, runs=len(got))
+    starts = [(j, rid, pid) for what, j, rid, pid in lines if what == "start"]
+    ends = {(j, rid) for what, j, rid, _ in lines if what == "end"}
+    fig.executions = len(starts)
+    fig.overlaps = sum(1 for what, *_ in lines if what == "overlap")
+    for j, rid, pid in starts:
+        row = by_id.get(rid)
+        if row is None:
+            fig.lost.append(f"execution of {j} (run id {rid}, pid {pid}) has no record")
+        elif row["job"] != j or row["reason"] == "missed":
+            fig.contradictions.append(f"execution of {j} as run {rid} is recorded as {dict(row)}")
+    keys = Counter((by_id[rid]["job"], by_id[rid]["due"], by_id[rid]["attempt"]) for _, rid, _ in starts
+                   if rid in by_id)
+    fig.duplicated = sum(n - 1 for n in keys.values() if n > 1)
+    for r in got:
+        fig.contradictions += _judge(r, ends, {rid for _, rid, _ in starts})
+        fig.unknown += (r["state"], r["reason"]) == ("ERR", "crashed") and (r["job"], r["id"]) in ends
+    for name, every in intervals.items():
+        fig.lost += _gaps(name, [r["due"] for r in got if r["job"] == name and r["due"] is not None], every)
+    fig.leftover = job_processes(cfg)
+    return fig
+
+
+def _judge(r: dict[str, Any], ends: set[tuple[str, int]], started: set[int]) -> list[str]:
+    if r["state"] == "RUN" or (r["state"] == "QUE" and r["id"] in started):
+        return [f"run {r['id']} ({r['job']}) left {r['state']} after the daemon stopped"]
+    if r["state"] == "OK" and (r["job"], r["id"]) not in ends:
+        return [f"run {r['id']} ({r['job']}) recorded OK, but its process never logged its end"]
+    return []
+
+
+def _gaps(name: str, dues: list[float], every: float) -> list[str]:
+    dues = sorted(set(dues))
+    return [f"{name}: no record for the due times between {a:.3f} and {b:.3f}"
+            for a, b in zip(dues, dues[1:], strict=False) if b - a > 2 * every + 0.25]
+
+
+def stop_foreground(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+    return proc.wait(timeout)
+
+
+def kill_everything(cfg: Path) -> None:
+    """Last resort after a failed test: no process of this test survives it."""
+    for pid in job_processes(cfg):
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass

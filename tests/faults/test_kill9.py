@@ -1,0 +1,66 @@
+"""kill -9 of the daemon, many times: at random moments, and at the instant a job's process appears.
+
+The restarted daemon must find every run the dead one left: a live orphan is stopped and recorded
+``ERR interrupted`` (never a second copy beside it), a gone one ``ERR crashed``; a due time that waited
+behind a running run is still waiting; nothing ran without a record, nothing ran twice.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+from daemonlab import wait_for
+from faultlab import audit, job, kill_everything, lab_config, popen, stop_foreground, trace
+
+ITERATIONS = 25
+AT_SPAWN = 12
+
+
+def _jobs(lab: Path) -> dict[str, object]:
+    # `slow` outlasts its interval (a due time waits behind it); `quick` is usually between runs
+    return {"slow": job(lab, 1.5, every=1.0), "quick": job(lab, 0.1, every=0.5)}
+
+
+def test_kill_9_at_random_moments(tmp_path: Path, figures: list[str]) -> None:
+    cfg = lab_config(tmp_path, _jobs(tmp_path), stop_timeout=1)
+    rng = random.Random(8)
+    try:
+        for _ in range(ITERATIONS):
+            proc = popen(cfg, "run")
+            time.sleep(rng.uniform(0.5, 2.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        proc = popen(cfg, "run")
+        time.sleep(2.0)
+        assert stop_foreground(proc) == 0
+    finally:
+        kill_everything(cfg)
+    fig = audit(cfg, "kill -9 at random moments", ITERATIONS, {"slow": 1.0, "quick": 0.5})
+    figures.append(fig.line())
+    print(fig.line())
+    assert fig.executions > ITERATIONS
+    fig.assert_clean()
+
+
+def test_kill_9_the_instant_a_job_appears(tmp_path: Path, figures: list[str]) -> None:
+    cfg = lab_config(tmp_path, {"tick": job(tmp_path, 5.0, every=0.3)}, stop_timeout=1)
+    try:
+        for i in range(AT_SPAWN):
+            proc = popen(cfg, "run")
+            seen = len([t for t in trace(tmp_path) if t[0] == "start"])
+            wait_for(lambda seen=seen: len([t for t in trace(tmp_path) if t[0] == "start"]) > seen,
+                     f"a job to start (round {i})", timeout=60)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        proc = popen(cfg, "run")
+        time.sleep(1.0)
+        assert stop_foreground(proc) == 0
+    finally:
+        kill_everything(cfg)
+    fig = audit(cfg, "kill -9 when a job appears", AT_SPAWN, {"tick": 0.3})
+    figures.append(fig.line())
+    print(fig.line())
+    fig.assert_clean()
