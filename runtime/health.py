@@ -17,7 +17,7 @@ from .store import StoreError
 log = logging.getLogger(__name__)
 
 FIRST_RETRY = 1.0
-MAX_RETRY = 30.0
+MAX_RETRY = 10.0  # a freed disk is used again within seconds
 
 
 class Health:

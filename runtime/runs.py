@@ -184,7 +184,7 @@ class Runs:
                         if self.on_end is not None:
                             self.on_end(act, run)
             except StoreError as exc:
-                log.error("tenant %s: could not record the end of %d runs (kept until the store is "
+                log.warning("tenant %s: could not record the end of %d runs (kept until the store is "
                           "writable again): %s", tenant, len(mine), exc)
                 self.fault = exc
                 self.unrecorded += mine

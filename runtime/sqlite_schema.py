@@ -104,7 +104,10 @@ def version(db: sqlite3.Connection) -> int:
 
 
 def prepare(db: sqlite3.Connection) -> None:
-    """Create or migrate the schema to ``LATEST`` in one transaction; raises NewerSchema."""
+    """Create or migrate the schema to ``LATEST`` in one transaction; raises NewerSchema.  A store that is
+    already current is only read (a reader must not write into a file it has not checked)."""
+    if version(db) == LATEST:
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
         found = version(db)

@@ -133,9 +133,11 @@ class SqliteStore:
 
     _txn = batch
 
-    @_guarded
     def _sql(self, statement: str) -> None:
-        self.db.execute(statement)
+        try:
+            self.db.execute(statement)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {statement.split()[0].lower()} failed: {exc}", hint=_FAULT_HINT) from exc
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded
