@@ -16,7 +16,6 @@ ending it (runtime/health.py): it starts nothing new, keeps what it can, and res
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import os
@@ -25,27 +24,17 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from . import housekeeping, liveness, orphans, plans, schedule
-from .executor import KILL_GRACE, Child
+from . import housekeeping, plans, schedule, stores
+from .executor import Child
 from .health import Health
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
-from .store import (
-    INTERRUPTED,
-    MISSED,
-    NO_SUCH_JOB,
-    Instance,
-    Run,
-    Store,
-    StoreError,
-    load_backends,
-    open_store,
-)
+from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends
 
 # Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
 # the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
@@ -53,9 +42,8 @@ load_backends()
 
 log = logging.getLogger(__name__)
 
-MAX_SLEEP = 60.0  # re-read the wall clock at least this often (it may be stepped while we sleep)
+MAX_SLEEP = stores.MAX_SLEEP  # re-read the wall clock at least this often (it may be stepped while we sleep)
 HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
-LEASE_TTL = 30.0  # seconds a lease lasts without a heartbeat; renewed every third of it
 Key = tuple[str, str]  # (tenant, job)
 Pending = tuple[float | None, int, int]  # due, attempt, the claimed row's id
 
@@ -74,7 +62,9 @@ class Daemon:
         self.instance = uuid.uuid4().hex
         self.started = time.time()
         self.end_at = self.started + time_limit if time_limit is not None else None
-        self.stores: dict[str, Store] = {}
+        self.sel = selectors.DefaultSelector()
+        self.stores = stores.Stores(instance=self.instance, started=self.started,
+                                    config=lambda: self.config.path, sel=self.sel)
         self.jobs: dict[Key, JobDef] = {}
         self.gen: dict[Key, int] = {}
         # when, seq, kind, tenant, job, gen, attempt, claimed row (a retry's)
@@ -83,24 +73,20 @@ class Daemon:
         self.pending: dict[Key, deque[Pending]] = {}  # claimed rows waiting to start, per job
         self.queued: dict[str, list[Run]] = {}
         self.que_dirty = True
-        self.sel = selectors.DefaultSelector()
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
         self.runs.on_end = self._retry_one
         self.health = Health(self._say)
-        self.next_beat = 0.0
         self.executor = self.runs.executor
         self.stopping = False
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self.next_ping: float | None = None
         self.signals: list[int] = []
-        self.tx: contextlib.ExitStack | None = None
-        self.tx_open: set[str] = set()
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
         now = time.time()
-        with self._transactions():
+        with self.stores.tx():
             self._open_tenants(self.config, now)
         if not self.once:
             self._timer(now, "housekeeping", "", "")
@@ -128,32 +114,9 @@ class Daemon:
             self._plan_job(tenant, job, now)
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
-        """Open a tenant's store and take this instance's lease on it (refused while another daemon has
-        it); the runs dead daemons left in RUN are settled here by evidence (runtime/orphans.py)."""
-        store = open_store(tenant, self.config.server.state_dir)
-        try:
-            store.attach(self._me(now))
-            orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,
-                           report=lambda run: self.runs.write_status(tenant.name, run))
-        except BaseException:
-            store.close()
-            raise
-        self.stores[tenant.name] = store
-        self._watch(store)
-        return store
-
-    def _watch(self, store: Store) -> None:
-        """Select on the store's wake-up (new queued tasks), replacing what was watched for it before."""
-        for key in [k for k in self.sel.get_map().values() if k.data is store]:
-            self.sel.unregister(key.fileobj)
-        fd = store.wakeup_fd()
-        if fd is not None:
-            self.sel.register(fd, selectors.EVENT_READ, store)
-
-    def _me(self, now: float) -> Instance:
-        return Instance(id=self.instance, host=liveness.host(), pid=os.getpid(), boot_id=liveness.boot_id(),
-                        proc_start=liveness.start_time(os.getpid()), config=str(self.config.path),
-                        started=self.started, heartbeat=now, expires=now + LEASE_TTL)
+        """Open a tenant's store under this instance's lease; dead daemons' runs are settled there."""
+        return self.stores.open(tenant, self.config.server.state_dir, now,
+                                lambda run: self.runs.write_status(tenant.name, run))
 
     def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:
         """Due times and retries claimed before (by this daemon before a fault, or by one that died)."""
@@ -236,9 +199,8 @@ class Daemon:
         self._ping(now)
         if self.health.degraded:
             return
-        for store in self.stores.values():
-            store.check()  # vanished or replaced under us: a fault, not silence
-        self._heartbeat(now)
+        self.stores.check()
+        self.stores.heartbeat(now)
         self._fire_timers(now)
         if not self.stopping:
             self._dispatch(now)  # what just came due goes first: its lateness counts
@@ -248,7 +210,7 @@ class Daemon:
         if self.health.degraded:
             self._recover(now)
         try:
-            with self._transactions():
+            with self.stores.tx():
                 work(now)
             self.runs.launch()
         except StoreError as exc:
@@ -273,14 +235,9 @@ class Daemon:
         if not self.health.due(now):
             return
         try:
-            for name, store in self.stores.items():
-                note = store.recover()
-                if note:
-                    log.warning("tenant %s: %s", name, note)
-                    self._watch(store)
-                store.check()
+            self.stores.recover()
             self.runs.flush()
-            with self._transactions():
+            with self.stores.tx():
                 self._resync(now)
         except StoreError as exc:
             self.health.failed(exc, now)
@@ -297,13 +254,6 @@ class Daemon:
             if tenant is not None and tenant.login is not None:
                 self._plan_tenant(tenant, now)
 
-    def _heartbeat(self, now: float) -> None:
-        if now < self.next_beat:
-            return
-        self.next_beat = now + LEASE_TTL / 3
-        for store in self.stores.values():
-            store.heartbeat(self.instance, now=now, expires=now + LEASE_TTL)
-
     def _flush_at_exit(self) -> None:
         if not self.runs.unrecorded:
             return
@@ -312,31 +262,14 @@ class Daemon:
         except StoreError as exc:
             log.error("exiting with %d run ends the store did not take: %s", len(self.runs.unrecorded), exc)
 
-    @contextlib.contextmanager
-    def _transactions(self) -> Iterator[None]:
-        """Everything one wake-up writes goes into one transaction per tenant: one commit for many runs.
-
-        Closed before the daemon sleeps, so `jobs enqueue` never waits on a sleeping daemon's lock.
-        """
-        with contextlib.ExitStack() as stack:
-            self.tx, self.tx_open = stack, set()
-            try:
-                yield
-            finally:
-                self.tx = None
-
     def _st(self, tenant: str) -> Store:
-        store = self.stores[tenant]
-        if self.tx is not None and tenant not in self.tx_open:
-            self.tx.enter_context(store.batch())
-            self.tx_open.add(tenant)
-        return store
+        return self.stores.use(tenant)  # inside the wake-up's transaction
 
     def _work_left(self) -> bool:
         return bool(self.pending) or any(self.queued.values()) or self.que_dirty
 
     def _sleep_time(self, now: float) -> float:
-        wake = [now + MAX_SLEEP, self.next_beat]
+        wake = [now + MAX_SLEEP]
         if self.timers and not self.stopping and not self.health.degraded:
             wake.append(self.timers[0][0])
         retry = self.health.retry_at if self.health.degraded else None
@@ -548,10 +481,7 @@ class Daemon:
 
     def close(self) -> None:
         self.sel.close()
-        for store in self.stores.values():
-            with contextlib.suppress(StoreError):
-                store.detach(self.instance)  # a clean exit: no lease left for the next start to judge
-            store.close()
+        self.stores.close()
 
 
 def _drain(fd: int) -> None:

@@ -137,7 +137,8 @@ class SqliteStore:
         try:
             self.db.execute(statement)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {statement.split()[0].lower()} failed: {exc}", hint=_FAULT_HINT) from exc
+            what = statement.split(maxsplit=1)[0].lower()
+            raise StoreError(f"{self.path}: {what} failed: {exc}", hint=_FAULT_HINT) from exc
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded

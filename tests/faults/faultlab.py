@@ -20,6 +20,8 @@ own account; the store is the daemon's.  The audit counts:
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shlex
 import sqlite3
@@ -144,8 +146,8 @@ def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float]
         row = by_id.get(rid)
         if row is None:
             fig.lost.append(f"execution of {j} (run id {rid}, pid {pid}) has no record")
-        elif row["job"] != j or row["reason"] == "missed":
-            fig.contradictions.append(f"execution of {j} as run {rid} is recorded as {dict(row)}")
+        elif row["job"] != j or row["reason"] == "missed" or row["pid"] not in (None, pid):
+            fig.contradictions.append(f"execution of {j} as run {rid} (pid {pid}) is recorded as {dict(row)}")
     keys = Counter((by_id[rid]["job"], by_id[rid]["due"], by_id[rid]["attempt"]) for _, rid, _ in starts
                    if rid in by_id and by_id[rid]["due"] is not None)  # a run by hand has no due time
     fig.duplicated = sum(n - 1 for n in keys.values() if n > 1)
@@ -173,7 +175,7 @@ def _gaps(name: str, dues: list[float], every: float, covered: set[float]) -> li
     accounts for every due time up to its own."""
     dues = sorted(set(dues))
     return [f"{name}: no record for the due times between {a:.3f} and {b:.3f}"
-            for a, b in zip(dues, dues[1:], strict=False) if b - a > 2 * every + 0.25 and b not in covered]
+            for a, b in itertools.pairwise(dues) if b - a > 2 * every + 0.25 and b not in covered]
 
 
 def stop_foreground(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
@@ -185,7 +187,5 @@ def stop_foreground(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
 def kill_everything(cfg: Path) -> None:
     """Last resort after a failed test: no process of this test survives it."""
     for pid in job_processes(cfg):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, 9)
-        except OSError:
-            pass

@@ -121,7 +121,8 @@ BREAKS = {"truncated to 0 bytes": _truncate, "8 KiB of garbage in the middle": _
           "overwritten": _overwrite, "deleted": Path.unlink}
 
 
-def test_broken_stores_are_refused_at_start_and_never_written_into(tmp_path: Path, figures: list[str]) -> None:
+def test_broken_stores_are_refused_at_start_and_never_written_into(tmp_path: Path,
+                                                                   figures: list[str]) -> None:
     cfg = lab_config(tmp_path, {"tick": job(tmp_path, 0.01, every=3600)})
     store = open_sqlite(TenantDef(name="t", login="x"), tmp_path / "state")
     with store.batch():
@@ -141,4 +142,5 @@ def test_broken_stores_are_refused_at_start_and_never_written_into(tmp_path: Pat
         assert digest(path) == before, what  # never written into, never recreated
         path.write_bytes(good)  # restored from the backup
     assert len(rows(cfg)) == 300
-    figures.append(f"broken stores: {len(BREAKS)} kinds refused at start, 0 written into, 300 of 300 runs kept")
+    figures.append(f"broken stores: {len(BREAKS)} kinds refused at start, none written into, 300 of 300 "
+                   "runs kept")

@@ -9,8 +9,8 @@ import sys
 
 from taskserver.runtime import liveness
 
-IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); " \
-              "time.sleep(300)"
+IGNORE_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+               "print('up', flush=True); time.sleep(300)")
 
 
 def spawn(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -76,7 +76,8 @@ def test_version_1_history_survives_and_its_duplicates_stay_visible(tmp_path: Pa
     with db:  # what a version-1 daemon wrote: one due time run twice, a task, the job's last due
         for state in ("OK", "ERR"):
             db.execute("INSERT INTO runs (job, state, due, created) VALUES ('j', ?, 60.0, 61.0)", (state,))
-        db.execute("INSERT INTO runs (job, state, created, queued, argv) VALUES ('', 'QUE', 1.0, 1, '[\"t\"]')")
+        db.execute("INSERT INTO runs (job, state, created, queued, argv) "
+                   "VALUES ('', 'QUE', 1.0, 1, '[\"t\"]')")
         db.execute("INSERT INTO jobs (name, last_due) VALUES ('j', 60.0)")
     db.close()
     s = SqliteStore(path)
@@ -94,7 +95,7 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {sqlite_schema.LATEST + 1}")
     db.close()
     before = digest(path)
-    with pytest.raises(StoreError, match=f"schema version {sqlite_schema.LATEST + 1} is newer"):
+    with pytest.raises(StoreError, match=rf"schema version {sqlite_schema.LATEST + 1} is newer"):
         SqliteStore(path)
     assert digest(path) == before
 
@@ -135,7 +136,7 @@ def test_a_store_with_history_that_vanished_is_refused_not_recreated(tmp_path: P
         path.unlink()
     else:
         path.write_bytes(b"")
-    with pytest.raises(StoreError, match="is gone|is empty") as err:
+    with pytest.raises(StoreError, match=r"is gone|is empty") as err:
         SqliteStore(path)
     assert "store-id" in (err.value.hint or "")
     assert not path.exists() or path.stat().st_size == 0  # nothing created in its place

@@ -1,0 +1,122 @@
+"""The daemon's open stores, one per tenant with a login: its lease on each, its transactions, its faults.
+
+- ``open`` opens a tenant's store through the registry, takes this instance's lease (refused while another
+  daemon has an exclusive store) and settles what dead instances left running (runtime/orphans.py).
+- ``tx`` groups everything one wake-up writes into one transaction per tenant (one commit for many runs);
+  ``use`` is how the daemon reaches a store inside it.  It is closed before the daemon sleeps, so `jobs
+  enqueue` never waits on a sleeping daemon's lock.
+- ``heartbeat`` renews the leases; ``check`` and ``recover`` find and mend a store that failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+from . import liveness, orphans
+from .executor import KILL_GRACE
+from .model import TenantDef
+from .store import Instance, Run, Store, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP = 60.0  # the daemon wakes at least this often anyway
+LEASE_TTL = 3 * MAX_SLEEP  # a lease lasts this long without a heartbeat; renewed on the daemon's own wake-ups
+
+
+class Stores(Mapping[str, Store]):
+    def __init__(self, *, instance: str, started: float, config: Callable[[], Path],
+                 sel: selectors.BaseSelector) -> None:
+        self.instance = instance
+        self.started = started
+        self.config = config
+        self.sel = sel
+        self._open: dict[str, Store] = {}
+        self._tx: contextlib.ExitStack | None = None
+        self._in_tx: set[str] = set()
+        self.next_beat = 0.0
+
+    def __getitem__(self, tenant: str) -> Store:
+        return self._open[tenant]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._open)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def open(self, tenant: TenantDef, state_dir: Path, now: float, report: Callable[[Run], None]) -> Store:
+        """Open the tenant's store and take our lease on it; the runs dead daemons left in RUN are settled
+        here, by evidence, before anything new starts."""
+        store = open_store(tenant, state_dir)
+        try:
+            store.attach(self.me(now))
+            orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,
+                           report=report)
+        except BaseException:
+            store.close()
+            raise
+        self._open[tenant.name] = store
+        self._watch(store)
+        return store
+
+    def me(self, now: float) -> Instance:
+        pid = os.getpid()
+        return Instance(id=self.instance, host=liveness.host(), pid=pid, boot_id=liveness.boot_id(),
+                        proc_start=liveness.start_time(pid), config=str(self.config()), started=self.started,
+                        heartbeat=now, expires=now + LEASE_TTL)
+
+    def _watch(self, store: Store) -> None:
+        """Select on the store's wake-up (new queued tasks), replacing what was watched for it before."""
+        for key in [k for k in self.sel.get_map().values() if k.data is store]:
+            self.sel.unregister(key.fileobj)
+        fd = store.wakeup_fd()
+        if fd is not None:
+            self.sel.register(fd, selectors.EVENT_READ, store)
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            self._tx, self._in_tx = stack, set()
+            try:
+                yield
+            finally:
+                self._tx = None
+
+    def use(self, tenant: str) -> Store:
+        store = self._open[tenant]
+        if self._tx is not None and tenant not in self._in_tx:
+            self._tx.enter_context(store.batch())
+            self._in_tx.add(tenant)
+        return store
+
+    def heartbeat(self, now: float) -> None:
+        if now < self.next_beat:
+            return
+        self.next_beat = now + LEASE_TTL / 3
+        for store in self._open.values():
+            store.heartbeat(self.instance, now=now, expires=now + LEASE_TTL)
+
+    def check(self) -> None:
+        for store in self._open.values():
+            store.check()  # vanished or replaced under us: a fault, not silence
+
+    def recover(self) -> None:
+        """Mend what can be mended (a deleted store is written back); raises StoreError if still broken."""
+        for name, store in self._open.items():
+            note = store.recover()
+            if note:
+                log.warning("tenant %s: %s", name, note)
+                self._watch(store)
+            store.check()
+
+    def close(self) -> None:
+        for store in self._open.values():
+            with contextlib.suppress(StoreError):
+                store.detach(self.instance)  # a clean exit: no lease left for the next start to judge
+            store.close()
+        self._open.clear()
