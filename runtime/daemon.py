@@ -277,7 +277,8 @@ class Daemon:
             wake.append(self.timers[0][0])
         retry = self.health.retry_at if self.health.degraded else None
         pids = self.runs.save_by if not self.health.degraded else None
-        deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry, pids)
+        deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry,
+                     pids)
         for t in deadlines:
             if t is not None:
                 wake.append(t)
