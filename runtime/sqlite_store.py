@@ -313,6 +313,8 @@ class SqliteStore:
         if self._wake is not None:
             self._wake.close()
             self._wake = None
+            with contextlib.suppress(OSError):  # ours: bound under the instance lock
+                self._wake_path().unlink()
 
     # -- faults ----------------------------------------------------------------------------------------
     def check(self) -> None:
