@@ -94,8 +94,8 @@ def _runnable(cfg: Config, tenant: TenantDef) -> None:
 
 def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> Store | None:
     """The tenant's store through the backend registry; None when it has none yet and ``create`` is off."""
-    try:
-        return open_store(tenant, cfg.server.state_dir, create=create)
+    try:  # a command that may create the store writes into it: check it first
+        return open_store(tenant, cfg.server.state_dir, create=create, verify=create)
     except NoStore:
         return None
 

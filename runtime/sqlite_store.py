@@ -23,7 +23,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
-from .store import BACKENDS, MISSED, REPORTED, Instance, NoStore, Purged, Run, StoreError
+from .store import BACKENDS, MISSED, REPORTED, Instance, JobSummary, NoStore, Purged, Run, StoreError
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
            "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
@@ -39,9 +39,9 @@ def store_path(tenant: TenantDef, state_dir: Path) -> Path:
     return tenant.store.path or state_dir / f"{tenant.name}.sqlite"
 
 
-def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True) -> SqliteStore:
+def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True, verify: bool = True) -> SqliteStore:
     marker = guard.marker_path(state_dir, tenant.name)
-    return SqliteStore(store_path(tenant, state_dir), marker, create=create)
+    return SqliteStore(store_path(tenant, state_dir), marker, create=create, verify=verify)
 
 
 def _run(row: tuple[Any, ...]) -> Run:
@@ -68,7 +68,8 @@ def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatena
 class SqliteStore:
     exclusive = True  # one daemon per file: attach takes an exclusive lock
 
-    def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True) -> None:
+    def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
+                 verify: bool = True) -> None:
         self.path = path
         self.marker = marker or path.with_name(f".{path.stem}.store-id")
         self._depth = 0
@@ -81,7 +82,7 @@ class SqliteStore:
             raise NoStore(f"{path}: no run store yet", hint="nothing has run or been queued for this tenant")
         guard.check_header(path)
         fresh = not path.exists() or path.stat().st_size == 0
-        self.db = self._connect(path, verify=create and not fresh)
+        self.db = self._connect(path, verify=verify and not fresh)
         self._ident = os.stat(path)
 
     def _connect(self, path: Path, *, verify: bool) -> sqlite3.Connection:
@@ -395,6 +396,26 @@ class SqliteStore:
 
     def _select(self, where: str, *params: object) -> list[Run]:
         return [_run(r) for r in self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE {where}", params)]  # noqa: S608
+
+    def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
+        # One aggregate query: a store may hold a million rows of an every-second job within retention.
+        ended, due = "finished IS NOT NULL AND started IS NOT NULL", "due IS NOT NULL AND started IS NOT NULL"
+        dur, late = "(finished - started)", "(started - due)"
+        le = [f"SUM(CASE WHEN {ended} AND {dur} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
+        le += [f"SUM(CASE WHEN {due} AND {late} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
+        sql = ", ".join([  # noqa: S608 - only constant text and placeholders
+            "SELECT job, state, COUNT(*)", f"SUM(CASE WHEN {ended} THEN 1 ELSE 0 END)",
+            f"COALESCE(SUM(CASE WHEN {ended} THEN {dur} END), 0)", f"SUM(CASE WHEN {due} THEN 1 ELSE 0 END)",
+            f"COALESCE(SUM(CASE WHEN {due} THEN {late} END), 0)",
+            "MAX(CASE WHEN state='OK' THEN finished END)", *le]) + " FROM runs GROUP BY job, state"
+        n = len(buckets)
+        out = []
+        for row in self.db.execute(sql, [*buckets, *buckets]):
+            out.append(JobSummary(job=row[0], state=State(row[1]), count=row[2], duration_count=row[3] or 0,
+                                  duration_sum=row[4], lateness_count=row[5] or 0, lateness_sum=row[6],
+                                  last_ok=row[7], duration_le=tuple(int(v or 0) for v in row[8:8 + n]),
+                                  lateness_le=tuple(int(v or 0) for v in row[8 + n:8 + 2 * n])))
+        return out
 
     def close(self) -> None:
         self._unlisten()

@@ -52,7 +52,7 @@ class Stores(Mapping[str, Store]):
     def open(self, tenant: TenantDef, state_dir: Path, now: float, report: Callable[[Run], None]) -> Store:
         """Open the tenant's store and take our lease on it; the runs dead daemons left in RUN are settled
         here, by evidence, before anything new starts."""
-        store = open_store(tenant, state_dir)
+        store = open_store(tenant, state_dir, verify=True)
         try:
             store.attach(self.me(now))
             orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,
