@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -75,7 +74,7 @@ class SqliteStore:
         self._depth = 0
         self._me: Instance | None = None
         self._lock = guard.InstanceLock(path)
-        self._wake: socket.socket | None = None
+        self._wake = guard.WakeSocket(path.with_name(path.name + ".wake"))
         self._next_check = 0.0
         guard.check_presence(path, self.marker)
         if not create and not path.exists():
@@ -186,16 +185,7 @@ class SqliteStore:
         return self._select("state='QUE' AND queued=1 ORDER BY id")
 
     def notify(self) -> bool:
-        if len(os.fsencode(self._wake_path())) > 100:
-            return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            try:
-                s.sendto(b"!", str(self._wake_path()))
-            except BlockingIOError:
-                return True  # its buffer is full of wake-ups it has not read yet: it will look
-            except OSError:
-                return False
-        return True
+        return self._wake.notify()
 
     # -- running ---------------------------------------------------------------------------------------
     @_guarded
@@ -269,7 +259,7 @@ class SqliteStore:
                         "VALUES (?,?,?,?,?,?,?,?,?)",
                         (me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
                          me.heartbeat, me.expires))
-        self._listen()
+        self._wake.listen()
 
     @_guarded
     def heartbeat(self, instance: str, *, now: float, expires: float) -> None:
@@ -284,38 +274,15 @@ class SqliteStore:
     def detach(self, instance: str) -> None:
         self.db.execute("DELETE FROM instances WHERE id=?", (instance,))
         if self._me is not None and instance == self._me.id:
-            self._unlisten()
+            self._wake.close()
             self._lock.release()
             self._me = None
 
     def wakeup_fd(self) -> int | None:
-        return self._wake.fileno() if self._wake is not None else None
+        return self._wake.fileno()
 
     def drain_wakeups(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake is not None and self._wake.recv(64):
-                pass
-
-    def _wake_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".wake")
-
-    def _listen(self) -> None:
-        """A datagram socket next to the store: `jobs enqueue` wakes the daemon without knowing its pid."""
-        path = self._wake_path()
-        self._unlisten()
-        if len(os.fsencode(path)) > 100:  # sun_path holds 108 bytes; the pid file's SIGUSR1 still works
-            return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        path.unlink(missing_ok=True)  # a dead daemon's: the instance lock says none lives
-        sock.bind(str(path))
-        self._wake = sock
-
-    def _unlisten(self) -> None:
-        if self._wake is not None:
-            self._wake.close()
-            self._wake = None
-            with contextlib.suppress(OSError):  # ours: bound under the instance lock
-                self._wake_path().unlink()
+        self._wake.drain()
 
     # -- faults ----------------------------------------------------------------------------------------
     def check(self) -> None:
@@ -353,7 +320,7 @@ class SqliteStore:
             guard.write_marker(self.marker, schema.store_id(new), self.path)
             if self._me is not None:
                 self._lock.take(self._me)
-                self._listen()
+                self._wake.listen()
         count = new.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return f"wrote the store back to {self.path} from the daemon's open copy ({count} runs kept)"
 
@@ -418,7 +385,7 @@ class SqliteStore:
         return out
 
     def close(self) -> None:
-        self._unlisten()
+        self._wake.close()
         self._lock.release()
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
