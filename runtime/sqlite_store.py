@@ -28,6 +28,7 @@ COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid,
            "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
 _INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
 _FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
+DAEMON_LOCK_WAIT = 2.0  # seconds the daemon waits for another writer's lock (commands wait 10)
 _CHECK_EVERY = 1.0  # seconds between two looks at whether the file is still where it was
 
 P = ParamSpec("P")
@@ -255,6 +256,9 @@ class SqliteStore:
     def attach(self, me: Instance) -> None:
         self._lock.take(me)  # StoreBusy while another daemon lives: one daemon per SQLite store
         self._me = me
+        # the daemon waits less than a command for a lock: a store held locked is a fault to report and
+        # retry, and the loop must go on (watchdog pings, child exits) meanwhile
+        self.db.execute(f"PRAGMA busy_timeout = {int(DAEMON_LOCK_WAIT * 1000)}")
         self.db.execute(f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) "  # noqa: S608
                         "VALUES (?,?,?,?,?,?,?,?,?)",
                         (me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -95,6 +96,30 @@ def test_the_state_dir_deleted_under_a_running_daemon_is_detected_and_written_ba
         if proc.poll() is None:
             proc.kill()
     fig = audit(cfg, "state dir deleted while running", 1, {"tick": 0.3})
+    figures.append(fig.line())
+    fig.assert_clean()
+
+
+def test_a_store_held_locked_pauses_new_work_and_loses_nothing(tmp_path: Path, figures: list[str]) -> None:
+    cfg = lab_config(tmp_path, {"tick": job(tmp_path, 0.05, every=0.3)})
+    proc = popen(cfg, "run")
+    try:
+        wait_for(lambda: len(rows(cfg)) >= 3, "a few runs")
+        other = sqlite3.connect(tmp_path / "state" / "t.sqlite", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another writer that does not let go
+        wait_for(lambda: "database is locked" in log_of(cfg), "the daemon to report the locked store")
+        assert proc.poll() is None and "degraded" in cli(cfg, "status").stdout
+        other.execute("ROLLBACK")
+        other.close()
+        wait_for(lambda: "writable again" in log_of(cfg), "the daemon to resume")
+        done = len(rows(cfg))
+        wait_for(lambda: len(rows(cfg)) >= done + 3, "runs after the lock was released")
+        assert stop_foreground(proc) == 0
+    finally:
+        kill_everything(cfg)
+        if proc.poll() is None:
+            proc.kill()
+    fig = audit(cfg, "store held locked by another writer", 1, {"tick": 0.3})
     figures.append(fig.line())
     fig.assert_clean()
 
