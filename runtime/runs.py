@@ -192,8 +192,9 @@ class Runs:
         """Write the ends kept while the store failed; raises StoreError if it still fails."""
         ends, self.unrecorded = self.unrecorded, []
         self._record(ends)
+        fault, self.fault = self.fault, None  # raised here: not a second time by the next collect
         if self.unrecorded:
-            raise self.fault or StoreError("the run store is still not writable")
+            raise fault or StoreError("the run store is still not writable")
 
     def _record(self, ends: list[tuple[Active, Outcome, float]]) -> None:
         for tenant in dict.fromkeys(act.tenant for act, _, _ in ends):
