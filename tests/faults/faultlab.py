@@ -15,6 +15,7 @@ own account; the store is the daemon's.  The audit counts:
   the restart, so one gap of up to two intervals is the schedule, not a loss)
 - duplicated: one (job, due time, attempt) executed more than once
 - unknown: runs recorded ``ERR crashed`` whose process had ended (its daemon died before seeing how)
+- stopped: live orphans a restarted daemon stopped and recorded ``ERR interrupted``
 - leftover: processes of the test's jobs still alive after the daemon stopped
 """
 
@@ -116,13 +117,15 @@ class Figures:
     lost: list[str] = field(default_factory=list)
     duplicated: int = 0
     unknown: int = 0
+    stopped: int = 0  # live orphans a restarted daemon stopped (ERR interrupted)
     leftover: list[int] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"{self.scenario}: iterations {self.iterations}, runs {self.runs}, executions "
                 f"{self.executions}, contradictions {len(self.contradictions)}, overlaps {self.overlaps}, "
-                f"lost {len(self.lost)}, duplicated {self.duplicated}, outcome unknown (crashed) "
-                f"{self.unknown}, processes left {len(self.leftover)}")
+                f"lost {len(self.lost)}, duplicated {self.duplicated}, orphans stopped at restart "
+                f"{self.stopped}, outcome unknown (crashed) {self.unknown}, processes left "
+                f"{len(self.leftover)}")
 
     def assert_clean(self) -> None:
         assert not self.contradictions, self.contradictions[:10]
@@ -154,6 +157,7 @@ def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float]
     for r in got:
         fig.contradictions += _judge(r, ends, {rid for _, rid, _ in starts})
         fig.unknown += (r["state"], r["reason"]) == ("ERR", "crashed") and (r["job"], r["id"]) in ends
+        fig.stopped += r["reason"] == "interrupted" and "died while it ran" in (r["message"] or "")
     for name, every in intervals.items():
         mine = [r for r in got if r["job"] == name and r["due"] is not None]
         covered = {r["due"] for r in mine if "(summarised)" in (r["message"] or "")}
