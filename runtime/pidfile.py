@@ -381,6 +381,8 @@ def _same_file(fd: int, name: str, dir_fd: int) -> bool:
 
 def clear_stale(config_path: Path) -> bool:
     """Remove the files a dead daemon left in this user's own place; True when that worked."""
+    if probe(config_path).path.parent != home_place(os.geteuid()).dir:
+        return False  # somebody else's place: theirs to clean
     try:
         pidfile = PidFile.acquire(config_path)
     except (OSError, UserError):

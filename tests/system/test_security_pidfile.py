@@ -314,3 +314,22 @@ def test_a_users_own_daemon_lives_in_a_place_derived_from_its_uid(two: list[User
         if place.is_symlink():
             place.unlink()
         shutil.rmtree(place, ignore_errors=True)
+
+
+def test_the_run_as_user_finds_roots_daemon_without_any_variable(two: list[User], box: Sandbox) -> None:
+    """The user a root-started daemon dropped to (its jobs, too) sees it: status, a second start, and the
+    wake-up of `jobs enqueue` reach it with the user's own rights, the lock file staying closed to them."""
+    user = two[0]
+    cfg = _config(box, user.name)
+    assert box.ts(cfg, "start").returncode == 0
+    pid = box.pid_of(cfg)
+    theirs = [*runns.prefix(), *user.argv(TASKSERVER, "-c", str(cfg))]
+    st = _ts([*theirs, "status"], _clean_env(box))
+    assert st.returncode == 0 and f"pid {pid}" in st.stdout, st
+    again = _ts([*theirs, "start"], _clean_env(box))
+    assert again.returncode == 0 and f"already running (pid {pid})" in again.stdout, again
+    queued = _ts([*theirs, "jobs", "enqueue", "--", "true"], _clean_env(box))
+    assert queued.returncode == 0 and "no daemon" not in queued.stderr, queued
+    run_id = queued.stdout.strip()
+    assert wait_for(lambda: '"OK"' in box.ts(cfg, "jobs", "show", run_id, "--json").stdout, 30)
+    assert box.ts(cfg, "stop").returncode == 0
