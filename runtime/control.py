@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from . import config, logs, privs
 from .errors import UserError
 from .notify import Notifier
-from .pidfile import AlreadyRunning, Daemon, PidFile, clear_stale, pidfile_path, probe, read_pid
+from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
 from .pidplace import home_place, open_dir
+from .pidsignal import Daemon
 
 if TYPE_CHECKING:
     from .model import Config
