@@ -92,7 +92,12 @@ def read_pid(config_path: Path) -> int | None:
 
 
 def _probe_place(place: Place, names: tuple[str, str, str]) -> Probe | None:
-    dir_fd = open_dir(place, create=False)
+    try:
+        dir_fd = open_dir(place, create=False)
+    except UserError:
+        if place.optional:
+            return None
+        raise
     if dir_fd is None:
         return None
     pid_name = names[0]

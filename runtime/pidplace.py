@@ -32,6 +32,7 @@ class Place(NamedTuple):
     dir: Path
     owner: int
     creatable: bool  # may its owner create it? (/run/taskserver/u<U> only root or systemd makes)
+    optional: bool = False  # another's place, looked at in passing: one that fails the checks is skipped
 
 
 def own_places(uid: int) -> list[Place]:
@@ -47,7 +48,8 @@ def lookup_places(uid: int) -> list[Place]:
     daemons (which may have dropped to that user: a job's `jobs enqueue` wakes the daemon that runs it)."""
     places = own_places(uid)
     if uid != 0:
-        return [*places, Place(ROOT_DIR, 0, False)]
+        # not root's (say, handed to a user by an old unit's RuntimeDirectory=): no root daemon is there
+        return [*places, Place(ROOT_DIR, 0, False, optional=True)]
     try:
         names = sorted(os.listdir(ROOT_DIR))
     except OSError:
