@@ -109,8 +109,9 @@ def read_files(config: Config, owner: int) -> Config:
 
     errors: list[ConfigError] = []
     tenants = []
-    for tenant in config.tenants:
-        jobs = tuple(replace(j, env=_with_file(j.env, owner, errors)) for j in tenant.jobs)
+    for tenant in config.tenants:  # a copy only where a file is named: a config may hold 10,000s of jobs
+        jobs = tuple(replace(j, env=_with_file(j.env, owner, errors)) if j.env.env_file else j
+                     for j in tenant.jobs)
         tenants.append(replace(tenant, env=_with_file(tenant.env, owner, errors), jobs=jobs))
     if errors:
         raise ConfigInvalid(errors)
