@@ -240,16 +240,19 @@ def _minute_of_day(wall: datetime, d: date, default: int) -> int:
 
 def _count_cron(job: JobDef, tz: str, expr: str, last_due: datetime, upto: datetime) -> int:
     """Due times of a window-less cron job in (last_due, upto], day by day: arithmetic on days whose UTC
-    offset does not change, walking the (rare) days with a DST change."""
+    offset does not change, walking the (rare) days with a change. The day after a change is walked too: a
+    change at midnight (Pacific/Apia skipped all of 2011-12-30) moves the skipped day's matches to the
+    first instant of the next day."""
     zone, spec = zone_of(job, tz), cron.parse(expr)
     tick = timedelta(microseconds=1)  # fires() is (after, until]: step back so midnight counts in its day
     first, last = _wall(last_due, zone).date(), _wall(upto, zone).date()
     total, day = 0, first
+    before = datetime.combine(day - timedelta(days=1), time(), zone).utcoffset()
     offset = datetime.combine(day, time(), zone).utcoffset()
     while day <= last:
         following = day + timedelta(days=1)
         next_offset = datetime.combine(following, time(), zone).utcoffset()
-        regular = offset == next_offset
+        regular = before == offset == next_offset
         if regular and first < day < last:
             total += cron.count_day(spec, day)
         else:
@@ -260,7 +263,7 @@ def _count_cron(job: JobDef, tz: str, expr: str, last_due: datetime, upto: datet
                 total += cron.count_day(spec, day, after, _minute_of_day(_wall(hi, zone), day, 1439))
             else:
                 total += sum(1 for _ in fires(job, tz, lo, hi))
-        day, offset = following, next_offset
+        day, before, offset = following, offset, next_offset
     return total
 
 
