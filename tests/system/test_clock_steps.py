@@ -57,7 +57,7 @@ def _ok(cfg: Path, job: str) -> int:
 def _last_dues(cfg: Path) -> dict[str, float]:
     db = sqlite3.connect(cfg.parent / "state" / "t.sqlite", timeout=30)
     try:
-        return {name: due for name, due in db.execute("SELECT name, last_due FROM jobs")}
+        return dict(db.execute("SELECT name, last_due FROM jobs").fetchall())
     finally:
         db.close()
 
@@ -121,8 +121,8 @@ def test_a_forward_clock_step_follows_the_catch_up_policy(tmp_path: Path) -> Non
         wait_for(lambda: _ok(cfg, "tick") >= 1, "a first run")
         stepped = time.time()
         rc.write_text("+7200\n")
-        wait_for(lambda: any((r["due"] or 0) > stepped + 7000 and r["state"] == "OK" for r in _of(cfg, "tick")),
-                 "a run after the step")
+        wait_for(lambda: any((r["due"] or 0) > stepped + 7000 and r["state"] == "OK"
+                             for r in _of(cfg, "tick")), "a run after the step")
         wait_for(lambda: any(r["reason"] == "missed" for r in _of(cfg, "minutely")), "minutely's records")
     finally:
         _stop(proc)
@@ -145,8 +145,8 @@ def test_a_backward_clock_step_does_not_stall_intervals(tmp_path: Path) -> None:
         wait_for(lambda: _ok(cfg, "tick") >= 2, "two runs")
         stepped = time.time()
         rc.write_text("-3600\n")
-        wait_for(lambda: sum(r["state"] == "OK" and (r["due"] or 0) < stepped - 3000 for r in _of(cfg, "tick"))
-                 >= 3, "three runs on the clock set back", timeout=30)
+        wait_for(lambda: sum(r["state"] == "OK" and (r["due"] or 0) < stepped - 3000
+                             for r in _of(cfg, "tick")) >= 3, "three runs on the clock set back", timeout=30)
         stored = _last_dues(cfg)["tick"]
         assert stored < time.time() - 3600 + 60  # not an hour in the future of the daemon's clock
     finally:
