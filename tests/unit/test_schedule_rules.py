@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.runtime import cron, plans
+from taskserver.runtime import cli_jobs, cron, plans
 from taskserver.runtime.clock import ClockWatch
 from taskserver.runtime.config import parse_text
 from taskserver.runtime.config_parse import ConfigInvalid
@@ -110,6 +110,13 @@ def test_the_daemon_and_jobs_list_agree_on_the_anchor(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "state" / "t.sqlite")
     store.remember_jobs(["j"], now=D.timestamp())  # the job's last due time: D
     store.close()
+    listed = SqliteStore(tmp_path / "state" / "t.sqlite")
+    try:  # what `jobs list` prints as next
+        tenant = cfg.tenants[0]
+        assert cli_jobs._next_due(tenant.jobs[0], tenant, listed, D + timedelta(seconds=10)) == \
+            D + timedelta(seconds=20)
+    finally:
+        listed.close()
     d = Daemon(cfg, once=False, time_limit=None, notifier=None, config_loader=None)
     try:
         d._open_tenants(cfg, D.timestamp() + 10)
