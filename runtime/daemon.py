@@ -229,8 +229,12 @@ class Daemon:
     def _check_clock(self, now: float) -> None:
         """A wall clock set back leaves every timer in the future: move them (schedule.after_step_back)."""
         step = self.clock.look(now, boottime())
-        if step >= 0:
-            return  # set forward: the timers come due now, and the jobs' catch-up policies decide
+        if step == 0:
+            return
+        self._shift_elapsed(step)
+        if step > 0:
+            log.warning("the system clock was set forward by %.0f s: due times passed are caught up", step)
+            return  # the timers come due now, and the jobs' catch-up policies decide
         log.warning("the system clock was set back by %.0f s: moving the timers", -step)
         moved = []
         for when, seq, kind, tenant, job, gen, attempt in self.timers:
@@ -241,6 +245,15 @@ class Daemon:
         self.timers = moved
         for store in self.stores.values():
             store.rewind(now)  # no last due time stays in the future
+
+    def _shift_elapsed(self, step: float) -> None:
+        """Run timeouts, watchdog pings, the time limit and the stop timeout measure elapsed time: a clock
+        step must neither end them early (a run killed as a timeout) nor delay them (a missed watchdog)."""
+        for child in self.executor.children.values():
+            child.deadline = child.deadline + step if child.deadline is not None else None
+            child.kill_at = child.kill_at + step if child.kill_at is not None else None
+        self.next_ping, self.end_at, self.stop_deadline = (
+            t + step if t is not None else None for t in (self.next_ping, self.end_at, self.stop_deadline))
 
     def _moved(self, when: float, kind: str, key: Key, step: float, now: float) -> float | None:
         job = self.jobs.get(key)

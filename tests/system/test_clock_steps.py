@@ -114,11 +114,13 @@ def test_a_forward_clock_step_follows_the_catch_up_policy(tmp_path: Path) -> Non
     rc = tmp_path / "faketime.rc"
     rc.write_text("+0\n")
     jobs = {"tick": {"every": "2s", "command": ["true"], "catch_up": "latest"},
-            "minutely": {"cron": "* * * * *", "command": ["true"], "catch_up": "skip"}}
+            "minutely": {"cron": "* * * * *", "command": ["true"], "catch_up": "skip"},
+            "slow": {"every": "1s", "command": ["sleep", "3"], "timeout": "1m"}}
     cfg = write_config(tmp_path / "cfg.yaml", jobs)
     proc = _start(cfg, _faketime(rc))
     try:
-        wait_for(lambda: _ok(cfg, "tick") >= 1, "a first run")
+        wait_for(lambda: _ok(cfg, "tick") >= 1 and any(r["state"] == "RUN" for r in _of(cfg, "slow")),
+                 "a first run, and a slow one going")
         stepped = time.time()
         rc.write_text("+7200\n")
         wait_for(lambda: any((r["due"] or 0) > stepped + 7000 and r["state"] == "OK"
@@ -126,7 +128,7 @@ def test_a_forward_clock_step_follows_the_catch_up_policy(tmp_path: Path) -> Non
         wait_for(lambda: any(r["reason"] == "missed" for r in _of(cfg, "minutely")), "minutely's records")
     finally:
         _stop(proc)
-    for name in jobs:
+    for name in ("tick", "minutely"):
         missed = [r for r in _of(cfg, name) if r["reason"] == "missed"]
         assert missed and all("the system clock was set forward by 7200 s" in r["message"] for r in missed)
     tick = _of(cfg, "tick")
@@ -134,6 +136,8 @@ def test_a_forward_clock_step_follows_the_catch_up_policy(tmp_path: Path) -> Non
     assert len(summary) == 1 and int(summary[0]["message"].split()[0]) > 3000  # 2 h of every: 2s
     after = [r for r in tick if (r["due"] or 0) > stepped + 7000 and r["reason"] != "missed"]
     assert after, tick  # the newest ran (catch_up: latest)
+    slow = _of(cfg, "slow")  # its timeout is elapsed time: the step did not end the run going then
+    assert any(r["state"] == "OK" for r in slow) and not any(r["reason"] == "timeout" for r in slow), slow
 
 
 def test_a_backward_clock_step_does_not_stall_intervals(tmp_path: Path) -> None:
