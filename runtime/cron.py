@@ -230,6 +230,7 @@ def next_match(spec: CronSpec, after: datetime) -> datetime | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def weekdays(spec: CronSpec) -> frozenset[int]:
     """The weekdays (Monday 0) on which some date matches: one Gregorian cycle holds every case there is."""
     found: set[int] = set()

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from itertools import islice
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -104,7 +105,7 @@ def _next_cron(
 ) -> datetime | None:
     """First matching instant after ``after`` whose wall time is not beyond ``horizon`` (naive wall)."""
     spec = cron.parse(expr)
-    if windows and not weekly_meets(windows, cron.weekdays(spec), spec.hours, spec.minutes):
+    if windows and not _meets(spec, windows):
         return None  # decided exactly, instead of skipping from window to window for 400 years
     wall = _wall(after, zone)
     for _ in range(_MAX_SKIPS):
@@ -120,6 +121,11 @@ def _next_cron(
             return instant
         wall = match  # second pass of a repeated hour, or a skipped time already run at the jump
     return None
+
+
+@lru_cache(maxsize=4096)
+def _meets(spec: cron.CronSpec, windows: tuple[Window, ...]) -> bool:
+    return weekly_meets(windows, cron.weekdays(spec), spec.hours, spec.minutes)
 
 
 def _next_every(seconds: float, windows: tuple[Window, ...], zone: tzinfo, after: datetime) -> datetime:
