@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from taskserver.runtime import cli_jobs, cron, plans
-from taskserver.runtime.clock import ClockWatch
+from taskserver.runtime.clock import ClockWatch, boottime
 from taskserver.runtime.config import parse_text
 from taskserver.runtime.config_parse import ConfigInvalid
 from taskserver.runtime.daemon import Daemon
@@ -193,3 +193,27 @@ def test_a_backward_step_rewinds_the_stored_last_due(tmp_path: Path) -> None:
     store.rewind(D.timestamp())  # never moves a last due time forward
     assert store.last_due("j") == D.timestamp() - 3600
     store.close()
+
+
+def test_the_daemon_moves_its_timers_when_the_clock_is_set_back(tmp_path: Path) -> None:
+    """The real Daemon and store, its clock watch told that the wall clock went back an hour."""
+    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\n"
+            "tenants:\n  t:\n    login: nobody\n    jobs:\n"
+            "      every: {every: 10s, command: [x]}\n"
+            "      wild: {cron: '*/5 * * * *', command: [x]}\n"
+            "      fixed: {cron: '30 13 * * *', command: [x]}\n")
+    cfg = parse_text(text, tmp_path / "c.yaml")
+    d = Daemon(cfg, once=False, time_limit=None, notifier=None, config_loader=None)
+    try:
+        d._open_tenants(cfg, D.timestamp())
+        before = {t[4]: t[0] for t in d.timers if t[2] == "fire"}
+        now = D.timestamp() - 3600 + 1  # one second later, on a clock set back by an hour
+        d.clock = ClockWatch.start(D.timestamp(), boottime() - 1)
+        d._check_clock(now)
+        after = {t[4]: t[0] for t in d.timers if t[2] == "fire"}
+        assert after["every"] == pytest.approx(before["every"] - 3600 + 1, abs=0.5)  # the same time to go
+        assert after["wild"] == (D - timedelta(minutes=55)).timestamp()  # next */5 on the new wall clock
+        assert after["fixed"] == before["fixed"]  # 13:30 not run again
+        assert d.stores["t"].last_due("every") == now  # rewound: never in the future
+    finally:
+        d.close()
