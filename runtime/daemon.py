@@ -237,10 +237,10 @@ class Daemon:
             return  # the timers come due now, and the jobs' catch-up policies decide
         log.warning("the system clock was set back by %.0f s: moving the timers", -step)
         moved = []
-        for when, seq, kind, tenant, job, gen, attempt in self.timers:
-            new = self._moved(when, kind, (tenant, job), step, now)
+        for timer in self.timers:  # (when, seq, kind, tenant, job, ...): only the time changes
+            new = self._moved(timer[0], timer[2], (timer[3], timer[4]), step, now)
             if new is not None:
-                moved.append((new, seq, kind, tenant, job, gen, attempt))
+                moved.append((new, *timer[1:]))
         heapq.heapify(moved)
         self.timers = moved
         for store in self.stores.values():
