@@ -111,6 +111,7 @@ def _preflight(cfg: Config) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     _preflight(cfg)
+    hold_wakeups()
     pidfile = PidFile.acquire(cfg.path)
     log.debug("holding pid file %s", pidfile.path)
     try:
@@ -161,7 +162,17 @@ def _tell(fd: int, text: str) -> None:
         pass  # already told (and closed), or the parent is gone
 
 
+def hold_wakeups() -> None:
+    """Block SIGUSR1 and SIGHUP until the loop's handlers are in place (daemon.serve unblocks them).
+
+    Once the pid file is held, `jobs enqueue` may send SIGUSR1; its default action ends the process, so a
+    task enqueued while the daemon was still starting killed it. Blocked, the signal waits and is handled.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGHUP})
+
+
 def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
+    hold_wakeups()
     try:
         pidfile = PidFile.acquire(cfg.path)
     except AlreadyRunning as exc:
