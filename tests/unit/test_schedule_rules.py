@@ -3,6 +3,8 @@ every: anchor, late timers (stalls, forward steps) through the catch-up policy, 
 
 from __future__ import annotations
 
+import calendar
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -217,3 +219,35 @@ def test_the_daemon_moves_its_timers_when_the_clock_is_set_back(tmp_path: Path) 
         assert d.stores["t"].last_due("every") == now  # rewound: never in the future
     finally:
         d.close()
+
+
+def _ever(doms: list[int], months: list[int], dows: set[int], either: bool) -> bool:
+    """Brute force over one whole Gregorian cycle (the calendar repeats after 400 years)."""
+    for year in range(2000, 2400):
+        for month in months:
+            for day in range(1, calendar.monthrange(year, month)[1] + 1):
+                dow_ok = (calendar.weekday(year, month, day) + 1) % 7 in dows
+                if (day in doms or dow_ok) if either else (day in doms and dow_ok):
+                    return True
+    return False
+
+
+def test_exactly_the_expressions_that_never_match_are_rejected() -> None:
+    """Sparse day fields (29-31, few months, starred or listed weekdays): parse() accepts an expression
+    exactly when a brute-force walk over 400 years finds a matching day, and then next_match finds it."""
+    rng = random.Random(9)
+    verdicts = {True: 0, False: 0}
+    for _ in range(60):
+        doms = sorted(rng.sample([29, 30, 31], rng.randint(1, 2)))
+        months = sorted(rng.sample(range(1, 13), rng.randint(1, 3)))
+        dow_text = rng.choice(["*/7", "*/3", "1-5", "sat", "*"])
+        dows = {d % 7 for d in cron._parse_field(dow_text, 4)}
+        expr = f"0 0 {','.join(map(str, doms))} {','.join(map(str, months))} {dow_text}"
+        exists = _ever(doms, months, dows, either=not dow_text.startswith("*"))
+        verdicts[exists] += 1
+        if exists:
+            assert cron.next_match(cron.parse(expr), datetime(2026, 1, 1)) is not None, expr
+        else:
+            with pytest.raises(cron.CronError):
+                cron.parse(expr)
+    assert verdicts[True] and verdicts[False]  # both kinds were tried
