@@ -243,8 +243,8 @@ class Daemon:
                 moved.append((new, *timer[1:]))
         heapq.heapify(moved)
         self.timers = moved
-        for store in self.stores.values():
-            store.rewind(now)  # no last due time stays in the future
+        for tenant in list(self.stores):
+            self._st(tenant).rewind(now)  # no last due time stays in the future
 
     def _shift_elapsed(self, step: float) -> None:
         """Run timeouts, watchdog pings, the time limit and the stop timeout measure elapsed time: a clock
