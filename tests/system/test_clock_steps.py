@@ -14,15 +14,17 @@ daemon reads the step against CLOCK_BOOTTIME. The offset lives in a file the tes
 from __future__ import annotations
 
 import glob
+import json
 import signal
 import sqlite3
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonlab import TASKSERVER, runs, sandbox_env, wait_for, write_config
+from daemonlab import TASKSERVER, cli, runs, sandbox_env, wait_for, write_config
 
 LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
 STALLED = "could not act between"
@@ -55,9 +57,14 @@ def _ok(cfg: Path, job: str) -> int:
 
 
 def _last_dues(cfg: Path) -> dict[str, float]:
-    db = sqlite3.connect(cfg.parent / "state" / "t.sqlite", timeout=30)
+    path = cfg.parent / "state" / "t.sqlite"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path, timeout=30)
     try:
         return dict(db.execute("SELECT name, last_due FROM jobs").fetchall())
+    except sqlite3.OperationalError:
+        return {}  # the daemon has created the file but not yet its tables
     finally:
         db.close()
 
@@ -156,3 +163,28 @@ def test_a_backward_clock_step_does_not_stall_intervals(tmp_path: Path) -> None:
     finally:
         _stop(proc)
     assert not [r for r in _of(cfg, "tick") if r["reason"] == "missed"]
+
+
+def test_a_restart_keeps_the_interval_grid(tmp_path: Path) -> None:
+    """every: 20s, last due D, the daemon stopped at D+5 and started at D+10: `jobs list` says D+20 and the
+    next run is due at D+20 (not D+30, one interval after the start)."""
+    cfg = write_config(tmp_path / "cfg.yaml", {"j": {"every": "20s", "command": ["true"]}})
+    first = _start(cfg)
+    try:
+        wait_for(lambda: "j" in _last_dues(cfg), "the job to be known")
+    finally:
+        _stop(first)
+    anchor = time.time() - 10  # D: the daemon "ran" it 10 s ago
+    db = sqlite3.connect(cfg.parent / "state" / "t.sqlite")
+    with db:
+        db.execute("UPDATE jobs SET last_due=?", (anchor,))
+    db.close()
+    listed = json.loads(cli(cfg, "jobs", "list", "--json").stdout)
+    assert [j["next_due"] for j in listed] == [datetime.fromtimestamp(anchor + 20, UTC).isoformat(
+        timespec="seconds")]
+    proc = _start(cfg)
+    try:
+        wait_for(lambda: _of(cfg, "j"), "the next run")
+    finally:
+        _stop(proc)
+    assert _of(cfg, "j")[0]["due"] == pytest.approx(anchor + 20, abs=1e-3)
