@@ -167,13 +167,10 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
 
 
 def _next_due(job: JobDef, tenant: TenantDef, store: SqliteStore | None, now: datetime) -> datetime | None:
-    """As the daemon counts it: from the last due time it accounted for (an interval runs on from there)."""
+    """As the daemon counts it (schedule.next_due): an interval goes on on its grid from the last due time."""
     last = store.last_due(job.name) if store else None
-    after = datetime.fromtimestamp(last, UTC) if last is not None else now
-    nxt = schedule.next_fire(job, tenant.timezone, after)
-    if nxt is not None and nxt < now:  # the daemon is behind or down: the next one from now on
-        nxt = schedule.next_fire(job, tenant.timezone, now)
-    return nxt
+    since = datetime.fromtimestamp(last, UTC) if last is not None else None
+    return schedule.next_due(job, tenant.timezone, since, now)
 
 
 def _trigger(job: JobDef) -> str:

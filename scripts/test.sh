@@ -14,6 +14,7 @@ APT_PACKAGES=(
     procps                          # ps/pgrep for system tests
     cron                            # the real crontab binary for the cron backend tests
     tzdata                          # real time zones for the schedule/DST tests
+    faketime libfaketime            # stepped clocks for daemon tests; start instants for systemd-analyze calendar
     chromium                        # the dashboard's browser test (driven by Playwright, no download)
 )
 if [ "$(id -u)" = 0 ]; then
