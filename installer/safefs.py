@@ -131,6 +131,10 @@ class Tree:
         finally:
             os.close(fd)
 
+    def open_dir(self, path: Path) -> int:
+        """A read fd of the directory (for listing), resolved inside the root."""
+        return self._open(path, os.O_RDONLY | os.O_DIRECTORY)
+
     def is_dir(self, path: Path) -> bool:
         try:
             os.close(self._open(path, os.O_PATH | os.O_DIRECTORY))
