@@ -116,6 +116,12 @@ class _Journal:
         self.undo: list[Callable[[], None]] = []
 
     def write(self, f: FileSpec) -> list[Path]:
+        try:
+            return self._write(f)
+        except OSError as exc:
+            raise cannot(self.spec, "write", f.path, exc) from exc
+
+    def _write(self, f: FileSpec) -> list[Path]:
         files, path = mf.fs(self.spec), f.path
         created = files.makedirs(path.parent)
         before = files.read(path)
@@ -255,7 +261,10 @@ def install(
             _verify(spec, backend, verify_seconds)
             out.verified = True
         if not dry_run:
-            _record(spec, backend, plan, old, dirs)
+            try:
+                _record(spec, backend, plan, old, dirs)
+            except OSError as exc:
+                raise cannot(spec, "write", mf.manifest_path(spec), exc) from exc
     except BaseException as exc:
         if not dry_run:
             journal.rollback(out.ran, first_install=old is None)
@@ -315,7 +324,10 @@ def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> 
             _remove(spec, files, path)
         out.files.append((entry["path"], "removed" if data is not None else "already gone"))
     if not dry_run:
-        mf.remove(spec)
+        try:
+            mf.remove(spec)
+        except OSError as exc:
+            raise cannot(spec, "remove", mf.manifest_path(spec), exc) from exc
         mf.remove_empty_dirs(spec, list(old.get("dirs", [])))
     _run(backend.after_remove(spec), out, dry_run)
     return out
@@ -325,10 +337,19 @@ def _remove(spec: ServiceSpec, files: Tree, path: Path) -> None:
     try:
         files.unlink(path)
     except OSError as exc:
-        raise Failed(
-            f"cannot remove {path}: {exc.strerror}",
-            hint="remove it by hand if it is the service's; the manifest was left in place",
-        ) from exc
+        raise cannot(spec, "remove", path, exc) from exc
+
+
+def cannot(spec: ServiceSpec, verb: str, path: Path, exc: OSError) -> UserError:
+    """A file operation the target refused: in a user's home that is the user's own permission (a symlink
+    there leads somewhere they may not write), in a tree a path that resolves to no usable place."""
+    owner = mf.home_owner(spec)
+    who = f" as uid {owner[0]} (the home's owner)" if owner and not spec.offline_root else ""
+    return UserError(
+        f"cannot {verb} {spec.target(path)}{who}: {exc.strerror}",
+        hint="check the directories on that path for symbolic links and their owners",
+        exit_code=1,
+    )
 
 
 def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:

@@ -38,19 +38,24 @@ def manifest_path(spec: ServiceSpec) -> Path:
     return manifest_dir(spec) / f"{spec.name}.json"
 
 
+def home_owner(spec: ServiceSpec) -> tuple[int, int] | None:
+    """(uid, gid) of the home a user unit goes into, when root installs it for that (other) user."""
+    if not (spec.user_scope and os.geteuid() == 0):
+        return None
+    st = Tree(spec.root).stat(spec.home)
+    return None if st is None or st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
 def fs(spec: ServiceSpec) -> Tree:
     """How the install reaches its files. A ``--root`` tree: resolved inside the tree (what it creates in a
     user's home there is given to that home's owner). Root's user unit for another user on this machine: as
     that user (nothing is chowned; the kernel refuses what the user could not do). Else: plainly."""
-    tree = Tree(spec.root)
-    if not (spec.user_scope and os.geteuid() == 0):
-        return tree
-    st = tree.stat(spec.home)
-    if st is None or st.st_uid == 0:
-        return tree
+    owner = home_owner(spec)
+    if owner is None:
+        return Tree(spec.root)
     if spec.offline_root:
-        return Tree(spec.root, (st.st_uid, st.st_gid))
-    return AsUser(st.st_uid, st.st_gid)
+        return Tree(spec.root, owner)
+    return AsUser(*owner)
 
 
 def load(spec: ServiceSpec) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import stat
 import time
 from pathlib import Path
 
-from ..manifest import fs
+from ..manifest import fs, home_owner
 from ..render import render
 from ..spec import ServiceSpec
 from .base import Action, Backend, FileSpec, cmd
@@ -67,6 +67,11 @@ class Systemd(Backend):
     # --- commands -----------------------------------------------------------------------------------
     def _ctl(self, spec: ServiceSpec, *args: str, check: bool = True) -> Action:
         base = ["systemctl"]
+        owner = home_owner(spec) if not spec.offline_root else None
+        if owner is not None:
+            # root acting in another user's home: `systemctl --user` follows that user's symlinks, so it
+            # runs as them (a link planted in ~/.config/systemd/user must not make root write elsewhere)
+            base = ["setpriv", f"--reuid={owner[0]}", f"--regid={owner[1]}", "--init-groups", "--", *base]
         if spec.user_scope:
             base.append("--user")
         if not self.live:
