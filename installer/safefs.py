@@ -176,7 +176,12 @@ class Tree:
             cur = cur.parent
         for p in reversed(missing):
             with self.parent(p) as (d, name):
-                os.mkdir(name, 0o755, dir_fd=d)
+                try:
+                    os.mkdir(name, 0o755, dir_fd=d)
+                except FileExistsError as exc:  # a link to nothing (inside the root) or a file
+                    raise NotADirectoryError(
+                        errno.ENOTDIR, "not a directory (a link or a file)", str(p)
+                    ) from exc
                 self._give(d, name)
         return list(reversed(missing))
 
