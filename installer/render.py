@@ -12,8 +12,8 @@ taskserver.service.j2). No value reaches a boot file without going through the f
 - ``sd_value``: one raw value (Description=, WorkingDirectory=, EnvironmentFile=): ``%`` doubled; refuses a
   trailing backslash (it would continue the line) and leading/trailing whitespace (the parser strips it).
 - ``sh``: POSIX sh single-quoting (SysV scripts, upstart ``exec``).
-- ``cron``: sh quoting, with each ``%`` outside the quotes as ``\\%`` (cron turns a bare ``%`` into a
-  newline, and cannot carry a backslash right before a literal ``%``).
+- ``cron``: sh quoting in which each ``%`` is ``\\%`` outside the quotes and each backslash a quoted
+  piece of its own (cron turns a bare ``%`` into a newline, Debian's cron ``\\\\`` into ``\\``).
 - ``upstart``: one stanza argument in double quotes with ``\\`` and ``"`` escaped.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shlex
 import stat
 from collections.abc import Iterable
@@ -92,13 +93,20 @@ def cron(words: Iterable[object]) -> str:
     return " ".join(_cron_word(_plain(w)) for w in words)
 
 
+CRON_TOKEN = re.compile(r"[%\\]|[^%\\]+")
+
+
 def _cron_word(text: str) -> str:
-    """One sh word for a crontab command field. cron (Debian's do_command.c) turns each ``%`` not preceded
-    by a backslash into a newline (and what follows into stdin), and ``\\%`` into ``%``; any other backslash
-    is passed on, and it ends an escape, so ``\\\\%`` is a backslash and then a newline: a backslash right
-    before a literal ``%`` cannot be written at all. So each ``%`` is written outside the sh quotes as
-    ``\\%``, between quoted pieces: sh sees a plain ``%``, and no backslash of the value is next to it."""
-    return "\\%".join(shlex.quote(piece) if piece else "" for piece in text.split("%")) or "''"
+    """One sh word for a crontab command field, read the same by Debian's cron and by vixie cron/cronie.
+
+    cron turns each ``%`` not escaped as ``\\%`` into a newline (the rest of the line becomes stdin) and
+    ``\\%`` into ``%``; Debian's cron also turns ``\\\\`` into ``\\`` (upstream keeps both). Other
+    backslashes are passed on. So the word is built from pieces in which a backslash only ever stands
+    right before a quote or as the escape of a ``%``: each ``%`` of the value is ``\\%`` outside the sh
+    quotes, each backslash is its own quoted piece ``'\\'``, and the text between is sh-quoted (which writes
+    no backslashes). sh joins the pieces back into the value."""
+    pieces = {"%": "\\%", "\\": "'\\'"}
+    return "".join(pieces.get(t) or shlex.quote(t) for t in CRON_TOKEN.findall(text)) or "''"
 
 
 def upstart(value: object) -> str:
