@@ -144,17 +144,17 @@ def state_path(spec: ServiceSpec) -> Path:
 
 
 def _load_state(spec: ServiceSpec) -> dict[str, Any]:
-    try:
-        data = json.loads(spec.target(state_path(spec)).read_text(encoding="utf-8"))
+    try:  # through mf.fs: resolved inside a DPKG_ROOT tree, like the manifest beside it
+        data = json.loads((mf.fs(spec).read(state_path(spec)) or b"{}").decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _save_state(spec: ServiceSpec, enabled: bool) -> None:
-    path = spec.target(state_path(spec))
-    mf.make_dirs(path.parent)
-    mf.atomic_write(path, (json.dumps({"enabled": enabled}) + "\n").encode(), 0o644)
+    files = mf.fs(spec)
+    files.makedirs(state_path(spec).parent)
+    files.write(state_path(spec), (json.dumps({"enabled": enabled}) + "\n").encode(), 0o644)
 
 
 def _policy_forbids(ctx: Context, action: str) -> bool:

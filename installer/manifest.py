@@ -1,4 +1,4 @@
-"""Atomic file writes and the manifest that records what an install wrote.
+"""The manifest that records what an install wrote, and how an install reaches its files (``fs``).
 
 The manifest lives at ``/var/lib/taskserver-install/<name>.json`` (system scope) or
 ``~/.local/state/taskserver-install/<name>.json`` (user scope), under ``--root`` when given. It lists every
@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -123,41 +122,6 @@ def _refuse(spec: ServiceSpec, manifest: Path, text: object) -> None:
         hint="it was edited by hand: restore it, or remove the service's files by hand and delete it",
         exit_code=1,
     )
-
-
-def read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def make_dirs(path: Path) -> list[Path]:
-    """``mkdir -p`` that returns the directories it created, outermost first (for exact removal)."""
-    missing: list[Path] = []
-    cur = path
-    while not cur.exists():
-        missing.append(cur)
-        cur = cur.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o755)
-    return list(reversed(missing))
-
-
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + fsync + rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[Path]) -> None:
