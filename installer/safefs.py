@@ -22,6 +22,7 @@ import os
 import pickle
 import pwd
 import secrets
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -198,6 +199,19 @@ class Tree:
         with self.parent(path) as (d, name):
             os.rmdir(name, dir_fd=d)
 
+    def remove_tree(self, path: Path) -> bool:
+        """``rm -rf`` of the entry itself (a link is removed, not followed; the walk below it goes by file
+        descriptors); False when it was already gone."""
+        try:
+            with self.parent(path) as (d, name):
+                if stat.S_ISDIR(os.stat(name, dir_fd=d, follow_symlinks=False).st_mode):
+                    shutil.rmtree(name, dir_fd=d)
+                else:
+                    os.unlink(name, dir_fd=d)
+        except MISSING:
+            return False
+        return True
+
     def symlink(self, target: str, path: Path) -> None:
         with self.parent(path) as (d, name):
             os.symlink(target, name, dir_fd=d)
@@ -279,6 +293,9 @@ class AsUser(Tree):
 
     def rmdir(self, path: Path) -> None:
         self._as(lambda: self.plain.rmdir(path))
+
+    def remove_tree(self, path: Path) -> bool:
+        return self._as(lambda: self.plain.remove_tree(path))
 
     def symlink(self, target: str, path: Path) -> None:
         self._as(lambda: self.plain.symlink(target, path))

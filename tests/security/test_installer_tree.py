@@ -11,11 +11,13 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from installer_lab import (
+    TOOL,
     as_user,
     need_root,
     no_traceback,
@@ -138,3 +140,27 @@ def test_uninstall_after_the_tree_owner_swapped_a_directory_for_a_link(
     assert res.returncode == 0, res.stderr
     assert snapshot(victim) == before
     assert (tree / "etc/init.moved" / f"{NAME}.conf").exists()  # the real job file was elsewhere
+
+
+def test_package_purge_in_a_dpkg_root_tree_stays_inside_it(
+    base: Path, user: pwd.struct_passwd, victim: Path
+) -> None:
+    """`postrm purge` under DPKG_ROOT removes the service's state dir (/var/lib/NAME): with the tree's
+    var/lib a link to a host directory, the host's NAME directory there stays (it was removed before)."""
+    tree = make_tree(base, user)
+    (victim / NAME / "data").mkdir(parents=True)
+    (victim / NAME / "data/keep").write_text("root's data\n")
+    before = snapshot(victim)
+    shutil.rmtree(tree / "var/lib")
+    as_user(user, "ln", "-s", victim, tree / "var/lib")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPKG_ROOT": str(tree)}
+    res = subprocess.run(
+        [str(TOOL), "--name", NAME, "--init", "sysv", "--maintscript", "deb", "postrm", "purge"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    no_traceback(res)
+    assert res.returncode == 0, res.stderr
+    assert snapshot(victim) == before
