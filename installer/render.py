@@ -201,18 +201,29 @@ def read_override(spec: ServiceSpec, template: str) -> str | None:
     others); the text returned is what was read from that descriptor, so nothing can be swapped between the
     check and the use. None when there is no override."""
     path = spec.config.parent / "templates" / "/".join(jinja2.loaders.split_template_path(template))
-    if not os.path.lexists(spec.target(path)):
+    if not _present(spec, path):
         return None  # nothing there now; one appearing later is simply not used
     try:
         data = _read_checked(spec, path)
     except FileNotFoundError:
         return None  # removed meanwhile: the packaged template is used
+    except OSError as exc:
+        raise _refuse(spec.target(path), f"cannot be read ({exc.strerror})") from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(
             f"template override {spec.target(path)} is not UTF-8 text: {exc}", hint="fix it"
         ) from exc
+
+
+def _present(spec: ServiceSpec, path: Path) -> bool:
+    """Whether an override seems to be there, looked up inside the target (only a hint: what is used is
+    decided by the checked walk)."""
+    try:
+        return Tree(spec.root).lstat(path) is not None
+    except OSError:
+        return True  # something odd on the way (a link loop...): let the walk say what
 
 
 def _read_checked(spec: ServiceSpec, path: Path) -> bytes:
