@@ -92,13 +92,16 @@ def test_detecting_a_tree_never_runs_its_initctl(base: Path, user: pwd.struct_pa
     assert not marker.exists(), "root ran the tree's sbin/initctl"
 
 
-# Layouts of a tree whose symlinks point at the host's victim directory (VICTIM is filled in by the test).
+# Layouts of a tree whose symlinks point at the host's victim directory (VICTIM is filled in by the test):
+# layout -> (init system, {link in the tree: its target}).
 LINKS = {
-    "unit dir is a link to a host dir": {"etc/init": "VICTIM"},
-    "a link in the middle of the path": {"etc": "VICTIM"},
-    "a link that climbs out with ..": {"etc/init": "../../../../../../../../../VICTIM"},
-    "dangling link as the job file": {f"etc/init/{NAME}.conf": f"VICTIM/{NAME}.conf"},
-    "manifest dir is a link to a host dir": {"var/lib/taskserver-install": "VICTIM"},
+    "systemd unit dir is a link to a host dir": ("systemd", {"etc/systemd/system": "VICTIM"}),
+    "job dir is a link to a host dir": ("upstart", {"etc/init": "VICTIM"}),
+    "a link in the middle of the path": ("upstart", {"etc": "VICTIM"}),
+    "a link that climbs out with ..": ("upstart", {"etc/init": "../../../../../../../../../VICTIM"}),
+    "dangling link as the job file": ("upstart", {f"etc/init/{NAME}.conf": f"VICTIM/{NAME}.conf"}),
+    "dangling link as the unit file": ("systemd", {f"etc/systemd/system/{NAME}.service": "VICTIM/x"}),
+    "manifest dir is a link to a host dir": ("upstart", {"var/lib/taskserver-install": "VICTIM"}),
 }
 
 
@@ -108,20 +111,24 @@ def test_symlinks_in_a_tree_never_lead_outside_it(
 ) -> None:
     """Install and uninstall follow the tree's links the way the tree's own boot would (inside it), so
     nothing of the host's victim directory is written, chowned or deleted."""
+    init, links = LINKS[layout]
+    if init == "systemd" and shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed (the systemd backend enables with systemctl --root)")
     tree = make_tree(base, user)
     (victim / "keep").write_text("root's file\n")
     before = snapshot(victim)
-    for rel, target in LINKS[layout].items():
+    for rel, target in links.items():
         link = tree / rel
         if link.is_dir() and not link.is_symlink():
             shutil.rmtree(link)
+        as_user(user, "mkdir", "-p", link.parent)
         as_user(user, "ln", "-s", target.replace("VICTIM", str(victim)), link)
-    for args in (["--init", "upstart", "--name", NAME], ["--uninstall", "--name", NAME]):
+    for args in (["--init", init, "--name", NAME], ["--uninstall", "--name", NAME]):
         res = tool(*args, "--root", tree)
         no_traceback(res)
         assert res.returncode in (0, 1, 2), res.stderr  # done inside the tree, refused, or nothing to undo
         assert snapshot(victim) == before, f"{args} changed the host's victim directory"
-    assert not (victim / f"{NAME}.conf").exists()
+    assert not (victim / f"{NAME}.conf").exists() and not (victim / "x").exists()
 
 
 def test_uninstall_after_the_tree_owner_swapped_a_directory_for_a_link(
