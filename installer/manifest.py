@@ -73,32 +73,38 @@ def load(spec: ServiceSpec) -> dict[str, Any] | None:
             hint="restore it, or remove the service's files by hand and delete the manifest",
             exit_code=1,
         ) from exc
-    _check_owner(spec, files, path)
+    trusted = _check_owner(spec, files, path)
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise UserError(f"install manifest {path} is malformed", hint="restore it from a backup", exit_code=1)
-    _check_entries(spec, path, data)
+    _check_entries(spec, path, data, trusted=trusted)
     return data
 
 
-def _check_owner(spec: ServiceSpec, files: Tree, path: Path) -> None:
-    """On this machine a system-scope manifest is root's own record; one that someone else owns (or can
-    write) would let them name what root deletes at uninstall."""
-    if spec.user_scope or spec.offline_root or os.geteuid() != 0:
-        return
+def _check_owner(spec: ServiceSpec, files: Tree, path: Path) -> bool:
+    """Whether the manifest is root's own record (root-owned, writable by no one else). On this machine a
+    system-scope manifest must be: one that someone else owns would let them name what root deletes."""
     st = files.stat(path)
-    if st is not None and (st.st_uid != 0 or st.st_mode & 0o022):
-        raise UserError(
-            f"install manifest {path} is owned by uid {st.st_uid} or writable by others: not trusted",
-            hint=f"check who changed it; if it is genuine: chown root:root {path} && chmod 644 {path}",
-            exit_code=1,
-        )
+    trusted = st is not None and st.st_uid == 0 and not st.st_mode & 0o022
+    if trusted or spec.user_scope or spec.offline_root or os.geteuid() != 0:
+        return trusted and not spec.user_scope
+    raise UserError(
+        f"install manifest {path} is owned by uid {st.st_uid if st else '?'} or writable by others: "
+        "not trusted",
+        hint=f"check who changed it; if it is genuine: chown root:root {path} && chmod 644 {path}",
+        exit_code=1,
+    )
 
 
-def _check_entries(spec: ServiceSpec, manifest: Path, data: dict[str, Any]) -> None:
+def _check_entries(spec: ServiceSpec, manifest: Path, data: dict[str, Any], *, trusted: bool) -> None:
     """Uninstall deletes the files and removes the empty directories the manifest lists, as root (or as the
     home's owner). A listed path must be one an install could have written: absolute and normalized, inside
-    the home for a user unit; a directory only as a parent of a listed file or of the manifest itself."""
+    the home for a user unit; a directory only as a parent of a listed file or of the manifest itself; and
+    in a manifest someone else could edit, a file named for the service (NAME, NAME.*, or under a NAME/
+    directory), as every backend names its files."""
     files = [_entry_path(spec, manifest, e, spec.user_scope) for e in data["files"]]
+    for f in files if not trusted else []:
+        if not (f.name == spec.name or f.name.startswith(spec.name + ".") or spec.name in f.parts[:-1]):
+            _refuse(spec, manifest, str(f))
     parents = {p for f in [*files, manifest] for p in f.parents if p != Path("/")}
     for d in data.get("dirs", []):
         p = _entry_path(spec, manifest, {"path": d}, spec.user_scope and not spec.offline_root)

@@ -165,3 +165,17 @@ def test_system_manifest_not_owned_by_root_is_refused(user: pwd.struct_passwd, v
         manifest.unlink(missing_ok=True)
         if made:
             state.rmdir()
+
+
+def test_tampered_manifest_naming_a_root_file_inside_the_home(user: pwd.struct_passwd) -> None:
+    """A root-owned directory and file inside the home (root put them there; the user cannot remove them):
+    an entry not named for the service is refused before anything is removed."""
+    home = Path(user.pw_dir)
+    d = home / "root-managed"
+    d.mkdir()
+    (d / "quota.conf").write_text("root's\n")
+    forged_manifest(user, [d / "quota.conf"], [d])
+    res = tool("--uninstall", "--user", "--name", NAME, home=home)
+    no_traceback(res)
+    assert res.returncode == 1 and "which no install of" in res.stderr, res.stderr
+    assert (d / "quota.conf").exists() and d.stat().st_uid == 0
