@@ -26,7 +26,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from ..runtime.errors import UserError
 
@@ -235,16 +235,7 @@ def as_user(uid: int, gid: int, fn: Callable[[], T]) -> T:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(r)
-        try:
-            _drop(uid, gid)
-            reply: tuple[str, object] = ("ok", fn())
-        except OSError as exc:
-            reply = ("oserror", (exc.errno, exc.strerror, exc.filename))
-        except BaseException as exc:  # reported to the parent, which raises it
-            reply = ("error", f"{type(exc).__name__}: {exc}")
-        with os.fdopen(w, "wb") as fh:
-            fh.write(pickle.dumps(reply))
-        os._exit(0)
+        _child(w, uid, gid, fn)
     os.close(w)
     with os.fdopen(r, "rb") as fh:
         data = fh.read()
@@ -254,9 +245,21 @@ def as_user(uid: int, gid: int, fn: Callable[[], T]) -> T:
     if kind == "ok":
         return cast(T, value)
     if kind == "oserror":
-        assert isinstance(value, tuple)
-        raise OSError(*value)
+        raise OSError(*value)  # OSError(errno, ...) comes back as its subclass (PermissionError...)
     raise RuntimeError(f"as uid {uid}: {value}")
+
+
+def _child(w: int, uid: int, gid: int, fn: Callable[[], object]) -> NoReturn:  # pragma: no cover
+    try:
+        _drop(uid, gid)
+        reply: tuple[str, object] = ("ok", fn())
+    except OSError as exc:
+        reply = ("oserror", (exc.errno, exc.strerror, exc.filename))
+    except BaseException as exc:  # reported to the parent, which raises it
+        reply = ("error", f"{type(exc).__name__}: {exc}")
+    with os.fdopen(w, "wb") as fh:
+        fh.write(pickle.dumps(reply))
+    os._exit(0)
 
 
 class AsUser(Tree):
