@@ -393,6 +393,7 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
     old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}
     daemon.sel.register(rfd, selectors.EVENT_READ, None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since before the pid file was taken
     try:
         daemon.start_up()
         if notifier:

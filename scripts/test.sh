@@ -15,6 +15,7 @@ APT_PACKAGES=(
     cron                            # the real crontab binary for the cron backend tests
     faketime                        # tests/security runs the real cron daemon from 2 s before a minute
     tzdata                          # real time zones for the schedule/DST tests
+    chromium                        # the dashboard's browser test (driven by Playwright, no download)
 )
 if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
