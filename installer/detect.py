@@ -6,6 +6,10 @@ in a temporary directory. The order follows what each init leaves behind while i
 PID 1, and SysV ``init`` as PID 1 with ``/etc/init.d``. WSL's own ``/init`` and container entry points are no
 service manager: the result is then **offline**, and ``target`` names the init system that is *installed*
 (what to write files for, to be used at the next boot).
+
+A ``--root`` tree is another system's files: it is always offline, its files are read inside it (its
+symlinks taken as its own boot would take them), and nothing of it is run on the host — not even its
+``initctl``. Tests read fake roots as if they were this machine's ``/`` with ``detect_as_host``.
 """
 
 from __future__ import annotations
