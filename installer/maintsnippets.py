@@ -1,11 +1,11 @@
 """Ready-to-paste maintainer-script snippets (``taskserver-install --emit-maintscripts deb|rpm``).
 
-Each snippet calls this installation's own interpreter with ``-m taskserver.installer.cli`` (so it also works
-under ``DPKG_ROOT``, where the tool's ``#!`` line would name a path of the other root) and hands over the
-arguments dpkg or rpm passed. Two things cannot go through the tool, because dpkg runs ``postrm`` and rpm
-runs ``%postun`` after the payload is gone: removing the bytecode Python wrote into the payload at run time
-(done in ``prerm remove`` / ``%preun 0`` after the tool ran), and ``postrm purge``, which removes the paths
-``maintscript.purge_paths`` names, rendered here as literal, quoted shell words.
+Each snippet calls this installation's own interpreter with ``-I -B -m taskserver.installer.cli`` (so it
+also works under ``DPKG_ROOT``, where the tool's ``#!`` line would name a path of the other root) and hands
+over the arguments dpkg or rpm passed. Two things cannot go through the tool, because dpkg runs ``postrm``
+and rpm runs ``%postun`` after the payload is gone: removing the bytecode Python wrote into the payload at
+run time (done in ``prerm remove`` / ``%preun 0`` after the tool ran), and ``postrm purge``, which removes
+the paths ``maintscript.purge_paths`` names, rendered here as literal, quoted shell words.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ def _tool_opts(args: argparse.Namespace) -> str:
 
 
 def _call(python: str, opts: str, fmt_script: str, arg: str) -> str:
+    # -I (isolated): no current directory on sys.path (dpkg runs the script with the target root as cwd
+    # under DPKG_ROOT, so a planted taskserver/ there would be imported as root), no PYTHON* variables, no
+    # user site; -B: no bytecode written into the payload
     return (
         f"if [ -x {python} ]; then\n"
-        f"\t{python} -B -m taskserver.installer.cli {opts} --maintscript {fmt_script} {arg}\n"
+        f"\t{python} -I -B -m taskserver.installer.cli {opts} --maintscript {fmt_script} {arg}\n"
         "fi\n"
     )
 

@@ -126,17 +126,15 @@ def _as_daemon_user(cfg: Config) -> Iterator[None]:
 
 def _wake(cfg: Config, store: Store) -> bool:
     """Wake the daemon serving the store so it picks up new QUE runs at once: through the store's own
-    wake-up, else SIGUSR1 to the daemon of this config (an older daemon listens only for that)."""
+    wake-up, else SIGUSR1 to the daemon of this config (only to a verified daemon; an older daemon listens
+    only for that)."""
     if store.notify():
         return True
-    pid = control.read_pid(cfg.path)
-    if pid is None:
-        return False
     try:
-        os.kill(pid, signal.SIGUSR1)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        return control.signal_daemon(cfg.path, signal.SIGUSR1) is not None
+    except UserError as exc:  # the task is stored either way; it waits for the daemon's next wake-up
+        print(f"taskserver: warning: not waking the daemon: {exc.message}", file=sys.stderr)
+        return True
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
@@ -188,13 +186,10 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
 
 
 def _next_due(job: JobDef, tenant: TenantDef, store: Store | None, now: datetime) -> datetime | None:
-    """As the daemon counts it: from the last due time it accounted for (an interval runs on from there)."""
+    """As the daemon counts it (schedule.next_due): an interval goes on on its grid from the last due time."""
     last = store.last_due(job.name) if store else None
-    after = datetime.fromtimestamp(last, UTC) if last is not None else now
-    nxt = schedule.next_fire(job, tenant.timezone, after)
-    if nxt is not None and nxt < now:  # the daemon is behind or down: the next one from now on
-        nxt = schedule.next_fire(job, tenant.timezone, now)
-    return nxt
+    since = datetime.fromtimestamp(last, UTC) if last is not None else None
+    return schedule.next_due(job, tenant.timezone, since, now)
 
 
 def _trigger(job: JobDef) -> str:

@@ -9,12 +9,13 @@ daemon decides what to start and when to retry.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import liveness, statusfile
+from . import jobenv, liveness, statusfile
 from .executor import Executor, Outcome, job_argv
 from .model import Config, JobDef, State
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store, StoreError
@@ -136,11 +137,12 @@ class Runs:
         config = self.config()
         tenant = config.tenant(act.tenant)
         status = statusfile.path_of(config.server.state_dir, act.tenant, run)
-        env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
+        own = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
                "TASKSERVER_CONFIG": str(config.path.absolute()),
                liveness.INSTANCE_ENV: self.instance}  # a restarted daemon finds the run by these two
+        env = jobenv.build(jobenv.RunUser.of_uid(os.geteuid()), tenant, act.jobdef, own)
         self.write_status(act.tenant, run)
         try:
             child = self.executor.spawn(act, argv, env, timeout, now)

@@ -335,6 +335,11 @@ class SqliteStore:
             self.db.executemany("INSERT OR IGNORE INTO jobs (name, last_due) VALUES (?, ?)",
                                 [(j, now) for j in jobs])
 
+    @_guarded
+    def rewind(self, now: float) -> None:
+        with self._txn():
+            self.db.execute("UPDATE jobs SET last_due=? WHERE last_due > ?", (now, now))
+
     def _advance(self, job: str, due: float) -> None:
         self.db.execute(
             "INSERT INTO jobs (name, last_due) VALUES (?, ?) "

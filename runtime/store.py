@@ -183,6 +183,9 @@ class Store(Protocol):
     # -- bookkeeping and reading --------------------------------------------------------------------------
     def last_due(self, job: str) -> float | None: ...
 
+    def rewind(self, now: float) -> None:
+        """The wall clock was set back: no job's last due time may stay later than ``now``."""
+
     def remember_jobs(self, jobs: Iterable[str], *, now: float) -> None:
         """Give jobs seen for the first time a last due of ``now`` (catch-up starts from there)."""
 

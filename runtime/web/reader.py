@@ -107,12 +107,12 @@ class Reader:
                 "last": run_dict(last[0]) if last else None}
 
     def next_due(self, tenant: TenantDef, job: JobDef, store: Store, now: datetime) -> float | None:
-        """As the daemon counts it: on from the last due time it accounted for."""
+        """As the daemon counts it (schedule.next_due): an interval goes on on its grid from the last due."""
         if not job.enabled or job.trigger is None or tenant.login is None:
             return None
         last = store.last_due(job.name)
-        after = datetime.fromtimestamp(last, UTC) if last is not None else now
-        nxt = schedule.next_fire(job, tenant.timezone, after)
+        since = datetime.fromtimestamp(last, UTC) if last is not None else None
+        nxt = schedule.next_due(job, tenant.timezone, since, now)
         return nxt.timestamp() if nxt is not None else None
 
     def runs(self, name: str, *, job: str | None = None, state: str | None = None, since: float | None = None,

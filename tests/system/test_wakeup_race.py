@@ -11,18 +11,21 @@ import os
 import signal
 from pathlib import Path
 
+import runns
 from daemonlab import Daemon, cli, runs, wait_for, write_config
+
+from taskserver.runtime.pidfile import pidfile_name
 
 
 def test_sigusr1_and_sighup_during_start_up(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg.yaml", {"hello": {"command": ["/bin/true"]}})
-    pid_dir = tmp_path / "run"
+    pid_dir = runns.run_dir()
     daemon = Daemon(cfg)
     try:
         # signal the daemon from the instant its pid file exists, as fast as we can, until it serves
-        wait_for(lambda: any(p.suffix == ".pid" and p.read_text().strip() for p in pid_dir.glob("*.pid")),
-                 "the pid file")
-        pid = int(next(pid_dir.glob("*.pid")).read_text())
+        pid_file = pid_dir / pidfile_name(cfg.absolute())
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the pid file")
+        pid = int(pid_file.read_text())
         assert pid == daemon.proc.pid
         sent = 0
         while "serving" not in daemon.text() and daemon.proc.poll() is None:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import runns
 from daemonlab import TASKSERVER, cli, sandbox_env
 
 
@@ -28,8 +29,8 @@ def web_server(cfg: Path, *opts: str) -> Iterator[str]:
     port = free_port()
     log = cfg.parent / f"web-{port}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([TASKSERVER, "-c", str(cfg), "web", "--listen", f"127.0.0.1:{port}", *opts],
-                                stdout=out, stderr=subprocess.STDOUT, env=sandbox_env(cfg))
+        argv = [*runns.prefix(), TASKSERVER, "-c", str(cfg), "web", "--listen", f"127.0.0.1:{port}", *opts]
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=sandbox_env(cfg))
     base = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + 60
