@@ -305,8 +305,12 @@ class SqliteStore:
 
     def recover(self) -> str | None:
         """A store deleted under us (the whole state dir, say) is written back from the open connection,
-        so no record is lost; a replaced file is left alone (someone put it there)."""
+        so no record is lost; a replaced file is left alone (someone put it there).  On a full disk the
+        write-ahead log is checkpointed and truncated: on a small file system the log itself (which grows
+        to about 4 MiB between automatic checkpoints) may be what filled it."""
         if self.path.exists():
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

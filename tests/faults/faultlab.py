@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shlex
 import sqlite3
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import runns
 from daemonlab import TASKSERVER, sandbox_env, write_config
 
 
@@ -54,15 +57,49 @@ def lab_config(lab: Path, jobs: dict[str, Any], name: str = "cfg.yaml", **server
 
 
 def popen(cfg: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`taskserver -c CFG -v ARGS` in the tests' mount namespace (tests/system/runns.py); its pid is the
+    daemon's (nsenter execs it)."""
     log = (cfg.parent / "daemon.log").open("ab")
-    return subprocess.Popen([TASKSERVER, "-c", str(cfg), "-v", *args], stdout=log, stderr=subprocess.STDOUT,
-                            env=sandbox_env(cfg))
+    return subprocess.Popen([*runns.prefix(), TASKSERVER, "-c", str(cfg), "-v", *args], stdout=log,
+                            stderr=subprocess.STDOUT, env=sandbox_env(cfg))
+
+
+def seen(path: Path) -> Path:
+    """``path`` as the daemons see it: through their mount namespace, where a test may mount a tmpfs."""
+    if os.geteuid() != 0:
+        return path
+    return runns.run_dir().parent.parent / path.relative_to("/")
+
+
+def in_namespace(*argv: str) -> None:
+    """Run a command (mount, umount) in the daemons' mount namespace."""
+    subprocess.run([*runns.prefix(), *argv], check=True)
+
+
+_READ = """
+import json, sqlite3, sys
+try:
+    db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    print(json.dumps([dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]))
+except sqlite3.OperationalError:
+    print("[]")
+"""
 
 
 def rows(cfg: Path, tenant: str = "t") -> list[dict[str, Any]]:
     """Every run in the store, oldest first; none while it does not exist (opened read-only: a look must
-    never create the file the daemon is about to write back)."""
+    never create the file the daemon is about to write back).  A store on a file system mounted only in
+    the daemons' namespace is read from inside it (SQLite resolves /proc/PID/root to the host's /)."""
     path = cfg.parent / "state" / f"{tenant}.sqlite"
+    try:
+        private = os.stat(seen(path.parent)).st_dev != os.stat(path.parent).st_dev
+    except OSError:
+        private = False
+    if private:
+        out = subprocess.run([*runns.prefix(), sys.executable, "-c", _READ, str(path)], capture_output=True,
+                             text=True, check=True).stdout
+        return list(json.loads(out))
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     except sqlite3.OperationalError:
