@@ -58,7 +58,7 @@ SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "keep_err": v.duration,
     "output_tail": v.size,
 }
-TENANT_KEYS = ("login", "enabled", "store", "timezone", "jobs")
+TENANT_KEYS = ("login", "run_as", "enabled", "store", "timezone", "jobs")
 JOB_KEYS = ("cron", "every", "command", "shell", "call", "timeout", "window", "catch_up", "max_late",
             "retries", "queue", "enabled", "timezone")
 STORE_KINDS = ("sqlite", "postgresql")
@@ -262,6 +262,7 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
     return TenantDef(
         name=name, login=login if enabled else None, store=_store(w, node, where, state_dir), timezone=tz,
         jobs=_jobs(w, name, node, tz), enabled=enabled, disabled_login=None if enabled else login, loc=loc,
+        run_as=w.value(node, "run_as", v.run_as, where),
     )
 
 

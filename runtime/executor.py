@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import JobDef, State
+from .privs import Identity
 from .store import CRASHED, INTERRUPTED, TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -76,20 +77,19 @@ class Executor:
         self._base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         _close_on_exec_all()
 
-    def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,
-              now: float | None = None) -> Child:
-        """Start ``argv``; raises OSError if it cannot be started (no such program, bad cwd)."""
+    def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,  # noqa: PLR0917
+              now: float | None = None, ident: Identity | None = None) -> Child:
+        """Start ``argv`` (as ``ident`` when given); raises OSError if it cannot be started."""
         now = time.time() if now is None else now
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
         full_env = {**self._base_env, **env}
+        switch = ident is not None and not ident.is_self
         proc = None
         try:
-            if self.cwd is None or os.path.samefile(self.cwd, "."):
+            if not switch and (self.cwd is None or os.path.samefile(self.cwd, ".")):
                 pid = self._posix_spawn(argv, full_env, wfd)
             else:
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd, close_fds=True,
-                    start_new_session=True, cwd=self.cwd, env=full_env)
+                proc = self._popen(argv, full_env, wfd, ident if switch else None)
                 pid = proc.pid
         except BaseException:
             os.close(rfd)
@@ -101,6 +101,19 @@ class Executor:
                       deadline=now + timeout if timeout is not None else None)
         self.children[pid] = child
         return child
+
+    def _popen(self, argv: list[str], env: dict[str, str], out: int,
+               ident: Identity | None) -> subprocess.Popen[bytes]:
+        """The slow path: a working directory to change to, or another user to become (the child sets its
+        groups, gid and uid before exec; the daemon's kept capabilities end there, as exec of a non-root
+        program clears them)."""
+        ids: dict[str, object] = {}
+        if ident is not None:
+            ids = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
+            env = {**env, "HOME": ident.home, "USER": ident.user, "LOGNAME": ident.user}
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True,
+            start_new_session=True, cwd=self.cwd, env=env, **ids)
 
     @staticmethod
     def _posix_spawn(argv: list[str], env: Mapping[str, str], out: int) -> int:
