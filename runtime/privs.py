@@ -166,25 +166,42 @@ def check_can_switch(spec: str | None) -> None:
         )
 
 
-def prepare_dir(path: Path, spec: str | None, mode: int = 0o750) -> None:
+def prepare_dir(path: Path, spec: str | None, mode: int = 0o711) -> None:
     """Make sure ``path`` exists for ``spec`` (the state dir); as root, a directory it creates goes to spec.
 
-    A directory that existed before is never chowned (a config could name /etc or another user's home);
-    one the run_as user cannot write is an error that says so.
+    A directory that existed before is never chowned (a config could name /etc or another user's home),
+    with one exception: the root-owned $STATE_DIRECTORY a supervisor (systemd's StateDirectory=) made for
+    this root-started service; root chose it, not a config. One the run_as user cannot write is an error.
+    Mode 0711: each tenant's user may pass through to its own directory; nobody else may list anything.
     """
     ident = resolve(spec) if spec is not None and os.geteuid() == 0 else None
     try:
-        make_dir(path, ident, mode)
+        if not make_dir(path, ident, mode) and ident is not None and _from_supervisor(path):
+            _hand_over(path, ident)
+        st = os.stat(path)
     except OSError as exc:
         raise UserError(f"state_dir {path}: {exc.strerror}",
                         hint="set task_server.state_dir to a directory taskserver may create or use") from exc
-    st = os.stat(path)
     uid = ident.uid if ident is not None else os.geteuid()
     if uid not in (0, st.st_uid):
-        who = ident.user if ident is not None else f"uid {uid}"
+        who = ident.user if ident is not None else (pwd.getpwuid(uid).pw_name if _known(uid) else str(uid))
         raise UserError(f"state_dir {path}: exists and belongs to uid {st.st_uid}, not to {who}",
                         hint=f"taskserver never chowns a directory it did not create: chown {who} {path} "
                         "yourself, or choose another state_dir")
+
+
+def _from_supervisor(path: Path) -> bool:
+    env = os.environ.get("STATE_DIRECTORY", "")
+    return bool(env) and Path(env.split(":")[0]) == path
+
+
+def _hand_over(path: Path, ident: Identity) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_uid == 0:
+            os.fchown(fd, ident.uid, ident.gid)
+    finally:
+        os.close(fd)
 
 
 def make_dir(path: Path, ident: Identity | None, mode: int) -> bool:
@@ -204,9 +221,11 @@ def make_dir(path: Path, ident: Identity | None, mode: int) -> bool:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode):
             raise PermissionError(1, "replaced while it was being created")
+        # mode first, while we own it (mkdir ignores set-gid and applies the umask); a directory's chown
+        # keeps set-gid, and after it only the new owner could chmod
+        os.fchmod(fd, mode)
         if ident is not None and (ident.uid, ident.gid) != (st.st_uid, st.st_gid):
             os.fchown(fd, ident.uid, ident.gid)
-        os.fchmod(fd, mode)  # after the chown, which clears set-gid; mkdir itself ignores it and the umask
     finally:
         os.close(fd)
     return True

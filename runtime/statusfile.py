@@ -81,13 +81,18 @@ def _prepare(directory: Path) -> int:
 
     Not readable by others: 0750 directories, 0640 files. Inside a tenant's own set-gid directory (a tenant
     with run_as, see tenancy.py) the group is the daemon's, so both the tenant's user and the daemon's user
-    write there: 2770 and 0660.
+    write there: 2770 and 0660. Made with that mode through the umask, not chmod'ed afterwards: a chmod by
+    the tenant's user, who is not in that group, would clear the set-gid bit.
     """
-    directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-    shared = bool(os.stat(directory).st_mode & stat.S_ISGID)
-    if shared:
-        with contextlib.suppress(PermissionError):  # made by the other of the two users: already right
-            directory.chmod(0o2770)
+    directory.parent.parent.mkdir(parents=True, exist_ok=True)
+    shared = bool(os.stat(directory.parent.parent).st_mode & stat.S_ISGID)
+    old_umask = os.umask(0o007 if shared else 0o027)
+    try:
+        for d in (directory.parent, directory):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir(mode=0o770 if shared else 0o750)
+    finally:
+        os.umask(old_umask)
     _made[directory] = mode = 0o660 if shared else 0o640
     return mode
 

@@ -50,7 +50,7 @@ def ensure_dir(config: Config, tenant: TenantDef) -> None:
     ident = privs.resolve(tenant.run_as)._replace(gid=daemon_gid(config))
     spec = privs.daemon_spec(config)
     try:  # <state_dir>/tenants is the daemon's, so that it can add a tenant's directory after a reload
-        privs.make_dir(path.parent, privs.resolve(spec) if spec is not None else None, 0o755)
+        privs.make_dir(path.parent, privs.resolve(spec) if spec is not None else None, 0o711)
         privs.make_dir(path, ident, TENANT_DIR_MODE)
         st = os.stat(path, follow_symlinks=False)
     except OSError as exc:
