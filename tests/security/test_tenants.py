@@ -7,10 +7,12 @@ by root; the attacks run as the tenants' jobs, as a stranger, or as root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from secusers import USER_ENV, USER_TASKSERVER, Lab, User, lab, needs_root, one_error, snapshot, wait_for, write
+from secusers import TASKSERVER, USER_ENV, USER_TASKSERVER, Lab, User, lab, needs_root, one_error, snapshot, wait_for, write
 
 pytestmark = needs_root
 
@@ -184,13 +186,20 @@ def test_jobs_commands_act_with_the_target_users_groups_not_roots(site: Site) ->
     victim = world.base / "root-only" / "victim.sqlite"
     victim.parent.mkdir(mode=0o775)
     os.chown(victim.parent, 0, 0)
-    write(victim, "root's data\n", mode=0o660)
+    with contextlib.closing(sqlite3.connect(victim)) as db:  # a real database root keeps there
+        db.execute("CREATE TABLE secrets (x TEXT)")
+        db.commit()
+    victim.chmod(0o660)
     before = snapshot(victim.parent)
     cfg = write(world.base / "etc" / "groups.yaml", (
         f"task_server:\n  run_as: {site.daemon_user.name}\n  state_dir: {site.state}\n"
         f"tenants:\n  t:\n    login: app\n    store: {{sqlite: {victim}}}\n"))
+    # root as a login session has it: supplementary group 0 (root), which opens that file
+    login_root = ["setpriv", "--groups=0", "--", TASKSERVER, "-c", str(cfg), "jobs"]
     for argv in (["enqueue", "--", "/bin/true"], ["history"], ["show", "1"]):
-        line = one_error(world.ts(cfg, "jobs", argv[0], "--tenant", "t", *argv[1:]))
+        res = subprocess.run([*login_root, argv[0], "--tenant", "t", *argv[1:]], env=world.env(),
+                             capture_output=True, text=True, check=False)
+        line = one_error(res)
         assert "Permission denied" in line, line
     assert snapshot(victim.parent) == before
 
