@@ -79,13 +79,12 @@ _made: dict[Path, int] = {}  # directory -> mode of the files made in it: one mk
 def _prepare(directory: Path) -> int:
     """Make the status directory; returns the mode for new files in it.
 
-    Not readable by others: 0750 directories, 0640 files. Inside a tenant's own set-gid directory (a tenant
-    with run_as, see tenancy.py) the group is the daemon's, so both the tenant's user and the daemon's user
-    write there: 2770 and 0660. Made with that mode through the umask, not chmod'ed afterwards: a chmod by
-    the tenant's user, who is not in that group, would clear the set-gid bit.
+    Not readable by others: 0750 directories, 0640 files. Inside a tenant's own group-writable directory (a
+    tenant with run_as, see tenancy.py) the group is the daemon's, so both the tenant's user and the daemon's
+    user may write there: 0770 and 0660 (made so through the umask: no chmod of what another user made).
     """
     directory.parent.parent.mkdir(parents=True, exist_ok=True)
-    shared = bool(os.stat(directory.parent.parent).st_mode & stat.S_ISGID)
+    shared = bool(os.stat(directory.parent.parent).st_mode & stat.S_IWGRP)
     old_umask = os.umask(0o007 if shared else 0o027)
     try:
         for d in (directory.parent, directory):

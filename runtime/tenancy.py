@@ -1,8 +1,9 @@
 """Each tenant's files belong to that tenant's user: its directory, store and status files.
 
 A tenant with ``run_as`` keeps its default store and status files in ``<state_dir>/tenants/<name>/``, mode
-2770, owned by its user and the daemon's group: the tenant's user and the daemon's user may use them, nobody
-else. The set-gid bit gives every file made inside (SQLite's -wal and -shm too) that group.
+0770, owned by its user and the daemon's group: the tenant's user and the daemon's user may use them, nobody
+else. What the daemon makes there gets the daemon's group (its fsgid); no set-gid bit, so the unit can keep
+systemd's RestrictSUIDSGID=.
 
 The daemon reaches these files with the tenant's filesystem uid (``TenantStore``, ``privs.fs_identity``):
 the kernel checks each access against the tenant's rights, so a store path the config names outside that
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from .model import Config, TenantDef
     from .store import Store
 
-TENANT_DIR_MODE = 0o2770
+TENANT_DIR_MODE = 0o770
 
 
 def daemon_gid(config: Config) -> int:
@@ -62,8 +63,8 @@ def ensure_dir(config: Config, tenant: TenantDef) -> None:
 
 
 def prepare(config: Config, tenant: TenantDef) -> privs.Identity | None:
-    """The tenant's directory and its empty default SQLite file, 0660, so the daemon's group shares it
-    (SQLite gives -wal and -shm the database's mode). Returns the identity for the tenant's files."""
+    """The tenant's directory and its empty default SQLite file, 0660 in the daemon's group, so that group
+    shares it (SQLite gives -wal and -shm the database's mode). Returns the identity for the tenant's files."""
     ident = file_identity(config, tenant)
     if ident is None:
         return None

@@ -8,9 +8,10 @@ by root; the attacks run as the tenants' jobs, as a stranger, or as root.
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
-import shlex
 import os
+import shlex
 import signal
 import sqlite3
 import stat
@@ -21,9 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from secusers import TASKSERVER, USER_ENV, USER_TASKSERVER, Lab, User, lab, needs_root, one_error, snapshot, wait_for, write
+from secusers import (
+    TASKSERVER,
+    USER_ENV,
+    USER_TASKSERVER,
+    Lab,
+    User,
+    lab,
+    needs_root,
+    one_error,
+    snapshot,
+    wait_for,
+    write,
+)
 
 pytestmark = needs_root
+WHOAMI = "{command: [/usr/bin/id]}"
 
 
 @dataclass
@@ -45,8 +59,8 @@ def site() -> Iterator[Site]:
         cfg = write(world.base / "etc" / "ts.yaml", (
             f"task_server:\n  run_as: {d.name}\n  state_dir: {state}\n"
             "tenants:\n"
-            f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      whoami: {{command: [/usr/bin/id]}}\n"
-            f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      whoami: {{command: [/usr/bin/id]}}\n"))
+            f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      whoami: {WHOAMI}\n"
+            f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      whoami: {WHOAMI}\n"))
         yield Site(world, cfg, state, d, a, b, e)
 
 
@@ -82,7 +96,9 @@ def test_each_tenant_runs_as_its_user_and_cannot_touch_the_other(site: Site) -> 
         assert run["state"] == "OK", run
         assert str(run["output"]).startswith(f"uid={user.uid}({user.name}) gid={user.gid}"), run
     b_store = site.state / "tenants" / "b"
-    ts = " ".join(shlex.quote(w) for w in ["env", *(f"{k}={v}" for k, v in USER_ENV.items()), *USER_TASKSERVER])
+    words = ["env", *(f"{k}={v}" for k, v in USER_ENV.items()), *USER_TASKSERVER]
+    ts = " ".join(shlex.quote(w) for w in words)
+    b_db = str(b_store / "b.sqlite")
     before = snapshot(b_store / "b.sqlite")
     # tenant a's job attacks b: history, enqueue, finish, and the files themselves
     script = (f'{ts} jobs history --tenant b; echo "history=$?"; '
@@ -100,7 +116,7 @@ def test_each_tenant_runs_as_its_user_and_cannot_touch_the_other(site: Site) -> 
     b_runs = _json(site.world.ts(site.cfg, "jobs", "history", "--tenant", "b", "--json"))
     assert isinstance(b_runs, list) and [r["id"] for r in b_runs] == [b_id] and b_runs[0]["state"] == "OK"
     # the store may have been checkpointed by the daemon meanwhile; what matters is its owner and mode
-    assert snapshot(b_store / "b.sqlite")[str(b_store / "b.sqlite")][:3] == before[str(b_store / "b.sqlite")][:3]
+    assert snapshot(b_store / "b.sqlite")[b_db][:3] == before[b_db][:3]
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(30) == 0, site.world.log()
 
@@ -114,7 +130,7 @@ def test_files_belong_to_each_tenant_and_nothing_is_world_readable(site: Site) -
     for tenant, user in (("a", site.a), ("b", site.b)):
         home = site.state / "tenants" / tenant
         st = home.stat()
-        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (user.uid, site.daemon_user.gid, 0o2770)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (user.uid, site.daemon_user.gid, 0o770)
         files = [p for p in home.rglob("*") if p.is_file()]
         assert any(p.name == f"{tenant}.sqlite" for p in files) and any("status" in p.parts for p in files)
         for path in [home, *home.rglob("*")]:
@@ -219,8 +235,6 @@ def test_acting_as_a_user_takes_exactly_that_users_groups(site: Site) -> None:
     world = site.world
     extra = world.group("xtra")
     member = world.user("memb", groups=(extra,))
-    import grp  # noqa: PLC0415
-
     root_groups = sorted({0, grp.getgrnam("shadow").gr_gid})
     argv = ["setpriv", "--groups=" + ",".join(map(str, root_groups)), "--",
             sys.executable, "-c", _GROUPS_PROBE, member.name]
