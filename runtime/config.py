@@ -190,7 +190,7 @@ EXAMPLE_CONFIG = """\
 # Durations: 90s, 5m, 1h30m, 2d (plain numbers are seconds). Sizes: 100K, 512M, 1G (1024-based).
 
 task_server:
-  # run_as: taskserver          # user (or user:group) the daemon runs as when started by root
+  # run_as: taskserver          # user (or user:group) the daemon and, by default, the jobs run as
   debug: false
   # state_dir: /var/lib/taskserver   # default: $STATE_DIRECTORY, /var/lib/taskserver, or ~/.local/state
   # install_dir: /srv/app       # the daemon changes into this directory at start
@@ -204,7 +204,8 @@ tenants:
   # One entry per tenant. Without a login a tenant runs nothing
   # (enable it with: taskserver tenants enable example --login USER).
   example:
-    # login: example            # the login its jobs act for, in their $TASKSERVER_LOGIN (they run as run_as)
+    # login: example            # the login its jobs act for, in their $TASKSERVER_LOGIN (not a Unix user)
+    # run_as: example           # the Unix user its jobs run as (default: task_server.run_as)
     timezone: UTC               # IANA zone for cron times and windows, e.g. Europe/Berlin
     # store: {sqlite: example.sqlite}   # default: <state_dir>/<tenant>.sqlite
     jobs:

@@ -12,6 +12,7 @@ import grp
 import json
 import os
 import shlex
+import shutil
 import signal
 import sqlite3
 import stat
@@ -243,3 +244,33 @@ def test_acting_as_a_user_takes_exactly_that_users_groups(site: Site) -> None:
     want = sorted(os.getgrouplist(member.name, member.gid))
     assert acting == f"{member.uid} {member.gid} {want}" and grp.getgrnam(extra).gr_gid in want, acting
     assert back == f"0 0 {root_groups}", back
+
+
+def test_reload_keeps_the_state_dir_and_files_stay_private(site: Site) -> None:
+    """No state_dir in the file and no $STATE_DIRECTORY: root resolves /var/lib/taskserver/<instance>; after
+    the drop a reload used to compute the daemon user's own ~/.local/state (0755 dirs, 0644 status files)."""
+    world, d = site.world, site.daemon_user
+    cfg = write(world.base / "etc" / "noreload.yaml",
+                f"task_server:\n  run_as: {d.name}\ntenants:\n  t:\n    login: app\n")
+    base = Path("/var/lib/taskserver")
+    existed = base.exists()
+    daemon = world.daemon(cfg)
+    state = next(p for p in base.iterdir() if p.name.startswith("taskserver-noreload-"))
+    try:
+        write(cfg, f"task_server:\n  run_as: {d.name}\ntenants:\n  t:\n    login: app\n    jobs:\n"
+                   "      added:\n        every: 1s\n        command: [/bin/true]\n")
+        assert world.ts(cfg, "reload").returncode == 0
+        status = state / "status" / "t" / "added.job"
+        assert wait_for(lambda: status.exists() and status.read_text().startswith("OK"), 30), world.log()
+        assert not (d.home / ".local").exists(), world.log()
+        assert state.stat().st_uid == d.uid
+        for path in [state, *state.rglob("*")]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert not mode & 0o006 and not (path.is_file() and mode & 0o001), f"{path}: {mode:04o}"
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                base.rmdir()
