@@ -93,6 +93,7 @@ def _serve(
         # the state dir resolved at start (as root): the dropped daemon must not compute its own default
         new = _load_path(path, notifier.ping if watched and notifier is not None else None,
                          default_state=cfg.server.state_dir)
+        privs.check_reload(new)
         pidfile.write_info(_summary(new, started))
         return new
 

@@ -119,15 +119,15 @@ def needs_switching(config: Config) -> bool:
     return any(t.run_as is not None and resolve(t.run_as).uid != own for t in config.tenants)
 
 
-def explicitly_root(spec: str | None) -> bool:
-    return spec is not None and resolve(spec).uid == 0
+_spawn_ids: dict[str, Identity] = {}  # spec -> identity, for the config in _spawn_config
+_spawn_config: list[int] = [0]
 
 
 def run_identity(config: Config, tenant: TenantDef) -> Identity | None:
     """The identity a run of ``tenant`` gets (None: the daemon's own); refuses root unless it was asked for.
 
     Called before every spawn, not only at start: a task enqueued into a tenant without jobs, or a job a
-    reload added, must meet the same rule.
+    reload added, must meet the same rule. Lookups are kept per config (a reload looks users up again).
     """
     spec = tenant_spec(config, tenant)
     if spec is None:
@@ -135,10 +135,25 @@ def run_identity(config: Config, tenant: TenantDef) -> Identity | None:
             raise UserError(f"tenant {tenant.name!r}: refusing to run a job as root: no run_as is configured",
                             hint="set run_as: USER for the tenant or under task_server (or run_as: root)")
         return None
-    ident = resolve(spec)
-    if ident.uid == 0 and not explicitly_root(spec):
-        raise UserError(f"tenant {tenant.name!r}: refusing to run a job as uid 0", hint="run_as: root")
+    if _spawn_config[0] != id(config):
+        _spawn_ids.clear()
+        _spawn_config[0] = id(config)
+    ident = _spawn_ids.get(spec) or _spawn_ids.setdefault(spec, resolve(spec))
+    if ident.uid == 0 and os.geteuid() != 0 and not caps.has(caps.CAP_SETUID):
+        raise UserError(f"tenant {tenant.name!r}: run_as {spec} is root, and this daemon cannot switch to it",
+                        hint="start taskserver as root")
     return ident
+
+
+def check_reload(config: Config) -> None:
+    """A reload may only add tenant users this daemon can switch to (it kept capabilities only if needed)."""
+    if os.geteuid() == 0 or caps.has(caps.CAP_SETUID):
+        return
+    for tenant in config.tenants:
+        if tenant.run_as is not None and resolve(tenant.run_as).uid != os.geteuid():
+            raise UserError(f"tenant {tenant.name!r}: run_as {tenant.run_as} needs a daemon that can switch "
+                            "users, and this one was started without that",
+                            hint="restart the daemon as root (it keeps CAP_SETUID only when a tenant needs)")
 
 
 def check_root_policy(config: Config) -> None:

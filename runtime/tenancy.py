@@ -64,7 +64,7 @@ def ensure_dir(config: Config, tenant: TenantDef) -> None:
 
 def prepare(config: Config, tenant: TenantDef) -> privs.Identity | None:
     """The tenant's directory and its empty default SQLite file, 0660 in the daemon's group, so that group
-    shares it (SQLite gives -wal and -shm the database's mode). Returns the identity for the tenant's files."""
+    shares it (SQLite gives -wal and -shm the database's mode). Returns the identity for its files."""
     ident = file_identity(config, tenant)
     if ident is None:
         return None
