@@ -11,6 +11,7 @@ Identities: a tenant's jobs run as its ``run_as``, else ``task_server.run_as``, 
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import logging
 import os
@@ -226,10 +227,14 @@ def make_dir(path: Path, ident: Identity | None, mode: int) -> bool:
     ours, not a link put in its place); parents created on the way stay the creator's: they hold nothing of
     the user's. A directory that existed before is left as it is.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     try:
         os.mkdir(path, 0o700)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        os.mkdir(path, 0o700)
     except FileExistsError:
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
         return False
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
