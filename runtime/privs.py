@@ -120,15 +120,27 @@ def needs_switching(config: Config) -> bool:
     return any(t.run_as is not None and resolve(t.run_as).uid != own for t in config.tenants)
 
 
-_spawn_ids: dict[str, Identity] = {}  # spec -> identity, for the config in _spawn_config
-_spawn_config: list[int] = [0]
+_known_ids: dict[str, Identity] = {}  # spec -> identity, for the config in _known_config
+_known_config: list[int] = [0]
+
+
+def resolve_for(config: Config, spec: str) -> Identity:
+    """``resolve(spec)``, looked up once per config: the daemon asks at every spawn and status write, and a
+    reload (a new config) looks the users up again."""
+    if _known_config[0] != id(config):
+        _known_ids.clear()
+        _known_config[0] = id(config)
+    ident = _known_ids.get(spec)
+    if ident is None:
+        ident = _known_ids[spec] = resolve(spec)
+    return ident
 
 
 def run_identity(config: Config, tenant: TenantDef) -> Identity | None:
     """The identity a run of ``tenant`` gets (None: the daemon's own); refuses root unless it was asked for.
 
     Called before every spawn, not only at start: a task enqueued into a tenant without jobs, or a job a
-    reload added, must meet the same rule. Lookups are kept per config (a reload looks users up again).
+    reload added, must meet the same rule.
     """
     spec = tenant_spec(config, tenant)
     if spec is None:
@@ -136,10 +148,7 @@ def run_identity(config: Config, tenant: TenantDef) -> Identity | None:
             raise UserError(f"tenant {tenant.name!r}: refusing to run a job as root: no run_as is configured",
                             hint="set run_as: USER for the tenant or under task_server (or run_as: root)")
         return None
-    if _spawn_config[0] != id(config):
-        _spawn_ids.clear()
-        _spawn_config[0] = id(config)
-    ident = _spawn_ids.get(spec) or _spawn_ids.setdefault(spec, resolve(spec))
+    ident = resolve_for(config, spec)
     if ident.uid == 0 and os.geteuid() != 0 and not caps.has(caps.CAP_SETUID):
         raise UserError(f"tenant {tenant.name!r}: run_as {spec} is root, and this daemon cannot switch to it",
                         hint="start taskserver as root")

@@ -29,14 +29,14 @@ TENANT_DIR_MODE = 0o770
 
 def daemon_gid(config: Config) -> int:
     spec = privs.daemon_spec(config)
-    return privs.resolve(spec).gid if spec is not None else os.getegid()
+    return privs.resolve_for(config, spec).gid if spec is not None else os.getegid()
 
 
 def file_identity(config: Config, tenant: TenantDef) -> privs.Identity | None:
     """Whom the daemon acts as for this tenant's files: its run_as user, with the daemon's own group."""
     if tenant.run_as is None:
         return None
-    return privs.resolve(tenant.run_as)._replace(gid=daemon_gid(config))
+    return privs.resolve_for(config, tenant.run_as)._replace(gid=daemon_gid(config))
 
 
 def ensure_dir(config: Config, tenant: TenantDef) -> None:
