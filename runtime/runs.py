@@ -94,9 +94,9 @@ class Runs:
                "TASKSERVER_CONFIG": str(config.path.absolute())}
         self.write_status(act.tenant, run)
         try:  # the root rule, at every spawn: a reload or a task queued into any tenant meets it too
-            ident = privs.run_identity(config, tenant) if tenant is not None else None
             if tenant is None:
-                raise UserError(f"tenant {act.tenant!r} is no longer in the config")
+                raise UserError(f"tenant {act.tenant!r} is no longer in the config", hint="reload")
+            ident = privs.run_identity(config, tenant)
         except UserError as exc:
             log.error("tenant %s run %d: %s", act.tenant, act.run_id, exc.message)
             self._end(act, Outcome(State.ERR, REFUSED, None, f"{exc.message} ({exc.hint})\n"), now)
