@@ -88,8 +88,19 @@ def _run_now(site: Site, tenant: str, command: str, *argv: str) -> int:
     return int(got["id"])
 
 
+def _proc_status(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
 def test_each_tenant_runs_as_its_user_and_cannot_touch_the_other(site: Site) -> None:
     daemon = site.world.daemon(site.cfg)
+    # the daemon: its own user (all four uids), and of root's powers only what switching users needs
+    status = _proc_status(daemon.pid)
+    assert status["Uid"].split() == [str(site.daemon_user.uid)] * 4, status["Uid"]
+    kept = (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7)  # CAP_CHOWN, CAP_KILL, CAP_SETGID, CAP_SETUID
+    assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == kept, status
+    assert int(status["CapInh"], 16) == int(status["CapAmb"], 16) == 0, status
     a_id = _run_now(site, "a", "run", "whoami")
     b_id = _run_now(site, "b", "run", "whoami")
     for tenant, user, run_id in (("a", site.a, a_id), ("b", site.b, b_id)):
@@ -107,13 +118,14 @@ def test_each_tenant_runs_as_its_user_and_cannot_touch_the_other(site: Site) -> 
               f'{ts} jobs finish --tenant b {b_id} --status err; echo "finish=$?"; '
               f'{ts} jobs show --tenant b {b_id}; echo "show=$?"; '
               f'cat {b_store}/b.sqlite > /dev/null; echo "read=$?"; '
-              f'ls {b_store}/status > /dev/null; echo "list=$?"')
+              f'ls {b_store}/status > /dev/null; echo "list=$?"; grep -E "^Cap(Prm|Eff)" /proc/self/status')
     attack = _run_now(site, "a", "enqueue", "--", "/bin/sh", "-c", script)
     out = str(_finished(site, "a", attack)["output"])
     for word in ("history", "enqueue", "finish", "show"):
         assert f"{word}=4" in out, out
     assert out.count("permission denied: tenant 'b' belongs to") == 4, out
     assert "read=1" in out and "list=2" in out, out
+    assert "CapPrm:\t0000000000000000" in out and "CapEff:\t0000000000000000" in out, out  # none kept
     b_runs = _json(site.world.ts(site.cfg, "jobs", "history", "--tenant", "b", "--json"))
     assert isinstance(b_runs, list) and [r["id"] for r in b_runs] == [b_id] and b_runs[0]["state"] == "OK"
     # the store may have been checkpointed by the daemon meanwhile; what matters is its owner and mode
