@@ -30,9 +30,10 @@ def _job_config(out: Path, extra_server: str = "", tenant_extra: str = "") -> st
 
 
 def test_user_config_cannot_name_a_group_the_user_is_not_in(world: Lab) -> None:
-    u = world.user("mall")
+    u, other = world.user("mall"), world.user("othr")
     out = u.home / "id.out"
     for server, tenant, what in (
+        ("", f"    run_as: {other.name}\n", f"tenants.t.run_as: {other.name} is not allowed"),
         (f"  run_as: {u.name}:shadow\n", "", "is not a member of group shadow"),
         ("", "    run_as: root\n", "tenants.t.run_as: root is not allowed"),
         ("", f"    run_as: {u.name}:shadow\n", "is not a member of group shadow"),
