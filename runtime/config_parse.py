@@ -59,7 +59,7 @@ SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "keep_err": v.duration,
     "output_tail": v.size,
 }
-TENANT_KEYS = ("login", "enabled", "store", "timezone", "jobs", *config_env.ENV_KEYS)
+TENANT_KEYS = ("login", "run_as", "enabled", "store", "timezone", "jobs", *config_env.ENV_KEYS)
 JOB_KEYS = ("cron", "every", "command", "shell", "call", "timeout", "window", "catch_up", "max_late",
             "retries", "queue", "enabled", "timezone", *config_env.ENV_KEYS)
 STORE_KINDS = ("sqlite", "postgresql")
@@ -264,6 +264,7 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
         name=name, login=login if enabled else None, store=_store(w, node, where, state_dir), timezone=tz,
         jobs=_jobs(w, name, node, tz), enabled=enabled, disabled_login=None if enabled else login, loc=loc,
         env=config_env.parse(w, node, where),
+        run_as=w.value(node, "run_as", v.run_as, where),
     )
 
 

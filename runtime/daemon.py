@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from . import housekeeping, plans, schedule
+from . import housekeeping, plans, schedule, tenancy
 from . import sqlite_store as _sqlite_backend  # noqa: F401  (registers "sqlite": see below)
 from .clock import ClockWatch, boottime
 from .memory import rss_bytes
@@ -81,7 +81,7 @@ class Daemon:
         if not self.once:
             self._timer(now, "housekeeping", "", "")
         else:
-            housekeeping.purge(self.stores, self.config.server, now)
+            housekeeping.purge(self.stores, self.config, now)
         interval = self.notifier.watchdog_interval() if self.notifier else None
         self.next_ping = now + interval if interval else None
 
@@ -97,7 +97,10 @@ class Daemon:
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store; runs a dead daemon left in RUN are found here and marked ERR crashed."""
-        store = self.stores[tenant.name] = open_store(tenant, self.config.server.state_dir)
+        # a tenant with run_as: its directory, store and status files are its user's (tenancy.open_as)
+        where = self.config.tenant_dir(tenant.name)
+        store = tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where))
+        self.stores[tenant.name] = store
         for run_id in store.crash_orphans(self.instance, now=now):
             log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
                         tenant.name, run_id)
@@ -201,7 +204,7 @@ class Daemon:
             when, _, kind, tenant, job, gen, attempt = heapq.heappop(self.timers)
             key = (tenant, job)
             if kind == "housekeeping":
-                housekeeping.purge(self.stores, self.config.server, now)
+                housekeeping.purge(self.stores, self.config, now)
                 self._status()
                 self._timer(now + housekeeping.INTERVAL, "housekeeping", "", "")
                 continue
