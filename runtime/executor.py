@@ -104,7 +104,7 @@ class Executor:
         self.children[pid] = child
         return child
 
-    def _popen(self, program: str, argv: list[str], env: dict[str, str], out: int,  # noqa: PLR0917
+    def _popen(self, program: str, argv: list[str], env: dict[str, str], out: int,
                ident: Identity | None) -> subprocess.Popen[bytes]:
         """The slow path: a working directory to change to, or another user to become (the child sets its
         groups, gid and uid before exec; the daemon's kept capabilities end there, as exec of a non-root
