@@ -235,12 +235,9 @@ def parsed_config(spec: ServiceSpec) -> Config | None:
     from ..runtime import config as runtime_config  # noqa: PLC0415 - the YAML parser loads only when needed
 
     path = spec.target(spec.config)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = runtime_config.read_text(path)  # a FIFO or a huge file is refused, never waited on
+    if text is None:
         return None
-    except OSError as exc:
-        raise UserError(f"cannot read the config {path}: {exc.strerror}", hint="check --config") from exc
     return runtime_config.parse_text(text, spec.config)
 
 

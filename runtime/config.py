@@ -18,10 +18,11 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import limits
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .config_parse import ConfigError, ConfigInvalid
+    from .config_yaml import ConfigError, ConfigInvalid
     from .model import Config
 
 __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "default_config_path", "load", "parse_text"]
@@ -76,20 +77,21 @@ def embedded_default(path: Path) -> Config:
     return Config(path=path, exists=False, server=server, tenants=(TenantDef(name="default", login=None),))
 
 
-def parse_text(text: str, path: Path) -> Config:
-    """Validate config text as if read from ``path`` (no file access); raises ConfigInvalid."""
+def parse_text(text: str, path: Path, *, host: bool = False) -> Config:
+    """Validate config text as if read from ``path``; raises ConfigInvalid. ``host``: also check what the
+    file names on this machine (users, directories); without it no file is touched."""
     # imported on first use: `status`, `stop` and the pid file need only the paths above, and the parser
     # (ruamel.yaml) is most of the command's start-up time
     from . import config_parse  # noqa: PLC0415
 
-    return config_parse.parse(text, path, default_state_dir(path))
+    return config_parse.parse(text, path, default_state_dir(path), host=host)
 
 
 def __getattr__(name: str) -> Any:
     if name in ("ConfigError", "ConfigInvalid"):
-        from . import config_parse  # noqa: PLC0415
+        from . import config_yaml  # noqa: PLC0415
 
-        return getattr(config_parse, name)
+        return getattr(config_yaml, name)
     raise AttributeError(name)
 
 
@@ -141,7 +143,7 @@ def _read(path: Path) -> tuple[str, os.stat_result] | None:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file")
-            data = f.read()
+            data = f.read(limits.MAX_FILE_BYTES + 1)  # a bigger file is refused, not read to its end
     except FileNotFoundError:
         return None
     except IsADirectoryError:
@@ -149,10 +151,23 @@ def _read(path: Path) -> tuple[str, os.stat_result] | None:
     except OSError as exc:
         raise UserError(f"{path}: cannot read the config: {exc.strerror}",
                         hint="check the path and its permissions") from None
+    except ValueError:  # a NUL in the path
+        raise UserError(f"{limits.printable(str(path))}: a path cannot hold a NUL character",
+                        hint="check the -c argument") from None
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise UserError(f"{path}:1:1: the file is larger than {limits.MAX_FILE_BYTES >> 20} MiB, the limit",
+                        hint="split the servers into several files (one per -c)")
     try:
         return data.decode("utf-8"), st
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+
+
+def read_text(path: Path) -> str | None:
+    """The config file's text as ``load`` reads it (regular files only, size-limited, never blocking on a
+    FIFO), or None when it does not exist: for tools that parse a config for another root."""
+    got = _read(path)
+    return got[0] if got is not None else None
 
 
 def load(path: Path | None = None, *, check_owner: bool = True) -> Config:
@@ -167,7 +182,7 @@ def load(path: Path | None = None, *, check_owner: bool = True) -> Config:
     if got is None:
         return embedded_default(p)
     text, st = got
-    config = parse_text(text, p)
+    config = parse_text(text, p, host=True)
     if check_owner:
         check_file_safety(p, st, config.server.run_as)
     return config

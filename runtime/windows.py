@@ -27,11 +27,16 @@ def _window_time(text: str) -> time:
     return time(h, m)
 
 
+_FULL_NAMES = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
 def _day(name: str) -> int:
-    try:
-        return _DAY_NAMES.index(name.lower()[:3] if len(name) > 3 else name.lower())
-    except ValueError:
-        raise ValueError(f"{name!r} is not a weekday (mon..sun)") from None
+    """A weekday by its three-letter or full name; a word that only starts like one ("monkey") is not."""
+    low = name.lower()
+    for names in (_DAY_NAMES, _FULL_NAMES):
+        if low in names:
+            return names.index(low)
+    raise ValueError(f"{name[:40]!r} is not a weekday (mon..sun or monday..sunday)")
 
 
 def _days(text: str) -> frozenset[int]:
