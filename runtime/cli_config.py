@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,10 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{path}: OK ({len(cfg.tenants)} tenant(s), {jobs} job(s))")
     if args.verbose:
         _print_schedule(cfg)
+        from . import callprobe  # noqa: PLC0415 - only -v starts the probe's child processes
+
+        for line in callprobe.report(cfg):
+            print(line)
     return 0
 
 
@@ -78,17 +83,29 @@ def _init_config(args: argparse.Namespace) -> int:
     path: Path = args.path if args.path is not None else _path(args)
     if path.exists() or path.is_symlink():
         raise UserError(f"{path} already exists; not overwriting it", hint="edit it, or remove it first")
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    # 0644: the daemon re-reads the file on reload after dropping privileges to run_as
-    config_edit.write_atomic(path, config.EXAMPLE_CONFIG, mode=0o644, exclusive=True)
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # 0644: the daemon re-reads the file on reload after dropping privileges to run_as
+        config_edit.write_atomic(path, config.EXAMPLE_CONFIG, mode=0o644, exclusive=True)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}",
+                        hint="choose a directory you can write, or create it first") from None
     print(f"wrote {path}; check it with `taskserver -c {path} check`")
+    default = config.default_config_path()
+    if args.config is None and os.path.abspath(path) != os.path.abspath(default):
+        # as root the default is /etc/...: `taskserver check` alone would check another file than this one
+        print(f"note: without -c, taskserver commands read {default}; pass `-c {path}` or set "
+              f"TASKSERVER_CONFIG={path}")
     return 0
+
+
+NO_LOGIN = "no login (runs nothing)"
 
 
 def _tenant_state(t: TenantDef) -> str:
     if not t.enabled:
         return "disabled"
-    return "enabled" if t.login is not None else "no login (runs nothing)"
+    return "enabled" if t.login is not None else NO_LOGIN
 
 
 def _store(cfg: Config, t: TenantDef) -> str:
@@ -126,7 +143,11 @@ def _edit(args: argparse.Namespace, change: config_edit.Change, expect: str) -> 
 
     changed = config_edit.edit_file(path, lambda text: change(text, str(path)), validate)
     note = "" if changed else " (already so; file unchanged)"
-    print(f"tenant {name}: {expect}{note} in {path}; apply it with `taskserver reload`")
+    if expect == NO_LOGIN:  # enabled, yet it runs nothing: saying just "enabled" would mislead
+        print(f"tenant {name}: enabled{note} in {path}, but it has no login, so it runs nothing; give it one "
+              f"with `taskserver tenants enable {name} --login USER`")
+    else:
+        print(f"tenant {name}: {expect}{note} in {path}; apply it with `taskserver reload`")
     return 0
 
 
@@ -138,7 +159,9 @@ def _enable(args: argparse.Namespace) -> int:
     def change(text: str, file: str) -> str:
         return config_edit.enable_tenant(text, file, args.name, login)
 
-    return _edit(args, change, "enabled")
+    tenant = config.load(_path(args)).tenant(args.name)
+    has_login = login is not None or (tenant is not None and (tenant.login or tenant.disabled_login))
+    return _edit(args, change, "enabled" if has_login else NO_LOGIN)
 
 
 def _disable(args: argparse.Namespace) -> int:
