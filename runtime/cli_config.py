@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import config, config_edit, schedule
-from .config_values import USER
+from .config_values import NAME, NAME_HINT, USER
 from .errors import UserError
+from .limits import shown
 from .model import Config, TenantDef
 
 EXIT_INVALID = 2
@@ -154,7 +155,7 @@ def _edit(args: argparse.Namespace, change: config_edit.Change, expect: str) -> 
 def _enable(args: argparse.Namespace) -> int:
     login: str | None = args.login
     if login is not None and not USER.fullmatch(login):
-        raise UserError(f"--login {login!r} is not a user name", hint="letters, digits, '_', '.', '-'")
+        raise UserError(f"--login {shown(login)} is not a user name", hint="letters, digits, '_', '.', '-'")
 
     def change(text: str, file: str) -> str:
         return config_edit.enable_tenant(text, file, args.name, login)
@@ -169,6 +170,12 @@ def _disable(args: argparse.Namespace) -> int:
         return config_edit.disable_tenant(text, file, args.name)
 
     return _edit(args, change, "disabled")
+
+
+def _tenant_name(text: str) -> str:
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a tenant name ({NAME_HINT})")
+    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -187,12 +194,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = tsub.add_parser("list", help="show the tenants, their logins and state")
     p.set_defaults(func=_list)
     p = tsub.add_parser("enable", help="enable a tenant (adding it, or setting its login)")
-    p.add_argument("name", metavar="NAME", help="the tenant, as in `taskserver tenants list`")
+    p.add_argument("name", metavar="NAME", type=_tenant_name,
+                   help="the tenant, as in `taskserver tenants list`")
     p.add_argument("--login", metavar="USER",
                    help="the login the tenant's jobs act for, given to each run as $TASKSERVER_LOGIN "
                    "(needed for a new tenant); jobs run as task_server.run_as")
     p.set_defaults(func=_enable)
     p = tsub.add_parser("disable", help="disable a tenant: it keeps its login and jobs but runs nothing")
-    p.add_argument("name", metavar="NAME", help="the tenant, as in `taskserver tenants list`")
+    p.add_argument("name", metavar="NAME", type=_tenant_name,
+                   help="the tenant, as in `taskserver tenants list`")
     p.set_defaults(func=_disable)
 

@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
     def cmd(name: str, help_text: str, func: Any, json_opt: bool = True,
             **kw: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = jsub.add_parser(name, help=help_text, **kw)
-        p.add_argument("--tenant", metavar="NAME", help="the tenant (default: the only one, or `default`)")
+        p.add_argument("--tenant", metavar="NAME", type=_config_name,
+                       help="the tenant (default: the only one, or `default`)")
         if json_opt:
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
@@ -61,11 +62,13 @@ def register(sub: Any) -> None:
     p = cmd("show", "one run in full, with its output tail", _show)
     p.add_argument("id", type=_run_id, metavar="ID", help="the run id")
     p = cmd("history", "recent runs, newest first", _history)
-    p.add_argument("job", nargs="?", metavar="JOB", help="only this job's runs (default: all runs)")
+    p.add_argument("job", nargs="?", metavar="JOB", type=_config_name,
+                   help="only this job's runs (default: all runs)")
     p.add_argument("--limit", type=_positive, default=50,
                    help=f"at most this many runs (default: 50, at most {limits.MAX_HISTORY})")
     p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now)
-    p.add_argument("name", metavar="NAME", help="a job of the tenant, as in `taskserver jobs list`")
+    p.add_argument("name", metavar="NAME", type=_config_name,
+                   help="a job of the tenant, as in `taskserver jobs list`")
 
 
 def _whole(text: str, what: str, maximum: int) -> int:
@@ -86,6 +89,13 @@ def _run_id(text: str) -> int:
 def _queue_name(text: str) -> str:
     if not NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{shown(text)} is not a queue name ({NAME_HINT})")
+    return text
+
+
+def _config_name(text: str) -> str:
+    """A tenant or job name as the config allows them (nothing else can name one)."""
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a tenant or job name ({NAME_HINT})")
     return text
 
 

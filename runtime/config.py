@@ -142,12 +142,12 @@ def _read(path: Path) -> tuple[str, os.stat_result] | None:
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file")
+                raise UserError(f"{path}: not a regular file", hint="point -c (--config) at a YAML file")
             data = f.read(limits.MAX_FILE_BYTES + 1)  # a bigger file is refused, not read to its end
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file") from None
+        raise UserError(f"{path}: not a regular file", hint="point -c (--config) at a YAML file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the config: {exc.strerror}",
                         hint="check the path and its permissions") from None
@@ -160,7 +160,9 @@ def _read(path: Path) -> tuple[str, os.stat_result] | None:
     try:
         return data.decode("utf-8"), st
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+        line, col = data.count(b"\n", 0, exc.start) + 1, exc.start - data.rfind(b"\n", 0, exc.start)
+        raise UserError(f"{path}:{line}:{col}: not UTF-8 text (byte {exc.start})",
+                        hint="save the file as UTF-8") from None
 
 
 def read_text(path: Path) -> str | None:

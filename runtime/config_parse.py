@@ -74,13 +74,14 @@ class _Walker:
         if self.full:
             self.more += 1
         else:
-            self.errors.append(ConfigError(loc, message, hint))
+            self.errors.append(ConfigError(loc, message, hint or VALUE_HINT))
 
     def mapping(self, node: Any, where: str, loc: Loc) -> CommentedMap | None:
         if node is None:
             return CommentedMap()
         if not isinstance(node, CommentedMap):
-            self.error(loc, f"{where}: expected a mapping (key: value lines), got {v.kind(node)}")
+            self.error(loc, f"{where}: expected a mapping (key: value lines), got {v.kind(node)}",
+                       "write its keys as `key: value` lines indented below it")
             return None
         return node
 
@@ -211,12 +212,12 @@ def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> Jo
     command = _command(w, node, where, shell) if "command" in node else None
     call = w.value(node, "call", v.pattern(CALL, "module:function"), where)
     if "command" in node and "call" in node:
-        w.error(w.loc(node, "call"), f"{where}: a job has command: or call:, not both")
+        w.error(w.loc(node, "call"), f"{where}: a job has command: or call:, not both", "remove one of them")
     elif "command" not in node and "call" not in node:
         w.error(loc, f"{where}: a job needs command: (an argv list) or call: (module:function)",
                 'add e.g. command: ["/usr/local/bin/report"] or call: "myapp.jobs:cleanup"')
     if shell and "call" in node:
-        w.error(w.loc(node, "shell"), f"{where}: shell: applies to command:, not call:")
+        w.error(w.loc(node, "shell"), f"{where}: shell: applies to command:, not call:", "remove shell:")
     catch_up = w.value(node, "catch_up", v.catch_up, where)
     enabled = w.value(node, "enabled", v.boolean, where)
     return JobDef(

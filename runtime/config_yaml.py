@@ -73,6 +73,10 @@ class _GuardedComposer(Composer):
         if self.nodes > limits.MAX_NODES:
             raise Refused(event.start_mark, f"more than {limits.MAX_NODES} values in one file",
                           "split the servers into several files (one per -c)")
+        if parent is not None and len(parent.value) >= limits.MAX_ENTRIES:
+            # one mapping or list this long is refused as soon as it is seen, not after the whole file
+            raise Refused(event.start_mark, f"more than {limits.MAX_ENTRIES} entries in one mapping or list",
+                          SPLIT_HINT)
         if isinstance(event, AliasEvent):
             self._check_alias(event)
             return super().compose_node(parent, index)

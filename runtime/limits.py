@@ -12,6 +12,7 @@ import re
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: 10,000 jobs in block style take about 800 KB
 MAX_LINES = 65_536
 MAX_NODES = 100_000  # YAML values (every key, value and list item counts)
+MAX_ENTRIES = 10_000  # keys of one mapping, items of one list (the jobs of a tenant are one mapping)
 MAX_DEPTH = 32  # mappings and lists inside each other
 MAX_ALIASES = 1_000  # *alias uses
 MAX_VALUE_CHARS = 65_536  # one key or value
