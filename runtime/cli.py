@@ -13,9 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import control, logs
-from .errors import run_command
+from .errors import one_line, run_command
 
 PROG = "taskserver"
 log = logging.getLogger(__name__)
@@ -51,8 +52,15 @@ def _hoist_global_flags(words: Sequence[str]) -> list[str]:
     return flags + [w for w in head if w not in GLOBAL_FLAGS] + list(words[end:])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error line kept to one printable line (it echoes the bad value as given)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(one_line(message))
+
+
 def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Run scheduled and queued jobs for one or more tenants, as a daemon or in the foreground",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -82,14 +82,14 @@ def _print_schedule(cfg: Config) -> None:
 
 def _init_config(args: argparse.Namespace) -> int:
     path: Path = args.path if args.path is not None else _path(args)
-    if path.exists() or path.is_symlink():
-        raise UserError(f"{path} already exists; not overwriting it", hint="edit it, or remove it first")
     try:
+        if path.exists() or path.is_symlink():
+            raise UserError(f"{path} already exists; not overwriting it", hint="edit it, or remove it first")
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         # 0644: the daemon re-reads the file on reload after dropping privileges to run_as
         config_edit.write_atomic(path, config.EXAMPLE_CONFIG, mode=0o644, exclusive=True)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}",
+        raise UserError(f"cannot write {shown(str(path), 200)}: {exc.strerror or exc}",
                         hint="choose a directory you can write, or create it first") from None
     print(f"wrote {path}; check it with `taskserver -c {path} check`")
     default = config.default_config_path()

@@ -29,7 +29,7 @@ class UserError(Exception):
         return self.message
 
 
-MAX_LINE = 1000  # characters of one message line; values in messages are cut far shorter (limits.clip)
+MAX_LINE = 500  # characters of one message line; values in messages are cut far shorter (limits.clip)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
