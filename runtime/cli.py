@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from . import control, logs
 from .errors import one_line, run_command
@@ -78,7 +78,9 @@ def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too (default: info)")
     parser.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
-    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    # every subcommand's parser is a _Parser too (argparse makes them of the parent's class)
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(title="commands", dest="command", metavar="COMMAND"))
     control.register(sub)
     if not only_control:
         from . import cli_config, cli_jobs  # noqa: PLC0415 - see CONTROL_COMMANDS
