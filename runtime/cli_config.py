@@ -8,9 +8,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import config, config_edit, schedule
+from . import config, config_edit, limits, schedule
 from .config_values import NAME, NAME_HINT, USER
-from .errors import UserError
+from .errors import UserError, one_line
 from .limits import shown
 from .model import Config, TenantDef
 
@@ -30,9 +30,12 @@ def _check(args: argparse.Namespace) -> int:
         cfg = config.load(path)
     except config.ConfigInvalid as exc:
         for err in exc.errors:
-            print(f"taskserver: error: {err}", file=sys.stderr)
+            print(f"taskserver: error: {one_line(str(err))}", file=sys.stderr)
             if err.hint:
-                print(f"taskserver: hint: {err.hint}", file=sys.stderr)
+                print(f"taskserver: hint: {one_line(err.hint)}", file=sys.stderr)
+        if exc.more:
+            print(f"taskserver: error: {path}: {exc.more} more errors not listed "
+                  f"(at most {limits.MAX_ERRORS} are)", file=sys.stderr)
         return EXIT_INVALID
     if not cfg.exists:
         print(f"{path}: no such file; `taskserver run` would use the embedded default (nothing to check)")

@@ -133,7 +133,7 @@ def store_file(value: object) -> str:
 def existing_dir(value: object) -> Path:
     path = Path(str(value))
     if not path.is_dir():
-        raise ValueError(f"{shown(str(path))} is not a directory here")
+        raise ValueError(f"{shown(str(path), 200)} is not a directory here")
     return path
 
 
