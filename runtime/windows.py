@@ -17,7 +17,7 @@ WINDOW_HINT = 'write days and/or a time range, e.g. "mon-fri 22:00-06:00", "sat,
 def _window_time(text: str) -> time:
     """HH:MM, with 24:00 allowed (midnight at the end of the day)."""
     hh, sep, mm = text.partition(":")
-    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 1 <= len(hh) <= 2):
+    if not (sep and text.isascii() and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 1 <= len(hh) <= 2):
         raise ValueError(f"{text!r} is not HH:MM")
     h, m = int(hh), int(mm)
     if (h, m) == (24, 0):
