@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import TextIO
+
+from .limits import printable
 
 EXIT_USAGE = 2
 
@@ -30,12 +31,11 @@ class UserError(Exception):
 
 
 MAX_LINE = 500  # characters of one message line; values in messages are cut far shorter (limits.clip)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def one_line(text: str) -> str:
     """``text`` as one printable line: control characters (newlines, ESC) escaped, cut to MAX_LINE."""
-    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    text = printable(text)
     return text if len(text) <= MAX_LINE else text[:MAX_LINE] + "..."
 
 
