@@ -142,7 +142,11 @@ def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[s
     raw = node["command"]
     loc = w.loc(node, "command", value=True)
     if shell:
-        if isinstance(raw, str) and raw.strip() and "\0" not in raw:
+        problem = limits.argv_problem([raw]) if isinstance(raw, str) and raw.strip() else None
+        if problem is not None:
+            w.error(loc, f"{where}.command: {problem}", "write the shell command without it")
+            return None
+        if isinstance(raw, str) and raw.strip():
             return (raw,)
         w.error(loc, f"{where}.command: with shell: true the command is one string, got {v.kind(raw)}",
                 'command: "pg_dump app | gzip > /var/backups/app.gz"')
