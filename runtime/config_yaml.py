@@ -84,6 +84,9 @@ class _GuardedComposer(Composer):
             raise Refused(event.start_mark, f"YAML tag {clip(str(event.ctag))!r} is not supported",
                           "remove the tag; quote a value to make it text")
         anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:  # ruamel only warned, on stderr, in many lines
+            raise Refused(event.start_mark, f"anchor &{clip(str(anchor))} is defined twice",
+                          "give each anchor its own name")
         if anchor is not None:
             self.open_anchors.add(anchor)
         try:

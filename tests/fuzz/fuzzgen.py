@@ -76,6 +76,7 @@ NAMED = {
     "ESC character": "tenants:\n  t:\n    login: a\x1b[2Jb\n",
     "recursive merge key": "x: &x {<<: *x}\n",
     "recursive alias": "a: &a [1, *a]\n",
+    "anchor defined twice": "task_server: &x {debug: true}\ntenants: &x {}\n",
     "memory_limit of 400 digits": "task_server:\n  memory_limit: " + "9" * 400 + "\n",
     "every .nan": "tenants:\n  t:\n    jobs:\n      j: {every: .nan, command: [x]}\n",
     "every .inf": "tenants:\n  t:\n    jobs:\n      j: {every: .inf, command: [x]}\n",

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,7 +95,11 @@ def classify(path: Path, case: Case) -> tuple[str, str]:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, CASE_LIMIT)
     try:
-        cfg = config.load(path)
+        with warnings.catch_warnings(record=True) as warned:  # a warning is printed: not one error line
+            warnings.simplefilter("always")
+            cfg = config.load(path)
+        if warned:
+            return "bad-message", f"{case.name}: warning {str(warned[0].message)[:200]!r}"
     except Hang:
         return "hang", case.name
     except ConfigInvalid as exc:

@@ -67,7 +67,8 @@ def test_reload_names_settings_that_wait_for_a_restart(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", {"tick": {"every": 3600, "command": ["true"]}})
     daemon = Daemon(cfg)
     try:
-        wait_for(lambda: "serving" in daemon.text(), "the daemon to come up")
+        wait_for(lambda: "serving" in daemon.text() or daemon.proc.poll() is not None, "the daemon to start")
+        assert daemon.proc.poll() is None, daemon.text()
         doc = json.loads(cfg.read_text())
         doc["task_server"]["state_dir"] = str(tmp_path / "state2")
         doc["task_server"]["max_parallel"] = 7
