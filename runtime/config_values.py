@@ -80,7 +80,7 @@ def duration(value: object) -> float:
     except (ValueError, OverflowError):
         raise ValueError(f"expected a duration, got {kind(value)}") from None
     if not math.isfinite(seconds) or seconds > limits.MAX_DURATION:
-        raise ValueError(f"expected a duration of at most 10 years, got {kind(value)}")
+        raise ValueError(f"expected a finite duration of at most 10 years, got {kind(value)}")
     return seconds
 
 

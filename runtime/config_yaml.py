@@ -69,31 +69,37 @@ class _GuardedComposer(Composer):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.parser.peek_event()
+        self._check_size(event, parent)
+        if isinstance(event, AliasEvent):
+            self._check_alias(event)
+            return super().compose_node(parent, index)
+        anchor = self._check_node(event)
+        if anchor is not None:
+            self.open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.open_anchors.discard(anchor)
+
+    def _check_size(self, event: Any, parent: Any) -> None:
         self.nodes += 1
         if self.nodes > limits.MAX_NODES:
-            raise Refused(event.start_mark, f"more than {limits.MAX_NODES} values in one file",
-                          "split the servers into several files (one per -c)")
+            raise Refused(event.start_mark, f"more than {limits.MAX_NODES} values in one file", SPLIT_HINT)
         if parent is not None and len(parent.value) >= limits.MAX_ENTRIES:
             # one mapping or list this long is refused as soon as it is seen, not after the whole file
             raise Refused(event.start_mark, f"more than {limits.MAX_ENTRIES} entries in one mapping or list",
                           SPLIT_HINT)
-        if isinstance(event, AliasEvent):
-            self._check_alias(event)
-            return super().compose_node(parent, index)
+
+    def _check_node(self, event: Any) -> str | None:
+        """No tag, no anchor name used twice; returns the node's anchor."""
         if event.ctag is not None and str(event.ctag) != "!":
             raise Refused(event.start_mark, f"YAML tag {clip(str(event.ctag))!r} is not supported",
                           "remove the tag; quote a value to make it text")
-        anchor = event.anchor
+        anchor: str | None = event.anchor
         if anchor is not None and anchor in self.anchors:  # ruamel only warned, on stderr, in many lines
             raise Refused(event.start_mark, f"anchor &{clip(str(anchor))} is defined twice",
                           "give each anchor its own name")
-        if anchor is not None:
-            self.open_anchors.add(anchor)
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self.open_anchors.discard(anchor)
-        return node
+        return anchor
 
     def _check_alias(self, event: Any) -> None:
         self.aliases += 1
