@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import config, control, privs, schedule, statusfile, tenancy
+from . import config, control, limits, privs, schedule, statusfile, tenancy
+from .config_values import NAME, NAME_HINT
 from .errors import UserError
-from .model import Config, Cron, Every, JobDef, TenantDef
+from .limits import shown
+from .model import Config, Cron, Every, JobDef, State, TenantDef
 from .sqlite_store import SqliteStore, store_path
 from .store import Run
 
@@ -37,7 +40,8 @@ def register(sub: Any) -> None:
     def cmd(name: str, help_text: str, func: Any, json_opt: bool = True,
             **kw: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = jsub.add_parser(name, help=help_text, **kw)
-        p.add_argument("--tenant", metavar="NAME", help="the tenant (default: the only one, or `default`)")
+        p.add_argument("--tenant", metavar="NAME", type=_config_name,
+                       help="the tenant (default: the only one, or `default`)")
         if json_opt:
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
@@ -45,33 +49,60 @@ def register(sub: Any) -> None:
 
     p = cmd("enqueue", "queue a long task; prints its run id", _enqueue,
             usage="taskserver jobs enqueue [--tenant NAME] [--queue QUEUE] [--json] -- CMD [ARGS...]")
-    p.add_argument("--queue", default=DEFAULT_QUEUE, type=_name,
+    p.add_argument("--queue", default=DEFAULT_QUEUE, type=_queue_name,
                    help="tasks of one queue run one at a time, in order (default: %(default)s)")
     p.add_argument("argv", nargs="+", metavar="CMD", help="the command and its arguments (no shell)")
     p = cmd("finish", "report a task's own outcome (wins over its exit code)", _finish, json_opt=False)
-    p.add_argument("id", type=int, metavar="ID", nargs="?",
+    p.add_argument("id", type=_run_id, metavar="ID", nargs="?",
                    help="the run id (default: $TASKSERVER_RUN_ID, set inside a run)")
     p.add_argument("--status", choices=("ok", "err"), required=True, help="the outcome the task reports")
-    p.add_argument("--message", metavar="TEXT", help="a note kept in the run's history")
+    p.add_argument("--message", metavar="TEXT", type=_message,
+                   help=f"a note kept in the run's history (at most {limits.MAX_MESSAGE_CHARS} characters)")
     cmd("list", "the configured jobs, their next due time and last run", _list)
     p = cmd("show", "one run in full, with its output tail", _show)
-    p.add_argument("id", type=int, metavar="ID", help="the run id")
+    p.add_argument("id", type=_run_id, metavar="ID", help="the run id")
     p = cmd("history", "recent runs, newest first", _history)
-    p.add_argument("job", nargs="?", metavar="JOB", help="only this job's runs (default: all runs)")
-    p.add_argument("--limit", type=_positive, default=50, help="at most this many runs (default: 50)")
+    p.add_argument("job", nargs="?", metavar="JOB", type=_config_name,
+                   help="only this job's runs (default: all runs)")
+    p.add_argument("--limit", type=_positive, default=50,
+                   help=f"at most this many runs (default: 50, at most {limits.MAX_HISTORY})")
     p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now)
-    p.add_argument("name", metavar="NAME", help="a job of the tenant, as in `taskserver jobs list`")
+    p.add_argument("name", metavar="NAME", type=_config_name,
+                   help="a job of the tenant, as in `taskserver jobs list`")
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+def _whole(text: str, what: str, maximum: int) -> int:
+    # ASCII digits only: isdigit() and int() also take other scripts' digits
+    if not (text.isascii() and text.isdigit() and len(text) <= 20) or not 1 <= int(text) <= maximum:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not {what} (a whole number from 1 to {maximum})")
     return int(text)
 
 
-def _name(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a queue needs a name")
+def _positive(text: str) -> int:
+    return _whole(text, "a count", limits.MAX_HISTORY)
+
+
+def _run_id(text: str) -> int:
+    return _whole(text, "a run id", limits.MAX_RUN_ID)
+
+
+def _queue_name(text: str) -> str:
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a queue name ({NAME_HINT})")
+    return text
+
+
+def _config_name(text: str) -> str:
+    """A tenant or job name as the config allows them (nothing else can name one)."""
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a tenant or job name ({NAME_HINT})")
+    return text
+
+
+def _message(text: str) -> str:
+    if len(text) > limits.MAX_MESSAGE_CHARS or "\0" in text:
+        raise argparse.ArgumentTypeError(f"a message of at most {limits.MAX_MESSAGE_CHARS} characters, "
+                                         f"without NUL, got {len(text)} characters")
     return text
 
 
@@ -83,7 +114,8 @@ def _tenant(cfg: Config, name: str | None) -> TenantDef:
     tenant = cfg.tenant(name)
     if tenant is None:
         known = ", ".join(t.name for t in cfg.tenants) or "none"
-        raise UserError(f"{cfg.path}: no tenant {name!r} (tenants: {known})", hint="choose one with --tenant")
+        raise UserError(f"{cfg.path}: no tenant {shown(name)} (tenants: {limits.clip(known, 200)})",
+                        hint="choose one with --tenant")
     return tenant
 
 
@@ -202,10 +234,19 @@ def _trigger(job: JobDef) -> str:
     return "on demand"
 
 
-def _line(run: Run) -> str:
+def _row(run: Run) -> tuple[str, ...]:
     state = run.state.value + (f" {run.reason}" if run.reason else "")
-    what = run.job or ("task " + " ".join(run.argv or ()))
-    return f"{run.id:>6}  {_stamp(run.created) or '':25}  {state:22}  {what}"
+    what = run.job or ("task " + shlex.join(run.argv or ()))
+    return (str(run.id), _stamp(run.created) or "-", state, what)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns (a header first); a value's control characters are escaped, long ones cut, so a
+    stored value can neither break the layout nor write to the terminal."""
+    cells = [[limits.clip(limits.printable(c), 100) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 # -- commands --------------------------------------------------------------------------------------------
@@ -222,6 +263,9 @@ def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise UserError("no command given to enqueue", hint="taskserver jobs enqueue -- CMD [ARGS...]")
+    problem = limits.argv_problem(argv)
+    if problem is not None:  # the daemon checks again before it starts a stored task
+        raise UserError(f"cannot enqueue this: {problem}", hint="taskserver jobs enqueue -- CMD [ARGS...]")
     _print_id(cfg, args, tenant, _queued(cfg, tenant, "", args.queue, argv))
     return 0
 
@@ -245,7 +289,8 @@ def _run_now_as(cfg: Config, args: argparse.Namespace) -> int:
     job = next((j for j in tenant.jobs if j.name == args.name), None)
     if job is None:
         names = ", ".join(j.name for j in tenant.jobs) or "none"
-        raise UserError(f"tenant {tenant.name!r} has no job {args.name!r} (jobs: {names})",
+        raise UserError(f"tenant {tenant.name!r} has no job {shown(args.name)} "
+                        f"(jobs: {limits.clip(names, 200)})",
                         hint="see `taskserver jobs list`")
     _print_id(cfg, args, tenant, _queued(cfg, tenant, job.name, job.queue, None))
     return 0
@@ -260,18 +305,22 @@ def _finish(args: argparse.Namespace) -> int:
 def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
     if args.id is None:
         env_id = os.environ.get("TASKSERVER_RUN_ID", "")
-        if not env_id.isdigit():
-            raise UserError("no run id given and $TASKSERVER_RUN_ID is not set",
-                            hint="taskserver jobs finish ID --status ok|err (inside a run, ID is optional)")
-        args.id = int(env_id)
+        try:
+            args.id = _run_id(env_id)
+        except argparse.ArgumentTypeError:
+            raise UserError("no run id given and $TASKSERVER_RUN_ID is not set to one",
+                            hint="taskserver jobs finish ID --status ok|err (inside a run, ID is optional)",
+                            ) from None
     tenant = _tenant(cfg, args.tenant)
     store = _store(cfg, tenant, create=False)
     if store is None:
         raise UserError(f"tenant {tenant.name!r} has no runs yet", hint="check the run id and --tenant")
     try:
-        if store.get(args.id) is None:
+        ended = store.get(args.id)
+        if ended is None:
             raise UserError(f"tenant {tenant.name!r} has no run {args.id}",
                             hint="see `taskserver jobs history`")
+        _refuse_late_success(ended, args.status == "ok")
         run = store.report(args.id, args.status == "ok", args.message, now=time.time())
     finally:
         store.close()
@@ -279,6 +328,16 @@ def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
         # (a scheduled job's file is the daemon's to write)
         statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
     return 0
+
+
+def _refuse_late_success(run: Run, ok: bool) -> None:
+    """A run that has ended ERR stays ERR: an "ok" reported after its end would silently hide the failure
+    (a late "err" on an OK run is kept: it shows as ERR reported, with its message)."""
+    if ok and run.state is State.ERR and run.finished is not None:
+        raise UserError(f"run {run.id} already ended ERR {run.reason or ''}".rstrip()
+                        + "; a report after its end cannot turn it into OK",
+                        hint="report from inside the task before it exits (jobs finish --status ok); "
+                        f"the run stays as `taskserver jobs show {run.id}` shows it")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -290,12 +349,12 @@ def _rows(tenant: TenantDef, store: SqliteStore | None, now: datetime,
     rows = []
     for job in tenant.jobs:
         last = store.history(job.name, limit=1) if store else []
-        nxt = _next_due(job, tenant, store, now) if job.enabled else None
+        nxt = _next_due(job, tenant, store, now) if job.enabled and tenant.login else None
         why = note or (None if tenant.login else "tenant has no login: runs nothing")
         why = why or (None if job.enabled else "disabled")
         rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
                      "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
-                     "note": why, "next_due": nxt.isoformat(timespec="seconds") if nxt else None,
+                     "note": why, "next_due": _stamp(nxt.timestamp()) if nxt else None,
                      "last": _run_dict(last[0], output=False) if last else None})
     return rows
 
@@ -319,11 +378,12 @@ def _list_as(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    table: list[tuple[str, ...]] = [("TENANT", "JOB", "TRIGGER", "NEXT DUE (UTC)", "LAST RUN", "NOTE")]
     for r in rows:
         rec: dict[str, Any] | None = r["last"]
         state = f"{rec['state']} {rec['reason'] or ''}".strip() if rec else "-"
-        print(f"{r['tenant']}/{r['job']:20}  {r['trigger']:18}  next {r['next_due'] or '-':25}  last {state}"
-              + (f"  ({r['note']})" if r["note"] else ""))
+        table.append((r["tenant"], r["job"], r["trigger"], r["next_due"] or "-", state, r["note"] or ""))
+    _print_table(table)
     return 0
 
 
@@ -350,7 +410,7 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     for k, v in d.items():
         if k != "output" and v is not None:
-            print(f"{k}: {' '.join(v) if isinstance(v, list) else v}")
+            print(f"{k}: {limits.printable(shlex.join(v) if isinstance(v, list) else str(v))}")
     if run.output:
         print("output:")
         sys.stdout.write(run.output if run.output.endswith("\n") else run.output + "\n")
@@ -372,11 +432,12 @@ def _history_as(cfg: Config, args: argparse.Namespace) -> int:
     if args.job and not runs and all(j.name != args.job for j in tenant.jobs):
         # a job removed from the config keeps its history; a name that never existed is a typo
         names = ", ".join(j.name for j in tenant.jobs) or "none"
-        raise UserError(f"tenant {tenant.name!r} has no job {args.job!r} (jobs: {names})",
+        raise UserError(f"tenant {tenant.name!r} has no job {shown(args.job)} "
+                        f"(jobs: {limits.clip(names, 200)})",
                         hint="see `taskserver jobs list`")
     if args.json:
         print(json.dumps([_run_dict(r, output=False) for r in runs], indent=2))
         return 0
-    for run in runs:
-        print(_line(run))
+    header: list[tuple[str, ...]] = [("ID", "CREATED (UTC)", "STATE", "RUN")]
+    _print_table(header + [_row(run) for run in runs])
     return 0

@@ -19,10 +19,11 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import limits
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .config_parse import ConfigError, ConfigInvalid
+    from .config_yaml import ConfigError, ConfigInvalid
     from .model import Config
 
 __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "default_config_path", "load",
@@ -83,20 +84,21 @@ def embedded_default(path: Path) -> Config:
     return Config(path=path, exists=False, server=server, tenants=(TenantDef(name="default", login=None),))
 
 
-def parse_text(text: str, path: Path, default_state: Path | None = None) -> Config:
-    """Validate config text as if read from ``path`` (no file access); raises ConfigInvalid."""
+def parse_text(text: str, path: Path, default_state: Path | None = None, *, host: bool = False) -> Config:
+    """Validate config text as if read from ``path``; raises ConfigInvalid. ``host``: also check what the
+    file names on this machine (users, directories); without it no file is touched."""
     # imported on first use: `status`, `stop` and the pid file need only the paths above, and the parser
     # (ruamel.yaml) is most of the command's start-up time
     from . import config_parse  # noqa: PLC0415
 
-    return config_parse.parse(text, path, default_state or default_state_dir(path))
+    return config_parse.parse(text, path, default_state or default_state_dir(path), host=host)
 
 
 def __getattr__(name: str) -> Any:
     if name in ("ConfigError", "ConfigInvalid"):
-        from . import config_parse  # noqa: PLC0415
+        from . import config_yaml  # noqa: PLC0415
 
-        return getattr(config_parse, name)
+        return getattr(config_yaml, name)
     raise AttributeError(name)
 
 
@@ -146,19 +148,34 @@ def _read(path: Path) -> tuple[str, os.stat_result] | None:
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file")
-            data = f.read()
+                raise UserError(f"{path}: not a regular file", hint="point -c (--config) at a YAML file")
+            data = f.read(limits.MAX_FILE_BYTES + 1)  # a bigger file is refused, not read to its end
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file") from None
+        raise UserError(f"{path}: not a regular file", hint="point -c (--config) at a YAML file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the config: {exc.strerror}",
                         hint="check the path and its permissions") from None
+    except ValueError:  # a NUL in the path
+        raise UserError(f"{limits.printable(str(path))}: a path cannot hold a NUL character",
+                        hint="check the -c argument") from None
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise UserError(f"{path}:1:1: the file is larger than {limits.MAX_FILE_BYTES >> 20} MiB, the limit",
+                        hint="split the servers into several files (one per -c)")
     try:
         return data.decode("utf-8"), st
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+        line, col = data.count(b"\n", 0, exc.start) + 1, exc.start - data.rfind(b"\n", 0, exc.start)
+        raise UserError(f"{path}:{line}:{col}: not UTF-8 text (byte {exc.start})",
+                        hint="save the file as UTF-8") from None
+
+
+def read_text(path: Path) -> str | None:
+    """The config file's text as ``load`` reads it (regular files only, size-limited, never blocking on a
+    FIFO), or None when it does not exist: for tools that parse a config for another root."""
+    got = _read(path)
+    return got[0] if got is not None else None
 
 
 def load(path: Path | None = None, *, check_owner: bool = True, default_state: Path | None = None) -> Config:
@@ -176,7 +193,7 @@ def load(path: Path | None = None, *, check_owner: bool = True, default_state: P
         return embedded_default(p)
     text, st = got
     owner = check_trust(p, st) if check_owner else 0
-    config = parse_text(text, p, default_state or default_state_dir(p, owner))
+    config = parse_text(text, p, default_state or default_state_dir(p, owner), host=True)
     if owner:
         from . import privs  # noqa: PLC0415 - pwd/grp lookups only for a user's config
 

@@ -87,8 +87,11 @@ def _drop(cfg: Config, keep_caps: bool) -> None:
 def _serve(
     serve: Callable[..., int], cfg: Config, pidfile: PidFile, notifier: Notifier | None, **kw: Any
 ) -> int:
+    from .plans import restart_settings  # noqa: PLC0415 - status and stop need not import the scheduler
+
     path, started = cfg.path, time.time()
-    pidfile.write_info(_summary(cfg, started))
+    start_only = {"start_only": restart_settings(cfg)}  # what `reload` compares the file with
+    pidfile.write_info({**_summary(cfg, started), **start_only})
 
     def reload_config() -> Config:
         watched = notifier is not None and notifier.watchdog_interval() is not None
@@ -96,7 +99,7 @@ def _serve(
         new = _load_path(path, notifier.ping if watched and notifier is not None else None,
                          default_state=cfg.server.state_dir)
         privs.check_reload(new)
-        pidfile.write_info(_summary(new, started))
+        pidfile.write_info({**_summary(new, started), **start_only})
         return new
 
     return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
@@ -340,7 +343,23 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print("taskserver not running")
         return EXIT_NOT_RUNNING_RELOAD
     print(f"taskserver reloading (pid {pid})")
+    _tell_restart_needed(args)
     return 0
+
+
+def _tell_restart_needed(args: argparse.Namespace) -> None:
+    """Name the changed settings a reload cannot apply (and a file the daemon will refuse)."""
+    from .plans import restart_needed  # noqa: PLC0415 - see _serve
+
+    info = probe(_config_path(args)).info() or {}
+    try:
+        pending = restart_needed(info.get("start_only") or {}, _load(args))
+    except UserError as exc:
+        print(f"taskserver: warning: the daemon keeps its running config: {exc}", file=sys.stderr)
+        return
+    if pending:
+        print(f"taskserver: warning: changed, but applied only by `taskserver restart`: {', '.join(pending)}",
+              file=sys.stderr)
 
 
 def _uptime(seconds: float | None) -> str:

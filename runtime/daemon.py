@@ -73,6 +73,7 @@ class Daemon:
         self.signals: list[int] = []
         self.tx: contextlib.ExitStack | None = None
         self.tx_open: set[str] = set()
+        self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
@@ -419,6 +420,8 @@ class Daemon:
             if self._scheduled(job):
                 self._schedule_next(key, tenant.timezone, now)  # an interval goes on from its last due time
         log.info("reloaded %s: %s", new.path, change.summary())
+        if pending := plans.restart_needed(self.start_only, new):
+            log.warning("reload: changed settings that apply only after a restart: %s", ", ".join(pending))
         self.que_dirty = True
         self._status()
 

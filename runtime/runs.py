@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from . import jobenv, privs, statusfile, tenancy
 from .errors import UserError
 from .executor import Executor, Outcome, job_argv
+from .limits import argv_problem
 from .model import Config, JobDef, State
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store
 
@@ -79,6 +80,10 @@ class Runs:
         act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
         run = replace(run, state=State.RUN, started=now, instance=self.instance)  # queued=True already
         if run.argv is not None:
+            problem = argv_problem(run.argv)  # a row written past `jobs enqueue`'s checks must not stop us
+            if problem is not None:
+                self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, problem), now)
+                return
             self._spawn(act, run, list(run.argv), None, now)
         elif job is not None:
             self._spawn(act, run, job_argv(job), job.timeout, now)
@@ -106,8 +111,9 @@ class Runs:
             return
         try:
             child = self.executor.spawn(act, argv, env, timeout, now, ident=ident)
-        except OSError as exc:
-            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
+        except (OSError, ValueError) as exc:  # ValueError: what exec cannot take (a NUL byte)
+            why = f"{argv[0][:200]}: {getattr(exc, 'strerror', None) or exc}"
+            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, why), now)
             return
         self.store(act.tenant).set_pid(act.run_id, child.pid)
         if child.fd is not None:

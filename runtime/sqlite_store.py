@@ -67,8 +67,20 @@ def _run(row: tuple[Any, ...]) -> Run:
      argv, output, message, queued) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
-               attempt=attempt, argv=tuple(json.loads(argv)) if argv else None, output=output,
+               attempt=attempt, argv=_argv(argv), output=output,
                message=message, queued=bool(queued))
+
+
+def _argv(text: str | None) -> tuple[str, ...] | None:
+    """A stored task's argv; a value that is not a JSON list comes back empty, and the daemon then ends the
+    run ERR instead of failing on it (the row may have been written by anything with the file)."""
+    if not text:
+        return None
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(got) if isinstance(got, list) else ()
 
 
 class SqliteStore:

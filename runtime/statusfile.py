@@ -13,6 +13,9 @@ renaming or removing a file per state change cost about a millisecond each on a 
 run's whole cost, while an in-place write costs microseconds. A reader racing a rewrite could in theory
 read a mix of the old and new text; the first line is written first and a state word is all it holds, so
 `head -1` sees QUE, RUN, OK or ERR (read again if it ever sees anything else).
+
+Every value is one line: a value with a control character in it is written as a JSON string
+(``queue="a\nb"``), so whatever a client stored, the file has exactly the lines listed in ``render``.
 """
 
 from __future__ import annotations
@@ -70,7 +73,16 @@ def render(run: Run, tenant: str) -> str:
         "started": _stamp(run.started),
         "finished": _stamp(run.finished),
     }
-    return state + "\n" + "".join(f"{k}={v}\n" for k, v in params.items())
+    return state + "\n" + "".join(f"{k}={_one_line(v)}\n" for k, v in params.items())
+
+
+_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(value: str) -> str:
+    """A value as one line: one holding a line break or another control character (a queue name handed in
+    as ``x\nstate=OK``) is written as a JSON string, so no value can add a line of its own."""
+    return json.dumps(value) if _BREAKS.search(value) else value
 
 
 _made: dict[Path, int] = {}  # directory -> mode of the files made in it: one mkdir per tenant, not per run
