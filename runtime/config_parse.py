@@ -15,9 +15,8 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from . import config_env
+from . import config_env, limits
 from . import config_values as v
-from . import limits
 from .config_values import CALL, NAME, NAME_HINT, USER
 from .config_yaml import ConfigError, ConfigInvalid, load_yaml
 from .limits import shown
