@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from . import housekeeping, plans, schedule, stores
+from . import housekeeping, plans, schedule, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -35,7 +35,7 @@ from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
-from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends
+from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends, open_store
 
 # Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
 # the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
@@ -84,6 +84,7 @@ class Daemon:
         self.exit_code = 0
         self.next_ping: float | None = None
         self.signals: list[int] = []
+        self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
@@ -93,7 +94,7 @@ class Daemon:
         if not self.once:
             self._timer(now, "housekeeping", "", "")
         else:
-            housekeeping.purge(self.stores, self.config.server, now)
+            housekeeping.purge(self.stores, self.config, now)
         interval = self.notifier.watchdog_interval() if self.notifier else None
         self.next_ping = now + interval if interval else None
 
@@ -116,9 +117,14 @@ class Daemon:
             self._plan_job(tenant, job, now)
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
-        """Open a tenant's store under this instance's lease; dead daemons' runs are settled there."""
-        return self.stores.open(tenant, self.config.server.state_dir, now,
-                                lambda run: self.runs.write_status(tenant.name, run))
+        """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
+        with run_as: its directory, store and status files are its user's (tenancy.open_as)."""
+        where = self.config.tenant_dir(tenant.name)
+
+        def opener() -> Store:
+            return tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+
+        return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run))
 
     def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:
         """Due times and retries claimed before (by this daemon before a fault, or by one that died)."""
@@ -300,7 +306,7 @@ class Daemon:
             when, _, kind, tenant, job, gen, attempt, rid = heapq.heappop(self.timers)
             key = (tenant, job)
             if kind == "housekeeping":
-                housekeeping.purge(self.stores, self.config.server, now)
+                housekeeping.purge(self.stores, self.config, now)
                 self._status()
                 self._timer(now + housekeeping.INTERVAL, "housekeeping", "", "")
                 continue
@@ -528,6 +534,8 @@ class Daemon:
             if self._scheduled(job):
                 self._schedule_next(key, tenant.timezone, now)  # an interval goes on from its last due time
         log.info("reloaded %s: %s", new.path, change.summary())
+        if pending := plans.restart_needed(self.start_only, new):
+            log.warning("reload: changed settings that apply only after a restart: %s", ", ".join(pending))
         self.que_dirty = True
         self._status()
 

@@ -115,3 +115,22 @@ def _policy_reasons(job: JobDef, missed: list[datetime], now: float) -> dict[str
         why = f"later than max_late ({job.max_late:g} s)" if too_late else policy
         out.setdefault(why, []).append(due.timestamp())
     return out
+
+
+# Settings the daemon reads only when it starts: a reload cannot apply a change to them (the privilege drop,
+# the working and state directories, the log level, each tenant's open store).
+RESTART_ONLY = ("run_as", "state_dir", "install_dir", "debug")
+
+
+def restart_settings(config: Config) -> dict[str, str]:
+    """The start-only settings of ``config``, as text (they go into the pid file's info as JSON)."""
+    got = {f"task_server.{k}": str(getattr(config.server, k)) for k in RESTART_ONLY}
+    for t in config.tenants:
+        got[f"tenants.{t.name}.store"] = str(t.store)
+    return got
+
+
+def restart_needed(running: dict[str, str], new: Config) -> list[str]:
+    """The start-only settings whose value in ``new`` differs from what the daemon runs with."""
+    wanted = restart_settings(new)
+    return sorted(k for k, value in wanted.items() if k in running and running[k] != value)

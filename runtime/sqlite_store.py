@@ -49,7 +49,7 @@ def _run(row: tuple[Any, ...]) -> Run:
      argv, output, message, queued, proc_start, boot_id, not_before) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
-               attempt=attempt, argv=tuple(json.loads(argv)) if argv else None, output=output,
+               attempt=attempt, argv=_argv(argv), output=output,
                message=message, queued=bool(queued), proc_start=proc_start, boot_id=boot_id,
                not_before=not_before)
 
@@ -63,6 +63,18 @@ def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatena
             raise StoreError(f"{self.path}: {fn.__name__} failed: {exc}", hint=_FAULT_HINT) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
+
+
+def _argv(text: str | None) -> tuple[str, ...] | None:
+    """A stored task's argv; a value that is not a JSON list comes back empty, and the daemon then ends the
+    run ERR instead of failing on it (the row may have been written by anything with the file)."""
+    if not text:
+        return None
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(got) if isinstance(got, list) else ()
 
 
 class SqliteStore:
