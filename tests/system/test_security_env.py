@@ -29,7 +29,7 @@ SECRETS = {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG", "SSH_AUTH_SOCK": "/
            "SUDO_USER": "alice", "PATH": "/root/bin:/usr/local/bin:/usr/bin:/bin", "MY_TOKEN": "t0k3n",
            "LANG": "de_DE.UTF-8", "TZ": "Asia/Tokyo", "PYTHONPATH": "/root/lib"}
 OWN = {"TASKSERVER_TENANT", "TASKSERVER_JOB", "TASKSERVER_RUN_ID", "TASKSERVER_STATUS_FILE",
-       "TASKSERVER_LOGIN", "TASKSERVER_CONFIG"}
+       "TASKSERVER_LOGIN", "TASKSERVER_CONFIG", "TASKSERVER_INSTANCE"}
 
 
 @pytest.fixture
