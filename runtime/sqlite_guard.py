@@ -43,7 +43,11 @@ def read_marker(marker: Path) -> str | None:
 
 def write_marker(marker: Path, store_id: str, path: Path) -> None:
     tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"id": store_id, "path": str(path)}) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, (json.dumps({"id": store_id, "path": str(path)}) + "\n").encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, marker)
 
 
@@ -157,6 +161,7 @@ class WakeSocket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         self.path.unlink(missing_ok=True)
         sock.bind(str(self.path))
+        os.chmod(self.path, 0o660)  # its user and group (the daemon's, a tenant's) may wake it, no one else
         self.sock = sock
 
     def fileno(self) -> int | None:
