@@ -41,10 +41,17 @@ def deb(packages: Path, version: str) -> Path:
     return found
 
 
-@pytest.fixture
-def base_with_local_repo(piuparts_host: None, packages: Path) -> Iterator[Path]:
-    """The lab's base root on an overlay, its apt sources replaced by a local repository of PREVIOUS."""
-    ov = lab.Overlay([lab.base_root()], tag="piuparts")
+def lab_root(name: str) -> Path:
+    """"base": debootstrap minbase with python3 (no init system: the tool writes a SysV script for the next
+    boot); "systemd": the same with systemd (a unit, enabled offline with systemctl)."""
+    return lab.base_root() if name == "base" else lab.variant_root(name)
+
+
+@pytest.fixture(params=["base", "systemd"])
+def root_with_local_repo(request: pytest.FixtureRequest, piuparts_host: None,
+                         packages: Path) -> Iterator[Path]:
+    """A lab root on an overlay, its apt sources replaced by a local repository of PREVIOUS."""
+    ov = lab.Overlay([lab_root(request.param)], tag="piuparts")
     try:
         repo = ov.root / REPO_IN_ROOT
         repo.mkdir(parents=True)
@@ -60,11 +67,11 @@ def base_with_local_repo(piuparts_host: None, packages: Path) -> Iterator[Path]:
         ov.cleanup()
 
 
-def test_piuparts_install_purge_and_upgrade_from_previous_build(base_with_local_repo: Path,
+def test_piuparts_install_purge_and_upgrade_from_previous_build(root_with_local_repo: Path,
                                                                 packages: Path) -> None:
     with tempfile.TemporaryDirectory(dir=lab.SCRATCH, prefix="taskserver-piuparts-") as scratch:
         log = Path(scratch) / "piuparts.log"
-        argv = ["unshare", "--net", "piuparts", "--existing-chroot", str(base_with_local_repo),
+        argv = ["unshare", "--net", "piuparts", "--existing-chroot", str(root_with_local_repo),
                 "--keep-sources-list", "--no-eatmydata", "--fail-if-inadequate", "--fail-on-broken-symlinks",
                 "--distribution", lab.SUITE, "--tmpdir", scratch, "--log-file", str(log),
                 str(deb(packages, TESTED))]
