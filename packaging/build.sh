@@ -56,18 +56,18 @@ mkdir -p "$venv" "$work/wheels"
 
 # The optional parts packaged as taskserver-NAME: NAME|REQUIREMENT|DEB DEPENDS|RPM REQUIRES|SUMMARY
 mapfile -t extras < <(grep -v -e '^#' -e '^[[:space:]]*$' "$extras_file" || true)
-extra_specs=()
+extra_specs=() wheel_reqs=("$repo")
 for line in "${extras[@]}"; do
     IFS='|' read -r name requirement _ <<< "$line"
     extra_specs+=("$name=$requirement")
+    wheel_reqs+=("${requirement/#taskserver\[/${repo}[}")  # taskserver[x] is this tree with extra x
 done
 
 if [ -z "$wheels" ]; then
     # resolve everything here, with the host's pip settings; the venv below installs from these files only
     wheels="$work/wheels"
     "$python" -m venv "$work/buildenv"
-    "$work/buildenv/bin/pip" wheel -q --disable-pip-version-check -w "$wheels" "$repo" \
-        "${extra_specs[@]/#*=taskserver/$repo}"
+    "$work/buildenv/bin/pip" wheel -q --disable-pip-version-check -w "$wheels" "${wheel_reqs[@]}"
 fi
 
 # Inside a private mount namespace, /opt is the staging tree's opt/: the venv is built where it will live.
@@ -116,6 +116,9 @@ venv_license() {  # PAYLOAD_DIR
     done | LC_ALL=C sort -u | paste -sd '\n' | sed ':a;N;$!ba;s/\n/ AND /g'
 }
 license=$(venv_license "$stage")
+for line in "${extras[@]}"; do
+    venv_license "$work/extra-${line%%|*}" > "$work/${line%%|*}.license"
+done
 
 # What an optional part adds to the venv, as top-level entries: a directory that the base does not have (taken
 # whole), or a file in one of the base's directories. Paths relative to the venv.
@@ -222,7 +225,7 @@ rpm_extras() {
         IFS='|' read -r name _ _ rpm_requires summary <<< "$line"
         reqs=$(elf_requires "$work/extra-$name")
         printf '\n%%package -n taskserver-%s\nSummary: %s\nLicense: %s\n' "$name" "$summary" \
-            "$(venv_license "$work/extra-$name")"
+            "$(cat "$work/$name.license")"
         printf 'AutoReqProv: no\nRequires: taskserver = %%{version}-%%{release}\n'
         [ -z "$reqs$rpm_requires" ] || printf 'Requires: %s\n' "$reqs${rpm_requires:+ $rpm_requires}"
         printf '\n%%description -n taskserver-%s\n' "$name"
