@@ -146,7 +146,9 @@ deb_tree() {  # PACKAGE PAYLOAD_DIR TREE
     local doc="$3/usr/share/doc/$1"
     mkdir -p "$3/DEBIAN" "$doc" "$3/usr/share/lintian/overrides"
     cp -a "$2/opt" "$3/"
-    install -m 0644 "$here/debian/copyright" "$doc/copyright"
+    # taskserver's own paragraphs plus one per distribution bundled in this payload (packaging/copyright.py)
+    "$python" "$here/copyright.py" "$here/debian/copyright" "$here/licenses" "$2" > "$doc/copyright"
+    chmod 0644 "$doc/copyright"
     sed "s/@PACKAGE@/$1/; s/@VERSION@/$version/; s/@DATE@/$(date -R -d @"$epoch")/" \
         "$here/debian/changelog.in" | gzip -9n > "$doc/changelog.Debian.gz"
     chmod 0644 "$doc/changelog.Debian.gz"
@@ -248,6 +250,7 @@ build_rpm() {
     local top="$work/rpm" spec="$work/taskserver.spec" line base_requires
     mkdir -p "$top"
     base_requires=$(elf_requires "$stage")
+    "$python" "$here/copyright.py" "$here/debian/copyright" "$here/licenses" "$stage" > "$work/copyright"
     : > "$work/rpm.excludes"
     rpm_extras > "$work/rpm.extras"
     # the spec ends with the main package's %files: the excludes belong there
@@ -259,7 +262,7 @@ build_rpm() {
     rpmbuild -bb --quiet --define "_topdir $top" --define "stage $stage" --define "pkg_version $upstream" \
         --define "pkg_release $revision" --define "pyver $pyver" --define "python3 $python" \
         --define "pkg_license $license" --define "pkg_url $url" --define "pkg_packager $packager" \
-        --define "license_file $here/debian/copyright" --define "readme_file $repo/README.md" \
+        --define "license_file $work/copyright" --define "readme_file $repo/README.md" \
         --define "changelog_date $(LC_ALL=C date -u -d @"$epoch" '+%a %b %d %Y')" \
         ${base_requires:+--define "elf_requires $base_requires"} "$spec" >/dev/null
     find "$top/RPMS" -name '*.rpm' -exec cp {} "$out/" \; -printf "$out/%f\n"

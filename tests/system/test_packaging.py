@@ -76,6 +76,26 @@ def test_payload_is_a_venv_for_the_target_paths(unpacked: Path) -> None:
     assert leaked == "", f"build directory named in: {leaked}"
 
 
+def test_copyright_names_every_bundled_distribution_and_its_license(unpacked: Path) -> None:
+    """Debian's copyright file covers all the package ships: each distribution in the venv has a Files
+    paragraph, and every license named there has its text or a pointer to Debian's copy."""
+    text = (unpacked / "usr/share/doc/taskserver/copyright").read_text()
+    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+    files_lines = " ".join(p.split("\n")[0] for p in paragraphs if p.startswith("Files: "))
+    site = next((unpacked / "opt/taskserver/lib").glob("python3*/site-packages"))
+    for info in site.glob("*.dist-info"):
+        if not info.name.startswith("taskserver-"):
+            assert f"/{info.name}/*" in files_lines, info.name
+
+    def license_of(paragraph: str) -> str:
+        return paragraph.split("License: ", 1)[1].split("\n", 1)[0]
+
+    named = {n for p in paragraphs if p.startswith("Files: ") for n in license_of(p).split(" and ")}
+    # a stand-alone License paragraph, or taskserver's own (Files: *), which carries its text inline
+    described = {license_of(p) for p in paragraphs if p.startswith(("License: ", "Files: *\n"))}
+    assert named <= described, (named, described)
+
+
 def test_control_and_maintainer_scripts(unpacked: Path) -> None:
     control = (unpacked / "DEBIAN/control").read_text()
     assert f"Version: {VERSION}\n" in control
