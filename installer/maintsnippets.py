@@ -1,13 +1,13 @@
 """Ready-to-paste maintainer-script snippets (``taskserver-install --emit-maintscripts deb|rpm``).
 
-Each snippet calls this installation's own interpreter with ``-m taskserver.installer.cli`` (so it also works
-under ``DPKG_ROOT``, where the tool's ``#!`` line would name a path of the other root) and hands over the
-arguments dpkg or rpm passed. When that interpreter cannot run (its ``/usr/bin/python3`` is missing or of
-another version), the script fails with one line saying so: dpkg and rpm then report the failure instead of a
-package that "installed" without its boot integration. Only ``postrm`` and ``%postun 0`` run after the
-payload is gone by design, so they alone call the tool only when it is there. Two things cannot go through
-the tool for that reason: removing bytecode from the payload (every ``prerm``, as dh_python3's py3clean does,
-and ``%preun 0``, after the tool ran), and ``postrm purge``, which removes the paths
+Each snippet calls this installation's own interpreter with ``-I -B -m taskserver.installer.cli`` (so it
+also works under ``DPKG_ROOT``, where the tool's ``#!`` line would name a path of the other root) and hands
+over the arguments dpkg or rpm passed. When that interpreter cannot run (its ``/usr/bin/python3`` is missing
+or of another version), the script fails with one line saying so: dpkg and rpm then report the failure
+instead of a package that "installed" without its boot integration. Only ``postrm`` and ``%postun 0`` run
+after the payload is gone by design, so they alone call the tool only when it is there. Two things cannot go
+through the tool for that reason: removing bytecode from the payload (every ``prerm``, as dh_python3's
+py3clean does, and ``%preun 0``, after the tool ran), and ``postrm purge``, which removes the paths
 ``maintscript.purge_paths`` names, rendered here as literal, quoted shell words.
 """
 
@@ -50,7 +50,10 @@ def _call(python: str, opts: str, fmt_script: str, arg: str, name: str | None = 
 
 
 def _tool(python: str, opts: str, fmt_script: str, arg: str) -> str:
-    return f"{python} -B -m taskserver.installer.cli {opts} --maintscript {fmt_script} {arg}"
+    # -I (isolated): no current directory on sys.path (dpkg runs the script with the target root as cwd
+    # under DPKG_ROOT, so a planted taskserver/ there would be imported as root), no PYTHON* variables, no
+    # user site; -B: no bytecode written into the payload
+    return f"{python} -I -B -m taskserver.installer.cli {opts} --maintscript {fmt_script} {arg}"
 
 
 def _drop_bytecode(venv: str, indent: str = "\t") -> str:

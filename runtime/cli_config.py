@@ -94,7 +94,7 @@ def _tenant_state(t: TenantDef) -> str:
 def _store(cfg: Config, t: TenantDef) -> str:
     if t.store.kind == "postgresql":
         return "postgresql"  # the DSN may hold a password: not shown
-    return str(t.store.path or cfg.server.state_dir / f"{t.name}.sqlite")
+    return str(t.store.path or cfg.tenant_dir(t.name) / f"{t.name}.sqlite")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import config, control, privs, schedule, statusfile
+from . import config, control, privs, schedule, statusfile, tenancy
 from .errors import UserError
 from .model import Config, Cron, Every, JobDef, TenantDef
 from .sqlite_store import SqliteStore, store_path
@@ -94,56 +94,74 @@ def _runnable(cfg: Config, tenant: TenantDef) -> None:
 
 
 def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> SqliteStore | None:
-    path = store_path(tenant, cfg.server.state_dir)
+    path = store_path(tenant, cfg.tenant_dir(tenant.name))
     if not create and not path.exists():
         return None
     return SqliteStore(path)
 
 
-@contextlib.contextmanager
-def _as_daemon_user(cfg: Config) -> Iterator[None]:
-    """As root, touch the store and status files as the run_as user, so the daemon can use what we create.
+def _load(args: argparse.Namespace) -> Config:
+    """The config; as root, one another user controls is acted on as that user from here on (initgroups,
+    setgid, setuid): it names paths and tenants that user chose, so root does only what that user could."""
+    cfg = config.load(args.config)
+    if cfg.owner != 0 and os.geteuid() == 0:
+        privs.drop_privileges(privs.daemon_spec(cfg))
+    return cfg
 
-    Only the effective ids change (and change back): root-owned files in the state dir would lock the
-    dropped daemon out of its own store.
+
+def _denied(cfg: Config, tenant: TenantDef) -> UserError | None:
+    """Root, the tenant's user and the daemon's user may use a tenant's runs; anyone else is refused."""
+    me = os.geteuid()
+    specs = {privs.tenant_spec(cfg, tenant), privs.daemon_spec(cfg)} - {None}
+    if me == 0 or not specs:  # no run_as at all: the files' own permissions decide
+        return None
+    owners = {privs.resolve(spec).user: privs.resolve(spec).uid for spec in specs if spec is not None}
+    if me in owners.values():
+        return None
+    who = " or ".join(sorted(owners))
+    return UserError(f"permission denied: tenant {tenant.name!r} belongs to {who}, not to uid {me}",
+                     hint=f"run this as {who} or as root", exit_code=4)
+
+
+@contextlib.contextmanager
+def _as_tenant(cfg: Config, tenant: TenantDef) -> Iterator[None]:
+    """Touch a tenant's store and status files as the user its jobs run as, with that user's groups.
+
+    As root: the state dir and the tenant's own directory are made as the daemon would make them, then only
+    the effective ids and groups change (and change back). Root's supplementary groups are never kept:
+    they would open files (a `store:` in a root:root 0660 file) the tenant's user could not.
     """
-    spec = cfg.server.run_as
-    ident = privs.resolve(spec) if spec and os.geteuid() == 0 else None
-    if ident is None or ident.uid == 0:
+    denied = _denied(cfg, tenant)
+    if denied is not None:
+        raise denied
+    spec = privs.tenant_spec(cfg, tenant)
+    if os.geteuid() != 0 or spec is None:
         yield
         return
-    privs.prepare_dir(cfg.server.state_dir, spec)  # as the daemon does: the state dir belongs to run_as
-    egid = os.getegid()
-    os.setegid(ident.gid)
-    os.seteuid(ident.uid)
-    try:
+    privs.prepare_dir(cfg.server.state_dir, privs.daemon_spec(cfg))
+    tenancy.prepare(cfg, tenant)
+    with privs.acting_as(privs.resolve(spec)):
         yield
-    finally:
-        os.seteuid(0)
-        os.setegid(egid)
 
 
 def _wake(cfg: Config) -> bool:
-    """SIGUSR1 to a running daemon so it picks up new QUE runs at once."""
-    pid = control.read_pid(cfg.path)
-    if pid is None:
-        return False
+    """SIGUSR1 to a running daemon so it picks up new QUE runs at once (only to a verified daemon)."""
     try:
-        os.kill(pid, signal.SIGUSR1)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        return control.signal_daemon(cfg.path, signal.SIGUSR1) is not None
+    except UserError as exc:  # the task is stored either way; it waits for the daemon's next wake-up
+        print(f"taskserver: warning: not waking the daemon: {exc.message}", file=sys.stderr)
+        return True
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
-    with _as_daemon_user(cfg):
+    with _as_tenant(cfg, tenant):
         store = _store(cfg, tenant, create=True)
         assert store is not None
         try:
             run_id = store.add(job, queue=queue, argv=argv, now=time.time())
             run = store.get(run_id)
             assert run is not None
-            statusfile.update(cfg.server.state_dir, tenant.name, run)
+            statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
         finally:
             store.close()
     if not _wake(cfg):
@@ -170,13 +188,10 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
 
 
 def _next_due(job: JobDef, tenant: TenantDef, store: SqliteStore | None, now: datetime) -> datetime | None:
-    """As the daemon counts it: from the last due time it accounted for (an interval runs on from there)."""
+    """As the daemon counts it (schedule.next_due): an interval goes on on its grid from the last due time."""
     last = store.last_due(job.name) if store else None
-    after = datetime.fromtimestamp(last, UTC) if last is not None else now
-    nxt = schedule.next_fire(job, tenant.timezone, after)
-    if nxt is not None and nxt < now:  # the daemon is behind or down: the next one from now on
-        nxt = schedule.next_fire(job, tenant.timezone, now)
-    return nxt
+    since = datetime.fromtimestamp(last, UTC) if last is not None else None
+    return schedule.next_due(job, tenant.timezone, since, now)
 
 
 def _trigger(job: JobDef) -> str:
@@ -195,7 +210,7 @@ def _line(run: Run) -> str:
 
 # -- commands --------------------------------------------------------------------------------------------
 def _enqueue(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
+    cfg = _load(args)
     return _enqueue_as(cfg, args)
 
 
@@ -213,14 +228,14 @@ def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
 
 def _print_id(cfg: Config, args: argparse.Namespace, tenant: TenantDef, run_id: int) -> None:
     if args.json:  # a queued run's status file is its own (a scheduled run writes its job's)
-        status = statusfile.status_path(cfg.server.state_dir, tenant.name, run_id)
+        status = statusfile.status_path(cfg.tenant_dir(tenant.name), tenant.name, run_id)
         print(json.dumps({"id": run_id, "tenant": tenant.name, "status_file": str(status)}))
     else:
         print(run_id)
 
 
 def _run_now(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
+    cfg = _load(args)
     return _run_now_as(cfg, args)
 
 
@@ -237,8 +252,8 @@ def _run_now_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _finish(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
+    cfg = _load(args)
+    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _finish_as(cfg, args)
 
 
@@ -260,15 +275,29 @@ def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
         run = store.report(args.id, args.status == "ok", args.message, now=time.time())
     finally:
         store.close()
-    if run.queued and statusfile.path_of(cfg.server.state_dir, tenant.name, run).exists():
-        statusfile.update(cfg.server.state_dir, tenant.name, run)  # a scheduled job's: the daemon's to write
+    if run.queued and statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run).exists():
+        # (a scheduled job's file is the daemon's to write)
+        statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
-        return _list_as(cfg, args)
+    return _list_as(_load(args), args)
+
+
+def _rows(tenant: TenantDef, store: SqliteStore | None, now: datetime,
+          note: str | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for job in tenant.jobs:
+        last = store.history(job.name, limit=1) if store else []
+        nxt = _next_due(job, tenant, store, now) if job.enabled else None
+        why = note or (None if tenant.login else "tenant has no login: runs nothing")
+        why = why or (None if job.enabled else "disabled")
+        rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
+                     "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
+                     "note": why, "next_due": nxt.isoformat(timespec="seconds") if nxt else None,
+                     "last": _run_dict(last[0], output=False) if last else None})
+    return rows
 
 
 def _list_as(cfg: Config, args: argparse.Namespace) -> int:
@@ -276,18 +305,17 @@ def _list_as(cfg: Config, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for tenant in tenants:
-        store = _store(cfg, tenant, create=False)
-        for job in tenant.jobs:
-            last = store.history(job.name, limit=1) if store else []
-            nxt = _next_due(job, tenant, store, now) if job.enabled else None
-            note = None if tenant.login else "tenant has no login: runs nothing"
-            note = note or (None if job.enabled else "disabled")
-            rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
-                         "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
-                         "note": note, "next_due": nxt.isoformat(timespec="seconds") if nxt else None,
-                         "last": _run_dict(last[0], output=False) if last else None})
-        if store:
-            store.close()
+        denied = _denied(cfg, tenant)
+        if denied is not None:  # listed from the config, without its runs
+            rows += _rows(tenant, None, now, note="permission denied")
+            continue
+        with _as_tenant(cfg, tenant):
+            store = _store(cfg, tenant, create=False)
+            try:
+                rows += _rows(tenant, store, now)
+            finally:
+                if store:
+                    store.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -300,8 +328,8 @@ def _list_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
+    cfg = _load(args)
+    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _show_as(cfg, args)
 
 
@@ -315,7 +343,7 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
         raise UserError(f"tenant {tenant.name!r} has no run {args.id}", hint="see `taskserver jobs history`")
     d = _run_dict(run, output=True)
     d["tenant"] = tenant.name
-    status = statusfile.path_of(cfg.server.state_dir, tenant.name, run)
+    status = statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run)
     d["status_file"] = str(status) if status.exists() else None
     if args.json:
         print(json.dumps(d, indent=2))
@@ -330,8 +358,8 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
+    cfg = _load(args)
+    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _history_as(cfg, args)
 
 

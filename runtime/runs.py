@@ -8,17 +8,20 @@ tasks, the job's file for scheduled runs).  The daemon decides what to start and
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import statusfile
+from . import jobenv, privs, statusfile, tenancy
+from .errors import UserError
 from .executor import Executor, Outcome, job_argv
 from .model import Config, JobDef, State
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store
 
 log = logging.getLogger(__name__)
+REFUSED = "refused"  # the root rule (or the tenant's identity) kept the run from starting
 
 
 @dataclass
@@ -85,14 +88,24 @@ class Runs:
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> None:
         config = self.config()
         tenant = config.tenant(act.tenant)
-        status = statusfile.path_of(config.server.state_dir, act.tenant, run)
-        env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
+        status = statusfile.path_of(config.tenant_dir(act.tenant), act.tenant, run)
+        own = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
                "TASKSERVER_CONFIG": str(config.path.absolute())}
         self.write_status(act.tenant, run)
+        try:  # the root rule, at every spawn: a reload or a task queued into any tenant meets it too
+            if tenant is None:
+                raise UserError(f"tenant {act.tenant!r} is no longer in the config", hint="reload")
+            ident = privs.run_identity(config, tenant)
+            user = jobenv.RunUser.of_uid(ident.uid if ident is not None else os.geteuid())
+            env = jobenv.build(user, tenant, act.jobdef, own)
+        except UserError as exc:
+            log.error("tenant %s run %d: %s", act.tenant, act.run_id, exc.message)
+            self._end(act, Outcome(State.ERR, REFUSED, None, f"{exc.message} ({exc.hint})\n"), now)
+            return
         try:
-            child = self.executor.spawn(act, argv, env, timeout, now)
+            child = self.executor.spawn(act, argv, env, timeout, now, ident=ident)
         except OSError as exc:
             self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
             return
@@ -134,7 +147,10 @@ class Runs:
     def write_status(self, tenant: str, run: Run | None) -> None:
         if run is None:
             return
+        config = self.config()
+        conf = config.tenant(tenant)
         try:
-            statusfile.update(self.config().server.state_dir, tenant, run)
-        except OSError as exc:
+            with privs.fs_identity(tenancy.file_identity(config, conf) if conf is not None else None):
+                statusfile.update(config.tenant_dir(tenant), tenant, run)
+        except (OSError, UserError) as exc:
             log.warning("status file of run %d: %s", run.id, exc)

@@ -14,7 +14,10 @@ APT_PACKAGES=(
     zstd                            # cache of the built boot roots
     procps                          # ps/pgrep for system tests
     cron                            # the real crontab binary for the cron backend tests
+    faketime                        # tests/security runs the real cron daemon from 2 s before a minute
     tzdata                          # real time zones for the schedule/DST tests
+    faketime libfaketime            # stepped clocks for daemon tests; start instants for systemd-analyze calendar
+    chromium                        # the dashboard's browser test (driven by Playwright, no download)
 )
 if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -108,8 +108,8 @@ def test_control_and_maintainer_scripts(unpacked: Path) -> None:
         path = unpacked / "DEBIAN" / script
         text = path.read_text()
         assert os.access(path, os.X_OK) and text.startswith("#!/bin/sh\nset -e\n")
-        call = (f'"$DPKG_ROOT"/opt/taskserver/bin/python3 -B -m taskserver.installer.cli --name taskserver '
-                f'--maintscript deb {script} "$@"')
+        call = (f'"$DPKG_ROOT"/opt/taskserver/bin/python3 -I -B -m taskserver.installer.cli '
+                f'--name taskserver --maintscript deb {script} "$@"')
         assert call in text, text
         subprocess.run(["shellcheck", "-s", "sh", str(path)], check=True)
     assert "rm -rf -- " in (unpacked / "DEBIAN/postrm").read_text()  # purge works without the payload
