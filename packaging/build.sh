@@ -162,6 +162,8 @@ deb_finish() {  # PACKAGE TREE TEMPLATE DEPENDS [SED-EXPRESSION...]
     local name=$1 tree=$2 template=$3 depends=$4 arch
     shift 4
     arch=$(dpkg --print-architecture)
+    # pure Python (no extension module): one package for every architecture
+    [ -n "$(find "$tree/opt" -name '*.so*' -type f -print -quit)" ] || arch=all
     sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" -e "s|@URL@|$url|" \
         -e "s/@MAINTAINER@/$packager/" -e "s/@SIZE@/$(du -sk --exclude=DEBIAN "$tree" | cut -f1)/" \
         "$@" "$template" > "$tree/DEBIAN/control"
@@ -230,19 +232,20 @@ rpm_extras() {
             "$(cat "$work/$name.license")"
         printf 'AutoReqProv: no\nRequires: taskserver = %%{version}-%%{release}\n'
         [ -z "$reqs$rpm_requires" ] || printf 'Requires: %s\n' "$reqs${rpm_requires:+ $rpm_requires}"
+        [ -n "$reqs" ] || printf 'BuildArch: noarch\n'  # pure Python: one package for every architecture
         printf '\n%%description -n taskserver-%s\n' "$name"
         printf 'This package adds an optional part of taskserver, the pip extra\ntaskserver[%s], to the' "$name"
-        printf ' installation under /opt/taskserver.\n\n%%files -n taskserver-%s\n%%license LICENSE\n' "$name"
+        printf ' installation under /opt/taskserver.\n\n%%files -n taskserver-%s\n' "$name"
+        printf '%%license LICENSE\n%%doc README.md\n'
+        # a module in one of the base's directories has its bytecode in the base's __pycache__: it is the part's
         while read -r entry; do
-            printf '/opt/taskserver/%s\n' "$entry"
             case "$entry" in
-                */*.py) printf '/opt/taskserver/%s/__pycache__/%s.cpython-%s.pyc\n' "${entry%/*}" \
-                    "$(basename "$entry" .py)" "${pyver/./}" ;;
+                */*.py) printf '/opt/taskserver/%s\n/opt/taskserver/%s/__pycache__/%s.cpython-%s.pyc\n' "$entry" \
+                    "${entry%/*}" "$(basename "$entry" .py)" "${pyver/./}" ;;
+                *) printf '/opt/taskserver/%s\n' "$entry" ;;
             esac
-        done < <(extra_entries "$name")
-        for entry in $(extra_entries "$name"); do
-            printf '%%exclude /opt/taskserver/%s\n' "$entry" >> "$work/rpm.excludes"
-        done
+        done < <(extra_entries "$name") | tee -a "$work/rpm.excludes.$name"
+        sed 's/^/%exclude /' "$work/rpm.excludes.$name" >> "$work/rpm.excludes"
     done
 }
 

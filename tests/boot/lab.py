@@ -162,20 +162,25 @@ def _tree_hash(repo: Path, paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+# the extras whose dependencies the wheel sets hold: [systemd] for the venv layers, [web] for the package
+# taskserver-web that packaging/build.sh makes from packaging/extras
+WHEEL_EXTRAS = "systemd,web"
+
+
 def _pip_wheel(src: Path, out: Path, *, deps: bool) -> None:
     argv = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(out)]
     env = {**os.environ, "PIP_NO_INPUT": "1"}
-    run([*argv, *([] if deps else ["--no-deps"]), f"{src}[systemd]"], env=env)
+    run([*argv, *([] if deps else ["--no-deps"]), f"{src}[{WHEEL_EXTRAS}]"], env=env)
 
 
 def wheels(repo: Path) -> Path:
-    """A directory with wheels of the project (as its sources are now) and every dependency, [systemd] too.
+    """A directory with wheels of the project (as its sources are now) and every dependency, WHEEL_EXTRAS too.
 
     Dependencies (pystemd builds from its sdist, ~25 s) are cached by the pyproject hash; the project wheel
     by a hash of its sources. The build runs on a copy of the tree so concurrent sessions do not share
     setuptools' build/ and egg-info directories.
     """
-    dep_key = _tree_hash(repo, [repo / "pyproject.toml"])
+    dep_key = _key(_tree_hash(repo, [repo / "pyproject.toml"]), WHEEL_EXTRAS)
     src_key = _tree_hash(repo, _source_paths(repo))
     root = CACHE / "wheels"
     dest = root / f"set-{src_key}-{dep_key}"

@@ -3,7 +3,8 @@
 piuparts copies a chroot (here: the lab's debootstrap base root, on an overlay whose apt sources name only a
 local repository), installs the package with apt, purges it, and fails on anything left behind, on broken
 symlinks and (--fail-if-inadequate) on any adequate tag, e.g. `py-file-not-bytecompiled`. Its upgrade test
-installs the previous build from that repository with apt and upgrades to the tested .deb. It runs in a
+installs the previous build from that repository with apt and upgrades to the tested .deb (on the systemd
+root: the base and its optional part taskserver-web, tested together). It runs in a
 network namespace of its own: every dependency must come from the base root or the local repository.
 Nothing boots here; the module sits with the boot tests for the lab's roots and root privileges.
 """
@@ -36,9 +37,14 @@ def piuparts_host(bootlab_host: None) -> None:
         pytest.skip(f"needs {', '.join(missing)} (Debian packages piuparts, adequate, dpkg-dev, util-linux)")
 
 
-def deb(packages: Path, version: str) -> Path:
-    (found,) = packages.glob(f"taskserver_{version}_*.deb")
+def deb(packages: Path, version: str, name: str = "taskserver") -> Path:
+    (found,) = packages.glob(f"{name}_{version}_*.deb")
     return found
+
+
+# root -> the packages piuparts tests there together: the base alone on minbase, the base with its optional
+# part taskserver-web (packaging/extras) on the systemd root
+CASES = {"base": ("taskserver",), "systemd": ("taskserver", "taskserver-web")}
 
 
 def lab_root(name: str) -> Path:
@@ -47,15 +53,20 @@ def lab_root(name: str) -> Path:
     return lab.base_root() if name == "base" else lab.variant_root(name)
 
 
-@pytest.fixture(params=["base", "systemd"])
-def root_with_local_repo(request: pytest.FixtureRequest, piuparts_host: None,
-                         packages: Path) -> Iterator[Path]:
-    """A lab root on an overlay, its apt sources replaced by a local repository of PREVIOUS."""
-    ov = lab.Overlay([lab_root(request.param)], tag="piuparts")
+@pytest.fixture(params=list(CASES))
+def case(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def root_with_local_repo(case: str, piuparts_host: None, packages: Path) -> Iterator[Path]:
+    """A lab root on an overlay, its apt sources replaced by a local repository of the PREVIOUS build."""
+    ov = lab.Overlay([lab_root(case)], tag="piuparts")
     try:
         repo = ov.root / REPO_IN_ROOT
         repo.mkdir(parents=True)
-        shutil.copy(deb(packages, PREVIOUS), repo)
+        for name in CASES[case]:
+            shutil.copy(deb(packages, PREVIOUS, name), repo)
         index = subprocess.run(["dpkg-scanpackages", ".", "/dev/null"], cwd=repo, capture_output=True,
                                text=True, check=True).stdout
         (repo / "Packages").write_text(index)
@@ -67,14 +78,14 @@ def root_with_local_repo(request: pytest.FixtureRequest, piuparts_host: None,
         ov.cleanup()
 
 
-def test_piuparts_install_purge_and_upgrade_from_previous_build(root_with_local_repo: Path,
+def test_piuparts_install_purge_and_upgrade_from_previous_build(case: str, root_with_local_repo: Path,
                                                                 packages: Path) -> None:
     with tempfile.TemporaryDirectory(dir=lab.SCRATCH, prefix="taskserver-piuparts-") as scratch:
         log = Path(scratch) / "piuparts.log"
         argv = ["unshare", "--net", "piuparts", "--existing-chroot", str(root_with_local_repo),
                 "--keep-sources-list", "--no-eatmydata", "--fail-if-inadequate", "--fail-on-broken-symlinks",
                 "--distribution", lab.SUITE, "--tmpdir", scratch, "--log-file", str(log),
-                str(deb(packages, TESTED))]
+                *(str(deb(packages, TESTED, name)) for name in CASES[case])]
         res = subprocess.run(argv, capture_output=True, text=True, env=lab.CLEAN_ENV, timeout=900,
                              check=False)
         text = log.read_text() if log.exists() else res.stdout + res.stderr
@@ -82,7 +93,8 @@ def test_piuparts_install_purge_and_upgrade_from_previous_build(root_with_local_
     assert res.returncode == 0 and failures == [], "\n".join(failures) or text[-4000:]
     for passed in ("PASS: Installation and purging test.", "PASS: Installation, upgrade and purging tests."):
         assert passed in text, f"piuparts did not run: {passed}\n{text[-4000:]}"
-    assert f"Unpacking taskserver ({PREVIOUS})" in text  # the upgrade started from the previous build
+    for name in CASES[case]:  # the upgrade started from the previous build
+        assert f"Unpacking {name} ({PREVIOUS})" in text and f"Unpacking {name} ({TESTED})" in text
     assert "Running adequate" in text and "No broken symlinks as far as we can find." in text
 
 

@@ -47,9 +47,16 @@ def rpm_file(built: Path) -> Path:
     return found
 
 
+def every(built: Path, suffix: str) -> list[str]:
+    """The base package and its optional parts' packages (packaging/extras: taskserver-web)."""
+    found = sorted(str(p) for p in built.glob(f"taskserver*{suffix}"))
+    assert any("taskserver-web" in f for f in found), found
+    return found
+
+
 def test_lintian_reports_no_errors_and_no_warnings(built: Path) -> None:
-    res = subprocess.run(["lintian", "--fail-on", "error,warning", str(deb(built))], capture_output=True,
-                         text=True, check=False)
+    res = subprocess.run(["lintian", "--fail-on", "error,warning", *every(built, ".deb")],
+                         capture_output=True, text=True, check=False)
     tags = [line for line in res.stdout.splitlines() if line[:2] in ("E:", "W:")]
     assert res.returncode == 0 and tags == [], res.stdout + res.stderr
 
@@ -149,6 +156,20 @@ def test_rpm_scriptlets_pass_rpms_count(built: Path) -> None:
     assert "/opt/taskserver/bin/taskserver-install" in files and "/opt" not in files
 
 
+def test_web_part_is_a_package_of_its_own_on_exactly_its_base(built: Path) -> None:
+    (web,) = built.glob(f"taskserver-web_{VERSION}_all.deb")  # pure Python: one package for every arch
+
+    def fields(pkg: Path, *names: str) -> list[str]:
+        return [subprocess.run(["dpkg-deb", "-f", str(pkg), n], capture_output=True, text=True,
+                               check=True).stdout.strip() for n in names]
+
+    assert fields(web, "Depends") == [f"taskserver (= {VERSION})"]
+    listing = subprocess.run(["dpkg-deb", "-c", str(web)], capture_output=True, text=True, check=True).stdout
+    assert "/site-packages/starlette/" in listing and "/site-packages/taskserver/" not in listing
+    assert "starlette" not in subprocess.run(["dpkg-deb", "-c", str(deb(built))], capture_output=True,
+                                             text=True, check=True).stdout
+
+
 def test_rpm_dependencies_name_what_the_payload_links_to(built: Path) -> None:
     pkg = str(rpm_file(built))
     requires = subprocess.run(["rpm", "-qp", "--requires", pkg], capture_output=True, text=True,
@@ -172,16 +193,15 @@ def _rpmlint(*argv: str) -> list[str]:
 
 
 def test_rpmlint_reports_nothing_with_the_justified_filters(built: Path) -> None:
-    pkg = str(rpm_file(built))
-    res = subprocess.run(["rpmlint", "-c", str(RPMLINT_CONFIG), pkg], capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(["rpmlint", "-c", str(RPMLINT_CONFIG), *every(built, ".rpm")], capture_output=True,
+                         text=True, check=False)
     assert res.returncode == 0 and "0 errors, 0 warnings" in res.stdout, res.stdout + res.stderr
 
 
 def test_every_rpmlint_filter_is_needed_and_commented(built: Path) -> None:
     """Each filter matches something rpmlint really reports without it, and a comment says why."""
     config = tomllib.loads(RPMLINT_CONFIG.read_text())
-    unfiltered = _rpmlint(str(rpm_file(built)))
+    unfiltered = _rpmlint(*every(built, ".rpm"))
     for pattern in config["Filters"]:
         assert any(re.search(pattern, line) for line in unfiltered), f"unused filter {pattern!r}"
     lines = RPMLINT_CONFIG.read_text().splitlines()
