@@ -9,6 +9,7 @@ APT_PACKAGES=(
     shellcheck dash                 # checkers for the rendered SysV scripts
     libsystemd-dev pkg-config       # build pystemd
     lintian rpm dpkg-dev fakeroot   # build and check the .deb and .rpm packages
+    piuparts adequate rpmlint       # Debian's package tester (with adequate) and RPM's linter on them
     python3-venv python3-dev binutils  # packaging/build.sh builds the payload venv with /usr/bin/python3
     zstd                            # cache of the built boot roots
     procps                          # ps/pgrep for system tests
