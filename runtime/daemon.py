@@ -521,7 +521,11 @@ class Daemon:
         self.executor.output_tail = new.server.output_tail
         fresh = [t for t in new.tenants if t.login is not None and t.name not in self.stores]
         for tenant in fresh:
-            self._open_store(tenant, now)
+            try:
+                self._open_store(tenant, now)
+            except StoreError as exc:  # refused (corrupt, another daemon's): the tenants served go on
+                log.error("reload: tenant %s is not served: %s (%s)", tenant.name, exc.message, exc.hint)
+                continue
             self._plan_tenant(tenant, now)
         for tenant, job in change.added:
             if tenant not in fresh:
