@@ -64,6 +64,7 @@ class Stores(Mapping[str, Store]):
             raise
         self._open[tenant.name] = store
         self._watch(store)
+        self.next_beat = max(self.next_beat, now + LEASE_TTL / 3)  # attach wrote a fresh lease
         return store
 
     def me(self, now: float) -> Instance:
