@@ -7,6 +7,7 @@ the expectation; the walker turns that into a ``ConfigError`` at the value's pos
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from . import config_values as v
+from . import yaml_fast
 from .config_values import CALL, NAME, NAME_HINT, USER
 from .errors import UserError
 from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
@@ -267,6 +269,9 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
 
 def load_yaml(text: str, file: str) -> Any:
     """Round-trip YAML tree of ``text`` (keeps positions); syntax errors become ConfigInvalid."""
+    if yaml_fast.available(text):  # the same tree, built by the C parser (runtime/yaml_fast.py)
+        with contextlib.suppress(MarkedYAMLError):  # the pure loader below words the error
+            return yaml_fast.load(text)
     try:
         return YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
