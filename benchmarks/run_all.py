@@ -5,14 +5,14 @@
     .venv/bin/python benchmarks/run_all.py --json     # the figures as JSON: {workload: {system: {...}}}
     .venv/bin/python benchmarks/run_all.py --docs     # also rewrite docs/performance.md and its picture
 
-Peers (the `bench` extra): APScheduler 3 with its in-memory job store (persists nothing) and with its
-SQLAlchemy job store on SQLite (what a user who wants durability picks), and Huey with its SQLite storage for
-one-off throughput and enqueue rate.  Every system gets 4 workers (taskserver's default max_parallel) and
-/bin/true in a child process as the job.  Figures are printed, never asserted: they depend on the machine
-and on what else runs on it, so the table starts with the machine's own floor (interpreter start-up, raw
-spawn rate of /bin/true) and its load average before and after.  Each workload runs in its own process
-(ts_side.py, aps_side.py, huey_side.py); the idle measurements of taskserver and APScheduler run at the same
-time, everything else one after the other.
+Peers (the `bench` extra; the picture needs `bench-plot`): APScheduler 3 with its in-memory job store
+(persists nothing) and with its SQLAlchemy job store on SQLite (what a user who wants durability picks),
+and Huey with its SQLite storage for one-off throughput and enqueue rate.  Every system gets 4 workers
+(taskserver's default max_parallel) and /bin/true in a child process as the job.  Figures are printed,
+never asserted: they depend on the machine and on what else runs on it, so the table starts with the
+machine's own floor (interpreter start-up, raw spawn rate of /bin/true) and its load average before and
+after.  Each workload runs in its own process (ts_side.py, aps_side.py, huey_side.py); the idle
+measurements of taskserver and APScheduler run at the same time, everything else one after the other.
 """
 
 from __future__ import annotations
@@ -59,6 +59,15 @@ def run(system: str, *args: object) -> dict[str, Any]:
     if system == HUEY:
         return side("huey_side.py", *args)
     return side("aps_side.py", "memory" if system == APS_MEM else "sqlite", *args)
+
+
+def compile_package() -> None:
+    """Byte-compile taskserver as an install does: with PYTHONDONTWRITEBYTECODE set (as in some CI and
+    development shells) every command would compile its modules from source at each start."""
+    import compileall
+
+    for folder in ("runtime", "installer"):
+        compileall.compile_dir(HERE.parent / folder, quiet=1)
 
 
 def floor() -> dict[str, float]:
@@ -260,6 +269,7 @@ def main() -> int:
     ap.add_argument("--docs", action="store_true", help="rewrite docs/performance.md's table and picture")
     opts = ap.parse_args()
 
+    compile_package()
     load_before = os.getloadavg()
     base = floor()
     res = measure(opts)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Loc:
     """Where a value stands in the config file (1-based line and column)."""
 
@@ -37,14 +37,14 @@ class State(StrEnum):
     ERR = "ERR"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cron:
     """A 5-field cron expression or an @-alias (already validated)."""
 
     expr: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Every:
     """A fixed interval, in seconds."""
 
@@ -54,7 +54,7 @@ class Every:
 Trigger = Cron | Every
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """Runs may start only on ``days`` (0 = Monday) between ``start`` and ``end`` local time.
 
@@ -66,13 +66,13 @@ class Window:
     end: time
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Retry:
     count: int = 0
     backoff: float = 60.0  # seconds before the first retry; doubled for each further retry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobDef:
     name: str
     tenant: str
@@ -91,14 +91,14 @@ class JobDef:
     loc: Loc | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreDef:
     kind: str = "sqlite"  # "sqlite" | "postgresql"
     path: Path | None = None  # sqlite file; None: <state_dir>/<tenant>.sqlite
     dsn: str | None = None  # postgresql
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TenantDef:
     name: str
     login: str | None  # None: this tenant runs nothing, and `status` says so
@@ -112,7 +112,7 @@ class TenantDef:
     disabled_login: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     run_as: str | None = None  # user or user:group
     debug: bool = False
@@ -126,7 +126,7 @@ class ServerSettings:
     output_tail: int = 4096  # bytes of stdout/stderr kept per run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path  # the file read, or the file that would be read (see ``exists``)
     exists: bool  # False: the embedded default was used
