@@ -6,6 +6,7 @@ file:line:column; everything after loading (schedule, executor, daemon) reads on
 
 from __future__ import annotations
 
+import copyreg
 from dataclasses import dataclass, field
 from datetime import time
 from enum import StrEnum
@@ -135,3 +136,14 @@ class Config:
 
     def tenant(self, name: str) -> TenantDef | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+
+def _by_fields(value: object) -> tuple[type, tuple[object, ...]]:
+    """Pickle a config value as a constructor call: the daemon gets its ``Config`` pickled from the process
+    that parsed it (runtime/isolate.py), and the generic state restore of slotted dataclasses looks up
+    every field's metadata once per object, a second for 10,000 jobs."""
+    return type(value), tuple(getattr(value, name) for name in value.__slots__)  # type: ignore[attr-defined]
+
+
+for _kind in (Loc, Cron, Every, Window, Retry, JobDef, StoreDef, TenantDef, ServerSettings, Config):
+    copyreg.pickle(_kind, _by_fields)
