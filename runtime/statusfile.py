@@ -17,6 +17,7 @@ read a mix of the old and new text; the first line is written first and a state 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from .store import Run
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+@functools.lru_cache(maxsize=256)  # asked three times per run: the path arithmetic cost more than the write
 def status_dir(state_dir: Path, tenant: str) -> Path:
     return state_dir / "status" / _SAFE.sub("_", tenant)
 
