@@ -7,6 +7,7 @@ file:line:column; everything after loading (schedule, executor, daemon) reads on
 from __future__ import annotations
 
 import copyreg
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
 from enum import StrEnum
@@ -138,11 +139,19 @@ class Config:
         return next((t for t in self.tenants if t.name == name), None)
 
 
-def _by_fields(value: object) -> tuple[type, tuple[object, ...]]:
-    """Pickle a config value as a constructor call: the daemon gets its ``Config`` pickled from the process
+def _rebuild(kind: type, values: tuple[object, ...]) -> object:
+    value: object = object.__new__(kind)
+    for name, item in zip(kind.__slots__, values, strict=True):  # type: ignore[attr-defined]
+        object.__setattr__(value, name, item)  # frozen: set as dataclasses' own __init__ does
+    return value
+
+
+def _by_fields(value: object) -> tuple[Callable[..., object], tuple[type, tuple[object, ...]]]:
+    """Pickle a config value as its field values: the daemon gets its ``Config`` pickled from the process
     that parsed it (runtime/isolate.py), and the generic state restore of slotted dataclasses looks up
-    every field's metadata once per object, a second for 10,000 jobs."""
-    return type(value), tuple(getattr(value, name) for name in value.__slots__)  # type: ignore[attr-defined]
+    every field's metadata once per object, a second for 10,000 jobs.  Every field is restored, also one
+    a class may declare with init=False."""
+    return _rebuild, (type(value), tuple(getattr(value, name) for name in value.__slots__))  # type: ignore[attr-defined]
 
 
 for _kind in (Loc, Cron, Every, Window, Retry, JobDef, StoreDef, TenantDef, ServerSettings, Config):
