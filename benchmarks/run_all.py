@@ -1,12 +1,18 @@
-"""Run every taskserver benchmark next to APScheduler 3 on the same workloads and print one table.
+"""Run every taskserver benchmark next to its peers on the same workloads and print one table.
 
-    .venv/bin/python benchmarks/run_all.py            # about 4 minutes (60 s idle window)
-    .venv/bin/python benchmarks/run_all.py --quick    # about 2 minutes (20 s idle window, scaled to /min)
+    .venv/bin/python benchmarks/run_all.py            # about 15 minutes (60 s idle window, 100,000-job start)
+    .venv/bin/python benchmarks/run_all.py --quick    # a few minutes (20 s idle window, smaller scaling runs)
+    .venv/bin/python benchmarks/run_all.py --json     # the figures as JSON: {workload: {system: {...}}}
+    .venv/bin/python benchmarks/run_all.py --docs     # also rewrite docs/performance.md and its picture
 
-Figures are printed, never asserted: they depend on the machine and on what else runs on it, so the table
-starts with the machine's own floor (interpreter start-up, raw spawn rate of /bin/true) and load average.
-Each workload runs in its own process (benchmarks/ts_side.py, benchmarks/aps_side.py); the idle
-measurements of both run at the same time, everything else one after the other.
+Peers (the `bench` extra; the picture needs `bench-plot`): APScheduler 3 with its in-memory job store
+(persists nothing) and with its SQLAlchemy job store on SQLite (what a user who wants durability picks),
+and Huey with its SQLite storage for one-off throughput and enqueue rate.  Every system gets 4 workers
+(taskserver's default max_parallel) and /bin/true in a child process as the job.  Figures are printed,
+never asserted: they depend on the machine and on what else runs on it, so the table starts with the
+machine's own floor (interpreter start-up, raw spawn rate of /bin/true) and its load average before and
+after.  Each workload runs in its own process (ts_side.py, aps_side.py, huey_side.py); the idle
+measurements of taskserver and APScheduler run at the same time, everything else one after the other.
 """
 
 from __future__ import annotations
@@ -24,23 +30,44 @@ from typing import Any
 from common import percentile
 
 HERE = Path(__file__).resolve().parent
+DOCS = HERE.parent / "docs"
 PY = sys.executable
+WORKERS = 4
 STAGGER_STEP = 0.010  # 1,000 jobs due 10 ms apart: 10 s of schedule
 # First due time, seconds after start-up: every job fires every FIRST_DUE + i*STEP seconds, so its second run
 # (from 2*FIRST_DUE on) must come after the last first run (FIRST_DUE + 1000*STEP), or the second half of
 # the staggered window would carry twice the load the benchmark claims.
 FIRST_DUE = 12.0
+TS, APS_MEM, APS_SQL, HUEY = "taskserver", "apscheduler3-memory", "apscheduler3-sqlite", "huey-sqlite"
+SYSTEMS = (TS, APS_MEM, APS_SQL, HUEY)
+Results = dict[str, dict[str, dict[str, Any]]]
 
 
 def side(script: str, *args: object) -> dict[str, Any]:
-    out = subprocess.run(
-        [PY, str(HERE / script), *map(str, args)], cwd=HERE, capture_output=True, text=True, check=False
-    )
+    out = subprocess.run([PY, str(HERE / script), *map(str, args)], cwd=HERE, capture_output=True, text=True,
+                         check=False)
     if out.returncode != 0:
-        return {
-            "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
-        }
+        lines = out.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit {out.returncode}"}
     return dict(json.loads(out.stdout))
+
+
+def run(system: str, *args: object) -> dict[str, Any]:
+    """One workload on one system, in a process of its own."""
+    if system == TS:
+        return side("ts_side.py", *args)
+    if system == HUEY:
+        return side("huey_side.py", *args)
+    return side("aps_side.py", "memory" if system == APS_MEM else "sqlite", *args)
+
+
+def compile_package() -> None:
+    """Byte-compile taskserver as an install does: with PYTHONDONTWRITEBYTECODE set (as in some CI and
+    development shells) every command would compile its modules from source at each start."""
+    import compileall
+
+    for folder in ("runtime", "installer"):
+        compileall.compile_dir(HERE.parent / folder, quiet=1)
 
 
 def floor() -> dict[str, float]:
@@ -52,13 +79,53 @@ def floor() -> dict[str, float]:
     t = time.perf_counter()
     running, done, n = 0, 0, 1000
     while done < n:
-        while running < 4 and done + running < n:
+        while running < WORKERS and done + running < n:
             os.posix_spawn("/bin/true", ["/bin/true"], os.environ)
             running += 1
         os.waitpid(-1, 0)
         running -= 1
         done += 1
     return {"python_start": percentile(sorted(walls), 50), "spawn_per_s": n / (time.perf_counter() - t)}
+
+
+def measure(opts: argparse.Namespace) -> Results:
+    n, quick = opts.jobs, opts.quick
+    window = 20.0 if quick else 60.0
+    res: Results = {}
+
+    def note(text: str) -> None:
+        if not opts.json:
+            print(f"  ... {text}", file=sys.stderr, flush=True)
+
+    note("idle (taskserver and APScheduler at the same time)")
+    with ThreadPoolExecutor(2) as pool:  # both idle at the same time: neither disturbs the other
+        ts_f = pool.submit(run, TS, "idle", opts.idle_jobs, window)
+        time.sleep(1)
+        aps_f = pool.submit(run, APS_MEM, "idle", opts.idle_jobs, window)
+        res["idle"] = {TS: ts_f.result(), APS_MEM: aps_f.result()}
+    res["status"] = {TS: run(TS, "status")}
+    note("staggered lateness")
+    res["stagger"] = {s: run(s, "lateness", n, FIRST_DUE, STAGGER_STEP) for s in (TS, APS_MEM, APS_SQL)}
+    note("burst lateness")
+    res["burst"] = {s: run(s, "lateness", n, FIRST_DUE, 0) for s in (TS, APS_MEM, APS_SQL)}
+    note("one-off throughput")
+    res["throughput"] = {s: run(s, "throughput", opts.runs) for s in SYSTEMS}
+    note("enqueue")
+    res["enqueue"] = {TS: run(TS, "enqueue", 10000), HUEY: run(HUEY, "enqueue", 10000 if not quick else 2000)}
+    note("scaling: burst at 100, 1,000, 10,000 jobs")
+    for size in (100, 1000, 10000):
+        base = FIRST_DUE if size <= 1000 else 30.0  # 10,000 runs must drain before the second round
+        peers = (TS, APS_MEM) if size > 1000 else (TS, APS_MEM, APS_SQL)  # 10,000 SQLite adds: minutes
+        if size == n:
+            res[f"burst_{size}"] = res["burst"]  # the same workload: measured once
+            continue
+        res[f"burst_{size}"] = {s: run(s, "lateness", size, base, 0) for s in peers}
+    note("start-up until READY")
+    for size in (1000, 10000) if quick else (1000, 10000, 100000):
+        res[f"startup_{size}"] = {TS: run(TS, "startup", size), APS_SQL: run(APS_SQL, "startup", size)}
+    note("catch-up after 30 days down")
+    res["catchup"] = {TS: run(TS, "catchup", opts.idle_jobs, 30)}
+    return res
 
 
 def ms(x: object) -> str:
@@ -69,112 +136,165 @@ def mb(x: object) -> str:
     return f"{float(x) / 1e6:.1f} MB" if isinstance(x, int | float) else "-"
 
 
+def rate(x: object) -> str:
+    return f"{float(x):,.0f}/s" if isinstance(x, int | float) else "-"
+
+
+def secs(x: object) -> str:
+    return f"{float(x):.2f} s" if isinstance(x, int | float) else "-"
+
+
+def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> list[list[str]]:
+    """Rows: benchmark, target, then one cell per system."""
+    n, idle_n = opts.jobs, opts.idle_jobs
+
+    def cells(workload: str, key: str, fmt: Any) -> list[str]:
+        got = res.get(workload, {})
+        return [fmt(got[s].get(key)) if s in got else "" for s in SYSTEMS]
+
+    ts_rate = res["throughput"][TS].get("per_s")
+    floor_pct = f"{ts_rate / base['spawn_per_s'] * 100:.0f} % of raw spawn" if ts_rate else "-"
+    rows = [
+        [f"lateness p50, {n} jobs {STAGGER_STEP * 1000:.0f} ms apart", "", *cells("stagger", "p50", ms)],
+        [f"lateness p99, {n} jobs {STAGGER_STEP * 1000:.0f} ms apart", "<= 10 ms",
+         *cells("stagger", "p99", ms)],
+        [f"lateness p50, {n} jobs due at once", "", *cells("burst", "p50", ms)],
+        [f"lateness p99, {n} jobs due at once", "", *cells("burst", "p99", ms)],
+        [f"one-off /bin/true runs per second ({opts.runs})", ">= 80 % raw",
+         *cells("throughput", "per_s", rate)],
+        ["  taskserver as a share of the machine's raw spawn rate", "", floor_pct, "", "", ""],
+        ["enqueue, client batch of 10,000 (huey: one call each)", ">= 5,000/s",
+         rate(res["enqueue"][TS].get("many_per_s")), "", "", rate(res["enqueue"][HUEY].get("per_s"))],
+        ["  same (1,000), with a status file per task", "", rate(res["enqueue"][TS].get("many_files_per_s")),
+         "", "", ""],
+        ["  client, one call (one transaction) per task", "", rate(res["enqueue"][TS].get("single_per_s")),
+         "", "", ""],
+        ["`taskserver jobs enqueue` wall p50", "<= 60 ms", ms(res["enqueue"][TS].get("cli_p50")), "", "", ""],
+        [f"idle CPU per minute, {idle_n} jobs", "<= 0.05 s",
+         *cells("idle", "cpu_per_min", lambda x: f"{x:.4f} s" if isinstance(x, float) else "-")],
+        [f"RSS with {idle_n} jobs", "<= 35 MB", *cells("idle", "rss", mb)],
+        ["`taskserver status` wall p50, 1 job", "<= 50 ms", ms(res["status"][TS].get("status_p50")),
+         "", "", ""],
+        [f"`taskserver status` wall p50, {idle_n} jobs", "<= 50 ms", ms(res["idle"][TS].get("status_p50")),
+         "", "", ""],
+        [f"catch-up after 30 days down, {idle_n} jobs (CPU)", "<= 0.5 s",
+         secs(res["catchup"][TS].get("cpu_s")), "", "", ""],
+    ]
+    for size in (100, 1000, 10000):
+        key = f"burst_{size}"
+        rows.append([f"scaling: burst of {size:,} jobs, lateness p99", "", *cells(key, "p99", ms)])
+        rows.append([f"scaling: burst of {size:,} jobs, runs per second", "", *cells(key, "per_s", rate)])
+    for size in (1000, 10000, 100000):
+        if f"startup_{size}" in res:
+            target = "<= 1 s" if size == 10000 else ""
+            got = cells(f"startup_{size}", "startup_s", secs)
+            rows.append([f"start-up until READY, {size:,} jobs", target, *got])
+    return rows
+
+
+def render_text(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [["benchmark", "target", *SYSTEMS], *rows]) for i in range(6)]
+    lines = []
+    for r in [["benchmark", "target", *SYSTEMS], *rows]:
+        lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[list[str]]) -> str:
+    head = ["benchmark", "target", *SYSTEMS]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(c.strip() for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def picture(res: Results, path: Path) -> bool:
+    """Lateness distributions (empirical CDFs) of every system, staggered and burst (False: no matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, workload, title in ((axes[0], "stagger", "1,000 jobs 10 ms apart"),
+                                (axes[1], "burst", "1,000 jobs due at once")):
+        for system, got in res.get(workload, {}).items():
+            values = sorted(got.get("values") or [])
+            if values:
+                ax.plot([v * 1000 for v in values], [(i + 1) / len(values) for i in range(len(values))],
+                        label=system)
+        ax.set_xscale("log")
+        ax.set_xlabel("lateness (start - due), ms, log scale")
+        ax.set_ylabel("share of runs")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def machine(load_before: tuple[float, ...], load_after: tuple[float, ...], base: dict[str, float]) -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return (f"{os.cpu_count()} CPUs ({model}), load average {' '.join(f'{x:.2f}' for x in load_before)} "
+            f"before and {' '.join(f'{x:.2f}' for x in load_after)} after; python start-up "
+            f"{ms(base['python_start'])}; raw posix_spawn+wait of /bin/true ({WORKERS} at a time): "
+            f"{base['spawn_per_s']:,.0f}/s")
+
+
+def write_docs(text_rows: str, about: str, has_png: bool) -> None:
+    doc = DOCS / "performance.md"
+    old = doc.read_text() if doc.exists() else ""
+    marker_a, marker_b = "<!-- measured: begin -->", "<!-- measured: end -->"
+    how = "benchmarks/run_all.py" + (" --quick" if "--quick" in sys.argv else "")
+    block = (f"{marker_a}\nMeasured with `{how}` "
+             f"on {time.strftime('%Y-%m-%d', time.gmtime())}: {about}.\n\n{text_rows}\n\n"
+             + ("![lateness distributions](performance-lateness.png)\n" if has_png else "") + marker_b)
+    if marker_a in old and marker_b in old:
+        doc.write_text(old[: old.index(marker_a)] + block + old[old.index(marker_b) + len(marker_b):])
+    else:
+        doc.write_text(old + ("\n" if old else "") + block + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="20 s idle window instead of 60 s")
+    ap.add_argument("--quick", action="store_true", help="20 s idle window, no 100,000-job start-up")
     ap.add_argument("--jobs", type=int, default=1000, help="jobs in the lateness runs (default 1000)")
     ap.add_argument("--idle-jobs", type=int, default=10000, help="jobs scheduled when idle (default 10000)")
     ap.add_argument("--runs", type=int, default=2000, help="one-off /bin/true runs (default 2000)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    ap.add_argument("--docs", action="store_true", help="rewrite docs/performance.md's table and picture")
     opts = ap.parse_args()
-    window = 20.0 if opts.quick else 60.0
-    n = opts.jobs
 
+    compile_package()
+    load_before = os.getloadavg()
     base = floor()
-    load = os.getloadavg()
-    print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-        f"python start-up {ms(base['python_start'])}; raw posix_spawn+wait of /bin/true (4 at a time): "
-        f"{base['spawn_per_s']:.0f}/s",
-        flush=True,
-    )
-
-    with ThreadPoolExecutor(2) as pool:  # both idle at the same time: neither disturbs the other
-        ts_idle_f = pool.submit(side, "ts_side.py", "idle", opts.idle_jobs, window)
-        time.sleep(1)
-        aps_idle_f = pool.submit(side, "aps_side.py", "idle", opts.idle_jobs, window)
-        ts_idle, aps_idle = ts_idle_f.result(), aps_idle_f.result()
-    ts_status = side("ts_side.py", "status")
-    stag = [side(s, "lateness", n, FIRST_DUE, STAGGER_STEP) for s in ("ts_side.py", "aps_side.py")]
-    burst = [side(s, "lateness", n, FIRST_DUE, 0) for s in ("ts_side.py", "aps_side.py")]
-    thr = [side(s, "throughput", opts.runs) for s in ("ts_side.py", "aps_side.py")]
-
-    rows: list[tuple[str, str, str, str]] = [
-        (
-            f"lateness p50, {n} jobs {STAGGER_STEP * 1000:.0f} ms apart",
-            "",
-            ms(stag[0].get("p50")),
-            ms(stag[1].get("p50")),
-        ),
-        (
-            f"lateness p99, {n} jobs {STAGGER_STEP * 1000:.0f} ms apart",
-            "<= 10 ms",
-            ms(stag[0].get("p99")),
-            ms(stag[1].get("p99")),
-        ),
-        (
-            "  same, seen by the job (p50 / p99)",
-            "",
-            f"{ms(stag[0].get('child_p50'))} / {ms(stag[0].get('child_p99'))}",
-            "",
-        ),
-        (f"lateness p50, {n} jobs due at once", "", ms(burst[0].get("p50")), ms(burst[1].get("p50"))),
-        (f"lateness p99, {n} jobs due at once", "", ms(burst[0].get("p99")), ms(burst[1].get("p99"))),
-        (
-            f"idle CPU per minute, {opts.idle_jobs} jobs ({window:.0f} s window)",
-            "<= 0.05 s",
-            f"{ts_idle.get('cpu_per_min', 0):.4f} s",
-            f"{aps_idle.get('cpu_per_min', 0):.4f} s",
-        ),
-        (f"RSS with {opts.idle_jobs} jobs", "<= 40 MB", mb(ts_idle.get("rss")), mb(aps_idle.get("rss"))),
-        ("  peak RSS (VmHWM / ru_maxrss)", "", mb(ts_idle.get("hwm")), mb(aps_idle.get("maxrss"))),
-        (f"start-up until READY, {opts.idle_jobs} jobs", "", f"{ts_idle.get('startup_s', 0):.1f} s", ""),
-        (
-            f"one-off /bin/true runs per second ({opts.runs})",
-            ">= 500/s",
-            f"{thr[0].get('per_s', 0):.0f}/s",
-            f"{thr[1].get('per_s', 0):.0f}/s",
-        ),
-        (
-            f"  scheduled runs per second while {n} due at once drain",
-            "",
-            f"{burst[0].get('per_s') or 0:.0f}/s ({burst[0].get('n')} runs)",
-            "",
-        ),
-        ("`taskserver status` wall p50, 1 job", "<= 100 ms", ms(ts_status.get("status_p50")), "n/a"),
-        ("  same, CPU p50", "", ms(ts_status.get("status_cpu_p50")), ""),
-        (
-            f"`taskserver status` wall p50, {opts.idle_jobs} jobs",
-            "<= 100 ms",
-            ms(ts_idle.get("status_p50")),
-            "n/a",
-        ),
-    ]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'benchmark':<{width}}  {'target':>10}  {'taskserver':>16}  {'APScheduler 3':>14}")
-    for name, target, ts, aps in rows:
-        print(f"{name:<{width}}  {target:>10}  {ts:>16}  {aps:>14}")
-    errors = {
-        k: v["error"]
-        for k, v in {
-            "ts idle": ts_idle,
-            "aps idle": aps_idle,
-            "ts status": ts_status,
-            "ts stagger": stag[0],
-            "aps stagger": stag[1],
-            "ts burst": burst[0],
-            "aps burst": burst[1],
-            "ts runs": thr[0],
-            "aps runs": thr[1],
-        }.items()
-        if "error" in v
-    }
-    for k, v in errors.items():
-        print(f"error in {k}: {v}")
-    print(
-        f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-        "lateness = start - due (taskserver: the daemon's own start record; the job's view is /bin/date's "
-        "clock minus due); both use 4 parallel workers"
-    )
+    res = measure(opts)
+    load_after = os.getloadavg()
+    has_png = picture(res, DOCS / "performance-lateness.png") if opts.docs else False
+    rows = table(res, opts, base)
+    about = machine(load_before, load_after, base)
+    if opts.json:
+        res["machine"] = {"floor": {**base}, "cpus": {"count": os.cpu_count() or 0},
+                          "load": {"before": list(load_before), "after": list(load_after)}}
+        for systems in res.values():  # the distributions are for the picture, not the JSON
+            for got in systems.values():
+                got.pop("values", None)
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"machine: {about}\n")
+        print(render_text(rows))
+        for workload, systems in res.items():
+            for system, got in systems.items():
+                if "error" in got:
+                    print(f"error in {workload} / {system}: {got['error']}")
+        print("\nlateness = start - due (taskserver: the daemon's own start record, committed before the "
+              "process starts); every system runs /bin/true with 4 workers")
+    if opts.docs:
+        write_docs(render_markdown(rows), about, has_png)
     return 0
 
 

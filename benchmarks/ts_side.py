@@ -57,6 +57,7 @@ class Server:
         """Start `taskserver run ARGV` and wait for READY=1 (through a notify socket); returns that time."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         path = str(self.base / "notify.sock")
+        Path(path).unlink(missing_ok=True)  # a second start of the same server
         sock.bind(path)
         sock.settimeout(120)
         log = open(self.base / "daemon.log", "wb")  # noqa: SIM115 - lives as long as the daemon
@@ -101,13 +102,18 @@ def _date_job(name: str, trigger: str) -> str:
 
 
 def lateness(n: int, base: float, step: float) -> dict[str, Any]:
-    """Job i every (base + i*step) s: first due at start + base + i*step; lateness of each first run."""
+    """Job i every (base + i*step) s: first due at start + base + i*step; lateness of each first run.
+    The daemon is stopped once every job's first run ended (or after a generous limit)."""
     srv = Server()
     try:
         srv.write_config([_date_job(f"j{i}", f"every: {base + i * step:.3f}") for i in range(n)])
-        # due all at once: leave time for the whole queue to drain (the limit stops new starts)
-        srv.start("--time-limit", str(base + n * step + (3 if step else 3 + n / 50)))
-        srv.wait()
+        srv.start()
+        deadline = time.time() + base + n * step + 60 + n / 50
+        while time.time() < deadline:
+            time.sleep(0.25)
+            if srv.rows("SELECT COUNT(DISTINCT job) FROM runs WHERE state IN ('OK', 'ERR')")[0][0] >= n:
+                break
+        srv.stop()
         first = srv.rows(
             "SELECT r.due, r.started, r.output, r.finished FROM runs r JOIN "
             "(SELECT job, MIN(due) AS due FROM runs WHERE state='OK' GROUP BY job) f "
@@ -128,6 +134,7 @@ def lateness(n: int, base: float, step: float) -> dict[str, Any]:
         "child_p50": percentile(child, 50),
         "child_p99": percentile(child, 99),
         "per_s": len(first) / span if span else None,
+        "values": daemon,
     }
 
 
@@ -198,15 +205,16 @@ def throughput(n: int) -> dict[str, Any]:
     srv = Server()
     try:
         srv.write_config([])
-        srv.state.mkdir(parents=True, exist_ok=True)
-        # the daemon creates the schema at start; make it now so the tasks can be queued before
-        from taskserver.runtime.sqlite_store import SqliteStore
+        # queued before the daemon starts, through the store as `jobs enqueue` writes it; no queue, so
+        # they may run side by side (the client API takes only named queues)
+        from taskserver.runtime import config, store
 
-        store = SqliteStore(srv.state / "bench.sqlite")
-        now = time.time()
-        for _ in range(n):
-            store.add("", queue=None, argv=["/bin/true"], now=now)
-        store.close()
+        tenant = config.load(srv.config).tenants[0]
+        st = store.open_store(tenant, srv.state, verify=True)
+        with st.batch():
+            for _ in range(n):
+                st.add("", queue=None, argv=["/bin/true"], now=time.time())
+        st.close()
         srv.start()
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -220,6 +228,80 @@ def throughput(n: int) -> dict[str, Any]:
     return {"n": ok, "per_s": ok / (last - first)}
 
 
+def enqueue(n: int) -> dict[str, Any]:
+    """The CLI's wall time against an idle daemon, then tasks/s through the client API: n / 10 single calls
+    (a transaction and a wake-up each), one batch of n, and a batch of n / 10 with status files."""
+    from taskserver.runtime.client import Client
+
+    srv = Server()
+    try:
+        srv.write_config([])
+        srv.start()
+        walls = []
+        for _ in range(15):
+            t = time.perf_counter()
+            subprocess.run([TASKSERVER, "-c", str(srv.config), "jobs", "enqueue", "--queue", "cli", "--",
+                            "/bin/true"], env=srv.env(), capture_output=True, check=True)
+            walls.append(time.perf_counter() - t)
+        with Client(srv.config) as client:
+            client.enqueue(["/bin/true"])  # the store is opened and checked once, on the first call
+            t = time.perf_counter()
+            for i in range(n // 10):
+                client.enqueue(["/bin/true", str(i)], queue="single")
+            single = n // 10 / (time.perf_counter() - t)
+            t = time.perf_counter()
+            client.enqueue_many([["/bin/true", str(i)] for i in range(n)], queue="bulk")
+            many = n / (time.perf_counter() - t)
+            t = time.perf_counter()
+            client.enqueue_many([["/bin/true", str(i)] for i in range(n // 10)], queue="bulk2",
+                                status_files=True)
+            many_files = n // 10 / (time.perf_counter() - t)
+    finally:
+        srv.cleanup()
+    return {"many_per_s": many, "many_files_per_s": many_files, "single_per_s": single,
+            "cli_p50": percentile(sorted(walls), 50)}
+
+
+def startup(n: int) -> dict[str, Any]:
+    """Seconds from `taskserver run` until READY with n daily jobs; the second start (store made) counts."""
+    srv = Server()
+    try:
+        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} 3 * * *"') for i in range(n)])
+        srv.start()
+        srv.stop()
+        t0 = time.time()
+        ready = srv.start()
+        assert srv.proc is not None
+        rss = rss_bytes(srv.proc.pid)
+    finally:
+        srv.cleanup()
+    return {"startup_s": ready - t0, "rss": rss}
+
+
+def catch_up(n: int, days: float) -> dict[str, Any]:
+    """CPU the daemon spends from start to READY with n jobs whose last due time is ``days`` ago (the
+    store is edited to say so), minus a start with nothing to catch up."""
+    srv = Server()
+    try:
+        srv.write_config([_date_job(f"j{i}", f'cron: "*/{5 + i % 10} * * * *"') for i in range(n)])
+        srv.start()
+        srv.stop()
+        srv.start()
+        assert srv.proc is not None
+        base = cpu_ns_precise(srv.proc.pid)
+        srv.stop()
+        db = sqlite3.connect(srv.state / "bench.sqlite")
+        db.execute("UPDATE jobs SET last_due = last_due - ?", (days * 86400,))
+        db.commit()
+        db.close()
+        srv.start()
+        assert srv.proc is not None
+        cpu = cpu_ns_precise(srv.proc.pid)
+    finally:
+        srv.cleanup()
+    return {"cpu_s": cpu - base, "plain_start_cpu_s": base}
+
+
 def main(argv: list[str]) -> int:
     work = argv[0]
     if work == "lateness":
@@ -228,6 +310,12 @@ def main(argv: list[str]) -> int:
         result = idle(int(argv[1]), float(argv[2]))
     elif work == "throughput":
         result = throughput(int(argv[1]))
+    elif work == "enqueue":
+        result = enqueue(int(argv[1]))
+    elif work == "startup":
+        result = startup(int(argv[1]))
+    elif work == "catchup":
+        result = catch_up(int(argv[1]), float(argv[2]))
     elif work == "status":
         result = status_small()
     else:

@@ -59,7 +59,9 @@ class _Parser(argparse.ArgumentParser):
         super().error(one_line(message))
 
 
-def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
+def build_parser(only_control: bool = False, only_jobs: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``only_control``/``only_jobs``: just the group about to run (a `jobs enqueue`
+    in a loop of an application's shell script must not load the config editor and the web side)."""
     parser = _Parser(
         prog=PROG,
         description="Run scheduled and queued jobs for one or more tenants, as a daemon or in the foreground",
@@ -83,17 +85,24 @@ def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
                parser.add_subparsers(title="commands", dest="command", metavar="COMMAND"))
     control.register(sub)
     if not only_control:
-        from . import cli_config, cli_jobs, cli_web  # noqa: PLC0415 - see CONTROL_COMMANDS
+        from . import cli_jobs  # noqa: PLC0415 - see CONTROL_COMMANDS
 
-        cli_config.register(sub)
+        if not only_jobs:
+            from . import cli_config  # noqa: PLC0415
+
+            cli_config.register(sub)
         cli_jobs.register(sub)
-        cli_web.register(sub)
+        if not only_jobs:
+            from . import cli_web  # noqa: PLC0415
+
+            cli_web.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = _hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
-    parser = build_parser(only_control=_command_word(words) in CONTROL_COMMANDS)
+    word = _command_word(words)
+    parser = build_parser(only_control=word in CONTROL_COMMANDS, only_jobs=word == "jobs")
     args = parser.parse_args(words)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)

@@ -62,6 +62,7 @@ class Runs:
         self.unsaved: list[tuple[str, int, int, int | None, str | None]] = []
         self.saving: list[tuple[str, int, int, int | None, str | None]] = []
         self.save_by: float | None = None  # when the daemon must wake to write them at the latest
+        self.boot = liveness.boot_id()  # read once: a process outlives no boot
 
     def __len__(self) -> int:
         return len(self.active) + len(self.claimed)  # a claimed run takes its slot before it is spawned
@@ -123,17 +124,16 @@ class Runs:
         under load that is the transaction recording other ends, not a commit of its own.  Until then a
         restarted daemon finds them by their environment (runtime/liveness.py)."""
         claimed, self.claimed = self.claimed, []
-        boot = liveness.boot_id()
         for act, run, argv, timeout in claimed:
             pid = self._spawn(act, run, argv, timeout, run.started or time.time())
-            if pid:
-                self.unsaved.append((act.tenant, act.run_id, pid, liveness.start_time(pid), boot))
+            if pid:  # its start time is read when it is written (see record_pids)
+                self.unsaved.append((act.tenant, act.run_id, pid, None, self.boot))
         if self.unsaved and self.save_by is None:
             self.save_by = time.time() + PID_DELAY
 
     def record_pids(self) -> None:
         """Inside the daemon's transaction: the processes of the runs launched since the last one."""
-        self.saving, self.unsaved, self.save_by = self.unsaved, [], None
+        self.saving, self.unsaved, self.save_by = [_timed(u, self.active) for u in self.unsaved], [], None
         for tenant, run_id, pid, start, boot in self.saving:
             self.store(tenant).started(run_id, pid=pid, proc_start=start, boot_id=boot)
 
@@ -263,3 +263,16 @@ class Runs:
                 statusfile.update(config.tenant_dir(tenant), tenant, run)
         except (OSError, UserError) as exc:
             log.warning("status file of run %d: %s", run.id, exc)
+
+
+def _timed(unsaved: tuple[str, int, int, int | None, str | None],
+           active: dict[int, Active]) -> tuple[str, int, int, int | None, str | None]:
+    """The process's start time (the pid reuse guard), read when it is written instead of right after the
+    spawn: reading /proc/PID/stat waits while the child is still in exec, a millisecond per run under load.
+    Only a child not reaped yet is read: its pid cannot have been reused.  A reaped one keeps None, which
+    liveness.same_process never takes for a live process (its end is recorded anyway)."""
+    tenant, run_id, pid, start, boot = unsaved
+    if start is None and pid in active:
+        start = liveness.start_time(pid)
+    return tenant, run_id, pid, start, boot
+

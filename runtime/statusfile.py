@@ -21,6 +21,7 @@ Every value is one line: a value with a control character in it is written as a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from .store import Run
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+@functools.lru_cache(maxsize=256)  # asked three times per run: the path arithmetic cost more than the write
 def status_dir(state_dir: Path, tenant: str) -> Path:
     return state_dir / "status" / _SAFE.sub("_", tenant)
 

@@ -1,0 +1,75 @@
+"""The Huey side: its SQLite storage, a consumer with 4 worker threads (taskserver's max_parallel), the task
+``/bin/true`` in a child process, as taskserver runs it.
+
+Usage: python benchmarks/huey_side.py WORKLOAD [ARGS...]; prints one JSON object on stdout.
+- ``enqueue N``: N tasks put into the SQLite storage one call each (Huey has no batch form); tasks/s.
+- ``throughput N``: N tasks queued first, then the consumer started; completed per second from the first
+  start to the last end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from huey import SqliteHuey
+
+WORKERS = 4
+TMP = Path(tempfile.mkdtemp(prefix="huey-bench-"))
+HUEY = SqliteHuey(filename=str(TMP / "huey.sqlite"), results=False)
+SPANS: list[tuple[float, float]] = []
+LOCK = threading.Lock()
+
+
+@HUEY.task()
+def true_task() -> None:
+    started = time.time()
+    subprocess.run(["/bin/true"], check=False)
+    with LOCK:
+        SPANS.append((started, time.time()))
+
+
+def enqueue(n: int) -> dict[str, Any]:
+    t = time.perf_counter()
+    for _ in range(n):
+        true_task()
+    took = time.perf_counter() - t
+    return {"n": n, "per_s": n / took}
+
+
+def throughput(n: int) -> dict[str, Any]:
+    for _ in range(n):
+        true_task()
+    consumer = HUEY.create_consumer(workers=WORKERS, worker_type="thread", periodic=False, initial_delay=0.01,
+                                    max_delay=0.1)
+    consumer.start()
+    deadline = time.time() + 300
+    while len(SPANS) < n and time.time() < deadline:
+        time.sleep(0.05)
+    consumer.stop(graceful=True)
+    return {"n": len(SPANS), "per_s": len(SPANS) / (max(e for _, e in SPANS) - min(s for s, _ in SPANS))}
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if argv[0] == "enqueue":
+            result = enqueue(int(argv[1]))
+        elif argv[0] == "throughput":
+            result = throughput(int(argv[1]))
+        else:
+            raise SystemExit(f"unknown workload {argv[0]}")
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
