@@ -91,7 +91,7 @@ def test_wait_returns_the_end_and_get_reads_the_store(cfg: Path) -> None:
     ([["/bin/true"], "/bin/true"], "default", "command 1: the command is not a list of text"),
     ([["/bin/echo", "a\0b"]], "default", "command 0: argument 1 of the command holds a NUL"),
     ([["/bin/true", 7]], "default", "not a list of text"),
-    ([["/bin/true", "x" * 200_000]], "default", "longer than"),
+    ([["/bin/true", "x" * 200_000]], "default", "bytes long"),
     ([["/bin/true"]], "bad queue", "'bad queue' is not a queue name"),
     ([["/bin/true"]], "", "'' is not a queue name"),
 ])
