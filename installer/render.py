@@ -11,7 +11,8 @@ taskserver.service.j2). No value reaches a boot file without going through the f
   an optional prefix goes inside the quotes (``-`` = ignore a missing path), where systemd reads it.
 - ``sd_value``: one raw value (Description=, WorkingDirectory=, EnvironmentFile=): ``%`` doubled; refuses a
   trailing backslash (it would continue the line) and leading/trailing whitespace (the parser strips it).
-- ``sh``: POSIX sh single-quoting (SysV scripts, upstart ``exec``).
+- ``sh``: POSIX sh single-quoting (SysV scripts, upstart ``exec``, runit ``run``).
+- ``sh_eval``: sh-quoted twice, for OpenRC's variables that openrc-run passes through ``eval``.
 - ``cron``: sh quoting, then ``%`` escaped as ``\\%`` (cron turns a bare ``%`` into a newline).
 - ``upstart``: one stanza argument in double quotes with ``\\`` and ``"`` escaped.
 """
@@ -85,6 +86,14 @@ def sh_words(words: Iterable[object]) -> str:
     return " ".join(sh(w) for w in words)
 
 
+def sh_eval(value: object) -> str:
+    """A value that a shell assignment stores and a later ``eval`` parses back into the same word(s)
+    (openrc-run evals command, command_args, command_user...): a list becomes several words."""
+    if isinstance(value, (list, tuple)):
+        return sh(sh_words(value))
+    return sh(sh(value))
+
+
 def cron(words: Iterable[object]) -> str:
     return " ".join(sh(w).replace("%", "\\%") for w in words)
 
@@ -99,6 +108,7 @@ FILTERS: dict[str, Any] = {
     "sd_value": sd_value,
     "sh": sh,
     "sh_words": sh_words,
+    "sh_eval": sh_eval,
     "cron": cron,
     "upstart": upstart,
 }

@@ -33,6 +33,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # libpam-systemd gives lingering users a user manager; cron is there for the cron backend.
     "systemd": ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "cron"),
     "sysv": ("sysvinit-core", "sysv-rc", "insserv", "initscripts", "cron"),
+    # Debian's OpenRC runs under sysvinit's PID 1 (openrc conflicts with sysv-rc, so it replaces it).
+    "openrc": ("sysvinit-core", "openrc"),
+    "runit": ("runit-init",),
 }
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CLEAN_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive"}

@@ -1,0 +1,163 @@
+"""runit: a service directory /etc/sv/NAME (``run`` execs the foreground daemon, through ``chpst -u`` for
+``--run-as``; ``log/run`` keeps its output with svlogd), enabled by linking it into the distribution's
+service directory (/etc/service on Debian, /var/service on Void, /run/runit/service on Artix), where
+runsvdir starts a ``runsv`` for it within five seconds; controlled with ``sv``. Uninstall takes the link
+away, waits until runsv let go of the directory, and removes what runsv wrote there (supervise/)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...runtime.errors import UserError
+from .. import detect, proc
+from ..render import render
+from ..spec import ServiceSpec
+from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd
+
+if TYPE_CHECKING:
+    from ..detect import Facts
+
+SERVICE_DIRS = ("etc/service", "var/service", "run/runit/service", "service")
+SV_DIRS = ("etc/sv", "etc/runit/sv")
+SCAN_SECONDS = 15.0  # runsvdir rescans every 5 s; runsv answers once it opened supervise/
+STOP_WAIT = "95"  # seconds `sv` waits for a stop: the daemon's stop_timeout plus its own cleanup
+
+
+class Runit(Backend):
+    name = "runit"
+    detect_order = 40
+    registrars = ("ln",)
+    caps = Capabilities(supervision=True)
+
+    @classmethod
+    def running(cls, facts: Facts) -> Found:
+        if facts.comm in ("runit", "runit-init"):
+            facts.ev.append("PID 1 is runit")
+            return cls.name, "ln"
+        return None
+
+    @classmethod
+    def installed(cls, facts: Facts) -> bool:
+        if detect.which(facts.root, "runit-init"):
+            facts.ev.append("runit is installed as the init (runit-init present)")
+            return True
+        return False
+
+    # --- where things are -----------------------------------------------------------------------------
+    def sv_dir(self, spec: ServiceSpec) -> Path:
+        base = next((d for d in SV_DIRS if spec.target(Path("/") / d).is_dir()), SV_DIRS[0])
+        return Path("/") / base / spec.name
+
+    def link(self, spec: ServiceSpec) -> Path:
+        base = next((d for d in SERVICE_DIRS if spec.target(Path("/") / d).is_dir()), None)
+        if base is None:
+            raise UserError(
+                f"no runit service directory in {spec.root} (looked for /{', /'.join(SERVICE_DIRS)})",
+                hint="is runit installed there? (Debian: apt-get install runit-init)",
+            )
+        return Path("/") / base / spec.name
+
+    def runtime_dir(self, spec: ServiceSpec) -> Path | None:
+        return Path("/run") / spec.name  # made by the boot file for the daemon's pid file
+
+    def logs(self, spec: ServiceSpec) -> list[Path]:
+        return [Path("/var/log") / spec.name]
+
+    def files(self, spec: ServiceSpec) -> list[FileSpec]:
+        group = (spec.run_as.group or spec.run_as.user) if spec.run_as else ""
+        argv = [spec.executable, "-c", spec.config, "run"]
+        run = render(spec, "runit/run.j2", exec_start=argv, group=group)
+        log = render(spec, "runit/log-run.j2", log_dir=self.logs(spec)[0])
+        d = self.sv_dir(spec)
+        return [FileSpec(d / "run", run, 0o755), FileSpec(d / "log" / "run", log, 0o755)]
+
+    # --- steps ------------------------------------------------------------------------------------------
+    def reload(self, spec: ServiceSpec) -> list[Action]:
+        return []  # runsv runs ./run afresh at every start
+
+    def _sv(self, spec: ServiceSpec, *args: str, check: bool = True) -> Action:
+        return cmd(["sv", "-w", STOP_WAIT, *args, str(self.link(spec))], check=check)
+
+    def _link(self, spec: ServiceSpec) -> None:
+        link = spec.target(self.link(spec))
+        if not link.is_symlink():
+            os.symlink(self.sv_dir(spec), link)  # absolute: the target system's path
+
+    def enable(self, spec: ServiceSpec) -> list[Action]:
+        link = self.link(spec)
+        return [Action(f"ln -s {self.sv_dir(spec)} {link}", lambda: self._link(spec))]
+
+    def disable(self, spec: ServiceSpec) -> list[Action]:
+        link = spec.target(self.link(spec))
+        return [Action(f"rm {self.link(spec)}", lambda: link.unlink(missing_ok=True))]
+
+    def plan_uninstall(self, spec: ServiceSpec, manifest: dict[str, Any]) -> Plan:
+        """Stop, take the link away, then wait for runsv to exit and remove what it wrote (supervise/)."""
+        plan = super().plan_uninstall(spec, manifest)
+        let_go = Action(
+            f"wait until runsv let go of {self.sv_dir(spec)}, then remove its supervise/ directories",
+            lambda: self._release(spec),
+        )
+        return Plan(backend=self.name, start=plan.start, enable=(*plan.enable, let_go))
+
+    def _supervised(self, spec: ServiceSpec) -> bool:
+        """runsv holds supervise/ok open for reading while it runs; `sv status` fails once it is gone."""
+        if not self.live:
+            return False
+        res = proc.run(["sv", "status", str(self.sv_dir(spec))], check=False, timeout=10)
+        return res.ok
+
+    def _release(self, spec: ServiceSpec) -> None:
+        deadline = time.monotonic() + SCAN_SECONDS
+        while self._supervised(spec):
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"runsv still supervises {self.sv_dir(spec)} {SCAN_SECONDS:.0f}s after its link went",
+                    hint="is runsvdir running? stop it with: sv force-stop " + str(self.sv_dir(spec)),
+                )
+            time.sleep(0.25)
+        for sub in ("supervise", "log/supervise"):
+            path = spec.target(self.sv_dir(spec) / sub)
+            if path.is_symlink():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+
+    def _wait_supervised(self, spec: ServiceSpec) -> None:
+        deadline = time.monotonic() + SCAN_SECONDS
+        while not self._supervised(spec):
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"runsvdir did not pick up {self.link(spec)} within {SCAN_SECONDS:.0f}s",
+                    hint="is runsvdir running on that service directory?",
+                )
+            time.sleep(0.25)
+        self._sv(spec, "up").run()
+
+    def start(self, spec: ServiceSpec) -> list[Action]:
+        if not self.live:
+            return []
+        what = f"sv up {self.link(spec)}  (once runsvdir picked up the link)"
+        return [Action(what, lambda: self._wait_supervised(spec))]
+
+    def stop(self, spec: ServiceSpec) -> list[Action]:
+        return [self._sv(spec, "force-stop", check=False)] if self.live else []
+
+    def restart(self, spec: ServiceSpec) -> list[Action]:
+        return [self._sv(spec, "force-restart")] if self.live else []
+
+    # --- queries ------------------------------------------------------------------------------------
+    def is_enabled(self, spec: ServiceSpec) -> bool:
+        return spec.target(self.link(spec)).is_symlink()
+
+    def is_active(self, spec: ServiceSpec) -> bool | None:
+        if not self.live:
+            return None
+        if not self.is_enabled(spec):
+            return False
+        res = proc.run(["sv", "status", str(self.link(spec))], check=False, timeout=10)
+        return res.ok and res.stdout.startswith("run:")
