@@ -107,7 +107,7 @@ class Container:
 
     @property
     def init(self) -> str:
-        """"systemd" or "init" (sysvinit): the name of PID 1 inside."""
+        """"systemd", "init" (sysvinit, also under OpenRC) or "runit": the name of PID 1 inside."""
         return Path(f"/proc/{self.leader}/comm").read_text().strip()
 
     def wait_ready(self, timeout: float = 120, file: str | None = None) -> str:
@@ -123,12 +123,19 @@ class Container:
             if result not in ("running", "degraded"):
                 raise LabError(f"{self.name}: system state {result!r}\n"
                                + self.sh(["systemctl", "--failed", "--no-legend"], check=False).stdout)
+        elif self.init == "runit":
+            # stage 2 ends in runsvdir, which then starts every linked service
+            wait_until(self._runit_booted, timeout, f"{self.name} to reach runit's stage 2")
+            result = "runsvdir"
         else:
             wait_until(self._sysv_booted, timeout, f"{self.name} to finish its runlevel scripts")
             result = self.sh(["runlevel"]).stdout.strip()
         if file is not None:
             wait_until(lambda: self.exists(file), timeout, f"{file} inside {self.name}")
         return result
+
+    def _runit_booted(self) -> bool:
+        return self.sh(["pgrep", "-x", "runsvdir"], check=False).returncode == 0
 
     def _sysv_booted(self) -> bool:
         # init records the new runlevel before it runs "/etc/init.d/rc N"; done when rc is gone too.
