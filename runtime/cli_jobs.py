@@ -124,15 +124,12 @@ def _as_daemon_user(cfg: Config) -> Iterator[None]:
 
 
 def _wake(cfg: Config) -> bool:
-    """SIGUSR1 to a running daemon so it picks up new QUE runs at once."""
-    pid = control.read_pid(cfg.path)
-    if pid is None:
-        return False
+    """SIGUSR1 to a running daemon so it picks up new QUE runs at once (only to a verified daemon)."""
     try:
-        os.kill(pid, signal.SIGUSR1)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        return control.signal_daemon(cfg.path, signal.SIGUSR1) is not None
+    except UserError as exc:  # the task is stored either way; it waits for the daemon's next wake-up
+        print(f"taskserver: warning: not waking the daemon: {exc.message}", file=sys.stderr)
+        return True
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:

@@ -170,7 +170,9 @@ def load(path: Path | None = None, *, check_owner: bool = True) -> Config:
     config = parse_text(text, p)
     if check_owner:
         check_file_safety(p, st, config.server.run_as)
-    return config
+    from .config_env import read_files  # noqa: PLC0415 - only a file that exists names env files
+
+    return read_files(config, st.st_uid)
 
 
 EXAMPLE_CONFIG = """\

@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from . import config_env
 from . import config_values as v
 from .config_values import CALL, NAME, NAME_HINT, USER
 from .errors import UserError
@@ -58,9 +59,9 @@ SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "keep_err": v.duration,
     "output_tail": v.size,
 }
-TENANT_KEYS = ("login", "enabled", "store", "timezone", "jobs")
+TENANT_KEYS = ("login", "enabled", "store", "timezone", "jobs", *config_env.ENV_KEYS)
 JOB_KEYS = ("cron", "every", "command", "shell", "call", "timeout", "window", "catch_up", "max_late",
-            "retries", "queue", "enabled", "timezone")
+            "retries", "queue", "enabled", "timezone", *config_env.ENV_KEYS)
 STORE_KINDS = ("sqlite", "postgresql")
 
 
@@ -231,7 +232,7 @@ def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> Jo
         catch_up=catch_up or CatchUp.LATEST, max_late=w.value(node, "max_late", v.duration, where),
         retry=_retry(w, node, where), queue=w.value(node, "queue", v.pattern(NAME, "a queue name"), where),
         enabled=enabled if enabled is not None else True, timezone=w.value(node, "timezone", v.zone, where),
-        loc=loc,
+        loc=loc, env=config_env.parse(w, node, where),
     )
 
 
@@ -262,6 +263,7 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
     return TenantDef(
         name=name, login=login if enabled else None, store=_store(w, node, where, state_dir), timezone=tz,
         jobs=_jobs(w, name, node, tz), enabled=enabled, disabled_login=None if enabled else login, loc=loc,
+        env=config_env.parse(w, node, where),
     )
 
 

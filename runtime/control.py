@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from . import config, logs, privs
 from .errors import UserError
 from .notify import Notifier
-from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
+from .pidfile import AlreadyRunning, Daemon, PidFile, clear_stale, pidfile_path, probe, read_pid
+from .pidplace import home_place, open_dir
 
 if TYPE_CHECKING:
     from .model import Config
 
-__all__ = ["pidfile_path_for", "read_pid", "register"]
+__all__ = ["pidfile_path_for", "read_pid", "register", "signal_daemon"]
 
 log = logging.getLogger(__name__)
 EXIT_NOT_RUNNING_STATUS = 3
@@ -165,7 +166,7 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
     try:
         pidfile = PidFile.acquire(cfg.path)
     except AlreadyRunning as exc:
-        _tell(pipe, f"running {exc.pid or 0}\n")
+        _tell(pipe, f"running {exc.pid}\n")
         return 0
     except UserError as exc:
         _tell(pipe, f"err {exc.exit_code}\n{exc.message}\n{exc.hint or ''}\n")
@@ -189,7 +190,7 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
 
 
 def _log_path(cfg: Config) -> Path:
-    return cfg.server.state_dir / (pidfile_path(cfg.path).stem + ".log")
+    return cfg.server.state_dir / (config.instance_name(cfg.path) + ".log")
 
 
 def _detach(cfg: Config) -> None:
@@ -223,7 +224,7 @@ def _await_startup(fd: int, cfg: Config) -> int:
     if head == ["ok"]:
         print(f"taskserver started (pid {read_pid(cfg.path)})")
         return 0
-    if head[:1] == ["running"]:
+    if head[:1] == ["running"] and len(head) == 2 and head[1].isdigit() and int(head[1]) > 0:
         print(f"taskserver already running (pid {head[1]})")
         return 0
     if head[:1] == ["err"]:
@@ -248,48 +249,66 @@ def _wait_gone(path: Path, timeout: float) -> bool:
     return True
 
 
-def _signal(pid: int, sig: signal.Signals) -> bool:
-    """False when the process is already gone."""
+def signal_daemon(path: Path, sig: signal.Signals) -> int | None:
+    """Send ``sig`` to this config's daemon after verifying it (see ``pidfile.Daemon``); its pid, or None
+    when no daemon runs."""
+    daemon = Daemon.find(path)
+    if daemon is None:
+        return None
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        raise UserError(
-            f"not allowed to signal pid {pid}", hint="run as root or as the daemon's user", exit_code=4
-        ) from None
-    return True
+        return daemon.pid if daemon.signal(sig) else None
+    finally:
+        daemon.close()
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     path = _config_path(args)
     state = probe(path)
-    if not state.running or state.pid is None:
+    daemon = Daemon.verify(path, state) if state.running and state.pid else None
+    if daemon is None:
         note = " (removed a stale pid file)" if state.stale and clear_stale(path) else ""
         print(f"taskserver not running{note}")
         return 0
-    pid = state.pid
-    info = state.info()  # the running daemon's own stop_timeout, without parsing the config
-    timeout = float(info["stop_timeout"]) if info else _load(args).server.stop_timeout
-    if _signal(pid, signal.SIGTERM) and not _wait_gone(path, timeout):
-        log.warning("pid %d did not stop within %gs: killing it", pid, timeout)
-        _signal(pid, signal.SIGKILL)
-        if not _wait_gone(path, 5.0):
-            hint = "look at it with ps; is it stuck in D state?"
-            raise UserError(f"pid {pid} survived SIGKILL", hint=hint, exit_code=1)
-        clear_stale(path)
-    print(f"taskserver stopped (pid {pid})")
+    try:
+        _stop(path, daemon, state.info())
+    finally:
+        daemon.close()
+    print(f"taskserver stopped (pid {daemon.pid})")
     return 0
 
 
+def _stop(path: Path, daemon: Daemon, info: dict[str, Any] | None) -> None:
+    """TERM, wait, KILL: both through the same pinned process, so a reused pid is never hit."""
+    # the running daemon's own stop_timeout, without parsing the config
+    timeout = float(info["stop_timeout"]) if info else _load_path(path).server.stop_timeout
+    if daemon.signal(signal.SIGTERM) and not _wait_gone(path, timeout):
+        log.warning("pid %d did not stop within %gs: killing it", daemon.pid, timeout)
+        daemon.signal(signal.SIGKILL)
+        if not _wait_gone(path, 5.0):
+            hint = "look at it with ps; is it stuck in D state?"
+            raise UserError(f"pid {daemon.pid} survived SIGKILL", hint=hint, exit_code=1)
+        clear_stale(path)
+
+
 def cmd_restart(args: argparse.Namespace) -> int:
+    # everything start checks before it forks, first: a restart that could not start leaves it running
+    cfg = _load(args)
+    _preflight(cfg)
+    _check_pid_place()
     code = cmd_stop(args)
     return code if code else cmd_start(args)
 
 
+def _check_pid_place() -> None:
+    """The directory a new daemon would lock its pid file in is usable (created if need be, and safe)."""
+    fd = open_dir(home_place(os.geteuid()), create=True)
+    if fd is not None:
+        os.close(fd)
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
-    pid = read_pid(_config_path(args))
-    if pid is None or not _signal(pid, signal.SIGHUP):
+    pid = signal_daemon(_config_path(args), signal.SIGHUP)
+    if pid is None:
         print("taskserver not running")
         return EXIT_NOT_RUNNING_RELOAD
     print(f"taskserver reloading (pid {pid})")
@@ -341,8 +360,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 _START_MORE = """\
 The daemon detaches (double fork, new session, stdin from /dev/null) and appends its output to
 <state_dir>/<instance>.log. start returns once the daemon holds its pid file and is ready, or prints why it
-failed (exit non-zero). Pid file: $RUNTIME_DIRECTORY, else /run/taskserver (root) or
-$XDG_RUNTIME_DIR/taskserver; named taskserver.pid for the default config, else after the config path."""
+failed (exit non-zero). Pid file: /run/taskserver (root); for another user /run/taskserver/u<UID> when root
+made it, else /tmp/taskserver-<UID>; never taken from the environment. Named taskserver.pid for the default
+config, else after the config path."""
 _STOP_MORE = """\
 Sends TERM, waits task_server.stop_timeout (default 30s) for running jobs, then KILL."""
 _STATUS_MORE = """\

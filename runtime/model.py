@@ -73,6 +73,17 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class EnvDef:
+    """What a tenant or a job adds to the clean environment of its runs (see runtime/jobenv.py)."""
+
+    environment: tuple[tuple[str, str], ...] = ()  # environment: NAME: value
+    env_file: Path | None = None  # env_file: read when the config is loaded, into file_vars
+    file_vars: tuple[tuple[str, str], ...] = ()
+    inherit: tuple[str, ...] = ()  # inherit_env: names passed through from the daemon's own environment
+    loc: Loc | None = None  # where env_file: is written
+
+
+@dataclass(frozen=True)
 class JobDef:
     name: str
     tenant: str
@@ -89,6 +100,7 @@ class JobDef:
     enabled: bool = True
     timezone: str | None = None  # None: the tenant's
     loc: Loc | None = None
+    env: EnvDef = field(default_factory=EnvDef)
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class TenantDef:
     # runs nothing for this tenant; the login written in the file is kept in ``disabled_login``
     enabled: bool = True
     disabled_login: str | None = None
+    env: EnvDef = field(default_factory=EnvDef)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ tasks, the job's file for scheduled runs).  The daemon decides what to start and
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import statusfile
+from . import jobenv, statusfile
 from .executor import Executor, Outcome, job_argv
 from .model import Config, JobDef, State
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store
@@ -86,10 +87,11 @@ class Runs:
         config = self.config()
         tenant = config.tenant(act.tenant)
         status = statusfile.path_of(config.server.state_dir, act.tenant, run)
-        env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
+        own = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
                "TASKSERVER_CONFIG": str(config.path.absolute())}
+        env = jobenv.build(jobenv.RunUser.of_uid(os.geteuid()), tenant, act.jobdef, own)
         self.write_status(act.tenant, run)
         try:
             child = self.executor.spawn(act, argv, env, timeout, now)

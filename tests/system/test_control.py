@@ -141,20 +141,17 @@ def test_two_configs_are_two_servers(box: Sandbox) -> None:
     assert box.ts(b, "status").returncode == 0
 
 
-def test_unsafe_pid_directory_is_refused(box: Sandbox, tmp_path: Path) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes root's (private, see runns.py) pid directory")
+def test_unsafe_pid_directory_is_refused(box: Sandbox) -> None:
     cfg = box.base / "a.yaml"
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    res = box.ts(cfg, "start", env={"RUNTIME_DIRECTORY": str(shared)})
-    assert res.returncode == 2
-    assert "unsafe pid file directory" in res.stderr and "hint:" in res.stderr
-
-    link = tmp_path / "link"
-    link.symlink_to(box.run_dir)
-    res = box.ts(cfg, "start", env={"RUNTIME_DIRECTORY": str(link)})
-    assert res.returncode == 2
-    assert "symlink" in res.stderr
+    box.run_dir.chmod(0o777)
+    try:
+        res = box.ts(cfg, "start")
+        assert res.returncode == 2
+        assert "unsafe pid file directory" in res.stderr and "hint:" in res.stderr
+        assert box.ts(cfg, "status").returncode == 2  # nothing found there is believed
+    finally:
+        box.run_dir.chmod(0o755)
     assert box.ts(cfg, "status").returncode == 3
 
 
