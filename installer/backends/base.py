@@ -143,15 +143,10 @@ class Backend(ABC):
         """Log files or directories this boot file makes the init system write (purged with --purge)."""
         return []
 
-    def runtime_dir(self, spec: ServiceSpec) -> Path | None:
-        """A runtime directory that belongs to this service alone (RuntimeDirectory=NAME), if any."""
-        return None
-
     def data_paths(self, spec: ServiceSpec) -> list[tuple[Path, str]]:
         """What the service writes besides its boot files (kept by uninstall, removed by --purge)."""
-        out = [(self.state_dir(spec), "state"), *((p, "log") for p in self.logs(spec))]
-        run = self.runtime_dir(spec)
-        return [*out, (run, "runtime")] if run is not None else out
+        # the pid file's place (/run/taskserver...) is shared with other servers and is a tmpfs: not listed
+        return [(self.state_dir(spec), "state"), *((p, "log") for p in self.logs(spec))]
 
     def preset(self, spec: ServiceSpec) -> list[Action]:
         """Enable or not as the init system's presets say (``caps.presets``)."""

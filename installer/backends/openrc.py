@@ -46,9 +46,6 @@ class OpenRC(Backend):
     def link(self, spec: ServiceSpec) -> Path:
         return Path("/etc/runlevels") / RUNLEVEL / spec.name
 
-    def runtime_dir(self, spec: ServiceSpec) -> Path | None:
-        return Path("/run") / spec.name  # made by the boot file for the daemon's pid file
-
     def logs(self, spec: ServiceSpec) -> list[Path]:
         return [Path("/var/log") / f"{spec.name}.log"]
 

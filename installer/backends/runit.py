@@ -61,9 +61,6 @@ class Runit(Backend):
             )
         return Path("/") / base / spec.name
 
-    def runtime_dir(self, spec: ServiceSpec) -> Path | None:
-        return Path("/run") / spec.name  # made by the boot file for the daemon's pid file
-
     def logs(self, spec: ServiceSpec) -> list[Path]:
         return [Path("/var/log") / spec.name]
 

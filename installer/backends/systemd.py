@@ -67,9 +67,6 @@ class Systemd(Backend):
             return instance_dir(spec.home / ".local" / "state" / "taskserver", spec)
         return Path("/var/lib") / spec.name
 
-    def runtime_dir(self, spec: ServiceSpec) -> Path | None:
-        return None if spec.user_scope else Path("/run") / spec.name  # RuntimeDirectory=NAME
-
     def preset(self, spec: ServiceSpec) -> list[Action]:
         return [self._ctl(spec, "preset", self.unit_name(spec))]
 

@@ -307,9 +307,9 @@ def test_openrc_variables_eval_back_to_the_exact_argv(tmp_path: Path, specs: dic
 
 
 def test_runit_run_script_execs_the_exact_argv(tmp_path: Path, specs: dict[str, ServiceSpec]) -> None:
-    """The `run` script, run for real: the daemon gets our argv and the state/runtime dirs in its env."""
+    """The `run` script, run for real: the daemon gets our argv and its state dir in its env."""
     probe = tmp_path / "argv probe %x $y"
-    probe.write_text('#!/bin/sh\nprintf "%s\\n" "$@" "$STATE_DIRECTORY" "$RUNTIME_DIRECTORY"\n')
+    probe.write_text('#!/bin/sh\nprintf "%s\\n" "$@" "$STATE_DIRECTORY"\n')
     probe.chmod(0o755)
     spec = replace(specs["defaults"], executable=probe)
     run_file, log_file = get("runit")(live=False).files(spec)
@@ -317,7 +317,7 @@ def test_runit_run_script_execs_the_exact_argv(tmp_path: Path, specs: dict[str, 
     script.write_text(run_file.content)
     res = run("sh", script, env={"PATH": "/usr/bin:/bin"})
     argv = ["-c", str(spec.config), "run"]
-    assert res.stdout.splitlines() == [*argv, "/var/lib/taskserver", "/run/taskserver"]
+    assert res.stdout.splitlines() == [*argv, "/var/lib/taskserver"]
     assert log_file.path == run_file.path.parent / "log" / "run"
 
 
