@@ -350,7 +350,8 @@ def uninstall(
     if not dry_run:
         _purge(spec, [k for k in found if purge and k.purge], out)
         mf.remove(spec)
-        mf.remove_empty_dirs(spec, list(old.get("dirs", [])))
+        # the manifest dir is this tool's alone: gone with the last manifest, whichever install made it
+        mf.remove_empty_dirs(spec, [*old.get("dirs", []), str(mf.manifest_dir(spec))])
     _run(backend.after_remove(spec), out, dry_run)
     kept = [k for k in found if not (purge and k.purge)]
     out.kept = [f"{k.path} ({k.what})" for k in kept]

@@ -11,6 +11,7 @@ Every path is removed without following a symlink in any of its components: a st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -76,6 +77,11 @@ def remove(spec: ServiceSpec, kept: Kept) -> str:
         return f"purged {kept.path} ({kept.what}; other services' state under it kept)"
     else:
         shutil.rmtree(target)  # rmtree does not follow symlinks inside the tree
+    if kept.what == "state" and target.parent.name == "taskserver":
+        # a config other than the default keeps its state in a subdir of the shared base: the base goes
+        # too once no other service's state is left in it
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()
     return f"purged {kept.path} ({kept.what})"
 
 

@@ -102,7 +102,8 @@ class Backend(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        # only this package's modules are init systems; a Backend written elsewhere (a test's) is not listed
+        if cls.name and cls.__module__.rpartition(".")[0] == __name__.rpartition(".")[0]:
             Backend.registry[cls.name] = cls
 
     def __init__(self, *, live: bool, registrar: str | None = None) -> None:
