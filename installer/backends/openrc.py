@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...runtime.errors import UserError
 from .. import detect
 from ..render import render, sh
 from ..spec import ServiceSpec
@@ -67,8 +68,12 @@ class OpenRC(Backend):
 
     def _link(self, spec: ServiceSpec) -> None:
         link = spec.target(self.link(spec))
+        if not link.parent.is_dir():
+            raise UserError(
+                f"no OpenRC runlevel {RUNLEVEL!r} in {spec.root} ({self.link(spec).parent} is missing)",
+                hint="is OpenRC installed there? (Debian: apt-get install openrc)",
+            )
         if not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(self.script(spec), link)  # absolute, as rc-update makes it
 
     def enable(self, spec: ServiceSpec) -> list[Action]:

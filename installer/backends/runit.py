@@ -42,8 +42,11 @@ class Runit(Backend):
 
     @classmethod
     def installed(cls, facts: Facts) -> bool:
-        if detect.which(facts.root, "runit-init"):
-            facts.ev.append("runit is installed as the init (runit-init present)")
+        """runit is the init at the next boot: /sbin/init leads to runit-init (Debian keeps it in
+        /lib/runit). The runit package alone is also a supervisor under systemd or SysV: not enough."""
+        init = resolve_in(facts.root, Path("/sbin/init"))
+        if init.name == "runit-init" or detect.which(facts.root, "runit-init"):
+            facts.ev.append(f"runit is installed as the init (/sbin/init leads to {init})")
             return True
         return False
 
@@ -53,13 +56,25 @@ class Runit(Backend):
         return Path("/") / base / spec.name
 
     def link(self, spec: ServiceSpec) -> Path:
-        base = next((d for d in SERVICE_DIRS if spec.target(Path("/") / d).is_dir()), None)
-        if base is None:
-            raise UserError(
-                f"no runit service directory in {spec.root} (looked for /{', /'.join(SERVICE_DIRS)})",
-                hint="is runit installed there? (Debian: apt-get install runit-init)",
-            )
-        return Path("/") / base / spec.name
+        """The enable link as the target names it (``sv`` and the operator use this path)."""
+        return self._service_dir(spec)[0] / spec.name
+
+    def _link_here(self, spec: ServiceSpec) -> Path:
+        """The enable link on this machine, its directory's symlinks resolved inside the target: Debian's
+        /etc/service leads through /etc/runit/runsvdir/current, an absolute link that followed from here
+        under --root would name this machine's own service directory."""
+        return spec.root / self._service_dir(spec)[1].relative_to("/") / spec.name
+
+    def _service_dir(self, spec: ServiceSpec) -> tuple[Path, Path]:
+        for d in SERVICE_DIRS:
+            named = Path("/") / d
+            real = resolve_in(spec.root, named)
+            if (spec.root / real.relative_to("/")).is_dir():
+                return named, real
+        raise UserError(
+            f"no runit service directory in {spec.root} (looked for /{', /'.join(SERVICE_DIRS)})",
+            hint="is runit installed there? (Debian: apt-get install runit-init)",
+        )
 
     def logs(self, spec: ServiceSpec) -> list[Path]:
         return [Path("/var/log") / spec.name]
@@ -80,7 +95,7 @@ class Runit(Backend):
         return cmd(["sv", "-w", STOP_WAIT, *args, str(self.link(spec))], check=check)
 
     def _link(self, spec: ServiceSpec) -> None:
-        link = spec.target(self.link(spec))
+        link = self._link_here(spec)
         if not link.is_symlink():
             os.symlink(self.sv_dir(spec), link)  # absolute: the target system's path
 
@@ -89,7 +104,7 @@ class Runit(Backend):
         return [Action(f"ln -s {self.sv_dir(spec)} {link}", lambda: self._link(spec))]
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
-        link = spec.target(self.link(spec))
+        link = self._link_here(spec)
         return [Action(f"rm {self.link(spec)}", lambda: link.unlink(missing_ok=True))]
 
     def plan_uninstall(self, spec: ServiceSpec, manifest: dict[str, Any]) -> Plan:
@@ -149,7 +164,7 @@ class Runit(Backend):
 
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:
-        return spec.target(self.link(spec)).is_symlink()
+        return self._link_here(spec).is_symlink()
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:
@@ -158,3 +173,25 @@ class Runit(Backend):
             return False
         res = proc.run(["sv", "status", str(self.link(spec))], check=False, timeout=10)
         return res.ok and res.stdout.startswith("run:")
+
+
+def resolve_in(root: Path, path: Path) -> Path:
+    """``path`` (absolute, as the target names it) with its symlinks resolved as inside ``root``: an
+    absolute link target starts again at ``root``, never at this machine's /."""
+    parts, cur, hops = list(path.relative_to("/").parts), Path("/"), 0
+    while parts:
+        part = parts.pop(0)
+        here = root / (cur / part).relative_to("/")
+        if part == "..":
+            cur = cur.parent
+        elif here.is_symlink():
+            hops += 1
+            if hops > 40:
+                where = root / path.relative_to("/")
+                raise UserError(f"too many symlinks under {where}", hint="fix the links")
+            target = Path(os.readlink(here))
+            parts = [*target.parts[target.is_absolute() :], *parts]
+            cur = Path("/") if target.is_absolute() else cur
+        elif part != ".":
+            cur = cur / part
+    return cur
