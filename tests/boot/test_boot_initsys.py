@@ -103,6 +103,9 @@ def test_install_reboot_purge(init: str, mode: str, installed: lab.Roots, machin
     out = installer(m, *args)
     assert "live" in out and "verified" in out, out
     running_as(m, uid, 0)
+    state = json.loads(installer(m, "--status", "--json"))
+    facts = [state[k] for k in ("backend", "installed", "enabled", "running")]
+    assert facts == [init, True, True, True], state
     t_install = time.monotonic() - t0
 
     assert m.reboot() == EXIT_REBOOT, m.console()
