@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,59 @@ def safe_path(spec: ServiceSpec, path: Path) -> bool:
     return True
 
 
+def parent_owner(spec: ServiceSpec, path: Path) -> tuple[int, int] | None:
+    """(uid, gid) of the first directory above ``path`` that is not root's (a home), or None."""
+    cur = spec.root
+    for part in path.relative_to("/").parts[:-1]:
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            return None
+        if st.st_uid != 0:
+            return st.st_uid, st.st_gid
+    return None
+
+
 def remove(spec: ServiceSpec, kept: Kept) -> str:
-    """Remove one path; returns what happened, for the outcome."""
-    target = spec.target(kept.path)
+    """Remove one path; returns what happened, for the outcome.
+
+    Below a directory another user owns (their home), that user could swap a directory for a symlink
+    between any check and the removal: there the removal runs in a child that has become that user, so it
+    can remove nothing the user could not remove alone."""
     if not safe_path(spec, kept.path):
         return f"kept {kept.path} ({kept.what}): a directory above it is a symlink; remove it by hand"
+    owner = parent_owner(spec, kept.path)
+    if owner is not None and os.geteuid() == 0:
+        return _as_user(owner, lambda: _remove(spec, kept))
+    return _remove(spec, kept)
+
+
+def _as_user(owner: tuple[int, int], fn: Callable[[], str]) -> str:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to the owner for good, then remove
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(owner[1])
+            os.setuid(owner[0])
+            os.write(write, fn().encode())
+            code = 0
+        except BaseException as exc:  # reported by the parent
+            os.write(write, f"kept: {exc}".encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        said = fh.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    return said
+
+
+def _remove(spec: ServiceSpec, kept: Kept) -> str:
+    target = spec.target(kept.path)
     if target.is_symlink() or not target.is_dir():
         target.unlink(missing_ok=True)
     elif kept.what == "state" and kept.path.name == "taskserver" and _others(target):

@@ -6,6 +6,9 @@ backend says it lives (state dir, log), as a running daemon would have left it."
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,46 @@ def test_cli_says_what_it_kept(root: Path, capsys: pytest.CaptureFixture[str]) -
     assert "remove what was kept with: rm -rf -- /var/lib/taskserver" in out
     assert main(["--root", str(root), "--purge"]) == 2
     assert "go with --uninstall" in capsys.readouterr().err
+
+
+class InHome(Offline):
+    """State in a user's home, as the cron backend keeps it for a crontab of another user."""
+
+    name = "test-in-home"
+
+    def state_dir(self, spec: ServiceSpec) -> Path:
+        return Path("/home/u/.local/state/taskserver")
+
+
+@pytest.fixture
+def open_root() -> Iterator[Path]:
+    """A target tree every uid can reach (tmp_path lies below root's 0700 directories)."""
+    d = Path(tempfile.mkdtemp(prefix="ts-purge-", dir="/var/tmp"))
+    d.chmod(0o755)
+    (d / "etc").mkdir()
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="removes as another uid: needs root")
+def test_purge_below_a_users_home_runs_as_that_user(open_root: Path) -> None:
+    """Only what the home's owner could remove goes: a root-owned 0755 dir in the state stays (root alone
+    could empty it), the user's own files go. The user could swap a directory for a symlink at any moment."""
+    root = open_root
+    spec = spec_in(root)
+    home = root / "home/u"
+    state = home / ".local/state/taskserver"
+    state.mkdir(parents=True)
+    for d in (home, home / ".local", home / ".local/state", state):
+        os.chown(d, 4242, 4242)
+    (state / "t1.sqlite").write_text("x")
+    os.chown(state / "t1.sqlite", 4242, 4242)
+    (state / "roots").mkdir()  # root's, 0755: the user cannot remove what is inside
+    (state / "roots/keep").write_text("root's")
+    apply.install(spec, InHome(live=False))
+    out = apply.uninstall(spec, InHome(live=False), purge=True)
+    assert not (state / "t1.sqlite").exists()
+    assert (state / "roots/keep").exists()
+    assert any("kept" in n and "Permission denied" in n for n in out.notes), out.notes
