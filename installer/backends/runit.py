@@ -124,6 +124,9 @@ class Runit(Backend):
         return res.ok
 
     def _release(self, spec: ServiceSpec) -> None:
+        if self._supervised(spec):
+            # without its link runsvdir would stop runsv at its next scan (within 5 s); `sv exit` asks now
+            proc.run(["sv", "exit", str(self.sv_dir(spec))], check=False, timeout=30)
         deadline = time.monotonic() + SCAN_SECONDS
         while self._supervised(spec):
             if time.monotonic() > deadline:
