@@ -169,7 +169,7 @@ class Backend(ABC):
             files=tuple(self.files(spec)),
             reload=tuple(self.reload(spec)),
             enable=tuple(self.enable(spec)) if enable else (),
-            start=tuple(self.start(spec)) if start and self.live else (),
+            start=tuple(self.start(spec)) if start and self.live and self.caps.live_start else (),
             notes=tuple(self.notes(spec)),
         )
 

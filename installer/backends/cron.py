@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,15 +72,7 @@ class Cron(Backend):
     def plan_install(self, spec: ServiceSpec, *, enable: bool = True, start: bool = True) -> Plan:
         plan = super().plan_install(spec, enable=enable, start=start)
         owner = self.user(spec) or pwd.getpwuid(os.geteuid()).pw_name
-        return Plan(
-            plan.backend,
-            plan.files,
-            plan.reload,
-            plan.enable,
-            (),
-            plan.notes,
-            {"crontab_user": owner, "entry": self.block(spec)},
-        )
+        return replace(plan, extra={"crontab_user": owner, "entry": self.block(spec)})
 
     def read(self, spec: ServiceSpec) -> str:
         res = proc.run([*self._crontab(spec), "-l"], check=False)

@@ -20,7 +20,7 @@ import pytest
 from lab_machine import EXIT_REBOOT, Container, Machines, wait_until
 from test_boot_install import CONFIG, INSTALL, PROOF, WRITABLE, proof_runs_offline
 
-from taskserver.installer.backends.base import names
+from taskserver.installer.backends.base import get, names
 
 pytestmark = pytest.mark.boot
 
@@ -87,6 +87,15 @@ def running_as(m: Container, uid: int, after: int) -> None:
     assert set(job_uids(m)[after:]) == {uid}, job_uids(m)
 
 
+def assert_supervised(m: Container, uid: int) -> None:
+    """caps.supervision: a daemon that dies is started again by the init system (as the same user)."""
+    found = daemon(m)
+    assert found is not None
+    m.sh(["kill", "-KILL", str(found[0])])
+    wait_until(lambda: (d := daemon(m)) is not None and d[0] != found[0] and d[1] == uid, 60,
+               "the supervisor to start the killed daemon again")
+
+
 @pytest.mark.parametrize(("init", "mode"), MATRIX)
 def test_install_reboot_purge(init: str, mode: str, installed: lab.Roots, machines: Machines) -> None:
     user = MODES[mode]
@@ -107,6 +116,8 @@ def test_install_reboot_purge(init: str, mode: str, installed: lab.Roots, machin
     facts = [state[k] for k in ("backend", "installed", "enabled", "running")]
     assert facts == [init, True, True, True], state
     t_install = time.monotonic() - t0
+    if get(init).caps.supervision:
+        assert_supervised(m, uid)
 
     assert m.reboot() == EXIT_REBOOT, m.console()
     t0 = time.monotonic()
