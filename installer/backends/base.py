@@ -99,12 +99,16 @@ class Backend(ABC):
     registrars: ClassVar[tuple[str, ...]] = ()  # tools that register a boot file, in order of preference
     caps: ClassVar[Capabilities] = Capabilities()
     registry: ClassVar[dict[str, type[Backend]]] = {}
+    unlisted: ClassVar[dict[str, type[Backend]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # only this package's modules are init systems; a Backend written elsewhere (a test's) is not listed
+        # only this package's modules are init systems; a Backend written elsewhere (a test's) is found by
+        # name (a manifest may name it) but never listed, detected or offered by the CLI
         if cls.name and cls.__module__.rpartition(".")[0] == __name__.rpartition(".")[0]:
             Backend.registry[cls.name] = cls
+        elif cls.name:
+            Backend.unlisted[cls.name] = cls
 
     def __init__(self, *, live: bool, registrar: str | None = None) -> None:
         self.live = live  # the init system runs here and now; else only files + enable links
@@ -252,7 +256,7 @@ def get(name: str) -> type[Backend]:
     """The backend class for ``name``; UserError (exit 2) with the known names otherwise."""
     load_all()
     try:
-        return Backend.registry[name]
+        return Backend.registry.get(name) or Backend.unlisted[name]
     except KeyError:
         known = ", ".join(names())
         raise UserError(f"unknown init system {name!r}", hint=f"use --init with one of: {known}") from None

@@ -82,6 +82,8 @@ class Runit(Backend):
     def files(self, spec: ServiceSpec) -> list[FileSpec]:
         group = (spec.run_as.group or spec.run_as.user) if spec.run_as else ""
         argv = [spec.executable, "-c", spec.config, "run"]
+        if spec.run_as is not None:
+            argv = ["chpst", "-u", f"{spec.run_as.user}:{group}", *argv]  # runsv starts ./run as root
         run = render(spec, "runit/run.j2", exec_start=argv, group=group)
         log = render(spec, "runit/log-run.j2", log_dir=self.logs(spec)[0])
         d = self.sv_dir(spec)
