@@ -347,8 +347,11 @@ def uninstall(
             path.unlink(missing_ok=True)
         out.files.append((entry["path"], "removed" if data is not None else "already gone"))
     found = leftovers.data_paths(spec, backend, old, purge_config)
-    if not dry_run:
-        _purge(spec, [k for k in found if purge and k.purge], out)
+    doomed = [k for k in found if purge and k.purge]
+    if dry_run:
+        out.notes += [f"would purge {k.path} ({k.what})" for k in doomed]
+    else:
+        _purge(spec, doomed, out)
         mf.remove(spec)
         # the manifest dir is this tool's alone: gone with the last manifest, whichever install made it
         mf.remove_empty_dirs(spec, [*old.get("dirs", []), str(mf.manifest_dir(spec))])

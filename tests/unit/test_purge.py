@@ -70,6 +70,8 @@ def test_uninstall_keeps_data_and_names_it_with_the_command_that_removes_it(root
     spec = spec_in(root)
     apply.install(spec, Offline(live=False))
     data = daemon_data(spec)
+    dry = apply.uninstall(spec, Offline(live=False), dry_run=True, purge=True)
+    assert dry.notes == ["would purge /var/lib/demo (state)", "would purge /var/log/demo.log (log)"]
     out = apply.uninstall(spec, Offline(live=False))
     assert all(p.exists() for p in data)
     assert out.kept == ["/var/lib/demo (state)", "/var/log/demo.log (log)"]
