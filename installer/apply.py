@@ -9,7 +9,7 @@ exactly what the manifest lists. ``status`` compares the live state and the file
 from __future__ import annotations
 
 import difflib
-import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +22,7 @@ from . import manifest as mf
 from . import proc
 from . import purge as leftovers
 from .backends.base import Action, Backend, FileSpec, Plan
+from .safefs import Tree
 from .spec import ServiceSpec, installed_config
 
 VERIFY_SECONDS = 15.0
@@ -76,13 +77,15 @@ def undo_command(spec: ServiceSpec) -> str:
 
 def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, force: bool) -> str:
     """created | updated | unchanged; raise when an admin changed a file and ``force`` is not set."""
-    current = mf.read_bytes(spec.target(f.path))
+    files = mf.fs(spec)
+    current = files.read(f.path)
     wanted = f.content.encode()
     if current is None:
         return "created"
     if current == wanted:
-        mode = spec.target(f.path).stat().st_mode & 0o7777
-        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode: rewrite with ours
+        st = files.lstat(f.path)
+        mode = st.st_mode & 0o7777 if st is not None and stat.S_ISREG(st.st_mode) else -1
+        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode or a link: ours
     recorded = {e["path"]: e["sha256"] for e in (old or {}).get("files", [])}
     if recorded.get(str(f.path)) == mf.sha256(current) or force:
         return "updated"
@@ -116,23 +119,29 @@ class _Journal:
         self.undo: list[Callable[[], None]] = []
 
     def write(self, f: FileSpec) -> list[Path]:
-        path = self.spec.target(f.path)
-        created = mf.make_dirs(path.parent)
-        before = mf.read_bytes(path)
-        mode = path.stat().st_mode & 0o7777 if before is not None else 0
-        mf.atomic_write(path, f.content.encode(), f.mode)
-        mf.adopt(self.spec, [path, *created])
+        try:
+            return self._write(f)
+        except OSError as exc:
+            raise cannot(self.spec, "write", f.path, exc) from exc
+
+    def _write(self, f: FileSpec) -> list[Path]:
+        files, path = mf.fs(self.spec), f.path
+        created = files.makedirs(path.parent)
+        before = files.read(path)
+        st = files.lstat(path) if before is not None else None
+        mode = st.st_mode & 0o7777 if st is not None else 0
+        files.write(path, f.content.encode(), f.mode)
 
         def restore() -> None:
             if before is None:
-                path.unlink(missing_ok=True)
+                files.unlink(path)
             else:
-                mf.atomic_write(path, before, mode)
+                files.write(path, before, mode)
             for d in reversed(created):
-                d.rmdir()
+                files.rmdir(d)
 
         self.undo.append(restore)
-        return [Path("/") / d.relative_to(self.spec.root) for d in created]
+        return created
 
     def rollback(self, ran: list[str], first_install: bool) -> None:
         for fn in reversed(self.undo):
@@ -261,7 +270,10 @@ def install(
             out.verified = True
         if not dry_run:
             written = mf.sha256(config.content.encode()) if config else (old or {}).get("config_written")
-            _record(spec, backend, plan, old, dirs, written)
+            try:
+                _record(spec, backend, plan, old, dirs, written)
+            except OSError as exc:
+                raise cannot(spec, "write", mf.manifest_path(spec), exc) from exc
     except BaseException as exc:
         if not dry_run:
             journal.rollback(out.ran, first_install=old is None)
@@ -284,7 +296,7 @@ def _config_to_write(spec: ServiceSpec, backend: Backend) -> FileSpec | None:
     the admin's from then on), ``--purge`` removes it while unchanged."""
     if not backend.caps.run_as_by_daemon or spec.run_as is None:
         return None
-    if os.path.lexists(spec.target(spec.config)):
+    if mf.fs(spec).lstat(spec.config) is not None:
         return None
     return FileSpec(spec.config, installed_config(spec), 0o644)
 
@@ -297,7 +309,7 @@ def _record(  # noqa: PLR0917
     dirs: list[Path],
     config_written: str | None,
 ) -> None:
-    prev_dirs = list((old or {}).get("dirs", []))
+    prev_dirs = [Path(d) for d in (old or {}).get("dirs", [])]
     data = {
         "name": spec.name,
         "backend": backend.name,
@@ -313,7 +325,7 @@ def _record(  # noqa: PLR0917
     }
     if config_written:
         data["config_written"] = config_written  # sha256 of the config this tool wrote
-    mf.save(spec, data, [*prev_dirs, *(str(d) for d in dirs)])
+    mf.save(spec, data, [*prev_dirs, *dirs])
 
 
 def uninstall(
@@ -338,21 +350,25 @@ def uninstall(
     )
     _run(plan.start, out, dry_run)
     _run(plan.enable, out, dry_run)
+    files = mf.fs(spec)
     for entry in old["files"]:
-        path = spec.target(Path(entry["path"]))
-        data = mf.read_bytes(path)
+        path = Path(entry["path"])
+        data = files.read(path)
         if data is not None and mf.sha256(data) != entry["sha256"]:
             out.notes.append(f"{entry['path']} had been changed since install; removed anyway (it was ours)")
         if not dry_run:
-            path.unlink(missing_ok=True)
+            _remove(spec, files, path)
         out.files.append((entry["path"], "removed" if data is not None else "already gone"))
     found = leftovers.data_paths(spec, backend, old, purge_config)
     doomed = [k for k in found if purge and k.purge]
     if dry_run:
         out.notes += [f"would purge {k.path} ({k.what})" for k in doomed]
     else:
-        _purge(spec, doomed, out)
-        mf.remove(spec)
+        out.notes += [leftovers.remove(spec, k) for k in doomed]
+        try:
+            mf.remove(spec)
+        except OSError as exc:
+            raise cannot(spec, "remove", mf.manifest_path(spec), exc) from exc
         # the manifest dir is this tool's alone: gone with the last manifest, whichever install made it
         mf.remove_empty_dirs(spec, [*old.get("dirs", []), str(mf.manifest_dir(spec))])
     _run(backend.after_remove(spec), out, dry_run)
@@ -363,17 +379,32 @@ def uninstall(
     return out
 
 
-def _purge(spec: ServiceSpec, items: list[leftovers.Kept], out: Outcome) -> None:
-    for item in items:
-        out.notes.append(leftovers.remove(spec, item))
+def _remove(spec: ServiceSpec, files: Tree, path: Path) -> None:
+    try:
+        files.unlink(path)
+    except OSError as exc:
+        raise cannot(spec, "remove", path, exc) from exc
+
+
+def cannot(spec: ServiceSpec, verb: str, path: Path, exc: OSError) -> UserError:
+    """A file operation the target refused: in a user's home that is the user's own permission (a symlink
+    there leads somewhere they may not write), in a tree a path that resolves to no usable place."""
+    owner = mf.home_owner(spec)
+    who = f" as uid {owner[0]} (the home's owner)" if owner and not spec.offline_root else ""
+    return UserError(
+        f"cannot {verb} {spec.target(path)}{who}: {exc.strerror}",
+        hint="check the directories on that path for symbolic links and their owners",
+        exit_code=1,
+    )
 
 
 def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
     """installed / enabled / running / files changed since install, for ``--status``."""
     old = mf.load(spec)
     changed = []
+    files = mf.fs(spec)
     for entry in (old or {}).get("files", []):
-        data = mf.read_bytes(spec.target(Path(entry["path"])))
+        data = files.read(Path(entry["path"]))
         if data is None or mf.sha256(data) != entry["sha256"]:
             changed.append({"path": entry["path"], "state": "missing" if data is None else "changed"})
     return {

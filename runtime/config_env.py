@@ -21,7 +21,8 @@ from .model import Config, EnvDef, Loc
 if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedMap
 
-    from .config_parse import ConfigError, _Walker
+    from .config_parse import _Walker
+    from .config_yaml import ConfigError
 
 ENV_KEYS = ("environment", "env_file", "inherit_env")
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -105,12 +106,13 @@ def read_files(config: Config, owner: int) -> Config:
     """``config`` with every env_file read into ``file_vars``; raises ConfigInvalid listing every mistake.
 
     ``owner``: the uid owning the config file, the only one besides root whose env files are believed."""
-    from .config_parse import ConfigInvalid  # noqa: PLC0415 - the parser is imported only when parsing
+    from .config_yaml import ConfigInvalid  # noqa: PLC0415 - the parser is imported only when parsing
 
     errors: list[ConfigError] = []
     tenants = []
-    for tenant in config.tenants:
-        jobs = tuple(replace(j, env=_with_file(j.env, owner, errors)) for j in tenant.jobs)
+    for tenant in config.tenants:  # a copy only where a file is named: a config may hold 10,000s of jobs
+        jobs = tuple(replace(j, env=_with_file(j.env, owner, errors)) if j.env.env_file else j
+                     for j in tenant.jobs)
         tenants.append(replace(tenant, env=_with_file(tenant.env, owner, errors), jobs=jobs))
     if errors:
         raise ConfigInvalid(errors)
@@ -120,7 +122,7 @@ def read_files(config: Config, owner: int) -> Config:
 def _with_file(env: EnvDef, owner: int, errors: list[ConfigError]) -> EnvDef:
     if env.env_file is None:
         return env
-    from .config_parse import ConfigError  # noqa: PLC0415
+    from .config_yaml import ConfigError  # noqa: PLC0415
 
     where = env.loc or Loc(str(env.env_file), 1, 1)
     try:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from . import config, logs, privs
 from .errors import UserError
 from .notify import Notifier
-from .pidfile import AlreadyRunning, Daemon, PidFile, clear_stale, pidfile_path, probe, read_pid
+from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
 from .pidplace import home_place, open_dir
+from .pidsignal import Daemon
 
 if TYPE_CHECKING:
     from .model import Config
@@ -51,10 +52,11 @@ def _load(args: argparse.Namespace) -> Config:
     return _load_path(_config_path(args))
 
 
-def _load_path(path: Path, keepalive: Callable[[], None] | None = None) -> Config:
+def _load_path(path: Path, keepalive: Callable[[], None] | None = None,
+               default_state: Path | None = None) -> Config:
     from .isolate import load_in_child  # noqa: PLC0415 - pickle is not needed by status
 
-    return load_in_child(lambda: config.load(path), keepalive)
+    return load_in_child(lambda: config.load(path, default_state=default_state), keepalive)
 
 
 def _become_daemon_user(cfg: Config) -> Callable[..., int]:
@@ -65,25 +67,39 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     """
     from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
 
-    if privs.will_change_uid(cfg.server.run_as):
+    spec = privs.daemon_spec(cfg)
+    if privs.will_change_uid(spec):
         # reload parses in a child of the dropped daemon, which may not be allowed to read the parser
-        from . import config_parse  # noqa: F401, PLC0415
+        from . import config_parse, tenancy  # noqa: F401, PLC0415
 
+    if cfg.owner != 0:  # a config another user controls: every path it names is touched as that user
+        privs.drop_privileges(spec)
     os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
-    privs.prepare_dir(cfg.server.state_dir, cfg.server.run_as)
+    privs.prepare_dir(cfg.server.state_dir, spec)
     return serve
+
+
+def _drop(cfg: Config, keep_caps: bool) -> None:
+    """The daemon becomes its user; it keeps CAP_SETUID/SETGID/KILL/CHOWN only if tenants run as others."""
+    privs.drop_privileges(privs.daemon_spec(cfg), keep_caps=keep_caps)
 
 
 def _serve(
     serve: Callable[..., int], cfg: Config, pidfile: PidFile, notifier: Notifier | None, **kw: Any
 ) -> int:
+    from .plans import restart_settings  # noqa: PLC0415 - status and stop need not import the scheduler
+
     path, started = cfg.path, time.time()
-    pidfile.write_info(_summary(cfg, started))
+    start_only = {"start_only": restart_settings(cfg)}  # what `reload` compares the file with
+    pidfile.write_info({**_summary(cfg, started), **start_only})
 
     def reload_config() -> Config:
         watched = notifier is not None and notifier.watchdog_interval() is not None
-        new = _load_path(path, notifier.ping if watched and notifier is not None else None)
-        pidfile.write_info(_summary(new, started))
+        # the state dir resolved at start (as root): the dropped daemon must not compute its own default
+        new = _load_path(path, notifier.ping if watched and notifier is not None else None,
+                         default_state=cfg.server.state_dir)
+        privs.check_reload(new)
+        pidfile.write_info({**_summary(new, started), **start_only})
         return new
 
     return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
@@ -101,7 +117,9 @@ def _preflight(cfg: Config) -> None:
     if cfg.server.debug:  # task_server.debug: true is --verbose for the daemon
         logging.getLogger().setLevel(logging.DEBUG)
     privs.check_root_policy(cfg)
-    privs.check_can_switch(cfg.server.run_as)
+    privs.check_can_switch(privs.daemon_spec(cfg))
+    for tenant in cfg.tenants:
+        privs.check_can_switch(tenant.run_as)
     if not cfg.exists:
         log.info("no config file at %s: running the embedded default (its tenant runs nothing)", cfg.path)
 
@@ -112,11 +130,13 @@ def _preflight(cfg: Config) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     _preflight(cfg)
+    hold_wakeups()
     pidfile = PidFile.acquire(cfg.path)
     log.debug("holding pid file %s", pidfile.path)
     try:
+        keep = privs.needs_switching(cfg)
         serve = _become_daemon_user(cfg)
-        privs.drop_privileges(cfg.server.run_as)
+        _drop(cfg, keep)
         return _serve(serve, cfg, pidfile, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
     finally:
         pidfile.release()
@@ -162,7 +182,17 @@ def _tell(fd: int, text: str) -> None:
         pass  # already told (and closed), or the parent is gone
 
 
+def hold_wakeups() -> None:
+    """Block SIGUSR1 and SIGHUP until the loop's handlers are in place (daemon.serve unblocks them).
+
+    Once the pid file is held, `jobs enqueue` may send SIGUSR1; its default action ends the process, so a
+    task enqueued while the daemon was still starting killed it. Blocked, the signal waits and is handled.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGHUP})
+
+
 def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
+    hold_wakeups()
     try:
         pidfile = PidFile.acquire(cfg.path)
     except AlreadyRunning as exc:
@@ -172,9 +202,10 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
         _tell(pipe, f"err {exc.exit_code}\n{exc.message}\n{exc.hint or ''}\n")
         return exc.exit_code
     try:
+        keep = privs.needs_switching(cfg)
         serve = _become_daemon_user(cfg)
         _detach(cfg)
-        privs.drop_privileges(cfg.server.run_as)
+        _drop(cfg, keep)
         notifier = Notifier(os.environ.get("NOTIFY_SOCKET") or None, None, lambda: _tell(pipe, "ok\n"))
         log.info("taskserver %d started with %s", os.getpid(), cfg.path)
         log.debug("holding pid file %s; logging to %s", pidfile.path, _log_path(cfg))
@@ -312,7 +343,23 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print("taskserver not running")
         return EXIT_NOT_RUNNING_RELOAD
     print(f"taskserver reloading (pid {pid})")
+    _tell_restart_needed(args)
     return 0
+
+
+def _tell_restart_needed(args: argparse.Namespace) -> None:
+    """Name the changed settings a reload cannot apply (and a file the daemon will refuse)."""
+    from .plans import restart_needed  # noqa: PLC0415 - see _serve
+
+    info = probe(_config_path(args)).info() or {}
+    try:
+        pending = restart_needed(info.get("start_only") or {}, _load(args))
+    except UserError as exc:
+        print(f"taskserver: warning: the daemon keeps its running config: {exc}", file=sys.stderr)
+        return
+    if pending:
+        print(f"taskserver: warning: changed, but applied only by `taskserver restart`: {', '.join(pending)}",
+              file=sys.stderr)
 
 
 def _uptime(seconds: float | None) -> str:

@@ -19,10 +19,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from . import housekeeping, plans, schedule
+from . import housekeeping, plans, schedule, tenancy
 from . import sqlite_store as _sqlite_backend  # noqa: F401  (registers "sqlite": see below)
+from .clock import ClockWatch, boottime
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
@@ -52,6 +53,7 @@ class Daemon:
         self.config_loader = config_loader
         self.instance = uuid.uuid4().hex
         self.started = time.time()
+        self.clock = ClockWatch.start(self.started, boottime())
         self.end_at = self.started + time_limit if time_limit is not None else None
         self.stores: dict[str, Store] = {}
         self.jobs: dict[Key, JobDef] = {}
@@ -71,6 +73,7 @@ class Daemon:
         self.signals: list[int] = []
         self.tx: contextlib.ExitStack | None = None
         self.tx_open: set[str] = set()
+        self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
@@ -79,7 +82,7 @@ class Daemon:
         if not self.once:
             self._timer(now, "housekeeping", "", "")
         else:
-            housekeeping.purge(self.stores, self.config.server, now)
+            housekeeping.purge(self.stores, self.config, now)
         interval = self.notifier.watchdog_interval() if self.notifier else None
         self.next_ping = now + interval if interval else None
 
@@ -95,7 +98,10 @@ class Daemon:
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store; runs a dead daemon left in RUN are found here and marked ERR crashed."""
-        store = self.stores[tenant.name] = open_store(tenant, self.config.server.state_dir)
+        # a tenant with run_as: its directory, store and status files are its user's (tenancy.open_as)
+        where = self.config.tenant_dir(tenant.name)
+        store = tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where))
+        self.stores[tenant.name] = store
         for run_id in store.crash_orphans(self.instance, now=now):
             log.warning("tenant %s: run %d was left running by a dead daemon: ERR crashed",
                         tenant.name, run_id)
@@ -116,10 +122,12 @@ class Daemon:
         if not self.once:
             self._schedule_next(key, tenant.timezone, now)
 
-    def _schedule_next(self, key: Key, tz: str, after: float) -> None:
-        nxt = schedule.next_fire(self.jobs[key], tz, _dt(after))
+    def _schedule_next(self, key: Key, tz: str, now: float, last: float | None = None) -> None:
+        """Set the job's timer to its first due time after ``now`` (an interval goes on from due time
+        ``last``, by default the stored last due time: see schedule.next_due)."""
+        nxt = plans.next_due(self._st(key[0]), self.jobs[key], tz, now, last)
         if nxt is not None:
-            self._timer(nxt.timestamp(), "fire", *key)
+            self._timer(nxt, "fire", *key)
 
     def _timer(self, when: float, kind: str, tenant: str, job: str, attempt: int = 0) -> None:
         self.seq += 1
@@ -135,6 +143,7 @@ class Daemon:
         while True:
             with self._transactions():
                 now = time.time()
+                self._check_clock(now)
                 self._handle_signals(now)
                 self._check_limits(now)
                 self._fire_timers(now)
@@ -196,7 +205,7 @@ class Daemon:
             when, _, kind, tenant, job, gen, attempt = heapq.heappop(self.timers)
             key = (tenant, job)
             if kind == "housekeeping":
-                housekeeping.purge(self.stores, self.config.server, now)
+                housekeeping.purge(self.stores, self.config, now)
                 self._status()
                 self._timer(now + housekeeping.INTERVAL, "housekeeping", "", "")
                 continue
@@ -204,11 +213,58 @@ class Daemon:
                 continue  # removed or changed by a reload since this timer was set
             waiting = self.pending.setdefault(key, deque())
             if kind == "fire":
-                self._schedule_next(key, self._tz(tenant), when)
-                if waiting:  # one due time already waits for the running one: never pile them up
-                    self._st(tenant).missed(job, [when], now=now, note="the previous run was still going")
-                    continue
-            waiting.append((when if kind == "fire" else None, attempt))
+                self._fire(key, when, now, waiting)
+            else:
+                waiting.append((None, attempt))
+
+    def _fire(self, key: Key, when: float, now: float, waiting: deque[tuple[float | None, int]]) -> None:
+        """A job's timer fired: on time its due time is run; late, the job's catch-up policy decides."""
+        tz, store = self._tz(key[0]), self._st(key[0])
+        self._schedule_next(key, tz, now, when)
+        dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
+                             cause=self.clock.cause(when, now))
+        if waiting and dues:  # one due time already waits to start: never pile them up
+            note = ("the previous run was still going" if self.runs.job_busy(*key) else
+                    "an earlier due time was still waiting for its queue or a free slot (max_parallel)")
+            store.missed(key[1], dues, now=now, note=note)
+            return
+        waiting.extend((due, 0) for due in dues)
+
+    def _check_clock(self, now: float) -> None:
+        """A wall clock set back leaves every timer in the future: move them (schedule.after_step_back)."""
+        step = self.clock.look(now, boottime())
+        if step == 0:
+            return
+        self._shift_elapsed(step)
+        if step > 0:
+            log.warning("the system clock was set forward by %.0f s: due times passed are caught up", step)
+            return  # the timers come due now, and the jobs' catch-up policies decide
+        log.warning("the system clock was set back by %.0f s: moving the timers", -step)
+        moved = []
+        for timer in self.timers:  # (when, seq, kind, tenant, job, ...): only the time changes
+            new = self._moved(timer[0], timer[2], (timer[3], timer[4]), step, now)
+            if new is not None:
+                moved.append((new, *timer[1:]))
+        heapq.heapify(moved)
+        self.timers = moved
+        for tenant in list(self.stores):
+            self._st(tenant).rewind(now)  # no last due time stays in the future
+
+    def _shift_elapsed(self, step: float) -> None:
+        """Run timeouts, watchdog pings, the time limit and the stop timeout measure elapsed time: a clock
+        step must neither end them early (a run killed as a timeout) nor delay them (a missed watchdog)."""
+        for child in self.executor.children.values():
+            child.deadline = child.deadline + step if child.deadline is not None else None
+            child.kill_at = child.kill_at + step if child.kill_at is not None else None
+        self.next_ping, self.end_at, self.stop_deadline = (
+            t + step if t is not None else None for t in (self.next_ping, self.end_at, self.stop_deadline))
+
+    def _moved(self, when: float, kind: str, key: Key, step: float, now: float) -> float | None:
+        job = self.jobs.get(key)
+        if kind != "fire" or job is None:
+            return when + step  # housekeeping and retry backoffs are elapsed time
+        due = schedule.after_step_back(job, self._tz(key[0]), _dt(when), timedelta(seconds=step), _dt(now))
+        return due.timestamp() if due is not None else None
 
     # -- starting runs ------------------------------------------------------------------------------------
     def _slots(self) -> int:
@@ -362,8 +418,10 @@ class Daemon:
             self.jobs[key] = job
             self.gen[key] += 1
             if self._scheduled(job):
-                self._schedule_next(key, tenant.timezone, now)
+                self._schedule_next(key, tenant.timezone, now)  # an interval goes on from its last due time
         log.info("reloaded %s: %s", new.path, change.summary())
+        if pending := plans.restart_needed(self.start_only, new):
+            log.warning("reload: changed settings that apply only after a restart: %s", ", ".join(pending))
         self.que_dirty = True
         self._status()
 
@@ -393,6 +451,7 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
     old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}
     daemon.sel.register(rfd, selectors.EVENT_READ, None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since before the pid file was taken
     try:
         daemon.start_up()
         if notifier:

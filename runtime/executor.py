@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .jobenv import SAFE_PATH
 from .model import JobDef, State
+from .privs import Identity
 from .store import CRASHED, INTERRUPTED, TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -75,23 +76,22 @@ class Executor:
         self.on_close: Callable[[int], None] | None = None  # told before a pipe is closed (selector upkeep)
         _close_on_exec_all()
 
-    def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,
-              now: float | None = None) -> Child:
-        """Start ``argv`` with exactly ``env`` (runtime/jobenv.py builds it: nothing of the daemon's own
-        environment is added here); a program name without a slash is looked up in that env's PATH, not
-        the daemon's. Raises OSError if it cannot be started (no such program, bad cwd)."""
+    def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,  # noqa: PLR0917
+              now: float | None = None, ident: Identity | None = None) -> Child:
+        """Start ``argv`` as ``ident`` (when given) with exactly ``env`` (runtime/jobenv.py builds it for
+        the run's user: nothing of the daemon's own environment is added here); a program name without a
+        slash is looked up in that env's PATH, not the daemon's. Raises OSError if it cannot be started."""
         now = time.time() if now is None else now
         full_env = dict(env)
         program = _resolve(argv[0], full_env)
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        switch = ident is not None and not ident.is_self
         proc = None
         try:
-            if self.cwd is None or os.path.samefile(self.cwd, "."):
+            if not switch and (self.cwd is None or os.path.samefile(self.cwd, ".")):
                 pid = self._posix_spawn(program, argv, full_env, wfd)
             else:
-                proc = subprocess.Popen(
-                    argv, executable=program, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd,
-                    close_fds=True, start_new_session=True, cwd=self.cwd, env=full_env)
+                proc = self._popen(program, argv, full_env, wfd, ident if switch else None)
                 pid = proc.pid
         except BaseException:
             os.close(rfd)
@@ -103,6 +103,18 @@ class Executor:
                       deadline=now + timeout if timeout is not None else None)
         self.children[pid] = child
         return child
+
+    def _popen(self, program: str, argv: list[str], env: dict[str, str], out: int,
+               ident: Identity | None) -> subprocess.Popen[bytes]:
+        """The slow path: a working directory to change to, or another user to become (the child sets its
+        groups, gid and uid before exec; the daemon's kept capabilities end there, as exec of a non-root
+        program clears them)."""
+        ids: dict[str, object] = {}
+        if ident is not None:
+            ids = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+            argv, executable=program, stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True,
+            start_new_session=True, cwd=self.cwd, env=env, **ids)
 
     @staticmethod
     def _posix_spawn(program: str, argv: list[str], env: Mapping[str, str], out: int) -> int:

@@ -8,9 +8,7 @@ nobody else can take, fake or block the lock. A clean exit empties the pid file 
 still allowed: after dropping privileges the daemon may no longer write the directory); a pid in the pid
 file with no lock held means the daemon died ("stale", LSB status 1).
 
-Before a signal, ``Daemon.verify`` pins the holder with a pidfd, checks it still holds the lock (a pid cannot
-be reused while its process holds a lock), and, for a place owned by a user, that the process is entirely
-that user's: a user's files never make root signal anything the user could not signal alone.
+Signals go only through ``pidsignal.Daemon``, which verifies the holder this module names.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import errno
 import fcntl
 import json
 import os
-import signal
 import stat
 import struct
 import time
@@ -95,7 +92,12 @@ def read_pid(config_path: Path) -> int | None:
 
 
 def _probe_place(place: Place, names: tuple[str, str, str]) -> Probe | None:
-    dir_fd = open_dir(place, create=False)
+    try:
+        dir_fd = open_dir(place, create=False)
+    except UserError:
+        if place.optional:
+            return None
+        raise
     if dir_fd is None:
         return None
     pid_name = names[0]
@@ -210,79 +212,6 @@ def starttime(pid: int) -> int | None:
     return int(fields[19])
 
 
-def proc_uids(pid: int) -> set[int]:
-    """Real, effective, saved and filesystem uid of a process."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Uid:"):
-            return {int(x) for x in line.split()[1:]}
-    raise ProcessLookupError(pid)
-
-
-class Daemon:
-    """A daemon process verified to hold this config's lock, pinned by a pidfd: a signal sent through it
-    reaches that process or nothing (never a process that got the pid later)."""
-
-    def __init__(self, pid: int, pidfd: int) -> None:
-        self.pid = pid
-        self._pidfd = pidfd
-
-    @classmethod
-    def find(cls, config_path: Path) -> Daemon | None:
-        state = probe(config_path)
-        return cls.verify(config_path, state) if state.running and state.pid else None
-
-    @classmethod
-    def verify(cls, config_path: Path, state: Probe) -> Daemon | None:
-        assert state.pid is not None
-        try:
-            pidfd = os.pidfd_open(state.pid)
-        except ProcessLookupError:
-            return None
-        try:
-            again = probe(config_path)  # after pinning: still the holder, so the pidfd is that process
-            if not again.running or (again.pid, again.path) != (state.pid, state.path):
-                os.close(pidfd)
-                return None
-            _check_identity(state)
-        except BaseException:
-            os.close(pidfd)
-            raise
-        return cls(state.pid, pidfd)
-
-    def signal(self, sig: signal.Signals) -> bool:
-        """False when the process is already gone."""
-        try:
-            signal.pidfd_send_signal(self._pidfd, sig)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            raise UserError(f"not allowed to signal pid {self.pid}",
-                            hint="run as root or as the daemon's user", exit_code=4) from None
-        return True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._pidfd)
-
-
-def _check_identity(state: Probe) -> None:
-    """A user's place may name only that user's processes; the daemon's own word must match /proc."""
-    assert state.pid is not None
-    try:
-        uids = proc_uids(state.pid)
-    except (OSError, ProcessLookupError):
-        uids = set()
-    info = state.info()
-    if state.owner != 0 and uids != {state.owner}:
-        raise UserError(
-            f"refusing to signal pid {state.pid}: it holds the lock in {state.path.parent} (uid "
-            f"{state.owner}'s) but runs as uids {sorted(uids)}",
-            hint="that directory's owner could have planted it; remove the directory", exit_code=4)
-    if info is not None and info.get("starttime") not in (None, starttime(state.pid)):
-        raise UserError(f"refusing to signal pid {state.pid}: it is not the process that wrote {state.path}",
-                        hint="remove the stale files next to it", exit_code=4)
-
-
 class AlreadyRunning(UserError):
     def __init__(self, path: Path, pid: int) -> None:
         super().__init__(
@@ -381,6 +310,8 @@ def _same_file(fd: int, name: str, dir_fd: int) -> bool:
 
 def clear_stale(config_path: Path) -> bool:
     """Remove the files a dead daemon left in this user's own place; True when that worked."""
+    if probe(config_path).path.parent != home_place(os.geteuid()).dir:
+        return False  # somebody else's place: theirs to clean
     try:
         pidfile = PidFile.acquire(config_path)
     except (OSError, UserError):

@@ -32,6 +32,7 @@ class Place(NamedTuple):
     dir: Path
     owner: int
     creatable: bool  # may its owner create it? (/run/taskserver/u<U> only root or systemd makes)
+    optional: bool = False  # another's place, looked at in passing: one that fails the checks is skipped
 
 
 def own_places(uid: int) -> list[Place]:
@@ -42,16 +43,19 @@ def own_places(uid: int) -> list[Place]:
 
 
 def lookup_places(uid: int) -> list[Place]:
-    """Every place a command run by ``uid`` looks for a running daemon: root also sees the daemons that a
-    supervisor started directly as another user in ``/run/taskserver/u<U>``."""
+    """Every place a command run by ``uid`` looks for a running daemon. Root also sees the daemons a
+    supervisor started directly as another user (``/run/taskserver/u<U>``); another user also sees root's
+    daemons (which may have dropped to that user: a job's `jobs enqueue` wakes the daemon that runs it)."""
     places = own_places(uid)
-    if uid == 0:
-        try:
-            names = sorted(os.listdir(ROOT_DIR))
-        except OSError:
-            names = []
-        places += [Place(ROOT_DIR / n, int(n[1:]), False) for n in names if n[:1] == "u" and n[1:].isdigit()]
-    return places
+    if uid != 0:
+        # not root's (say, handed to a user by an old unit's RuntimeDirectory=): no root daemon is there
+        return [*places, Place(ROOT_DIR, 0, False, optional=True)]
+    try:
+        names = sorted(os.listdir(ROOT_DIR))
+    except OSError:
+        names = []
+    users = [n for n in names if n[:1] == "u" and n[1:].isdigit()]
+    return places + [Place(ROOT_DIR / n, int(n[1:]), False) for n in users]
 
 
 def home_place(uid: int) -> Place:

@@ -14,12 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import jobenv, statusfile
+from . import jobenv, privs, statusfile, tenancy
+from .errors import UserError
 from .executor import Executor, Outcome, job_argv
+from .limits import argv_problem
 from .model import Config, JobDef, State
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store
 
 log = logging.getLogger(__name__)
+REFUSED = "refused"  # the root rule (or the tenant's identity) kept the run from starting
 
 
 @dataclass
@@ -77,6 +80,10 @@ class Runs:
         act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
         run = replace(run, state=State.RUN, started=now, instance=self.instance)  # queued=True already
         if run.argv is not None:
+            problem = argv_problem(run.argv)  # a row written past `jobs enqueue`'s checks must not stop us
+            if problem is not None:
+                self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, problem), now)
+                return
             self._spawn(act, run, list(run.argv), None, now)
         elif job is not None:
             self._spawn(act, run, job_argv(job), job.timeout, now)
@@ -86,17 +93,27 @@ class Runs:
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> None:
         config = self.config()
         tenant = config.tenant(act.tenant)
-        status = statusfile.path_of(config.server.state_dir, act.tenant, run)
+        status = statusfile.path_of(config.tenant_dir(act.tenant), act.tenant, run)
         own = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
                "TASKSERVER_CONFIG": str(config.path.absolute())}
-        env = jobenv.build(jobenv.RunUser.of_uid(os.geteuid()), tenant, act.jobdef, own)
         self.write_status(act.tenant, run)
+        try:  # the root rule, at every spawn: a reload or a task queued into any tenant meets it too
+            if tenant is None:
+                raise UserError(f"tenant {act.tenant!r} is no longer in the config", hint="reload")
+            ident = privs.run_identity(config, tenant)
+            user = jobenv.RunUser.of_uid(ident.uid if ident is not None else os.geteuid())
+            env = jobenv.build(user, tenant, act.jobdef, own)
+        except UserError as exc:
+            log.error("tenant %s run %d: %s", act.tenant, act.run_id, exc.message)
+            self._end(act, Outcome(State.ERR, REFUSED, None, f"{exc.message} ({exc.hint})\n"), now)
+            return
         try:
-            child = self.executor.spawn(act, argv, env, timeout, now)
-        except OSError as exc:
-            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
+            child = self.executor.spawn(act, argv, env, timeout, now, ident=ident)
+        except (OSError, ValueError) as exc:  # ValueError: what exec cannot take (a NUL byte)
+            why = f"{argv[0][:200]}: {getattr(exc, 'strerror', None) or exc}"
+            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, why), now)
             return
         self.store(act.tenant).set_pid(act.run_id, child.pid)
         if child.fd is not None:
@@ -136,7 +153,10 @@ class Runs:
     def write_status(self, tenant: str, run: Run | None) -> None:
         if run is None:
             return
+        config = self.config()
+        conf = config.tenant(tenant)
         try:
-            statusfile.update(self.config().server.state_dir, tenant, run)
-        except OSError as exc:
+            with privs.fs_identity(tenancy.file_identity(config, conf) if conf is not None else None):
+                statusfile.update(config.tenant_dir(tenant), tenant, run)
+        except (OSError, UserError) as exc:
             log.warning("status file of run %d: %s", run.id, exc)

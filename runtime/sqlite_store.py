@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import UserError
 from .model import State, TenantDef
-from .store import BACKENDS, CRASHED, MISSED, REPORTED, Purged, Run
+from .store import BACKENDS, CRASHED, MISSED, REPORTED, JobSummary, Purged, Run
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -67,8 +67,20 @@ def _run(row: tuple[Any, ...]) -> Run:
      argv, output, message, queued) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
-               attempt=attempt, argv=tuple(json.loads(argv)) if argv else None, output=output,
+               attempt=attempt, argv=_argv(argv), output=output,
                message=message, queued=bool(queued))
+
+
+def _argv(text: str | None) -> tuple[str, ...] | None:
+    """A stored task's argv; a value that is not a JSON list comes back empty, and the daemon then ends the
+    run ERR instead of failing on it (the row may have been written by anything with the file)."""
+    if not text:
+        return None
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(got) if isinstance(got, list) else ()
 
 
 class SqliteStore:
@@ -193,6 +205,10 @@ class SqliteStore:
             self.db.executemany("INSERT OR IGNORE INTO jobs (name, last_due) VALUES (?, ?)",
                                 [(j, now) for j in jobs])
 
+    def rewind(self, now: float) -> None:
+        with self._txn():
+            self.db.execute("UPDATE jobs SET last_due=? WHERE last_due > ?", (now, now))
+
     def _advance(self, job: str, due: float) -> None:
         self.db.execute(
             "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
@@ -226,6 +242,26 @@ class SqliteStore:
             rows = self.db.execute(
                 f"SELECT {COLUMNS} FROM runs WHERE job=? ORDER BY id DESC LIMIT ?", (job, limit))  # noqa: S608
         return [_run(r) for r in rows]
+
+    def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
+        # One aggregate query: a store may hold a million rows of an every-second job within retention.
+        ended, due = "finished IS NOT NULL AND started IS NOT NULL", "due IS NOT NULL AND started IS NOT NULL"
+        dur, late = "(finished - started)", "(started - due)"
+        le = [f"SUM(CASE WHEN {ended} AND {dur} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
+        le += [f"SUM(CASE WHEN {due} AND {late} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
+        sql = ", ".join([  # noqa: S608 - only constant text and placeholders
+            "SELECT job, state, COUNT(*)", f"SUM(CASE WHEN {ended} THEN 1 ELSE 0 END)",
+            f"COALESCE(SUM(CASE WHEN {ended} THEN {dur} END), 0)", f"SUM(CASE WHEN {due} THEN 1 ELSE 0 END)",
+            f"COALESCE(SUM(CASE WHEN {due} THEN {late} END), 0)",
+            "MAX(CASE WHEN state='OK' THEN finished END)", *le]) + " FROM runs GROUP BY job, state"
+        n = len(buckets)
+        out = []
+        for row in self.db.execute(sql, [*buckets, *buckets]):
+            out.append(JobSummary(job=row[0], state=State(row[1]), count=row[2], duration_count=row[3] or 0,
+                                  duration_sum=row[4], lateness_count=row[5] or 0, lateness_sum=row[6],
+                                  last_ok=row[7], duration_le=tuple(int(v or 0) for v in row[8:8 + n]),
+                                  lateness_le=tuple(int(v or 0) for v in row[8 + n:8 + 2 * n])))
+        return out
 
     def close(self) -> None:
         self.db.close()

@@ -53,6 +53,20 @@ class Purged:
     queued_ids: list[int]  # deleted runs that came in through the queue (they have a status file)
 
 
+@dataclass(frozen=True)
+class JobSummary:
+    job: str
+    state: State
+    count: int
+    duration_count: int  # ended runs that had started
+    duration_sum: float
+    duration_le: tuple[int, ...]  # cumulative, one per bucket bound
+    lateness_count: int  # runs that had a due time
+    lateness_sum: float
+    lateness_le: tuple[int, ...]
+    last_ok: float | None
+
+
 class Store(Protocol):
     """Persistent runs of one tenant."""
 
@@ -82,6 +96,9 @@ class Store(Protocol):
 
     def last_due(self, job: str) -> float | None: ...
 
+    def rewind(self, now: float) -> None:
+        """The wall clock was set back: no job's last due time may stay later than ``now``."""
+
     def remember_jobs(self, jobs: Iterable[str], *, now: float) -> None:
         """Give jobs seen for the first time a last due of ``now`` (catch-up starts from there)."""
 
@@ -97,6 +114,10 @@ class Store(Protocol):
         """Delete ended runs older than the limits."""
 
     def set_pid(self, run_id: int, pid: int) -> None: ...
+
+    def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
+        """Per (job, state): run count, and for ended runs cumulative counts of duration and lateness
+        (start - due) at or below each bound in ``buckets`` (for metrics), plus the last OK's end."""
 
     def batch(self) -> AbstractContextManager[None]:
         """Group the calls made inside into one transaction; nests."""

@@ -9,11 +9,15 @@ APT_PACKAGES=(
     shellcheck dash                 # checkers for the rendered SysV scripts
     libsystemd-dev pkg-config       # build pystemd
     lintian rpm dpkg-dev fakeroot   # build and check the .deb and .rpm packages
+    piuparts adequate rpmlint       # Debian's package tester (with adequate) and RPM's linter on them
     python3-venv python3-dev binutils  # packaging/build.sh builds the payload venv with /usr/bin/python3
     zstd                            # cache of the built boot roots
     procps                          # ps/pgrep for system tests
     cron                            # the real crontab binary for the cron backend tests
+    faketime                        # tests/security runs the real cron daemon from 2 s before a minute
     tzdata                          # real time zones for the schedule/DST tests
+    faketime libfaketime            # stepped clocks for daemon tests; start instants for systemd-analyze calendar
+    chromium                        # the dashboard's browser test (driven by Playwright, no download)
 )
 if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -5,12 +5,13 @@ softlevel``); offline (``--root``, an image) the runlevel link is made directly,
 
 from __future__ import annotations
 
-import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...runtime.errors import UserError
 from .. import detect
+from ..manifest import fs
 from ..render import render, sh
 from ..spec import ServiceSpec
 from .base import Action, Backend, Capabilities, FileSpec, Found, cmd
@@ -29,7 +30,7 @@ class OpenRC(Backend):
 
     @classmethod
     def running(cls, facts: Facts) -> Found:
-        if facts.comm in ("init", "openrc-init") and (facts.root / "run/openrc/softlevel").exists():
+        if facts.comm in ("init", "openrc-init") and detect.exists(facts.root, "run/openrc/softlevel"):
             facts.ev.append("/run/openrc/softlevel exists: OpenRC is running")
             return cls.name, "rc-update"
         return None
@@ -67,14 +68,14 @@ class OpenRC(Backend):
         return []  # openrc-run reads the script at every call
 
     def _link(self, spec: ServiceSpec) -> None:
-        link = spec.target(self.link(spec))
-        if not link.parent.is_dir():
+        link, files = self.link(spec), fs(spec)
+        if not files.is_dir(link.parent):
             raise UserError(
-                f"no OpenRC runlevel {RUNLEVEL!r} in {spec.root} ({self.link(spec).parent} is missing)",
+                f"no OpenRC runlevel {RUNLEVEL!r} in {spec.root} ({link.parent} is missing)",
                 hint="is OpenRC installed there? (Debian: apt-get install openrc)",
             )
-        if not link.is_symlink():
-            os.symlink(self.script(spec), link)  # absolute, as rc-update makes it
+        if not self.is_enabled(spec):
+            files.symlink(str(self.script(spec)), link)  # absolute, as rc-update makes it
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         if self.live:
@@ -85,8 +86,8 @@ class OpenRC(Backend):
     def disable(self, spec: ServiceSpec) -> list[Action]:
         if self.live:
             return [cmd(["rc-update", "del", spec.name, RUNLEVEL], check=False)]
-        link = spec.target(self.link(spec))
-        return [Action(f"rm {link}", lambda: link.unlink(missing_ok=True))]
+        link = self.link(spec)
+        return [Action(f"rm {spec.target(link)}", lambda: fs(spec).unlink(link))]
 
     def start(self, spec: ServiceSpec) -> list[Action]:
         return [cmd(["rc-service", spec.name, "start"])] if self.live else []
@@ -98,12 +99,13 @@ class OpenRC(Backend):
         return [cmd(["rc-service", spec.name, "restart"])] if self.live else []
 
     def is_enabled(self, spec: ServiceSpec) -> bool:
-        return spec.target(self.link(spec)).is_symlink()
+        st = fs(spec).lstat(self.link(spec))
+        return st is not None and stat.S_ISLNK(st.st_mode)
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:
             return None
-        if not spec.target(self.script(spec)).exists():
+        if fs(spec).lstat(self.script(spec)) is None:
             return False
         res = cmd(["rc-service", spec.name, "status"], check=False).run()
         return getattr(res, "returncode", 3) == 0

@@ -7,13 +7,14 @@ away, waits until runsv let go of the directory, and removes what runsv wrote th
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...runtime.errors import UserError
 from .. import detect, proc
+from ..manifest import fs
 from ..render import render
 from ..spec import ServiceSpec
 from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd
@@ -52,25 +53,18 @@ class Runit(Backend):
 
     # --- where things are -----------------------------------------------------------------------------
     def sv_dir(self, spec: ServiceSpec) -> Path:
-        base = next((d for d in SV_DIRS if spec.target(Path("/") / d).is_dir()), SV_DIRS[0])
+        base = next((d for d in SV_DIRS if fs(spec).is_dir(Path("/") / d)), SV_DIRS[0])
         return Path("/") / base / spec.name
 
     def link(self, spec: ServiceSpec) -> Path:
-        """The enable link as the target names it (``sv`` and the operator use this path)."""
-        return self._service_dir(spec)[0] / spec.name
-
-    def _link_here(self, spec: ServiceSpec) -> Path:
-        """The enable link on this machine, its directory's symlinks resolved inside the target: Debian's
-        /etc/service leads through /etc/runit/runsvdir/current, an absolute link that followed from here
-        under --root would name this machine's own service directory."""
-        return spec.root / self._service_dir(spec)[1].relative_to("/") / spec.name
-
-    def _service_dir(self, spec: ServiceSpec) -> tuple[Path, Path]:
+        """The enable link as the target names it. Every operation on it goes through ``safefs``: Debian's
+        /etc/service leads through /etc/runit/runsvdir/current, an absolute link that, followed from here
+        under --root, would name this machine's own service directory; resolved inside the tree, it does
+        not."""
+        files = fs(spec)
         for d in SERVICE_DIRS:
-            named = Path("/") / d
-            real = resolve_in(spec.root, named)
-            if (spec.root / real.relative_to("/")).is_dir():
-                return named, real
+            if files.is_dir(Path("/") / d):
+                return Path("/") / d / spec.name
         raise UserError(
             f"no runit service directory in {spec.root} (looked for /{', /'.join(SERVICE_DIRS)})",
             hint="is runit installed there? (Debian: apt-get install runit-init)",
@@ -97,17 +91,16 @@ class Runit(Backend):
         return cmd(["sv", "-w", STOP_WAIT, *args, str(self.link(spec))], check=check)
 
     def _link(self, spec: ServiceSpec) -> None:
-        link = self._link_here(spec)
-        if not link.is_symlink():
-            os.symlink(self.sv_dir(spec), link)  # absolute: the target system's path
+        if not self.is_enabled(spec):
+            fs(spec).symlink(str(self.sv_dir(spec)), self.link(spec))  # absolute: the target's path
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         link = self.link(spec)
         return [Action(f"ln -s {self.sv_dir(spec)} {link}", lambda: self._link(spec))]
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
-        link = self._link_here(spec)
-        return [Action(f"rm {self.link(spec)}", lambda: link.unlink(missing_ok=True))]
+        link = self.link(spec)
+        return [Action(f"rm {link}", lambda: fs(spec).unlink(link))]
 
     def plan_uninstall(self, spec: ServiceSpec, manifest: dict[str, Any]) -> Plan:
         """Stop, take the link away, then wait for runsv to exit and remove what it wrote (supervise/)."""
@@ -138,11 +131,7 @@ class Runit(Backend):
                 )
             time.sleep(0.25)
         for sub in ("supervise", "log/supervise"):
-            path = spec.target(self.sv_dir(spec) / sub)
-            if path.is_symlink():
-                path.unlink()
-            elif path.is_dir():
-                shutil.rmtree(path)
+            fs(spec).remove_tree(self.sv_dir(spec) / sub)
 
     def _wait_supervised(self, spec: ServiceSpec) -> None:
         deadline = time.monotonic() + SCAN_SECONDS
@@ -169,7 +158,8 @@ class Runit(Backend):
 
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:
-        return self._link_here(spec).is_symlink()
+        st = fs(spec).lstat(self.link(spec))
+        return st is not None and stat.S_ISLNK(st.st_mode)
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:

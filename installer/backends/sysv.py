@@ -30,14 +30,14 @@ class SysV(Backend):
 
     @classmethod
     def running(cls, facts: Facts) -> Found:
-        if not facts.wsl and facts.comm == "init" and (facts.root / "etc/init.d").is_dir():
+        if not facts.wsl and facts.comm == "init" and detect.is_dir(facts.root, "etc/init.d"):
             facts.ev.append("PID 1 is init with /etc/init.d and no other manager: SysV init is running")
             return cls.name, cls.find_registrar(facts)
         return None
 
     @classmethod
     def installed(cls, facts: Facts) -> bool:
-        if (facts.root / "etc/init.d").is_dir():
+        if detect.is_dir(facts.root, "etc/init.d"):
             facts.ev.append("/etc/init.d exists: SysV-style scripts")
             return True
         return False
@@ -53,7 +53,7 @@ class SysV(Backend):
         return Path("/etc/init.d") / spec.name
 
     def pidfile(self, spec: ServiceSpec) -> Path:
-        # where `taskserver start` (as root, no $RUNTIME_DIRECTORY) keeps it
+        # where `taskserver start` as root keeps it, whatever the environment (runtime/pidplace.py)
         return Path("/run/taskserver") / pidfile_name(spec.config)
 
     def files(self, spec: ServiceSpec) -> list[FileSpec]:

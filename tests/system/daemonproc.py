@@ -17,6 +17,8 @@ from pathlib import Path
 
 import runns
 
+from taskserver.runtime.config import instance_name
+
 # the console script installed next to the interpreter running the tests (the project's venv)
 TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 _SUPERVISOR_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TASKSERVER_CONFIG")
@@ -63,6 +65,10 @@ class Sandbox:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    def pidfile(self, config: Path) -> Path:
+        """The pid file of this config's daemon (the run dir is shared by the whole session)."""
+        return self.run_dir / f"{instance_name(config)}.pid"
 
     def pid_of(self, config: Path) -> int:
         """The pid `status` reports for a running daemon."""

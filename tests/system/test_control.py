@@ -136,7 +136,7 @@ def test_two_configs_are_two_servers(box: Sandbox) -> None:
     assert box.ts(b, "start").returncode == 0
     pa, pb = box.pid_of(a), box.pid_of(b)
     assert pa != pb and _alive(pa) and _alive(pb)
-    assert len(list(box.run_dir.glob("*.pid"))) == 2
+    assert box.pidfile(a).read_text() == f"{pa}\n" and box.pidfile(b).read_text() == f"{pb}\n"
     assert box.ts(a, "stop").returncode == 0
     assert box.ts(b, "status").returncode == 0
 
@@ -158,7 +158,7 @@ def test_unsafe_pid_directory_is_refused(box: Sandbox) -> None:
 def test_pid_file_symlink_is_not_followed(box: Sandbox, tmp_path: Path) -> None:
     cfg = box.base / "a.yaml"
     assert box.ts(cfg, "start").returncode == 0
-    pidfile = next(box.run_dir.glob("*.pid"))
+    pidfile = box.pidfile(cfg)
     assert box.ts(cfg, "stop").returncode == 0
     victim = tmp_path / "victim"
     victim.write_text("precious\n")

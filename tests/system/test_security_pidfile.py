@@ -314,3 +314,50 @@ def test_a_users_own_daemon_lives_in_a_place_derived_from_its_uid(two: list[User
         if place.is_symlink():
             place.unlink()
         shutil.rmtree(place, ignore_errors=True)
+
+
+def test_the_run_as_user_finds_roots_daemon_without_any_variable(two: list[User], box: Sandbox) -> None:
+    """The user a root-started daemon dropped to (its jobs, too) sees it: status, a second start, and the
+    wake-up of `jobs enqueue` reach it with the user's own rights, the lock file staying closed to them."""
+    user = two[0]
+    cfg = _config(box, user.name)
+    assert box.ts(cfg, "start").returncode == 0
+    pid = box.pid_of(cfg)
+    theirs = [*runns.prefix(), *user.argv(TASKSERVER, "-c", str(cfg))]
+    st = _ts([*theirs, "status"], _clean_env(box))
+    assert st.returncode == 0 and f"pid {pid}" in st.stdout, st
+    again = _ts([*theirs, "start"], _clean_env(box))
+    assert again.returncode == 0 and f"already running (pid {pid})" in again.stdout, again
+    queued = _ts([*theirs, "jobs", "enqueue", "--", "true"], _clean_env(box))
+    assert queued.returncode == 0 and "no daemon" not in queued.stderr, queued
+    run_id = queued.stdout.strip()
+    assert wait_for(lambda: '"OK"' in box.ts(cfg, "jobs", "show", run_id, "--json").stdout, 30)
+    assert box.ts(cfg, "stop").returncode == 0
+
+
+def test_a_root_directory_handed_to_a_user_is_skipped_by_the_user_and_refused_by_root(
+        two: list[User], box: Sandbox) -> None:
+    """An old unit's RuntimeDirectory= gave /run/taskserver to its User=: that user's own daemon still starts
+    (in its own place; no root daemon can be in a directory that is not root's), and root's commands say the
+    directory is unsafe instead of believing anything in it."""
+    user = two[0]
+    home = box.base / "u"
+    home.mkdir()
+    cfg = home / "mine.yaml"
+    cfg.write_text(f"task_server:\n  state_dir: {home / 'state'}\ntenants:\n  t: {{}}\n")
+    cfg.chmod(0o600)
+    for p in (home, cfg):
+        os.chown(p, user.uid, user.gid)
+    mine = [*runns.prefix(), *user.argv(TASKSERVER, "-c", str(cfg))]
+    os.chown(box.run_dir, user.uid, user.gid)
+    try:
+        res = _ts([*mine, "start"], _clean_env(box))
+        assert res.returncode == 0, res.stderr
+        assert _ts([*mine, "status"], _clean_env(box)).returncode == 0
+        st = box.ts(cfg, "status")
+        assert st.returncode == 2 and "unsafe pid file directory /run/taskserver" in st.stderr, st
+        assert _ts([*mine, "stop"], _clean_env(box)).returncode == 0
+    finally:
+        os.chown(box.run_dir, 0, 0)
+        _ts([*mine, "stop"], _clean_env(box))
+        shutil.rmtree(f"/tmp/taskserver-{user.uid}", ignore_errors=True)

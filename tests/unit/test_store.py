@@ -153,7 +153,7 @@ def test_batch_groups_writes_and_rolls_back_on_error(tmp_path: Path) -> None:
 
 def test_housekeeping_purges_history_and_status_files(tmp_path: Path) -> None:
     from taskserver.runtime import housekeeping, statusfile
-    from taskserver.runtime.model import ServerSettings
+    from taskserver.runtime.model import Config, ServerSettings, TenantDef
 
     server = ServerSettings(state_dir=tmp_path / "state", keep_ok_days=1, keep_err_days=2)
     s = store(tmp_path)
@@ -166,6 +166,7 @@ def test_housekeeping_purges_history_and_status_files(tmp_path: Path) -> None:
     s.claim(failed, pid=1, instance="i", now=now - 5 * day)
     kept = s.finish(failed, State.ERR, "exit code 1", exit_code=1, output="", now=now - 1.5 * day)
     paths = [statusfile.update(server.state_dir, "t", r) for r in (done, kept)]
-    assert housekeeping.purge({"t": s}, server, now) == 1
+    config = Config(path=tmp_path / "c.yaml", exists=True, server=server, tenants=(TenantDef("t", "t"),))
+    assert housekeeping.purge({"t": s}, config, now) == 1
     assert not paths[0].exists() and paths[1].exists()
     assert s.get(old) is None and s.get(failed) is not None
