@@ -28,4 +28,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
-exec .venv/bin/python -m pytest "$@"
+# Four workers on two cores: boot, package and daemon tests spend most of their time waiting on containers,
+# dpkg and sleeping jobs. A test file stays on one worker (its module fixtures are built once).
+exec .venv/bin/python -m pytest -n 4 --dist loadfile "$@"
