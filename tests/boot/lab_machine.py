@@ -22,6 +22,7 @@ from lab import CLEAN_PATH, LabError, Overlay, mounts
 
 _serial = itertools.count(1)
 EXIT_REBOOT = 133  # what systemd-nspawn exits with when the container rebooted
+SHUTDOWN_RETRY_S = 30.0  # a shutdown not under way by then is asked for again
 INNER_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root", "TERM": "dumb", "SYSTEMD_PAGER": ""}
 
 
@@ -155,13 +156,19 @@ class Container:
 
     def _shutdown(self, argv: Sequence[str], timeout: float) -> int:
         assert self.proc is not None and self.running, f"{self.name} is not running"
-        self.sh(argv, check=False, timeout=30)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.terminate()
-            raise TimeoutError(f"{self.name} did not shut down within {timeout:.0f}s "
-                               f"after {' '.join(argv)}:\n{self.console()}") from None
+        deadline = time.monotonic() + timeout
+        # runit can miss a reboot asked for right as stage 2 starts (seen once in many boots: stage 3 never
+        # began); asking again is harmless for every init, so ask until it goes down
+        while time.monotonic() < deadline:
+            with contextlib.suppress(LabError):  # it may go down between the check and the call
+                self.sh(argv, check=False, timeout=30)
+            try:
+                return self.proc.wait(timeout=min(SHUTDOWN_RETRY_S, max(deadline - time.monotonic(), 0.1)))
+            except subprocess.TimeoutExpired:
+                continue
+        self.terminate()
+        raise TimeoutError(f"{self.name} did not shut down within {timeout:.0f}s "
+                           f"after {' '.join(argv)}:\n{self.console()}")
 
     def terminate(self) -> None:
         """Stop the container whatever state it is in: SIGKILL to its PID 1 ends the whole namespace.
