@@ -20,9 +20,10 @@ from typing import Any
 from ..runtime.errors import UserError
 from . import manifest as mf
 from . import proc
+from . import purge as leftovers
 from .backends.base import Action, Backend, FileSpec, Plan
 from .safefs import Tree
-from .spec import ServiceSpec
+from .spec import ServiceSpec, installed_config
 
 VERIFY_SECONDS = 15.0
 
@@ -43,6 +44,8 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     undo: str = ""
     manifest: str = ""
+    kept: list[str] = field(default_factory=list)  # uninstall: data left in place, "PATH (what)"
+    remove_kept: str = ""  # the command that removes what was kept
     verified: bool = False  # started (or found running) and seen still running a moment later
 
     @property
@@ -245,11 +248,16 @@ def install(
     if old is not None and enable is None and not want_enable:
         out.notes.append(f"{spec.name} was disabled by an admin; left disabled (pass --enable to enable it)")
     states = [(f, _file_state(spec, f, old, force)) for f in plan.files]
+    config = _config_to_write(spec, backend)
     out.files = [(str(f.path), s) for f, s in states]
+    if config is not None:
+        out.files.append((str(config.path), "created"))
     changed = any(s != "unchanged" for _, s in states)
     journal = _Journal(spec, backend)
     try:
         dirs = [] if dry_run else [d for f, s in states if s != "unchanged" for d in journal.write(f)]
+        if config is not None and not dry_run:
+            dirs += journal.write(config)
         if changed or old is None:
             _run(plan.reload, out, dry_run)
         # backend data outside files (the crontab entry) changed: registering again replaces it
@@ -261,8 +269,9 @@ def install(
             _verify(spec, backend, verify_seconds)
             out.verified = True
         if not dry_run:
+            written = mf.sha256(config.content.encode()) if config else (old or {}).get("config_written")
             try:
-                _record(spec, backend, plan, old, dirs)
+                _record(spec, backend, plan, old, dirs, written)
             except OSError as exc:
                 raise cannot(spec, "write", mf.manifest_path(spec), exc) from exc
     except BaseException as exc:
@@ -280,8 +289,25 @@ def install(
     return out
 
 
-def _record(
-    spec: ServiceSpec, backend: Backend, plan: Plan, old: dict[str, Any] | None, dirs: list[Path]
+def _config_to_write(spec: ServiceSpec, backend: Backend) -> FileSpec | None:
+    """A config naming ``run_as``, when the daemon itself must switch to it and no config exists yet.
+
+    Recorded in the manifest by its hash but not as one of the boot files: uninstall keeps it (config is
+    the admin's from then on), ``--purge`` removes it while unchanged."""
+    if not backend.caps.run_as_by_daemon or spec.run_as is None:
+        return None
+    if mf.fs(spec).lstat(spec.config) is not None:
+        return None
+    return FileSpec(spec.config, installed_config(spec), 0o644)
+
+
+def _record(  # noqa: PLR0917
+    spec: ServiceSpec,
+    backend: Backend,
+    plan: Plan,
+    old: dict[str, Any] | None,
+    dirs: list[Path],
+    config_written: str | None,
 ) -> None:
     prev_dirs = [Path(d) for d in (old or {}).get("dirs", [])]
     data = {
@@ -297,11 +323,21 @@ def _record(
         ],
         "extra": plan.extra,
     }
+    if config_written:
+        data["config_written"] = config_written  # sha256 of the config this tool wrote
     mf.save(spec, data, [*prev_dirs, *dirs])
 
 
-def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> Outcome:
-    """Stop, disable, remove exactly the manifest's files and the directories it created, reload."""
+def uninstall(
+    spec: ServiceSpec,
+    backend: Backend,
+    *,
+    dry_run: bool = False,
+    purge: bool = False,
+    purge_config: bool = False,
+) -> Outcome:
+    """Stop, disable, remove exactly the manifest's files and the directories it created, reload; then
+    remove (``purge``) or name (without it) the service's data: state, logs, config (``installer.purge``)."""
     old = mf.load(spec)
     if old is None:
         raise UserError(
@@ -323,13 +359,23 @@ def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> 
         if not dry_run:
             _remove(spec, files, path)
         out.files.append((entry["path"], "removed" if data is not None else "already gone"))
-    if not dry_run:
+    found = leftovers.data_paths(spec, backend, old, purge_config)
+    doomed = [k for k in found if purge and k.purge]
+    if dry_run:
+        out.notes += [f"would purge {k.path} ({k.what})" for k in doomed]
+    else:
+        out.notes += [leftovers.remove(spec, k) for k in doomed]
         try:
             mf.remove(spec)
         except OSError as exc:
             raise cannot(spec, "remove", mf.manifest_path(spec), exc) from exc
-        mf.remove_empty_dirs(spec, list(old.get("dirs", [])))
+        # the manifest dir is this tool's alone: gone with the last manifest, whichever install made it
+        mf.remove_empty_dirs(spec, [*old.get("dirs", []), str(mf.manifest_dir(spec))])
     _run(backend.after_remove(spec), out, dry_run)
+    kept = [k for k in found if not (purge and k.purge)]
+    out.kept = [f"{k.path} ({k.what})" for k in kept]
+    if kept:
+        out.remove_kept = leftovers.removal_command(kept)
     return out
 
 

@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,9 @@ from ..runtime.errors import UserError, run_command
 from . import apply, detect
 from . import manifest as mf
 from .backends import base
-from .spec import (
-    SYSTEM,
-    USER,
-    ServiceSpec,
-    build_spec,
-    check_abs,
-    check_run_as_in_config,
-    config_writable,
-)
+from .spec import SYSTEM, USER, ServiceSpec, build_spec, check_abs, check_run_as
 
 PROG = "taskserver-install"
-INITS = ("systemd", "sysv", "upstart", "cron")
 log = logging.getLogger("taskserver.installer")
 
 
@@ -64,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--detect", action="store_true", help="print the running init system and the evidence")
-    mode.add_argument("--uninstall", action="store_true", help="stop, disable and remove what was installed")
+    mode.add_argument(
+        "--uninstall",
+        action="store_true",
+        help="stop, disable and remove what was installed (state, logs and config are kept and named)",
+    )
     mode.add_argument("--status", action="store_true", help="installed? enabled? running? files changed?")
     mode.add_argument(
         "--maintscript",
@@ -78,7 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("deb", "rpm"),
         help="print the maintainer script snippets for a package format",
     )
-    p.add_argument("--init", help="init system to install for: " + ", ".join(INITS) + " (default: detected)")
+    p.add_argument(
+        "--init", help="init system to install for: " + ", ".join(base.names()) + " (default: detected)"
+    )
+    p.add_argument(
+        "--purge",
+        action="store_true",
+        help="with --uninstall: also remove the state dir, the logs and a config this tool wrote (unchanged)",
+    )
+    p.add_argument(
+        "--purge-config",
+        action="store_true",
+        help="with --uninstall --purge: remove the config file too, even one an admin wrote or changed",
+    )
     p.add_argument("--user", action="store_true", help="install a systemd user unit for the calling user")
     p.add_argument(
         "--name", default="taskserver", help="service name (one per config file; default: %(default)s)"
@@ -146,10 +152,17 @@ def dispatch(args: argparse.Namespace) -> int:
         return print_detection(detect.detect(root), args.json)
     if args.status:
         return print_json_or_text(status(args, root), args.json)
+    if (args.purge or args.purge_config) and not args.uninstall:
+        raise UserError("--purge and --purge-config go with --uninstall", hint="add --uninstall")
+    if args.purge_config and not args.purge:
+        raise UserError("--purge-config goes with --purge", hint="use --uninstall --purge --purge-config")
     if args.uninstall:
         spec, backend = from_manifest(args, root)
         check_privileges(spec, backend, args)
-        return print_outcome(apply.uninstall(spec, backend, dry_run=args.dry_run), args.json)
+        out = apply.uninstall(
+            spec, backend, dry_run=args.dry_run, purge=args.purge, purge_config=args.purge_config
+        )
+        return print_outcome(out, args.json)
     spec, backend = resolve(args, root)
     check_privileges(spec, backend, args)
     out = apply.install(
@@ -170,36 +183,25 @@ def choose_backend(args: argparse.Namespace, root: Path, init: str | None) -> ba
     if name is None:
         raise UserError(
             "no init system found to install for (none runs, none is installed)",
-            hint="pick one with --init " + "|".join(INITS),
-        )
-    base.load_all()
-    if init is None and name not in base.Backend.registry:
-        raise UserError(
-            f"{name} runs here, but taskserver-install has no {name} backend yet",
-            hint="pick one explicitly: --init " + "|".join(INITS) + " (cron works on any host with cron)",
+            hint="pick one with --init " + "|".join(base.names()),
         )
     cls = base.get(name)
-    live = det.live and det.init == name and root == Path("/")
-    if name == "cron":
-        live = root == Path("/")
-    if live and name == "systemd" and args.user:
-        # the user's own manager must be reachable, else only the files and links are written
-        xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-        live = bool(xdg) and Path(xdg, "systemd", "private").exists()
     registrar = det.registrar if det.target == name else None
-    if name == "sysv" and registrar is None:
-        registrar = detect.sysv_registrar(root, det.distro_id, det.distro_like, [])
-    return cls(live=live, registrar=registrar)
+    if registrar is None:
+        facts = detect.Facts(root, "", det.wsl, det.distro_id, det.distro_like, [])
+        registrar = cls.find_registrar(facts)
+    return cls(live=cls.live_here(det, root, bool(args.user)), registrar=registrar)
 
 
 def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Backend]:
-    if args.init is not None and args.init not in INITS and args.init not in ("openrc", "runit"):
-        raise UserError(f"unknown init system {args.init!r}", hint="use --init " + "|".join(INITS))
+    if args.init is not None and args.init not in base.names():
+        raise UserError(f"unknown init system {args.init!r}", hint="use --init " + "|".join(base.names()))
     backend = choose_backend(args, root, args.init)
-    if args.user and not backend.supports_user_scope:
+    if args.user and not backend.caps.user_scope:
+        with_user = [cls.name for cls in base.ordered() if cls.caps.user_scope]
         raise UserError(
-            f"--user works only with systemd, not {backend.name}",
-            hint="drop --user, or use --init systemd --user (or --init cron without root)",
+            f"--user works only with {', '.join(with_user)}, not {backend.name}",
+            hint=f"drop --user, or use --init {with_user[0]} --user (or --init cron without root)",
         )
     if args.user and args.run_as:
         # a user manager cannot switch users: User= in a user unit fails at every start (216/GROUP)
@@ -214,12 +216,12 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
             raise UserError(
                 f"--executable {executable}: not an executable file", hint="give the installed path"
             )
-    # cron belongs to a user: without root the manifest and default config are the caller's own
-    own_cron = backend.name == "cron" and os.geteuid() != 0
+    # a crontab belongs to a user: without root the manifest and default config are the caller's own
+    own_account = backend.caps.own_account and os.geteuid() != 0
     spec = build_spec(
         name=args.name,
         config=args.config,
-        scope=USER if args.user or own_cron else SYSTEM,
+        scope=USER if args.user or own_account else SYSTEM,
         run_as=args.run_as,
         root=root,
         executable=executable,
@@ -228,11 +230,8 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
         writable_paths=tuple(args.writable),
         watchdog=getattr(args, "watchdog", None),
     )
-    if backend.name == "systemd":
-        spec = replace(spec, writable_paths=spec.writable_paths + config_writable(spec))
-    if backend.name == "sysv":
-        check_run_as_in_config(spec)
-    return spec, backend
+    check_run_as(spec, backend.name, backend.caps.run_as_by_daemon)
+    return backend.prepare(spec), backend
 
 
 def _scope_probes(args: argparse.Namespace, root: Path) -> list[ServiceSpec]:
@@ -287,7 +286,7 @@ def from_manifest(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, ba
 def check_privileges(spec: ServiceSpec, backend: base.Backend, args: argparse.Namespace) -> None:
     if args.dry_run or spec.user_scope or spec.offline_root or os.geteuid() == 0:
         return
-    if backend.name == "cron" and not args.run_as:
+    if backend.caps.own_account and not args.run_as:
         return
     raise UserError(
         f"installing a system service ({backend.name}) needs root",
@@ -332,6 +331,10 @@ def print_outcome(out: apply.Outcome, as_json: bool) -> int:
         print(f"  verified: {out.name} is running")
     for note in out.notes:
         print(f"  note: {note}")
+    for line in out.kept:
+        print(f"  kept: {line}")
+    if out.remove_kept:
+        print(f"remove what was kept with: {out.remove_kept}")
     if out.action == "install" and not out.changed:
         print(f"{PROG}: unchanged: {out.name} is installed as asked")
     if out.undo:

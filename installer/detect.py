@@ -1,11 +1,12 @@
 """Which init system runs now (not which is installed), and the evidence for it.
 
 Every fact is read under ``root`` — including PID 1's, from ``root/proc/1/...`` — so tests build fake roots
-in a temporary directory. The order follows what each init leaves behind while it runs: systemd's
-``/run/systemd/system`` (sd_booted), upstart answering ``initctl version``, OpenRC's ``/run/openrc``, runit as
-PID 1, and SysV ``init`` as PID 1 with ``/etc/init.d``. WSL's own ``/init`` and container entry points are no
-service manager: the result is then **offline**, and ``target`` names the init system that is *installed*
-(what to write files for, to be used at the next boot).
+in a temporary directory. The probes belong to the backends (``Backend.running``, ``Backend.installed``)
+and run in the registry's order, which follows what each init leaves behind while it runs: systemd's
+``/run/systemd/system`` (sd_booted), upstart answering ``initctl version``, OpenRC's
+``/run/openrc/softlevel``, runit as PID 1, and SysV ``init`` as PID 1 with ``/etc/init.d``. WSL's own
+``/init`` and container entry points are no service manager: the result is then **offline**, and ``target``
+names the init system that is *installed* (what to write files for, to be used at the next boot).
 
 A ``--root`` tree is another system's files: it is always offline, its files are read inside it (its
 symlinks taken as its own boot would take them), and nothing of it is run on the host — not even its
@@ -26,6 +27,8 @@ from typing import Any
 import distro
 
 from . import proc
+from .backends import base
+from .backends.base import Found
 from .safefs import Tree
 
 BIN_DIRS = ("usr/sbin", "sbin", "usr/bin", "bin")
@@ -77,6 +80,16 @@ def _stat(root: Path, rel: str) -> os.stat_result | None:
 def _is_dir(root: Path, rel: str) -> bool:
     st = _stat(root, rel)
     return st is not None and stat.S_ISDIR(st.st_mode)
+
+
+def is_dir(root: Path, rel: str) -> bool:
+    """Whether ``rel`` is a directory of the target, resolved inside it (for the backends' probes)."""
+    return _is_dir(root, rel)
+
+
+def exists(root: Path, rel: str) -> bool:
+    """Whether ``rel`` exists in the target, resolved inside it."""
+    return _stat(root, rel) is not None
 
 
 def which(root: Path, name: str) -> Path | None:
@@ -200,21 +213,12 @@ def _upstart_runs(root: Path, ev: list[str]) -> bool:
     return False
 
 
-def _installed(root: Path, ev: list[str]) -> str | None:
-    """The init system installed in ``root`` (for offline installs)."""
-    if which(root, "systemctl"):
-        ev.append("systemd is installed (systemctl present)")
-        return "systemd"
-    if which(root, "openrc") or which(root, "rc-update"):
-        ev.append("OpenRC is installed")
-        return "openrc"
-    if which(root, "initctl") and _is_dir(root, "etc/init"):
-        ev.append("upstart is installed (initctl and /etc/init)")
-        return "upstart"
-    if _is_dir(root, "etc/init.d"):
-        ev.append("/etc/init.d exists: SysV-style scripts")
-        return "sysv"
-    return None
+def _installed(f: Facts) -> tuple[str | None, str | None]:
+    """The init system installed in ``f.root`` (for offline installs) and its registrar."""
+    for cls in base.ordered():
+        if cls.installed(f):
+            return cls.name, cls.find_registrar(f)
+    return None, None
 
 
 def detect(root: Path = Path("/")) -> Detection:
@@ -253,21 +257,19 @@ def _detect(root: Path, *, as_host: bool) -> Detection:
 
     if not as_host:
         ev.append(f"{root} is a tree (--root): always offline; its files are read, nothing in it is run")
-    running = None if chroot or not as_host else _running(_Facts(root, comm, wsl, did, like, ev))
+    facts = Facts(root, comm, wsl, did, like, ev)
+    running = None if chroot or not as_host else _running(facts)
     if running is not None:
         return Detection(running[0], running[0], running[1], evidence=tuple(ev), **common)  # type: ignore[arg-type]
     ev.append("no running init system found: offline (files and boot links only, nothing started)")
-    target = _installed(root, ev)
-    reg: str | None = None
-    if target == "sysv":
-        reg = sysv_registrar(root, did, like, ev)
-    elif target == "systemd":
-        reg = "systemctl"
+    target, reg = _installed(facts)
     return Detection("offline", target, reg, evidence=tuple(ev), **common)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
-class _Facts:
+class Facts:
+    """What the detection probes of the backends read (``Backend.running`` / ``installed``)."""
+
     root: Path
     comm: str  # PID 1's name
     wsl: bool
@@ -276,61 +278,26 @@ class _Facts:
     ev: list[str]
 
 
-Found = tuple[str, str | None] | None  # (init, registrar)
-
-
-def _systemd(f: _Facts) -> Found:
-    if (f.root / "run/systemd/system").is_dir():
-        f.ev.append("/run/systemd/system exists: systemd is running (sd_booted)")
-        return "systemd", _systemd_registrar(f.ev)
-    return None
-
-
-def _upstart(f: _Facts) -> Found:
-    if f.wsl or f.comm not in ("init", "upstart") or not _upstart_runs(f.root, f.ev):
-        return None
-    if _family(f.did, f.like) == "rhel" and which(f.root, "chkconfig"):
-        # RHEL/CentOS 6 boot with upstart 0.6, which predates setuid/respawn limits in job files and runs
-        # services from SysV rc scripts managed by chkconfig: install for that.
-        f.ev.append("RHEL-family upstart runs the SysV rc scripts: registering an init script")
-        return "sysv", sysv_registrar(f.root, f.did, f.like, f.ev)
-    return "upstart", "initctl"
-
-
-def _openrc(f: _Facts) -> Found:
-    if f.comm == "init" and (f.root / "run/openrc").is_dir():
-        f.ev.append("/run/openrc exists: OpenRC is running")
-        return "openrc", "rc-update"
-    return None
-
-
-def _runit(f: _Facts) -> Found:
-    if f.comm in ("runit", "runit-init"):
-        f.ev.append("PID 1 is runit")
-        return "runit", None
-    return None
-
-
-def _sysv(f: _Facts) -> Found:
-    if not f.wsl and f.comm == "init" and (f.root / "etc/init.d").is_dir():
-        f.ev.append("PID 1 is init with /etc/init.d and no other manager: SysV init is running")
-        return "sysv", sysv_registrar(f.root, f.did, f.like, f.ev)
-    return None
-
-
-# Ordered: the first probe that finds its init system running wins; SysV (the least specific) is last.
-PROBES = (_systemd, _upstart, _openrc, _runit, _sysv)
-
-
-def _running(f: _Facts) -> Found:
-    for probe in PROBES:
-        found = probe(f)
+def _running(f: Facts) -> Found:
+    """The first backend, in the registry's detection order, whose init system runs (SysV is last)."""
+    for cls in base.ordered():
+        found = cls.running(f)
         if found is not None:
             return found
     return None
 
 
-def _systemd_registrar(ev: list[str]) -> str:
+def upstart_on_rhel(f: Facts) -> bool:
+    """RHEL/CentOS 6 boot with upstart 0.6, which predates setuid/respawn limits in job files and runs
+    services from SysV rc scripts managed by chkconfig: install an init script there."""
+    return _family(f.did, f.like) == "rhel" and which(f.root, "chkconfig") is not None
+
+
+def upstart_runs(f: Facts) -> bool:
+    return not f.wsl and f.comm in ("init", "upstart") and _upstart_runs(f.root, f.ev)
+
+
+def systemd_registrar(ev: list[str]) -> str:
     if importlib.util.find_spec("pystemd") is None:
         ev.append("pystemd not importable: registering with systemctl")
         return "systemctl"

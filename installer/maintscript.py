@@ -210,14 +210,15 @@ def _write(ctx: Context, preset: bool) -> None:
     ctx.reinstalled = mf.load(spec) is None
     if ctx.reinstalled and isinstance(remembered, bool):
         enable = remembered  # reinstall after remove: the choice recorded then
-    if preset and backend.name == "systemd":
-        enable = False  # `systemctl preset` below decides
+    preset = preset and backend.caps.presets
+    if preset:
+        enable = False  # the init system's presets decide, below
     out = apply.install(spec, backend, enable=enable, start=False)
     for line in out.ran:
         _note(f"ran: {line}")
-    if preset and backend.name == "systemd":
-        root_opt = [f"--root={spec.root}"] if spec.offline_root or not backend.live else []
-        proc.run(["systemctl", *root_opt, "preset", f"{spec.name}.service"])
+    if preset:
+        for act in backend.preset(spec):
+            act()
     _save_state(spec, backend.is_enabled(spec))
 
 

@@ -105,7 +105,9 @@ def _check_entries(spec: ServiceSpec, manifest: Path, data: dict[str, Any], *, t
     for f in files if not trusted else []:
         if not (f.name == spec.name or f.name.startswith(spec.name + ".") or spec.name in f.parts[:-1]):
             _refuse(spec, manifest, str(f))
-    parents = {p for f in [*files, manifest] for p in f.parents if p != Path("/")}
+    # a config the install wrote (config_written) is kept by uninstall but its directories are the install's
+    config = [Path(str(data.get("config")))] if data.get("config_written") else []
+    parents = {p for f in [*files, manifest, *config] for p in f.parents if p != Path("/")}
     for d in data.get("dirs", []):
         p = _entry_path(spec, manifest, {"path": d}, spec.user_scope and not spec.offline_root)
         if p not in parents:

@@ -11,7 +11,8 @@ taskserver.service.j2). No value reaches a boot file without going through the f
   an optional prefix goes inside the quotes (``-`` = ignore a missing path), where systemd reads it.
 - ``sd_value``: one raw value (Description=, WorkingDirectory=, EnvironmentFile=): ``%`` doubled; refuses a
   trailing backslash (it would continue the line) and leading/trailing whitespace (the parser strips it).
-- ``sh``: POSIX sh single-quoting (SysV scripts, upstart ``exec``).
+- ``sh``: POSIX sh single-quoting (SysV scripts, upstart ``exec``, runit ``run``).
+- ``sh_eval``: sh-quoted twice, for OpenRC's variables that openrc-run passes through ``eval``.
 - ``cron``: sh quoting in which each ``%`` is ``\\%`` outside the quotes and each backslash a quoted
   piece of its own (cron turns a bare ``%`` into a newline, Debian's cron ``\\\\`` into ``\\``).
 - ``upstart``: one stanza argument in double quotes with ``\\`` and ``"`` escaped.
@@ -89,6 +90,14 @@ def sh_words(words: Iterable[object]) -> str:
     return " ".join(sh(w) for w in words)
 
 
+def sh_eval(value: object) -> str:
+    """A value that a shell assignment stores and a later ``eval`` parses back into the same word(s)
+    (openrc-run evals command, command_args, command_user...): a list becomes several words."""
+    if isinstance(value, (list, tuple)):
+        return sh(sh_words(value))
+    return sh(sh(value))
+
+
 def cron(words: Iterable[object]) -> str:
     return " ".join(_cron_word(_plain(w)) for w in words)
 
@@ -119,6 +128,7 @@ FILTERS: dict[str, Any] = {
     "sd_value": sd_value,
     "sh": sh,
     "sh_words": sh_words,
+    "sh_eval": sh_eval,
     "cron": cron,
     "upstart": upstart,
 }

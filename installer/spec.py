@@ -273,17 +273,38 @@ def config_writable(spec: ServiceSpec) -> tuple[Path, ...]:
     return tuple(p for p in out if p not in spec.writable_paths)
 
 
-def check_run_as_in_config(spec: ServiceSpec) -> None:
-    """SysV starts the daemon as root and the daemon drops privileges to the config's ``run_as`` itself, so
-    ``--run-as`` must agree with the config (it cannot be passed any other way)."""
+def check_run_as(spec: ServiceSpec, init: str, by_daemon: bool) -> None:
+    """``--run-as`` and the config's ``run_as`` must describe the same user.
+
+    ``by_daemon``: the init starts the daemon as root and the daemon drops to the config's ``run_as`` itself
+    (SysV, upstart), so the config must name that user; when no config exists yet the installer writes one
+    that does (``installed_config``). Otherwise the init starts the daemon as the user (User=, command_user,
+    chpst -u), and a config naming another user (root too) would make every start fail: a non-root process
+    cannot switch users."""
     if spec.run_as is None:
         return
     cfg = parsed_config(spec)
     configured = cfg.server.run_as if cfg is not None else None
     wanted = spec.run_as.user + (f":{spec.run_as.group}" if spec.run_as.group else "")
-    if configured is None or configured.split(":")[0] != spec.run_as.user:
-        raise UserError(
-            f"--run-as {wanted}: the SysV script starts the daemon, which runs as the config's run_as "
-            f"({configured or 'not set'} in {spec.config})",
-            hint=f"set `task_server: {{run_as: {wanted}}}` in {spec.config}, then re-run",
-        )
+    if cfg is None or (configured is None and not by_daemon):
+        return
+    if configured is not None and configured.split(":")[0] == spec.run_as.user:
+        return
+    how = "starts the daemon as root, which then runs as" if by_daemon else "starts the daemon as"
+    raise UserError(
+        f"--run-as {wanted}: {init} {how} the config's run_as ({configured or 'not set'} in {spec.config})",
+        hint=f"set `task_server: {{run_as: {wanted}}}` in {spec.config}, then re-run",
+    )
+
+
+def installed_config(spec: ServiceSpec) -> str:
+    """The config the installer writes when none exists and the daemon itself must switch to ``run_as``."""
+    assert spec.run_as is not None
+    wanted = spec.run_as.user + (f":{spec.run_as.group}" if spec.run_as.group else "")
+    return (
+        f"# Written by taskserver-install for the service {spec.name} (--run-as {wanted}): the init system\n"
+        "# starts the daemon as root and it switches to run_as. Add tenants and jobs here; the commented\n"
+        "# example with every key: taskserver init-config FILE. `taskserver-install --uninstall --purge`\n"
+        "# removes this file only while it is unchanged.\n"
+        f"task_server:\n  run_as: {wanted}\ntenants: {{}}\n"
+    )

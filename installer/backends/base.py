@@ -10,8 +10,13 @@ would run.
 When it is false the backend is **offline**: it plans only files and enable-links (``systemctl --root``,
 ``update-rc.d`` inside the tree...), returns no start/stop steps, and ``is_active`` returns ``None``.
 
-Adding an init system = one module in this package defining a ``Backend`` subclass with ``name = "..."``
-(registered by ``__init_subclass__``) + a ``templates/<name>/`` folder; nothing else changes.
+This module is also the one registry of init systems. Each backend class declares its ``name``, where it
+stands in the detection order (``detect_order``), how to tell that its init system runs (``running``) or is
+installed (``installed``), its registrars and its ``Capabilities``. The CLI's ``--init`` choices, detection,
+the golden and checker tests and the boot-test matrix all read the registry (``names()``, ``ordered()``);
+nothing outside the backends asks for a backend by name. Adding an init system = one module in this package
+defining a ``Backend`` subclass (registered by ``__init_subclass__``) + a ``templates/<name>/`` folder + one
+boot-test entry; nothing else changes.
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...runtime.errors import UserError
 from .. import proc
 from ..spec import ServiceSpec
+
+if TYPE_CHECKING:
+    from ..detect import Detection, Facts
+
+Found = tuple[str, str | None] | None  # a running init system (name, registrar), from a detection probe
 
 
 @dataclass(frozen=True)
@@ -68,26 +78,93 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)  # backend data kept in the manifest (cron line)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an init system can do; the CLI, apply and the tests branch on these, never on a name."""
+
+    user_scope: bool = False  # --user: a per-user service manager (systemd --user)
+    supervision: bool = False  # restarts the daemon when it exits (Restart=always, respawn, runsv)
+    live_start: bool = True  # can start the service now; cron cannot (its entry fires within the minute)
+    run_as_by_daemon: bool = False  # the init starts the daemon as root and it drops to the config's run_as
+    own_account: bool = False  # a caller without root installs into their own account (a crontab)
+    offline_root: bool = True  # can write into a --root tree (image build) for the next boot
+    presets: bool = False  # has presets that decide enablement on a first package install (systemctl preset)
+
+
 class Backend(ABC):
     """One init system. Subclasses set ``name`` and implement the abstract methods."""
 
     name: ClassVar[str] = ""
-    supports_user_scope: ClassVar[bool] = False
+    detect_order: ClassVar[int] = 50  # lower is probed first; the least specific (SysV) comes last
+    registrars: ClassVar[tuple[str, ...]] = ()  # tools that register a boot file, in order of preference
+    caps: ClassVar[Capabilities] = Capabilities()
     registry: ClassVar[dict[str, type[Backend]]] = {}
+    unlisted: ClassVar[dict[str, type[Backend]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        # only this package's modules are init systems; a Backend written elsewhere (a test's) is found by
+        # name (a manifest may name it) but never listed, detected or offered by the CLI
+        if cls.name and cls.__module__.rpartition(".")[0] == __name__.rpartition(".")[0]:
             Backend.registry[cls.name] = cls
+        elif cls.name:
+            Backend.unlisted[cls.name] = cls
 
     def __init__(self, *, live: bool, registrar: str | None = None) -> None:
         self.live = live  # the init system runs here and now; else only files + enable links
         self.registrar = registrar  # e.g. "update-rc.d" / "insserv" / "chkconfig" for SysV
 
+    # --- detection (the registry's probes; ``installer.detect`` runs them in ``detect_order``) ---------
+    @classmethod
+    def running(cls, facts: Facts) -> Found:
+        """(init, registrar) when this init system runs as PID 1 of ``facts.root``; else None."""
+        return None
+
+    @classmethod
+    def installed(cls, facts: Facts) -> bool:
+        """Whether this init system is installed in ``facts.root`` (for offline installs)."""
+        return False
+
+    @classmethod
+    def find_registrar(cls, facts: Facts) -> str | None:
+        """The registrar to use in ``facts.root`` when detection did not name one."""
+        return cls.registrars[0] if cls.registrars else None
+
+    @classmethod
+    def live_here(cls, det: Detection, root: Path, user_scope: bool) -> bool:
+        """Whether services can be started now: this init runs here and we install into the running system."""
+        return det.live and det.init == cls.name and root == Path("/")
+
     # --- planning -------------------------------------------------------------------------------------
+    def prepare(self, spec: ServiceSpec) -> ServiceSpec:
+        """Check ``spec`` against what this init system can carry, or complete it; return the spec to use."""
+        return spec
+
+    def state_dir(self, spec: ServiceSpec) -> Path:
+        """The daemon's default state directory under this boot file (systemd's StateDirectory=NAME)."""
+        return Path("/var/lib") / spec.name
+
+    def logs(self, spec: ServiceSpec) -> list[Path]:
+        """Log files or directories this boot file makes the init system write (purged with --purge)."""
+        return []
+
+    def data_paths(self, spec: ServiceSpec) -> list[tuple[Path, str]]:
+        """What the service writes besides its boot files (kept by uninstall, removed by --purge)."""
+        # the pid file's place (/run/taskserver...) is shared with other servers and is a tmpfs: not listed
+        return [(self.state_dir(spec), "state"), *((p, "log") for p in self.logs(spec))]
+
+    def preset(self, spec: ServiceSpec) -> list[Action]:
+        """Enable or not as the init system's presets say (``caps.presets``)."""
+        return []
+
     @abstractmethod
     def files(self, spec: ServiceSpec) -> list[FileSpec]:
         """Render the boot files for ``spec`` (templates with strict quoting filters)."""
+
+    def rendered(self, spec: ServiceSpec) -> list[FileSpec]:
+        """Every text this backend renders for ``spec`` (golden files and checkers): its boot files, or
+        what it registers elsewhere (cron: the crontab entry)."""
+        return self.files(spec)
 
     def plan_install(self, spec: ServiceSpec, *, enable: bool = True, start: bool = True) -> Plan:
         """Files, then reload; enable links unless ``enable`` is false; start only when live and asked."""
@@ -96,7 +173,7 @@ class Backend(ABC):
             files=tuple(self.files(spec)),
             reload=tuple(self.reload(spec)),
             enable=tuple(self.enable(spec)) if enable else (),
-            start=tuple(self.start(spec)) if start and self.live else (),
+            start=tuple(self.start(spec)) if start and self.live and self.caps.live_start else (),
             notes=tuple(self.notes(spec)),
         )
 
@@ -147,6 +224,15 @@ class Backend(ABC):
         """Whether it runs now; ``None`` when that cannot be known (offline)."""
 
 
+def instance_dir(base: Path, spec: ServiceSpec) -> Path:
+    """The daemon's default state dir under ``base``: a config other than the default gets its own subdir
+    there (``runtime.config.instance_name``), so several services can share ``base``."""
+    from ...runtime.config import instance_name  # noqa: PLC0415 - the runtime's own rule, loaded on use
+
+    name = instance_name(spec.config)
+    return base if name == "taskserver" else base / name
+
+
 def load_all() -> None:
     """Import every backend module so each registers itself."""
     package = __name__.rsplit(".", 1)[0]
@@ -155,11 +241,22 @@ def load_all() -> None:
             importlib.import_module(f"{package}.{info.name}")
 
 
+def ordered() -> list[type[Backend]]:
+    """Every registered backend in detection order (the first whose init system runs wins)."""
+    load_all()
+    return sorted(Backend.registry.values(), key=lambda cls: (cls.detect_order, cls.name))
+
+
+def names() -> list[str]:
+    """The names ``--init`` accepts, in detection order."""
+    return [cls.name for cls in ordered()]
+
+
 def get(name: str) -> type[Backend]:
     """The backend class for ``name``; UserError (exit 2) with the known names otherwise."""
     load_all()
     try:
-        return Backend.registry[name]
+        return Backend.registry.get(name) or Backend.unlisted[name]
     except KeyError:
-        known = ", ".join(sorted(Backend.registry))
+        known = ", ".join(names())
         raise UserError(f"unknown init system {name!r}", hint=f"use --init with one of: {known}") from None

@@ -7,18 +7,39 @@ from __future__ import annotations
 
 import os
 import pwd
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...runtime.errors import UserError
 from .. import proc
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, FileSpec, Plan
+from .base import Action, Backend, Capabilities, FileSpec, Plan, instance_dir
+
+if TYPE_CHECKING:
+    from ..detect import Detection
 
 MARK = "# taskserver-install: "
 
 
 class Cron(Backend):
     name = "cron"
+    detect_order = 100  # never detected as the init system: chosen with --init cron
+    registrars = ("crontab",)
+    caps = Capabilities(live_start=False, own_account=True, offline_root=False)
+
+    @classmethod
+    def live_here(cls, det: Detection, root: Path, user_scope: bool) -> bool:
+        return root == Path("/")  # a cron daemon reads crontabs on any running system, whatever its init
+
+    def state_dir(self, spec: ServiceSpec) -> Path:
+        # the entry runs as the crontab's owner, with the daemon's own default state dir
+        if spec.run_as is not None and spec.run_as.uid != 0:
+            return instance_dir(spec.run_as.home / ".local" / "state" / "taskserver", spec)
+        if spec.user_scope:
+            return instance_dir(spec.home / ".local" / "state" / "taskserver", spec)
+        return instance_dir(Path("/var/lib/taskserver"), spec)
 
     def user(self, spec: ServiceSpec) -> str | None:
         """The crontab's owner when it is not the caller's own (``crontab -u``)."""
@@ -45,18 +66,13 @@ class Cron(Backend):
             )
         return []
 
+    def rendered(self, spec: ServiceSpec) -> list[FileSpec]:
+        return [FileSpec(Path("/crontab"), self.block(spec))]  # a line of the owner's crontab, no file
+
     def plan_install(self, spec: ServiceSpec, *, enable: bool = True, start: bool = True) -> Plan:
         plan = super().plan_install(spec, enable=enable, start=start)
         owner = self.user(spec) or pwd.getpwuid(os.geteuid()).pw_name
-        return Plan(
-            plan.backend,
-            plan.files,
-            plan.reload,
-            plan.enable,
-            (),
-            plan.notes,
-            {"crontab_user": owner, "entry": self.block(spec)},
-        )
+        return replace(plan, extra={"crontab_user": owner, "entry": self.block(spec)})
 
     def read(self, spec: ServiceSpec) -> str:
         res = proc.run([*self._crontab(spec), "-l"], check=False)

@@ -10,19 +10,67 @@ import logging
 import os
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .. import detect
 from ..manifest import fs, home_owner
 from ..render import render
-from ..spec import ServiceSpec
-from .base import Action, Backend, FileSpec, cmd
+from ..spec import ServiceSpec, config_writable
+from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir
+
+if TYPE_CHECKING:
+    from ..detect import Detection, Facts
 
 log = logging.getLogger("taskserver.installer")
 
 
 class Systemd(Backend):
     name = "systemd"
-    supports_user_scope = True
+    detect_order = 10
+    registrars = ("pystemd", "systemctl")
+    caps = Capabilities(user_scope=True, supervision=True, presets=True)
+
+    @classmethod
+    def running(cls, facts: Facts) -> Found:
+        if detect.is_dir(facts.root, "run/systemd/system"):
+            facts.ev.append("/run/systemd/system exists: systemd is running (sd_booted)")
+            return cls.name, detect.systemd_registrar(facts.ev)
+        return None
+
+    @classmethod
+    def installed(cls, facts: Facts) -> bool:
+        if detect.which(facts.root, "systemctl"):
+            facts.ev.append("systemd is installed (systemctl present)")
+            return True
+        return False
+
+    @classmethod
+    def find_registrar(cls, facts: Facts) -> str | None:
+        return "systemctl"  # offline: `systemctl --root` writes the links; D-Bus needs a running systemd
+
+    @classmethod
+    def live_here(cls, det: Detection, root: Path, user_scope: bool) -> bool:
+        if not super().live_here(det, root, user_scope):
+            return False
+        if not user_scope:
+            return True
+        # the user's own manager must be reachable, else only the files and links are written
+        xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+        return bool(xdg) and Path(xdg, "systemd", "private").exists()
+
+    def prepare(self, spec: ServiceSpec) -> ServiceSpec:
+        # ProtectSystem=strict: what the config makes the daemon write must be in ReadWritePaths=
+        return replace(spec, writable_paths=spec.writable_paths + config_writable(spec))
+
+    def state_dir(self, spec: ServiceSpec) -> Path:
+        if spec.user_scope:  # no StateDirectory= in a user unit: the daemon's own default
+            return instance_dir(spec.home / ".local" / "state" / "taskserver", spec)
+        return Path("/var/lib") / spec.name
+
+    def preset(self, spec: ServiceSpec) -> list[Action]:
+        return [self._ctl(spec, "preset", self.unit_name(spec))]
 
     def unit_name(self, spec: ServiceSpec) -> str:
         return f"{spec.name}.service"
@@ -74,7 +122,7 @@ class Systemd(Backend):
             base = ["setpriv", f"--reuid={owner[0]}", f"--regid={owner[1]}", "--init-groups", "--", *base]
         if spec.user_scope:
             base.append("--user")
-        if not self.live:
+        if not self.live or spec.offline_root:
             base.append(f"--root={spec.root}")
         return cmd([*base, *args], check=check)
 

@@ -6,19 +6,48 @@ registrar runs inside the tree with ``chroot`` when the tree has it; nothing is 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...runtime.errors import UserError
 from ...runtime.pidfile import pidfile_name
+from .. import detect
 from ..detect import which
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, FileSpec, cmd
+from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir
+
+if TYPE_CHECKING:
+    from ..detect import Facts
 
 RC_DIRS = ("etc/rc{n}.d", "etc/rc.d/rc{n}.d", "etc/init.d/rc{n}.d")
 
 
 class SysV(Backend):
     name = "sysv"
+    detect_order = 90  # the least specific: PID 1 `init` with /etc/init.d is also OpenRC's and upstart's
+    registrars = ("update-rc.d", "insserv", "chkconfig")
+    caps = Capabilities(run_as_by_daemon=True)
+
+    @classmethod
+    def running(cls, facts: Facts) -> Found:
+        if not facts.wsl and facts.comm == "init" and detect.is_dir(facts.root, "etc/init.d"):
+            facts.ev.append("PID 1 is init with /etc/init.d and no other manager: SysV init is running")
+            return cls.name, cls.find_registrar(facts)
+        return None
+
+    @classmethod
+    def installed(cls, facts: Facts) -> bool:
+        if detect.is_dir(facts.root, "etc/init.d"):
+            facts.ev.append("/etc/init.d exists: SysV-style scripts")
+            return True
+        return False
+
+    @classmethod
+    def find_registrar(cls, facts: Facts) -> str | None:
+        return detect.sysv_registrar(facts.root, facts.did, facts.like, facts.ev)
+
+    def state_dir(self, spec: ServiceSpec) -> Path:
+        return instance_dir(Path("/var/lib/taskserver"), spec)  # the daemon's own default as root
 
     def script(self, spec: ServiceSpec) -> Path:
         return Path("/etc/init.d") / spec.name

@@ -1,4 +1,6 @@
 """upstart: a job file /etc/init/NAME.conf that execs the foreground daemon (respawn with a limit);
+the daemon starts as root and drops to the config's ``run_as`` itself (upstart's ``setuid`` would apply to
+every job process, pre-start too, so nothing could prepare a pid-file directory for a non-root daemon);
 ``initctl reload-configuration`` and ``initctl start`` when upstart runs. The job file itself is the boot
 registration; disabled means /etc/init/NAME.override holds a ``manual`` line (upstart's own switch, which
 an admin uses too): ``disable`` adds that line, ``enable`` and uninstall take it out again, keeping any other
@@ -7,18 +9,44 @@ stanzas an admin put into the override."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import detect
 from .. import manifest as mf
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, FileSpec, Plan, cmd
+from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd, instance_dir
+
+if TYPE_CHECKING:
+    from ..detect import Facts
 
 MANUAL = "manual"
 
 
 class Upstart(Backend):
     name = "upstart"
+    detect_order = 20
+    registrars = ("initctl",)
+    caps = Capabilities(supervision=True, run_as_by_daemon=True)
+
+    @classmethod
+    def running(cls, facts: Facts) -> Found:
+        if not detect.upstart_runs(facts):
+            return None
+        if detect.upstart_on_rhel(facts):
+            facts.ev.append("RHEL-family upstart runs the SysV rc scripts: registering an init script")
+            return "sysv", detect.sysv_registrar(facts.root, facts.did, facts.like, facts.ev)
+        return cls.name, "initctl"
+
+    @classmethod
+    def installed(cls, facts: Facts) -> bool:
+        if detect.which(facts.root, "initctl") and detect.is_dir(facts.root, "etc/init"):
+            facts.ev.append("upstart is installed (initctl and /etc/init)")
+            return True
+        return False
+
+    def state_dir(self, spec: ServiceSpec) -> Path:
+        return instance_dir(Path("/var/lib/taskserver"), spec)  # the daemon's own default as root
 
     def job(self, spec: ServiceSpec) -> Path:
         return Path("/etc/init") / f"{spec.name}.conf"

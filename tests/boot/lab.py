@@ -33,6 +33,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # libpam-systemd gives lingering users a user manager; cron is there for the cron backend.
     "systemd": ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "cron"),
     "sysv": ("sysvinit-core", "sysv-rc", "insserv", "initscripts", "cron"),
+    # Debian's OpenRC runs under sysvinit's PID 1 (openrc conflicts with sysv-rc, so it replaces it).
+    "openrc": ("sysvinit-core", "openrc"),
+    "runit": ("runit-init",),
+}
+# Registered init systems no root here boots, and why (test_boot_initsys checks VARIANTS + these = registry).
+NOT_BOOTED = {
+    "upstart": "no upstart package exists for Debian; its job files are checked against init(5) instead",
+    "cron": "not an init system: its entries are proven by Debian's cron daemon in the sysv root",
 }
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CLEAN_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive"}
@@ -422,9 +430,12 @@ def upper_dir_files(overlay: Overlay) -> set[str]:
 # What the init systems themselves write while booting and shutting down; never applies to our names.
 INIT_CHURN = re.compile(
     r"^/(var/log|var/lib/systemd|var/cache|var/lib/dbus|var/lib/private|var/lib/sudo|run|tmp|var/tmp"
-    r"|var/lib/initscripts|var/lib/urandom|var/lib/dpkg|var/lib/apt|etc/ld\.so\.cache)(/|$)"
+    r"|var/lib/initscripts|var/lib/urandom|var/lib/dpkg|var/lib/apt|etc/ld\.so\.cache"
+    r"|usr/lib/rc/cache)(/|$)"  # OpenRC saves its dependency cache there at shutdown
     r"|^/etc/(machine-id|hostname|resolv\.conf|mtab|adjtime|\.pwd\.lock|localtime|timezone)$"
     r"|^/(proc|sys|dev|root|wheels)$|^/root/\.(bash_history|lesshst|cache)(/|$)"
+    # Debian's runit disables each getty without a terminal by renaming its link (getty-tty1 -> .getty-tty1)
+    r"|^/etc/runit/runsvdir/[^/]+/\.?getty-[^/]+$"
 )
 
 

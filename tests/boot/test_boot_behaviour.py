@@ -112,6 +112,22 @@ def test_odd_config_path_and_name_reach_the_daemon_verbatim(installed: lab.Roots
     assert systemctl(m, "is-active", unit) in ("inactive", "unknown")
 
 
+@pytest.mark.parametrize("variant", [v for v in sorted(lab.VARIANTS) if v != "systemd"])
+def test_odd_config_path_reaches_the_daemon_verbatim_through_shell_boot_files(
+    variant: str, installed: lab.Roots, machines: Machines
+) -> None:
+    """openrc-run evals its variables, runit and SysV run sh scripts: each must hand the path over as is."""
+    m = booted(installed, machines, variant, job_config(f"date +%s >> {PROOF}"), path=ODD_CONFIG)
+    install(m, "--name", ODD_NAME, "--config", ODD_CONFIG, "--writable", PROOF)
+    daemon = f"^{lab.VENV}/bin/python[0-9.]* {TASKSERVER} "
+    pid = m.sh(["pgrep", "-o", "-f", daemon]).stdout.split()[0]
+    argv = m.sh(["cat", f"/proc/{pid}/cmdline"]).stdout.split("\0")
+    assert argv[argv.index("-c") + 1] == ODD_CONFIG, argv
+    wait_until(lambda: lines(m) > 0, 60, "the job of the odd config to run")
+    install(m, "--uninstall", "--purge", "--name", ODD_NAME)
+    assert m.sh(["pgrep", "-f", daemon], check=False).returncode == 1
+
+
 # --- 2. memory limit: a clean exit the supervisor turns into a restart -----------------------------------
 
 

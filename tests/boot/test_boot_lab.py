@@ -13,10 +13,10 @@ from lab_machine import EXIT_REBOOT, Machines
 
 pytestmark = pytest.mark.boot
 
-INIT = {"systemd": "systemd", "sysv": "init"}
+INIT = {"systemd": "systemd", "sysv": "init", "openrc": "init", "runit": "runit"}  # PID 1's comm
 
 
-@pytest.mark.parametrize("name", ["systemd", "sysv"])
+@pytest.mark.parametrize("name", sorted(lab.VARIANTS))
 def test_boot_run_reboot_poweroff(name: str, variant: lab.Roots, machines: Machines) -> None:
     m = machines.container(variant(name))
     m.boot()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.installer.backends.base import get
+from taskserver.installer.backends.base import get, names
 from taskserver.installer.spec import SYSTEM, USER, ServiceSpec, build_spec
 from taskserver.runtime.errors import UserError
 
@@ -85,7 +85,7 @@ def sd_specs(tmp_path: Path) -> dict[str, ServiceSpec]:
 
 
 def render_one(init: str, spec: ServiceSpec) -> str:
-    files = get(init)(live=False, registrar="update-rc.d").files(spec)
+    files = get(init)(live=False, registrar="update-rc.d").rendered(spec)
     assert len(files) == 1
     return files[0].content
 
@@ -221,10 +221,105 @@ def test_systemd_refuses_executable_paths_it_cannot_carry(specs: dict[str, Servi
     assert err.value.exit_code == 2 and "quote or backslash" in err.value.message
 
 
-def test_user_scope_is_not_available_for_sysv_upstart_cron() -> None:
-    for init in ("sysv", "upstart", "cron"):
-        assert not get(init).supports_user_scope
-    assert get("systemd").supports_user_scope
+def test_user_scope_is_declared_by_systemd_alone() -> None:
+    assert [init for init in names() if get(init).caps.user_scope] == ["systemd"]
+
+
+# --- one checker per kind of boot file, run over every registered init system ------------------------
+
+
+def check_shell(label: str, path: str, text: str, tmp: Path) -> None:
+    need("shellcheck")
+    need("dash")
+    script = tmp / "script"
+    script.write_text(text)
+    sc = run("shellcheck", "-s", "sh", script)
+    assert sc.returncode == 0, f"{label} {path}: {sc.stdout}{sc.stderr}"
+    dn = run("dash", "-n", script)
+    assert (dn.returncode, dn.stderr) == (0, ""), f"{label} {path}"
+
+
+def check_unit(label: str, path: str, text: str, tmp: Path) -> None:
+    need("systemd-analyze")
+    unit = tmp / Path(path).name
+    unit.write_text(text)
+    args = ["systemd-analyze", "verify", *(["--user"] if label == "user-scope" else [])]
+    with tempfile.TemporaryDirectory(prefix="xdg") as xdg:  # short: socket paths live under it
+        res = run(*args, unit, env={**os.environ, "XDG_RUNTIME_DIR": xdg})
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", ""), f"{label}:\n{text}"
+
+
+def check_upstart(label: str, path: str, text: str, tmp: Path) -> None:
+    """No upstart runs here: its exec line goes to /bin/sh -e -c, which must parse it."""
+    exec_line = next(line for line in text.splitlines() if line.startswith("exec "))
+    res = run("sh", "-n", "-e", "-c", exec_line.removeprefix("exec "))
+    assert res.returncode == 0, f"{label}: {res.stderr}"
+
+
+def check_cron(label: str, path: str, text: str, tmp: Path) -> None:
+    entry = text.splitlines()[1]
+    assert re.search(r"(?<!\\)%", entry) is None, "a bare % would become a newline in cron"
+    res = run("sh", "-n", "-c", entry.removeprefix("* * * * * ").replace("\\%", "%"))
+    assert res.returncode == 0, f"{label}: {res.stderr}"
+
+
+CHECKERS = {
+    "systemd": check_unit,
+    "upstart": check_upstart,
+    "openrc": check_shell,
+    "runit": check_shell,
+    "sysv": check_shell,
+    "cron": check_cron,
+}
+
+
+def test_every_registered_init_system_has_a_checker() -> None:
+    assert set(CHECKERS) == set(names())
+
+
+@pytest.mark.parametrize("init", names())
+def test_every_rendered_file_passes_its_checker(tmp_path: Path, init: str) -> None:
+    """Every option set (hostile paths, run_as, env file, workdir) through the real checker of its kind."""
+    hostile = SD_HOSTILE if init == "systemd" else HOSTILE
+    for label, spec in option_sets(tmp_path / "specs", hostile).items():
+        if spec.scope == USER and not get(init).caps.user_scope:
+            continue
+        for f in get(init)(live=False, registrar="update-rc.d").rendered(spec):
+            scratch = tmp_path / "check" / label / f.path.name
+            scratch.mkdir(parents=True, exist_ok=True)
+            CHECKERS[init](label, str(f.path), f.content, scratch)
+
+
+def test_openrc_variables_eval_back_to_the_exact_argv(tmp_path: Path, specs: dict[str, ServiceSpec]) -> None:
+    """openrc-run runs `eval supervise-daemon ... $command ... -- $command_args` (supervise-daemon.sh):
+    sourcing the script and doing the same eval must give the daemon exactly our argv, hostile paths too."""
+    for label in ("defaults", "run-as"):
+        if label not in specs:
+            continue
+        spec = specs[label]
+        script = tmp_path / f"{label}.initd"
+        script.write_text(render_one("openrc", spec))
+        probe = '. "$1"; eval "set -- $command -- $command_args ${command_user+--user} $command_user"; '
+        res = run("sh", "-c", probe + 'printf "%s\\n" "$@"', "sh", script)
+        expected = [str(spec.executable), "--", "-c", str(spec.config), "run"]
+        if spec.run_as:
+            expected += ["--user", f"{spec.run_as.user}:{spec.run_as.group or spec.run_as.user}"]
+        assert res.stdout.splitlines() == expected, res.stderr
+
+
+def test_runit_run_script_execs_the_exact_argv(tmp_path: Path, specs: dict[str, ServiceSpec]) -> None:
+    """The `run` script, run for real: the daemon gets our argv and its state dir in its env."""
+    probe = tmp_path / "argv probe %x $y"
+    probe.write_text('#!/bin/sh\nprintf "%s\\n" "$@" "$STATE_DIRECTORY"\n')
+    probe.chmod(0o755)
+    spec = replace(specs["defaults"], executable=probe)
+    run_file, log_file = get("runit")(live=False).files(spec)
+    script = tmp_path / "run"
+    script.write_text(run_file.content)
+    res = run("sh", script, env={"PATH": "/usr/bin:/bin"})
+    argv = ["-c", str(spec.config), "run"]
+    assert res.stdout.splitlines() == [*argv, "/var/lib/taskserver"]
+    assert log_file.path == run_file.path.parent / "log" / "run"
 
 
 def test_admin_override_template_is_used(sd_specs: dict[str, ServiceSpec]) -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.installer.backends.base import get
-from taskserver.installer.backends.cron import Cron
+from taskserver.installer.backends.base import get, names
 from taskserver.installer.spec import ServiceSpec, build_spec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -37,31 +36,39 @@ def spec_for(tmp: Path, run_as: str | None = None, name: str = "taskserver") -> 
     )
 
 
-CASES = {
-    "systemd/taskserver.service": ("systemd", None),
-    "systemd/taskserver-run-as.service": ("systemd", "taskserver"),
-    "sysv/taskserver": ("sysv", None),
-    "upstart/taskserver.conf": ("upstart", None),
-    "upstart/taskserver-run-as.conf": ("upstart", "taskserver:taskserver"),
-    "cron/crontab": ("cron", None),
-}
+# Every registered init system, as root and with a non-root --run-as: adding a backend adds its cases.
+RUN_AS = {"root": None, "run-as": "taskserver"}
+CASES = [(init, label) for init in names() for label in RUN_AS]
+
+
+def rendered_files(tmp: Path, init: str, run_as: str | None) -> dict[str, str]:
+    """Target path -> text of everything the backend renders (cron: its crontab entry)."""
+    spec = spec_for(tmp, run_as)
+    for d in ("etc/sv", "etc/service"):  # runit's directories, as a Debian root has them
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    return {str(f.path): f.content for f in get(init)(live=False, registrar="update-rc.d").rendered(spec)}
 
 
 def rendered(tmp: Path, init: str, run_as: str | None) -> str:
-    spec = spec_for(tmp, run_as)
-    if init == "cron":
-        return Cron(live=False).block(spec)
-    return get(init)(live=False, registrar="update-rc.d").files(spec)[0].content
+    (text,) = rendered_files(tmp, init, run_as).values()
+    return text
 
 
-@pytest.mark.parametrize("golden", sorted(CASES))
-def test_rendered_output_matches_golden_file(tmp_path: Path, golden: str) -> None:
-    text = rendered(tmp_path, *CASES[golden])
-    path = GOLDEN / golden
+@pytest.mark.parametrize(("init", "label"), CASES)
+def test_rendered_output_matches_golden_file(tmp_path: Path, init: str, label: str) -> None:
+    """golden/<init>/<root|run-as>/<target path>: one expected file per rendered file."""
+    files = rendered_files(tmp_path, init, RUN_AS[label])
+    assert files, f"{init} renders nothing"
+    base = GOLDEN / init / label
     if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{golden} differs; UPDATE_GOLDEN=1 rewrites it (review the diff)"
+        for path, text in files.items():
+            (base / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (base / path.lstrip("/")).write_text(text)
+    stored = {"/" + str(p.relative_to(base)) for p in base.rglob("*") if p.is_file()}
+    assert stored == set(files), f"{init}/{label}: golden files {sorted(stored)} != rendered {sorted(files)}"
+    for path, text in files.items():
+        expected = (base / path.lstrip("/")).read_text()
+        assert text == expected, f"{init}/{label}{path} differs; UPDATE_GOLDEN=1 rewrites it (review it)"
 
 
 UPSTART_STANZAS = {
@@ -74,7 +81,7 @@ UPSTART_STANZAS = {
 
 def test_upstart_job_follows_the_stanza_grammar_no_live_upstart(tmp_path: Path) -> None:
     """No live upstart runs here (none is packaged): check init(5)'s stanza grammar instead."""
-    for run_as in (None, "taskserver:taskserver"):
+    for run_as in RUN_AS.values():
         lines = [
             ln for ln in rendered(tmp_path, "upstart", run_as).splitlines() if ln and not ln.startswith("#")
         ]
@@ -88,10 +95,8 @@ def test_upstart_job_follows_the_stanza_grammar_no_live_upstart(tmp_path: Path) 
         assert any(re.fullmatch(r"kill timeout \d+", ln) for ln in lines)
         assert sum(ln.startswith("exec ") for ln in lines) == 1
         assert any(re.fullmatch(r'chdir "/[^"]*"', ln) for ln in lines)
-        if run_as:
-            assert "setuid taskserver" in lines and "setgid taskserver" in lines
-        else:
-            assert not any(ln.startswith(("setuid", "setgid")) for ln in lines)
+        # upstart's setuid would apply to pre-start too: the daemon drops to the config's run_as itself
+        assert not any(ln.startswith(("setuid", "setgid")) for ln in lines)
 
 
 LSB_KEYS = {

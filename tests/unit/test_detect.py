@@ -182,6 +182,8 @@ def test_openrc_and_runit_are_told_apart(tmp_path: Path) -> None:
     pid1(tmp_path, "init")
     (tmp_path / "etc/init.d").mkdir(parents=True)
     (tmp_path / "run/openrc").mkdir(parents=True)
+    assert detect(tmp_path).init == "sysv"  # OpenRC's dir alone: no runlevel reached (softlevel) yet
+    write(tmp_path, "run/openrc/softlevel", "default")
     assert detect(tmp_path).init == "openrc"
     pid1(tmp_path, "runit")
     assert detect(tmp_path).init == "runit"

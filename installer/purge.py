@@ -1,0 +1,126 @@
+"""What outlives a service's boot files, and ``--uninstall --purge`` removing it.
+
+Uninstall removes exactly the manifest's files. The service's data is not among them: its state directory
+(job history), its logs and its configuration. Plain ``--uninstall`` keeps them and names each with the
+command that removes it; ``--purge`` removes the state and the logs, and the config only when this tool
+wrote it and nobody changed it since (an admin's config goes only with ``--purge-config``).
+
+Removal goes through ``safefs``: every path resolved inside the target, a symlink removed, never followed.
+Below a directory another user owns (a crontab user's state in their home), that user could swap a
+directory for a symlink at any moment: there the removal runs as that user (``safefs.as_user``), so it can
+remove nothing the user could not remove alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import manifest as mf
+from . import proc
+from .backends.base import Backend
+from .safefs import Tree, as_user
+from .spec import ServiceSpec
+
+# Other services' state under a shared base dir (SysV's /var/lib/taskserver): runtime.config.instance_name
+OTHER_INSTANCE = re.compile(r"^taskserver-[A-Za-z0-9_-]{0,40}-[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class Kept:
+    path: Path  # as the target system sees it
+    what: str  # state | log | config ... (shown to the operator)
+    purge: bool  # removed by --purge
+
+
+def data_paths(
+    spec: ServiceSpec, backend: Backend, manifest: dict[str, Any], purge_config: bool
+) -> list[Kept]:
+    """The service's data that exists on the target, each marked whether --purge removes it."""
+    files = mf.fs(spec)
+    found = [Kept(p, what, True) for p, what in backend.data_paths(spec)]
+    data = files.read(spec.config) if files.lstat(spec.config) is not None else None
+    if data is not None:
+        ours = manifest.get("config_written") == mf.sha256(data)
+        what = "config written by taskserver-install" if ours else "config"
+        found.append(Kept(spec.config, what, ours or purge_config))
+    return [k for k in found if files.lstat(k.path) is not None]
+
+
+def _parents(path: Path) -> list[Path]:
+    return list(reversed(path.parents))[1:]  # below /, outermost first
+
+
+def safe_path(files: Tree, path: Path) -> bool:
+    """No directory on the way to ``path`` is a symlink (so removal stays where the path names)."""
+    for d in _parents(path):
+        st = files.lstat(d)
+        if st is None:
+            return True
+        if stat.S_ISLNK(st.st_mode):
+            return False
+    return True
+
+
+def parent_owner(files: Tree, path: Path) -> tuple[int, int] | None:
+    """(uid, gid) of the first directory above ``path`` that is not root's (a home), or None."""
+    for d in _parents(path):
+        st = files.lstat(d)
+        if st is None:
+            return None
+        if st.st_uid != 0:
+            return st.st_uid, st.st_gid
+    return None
+
+
+def remove(spec: ServiceSpec, kept: Kept) -> str:
+    """Remove one path; returns what happened, for the outcome."""
+    files = Tree(spec.root)
+    if not safe_path(files, kept.path):
+        return f"kept {kept.path} ({kept.what}): a directory above it is a symlink; remove it by hand"
+    owner = parent_owner(files, kept.path)
+    try:
+        if owner is not None and os.geteuid() == 0:
+            return as_user(*owner, lambda: _remove(files, kept))
+        return _remove(files, kept)
+    except OSError as exc:
+        return f"kept {kept.path} ({kept.what}): {exc.strerror}"
+
+
+def _remove(files: Tree, kept: Kept) -> str:
+    path = kept.path
+    if kept.what == "state" and path.name == "taskserver" and files.is_dir(path) and _others(files, path):
+        # the base dir holds other services' state too: remove only what is this service's
+        for name in _names(files, path):
+            if not OTHER_INSTANCE.match(name):
+                files.remove_tree(path / name)
+        return f"purged {path} ({kept.what}; other services' state under it kept)"
+    files.remove_tree(path)
+    if kept.what == "state" and path.parent.name == "taskserver":
+        # a config other than the default keeps its state in a subdir of the shared base: the base goes
+        # too once no other service's state is left in it
+        with contextlib.suppress(OSError):
+            files.rmdir(path.parent)
+    return f"purged {path} ({kept.what})"
+
+
+def _names(files: Tree, path: Path) -> list[str]:
+    fd = files.open_dir(path)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _others(files: Tree, path: Path) -> bool:
+    return any(OTHER_INSTANCE.match(n) and files.is_dir(path / n) for n in _names(files, path))
+
+
+def removal_command(kept: list[Kept]) -> str:
+    """The exact command that removes what plain uninstall kept."""
+    return proc.quote(["rm", "-rf", "--", *(str(k.path) for k in kept)])

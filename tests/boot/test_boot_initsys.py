@@ -1,0 +1,148 @@
+"""Every bootable init system of the registry, as root and with a non-root --run-as: install -> the daemon
+runs (as that user) and a job ran; reboot -> it came back by itself and a job ran again; `--uninstall
+--purge` -> nothing of ours in the overlay's upper dir, state and logs included.
+
+The matrix is the registry's (installer.backends.base.names()) minus lab.NOT_BOOTED, each booted from its
+lab.VARIANTS root: a new init system without a root to boot fails test_every_init_system_is_booted_or_excused.
+Each test prints one BOOT-TIMING line (install, reboot, purge seconds); nothing asserts on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import lab
+import pytest
+from lab_machine import EXIT_REBOOT, Container, Machines, wait_until
+from test_boot_install import CONFIG, INSTALL, PROOF, WRITABLE, proof_runs_offline
+
+from taskserver.installer.backends.base import get, names
+
+pytestmark = pytest.mark.boot
+
+USER = "tsapp"
+DAEMON = re.escape(f"{lab.VENV}/bin/python") + r"[0-9.]* " + re.escape(f"{lab.VENV}/bin/taskserver") + " "
+ACCOUNTS = re.compile(r"^/etc/(passwd|group|shadow|gshadow|subuid|subgid)-?$")
+MODES = {"root": None, "run-as": USER}
+MATRIX = [(init, mode) for init in names() if init in lab.VARIANTS for mode in MODES]
+
+
+def job_config(user: str | None) -> str:
+    """One job every 2 s that appends the uid it ran as to PROOF; run_as names who the daemon runs as."""
+    return ("task_server: {run_as: " + (user or "root") + "}\n"
+            "tenants:\n  t1:\n    login: app\n    jobs:\n"
+            f"      uid: {{every: 2s, command: [/bin/sh, -c, \"id -u >> {PROOF}\"]}}\n")
+
+
+def test_every_init_system_is_booted_or_excused() -> None:
+    assert set(lab.VARIANTS) | set(lab.NOT_BOOTED) == set(names())
+    assert not set(lab.VARIANTS) & set(lab.NOT_BOOTED)
+
+
+def prepare(m: Container, user: str | None) -> set[str]:
+    """Config and proof file in the unbooted overlay, the run_as user made with the root's useradd."""
+    root = m.overlay.root
+    cfg = root / CONFIG.lstrip("/")
+    cfg.parent.mkdir(mode=0o755, exist_ok=True)
+    cfg.write_text(job_config(user))
+    cfg.chmod(0o644)
+    proof = root / PROOF.lstrip("/")
+    proof.touch()
+    proof.chmod(0o666)  # the job of a non-root daemon appends to it
+    if user is not None:
+        lab.run(["chroot", str(root), "useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                 user])
+    return {"/etc/taskserver", CONFIG, PROOF}
+
+
+def daemon(m: Container) -> tuple[int, int] | None:
+    """(pid, uid) of the daemon process itself (not its supervisor, whose argv names it too)."""
+    pid = m.sh(["pgrep", "-o", "-f", "^" + DAEMON], check=False).stdout.split()
+    if not pid:
+        return None
+    status = m.path(f"/proc/{pid[0]}/status").read_text()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    return int(pid[0]), uid
+
+
+def job_uids(m: Container) -> list[int]:
+    return [int(x) for x in m.path(PROOF).read_text().split()] if m.exists(PROOF) else []
+
+
+def installer(m: Container, *args: str) -> str:
+    proc = m.sh([INSTALL, *args], check=False, timeout=180, env={"TMPDIR": "/var/tmp"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"taskserver-install {' '.join(args)} exited {proc.returncode}:\n{out}"
+    return out
+
+
+def running_as(m: Container, uid: int, after: int) -> None:
+    """The daemon runs as uid and a job ran as uid after the first `after` runs."""
+    wait_until(lambda: (d := daemon(m)) is not None and d[1] == uid, 60, f"the daemon to run as uid {uid}")
+    wait_until(lambda: len(job_uids(m)) > after, 60, f"a job to run (had {after})")
+    assert set(job_uids(m)[after:]) == {uid}, job_uids(m)
+
+
+def assert_supervised(m: Container, uid: int) -> None:
+    """caps.supervision: a daemon that dies is started again by the init system (as the same user)."""
+    found = daemon(m)
+    assert found is not None
+    m.sh(["kill", "-KILL", str(found[0])])
+    wait_until(lambda: (d := daemon(m)) is not None and d[0] != found[0] and d[1] == uid, 60,
+               "the supervisor to start the killed daemon again")
+
+
+@pytest.mark.parametrize(("init", "mode"), MATRIX)
+def test_install_reboot_purge(init: str, mode: str, installed: lab.Roots, machines: Machines) -> None:
+    user = MODES[mode]
+    m = machines.container(installed(init))
+    own = prepare(m, user)
+    m.boot()
+    m.wait_ready()
+    uid = int(m.sh(["id", "-u", user or "root"]).stdout)
+    detected = json.loads(m.sh([INSTALL, "--detect", "--json"]).stdout)
+    assert (detected["init"], detected["live"]) == (init, True), detected
+
+    t0 = time.monotonic()
+    args = ["--init", init, *WRITABLE, *(["--run-as", user] if user else [])]
+    out = installer(m, *args)
+    assert "live" in out and "verified" in out, out
+    running_as(m, uid, 0)
+    state = json.loads(installer(m, "--status", "--json"))
+    facts = [state[k] for k in ("backend", "installed", "enabled", "running")]
+    assert facts == [init, True, True, True], state
+    t_install = time.monotonic() - t0
+    if get(init).caps.supervision:
+        assert_supervised(m, uid)
+
+    assert m.reboot() == EXIT_REBOOT, m.console()
+    t0 = time.monotonic()
+    before = proof_runs_offline(m)
+    m.boot()
+    m.wait_ready()
+    running_as(m, uid, before)
+    t_reboot = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    out = installer(m, "--uninstall", "--purge")
+    assert daemon(m) is None, out
+    t_purge = time.monotonic() - t0
+    assert m.poweroff() == 0
+    left = {p for p in lab.leftovers(m.overlay) - own if not ACCOUNTS.match(p)}
+    cache = m.overlay.root / "usr/lib/rc/cache/deptree"  # OpenRC's, rewritten at shutdown: without us
+    assert not cache.exists() or b"taskserver" not in cache.read_bytes()
+    assert left == set(), f"left behind by --uninstall --purge: {sorted(left)}\n{out}"
+    _timing(init, mode, t_install, t_reboot, t_purge)
+
+
+def _timing(init: str, mode: str, install: float, reboot: float, purge: float) -> None:
+    line = f"BOOT-TIMING {init} {mode} install={install:.1f}s reboot={reboot:.1f}s purge={purge:.1f}s"
+    print(line)
+    path = os.environ.get("TASKSERVER_BOOT_TIMINGS")
+    if path:
+        with Path(path).open("a") as f:
+            f.write(line + "\n")
