@@ -73,10 +73,11 @@ def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     control.register(sub)
     if not only_control:
-        from . import cli_config, cli_jobs  # noqa: PLC0415 - see CONTROL_COMMANDS
+        from . import cli_config, cli_jobs, cli_store  # noqa: PLC0415 - see CONTROL_COMMANDS
 
         cli_config.register(sub)
         cli_jobs.register(sub)
+        cli_store.register(sub)
     return parser
 
 

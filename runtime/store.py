@@ -195,7 +195,8 @@ class Store(Protocol):
 
 Opener = Callable[[TenantDef, Path, bool], Store]  # (tenant, state dir, create) -> store
 BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module registers itself when imported
-MODULES = {"sqlite": "taskserver.runtime.sqlite_store"}  # kind -> module, imported on first use
+# kind -> module, imported on first use
+MODULES = {"sqlite": "taskserver.runtime.sqlite_store", "postgresql": "taskserver.runtime.pg_store"}
 
 
 def load_backends() -> None:
