@@ -211,7 +211,10 @@ class Daemon:
             self._recover(now)
         try:
             with self.stores.tx():
+                if not self.health.degraded:
+                    self.runs.record_pids()
                 work(now)
+            self.runs.committed()
             self.runs.launch()
         except StoreError as exc:
             self.runs.abort()  # rolled back: nothing of it was spawned
@@ -273,7 +276,10 @@ class Daemon:
         if self.timers and not self.stopping and not self.health.degraded:
             wake.append(self.timers[0][0])
         retry = self.health.retry_at if self.health.degraded else None
-        for t in (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry):
+        pids = self.runs.save_by if not self.health.degraded else None
+        deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry,
+                     pids)
+        for t in deadlines:
             if t is not None:
                 wake.append(t)
         return max(0.0, min(wake) - now)
@@ -450,7 +456,9 @@ class Daemon:
         change = plans.plan(self.config, new)
         for key in change.removed:
             del self.jobs[key]
-            self.pending.pop(key, None)
+            for _, _, rid in self.pending.pop(key, ()):  # its claimed due times will never run: say so
+                self._st(key[0]).finish(rid, State.ERR, NO_SUCH_JOB, exit_code=None, output="", now=now,
+                                        note="its job was removed from the config before it could run")
         self.config = new
         self.executor.output_tail = new.server.output_tail
         fresh = [t for t in new.tenants if t.login is not None and t.name not in self.stores]

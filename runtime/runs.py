@@ -21,6 +21,8 @@ from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store, StoreError
 
 log = logging.getLogger(__name__)
 
+PID_DELAY = 0.2  # seconds a spawned run's pid may wait to ride on the next transaction
+
 
 @dataclass
 class Active:
@@ -52,6 +54,10 @@ class Runs:
         self.claimed: list[tuple[Active, Run, list[str], float | None]] = []  # acquired, not spawned yet
         self.unrecorded: list[tuple[Active, Outcome, float]] = []  # ended while the store failed
         self.fault: StoreError | None = None
+        # (tenant, run id, pid, process start, boot id) of runs spawned but not yet written; being written
+        self.unsaved: list[tuple[str, int, int, int | None, str | None]] = []
+        self.saving: list[tuple[str, int, int, int | None, str | None]] = []
+        self.save_by: float | None = None  # when the daemon must wake to write them at the latest
 
     def __len__(self) -> int:
         return len(self.active) + len(self.claimed)  # a claimed run takes its slot before it is spawned
@@ -94,23 +100,37 @@ class Runs:
         self._busy(act, True)
 
     def abort(self) -> None:
-        """The transaction holding the claims failed: nothing of it was spawned, nothing is busy."""
+        """The transaction holding the claims failed: nothing of it was spawned, nothing is busy; the pids
+        it was to record wait for the next one."""
         for act, *_ in self.claimed:
             self._busy(act, False)
         self.claimed.clear()
+        self.unsaved, self.saving = self.saving + self.unsaved, []
+        if self.unsaved and self.save_by is None:
+            self.save_by = time.time() + PID_DELAY
 
     def launch(self) -> None:
-        """Spawn every run claimed in the transaction that just committed; record their processes."""
+        """Spawn every run claimed in the transaction that just committed.  Their processes (pid, start
+        time, boot) are written by ``record_pids`` in the next transaction, at the latest PID_DELAY later:
+        under load that is the transaction recording other ends, not a commit of its own.  Until then a
+        restarted daemon finds them by their environment (runtime/liveness.py)."""
         claimed, self.claimed = self.claimed, []
-        spawned = [(act, pid) for act, run, argv, timeout in claimed
-                   if (pid := self._spawn(act, run, argv, timeout, run.started or time.time()))]
         boot = liveness.boot_id()
-        for tenant in {act.tenant for act, _ in spawned}:
-            store = self.store(tenant)
-            with store.batch():
-                for act, pid in spawned:
-                    if act.tenant == tenant:
-                        store.started(act.run_id, pid=pid, proc_start=liveness.start_time(pid), boot_id=boot)
+        for act, run, argv, timeout in claimed:
+            pid = self._spawn(act, run, argv, timeout, run.started or time.time())
+            if pid:
+                self.unsaved.append((act.tenant, act.run_id, pid, liveness.start_time(pid), boot))
+        if self.unsaved and self.save_by is None:
+            self.save_by = time.time() + PID_DELAY
+
+    def record_pids(self) -> None:
+        """Inside the daemon's transaction: the processes of the runs launched since the last one."""
+        self.saving, self.unsaved, self.save_by = self.unsaved, [], None
+        for tenant, run_id, pid, start, boot in self.saving:
+            self.store(tenant).started(run_id, pid=pid, proc_start=start, boot_id=boot)
+
+    def committed(self) -> None:
+        self.saving = []
 
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
         config = self.config()
@@ -125,8 +145,9 @@ class Runs:
         try:
             child = self.executor.spawn(act, argv, env, timeout, now)
         except OSError as exc:
-            self._busy(act, False)
-            self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"), now)
+            self._busy(act, False)  # recorded like any end: kept in memory if the store fails right now
+            self._record([(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"),
+                           now)])
             return None
         if child.fd is not None:
             self.sel.register(child.fd, selectors.EVENT_READ, child)

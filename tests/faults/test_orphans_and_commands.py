@@ -1,0 +1,56 @@
+"""The orphan policy seen from outside, and commands that tell the truth about what they committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from daemonlab import cli, wait_for
+from faultlab import job, job_processes, kill_everything, lab_config, popen, rows
+
+from taskserver.runtime import liveness
+
+
+def test_a_live_orphan_is_stopped_at_the_restart_and_recorded_interrupted(tmp_path: Path) -> None:
+    cfg = lab_config(tmp_path, {"long": job(tmp_path, 300, ignore_term=True)})
+    rid = int(cli(cfg, "jobs", "run", "long").stdout)
+    proc = popen(cfg, "run")
+    try:
+        run = wait_for(lambda: next((r for r in rows(cfg) if r["id"] == rid and r["pid"]), None), "the run")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert liveness.same_process(run["pid"], run["proc_start"], run["boot_id"])  # it outlived its daemon
+        again = popen(cfg, "run", "--once")
+        assert again.wait(60) == 0
+    finally:
+        kill_everything(cfg)
+    after = next(r for r in rows(cfg) if r["id"] == rid)
+    assert (after["state"], after["reason"]) == ("ERR", "interrupted")
+    assert "died while it ran" in after["message"] and str(run["pid"]) in after["message"]
+    assert job_processes(cfg) == []  # TERM was ignored: it was KILLed after the grace
+
+
+def test_enqueue_reports_its_committed_id_even_when_the_status_file_fails(tmp_path: Path) -> None:
+    cfg = lab_config(tmp_path, {})
+    cli(cfg, "jobs", "history")  # creates nothing; the store comes with the first enqueue
+    status_dir = tmp_path / "state" / "status"
+    status_dir.mkdir(parents=True)
+    (status_dir / "t").write_text("a file where the tenant's status directory belongs\n")
+    got = cli(cfg, "jobs", "enqueue", "--", "true", check=False)
+    assert got.returncode == 0 and got.stdout.strip().isdigit(), got
+    assert "is queued, but its status file was not written" in got.stderr
+    assert [r["id"] for r in rows(cfg)] == [int(got.stdout)]
+
+
+def test_enqueue_into_a_broken_store_fails_before_anything_is_committed(tmp_path: Path) -> None:
+    cfg = lab_config(tmp_path, {})
+    cli(cfg, "jobs", "enqueue", "--", "true")
+    store = tmp_path / "state" / "t.sqlite"
+    store.write_bytes(b"garbage " * 1000)
+    got = cli(cfg, "jobs", "enqueue", "--", "true", check=False)
+    assert got.returncode != 0 and got.stdout == "", got
+    assert "Traceback" not in got.stderr and "not an SQLite database" in got.stderr
+    assert len(got.stderr.strip().splitlines()) == 2  # the error and its hint
+    assert store.read_bytes() == b"garbage " * 1000
+    assert os.path.getsize(store) == 8000
