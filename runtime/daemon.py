@@ -131,6 +131,23 @@ class Daemon:
             else:
                 self.pending.setdefault(key, deque()).append((run.due, run.attempt, run.id))
 
+    def _reread_shared(self, tenant: str, now: float) -> None:
+        """A shared store: claims another daemon made and could not start (its job ran elsewhere, or that
+        daemon died) wait in the store; take them into our own waiting list, and look at the queue again
+        (a NOTIFY may have been lost while a connection was down)."""
+        conf = self.config.tenant(tenant)
+        if conf is None or conf.login is None:
+            return
+        known = {rid for waiting in self.pending.values() for _, _, rid in waiting}
+        for run in self.stores[tenant].waiting():
+            key = (tenant, run.job)
+            job = self.jobs.get(key)
+            if run.id in known or job is None or not job.enabled:
+                continue  # ours already, or for a job this daemon does not know (another config version)
+            if run.not_before is None or run.not_before <= now:
+                self.pending.setdefault(key, deque()).append((run.due, run.attempt, run.id))
+        self.que_dirty = True
+
     def _scheduled(self, job: JobDef) -> bool:
         return job.enabled and job.trigger is not None
 
@@ -200,7 +217,8 @@ class Daemon:
         if self.health.degraded:
             return
         self.stores.check()
-        self.stores.heartbeat(now)
+        for tenant in self.stores.heartbeat(now, self.runs.write_status):
+            self._reread_shared(tenant, now)
         self._fire_timers(now)
         if not self.stopping:
             self._dispatch(now)  # what just came due goes first: its lateness counts
@@ -273,6 +291,8 @@ class Daemon:
 
     def _sleep_time(self, now: float) -> float:
         wake = [now + MAX_SLEEP]
+        if self.stores.shared:
+            wake.append(self.stores.next_beat)
         if self.timers and not self.stopping and not self.health.degraded:
             wake.append(self.timers[0][0])
         retry = self.health.retry_at if self.health.degraded else None
