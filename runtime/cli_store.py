@@ -17,7 +17,8 @@ from .errors import UserError
 def register(sub: Any) -> None:
     store = sub.add_parser("store", help="manage the tenants' run stores (schema of shared stores)",
                            description="Manage the run stores named in the configuration.")
-    ssub = store.add_subparsers(title="store commands", dest="store_command", metavar="COMMAND", required=True)
+    ssub = store.add_subparsers(title="store commands", dest="store_command", metavar="COMMAND",
+                                required=True)
     mig = ssub.add_parser("migrate", help="create or upgrade the schema of PostgreSQL stores",
                           description="Create the taskserver tables in each tenant's PostgreSQL store, or "
                           "upgrade them to this version's schema. Safe to run on several hosts at once.")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -56,7 +55,8 @@ def _require_driver() -> None:
 def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True) -> PgStore:
     _require_driver()
     if not tenant.store.dsn:
-        raise UserError(f"tenant {tenant.name!r}: store postgresql needs a DSN", hint="store: {postgresql: DSN}")
+        raise UserError(f"tenant {tenant.name!r}: store postgresql needs a DSN",
+                        hint="store: {postgresql: DSN}")
     return PgStore(tenant.name, tenant.store.dsn)
 
 
@@ -102,7 +102,8 @@ def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[P
         try:
             return fn(self, *args, **kwargs)
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: {fn.__name__} failed: {_one_line(exc)}", hint=_FAULT_HINT) from exc
+            raise StoreError(f"{self.where}: {fn.__name__} failed: {_one_line(exc)}",
+                             hint=_FAULT_HINT) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
 
@@ -256,11 +257,12 @@ class PgStore:
     @_guarded
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
                output: str, now: float, note: str | None = None) -> Run:
+        sql = ("UPDATE taskserver_runs SET state=COALESCE(reported, %s), "
+               "reason=CASE WHEN reported IS NULL THEN %s WHEN reported='ERR' THEN %s ELSE NULL END, "
+               "exit_code=%s, output=%s, finished=%s, message=COALESCE(message, %s) "
+               "WHERE tenant=%s AND id=%s RETURNING " + COLUMNS)
         row = self._x(
-            "UPDATE taskserver_runs SET state=COALESCE(reported, %s), "
-            "reason=CASE WHEN reported IS NULL THEN %s WHEN reported='ERR' THEN %s ELSE NULL END, "
-            "exit_code=%s, output=%s, finished=%s, message=COALESCE(message, %s) "
-            f"WHERE tenant=%s AND id=%s RETURNING {COLUMNS}",  # noqa: S608
+            sql,
             (state.value, reason, REPORTED, exit_code, output.replace("\0", "\ufffd"), now, note,
              self.tenant, run_id)).fetchone()
         if row is None:
@@ -282,7 +284,8 @@ class PgStore:
             self._x("UPDATE taskserver_runs SET reported=%s, message=%s WHERE tenant=%s AND id=%s",
                     (state, message, self.tenant, run_id))
             self._x("UPDATE taskserver_runs SET state=%s, reason=%s WHERE tenant=%s AND id=%s "
-                    "AND state IN ('OK', 'ERR', 'QUE')", (state, None if ok else REPORTED, self.tenant, run_id))
+                    "AND state IN ('OK', 'ERR', 'QUE')",
+                    (state, None if ok else REPORTED, self.tenant, run_id))
             self._x("UPDATE taskserver_runs SET finished=%s WHERE tenant=%s AND id=%s AND finished IS NULL "
                     "AND state != 'RUN'", (now, self.tenant, run_id))
         run = self.get(run_id)
@@ -299,9 +302,10 @@ class PgStore:
     # lease; claims do not depend on clocks at all (the due time comes from the schedule).
     @_guarded
     def attach(self, me: Instance) -> None:
-        self._x("INSERT INTO taskserver_instances (tenant, id, host, pid, boot_id, proc_start, config, started, "
-                "heartbeat, expires) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (tenant, id) DO UPDATE "
-                "SET heartbeat = excluded.heartbeat, expires = excluded.expires",
+        self._x("INSERT INTO taskserver_instances (tenant, id, host, pid, boot_id, proc_start, config, "
+                "started, heartbeat, expires) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (tenant, id) DO UPDATE SET heartbeat = excluded.heartbeat, "
+                "expires = excluded.expires",
                 (self.tenant, me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
                  me.heartbeat, me.expires))
         self._me = me
@@ -356,7 +360,8 @@ class PgStore:
         try:
             self._x("SELECT 1")
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: the connection is lost: {_one_line(exc)}", hint=_FAULT_HINT) from exc
+            raise StoreError(f"{self.where}: the connection is lost: {_one_line(exc)}",
+                             hint=_FAULT_HINT) from exc
 
     def recover(self) -> str | None:
         """Reconnect (and LISTEN again) after a lost connection; None when nothing was done (healthy, or
@@ -387,7 +392,8 @@ class PgStore:
 
     def _advance(self, job: str, due: float) -> None:
         self._x("INSERT INTO taskserver_jobs (tenant, name, last_due) VALUES (%s, %s, %s) ON CONFLICT "
-                "(tenant, name) DO UPDATE SET last_due = GREATEST(taskserver_jobs.last_due, excluded.last_due)",
+                "(tenant, name) DO UPDATE SET "
+                "last_due = GREATEST(taskserver_jobs.last_due, excluded.last_due)",
                 (self.tenant, job, due))
 
     @_guarded

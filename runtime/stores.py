@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import selectors
@@ -30,6 +31,10 @@ LEASE_TTL = 3 * MAX_SLEEP  # a lease lasts this long without a heartbeat; renewe
 # renewed every few seconds; each renewal also reaps the leases of dead daemons and re-reads waiting claims.
 SHARED_LEASE_TTL = 15.0
 SHARED_BEAT = 5.0
+
+
+def _ignore(run: Run) -> None:
+    pass
 
 
 class Stores(Mapping[str, Store]):
@@ -115,7 +120,7 @@ class Stores(Mapping[str, Store]):
             store.heartbeat(self.instance, now=now, expires=now + self.lease_ttl)
             if not store.exclusive:
                 orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
-                               report=(lambda run, n=name: report(n, run)) if report else lambda run: None)
+                               report=functools.partial(report, name) if report else _ignore)
                 reread.append(name)
         return reread
 

@@ -7,6 +7,7 @@ user, as that user. ``PgServer.database()`` makes a new empty database per test.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -78,8 +79,6 @@ class PgServer:
                        "start")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop("immediate")
-        except RuntimeError:
-            pass
         shutil.rmtree(self.base, ignore_errors=True)
