@@ -29,13 +29,12 @@ ME = pwd.getpwuid(os.geteuid()).pw_name
 
 
 class Server:
-    """A private config, runtime and state dir; ``run`` the daemon on a given job list."""
+    """A private config and state dir (the pid file goes where the user's always does, named after the
+    private config); ``run`` the daemon on a given job list."""
 
     def __init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="taskserver-bench-"))
         self.state = self.base / "state"
-        self.run_dir = self.base / "run"
-        self.run_dir.mkdir(mode=0o700)
         self.config = self.base / "bench.yaml"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -50,7 +49,7 @@ class Server:
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        env.update(RUNTIME_DIRECTORY=str(self.run_dir), STATE_DIRECTORY=str(self.state))
+        env.update(STATE_DIRECTORY=str(self.state))
         env.update(extra or {})
         return env
 

@@ -9,6 +9,7 @@ exactly what the manifest lists. ``status`` compares the live state and the file
 from __future__ import annotations
 
 import difflib
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ..runtime.errors import UserError
 from . import manifest as mf
 from . import proc
 from .backends.base import Action, Backend, FileSpec, Plan
+from .safefs import Tree
 from .spec import ServiceSpec
 
 VERIFY_SECONDS = 15.0
@@ -72,13 +74,15 @@ def undo_command(spec: ServiceSpec) -> str:
 
 def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, force: bool) -> str:
     """created | updated | unchanged; raise when an admin changed a file and ``force`` is not set."""
-    current = mf.read_bytes(spec.target(f.path))
+    files = mf.fs(spec)
+    current = files.read(f.path)
     wanted = f.content.encode()
     if current is None:
         return "created"
     if current == wanted:
-        mode = spec.target(f.path).stat().st_mode & 0o7777
-        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode: rewrite with ours
+        st = files.lstat(f.path)
+        mode = st.st_mode & 0o7777 if st is not None and stat.S_ISREG(st.st_mode) else -1
+        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode or a link: ours
     recorded = {e["path"]: e["sha256"] for e in (old or {}).get("files", [])}
     if recorded.get(str(f.path)) == mf.sha256(current) or force:
         return "updated"
@@ -112,23 +116,29 @@ class _Journal:
         self.undo: list[Callable[[], None]] = []
 
     def write(self, f: FileSpec) -> list[Path]:
-        path = self.spec.target(f.path)
-        created = mf.make_dirs(path.parent)
-        before = mf.read_bytes(path)
-        mode = path.stat().st_mode & 0o7777 if before is not None else 0
-        mf.atomic_write(path, f.content.encode(), f.mode)
-        mf.adopt(self.spec, [path, *created])
+        try:
+            return self._write(f)
+        except OSError as exc:
+            raise cannot(self.spec, "write", f.path, exc) from exc
+
+    def _write(self, f: FileSpec) -> list[Path]:
+        files, path = mf.fs(self.spec), f.path
+        created = files.makedirs(path.parent)
+        before = files.read(path)
+        st = files.lstat(path) if before is not None else None
+        mode = st.st_mode & 0o7777 if st is not None else 0
+        files.write(path, f.content.encode(), f.mode)
 
         def restore() -> None:
             if before is None:
-                path.unlink(missing_ok=True)
+                files.unlink(path)
             else:
-                mf.atomic_write(path, before, mode)
+                files.write(path, before, mode)
             for d in reversed(created):
-                d.rmdir()
+                files.rmdir(d)
 
         self.undo.append(restore)
-        return [Path("/") / d.relative_to(self.spec.root) for d in created]
+        return created
 
     def rollback(self, ran: list[str], first_install: bool) -> None:
         for fn in reversed(self.undo):
@@ -251,7 +261,10 @@ def install(
             _verify(spec, backend, verify_seconds)
             out.verified = True
         if not dry_run:
-            _record(spec, backend, plan, old, dirs)
+            try:
+                _record(spec, backend, plan, old, dirs)
+            except OSError as exc:
+                raise cannot(spec, "write", mf.manifest_path(spec), exc) from exc
     except BaseException as exc:
         if not dry_run:
             journal.rollback(out.ran, first_install=old is None)
@@ -270,7 +283,7 @@ def install(
 def _record(
     spec: ServiceSpec, backend: Backend, plan: Plan, old: dict[str, Any] | None, dirs: list[Path]
 ) -> None:
-    prev_dirs = list((old or {}).get("dirs", []))
+    prev_dirs = [Path(d) for d in (old or {}).get("dirs", [])]
     data = {
         "name": spec.name,
         "backend": backend.name,
@@ -284,7 +297,7 @@ def _record(
         ],
         "extra": plan.extra,
     }
-    mf.save(spec, data, [*prev_dirs, *(str(d) for d in dirs)])
+    mf.save(spec, data, [*prev_dirs, *dirs])
 
 
 def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> Outcome:
@@ -301,27 +314,51 @@ def uninstall(spec: ServiceSpec, backend: Backend, *, dry_run: bool = False) -> 
     )
     _run(plan.start, out, dry_run)
     _run(plan.enable, out, dry_run)
+    files = mf.fs(spec)
     for entry in old["files"]:
-        path = spec.target(Path(entry["path"]))
-        data = mf.read_bytes(path)
+        path = Path(entry["path"])
+        data = files.read(path)
         if data is not None and mf.sha256(data) != entry["sha256"]:
             out.notes.append(f"{entry['path']} had been changed since install; removed anyway (it was ours)")
         if not dry_run:
-            path.unlink(missing_ok=True)
+            _remove(spec, files, path)
         out.files.append((entry["path"], "removed" if data is not None else "already gone"))
     if not dry_run:
-        mf.remove(spec)
+        try:
+            mf.remove(spec)
+        except OSError as exc:
+            raise cannot(spec, "remove", mf.manifest_path(spec), exc) from exc
         mf.remove_empty_dirs(spec, list(old.get("dirs", [])))
     _run(backend.after_remove(spec), out, dry_run)
     return out
+
+
+def _remove(spec: ServiceSpec, files: Tree, path: Path) -> None:
+    try:
+        files.unlink(path)
+    except OSError as exc:
+        raise cannot(spec, "remove", path, exc) from exc
+
+
+def cannot(spec: ServiceSpec, verb: str, path: Path, exc: OSError) -> UserError:
+    """A file operation the target refused: in a user's home that is the user's own permission (a symlink
+    there leads somewhere they may not write), in a tree a path that resolves to no usable place."""
+    owner = mf.home_owner(spec)
+    who = f" as uid {owner[0]} (the home's owner)" if owner and not spec.offline_root else ""
+    return UserError(
+        f"cannot {verb} {spec.target(path)}{who}: {exc.strerror}",
+        hint="check the directories on that path for symbolic links and their owners",
+        exit_code=1,
+    )
 
 
 def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
     """installed / enabled / running / files changed since install, for ``--status``."""
     old = mf.load(spec)
     changed = []
+    files = mf.fs(spec)
     for entry in (old or {}).get("files", []):
-        data = mf.read_bytes(spec.target(Path(entry["path"])))
+        data = files.read(Path(entry["path"]))
         if data is None or mf.sha256(data) != entry["sha256"]:
             changed.append({"path": entry["path"], "state": "missing" if data is None else "changed"})
     return {

@@ -6,12 +6,19 @@ in a temporary directory. The order follows what each init leaves behind while i
 PID 1, and SysV ``init`` as PID 1 with ``/etc/init.d``. WSL's own ``/init`` and container entry points are no
 service manager: the result is then **offline**, and ``target`` names the init system that is *installed*
 (what to write files for, to be used at the next boot).
+
+A ``--root`` tree is another system's files: it is always offline, its files are read inside it (its
+symlinks taken as its own boot would take them), and nothing of it is run on the host — not even its
+``initctl``. Tests read fake roots as if they were this machine's ``/`` with ``detect_as_host``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import stat
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,7 @@ from typing import Any
 import distro
 
 from . import proc
+from .safefs import Tree
 
 BIN_DIRS = ("usr/sbin", "sbin", "usr/bin", "bin")
 DEBIAN_LIKE = {"debian", "ubuntu", "devuan", "raspbian", "linuxmint"}
@@ -51,19 +59,69 @@ class Detection:
 
 
 def _read(root: Path, rel: str) -> str | None:
+    """A file of the target, resolved inside it (a tree's absolute symlink never reaches the host's file)."""
     try:
-        return (root / rel).read_text(encoding="utf-8", errors="replace")
+        data = Tree(root).read(Path("/") / rel)
+    except OSError:
+        return None
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def _stat(root: Path, rel: str) -> os.stat_result | None:
+    try:
+        return Tree(root).stat(Path("/") / rel)
     except OSError:
         return None
 
 
+def _is_dir(root: Path, rel: str) -> bool:
+    st = _stat(root, rel)
+    return st is not None and stat.S_ISDIR(st.st_mode)
+
+
 def which(root: Path, name: str) -> Path | None:
-    """An executable ``name`` in the target's standard directories (not the caller's PATH)."""
+    """An executable ``name`` in the target's standard directories (not the caller's PATH); only looked at,
+    resolved inside ``root``: a tree's binaries are never run on the host."""
     for d in BIN_DIRS:
-        p = root / d / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return p
+        st = _stat(root, f"{d}/{name}")
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return root / d / name
     return None
+
+
+def is_tree(root: Path) -> bool:
+    """Another system's tree (``--root``), not the running one: always offline, only its files are read."""
+    return root.resolve() != Path("/")
+
+
+RELEASE_FILE = re.compile(r"^[\w.]+[-_](release|version)$")
+
+
+def _distribution(root: Path) -> distro.LinuxDistribution:
+    """``distro``'s facts about ``root``. For a tree, the release files are first read inside it into a
+    private copy (``distro`` itself would follow the tree's symlinks on the host)."""
+    if not is_tree(root):
+        return distro.LinuxDistribution(include_lsb=False, include_uname=False)
+    with tempfile.TemporaryDirectory(prefix="taskserver-detect-") as tmp:
+        for rel in ["usr/lib/os-release", *(f"etc/{n}" for n in _etc_names(root) if RELEASE_FILE.match(n))]:
+            text = _read(root, rel)
+            if text is not None:
+                (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / rel).write_text(text, encoding="utf-8")
+        dist = distro.LinuxDistribution(root_dir=tmp, include_lsb=False, include_uname=False)
+        dist.info()  # read now, while the copy exists (the answers are cached)
+        return dist
+
+
+def _etc_names(root: Path) -> list[str]:
+    try:
+        fd = Tree(root).open_dir(Path("/etc"))
+    except OSError:
+        return []
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 def _family(did: str, like: str) -> str:
@@ -91,10 +149,10 @@ def sysv_registrar(root: Path, did: str, like: str, ev: list[str]) -> str | None
 
 
 def _container(root: Path, ev: list[str]) -> str | None:
-    if (root / ".dockerenv").exists():
+    if _stat(root, ".dockerenv") is not None:
         ev.append("/.dockerenv exists: docker container")
         return "docker"
-    if (root / "run/.containerenv").exists():
+    if _stat(root, "run/.containerenv") is not None:
         ev.append("/run/.containerenv exists: podman container")
         return "podman"
     env = _read(root, "proc/1/environ") or ""
@@ -111,7 +169,7 @@ def _container(root: Path, ev: list[str]) -> str | None:
 
 def _chroot(root: Path, ev: list[str]) -> bool:
     """Only meaningful for the real root: is PID 1's / another directory than ours?"""
-    if root.resolve() != Path("/"):
+    if is_tree(root):
         return False
     if not os.path.exists("/proc/self"):
         # Every booted system (and container) has /proc mounted; a bare chroot of an image build often
@@ -150,18 +208,30 @@ def _installed(root: Path, ev: list[str]) -> str | None:
     if which(root, "openrc") or which(root, "rc-update"):
         ev.append("OpenRC is installed")
         return "openrc"
-    if which(root, "initctl") and (root / "etc/init").is_dir():
+    if which(root, "initctl") and _is_dir(root, "etc/init"):
         ev.append("upstart is installed (initctl and /etc/init)")
         return "upstart"
-    if (root / "etc/init.d").is_dir():
+    if _is_dir(root, "etc/init.d"):
         ev.append("/etc/init.d exists: SysV-style scripts")
         return "sysv"
     return None
 
 
 def detect(root: Path = Path("/")) -> Detection:
+    """What runs on this machine (``root`` = ``/``), or what a tree has installed (any other ``root``: a tree
+    is always offline; its files are only read, inside it, and nothing of it is run)."""
+    return _detect(root, as_host=not is_tree(root))
+
+
+def detect_as_host(root: Path) -> Detection:
+    """Tests only: read a fake root built by the test as if it were this machine's ``/`` — the live probes
+    then run, among them the root's own ``initctl version``. Never for a tree someone else could write."""
+    return _detect(root, as_host=True)
+
+
+def _detect(root: Path, *, as_host: bool) -> Detection:
     ev: list[str] = []
-    dist = distro.LinuxDistribution(root_dir=str(root), include_lsb=False, include_uname=False)
+    dist = _distribution(root)
     did, like, ver = dist.id(), dist.like(), dist.version()
     ev.append(f"distribution {did or 'unknown'} {ver} (like: {like or '-'}) from etc/os-release")
     comm = (_read(root, "proc/1/comm") or "").strip()
@@ -181,7 +251,9 @@ def detect(root: Path = Path("/")) -> Detection:
         "wsl": wsl,
     }
 
-    running = None if chroot else _running(_Facts(root, comm, wsl, did, like, ev))
+    if not as_host:
+        ev.append(f"{root} is a tree (--root): always offline; its files are read, nothing in it is run")
+    running = None if chroot or not as_host else _running(_Facts(root, comm, wsl, did, like, ev))
     if running is not None:
         return Detection(running[0], running[0], running[1], evidence=tuple(ev), **common)  # type: ignore[arg-type]
     ev.append("no running init system found: offline (files and boot links only, nothing started)")

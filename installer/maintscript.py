@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -144,17 +143,17 @@ def state_path(spec: ServiceSpec) -> Path:
 
 
 def _load_state(spec: ServiceSpec) -> dict[str, Any]:
-    try:
-        data = json.loads(spec.target(state_path(spec)).read_text(encoding="utf-8"))
+    try:  # through mf.fs: resolved inside a DPKG_ROOT tree, like the manifest beside it
+        data = json.loads((mf.fs(spec).read(state_path(spec)) or b"{}").decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _save_state(spec: ServiceSpec, enabled: bool) -> None:
-    path = spec.target(state_path(spec))
-    mf.make_dirs(path.parent)
-    mf.atomic_write(path, (json.dumps({"enabled": enabled}) + "\n").encode(), 0o644)
+    files = mf.fs(spec)
+    files.makedirs(state_path(spec).parent)
+    files.write(state_path(spec), (json.dumps({"enabled": enabled}) + "\n").encode(), 0o644)
 
 
 def _policy_forbids(ctx: Context, action: str) -> bool:
@@ -277,19 +276,13 @@ def purge_dirs(spec: ServiceSpec, config: bool) -> list[Path]:
 
 
 def _purge(ctx: Context, config: bool) -> None:
-    spec = ctx.spec
+    spec, files = ctx.spec, mf.fs(ctx.spec)  # resolved inside a DPKG_ROOT tree, never through its links
     for path in purge_paths(spec, config):
-        target = spec.target(path)
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        else:
-            continue
-        _note(f"purged {path}")
+        if files.remove_tree(path):
+            _note(f"purged {path}")
     for d in purge_dirs(spec, config):
         with contextlib.suppress(OSError):
-            spec.target(d).rmdir()  # only when empty: it may hold other services' files
+            files.rmdir(d)  # only when empty: it may hold other services' files
 
 
 def carry_out(ctx: Context, steps: tuple[Step, ...]) -> None:

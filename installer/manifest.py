@@ -1,4 +1,4 @@
-"""Atomic file writes and the manifest that records what an install wrote.
+"""The manifest that records what an install wrote, and how an install reaches its files (``fs``).
 
 The manifest lives at ``/var/lib/taskserver-install/<name>.json`` (system scope) or
 ``~/.local/state/taskserver-install/<name>.json`` (user scope), under ``--root`` when given. It lists every
@@ -12,11 +12,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import UserError
+from .safefs import AsUser, Tree
 from .spec import ServiceSpec
 
 MANIFEST_VERSION = 1
@@ -37,120 +37,119 @@ def manifest_path(spec: ServiceSpec) -> Path:
     return manifest_dir(spec) / f"{spec.name}.json"
 
 
-def load(spec: ServiceSpec) -> dict[str, Any] | None:
-    """The manifest of ``spec.name`` in its scope, or None when it is not installed."""
-    path = spec.target(manifest_path(spec))
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+def home_owner(spec: ServiceSpec) -> tuple[int, int] | None:
+    """(uid, gid) of the home a user unit goes into, when root installs it for that (other) user."""
+    if not (spec.user_scope and os.geteuid() == 0):
         return None
+    st = Tree(spec.root).stat(spec.home)
+    return None if st is None or st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
+def fs(spec: ServiceSpec) -> Tree:
+    """How the install reaches its files. A ``--root`` tree: resolved inside the tree (what it creates in a
+    user's home there is given to that home's owner). Root's user unit for another user on this machine: as
+    that user (nothing is chowned; the kernel refuses what the user could not do). Else: plainly."""
+    owner = home_owner(spec)
+    if owner is None:
+        return Tree(spec.root)
+    if spec.offline_root:
+        return Tree(spec.root, owner)
+    return AsUser(*owner)
+
+
+def load(spec: ServiceSpec) -> dict[str, Any] | None:
+    """The manifest of ``spec.name`` in its scope, or None when it is not installed. Its entries are checked
+    before anything acts on them: a manifest may have been edited by whoever owns it."""
+    path = manifest_path(spec)
+    files = fs(spec)
+    try:
+        raw = files.read(path)
+        if raw is None:
+            return None
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(
-            f"cannot read the install manifest {path}: {exc}",
+            f"cannot read the install manifest {spec.target(path)}: {exc}",
             hint="restore it, or remove the service's files by hand and delete the manifest",
             exit_code=1,
         ) from exc
+    trusted = _check_owner(spec, files, path)
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise UserError(f"install manifest {path} is malformed", hint="restore it from a backup", exit_code=1)
-    for entry in data["files"]:
-        _check_entry(spec, path, entry, in_home=spec.user_scope)
-    for d in data.get("dirs", []):  # only ever rmdir'ed when empty; may lie above a home the install made
-        _check_entry(spec, path, {"path": d}, in_home=False)
+    _check_entries(spec, path, data, trusted=trusted)
     return data
 
 
-def _check_entry(spec: ServiceSpec, manifest: Path, entry: object, *, in_home: bool) -> None:
-    """Uninstall deletes the files the manifest lists, as root: a listed path must be one an install could
-    have written — absolute and normalized, and for a user unit inside that user's home (whose owner can
-    edit the manifest there)."""
+def _check_owner(spec: ServiceSpec, files: Tree, path: Path) -> bool:
+    """Whether the manifest is root's own record (root-owned, writable by no one else). On this machine a
+    system-scope manifest must be: one that someone else owns would let them name what root deletes."""
+    st = files.stat(path)
+    trusted = st is not None and st.st_uid == 0 and not st.st_mode & 0o022
+    if trusted or spec.user_scope or spec.offline_root or os.geteuid() != 0:
+        return trusted and not spec.user_scope
+    raise UserError(
+        f"install manifest {path} is owned by uid {st.st_uid if st else '?'} or writable by others: "
+        "not trusted",
+        hint=f"check who changed it; if it is genuine: chown root:root {path} && chmod 644 {path}",
+        exit_code=1,
+    )
+
+
+def _check_entries(spec: ServiceSpec, manifest: Path, data: dict[str, Any], *, trusted: bool) -> None:
+    """Uninstall deletes the files and removes the empty directories the manifest lists, as root (or as the
+    home's owner). A listed path must be one an install could have written: absolute and normalized, inside
+    the home for a user unit; a directory only as a parent of a listed file or of the manifest itself; and
+    in a manifest someone else could edit, a file named for the service (NAME, NAME.*, or under a NAME/
+    directory), as every backend names its files."""
+    files = [_entry_path(spec, manifest, e, spec.user_scope) for e in data["files"]]
+    for f in files if not trusted else []:
+        if not (f.name == spec.name or f.name.startswith(spec.name + ".") or spec.name in f.parts[:-1]):
+            _refuse(spec, manifest, str(f))
+    parents = {p for f in [*files, manifest] for p in f.parents if p != Path("/")}
+    for d in data.get("dirs", []):
+        p = _entry_path(spec, manifest, {"path": d}, spec.user_scope and not spec.offline_root)
+        if p not in parents:
+            _refuse(spec, manifest, d)
+
+
+def _entry_path(spec: ServiceSpec, manifest: Path, entry: object, in_home: bool) -> Path:
     text = entry.get("path") if isinstance(entry, dict) else None
     ok = isinstance(text, str) and text.startswith("/") and os.path.normpath(text) == text
     if ok and in_home:
-        ok = Path(str(text)).is_relative_to(spec.home)
+        ok = Path(str(text)).is_relative_to(spec.home) and Path(str(text)) != spec.home
     if not ok:
-        raise UserError(
-            f"install manifest {manifest} lists {text!r}, which no install of {spec.name} writes",
-            hint="it was edited by hand: restore it, or remove the service's files by hand and delete it",
-            exit_code=1,
-        )
+        _refuse(spec, manifest, text)
+    return Path(str(text))
 
 
-def read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+def _refuse(spec: ServiceSpec, manifest: Path, text: object) -> None:
+    raise UserError(
+        f"install manifest {manifest} lists {text!r}, which no install of {spec.name} writes",
+        hint="it was edited by hand: restore it, or remove the service's files by hand and delete it",
+        exit_code=1,
+    )
 
 
-def make_dirs(path: Path) -> list[Path]:
-    """``mkdir -p`` that returns the directories it created, outermost first (for exact removal)."""
-    missing: list[Path] = []
-    cur = path
-    while not cur.exists():
-        missing.append(cur)
-        cur = cur.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o755)
-    return list(reversed(missing))
-
-
-def home_owner(spec: ServiceSpec) -> tuple[int, int] | None:
-    """(uid, gid) that user-scope files must belong to when root writes them into someone's home."""
-    if not spec.user_scope or os.geteuid() != 0:
-        return None
-    try:
-        st = spec.target(spec.home).stat()
-    except OSError:
-        return None
-    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
-
-
-def adopt(spec: ServiceSpec, paths: list[Path]) -> None:
-    """Give ``paths`` (on this machine) to the home's owner, for user units root installs for a user."""
-    owner = home_owner(spec)
-    if owner is not None:
-        for p in paths:
-            os.lchown(p, *owner)
-
-
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + fsync + rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[str]) -> None:
+def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[Path]) -> None:
     """Write the manifest atomically, listing ``dirs`` plus the directories created for the manifest itself
     (target paths). An identical manifest is left alone, so a re-run that changes nothing writes nothing."""
-    path = spec.target(manifest_path(spec))
-    created = [str(Path("/") / d.relative_to(spec.root)) for d in make_dirs(path.parent)]
-    record = {"version": MANIFEST_VERSION, **data, "dirs": sorted({*dirs, *created})}
+    path, files = manifest_path(spec), fs(spec)
+    created = files.makedirs(path.parent)
+    record = {"version": MANIFEST_VERSION, **data, "dirs": sorted({*map(str, dirs), *map(str, created)})}
     body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-    if read_bytes(path) != body:
-        atomic_write(path, body, 0o600 if spec.user_scope else 0o644)
-        adopt(spec, [path, *(spec.target(Path(d)) for d in created)])
+    if files.read(path) != body:
+        files.write(path, body, 0o600 if spec.user_scope else 0o644)
 
 
 def remove(spec: ServiceSpec) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        spec.target(manifest_path(spec)).unlink()
+    fs(spec).unlink(manifest_path(spec))
 
 
 def remove_empty_dirs(spec: ServiceSpec, dirs: list[str]) -> list[str]:
     """Remove the listed directories (innermost first) when empty; return those removed."""
-    removed = []
+    removed, files = [], fs(spec)
     for d in sorted(dirs, key=lambda s: s.count("/"), reverse=True):
-        with contextlib.suppress(FileNotFoundError, OSError):
-            spec.target(Path(d)).rmdir()
+        with contextlib.suppress(OSError):
+            files.rmdir(Path(d))
             removed.append(d)
     return removed

@@ -12,13 +12,16 @@ taskserver.service.j2). No value reaches a boot file without going through the f
 - ``sd_value``: one raw value (Description=, WorkingDirectory=, EnvironmentFile=): ``%`` doubled; refuses a
   trailing backslash (it would continue the line) and leading/trailing whitespace (the parser strips it).
 - ``sh``: POSIX sh single-quoting (SysV scripts, upstart ``exec``).
-- ``cron``: sh quoting, then ``%`` escaped as ``\\%`` (cron turns a bare ``%`` into a newline).
+- ``cron``: sh quoting in which each ``%`` is ``\\%`` outside the quotes and each backslash a quoted
+  piece of its own (cron turns a bare ``%`` into a newline, Debian's cron ``\\\\`` into ``\\``).
 - ``upstart``: one stanza argument in double quotes with ``\\`` and ``"`` escaped.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shlex
 import stat
 from collections.abc import Iterable
@@ -29,6 +32,7 @@ from typing import Any
 import jinja2
 
 from ..runtime.errors import UserError
+from .safefs import Tree
 from .spec import FORBIDDEN, ServiceSpec
 
 
@@ -86,7 +90,23 @@ def sh_words(words: Iterable[object]) -> str:
 
 
 def cron(words: Iterable[object]) -> str:
-    return " ".join(sh(w).replace("%", "\\%") for w in words)
+    return " ".join(_cron_word(_plain(w)) for w in words)
+
+
+CRON_TOKEN = re.compile(r"[%\\]|[^%\\]+")
+
+
+def _cron_word(text: str) -> str:
+    """One sh word for a crontab command field, read the same by Debian's cron and by vixie cron/cronie.
+
+    cron turns each ``%`` not escaped as ``\\%`` into a newline (the rest of the line becomes stdin) and
+    ``\\%`` into ``%``; Debian's cron also turns ``\\\\`` into ``\\`` (upstream keeps both). Other
+    backslashes are passed on. So the word is built from pieces in which a backslash only ever stands
+    right before a quote or as the escape of a ``%``: each ``%`` of the value is ``\\%`` outside the sh
+    quotes, each backslash is its own quoted piece ``'\\'``, and the text between is sh-quoted (which writes
+    no backslashes). sh joins the pieces back into the value."""
+    pieces = {"%": "\\%", "\\": "'\\'"}
+    return "".join(pieces.get(t) or shlex.quote(t) for t in CRON_TOKEN.findall(text)) or "''"
 
 
 def upstart(value: object) -> str:
@@ -108,13 +128,24 @@ def package_templates() -> Path:
     return Path(str(resources.files("taskserver") / "templates"))
 
 
+class OverrideLoader(jinja2.BaseLoader):
+    """The admin's override of a template (read by ``read_override``), else the packaged one. Templates an
+    override includes or extends come through here too, so each of them is checked the same way."""
+
+    def __init__(self, spec: ServiceSpec) -> None:
+        self.spec = spec
+        self.package = jinja2.FileSystemLoader(str(package_templates()))
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        text = read_override(self.spec, template)
+        if text is None:
+            return self.package.get_source(environment, template)
+        return text, str(self.spec.template_override_dir / template), lambda: False
+
+
 def environment(spec: ServiceSpec) -> jinja2.Environment:
-    search = [str(package_templates())]
-    override = spec.template_override_dir
-    if override.is_dir():
-        search.insert(0, str(override))
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(search),
+        loader=OverrideLoader(spec),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - boot files, not HTML: every value goes through a syntax filter
         keep_trailing_newline=True,
@@ -125,33 +156,99 @@ def environment(spec: ServiceSpec) -> jinja2.Environment:
     return env
 
 
-def check_override(spec: ServiceSpec, template: str) -> None:
-    """An override becomes a boot file that root runs: whoever may write it or its directories owns the
-    machine. Refuse one that is not owned by root (or the installing user) or is group/world-writable."""
-    base = spec.template_override_dir
-    path = base / template
-    if not path.exists():
-        return
+def _owners(spec: ServiceSpec) -> set[int]:
+    """Who may own an override and its directories: root (or the installing user); for a user unit also the
+    unit's user, since it runs as them and their own override gives them nothing new."""
     owners = {0, os.geteuid()}
-    if spec.user_scope:  # a user unit runs as its owner: their own override gives them nothing new
-        owners.add(spec.target(spec.home).stat().st_uid)
-    for full in [path, *(base / d for d in path.relative_to(base).parents)]:
-        st = full.stat()
-        if st.st_uid not in owners:
-            problem = f"is owned by uid {st.st_uid}, not root"
-        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            problem = "is group- or world-writable"
-        else:
-            continue
+    if spec.user_scope:
+        st = Tree(spec.root).stat(spec.home)
+        if st is not None:
+            owners.add(st.st_uid)
+    return owners
+
+
+def _refuse(where: Path, problem: str) -> UserError:
+    return UserError(
+        f"template override {where} {problem}: it would become a boot file that root runs",
+        hint=f"make it and its directories real directories owned by root, chmod go-w {where}; "
+        "or remove the override",
+    )
+
+
+def _check(st: os.stat_result, where: Path, owners: set[int]) -> None:
+    if st.st_uid not in owners:
+        raise _refuse(where, f"is owned by uid {st.st_uid}, not root")
+    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
+        raise _refuse(where, "is group- or world-writable")
+
+
+def _step(fd: int, name: str, where: Path, flags: int) -> int:
+    """Open ``name`` in the directory ``fd`` without following a link; a link is refused, not followed."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) or (
+            stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+        ):
+            raise _refuse(where, "is (or runs through) a symbolic link") from exc
+        raise
+
+
+def read_override(spec: ServiceSpec, template: str) -> str | None:
+    """The override of ``template`` as one read: every directory from the target's ``/`` down and the file
+    are opened once, without following links, and checked on the opened descriptor (owner, not writable by
+    others); the text returned is what was read from that descriptor, so nothing can be swapped between the
+    check and the use. None when there is no override."""
+    path = spec.config.parent / "templates" / "/".join(jinja2.loaders.split_template_path(template))
+    if not _present(spec, path):
+        return None  # nothing there now; one appearing later is simply not used
+    try:
+        data = _read_checked(spec, path)
+    except FileNotFoundError:
+        return None  # removed meanwhile: the packaged template is used
+    except OSError as exc:
+        raise _refuse(spec.target(path), f"cannot be read ({exc.strerror})") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise UserError(
-            f"template override {full} {problem}: it would become a boot file that root runs",
-            hint=f"chown root and chmod go-w {full}, or remove the override",
-        )
+            f"template override {spec.target(path)} is not UTF-8 text: {exc}", hint="fix it"
+        ) from exc
+
+
+def _present(spec: ServiceSpec, path: Path) -> bool:
+    """Whether an override seems to be there, looked up inside the target (only a hint: what is used is
+    decided by the checked walk)."""
+    try:
+        return Tree(spec.root).lstat(path) is not None
+    except OSError:
+        return True  # something odd on the way (a link loop...): let the walk say what
+
+
+def _read_checked(spec: ServiceSpec, path: Path) -> bytes:
+    owners, where = _owners(spec), Path("/")
+    fd = os.open(spec.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in path.parts[1:]:
+            _check(os.fstat(fd), spec.target(where), owners)
+            where = where / name
+            flags = os.O_RDONLY | (os.O_NONBLOCK if where == path else os.O_DIRECTORY)
+            nxt = _step(fd, name, spec.target(where), flags)
+            os.close(fd)
+            fd = nxt
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(spec.target(path), "is not a regular file")
+        _check(st, spec.target(path), owners)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def render(spec: ServiceSpec, template: str, **context: Any) -> str:
     """Render ``template`` (e.g. ``systemd/taskserver.service.j2``) with ``spec`` and ``context``."""
-    check_override(spec, template)
     try:
         return environment(spec).get_template(template).render(spec=spec, **context)
     except jinja2.TemplateError as exc:

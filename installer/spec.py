@@ -233,15 +233,16 @@ def build_spec(
 def parsed_config(spec: ServiceSpec) -> Config | None:
     """The service's configuration as the daemon will read it, or None when the file does not exist yet."""
     from ..runtime import config as runtime_config  # noqa: PLC0415 - the YAML parser loads only when needed
+    from .manifest import fs  # noqa: PLC0415 - manifest builds on this module
 
     path = spec.target(spec.config)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise UserError(f"cannot read the config {path}: {exc.strerror}", hint="check --config") from exc
-    return runtime_config.parse_text(text, spec.config)
+    try:  # inside a --root tree; in another user's home with that user's rights
+        data = fs(spec).read(spec.config)
+        text = None if data is None else data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UserError(f"cannot read the config {path}: {why}", hint="check --config") from exc
+    return None if text is None else runtime_config.parse_text(text, spec.config)
 
 
 def check_writable(path: Path | str) -> Path:

@@ -13,9 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn, cast
 
 from . import control, logs
-from .errors import run_command
+from .errors import one_line, run_command
 
 PROG = "taskserver"
 log = logging.getLogger(__name__)
@@ -51,8 +52,15 @@ def _hoist_global_flags(words: Sequence[str]) -> list[str]:
     return flags + [w for w in head if w not in GLOBAL_FLAGS] + list(words[end:])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error line kept to one printable line (it echoes the bad value as given)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(one_line(message))
+
+
 def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Run scheduled and queued jobs for one or more tenants, as a daemon or in the foreground",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -70,14 +78,17 @@ def build_parser(only_control: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too (default: info)")
     parser.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
-    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    # every subcommand's parser is a _Parser too (argparse makes them of the parent's class)
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(title="commands", dest="command", metavar="COMMAND"))
     control.register(sub)
     if not only_control:
-        from . import cli_config, cli_jobs, cli_store  # noqa: PLC0415 - see CONTROL_COMMANDS
+        from . import cli_config, cli_jobs, cli_store, cli_web  # noqa: PLC0415 - see CONTROL_COMMANDS
 
         cli_config.register(sub)
         cli_jobs.register(sub)
         cli_store.register(sub)
+        cli_web.register(sub)
     return parser
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import config, config_edit, schedule
-from .config_values import USER
-from .errors import UserError
+from . import config, config_edit, limits, schedule
+from .config_values import NAME, NAME_HINT, USER
+from .errors import UserError, one_line
+from .limits import shown
 from .model import Config, TenantDef
 
 EXIT_INVALID = 2
@@ -28,9 +30,12 @@ def _check(args: argparse.Namespace) -> int:
         cfg = config.load(path)
     except config.ConfigInvalid as exc:
         for err in exc.errors:
-            print(f"taskserver: error: {err}", file=sys.stderr)
+            print(f"taskserver: error: {one_line(str(err))}", file=sys.stderr)
             if err.hint:
-                print(f"taskserver: hint: {err.hint}", file=sys.stderr)
+                print(f"taskserver: hint: {one_line(err.hint)}", file=sys.stderr)
+        if exc.more:
+            print(f"taskserver: error: {path}: {exc.more} more errors not listed "
+                  f"(at most {limits.MAX_ERRORS} are)", file=sys.stderr)
         return EXIT_INVALID
     if not cfg.exists:
         print(f"{path}: no such file; `taskserver run` would use the embedded default (nothing to check)")
@@ -41,6 +46,10 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{path}: OK ({len(cfg.tenants)} tenant(s), {jobs} job(s))")
     if args.verbose:
         _print_schedule(cfg)
+        from . import callprobe  # noqa: PLC0415 - only -v starts the probe's child processes
+
+        for line in callprobe.report(cfg):
+            print(line)
     return 0
 
 
@@ -77,25 +86,37 @@ def _print_schedule(cfg: Config) -> None:
 
 def _init_config(args: argparse.Namespace) -> int:
     path: Path = args.path if args.path is not None else _path(args)
-    if path.exists() or path.is_symlink():
-        raise UserError(f"{path} already exists; not overwriting it", hint="edit it, or remove it first")
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    # 0644: the daemon re-reads the file on reload after dropping privileges to run_as
-    config_edit.write_atomic(path, config.EXAMPLE_CONFIG, mode=0o644, exclusive=True)
+    try:
+        if path.exists() or path.is_symlink():
+            raise UserError(f"{path} already exists; not overwriting it", hint="edit it, or remove it first")
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # 0644: the daemon re-reads the file on reload after dropping privileges to run_as
+        config_edit.write_atomic(path, config.EXAMPLE_CONFIG, mode=0o644, exclusive=True)
+    except OSError as exc:
+        raise UserError(f"cannot write {shown(str(path), 200)}: {exc.strerror or exc}",
+                        hint="choose a directory you can write, or create it first") from None
     print(f"wrote {path}; check it with `taskserver -c {path} check`")
+    default = config.default_config_path()
+    if args.config is None and os.path.abspath(path) != os.path.abspath(default):
+        # as root the default is /etc/...: `taskserver check` alone would check another file than this one
+        print(f"note: without -c, taskserver commands read {default}; pass `-c {path}` or set "
+              f"TASKSERVER_CONFIG={path}")
     return 0
+
+
+NO_LOGIN = "no login (runs nothing)"
 
 
 def _tenant_state(t: TenantDef) -> str:
     if not t.enabled:
         return "disabled"
-    return "enabled" if t.login is not None else "no login (runs nothing)"
+    return "enabled" if t.login is not None else NO_LOGIN
 
 
 def _store(cfg: Config, t: TenantDef) -> str:
     if t.store.kind == "postgresql":
         return "postgresql"  # the DSN may hold a password: not shown
-    return str(t.store.path or cfg.server.state_dir / f"{t.name}.sqlite")
+    return str(t.store.path or cfg.tenant_dir(t.name) / f"{t.name}.sqlite")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -127,19 +148,25 @@ def _edit(args: argparse.Namespace, change: config_edit.Change, expect: str) -> 
 
     changed = config_edit.edit_file(path, lambda text: change(text, str(path)), validate)
     note = "" if changed else " (already so; file unchanged)"
-    print(f"tenant {name}: {expect}{note} in {path}; apply it with `taskserver reload`")
+    if expect == NO_LOGIN:  # enabled, yet it runs nothing: saying just "enabled" would mislead
+        print(f"tenant {name}: enabled{note} in {path}, but it has no login, so it runs nothing; give it one "
+              f"with `taskserver tenants enable {name} --login USER`")
+    else:
+        print(f"tenant {name}: {expect}{note} in {path}; apply it with `taskserver reload`")
     return 0
 
 
 def _enable(args: argparse.Namespace) -> int:
     login: str | None = args.login
     if login is not None and not USER.fullmatch(login):
-        raise UserError(f"--login {login!r} is not a user name", hint="letters, digits, '_', '.', '-'")
+        raise UserError(f"--login {shown(login)} is not a user name", hint="letters, digits, '_', '.', '-'")
 
     def change(text: str, file: str) -> str:
         return config_edit.enable_tenant(text, file, args.name, login)
 
-    return _edit(args, change, "enabled")
+    tenant = config.load(_path(args)).tenant(args.name)
+    has_login = login is not None or (tenant is not None and (tenant.login or tenant.disabled_login))
+    return _edit(args, change, "enabled" if has_login else NO_LOGIN)
 
 
 def _disable(args: argparse.Namespace) -> int:
@@ -147,6 +174,12 @@ def _disable(args: argparse.Namespace) -> int:
         return config_edit.disable_tenant(text, file, args.name)
 
     return _edit(args, change, "disabled")
+
+
+def _tenant_name(text: str) -> str:
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a tenant name ({NAME_HINT})")
+    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -165,12 +198,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = tsub.add_parser("list", help="show the tenants, their logins and state")
     p.set_defaults(func=_list)
     p = tsub.add_parser("enable", help="enable a tenant (adding it, or setting its login)")
-    p.add_argument("name", metavar="NAME", help="the tenant, as in `taskserver tenants list`")
+    p.add_argument("name", metavar="NAME", type=_tenant_name,
+                   help="the tenant, as in `taskserver tenants list`")
     p.add_argument("--login", metavar="USER",
                    help="the login the tenant's jobs act for, given to each run as $TASKSERVER_LOGIN "
                    "(needed for a new tenant); jobs run as task_server.run_as")
     p.set_defaults(func=_enable)
     p = tsub.add_parser("disable", help="disable a tenant: it keeps its login and jobs but runs nothing")
-    p.add_argument("name", metavar="NAME", help="the tenant, as in `taskserver tenants list`")
+    p.add_argument("name", metavar="NAME", type=_tenant_name,
+                   help="the tenant, as in `taskserver tenants list`")
     p.set_defaults(func=_disable)
 

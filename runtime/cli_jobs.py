@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import config, control, privs, schedule, statusfile
+from . import config, control, limits, privs, schedule, statusfile, tenancy
+from .config_values import NAME, NAME_HINT
 from .errors import UserError
-from .model import Config, Cron, Every, JobDef, TenantDef
+from .limits import shown
+from .model import Config, Cron, Every, JobDef, State, TenantDef
 from .store import NoStore, Run, Store, load_backends, open_store
 
 DEFAULT_QUEUE = "default"
@@ -36,7 +39,8 @@ def register(sub: Any) -> None:
     def cmd(name: str, help_text: str, func: Any, json_opt: bool = True,
             **kw: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = jsub.add_parser(name, help=help_text, **kw)
-        p.add_argument("--tenant", metavar="NAME", help="the tenant (default: the only one, or `default`)")
+        p.add_argument("--tenant", metavar="NAME", type=_config_name,
+                       help="the tenant (default: the only one, or `default`)")
         if json_opt:
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
@@ -44,33 +48,60 @@ def register(sub: Any) -> None:
 
     p = cmd("enqueue", "queue a long task; prints its run id", _enqueue,
             usage="taskserver jobs enqueue [--tenant NAME] [--queue QUEUE] [--json] -- CMD [ARGS...]")
-    p.add_argument("--queue", default=DEFAULT_QUEUE, type=_name,
+    p.add_argument("--queue", default=DEFAULT_QUEUE, type=_queue_name,
                    help="tasks of one queue run one at a time, in order (default: %(default)s)")
     p.add_argument("argv", nargs="+", metavar="CMD", help="the command and its arguments (no shell)")
     p = cmd("finish", "report a task's own outcome (wins over its exit code)", _finish, json_opt=False)
-    p.add_argument("id", type=int, metavar="ID", nargs="?",
+    p.add_argument("id", type=_run_id, metavar="ID", nargs="?",
                    help="the run id (default: $TASKSERVER_RUN_ID, set inside a run)")
     p.add_argument("--status", choices=("ok", "err"), required=True, help="the outcome the task reports")
-    p.add_argument("--message", metavar="TEXT", help="a note kept in the run's history")
+    p.add_argument("--message", metavar="TEXT", type=_message,
+                   help=f"a note kept in the run's history (at most {limits.MAX_MESSAGE_CHARS} characters)")
     cmd("list", "the configured jobs, their next due time and last run", _list)
     p = cmd("show", "one run in full, with its output tail", _show)
-    p.add_argument("id", type=int, metavar="ID", help="the run id")
+    p.add_argument("id", type=_run_id, metavar="ID", help="the run id")
     p = cmd("history", "recent runs, newest first", _history)
-    p.add_argument("job", nargs="?", metavar="JOB", help="only this job's runs (default: all runs)")
-    p.add_argument("--limit", type=_positive, default=50, help="at most this many runs (default: 50)")
+    p.add_argument("job", nargs="?", metavar="JOB", type=_config_name,
+                   help="only this job's runs (default: all runs)")
+    p.add_argument("--limit", type=_positive, default=50,
+                   help=f"at most this many runs (default: 50, at most {limits.MAX_HISTORY})")
     p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now)
-    p.add_argument("name", metavar="NAME", help="a job of the tenant, as in `taskserver jobs list`")
+    p.add_argument("name", metavar="NAME", type=_config_name,
+                   help="a job of the tenant, as in `taskserver jobs list`")
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+def _whole(text: str, what: str, maximum: int) -> int:
+    # ASCII digits only: isdigit() and int() also take other scripts' digits
+    if not (text.isascii() and text.isdigit() and len(text) <= 20) or not 1 <= int(text) <= maximum:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not {what} (a whole number from 1 to {maximum})")
     return int(text)
 
 
-def _name(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a queue needs a name")
+def _positive(text: str) -> int:
+    return _whole(text, "a count", limits.MAX_HISTORY)
+
+
+def _run_id(text: str) -> int:
+    return _whole(text, "a run id", limits.MAX_RUN_ID)
+
+
+def _queue_name(text: str) -> str:
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a queue name ({NAME_HINT})")
+    return text
+
+
+def _config_name(text: str) -> str:
+    """A tenant or job name as the config allows them (nothing else can name one)."""
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a tenant or job name ({NAME_HINT})")
+    return text
+
+
+def _message(text: str) -> str:
+    if len(text) > limits.MAX_MESSAGE_CHARS or "\0" in text:
+        raise argparse.ArgumentTypeError(f"a message of at most {limits.MAX_MESSAGE_CHARS} characters, "
+                                         f"without NUL, got {len(text)} characters")
     return text
 
 
@@ -82,7 +113,8 @@ def _tenant(cfg: Config, name: str | None) -> TenantDef:
     tenant = cfg.tenant(name)
     if tenant is None:
         known = ", ".join(t.name for t in cfg.tenants) or "none"
-        raise UserError(f"{cfg.path}: no tenant {name!r} (tenants: {known})", hint="choose one with --tenant")
+        raise UserError(f"{cfg.path}: no tenant {shown(name)} (tenants: {limits.clip(known, 200)})",
+                        hint="choose one with --tenant")
     return tenant
 
 
@@ -94,55 +126,75 @@ def _runnable(cfg: Config, tenant: TenantDef) -> None:
 
 def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> Store | None:
     """The tenant's store through the backend registry; None when it has none yet and ``create`` is off."""
-    try:
-        return open_store(tenant, cfg.server.state_dir, create=create)
+    try:  # a command that may create the store writes into it: check it first
+        return open_store(tenant, cfg.tenant_dir(tenant.name), create=create, verify=create)
     except NoStore:
         return None
 
 
-@contextlib.contextmanager
-def _as_daemon_user(cfg: Config) -> Iterator[None]:
-    """As root, touch the store and status files as the run_as user, so the daemon can use what we create.
+def _load(args: argparse.Namespace) -> Config:
+    """The config; as root, one another user controls is acted on as that user from here on (initgroups,
+    setgid, setuid): it names paths and tenants that user chose, so root does only what that user could."""
+    cfg = config.load(args.config)
+    load_backends()  # before any drop: the interpreter's own modules may be out of the user's reach
+    if cfg.owner != 0 and os.geteuid() == 0:
+        privs.drop_privileges(privs.daemon_spec(cfg))
+    return cfg
 
-    Only the effective ids change (and change back): root-owned files in the state dir would lock the
-    dropped daemon out of its own store.
+
+def _denied(cfg: Config, tenant: TenantDef) -> UserError | None:
+    """Root, the tenant's user and the daemon's user may use a tenant's runs; anyone else is refused."""
+    me = os.geteuid()
+    specs = {privs.tenant_spec(cfg, tenant), privs.daemon_spec(cfg)} - {None}
+    if me == 0 or not specs:  # no run_as at all: the files' own permissions decide
+        return None
+    owners = {privs.resolve(spec).user: privs.resolve(spec).uid for spec in specs if spec is not None}
+    if me in owners.values():
+        return None
+    who = " or ".join(sorted(owners))
+    return UserError(f"permission denied: tenant {tenant.name!r} belongs to {who}, not to uid {me}",
+                     hint=f"run this as {who} or as root", exit_code=4)
+
+
+@contextlib.contextmanager
+def _as_tenant(cfg: Config, tenant: TenantDef) -> Iterator[None]:
+    """Touch a tenant's store and status files as the user its jobs run as, with that user's groups.
+
+    As root: the state dir and the tenant's own directory are made as the daemon would make them, then only
+    the effective ids and groups change (and change back). Root's supplementary groups are never kept:
+    they would open files (a `store:` in a root:root 0660 file) the tenant's user could not.
     """
     load_backends()  # imported as root: the interpreter's own modules may be out of the user's reach
-    spec = cfg.server.run_as
-    ident = privs.resolve(spec) if spec and os.geteuid() == 0 else None
-    if ident is None or ident.uid == 0:
+    denied = _denied(cfg, tenant)
+    if denied is not None:
+        raise denied
+    spec = privs.tenant_spec(cfg, tenant)
+    if os.geteuid() != 0 or spec is None:
         yield
         return
-    privs.prepare_dir(cfg.server.state_dir, spec)  # as the daemon does: the state dir belongs to run_as
-    egid = os.getegid()
-    os.setegid(ident.gid)
-    os.seteuid(ident.uid)
-    try:
+    privs.prepare_dir(cfg.server.state_dir, privs.daemon_spec(cfg))
+    tenancy.prepare(cfg, tenant)
+    with privs.acting_as(privs.resolve(spec)):
         yield
-    finally:
-        os.seteuid(0)
-        os.setegid(egid)
 
 
 def _wake(cfg: Config, store: Store) -> bool:
     """Wake the daemon serving the store so it picks up new QUE runs at once: through the store's own
-    wake-up, else SIGUSR1 to the daemon of this config (an older daemon listens only for that)."""
+    wake-up, else SIGUSR1 to the daemon of this config (only to a verified daemon; an older daemon listens
+    only for that)."""
     if store.notify():
         return True
-    pid = control.read_pid(cfg.path)
-    if pid is None:
-        return False
     try:
-        os.kill(pid, signal.SIGUSR1)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        return control.signal_daemon(cfg.path, signal.SIGUSR1) is not None
+    except UserError as exc:  # the task is stored either way; it waits for the daemon's next wake-up
+        print(f"taskserver: warning: not waking the daemon: {exc.message}", file=sys.stderr)
+        return True
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
     """Add the QUE run.  A failure before its commit raises (nothing was queued); after the commit, the run
     id is the truth and is returned, whatever else fails (a caller that retried would queue it twice)."""
-    with _as_daemon_user(cfg):
+    with _as_tenant(cfg, tenant):
         store = _store(cfg, tenant, create=True)
         assert store is not None
         try:
@@ -157,7 +209,7 @@ def _after_commit(cfg: Config, tenant: TenantDef, store: Store, run_id: int) -> 
     try:
         run = store.get(run_id)
         if run is not None:
-            statusfile.update(cfg.server.state_dir, tenant.name, run)
+            statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
     except (OSError, UserError) as exc:
         print(f"taskserver: warning: run {run_id} is queued, but its status file was not written: {exc}",
               file=sys.stderr)
@@ -188,13 +240,10 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
 
 
 def _next_due(job: JobDef, tenant: TenantDef, store: Store | None, now: datetime) -> datetime | None:
-    """As the daemon counts it: from the last due time it accounted for (an interval runs on from there)."""
+    """As the daemon counts it (schedule.next_due): an interval goes on on its grid from the last due time."""
     last = store.last_due(job.name) if store else None
-    after = datetime.fromtimestamp(last, UTC) if last is not None else now
-    nxt = schedule.next_fire(job, tenant.timezone, after)
-    if nxt is not None and nxt < now:  # the daemon is behind or down: the next one from now on
-        nxt = schedule.next_fire(job, tenant.timezone, now)
-    return nxt
+    since = datetime.fromtimestamp(last, UTC) if last is not None else None
+    return schedule.next_due(job, tenant.timezone, since, now)
 
 
 def _trigger(job: JobDef) -> str:
@@ -205,15 +254,24 @@ def _trigger(job: JobDef) -> str:
     return "on demand"
 
 
-def _line(run: Run) -> str:
+def _row(run: Run) -> tuple[str, ...]:
     state = run.state.value + (f" {run.reason}" if run.reason else "")
-    what = run.job or ("task " + " ".join(run.argv or ()))
-    return f"{run.id:>6}  {_stamp(run.created) or '':25}  {state:22}  {what}"
+    what = run.job or ("task " + shlex.join(run.argv or ()))
+    return (str(run.id), _stamp(run.created) or "-", state, what)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns (a header first); a value's control characters are escaped, long ones cut, so a
+    stored value can neither break the layout nor write to the terminal."""
+    cells = [[limits.clip(limits.printable(c), 100) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 # -- commands --------------------------------------------------------------------------------------------
 def _enqueue(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
+    cfg = _load(args)
     return _enqueue_as(cfg, args)
 
 
@@ -225,20 +283,23 @@ def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise UserError("no command given to enqueue", hint="taskserver jobs enqueue -- CMD [ARGS...]")
+    problem = limits.argv_problem(argv)
+    if problem is not None:  # the daemon checks again before it starts a stored task
+        raise UserError(f"cannot enqueue this: {problem}", hint="taskserver jobs enqueue -- CMD [ARGS...]")
     _print_id(cfg, args, tenant, _queued(cfg, tenant, "", args.queue, argv))
     return 0
 
 
 def _print_id(cfg: Config, args: argparse.Namespace, tenant: TenantDef, run_id: int) -> None:
     if args.json:  # a queued run's status file is its own (a scheduled run writes its job's)
-        status = statusfile.status_path(cfg.server.state_dir, tenant.name, run_id)
+        status = statusfile.status_path(cfg.tenant_dir(tenant.name), tenant.name, run_id)
         print(json.dumps({"id": run_id, "tenant": tenant.name, "status_file": str(status)}))
     else:
         print(run_id)
 
 
 def _run_now(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
+    cfg = _load(args)
     return _run_now_as(cfg, args)
 
 
@@ -248,45 +309,74 @@ def _run_now_as(cfg: Config, args: argparse.Namespace) -> int:
     job = next((j for j in tenant.jobs if j.name == args.name), None)
     if job is None:
         names = ", ".join(j.name for j in tenant.jobs) or "none"
-        raise UserError(f"tenant {tenant.name!r} has no job {args.name!r} (jobs: {names})",
+        raise UserError(f"tenant {tenant.name!r} has no job {shown(args.name)} "
+                        f"(jobs: {limits.clip(names, 200)})",
                         hint="see `taskserver jobs list`")
     _print_id(cfg, args, tenant, _queued(cfg, tenant, job.name, job.queue, None))
     return 0
 
 
 def _finish(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
+    cfg = _load(args)
+    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _finish_as(cfg, args)
 
 
 def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
     if args.id is None:
         env_id = os.environ.get("TASKSERVER_RUN_ID", "")
-        if not env_id.isdigit():
-            raise UserError("no run id given and $TASKSERVER_RUN_ID is not set",
-                            hint="taskserver jobs finish ID --status ok|err (inside a run, ID is optional)")
-        args.id = int(env_id)
+        try:
+            args.id = _run_id(env_id)
+        except argparse.ArgumentTypeError:
+            raise UserError("no run id given and $TASKSERVER_RUN_ID is not set to one",
+                            hint="taskserver jobs finish ID --status ok|err (inside a run, ID is optional)",
+                            ) from None
     tenant = _tenant(cfg, args.tenant)
     store = _store(cfg, tenant, create=False)
     if store is None:
         raise UserError(f"tenant {tenant.name!r} has no runs yet", hint="check the run id and --tenant")
     try:
-        if store.get(args.id) is None:
+        ended = store.get(args.id)
+        if ended is None:
             raise UserError(f"tenant {tenant.name!r} has no run {args.id}",
                             hint="see `taskserver jobs history`")
+        _refuse_late_success(ended, args.status == "ok")
         run = store.report(args.id, args.status == "ok", args.message, now=time.time())
     finally:
         store.close()
-    if run.queued and statusfile.path_of(cfg.server.state_dir, tenant.name, run).exists():
-        statusfile.update(cfg.server.state_dir, tenant.name, run)  # a scheduled job's: the daemon's to write
+    if run.queued and statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run).exists():
+        # (a scheduled job's file is the daemon's to write)
+        statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
     return 0
 
 
+def _refuse_late_success(run: Run, ok: bool) -> None:
+    """A run that has ended ERR stays ERR: an "ok" reported after its end would silently hide the failure
+    (a late "err" on an OK run is kept: it shows as ERR reported, with its message)."""
+    if ok and run.state is State.ERR and run.finished is not None:
+        raise UserError(f"run {run.id} already ended ERR {run.reason or ''}".rstrip()
+                        + "; a report after its end cannot turn it into OK",
+                        hint="report from inside the task before it exits (jobs finish --status ok); "
+                        f"the run stays as `taskserver jobs show {run.id}` shows it")
+
+
 def _list(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
-        return _list_as(cfg, args)
+    return _list_as(_load(args), args)
+
+
+def _rows(tenant: TenantDef, store: Store | None, now: datetime,
+          note: str | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for job in tenant.jobs:
+        last = store.history(job.name, limit=1) if store else []
+        nxt = _next_due(job, tenant, store, now) if job.enabled and tenant.login else None
+        why = note or (None if tenant.login else "tenant has no login: runs nothing")
+        why = why or (None if job.enabled else "disabled")
+        rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
+                     "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
+                     "note": why, "next_due": _stamp(nxt.timestamp()) if nxt else None,
+                     "last": _run_dict(last[0], output=False) if last else None})
+    return rows
 
 
 def _list_as(cfg: Config, args: argparse.Namespace) -> int:
@@ -294,32 +384,32 @@ def _list_as(cfg: Config, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for tenant in tenants:
-        store = _store(cfg, tenant, create=False)
-        for job in tenant.jobs:
-            last = store.history(job.name, limit=1) if store else []
-            nxt = _next_due(job, tenant, store, now) if job.enabled else None
-            note = None if tenant.login else "tenant has no login: runs nothing"
-            note = note or (None if job.enabled else "disabled")
-            rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
-                         "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
-                         "note": note, "next_due": nxt.isoformat(timespec="seconds") if nxt else None,
-                         "last": _run_dict(last[0], output=False) if last else None})
-        if store:
-            store.close()
+        denied = _denied(cfg, tenant)
+        if denied is not None:  # listed from the config, without its runs
+            rows += _rows(tenant, None, now, note="permission denied")
+            continue
+        with _as_tenant(cfg, tenant):
+            store = _store(cfg, tenant, create=False)
+            try:
+                rows += _rows(tenant, store, now)
+            finally:
+                if store:
+                    store.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    table: list[tuple[str, ...]] = [("TENANT", "JOB", "TRIGGER", "NEXT DUE (UTC)", "LAST RUN", "NOTE")]
     for r in rows:
         rec: dict[str, Any] | None = r["last"]
         state = f"{rec['state']} {rec['reason'] or ''}".strip() if rec else "-"
-        print(f"{r['tenant']}/{r['job']:20}  {r['trigger']:18}  next {r['next_due'] or '-':25}  last {state}"
-              + (f"  ({r['note']})" if r["note"] else ""))
+        table.append((r["tenant"], r["job"], r["trigger"], r["next_due"] or "-", state, r["note"] or ""))
+    _print_table(table)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
+    cfg = _load(args)
+    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _show_as(cfg, args)
 
 
@@ -333,14 +423,14 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
         raise UserError(f"tenant {tenant.name!r} has no run {args.id}", hint="see `taskserver jobs history`")
     d = _run_dict(run, output=True)
     d["tenant"] = tenant.name
-    status = statusfile.path_of(cfg.server.state_dir, tenant.name, run)
+    status = statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run)
     d["status_file"] = str(status) if status.exists() else None
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
     for k, v in d.items():
         if k != "output" and v is not None:
-            print(f"{k}: {' '.join(v) if isinstance(v, list) else v}")
+            print(f"{k}: {limits.printable(shlex.join(v) if isinstance(v, list) else str(v))}")
     if run.output:
         print("output:")
         sys.stdout.write(run.output if run.output.endswith("\n") else run.output + "\n")
@@ -348,8 +438,8 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    with _as_daemon_user(cfg):
+    cfg = _load(args)
+    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _history_as(cfg, args)
 
 
@@ -362,11 +452,12 @@ def _history_as(cfg: Config, args: argparse.Namespace) -> int:
     if args.job and not runs and all(j.name != args.job for j in tenant.jobs):
         # a job removed from the config keeps its history; a name that never existed is a typo
         names = ", ".join(j.name for j in tenant.jobs) or "none"
-        raise UserError(f"tenant {tenant.name!r} has no job {args.job!r} (jobs: {names})",
+        raise UserError(f"tenant {tenant.name!r} has no job {shown(args.job)} "
+                        f"(jobs: {limits.clip(names, 200)})",
                         hint="see `taskserver jobs list`")
     if args.json:
         print(json.dumps([_run_dict(r, output=False) for r in runs], indent=2))
         return 0
-    for run in runs:
-        print(_line(run))
+    header: list[tuple[str, ...]] = [("ID", "CREATED (UTC)", "STATE", "RUN")]
+    _print_table(header + [_row(run) for run in runs])
     return 0

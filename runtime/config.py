@@ -11,6 +11,7 @@ its own subdirectory there (``instance_name()``), so two servers never share sta
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import stat
@@ -18,13 +19,15 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import limits
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .config_parse import ConfigError, ConfigInvalid
+    from .config_yaml import ConfigError, ConfigInvalid
     from .model import Config
 
-__all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "default_config_path", "load", "parse_text"]
+__all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "default_config_path", "load",
+           "parse_text"]
 
 SYSTEM_CONFIG = Path("/etc/taskserver/taskserver.yaml")
 
@@ -52,10 +55,15 @@ def instance_name(path: Path) -> str:
     return f"taskserver-{stem}-{digest}"
 
 
-def default_state_dir(path: Path | None = None) -> Path:
-    """The state dir used when the config does not set one (see the module docstring)."""
+def default_state_dir(path: Path | None = None, owner: int | None = None) -> Path:
+    """The state dir used when the config does not set one (see the module docstring).
+
+    ``owner``: root reading a config another user controls uses that user's default, as that user would.
+    """
     env = os.environ.get("STATE_DIRECTORY")
-    if env:
+    if owner not in (None, 0) and owner != os.geteuid():
+        base = Path(pwd.getpwuid(owner).pw_dir) / ".local" / "state" / "taskserver"
+    elif env:
         base = Path(env.split(":")[0])  # systemd passes several dirs colon-separated; the first is ours
     elif os.geteuid() == 0:
         base = Path("/var/lib/taskserver")
@@ -76,60 +84,60 @@ def embedded_default(path: Path) -> Config:
     return Config(path=path, exists=False, server=server, tenants=(TenantDef(name="default", login=None),))
 
 
-def parse_text(text: str, path: Path) -> Config:
-    """Validate config text as if read from ``path`` (no file access); raises ConfigInvalid."""
+def parse_text(text: str, path: Path, default_state: Path | None = None, *, host: bool = False) -> Config:
+    """Validate config text as if read from ``path``; raises ConfigInvalid. ``host``: also check what the
+    file names on this machine (users, directories); without it no file is touched."""
     # imported on first use: `status`, `stop` and the pid file need only the paths above, and the parser
     # (ruamel.yaml) is most of the command's start-up time
     from . import config_parse  # noqa: PLC0415
 
-    return config_parse.parse(text, path, default_state_dir(path))
+    return config_parse.parse(text, path, default_state or default_state_dir(path), host=host)
 
 
 def __getattr__(name: str) -> Any:
     if name in ("ConfigError", "ConfigInvalid"):
-        from . import config_parse  # noqa: PLC0415
+        from . import config_yaml  # noqa: PLC0415
 
-        return getattr(config_parse, name)
+        return getattr(config_yaml, name)
     raise AttributeError(name)
 
 
-def _uid_of(spec: str) -> int | None:
-    try:
-        return pwd.getpwnam(spec.split(":", 1)[0]).pw_uid
-    except KeyError:
-        return None
-
-
-def check_file_safety(path: Path, st: os.stat_result, run_as: str | None) -> None:
-    """Refuse a config others could change: writable by group/others, or owned by a stranger.
-
-    Allowed owners: root, the user running taskserver, and the run_as user. The directory holding the file
-    must not be writable by group/others either (unless sticky), or the file could be swapped.
-    """
-    mode = stat.S_IMODE(st.st_mode)
+def _refuse_writable(what: Path, mode: int, where: str) -> None:
     if mode & 0o022:
-        raise UserError(
-            f"{path}: refusing a config writable by group or others (mode {mode:04o})",
-            hint=f"chmod go-w {path}",
-        )
-    allowed = {0, os.geteuid()}
-    run_as_uid = _uid_of(run_as) if run_as else None
-    if run_as_uid is not None:
-        allowed.add(run_as_uid)
-    if st.st_uid not in allowed:
-        owner = "root" + (f" or {run_as.split(':')[0]}" if run_as else "")
-        raise UserError(
-            f"{path}: refusing a config owned by uid {st.st_uid}; it must belong to {owner}",
-            hint=f"chown root {path} (anyone who can edit it decides what runs)",
-        )
-    # the link's directory and the target's: from either the file could be swapped
-    for directory in dict.fromkeys([path.parent, Path(os.path.realpath(path)).parent]):
-        parent = os.stat(directory)
-        if stat.S_IMODE(parent.st_mode) & 0o022 and not parent.st_mode & stat.S_ISVTX:
-            raise UserError(
-                f"{directory}: refusing a config in a directory writable by group or others",
-                hint=f"chmod go-w {directory}",
-            )
+        raise UserError(f"{what}: refusing a config {where}writable by group or others (mode {mode:04o})",
+                        hint=f"chmod go-w {what}")
+
+
+def _ancestors(path: Path) -> list[Path]:
+    """Every directory above the file, on the path as given and on the path its symlinks lead to."""
+    lexical = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(path))
+    return list(dict.fromkeys([*lexical.parents, *real.parents]))
+
+
+def check_trust(path: Path, st: os.stat_result) -> int:
+    """Who controls the config at ``path`` (``st``: the opened file's stat): 0 for root alone, else a uid.
+
+    As sshd's StrictModes and sudo do: the file and every directory above it (also those its symlinks lead
+    to) must belong to root or to the file's owner, and none may be writable by group or others (a sticky
+    directory such as /tmp excepted: there nobody can replace another user's entry). Anyone who could
+    change or swap the file decides what runs, so a second non-root owner anywhere on the way is refused.
+    Run by someone other than root, a config must belong to root or to that user.
+    """
+    _refuse_writable(path, stat.S_IMODE(st.st_mode), "")
+    owner = st.st_uid
+    if os.geteuid() != 0 and owner not in (0, os.geteuid()):
+        raise UserError(f"{path}: refusing a config owned by uid {owner}; it must belong to root or to you",
+                        hint=f"chown root {path} (anyone who can edit it decides what runs)")
+    for directory in _ancestors(path):
+        dst = os.stat(directory)
+        if dst.st_uid not in (0, owner):
+            raise UserError(f"{directory}: refusing a config below a directory owned by uid {dst.st_uid}, "
+                            f"neither root nor the config's owner (uid {owner})",
+                            hint="keep the config where only root or its owner can change the directories")
+        if not dst.st_mode & stat.S_ISVTX:
+            _refuse_writable(directory, stat.S_IMODE(dst.st_mode), "in a directory ")
+    return owner
 
 
 def _read(path: Path) -> tuple[str, os.stat_result] | None:
@@ -140,37 +148,60 @@ def _read(path: Path) -> tuple[str, os.stat_result] | None:
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file")
-            data = f.read()
+                raise UserError(f"{path}: not a regular file", hint="point -c (--config) at a YAML file")
+            data = f.read(limits.MAX_FILE_BYTES + 1)  # a bigger file is refused, not read to its end
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise UserError(f"{path}: not a regular file", hint="point -c at a YAML file") from None
+        raise UserError(f"{path}: not a regular file", hint="point -c (--config) at a YAML file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the config: {exc.strerror}",
                         hint="check the path and its permissions") from None
+    except ValueError:  # a NUL in the path
+        raise UserError(f"{limits.printable(str(path))}: a path cannot hold a NUL character",
+                        hint="check the -c argument") from None
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise UserError(f"{path}:1:1: the file is larger than {limits.MAX_FILE_BYTES >> 20} MiB, the limit",
+                        hint="split the servers into several files (one per -c)")
     try:
         return data.decode("utf-8"), st
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+        line, col = data.count(b"\n", 0, exc.start) + 1, exc.start - data.rfind(b"\n", 0, exc.start)
+        raise UserError(f"{path}:{line}:{col}: not UTF-8 text (byte {exc.start})",
+                        hint="save the file as UTF-8") from None
 
 
-def load(path: Path | None = None, *, check_owner: bool = True) -> Config:
+def read_text(path: Path) -> str | None:
+    """The config file's text as ``load`` reads it (regular files only, size-limited, never blocking on a
+    FIFO), or None when it does not exist: for tools that parse a config for another root."""
+    got = _read(path)
+    return got[0] if got is not None else None
+
+
+def load(path: Path | None = None, *, check_owner: bool = True, default_state: Path | None = None) -> Config:
     """Read and validate the config at ``path`` (default: ``default_config_path()``).
 
     A missing file gives the embedded default (``Config.exists`` False). A bad file raises ConfigInvalid (a
     UserError naming FILE:LINE:COL of the first mistake; ``.errors`` has them all). With ``check_owner`` an
-    unsafe file (see ``check_file_safety``) is refused.
+    unsafe file is refused (see ``check_trust``), and a file another user controls may name only that user
+    as run_as (``Config.owner``). ``default_state``: the state dir when the file sets none (a reload passes
+    the running one: the dropped daemon must not compute its own user's default instead).
     """
     p = path if path is not None else default_config_path()
     got = _read(p)
     if got is None:
         return embedded_default(p)
     text, st = got
-    config = parse_text(text, p)
-    if check_owner:
-        check_file_safety(p, st, config.server.run_as)
-    return config
+    owner = check_trust(p, st) if check_owner else 0
+    config = parse_text(text, p, default_state or default_state_dir(p, owner), host=True)
+    if owner:
+        from . import privs  # noqa: PLC0415 - pwd/grp lookups only for a user's config
+
+        config = dataclasses.replace(config, owner=owner)
+        privs.check_owner_identities(config)
+    from .config_env import read_files  # noqa: PLC0415 - only a file that exists names env files
+
+    return read_files(config, st.st_uid)
 
 
 EXAMPLE_CONFIG = """\
@@ -178,7 +209,7 @@ EXAMPLE_CONFIG = """\
 # Durations: 90s, 5m, 1h30m, 2d (plain numbers are seconds). Sizes: 100K, 512M, 1G (1024-based).
 
 task_server:
-  # run_as: taskserver          # user (or user:group) the daemon runs as when started by root
+  # run_as: taskserver          # user (or user:group) the daemon and, by default, the jobs run as
   debug: false
   # state_dir: /var/lib/taskserver   # default: $STATE_DIRECTORY, /var/lib/taskserver, or ~/.local/state
   # install_dir: /srv/app       # the daemon changes into this directory at start
@@ -192,7 +223,8 @@ tenants:
   # One entry per tenant. Without a login a tenant runs nothing
   # (enable it with: taskserver tenants enable example --login USER).
   example:
-    # login: example            # the login its jobs act for, in their $TASKSERVER_LOGIN (they run as run_as)
+    # login: example            # the login its jobs act for, in their $TASKSERVER_LOGIN (not a Unix user)
+    # run_as: example           # the Unix user its jobs run as (default: task_server.run_as)
     timezone: UTC               # IANA zone for cron times and windows, e.g. Europe/Berlin
     # store: {sqlite: example.sqlite}   # default: <state_dir>/<tenant>.sqlite
     jobs:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from .config_parse import load_yaml
+from .config_yaml import load_yaml
 from .errors import UserError
 
 Change = Callable[[str, str], str]  # (text, file name) -> new text

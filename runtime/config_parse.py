@@ -9,42 +9,20 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
+from . import config_env, limits
 from . import config_values as v
 from .config_values import CALL, NAME, NAME_HINT, USER
-from .errors import UserError
+from .config_yaml import ConfigError, ConfigInvalid, load_yaml
+from .limits import shown
 from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
 from .schedule import next_fire
 from .windows import WINDOW_HINT, parse_window
-
-
-@dataclass(frozen=True)
-class ConfigError:
-    loc: Loc
-    message: str
-    hint: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.loc}: {self.message}"
-
-
-class ConfigInvalid(UserError):
-    """The file has one or more mistakes; ``errors`` lists all of them in file order."""
-
-    def __init__(self, errors: list[ConfigError]) -> None:
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"{first}{more}", hint=first.hint)
-        self.errors = errors
-
 
 SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "run_as": v.run_as,
@@ -56,18 +34,22 @@ SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "stop_timeout": v.duration,
     "keep_ok": v.duration,
     "keep_err": v.duration,
-    "output_tail": v.size,
+    "output_tail": v.output_tail,
 }
-TENANT_KEYS = ("login", "enabled", "store", "timezone", "jobs")
+TENANT_KEYS = ("login", "run_as", "enabled", "store", "timezone", "jobs", *config_env.ENV_KEYS)
 JOB_KEYS = ("cron", "every", "command", "shell", "call", "timeout", "window", "catch_up", "max_late",
-            "retries", "queue", "enabled", "timezone")
+            "retries", "queue", "enabled", "timezone", *config_env.ENV_KEYS)
 STORE_KINDS = ("sqlite", "postgresql")
+VALUE_HINT = "docs/configuration.md lists each key's values and limits"
+SPLIT_HINT = "run several servers, one file each (taskserver -c FILE)"
 
 
 class _Walker:
     def __init__(self, file: str) -> None:
         self.file = file
         self.errors: list[ConfigError] = []
+        self.more = 0  # errors past MAX_ERRORS: counted, not kept (and no "did you mean" worked out)
+        self.jobs = 0
 
     def loc(self, node: Any, key: object = None, *, value: bool = False) -> Loc:
         """Position of ``key`` (or its value, or a list item) in ``node``; the node itself without key."""
@@ -84,23 +66,33 @@ class _Walker:
             return Loc(self.file, 1, 1)
         return Loc(self.file, line + 1, col + 1)
 
+    @property
+    def full(self) -> bool:
+        return len(self.errors) >= limits.MAX_ERRORS
+
     def error(self, loc: Loc, message: str, hint: str | None = None) -> None:
-        self.errors.append(ConfigError(loc, message, hint))
+        if self.full:
+            self.more += 1
+        else:
+            self.errors.append(ConfigError(loc, message, hint or VALUE_HINT))
 
     def mapping(self, node: Any, where: str, loc: Loc) -> CommentedMap | None:
         if node is None:
             return CommentedMap()
         if not isinstance(node, CommentedMap):
-            self.error(loc, f"{where}: expected a mapping (key: value lines), got {v.kind(node)}")
+            self.error(loc, f"{where}: expected a mapping (key: value lines), got {v.kind(node)}",
+                       "write its keys as `key: value` lines indented below it")
             return None
         return node
 
     def check_keys(self, node: CommentedMap, allowed: tuple[str, ...] | list[str], where: str) -> None:
         for key in node:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+            if key not in allowed and self.full:
+                self.more += 1
+            elif key not in allowed:
+                close = difflib.get_close_matches(str(key)[:100], list(allowed), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(allowed)
-                self.error(self.loc(node, key), f"{where}: unknown key {key!r}", hint)
+                self.error(self.loc(node, key), f"{where}: unknown key {shown(key)}", hint)
 
     def value(self, node: CommentedMap, key: str, conv: Callable[[object], Any], where: str) -> Any:
         """Converted value of ``key``, or None when it is absent or wrong (then an error is recorded)."""
@@ -110,7 +102,7 @@ class _Walker:
         try:
             return conv(raw)
         except ValueError as exc:
-            hint = v.zone_hint(raw) if conv is v.zone else v.HINTS.get(conv)
+            hint = v.zone_hint(raw) if conv is v.zone else v.HINTS.get(conv, VALUE_HINT)
             self.error(self.loc(node, key, value=True), f"{where}.{key}: {exc}", hint)
             return None
 
@@ -137,10 +129,9 @@ def _store(w: _Walker, node: CommentedMap, where: str, state_dir: Path) -> Store
         w.error(loc, f"{where}.store: expected exactly one of sqlite: or postgresql:", hint)
         return StoreDef()
     kind = next(iter(raw))
-    target = raw[kind]
-    if not isinstance(target, str) or not target:
-        message = f"{where}.store.{kind}: expected text, got {v.kind(target)}"
-        w.error(w.loc(raw, kind, value=True), message, hint)
+    conv = v.text if kind == "postgresql" else v.store_file
+    target = w.value(raw, kind, conv, f"{where}.store")
+    if target is None:
         return StoreDef()
     if kind == "postgresql":
         return StoreDef(kind="postgresql", dsn=target)
@@ -151,16 +142,24 @@ def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[s
     raw = node["command"]
     loc = w.loc(node, "command", value=True)
     if shell:
+        problem = limits.argv_problem([raw]) if isinstance(raw, str) and raw.strip() else None
+        if problem is not None:
+            w.error(loc, f"{where}.command: {problem}", "write the shell command without it")
+            return None
         if isinstance(raw, str) and raw.strip():
             return (raw,)
         w.error(loc, f"{where}.command: with shell: true the command is one string, got {v.kind(raw)}",
                 'command: "pg_dump app | gzip > /var/backups/app.gz"')
         return None
-    if isinstance(raw, list) and raw and all(isinstance(a, str) and a for a in raw):
-        return tuple(str(a) for a in raw)
     hint = 'write the argv as a list, e.g. command: ["/usr/bin/backup", "--all"] (or set shell: true)'
-    w.error(loc, f"{where}.command: expected a list of non-empty strings, got {v.kind(raw)}", hint)
-    return None
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in raw):
+        w.error(loc, f"{where}.command: expected a list of non-empty strings, got {v.kind(raw)}", hint)
+        return None
+    problem = limits.argv_problem(raw)
+    if problem is not None:
+        w.error(loc, f"{where}.command: {problem}", hint)
+        return None
+    return tuple(str(a) for a in raw)
 
 
 def _trigger(w: _Walker, node: CommentedMap, where: str) -> Cron | Every | None:
@@ -197,9 +196,9 @@ def _windows(w: _Walker, node: CommentedMap, where: str) -> tuple[Any, ...]:
     for i, text in items:
         loc = w.loc(raw, i) if i is not None else w.loc(node, "window", value=True)
         try:
-            out.append(parse_window(v.text(text)))
+            out.append(parse_window(v.ascii_text(text)))
         except ValueError as exc:
-            w.error(loc, f"{where}.window: bad window: {exc}", WINDOW_HINT)
+            w.error(loc, f"{where}.window: bad window: {limits.clip(str(exc), 120)}", WINDOW_HINT)
     return tuple(out)
 
 
@@ -217,12 +216,12 @@ def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> Jo
     command = _command(w, node, where, shell) if "command" in node else None
     call = w.value(node, "call", v.pattern(CALL, "module:function"), where)
     if "command" in node and "call" in node:
-        w.error(w.loc(node, "call"), f"{where}: a job has command: or call:, not both")
+        w.error(w.loc(node, "call"), f"{where}: a job has command: or call:, not both", "remove one of them")
     elif "command" not in node and "call" not in node:
         w.error(loc, f"{where}: a job needs command: (an argv list) or call: (module:function)",
                 'add e.g. command: ["/usr/local/bin/report"] or call: "myapp.jobs:cleanup"')
     if shell and "call" in node:
-        w.error(w.loc(node, "shell"), f"{where}: shell: applies to command:, not call:")
+        w.error(w.loc(node, "shell"), f"{where}: shell: applies to command:, not call:", "remove shell:")
     catch_up = w.value(node, "catch_up", v.catch_up, where)
     enabled = w.value(node, "enabled", v.boolean, where)
     return JobDef(
@@ -231,7 +230,7 @@ def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> Jo
         catch_up=catch_up or CatchUp.LATEST, max_late=w.value(node, "max_late", v.duration, where),
         retry=_retry(w, node, where), queue=w.value(node, "queue", v.pattern(NAME, "a queue name"), where),
         enabled=enabled if enabled is not None else True, timezone=w.value(node, "timezone", v.zone, where),
-        loc=loc,
+        loc=loc, env=config_env.parse(w, node, where),
     )
 
 
@@ -241,8 +240,12 @@ def _jobs(w: _Walker, tenant: str, node: CommentedMap, tz: str) -> tuple[JobDef,
     out = []
     for name, body in (jobs or {}).items():
         loc = w.loc(jobs, name)
+        if w.jobs == limits.MAX_JOBS:
+            w.error(loc, f"{where}: more than {limits.MAX_JOBS} jobs in one file", SPLIT_HINT)
+            break
+        w.jobs += 1
         if not isinstance(name, str) or not NAME.fullmatch(name):
-            w.error(loc, f"{where}: bad job name {name!r}", NAME_HINT)
+            w.error(loc, f"{where}: bad job name {shown(name)}", NAME_HINT)
             continue
         job_node = w.mapping(body, f"{where}.{name}", w.loc(jobs, name, value=True))
         if job_node is not None:
@@ -262,26 +265,34 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
     return TenantDef(
         name=name, login=login if enabled else None, store=_store(w, node, where, state_dir), timezone=tz,
         jobs=_jobs(w, name, node, tz), enabled=enabled, disabled_login=None if enabled else login, loc=loc,
+        env=config_env.parse(w, node, where),
+        run_as=w.value(node, "run_as", v.run_as, where),
     )
 
 
-def load_yaml(text: str, file: str) -> Any:
-    """Round-trip YAML tree of ``text`` (keeps positions); syntax errors become ConfigInvalid."""
-    try:
-        return YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = exc.problem or exc.context or "YAML syntax error"
-        hint = "check indentation, quoting and ':' placement"
-        if "duplicate key" in problem and exc.context_mark is not None:
-            problem = problem.split(" with value")[0]
-            hint = f"the first one is at line {exc.context_mark.line + 1}; names must be unique"
-        raise ConfigInvalid([ConfigError(Loc(file, line, col), problem, hint)]) from None
+def _tenants(w: _Walker, root: CommentedMap, state_dir: Path) -> list[TenantDef]:
+    tenant_map = w.mapping(root.get("tenants"), "tenants", w.loc(root, "tenants", value=True))
+    tenants = []
+    for i, (name, body) in enumerate((tenant_map or {}).items()):
+        loc = w.loc(tenant_map, name)
+        if i == limits.MAX_TENANTS:
+            w.error(loc, f"tenants: more than {limits.MAX_TENANTS} tenants in one file", SPLIT_HINT)
+            break
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            w.error(loc, f"tenants: bad tenant name {shown(name)}", NAME_HINT)
+            continue
+        node = w.mapping(body, f"tenants.{name}", w.loc(tenant_map, name, value=True))
+        if node is not None:
+            tenants.append(_tenant(w, name, node, loc, state_dir))
+    return tenants
 
 
-def parse(text: str, path: Path, default_state_dir: Path) -> Config:
-    """Validate ``text`` (the contents of ``path``) into a Config; raises ConfigInvalid listing all errors."""
+def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False) -> Config:
+    """Validate ``text`` (the contents of ``path``) into a Config; raises ConfigInvalid listing all errors.
+
+    ``host``: the file is for this machine, so also check what it names here (the run_as user exists,
+    install_dir is a directory); off for a file read for another root (an image, a package tree).
+    """
     w = _Walker(str(path))
     root = w.mapping(load_yaml(text, str(path)), "file", Loc(str(path), 1, 1))
     server, tenants = ServerSettings(state_dir=default_state_dir), []
@@ -290,15 +301,20 @@ def parse(text: str, path: Path, default_state_dir: Path) -> Config:
         section = w.mapping(root.get("task_server"), "task_server", w.loc(root, "task_server", value=True))
         if section is not None:
             server = _server(w, section, default_state_dir)
-        tenant_map = w.mapping(root.get("tenants"), "tenants", w.loc(root, "tenants", value=True))
-        for name, body in (tenant_map or {}).items():
-            loc = w.loc(tenant_map, name)
-            if not isinstance(name, str) or not NAME.fullmatch(name):
-                w.error(loc, f"tenants: bad tenant name {name!r}", NAME_HINT)
-                continue
-            node = w.mapping(body, f"tenants.{name}", w.loc(tenant_map, name, value=True))
-            if node is not None:
-                tenants.append(_tenant(w, name, node, loc, server.state_dir))
-    if w.errors:
-        raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)))
+            if host:
+                _host_checks(w, section, server)
+        tenants = _tenants(w, root, server.state_dir)
+    if w.errors or w.more:
+        raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)), w.more)
     return Config(path=path, exists=True, server=server, tenants=tuple(tenants))
+
+
+def _host_checks(w: _Walker, node: CommentedMap, server: ServerSettings) -> None:
+    """What the daemon would otherwise find out only when it starts: `check` must refuse it now."""
+    for key, value, conv in (("run_as", server.run_as, v.existing_user),
+                             ("install_dir", server.install_dir, v.existing_dir)):
+        if value is not None:
+            try:
+                conv(value)
+            except ValueError as exc:
+                w.error(w.loc(node, key, value=True), f"task_server.{key}: {exc}", v.HINTS.get(conv))

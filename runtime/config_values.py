@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import grp
+import math
+import pwd
 import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfoNotFoundError, available_timezones
 
 from . import cron as cronexpr
-from . import units
+from . import limits, units
+from .limits import shown
 from .model import CatchUp, Cron
 from .schedule import get_zone
 
@@ -28,14 +32,27 @@ _KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
 def kind(value: object) -> str:
     """How a value reads in an error message."""
     if isinstance(value, str):
-        return f"the text {value!r}"
+        return f"the text {shown(value)}"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"the number {shown(value, 30)}"
     return next((text for types, text in _KINDS if isinstance(value, types)), type(value).__name__)
 
 
 def text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected text, got {kind(value)}")
+    if "\0" in value:
+        raise ValueError(f"a NUL character is not allowed, got {kind(value)}")
     return str(value)
+
+
+def ascii_text(value: object) -> str:
+    """Text of ASCII letters, digits and punctuation only: cron fields, windows. (Python's isdigit() and
+    int() take any script's digits, so a value like '٢' would otherwise pass as 2.)"""
+    got = text(value)
+    if not got.isascii() or limits.has_control(got.replace("\t", " ")):
+        raise ValueError(f"only ASCII letters, digits and punctuation are allowed, got {kind(value)}")
+    return got
 
 
 def boolean(value: object) -> bool:
@@ -44,12 +61,14 @@ def boolean(value: object) -> bool:
     return value
 
 
-def whole(minimum: int) -> Callable[[object], int]:
+def whole(minimum: int, maximum: int = limits.MAX_COUNT) -> Callable[[object], int]:
     def conv(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected a whole number, got {kind(value)}")
         if value < minimum:
-            raise ValueError(f"expected a number of at least {minimum}, got {value}")
+            raise ValueError(f"expected a number of at least {minimum}, got {shown(value)}")
+        if value > maximum:
+            raise ValueError(f"expected a number of at most {maximum}, got {shown(value)}")
         return int(value)
 
     return conv
@@ -57,9 +76,12 @@ def whole(minimum: int) -> Callable[[object], int]:
 
 def duration(value: object) -> float:
     try:
-        return units.parse_duration(value)
-    except ValueError:
+        seconds = units.parse_duration(value)
+    except (ValueError, OverflowError):
         raise ValueError(f"expected a duration, got {kind(value)}") from None
+    if not math.isfinite(seconds) or seconds > limits.MAX_DURATION:
+        raise ValueError(f"expected a finite duration of at most 10 years, got {kind(value)}")
+    return seconds
 
 
 def positive_duration(value: object) -> float:
@@ -69,25 +91,71 @@ def positive_duration(value: object) -> float:
     return seconds
 
 
-def size(value: object) -> int:
+def size(value: object, maximum: int = limits.MAX_SIZE) -> int:
     try:
-        return units.parse_size(value)
-    except ValueError:
+        got = units.parse_size(value)
+    except (ValueError, OverflowError):
         raise ValueError(f"expected a size, got {kind(value)}") from None
+    if got > maximum:
+        most = f"{maximum >> 40}T" if maximum >= 1 << 40 else f"{maximum >> 20}M"
+        raise ValueError(f"expected a size of at most {most}, got {kind(value)}")
+    return got
+
+
+def output_tail(value: object) -> int:
+    return size(value, limits.MAX_OUTPUT_TAIL)
+
+
+def _path_text(value: object) -> str:
+    got = text(value)
+    if len(got) > limits.MAX_PATH_CHARS or limits.has_control(got):
+        raise ValueError(f"expected a path of at most {limits.MAX_PATH_CHARS} characters without control "
+                         f"characters, got {kind(value)}")
+    return got
 
 
 def abs_path(value: object) -> Path:
-    path = Path(text(value))
+    path = Path(_path_text(value))
     if not path.is_absolute():
-        raise ValueError(f"expected an absolute path, got {str(value)!r}")
+        raise ValueError(f"expected an absolute path, got {shown(str(value))}")
     return path
+
+
+def store_file(value: object) -> str:
+    """An SQLite file inside the state dir: relative, no '..' (the store must not land on /etc/passwd)."""
+    got = _path_text(value)
+    parts = PurePosixPath(got).parts
+    if got.startswith("/") or ".." in parts or not parts or got.endswith("/"):
+        raise ValueError(f"expected a file name inside state_dir (relative, no '..'), got {kind(value)}")
+    return got
+
+
+def existing_dir(value: object) -> Path:
+    path = Path(str(value))
+    if not path.is_dir():
+        raise ValueError(f"{shown(str(path), 200)} is not a directory here")
+    return path
+
+
+def existing_user(value: object) -> str:
+    user, _, group = str(value).partition(":")
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"no user {shown(user)} on this machine") from None
+    if group:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise ValueError(f"no group {shown(group)} on this machine") from None
+    return str(value)
 
 
 def pattern(regex: re.Pattern[str], what: str) -> Callable[[object], str]:
     def conv(value: object) -> str:
         got = text(value)
         if not regex.fullmatch(got):
-            raise ValueError(f"expected {what}, got {got!r}")
+            raise ValueError(f"expected {what}, got {shown(got)}")
         return got
 
     return conv
@@ -96,7 +164,7 @@ def pattern(regex: re.Pattern[str], what: str) -> Callable[[object], str]:
 def run_as(value: object) -> str:
     spec = text(value)
     if not all(USER.fullmatch(part) for part in spec.split(":", 1)):
-        raise ValueError(f"expected USER or USER:GROUP, got {spec!r}")
+        raise ValueError(f"expected USER or USER:GROUP, got {shown(spec)}")
     return spec
 
 
@@ -104,23 +172,23 @@ def zone(value: object) -> str:
     name = text(value)
     try:
         get_zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {shown(name)}") from None
     return name
 
 
 def zone_hint(value: object) -> str:
-    close = difflib.get_close_matches(str(value), sorted(available_timezones()), n=1)
+    close = difflib.get_close_matches(str(value)[:100], sorted(available_timezones()), n=1)
     extra = f"; did you mean {close[0]!r}?" if close else ""
     return "use an IANA zone name such as Europe/Berlin or UTC" + extra
 
 
 def cron_expr(value: object) -> Cron:
-    expr = text(value)
+    expr = ascii_text(value)
     try:
         cronexpr.parse(expr)
     except cronexpr.CronError as exc:
-        raise ValueError(f"bad cron expression {expr!r}: {exc}") from None
+        raise ValueError(f"bad cron expression {shown(expr)}: {limits.clip(str(exc), 120)}") from None
     return Cron(expr)
 
 
@@ -136,6 +204,10 @@ HINTS: dict[Callable[..., object], str] = {
     positive_duration: units.DURATION_HINT,
     size: units.SIZE_HINT,
     run_as: "for example run_as: taskserver or run_as: taskserver:taskserver",
+    existing_user: "create the user first (useradd), or name one that exists",
+    existing_dir: "create the directory first, or correct the path",
+    output_tail: units.SIZE_HINT,
+    store_file: "store: {sqlite: NAME.sqlite} puts the file in state_dir; move state_dir to change the place",
     cron_expr: "5 fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, "
     "@yearly",
     catch_up: "catch_up: skip | latest | all",

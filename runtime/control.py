@@ -25,11 +25,13 @@ from . import config, logs, privs
 from .errors import UserError
 from .notify import Notifier
 from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
+from .pidplace import home_place, open_dir
+from .pidsignal import Daemon
 
 if TYPE_CHECKING:
     from .model import Config
 
-__all__ = ["pidfile_path_for", "read_pid", "register"]
+__all__ = ["pidfile_path_for", "read_pid", "register", "signal_daemon"]
 
 log = logging.getLogger(__name__)
 EXIT_NOT_RUNNING_STATUS = 3
@@ -51,10 +53,11 @@ def _load(args: argparse.Namespace) -> Config:
     return _load_path(_config_path(args))
 
 
-def _load_path(path: Path, keepalive: Callable[[], None] | None = None) -> Config:
+def _load_path(path: Path, keepalive: Callable[[], None] | None = None,
+               default_state: Path | None = None) -> Config:
     from .isolate import load_in_child  # noqa: PLC0415 - pickle is not needed by status
 
-    return load_in_child(lambda: config.load(path), keepalive)
+    return load_in_child(lambda: config.load(path, default_state=default_state), keepalive)
 
 
 def _become_daemon_user(cfg: Config) -> Callable[..., int]:
@@ -65,25 +68,39 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     """
     from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
 
-    if privs.will_change_uid(cfg.server.run_as):
+    spec = privs.daemon_spec(cfg)
+    if privs.will_change_uid(spec):
         # reload parses in a child of the dropped daemon, which may not be allowed to read the parser
-        from . import config_parse  # noqa: F401, PLC0415
+        from . import config_parse, tenancy  # noqa: F401, PLC0415
 
+    if cfg.owner != 0:  # a config another user controls: every path it names is touched as that user
+        privs.drop_privileges(spec)
     os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
-    privs.prepare_dir(cfg.server.state_dir, cfg.server.run_as)
+    privs.prepare_dir(cfg.server.state_dir, spec)
     return serve
+
+
+def _drop(cfg: Config, keep_caps: bool) -> None:
+    """The daemon becomes its user; it keeps CAP_SETUID/SETGID/KILL/CHOWN only if tenants run as others."""
+    privs.drop_privileges(privs.daemon_spec(cfg), keep_caps=keep_caps)
 
 
 def _serve(
     serve: Callable[..., int], cfg: Config, pidfile: PidFile, notifier: Notifier | None, **kw: Any
 ) -> int:
+    from .plans import restart_settings  # noqa: PLC0415 - status and stop need not import the scheduler
+
     path, started = cfg.path, time.time()
-    published = _summary(cfg, started)
+    start_only = {"start_only": restart_settings(cfg)}  # what `reload` compares the file with
+    published = {**_summary(cfg, started), **start_only}
     pidfile.write_info(published)
 
     def reload_config() -> Config:
         watched = notifier is not None and notifier.watchdog_interval() is not None
-        new = _load_path(path, notifier.ping if watched and notifier is not None else None)
+        # the state dir resolved at start (as root): the dropped daemon must not compute its own default
+        new = _load_path(path, notifier.ping if watched and notifier is not None else None,
+                         default_state=cfg.server.state_dir)
+        privs.check_reload(new)
         published.update(_summary(new, started))
         pidfile.write_info(published)
         return new
@@ -109,7 +126,9 @@ def _preflight(cfg: Config) -> None:
     if cfg.server.debug:  # task_server.debug: true is --verbose for the daemon
         logging.getLogger().setLevel(logging.DEBUG)
     privs.check_root_policy(cfg)
-    privs.check_can_switch(cfg.server.run_as)
+    privs.check_can_switch(privs.daemon_spec(cfg))
+    for tenant in cfg.tenants:
+        privs.check_can_switch(tenant.run_as)
     if not cfg.exists:
         log.info("no config file at %s: running the embedded default (its tenant runs nothing)", cfg.path)
 
@@ -120,11 +139,13 @@ def _preflight(cfg: Config) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     _preflight(cfg)
+    hold_wakeups()
     pidfile = PidFile.acquire(cfg.path)
     log.debug("holding pid file %s", pidfile.path)
     try:
+        keep = privs.needs_switching(cfg)
         serve = _become_daemon_user(cfg)
-        privs.drop_privileges(cfg.server.run_as)
+        _drop(cfg, keep)
         return _serve(serve, cfg, pidfile, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
     finally:
         pidfile.release()
@@ -170,19 +191,30 @@ def _tell(fd: int, text: str) -> None:
         pass  # already told (and closed), or the parent is gone
 
 
+def hold_wakeups() -> None:
+    """Block SIGUSR1 and SIGHUP until the loop's handlers are in place (daemon.serve unblocks them).
+
+    Once the pid file is held, `jobs enqueue` may send SIGUSR1; its default action ends the process, so a
+    task enqueued while the daemon was still starting killed it. Blocked, the signal waits and is handled.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGHUP})
+
+
 def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
+    hold_wakeups()
     try:
         pidfile = PidFile.acquire(cfg.path)
     except AlreadyRunning as exc:
-        _tell(pipe, f"running {exc.pid or 0}\n")
+        _tell(pipe, f"running {exc.pid}\n")
         return 0
     except UserError as exc:
         _tell(pipe, f"err {exc.exit_code}\n{exc.message}\n{exc.hint or ''}\n")
         return exc.exit_code
     try:
+        keep = privs.needs_switching(cfg)
         serve = _become_daemon_user(cfg)
         _detach(cfg)
-        privs.drop_privileges(cfg.server.run_as)
+        _drop(cfg, keep)
         notifier = Notifier(os.environ.get("NOTIFY_SOCKET") or None, None, lambda: _tell(pipe, "ok\n"))
         log.info("taskserver %d started with %s", os.getpid(), cfg.path)
         log.debug("holding pid file %s; logging to %s", pidfile.path, _log_path(cfg))
@@ -198,7 +230,7 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
 
 
 def _log_path(cfg: Config) -> Path:
-    return cfg.server.state_dir / (pidfile_path(cfg.path).stem + ".log")
+    return cfg.server.state_dir / (config.instance_name(cfg.path) + ".log")
 
 
 def _detach(cfg: Config) -> None:
@@ -232,7 +264,7 @@ def _await_startup(fd: int, cfg: Config) -> int:
     if head == ["ok"]:
         print(f"taskserver started (pid {read_pid(cfg.path)})")
         return 0
-    if head[:1] == ["running"]:
+    if head[:1] == ["running"] and len(head) == 2 and head[1].isdigit() and int(head[1]) > 0:
         print(f"taskserver already running (pid {head[1]})")
         return 0
     if head[:1] == ["err"]:
@@ -257,57 +289,91 @@ def _wait_gone(path: Path, timeout: float) -> bool:
     return True
 
 
-def _signal(pid: int, sig: signal.Signals) -> bool:
-    """False when the process is already gone."""
+def signal_daemon(path: Path, sig: signal.Signals) -> int | None:
+    """Send ``sig`` to this config's daemon after verifying it (see ``pidfile.Daemon``); its pid, or None
+    when no daemon runs."""
+    daemon = Daemon.find(path)
+    if daemon is None:
+        return None
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        raise UserError(
-            f"not allowed to signal pid {pid}", hint="run as root or as the daemon's user", exit_code=4
-        ) from None
-    return True
+        return daemon.pid if daemon.signal(sig) else None
+    finally:
+        daemon.close()
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     path = _config_path(args)
     state = probe(path)
-    if not state.running or state.pid is None:
+    daemon = Daemon.verify(path, state) if state.running and state.pid else None
+    if daemon is None:
         note = " (removed a stale pid file)" if state.stale and clear_stale(path) else ""
         print(f"taskserver not running{note}")
         return 0
-    pid = state.pid
-    info = state.info()  # the running daemon's own stop_timeout, without parsing the config
-    # The daemon gets its whole stop_timeout, then TERMs its jobs and KILLs them after the executor's grace,
-    # and records them: only a daemon that did not finish all that is killed (its jobs would be orphans).
-    timeout = float(info["stop_timeout"]) if info else _load(args).server.stop_timeout
-    from .executor import KILL_GRACE  # noqa: PLC0415 - status and start need not pay for it
-
-    timeout += KILL_GRACE + STOP_SLACK_S
-    if _signal(pid, signal.SIGTERM) and not _wait_gone(path, timeout):
-        log.warning("pid %d did not stop within %gs: killing it", pid, timeout)
-        _signal(pid, signal.SIGKILL)
-        if not _wait_gone(path, 5.0):
-            hint = "look at it with ps; is it stuck in D state?"
-            raise UserError(f"pid {pid} survived SIGKILL", hint=hint, exit_code=1)
-        clear_stale(path)
-    print(f"taskserver stopped (pid {pid})")
+    try:
+        _stop(path, daemon, state.info())
+    finally:
+        daemon.close()
+    print(f"taskserver stopped (pid {daemon.pid})")
     return 0
 
 
+def _stop(path: Path, daemon: Daemon, info: dict[str, Any] | None) -> None:
+    """TERM, wait, KILL: both through the same pinned process, so a reused pid is never hit."""
+    # the running daemon's own stop_timeout, without parsing the config. The daemon gets its whole
+    # stop_timeout, then TERMs its jobs, KILLs them after the executor's grace and records them: only a
+    # daemon that did not finish all that is killed (its jobs would be left as orphans).
+    from .executor import KILL_GRACE  # noqa: PLC0415 - status and start need not pay for it
+
+    timeout = float(info["stop_timeout"]) if info else _load_path(path).server.stop_timeout
+    timeout += KILL_GRACE + STOP_SLACK_S
+    if daemon.signal(signal.SIGTERM) and not _wait_gone(path, timeout):
+        log.warning("pid %d did not stop within %gs: killing it", daemon.pid, timeout)
+        daemon.signal(signal.SIGKILL)
+        if not _wait_gone(path, 5.0):
+            hint = "look at it with ps; is it stuck in D state?"
+            raise UserError(f"pid {daemon.pid} survived SIGKILL", hint=hint, exit_code=1)
+        clear_stale(path)
+
+
 def cmd_restart(args: argparse.Namespace) -> int:
+    # everything start checks before it forks, first: a restart that could not start leaves it running
+    cfg = _load(args)
+    _preflight(cfg)
+    _check_pid_place()
     code = cmd_stop(args)
     return code if code else cmd_start(args)
 
 
+def _check_pid_place() -> None:
+    """The directory a new daemon would lock its pid file in is usable (created if need be, and safe)."""
+    fd = open_dir(home_place(os.geteuid()), create=True)
+    if fd is not None:
+        os.close(fd)
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
-    pid = read_pid(_config_path(args))
-    if pid is None or not _signal(pid, signal.SIGHUP):
+    pid = signal_daemon(_config_path(args), signal.SIGHUP)
+    if pid is None:
         print("taskserver not running")
         return EXIT_NOT_RUNNING_RELOAD
     print(f"taskserver reloading (pid {pid})")
+    _tell_restart_needed(args)
     return 0
+
+
+def _tell_restart_needed(args: argparse.Namespace) -> None:
+    """Name the changed settings a reload cannot apply (and a file the daemon will refuse)."""
+    from .plans import restart_needed  # noqa: PLC0415 - see _serve
+
+    info = probe(_config_path(args)).info() or {}
+    try:
+        pending = restart_needed(info.get("start_only") or {}, _load(args))
+    except UserError as exc:
+        print(f"taskserver: warning: the daemon keeps its running config: {exc}", file=sys.stderr)
+        return
+    if pending:
+        print(f"taskserver: warning: changed, but applied only by `taskserver restart`: {', '.join(pending)}",
+              file=sys.stderr)
 
 
 def _uptime(seconds: float | None) -> str:
@@ -357,8 +423,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 _START_MORE = """\
 The daemon detaches (double fork, new session, stdin from /dev/null) and appends its output to
 <state_dir>/<instance>.log. start returns once the daemon holds its pid file and is ready, or prints why it
-failed (exit non-zero). Pid file: $RUNTIME_DIRECTORY, else /run/taskserver (root) or
-$XDG_RUNTIME_DIR/taskserver; named taskserver.pid for the default config, else after the config path."""
+failed (exit non-zero). Pid file: /run/taskserver (root); for another user /run/taskserver/u<UID> when root
+made it, else /tmp/taskserver-<UID>; never taken from the environment. Named taskserver.pid for the default
+config, else after the config path."""
 _STOP_MORE = """\
 Sends TERM and waits: the daemon lets running jobs finish for task_server.stop_timeout (default 30s), then
 TERMs them, KILLs them 5s later and records them ERR interrupted. Only a daemon still there 5s after all

@@ -2,9 +2,17 @@
 
 Fields: minute hour day-of-month month day-of-week, each a list of ``*``, ``N``, ``N-M``, with ``/step``
 (``N/step`` means N to the field's maximum). Month and weekday names (jan-dec, sun-sat) are accepted;
-weekday 0 and 7 are both Sunday. Day rule as in classic (Vixie) cron: when both day-of-month and day-of-week
-are restricted a day matches if EITHER matches; a field that starts with ``*`` counts as unrestricted.
-Aliases: @hourly @daily @midnight @weekly @monthly @yearly @annually.
+weekday 0 and 7 are both Sunday. Aliases: @hourly @daily @midnight @weekly @monthly @yearly @annually.
+
+The day rule is Vixie cron's (also cronie's and the BSDs'), decided by how the day fields are WRITTEN: a day
+field whose text starts with ``*`` is "starred" (DOM_STAR/DOW_STAR in Vixie's entry.c, ``*/2`` included).
+When either day field is starred, a day matches if it is in BOTH day sets; otherwise (both written as lists
+or ranges) a day matches if it is in EITHER. So ``0 0 */2 * *`` runs on odd days (1, 3, ..., 31, then the
+1st), ``0 0 * * */2`` on Sun/Tue/Thu/Sat, ``0 0 1-31 * mon`` every day (neither field starred: the OR
+rule), and ``0 0 29 2 */7`` only on a Feb 29 that is a Sunday (2088, then 2128: 40 years apart).
+
+The Gregorian calendar repeats every 400 years, so an expression that matches at all matches within any
+400-year span: ``parse`` rejects one that never matches, and ``next_match`` searches that far (bounded).
 
 Matching works on naive local wall times at minute resolution; time zones and DST are the caller's concern
 (see schedule.py).
@@ -37,8 +45,10 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTHS)}),
     ("day of week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),
 )
-# give up looking for a match this far ahead (Feb 29 on a given weekday repeats within 28 years)
-HORIZON_YEARS = 30
+# one full Gregorian cycle (146097 days = 20871 weeks): the calendar, weekdays included, repeats after it,
+# so a match that exists is found within this span (parse() rejects expressions without any)
+HORIZON_YEARS = 401
+MAX_TEXT = 40  # values quoted in an error message are cut to this length
 
 
 class CronError(ValueError):
@@ -52,17 +62,19 @@ class CronSpec:
     doms: frozenset[int]
     months: tuple[int, ...]
     dows: frozenset[int]  # 0 = Sunday
-    dom_any: bool
-    dow_any: bool
+    dom_any: bool  # the day-of-month field starts with '*' (Vixie's DOM_STAR), whatever follows
+    dow_any: bool  # the same for day of week (DOW_STAR)
     dom_list: tuple[int, ...] = ()  # sorted doms, for jumping when day-of-month must match
+    every_day: bool = False  # both day sets are full: no day needs checking
+    wild: bool = False  # minute or hour field starts with '*' (cronie's MIN_STAR|HR_STAR): see schedule.py
 
     def day_matches(self, d: date) -> bool:
-        if self.dom_any and self.dow_any:
+        if self.every_day:
             return True
         dom_ok = d.day in self.doms
         dow_ok = (d.weekday() + 1) % 7 in self.dows
         if self.dom_any or self.dow_any:
-            return dom_ok and dow_ok  # a '*' field is full unless stepped, as in Vixie cron
+            return dom_ok and dow_ok  # a starred field, '*/2' too, is a set like any other here
         return dom_ok or dow_ok
 
     def matches(self, t: datetime) -> bool:
@@ -74,12 +86,23 @@ class CronSpec:
         )
 
 
+def _cut(text: str) -> str:
+    """``text`` quoted for an error message, cut to a readable length."""
+    return repr(text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "...")
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit() alone also takes '٣' and '²'
+
+
 def _number(text: str, field: str, names: dict[str, int]) -> int:
     low = text.lower()
     if low in names:
         return names[low]
-    if not text.isdigit():
-        raise CronError(f"{field}: {text!r} is not a number" + (" or a name" if names else ""))
+    if not _digits(text):
+        raise CronError(f"{field}: {_cut(text)} is not a number" + (" or a name" if names else ""))
+    if len(text) > 4:  # the range check names the limits; this only keeps int() of a huge text out
+        raise CronError(f"{field}: {_cut(text)} is far out of range")
     return int(text)
 
 
@@ -87,8 +110,8 @@ def _parse_item(item: str, field: str, lo: int, hi: int, names: dict[str, int]) 
     base, _, step_text = item.partition("/")
     step = 1
     if step_text:
-        if not step_text.isdigit() or int(step_text) == 0:
-            raise CronError(f"{field}: step {step_text!r} must be a positive number")
+        if not _digits(step_text) or len(step_text) > 4 or int(step_text) == 0:
+            raise CronError(f"{field}: step {_cut(step_text)} must be a positive number")
         step = int(step_text)
     if base == "*":
         start, end = lo, hi
@@ -98,7 +121,7 @@ def _parse_item(item: str, field: str, lo: int, hi: int, names: dict[str, int]) 
         if field == "day of week" and end == 0 and start > 0:
             end = 7  # "fri-sun": Sunday closes the week
         if start > end:
-            raise CronError(f"{field}: range {base!r} runs backwards")
+            raise CronError(f"{field}: range {_cut(base)} runs backwards")
     else:
         start = _number(base, field, names)
         end = hi if step_text else start
@@ -113,18 +136,24 @@ def _parse_field(text: str, index: int) -> set[int]:
     values: set[int] = set()
     for item in text.split(","):
         if not item:
-            raise CronError(f"{field}: empty list item in {text!r}")
+            raise CronError(f"{field}: empty list item in {_cut(text)}")
         values |= _parse_item(item, field, lo, hi, names)
     return values
 
 
 def _check_possible(spec: CronSpec) -> None:
-    """Reject expressions that can never fire, such as Feb 30, instead of searching forever."""
-    if spec.dom_any or not spec.dow_any:
+    """Reject expressions that never match (Feb 30; Feb 31 on a Monday) instead of accepting them silently.
+
+    One Gregorian cycle from any date holds every (date, weekday) pair there is: no match in it, none ever.
+    """
+    if next_match(spec, _CYCLE_START) is not None:
         return
-    longest = max(calendar.monthrange(2024, m)[1] for m in spec.months)  # 2024: leap year
-    if min(spec.doms) > longest:
-        raise CronError("day of month: no month in the expression has that many days")
+    if spec.dom_any or spec.dow_any:
+        longest = max(calendar.monthrange(2024, m)[1] for m in spec.months)  # 2024: a leap year
+        if min(spec.doms) > longest:
+            raise CronError("day of month: no month in the expression has that many days")
+    raise CronError("no day ever matches both the day of month and the day of week "
+                    "(a field starting with '*' makes both required)")
 
 
 @lru_cache(maxsize=4096)
@@ -132,13 +161,15 @@ def parse(expr: str) -> CronSpec:
     """Parse a cron expression or @alias (cached: the same text is parsed once)."""
     text = ALIASES.get(expr.strip().lower(), expr.strip())
     if text.startswith("@"):
-        raise CronError(f"unknown alias {expr.strip()!r}; known: {', '.join(ALIASES)}")
+        raise CronError(f"unknown alias {_cut(expr.strip())}; known: {', '.join(ALIASES)}")
     parts = text.split()
     if len(parts) != 5:
         raise CronError(f"expected 5 fields (minute hour day month weekday), got {len(parts)}")
     sets = [_parse_field(p, i) for i, p in enumerate(parts)]
     dows = frozenset(d % 7 for d in sets[4])
     spec = CronSpec(
+        every_day=len(sets[2]) == 31 and len(dows) == 7,
+        wild=parts[0].startswith("*") or parts[1].startswith("*"),
         minutes=tuple(sorted(sets[0])),
         hours=tuple(sorted(sets[1])),
         doms=frozenset(sets[2]),
@@ -150,6 +181,9 @@ def parse(expr: str) -> CronSpec:
     )
     _check_possible(spec)
     return spec
+
+
+_CYCLE_START = datetime(2000, 1, 1)
 
 
 def _next_in(values: tuple[int, ...], current: int) -> int | None:
@@ -194,6 +228,21 @@ def next_match(spec: CronSpec, after: datetime) -> datetime | None:
             continue
         return t.replace(minute=minute)
     return None
+
+
+@lru_cache(maxsize=4096)
+def weekdays(spec: CronSpec) -> frozenset[int]:
+    """The weekdays (Monday 0) on which some date matches: one Gregorian cycle holds every case there is."""
+    found: set[int] = set()
+    t = _CYCLE_START - timedelta(minutes=1)
+    end = _CYCLE_START.replace(year=_CYCLE_START.year + 400)
+    while len(found) < 7:
+        match = next_match(spec, t)
+        if match is None or match >= end:
+            break
+        found.add(match.weekday())
+        t = match.replace(hour=23, minute=59)  # the rest of that day adds no weekday
+    return frozenset(found)
 
 
 def count_day(spec: CronSpec, d: date, after: int = -1, upto: int = 1439) -> int:

@@ -25,16 +25,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from . import housekeeping, plans, schedule, stores
+from . import housekeeping, plans, schedule, stores, tenancy
+from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
-from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends
+from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends, open_store
 
 # Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
 # the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
@@ -61,6 +62,7 @@ class Daemon:
         self.config_loader = config_loader
         self.instance = uuid.uuid4().hex
         self.started = time.time()
+        self.clock = ClockWatch.start(self.started, boottime())
         self.end_at = self.started + time_limit if time_limit is not None else None
         self.sel = selectors.DefaultSelector()
         self.stores = stores.Stores(instance=self.instance, started=self.started,
@@ -82,6 +84,7 @@ class Daemon:
         self.exit_code = 0
         self.next_ping: float | None = None
         self.signals: list[int] = []
+        self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
@@ -91,7 +94,7 @@ class Daemon:
         if not self.once:
             self._timer(now, "housekeeping", "", "")
         else:
-            housekeeping.purge(self.stores, self.config.server, now)
+            housekeeping.purge(self.stores, self.config, now)
         interval = self.notifier.watchdog_interval() if self.notifier else None
         self.next_ping = now + interval if interval else None
 
@@ -114,9 +117,14 @@ class Daemon:
             self._plan_job(tenant, job, now)
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
-        """Open a tenant's store under this instance's lease; dead daemons' runs are settled there."""
-        return self.stores.open(tenant, self.config.server.state_dir, now,
-                                lambda run: self.runs.write_status(tenant.name, run))
+        """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
+        with run_as: its directory, store and status files are its user's (tenancy.open_as)."""
+        where = self.config.tenant_dir(tenant.name)
+
+        def opener() -> Store:
+            return tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+
+        return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run))
 
     def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:
         """Due times and retries claimed before (by this daemon before a fault, or by one that died)."""
@@ -172,10 +180,12 @@ class Daemon:
         if not self.once:
             self._schedule_next(key, tenant.timezone, now)
 
-    def _schedule_next(self, key: Key, tz: str, after: float) -> None:
-        nxt = schedule.next_fire(self.jobs[key], tz, _dt(after))
+    def _schedule_next(self, key: Key, tz: str, now: float, last: float | None = None) -> None:
+        """Set the job's timer to its first due time after ``now`` (an interval goes on from due time
+        ``last``, by default the stored last due time: see schedule.next_due)."""
+        nxt = plans.next_due(self._st(key[0]), self.jobs[key], tz, now, last)
         if nxt is not None:
-            self._timer(nxt.timestamp(), "fire", *key)
+            self._timer(nxt, "fire", *key)
 
     def _timer(self, when: float, kind: str, tenant: str, job: str, *, attempt: int = 0,
                rid: int = 0) -> None:
@@ -211,6 +221,7 @@ class Daemon:
                     self.que_dirty = True
 
     def _wake_up(self, now: float) -> None:
+        self._check_clock(now)
         self._handle_signals(now)
         self._check_limits(now)
         self._ping(now)
@@ -315,7 +326,7 @@ class Daemon:
             when, _, kind, tenant, job, gen, attempt, rid = heapq.heappop(self.timers)
             key = (tenant, job)
             if kind == "housekeeping":
-                housekeeping.purge(self.stores, self.config.server, now)
+                housekeeping.purge(self.stores, self.config, now)
                 self._status()
                 self._timer(now + housekeeping.INTERVAL, "housekeeping", "", "")
                 continue
@@ -323,15 +334,62 @@ class Daemon:
                 continue  # removed or changed by a reload since this timer was set
             waiting = self.pending.setdefault(key, deque())
             if kind == "fire":
-                self._schedule_next(key, self._tz(tenant), when)
-                if waiting:  # one due time already waits for the running one: never pile them up
-                    self._st(tenant).missed(job, [when], now=now, note="the previous run was still going")
-                    continue
-                claimed = self._st(tenant).claim(job, when, queue=self.jobs[key].queue, now=now)
-                if claimed is None:
-                    continue  # this due time has its record already (caught up, or claimed elsewhere)
-                rid = claimed
-            waiting.append((when if kind == "fire" else None, attempt, rid))
+                self._fire(key, when, now, waiting)
+            else:
+                waiting.append((None, attempt, rid))
+
+    def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending]) -> None:
+        """A job's timer fired: on time its due time is run; late, the job's catch-up policy decides.
+        Each due time to run is claimed in the store at once (its record exists before anything else)."""
+        tz, store = self._tz(key[0]), self._st(key[0])
+        self._schedule_next(key, tz, now, when)
+        dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
+                             cause=self.clock.cause(when, now))
+        if waiting and dues:  # one due time already waits to start: never pile them up
+            note = ("the previous run was still going" if self.runs.job_busy(*key) else
+                    "an earlier due time was still waiting for its queue or a free slot (max_parallel)")
+            store.missed(key[1], dues, now=now, note=note)
+            return
+        for due in dues:
+            rid = store.claim(key[1], due, queue=self.jobs[key].queue, now=now)
+            if rid is not None:  # else this due time has its record already (caught up, claimed elsewhere)
+                waiting.append((due, 0, rid))
+
+    def _check_clock(self, now: float) -> None:
+        """A wall clock set back leaves every timer in the future: move them (schedule.after_step_back)."""
+        step = self.clock.look(now, boottime())
+        if step == 0:
+            return
+        self._shift_elapsed(step)
+        if step > 0:
+            log.warning("the system clock was set forward by %.0f s: due times passed are caught up", step)
+            return  # the timers come due now, and the jobs' catch-up policies decide
+        log.warning("the system clock was set back by %.0f s: moving the timers", -step)
+        moved = []
+        for timer in self.timers:  # (when, seq, kind, tenant, job, ...): only the time changes
+            new = self._moved(timer[0], timer[2], (timer[3], timer[4]), step, now)
+            if new is not None:
+                moved.append((new, *timer[1:]))
+        heapq.heapify(moved)
+        self.timers = moved
+        for tenant in list(self.stores):
+            self._st(tenant).rewind(now)  # no last due time stays in the future
+
+    def _shift_elapsed(self, step: float) -> None:
+        """Run timeouts, watchdog pings, the time limit and the stop timeout measure elapsed time: a clock
+        step must neither end them early (a run killed as a timeout) nor delay them (a missed watchdog)."""
+        for child in self.executor.children.values():
+            child.deadline = child.deadline + step if child.deadline is not None else None
+            child.kill_at = child.kill_at + step if child.kill_at is not None else None
+        self.next_ping, self.end_at, self.stop_deadline = (
+            t + step if t is not None else None for t in (self.next_ping, self.end_at, self.stop_deadline))
+
+    def _moved(self, when: float, kind: str, key: Key, step: float, now: float) -> float | None:
+        job = self.jobs.get(key)
+        if kind != "fire" or job is None:
+            return when + step  # housekeeping and retry backoffs are elapsed time
+        due = schedule.after_step_back(job, self._tz(key[0]), _dt(when), timedelta(seconds=step), _dt(now))
+        return due.timestamp() if due is not None else None
 
     # -- starting runs ------------------------------------------------------------------------------------
     def _slots(self) -> int:
@@ -483,7 +541,11 @@ class Daemon:
         self.executor.output_tail = new.server.output_tail
         fresh = [t for t in new.tenants if t.login is not None and t.name not in self.stores]
         for tenant in fresh:
-            self._open_store(tenant, now)
+            try:
+                self._open_store(tenant, now)
+            except StoreError as exc:  # refused (corrupt, another daemon's): the tenants served go on
+                log.error("reload: tenant %s is not served: %s (%s)", tenant.name, exc.message, exc.hint)
+                continue
             self._plan_tenant(tenant, now)
         for tenant, job in change.added:
             if tenant not in fresh:
@@ -494,8 +556,10 @@ class Daemon:
             self.jobs[key] = job
             self.gen[key] += 1
             if self._scheduled(job):
-                self._schedule_next(key, tenant.timezone, now)
+                self._schedule_next(key, tenant.timezone, now)  # an interval goes on from its last due time
         log.info("reloaded %s: %s", new.path, change.summary())
+        if pending := plans.restart_needed(self.start_only, new):
+            log.warning("reload: changed settings that apply only after a restart: %s", ", ".join(pending))
         self.que_dirty = True
         self._status()
 
@@ -528,6 +592,7 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
     old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}
     daemon.sel.register(rfd, selectors.EVENT_READ, None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since before the pid file was taken
     try:
         daemon.start_up()
         if notifier:

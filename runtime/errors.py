@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from .limits import printable
+
 EXIT_USAGE = 2
 
 
@@ -28,12 +30,21 @@ class UserError(Exception):
         return self.message
 
 
+MAX_LINE = 500  # characters of one message line; values in messages are cut far shorter (limits.clip)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: control characters (newlines, ESC) escaped, cut to MAX_LINE."""
+    text = printable(text)
+    return text if len(text) <= MAX_LINE else text[:MAX_LINE] + "..."
+
+
 def report(prog: str, err: UserError, stream: TextIO | None = None) -> int:
     """Print ``err`` for a person and return the exit code to use."""
     out = stream if stream is not None else sys.stderr
-    print(f"{prog}: error: {err.message}", file=out)
+    print(f"{prog}: error: {one_line(err.message)}", file=out)
     if err.hint:
-        print(f"{prog}: hint: {err.hint}", file=out)
+        print(f"{prog}: hint: {one_line(err.hint)}", file=out)
     return err.exit_code
 
 
@@ -53,3 +64,16 @@ def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # the system refused something (a full disk, a permission): say what, no traceback
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        return report(prog, UserError(f"{where}{exc.strerror or exc}", hint="check the path, its permissions "
+                                      "and free space", exit_code=1))
+    except Exception as exc:  # a defect: one line that says so; the traceback with --debug (and in -v logs)
+        if debug:
+            raise
+        logging.getLogger(prog).debug("details", exc_info=True)
+        return report(prog, UserError(f"internal error: {type(exc).__name__}: {exc}",
+                                      hint="run again with --debug for the details, and report it",
+                                      exit_code=70))

@@ -9,9 +9,11 @@ and ``enforce`` sends TERM at the deadline and KILL after a grace.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,17 +22,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .jobenv import SAFE_PATH
 from .model import JobDef, State
+from .privs import Identity
 from .store import CRASHED, INTERRUPTED, TIMEOUT
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE = 5.0  # seconds between TERM and KILL
 RUNNER = "taskserver.runtime.runner"
-# Variables a supervisor set for the daemon itself; a job must not talk to systemd in the daemon's name.
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC",
-                "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
 def job_argv(job: JobDef) -> list[str]:
@@ -73,23 +74,24 @@ class Executor:
         self.children: dict[int, Child] = {}
         self.stopping = False  # set by the daemon once it is shutting down
         self.on_close: Callable[[int], None] | None = None  # told before a pipe is closed (selector upkeep)
-        self._base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         _close_on_exec_all()
 
-    def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,
-              now: float | None = None) -> Child:
-        """Start ``argv``; raises OSError if it cannot be started (no such program, bad cwd)."""
+    def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,  # noqa: PLR0917
+              now: float | None = None, ident: Identity | None = None) -> Child:
+        """Start ``argv`` as ``ident`` (when given) with exactly ``env`` (runtime/jobenv.py builds it for
+        the run's user: nothing of the daemon's own environment is added here); a program name without a
+        slash is looked up in that env's PATH, not the daemon's. Raises OSError if it cannot be started."""
         now = time.time() if now is None else now
+        full_env = dict(env)
+        program = _resolve(argv[0], full_env)
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
-        full_env = {**self._base_env, **env}
+        switch = ident is not None and not ident.is_self
         proc = None
         try:
-            if self.cwd is None or os.path.samefile(self.cwd, "."):
-                pid = self._posix_spawn(argv, full_env, wfd)
+            if not switch and (self.cwd is None or os.path.samefile(self.cwd, ".")):
+                pid = self._posix_spawn(program, argv, full_env, wfd)
             else:
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd, close_fds=True,
-                    start_new_session=True, cwd=self.cwd, env=full_env)
+                proc = self._popen(program, argv, full_env, wfd, ident if switch else None)
                 pid = proc.pid
         except BaseException:
             os.close(rfd)
@@ -102,14 +104,26 @@ class Executor:
         self.children[pid] = child
         return child
 
+    def _popen(self, program: str, argv: list[str], env: dict[str, str], out: int,
+               ident: Identity | None) -> subprocess.Popen[bytes]:
+        """The slow path: a working directory to change to, or another user to become (the child sets its
+        groups, gid and uid before exec; the daemon's kept capabilities end there, as exec of a non-root
+        program clears them)."""
+        ids: dict[str, object] = {}
+        if ident is not None:
+            ids = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+            argv, executable=program, stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True,
+            start_new_session=True, cwd=self.cwd, env=env, **ids)
+
     @staticmethod
-    def _posix_spawn(argv: list[str], env: Mapping[str, str], out: int) -> int:
+    def _posix_spawn(program: str, argv: list[str], env: Mapping[str, str], out: int) -> int:
         # posix_spawn (vfork-style in glibc) costs a fraction of Popen's fork + fd-closing walk, which matters
         # at hundreds of runs per second. No fd leaks: every fd this process opens is close-on-exec (PEP 446,
         # SQLite, pipe2). Signals Python ignores (SIGPIPE, SIGXFSZ) go back to their defaults, like Popen.
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                    (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
-        return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True, setsigmask=(),
+        return os.posix_spawn(program, argv, env, file_actions=actions, setsid=True, setsigmask=(),
                                setsigdef=_DEFAULT_SIGNALS)
 
     def read(self, child: Child) -> None:
@@ -236,6 +250,16 @@ class Executor:
                 self.enforce(time.time())
                 done += self.reap()
         return done
+
+
+def _resolve(name: str, env: Mapping[str, str]) -> str:
+    """``name`` as execve needs it: with a slash as given, else found in the run's own PATH."""
+    if "/" in name:
+        return name
+    found = shutil.which(name, path=env.get("PATH", SAFE_PATH))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, f"not found in PATH={env.get('PATH', SAFE_PATH)}", name)
+    return found
 
 
 def _close_on_exec_all() -> None:

@@ -94,23 +94,38 @@ def _environ(entry: Path) -> dict[bytes, bytes]:
 
 
 def terminate(pids: Iterable[Found], grace: float) -> list[int]:
-    """TERM each process group (and process), wait up to ``grace``, then KILL what is left.
-
-    Returns the pids that were alive.  A group leader's group takes its children with it.
-    """
+    """TERM each process (and each group it leads: its children), wait up to ``grace`` for all of them to
+    go, then KILL what is left of them.  Returns the pids that were alive."""
     targets = list(pids)
     for f in targets:
         _send(f, signal.SIGTERM)
-    end = time.monotonic() + grace
-    while time.monotonic() < end and any(_alive(f.pid) for f in targets):
-        time.sleep(0.02)
-    for f in targets:
-        if _alive(f.pid):
+    _wait_gone(targets, grace)
+    if _members(targets):  # checked first: a group whose members are all gone has an id free for reuse
+        for f in targets:
             _send(f, signal.SIGKILL)
-    end = time.monotonic() + 5.0
-    while time.monotonic() < end and any(_alive(f.pid) for f in targets):
-        time.sleep(0.02)
+        _wait_gone(targets, 5.0)
     return [f.pid for f in targets]
+
+
+def _wait_gone(targets: list[Found], limit: float) -> None:
+    end = time.monotonic() + limit
+    while time.monotonic() < end and _members(targets):
+        time.sleep(0.02)
+
+
+def _members(targets: list[Found]) -> set[int]:
+    """The live processes among ``targets`` and in the groups they lead."""
+    groups = {f.pgid for f in targets if f.pgid == f.pid}
+    alive = {f.pid for f in targets if _alive(f.pid)}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and groups:
+            try:
+                fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in groups and fields[0] not in (b"Z", b"X"):
+                alive.add(int(entry.name))
+    return alive
 
 
 def _alive(pid: int) -> bool:
@@ -118,8 +133,11 @@ def _alive(pid: int) -> bool:
 
 
 def _send(f: Found, sig: signal.Signals) -> None:
+    # A run's process leads its own group (the executor starts each in a new session), so its group is
+    # its own and its children's; a process found by its environment inside someone else's group is
+    # signalled alone: an environment anyone can set must not reach processes that do not carry it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if f.pgid > 1 and f.pgid != os.getpgid(0):
+        if f.pgid == f.pid and f.pgid != os.getpgid(0):
             os.killpg(f.pgid, sig)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(f.pid, sig)

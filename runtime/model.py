@@ -73,6 +73,17 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class EnvDef:
+    """What a tenant or a job adds to the clean environment of its runs (see runtime/jobenv.py)."""
+
+    environment: tuple[tuple[str, str], ...] = ()  # environment: NAME: value
+    env_file: Path | None = None  # env_file: read when the config is loaded, into file_vars
+    file_vars: tuple[tuple[str, str], ...] = ()
+    inherit: tuple[str, ...] = ()  # inherit_env: names passed through from the daemon's own environment
+    loc: Loc | None = None  # where env_file: is written
+
+
+@dataclass(frozen=True)
 class JobDef:
     name: str
     tenant: str
@@ -89,6 +100,7 @@ class JobDef:
     enabled: bool = True
     timezone: str | None = None  # None: the tenant's
     loc: Loc | None = None
+    env: EnvDef = field(default_factory=EnvDef)
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,10 @@ class TenantDef:
     # runs nothing for this tenant; the login written in the file is kept in ``disabled_login``
     enabled: bool = True
     disabled_login: str | None = None
+    env: EnvDef = field(default_factory=EnvDef)
+    # user or user:group this tenant's jobs run as (default: task_server.run_as); such a tenant keeps its
+    # store and status files in a directory of its own that belongs to that user (``Config.tenant_dir``)
+    run_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,16 @@ class Config:
     exists: bool  # False: the embedded default was used
     server: ServerSettings
     tenants: tuple[TenantDef, ...]
+    # the uid that controls what this file says: 0 when root alone can change the file and every directory
+    # above it, else that one user (config.check_trust); root then does for this file only what it could do
+    owner: int = 0
 
     def tenant(self, name: str) -> TenantDef | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+    def tenant_dir(self, tenant: str) -> Path:
+        """Where a tenant's default store and status files live: its own directory when it has run_as."""
+        t = self.tenant(tenant)
+        if t is None or t.run_as is None:
+            return self.server.state_dir
+        return self.server.state_dir / "tenants" / tenant

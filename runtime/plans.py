@@ -2,6 +2,10 @@
 
 ``catch_up`` records the runs missed while the daemon was down (bounded: a long downtime is summarised in
 one row) and returns the due times to run now, per the job's catch-up policy (``schedule.catch_up``).
+``overdue`` does the same for a timer that fired: on time it returns just its due time; late (the daemon was
+stopped or starved, the clock was set forward) the due times that passed meanwhile go through the same
+policy, so a stall or a forward step is handled exactly like downtime. Every missed record carries a note
+saying why the time passed unrun (its cause) and why it was not run late (the policy), both true.
 
 ``plan`` compares two configs: jobs added, changed and removed. Only tenants with a login count (the others
 run nothing). A job counts as changed when anything that decides how or when it runs differs, its tenant's
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from . import schedule
-from .model import Config, JobDef, TenantDef
+from .model import CatchUp, Config, JobDef, TenantDef
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -55,17 +59,78 @@ def plan(old: Config, new: Config) -> ReloadPlan:
     return result
 
 
+DOWN = "the daemon was stopped or the job was not configured"
+
+
 def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float) -> list[float]:
     """Record what was missed since the job's last due time; return the due times to run now."""
     last = store.last_due(job.name)
-    since = datetime.fromtimestamp(last, UTC) if last is not None else None
-    todo = schedule.catch_up(job, tenant.timezone, since, datetime.fromtimestamp(now, UTC))
+    since = _dt(last) if last is not None else None
+    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=DOWN)
+
+
+def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now: float,
+            cause: str) -> list[float]:
+    """A timer set for due time ``due`` fired at ``now``: the due times in [due, now] are split by the job's
+    policy (record the missed ones with ``cause``); return the due times to run now."""
+    since = schedule.just_before(job, _dt(due))
+    return _decide(store, job, since, tenant=tenant, tz=tz, now=now, cause=cause)
+
+
+def next_due(store: Store, job: JobDef, tz: str, now: float, last: float | None = None) -> float | None:
+    """The job's next due time after ``now``, going on from ``last`` (default: the stored last due time)."""
+    if last is None:
+        last = store.last_due(job.name)
+    nxt = schedule.next_due(job, tz, _dt(last) if last is not None else None, _dt(now))
+    return nxt.timestamp() if nxt is not None else None
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _decide(store: Store, job: JobDef, since: datetime | None, *, tenant: str, tz: str, now: float,
+            cause: str) -> list[float]:
+    todo = schedule.catch_up(job, tz, since, _dt(now))
     if todo.omitted and todo.omitted_last is not None:
         note = (f"{todo.omitted}{'' if todo.omitted_exact else '+'} due times from "
-                f"{todo.omitted_first} to {todo.omitted_last} missed (summarised)")
+                f"{todo.omitted_first} to {todo.omitted_last} missed (summarised): {cause}")
         store.missed(job.name, [todo.omitted_last.timestamp()], now=now, note=note)
     if todo.missed:
-        log.warning("tenant %s job %s: %d missed runs recorded", tenant.name, job.name,
-                    len(todo.missed) + todo.omitted)
-        store.missed(job.name, [d.timestamp() for d in todo.missed], now=now, note="the daemon was down")
+        log.warning("tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name,
+                    len(todo.missed) + todo.omitted, cause)
+        for why, dues in _policy_reasons(job, todo.missed, now).items():
+            store.missed(job.name, dues, now=now, note=f"{cause}; {why}")
     return [d.timestamp() for d in todo.run]
+
+
+def _policy_reasons(job: JobDef, missed: list[datetime], now: float) -> dict[str, list[float]]:
+    """Why each missed due time was not run late after all, grouped: max_late, else the catch_up policy."""
+    policy = {CatchUp.SKIP: "catch_up: skip runs nothing more than 60 s late",
+              CatchUp.LATEST: "catch_up: latest runs only the newest",
+              CatchUp.ALL: "catch_up: all runs at most the newest 100"}[job.catch_up]
+    out: dict[str, list[float]] = {}
+    for due in missed:
+        too_late = job.max_late is not None and now - due.timestamp() > job.max_late
+        why = f"later than max_late ({job.max_late:g} s)" if too_late else policy
+        out.setdefault(why, []).append(due.timestamp())
+    return out
+
+
+# Settings the daemon reads only when it starts: a reload cannot apply a change to them (the privilege drop,
+# the working and state directories, the log level, each tenant's open store).
+RESTART_ONLY = ("run_as", "state_dir", "install_dir", "debug")
+
+
+def restart_settings(config: Config) -> dict[str, str]:
+    """The start-only settings of ``config``, as text (they go into the pid file's info as JSON)."""
+    got = {f"task_server.{k}": str(getattr(config.server, k)) for k in RESTART_ONLY}
+    for t in config.tenants:
+        got[f"tenants.{t.name}.store"] = str(t.store)
+    return got
+
+
+def restart_needed(running: dict[str, str], new: Config) -> list[str]:
+    """The start-only settings whose value in ``new`` differs from what the daemon runs with."""
+    wanted = restart_settings(new)
+    return sorted(k for k, value in wanted.items() if k in running and running[k] != value)

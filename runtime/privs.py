@@ -1,22 +1,31 @@
-"""Dropping root for the configured ``run_as`` user, and refusing to run jobs as root by accident.
+"""Who runs what: the daemon's and each tenant's identity, the privilege drop, and the root rule.
 
-Order matters: supplementary groups (initgroups) and the gid can only be changed while still root, so
-they come before setuid. Afterwards we check that root cannot be regained.
+Order matters: supplementary groups (initgroups) and the gid can only be changed while still root, so they
+come before setuid. Afterwards we check that root cannot be regained (unless capabilities were kept on
+purpose: then only CAP_SETUID/SETGID/KILL/CHOWN remain, see caps.KEEP).
+
+Identities: a tenant's jobs run as its ``run_as``, else ``task_server.run_as``, else as the daemon itself.
+"No job runs as root unless the config says run_as: root" is checked before every spawn (``run_identity``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import logging
 import os
 import pwd
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from . import caps
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .model import Config
+    from .model import Config, TenantDef
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,13 @@ class Identity(NamedTuple):
     uid: int
     gid: int
     home: str
+    groups: tuple[int, ...] = ()  # supplementary groups, as initgroups would set them
+
+    @property
+    def is_self(self) -> bool:
+        """This process already has exactly these ids and groups (so no switch is needed)."""
+        same_ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) == (self.uid,) * 2 + (self.gid,) * 2
+        return same_ids and tuple(sorted(set(os.getgroups()))) == self.groups
 
 
 def resolve(spec: str) -> Identity:
@@ -41,14 +57,121 @@ def resolve(spec: str) -> Identity:
             gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
         except KeyError:
             raise UserError(f"run_as: no such group {group!r}", hint="fix run_as") from None
-    return Identity(pw.pw_name, pw.pw_uid, gid, pw.pw_dir)
+    groups = tuple(sorted(set(os.getgrouplist(pw.pw_name, gid))))
+    return Identity(pw.pw_name, pw.pw_uid, gid, pw.pw_dir, groups)
+
+
+def member_gids(uid: int) -> set[int]:
+    """Every group the user ``uid`` belongs to: its primary group and its supplementary ones."""
+    pw = pwd.getpwuid(uid)
+    return set(os.getgrouplist(pw.pw_name, pw.pw_gid))
+
+
+def check_owner_identities(config: Config) -> None:
+    """A config controlled by user U (``config.owner``) may only name U, and groups U is in, as run_as.
+
+    Otherwise root would start jobs as someone else, or in a group (shadow, disk) U could not join.
+    """
+    if config.owner == 0:
+        return
+    specs = [("task_server.run_as", config.server.run_as)]
+    specs += [(f"tenants.{t.name}.run_as", t.run_as) for t in config.tenants]
+    owner = pwd.getpwuid(config.owner).pw_name if _known(config.owner) else str(config.owner)
+    for where, spec in specs:
+        if spec is None:
+            continue
+        ident = resolve(spec)
+        if ident.uid != config.owner:
+            raise UserError(f"{config.path}: {where}: {spec} is not allowed in a config {owner} controls",
+                            hint=f"a config {owner} can change may only run jobs as {owner}; "
+                            "ask root to own the file (and its directories) to run other users' jobs")
+        if ident.gid not in member_gids(config.owner):
+            group = spec.partition(":")[2]
+            raise UserError(f"{config.path}: {where}: {owner} is not a member of group {group}",
+                            hint=f"name a group {owner} belongs to (see `id {owner}`), or none")
+
+
+def _known(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def daemon_spec(config: Config) -> str | None:
+    """The user the daemon itself becomes when started by root; a user's config runs as that user."""
+    if config.server.run_as is None and config.owner != 0 and os.geteuid() == 0:
+        return str(config.owner)
+    return config.server.run_as
+
+
+def tenant_spec(config: Config, tenant: TenantDef) -> str | None:
+    """The run_as of a tenant's jobs: its own, else the server's, else None (the daemon's own identity)."""
+    return tenant.run_as or daemon_spec(config)
+
+
+def needs_switching(config: Config) -> bool:
+    """Started by root, does the daemon need to start jobs as users other than the one it becomes?"""
+    if os.geteuid() != 0:
+        return False
+    spec = daemon_spec(config)
+    own = resolve(spec).uid if spec else 0
+    return any(t.run_as is not None and resolve(t.run_as).uid != own for t in config.tenants)
+
+
+_known_ids: dict[str, Identity] = {}  # spec -> identity, for the config in _known_config
+_known_config: list[int] = [0]
+
+
+def resolve_for(config: Config, spec: str) -> Identity:
+    """``resolve(spec)``, looked up once per config: the daemon asks at every spawn and status write, and a
+    reload (a new config) looks the users up again."""
+    if _known_config[0] != id(config):
+        _known_ids.clear()
+        _known_config[0] = id(config)
+    ident = _known_ids.get(spec)
+    if ident is None:
+        ident = _known_ids[spec] = resolve(spec)
+    return ident
+
+
+def run_identity(config: Config, tenant: TenantDef) -> Identity | None:
+    """The identity a run of ``tenant`` gets (None: the daemon's own); refuses root unless it was asked for.
+
+    Called before every spawn, not only at start: a task enqueued into a tenant without jobs, or a job a
+    reload added, must meet the same rule.
+    """
+    spec = tenant_spec(config, tenant)
+    if spec is None:
+        if os.geteuid() == 0:
+            raise UserError(f"tenant {tenant.name!r}: refusing to run a job as root: no run_as is configured",
+                            hint="set run_as: USER for the tenant or under task_server (or run_as: root)")
+        return None
+    ident = resolve_for(config, spec)
+    if ident.uid == 0 and os.geteuid() != 0 and not caps.has(caps.CAP_SETUID):
+        raise UserError(f"tenant {tenant.name!r}: run_as {spec} is root, and this daemon cannot switch to it",
+                        hint="start taskserver as root")
+    return ident
+
+
+def check_reload(config: Config) -> None:
+    """A reload may only add tenant users this daemon can switch to (it kept capabilities only if needed)."""
+    if os.geteuid() == 0 or caps.has(caps.CAP_SETUID):
+        return
+    for tenant in config.tenants:
+        if tenant.run_as is not None and resolve(tenant.run_as).uid != os.geteuid():
+            raise UserError(f"tenant {tenant.name!r}: run_as {tenant.run_as} needs a daemon that can switch "
+                            "users, and this one was started without that",
+                            hint="restart the daemon as root (it keeps CAP_SETUID only when a tenant needs)")
 
 
 def check_root_policy(config: Config) -> None:
-    """Refuse to run tenant jobs as root unless the config says ``run_as: root`` explicitly."""
-    if os.geteuid() != 0 or config.server.run_as is not None:
+    """Refuse to start as root when a tenant's jobs would run as root without ``run_as: root`` saying so."""
+    if os.geteuid() != 0 or daemon_spec(config) is not None:
         return
-    busy = [t.name for t in config.tenants if t.login is not None and any(j.enabled for j in t.jobs)]
+    busy = [t.name for t in config.tenants
+            if t.login is not None and t.run_as is None and any(j.enabled for j in t.jobs)]
     if busy:
         raise UserError(
             f"started as root without run_as, and tenant {busy[0]!r} has jobs (they would run as root)",
@@ -68,41 +191,124 @@ def check_can_switch(spec: str | None) -> None:
         )
 
 
-def prepare_dir(path: Path, spec: str | None) -> None:
-    """Create ``path`` (the state dir) and, as root, hand it to the run_as user so it stays usable."""
-    created = not path.exists()
+def prepare_dir(path: Path, spec: str | None, mode: int = 0o711) -> None:
+    """Make sure ``path`` exists for ``spec`` (the state dir); as root, a directory it creates goes to spec.
+
+    A directory that existed before is never chowned (a config could name /etc or another user's home),
+    with one exception: the root-owned $STATE_DIRECTORY a supervisor (systemd's StateDirectory=) made for
+    this root-started service; root chose it, not a config. One the run_as user cannot write is an error.
+    Mode 0711: each tenant's user may pass through to its own directory; nobody else may list anything.
+    """
+    ident = resolve(spec) if spec is not None and os.geteuid() == 0 else None
     try:
-        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if not make_dir(path, ident, mode) and ident is not None and _from_supervisor(path):
+            _hand_over(path, ident)
+        st = os.stat(path)
     except OSError as exc:
-        raise UserError(
-            f"state_dir {path}: {exc.strerror}",
-            hint="set task_server.state_dir to a directory taskserver may create or use",
-        ) from exc
-    if os.geteuid() != 0 or spec is None:
+        raise UserError(f"state_dir {path}: {exc.strerror}",
+                        hint="set task_server.state_dir to a directory taskserver may create or use") from exc
+    uid = ident.uid if ident is not None else os.geteuid()
+    if uid not in (0, st.st_uid):
+        who = ident.user if ident is not None else (pwd.getpwuid(uid).pw_name if _known(uid) else str(uid))
+        raise UserError(f"state_dir {path}: exists and belongs to uid {st.st_uid}, not to {who}",
+                        hint=f"taskserver never chowns a directory it did not create: chown {who} {path} "
+                        "yourself, or choose another state_dir")
+
+
+def _from_supervisor(path: Path) -> bool:
+    env = os.environ.get("STATE_DIRECTORY", "")
+    return bool(env) and Path(env.split(":")[0]) == path
+
+
+def _hand_over(path: Path, ident: Identity) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_uid == 0:
+            os.fchown(fd, ident.uid, ident.gid)
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: Path, ident: Identity | None, mode: int) -> bool:
+    """mkdir -p ``path``; the last component, when created here, gets ``mode`` and goes to ``ident``.
+
+    Returns whether it was created. The chown goes through the fd of the directory just made (checked to be
+    ours, not a link put in its place); parents created on the way stay the creator's: they hold nothing of
+    the user's. A directory that existed before is left as it is.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode):
+            raise PermissionError(1, "replaced while it was being created")
+        # mode first, while we own it (mkdir ignores set-gid and applies the umask); a directory's chown
+        # keeps set-gid, and after it only the new owner could chmod
+        os.fchmod(fd, mode)
+        if ident is not None and (ident.uid, ident.gid) != (st.st_uid, st.st_gid):
+            os.fchown(fd, ident.uid, ident.gid)
+    finally:
+        os.close(fd)
+    return True
+
+
+@contextlib.contextmanager
+def acting_as(ident: Identity | None) -> Iterator[None]:
+    """As root: effective uid, gid and supplementary groups of ``ident`` (initgroups'), then back to root.
+
+    For short commands (`jobs ...`) that act for several tenants in turn. The real uid stays 0, so the user
+    cannot signal or trace this process meanwhile. Without root, or for our own identity, nothing changes.
+    """
+    if ident is None or os.geteuid() != 0 or ident.uid == 0:
+        yield
         return
-    ident = resolve(spec)
-    st = os.stat(path, follow_symlinks=False)
-    if created or st.st_uid == 0:
-        os.chown(path, ident.uid, ident.gid, follow_symlinks=False)
+    groups, egid = os.getgroups(), os.getegid()
+    os.setgroups(list(ident.groups))  # the target user's groups, never root's
+    os.setegid(ident.gid)
+    os.seteuid(ident.uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
 
 
 def will_change_uid(spec: str | None) -> bool:
     return spec is not None and os.geteuid() == 0 and resolve(spec).uid != 0
 
 
-def drop_privileges(spec: str | None) -> None:
-    """Become ``spec`` ("user" or "user:group"): initgroups, setgid, setuid, in that order."""
-    if spec is None or os.geteuid() != 0:
+def drop_privileges(spec: str | None, *, keep_caps: bool = False) -> None:
+    """Become ``spec`` ("user" or "user:group"): initgroups, setgid, setuid, in that order.
+
+    ``keep_caps``: keep caps.KEEP (and nothing else) across the setuid, to start each tenant's jobs as its
+    own user; without it no capability survives and root cannot be regained.
+    """
+    if os.geteuid() != 0:
         return
-    ident = resolve(spec)
-    os.initgroups(ident.user, ident.gid)
-    os.setgid(ident.gid)
-    os.setuid(ident.uid)
-    # jobs inherit the environment: they should not believe they are root
-    os.environ.update(HOME=ident.home, USER=ident.user, LOGNAME=ident.user)
-    if ident.uid != 0:
+    ident = resolve(spec) if spec is not None else None
+    if ident is not None:
+        os.setgroups(list(ident.groups))
+        os.setgid(ident.gid)
+        if keep_caps:
+            caps.keep_across_setuid(True)
+        os.setuid(ident.uid)
+        os.environ.update(HOME=ident.home, USER=ident.user, LOGNAME=ident.user)
+    if keep_caps:
+        caps.keep_across_setuid(False)
+        caps.limit_to(caps.KEEP)
+    elif ident is not None and ident.uid != 0:
         _verify_dropped()
-    log.info("running as %s (uid %d, gid %d, groups %s)", ident.user, ident.uid, ident.gid, os.getgroups())
+    log.info("running as uid %d, gid %d, groups %s, capabilities %s", os.getuid(), os.getgid(),
+             os.getgroups(), ", ".join(caps.names(caps.effective())) or "none")
 
 
 def _verify_dropped() -> None:
@@ -111,3 +317,17 @@ def _verify_dropped() -> None:
     except PermissionError:
         return
     raise RuntimeError("privilege drop failed: setuid(0) succeeded after setuid")
+
+
+@contextlib.contextmanager
+def fs_identity(ident: Identity | None) -> Iterator[None]:
+    """Touch files as ``ident`` (setfsuid/setfsgid): what is created belongs to it, what is opened is
+    checked against its rights. Nothing changes for our own identity (the fast path)."""
+    if ident is None or (ident.uid, ident.gid) == (os.geteuid(), os.getegid()):
+        yield
+        return
+    old = caps.set_fs_ids(ident.uid, ident.gid)
+    try:
+        yield
+    finally:
+        caps.set_fs_ids_back(*old)

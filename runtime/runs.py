@@ -9,17 +9,21 @@ daemon decides what to start and when to retry.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import liveness, statusfile
+from . import jobenv, liveness, privs, statusfile, tenancy
+from .errors import UserError
 from .executor import Executor, Outcome, job_argv
+from .limits import argv_problem
 from .model import Config, JobDef, State
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store, StoreError
 
 log = logging.getLogger(__name__)
+REFUSED = "refused"  # the root rule (or the tenant's identity) kept the run from starting
 
 PID_DELAY = 0.2  # seconds a spawned run's pid may wait to ride on the next transaction
 
@@ -89,6 +93,10 @@ class Runs:
             return  # settled by hand (`jobs finish`) while it waited
         act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
         if run.argv is not None:
+            problem = argv_problem(run.argv)  # a row written past `jobs enqueue`'s checks must not stop us
+            if problem is not None:
+                self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, problem), now)
+                return
             self._claimed(act, got[0], list(run.argv), None)
         elif job is not None:
             self._claimed(act, got[0], job_argv(job), job.timeout)
@@ -135,24 +143,39 @@ class Runs:
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
         config = self.config()
         tenant = config.tenant(act.tenant)
-        status = statusfile.path_of(config.server.state_dir, act.tenant, run)
-        env = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
+        status = statusfile.path_of(config.tenant_dir(act.tenant), act.tenant, run)
+        own = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
                "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
                "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
                "TASKSERVER_CONFIG": str(config.path.absolute()),
                liveness.INSTANCE_ENV: self.instance}  # a restarted daemon finds the run by these two
         self.write_status(act.tenant, run)
+        try:  # the root rule, at every spawn: a reload or a task queued into any tenant meets it too
+            if tenant is None:
+                raise UserError(f"tenant {act.tenant!r} is no longer in the config", hint="reload")
+            ident = privs.run_identity(config, tenant)
+            user = jobenv.RunUser.of_uid(ident.uid if ident is not None else os.geteuid())
+            env = jobenv.build(user, tenant, act.jobdef, own)
+        except UserError as exc:
+            log.error("tenant %s run %d: %s", act.tenant, act.run_id, exc.message)
+            self._fail(act, Outcome(State.ERR, REFUSED, None, f"{exc.message} ({exc.hint})\n"), now)
+            return None
         try:
-            child = self.executor.spawn(act, argv, env, timeout, now)
-        except OSError as exc:
-            self._busy(act, False)  # recorded like any end: kept in memory if the store fails right now
-            self._record([(act, Outcome(State.ERR, SPAWN_FAILED, None, f"{argv[0]}: {exc.strerror or exc}"),
-                           now)])
+            child = self.executor.spawn(act, argv, env, timeout, now, ident=ident)
+        except (OSError, ValueError) as exc:  # ValueError: what exec cannot take (a NUL byte)
+            why = f"{argv[0][:200]}: {getattr(exc, 'strerror', None) or exc}"
+            self._fail(act, Outcome(State.ERR, SPAWN_FAILED, None, why), now)
             return None
         if child.fd is not None:
             self.sel.register(child.fd, selectors.EVENT_READ, child)
         self.active[child.pid] = act
         return child.pid
+
+    def _fail(self, act: Active, outcome: Outcome, now: float) -> None:
+        """A claimed run that could not be started: recorded like any end (kept in memory if the store
+        fails right now), outside the transaction that claimed it, which has committed."""
+        self._busy(act, False)
+        self._record([(act, outcome, now)])
 
     def _busy(self, act: Active, busy: bool) -> None:
         jobs, queues = self.busy_jobs, self.busy_queues
@@ -192,8 +215,9 @@ class Runs:
         """Write the ends kept while the store failed; raises StoreError if it still fails."""
         ends, self.unrecorded = self.unrecorded, []
         self._record(ends)
+        fault, self.fault = self.fault, None  # raised here: not a second time by the next collect
         if self.unrecorded:
-            raise self.fault or StoreError("the run store is still not writable")
+            raise fault or StoreError("the run store is still not writable")
 
     def _record(self, ends: list[tuple[Active, Outcome, float]]) -> None:
         for tenant in dict.fromkeys(act.tenant for act, _, _ in ends):
@@ -232,7 +256,10 @@ class Runs:
     def write_status(self, tenant: str, run: Run | None) -> None:
         if run is None:
             return
+        config = self.config()
+        conf = config.tenant(tenant)
         try:
-            statusfile.update(self.config().server.state_dir, tenant, run)
-        except OSError as exc:
+            with privs.fs_identity(tenancy.file_identity(config, conf) if conf is not None else None):
+                statusfile.update(config.tenant_dir(tenant), tenant, run)
+        except (OSError, UserError) as exc:
             log.warning("status file of run %d: %s", run.id, exc)

@@ -6,8 +6,10 @@ Rules (all datetimes are timezone-aware; the zone is the job's ``timezone`` or e
   the instant of the jump; a wall time that exists twice (clocks set back) runs once, at its first
   occurrence.
 - every: the next due time is the previous due time + interval, in absolute time (DST does not matter).
-  A job never run before is first due one interval after the daemon first sees it
-  (``next_fire(job, tz, now)``).
+  A job never run before is first due one interval after the daemon first sees it. After any gap
+  (downtime, a stall, a forward clock step) the interval grid goes on from the last due time:
+  ``next_due(job, tz, last_due, now)`` is the first grid point after now, the same for the daemon and
+  ``jobs list``.
 - windows: a run may start only inside one of the job's windows. A cron match outside every window is
   skipped; an interval run that would fall outside is moved to the next window opening and the interval
   counts on from there.
@@ -15,6 +17,11 @@ Rules (all datetimes are timezone-aware; the zone is the job's ``timezone`` or e
   record as missed, per the job's policy and max_late. Lists are bounded (newest MAX_LISTED, or
   MAX_LISTED_ALL with catch_up=all); older due times are counted in ``omitted`` so nothing disappears
   without a trace. Counting is arithmetic (per interval, or per day for cron), so a long downtime is cheap.
+  A timer that fires late (a stall, a forward clock step) goes through the same function: see ``just_before``.
+- clock set back (``after_step_back``): intervals keep their elapsed time (the next due time moves back with
+  the clock); a cron job whose minute or hour field starts with ``*`` follows the new wall time at once;
+  any other cron job does not repeat wall times it already ran when the step is at most STEP_BACK_KEEP
+  (cronie's rule), and follows the new wall time after a larger step (the clock was wrong, not adjusted).
 """
 
 from __future__ import annotations
@@ -23,18 +30,20 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from itertools import islice
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import cron
 from .model import CatchUp, Cron, Every, JobDef, Window
-from .windows import in_windows, next_window_open
+from .windows import in_windows, next_window_open, weekly_meets
 
 MAX_LISTED = 10  # newest due times listed in a catch-up plan; older ones are only counted
 MAX_LISTED_ALL = 100  # the same with catch_up=all: at most this many missed runs are run
 COUNT_LIMIT = 10_000  # stop walking due times here (with windows); ``omitted_exact`` is then False
 ON_TIME = timedelta(seconds=60)  # with catch_up=skip, a run this late still counts as on time
 _MAX_SKIPS = 100_000  # bound on cron matches skipped for windows / repeated hours (safety net)
+STEP_BACK_KEEP = timedelta(hours=3)  # cronie's limit: a smaller backward step does not repeat fixed times
 
 
 @dataclass
@@ -96,6 +105,8 @@ def _next_cron(
 ) -> datetime | None:
     """First matching instant after ``after`` whose wall time is not beyond ``horizon`` (naive wall)."""
     spec = cron.parse(expr)
+    if windows and not _meets(spec, windows):
+        return None  # decided exactly, instead of skipping from window to window for 400 years
     wall = _wall(after, zone)
     for _ in range(_MAX_SKIPS):
         match = cron.next_match(spec, wall)
@@ -110,6 +121,11 @@ def _next_cron(
             return instant
         wall = match  # second pass of a repeated hour, or a skipped time already run at the jump
     return None
+
+
+@lru_cache(maxsize=4096)
+def _meets(spec: cron.CronSpec, windows: tuple[Window, ...]) -> bool:
+    return weekly_meets(windows, cron.weekdays(spec), spec.hours, spec.minutes)
 
 
 def _next_every(seconds: float, windows: tuple[Window, ...], zone: tzinfo, after: datetime) -> datetime:
@@ -142,6 +158,37 @@ def next_fire(job: JobDef, tz: str, after: datetime) -> datetime | None:
     if after.tzinfo is None:
         raise ValueError("next_fire needs a timezone-aware datetime")  # naive would silently mean host time
     return _next(job, zone_of(job, tz), after.astimezone(UTC), None)
+
+
+def next_due(job: JobDef, tz: str, last_due: datetime | None, now: datetime) -> datetime | None:
+    """The first due time after ``now``; an interval goes on on its grid from ``last_due``, the due time
+    handled last (the due times in between are catch-up's business)."""
+    trigger = job.trigger
+    if not isinstance(trigger, Every) or last_due is None or last_due > now:
+        return next_fire(job, tz, now)
+    if not job.windows:
+        step = timedelta(seconds=trigger.seconds)
+        return last_due + step * ((now - last_due) // step + 1)
+    newest = _newest(job, tz, last_due.astimezone(UTC), now.astimezone(UTC), 1)
+    return next_fire(job, tz, newest[-1] if newest else last_due)
+
+
+def just_before(job: JobDef, due: datetime) -> datetime:
+    """An instant from which ``due`` (one of the job's due times) is the next due time: catch_up(job, tz,
+    just_before(job, due), now) then covers [due, now], which is how a late timer is handled."""
+    if isinstance(job.trigger, Every):
+        return due - timedelta(seconds=job.trigger.seconds)  # the grid is anchored on the previous due time
+    return due - timedelta(microseconds=1)
+
+
+def after_step_back(job: JobDef, tz: str, due: datetime, step: timedelta, now: datetime) -> datetime | None:
+    """Where a due time set before the wall clock was set back by ``-step`` (step < 0) moves to."""
+    trigger = job.trigger
+    if isinstance(trigger, Every):
+        return due + step  # elapsed time: an interval neither stalls nor hurries
+    if isinstance(trigger, Cron) and not cron.parse(trigger.expr).wild and -step <= STEP_BACK_KEEP:
+        return due  # wall times already run are not run again
+    return next_fire(job, tz, now)
 
 
 def fires(job: JobDef, tz: str, after: datetime, until: datetime) -> Iterator[datetime]:
@@ -199,16 +246,19 @@ def _minute_of_day(wall: datetime, d: date, default: int) -> int:
 
 def _count_cron(job: JobDef, tz: str, expr: str, last_due: datetime, upto: datetime) -> int:
     """Due times of a window-less cron job in (last_due, upto], day by day: arithmetic on days whose UTC
-    offset does not change, walking the (rare) days with a DST change."""
+    offset does not change, walking the (rare) days with a change. The day after a change is walked too: a
+    change at midnight (Pacific/Apia skipped all of 2011-12-30) moves the skipped day's matches to the
+    first instant of the next day."""
     zone, spec = zone_of(job, tz), cron.parse(expr)
     tick = timedelta(microseconds=1)  # fires() is (after, until]: step back so midnight counts in its day
     first, last = _wall(last_due, zone).date(), _wall(upto, zone).date()
     total, day = 0, first
+    before = datetime.combine(day - timedelta(days=1), time(), zone).utcoffset()
     offset = datetime.combine(day, time(), zone).utcoffset()
     while day <= last:
         following = day + timedelta(days=1)
         next_offset = datetime.combine(following, time(), zone).utcoffset()
-        regular = offset == next_offset
+        regular = before == offset == next_offset
         if regular and first < day < last:
             total += cron.count_day(spec, day)
         else:
@@ -219,7 +269,7 @@ def _count_cron(job: JobDef, tz: str, expr: str, last_due: datetime, upto: datet
                 total += cron.count_day(spec, day, after, _minute_of_day(_wall(hi, zone), day, 1439))
             else:
                 total += sum(1 for _ in fires(job, tz, lo, hi))
-        day, offset = following, next_offset
+        day, before, offset = following, offset, next_offset
     return total
 
 

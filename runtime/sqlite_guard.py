@@ -9,6 +9,7 @@ although it had history, when it is not the store this state dir knew, and while
 - One daemon per store: an exclusive ``flock`` on ``<store>.lock``, held for the daemon's life (the kernel
   drops it when the process dies, whatever kills it); the holder writes who it is into that file, so the
   refusal names the other daemon (pid, host, config).
+- Wake-ups: the lock holder listens on a datagram socket ``<store>.wake`` (``WakeSocket``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -41,7 +43,11 @@ def read_marker(marker: Path) -> str | None:
 
 def write_marker(marker: Path, store_id: str, path: Path) -> None:
     tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"id": store_id, "path": str(path)}) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, (json.dumps({"id": store_id, "path": str(path)}) + "\n").encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, marker)
 
 
@@ -131,3 +137,57 @@ def _who(raw: bytes) -> str:
         return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
     except (ValueError, KeyError, TypeError):
         return "it did not say who it is"
+
+
+class WakeSocket:
+    """A datagram socket next to the store: `jobs enqueue` wakes the daemon without knowing its pid.
+
+    Bound only by the daemon holding the instance lock, so a socket file found at ``listen`` is a dead
+    daemon's.  A path too long for ``sun_path`` (108 bytes) gets no socket: the pid file's SIGUSR1 still
+    wakes the daemon then.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock: socket.socket | None = None
+
+    def _fits(self) -> bool:
+        return len(os.fsencode(self.path)) <= 100
+
+    def listen(self) -> None:
+        self.close()
+        if not self._fits():
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        self.path.unlink(missing_ok=True)
+        sock.bind(str(self.path))
+        os.chmod(self.path, 0o660)  # its user and group (the daemon's, a tenant's) may wake it, no one else
+        self.sock = sock
+
+    def fileno(self) -> int | None:
+        return self.sock.fileno() if self.sock is not None else None
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            while self.sock is not None and self.sock.recv(64):
+                pass
+
+    def notify(self) -> bool:
+        """Send a wake-up; False when nobody listens."""
+        if not self._fits():
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            try:
+                s.sendto(b"!", str(self.path))
+            except BlockingIOError:
+                return True  # its buffer is full of wake-ups it has not read yet: it will look
+            except OSError:
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            with contextlib.suppress(OSError):  # ours: bound under the instance lock
+                self.path.unlink()

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,12 +22,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
-from .store import BACKENDS, MISSED, REPORTED, Instance, NoStore, Purged, Run, StoreError
+from .store import BACKENDS, MISSED, REPORTED, Instance, JobSummary, NoStore, Purged, Run, StoreError
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
            "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
 _INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
 _FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
+DAEMON_LOCK_WAIT = 2.0  # seconds the daemon waits for another writer's lock (commands wait 10)
 _CHECK_EVERY = 1.0  # seconds between two looks at whether the file is still where it was
 
 P = ParamSpec("P")
@@ -39,9 +39,9 @@ def store_path(tenant: TenantDef, state_dir: Path) -> Path:
     return tenant.store.path or state_dir / f"{tenant.name}.sqlite"
 
 
-def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True) -> SqliteStore:
+def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True, verify: bool = True) -> SqliteStore:
     marker = guard.marker_path(state_dir, tenant.name)
-    return SqliteStore(store_path(tenant, state_dir), marker, create=create)
+    return SqliteStore(store_path(tenant, state_dir), marker, create=create, verify=verify)
 
 
 def _run(row: tuple[Any, ...]) -> Run:
@@ -49,7 +49,7 @@ def _run(row: tuple[Any, ...]) -> Run:
      argv, output, message, queued, proc_start, boot_id, not_before) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
-               attempt=attempt, argv=tuple(json.loads(argv)) if argv else None, output=output,
+               attempt=attempt, argv=_argv(argv), output=output,
                message=message, queued=bool(queued), proc_start=proc_start, boot_id=boot_id,
                not_before=not_before)
 
@@ -65,23 +65,36 @@ def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatena
     return wrapper
 
 
+def _argv(text: str | None) -> tuple[str, ...] | None:
+    """A stored task's argv; a value that is not a JSON list comes back empty, and the daemon then ends the
+    run ERR instead of failing on it (the row may have been written by anything with the file)."""
+    if not text:
+        return None
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(got) if isinstance(got, list) else ()
+
+
 class SqliteStore:
     exclusive = True  # one daemon per file: attach takes an exclusive lock
 
-    def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True) -> None:
+    def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
+                 verify: bool = True) -> None:
         self.path = path
         self.marker = marker or path.with_name(f".{path.stem}.store-id")
         self._depth = 0
         self._me: Instance | None = None
         self._lock = guard.InstanceLock(path)
-        self._wake: socket.socket | None = None
+        self._wake = guard.WakeSocket(path.with_name(path.name + ".wake"))
         self._next_check = 0.0
         guard.check_presence(path, self.marker)
         if not create and not path.exists():
             raise NoStore(f"{path}: no run store yet", hint="nothing has run or been queued for this tenant")
         guard.check_header(path)
         fresh = not path.exists() or path.stat().st_size == 0
-        self.db = self._connect(path, verify=create and not fresh)
+        self.db = self._connect(path, verify=verify and not fresh)
         self._ident = os.stat(path)
 
     def _connect(self, path: Path, *, verify: bool) -> sqlite3.Connection:
@@ -185,16 +198,7 @@ class SqliteStore:
         return self._select("state='QUE' AND queued=1 ORDER BY id")
 
     def notify(self) -> bool:
-        if len(os.fsencode(self._wake_path())) > 100:
-            return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            try:
-                s.sendto(b"!", str(self._wake_path()))
-            except BlockingIOError:
-                return True  # its buffer is full of wake-ups it has not read yet: it will look
-            except OSError:
-                return False
-        return True
+        return self._wake.notify()
 
     # -- running ---------------------------------------------------------------------------------------
     @_guarded
@@ -264,11 +268,14 @@ class SqliteStore:
     def attach(self, me: Instance) -> None:
         self._lock.take(me)  # StoreBusy while another daemon lives: one daemon per SQLite store
         self._me = me
+        # the daemon waits less than a command for a lock: a store held locked is a fault to report and
+        # retry, and the loop must go on (watchdog pings, child exits) meanwhile
+        self.db.execute(f"PRAGMA busy_timeout = {int(DAEMON_LOCK_WAIT * 1000)}")
         self.db.execute(f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) "  # noqa: S608
                         "VALUES (?,?,?,?,?,?,?,?,?)",
                         (me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
                          me.heartbeat, me.expires))
-        self._listen()
+        self._wake.listen()
 
     @_guarded
     def heartbeat(self, instance: str, *, now: float, expires: float) -> None:
@@ -283,36 +290,15 @@ class SqliteStore:
     def detach(self, instance: str) -> None:
         self.db.execute("DELETE FROM instances WHERE id=?", (instance,))
         if self._me is not None and instance == self._me.id:
-            self._unlisten()
+            self._wake.close()
             self._lock.release()
             self._me = None
 
     def wakeup_fd(self) -> int | None:
-        return self._wake.fileno() if self._wake is not None else None
+        return self._wake.fileno()
 
     def drain_wakeups(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake is not None and self._wake.recv(64):
-                pass
-
-    def _wake_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".wake")
-
-    def _listen(self) -> None:
-        """A datagram socket next to the store: `jobs enqueue` wakes the daemon without knowing its pid."""
-        path = self._wake_path()
-        self._unlisten()
-        if len(os.fsencode(path)) > 100:  # sun_path holds 108 bytes; the pid file's SIGUSR1 still works
-            return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        path.unlink(missing_ok=True)  # a dead daemon's: the instance lock says none lives
-        sock.bind(str(path))
-        self._wake = sock
-
-    def _unlisten(self) -> None:
-        if self._wake is not None:
-            self._wake.close()
-            self._wake = None
+        self._wake.drain()
 
     # -- faults ----------------------------------------------------------------------------------------
     def check(self) -> None:
@@ -331,8 +317,12 @@ class SqliteStore:
 
     def recover(self) -> str | None:
         """A store deleted under us (the whole state dir, say) is written back from the open connection,
-        so no record is lost; a replaced file is left alone (someone put it there)."""
+        so no record is lost; a replaced file is left alone (someone put it there).  On a full disk the
+        write-ahead log is checkpointed and truncated: on a small file system the log itself (which grows
+        to about 4 MiB between automatic checkpoints) may be what filled it."""
         if self.path.exists():
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -350,7 +340,7 @@ class SqliteStore:
             guard.write_marker(self.marker, schema.store_id(new), self.path)
             if self._me is not None:
                 self._lock.take(self._me)
-                self._listen()
+                self._wake.listen()
         count = new.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return f"wrote the store back to {self.path} from the daemon's open copy ({count} runs kept)"
 
@@ -360,6 +350,11 @@ class SqliteStore:
         with self._txn():
             self.db.executemany("INSERT OR IGNORE INTO jobs (name, last_due) VALUES (?, ?)",
                                 [(j, now) for j in jobs])
+
+    @_guarded
+    def rewind(self, now: float) -> None:
+        with self._txn():
+            self.db.execute("UPDATE jobs SET last_due=? WHERE last_due > ?", (now, now))
 
     def _advance(self, job: str, due: float) -> None:
         self.db.execute(
@@ -394,8 +389,28 @@ class SqliteStore:
     def _select(self, where: str, *params: object) -> list[Run]:
         return [_run(r) for r in self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE {where}", params)]  # noqa: S608
 
+    def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
+        # One aggregate query: a store may hold a million rows of an every-second job within retention.
+        ended, due = "finished IS NOT NULL AND started IS NOT NULL", "due IS NOT NULL AND started IS NOT NULL"
+        dur, late = "(finished - started)", "(started - due)"
+        le = [f"SUM(CASE WHEN {ended} AND {dur} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
+        le += [f"SUM(CASE WHEN {due} AND {late} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
+        sql = ", ".join([  # noqa: S608 - only constant text and placeholders
+            "SELECT job, state, COUNT(*)", f"SUM(CASE WHEN {ended} THEN 1 ELSE 0 END)",
+            f"COALESCE(SUM(CASE WHEN {ended} THEN {dur} END), 0)", f"SUM(CASE WHEN {due} THEN 1 ELSE 0 END)",
+            f"COALESCE(SUM(CASE WHEN {due} THEN {late} END), 0)",
+            "MAX(CASE WHEN state='OK' THEN finished END)", *le]) + " FROM runs GROUP BY job, state"
+        n = len(buckets)
+        out = []
+        for row in self.db.execute(sql, [*buckets, *buckets]):
+            out.append(JobSummary(job=row[0], state=State(row[1]), count=row[2], duration_count=row[3] or 0,
+                                  duration_sum=row[4], lateness_count=row[5] or 0, lateness_sum=row[6],
+                                  last_ok=row[7], duration_le=tuple(int(v or 0) for v in row[8:8 + n]),
+                                  lateness_le=tuple(int(v or 0) for v in row[8 + n:8 + 2 * n])))
+        return out
+
     def close(self) -> None:
-        self._unlisten()
+        self._wake.close()
         self._lock.release()
         with contextlib.suppress(sqlite3.Error):
             self.db.close()

@@ -13,13 +13,18 @@ renaming or removing a file per state change cost about a millisecond each on a 
 run's whole cost, while an in-place write costs microseconds. A reader racing a rewrite could in theory
 read a mix of the old and new text; the first line is written first and a state word is all it holds, so
 `head -1` sees QUE, RUN, OK or ERR (read again if it ever sees anything else).
+
+Every value is one line: a value with a control character in it is written as a JSON string
+(``queue="a\nb"``), so whatever a client stored, the file has exactly the lines listed in ``render``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,24 +73,52 @@ def render(run: Run, tenant: str) -> str:
         "started": _stamp(run.started),
         "finished": _stamp(run.finished),
     }
-    return state + "\n" + "".join(f"{k}={v}\n" for k, v in params.items())
+    return state + "\n" + "".join(f"{k}={_one_line(v)}\n" for k, v in params.items())
 
 
-_made: set[Path] = set()  # directories known to exist: one mkdir per tenant, not one per run
+_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(value: str) -> str:
+    """A value as one line: one holding a line break or another control character (a queue name handed in
+    as ``x\nstate=OK``) is written as a JSON string, so no value can add a line of its own."""
+    return json.dumps(value) if _BREAKS.search(value) else value
+
+
+_made: dict[Path, int] = {}  # directory -> mode of the files made in it: one mkdir per tenant, not per run
+
+
+def _prepare(directory: Path) -> int:
+    """Make the status directory; returns the mode for new files in it.
+
+    Not readable by others: 0750 directories, 0640 files. Inside a tenant's own group-writable directory (a
+    tenant with run_as, see tenancy.py) the group is the daemon's, so both the tenant's user and the daemon's
+    user may write there: 0770 and 0660 (made so through the umask: no chmod of what another user made).
+    """
+    directory.parent.parent.mkdir(parents=True, exist_ok=True)
+    shared = bool(os.stat(directory.parent.parent).st_mode & stat.S_IWGRP)
+    old_umask = os.umask(0o007 if shared else 0o027)
+    try:
+        for d in (directory.parent, directory):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir(mode=0o770 if shared else 0o750)
+    finally:
+        os.umask(old_umask)
+    _made[directory] = mode = 0o660 if shared else 0o640
+    return mode
 
 
 def write(path: Path, text: str) -> None:
-    if path.parent not in _made:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        _made.add(path.parent)
+    mode = _made.get(path.parent) or _prepare(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, flags, 0o644)
+        fd = os.open(tmp, flags, mode)
     except FileNotFoundError:  # the directory was removed under us: make it again
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd = os.open(tmp, flags, 0o644)
+        mode = _prepare(path.parent)
+        fd = os.open(tmp, flags, mode)
     try:
+        os.fchmod(fd, mode)  # not the umask's choice: the other user of a shared directory must write it
         os.write(fd, text.encode())
     finally:
         os.close(fd)

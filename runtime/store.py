@@ -104,6 +104,20 @@ class Purged:
     queued_ids: list[int]  # deleted runs that came in through the queue (they have a status file)
 
 
+@dataclass(frozen=True)
+class JobSummary:
+    job: str
+    state: State
+    count: int
+    duration_count: int  # ended runs that had started
+    duration_sum: float
+    duration_le: tuple[int, ...]  # cumulative, one per bucket bound
+    lateness_count: int  # runs that had a due time
+    lateness_sum: float
+    lateness_le: tuple[int, ...]
+    last_ok: float | None
+
+
 class Store(Protocol):
     """Persistent runs of one tenant."""
 
@@ -169,6 +183,9 @@ class Store(Protocol):
     # -- bookkeeping and reading --------------------------------------------------------------------------
     def last_due(self, job: str) -> float | None: ...
 
+    def rewind(self, now: float) -> None:
+        """The wall clock was set back: no job's last due time may stay later than ``now``."""
+
     def remember_jobs(self, jobs: Iterable[str], *, now: float) -> None:
         """Give jobs seen for the first time a last due of ``now`` (catch-up starts from there)."""
 
@@ -179,6 +196,10 @@ class Store(Protocol):
 
     def purge(self, *, ok_before: float, err_before: float) -> Purged:
         """Delete ended runs older than the limits."""
+
+    def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
+        """Per (job, state): run count, and for ended runs cumulative counts of duration and lateness
+        (start - due) at or below each bound in ``buckets`` (for metrics), plus the last OK's end."""
 
     def batch(self) -> AbstractContextManager[None]:
         """Group the calls made inside into one transaction; nests.  A failed commit raises StoreError
@@ -193,7 +214,7 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-Opener = Callable[[TenantDef, Path, bool], Store]  # (tenant, state dir, create) -> store
+Opener = Callable[[TenantDef, Path, bool, bool], Store]  # (tenant, state dir, create, verify) -> store
 BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module registers itself when imported
 # kind -> module, imported on first use
 MODULES = {"sqlite": "taskserver.runtime.sqlite_store", "postgresql": "taskserver.runtime.pg_store"}
@@ -210,11 +231,14 @@ def _load(kind: str) -> None:
         importlib.import_module(MODULES[kind])
 
 
-def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True) -> Store:
-    """The tenant's store, by ``tenant.store.kind``; ``create`` False raises StoreError when it has none."""
+def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verify: bool = False) -> Store:
+    """The tenant's store, by ``tenant.store.kind``; ``create`` False raises NoStore when it has none.
+
+    ``verify``: check the whole store's integrity before anything is written (the daemon at start, a
+    command about to write); costly on a large store, so readers do not ask for it."""
     _load(tenant.store.kind)
     opener = BACKENDS.get(tenant.store.kind)
     if opener is None:
         raise UserError(f"tenant {tenant.name!r}: store kind {tenant.store.kind!r} is not available",
                         hint=f"available: {', '.join(sorted(BACKENDS)) or 'none'}")
-    return opener(tenant, state_dir, create)
+    return opener(tenant, state_dir, create, verify)

@@ -1,7 +1,8 @@
 """The daemon's open stores, one per tenant with a login: its lease on each, its transactions, its faults.
 
-- ``open`` opens a tenant's store through the registry, takes this instance's lease (refused while another
-  daemon has an exclusive store) and settles what dead instances left running (runtime/orphans.py).
+- ``open`` opens a tenant's store (the daemon's opener: through the registry, as the tenant's user), takes
+  this instance's lease (refused while another daemon has an exclusive store) and settles what dead
+  instances left running (runtime/orphans.py).
 - ``tx`` groups everything one wake-up writes into one transaction per tenant (one commit for many runs);
   ``use`` is how the daemon reaches a store inside it.  It is closed before the daemon sleeps, so `jobs
   enqueue` never waits on a sleeping daemon's lock.
@@ -21,7 +22,7 @@ from pathlib import Path
 from . import liveness, orphans
 from .executor import KILL_GRACE
 from .model import TenantDef
-from .store import Instance, Run, Store, StoreError, open_store
+from .store import Instance, Run, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ class Stores(Mapping[str, Store]):
     def __len__(self) -> int:
         return len(self._open)
 
-    def open(self, tenant: TenantDef, state_dir: Path, now: float, report: Callable[[Run], None]) -> Store:
-        """Open the tenant's store and take our lease on it; the runs dead daemons left in RUN are settled
-        here, by evidence, before anything new starts."""
-        store = open_store(tenant, state_dir)
+    def open(self, tenant: TenantDef, opener: Callable[[], Store], now: float,
+             report: Callable[[Run], None]) -> Store:
+        """Open the tenant's store (``opener``) and take our lease on it; the runs dead daemons left in RUN
+        are settled here, by evidence, before anything new starts."""
+        store = opener()
         try:
             store.attach(self.me(now))
             orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(w|d|h|ms|m|s)")
+# re.ASCII: \d would also take other scripts' digits, which float() then reads as numbers
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(w|d|h|ms|m|s)", re.ASCII)
 _DURATION_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 DURATION_HINT = "write a duration like 90s, 5m, 1h30m, 2d (or a plain number of seconds)"
@@ -24,7 +25,7 @@ def parse_duration(value: object) -> float:
     if not isinstance(value, str):
         raise ValueError(f"expected a duration, got {type(value).__name__}")
     text = value.strip().replace(" ", "")
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+    if re.fullmatch(r"\d+(?:\.\d+)?", text, re.ASCII):
         return float(text)
     pos, total = 0, 0.0
     while pos < len(text):

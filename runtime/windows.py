@@ -11,27 +11,36 @@ from datetime import date, datetime, time, timedelta
 from .model import Window
 
 _DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_FULL_NAMES = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_MAX_TEXT = 40  # a value quoted in an error message is cut to this length
 WINDOW_HINT = 'write days and/or a time range, e.g. "mon-fri 22:00-06:00", "sat,sun", "09:00-17:00"'
 
 
 def _window_time(text: str) -> time:
     """HH:MM, with 24:00 allowed (midnight at the end of the day)."""
     hh, sep, mm = text.partition(":")
-    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 1 <= len(hh) <= 2):
-        raise ValueError(f"{text!r} is not HH:MM")
+    digits = (hh + mm).isascii() and hh.isdigit() and mm.isdigit()  # isdigit() alone takes '٣' too
+    if not (sep and digits and len(mm) == 2 and 1 <= len(hh) <= 2):
+        raise ValueError(f"{_cut(text)} is not HH:MM")
     h, m = int(hh), int(mm)
     if (h, m) == (24, 0):
         return time(0, 0)
     if h > 23 or m > 59:
-        raise ValueError(f"{text!r} is not a time of day")
+        raise ValueError(f"{_cut(text)} is not a time of day")
     return time(h, m)
 
 
+def _cut(text: str) -> str:
+    return repr(text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "...")
+
+
 def _day(name: str) -> int:
-    try:
-        return _DAY_NAMES.index(name.lower()[:3] if len(name) > 3 else name.lower())
-    except ValueError:
-        raise ValueError(f"{name!r} is not a weekday (mon..sun)") from None
+    """A weekday by its three-letter or full English name (never by any other prefix: "monkey" is none)."""
+    low = name.lower()
+    for names in (_DAY_NAMES, _FULL_NAMES):
+        if low in names:
+            return names.index(low)
+    raise ValueError(f"{_cut(name)} is not a weekday (mon..sun)")
 
 
 def _days(text: str) -> frozenset[int]:
@@ -49,7 +58,7 @@ def parse_window(text: str) -> Window:
     """"mon-fri 22:00-06:00", "sat,sun", "09:00-17:00": days default to all, times to the whole day."""
     parts = text.split()
     if not 1 <= len(parts) <= 2:
-        raise ValueError(f"{text!r} has {len(parts)} parts")
+        raise ValueError(f"{_cut(text)} has {len(parts)} parts")
     days = frozenset(range(7))
     start = end = time(0, 0)
     if ":" not in parts[0]:
@@ -57,10 +66,10 @@ def parse_window(text: str) -> Window:
     if parts:
         a, dash, b = parts.pop(0).partition("-")
         if not dash:
-            raise ValueError(f"{text!r}: expected a range HH:MM-HH:MM")
+            raise ValueError(f"{_cut(text)}: expected a range HH:MM-HH:MM")
         start, end = _window_time(a), _window_time(b)
     if parts:
-        raise ValueError(f"{text!r}: days must come before the time range")
+        raise ValueError(f"{_cut(text)}: days must come before the time range")
     return Window(days=days, start=start, end=end)
 
 
@@ -91,3 +100,20 @@ def next_window_open(windows: tuple[Window, ...], wall: datetime) -> datetime:
     if best is None:  # a Window always has at least one day; kept for the type checker
         raise ValueError("window without days")
     return best
+
+
+_A_MONDAY = date(2024, 1, 1)
+
+
+def weekly_meets(windows: tuple[Window, ...], weekdays: frozenset[int], hours: tuple[int, ...],
+                 minutes: tuple[int, ...]) -> bool:
+    """Whether some wall time on one of ``weekdays`` (Monday 0) at one of hours:minutes lies in a window.
+
+    Windows repeat weekly, so one week decides: this is exact, and at most 7 * 24 * 60 checks.
+    """
+    for wd in weekdays:
+        day = _A_MONDAY + timedelta(days=wd)
+        for h in hours:
+            if any(in_windows(windows, datetime(day.year, day.month, day.day, h, m)) for m in minutes):
+                return True
+    return False

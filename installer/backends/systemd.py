@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 
-from ..manifest import adopt
+from ..manifest import fs, home_owner
 from ..render import render
 from ..spec import ServiceSpec
 from .base import Action, Backend, FileSpec, cmd
@@ -65,6 +67,11 @@ class Systemd(Backend):
     # --- commands -----------------------------------------------------------------------------------
     def _ctl(self, spec: ServiceSpec, *args: str, check: bool = True) -> Action:
         base = ["systemctl"]
+        owner = home_owner(spec) if not spec.offline_root else None
+        if owner is not None:
+            # root acting in another user's home: `systemctl --user` follows that user's symlinks, so it
+            # runs as them (a link planted in ~/.config/systemd/user must not make root write elsewhere)
+            base = ["setpriv", f"--reuid={owner[0]}", f"--regid={owner[1]}", "--init-groups", "--", *base]
         if spec.user_scope:
             base.append("--user")
         if not self.live:
@@ -89,17 +96,18 @@ class Systemd(Backend):
         return [self._ctl(spec, "daemon-reload")]
 
     def _link_user_unit(self, spec: ServiceSpec) -> None:
-        link = spec.target(self.wants_link(spec))
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(Path("..") / self.unit_name(spec))
-            adopt(spec, [link.parent, link])
+        # through the manifest's file access: resolved inside the tree, chowned only what it creates
+        link, files = self.wants_link(spec), fs(spec)
+        files.makedirs(link.parent)
+        st = files.lstat(link)
+        if st is None or not stat.S_ISLNK(st.st_mode):
+            files.symlink(f"../{self.unit_name(spec)}", link)
 
     def _unlink_user_unit(self, spec: ServiceSpec) -> None:
-        link = spec.target(self.wants_link(spec))
-        link.unlink(missing_ok=True)
-        if link.parent.is_dir() and not any(link.parent.iterdir()):
-            link.parent.rmdir()
+        link, files = self.wants_link(spec), fs(spec)
+        files.unlink(link)
+        with contextlib.suppress(OSError):  # not empty (other units' links), or gone
+            files.rmdir(link.parent)
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         unit = self.unit_name(spec)
@@ -158,7 +166,8 @@ class Systemd(Backend):
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:
         # The WantedBy= link is what `enable` creates and `disable` removes, live or offline alike.
-        return spec.target(self.wants_link(spec)).is_symlink()
+        st = fs(spec).lstat(self.wants_link(spec))
+        return st is not None and stat.S_ISLNK(st.st_mode)
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:

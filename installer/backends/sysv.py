@@ -24,7 +24,7 @@ class SysV(Backend):
         return Path("/etc/init.d") / spec.name
 
     def pidfile(self, spec: ServiceSpec) -> Path:
-        # where `taskserver start` (as root, no $RUNTIME_DIRECTORY) keeps it
+        # where `taskserver start` as root keeps it, whatever the environment (runtime/pidplace.py)
         return Path("/run/taskserver") / pidfile_name(spec.config)
 
     def files(self, spec: ServiceSpec) -> list[FileSpec]:

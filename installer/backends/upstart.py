@@ -36,12 +36,12 @@ class Upstart(Backend):
         return Path("/etc/init") / f"{spec.name}.override"
 
     def _lines(self, spec: ServiceSpec) -> list[str] | None:
-        data = mf.read_bytes(spec.target(self.override(spec)))
+        data = mf.fs(spec).read(self.override(spec))
         return None if data is None else data.decode(errors="replace").splitlines()
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         """The job file's `start on` registers it; enabling = no `manual` line in the override."""
-        path = spec.target(self.override(spec))
+        path = self.override(spec)
 
         def run() -> None:
             lines = self._lines(spec)
@@ -49,19 +49,19 @@ class Upstart(Backend):
                 return
             kept = [line for line in lines if line.strip() != MANUAL]
             if kept:
-                mf.atomic_write(path, ("\n".join(kept) + "\n").encode(), 0o644)
+                mf.fs(spec).write(path, ("\n".join(kept) + "\n").encode(), 0o644)
             else:
-                path.unlink()
+                mf.fs(spec).unlink(path)
 
         return [Action(f"remove '{MANUAL}' from {self.override(spec)}", run)]
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
-        path = spec.target(self.override(spec))
+        path = self.override(spec)
 
         def run() -> None:
             lines = self._lines(spec) or []
             if MANUAL not in (line.strip() for line in lines):
-                mf.atomic_write(path, ("\n".join([*lines, MANUAL]) + "\n").encode(), 0o644)
+                mf.fs(spec).write(path, ("\n".join([*lines, MANUAL]) + "\n").encode(), 0o644)
 
         return [Action(f"write '{MANUAL}' into {self.override(spec)}", run)]
 
@@ -83,10 +83,10 @@ class Upstart(Backend):
         return [*self.stop(spec), *self.start(spec)]
 
     def is_enabled(self, spec: ServiceSpec) -> bool:
-        override = spec.target(Path("/etc/init") / f"{spec.name}.override")
-        if override.exists() and "manual" in override.read_text(errors="replace").split():
+        lines = self._lines(spec) or []
+        if MANUAL in (word for line in lines for word in line.split()):
             return False
-        return spec.target(self.job(spec)).exists()
+        return mf.fs(spec).lstat(self.job(spec)) is not None
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:

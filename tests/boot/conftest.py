@@ -64,6 +64,12 @@ def wheel_dir(bootlab_host: None, repo: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def packages(wheel_dir: Path, repo: Path) -> Path:
+    """The .deb and .rpm of each lab.PACKAGE_VERSIONS, built from wheel_dir (cached beside the roots)."""
+    return lab.packages(repo, wheel_dir)
+
+
+@pytest.fixture(scope="session")
 def installed(wheel_dir: Path) -> lab.Roots:
     """installed(variant) -> lower layers of that root with /opt/taskserver pip-installed from wheel_dir."""
     cache: dict[str, list[Path]] = {}

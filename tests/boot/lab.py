@@ -162,20 +162,25 @@ def _tree_hash(repo: Path, paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+# the extras whose dependencies the wheel sets hold: [systemd] for the venv layers, [web] for the package
+# taskserver-web that packaging/build.sh makes from packaging/extras
+WHEEL_EXTRAS = "systemd,web"
+
+
 def _pip_wheel(src: Path, out: Path, *, deps: bool) -> None:
     argv = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(out)]
     env = {**os.environ, "PIP_NO_INPUT": "1"}
-    run([*argv, *([] if deps else ["--no-deps"]), f"{src}[systemd]"], env=env)
+    run([*argv, *([] if deps else ["--no-deps"]), f"{src}[{WHEEL_EXTRAS}]"], env=env)
 
 
 def wheels(repo: Path) -> Path:
-    """A directory with wheels of the project (as its sources are now) and every dependency, [systemd] too.
+    """A directory with wheels of the project (as its sources are now) and every dependency, WHEEL_EXTRAS too.
 
     Dependencies (pystemd builds from its sdist, ~25 s) are cached by the pyproject hash; the project wheel
     by a hash of its sources. The build runs on a copy of the tree so concurrent sessions do not share
     setuptools' build/ and egg-info directories.
     """
-    dep_key = _tree_hash(repo, [repo / "pyproject.toml"])
+    dep_key = _key(_tree_hash(repo, [repo / "pyproject.toml"]), WHEEL_EXTRAS)
     src_key = _tree_hash(repo, _source_paths(repo))
     root = CACHE / "wheels"
     dest = root / f"set-{src_key}-{dep_key}"
@@ -205,6 +210,27 @@ def wheels(repo: Path) -> Path:
             for w in deps.glob("*.whl"):
                 os.link(w, tmp / w.name)
             return _publish(tmp, dest)
+
+
+# --- packages ---------------------------------------------------------------------------------------------
+
+PACKAGE_VERSIONS = ("0.1.0-1", "0.1.0-2", "0.1.0-3")
+
+
+def packages(repo: Path, wheel_dir: Path) -> Path:
+    """The .deb and .rpm of each PACKAGE_VERSIONS, built by packaging/build.sh from wheel_dir, cached by the
+    wheel set and the packaging sources (an edit of build.sh or the spec builds them anew)."""
+    sources = [p for p in sorted((repo / "packaging").rglob("*")) if p.is_file() and "out" not in p.parts]
+    dest = CACHE / "packages" / f"{wheel_dir.name}-{_tree_hash(repo, sources)}"
+    with locked("packages"):
+        if not dest.is_dir():
+            tmp = _fresh(dest.with_name(dest.name + ".tmp"))
+            for version in PACKAGE_VERSIONS:
+                run(["bash", str(repo / "packaging/build.sh"), "--version", version, "--out", str(tmp),
+                     "--wheels", str(wheel_dir), "all"], env={**CLEAN_ENV, "PIP_NO_INPUT": "1"})
+            _publish(tmp, dest)
+        os.utime(dest)  # last use, for prune_cache()
+    return dest
 
 
 # --- derived layers ---------------------------------------------------------------------------------------
@@ -338,15 +364,15 @@ def cleanup_stale() -> None:
 
 
 def prune_cache(max_age_hours: float = 12) -> None:
-    """Drop wheel sets and derived layers of old source trees (each edit of the sources makes new ones).
+    """Drop wheel sets, packages and derived layers of old source trees (each edit makes new ones).
 
     Roots and dependency wheels are kept: their keys change only with the recipe. A layer still used as
     a lower dir by any mount is never removed.
     """
     in_use = Path("/proc/self/mountinfo").read_text()
     cutoff = time.time() - max_age_hours * 3600
-    with locked("layers"), locked("wheels"):
-        for d in [*CACHE.glob("layers/*"), *CACHE.glob("wheels/set-*")]:
+    with locked("layers"), locked("wheels"), locked("packages"):
+        for d in [*CACHE.glob("layers/*"), *CACHE.glob("wheels/set-*"), *CACHE.glob("packages/*")]:
             if d.is_dir() and d.stat().st_mtime < cutoff and str(d) not in in_use:
                 shutil.rmtree(d, ignore_errors=True)
 

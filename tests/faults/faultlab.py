@@ -15,6 +15,7 @@ own account; the store is the daemon's.  The audit counts:
   the restart, so one gap of up to two intervals is the schedule, not a loss)
 - duplicated: one (job, due time, attempt) executed more than once
 - unknown: runs recorded ``ERR crashed`` whose process had ended (its daemon died before seeing how)
+- stopped: live orphans a restarted daemon stopped and recorded ``ERR interrupted``
 - leftover: processes of the test's jobs still alive after the daemon stopped
 """
 
@@ -22,15 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shlex
 import sqlite3
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import runns
 from daemonlab import TASKSERVER, sandbox_env, write_config
 
 
@@ -53,15 +57,49 @@ def lab_config(lab: Path, jobs: dict[str, Any], name: str = "cfg.yaml", **server
 
 
 def popen(cfg: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`taskserver -c CFG -v ARGS` in the tests' mount namespace (tests/system/runns.py); its pid is the
+    daemon's (nsenter execs it)."""
     log = (cfg.parent / "daemon.log").open("ab")
-    return subprocess.Popen([TASKSERVER, "-c", str(cfg), "-v", *args], stdout=log, stderr=subprocess.STDOUT,
-                            env=sandbox_env(cfg))
+    return subprocess.Popen([*runns.prefix(), TASKSERVER, "-c", str(cfg), "-v", *args], stdout=log,
+                            stderr=subprocess.STDOUT, env=sandbox_env(cfg))
+
+
+def seen(path: Path) -> Path:
+    """``path`` as the daemons see it: through their mount namespace, where a test may mount a tmpfs."""
+    if os.geteuid() != 0:
+        return path
+    return runns.run_dir().parent.parent / path.relative_to("/")
+
+
+def in_namespace(*argv: str) -> None:
+    """Run a command (mount, umount) in the daemons' mount namespace."""
+    subprocess.run([*runns.prefix(), *argv], check=True)
+
+
+_READ = """
+import json, sqlite3, sys
+try:
+    db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    print(json.dumps([dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]))
+except sqlite3.OperationalError:
+    print("[]")
+"""
 
 
 def rows(cfg: Path, tenant: str = "t") -> list[dict[str, Any]]:
     """Every run in the store, oldest first; none while it does not exist (opened read-only: a look must
-    never create the file the daemon is about to write back)."""
+    never create the file the daemon is about to write back).  A store on a file system mounted only in
+    the daemons' namespace is read from inside it (SQLite resolves /proc/PID/root to the host's /)."""
     path = cfg.parent / "state" / f"{tenant}.sqlite"
+    try:
+        private = os.stat(seen(path.parent)).st_dev != os.stat(path.parent).st_dev
+    except OSError:
+        private = False
+    if private:
+        out = subprocess.run([*runns.prefix(), sys.executable, "-c", _READ, str(path)], capture_output=True,
+                             text=True, check=True).stdout
+        return list(json.loads(out))
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     except sqlite3.OperationalError:
@@ -116,13 +154,15 @@ class Figures:
     lost: list[str] = field(default_factory=list)
     duplicated: int = 0
     unknown: int = 0
+    stopped: int = 0  # live orphans a restarted daemon stopped (ERR interrupted)
     leftover: list[int] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"{self.scenario}: iterations {self.iterations}, runs {self.runs}, executions "
                 f"{self.executions}, contradictions {len(self.contradictions)}, overlaps {self.overlaps}, "
-                f"lost {len(self.lost)}, duplicated {self.duplicated}, outcome unknown (crashed) "
-                f"{self.unknown}, processes left {len(self.leftover)}")
+                f"lost {len(self.lost)}, duplicated {self.duplicated}, orphans stopped at restart "
+                f"{self.stopped}, outcome unknown (crashed) {self.unknown}, processes left "
+                f"{len(self.leftover)}")
 
     def assert_clean(self) -> None:
         assert not self.contradictions, self.contradictions[:10]
@@ -154,6 +194,7 @@ def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float]
     for r in got:
         fig.contradictions += _judge(r, ends, {rid for _, rid, _ in starts})
         fig.unknown += (r["state"], r["reason"]) == ("ERR", "crashed") and (r["job"], r["id"]) in ends
+        fig.stopped += r["reason"] == "interrupted" and "died while it ran" in (r["message"] or "")
     for name, every in intervals.items():
         mine = [r for r in got if r["job"] == name and r["due"] is not None]
         covered = {r["due"] for r in mine if "(summarised)" in (r["message"] or "")}

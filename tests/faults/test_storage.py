@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import runns
 from daemonlab import cli, wait_for
-from faultlab import audit, job, kill_everything, lab_config, popen, rows, stop_foreground
+from faultlab import audit, in_namespace, job, kill_everything, lab_config, popen, rows, seen, stop_foreground
 
 from taskserver.runtime.model import TenantDef
 from taskserver.runtime.sqlite_store import open_sqlite
@@ -35,13 +37,15 @@ def fill(path: Path) -> None:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> object:
+    """A 2 MiB tmpfs as the state dir, mounted where the daemons run (their mount namespace); the test
+    reaches it through seen()."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     state = tmp_path / "state"
     state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(state)], check=True)
-    yield state
-    subprocess.run(["umount", "-l", str(state)], check=False)
+    in_namespace("mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(state))
+    yield seen(state)
+    subprocess.run([*runns.prefix(), "umount", "-l", str(state)], check=False)
 
 
 @pytest.mark.root
@@ -84,7 +88,7 @@ def test_the_state_dir_deleted_under_a_running_daemon_is_detected_and_written_ba
     proc = popen(cfg, "run")
     try:
         wait_for(lambda: len(rows(cfg)) >= 3, "a few runs")
-        shutil.rmtree(tmp_path / "state")
+        shutil.rmtree(seen(tmp_path / "state"))
         wait_for(lambda: "was deleted while the daemon used it" in log_of(cfg), "the deletion to be seen")
         wait_for(lambda: "wrote the store back" in log_of(cfg), "the store to be written back")
         done = len(rows(cfg))
@@ -95,6 +99,30 @@ def test_the_state_dir_deleted_under_a_running_daemon_is_detected_and_written_ba
         if proc.poll() is None:
             proc.kill()
     fig = audit(cfg, "state dir deleted while running", 1, {"tick": 0.3})
+    figures.append(fig.line())
+    fig.assert_clean()
+
+
+def test_a_store_held_locked_pauses_new_work_and_loses_nothing(tmp_path: Path, figures: list[str]) -> None:
+    cfg = lab_config(tmp_path, {"tick": job(tmp_path, 0.05, every=0.3)})
+    proc = popen(cfg, "run")
+    try:
+        wait_for(lambda: len(rows(cfg)) >= 3, "a few runs")
+        other = sqlite3.connect(seen(tmp_path / "state" / "t.sqlite"), isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another writer that does not let go
+        wait_for(lambda: "database is locked" in log_of(cfg), "the daemon to report the locked store")
+        assert proc.poll() is None and "degraded" in cli(cfg, "status").stdout
+        other.execute("ROLLBACK")
+        other.close()
+        wait_for(lambda: "writable again" in log_of(cfg), "the daemon to resume")
+        done = len(rows(cfg))
+        wait_for(lambda: len(rows(cfg)) >= done + 3, "runs after the lock was released")
+        assert stop_foreground(proc) == 0
+    finally:
+        kill_everything(cfg)
+        if proc.poll() is None:
+            proc.kill()
+    fig = audit(cfg, "store held locked by another writer", 1, {"tick": 0.3})
     figures.append(fig.line())
     fig.assert_clean()
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import runns
+
 TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 WAIT = 60.0
 
@@ -39,19 +41,18 @@ def write_config(path: Path, jobs: dict[str, Any] | None = None, *, server: dict
 
 
 def sandbox_env(cfg: Path) -> dict[str, str]:
-    """The caller's environment without TASKSERVER_*, with the pid file and any default state dir next to
-    the config: a test never writes the host's /run/taskserver or /var/lib/taskserver."""
+    """The caller's environment without TASKSERVER_*, with any default state dir next to the config; pid
+    files go to the session's private /run/taskserver (runns.py): a test never writes the host's
+    /run/taskserver or /var/lib/taskserver."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVER_")}
-    run_dir = cfg.parent / "run"
-    env.update(RUNTIME_DIRECTORY=str(run_dir), XDG_RUNTIME_DIR=str(run_dir),
-               STATE_DIRECTORY=str(cfg.parent / "state"), XDG_STATE_HOME=str(cfg.parent / "state"))
+    env.update(STATE_DIRECTORY=str(cfg.parent / "state"), XDG_STATE_HOME=str(cfg.parent / "state"))
     return env
 
 
 def cli(cfg: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = sandbox_env(cfg)
-    proc = subprocess.run([TASKSERVER, "-c", str(cfg), *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    proc = subprocess.run([*runns.prefix(), TASKSERVER, "-c", str(cfg), *args], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"taskserver {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -64,8 +65,8 @@ class Daemon:
         self.log = cfg.parent / f"daemon-{time.monotonic_ns()}.log"
         env = sandbox_env(cfg)
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen([TASKSERVER, "-c", str(cfg), "-v", "run", *args], stdout=out,
-                                         stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen([*runns.prefix(), TASKSERVER, "-c", str(cfg), "-v", "run", *args],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -1,7 +1,7 @@
 """Helpers for system tests that drive the real installed ``taskserver`` command as subprocesses.
 
-Every test gets its own runtime dir (pid files) and state dir inside a private temporary directory, so tests
-never touch the host's /run or /var/lib and can run in parallel.
+Every test gets its own state dir inside a private temporary directory; pid files go to the session's private
+/run/taskserver (see runns.py), so tests never touch the host's /run or /var/lib and can run in parallel.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import runns
+
+from taskserver.runtime.config import instance_name
+
 # the console script installed next to the interpreter running the tests (the project's venv)
 TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 _SUPERVISOR_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TASKSERVER_CONFIG")
@@ -25,17 +29,14 @@ class Sandbox:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.run_dir = base / "run"
+        self.run_dir = runns.run_dir()
         self.state_dir = base / "state"
-        self.run_dir.mkdir(mode=0o700, exist_ok=True)
         self.state_dir.mkdir(mode=0o755, exist_ok=True)
         self.started: list[Path] = []
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SUPERVISOR_VARS}
         env.update(
-            RUNTIME_DIRECTORY=str(self.run_dir),
-            XDG_RUNTIME_DIR=str(self.run_dir),
             STATE_DIRECTORY=str(self.state_dir),
             XDG_STATE_HOME=str(self.state_dir),
         )
@@ -48,7 +49,7 @@ class Sandbox:
         if argv and argv[0] in ("start", "restart"):
             self.started.append(config)
         return subprocess.run(
-            [TASKSERVER, "-c", str(config), *argv],
+            [*runns.prefix(), TASKSERVER, "-c", str(config), *argv],
             env=self.env(env),
             capture_output=True,
             text=True,
@@ -58,12 +59,16 @@ class Sandbox:
 
     def popen(self, config: Path, *argv: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [TASKSERVER, "-c", str(config), *argv],
+            [*runns.prefix(), TASKSERVER, "-c", str(config), *argv],
             env=self.env(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    def pidfile(self, config: Path) -> Path:
+        """The pid file of this config's daemon (the run dir is shared by the whole session)."""
+        return self.run_dir / f"{instance_name(config)}.pid"
 
     def pid_of(self, config: Path) -> int:
         """The pid `status` reports for a running daemon."""

@@ -114,8 +114,10 @@ def test_list_history_show_and_run(tmp_path: Path) -> None:
     assert listed["t", "adhoc"]["trigger"] == "on demand" and listed["t", "adhoc"]["last"] is None
     assert listed["idle", "never"]["runs"] is False
     assert "no login" in listed["idle", "never"]["note"]
-    text = cli(cfg, "jobs", "list").stdout
-    assert "idle/never" in text and "tenant has no login" in text
+    lines = cli(cfg, "jobs", "list").stdout.splitlines()
+    assert lines[0].split()[:3] == ["TENANT", "JOB", "TRIGGER"]  # a header, then one aligned row per job
+    idle = next(ln for ln in lines if ln.split()[:2] == ["idle", "never"])
+    assert "tenant has no login" in idle and idle.index("every") == lines[0].index("TRIGGER")
     hist = json.loads(cli(cfg, "jobs", "history", "report", "--tenant", "t", "--json").stdout)
     assert [(h["id"], h["state"]) for h in hist] == [(rid, "OK")]
     assert "report" in cli(cfg, "jobs", "history", "--tenant", "t").stdout

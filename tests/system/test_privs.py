@@ -101,7 +101,7 @@ def test_daemon_and_jobs_run_as_run_as_with_its_groups(user: tuple[str, str], bo
         # the state dir root created was handed to the user; the pid file stayed root's, still locked
         state = box.base / "srv-state"
         assert (state.stat().st_uid, state.stat().st_gid) == (pw.pw_uid, pw.pw_gid)
-        pidfile = next(box.run_dir.glob("*.pid"))
+        pidfile = box.pidfile(cfg)
         assert pidfile.stat().st_uid == 0
         assert box.ts(cfg, "status").returncode == 0
     finally:

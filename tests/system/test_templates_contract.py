@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,8 +96,9 @@ SECURITY_RE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 def test_systemd_units_verify_silently_and_score(tmp_path: Path, sd_specs: dict[str, ServiceSpec]) -> None:
     need("systemd-analyze")
     scores = {}
-    xdg = tmp_path / "xdg"
-    xdg.mkdir(mode=0o700)
+    # a short path: user sockets under it (gpg-agent's) must fit a socket address (108 bytes), also under
+    # pytest-xdist's longer temp dirs
+    xdg = Path(tempfile.mkdtemp(prefix="xdg-", dir="/tmp"))
     for label, spec in sd_specs.items():
         unit = tmp_path / "units" / label / f"{spec.name}.service"
         unit.parent.mkdir(parents=True)

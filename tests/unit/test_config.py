@@ -196,10 +196,14 @@ def test_config_in_a_writable_directory_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
-def test_config_owned_by_a_stranger_is_refused(tmp_path: Path) -> None:
+def test_config_owned_by_another_user_is_that_users(tmp_path: Path) -> None:
+    """Root may read it, but it counts as that user's: it may name only that user as run_as (the attacks
+    themselves run as real users in tests/security)."""
     path = write(tmp_path / "c.yaml", "tenants: {}\n")
     os.chown(path, NOBODY, NOBODY)
-    with pytest.raises(UserError, match=f"owned by uid {NOBODY}; it must belong to root"):
+    assert load(path).owner == NOBODY
+    path.write_text("task_server:\n  run_as: root\n")
+    with pytest.raises(UserError, match=r"run_as: root is not allowed in a config .* controls"):
         load(path)
 
 

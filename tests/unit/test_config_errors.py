@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from taskserver.runtime.config import ConfigInvalid, parse_text
+from taskserver.runtime.config_parse import VALUE_HINT
 
 F = Path("/etc/taskserver/t.yaml")
 
@@ -108,8 +109,8 @@ tenants:
     assert errors(text) == [
         f"{F}:2:17: task_server.memory_limit: expected a size, got the text 'lots' || write a size like 100K,"
         " 512M, 1G (1024-based) or a plain number of bytes",
-        f"{F}:3:17: task_server.max_parallel: expected a number of at least 1, got 0",
-        f"{F}:5:14: task_server.state_dir: expected an absolute path, got 'relative/dir'",
+        f"{F}:3:17: task_server.max_parallel: expected a number of at least 1, got 0 || {VALUE_HINT}",
+        f"{F}:5:14: task_server.state_dir: expected an absolute path, got 'relative/dir' || {VALUE_HINT}",
         f"{F}:6:11: task_server.run_as: expected USER or USER:GROUP, got 'bad user' || for example run_as:"
         " taskserver or run_as: taskserver:taskserver",
         f"{F}:7:3: task_server: unknown key 'debg' || did you mean 'debug'?",

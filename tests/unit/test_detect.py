@@ -1,7 +1,9 @@
 """Detection from fake roots: every case the installer must get right, built as real files in tmp_path.
 
 Evidence is read under ``root`` (PID 1's facts from ``root/proc/1/...``), and registrars/initctl are real
-executables in the tree (initctl is a tiny script that answers like upstart's), so nothing is patched.
+executables in the tree (initctl is a tiny script that answers like upstart's), so nothing is patched. The
+fake roots stand for this machine's ``/`` (``detect_as_host``): a ``--root`` tree is always offline and never
+probed (tests/security/test_installer_tree.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.installer.detect import detect
+from taskserver.installer.detect import detect_as_host as detect
 
 
 def tool(root: Path, rel: str, body: str = "exit 0") -> None:

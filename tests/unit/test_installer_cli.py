@@ -11,15 +11,26 @@ from taskserver.installer.cli import main
 
 
 def test_detect_text_and_json_on_a_fake_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --root tree is another system's files: offline however alive it looks (its /run says systemd),
+    with what it has installed as the target; its release file is still read (inside the tree)."""
     (tmp_path / "run/systemd/system").mkdir(parents=True)
-    (tmp_path / "etc").mkdir()
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/systemctl").write_text("#!/bin/sh\n")
+    (tmp_path / "usr/bin/systemctl").chmod(0o755)
+    (tmp_path / "etc/os-release").parent.mkdir()
     (tmp_path / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
     assert main(["--detect", "--root", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("init system: systemd\n") and "evidence: /run/systemd/system exists" in text
+    assert text.startswith("init system: offline (installed: systemd)\n"), text
+    assert "is a tree (--root): always offline" in text
     assert main(["--detect", "--json", "--root", str(tmp_path)]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert (data["init"], data["live"], data["distro_id"]) == ("systemd", True, "debian")
+    assert (data["init"], data["target"], data["live"], data["distro_id"]) == (
+        "offline",
+        "systemd",
+        False,
+        "debian",
+    )
 
 
 def test_maintscript_hook_needs_format_and_action(capsys: pytest.CaptureFixture[str]) -> None:

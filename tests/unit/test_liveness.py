@@ -4,8 +4,10 @@ processes, and terminate gets rid of one that ignores TERM."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from taskserver.runtime import liveness
 
@@ -48,3 +50,18 @@ def test_a_run_is_found_by_its_environment_and_killed_although_it_ignores_term()
         for p in (proc, other):
             p.kill()
             p.wait()
+
+
+def test_a_leader_that_dies_on_term_does_not_leave_its_stubborn_child_behind(tmp_path: Path) -> None:
+    child_pid = tmp_path / "child"
+    script = f"{shlex.quote(sys.executable)} -c {shlex.quote(IGNORE_TERM)} & echo $! > {child_pid}; wait"
+    leader = subprocess.Popen(["sh", "-c", script], start_new_session=True, stdout=subprocess.PIPE)
+    try:
+        assert leader.stdout is not None and leader.stdout.readline() == b"up\n"
+        child = int(child_pid.read_text())
+        liveness.terminate([liveness.Found(leader.pid, leader.pid)], grace=0.3)
+        assert leader.wait(10) == -15  # the leader went at TERM
+        assert liveness.start_time(child) is None or not liveness._alive(child)  # its child was KILLed
+    finally:
+        leader.kill()
+        leader.wait()

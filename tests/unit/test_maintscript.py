@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,6 +114,20 @@ def test_emitted_deb_snippets_are_clean_posix_sh(tmp_path: Path, name: str) -> N
         subprocess.run(["dash", "-n", str(path)], check=True)
         subprocess.run(["shellcheck", "-s", "sh", str(path)], check=True)
     assert "'/etc/odd dir/it'\"'\"'s.yaml'" in sections["postrm"]  # quoted as one word
+
+
+def test_emitted_deb_snippets_fail_in_one_line_when_the_payload_cannot_run(tmp_path: Path) -> None:
+    """DPKG_ROOT naming an empty root: the venv's interpreter is not there. postinst and prerm must fail and
+    say so (dpkg then reports it); postrm runs after the payload is gone by design and succeeds."""
+    sections = _deb_sections(_emit("deb", "--name", "ts-x"))
+    env = {"PATH": os.environ["PATH"], "DPKG_ROOT": str(tmp_path / "root")}
+    results = {}
+    for script, arg in (("postinst", "configure"), ("prerm", "upgrade"), ("postrm", "remove")):
+        path = tmp_path / script
+        path.write_text("#!/bin/sh\nset -e\n" + sections[script] + "exit 0\n")
+        res = subprocess.run(["sh", str(path), arg], capture_output=True, text=True, env=env, check=False)
+        results[script] = (res.returncode, res.stderr.count("\n"), res.stderr.startswith("ts-x: "))
+    assert results == {"postinst": (1, 1, True), "prerm": (1, 1, True), "postrm": (0, 0, False)}
 
 
 def test_emitted_rpm_scriptlets_parse(tmp_path: Path) -> None:

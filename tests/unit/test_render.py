@@ -36,6 +36,35 @@ def test_cron_escapes_percent_and_round_trips_after_crons_unescape() -> None:
     assert words == [f"[{v}]" for v in HOSTILE]
 
 
+def cron_unescape(line: str, *, debian: bool) -> str:
+    """cron's do_command.c loop: ``\\%`` -> ``%`` (Debian also ``\\\\`` -> ``\\``), a bare ``%`` ends the
+    command. The real daemon runs the same lines in tests/security/test_installer_cron.py."""
+    out, escaped = [], False
+    for ch in line:
+        if escaped:
+            if ch == "%" or (debian and ch == "\\"):
+                out[-1] = ch
+            else:
+                out.append(ch)
+            escaped = False
+            continue
+        if ch == "%":
+            break
+        out.append(ch)
+        escaped = ch == "\\"
+    return "".join(out)
+
+
+@pytest.mark.parametrize("debian", [True, False])
+def test_cron_words_survive_either_crons_unescape_and_sh(debian: bool) -> None:
+    values = [*HOSTILE, "a\\%b", "\\\\%", "%\\", "\\", "x%%y"]
+    line = cron_unescape(render.cron(values), debian=debian)
+    words = subprocess.run(
+        ["sh", "-c", f"printf '[%s]\\n' {line}"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert words == [f"[{v}]" for v in values]
+
+
 def test_sd_exec_escapes_arguments_but_not_dollar_in_the_executable() -> None:
     assert render.sd_exec(["/opt/a $b %c/ts", "-c", '/etc/x $y %z "q" \\']) == (
         '"/opt/a $b %%c/ts" "-c" "/etc/x $$y %%z \\"q\\" \\\\"'

@@ -115,7 +115,8 @@ def test_to_instant_gap_and_fold() -> None:
 
 def test_utc_works_without_time_zone_data(tmp_path: Path) -> None:
     """A box without tzdata still runs UTC schedules (the default zone); other zones fail as config errors."""
-    script = (
+    script = (  # the tzdata package (a test dependency pulls it in) is hidden like the system's data
+        "import sys\nsys.modules['tzdata'] = None  # type: ignore\n"
         "from datetime import datetime, UTC\n"
         "from pathlib import Path\n"
         "from taskserver.runtime.config import parse_text, ConfigInvalid\n"

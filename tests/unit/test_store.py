@@ -173,3 +173,24 @@ def test_a_read_only_store_fails_as_one_store_error(tmp_path: Path) -> None:
     ro.db.execute("PRAGMA query_only = ON")  # as a store that cannot be written (read-only disk)
     with pytest.raises(StoreError, match=r"t\.sqlite: add failed: attempt to write a readonly database"):
         ro.add("", argv=["t"], now=1.0)
+
+
+def test_housekeeping_purges_history_and_status_files(tmp_path: Path) -> None:
+    from taskserver.runtime import housekeeping, statusfile
+    from taskserver.runtime.model import Config, ServerSettings, TenantDef
+
+    server = ServerSettings(state_dir=tmp_path / "state", keep_ok_days=1, keep_err_days=2)
+    s = store(tmp_path)
+    day = housekeeping.DAY
+    now = 100 * day
+    old = s.add("", queue="q", argv=["x"], now=now - 5 * day)
+    s.acquire(instance="i", now=now - 5 * day, ids=[old])
+    done = s.finish(old, State.OK, None, exit_code=0, output="", now=now - 1.5 * day)
+    failed = s.add("", queue="q", argv=["y"], now=now - 5 * day)
+    s.acquire(instance="i", now=now - 5 * day, ids=[failed])
+    kept = s.finish(failed, State.ERR, "exit code 1", exit_code=1, output="", now=now - 1.5 * day)
+    paths = [statusfile.update(server.state_dir, "t", r) for r in (done, kept)]
+    config = Config(path=tmp_path / "c.yaml", exists=True, server=server, tenants=(TenantDef("t", "t"),))
+    assert housekeeping.purge({"t": s}, config, now) == 1
+    assert not paths[0].exists() and paths[1].exists()
+    assert s.get(old) is None and s.get(failed) is not None

@@ -1,0 +1,98 @@
+"""Linux capabilities and the filesystem ids, through libc (the standard library has neither).
+
+The daemon started by root keeps only what switching to each tenant's user needs (see ``KEEP``), and touches a
+tenant's files with that tenant's filesystem ids (``setfsuid``/``setfsgid``), so the kernel checks every open,
+create and rename against the tenant's rights, not the daemon's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+CAP_CHOWN = 0
+CAP_KILL = 5
+CAP_SETGID = 6
+CAP_SETUID = 7
+_NAMES = {CAP_CHOWN: "CAP_CHOWN", CAP_KILL: "CAP_KILL", CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID"}
+
+# Why each one (docs/security.md says the same):
+#   CAP_SETUID, CAP_SETGID  start a tenant's job as its user and groups; switch the filesystem ids to it
+#   CAP_KILL                TERM/KILL a job of another user at its timeout and at stop
+#   CAP_CHOWN               hand a tenant directory the daemon has just created (a reload may add one) to
+#                           that tenant's user; nothing that existed before is ever chowned
+# Not kept: CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH/CAP_FOWNER. The daemon reaches a tenant's files as that
+# tenant (fsuid), so it never needs to bypass a permission check.
+KEEP = (CAP_SETUID, CAP_SETGID, CAP_KILL, CAP_CHOWN)
+
+_PR_SET_KEEPCAPS = 8
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_VERSION_3 = 0x20080522
+
+
+class _Header(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _Data(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32))
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def keep_across_setuid(on: bool) -> None:
+    """PR_SET_KEEPCAPS: the permitted set survives the setuid() away from root (and only that one call)."""
+    _check(_libc.prctl(_PR_SET_KEEPCAPS, int(on), 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+
+
+def limit_to(keep: tuple[int, ...]) -> None:
+    """Effective and permitted = ``keep``, inheritable and ambient empty: jobs exec'd from here get none."""
+    mask = sum(1 << c for c in keep)
+    header = _Header(_VERSION_3, 0)
+    data = (_Data * 2)(_Data(mask, mask, 0), _Data(0, 0, 0))
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT)")
+
+
+def effective() -> int:
+    """The effective capability mask of this process (from /proc: no libcap needed)."""
+    # bytes, not text: after the privilege drop no codec module may be importable any more
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def has(cap: int) -> bool:
+    return bool(effective() >> cap & 1)
+
+
+def names(mask: int) -> list[str]:
+    return [_NAMES.get(bit, f"cap{bit}") for bit in range(64) if mask >> bit & 1]
+
+
+def set_fs_ids(uid: int, gid: int) -> tuple[int, int]:
+    """Set the filesystem uid and gid; returns the previous ones (setfsuid(-1) only reads)."""
+    old_gid = _libc.setfsgid(gid)
+    old_uid = _libc.setfsuid(uid)
+    if _libc.setfsuid(-1) != uid or _libc.setfsgid(-1) != gid:  # these calls report failure only this way
+        set_fs_ids_back(old_uid, old_gid)
+        raise PermissionError(f"cannot switch the filesystem ids to {uid}:{gid} (needs CAP_SETUID/SETGID)")
+    return old_uid, old_gid
+
+
+def set_fs_ids_back(uid: int, gid: int) -> None:
+    _libc.setfsuid(uid)
+    _libc.setfsgid(gid)

@@ -1,0 +1,94 @@
+"""`taskserver web`: serve the dashboard, JSON API, /metrics and /healthz; `web token-add` makes a token.
+
+The web server needs the optional extra ``taskserver[web]``; everything else of taskserver runs without it.
+Started by root, it reads the tokens file, then drops to the config's ``run_as`` user before it serves:
+it writes only what `taskserver jobs` could write, as the daemon's user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import config, privs
+from .errors import UserError
+
+DEFAULT_LISTEN = "127.0.0.1:8181"
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    web = sub.add_parser(
+        "web", help="serve the dashboard, JSON API, /metrics and /healthz (needs taskserver[web])",
+        description="Serve a dashboard, a JSON API (/api/v1), Prometheus metrics (/metrics) and a health "
+        "check (/healthz) for this configuration's tenants. Reads need a token unless --anonymous-read; "
+        "actions always need a token with write rights. Tokens: `taskserver web token-add`.")
+    web.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                     help="address to listen on (default: %(default)s, loopback only)")
+    web.add_argument("--tokens", type=Path, metavar="FILE",
+                     help="tokens file (default: `tokens` next to the config file)")
+    web.add_argument("--anonymous-read", action="store_true",
+                     help="let anyone who reaches the address read (never act) without a token")
+    web.set_defaults(func=_serve)
+    wsub = web.add_subparsers(title="web commands", dest="web_command", metavar="COMMAND")
+    add = wsub.add_parser("token-add", help="make a new API token and print it once",
+                          description="Append a token to the tokens file (only its SHA-256 is stored) and "
+                          "print the token; keep it, it cannot be shown again.")
+    add.add_argument("name", metavar="NAME", help="a name for the token (letters, digits, . _ -)")
+    add.add_argument("--tenants", default="*", metavar="T1,T2",
+                     help="tenants the token may see and act on (default: * = all)")
+    add.add_argument("--read-only", action="store_true", help="the token may read but not act")
+    add.add_argument("--tokens", type=Path, metavar="FILE", dest="tokens_file",
+                     help="tokens file (default: `tokens` next to the config file)")
+    add.set_defaults(func=_token_add)
+
+
+def _tokens_path(cfg_path: Path, given: Path | None) -> Path:
+    return given if given is not None else cfg_path.absolute().parent / "tokens"
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--listen {text[:60]!r}: expected HOST:PORT", hint=f"e.g. --listen {DEFAULT_LISTEN}")
+    return host.strip("[]"), int(port)
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    from .web import tokens  # noqa: PLC0415
+
+    cfg_path = args.config if args.config is not None else config.default_config_path()
+    path = _tokens_path(cfg_path, args.tokens_file)
+    names = None if args.tenants.strip() == "*" else [t.strip() for t in args.tenants.split(",") if t.strip()]
+    token = tokens.add(path, args.name, names, write=not args.read_only)
+    print(token)
+    print(f"taskserver: token {args.name!r} added to {path}; it is shown only this once", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn  # noqa: PLC0415
+
+        from .web.app import create_app  # noqa: PLC0415
+    except ImportError as exc:
+        raise UserError(f"the web server needs the optional extra: {exc.name} is not installed",
+                        hint="pip install 'taskserver[web]'") from None
+    from .web import tokens  # noqa: PLC0415
+    from .web.auth import Auth  # noqa: PLC0415
+    from .web.reader import Reader  # noqa: PLC0415
+
+    host, port = _listen(args.listen)
+    cfg = config.load(args.config)
+    token_list = tokens.load(_tokens_path(cfg.path, args.tokens))
+    if not token_list and not args.anonymous_read:
+        log.warning("no tokens in the tokens file: every request needs one; make one with "
+                    "`taskserver web token-add NAME`")
+    privs.drop_privileges(cfg.server.run_as)
+    app = create_app(Reader(cfg), Auth(token_list, args.anonymous_read))
+    log.info("serving http://%s:%d/ for %s", host, port, cfg.path)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    return 0

@@ -1,0 +1,190 @@
+"""YAML text -> round-trip tree (positions and comments kept), within the limits of ``limits``.
+
+ruamel.yaml's composer is wrapped so that a hostile file is refused while it is read, at the spot where it
+goes wrong: nesting deeper than MAX_DEPTH (the composer and constructor recurse: a few hundred levels were a
+RecursionError), more than MAX_NODES values, over-long keys and values, numbers of thousands of digits (the
+interpreter refuses to convert them), any explicit tag (``!foo``, ``!!python/...``, ``!!binary``: a config
+needs none, and ruamel kept unknown ones as objects no check expected), more than MAX_ALIASES aliases, and an
+alias used inside its own anchor (``x: &x {<<: *x}``, which recursed without end). Every refusal, and every
+reader, scanner or parser error, becomes a ``ConfigInvalid`` naming FILE:LINE:COL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.reader import ReaderError
+
+from . import limits
+from .errors import UserError
+from .limits import clip
+from .model import Loc
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+MAX_NUMBER_CHARS = 100
+SPLIT_HINT = "split the servers into several files (one per -c)"
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    loc: Loc
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.message}"
+
+
+class ConfigInvalid(UserError):
+    """The file has one or more mistakes; ``errors`` lists them in file order (at most MAX_ERRORS of them;
+    ``more`` counts the rest)."""
+
+    def __init__(self, errors: list[ConfigError], more: int = 0) -> None:
+        first = errors[0]
+        rest = len(errors) - 1 + more
+        super().__init__(f"{first}" + (f" (and {rest} more)" if rest else ""), hint=first.hint)
+        self.errors = errors
+        self.more = more
+
+
+class Refused(Exception):
+    """A limit or rule broken at ``mark`` (a ruamel position)."""
+
+    def __init__(self, mark: Any, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.mark, self.message, self.hint = mark, message, hint
+
+
+class _GuardedComposer(Composer):
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        self.nodes = 0
+        self.aliases = 0
+        self.open_anchors: set[str] = set()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        self._check_size(event, parent)
+        if isinstance(event, AliasEvent):
+            self._check_alias(event)
+            return super().compose_node(parent, index)
+        anchor = self._check_node(event)
+        if anchor is not None:
+            self.open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.open_anchors.discard(anchor)
+
+    def _check_size(self, event: Any, parent: Any) -> None:
+        self.nodes += 1
+        if self.nodes > limits.MAX_NODES:
+            raise Refused(event.start_mark, f"more than {limits.MAX_NODES} values in one file", SPLIT_HINT)
+        if parent is not None and len(parent.value) >= limits.MAX_ENTRIES:
+            # one mapping or list this long is refused as soon as it is seen, not after the whole file
+            raise Refused(event.start_mark, f"more than {limits.MAX_ENTRIES} entries in one mapping or list",
+                          SPLIT_HINT)
+
+    def _check_node(self, event: Any) -> str | None:
+        """No tag, no anchor name used twice; returns the node's anchor."""
+        if event.ctag is not None and str(event.ctag) != "!":
+            raise Refused(event.start_mark, f"YAML tag {clip(str(event.ctag))!r} is not supported",
+                          "remove the tag; quote a value to make it text")
+        anchor: str | None = event.anchor
+        if anchor is not None and anchor in self.anchors:  # ruamel only warned, on stderr, in many lines
+            raise Refused(event.start_mark, f"anchor &{clip(str(anchor))} is defined twice",
+                          "give each anchor its own name")
+        return anchor
+
+    def _check_alias(self, event: Any) -> None:
+        self.aliases += 1
+        if self.aliases > limits.MAX_ALIASES:
+            raise Refused(event.start_mark, f"more than {limits.MAX_ALIASES} aliases (*name) in one file",
+                          "write the values out, or use fewer aliases")
+        if event.anchor in self.open_anchors:
+            raise Refused(event.start_mark, f"alias *{clip(str(event.anchor))} is used inside its own anchor",
+                          "an anchor cannot contain itself; copy the values instead")
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        node = super().compose_scalar_node(anchor)
+        value = node.value
+        if len(value) > limits.MAX_VALUE_CHARS:
+            raise Refused(node.start_mark, f"a value of {len(value)} characters (at most "
+                          f"{limits.MAX_VALUE_CHARS})", "shorten the value")
+        if str(node.tag) in _NUMBER_TAGS and len(value) > MAX_NUMBER_CHARS:
+            raise Refused(node.start_mark, f"a number of {len(value)} characters "
+                          f"(at most {MAX_NUMBER_CHARS})", "write a smaller number")
+        return node
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Composer = _GuardedComposer
+    yaml.max_depth = limits.MAX_DEPTH
+    return yaml
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of character ``index`` in ``text``."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _precheck(text: str, file: str) -> tuple[Loc, str, str] | None:
+    """Limits that are cheap to see before parsing: they keep a huge file from taking minutes to refuse."""
+    if len(text) > limits.MAX_FILE_BYTES:
+        return (Loc(file, 1, 1), f"the file is larger than {limits.MAX_FILE_BYTES >> 20} MiB, the limit",
+                SPLIT_HINT)
+    lines = text.count("\n") + 1
+    if lines > limits.MAX_LINES:
+        return (Loc(file, limits.MAX_LINES + 1, 1),
+                f"the file has {lines} lines (at most {limits.MAX_LINES})", SPLIT_HINT)
+    return None
+
+
+def load_yaml(text: str, file: str) -> Any:
+    """Round-trip YAML tree of ``text`` (keeps positions); any syntax error or broken limit raises
+    ConfigInvalid naming FILE:LINE:COL."""
+    def invalid(loc: Loc, message: str, hint: str | None) -> ConfigInvalid:
+        return ConfigInvalid([ConfigError(loc, message, hint)])
+
+    early = _precheck(text, file)
+    if early is not None:
+        raise invalid(*early)
+    try:
+        return _yaml().load(text)
+    except Refused as exc:
+        raise invalid(_loc(file, exc.mark), exc.message, exc.hint) from None
+    except MarkedYAMLError as exc:
+        raise invalid(*_marked(file, exc)) from None
+    except ReaderError as exc:
+        line, col = _position(text, exc.position)
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        raise invalid(Loc(file, line, col), f"the character {char!r} is not allowed in a YAML file",
+                      "remove it; in double quotes write control characters as escapes (\\t)") from None
+    except (YAMLError, RecursionError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        # a construction ruamel does not guard itself; the position of the whole file is all that is known
+        raise invalid(Loc(file, 1, 1), f"cannot read the YAML: {clip(str(exc) or type(exc).__name__)}",
+                      "simplify the file (no tags, no recursive aliases)") from None
+
+
+def _loc(file: str, mark: Any) -> Loc:
+    return Loc(file, mark.line + 1, mark.column + 1) if mark is not None else Loc(file, 1, 1)
+
+
+def _marked(file: str, exc: MarkedYAMLError) -> tuple[Loc, str, str]:
+    mark = exc.problem_mark or exc.context_mark
+    problem = clip(exc.problem or exc.context or "YAML syntax error", 200)
+    hint = "check indentation, quoting and ':' placement"
+    if "maximum depth" in problem:
+        problem = f"values nested more than {limits.MAX_DEPTH} levels deep"
+        hint = "flatten the structure"
+    elif "duplicate key" in problem and exc.context_mark is not None:
+        problem = problem.split(" with value")[0]
+        hint = f"the first one is at line {exc.context_mark.line + 1}; names must be unique"
+    return _loc(file, mark), problem, hint

@@ -1,0 +1,124 @@
+"""Each tenant's files belong to that tenant's user: its directory, store and status files.
+
+A tenant with ``run_as`` keeps its default store and status files in ``<state_dir>/tenants/<name>/``, mode
+0770, owned by its user and the daemon's group: the tenant's user and the daemon's user may use them, nobody
+else. What the daemon makes there gets the daemon's group (its fsgid); no set-gid bit, so the unit can keep
+systemd's RestrictSUIDSGID=.
+
+The daemon reaches these files with the tenant's filesystem uid (``TenantStore``, ``privs.fs_identity``):
+the kernel checks each access against the tenant's rights, so a store path the config names outside that
+directory can be used only if the tenant's user could use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+from . import privs
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .model import Config, TenantDef
+    from .store import Store
+
+TENANT_DIR_MODE = 0o770
+
+
+def daemon_gid(config: Config) -> int:
+    spec = privs.daemon_spec(config)
+    return privs.resolve_for(config, spec).gid if spec is not None else os.getegid()
+
+
+def file_identity(config: Config, tenant: TenantDef) -> privs.Identity | None:
+    """Whom the daemon acts as for this tenant's files: its run_as user, with the daemon's own group."""
+    if tenant.run_as is None:
+        return None
+    return privs.resolve_for(config, tenant.run_as)._replace(gid=daemon_gid(config))
+
+
+def ensure_dir(config: Config, tenant: TenantDef) -> None:
+    """Create the tenant's own directory if it has run_as (the daemon, or root, creates it: never a user).
+
+    Only a directory created here is chowned (through its fd, see ``privs.make_dir``); one that exists must
+    already belong to the tenant's user, or it is refused.
+    """
+    if tenant.run_as is None:
+        return
+    path = config.tenant_dir(tenant.name)
+    ident = privs.resolve(tenant.run_as)._replace(gid=daemon_gid(config))
+    spec = privs.daemon_spec(config)
+    try:  # <state_dir>/tenants is the daemon's, so that it can add a tenant's directory after a reload
+        privs.make_dir(path.parent, privs.resolve(spec) if spec is not None else None, 0o711)
+        privs.make_dir(path, ident, TENANT_DIR_MODE)
+        st = os.stat(path, follow_symlinks=False)
+    except OSError as exc:
+        raise UserError(f"tenant {tenant.name!r}: {path}: {exc.strerror or exc}",
+                        hint="the daemon (or root) creates this directory; check the state dir") from exc
+    if st.st_uid != ident.uid:
+        raise UserError(f"tenant {tenant.name!r}: {path} belongs to uid {st.st_uid}, not to {ident.user}",
+                        hint=f"remove it or chown {ident.user} {path}; taskserver never chowns what it finds")
+
+
+def prepare(config: Config, tenant: TenantDef) -> privs.Identity | None:
+    """The tenant's directory and its empty default SQLite file, 0660 in the daemon's group, so that group
+    shares it (SQLite gives -wal and -shm the database's mode). Returns the identity for its files."""
+    ident = file_identity(config, tenant)
+    if ident is None:
+        return None
+    ensure_dir(config, tenant)
+    if tenant.store.kind == "sqlite" and tenant.store.path is None:
+        path = config.tenant_dir(tenant.name) / f"{tenant.name}.sqlite"
+        with privs.fs_identity(ident), contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
+            os.fchmod(fd, 0o660)
+            os.close(fd)
+    return ident
+
+
+class TenantStore:
+    """A store whose every call (and every transaction's begin and end) runs with the tenant's fs ids."""
+
+    def __init__(self, store: Store, ident: privs.Identity) -> None:
+        self._store = store
+        self._ident = ident
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kw: Any) -> Any:
+            with privs.fs_identity(self._ident):
+                result = attr(*args, **kw)
+            if hasattr(result, "__enter__") and hasattr(result, "__exit__"):
+                return self._wrapped(result)
+            return result
+
+        return call
+
+    @contextlib.contextmanager
+    def _wrapped(self, cm: Any) -> Iterator[Any]:
+        with privs.fs_identity(self._ident):
+            value = cm.__enter__()
+        try:
+            yield value
+        except BaseException as exc:
+            with privs.fs_identity(self._ident):
+                if not cm.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
+        else:
+            with privs.fs_identity(self._ident):
+                cm.__exit__(None, None, None)
+
+
+def open_as(config: Config, tenant: TenantDef, opener: Callable[[], Store]) -> Store:
+    """``opener()`` run with the tenant's fs ids; the store keeps using them (see ``TenantStore``)."""
+    ident = prepare(config, tenant)
+    if ident is None:
+        return opener()
+    with privs.fs_identity(ident):
+        store = opener()
+    return cast("Store", TenantStore(store, ident))

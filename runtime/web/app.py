@@ -1,0 +1,260 @@
+"""The HTTP side: routes, status codes, and the dashboard pages (Starlette; handlers are plain functions
+run in Starlette's thread pool, so a slow store read never blocks another client)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import jinja2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from . import metrics
+from .auth import COOKIE, SESSION_SECONDS, Auth, Who
+from .reader import BadRequest, Conflict, NotFound, Reader
+from .timeline import timeline_svg
+
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_BODY = 1 << 20
+Handler = Callable[[Request, Who], Response]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Views:
+    """The handlers; each takes the request and who asked (checked by ``guarded``)."""
+
+    def __init__(self, reader: Reader, auth: Auth) -> None:
+        self.reader, self.auth = reader, auth
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                      undefined=jinja2.StrictUndefined)
+        self.registry = metrics.registry(reader)
+
+    def healthz(self, request: Request) -> Response:
+        reasons = self.reader.health()
+        return JSONResponse({"status": "ok" if not reasons else "unhealthy", "reasons": reasons},
+                            status_code=200 if not reasons else 503)
+
+    def metrics(self, request: Request, who: Who) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def tenants(self, request: Request, who: Who) -> Response:
+        return JSONResponse([t for t in self.reader.tenants() if _visible(who, t["name"])])
+
+    def jobs(self, request: Request, who: Who) -> Response:
+        return JSONResponse(self.reader.jobs(request.path_params["tenant"]))
+
+    def runs(self, request: Request, who: Who) -> Response:
+        q = request.query_params
+        return JSONResponse(self.reader.runs(
+            request.path_params["tenant"], job=q.get("job") or None, state=q.get("state") or None,
+            since=_time(q.get("since")), until=_time(q.get("until")), before=_int(q.get("before")),
+            limit=min(_int(q.get("limit")) or 50, 500)))
+
+    def run(self, request: Request, who: Who) -> Response:
+        return JSONResponse(self.reader.run(request.path_params["tenant"], request.path_params["id"]))
+
+    def queues(self, request: Request, who: Who) -> Response:
+        return JSONResponse(self.reader.queues(request.path_params["tenant"]))
+
+    def enqueue(self, request: Request, who: Who) -> Response:
+        body = _json_body(request)
+        run_id = self.reader.enqueue(request.path_params["tenant"], body.get("argv"), body.get("queue"))
+        return JSONResponse({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
+
+    def run_now(self, request: Request, who: Who) -> Response:
+        run_id = self.reader.run_now(request.path_params["tenant"], request.path_params["job"])
+        return JSONResponse({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
+
+    def cancel(self, request: Request, who: Who) -> Response:
+        tenant, run_id = request.path_params["tenant"], request.path_params["id"]
+        return JSONResponse(self.reader.cancel(tenant, run_id, who.name))
+
+    def pause(self, request: Request, who: Who) -> Response:
+        raise HTTPError(501, "pause and resume are not available yet: disable the job in the config "
+                             "(`enabled: false`) and run `taskserver reload`")
+
+    def dashboard(self, request: Request, who: Who) -> Response:
+        html = self.env.get_template("index.html").render(**_page(self.reader, who, self.auth))
+        return HTMLResponse(html, headers=_page_headers())
+
+    def run_page(self, request: Request, who: Who) -> Response:
+        tenant, run_id = request.path_params["tenant"], request.path_params["id"]
+        html = self.env.get_template("run.html").render(run=self.reader.run(tenant, run_id), tenant=tenant,
+                                                        who=who.name)
+        return HTMLResponse(html, headers=_page_headers())
+
+    def login_page(self, request: Request) -> Response:
+        html = self.env.get_template("login.html").render(error=None)
+        return HTMLResponse(html, headers=_page_headers())
+
+    async def login(self, request: Request) -> Response:
+        raw = await request.body()
+        fields = parse_qs(raw.decode(errors="replace")) if len(raw) <= MAX_BODY else {}
+        token = (fields.get("token") or [""])[0]
+        cookie = self.auth.login(token) if token else None
+        if cookie is None:
+            html = self.env.get_template("login.html").render(error="That token is not valid.")
+            return HTMLResponse(html, status_code=401, headers=_page_headers())
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+        return resp
+
+    def logout(self, request: Request, who: Who) -> Response:
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+
+def guarded(auth: Auth, handler: Handler, *, write: bool = False,
+            page: bool = False) -> Callable[[Request], Response]:
+    """Authenticate, check the tenant scope (and write right and CSRF for actions), map errors to codes."""
+    def endpoint(request: Request) -> Response:
+        try:
+            who = _who(request, auth, write=write)
+            tenant = request.path_params.get("tenant")
+            if tenant is not None and who.token is not None and not who.token.allows(tenant):
+                raise HTTPError(403, f"this token may not act on tenant {tenant!r}")
+            return handler(request, who)
+        except HTTPError as exc:
+            if page and exc.status == 401:
+                return RedirectResponse("/login", status_code=303)
+            return _error(exc.status, str(exc))
+        except NotFound as exc:
+            return _error(404, str(exc))
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except Conflict as exc:
+            return _error(409, str(exc))
+    return endpoint
+
+
+def create_app(reader: Reader, auth: Auth) -> Starlette:
+    v = Views(reader, auth)
+    t = "/api/v1/tenants/{tenant}"
+    post = ["POST"]
+
+    def read(h: Handler, page: bool = False) -> Callable[[Request], Response]:
+        return guarded(auth, h, page=page)
+
+    def act(h: Handler) -> Callable[[Request], Response]:
+        return guarded(auth, h, write=True)
+
+    return Starlette(routes=[
+        Route("/healthz", v.healthz),
+        Route("/metrics", read(v.metrics)),
+        Route("/api/v1/tenants", read(v.tenants)),
+        Route(f"{t}/jobs", read(v.jobs)),
+        Route(f"{t}/runs", read(v.runs)),
+        Route(t + "/runs/{id:int}", read(v.run)),
+        Route(f"{t}/queues", read(v.queues)),
+        Route(f"{t}/tasks", act(v.enqueue), methods=post),
+        Route(t + "/jobs/{job}/run", act(v.run_now), methods=post),
+        Route(t + "/runs/{id:int}/cancel", act(v.cancel), methods=post),
+        Route(t + "/jobs/{job}/pause", act(v.pause), methods=post),
+        Route(t + "/jobs/{job}/resume", act(v.pause), methods=post),
+        Route("/", read(v.dashboard, page=True)),
+        Route("/runs/{tenant}/{id:int}", read(v.run_page, page=True)),
+        Route("/login", v.login_page, methods=["GET"]),
+        Route("/login", v.login, methods=post),
+        Route("/logout", read(v.logout), methods=post),
+    ])
+
+
+def _who(request: Request, auth: Auth, *, write: bool) -> Who:
+    who = auth.identify(request.headers.get("authorization"), request.cookies.get(COOKIE))
+    if who is None:
+        raise HTTPError(401, "a valid token is needed: Authorization: Bearer TOKEN")
+    if write:
+        if who.token is None:
+            raise HTTPError(401, "actions need a token: Authorization: Bearer TOKEN")
+        if not who.token.write:
+            raise HTTPError(403, f"token {who.token.name!r} may only read")
+        if not auth.csrf_ok(who, request.headers.get("x-csrf-token"), request.headers.get("origin"),
+                            request.headers.get("host")):
+            raise HTTPError(403, "missing or wrong X-CSRF-Token for this session")
+    return who
+
+
+def _visible(who: Who, tenant: str) -> bool:
+    return who.token is None or who.token.allows(tenant)
+
+
+def _error(status: int, message: str) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    import anyio.from_thread  # noqa: PLC0415 - handlers run in a worker thread
+
+    raw = anyio.from_thread.run(request.body)
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"request body over {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object like {"argv": ["cmd", "arg"], "queue": "q"}')
+    return body
+
+
+def _int(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise BadRequest(f"{text[:20]!r} is not a whole number")
+    return int(text)
+
+
+def _time(text: str | None) -> float | None:
+    """ISO 8601 (naive means UTC) or POSIX seconds."""
+    if not text:
+        return None
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else _iso(text)
+    except ValueError:
+        raise BadRequest(f"{text[:40]!r} is not a time (ISO 8601 or POSIX seconds)") from None
+
+
+def _iso(text: str) -> float:
+    dt = datetime.fromisoformat(text)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def _page_headers() -> dict[str, str]:
+    return {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store"}
+
+
+def _page(reader: Reader, who: Who, auth: Auth) -> dict[str, Any]:
+    now = time.time()
+    tenants = []
+    for t in reader.config.tenants:
+        if not _visible(who, t.name):
+            continue
+        jobs = reader.jobs(t.name)
+        recent = reader.runs(t.name, since=now - 86400, limit=500)
+        picture = timeline_svg([j["name"] for j in jobs], recent, now)
+        tenants.append({"name": t.name, "login": t.login, "jobs": jobs, "queues": reader.queues(t.name),
+                        "runs": recent[:30], "timeline": picture})
+    return {"tenants": tenants, "who": who.name, "csrf": auth.csrf(who),
+            "can_write": who.token is not None and who.token.write,
+            "daemon": reader.daemon_pid(), "now": datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S UTC")}

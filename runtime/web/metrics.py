@@ -1,0 +1,104 @@
+"""Prometheus metrics, computed from the stores at each scrape (no state of their own in this process).
+
+Names follow Prometheus' rules (base units, ``_total`` for counters, ``_seconds``). The run counts are the
+runs the store still holds (retention purges old ones): a purge shows as a counter reset, which
+Prometheus' ``rate()`` and ``increase()`` handle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ..model import State
+from ..store import JobSummary
+from .reader import Reader
+
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+class StoreCollector(Collector):
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def collect(self) -> Iterator[Metric]:
+        fams = _families()
+        up = 1.0 if self.reader.daemon_pid() is not None else 0.0
+        fams["up"].add_metric([], up)
+        now = datetime.now(UTC)
+        for tenant in self.reader.config.tenants:
+            with self.reader.store(tenant) as store:
+                by_job = store.summary(sorted(set(DURATION_BUCKETS) | set(LATENESS_BUCKETS)))
+                queued = store.queued()
+                for job in tenant.jobs:
+                    nxt = self.reader.next_due(tenant, job, store, now)
+                    if nxt is not None:
+                        fams["next"].add_metric([tenant.name, job.name], nxt)
+            _add_runs(fams, tenant.name, by_job)
+            depth: dict[str, int] = {}
+            for run in queued:
+                depth[run.queue or ""] = depth.get(run.queue or "", 0) + 1
+            for queue, n in sorted(depth.items()):
+                fams["depth"].add_metric([tenant.name, queue], n)
+            running = sum(s.count for s in by_job if s.state is State.RUN)
+            fams["running"].add_metric([tenant.name], running)
+        yield from fams.values()
+
+
+def _families() -> dict[str, Any]:
+    tj = ["tenant", "job"]
+    return {
+        "up": GaugeMetricFamily("taskserver_daemon_up", "1 when the daemon of this config runs"),
+        "runs": CounterMetricFamily("taskserver_runs", "runs in the store, by final or current state",
+                                    labels=[*tj, "state"]),
+        "duration": HistogramMetricFamily("taskserver_run_duration_seconds", "run time of ended runs",
+                                          labels=tj),
+        "lateness": HistogramMetricFamily("taskserver_run_lateness_seconds",
+                                          "start minus due time of scheduled runs", labels=tj),
+        "last_ok": GaugeMetricFamily("taskserver_job_last_success_timestamp_seconds",
+                                     "end of the job's last OK run", labels=tj),
+        "next": GaugeMetricFamily("taskserver_job_next_due_timestamp_seconds", "the job's next due time",
+                                  labels=tj),
+        "depth": GaugeMetricFamily("taskserver_queue_depth", "queued (QUE) runs", labels=["tenant", "queue"]),
+        "running": GaugeMetricFamily("taskserver_running", "runs in progress (RUN)", labels=["tenant"]),
+    }
+
+
+def _add_runs(fams: dict[str, Any], tenant: str, rows: list[JobSummary]) -> None:
+    bounds = sorted(set(DURATION_BUCKETS) | set(LATENESS_BUCKETS))
+    per_job: dict[str, list[JobSummary]] = {}
+    for s in rows:
+        fams["runs"].add_metric([tenant, s.job or "", s.state.value], s.count)
+        per_job.setdefault(s.job or "", []).append(s)
+    for job, sums in sorted(per_job.items()):
+        labels = [tenant, job]
+        ended = [s for s in sums if s.state in (State.OK, State.ERR)]
+        _histogram(fams["duration"], labels, bounds, DURATION_BUCKETS, [s.duration_le for s in ended],
+                   n=sum(s.duration_count for s in ended), total=sum(s.duration_sum for s in ended))
+        _histogram(fams["lateness"], labels, bounds, LATENESS_BUCKETS, [s.lateness_le for s in sums],
+                   n=sum(s.lateness_count for s in sums), total=sum(s.lateness_sum for s in sums))
+        last = max((s.last_ok for s in sums if s.last_ok is not None), default=None)
+        if last is not None:
+            fams["last_ok"].add_metric(labels, last)
+
+
+def _histogram(fam: Any, labels: list[str], bounds: list[float], wanted: tuple[float, ...],
+               rows: list[tuple[int, ...]], *, n: int, total: float) -> None:
+    counts = {b: sum(r[i] for r in rows) for i, b in enumerate(bounds)}
+    buckets = [(_fmt(b), counts[b]) for b in wanted]
+    fam.add_metric(labels, [*buckets, ("+Inf", n)], total)
+
+
+def _fmt(b: float) -> str:
+    return f"{b:g}"
+
+
+def registry(reader: Reader) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(StoreCollector(reader))
+    return reg

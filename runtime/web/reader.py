@@ -1,0 +1,239 @@
+"""What the web side shows and does, from the config and the tenants' stores (no HTTP here).
+
+Every store is opened per request and closed again: SQLite's WAL lets this process read while the daemon
+writes, and a request never holds a lock the daemon waits for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import schedule, statusfile
+from .. import sqlite_store as _sqlite_backend  # noqa: F401  (registers the "sqlite" store kind)
+from ..control import read_pid
+from ..model import Config, Cron, Every, JobDef, State, TenantDef
+from ..store import Run, Store, open_store
+
+RUN_SCAN = 5000  # runs read per request at most when filtering (newest first)
+OVERDUE_GRACE = 120.0  # seconds a scheduled job may be late before /healthz reports it
+MAX_ARGV = 256
+MAX_ARG = 4096
+MAX_QUEUE = 64
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadRequest(Exception):
+    pass
+
+
+def stamp(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def run_dict(run: Run, *, output: bool = False) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": run.id, "job": run.job or None, "queue": run.queue, "state": run.state.value,
+        "reason": run.reason, "due": stamp(run.due), "created": stamp(run.created),
+        "started": stamp(run.started), "finished": stamp(run.finished), "exit_code": run.exit_code,
+        "attempt": run.attempt, "argv": list(run.argv) if run.argv is not None else None,
+        "message": run.message, "duration": duration(run),
+    }
+    if output:
+        d["output"] = run.output
+    return d
+
+
+def duration(run: Run) -> float | None:
+    if run.started is None:
+        return None
+    end = run.finished if run.finished is not None else time.time()
+    return round(max(0.0, end - run.started), 3)
+
+
+def trigger(job: JobDef) -> str:
+    if isinstance(job.trigger, Cron):
+        return f"cron {job.trigger.expr}"
+    if isinstance(job.trigger, Every):
+        return f"every {job.trigger.seconds:g}s"
+    return "on demand"
+
+
+@dataclass
+class Reader:
+    config: Config
+
+    def tenant(self, name: str) -> TenantDef:
+        t = self.config.tenant(name)
+        if t is None:
+            raise NotFound(f"no tenant {name!r}")
+        return t
+
+    @contextlib.contextmanager
+    def store(self, tenant: TenantDef) -> Iterator[Store]:
+        s = open_store(tenant, self.config.server.state_dir)
+        try:
+            yield s
+        finally:
+            s.close()
+
+    def daemon_pid(self) -> int | None:
+        return read_pid(self.config.path)
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def tenants(self) -> list[dict[str, Any]]:
+        return [{"name": t.name, "login": t.login, "runs_jobs": t.login is not None, "timezone": t.timezone,
+                 "jobs": len(t.jobs)} for t in self.config.tenants]
+
+    def jobs(self, name: str) -> list[dict[str, Any]]:
+        tenant = self.tenant(name)
+        now = datetime.now(UTC)
+        with self.store(tenant) as store:
+            return [self._job(tenant, job, store, now) for job in tenant.jobs]
+
+    def _job(self, tenant: TenantDef, job: JobDef, store: Store, now: datetime) -> dict[str, Any]:
+        last = store.history(job.name, limit=1)
+        return {"name": job.name, "schedule": trigger(job), "enabled": job.enabled, "queue": job.queue,
+                "next_due": stamp(self.next_due(tenant, job, store, now)),
+                "last": run_dict(last[0]) if last else None}
+
+    def next_due(self, tenant: TenantDef, job: JobDef, store: Store, now: datetime) -> float | None:
+        """As the daemon counts it (schedule.next_due): an interval goes on on its grid from the last due."""
+        if not job.enabled or job.trigger is None or tenant.login is None:
+            return None
+        last = store.last_due(job.name)
+        since = datetime.fromtimestamp(last, UTC) if last is not None else None
+        nxt = schedule.next_due(job, tenant.timezone, since, now)
+        return nxt.timestamp() if nxt is not None else None
+
+    def runs(self, name: str, *, job: str | None = None, state: str | None = None, since: float | None = None,
+             until: float | None = None, before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if state is not None and state not in State.__members__:
+            raise BadRequest(f"state must be one of {', '.join(State.__members__)}")
+        tenant = self.tenant(name)
+        with self.store(tenant) as store:
+            found = []
+            for run in store.history(job, limit=RUN_SCAN):
+                if (before is not None and run.id >= before) or (state and run.state.value != state):
+                    continue
+                if (since is not None and run.created < since) or (
+                        until is not None and run.created >= until):
+                    continue
+                found.append(run_dict(run))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def run(self, name: str, run_id: int) -> dict[str, Any]:
+        tenant = self.tenant(name)
+        with self.store(tenant) as store:
+            run = store.get(run_id)
+        if run is None:
+            raise NotFound(f"tenant {name!r} has no run {run_id}")
+        return run_dict(run, output=True)
+
+    def queues(self, name: str) -> list[dict[str, Any]]:
+        """Queued and running tasks, by queue."""
+        tenant = self.tenant(name)
+        with self.store(tenant) as store:
+            waiting = store.queued()
+            running = [r for r in store.history(None, limit=RUN_SCAN) if r.state is State.RUN]
+        out: dict[str, dict[str, Any]] = {}
+        for run in sorted(running + waiting, key=lambda r: r.id):
+            q = out.setdefault(run.queue or "-", {"queue": run.queue or "-", "QUE": [], "RUN": []})
+            q[run.state.value].append(run_dict(run))
+        return list(out.values())
+
+    def health(self) -> list[str]:
+        """Reasons the server is not healthy; empty when it is."""
+        busy = [t for t in self.config.tenants if t.login is not None and t.jobs]
+        reasons = []
+        if busy and self.daemon_pid() is None:
+            reasons.append(f"no taskserver daemon is running for {self.config.path}")
+        now = datetime.now(UTC)
+        for tenant in busy:
+            with self.store(tenant) as store:
+                for job in tenant.jobs:
+                    nxt = self.next_due(tenant, job, store, now)
+                    if nxt is not None and now.timestamp() - nxt > OVERDUE_GRACE:
+                        reasons.append(f"tenant {tenant.name} job {job.name}: overdue since {stamp(nxt)}")
+        return reasons
+
+    # -- acting ----------------------------------------------------------------------------------------
+    def enqueue(self, name: str, argv: Any, queue: Any) -> int:
+        tenant = self._runnable(name)
+        argv = check_argv(argv)
+        queue = check_queue("default" if queue is None else queue)
+        return self._add(tenant, "", queue, argv)
+
+    def run_now(self, name: str, job_name: str) -> int:
+        tenant = self._runnable(name)
+        job = next((j for j in tenant.jobs if j.name == job_name), None)
+        if job is None:
+            raise NotFound(f"tenant {name!r} has no job {job_name!r}")
+        return self._add(tenant, job.name, job.queue, None)
+
+    def cancel(self, name: str, run_id: int, who: str) -> dict[str, Any]:
+        tenant = self.tenant(name)
+        with self.store(tenant) as store:
+            run = store.get(run_id)
+            if run is None:
+                raise NotFound(f"tenant {name!r} has no run {run_id}")
+            if run.state is not State.QUE:
+                raise Conflict(f"run {run_id} is {run.state.value}: only a queued run can be cancelled here")
+            done = store.report(run_id, False, f"cancelled by {who}", now=time.time())
+        if done.queued:
+            statusfile.update(self.config.server.state_dir, tenant.name, done)
+        return run_dict(done)
+
+    def _runnable(self, name: str) -> TenantDef:
+        tenant = self.tenant(name)
+        if tenant.login is None:
+            raise Conflict(f"tenant {name!r} has no login, so it runs nothing")
+        return tenant
+
+    def _add(self, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
+        with self.store(tenant) as store:
+            run_id = store.add(job, queue=queue, argv=argv, now=time.time())
+            run = store.get(run_id)
+        if run is not None:
+            statusfile.update(self.config.server.state_dir, tenant.name, run)
+        self._wake()
+        return run_id
+
+    def _wake(self) -> None:
+        pid = self.daemon_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGUSR1)
+
+
+class Conflict(Exception):
+    pass
+
+
+def check_argv(argv: Any) -> list[str]:
+    if not isinstance(argv, list) or not argv or len(argv) > MAX_ARGV:
+        raise BadRequest(f"argv must be a list of 1 to {MAX_ARGV} strings")
+    for a in argv:
+        if not isinstance(a, str) or "\0" in a or len(a) > MAX_ARG:
+            raise BadRequest(f"each argv element must be a string without NUL, at most {MAX_ARG} characters")
+    if not argv[0]:
+        raise BadRequest("argv[0] (the program) must not be empty")
+    return list(argv)
+
+
+def check_queue(queue: Any) -> str:
+    ok = isinstance(queue, str) and 0 < len(queue) <= MAX_QUEUE
+    if not ok or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in queue):
+        raise BadRequest(f"queue must be 1 to {MAX_QUEUE} letters, digits, '-', '_' or '.'")
+    return str(queue)

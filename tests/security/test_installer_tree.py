@@ -1,0 +1,173 @@
+"""A ``--root`` tree belongs to whoever built it (here a throwaway user): root's ``taskserver-install --root``
+must neither run anything of it on the host nor be led outside it by its symlinks.
+
+Each test builds the tree as the user, runs the real command as root, and compares a root-owned directory
+of the host (the victim) byte for byte before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from installer_lab import (
+    TOOL,
+    as_user,
+    need_root,
+    no_traceback,
+    snapshot,
+    throwaway_user,
+    tool,
+    user_dir,
+    victim_dir,
+)
+
+NAME = "ts-attack"
+
+
+@pytest.fixture
+def user() -> Iterator[pwd.struct_passwd]:
+    need_root()
+    with throwaway_user() as u:
+        yield u
+
+
+@pytest.fixture
+def victim() -> Iterator[Path]:
+    with victim_dir() as v:
+        yield v
+
+
+@pytest.fixture
+def base(user: pwd.struct_passwd) -> Iterator[Path]:
+    with user_dir(user) as d:
+        yield d
+
+
+def make_tree(base: Path, user: pwd.struct_passwd) -> Path:
+    """A small Debian-like tree owned by ``user``: upstart installed, PID 1 claims to be init."""
+    tree = base / "tree"
+    for d in ("etc/init", "etc/init.d", "sbin", "proc/1", "var/lib"):
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    (tree / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (tree / "etc/group").write_text("root:x:0:\n")
+    (tree / "etc/os-release").write_text('ID=ubuntu\nID_LIKE=debian\nVERSION_ID="14.04"\n')
+    (tree / "proc/1/comm").write_text("init\n")
+    shutil.chown(base, user.pw_uid, user.pw_gid)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in [".", *dirnames, *filenames]:
+            os.lchown(Path(dirpath, name), user.pw_uid, user.pw_gid)
+    return tree
+
+
+def planted_initctl(tree: Path, user: pwd.struct_passwd, marker: Path) -> None:
+    """The tree's sbin/initctl: answers like upstart and, if root ever runs it, leaves ``marker``."""
+    script = tree / "sbin/initctl"
+    script.write_text(f'#!/bin/sh\necho owned > {marker}\necho "initctl (upstart 1.12.1)"\n')
+    script.chmod(0o755)
+    os.lchown(script, user.pw_uid, user.pw_gid)
+
+
+def test_detecting_a_tree_never_runs_its_initctl(base: Path, user: pwd.struct_passwd, victim: Path) -> None:
+    """TREE/proc/1/comm says init and TREE/sbin/initctl answers as upstart: detection, install, status and
+    uninstall of the tree all leave the marker unwritten, and detection calls the tree offline."""
+    tree = make_tree(base, user)
+    marker = victim / "initctl-ran-as-root"
+    planted_initctl(tree, user, marker)
+    res = tool("--detect", "--json", "--root", tree)
+    assert res.returncode == 0, res.stderr
+    det = json.loads(res.stdout)
+    assert (det["init"], det["live"], det["target"]) == ("offline", False, "upstart")
+    assert any("always offline" in e for e in det["evidence"])
+    for args in (["--name", NAME], ["--status", "--name", NAME], ["--uninstall", "--name", NAME]):
+        res = tool(*args, "--root", tree)
+        assert res.returncode == 0, res.stderr
+        no_traceback(res)
+    assert not marker.exists(), "root ran the tree's sbin/initctl"
+
+
+# Layouts of a tree whose symlinks point at the host's victim directory (VICTIM is filled in by the test):
+# layout -> (init system, {link in the tree: its target}).
+LINKS = {
+    "systemd unit dir is a link to a host dir": ("systemd", {"etc/systemd/system": "VICTIM"}),
+    "job dir is a link to a host dir": ("upstart", {"etc/init": "VICTIM"}),
+    "a link in the middle of the path": ("upstart", {"etc": "VICTIM"}),
+    "a link that climbs out with ..": ("upstart", {"etc/init": "../../../../../../../../../VICTIM"}),
+    "dangling link as the job file": ("upstart", {f"etc/init/{NAME}.conf": f"VICTIM/{NAME}.conf"}),
+    "dangling link as the unit file": ("systemd", {f"etc/systemd/system/{NAME}.service": "VICTIM/x"}),
+    "manifest dir is a link to a host dir": ("upstart", {"var/lib/taskserver-install": "VICTIM"}),
+}
+
+
+@pytest.mark.parametrize("layout", list(LINKS))
+def test_symlinks_in_a_tree_never_lead_outside_it(
+    base: Path, user: pwd.struct_passwd, victim: Path, layout: str
+) -> None:
+    """Install and uninstall follow the tree's links the way the tree's own boot would (inside it), so
+    nothing of the host's victim directory is written, chowned or deleted."""
+    init, links = LINKS[layout]
+    if init == "systemd" and shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed (the systemd backend enables with systemctl --root)")
+    tree = make_tree(base, user)
+    (victim / "keep").write_text("root's file\n")
+    before = snapshot(victim)
+    for rel, target in links.items():
+        link = tree / rel
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        as_user(user, "mkdir", "-p", link.parent)
+        as_user(user, "ln", "-s", target.replace("VICTIM", str(victim)), link)
+    for args in (["--init", init, "--name", NAME], ["--uninstall", "--name", NAME]):
+        res = tool(*args, "--root", tree)
+        no_traceback(res)
+        assert res.returncode in (0, 1, 2), res.stderr  # done inside the tree, refused, or nothing to undo
+        assert snapshot(victim) == before, f"{args} changed the host's victim directory"
+    assert not (victim / f"{NAME}.conf").exists() and not (victim / "x").exists()
+
+
+def test_uninstall_after_the_tree_owner_swapped_a_directory_for_a_link(
+    base: Path, user: pwd.struct_passwd, victim: Path
+) -> None:
+    """Installed honestly; then the tree's owner replaces etc/init with a link to a host directory that
+    holds a root file of the job file's name: uninstall removes nothing there."""
+    tree = make_tree(base, user)
+    assert tool("--init", "upstart", "--name", NAME, "--root", tree).returncode == 0
+    (victim / f"{NAME}.conf").write_text("root's own job\n")
+    before = snapshot(victim)
+    as_user(user, "mv", tree / "etc/init", tree / "etc/init.moved")
+    as_user(user, "ln", "-s", victim, tree / "etc/init")
+    res = tool("--uninstall", "--name", NAME, "--root", tree)
+    no_traceback(res)
+    assert res.returncode == 0, res.stderr
+    assert snapshot(victim) == before
+    assert (tree / "etc/init.moved" / f"{NAME}.conf").exists()  # the real job file was elsewhere
+
+
+def test_package_purge_in_a_dpkg_root_tree_stays_inside_it(
+    base: Path, user: pwd.struct_passwd, victim: Path
+) -> None:
+    """`postrm purge` under DPKG_ROOT removes the service's state dir (/var/lib/NAME): with the tree's
+    var/lib a link to a host directory, the host's NAME directory there stays (it was removed before)."""
+    tree = make_tree(base, user)
+    (victim / NAME / "data").mkdir(parents=True)
+    (victim / NAME / "data/keep").write_text("root's data\n")
+    before = snapshot(victim)
+    shutil.rmtree(tree / "var/lib")
+    as_user(user, "ln", "-s", victim, tree / "var/lib")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPKG_ROOT": str(tree)}
+    res = subprocess.run(
+        [str(TOOL), "--name", NAME, "--init", "sysv", "--maintscript", "deb", "postrm", "purge"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    no_traceback(res)
+    assert res.returncode == 0, res.stderr
+    assert snapshot(victim) == before

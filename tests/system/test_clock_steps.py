@@ -1,0 +1,190 @@
+"""A real daemon stalled (SIGSTOP/SIGCONT) and under a stepped wall clock (libfaketime), checked in its store.
+
+- Stall: the due times that passed while the daemon was stopped go through each job's catch_up and max_late
+  exactly as after downtime, and each missed record says what happened (the daemon could not act), never
+  "the previous run was still going".
+- Clock set forward: the same, and the notes say the clock was set forward.
+- Clock set back: an interval job keeps running at its interval (no stall for the length of the step), and no
+  stored last due time stays in the future.
+
+libfaketime moves only the wall clock (FAKETIME_DONT_FAKE_MONOTONIC=1), as a real clock step does; the
+daemon reads the step against CLOCK_BOOTTIME. The offset lives in a file the test rewrites.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemonlab import TASKSERVER, cli, runs, sandbox_env, wait_for, write_config
+
+LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+STALLED = "could not act between"
+
+
+def _start(cfg: Path, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**sandbox_env(cfg), **(extra or {})}
+    log = (cfg.parent / "daemon.log").open("w")
+    return subprocess.Popen([TASKSERVER, "-c", str(cfg), "-v", "run"], stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _of(cfg: Path, job: str) -> list[dict[str, Any]]:
+    return [r for r in runs(cfg) if r["job"] == job]
+
+
+def _ok(cfg: Path, job: str) -> int:
+    return sum(r["state"] == "OK" for r in _of(cfg, job))
+
+
+def _last_dues(cfg: Path) -> dict[str, float]:
+    path = cfg.parent / "state" / "t.sqlite"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        return dict(db.execute("SELECT name, last_due FROM jobs").fetchall())
+    except sqlite3.OperationalError:
+        return {}  # the daemon has created the file but not yet its tables
+    finally:
+        db.close()
+
+
+POLICIES = {
+    "latest": {"catch_up": "latest"},
+    "skip": {"catch_up": "skip"},
+    "all": {"catch_up": "all"},
+    "late": {"catch_up": "latest", "max_late": "2s"},
+}
+
+
+def test_a_stall_is_handled_like_downtime_with_true_notes(tmp_path: Path) -> None:
+    jobs = {name: {"every": "1s", "command": ["true"], **extra} for name, extra in POLICIES.items()}
+    cfg = write_config(tmp_path / "cfg.yaml", jobs)
+    proc = _start(cfg)
+    try:
+        wait_for(lambda: all(_ok(cfg, j) >= 2 for j in jobs), "two runs of each job")
+        proc.send_signal(signal.SIGSTOP)
+        stopped = time.time()
+        time.sleep(6)  # the stall itself: the daemon is stopped; nothing here is timed or asserted on time
+        resumed = time.time()
+        proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: all(any((r["due"] or 0) > resumed for r in _of(cfg, j)) for j in jobs),
+                 "a run of each job due after the stall")
+    finally:
+        _stop(proc)
+    for name in jobs:
+        stalled = [r for r in _of(cfg, name) if stopped < (r["due"] or 0) < resumed]
+        assert len(stalled) >= 4, (name, stalled)  # six seconds of every: 1s
+        missed = [r for r in stalled if r["reason"] == "missed"]
+        ran = [r for r in stalled if r["reason"] != "missed"]
+        assert all(STALLED in r["message"] for r in missed), (name, missed)
+        assert not any("previous run" in (r["message"] or "") for r in _of(cfg, name))
+        if name == "all":
+            assert not missed and len(ran) == len(stalled)  # each one runs, late
+        elif name == "late":  # max_late 2s: the newest ran; the oldest were too late, the rest not the newest
+            notes = [r["message"] for r in missed]
+            assert len(ran) == 1 and any("later than max_late (2 s)" in n for n in notes)
+            assert all("max_late" in n or "catch_up: latest" in n for n in notes)
+        else:  # latest, and skip (the newest is under a minute late): only the newest runs
+            assert len(ran) == 1 and ran[0]["due"] == max(r["due"] for r in stalled)
+            assert all(f"catch_up: {name}" in r["message"] for r in missed)
+
+
+def _faketime(rc: Path) -> dict[str, str]:
+    if not LIBFAKETIME:
+        pytest.skip("libfaketime is not installed (scripts/test.sh installs it)")
+    return {"LD_PRELOAD": LIBFAKETIME[0], "FAKETIME_TIMESTAMP_FILE": str(rc), "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def test_a_forward_clock_step_follows_the_catch_up_policy(tmp_path: Path) -> None:
+    rc = tmp_path / "faketime.rc"
+    rc.write_text("+0\n")
+    jobs = {"tick": {"every": "2s", "command": ["true"], "catch_up": "latest"},
+            "minutely": {"cron": "* * * * *", "command": ["true"], "catch_up": "skip"},
+            "slow": {"every": "1s", "command": ["sleep", "3"], "timeout": "1m"}}
+    cfg = write_config(tmp_path / "cfg.yaml", jobs)
+    proc = _start(cfg, _faketime(rc))
+    try:
+        wait_for(lambda: _ok(cfg, "tick") >= 1 and any(r["state"] == "RUN" for r in _of(cfg, "slow")),
+                 "a first run, and a slow one going")
+        stepped = time.time()
+        rc.write_text("+7200\n")
+        wait_for(lambda: any((r["due"] or 0) > stepped + 7000 and r["state"] == "OK"
+                             for r in _of(cfg, "tick")), "a run after the step")
+        wait_for(lambda: any(r["reason"] == "missed" for r in _of(cfg, "minutely")), "minutely's records")
+    finally:
+        _stop(proc)
+    for name in ("tick", "minutely"):
+        missed = [r for r in _of(cfg, name) if r["reason"] == "missed"]
+        assert missed and all("the system clock was set forward by 7200 s" in r["message"] for r in missed)
+    tick = _of(cfg, "tick")
+    summary = [r for r in tick if "(summarised)" in (r["message"] or "")]
+    assert len(summary) == 1 and int(summary[0]["message"].split()[0]) > 3000  # 2 h of every: 2s
+    after = [r for r in tick if (r["due"] or 0) > stepped + 7000 and r["reason"] != "missed"]
+    assert after, tick  # the newest ran (catch_up: latest)
+    slow = _of(cfg, "slow")  # its timeout is elapsed time: the step did not end the run going then
+    assert any(r["state"] == "OK" for r in slow) and not any(r["reason"] == "timeout" for r in slow), slow
+
+
+def test_a_backward_clock_step_does_not_stall_intervals(tmp_path: Path) -> None:
+    rc = tmp_path / "faketime.rc"
+    rc.write_text("+0\n")
+    cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": "1s", "command": ["true"]}})
+    proc = _start(cfg, _faketime(rc))
+    try:
+        wait_for(lambda: _ok(cfg, "tick") >= 2, "two runs")
+        stepped = time.time()
+        rc.write_text("-3600\n")
+        wait_for(lambda: sum(r["state"] == "OK" and (r["due"] or 0) < stepped - 3000
+                             for r in _of(cfg, "tick")) >= 3, "three runs on the clock set back", timeout=30)
+        stored = _last_dues(cfg)["tick"]
+        assert stored < time.time() - 3600 + 60  # not an hour in the future of the daemon's clock
+    finally:
+        _stop(proc)
+    assert not [r for r in _of(cfg, "tick") if r["reason"] == "missed"]
+
+
+def test_a_restart_keeps_the_interval_grid(tmp_path: Path) -> None:
+    """every: 20s, last due D, the daemon stopped at D+5 and started at D+10: `jobs list` says D+20 and the
+    next run is due at D+20 (not D+30, one interval after the start)."""
+    cfg = write_config(tmp_path / "cfg.yaml", {"j": {"every": "20s", "command": ["true"]}})
+    first = _start(cfg)
+    try:
+        wait_for(lambda: "j" in _last_dues(cfg), "the job to be known")
+    finally:
+        _stop(first)
+    anchor = time.time() - 10  # D: the daemon "ran" it 10 s ago
+    db = sqlite3.connect(cfg.parent / "state" / "t.sqlite")
+    with db:
+        db.execute("UPDATE jobs SET last_due=?", (anchor,))
+    db.close()
+    listed = json.loads(cli(cfg, "jobs", "list", "--json").stdout)
+    assert [j["next_due"] for j in listed] == [datetime.fromtimestamp(anchor + 20, UTC).isoformat(
+        timespec="seconds")]
+    proc = _start(cfg)
+    try:
+        wait_for(lambda: _of(cfg, "j"), "the next run")
+    finally:
+        _stop(proc)
+    assert _of(cfg, "j")[0]["due"] == pytest.approx(anchor + 20, abs=1e-3)

@@ -1,0 +1,126 @@
+"""The JSON API, /metrics and /healthz against a real daemon and a real `taskserver web` process.
+
+Auth is tried as a client would: no token, a wrong token, a token of tenant A on tenant B, a read-only
+token acting, a browser session without and with its CSRF value, and another site's Origin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from daemonlab import Daemon, cli, runs, wait_for, write_config
+from prometheus_client.parser import text_string_to_metric_families
+from weblab import token, web_server
+
+JOBS = {"hello": {"every": "1h", "command": ["/bin/echo", "hello from hello"]},
+        "slow": {"command": ["/bin/sleep", "30"], "queue": "q"}}
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "cfg.yaml", JOBS, server={"stop_timeout": "2s"},
+                        extra_tenants={"b": {"login": os.environ.get("USER", "root") or "root", "jobs": {}}})
+
+
+def bearer(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def test_auth_rules(cfg: Path) -> None:
+    full, only_b = token(cfg, "ops"), token(cfg, "bonly", "--tenants", "b")
+    reader = token(cfg, "ro", "--read-only")
+    with web_server(cfg) as base:
+        task = {"argv": ["/bin/true"], "queue": "q"}
+        tasks = f"{base}/api/v1/tenants/t/tasks"
+        assert httpx.get(f"{base}/api/v1/tenants").status_code == 401
+        assert httpx.get(f"{base}/api/v1/tenants", headers=bearer("wrong")).status_code == 401
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        assert httpx.post(f"{base}/api/v1/tenants/t/tasks", json=task).status_code == 401
+        assert httpx.get(f"{base}/api/v1/tenants/t/jobs", headers=bearer(only_b)).status_code == 403
+        r = httpx.post(f"{base}/api/v1/tenants/t/tasks", json=task, headers=bearer(only_b))
+        assert r.status_code == 403 and "tenant 't'" in r.json()["error"]
+        visible = httpx.get(f"{base}/api/v1/tenants", headers=bearer(only_b)).json()
+        assert [t["name"] for t in visible] == ["b"]
+        assert httpx.get(f"{base}/api/v1/tenants/t/jobs", headers=bearer(reader)).status_code == 200
+        assert httpx.post(tasks, json=task, headers=bearer(reader)).status_code == 403
+        assert httpx.post(tasks, json=task, headers=bearer(full)).status_code == 201
+    assert len(runs(cfg)) == 1  # only the full token's task was stored
+
+
+def test_session_cookie_and_csrf(cfg: Path) -> None:
+    full = token(cfg, "ops")
+    with web_server(cfg) as base, httpx.Client(base_url=base) as browser:
+        assert browser.get("/").status_code == 303  # to /login
+        assert browser.post("/login", data={"token": "nope"}).status_code == 401
+        r = browser.post("/login", data={"token": full})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        page = browser.get("/")
+        assert page.status_code == 200 and "hello" in page.text
+        csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        url = "/api/v1/tenants/t/jobs/hello/run"
+        assert browser.post(url).status_code == 403  # no CSRF value: what another site's form would send
+        assert browser.post(url, headers={"X-CSRF-Token": "0" * 64}).status_code == 403
+        evil = {"X-CSRF-Token": csrf, "Origin": "http://evil.example"}
+        assert browser.post(url, headers=evil).status_code == 403
+        assert browser.post(url, headers={"X-CSRF-Token": csrf}).status_code == 201
+    assert [r["job"] for r in runs(cfg)] == ["hello"]
+
+
+def test_api_reads_actions_and_metrics(cfg: Path) -> None:
+    full = token(cfg, "ops")
+    h = bearer(full)
+    daemon = Daemon(cfg)
+    try:
+        with web_server(cfg) as base, httpx.Client(base_url=base, headers=h) as c:
+            run_id = c.post("/api/v1/tenants/t/jobs/hello/run").json()["id"]
+            wait_for(lambda: c.get(f"/api/v1/tenants/t/runs/{run_id}").json()["state"] == "OK", "run-now OK")
+            assert "hello from hello" in c.get(f"/api/v1/tenants/t/runs/{run_id}").json()["output"]
+            slow = c.post("/api/v1/tenants/t/jobs/slow/run").json()["id"]
+            wait_for(lambda: c.get(f"/api/v1/tenants/t/runs/{slow}").json()["state"] == "RUN", "slow RUN")
+            task = {"argv": ["/bin/true"], "queue": "q"}
+            waiting = c.post("/api/v1/tenants/t/tasks", json=task).json()["id"]
+            queues = c.get("/api/v1/tenants/t/queues").json()
+            assert [r["id"] for r in queues[0]["QUE"]] == [waiting]
+            assert [r["id"] for r in queues[0]["RUN"]] == [slow]
+            assert c.post(f"/api/v1/tenants/t/runs/{slow}/cancel").status_code == 409
+            cancelled = c.post(f"/api/v1/tenants/t/runs/{waiting}/cancel").json()
+            assert cancelled["state"] == "ERR" and "cancelled by ops" in cancelled["message"]
+            assert [r["id"] for r in c.get("/api/v1/tenants/t/runs?state=OK").json()] == [run_id]
+            page = c.get(f"/api/v1/tenants/t/runs?limit=1&before={waiting}").json()
+            assert [r["id"] for r in page] == [slow]
+            assert c.get("/api/v1/tenants/t/runs?state=BAD").status_code == 400
+            assert c.get("/api/v1/tenants/nope/jobs").status_code == 404
+            for bad in ({"argv": []}, {"argv": ["a\u0000b"]}, {"argv": ["x"], "queue": "a/b"},
+                        {"argv": ["x"], "queue": "x\nstate=OK"}, {"argv": "ls"}):
+                assert c.post("/api/v1/tenants/t/tasks", json=bad).status_code == 400, bad
+            metrics = {m.name: m for m in text_string_to_metric_families(c.get("/metrics").text)}
+            for name in ("runs", "run_duration_seconds", "run_lateness_seconds",
+                         "job_last_success_timestamp_seconds", "job_next_due_timestamp_seconds",
+                         "queue_depth", "running", "daemon_up"):
+                assert f"taskserver_{name}" in metrics, name
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for m in metrics.values() for s in m.samples}
+            ok_hello = (("job", "hello"), ("state", "OK"), ("tenant", "t"))
+            assert samples[("taskserver_runs_total", ok_hello)] == 1
+            assert samples[("taskserver_running", (("tenant", "t"),))] == 1
+            assert samples[("taskserver_daemon_up", ())] == 1
+            assert c.get("/healthz").status_code == 200
+            daemon.stop()
+            r = c.get("/healthz")
+            assert r.status_code == 503 and "no taskserver daemon" in r.json()["reasons"][0]
+    finally:
+        daemon.stop()
+        cli(cfg, "stop", check=False)
+
+
+def test_tokens_file_must_be_private(cfg: Path) -> None:
+    token(cfg, "ops")
+    tokens = cfg.parent / "tokens"
+    tokens.chmod(0o620)
+    r = cli(cfg, "web", "--listen", "127.0.0.1:1", check=False)
+    assert r.returncode == 2 and "writable by group or others" in r.stderr and "Traceback" not in r.stderr
