@@ -30,7 +30,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import pg_schema as schema
 from .errors import UserError
 from .model import State, TenantDef
-from .store import BACKENDS, MISSED, REPORTED, Instance, Purged, Run, StoreError
+from .store import BACKENDS, MISSED, REPORTED, Instance, JobSummary, Purged, Run, StoreError
 
 try:
     import psycopg
@@ -52,7 +52,9 @@ def _require_driver() -> None:
                         hint="pip install 'taskserver[postgresql]'")
 
 
-def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True) -> PgStore:
+def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True, verify: bool = False) -> PgStore:
+    """``create`` and ``verify`` concern files: the server creates nothing but through `store migrate`, and
+    checks its own pages."""
     _require_driver()
     if not tenant.store.dsn:
         raise UserError(f"tenant {tenant.name!r}: store postgresql needs a DSN",
@@ -390,6 +392,11 @@ class PgStore:
             cur.executemany("INSERT INTO taskserver_jobs (tenant, name, last_due) VALUES (%s, %s, %s) "
                             "ON CONFLICT DO NOTHING", [(self.tenant, j, now) for j in jobs])
 
+    @_guarded
+    def rewind(self, now: float) -> None:
+        self._x("UPDATE taskserver_jobs SET last_due=%s WHERE tenant=%s AND last_due > %s",
+                (now, self.tenant, now))
+
     def _advance(self, job: str, due: float) -> None:
         self._x("INSERT INTO taskserver_jobs (tenant, name, last_due) VALUES (%s, %s, %s) ON CONFLICT "
                 "(tenant, name) DO UPDATE SET "
@@ -419,6 +426,23 @@ class PgStore:
         if job is None:
             return self._select("TRUE ORDER BY id DESC LIMIT %s", limit)
         return self._select("job=%s ORDER BY id DESC LIMIT %s", job, limit)
+
+    @_guarded
+    def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
+        ended, due = "finished IS NOT NULL AND started IS NOT NULL", "due IS NOT NULL AND started IS NOT NULL"
+        dur, late = "(finished - started)", "(started - due)"
+        le = [f"COUNT(*) FILTER (WHERE {ended} AND {dur} <= %s)" for _ in buckets]
+        le += [f"COUNT(*) FILTER (WHERE {due} AND {late} <= %s)" for _ in buckets]
+        sql = ", ".join([  # noqa: S608 - only constant text and placeholders
+            "SELECT job, state, COUNT(*)", f"COUNT(*) FILTER (WHERE {ended})",
+            f"COALESCE(SUM({dur}) FILTER (WHERE {ended}), 0)", f"COUNT(*) FILTER (WHERE {due})",
+            f"COALESCE(SUM({late}) FILTER (WHERE {due}), 0)", "MAX(finished) FILTER (WHERE state='OK')",
+            *le]) + " FROM taskserver_runs WHERE tenant=%s GROUP BY job, state"
+        n = len(buckets)
+        return [JobSummary(job=r[0], state=State(r[1]), count=r[2], duration_count=r[3], duration_sum=r[4],
+                           lateness_count=r[5], lateness_sum=r[6], last_ok=r[7],
+                           duration_le=tuple(r[8:8 + n]), lateness_le=tuple(r[8 + n:8 + 2 * n]))
+                for r in self._x(sql, (*buckets, *buckets, self.tenant)).fetchall()]
 
     def _select(self, where: str, *params: object) -> list[Run]:
         sql = f"SELECT {COLUMNS} FROM taskserver_runs WHERE tenant=%s AND {where}"  # noqa: S608
