@@ -106,7 +106,7 @@ class Daemon:
             self._open_store(tenant, now)
             self._plan_tenant(tenant, now)
 
-    def _plan_tenant(self, tenant: TenantDef, now: float) -> None:
+    def _plan_tenant(self, tenant: TenantDef, now: float, cause: str = plans.DOWN) -> None:
         """Know the tenant's jobs, reload the due times waiting in its store, catch up, schedule."""
         store = self._st(tenant.name)
         store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=now)
@@ -114,7 +114,7 @@ class Daemon:
             self._register(tenant, job)
         self._load_waiting(tenant, store, now)
         for job in tenant.jobs:
-            self._plan_job(tenant, job, now)
+            self._plan_job(tenant, job, now, cause)
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
@@ -168,12 +168,12 @@ class Daemon:
         self.jobs[key] = job
         self.gen[key] = self.gen.get(key, 0) + 1  # timers set before this are void
 
-    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float) -> None:
+    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float, cause: str = plans.DOWN) -> None:
         key = (tenant.name, job.name)
         if not self._scheduled(job):
             return
         store = self._st(tenant.name)
-        for due in plans.catch_up(store, tenant, job, now):
+        for due in plans.catch_up(store, tenant, job, now, cause):
             rid = store.claim(job.name, due, queue=job.queue, now=now)
             if rid is not None:
                 self.pending.setdefault(key, deque()).append((due, 0, rid))
@@ -284,7 +284,7 @@ class Daemon:
         for name in self.stores:
             tenant = self.config.tenant(name)
             if tenant is not None and tenant.login is not None:
-                self._plan_tenant(tenant, now)
+                self._plan_tenant(tenant, now, plans.STORE_DOWN)
 
     def _flush_at_exit(self) -> None:
         if not self.runs.unrecorded:
@@ -400,7 +400,7 @@ class Daemon:
             if self._slots() <= 0:
                 return
             job = self.jobs.get(key)
-            if job is None:
+            if job is None or not self.pending[key]:  # removed, or its due time was claimed elsewhere
                 del self.pending[key]
                 continue
             if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue):
