@@ -39,7 +39,7 @@ except ImportError:  # the optional extra is not installed
     psycopg = None  # type: ignore[assignment]
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
-           "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
+           "attempt, argv, output, message, queued, proc_start, boot_id, not_before, host")
 _FAULT_HINT = "check the PostgreSQL server and the network; the daemon starts nothing new and reconnects"
 _CHECK_EVERY = 2.0
 P = ParamSpec("P")
@@ -90,12 +90,12 @@ def _one_line(exc: BaseException) -> str:
 
 def _run(row: tuple[Any, ...]) -> Run:
     (rid, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, attempt,
-     argv, output, message, queued, proc_start, boot_id, not_before) = row
+     argv, output, message, queued, proc_start, boot_id, not_before, host) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
                attempt=attempt, argv=tuple(argv) if argv is not None else None, output=output,
                message=message, queued=bool(queued), proc_start=proc_start, boot_id=boot_id,
-               not_before=not_before)
+               not_before=not_before, host=host)
 
 
 def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[PgStore, P], R]:

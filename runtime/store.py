@@ -81,6 +81,7 @@ class Run:
     proc_start: int | None = None  # the process's start time (clock ticks after boot): pid reuse guard
     boot_id: str | None = None  # the kernel boot the pid belongs to
     not_before: float | None = None  # a waiting retry starts no earlier than this
+    host: str | None = None  # the host whose daemon ran it (shared stores; None: this host's store)
 
 
 @dataclass(frozen=True)
