@@ -127,6 +127,16 @@ def test_three_daemons_run_each_due_time_once(hosts: list[Host], dsn: str) -> No
     assert (figures["duplicated"], figures["lost"], figures["overlaps"]) == (0, 0, 0), figures
 
 
+def test_status_lists_the_live_daemons_of_the_shared_tenant(hosts: list[Host]) -> None:
+    def listed() -> str:
+        res = subprocess.run([*runns.prefix(), TASKSERVER, "-c", str(hosts[1].cfg), "status"],
+                             capture_output=True, text=True, env=sandbox_env(hosts[1].cfg), check=False)
+        return res.stdout if "3 live daemon(s)" in res.stdout else ""
+
+    out = wait_for(listed, "status to list the three daemons", 30)
+    assert out.count("last heartbeat") == 3, out
+
+
 def test_a_task_enqueued_on_one_host_starts_at_once(hosts: list[Host], dsn: str) -> None:
     proc = subprocess.run([*runns.prefix(), TASKSERVER, "-c", str(hosts[0].cfg), "jobs", "enqueue", "--",
                            "/bin/true"],
