@@ -93,8 +93,9 @@ def build_parser(only_control: bool = False, only_jobs: bool = False) -> argpars
             cli_config.register(sub)
         cli_jobs.register(sub)
         if not only_jobs:
-            from . import cli_web  # noqa: PLC0415
+            from . import cli_store, cli_web  # noqa: PLC0415
 
+            cli_store.register(sub)
             cli_web.register(sub)
     return parser
 

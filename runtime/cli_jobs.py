@@ -234,6 +234,8 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
         "attempt": run.attempt, "argv": list(run.argv) if run.argv is not None else None,
         "message": run.message, "pid": run.pid,
     }
+    if run.host is not None:  # a shared store: the host whose daemon ran it
+        d["host"] = run.host
     if output:
         d["output"] = run.output
     return d
@@ -254,10 +256,10 @@ def _trigger(job: JobDef) -> str:
     return "on demand"
 
 
-def _row(run: Run) -> tuple[str, ...]:
+def _row(run: Run, hosts: bool = False) -> tuple[str, ...]:
     state = run.state.value + (f" {run.reason}" if run.reason else "")
     what = run.job or ("task " + shlex.join(run.argv or ()))
-    return (str(run.id), _stamp(run.created) or "-", state, what)
+    return (str(run.id), _stamp(run.created) or "-", state, *((run.host or "-",) if hosts else ()), what)
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:
@@ -458,6 +460,7 @@ def _history_as(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_run_dict(r, output=False) for r in runs], indent=2))
         return 0
-    header: list[tuple[str, ...]] = [("ID", "CREATED (UTC)", "STATE", "RUN")]
-    _print_table(header + [_row(run) for run in runs])
+    hosts = any(run.host is not None for run in runs)  # a shared store: which host's daemon ran each
+    header: list[tuple[str, ...]] = [("ID", "CREATED (UTC)", "STATE", *(("HOST",) if hosts else ()), "RUN")]
+    _print_table(header + [_row(run, hosts) for run in runs])
     return 0

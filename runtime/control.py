@@ -116,7 +116,8 @@ def _serve(
 
 def _summary(cfg: Config, started: float) -> dict[str, Any]:
     tenants = [
-        {"name": t.name, "login": t.login, "jobs": sum(j.enabled for j in t.jobs)} for t in cfg.tenants
+        {"name": t.name, "login": t.login, "jobs": sum(j.enabled for j in t.jobs),
+         "shared": t.store.kind != "sqlite"} for t in cfg.tenants
     ]
     timeout = cfg.server.stop_timeout
     return {"config": str(cfg.path), "started": started, "stop_timeout": timeout, "tenants": tenants}
@@ -410,12 +411,36 @@ def cmd_status(args: argparse.Namespace) -> int:
         health = str(info.get("status") or "")
         note = f"; {health}" if health.startswith("degraded") else ""
         print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}{note}")
+        if any(t.get("shared") for t in info["tenants"]):
+            _shared_daemons(args)
         return 0
     if state.stale:
         print(f"taskserver dead: pid {state.pid} is gone but its pid file {state.path} remains")
         return 1
     print(f"taskserver not running (config {path})")
     return EXIT_NOT_RUNNING_STATUS
+
+
+def _shared_daemons(args: argparse.Namespace) -> None:
+    """The live daemons of each tenant whose store several hosts share, with their last heartbeat."""
+    from .store import StoreError, open_store  # noqa: PLC0415 - only for shared stores
+
+    cfg = _load(args)
+    for tenant in (t for t in cfg.tenants if t.store.kind != "sqlite" and t.login is not None):
+        try:
+            store = open_store(tenant, cfg.server.state_dir, create=False)
+        except StoreError as exc:
+            print(f"  tenant {tenant.name}: its shared store cannot be read: {exc.message}")
+            continue
+        try:
+            now = time.time()
+            leases = [i for i in store.instances() if i.expires >= now]
+        finally:
+            store.close()
+        print(f"  tenant {tenant.name}: {len(leases)} live daemon(s) share its store")
+        for i in leases:
+            print(f"    {i.host} pid {i.pid}, up {_uptime(now - i.started)}, "
+                  f"last heartbeat {max(0.0, now - i.heartbeat):.0f} s ago")
 
 
 # --- parsers ----------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class Daemon:
             self._open_store(tenant, now)
             self._plan_tenant(tenant, now)
 
-    def _plan_tenant(self, tenant: TenantDef, now: float) -> None:
+    def _plan_tenant(self, tenant: TenantDef, now: float, cause: str = plans.DOWN) -> None:
         """Know the tenant's jobs, reload the due times waiting in its store, catch up, schedule."""
         store = self._st(tenant.name)
         store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=now)
@@ -114,7 +114,7 @@ class Daemon:
             self._register(tenant, job)
         self._load_waiting(tenant, store, now)
         for job in tenant.jobs:
-            self._plan_job(tenant, job, now)
+            self._plan_job(tenant, job, now, cause)
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
@@ -139,6 +139,23 @@ class Daemon:
             else:
                 self.pending.setdefault(key, deque()).append((run.due, run.attempt, run.id))
 
+    def _reread_shared(self, tenant: str, now: float) -> None:
+        """A shared store: claims another daemon made and could not start (its job ran elsewhere, or that
+        daemon died) wait in the store; take them into our own waiting list, and look at the queue again
+        (a NOTIFY may have been lost while a connection was down)."""
+        conf = self.config.tenant(tenant)
+        if conf is None or conf.login is None:
+            return
+        known = {rid for waiting in self.pending.values() for _, _, rid in waiting}
+        for run in self.stores[tenant].waiting():
+            key = (tenant, run.job)
+            job = self.jobs.get(key)
+            if run.id in known or job is None or not job.enabled:
+                continue  # ours already, or for a job this daemon does not know (another config version)
+            if run.not_before is None or run.not_before <= now:
+                self.pending.setdefault(key, deque()).append((run.due, run.attempt, run.id))
+        self.que_dirty = True
+
     def _scheduled(self, job: JobDef) -> bool:
         return job.enabled and job.trigger is not None
 
@@ -151,12 +168,12 @@ class Daemon:
         self.jobs[key] = job
         self.gen[key] = self.gen.get(key, 0) + 1  # timers set before this are void
 
-    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float) -> None:
+    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float, cause: str = plans.DOWN) -> None:
         key = (tenant.name, job.name)
         if not self._scheduled(job):
             return
         store = self._st(tenant.name)
-        for due in plans.catch_up(store, tenant, job, now):
+        for due in plans.catch_up(store, tenant, job, now, cause):
             rid = store.claim(job.name, due, queue=job.queue, now=now)
             if rid is not None:
                 self.pending.setdefault(key, deque()).append((due, 0, rid))
@@ -211,7 +228,8 @@ class Daemon:
         if self.health.degraded:
             return
         self.stores.check()
-        self.stores.heartbeat(now)
+        for tenant in self.stores.heartbeat(now, self.runs.write_status):
+            self._reread_shared(tenant, now)
         self._fire_timers(now)
         if not self.stopping:
             self._dispatch(now)  # what just came due goes first: its lateness counts
@@ -266,7 +284,7 @@ class Daemon:
         for name in self.stores:
             tenant = self.config.tenant(name)
             if tenant is not None and tenant.login is not None:
-                self._plan_tenant(tenant, now)
+                self._plan_tenant(tenant, now, plans.STORE_DOWN)
 
     def _flush_at_exit(self) -> None:
         if not self.runs.unrecorded:
@@ -284,6 +302,8 @@ class Daemon:
 
     def _sleep_time(self, now: float) -> float:
         wake = [now + MAX_SLEEP]
+        if self.stores.shared:
+            wake.append(self.stores.next_beat)
         if self.timers and not self.stopping and not self.health.degraded:
             wake.append(self.timers[0][0])
         retry = self.health.retry_at if self.health.degraded else None
@@ -380,7 +400,7 @@ class Daemon:
             if self._slots() <= 0:
                 return
             job = self.jobs.get(key)
-            if job is None:
+            if job is None or not self.pending[key]:  # removed, or its due time was claimed elsewhere
                 del self.pending[key]
                 continue
             if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue):

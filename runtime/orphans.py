@@ -52,7 +52,9 @@ def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
     orphans = [r for r in store.running(exclude=me) if r.instance is None or r.instance not in leases
                or r.instance in dead]
     found = liveness.processes_of({r.instance for r in orphans if r.instance})
-    done = [_settle_one(store, run, found, now=now, grace=grace) for run in orphans]
+    hosts = {i: inst.host for i, inst in leases.items()}
+    done = [_settle_one(store, run, found, now=now, grace=grace, host=hosts.get(run.instance or ""))
+            for run in orphans]
     for s in done:
         report(s.run)
     for inst in dead:
@@ -61,7 +63,7 @@ def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
 
 
 def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[liveness.Found]], *,
-                now: float, grace: float) -> Settled:
+                now: float, grace: float, host: str | None = None) -> Settled:
     procs = list(found.get((run.instance or "", run.id), []))
     if run.pid and liveness.same_process(run.pid, run.proc_start, run.boot_id):
         procs.append(liveness.Found(run.pid, run.pid))  # the job leads its own session and group
@@ -73,8 +75,12 @@ def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[livene
                     run.id, run.job or "task", sorted(set(killed)))
         return Settled(store.finish(run.id, State.ERR, INTERRUPTED, exit_code=None, output="", now=now,
                                     note=note), killed)
-    note = ("the daemon that started it died while it ran and its process was gone at the restart: how it "
-            "ended is unknown")
+    if host is not None and host != liveness.host():
+        note = (f"its daemon on host {host} (instance {run.instance}) stopped renewing its lease while it "
+                "ran: the host is lost, and how the run ended is unknown")
+    else:
+        note = ("the daemon that started it died while it ran and its process was gone at the restart: how "
+                "it ended is unknown")
     log.warning("run %d (%s) was left running by a dead daemon and its process is gone: ERR crashed",
                 run.id, run.job or "task")
     run = store.finish(run.id, State.ERR, CRASHED, exit_code=None, output="", now=now, note=note)

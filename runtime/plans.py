@@ -62,11 +62,15 @@ def plan(old: Config, new: Config) -> ReloadPlan:
 DOWN = "the daemon was stopped or the job was not configured"
 
 
-def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float) -> list[float]:
-    """Record what was missed since the job's last due time; return the due times to run now."""
+STORE_DOWN = "the run store could not be written (a storage fault or a lost database connection)"
+
+
+def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: str = DOWN) -> list[float]:
+    """Record what was missed since the job's last due time; return the due times to run now. ``cause``:
+    why they were not run on time (the daemon was down, or its store was)."""
     last = store.last_due(job.name)
     since = _dt(last) if last is not None else None
-    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=DOWN)
+    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause)
 
 
 def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now: float,

@@ -81,6 +81,7 @@ class Run:
     proc_start: int | None = None  # the process's start time (clock ticks after boot): pid reuse guard
     boot_id: str | None = None  # the kernel boot the pid belongs to
     not_before: float | None = None  # a waiting retry starts no earlier than this
+    host: str | None = None  # the host whose daemon ran it (shared stores; None: this host's store)
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,8 @@ class Store(Protocol):
 
 Opener = Callable[[TenantDef, Path, bool, bool], Store]  # (tenant, state dir, create, verify) -> store
 BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module registers itself when imported
-MODULES = {"sqlite": "taskserver.runtime.sqlite_store"}  # kind -> module, imported on first use
+# kind -> module, imported on first use
+MODULES = {"sqlite": "taskserver.runtime.sqlite_store", "postgresql": "taskserver.runtime.pg_store"}
 
 
 def load_backends() -> None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import selectors
@@ -27,6 +28,14 @@ log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0  # the daemon wakes at least this often anyway
 LEASE_TTL = 3 * MAX_SLEEP  # a lease lasts this long without a heartbeat; renewed on the daemon's own wake-ups
+# A shared store (several hosts): a dead host's runs are taken over after its lease, so leases are short and
+# renewed every few seconds; each renewal also reaps the leases of dead daemons and re-reads waiting claims.
+SHARED_LEASE_TTL = 15.0
+SHARED_BEAT = 5.0
+
+
+def _ignore(run: Run) -> None:
+    pass
 
 
 class Stores(Mapping[str, Store]):
@@ -40,6 +49,7 @@ class Stores(Mapping[str, Store]):
         self._tx: contextlib.ExitStack | None = None
         self._in_tx: set[str] = set()
         self.next_beat = 0.0
+        self.shared = False  # any open store is shared with other daemons (not exclusive)
 
     def __getitem__(self, tenant: str) -> Store:
         return self._open[tenant]
@@ -63,6 +73,7 @@ class Stores(Mapping[str, Store]):
             store.close()
             raise
         self._open[tenant.name] = store
+        self.shared = self.shared or not store.exclusive
         self._watch(store)
         self.next_beat = max(self.next_beat, now + LEASE_TTL / 3)  # attach wrote a fresh lease
         return store
@@ -71,7 +82,11 @@ class Stores(Mapping[str, Store]):
         pid = os.getpid()
         return Instance(id=self.instance, host=liveness.host(), pid=pid, boot_id=liveness.boot_id(),
                         proc_start=liveness.start_time(pid), config=str(self.config()), started=self.started,
-                        heartbeat=now, expires=now + LEASE_TTL)
+                        heartbeat=now, expires=now + self.lease_ttl)
+
+    @property
+    def lease_ttl(self) -> float:
+        return SHARED_LEASE_TTL if self.shared else LEASE_TTL
 
     def _watch(self, store: Store) -> None:
         """Select on the store's wake-up (new queued tasks), replacing what was watched for it before."""
@@ -97,12 +112,20 @@ class Stores(Mapping[str, Store]):
             self._in_tx.add(tenant)
         return store
 
-    def heartbeat(self, now: float) -> None:
+    def heartbeat(self, now: float, report: Callable[[str, Run], None] | None = None) -> list[str]:
+        """Renew our leases; on shared stores also settle the runs of daemons whose lease ran out (a host
+        that died). Returns the tenants whose shared store should be re-read for waiting claims."""
         if now < self.next_beat:
-            return
-        self.next_beat = now + LEASE_TTL / 3
-        for store in self._open.values():
-            store.heartbeat(self.instance, now=now, expires=now + LEASE_TTL)
+            return []
+        self.next_beat = now + (SHARED_BEAT if self.shared else LEASE_TTL / 3)
+        reread = []
+        for name, store in self._open.items():
+            store.heartbeat(self.instance, now=now, expires=now + self.lease_ttl)
+            if not store.exclusive:
+                orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
+                               report=functools.partial(report, name) if report else _ignore)
+                reread.append(name)
+        return reread
 
     def check(self) -> None:
         for store in self._open.values():

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.runtime.model import TenantDef
+from taskserver.runtime.model import StoreDef, TenantDef
 from taskserver.runtime.store import Store, open_store
 
 Opener = Callable[[], Store]
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 def _sqlite(tmp_path: Path) -> Opener:
@@ -24,13 +24,22 @@ def _sqlite(tmp_path: Path) -> Opener:
     return lambda: open_store(tenant, tmp_path / "state")
 
 
+def _postgresql(request: pytest.FixtureRequest) -> Opener:
+    from taskserver.runtime import pg_store
+
+    dsn = request.getfixturevalue("pg_server").database()
+    pg_store.migrate(dsn)
+    tenant = TenantDef(name="t", login="someone", store=StoreDef(kind="postgresql", dsn=dsn))
+    return lambda: open_store(tenant, Path("/nonexistent"))
+
+
 @pytest.fixture(params=BACKENDS)
 def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    makers = {"sqlite": _sqlite}
+    make = _sqlite(tmp_path) if request.param == "sqlite" else _postgresql(request)
     opened: list[Store] = []
 
     def opener() -> Store:
-        store = makers[request.param](tmp_path)()
+        store = make()
         opened.append(store)
         return store
 

@@ -226,3 +226,29 @@ def test_a_pid_is_not_needed_to_identify_an_instance(store: Store) -> None:
     store.attach(me(pid=os.getpid(), now=time.time()))
     (got,) = store.instances()
     assert (got.boot_id, got.proc_start) == ("b", 7)
+
+
+def test_rewind_pulls_last_due_times_back_to_now(store: Store) -> None:
+    store.claim("late", 500.0, now=1.0)
+    store.claim("early", 50.0, now=1.0)
+    store.rewind(100.0)
+    assert (store.last_due("late"), store.last_due("early")) == (100.0, 50.0)
+
+
+def test_summary_counts_runs_and_cumulative_buckets(store: Store) -> None:
+    def ended(job: str, due: float | None, start: float, end: float, state: State) -> None:
+        rid = store.claim(job, due, now=start) if due is not None else store.add(job, argv=["x"], now=start)
+        store.acquire(instance="i", now=start, ids=[rid or 0])
+        store.finish(rid or 0, state, None if state is State.OK else "exit code 1", exit_code=0, output="",
+                     now=end)
+
+    ended("j", 10.0, 10.5, 11.0, State.OK)  # 0.5 s late, 0.5 s long
+    ended("j", 20.0, 22.0, 30.0, State.ERR)  # 2 s late, 8 s long
+    ended("j", 30.0, 30.0, 30.2, State.OK)
+    store.missed("j", [40.0], now=41.0)
+    got = {(s.job, s.state): s for s in store.summary([1.0, 5.0])}
+    ok, err = got[("j", State.OK)], got[("j", State.ERR)]
+    assert (ok.count, ok.duration_count, ok.duration_le, ok.lateness_le) == (2, 2, (2, 2), (2, 2))
+    assert ok.last_ok == 30.2
+    assert (err.count, err.duration_le, err.lateness_le) == (2, (0, 0), (0, 1))  # the missed run has no start
+    assert err.duration_count == 1 and abs(err.duration_sum - 8.0) < 1e-9
