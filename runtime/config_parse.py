@@ -304,9 +304,34 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False)
             if host:
                 _host_checks(w, section, server)
         tenants = _tenants(w, root, server.state_dir)
+        if host:
+            _store_checks(w, root, tenants)
     if w.errors or w.more:
         raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)), w.more)
     return Config(path=path, exists=True, server=server, tenants=tuple(tenants))
+
+
+def _store_checks(w: _Walker, root: CommentedMap, tenants: list[TenantDef]) -> None:
+    """A postgresql store: the driver is installed here and the DSN is one libpq can read (nothing is
+    connected to: `check` works offline)."""
+    shared = [(t.name, t.store.dsn) for t in tenants if t.store.kind == "postgresql" and t.store.dsn]
+    if not shared:
+        return
+    tenant_map = root.get("tenants")
+    try:
+        from psycopg import conninfo  # noqa: PLC0415 - only for a config that names a shared store
+    except ImportError:
+        loc = w.loc(tenant_map[shared[0][0]], "store", value=True)
+        w.error(loc, f"tenants.{shared[0][0]}.store: the postgresql store needs the psycopg driver, which is "
+                "not installed", "pip install 'taskserver[postgresql]'")
+        return
+    for name, dsn in shared:
+        loc = w.loc(tenant_map[name], "store", value=True)
+        try:
+            conninfo.conninfo_to_dict(dsn)
+        except Exception as exc:
+            w.error(loc, f"tenants.{name}.store.postgresql: not a DSN libpq can read: "
+                    f"{shown(' '.join(str(exc).split()))}", "postgresql://USER@HOST/DB or 'host=H dbname=D'")
 
 
 def _host_checks(w: _Walker, node: CommentedMap, server: ServerSettings) -> None:
