@@ -260,6 +260,9 @@ def _read_checked(spec: ServiceSpec, path: Path) -> bytes:
 def render(spec: ServiceSpec, template: str, **context: Any) -> str:
     """Render ``template`` (e.g. ``systemd/taskserver.service.j2``) with ``spec`` and ``context``."""
     try:
+        from .spec import local_database  # noqa: PLC0415 - spec imports this module
+
+        context.setdefault("local_postgresql", local_database(spec))
         return environment(spec).get_template(template).render(spec=spec, **context)
     except jinja2.TemplateError as exc:
         where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, jinja2.TemplateSyntaxError) else ""

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import sysconfig
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,6 +272,43 @@ def config_writable(spec: ServiceSpec) -> tuple[Path, ...]:
     if cfg.server.state_dir != default_state_dir(spec.config):
         out.append(cfg.server.state_dir)
     return tuple(p for p in out if p not in spec.writable_paths)
+
+
+LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+
+
+def local_database(spec: ServiceSpec) -> bool:
+    """A tenant's store is a PostgreSQL server on this machine (a unix socket, or a loopback host): boot
+    files then start the daemon after that server, so a boot does not begin with a lost connection."""
+    cfg = parsed_config(spec)
+    if cfg is None:
+        return False
+    return any(t.store.kind == "postgresql" and any(_local(h) for h in dsn_hosts(t.store.dsn or ""))
+               for t in cfg.tenants)
+
+
+def _local(host: str) -> bool:
+    return host.startswith("/") or host.strip("[]") in LOCAL_HOSTS
+
+
+def dsn_hosts(dsn: str) -> list[str]:
+    """The hosts a libpq DSN names (URL or keyword form; none named: the local socket, ``""``). Read here
+    without the driver: the installer runs where psycopg may not be installed."""
+    if dsn.startswith(("postgresql://", "postgres://")):
+        url = urllib.parse.urlsplit(dsn)
+        named = [_no_port(h) for h in url.netloc.rpartition("@")[2].split(",")]
+        named += [h for q in urllib.parse.parse_qs(url.query).get("host", []) for h in q.split(",")]
+        return [h for h in named if h] or [""]
+    m = re.search(r"(?:^|\s)host\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))", dsn)
+    if m is None:
+        return [""]
+    return (m.group(1) if m.group(1) is not None else m.group(2)).split(",")
+
+
+def _no_port(host: str) -> str:
+    if host.startswith("["):  # [::1]:5432
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def check_run_as(spec: ServiceSpec, init: str, by_daemon: bool) -> None:
