@@ -193,12 +193,14 @@ def _tell(fd: int, text: str) -> None:
 
 
 def hold_wakeups() -> None:
-    """Block SIGUSR1 and SIGHUP until the loop's handlers are in place (daemon.serve unblocks them).
+    """Block the daemon's signals until the loop's handlers are in place (daemon.serve unblocks them).
 
-    Once the pid file is held, `jobs enqueue` may send SIGUSR1; its default action ends the process, so a
-    task enqueued while the daemon was still starting killed it. Blocked, the signal waits and is handled.
+    Once the pid file is held, `jobs enqueue` may send SIGUSR1 and `stop` SIGTERM; their default action ends
+    the process, so a task enqueued while the daemon was still starting killed it, and a stop right after a
+    start ended it without its exit path (lease, records). Blocked, a signal waits and is then handled as
+    it would be a moment later: a stop arriving during start-up stops the daemon cleanly once it runs.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGHUP})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
 
 
 def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:

@@ -36,3 +36,17 @@ def test_sigusr1_and_sighup_during_start_up(tmp_path: Path) -> None:
         wait_for(lambda: any(r["id"] == run_id and r["state"] == "OK" for r in runs(cfg)), "the run")
     finally:
         daemon.stop()
+
+
+def test_a_stop_during_start_up_ends_the_daemon_cleanly(tmp_path: Path) -> None:
+    """SIGTERM from the instant the pid file names the daemon: it stops through its own exit path (0)."""
+    cfg = write_config(tmp_path / "cfg.yaml", {"hello": {"command": ["/bin/true"]}})
+    pid_file = runns.run_dir() / pidfile_name(cfg.absolute())
+    daemon = Daemon(cfg)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() == str(daemon.proc.pid),
+                 "the pid file")
+        os.kill(daemon.proc.pid, signal.SIGTERM)
+        assert daemon.wait() == 0, daemon.text()
+    finally:
+        daemon.stop()
