@@ -7,25 +7,21 @@ writes, and a request never holds a lock the daemon waits for.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import schedule, statusfile
-from .. import sqlite_store as _sqlite_backend  # noqa: F401  (registers the "sqlite" store kind)
+from .. import cli_jobs, schedule, statusfile
+from ..client import queue_problem
 from ..control import read_pid
+from ..limits import argv_problem
 from ..model import Config, Cron, Every, JobDef, State, TenantDef
 from ..store import Run, Store, open_store
 
 RUN_SCAN = 5000  # runs read per request at most when filtering (newest first)
 OVERDUE_GRACE = 120.0  # seconds a scheduled job may be late before /healthz reports it
-MAX_ARGV = 256
-MAX_ARG = 4096
-MAX_QUEUE = 64
 
 
 class NotFound(Exception):
@@ -80,7 +76,7 @@ class Reader:
 
     @contextlib.contextmanager
     def store(self, tenant: TenantDef) -> Iterator[Store]:
-        s = open_store(tenant, self.config.server.state_dir)
+        s = open_store(tenant, self.config.tenant_dir(tenant.name))
         try:
             yield s
         finally:
@@ -192,7 +188,7 @@ class Reader:
                 raise Conflict(f"run {run_id} is {run.state.value}: only a queued run can be cancelled here")
             done = store.report(run_id, False, f"cancelled by {who}", now=time.time())
         if done.queued:
-            statusfile.update(self.config.server.state_dir, tenant.name, done)
+            statusfile.update(self.config.tenant_dir(tenant.name), tenant.name, done)
         return run_dict(done)
 
     def _runnable(self, name: str) -> TenantDef:
@@ -202,19 +198,9 @@ class Reader:
         return tenant
 
     def _add(self, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
-        with self.store(tenant) as store:
-            run_id = store.add(job, queue=queue, argv=argv, now=time.time())
-            run = store.get(run_id)
-        if run is not None:
-            statusfile.update(self.config.server.state_dir, tenant.name, run)
-        self._wake()
-        return run_id
-
-    def _wake(self) -> None:
-        pid = self.daemon_pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGUSR1)
+        """The same path as `taskserver jobs enqueue|run`: as the tenant's user, its status file, and the
+        store's wake-up (else a signal to the verified daemon)."""
+        return cli_jobs._queued(self.config, tenant, job, queue, argv)
 
 
 class Conflict(Exception):
@@ -222,18 +208,15 @@ class Conflict(Exception):
 
 
 def check_argv(argv: Any) -> list[str]:
-    if not isinstance(argv, list) or not argv or len(argv) > MAX_ARGV:
-        raise BadRequest(f"argv must be a list of 1 to {MAX_ARGV} strings")
-    for a in argv:
-        if not isinstance(a, str) or "\0" in a or len(a) > MAX_ARG:
-            raise BadRequest(f"each argv element must be a string without NUL, at most {MAX_ARG} characters")
-    if not argv[0]:
-        raise BadRequest("argv[0] (the program) must not be empty")
+    """The one command check of runtime/limits.py (the config, the CLI and the daemon use it too)."""
+    problem = argv_problem(argv)
+    if problem:
+        raise BadRequest(f"argv: {problem}")
     return list(argv)
 
 
 def check_queue(queue: Any) -> str:
-    ok = isinstance(queue, str) and 0 < len(queue) <= MAX_QUEUE
-    if not ok or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in queue):
-        raise BadRequest(f"queue must be 1 to {MAX_QUEUE} letters, digits, '-', '_' or '.'")
+    problem = queue_problem(queue)
+    if problem:
+        raise BadRequest(f"queue: {problem}")
     return str(queue)
