@@ -30,7 +30,18 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import pg_schema as schema
 from .errors import UserError
 from .model import State, TenantDef
-from .store import BACKENDS, MISSED, REPORTED, Instance, JobSummary, Purged, Run, StoreError
+from .store import (
+    BACKENDS,
+    MISSED,
+    REPORTED,
+    Instance,
+    JobSummary,
+    Purged,
+    Run,
+    StoreError,
+    check_report,
+    summary_row,
+)
 
 try:
     import psycopg
@@ -280,9 +291,7 @@ class PgStore:
             if row is None:
                 raise StoreError(f"no run {run_id} in the {self.where}", hint="see `taskserver jobs history`",
                                  exit_code=2)
-            if row[0] == "ERR" and row[1] not in (None, REPORTED) and not str(row[1]).startswith("exit code"):
-                raise StoreError(f"run {run_id} already ended ERR {row[1]}; a report cannot change that",
-                                 hint="report from inside the task, before it exits", exit_code=2)
+            check_report(run_id, row[0], row[1])
             self._x("UPDATE taskserver_runs SET reported=%s, message=%s WHERE tenant=%s AND id=%s",
                     (state, message, self.tenant, run_id))
             self._x("UPDATE taskserver_runs SET state=%s, reason=%s WHERE tenant=%s AND id=%s "
@@ -438,11 +447,8 @@ class PgStore:
             f"COALESCE(SUM({dur}) FILTER (WHERE {ended}), 0)", f"COUNT(*) FILTER (WHERE {due})",
             f"COALESCE(SUM({late}) FILTER (WHERE {due}), 0)", "MAX(finished) FILTER (WHERE state='OK')",
             *le]) + " FROM taskserver_runs WHERE tenant=%s GROUP BY job, state"
-        n = len(buckets)
-        return [JobSummary(job=r[0], state=State(r[1]), count=r[2], duration_count=r[3], duration_sum=r[4],
-                           lateness_count=r[5], lateness_sum=r[6], last_ok=r[7],
-                           duration_le=tuple(r[8:8 + n]), lateness_le=tuple(r[8 + n:8 + 2 * n]))
-                for r in self._x(sql, (*buckets, *buckets, self.tenant)).fetchall()]
+        rows = self._x(sql, (*buckets, *buckets, self.tenant)).fetchall()
+        return [summary_row(r, len(buckets)) for r in rows]
 
     def _select(self, where: str, *params: object) -> list[Run]:
         sql = f"SELECT {COLUMNS} FROM taskserver_runs WHERE tenant=%s AND {where}"  # noqa: S608

@@ -22,7 +22,19 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
-from .store import BACKENDS, MISSED, REPORTED, Instance, JobSummary, NoStore, Purged, Run, StoreError
+from .store import (
+    BACKENDS,
+    MISSED,
+    REPORTED,
+    Instance,
+    JobSummary,
+    NoStore,
+    Purged,
+    Run,
+    StoreError,
+    check_report,
+    summary_row,
+)
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
            "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
@@ -244,10 +256,7 @@ class SqliteStore:
             if row is None:
                 raise StoreError(f"no run {run_id} in {self.path}", hint="see `taskserver jobs history`",
                                  exit_code=2)
-            if row[0] == "ERR" and row[1] not in (None, REPORTED) and not str(row[1]).startswith("exit code"):
-                # a report overrides an exit code, never what the server saw: timeout, crash, missed...
-                raise StoreError(f"run {run_id} already ended ERR {row[1]}; a report cannot change that",
-                                 hint="report from inside the task, before it exits", exit_code=2)
+            check_report(run_id, row[0], row[1])
             self.db.execute("UPDATE runs SET reported=?, message=? WHERE id=?", (state, message, run_id))
             # Already ended (the task reported after exiting, or it never ran): the report decides now.
             self.db.execute(
@@ -400,14 +409,7 @@ class SqliteStore:
             f"COALESCE(SUM(CASE WHEN {ended} THEN {dur} END), 0)", f"SUM(CASE WHEN {due} THEN 1 ELSE 0 END)",
             f"COALESCE(SUM(CASE WHEN {due} THEN {late} END), 0)",
             "MAX(CASE WHEN state='OK' THEN finished END)", *le]) + " FROM runs GROUP BY job, state"
-        n = len(buckets)
-        out = []
-        for row in self.db.execute(sql, [*buckets, *buckets]):
-            out.append(JobSummary(job=row[0], state=State(row[1]), count=row[2], duration_count=row[3] or 0,
-                                  duration_sum=row[4], lateness_count=row[5] or 0, lateness_sum=row[6],
-                                  last_ok=row[7], duration_le=tuple(int(v or 0) for v in row[8:8 + n]),
-                                  lateness_le=tuple(int(v or 0) for v in row[8 + n:8 + 2 * n])))
-        return out
+        return [summary_row(row, len(buckets)) for row in self.db.execute(sql, [*buckets, *buckets])]
 
     def close(self) -> None:
         self._wake.close()

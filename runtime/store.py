@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import UserError
 from .model import State, TenantDef
@@ -117,6 +117,24 @@ class JobSummary:
     lateness_sum: float
     lateness_le: tuple[int, ...]
     last_ok: float | None
+
+
+def summary_row(row: Sequence[Any], buckets: int) -> JobSummary:
+    """One row of a backend's summary query: job, state, count, ended count, duration sum, due count,
+    lateness sum, last OK end, then ``buckets`` duration and ``buckets`` lateness counts."""
+    n = buckets
+    return JobSummary(job=row[0], state=State(row[1]), count=row[2], duration_count=int(row[3] or 0),
+                      duration_sum=row[4], lateness_count=int(row[5] or 0), lateness_sum=row[6],
+                      last_ok=row[7],
+                      duration_le=tuple(int(v or 0) for v in row[8:8 + n]),
+                      lateness_le=tuple(int(v or 0) for v in row[8 + n:8 + 2 * n]))
+
+
+def check_report(run_id: int, state: str, reason: str | None) -> None:
+    """A task's own report overrides an exit code, never what the server saw (timeout, crash, missed...)."""
+    if state == "ERR" and reason not in (None, REPORTED) and not str(reason).startswith("exit code"):
+        raise StoreError(f"run {run_id} already ended ERR {reason}; a report cannot change that",
+                         hint="report from inside the task, before it exits", exit_code=2)
 
 
 class Store(Protocol):
