@@ -18,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from . import config_env, limits
 from . import config_values as v
 from .config_values import CALL, NAME, NAME_HINT, USER
-from .config_yaml import ConfigError, ConfigInvalid, load_yaml
+from .config_yaml import ConfigError, ConfigInvalid, load_tree
 from .limits import shown
 from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
 from .schedule import next_fire
@@ -152,14 +152,15 @@ def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[s
                 'command: "pg_dump app | gzip > /var/backups/app.gz"')
         return None
     hint = 'write the argv as a list, e.g. command: ["/usr/bin/backup", "--all"] (or set shell: true)'
-    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in raw):
+    argv = tuple(raw) if isinstance(raw, list) else ()  # once: a CommentedSeq iterates item by item
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in argv):
         w.error(loc, f"{where}.command: expected a list of non-empty strings, got {v.kind(raw)}", hint)
         return None
-    problem = limits.argv_problem(raw)
+    problem = limits.argv_problem(argv)
     if problem is not None:
         w.error(loc, f"{where}.command: {problem}", hint)
         return None
-    return tuple(str(a) for a in raw)
+    return argv
 
 
 def _trigger(w: _Walker, node: CommentedMap, where: str) -> Cron | Every | None:
@@ -294,7 +295,7 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False)
     install_dir is a directory); off for a file read for another root (an image, a package tree).
     """
     w = _Walker(str(path))
-    root = w.mapping(load_yaml(text, str(path)), "file", Loc(str(path), 1, 1))
+    root = w.mapping(load_tree(text, str(path)), "file", Loc(str(path), 1, 1))
     server, tenants = ServerSettings(state_dir=default_state_dir), []
     if root is not None:
         w.check_keys(root, ("task_server", "tenants"), "top level")

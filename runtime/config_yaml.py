@@ -147,6 +147,20 @@ def _precheck(text: str, file: str) -> tuple[Loc, str, str] | None:
     return None
 
 
+def load_tree(text: str, file: str) -> Any:
+    """``load_yaml``'s tree without comments, built from libyaml's events within the same limits when the C
+    parser is installed (runtime/yaml_fast.py); the checked loader below whenever that path declines, so
+    every error and broken limit is worded by it with FILE:LINE:COL."""
+    from . import yaml_fast  # noqa: PLC0415 - config_edit, which keeps comments, never needs it
+
+    if _precheck(text, file) is None and yaml_fast.available(text):
+        try:
+            return yaml_fast.load(text)
+        except yaml_fast.NotFast:
+            pass
+    return load_yaml(text, file)
+
+
 def load_yaml(text: str, file: str) -> Any:
     """Round-trip YAML tree of ``text`` (keeps positions); any syntax error or broken limit raises
     ConfigInvalid naming FILE:LINE:COL."""
