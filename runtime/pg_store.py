@@ -426,6 +426,12 @@ class PgStore:
         return float(row[0]) if row else None
 
     @_guarded
+    def last_dues(self) -> dict[str, float]:
+        rows = self._x("SELECT name, last_due FROM taskserver_jobs WHERE tenant=%s",
+                       (self.tenant,)).fetchall()
+        return {str(name): float(due) for name, due in rows}
+
+    @_guarded
     def get(self, run_id: int) -> Run | None:
         found = self._select("id=%s", run_id)
         return found[0] if found else None

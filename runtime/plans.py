@@ -65,12 +65,29 @@ DOWN = "the daemon was stopped or the job was not configured"
 STORE_DOWN = "the run store could not be written (a storage fault or a lost database connection)"
 
 
-def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: str = DOWN) -> list[float]:
+@dataclass
+class Tally:
+    """Missed runs recorded for many jobs at once (a start-up), logged as one line instead of one per job."""
+
+    jobs: int = 0
+    runs: int = 0
+
+    def log(self, tenant: str, cause: str) -> None:
+        if self.jobs:
+            log.warning("tenant %s: %d missed runs recorded for %d jobs (%s)", tenant, self.runs, self.jobs,
+                        cause)
+
+
+def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: str = DOWN, *,
+             lasts: dict[str, float] | None = None, tally: Tally | None = None) -> list[float]:
     """Record what was missed since the job's last due time; return the due times to run now. ``cause``:
-    why they were not run on time (the daemon was down, or its store was)."""
-    last = store.last_due(job.name)
+    why they were not run on time (the daemon was down, or its store was). ``lasts``: every job's last due
+    time, read at once (store.last_dues()); without it the store is asked for this job's. ``tally``: count
+    the missed runs there instead of logging a line for this job."""
+    last = lasts.get(job.name) if lasts is not None else store.last_due(job.name)
     since = _dt(last) if last is not None else None
-    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause)
+    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause,
+                   tally=tally)
 
 
 def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now: float,
@@ -94,15 +111,18 @@ def _dt(ts: float) -> datetime:
 
 
 def _decide(store: Store, job: JobDef, since: datetime | None, *, tenant: str, tz: str, now: float,
-            cause: str) -> list[float]:
+            cause: str, tally: Tally | None = None) -> list[float]:
     todo = schedule.catch_up(job, tz, since, _dt(now))
     if todo.omitted and todo.omitted_last is not None:
         note = (f"{todo.omitted}{'' if todo.omitted_exact else '+'} due times from "
                 f"{todo.omitted_first} to {todo.omitted_last} missed (summarised): {cause}")
         store.missed(job.name, [todo.omitted_last.timestamp()], now=now, note=note)
     if todo.missed:
-        log.warning("tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name,
-                    len(todo.missed) + todo.omitted, cause)
+        count = len(todo.missed) + todo.omitted
+        if tally is not None:
+            tally.jobs, tally.runs = tally.jobs + 1, tally.runs + count
+        log.log(logging.DEBUG if tally is not None else logging.WARNING,
+                "tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name, count, cause)
         for why, dues in _policy_reasons(job, todo.missed, now).items():
             store.missed(job.name, dues, now=now, note=f"{cause}; {why}")
     return [d.timestamp() for d in todo.run]

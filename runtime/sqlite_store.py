@@ -385,6 +385,10 @@ class SqliteStore:
         return float(row[0]) if row else None
 
     @_guarded
+    def last_dues(self) -> dict[str, float]:
+        return {str(name): float(due) for name, due in self.db.execute("SELECT name, last_due FROM jobs")}
+
+    @_guarded
     def get(self, run_id: int) -> Run | None:
         found = self._select("id=?", run_id)
         return found[0] if found else None

@@ -238,6 +238,18 @@ def test_rewind_pulls_last_due_times_back_to_now(store: Store) -> None:
     assert (store.last_due("late"), store.last_due("early")) == (100.0, 50.0)
 
 
+def test_last_dues_reads_every_jobs_last_due_time_at_once(store: Store, connect: Opener) -> None:
+    assert store.last_dues() == {}
+    store.remember_jobs(["new", "old"], now=10.0)
+    store.claim("old", 70.0, now=71.0)
+    store.missed("gone", [30.0], now=31.0, note="down")
+    store.claim("old", 60.0, now=72.0)  # an older due time does not move it back
+    expected = {"new": 10.0, "old": 70.0, "gone": 30.0}
+    assert store.last_dues() == expected
+    assert connect().last_dues() == expected  # what is committed, as another connection reads it
+    assert all(store.last_due(job) == due for job, due in expected.items())
+
+
 def test_summary_counts_runs_and_cumulative_buckets(store: Store) -> None:
     def ended(job: str, due: float | None, start: float, end: float, state: State) -> None:
         rid = store.claim(job, due, now=start) if due is not None else store.add(job, argv=["x"], now=start)
