@@ -136,7 +136,8 @@ def _load(args: argparse.Namespace) -> Config:
     """The config; as root, one another user controls is acted on as that user from here on (initgroups,
     setgid, setuid): it names paths and tenants that user chose, so root does only what that user could."""
     cfg = config.load(args.config)
-    load_backends()  # before any drop: the interpreter's own modules may be out of the user's reach
+    # before any drop: the interpreter's own modules may be out of the user's reach
+    load_backends({t.store.kind for t in cfg.tenants})
     if cfg.owner != 0 and os.geteuid() == 0:
         privs.drop_privileges(privs.daemon_spec(cfg))
     return cfg
@@ -164,7 +165,7 @@ def _as_tenant(cfg: Config, tenant: TenantDef) -> Iterator[None]:
     the effective ids and groups change (and change back). Root's supplementary groups are never kept:
     they would open files (a `store:` in a root:root 0660 file) the tenant's user could not.
     """
-    load_backends()  # imported as root: the interpreter's own modules may be out of the user's reach
+    load_backends([tenant.store.kind])  # imported as root: the interpreter's own modules may be out of reach
     denied = _denied(cfg, tenant)
     if denied is not None:
         raise denied

@@ -11,7 +11,6 @@ its own subdirectory there (``instance_name()``), so two servers never share sta
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pwd
 import stat
@@ -195,6 +194,8 @@ def load(path: Path | None = None, *, check_owner: bool = True, default_state: P
     owner = check_trust(p, st) if check_owner else 0
     config = parse_text(text, p, default_state or default_state_dir(p, owner), host=True)
     if owner:
+        import dataclasses  # noqa: PLC0415 - with inspect and ast, most of `status`'s imports otherwise
+
         from . import privs  # noqa: PLC0415 - pwd/grp lookups only for a user's config
 
         config = dataclasses.replace(config, owner=owner)

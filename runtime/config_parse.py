@@ -160,7 +160,7 @@ def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[s
     if problem is not None:
         w.error(loc, f"{where}.command: {problem}", hint)
         return None
-    return argv
+    return tuple(str(a) for a in argv)
 
 
 def _trigger(w: _Walker, node: CommentedMap, where: str) -> Cron | Every | None:
