@@ -152,7 +152,8 @@ def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[s
                 'command: "pg_dump app | gzip > /var/backups/app.gz"')
         return None
     hint = 'write the argv as a list, e.g. command: ["/usr/bin/backup", "--all"] (or set shell: true)'
-    argv = tuple(raw) if isinstance(raw, list) else ()  # once: a CommentedSeq iterates item by item
+    # read once, by the list's own iterator: a CommentedSeq's iterates through a Python __getitem__ per item
+    argv = tuple(list.__iter__(raw)) if isinstance(raw, list) else ()
     if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in argv):
         w.error(loc, f"{where}.command: expected a list of non-empty strings, got {v.kind(raw)}", hint)
         return None

@@ -49,15 +49,22 @@ def _config_path(args: argparse.Namespace) -> Path:
     return args.config.absolute() if args.config is not None else config.default_config_path()
 
 
-def _load(args: argparse.Namespace) -> Config:
-    return _load_path(_config_path(args))
+def _load(args: argparse.Namespace, meanwhile: Callable[[], None] | None = None) -> Config:
+    return _load_path(_config_path(args), meanwhile=meanwhile)
 
 
 def _load_path(path: Path, keepalive: Callable[[], None] | None = None,
-               default_state: Path | None = None) -> Config:
+               default_state: Path | None = None, meanwhile: Callable[[], None] | None = None) -> Config:
     from .isolate import load_in_child  # noqa: PLC0415 - pickle is not needed by status
 
-    return load_in_child(lambda: config.load(path, default_state=default_state), keepalive)
+    return load_in_child(lambda: config.load(path, default_state=default_state), keepalive,
+                         meanwhile=meanwhile)
+
+
+def _import_daemon() -> None:
+    """The daemon's code (the scheduler, the stores and their drivers), imported while the child parses the
+    config: on two cores a start-up does both at once."""
+    from . import daemon  # noqa: F401, PLC0415
 
 
 def _become_daemon_user(cfg: Config) -> Callable[..., int]:
@@ -138,7 +145,7 @@ def _preflight(cfg: Config) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, meanwhile=_import_daemon)
     _preflight(cfg)
     hold_wakeups()
     pidfile = PidFile.acquire(cfg.path)
