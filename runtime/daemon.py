@@ -113,10 +113,12 @@ class Daemon:
         for job in tenant.jobs:
             self._register(tenant, job)
         self._load_waiting(tenant, store, now)
-        lasts, tally = store.last_dues(), plans.Tally()  # one read, one log line, for all its jobs
-        for job in tenant.jobs:
-            self._plan_job(tenant, job, now, cause, lasts=lasts, tally=tally)
-        tally.log(tenant.name, cause)
+        batch = plans.Batch(store.last_dues())  # one read, one write and one log line for all its jobs
+        todo = [(job, plans.catch_up(store, tenant, job, now, cause, batch=batch))
+                for job in tenant.jobs if self._scheduled(job)]
+        batch.write(store, tenant.name, cause, now)
+        for job, dues in todo:
+            self._take(tenant, job, dues, now, batch.lasts.get(job.name))
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
@@ -170,20 +172,22 @@ class Daemon:
         self.jobs[key] = job
         self.gen[key] = self.gen.get(key, 0) + 1  # timers set before this are void
 
-    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float, cause: str = plans.DOWN, *,
-                  lasts: dict[str, float] | None = None, tally: plans.Tally | None = None) -> None:
-        """Catch the job up and set its timer. ``lasts``: every job's last due time read before (the
-        next due time follows from it as from the one the catch-up leaves: both lie on the job's grid)."""
+    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float, cause: str = plans.DOWN) -> None:
+        if self._scheduled(job):
+            self._take(tenant, job, plans.catch_up(self._st(tenant.name), tenant, job, now, cause), now)
+
+    def _take(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float,
+              last: float | None = None) -> None:
+        """Claim the due times to run now and set the job's timer. ``last``: its last due time as read
+        before the catch-up (None: read it now); the next due time follows from it as from the one the
+        catch-up leaves, both lie on the job's grid."""
         key = (tenant.name, job.name)
-        if not self._scheduled(job):
-            return
         store = self._st(tenant.name)
-        for due in plans.catch_up(store, tenant, job, now, cause, lasts=lasts, tally=tally):
+        for due in dues:
             rid = store.claim(job.name, due, queue=job.queue, now=now)
             if rid is not None:
                 self.pending.setdefault(key, deque()).append((due, 0, rid))
         if not self.once:
-            last = lasts.get(job.name) if lasts is not None else None
             self._schedule_next(key, tenant.timezone, now, last)
 
     def _schedule_next(self, key: Key, tz: str, now: float, last: float | None = None) -> None:

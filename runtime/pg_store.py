@@ -189,6 +189,24 @@ class PgStore:
             self._advance(job, max(dues))
 
     @_guarded
+    def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
+        if not rows:
+            return
+        newest: dict[str, float] = {}
+        for job, due, _ in rows:
+            newest[job] = max(due, newest.get(job, due))
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO taskserver_runs (tenant, job, state, reason, due, created, finished, message) "
+                "VALUES (%s, %s, 'ERR', %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(self.tenant, job, MISSED, due, now, now, note) for job, due, note in rows])
+            cur.executemany(
+                "INSERT INTO taskserver_jobs (tenant, name, last_due) VALUES (%s, %s, %s) ON CONFLICT "
+                "(tenant, name) DO UPDATE SET "
+                "last_due = GREATEST(taskserver_jobs.last_due, excluded.last_due)",
+                [(self.tenant, job, due) for job, due in newest.items()])
+
+    @_guarded
     def waiting(self) -> list[Run]:
         return self._select("state='QUE' AND NOT queued ORDER BY due, id")
 

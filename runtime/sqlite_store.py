@@ -192,6 +192,22 @@ class SqliteStore:
             self._advance(job, max(float(r[2]) for r in rows))
 
     @_guarded
+    def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
+        if not rows:
+            return
+        newest: dict[str, float] = {}
+        for job, due, _ in rows:
+            newest[job] = max(due, newest.get(job, due))
+        with self._txn():
+            self.db.executemany(
+                "INSERT INTO runs (job, state, reason, due, created, finished, message) "
+                "VALUES (?, 'ERR', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(job, MISSED, due, now, now, note) for job, due, note in rows])
+            self.db.executemany(
+                "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET last_due=MAX(last_due, excluded.last_due)", newest.items())
+
+    @_guarded
     def waiting(self) -> list[Run]:
         return self._select("state='QUE' AND queued=0 ORDER BY due, id")
 

@@ -150,6 +150,10 @@ class Store(Protocol):
     def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
         """Record ERR missed for each due time not claimed yet (idempotent); advance the job's last due."""
 
+    def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
+        """``missed`` for several jobs in one write: ``(job, due, note)`` each (a catch-up of 10,000 jobs
+        after a downtime records about ten rows for each)."""
+
     def waiting(self) -> list[Run]:
         """Scheduled QUE rows (claimed due times and retries not started yet), by due time."""
 

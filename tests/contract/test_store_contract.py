@@ -63,6 +63,21 @@ def test_missed_is_idempotent_and_never_doubles_a_claim(store: Store) -> None:
     assert store.claim("j", 30.0, now=42.0) is None  # a missed due time is settled
 
 
+def test_missed_many_records_several_jobs_at_once_as_missed_does(store: Store, connect: Opener) -> None:
+    store.remember_jobs(["a", "b"], now=10.0)
+    store.claim("a", 20.0, now=21.0)
+    store.missed_many([], now=30.0)  # nothing: nothing changes
+    store.missed_many([("a", 20.0, "down"), ("a", 30.0, "down; latest"), ("b", 25.0, None),
+                       ("b", 15.0, None)], now=40.0)
+    store.missed_many([("a", 30.0, "again")], now=41.0)  # idempotent
+    got = sorted((r.job, r.due, r.state, r.reason, r.message) for r in connect().history(limit=10))
+    assert got == [("a", 20.0, State.QUE, None, None), ("a", 30.0, State.ERR, "missed", "down; latest"),
+                   ("b", 15.0, State.ERR, "missed", None), ("b", 25.0, State.ERR, "missed", None)]
+    assert store.last_dues() == {"a": 30.0, "b": 25.0}  # each job's newest, never back
+    store.missed_many([("a", 5.0, None)], now=50.0)
+    assert store.last_due("a") == 30.0
+
+
 def test_waiting_holds_scheduled_rows_and_queued_holds_tasks(store: Store) -> None:
     task = store.add("", queue="q", argv=["echo", "hi there"], now=1.0)
     late = store.claim("j", 50.0, now=2.0)
