@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from . import housekeeping, plans, schedule, stores, tenancy
+from . import housekeeping, plans, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -77,6 +77,7 @@ class Daemon:
         self.que_dirty = True
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
         self.runs.on_end = self._retry_one
+        self.steer = steering.Steering(self._st)  # paused jobs and cancel requests (runtime/steering.py)
         self.health = Health(self._say)
         self.executor = self.runs.executor
         self.stopping = False
@@ -173,7 +174,11 @@ class Daemon:
         if not self._scheduled(job):
             return
         store = self._st(tenant.name)
-        for due in plans.catch_up(store, tenant, job, now, cause):
+        dues = plans.catch_up(store, tenant, job, now, cause)
+        if dues and (paused := self.steer.paused(*key)):
+            store.missed(job.name, dues, now=now, note=paused)
+            dues = []
+        for due in dues:
             rid = store.claim(job.name, due, queue=job.queue, now=now)
             if rid is not None:
                 self.pending.setdefault(key, deque()).append((due, 0, rid))
@@ -227,6 +232,9 @@ class Daemon:
         self._ping(now)
         if self.health.degraded:
             return
+        if self.que_dirty:  # a store's wake-up: a pause or a cancel request may have come with it
+            self.steer.forget()
+        self.steer.cancels(self.stores, self.runs, now)
         self.stores.check()
         for tenant in self.stores.heartbeat(now, self.runs.write_status):
             self._reread_shared(tenant, now)
@@ -345,6 +353,9 @@ class Daemon:
         self._schedule_next(key, tz, now, when)
         dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
                              cause=self.clock.cause(when, now))
+        if dues and (paused := self.steer.paused(*key)):
+            store.missed(key[1], dues, now=now, note=paused)
+            return
         if waiting and dues:  # one due time already waits to start: never pile them up
             note = ("the previous run was still going" if self.runs.job_busy(*key) else
                     "an earlier due time was still waiting for its queue or a free slot (max_parallel)")
@@ -408,7 +419,10 @@ class Daemon:
             pend = self.pending[key].popleft()
             if not self.pending[key]:
                 del self.pending[key]
-            if self._window_allows(key, job, pend, now):
+            if paused := self.steer.paused(*key):  # claimed before the pause: it does not start either
+                self._st(key[0]).finish(pend[2], State.ERR, MISSED, exit_code=None, output="", now=now,
+                                        note=paused)
+            elif self._window_allows(key, job, pend, now):
                 self.runs.start_scheduled(key[0], job, *pend)
         self._dispatch_queued(now)
 
@@ -464,7 +478,8 @@ class Daemon:
         """A failed run of a job with retries left: its retry is claimed (stored, with the time it may start)
         in the same transaction that records the failure, then waits for its backoff."""
         job = act.jobdef
-        if job is None or run.state is not State.ERR or run.reason == INTERRUPTED or self.once:
+        stopped = run.reason == INTERRUPTED or steering.was_cancelled(run)  # asked to stop: no retry
+        if job is None or run.state is not State.ERR or stopped or self.once:
             return
         if act.attempt < job.retry.count:
             delay = job.retry.backoff * 2 ** act.attempt

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..errors import UserError
+from ..store import StoreError
 from . import metrics
 from .auth import COOKIE, SESSION_SECONDS, Auth, Who
 from .reader import BadRequest, Conflict, NotFound, Reader
@@ -84,8 +86,12 @@ class Views:
         return JSONResponse(self.reader.cancel(tenant, run_id, who.name))
 
     def pause(self, request: Request, who: Who) -> Response:
-        raise HTTPError(501, "pause and resume are not available yet: disable the job in the config "
-                             "(`enabled: false`) and run `taskserver reload`")
+        tenant, job = request.path_params["tenant"], request.path_params["job"]
+        return JSONResponse(self.reader.pause(tenant, job, who.name, True))
+
+    def resume(self, request: Request, who: Who) -> Response:
+        tenant, job = request.path_params["tenant"], request.path_params["job"]
+        return JSONResponse(self.reader.pause(tenant, job, who.name, False))
 
     def dashboard(self, request: Request, who: Who) -> Response:
         html = self.env.get_template("index.html").render(**_page(self.reader, who, self.auth))
@@ -134,13 +140,17 @@ def guarded(auth: Auth, handler: Handler, *, write: bool = False,
             if page and exc.status == 401:
                 return RedirectResponse("/login", status_code=303)
             return _error(exc.status, str(exc))
-        except NotFound as exc:
-            return _error(404, str(exc))
-        except BadRequest as exc:
-            return _error(400, str(exc))
-        except Conflict as exc:
-            return _error(409, str(exc))
+        except (NotFound, BadRequest, Conflict, UserError) as exc:
+            return _error(_status(exc), exc.message if isinstance(exc, UserError) else str(exc))
     return endpoint
+
+
+def _status(exc: Exception) -> int:
+    """A store that cannot be used now: 503 (try again); the jobs commands' own refusal: 403 for a
+    permission (their exit code 4), else 409."""
+    if isinstance(exc, UserError):
+        return 503 if isinstance(exc, StoreError) else 403 if exc.exit_code == 4 else 409
+    return {NotFound: 404, BadRequest: 400, Conflict: 409}[type(exc)]
 
 
 def create_app(reader: Reader, auth: Auth) -> Starlette:
@@ -166,7 +176,7 @@ def create_app(reader: Reader, auth: Auth) -> Starlette:
         Route(t + "/jobs/{job}/run", act(v.run_now), methods=post),
         Route(t + "/runs/{id:int}/cancel", act(v.cancel), methods=post),
         Route(t + "/jobs/{job}/pause", act(v.pause), methods=post),
-        Route(t + "/jobs/{job}/resume", act(v.pause), methods=post),
+        Route(t + "/jobs/{job}/resume", act(v.resume), methods=post),
         Route("/", read(v.dashboard, page=True)),
         Route("/runs/{tenant}/{id:int}", read(v.run_page, page=True)),
         Route("/login", v.login_page, methods=["GET"]),

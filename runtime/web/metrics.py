@@ -35,7 +35,9 @@ class StoreCollector(Collector):
             with self.reader.store(tenant) as store:
                 by_job = store.summary(sorted(set(DURATION_BUCKETS) | set(LATENESS_BUCKETS)))
                 queued = store.queued()
+                paused = store.paused()
                 for job in tenant.jobs:
+                    fams["paused"].add_metric([tenant.name, job.name], 1.0 if job.name in paused else 0.0)
                     nxt = self.reader.next_due(tenant, job, store, now)
                     if nxt is not None:
                         fams["next"].add_metric([tenant.name, job.name], nxt)
@@ -66,6 +68,8 @@ def _families() -> dict[str, Any]:
                                   labels=tj),
         "depth": GaugeMetricFamily("taskserver_queue_depth", "queued (QUE) runs", labels=["tenant", "queue"]),
         "running": GaugeMetricFamily("taskserver_running", "runs in progress (RUN)", labels=["tenant"]),
+        "paused": GaugeMetricFamily("taskserver_job_paused", "1 while the job's schedule is paused",
+                                    labels=tj),
     }
 
 

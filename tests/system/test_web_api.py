@@ -87,9 +87,18 @@ def test_api_reads_actions_and_metrics(cfg: Path) -> None:
             queues = c.get("/api/v1/tenants/t/queues").json()
             assert [r["id"] for r in queues[0]["QUE"]] == [waiting]
             assert [r["id"] for r in queues[0]["RUN"]] == [slow]
-            assert c.post(f"/api/v1/tenants/t/runs/{slow}/cancel").status_code == 409
             cancelled = c.post(f"/api/v1/tenants/t/runs/{waiting}/cancel").json()
-            assert cancelled["state"] == "ERR" and "cancelled by ops" in cancelled["message"]
+            assert (cancelled["state"], cancelled["reason"]) == ("ERR", "cancelled by ops")
+            assert c.post(f"/api/v1/tenants/t/runs/{waiting}/cancel").status_code == 409  # ended
+            stopping = c.post(f"/api/v1/tenants/t/runs/{slow}/cancel")
+            assert stopping.status_code == 200 and stopping.json()["state"] == "RUN"  # its daemon stops it
+            wait_for(lambda: c.get(f"/api/v1/tenants/t/runs/{slow}").json()["state"] == "ERR", "slow stopped")
+            assert c.get(f"/api/v1/tenants/t/runs/{slow}").json()["reason"] == "cancelled by ops"
+            paused = c.post("/api/v1/tenants/t/jobs/hello/pause").json()
+            assert (paused["paused"], paused["paused_by"]) == (True, "ops")
+            jobs = {j["name"]: j for j in c.get("/api/v1/tenants/t/jobs").json()}
+            assert jobs["hello"]["paused"] and not jobs["slow"]["paused"]
+            assert c.post("/api/v1/tenants/t/jobs/nope/pause").status_code == 404
             assert [r["id"] for r in c.get("/api/v1/tenants/t/runs?state=OK").json()] == [run_id]
             page = c.get(f"/api/v1/tenants/t/runs?limit=1&before={waiting}").json()
             assert [r["id"] for r in page] == [slow]
@@ -107,8 +116,14 @@ def test_api_reads_actions_and_metrics(cfg: Path) -> None:
                        for m in metrics.values() for s in m.samples}
             ok_hello = (("job", "hello"), ("state", "OK"), ("tenant", "t"))
             assert samples[("taskserver_runs_total", ok_hello)] == 1
-            assert samples[("taskserver_running", (("tenant", "t"),))] == 1
+            assert samples[("taskserver_running", (("tenant", "t"),))] == 0  # slow was stopped
+            stopped = (("job", "slow"), ("state", "ERR"), ("tenant", "t"))
+            assert samples[("taskserver_runs_total", stopped)] == 1
             assert samples[("taskserver_daemon_up", ())] == 1
+            assert samples[("taskserver_job_paused", (("job", "hello"), ("tenant", "t")))] == 1
+            assert samples[("taskserver_job_paused", (("job", "slow"), ("tenant", "t")))] == 0
+            resumed = c.post("/api/v1/tenants/t/jobs/hello/resume").json()
+            assert (resumed["paused"], resumed["changed"]) == (False, True)
             assert c.get("/healthz").status_code == 200
             daemon.stop()
             r = c.get("/healthz")
