@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from . import config, privs
+from .config_http import DEFAULT_LISTEN, LISTEN_HINT, parse_listen, tokens_path
 from .errors import UserError
 
-DEFAULT_LISTEN = "127.0.0.1:8181"
 log = logging.getLogger(__name__)
 
 
@@ -47,14 +47,14 @@ def register(sub: Any) -> None:
 
 
 def _tokens_path(cfg_path: Path, given: Path | None) -> Path:
-    return given if given is not None else cfg_path.absolute().parent / "tokens"
+    return given if given is not None else tokens_path(cfg_path, None)
 
 
 def _listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--listen {text[:60]!r}: expected HOST:PORT", hint=f"e.g. --listen {DEFAULT_LISTEN}")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise UserError(f"--listen: {exc}", hint=LISTEN_HINT.replace("listen: ", "--listen ")) from None
 
 
 def _token_add(args: argparse.Namespace) -> int:
@@ -87,6 +87,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not token_list and not args.anonymous_read:
         log.warning("no tokens in the tokens file: every request needs one; make one with "
                     "`taskserver web token-add NAME`")
+    from .web.child import warm  # noqa: PLC0415
+
+    warm()  # before the drop: the installation's modules and templates may be readable by root only
     privs.drop_privileges(cfg.server.run_as)
     app = create_app(Reader(cfg), Auth(token_list, args.anonymous_read))
     log.info("serving http://%s:%d/ for %s", host, port, cfg.path)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from . import config_env, limits
+from . import config_env, config_http, limits
 from . import config_values as v
 from .config_values import CALL, NAME, NAME_HINT, USER
 from .config_yaml import ConfigError, ConfigInvalid, load_yaml
@@ -108,8 +108,9 @@ class _Walker:
 
 
 def _server(w: _Walker, node: CommentedMap, state_dir: Path) -> ServerSettings:
-    w.check_keys(node, list(SERVER_KEYS), "task_server")
+    w.check_keys(node, [*SERVER_KEYS, "http"], "task_server")
     got = {k: w.value(node, k, conv, "task_server") for k, conv in SERVER_KEYS.items()}
+    got["http"] = config_http.parse(w, node) if "http" in node else None
     fields: dict[str, Any] = {k: x for k, x in got.items() if x is not None and not k.startswith("keep_")}
     if got["keep_ok"] is not None:
         fields["keep_ok_days"] = got["keep_ok"] / 86400

@@ -67,6 +67,7 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     only root can read, and the loop must not meet an ImportError hours later.
     """
     from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+    from .httpd import around  # noqa: PLC0415
 
     spec = privs.daemon_spec(cfg)
     if privs.will_change_uid(spec):
@@ -77,7 +78,7 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
         privs.drop_privileges(spec)
     os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
     privs.prepare_dir(cfg.server.state_dir, spec)
-    return serve
+    return around(serve, cfg)  # task_server.http: the web child's tokens, socket and imports, still as root
 
 
 def _drop(cfg: Config, keep_caps: bool) -> None:

@@ -26,6 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from . import housekeeping, plans, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
@@ -36,6 +37,9 @@ from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
 from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends, open_store
+
+if TYPE_CHECKING:
+    from .httpd import WebChild
 
 # Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
 # the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
@@ -55,8 +59,9 @@ def _dt(ts: float) -> datetime:
 
 class Daemon:
     def __init__(self, config: Config, *, once: bool, time_limit: float | None, notifier: Notifier | None,
-                 config_loader: Callable[[], Config] | None) -> None:
+                 config_loader: Callable[[], Config] | None, web: WebChild | None = None) -> None:
         self.config = config
+        self.web = web  # task_server.http: the web server's child process (runtime/httpd.py)
         self.once = once
         self.notifier = notifier
         self.config_loader = config_loader
@@ -221,6 +226,8 @@ class Daemon:
                     _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 elif isinstance(key.data, Child):
                     self.executor.read(key.data)
+                elif key.data is self.web and self.web is not None:
+                    self.web.exited()
                 else:
                     key.data.drain_wakeups()  # a store's wake-up: new queued tasks
                     self.que_dirty = True
@@ -230,6 +237,8 @@ class Daemon:
         self._handle_signals(now)
         self._check_limits(now)
         self._ping(now)
+        if self.web is not None:
+            self.web.tick(self.config, now)
         if self.health.degraded:
             return
         if self.que_dirty:  # a store's wake-up: a pause or a cancel request may have come with it
@@ -317,7 +326,7 @@ class Daemon:
         retry = self.health.retry_at if self.health.degraded else None
         pids = self.runs.save_by if not self.health.degraded else None
         deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry,
-                     pids)
+                     pids, self.web.wake_at() if self.web is not None else None)
         for t in deadlines:
             if t is not None:
                 wake.append(t)
@@ -587,6 +596,8 @@ class Daemon:
             self.notifier.status(text)
 
     def close(self) -> None:
+        if self.web is not None:
+            self.web.stop()
         self.sel.close()
         self.stores.close()
 
@@ -600,9 +611,14 @@ def _drain(fd: int) -> None:
 
 
 def serve(config: Config, *, once: bool = False, time_limit: float | None = None,
-          notifier: Notifier | None = None, config_loader: Callable[[], Config] | None = None) -> int:
+          notifier: Notifier | None = None, config_loader: Callable[[], Config] | None = None,
+          web: WebChild | None = None) -> int:
     """Run the daemon until stopped (0), ``once`` is done (0) or a limit is reached (0)."""
-    daemon = Daemon(config, once=once, time_limit=time_limit, notifier=notifier, config_loader=config_loader)
+    if web is not None and once:  # cron mode ends within the minute: no web server
+        web.stop()
+        web = None
+    daemon = Daemon(config, once=once, time_limit=time_limit, notifier=notifier, config_loader=config_loader,
+                    web=web)
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}
@@ -610,6 +626,8 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since before the pid file was taken
     try:
         daemon.start_up()
+        if web is not None:  # after the stores are opened (and migrated) by the daemon
+            web.start(daemon.sel, daemon.config, time.time())
         if notifier:
             notifier.ready()
         daemon._status()

@@ -131,6 +131,20 @@ class TenantDef:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``task_server: http:``: `taskserver run` serves the web side from an unprivileged child process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8181
+    tokens: Path | None = None  # None: `tokens` next to the config file
+    anonymous_read: bool = False
+    loc: Loc | None = None
+
+    def __str__(self) -> str:  # what `reload` compares (a restart applies a change)
+        return f"{self.host}:{self.port} tokens={self.tokens} anonymous_read={self.anonymous_read}"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     run_as: str | None = None  # user or user:group
     debug: bool = False
@@ -142,6 +156,7 @@ class ServerSettings:
     keep_ok_days: float = 14.0
     keep_err_days: float = 90.0
     output_tail: int = 4096  # bytes of stdout/stderr kept per run
+    http: HttpSettings | None = None  # serve the web side from `taskserver run` (runtime/httpd.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,5 +195,6 @@ def _by_fields(value: object) -> tuple[Callable[..., object], tuple[type, tuple[
     return _rebuild, (type(value), tuple(getattr(value, name) for name in value.__slots__))  # type: ignore[attr-defined]
 
 
-for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, JobDef, StoreDef, TenantDef, ServerSettings, Config):
+for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, JobDef, StoreDef, TenantDef, HttpSettings,
+              ServerSettings, Config):
     copyreg.pickle(_kind, _by_fields)

@@ -3,6 +3,7 @@ run in Starlette's thread pool, so a slow store read never blocks another client
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -36,13 +37,24 @@ class HTTPError(Exception):
         self.status = status
 
 
+@functools.cache
+def templates() -> jinja2.Environment:
+    """Every template read and compiled once: a server started by root does it before it drops privileges
+    (the installation's files may be readable by root only)."""
+    sources = {p.name: p.read_text() for p in TEMPLATES.glob("*.html")}
+    env = jinja2.Environment(loader=jinja2.DictLoader(sources), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    for name in sources:
+        env.get_template(name)
+    return env
+
+
 class Views:
     """The handlers; each takes the request and who asked (checked by ``guarded``)."""
 
     def __init__(self, reader: Reader, auth: Auth) -> None:
         self.reader, self.auth = reader, auth
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                                      undefined=jinja2.StrictUndefined)
+        self.env = templates()
         self.registry = metrics.registry(reader)
 
     def healthz(self, request: Request) -> Response:
