@@ -1,11 +1,13 @@
 """`taskserver run` serving the web side (``task_server: http:``) from a child process of its own.
 
 What needs root happens before the daemon's privilege drop (``around``, called by runtime/control.py): the
-web stack is imported (after the drop its modules may be out of the daemon user's reach), the tokens file is
-read and checked (it is root's: the daemon's user may not read it later), and the listening socket is bound
-(so a port below 1024 works). The child is forked from the daemon's own loop, never from a thread, then:
-its own session, only stdio and the socket kept, the identity below, no capabilities, no new privileges,
-and the kernel's parent-death signal (runtime/web/child.py).
+tokens file is read and checked (it is root's: the daemon's user may not read it later), the web extra is
+checked, and the listening socket is bound (so a port below 1024 works). The child is a new interpreter
+(``python -m taskserver.runtime.web.child``), never a bare fork: SQLite's per-process state about the
+daemon's open stores (locks, shared memory) must not be inherited. It gets the config and the tokens on
+stdin and the socket's fd, in its own session, as the identity below; it then drops every capability, sets
+no_new_privs, asks the kernel for a TERM when the daemon ends, and refuses to serve as uid 0
+(runtime/web/child.py). Like a `call:` job, it needs an interpreter its user can execute.
 
 Who the child is: the daemon's ``run_as`` user when that is not root (it may use every tenant's store, as
 `taskserver jobs` run by that user may); for a daemon that stays root, ``nobody`` with the daemon's group
@@ -14,9 +16,10 @@ A user's own daemon (not root) serves as that user.
 
 The scheduler's loop never waits on a client: it only learns through the child's pidfd that the child
 ended, and restarts it with backoff (1 s doubling to 60 s; a child that served a minute starts over at 1 s).
-A listening address that cannot be bound is one error in the log, retried on the same backoff; the daemon
-serves its jobs meanwhile. After a reload the child is restarted with the new config (``listen:`` and the
-tokens file are read at start: `taskserver restart` applies changes to them).
+A listening address that cannot be bound, or a child that cannot be started, is one error in the log (the
+same failure again only at debug level), retried on the same backoff; the daemon runs its jobs meanwhile.
+After a reload the child is replaced at once, serving the new config (``http:`` itself and the tokens file
+are read at start: `taskserver restart` applies changes to them). `run --once` serves nothing.
 """
 
 from __future__ import annotations

@@ -217,3 +217,26 @@ def test_a_port_in_use_is_one_log_line_and_the_jobs_run_on(site: Site) -> None:
         assert "ts.yaml:" in errors[0] and "Traceback" not in log.read_text()
     assert wait_for(lambda: answers(site), 90), log.read_text()  # retried, with backoff, once it is free
     assert daemon.poll() is None
+
+
+def test_a_reload_is_served_at_once_and_once_mode_serves_nothing(site: Site) -> None:
+    tok = site.token("ops")
+    daemon, log = start(site)
+    assert wait_for(lambda: answers(site), 60), log.read_text()
+    first = child_pids(log)[-1]
+
+    def tenants() -> list[str]:
+        try:
+            return [t["name"] for t in httpx.get(site.base + "/api/v1/tenants", headers=bearer(tok)).json()]
+        except httpx.TransportError:
+            return []  # between the old child and the new one
+
+    assert tenants() == ["a", "b"]
+    site.cfg.write_text(site.cfg.read_text() + "  c:\n    login:\n")
+    assert site.world.ts(site.cfg, "reload").returncode == 0
+    assert wait_for(lambda: tenants() == ["a", "b", "c"], 60), log.read_text()
+    assert child_pids(log)[-1] != first and "http: the web server (pid" not in log.read_text()  # planned
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0, log.read_text()
+    once = site.world.ts(site.cfg, "-v", "run", "--once")
+    assert once.returncode == 0 and "http: serving" not in once.stderr, once.stderr
