@@ -218,6 +218,8 @@ task_server:
   stop_timeout: 30s             # on stop: wait this long for running jobs, then kill them
   keep_ok: 14d                  # history kept for successful runs
   keep_err: 90d                 # ... and for failed or missed runs
+  # http:                       # the dashboard, JSON API and /metrics, from an unprivileged child process
+  #   listen: 127.0.0.1:8181    # (needs taskserver[web]; tokens: `taskserver web token-add NAME`)
 
 tenants:
   # One entry per tenant. Without a login a tenant runs nothing

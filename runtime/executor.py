@@ -236,7 +236,7 @@ class Executor:
         child.cancelled = who
         child.deadline = None
         self._signal(child, signal.SIGTERM)
-        child.kill_at = now + self.kill_grace
+        child.kill_at = min(child.kill_at or now + self.kill_grace, now + self.kill_grace)
         return True
 
     def next_deadline(self) -> float | None:

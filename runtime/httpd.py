@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import logging
 import os
 import pickle
@@ -50,6 +51,7 @@ FIRST_DELAY, MAX_DELAY, STEADY = 1.0, 60.0, 60.0  # seconds
 STOP_WAIT = 5.0  # seconds the child gets to end on TERM when the daemon exits, then KILL
 NOBODY = "nobody"
 CHILD = "taskserver.runtime.web.child"
+WEB_MODULES = ("uvicorn", "starlette", "prometheus_client", "jinja2")
 
 
 def around(serve: Callable[..., int], cfg: Config) -> Callable[..., int]:
@@ -96,12 +98,13 @@ class WebChild:
     def prepare(cls, cfg: Config) -> WebChild:
         http = cfg.server.http
         assert http is not None
-        try:
-            from .web import child  # noqa: PLC0415 - the web stack, only for a config that serves it
-        except ImportError as exc:
-            raise UserError(f"task_server.http needs the optional extra: {exc.name} is not installed",
-                            hint="pip install 'taskserver[web]', or remove task_server.http") from None
-        tokens = child.load_tokens(tokens_path(cfg.path, http.tokens))
+        missing = [m for m in WEB_MODULES if importlib.util.find_spec(m) is None]  # found, not loaded: the
+        if missing:  # child is a new interpreter, the daemon need not carry the web stack
+            raise UserError(f"task_server.http needs the optional extra: {missing[0]} is not installed",
+                            hint="pip install 'taskserver[web]', or remove task_server.http")
+        from .web import tokens as tokens_file  # noqa: PLC0415 - only for a config that serves the web side
+
+        tokens = tokens_file.load(tokens_path(cfg.path, http.tokens))
         web = cls(http, tokens, child_identity(cfg))
         web.bind()
         return web

@@ -18,17 +18,14 @@ import pickle
 import signal
 import socket
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 import uvicorn
 
 from .. import caps, logs
-from . import tokens as tokens_file
 from .app import create_app, templates
 from .auth import Auth
 from .reader import Reader
-from .tokens import Token
 
 PRELOAD = ("anyio._backends._asyncio", "anyio.from_thread", "anyio.to_thread")  # imported on first use
 
@@ -47,10 +44,6 @@ async def _nothing(scope: Any, receive: Any, send: Any) -> None:
 def _options() -> dict[str, Any]:
     return {"log_level": "warning", "access_log": False, "server_header": False, "log_config": None,
             "lifespan": "off", "loop": "asyncio", "http": "h11", "ws": "none", "proxy_headers": False}
-
-
-def load_tokens(path: Path) -> list[Token]:
-    return tokens_file.load(path)
 
 
 def main() -> NoReturn:
