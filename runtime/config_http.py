@@ -65,7 +65,8 @@ def parse(w: _Walker, server: CommentedMap) -> HttpSettings | None:
     tokens = w.value(node, "tokens", v._path_text, where)
     anonymous = w.value(node, "anonymous_read", v.boolean, where)
     return HttpSettings(host=host, port=port, tokens=Path(tokens) if tokens else None,
-                        anonymous_read=bool(anonymous), loc=w.loc(server, "http"))
+                        anonymous_read=bool(anonymous),
+                        loc=w.loc(node, "listen", value=True) if "listen" in node else w.loc(server, "http"))
 
 
 def tokens_path(config_path: Path, given: Path | None) -> Path:

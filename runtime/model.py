@@ -138,7 +138,7 @@ class HttpSettings:
     port: int = 8181
     tokens: Path | None = None  # None: `tokens` next to the config file
     anonymous_read: bool = False
-    loc: Loc | None = None
+    loc: Loc | None = None  # of the listen: value (else of http:), for the error when it cannot be bound
 
     def __str__(self) -> str:  # what `reload` compares (a restart applies a change)
         return f"{self.host}:{self.port} tokens={self.tokens} anonymous_read={self.anonymous_read}"

@@ -217,7 +217,7 @@ def test_a_port_in_use_is_one_log_line_and_the_jobs_run_on(site: Site) -> None:
         assert wait_for(done, 60), log.read_text()
         errors = [line for line in log.read_text().splitlines() if " ERROR " in line]
         assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{site.port}" in errors[0], errors
-        assert "ts.yaml:" in errors[0] and "Traceback" not in log.read_text()
+        assert "ts.yaml:6:13" in errors[0] and "Traceback" not in log.read_text()  # the listen: value
     assert wait_for(lambda: answers(site), 90), log.read_text()  # retried, with backoff, once it is free
     assert daemon.poll() is None
 
