@@ -238,7 +238,7 @@ class Daemon:
         self._check_limits(now)
         self._ping(now)
         if self.web is not None:
-            self.web.tick(self.config, now)
+            self.web.tick(self.config, now, stopping=self.stopping)
         if self.health.degraded:
             return
         if self.que_dirty:  # a store's wake-up: a pause or a cancel request may have come with it

@@ -143,8 +143,11 @@ class WebChild:
     def wake_at(self) -> float | None:
         return self.restart_at if self.pid is None and not self.stopping else None
 
-    def tick(self, config: Config, now: float) -> None:
-        """Restart a child that ended once its backoff passed; after a reload, serve the new config."""
+    def tick(self, config: Config, now: float, *, stopping: bool = False) -> None:
+        """Restart a child that ended once its backoff passed; after a reload, serve the new config. While
+        the daemon stops, the child serves on (the dashboard shows the last runs end) but is not restarted:
+        a supervisor stopping the whole service may have ended it."""
+        self.stopping = self.stopping or stopping
         if self.stopping:
             return
         if self.pid is not None:
@@ -176,6 +179,8 @@ class WebChild:
         if not self.stopping:
             log.warning("http: the web server (pid %s) ended%s after %.0f s; restarting it in %.0f s",
                         self.pid, f" with code {code}" if code is not None else "", up, self.delay)
+        else:
+            log.info("http: the web server (pid %s) ended while the daemon stops", self.pid)
         self.pid = None
         self._later(now)
 

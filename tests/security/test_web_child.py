@@ -134,8 +134,10 @@ def test_the_http_child_is_the_daemons_user_without_privileges_and_comes_back(si
     assert wait_for(lambda: len(child_pids(log)) >= 2 and answers(site), 60), log.read_text()
     assert child_pids(log)[-1] != child and daemon.poll() is None
     assert "http: the web server (pid" in log.read_text()
-    daemon.send_signal(signal.SIGTERM)
+    daemon.send_signal(signal.SIGTERM)  # as a supervisor stopping the whole service: both get TERM
+    os.kill(child_pids(log)[-1], signal.SIGTERM)
     assert daemon.wait(30) == 0, log.read_text()
+    assert len(child_pids(log)) == 2, log.read_text()  # not restarted while the daemon stops
     assert not Path(f"/proc/{child_pids(log)[-1]}").exists() or status(child_pids(log)[-1])["State"][0] == "Z"
     assert not answers(site)  # stopped with the daemon
 
