@@ -38,13 +38,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import privs, tenancy
 from .config_http import tokens_path
 from .errors import UserError
 from .jobenv import SAFE_PATH
 from .model import Config, HttpSettings
+
+if TYPE_CHECKING:
+    from .web.tokens import Token
 
 log = logging.getLogger(__name__)
 FIRST_DELAY, MAX_DELAY, STEADY = 1.0, 60.0, 60.0  # seconds
@@ -79,7 +82,7 @@ def child_identity(cfg: Config) -> privs.Identity | None:
 
 
 class WebChild:
-    def __init__(self, http: HttpSettings, tokens: list[Any], ident: privs.Identity | None) -> None:
+    def __init__(self, http: HttpSettings, tokens: list[Token], ident: privs.Identity | None) -> None:
         self.http, self.tokens, self.ident = http, tokens, ident
         self.sock: socket.socket | None = None
         self.bind_error: str | None = None
