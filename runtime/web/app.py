@@ -266,17 +266,27 @@ def _page_headers() -> dict[str, str]:
             "Cache-Control": "no-store"}
 
 
+def _tenant_page(reader: Reader, name: str, login: str | None, now: float) -> dict[str, Any]:
+    """One tenant's part of the dashboard; a store that cannot be read is said on the page, and the other
+    tenants are shown all the same."""
+    try:
+        jobs = reader.jobs(name)
+        recent = reader.runs(name, since=now - 86400, limit=500)
+        queues = reader.queues(name)
+    except StoreError as exc:
+        return {"name": name, "login": login, "jobs": [], "queues": [], "runs": [], "timeline": "",
+                "error": f"its store cannot be read: {exc.message}"}
+    picture = timeline_svg([j["name"] for j in jobs], recent, now)
+    return {"name": name, "login": login, "jobs": jobs, "queues": queues, "runs": recent[:30],
+            "timeline": picture, "error": None}
+
+
 def _page(reader: Reader, who: Who, auth: Auth) -> dict[str, Any]:
     now = time.time()
     tenants = []
     for t in reader.config.tenants:
-        if not _visible(who, t.name):
-            continue
-        jobs = reader.jobs(t.name)
-        recent = reader.runs(t.name, since=now - 86400, limit=500)
-        picture = timeline_svg([j["name"] for j in jobs], recent, now)
-        tenants.append({"name": t.name, "login": t.login, "jobs": jobs, "queues": reader.queues(t.name),
-                        "runs": recent[:30], "timeline": picture})
+        if _visible(who, t.name):
+            tenants.append(_tenant_page(reader, t.name, t.login, now))
     return {"tenants": tenants, "who": who.name, "csrf": auth.csrf(who),
             "can_write": who.token is not None and who.token.write,
             "daemon": reader.daemon_pid(), "now": datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S UTC")}

@@ -7,6 +7,7 @@ Prometheus' ``rate()`` and ``increase()`` handle.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +15,11 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..model import State
-from ..store import JobSummary
+from ..model import State, TenantDef
+from ..store import JobSummary, StoreError
 from .reader import Reader
 
+log = logging.getLogger(__name__)
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
 
@@ -32,24 +34,30 @@ class StoreCollector(Collector):
         fams["up"].add_metric([], up)
         now = datetime.now(UTC)
         for tenant in self.reader.config.tenants:
-            with self.reader.store(tenant) as store:
-                by_job = store.summary(sorted(set(DURATION_BUCKETS) | set(LATENESS_BUCKETS)))
-                queued = store.queued()
-                paused = store.paused()
-                for job in tenant.jobs:
-                    fams["paused"].add_metric([tenant.name, job.name], 1.0 if job.name in paused else 0.0)
-                    nxt = self.reader.next_due(tenant, job, store, now)
-                    if nxt is not None:
-                        fams["next"].add_metric([tenant.name, job.name], nxt)
-            _add_runs(fams, tenant.name, by_job)
-            depth: dict[str, int] = {}
-            for run in queued:
-                depth[run.queue or ""] = depth.get(run.queue or "", 0) + 1
-            for queue, n in sorted(depth.items()):
-                fams["depth"].add_metric([tenant.name, queue], n)
-            running = sum(s.count for s in by_job if s.state is State.RUN)
-            fams["running"].add_metric([tenant.name], running)
+            try:
+                self._tenant(fams, tenant, now)
+            except StoreError as exc:  # the other tenants are still reported; /healthz names this one
+                log.warning("metrics: tenant %s: %s", tenant.name, exc.message)
         yield from fams.values()
+
+    def _tenant(self, fams: dict[str, Any], tenant: TenantDef, now: datetime) -> None:
+        with self.reader.store(tenant) as store:
+            by_job = store.summary(sorted(set(DURATION_BUCKETS) | set(LATENESS_BUCKETS)))
+            queued = store.queued()
+            paused = store.paused()
+            for job in tenant.jobs:
+                fams["paused"].add_metric([tenant.name, job.name], 1.0 if job.name in paused else 0.0)
+                nxt = self.reader.next_due(tenant, job, store, now)
+                if nxt is not None:
+                    fams["next"].add_metric([tenant.name, job.name], nxt)
+        _add_runs(fams, tenant.name, by_job)
+        depth: dict[str, int] = {}
+        for run in queued:
+            depth[run.queue or ""] = depth.get(run.queue or "", 0) + 1
+        for queue, n in sorted(depth.items()):
+            fams["depth"].add_metric([tenant.name, queue], n)
+        running = sum(s.count for s in by_job if s.state is State.RUN)
+        fams["running"].add_metric([tenant.name], running)
 
 
 def _families() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ..client import queue_problem
 from ..control import read_pid
 from ..limits import argv_problem
 from ..model import Config, Cron, Every, JobDef, State, TenantDef
-from ..store import NoStore, Pause, Run, Store, open_store
+from ..store import NoStore, Pause, Run, Store, StoreError, open_store
 
 RUN_SCAN = 5000  # runs read per request at most when filtering (newest first)
 OVERDUE_GRACE = 120.0  # seconds a scheduled job may be late before /healthz reports it
@@ -167,11 +167,19 @@ class Reader:
             reasons.append(f"no taskserver daemon is running for {self.config.path}")
         now = datetime.now(UTC)
         for tenant in busy:
-            with self.store(tenant) as store:
-                for job in tenant.jobs:
-                    nxt = self.next_due(tenant, job, store, now)
-                    if nxt is not None and now.timestamp() - nxt > OVERDUE_GRACE:
-                        reasons.append(f"tenant {tenant.name} job {job.name}: overdue since {stamp(nxt)}")
+            try:
+                reasons += self._overdue(tenant, now)
+            except StoreError as exc:  # one tenant's store is a reason, not a failed health check
+                reasons.append(f"tenant {tenant.name}: its store cannot be read: {exc.message}")
+        return reasons
+
+    def _overdue(self, tenant: TenantDef, now: datetime) -> list[str]:
+        reasons = []
+        with self.store(tenant) as store:
+            for job in tenant.jobs:
+                nxt = self.next_due(tenant, job, store, now)
+                if nxt is not None and now.timestamp() - nxt > OVERDUE_GRACE:
+                    reasons.append(f"tenant {tenant.name} job {job.name}: overdue since {stamp(nxt)}")
         return reasons
 
     # -- acting ----------------------------------------------------------------------------------------

@@ -139,3 +139,24 @@ def test_tokens_file_must_be_private(cfg: Path) -> None:
     tokens.chmod(0o620)
     r = cli(cfg, "web", "--listen", "127.0.0.1:1", check=False)
     assert r.returncode == 2 and "writable by group or others" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_store_that_cannot_be_read_is_named_and_the_other_tenants_are_served(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", JOBS, extra_tenants={
+        "broken": {"login": "x", "jobs": {"j": {"every": "1h", "command": ["/bin/true"]}}}})
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "broken.sqlite").write_bytes(b"this is not an SQLite file" * 100)
+    cli(cfg, "jobs", "enqueue", "--tenant", "t", "--", "/bin/true")  # tenant t: a store with a run
+    full = token(cfg, "ops")
+    with web_server(cfg) as base, httpx.Client(base_url=base, headers=bearer(full)) as c:
+        health = c.get("/healthz")
+        assert health.status_code == 503
+        assert any(r.startswith("tenant broken: its store cannot be read:") for r in health.json()["reasons"])
+        metrics = c.get("/metrics")
+        assert metrics.status_code == 200
+        depth = [s for m in text_string_to_metric_families(metrics.text) for s in m.samples
+                 if s.name == "taskserver_queue_depth"]
+        assert [(s.labels["tenant"], s.value) for s in depth] == [("t", 1)]
+        assert c.get("/api/v1/tenants/broken/jobs").status_code == 503
+        page = c.get("/")
+        assert page.status_code == 200 and "its store cannot be read" in page.text and "hello" in page.text
