@@ -109,8 +109,13 @@ def _serve(
         published["status"] = text
         pidfile.write_info(published)
 
+    def publish(key: str, value: object) -> None:  # the notification counters (docs/notifications.md)
+        published[key] = value
+        pidfile.write_info(published)
+
     notifier = notifier or Notifier(None)
     notifier.on_status = status
+    notifier.on_publish = publish
     return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
 
 
@@ -400,6 +405,11 @@ def _tenants(tenants: list[dict[str, Any]]) -> str:
     return "; ".join(parts) if parts else "none"
 
 
+def _notifications(counts: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{t} {c.get('sent', 0)} sent, {c.get('failed', 0)} failed, "
+                     f"{c.get('dropped', 0)} dropped" for t, c in sorted(counts.items()))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     # the config is parsed only when the daemon published nothing: status stays fast with 10,000 jobs
     path = _config_path(args)
@@ -413,6 +423,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         health = str(info.get("status") or "")
         note = f"; {health}" if health.startswith("degraded") else ""
         print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}{note}")
+        if info.get("notifications"):
+            print(f"  notifications since start: {_notifications(info['notifications'])}")
         if any(t.get("shared") for t in info["tenants"]):
             _shared_daemons(args)
         return 0

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from . import housekeeping, plans, schedule, stores, tenancy
+from . import alerts, housekeeping, plans, schedule, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -77,6 +77,7 @@ class Daemon:
         self.que_dirty = True
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
         self.runs.on_end = self._retry_one
+        self.alerts = alerts.Alerts(lambda: self.config, once=once, sel=self.sel, notifier=notifier)
         self.health = Health(self._say)
         self.executor = self.runs.executor
         self.stopping = False
@@ -122,7 +123,8 @@ class Daemon:
         where = self.config.tenant_dir(tenant.name)
 
         def opener() -> Store:
-            return tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+            store = tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+            return self.alerts.observe(tenant.name, store)  # run ends may notify (runtime/alerts.py)
 
         return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run))
 
@@ -216,6 +218,8 @@ class Daemon:
                     _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 elif isinstance(key.data, Child):
                     self.executor.read(key.data)
+                elif key.data is self.alerts:
+                    self.alerts.drained()  # notification results: counted, published
                 else:
                     key.data.drain_wakeups()  # a store's wake-up: new queued tasks
                     self.que_dirty = True
@@ -572,6 +576,7 @@ class Daemon:
             self.notifier.status(text)
 
     def close(self) -> None:
+        self.alerts.close()  # pending notifications get a short grace (runtime/alert_proc.py)
         self.sel.close()
         self.stores.close()
 

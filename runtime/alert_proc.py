@@ -1,0 +1,228 @@
+"""The delivery process: notifications leave the daemon here, so that none ever delays a run.
+
+The daemon's loop only hands a prepared message to ``Courier.send`` (one non-blocking send on a
+SOCK_SEQPACKET socket pair: the whole message or nothing; a full socket drops it, counted and logged). The
+delivery process, forked from the daemon on first use, queues what it receives (bounded) and delivers it
+with a few threads (runtime/alert_send.py); each result comes back as a message the loop reads when its
+selector says so. A slow webhook or a hanging command therefore holds one delivery thread, never the loop.
+
+Why a process and not a thread: the daemon reaps its runs with ``waitpid(-1)``, which would also take the
+exit status of a notification command; the delivery process reaps its own children. It is forked, not
+exec'd, so it keeps the daemon's user and the capabilities the daemon kept to start runs as tenant users;
+right after the fork it closes every inherited file descriptor (a store's flock must never outlive the
+daemon in it), ignores the stop signals and freezes the objects it inherited.
+
+On stop the daemon closes its end; the delivery process finishes what it holds for at most ``GRACE``
+seconds, then drops the rest with one log line and exits. If the daemon dies, the same happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WORKERS = 4  # deliveries at the same time (each slow receiver holds one)
+MAX_PENDING = 1000  # messages waiting in the delivery process; more are dropped
+MAX_MESSAGE = 128 * 1024
+GRACE = 5.0  # seconds pending notifications get when the daemon stops
+SOCKET_BUFFER = 1 << 20
+
+
+class Courier:
+    """The daemon's side of the delivery process."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.pid: int | None = None
+
+    def send(self, msg: dict[str, Any]) -> str | None:
+        """Hand ``msg`` over without waiting: None, or why it was dropped."""
+        data = json.dumps(msg).encode()
+        if len(data) > MAX_MESSAGE:
+            return f"the notification is {len(data)} bytes, more than {MAX_MESSAGE}"
+        if self.sock is None:
+            self._start()
+        assert self.sock is not None
+        try:
+            self.sock.send(data)
+        except BlockingIOError:
+            return "the delivery queue is full"
+        except OSError as exc:
+            self.gone()
+            return f"the delivery process is gone ({exc.strerror or exc})"
+        return None
+
+    def _start(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (mine, theirs):
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        pid = os.fork()
+        if pid == 0:  # the delivery process: never returns into the daemon's code
+            code = 70
+            try:
+                mine.close()
+                _child(theirs)
+                code = 0
+            finally:
+                os._exit(code)
+        theirs.close()
+        mine.setblocking(False)
+        self.sock, self.pid = mine, pid
+        log.debug("notification delivery process %d started", pid)
+
+    def results(self) -> list[dict[str, Any]]:
+        """What the delivery process reported since the last call (never waits)."""
+        out: list[dict[str, Any]] = []
+        while self.sock is not None:
+            try:
+                data = self.sock.recv(MAX_MESSAGE)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.gone()
+                break
+            out.append(json.loads(data))
+        return out
+
+    def gone(self) -> None:
+        """The delivery process ended (or must): forget it; the next send starts a new one."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self._reap(0.0)
+
+    def close(self) -> list[dict[str, Any]]:
+        """Stop: the delivery process gets GRACE seconds for what it holds; returns its last reports."""
+        if self.sock is None:
+            return []
+        out: list[dict[str, Any]] = []
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        end = time.monotonic() + GRACE + 2.0
+        while self.sock is not None and time.monotonic() < end:
+            select.select([self.sock], [], [], max(0.0, end - time.monotonic()))
+            out += self.results()
+        if self.sock is not None:
+            log.warning("the notification delivery process did not end in time: killed")
+            if self.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            self.sock.close()
+            self.sock = None
+        self._reap(1.0)
+        return out
+
+    def _reap(self, wait: float) -> None:
+        end = time.monotonic() + wait
+        while self.pid is not None:
+            try:
+                got, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already (the daemon's waitpid(-1) for its runs)
+                got = self.pid
+            if got or time.monotonic() >= end:
+                self.pid = None if got else self.pid
+                return
+            time.sleep(0.01)
+
+
+# -- the delivery process ------------------------------------------------------------------------------
+def _child(sock: socket.socket) -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)  # it ends when the daemon closes its end (after a grace)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    gc.freeze()  # the daemon's objects are never collected here: their finalizers would close our fds
+    keep = sock.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
+    sock.setblocking(True)
+    from . import alert_send  # noqa: PLC0415 - urllib, ssl and email load here, not in the daemon
+
+    Deliveries(sock, alert_send).serve()
+
+
+class Deliveries:
+    def __init__(self, sock: socket.socket, sender: Any) -> None:
+        self.sock = sock
+        self.sender = sender
+        self.todo: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_PENDING)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.busy: dict[int, dict[str, Any]] = {}
+
+    def serve(self) -> None:
+        workers = [threading.Thread(target=self._work, daemon=True) for _ in range(WORKERS)]
+        for t in workers:
+            t.start()
+        while data := self._recv():
+            msg = json.loads(data)
+            try:
+                self.todo.put_nowait(msg)
+            except queue.Full:
+                self._report(msg, "dropped", f"more than {MAX_PENDING} notifications wait")
+        self._finish()
+
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(MAX_MESSAGE)
+        except OSError:
+            return b""
+
+    def _work(self) -> None:
+        while (msg := self.todo.get()) is not None:
+            with self.lock:
+                self.busy[threading.get_ident()] = msg
+            err = self.sender.deliver(msg, self.stop)
+            with self.lock:
+                self.busy.pop(threading.get_ident(), None)
+            self._report(msg, "failed" if err else "sent", err)
+            self.todo.task_done()
+
+    def _finish(self) -> None:
+        """The daemon stops (or died): GRACE seconds for what is left, then drop the rest."""
+        end = time.monotonic() + GRACE
+        while self.todo.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.02)
+        self.stop.set()
+        left = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = self.todo.get_nowait()
+                if item is not None:
+                    left.append(item)
+        with self.lock:
+            left += list(self.busy.values())
+        if left:
+            log.warning("stopping: %d pending notifications dropped after a %g s grace", len(left), GRACE)
+            for msg in left:
+                self._report(msg, "dropped", None, quiet=True)
+        self.sender.kill_all()
+        self.sock.close()
+
+    def _report(self, msg: dict[str, Any], result: str, why: str | None, *, quiet: bool = False) -> None:
+        s = msg["summary"]
+        if why and not quiet:
+            log.warning("tenant %s job %s: %s notification (%s) %s: %s", s["tenant"], s["job"],
+                        msg["channel"], s["event"], result, why)
+        elif not why:
+            log.info("tenant %s job %s: %s notification (%s) sent", s["tenant"], s["job"], msg["channel"],
+                     s["event"])
+        data = json.dumps({"tenant": s["tenant"], "result": result}).encode()
+        with self.lock, contextlib.suppress(OSError):
+            self.sock.send(data)
