@@ -46,6 +46,8 @@ class Courier:
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
         self.pid: int | None = None
+        self.inflight: dict[str, int] = {}  # per tenant: handed over, no result reported yet
+        self.lost: list[dict[str, Any]] = []  # results for what a delivery process took with it
 
     def send(self, msg: dict[str, Any]) -> str | None:
         """Hand ``msg`` over without waiting: None, or why it was dropped."""
@@ -62,6 +64,8 @@ class Courier:
         except OSError as exc:
             self.gone()
             return f"the delivery process is gone ({exc.strerror or exc})"
+        tenant = msg["summary"]["tenant"]
+        self.inflight[tenant] = self.inflight.get(tenant, 0) + 1
         return None
 
     def _start(self) -> None:
@@ -96,11 +100,22 @@ class Courier:
             if not data:
                 self.gone()
                 break
-            out.append(json.loads(data))
+            report = json.loads(data)
+            self.inflight[report["tenant"]] = self.inflight.get(report["tenant"], 1) - 1
+            out.append(report)
+        out += self.lost
+        self.lost = []
         return out
 
     def gone(self) -> None:
-        """The delivery process ended (or must): forget it; the next send starts a new one."""
+        """The delivery process ended (or must): forget it; the next send starts a new one. What it held
+        and never reported is counted dropped."""
+        lost = sum(self.inflight.values())
+        if lost:
+            log.warning("the notification delivery process ended: %d notifications lost", lost)
+            self.lost += [{"tenant": t, "result": "dropped"}
+                          for t, n in self.inflight.items() for _ in range(n)]
+        self.inflight = {}
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -125,7 +140,7 @@ class Courier:
             self.sock.close()
             self.sock = None
         self._reap(1.0)
-        return out
+        return out + self.results()
 
     def _reap(self, wait: float) -> None:
         end = time.monotonic() + wait
@@ -152,9 +167,25 @@ def _child(sock: socket.socket) -> None:
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 20)
     sock.setblocking(True)
-    from . import alert_send  # noqa: PLC0415 - urllib, ssl and email load here, not in the daemon
+    sender: Any
+    try:  # imported before the privilege drop when the config had notify: (control.py); else only here
+        from . import alert_send  # noqa: PLC0415
+        sender = alert_send
+    except ImportError as exc:  # an interpreter the daemon's user cannot read: fail each one, say why
+        log.error("notifications cannot be delivered: %s (restart the daemon after adding notify:)", exc)
+        sender = _Broken(f"the delivery code cannot be loaded: {exc}")
+    Deliveries(sock, sender).serve()
 
-    Deliveries(sock, alert_send).serve()
+
+class _Broken:
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def deliver(self, msg: dict[str, Any], stop: threading.Event) -> str:
+        return self.why
+
+    def kill_all(self) -> None:
+        pass
 
 
 class Deliveries:

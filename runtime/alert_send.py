@@ -17,6 +17,15 @@ delivered, else one line saying why not. Nothing here raises for a failed delive
 from __future__ import annotations
 
 import contextlib
+
+# copy, email.* and encodings.idna: what the email and urllib code import on first use, loaded here, before
+# the daemon drops its privileges (its interpreter's files may be out of the daemon user's reach afterwards)
+import copy  # noqa: F401
+import email.contentmanager
+import email.generator
+import email.headerregistry
+import email.policy
+import encodings.idna  # noqa: F401
 import json
 import os
 import signal

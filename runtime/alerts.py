@@ -23,7 +23,7 @@ import selectors
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import jobenv, liveness, privs
 from .errors import UserError
@@ -31,6 +31,9 @@ from .limits import printable
 from .model import Config, Event, JobDef, NotifyDef, State, TenantDef
 from .notify import Notifier
 from .store import CRASHED, INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store
+
+if TYPE_CHECKING:
+    from .alert_proc import Courier
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,12 @@ def targets(config: Config, tenant: TenantDef, job: JobDef) -> tuple[NotifyDef, 
     return tuple(out)
 
 
+def configured(config: Config) -> bool:
+    """Does the config name any notify: (then the delivery code is loaded before the privilege drop)?"""
+    tenants = config.tenants
+    return bool(config.server.notify) or any(t.notify or any(j.notify for j in t.jobs) for t in tenants)
+
+
 def stamp(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
@@ -126,13 +135,11 @@ class Alerts:
 
     def __init__(self, config: Callable[[], Config], *, once: bool, sel: selectors.BaseSelector,
                  notifier: Notifier | None = None) -> None:
-        from .alert_proc import Courier  # noqa: PLC0415 - the daemon imports this before the privilege drop
-
         self.config = config
         self.once = once
         self.sel = sel
         self.notifier = notifier  # publishes the counters (`taskserver status`, the web's /metrics)
-        self.courier = Courier()
+        self.courier: Courier | None = None  # the delivery process, started at the first notification
         self.streaks: dict[Key, Streak] = {}  # followed in memory for exclusive stores
         self.counts: dict[str, dict[str, int]] = {}
         self._targets: dict[Key, tuple[NotifyDef, ...]] = {}
@@ -172,7 +179,8 @@ class Alerts:
             log.error("tenant %s job %s: %s notification refused: %s", tenant, s["job"], channel, exc.message)
             self._count(tenant, "failed")
             return
-        why = self.courier.send(msg)
+        courier = self._courier()
+        why = courier.send(msg) if courier is not None else "the delivery code cannot be loaded"
         self._watch()
         if why is not None:
             log.warning("tenant %s job %s: %s notification (%s) dropped: %s", tenant, s["job"], channel,
@@ -199,24 +207,37 @@ class Alerts:
         e = entry.email
         return {**msg, "to": list(e.to), "from": e.sender, "sendmail": str(e.sendmail), "timeout": e.timeout}
 
+    def _courier(self) -> Courier | None:
+        if self.courier is None:
+            try:  # imported before the privilege drop when the config had notify: (control.py)
+                from .alert_proc import Courier  # noqa: PLC0415
+            except ImportError as exc:
+                log.error("notifications cannot be delivered: %s (restart the daemon after adding notify:)",
+                          exc)
+                return None
+            self.courier = Courier()
+        return self.courier
+
     def _count(self, tenant: str, result: str, n: int = 1) -> None:
         per = self.counts.setdefault(tenant, {"sent": 0, "failed": 0, "dropped": 0})
         per[result] = per.get(result, 0) + n
 
     def drained(self) -> None:
         """The delivery process reported (the loop's selector said so): count, and publish the counters."""
-        self._take(self.courier.results())
+        if self.courier is not None:
+            self._take(self.courier.results())
         self._watch()
 
     def _watch(self) -> None:
         """Keep the loop's selector on the delivery process's socket: the one there is now, if any."""
-        if self._watched is not None and self._watched is not self.courier.sock:
+        sock = self.courier.sock if self.courier is not None else None
+        if self._watched is not None and self._watched is not sock:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(self._watched)
             self._watched = None
-        if self._watched is None and self.courier.sock is not None:
-            self.sel.register(self.courier.sock, selectors.EVENT_READ, self)
-            self._watched = self.courier.sock
+        if self._watched is None and sock is not None:
+            self.sel.register(sock, selectors.EVENT_READ, self)
+            self._watched = sock
 
     def _take(self, results: list[dict[str, Any]]) -> None:
         for r in results:
@@ -230,7 +251,8 @@ class Alerts:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(self._watched)
             self._watched = None
-        self._take(self.courier.close())
+        if self.courier is not None:
+            self._take(self.courier.close())
 
 
 class Observed:

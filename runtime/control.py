@@ -66,12 +66,15 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     The daemon's code is imported here, before the drop: its modules (and the interpreter's) may live where
     only root can read, and the loop must not meet an ImportError hours later.
     """
-    from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+    from .alerts import configured  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+    from .daemon import serve  # noqa: PLC0415
 
     spec = privs.daemon_spec(cfg)
     if privs.will_change_uid(spec):
         # reload parses in a child of the dropped daemon, which may not be allowed to read the parser
         from . import config_parse, tenancy  # noqa: F401, PLC0415
+    if configured(cfg):  # the delivery process, forked later, may not be allowed to read them either
+        from . import alert_proc, alert_send  # noqa: F401, PLC0415
 
     if cfg.owner != 0:  # a config another user controls: every path it names is touched as that user
         privs.drop_privileges(spec)

@@ -44,7 +44,7 @@ class Receiver:
         lab = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with lab.lock:
                     lab.opened.append(self.path)
