@@ -66,7 +66,7 @@ def summary_bytes(msg: dict[str, Any]) -> bytes:
 
 
 # -- command ------------------------------------------------------------------------------------------------
-def command(msg: dict[str, Any], stop: threading.Event) -> str | None:
+def run_command(msg: dict[str, Any], stop: threading.Event) -> str | None:
     return _run(msg["argv"], summary_bytes(msg), msg, stop)
 
 
@@ -111,7 +111,7 @@ def kill_all() -> None:
 
 
 # -- webhook ------------------------------------------------------------------------------------------------
-def webhook(msg: dict[str, Any], stop: threading.Event) -> str | None:
+def post_webhook(msg: dict[str, Any], stop: threading.Event) -> str | None:
     body, err = summary_bytes(msg), None
     for attempt in range(msg["retries"] + 1):
         err, final = _post(msg["url"], body, msg["headers"], msg["timeout"])
@@ -151,7 +151,7 @@ def one_line(text: object, limit: int = 200) -> str:
 
 def message(msg: dict[str, Any]) -> bytes:
     s = msg["summary"]
-    mail = EmailMessage()
+    mail = EmailMessage(policy=email.policy.default)  # refuses CR or LF in a header value, too
     if msg.get("from"):
         mail["From"] = msg["from"]
     mail["To"] = ", ".join(msg["to"])
@@ -170,10 +170,10 @@ def message(msg: dict[str, Any]) -> bytes:
     return mail.as_bytes()
 
 
-def email(msg: dict[str, Any], stop: threading.Event) -> str | None:
+def send_email(msg: dict[str, Any], stop: threading.Event) -> str | None:
     argv = [msg["sendmail"], "-oi", "--", *msg["to"]]
     return _run(argv, message(msg), msg, stop)
 
 
 _CHANNELS: dict[str, Callable[[dict[str, Any], threading.Event], str | None]] = {
-    "command": command, "webhook": webhook, "email": email}
+    "command": run_command, "webhook": post_webhook, "email": send_email}
