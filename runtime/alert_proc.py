@@ -46,6 +46,7 @@ class Courier:
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
         self.pid: int | None = None
+        self.pidfd: int | None = None
         self.inflight: dict[str, int] = {}  # per tenant: handed over, no result reported yet
         self.lost: list[dict[str, Any]] = []  # results for what a delivery process took with it
 
@@ -85,6 +86,10 @@ class Courier:
         theirs.close()
         mine.setblocking(False)
         self.sock, self.pid = mine, pid
+        try:  # reaped through a pidfd: the daemon's waitpid(-1) may reap it first, and its pid be reused
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:
+            self.pidfd = None
         log.debug("notification delivery process %d started", pid)
 
     def results(self) -> list[dict[str, Any]]:
@@ -134,9 +139,9 @@ class Courier:
             out += self.results()
         if self.sock is not None:
             log.warning("the notification delivery process did not end in time: killed")
-            if self.pid is not None:
+            if self.pidfd is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             self.sock.close()
             self.sock = None
         self._reap(1.0)
@@ -144,14 +149,17 @@ class Courier:
 
     def _reap(self, wait: float) -> None:
         end = time.monotonic() + wait
-        while self.pid is not None:
+        while self.pidfd is not None:
             try:
-                got, _ = os.waitpid(self.pid, os.WNOHANG)
+                done = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG) is not None
             except ChildProcessError:  # reaped already (the daemon's waitpid(-1) for its runs)
-                got = self.pid
-            if got or time.monotonic() >= end:
-                self.pid = None if got else self.pid
+                done = True
+            if done:
+                os.close(self.pidfd)
+                self.pidfd = self.pid = None
                 return
+            if time.monotonic() >= end:
+                return  # a zombie for now: reaped by the next try, or by the daemon's waitpid(-1)
             time.sleep(0.01)
 
 

@@ -9,6 +9,7 @@ at its FILE:LINE:COL, never a surprise when a job fails at night.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from . import config_values as v
 from . import limits
 from .limits import shown
-from .model import Email, Event, NotifyDef, Webhook
+from .model import Email, Event, NotifyDef, ServerSettings, TenantDef, Webhook
 
 if TYPE_CHECKING:
     from .config_parse import _Walker
@@ -222,6 +223,19 @@ def _email(w: _Walker, node: CommentedMap, where: str) -> Email | None:
     sendmail = _value(w, raw, "sendmail", v.abs_path, ewhere) or Path("/usr/sbin/sendmail")
     seconds = _value(w, raw, "timeout", timeout, ewhere) or 30.0
     return Email(to=to, sender=sender, sendmail=sendmail, timeout=seconds) if to else None
+
+
+def host_checks(w: _Walker, server: ServerSettings, tenants: list[TenantDef]) -> None:
+    """A sendmail that is not there would fail every mail at night: `check` says so now."""
+    levels = [server.notify, *(t.notify for t in tenants), *(j.notify for t in tenants for j in t.jobs)]
+    mailers = [(n.loc, n.email.sendmail) for level in levels for n in level if n.email and n.loc]
+    usable: dict[Path, bool] = {}
+    for loc, path in mailers:
+        if path not in usable:
+            usable[path] = path.is_file() and os.access(path, os.X_OK)
+        if not usable[path]:
+            w.error(loc, f"email: sendmail {shown(str(path), 200)} is not an executable file here",
+                    "install a mail transport agent that provides sendmail, or name yours with sendmail:")
 
 
 def _recipients(w: _Walker, node: CommentedMap, where: str) -> tuple[str, ...]:

@@ -307,6 +307,7 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False)
         tenants = _tenants(w, root, server.state_dir)
         if host:
             _store_checks(w, root, tenants)
+            config_notify.host_checks(w, server, tenants)
     if w.errors or w.more:
         raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)), w.more)
     return Config(path=path, exists=True, server=server, tenants=tuple(tenants))

@@ -157,3 +157,19 @@ def test_check_refuses_a_bad_notify_with_one_line_and_exit_2(tmp_path: Path) -> 
     assert lines[0].startswith(f"taskserver: error: {cfg}:7:27: tenants.acme.jobs.a.notify.webhook: "
                                "expected an http or https URL"), res.stderr
     assert lines[1].startswith("taskserver: hint: webhook: https://host"), res.stderr
+
+
+def test_check_refuses_a_sendmail_that_is_not_there(tmp_path: Path) -> None:
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(HEAD + f"        notify: {{email: {{to: a@b.example, sendmail: {tmp_path}/nope}}}}\n")
+    cfg.chmod(0o600)
+    res = subprocess.run([sys.executable, "-m", "taskserver.runtime.cli", "-c", str(cfg), "check"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 2, res
+    where = f"error: {cfg}:7:17: email: sendmail '{tmp_path}/nope'"
+    assert f"{where} is not an executable file here" in res.stderr, res.stderr
+    (tmp_path / "nope").write_text("#!/bin/sh\n")
+    (tmp_path / "nope").chmod(0o755)
+    res = subprocess.run([sys.executable, "-m", "taskserver.runtime.cli", "-c", str(cfg), "check"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
