@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from daemonlab import Daemon, cli, runs, wait_for, write_config
 from notifylab import Receiver, flag_job, run_job, wait_events
+from prometheus_client.parser import text_string_to_metric_families
+from weblab import token, web_server
 
 
 @pytest.fixture
@@ -117,3 +120,26 @@ def test_a_slow_receiver_delays_no_run(tmp_path: Path, receiver: Receiver) -> No
         daemon.stop()
     assert not receiver.posts  # the daemon ended before the receiver answered
     assert "pending notifications dropped after a 5 s grace" in daemon.text(), daemon.text()
+
+
+def test_the_counters_reach_the_web_metrics(tmp_path: Path, receiver: Receiver) -> None:
+    """The daemon publishes its counters; `taskserver web`'s /metrics serves them, as Prometheus parses."""
+    receiver.replies["/hook"] = [404]  # final at once: counted failed
+    cfg, flag = _config(tmp_path, receiver)
+    bearer = {"Authorization": f"Bearer {token(cfg, 'ops')}"}
+    daemon = Daemon(cfg)
+    try:
+        run_job(cfg, "flaky", 1, flag)
+        run_job(cfg, "flaky", 0, flag)
+        wait_for(lambda: "1 sent, 1 failed" in cli(cfg, "status").stdout, "both counted")
+        with web_server(cfg) as base:
+            text = httpx.get(f"{base}/metrics", headers=bearer).text
+    finally:
+        daemon.stop()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for m in text_string_to_metric_families(text) for s in m.samples}
+    name = "taskserver_notifications_total"
+    assert samples[(name, (("result", "sent"), ("tenant", "t")))] == 1
+    assert samples[(name, (("result", "failed"), ("tenant", "t")))] == 1
+    assert samples[(name, (("result", "dropped"), ("tenant", "t")))] == 0
+    assert "webhook notification (failure) failed: HTTP 404" in daemon.text()
