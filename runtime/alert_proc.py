@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Any
 
+from .limits import printable
+
 log = logging.getLogger(__name__)
 
 WORKERS = 4  # deliveries at the same time (each slow receiver holds one)
@@ -258,7 +260,7 @@ class Deliveries:
         s = msg["summary"]
         if why and not quiet:
             log.warning("tenant %s job %s: %s notification (%s) %s: %s", s["tenant"], s["job"],
-                        msg["channel"], s["event"], result, why)
+                        msg["channel"], s["event"], result, printable(why))  # one line, whatever it says
         elif not why:
             log.info("tenant %s job %s: %s notification (%s) sent", s["tenant"], s["job"], msg["channel"],
                      s["event"])

@@ -177,7 +177,7 @@ class Alerts:
             msg = self._message(tenant, entry, channel, s)
         except UserError as exc:  # the root rule or an identity that is gone: as for a job, refused
             log.error("tenant %s job %s: %s notification refused: %s", tenant, s["job"], channel, exc.message)
-            self._count(tenant, "failed")
+            self._take([{"tenant": tenant, "result": "failed"}])
             return
         courier = self._courier()
         why = courier.send(msg) if courier is not None else "the delivery code cannot be loaded"
@@ -185,7 +185,7 @@ class Alerts:
         if why is not None:
             log.warning("tenant %s job %s: %s notification (%s) dropped: %s", tenant, s["job"], channel,
                         s["event"], why)
-            self._count(tenant, "dropped")
+            self._take([{"tenant": tenant, "result": "dropped"}])
 
     def _message(self, tenant: str, entry: NotifyDef, channel: str, s: dict[str, Any]) -> dict[str, Any]:
         msg: dict[str, Any] = {"channel": channel, "summary": s}
@@ -218,10 +218,6 @@ class Alerts:
             self.courier = Courier()
         return self.courier
 
-    def _count(self, tenant: str, result: str, n: int = 1) -> None:
-        per = self.counts.setdefault(tenant, {"sent": 0, "failed": 0, "dropped": 0})
-        per[result] = per.get(result, 0) + n
-
     def drained(self) -> None:
         """The delivery process reported (the loop's selector said so): count, and publish the counters."""
         if self.courier is not None:
@@ -240,8 +236,10 @@ class Alerts:
             self._watched = sock
 
     def _take(self, results: list[dict[str, Any]]) -> None:
+        """Count results (the delivery process's, or the loop's own drops) and publish the counters."""
         for r in results:
-            self._count(str(r["tenant"]), str(r["result"]))
+            per = self.counts.setdefault(str(r["tenant"]), {"sent": 0, "failed": 0, "dropped": 0})
+            per[str(r["result"])] = per.get(str(r["result"]), 0) + 1
         if results and self.notifier is not None:
             self.notifier.publish("notifications", self.counts)
 

@@ -121,7 +121,7 @@ class NotifyDef:
     webhook: Webhook | None = None
     email: Email | None = None
     inherit: bool = True  # False: the entries of the levels above (server, tenant) do not apply
-    loc: Loc | None = None
+    loc: Loc | None = field(default=None, compare=False)  # moving it in the file changes no job (a reload)
 
 
 @dataclass(frozen=True, slots=True)
