@@ -58,7 +58,10 @@ class Courier:
         if len(data) > MAX_MESSAGE:
             return f"the notification is {len(data)} bytes, more than {MAX_MESSAGE}"
         if self.sock is None:
-            self._start()
+            try:
+                self._start()
+            except OSError as exc:  # no process or descriptor left now: this one is dropped, the next tries
+                return f"cannot start the delivery process ({exc.strerror or exc})"
         assert self.sock is not None
         try:
             self.sock.send(data)
@@ -76,7 +79,12 @@ class Courier:
         for s in (mine, theirs):
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            raise
         if pid == 0:  # the delivery process: never returns into the daemon's code
             code = 70
             try:

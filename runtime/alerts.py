@@ -30,7 +30,7 @@ from .errors import UserError
 from .limits import printable
 from .model import Config, Event, JobDef, NotifyDef, State, TenantDef
 from .notify import Notifier
-from .store import CRASHED, INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store
+from .store import CRASHED, INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError
 
 if TYPE_CHECKING:
     from .alert_proc import Courier
@@ -91,6 +91,18 @@ def targets(config: Config, tenant: TenantDef, job: JobDef) -> tuple[NotifyDef, 
             out = []
         out += [n for n in level if n.command or n.webhook or n.email]
     return tuple(out)
+
+
+@contextlib.contextmanager
+def guarded(what: str) -> Iterator[None]:
+    """A defect in the notification code is logged and never ends the daemon or a transaction; a storage
+    fault (reading a job's history) is the store's, handled as any other."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception:
+        log.exception("%s failed (a defect: please report it)", what)
 
 
 def configured(config: Config) -> bool:
@@ -170,7 +182,8 @@ class Alerts:
         for key, streak, sends in notices:
             self.streaks[key] = streak
             for entry, channel, s in sends:
-                self._send(key[0], entry, channel, s)
+                with guarded(f"tenant {key[0]} job {key[1]}: {channel} notification"):
+                    self._send(key[0], entry, channel, s)
 
     def _send(self, tenant: str, entry: NotifyDef, channel: str, s: dict[str, Any]) -> None:
         try:
@@ -272,23 +285,32 @@ class Observed:
 
     def finish(self, run_id: int, state: State, reason: str | None, **kw: Any) -> Run:
         run = self._store.finish(run_id, state, reason, **kw)
-        if run.job and (entries := self._alerts.wanted(self._tenant, run.job)):
+        if run.job:
+            with guarded(f"tenant {self._tenant} run {run.id}: its notifications"):
+                self._ended(run)
+        return run
+
+    def _ended(self, run: Run) -> None:
+        if entries := self._alerts.wanted(self._tenant, run.job):
             job = self._alerts.job(self._tenant, run.job)
             kind = classify(run, job, self._alerts.once)
             if kind is not None:
                 prior = self._prior(run.job, job, exclude=run.id)
                 self._note(run.job, entries, kind, prior,
                            make=lambda ev: summary(self._tenant, run.job, ev, run, now=run.finished or 0.0))
-        return run
 
     def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
         dues = list(dues)
-        entries = self._alerts.wanted(self._tenant, job) if dues else ()
-        prior = self._prior(job, self._alerts.job(self._tenant, job), exclude=None) if entries else None
+        entries: tuple[NotifyDef, ...] = ()
+        prior: Streak | None = None
+        with guarded(f"tenant {self._tenant} job {job}: its notifications"):
+            entries = self._alerts.wanted(self._tenant, job) if dues else ()
+            prior = self._prior(job, self._alerts.job(self._tenant, job), exclude=None) if entries else None
         self._store.missed(job, dues, now=now, note=note)
         if prior is not None:
-            self._note(job, entries, Event.MISSED, prior,
-                       make=lambda ev: summary(self._tenant, job, ev, None, missed=(dues, note), now=now))
+            with guarded(f"tenant {self._tenant} job {job}: its notifications"):
+                self._note(job, entries, Event.MISSED, prior,
+                           make=lambda ev: summary(self._tenant, job, ev, None, missed=(dues, note), now=now))
 
     def _prior(self, job: str, jobdef: JobDef | None, exclude: int | None) -> Streak:
         if job in self._pending:
