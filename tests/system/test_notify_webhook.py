@@ -32,7 +32,7 @@ def _config(tmp_path: Path, receiver: Receiver, **hook: object) -> tuple[Path, P
 
 
 def test_a_streak_notifies_once_and_its_recovery_once(tmp_path: Path, receiver: Receiver) -> None:
-    cfg, flag = _config(tmp_path, receiver)
+    cfg, flag = _config(tmp_path, receiver, headers={"Authorization": "Bearer s3cr3t"})
     daemon = Daemon(cfg)
     try:
         for code in (3, 4, 5):
@@ -48,6 +48,7 @@ def test_a_streak_notifies_once_and_its_recovery_once(tmp_path: Path, receiver: 
     assert "Traceback" not in daemon.text(), daemon.text()
     first = receiver.posts[0]
     assert first["headers"]["Content-Type"] == "application/json"
+    assert first["headers"]["Authorization"] == "Bearer s3cr3t"
     body = first["body"]
     ran = runs(cfg)
     assert body["run_id"] == ran[0]["id"] and body["reason"] == "exit code 3" and body["exit_code"] == 3
