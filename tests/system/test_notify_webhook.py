@@ -7,6 +7,9 @@ delays no run; the counters reach `taskserver status`.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +147,27 @@ def test_the_counters_reach_the_web_metrics(tmp_path: Path, receiver: Receiver) 
     assert samples[(name, (("result", "failed"), ("tenant", "t")))] == 1
     assert samples[(name, (("result", "dropped"), ("tenant", "t")))] == 0
     assert "webhook notification (failure) failed: HTTP 404" in daemon.text()
+
+
+def test_a_killed_delivery_process_loses_only_what_it_held_and_is_replaced(tmp_path: Path,
+                                                                            receiver: Receiver) -> None:
+    receiver.delay["/slow"] = 60.0
+    slow, fast = tmp_path / "slow-flag", tmp_path / "fast-flag"
+    jobs = {"held": flag_job(slow, notify={"webhook": receiver.url("/slow")}),
+            "later": flag_job(fast, notify={"webhook": receiver.url("/hook")})}
+    cfg = write_config(tmp_path / "ts.yaml", jobs)
+    daemon = Daemon(cfg)
+    try:
+        run_job(cfg, "held", 1, slow)
+        wait_for(lambda: "/slow" in receiver.opened, "the held request")
+        started = re.findall(r"notification delivery process (\d+) started", daemon.text())
+        assert len(started) == 1, daemon.text()
+        os.kill(int(started[0]), signal.SIGKILL)
+        wait_for(lambda: "0 sent, 0 failed, 1 dropped" in cli(cfg, "status").stdout, "the loss counted")
+        run_job(cfg, "later", 1, fast)
+        assert wait_events(receiver, 1) == ["failure"]  # a new delivery process took it
+        assert len(re.findall(r"notification delivery process \d+ started", daemon.text())) == 2
+        wait_for(lambda: "1 sent, 0 failed, 1 dropped" in cli(cfg, "status").stdout, "the delivery counted")
+    finally:
+        daemon.stop()
+    assert "the notification delivery process ended: 1 notifications lost" in daemon.text()
