@@ -143,7 +143,7 @@ class Courier:
         out: list[dict[str, Any]] = []
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        end = time.monotonic() + GRACE + 2.0
+        end = time.monotonic() + GRACE + 1.0  # `taskserver stop` allows for it (control.STOP_SLACK_S)
         while self.sock is not None and time.monotonic() < end:
             select.select([self.sock], [], [], max(0.0, end - time.monotonic()))
             out += self.results()

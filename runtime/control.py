@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 EXIT_NOT_RUNNING_STATUS = 3
 EXIT_NOT_RUNNING_RELOAD = 7
 READY_TIMEOUT_S = 60.0
-STOP_SLACK_S = 5.0  # beyond the daemon's stop_timeout and the jobs' grace: time to record them and exit
+# beyond the daemon's stop_timeout and the jobs' grace: time to record them and exit (5 s), and the last
+# notifications' grace (6 s at most: runtime/alert_proc.py)
+STOP_SLACK_S = 11.0
 
 
 def pidfile_path_for(cfg: Config) -> Path:
@@ -470,8 +472,8 @@ made it, else /tmp/taskserver-<UID>; never taken from the environment. Named tas
 config, else after the config path."""
 _STOP_MORE = """\
 Sends TERM and waits: the daemon lets running jobs finish for task_server.stop_timeout (default 30s), then
-TERMs them, KILLs them 5s later and records them ERR interrupted. Only a daemon still there 5s after all
-that is killed."""
+TERMs them, KILLs them 5s later and records them ERR interrupted; pending notifications get up to 6s more.
+Only a daemon still there 11s after all that is killed."""
 _STATUS_MORE = """\
 Exit codes as an LSB init script: 0 running, 1 dead but the pid file remains, 3 not running."""
 
