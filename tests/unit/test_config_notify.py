@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from taskserver.runtime.alerts import targets
-from taskserver.runtime.config import ConfigInvalid, parse_text
+from taskserver.runtime.config import EXAMPLE_CONFIG, ConfigInvalid, parse_text
 from taskserver.runtime.model import Event
 
 F = Path("/etc/taskserver/t.yaml")
@@ -173,3 +173,12 @@ def test_check_refuses_a_sendmail_that_is_not_there(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "taskserver.runtime.cli", "-c", str(cfg), "check"],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_example_config_shows_notify_and_it_is_valid_when_uncommented(tmp_path: Path) -> None:
+    line = next(x for x in EXAMPLE_CONFIG.splitlines() if "# notify:" in x)
+    text = EXAMPLE_CONFIG.replace(line, line.replace("# notify:", "notify:", 1))
+    job = next(j for j in parse_text(text, tmp_path / "c.yaml").tenants[0].jobs if j.name == "nightly-report")
+    entry, = job.notify
+    assert entry.email is not None and entry.email.to == ("ops@example.com",)
+    assert entry.on == {Event.FAILURE, Event.RECOVERED}
