@@ -83,16 +83,6 @@ def judge(targets: tuple[NotifyDef, ...], kind: str | None,
     return prior | {kind}, [(t, kind) for t in targets if kind in t.on and not prior & t.on]
 
 
-def targets(config: Config, tenant: TenantDef, job: JobDef) -> tuple[NotifyDef, ...]:
-    """server -> tenant -> job: each level adds its entries; one with ``inherit: false`` drops those above."""
-    out: list[NotifyDef] = []
-    for level in (config.server.notify, tenant.notify, job.notify):
-        if any(not n.inherit for n in level):
-            out = []
-        out += [n for n in level if n.command or n.webhook or n.email]
-    return tuple(out)
-
-
 @contextlib.contextmanager
 def guarded(what: str) -> Iterator[None]:
     """A defect in the notification code is logged and never ends the daemon or a transaction; a storage
@@ -109,6 +99,16 @@ def configured(config: Config) -> bool:
     """Does the config name any notify: (then the delivery code is loaded before the privilege drop)?"""
     tenants = config.tenants
     return bool(config.server.notify) or any(t.notify or any(j.notify for j in t.jobs) for t in tenants)
+
+
+def targets(config: Config, tenant: TenantDef, job: JobDef) -> tuple[NotifyDef, ...]:
+    """server -> tenant -> job: each level adds its entries; one with ``inherit: false`` drops those above."""
+    out: list[NotifyDef] = []
+    for level in (config.server.notify, tenant.notify, job.notify):
+        if any(not n.inherit for n in level):
+            out = []
+        out += [n for n in level if n.command or n.webhook or n.email]
+    return tuple(out)
 
 
 def stamp(t: float | None) -> str | None:

@@ -225,6 +225,24 @@ def _email(w: _Walker, node: CommentedMap, where: str) -> Email | None:
     return Email(to=to, sender=sender, sendmail=sendmail, timeout=seconds) if to else None
 
 
+def describe(entries: tuple[NotifyDef, ...]) -> str:
+    """What `check -v` shows of a job's notifications: where each goes, and on which events."""
+    parts = []
+    for n in entries:
+        on = ",".join(sorted(n.on)) if n.on != frozenset(Event) else "all"
+        ways = ([f"command {n.command[0]}"] if n.command else []) + (
+            [f"webhook {_origin(n.webhook.url)}"] if n.webhook else []) + (
+            [f"email {', '.join(n.email.to)}"] if n.email else [])
+        parts += [f"{way} ({on})" for way in ways]
+    return "; ".join(parts)
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] only: a webhook's path often is its secret (chat services put the token there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 def host_checks(w: _Walker, server: ServerSettings, tenants: list[TenantDef]) -> None:
     """A sendmail that is not there would fail every mail at night: `check` says so now."""
     levels = [server.notify, *(t.notify for t in tenants), *(j.notify for t in tenants for j in t.jobs)]

@@ -182,3 +182,20 @@ def test_the_example_config_shows_notify_and_it_is_valid_when_uncommented(tmp_pa
     entry, = job.notify
     assert entry.email is not None and entry.email.to == ("ops@example.com",)
     assert entry.on == {Event.FAILURE, Event.RECOVERED}
+
+
+def test_check_verbose_says_whom_each_job_notifies_without_a_webhooks_secret_path(tmp_path: Path) -> None:
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(CONFIG.replace("/usr/lib/sendmail", "/bin/cat").replace(
+        "https://ops.example/hook", "https://hooks.example/T000/B000/s3cr3t"))
+    cfg.chmod(0o600)
+    res = subprocess.run([sys.executable, "-m", "taskserver.runtime.cli", "-c", str(cfg), "check", "-v"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    lines = {line.split(":", 1)[0].strip(): line for line in res.stdout.splitlines() if "/" in line}
+    assert lines["shop/nightly"].endswith(
+        "; notifies webhook https://hooks.example (failure); email dev@shop.example, lead@shop.example "
+        "(all); command /usr/local/bin/page (crashed)"), res.stdout
+    assert "notifies" not in lines["shop/flaky"]
+    assert lines["shop/own"].endswith("; notifies webhook http://127.0.0.1:8080 (recovered)"), res.stdout
+    assert "s3cr3t" not in res.stdout
