@@ -23,7 +23,6 @@ import gc
 import json
 import logging
 import os
-import queue
 import select
 import signal
 import socket
@@ -31,6 +30,7 @@ import threading
 import time
 from typing import Any
 
+from .alert_queue import InOrder
 from .limits import printable
 
 log = logging.getLogger(__name__)
@@ -213,10 +213,10 @@ class Deliveries:
     def __init__(self, sock: socket.socket, sender: Any) -> None:
         self.sock = sock
         self.sender = sender
-        self.todo: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_PENDING)
+        self.todo: InOrder[dict[str, Any]] = InOrder(MAX_PENDING)
         self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.busy: dict[int, dict[str, Any]] = {}
+        self.lock = threading.Lock()  # one report on the socket at a time
+        self.ending = threading.Lock()  # a result is reported, or counted dropped at the end: not both
 
     def serve(self) -> None:
         workers = [threading.Thread(target=self._work, daemon=True) for _ in range(WORKERS)]
@@ -224,9 +224,8 @@ class Deliveries:
             t.start()
         while data := self._recv():
             msg = json.loads(data)
-            try:
-                self.todo.put_nowait(msg)
-            except queue.Full:
+            s = msg["summary"]
+            if not self.todo.put((s["tenant"], s["job"], msg["channel"]), msg):
                 self._report(msg, "dropped", f"more than {MAX_PENDING} notifications wait")
         self._finish()
 
@@ -237,29 +236,20 @@ class Deliveries:
             return b""
 
     def _work(self) -> None:
-        while (msg := self.todo.get()) is not None:
-            with self.lock:
-                self.busy[threading.get_ident()] = msg
+        while (got := self.todo.get()) is not None:
+            key, msg = got
             err = self.sender.deliver(msg, self.stop)
-            with self.lock:
-                self.busy.pop(threading.get_ident(), None)
-            self._report(msg, "failed" if err else "sent", err)
-            self.todo.task_done()
+            with self.ending:  # after the grace it is counted dropped already, once
+                if not self.stop.is_set():
+                    self._report(msg, "failed" if err else "sent", err)
+                    self.todo.done(key)
 
     def _finish(self) -> None:
         """The daemon stops (or died): GRACE seconds for what is left, then drop the rest."""
-        end = time.monotonic() + GRACE
-        while self.todo.unfinished_tasks and time.monotonic() < end:
-            time.sleep(0.02)
-        self.stop.set()
-        left = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                item = self.todo.get_nowait()
-                if item is not None:
-                    left.append(item)
-        with self.lock:
-            left += list(self.busy.values())
+        self.todo.wait_empty(GRACE)
+        with self.ending:
+            self.stop.set()
+            left = self.todo.close()
         if left:
             log.warning("stopping: %d pending notifications dropped after a %g s grace", len(left), GRACE)
             for msg in left:

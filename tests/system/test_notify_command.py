@@ -126,6 +126,24 @@ def test_due_times_missed_in_a_downtime_notify_missed_once(tmp_path: Path) -> No
     assert sum(r["reason"] == "missed" for r in runs(cfg)) == 6
 
 
+def test_due_times_past_max_late_notify_missed_and_the_runs_caught_up_recover(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    job = {"every": 600, "command": ["true"], "catch_up": "all", "max_late": "30m", "notify": recorder(out)}
+    cfg = write_config(tmp_path / "ts.yaml", {"sync": job})
+    assert Daemon(cfg, "--once").wait() == 0
+    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
+    with db:  # six due times passed; the three more than 30 minutes late are missed, three are run late
+        db.execute("UPDATE jobs SET last_due = ?", (time.time() - 3690,))
+    db.close()
+    again = Daemon(cfg, "--once")
+    assert again.wait() == 0, again.text()
+    assert events(out) == ["missed", "recovered"]
+    missed, recovered = (s for s, _ in calls(out))
+    assert missed["missed"] == 3 and "later than max_late" in missed["message"]
+    assert recovered["state"] == "OK" and recovered["run_id"] is not None
+    assert sorted(r["reason"] or r["state"] for r in runs(cfg)) == ["OK"] * 3 + ["missed"] * 3
+
+
 def test_a_due_time_missed_behind_a_long_run_notifies_missed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     job = {"every": "1s", "command": ["sleep", "4"], "notify": recorder(out, on=["missed"])}
