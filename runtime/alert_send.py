@@ -98,7 +98,13 @@ def _run(argv: list[str], data: bytes, msg: dict[str, Any], stop: threading.Even
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # its own session: the whole group goes
-    proc.communicate()
+    try:
+        proc.communicate(timeout=5.0)
+    except subprocess.TimeoutExpired:  # a process that left the group still holds the output pipe
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
 
 
 def kill_all() -> None:

@@ -155,3 +155,20 @@ def test_a_due_time_missed_behind_a_long_run_notifies_missed(tmp_path: Path) -> 
         daemon.stop()
     summary = next(s for s, _ in calls(out) if s["event"] == "missed")
     assert "the previous run was still going" in summary["message"]
+
+
+def test_a_command_past_its_timeout_is_killed_with_its_group_and_counted_failed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    hang = ["sh", "-c", f'sleep 300 & echo $! > {pid_file}; wait']  # a child in its group, too
+    job = {"command": ["false"], "notify": {"command": {"argv": hang, "timeout": "1s"}}}
+    cfg = write_config(tmp_path / "ts.yaml", {"hangs": job})
+    daemon = Daemon(cfg)
+    try:
+        cli(cfg, "jobs", "run", "hangs")
+        wait_for(lambda: "1 failed" in cli(cfg, "status").stdout, "the timeout counted")
+    finally:
+        daemon.stop()
+    assert "command notification (failure) failed: sh: timed out after 1 s" in daemon.text(), daemon.text()
+    child = int(pid_file.read_text())
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or
+             Path(f"/proc/{child}/stat").read_text().split()[2] == "Z", "the group's sleep to end")
