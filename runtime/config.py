@@ -237,6 +237,8 @@ tenants:
         catch_up: latest        # after downtime: skip | latest | all
         max_late: 6h            # runs later than this are recorded as missed instead
         retries: {count: 2, backoff: 5m}
+        # notify: {on: [failure, recovered], email: ops@example.com}   # or webhook:, command: (see
+        #                                 # docs/notifications.md); also for a whole tenant or task_server
       poll-queue:
         every: 90s
         call: "myapp.jobs:poll" # a Python callable, module:function

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from . import housekeeping, plans, schedule, steering, stores, tenancy
+from . import alerts, housekeeping, plans, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -83,6 +83,7 @@ class Daemon:
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
         self.runs.on_end = self._retry_one
         self.steer = steering.Steering(self._st)  # paused jobs and cancel requests (runtime/steering.py)
+        self.alerts = alerts.Alerts(lambda: self.config, once=once, sel=self.sel, notifier=notifier)
         self.health = Health(self._say)
         self.executor = self.runs.executor
         self.stopping = False
@@ -128,7 +129,8 @@ class Daemon:
         where = self.config.tenant_dir(tenant.name)
 
         def opener() -> Store:
-            return tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+            store = tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+            return self.alerts.observe(tenant.name, store)  # run ends may notify (runtime/alerts.py)
 
         return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run))
 
@@ -228,6 +230,8 @@ class Daemon:
                     self.executor.read(key.data)
                 elif key.data is self.web and self.web is not None:
                     self.web.exited()
+                elif key.data is self.alerts:
+                    self.alerts.drained()  # notification results: counted, published
                 else:
                     key.data.drain_wakeups()  # a store's wake-up: new queued tasks
                     self.que_dirty = True
@@ -598,6 +602,7 @@ class Daemon:
     def close(self) -> None:
         if self.web is not None:
             self.web.stop()
+        self.alerts.close()  # pending notifications get a short grace (runtime/alert_proc.py)
         self.sel.close()
         self.stores.close()
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from .runs import Runs
-from .store import CANCELLED, Pause, Run, Store
+from .store import CANCELLED, PAUSED, Pause, Run, Store
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 30.0
@@ -28,7 +28,7 @@ CHECK_EVERY = 30.0
 
 def pause_note(pause: Pause) -> str:
     since = datetime.fromtimestamp(pause.since, UTC).isoformat(timespec="seconds")
-    return f"paused by {pause.who} since {since}"
+    return f"{PAUSED} {pause.who} since {since}"
 
 
 def was_cancelled(run: Run) -> bool:

@@ -42,6 +42,7 @@ MISSED = "missed"
 REPORTED = "reported"
 SPAWN_FAILED = "spawn failed"
 NO_SUCH_JOB = "no such job"
+PAUSED = "paused by"  # + " NAME since TIME": the note of a due time a paused job let pass
 CANCELLED = "cancelled by"  # + " NAME": stopped on request (`jobs cancel`, the web side)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..model import State, TenantDef
+from ..pidfile import probe
 from ..store import JobSummary, StoreError
 from .reader import Reader
 
@@ -32,6 +34,7 @@ class StoreCollector(Collector):
         fams = _families()
         up = 1.0 if self.reader.daemon_pid() is not None else 0.0
         fams["up"].add_metric([], up)
+        _add_notifications(fams["notify"], self.reader.config.path)
         now = datetime.now(UTC)
         for tenant in self.reader.config.tenants:
             try:
@@ -78,7 +81,17 @@ def _families() -> dict[str, Any]:
         "running": GaugeMetricFamily("taskserver_running", "runs in progress (RUN)", labels=["tenant"]),
         "paused": GaugeMetricFamily("taskserver_job_paused", "1 while the job's schedule is paused",
                                     labels=tj),
+        "notify": CounterMetricFamily("taskserver_notifications", "notifications since the daemon started, "
+                                      "by result (sent, failed, dropped)", labels=["tenant", "result"]),
     }
+
+
+def _add_notifications(fam: Any, config: Path) -> None:
+    """The running daemon's counters, as it publishes them in its pid file's info (docs/notifications.md)."""
+    counts = (probe(config).info() or {}).get("notifications") or {}
+    for tenant, per in sorted(counts.items()):
+        for result in ("sent", "failed", "dropped"):
+            fam.add_metric([str(tenant), result], int(per.get(result, 0)))
 
 
 def _add_runs(fams: dict[str, Any], tenant: str, rows: list[JobSummary]) -> None:
