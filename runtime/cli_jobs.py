@@ -68,6 +68,9 @@ def register(sub: Any) -> None:
     p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now)
     p.add_argument("name", metavar="NAME", type=_config_name,
                    help="a job of the tenant, as in `taskserver jobs list`")
+    from . import cli_steer  # noqa: PLC0415 - it imports this module
+
+    cli_steer.register(cmd)
 
 
 def _whole(text: str, what: str, maximum: int) -> int:
@@ -370,13 +373,17 @@ def _list(args: argparse.Namespace) -> int:
 def _rows(tenant: TenantDef, store: Store | None, now: datetime,
           note: str | None = None) -> list[dict[str, Any]]:
     rows = []
+    pauses = store.paused() if store else {}
     for job in tenant.jobs:
         last = store.history(job.name, limit=1) if store else []
         nxt = _next_due(job, tenant, store, now) if job.enabled and tenant.login else None
         why = note or (None if tenant.login else "tenant has no login: runs nothing")
         why = why or (None if job.enabled else "disabled")
+        pause = pauses.get(job.name)
+        why = why or (f"paused by {pause.who} since {_stamp(pause.since)}" if pause else None)
         rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
                      "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
+                     "paused": pause is not None,
                      "note": why, "next_due": _stamp(nxt.timestamp()) if nxt else None,
                      "last": _run_dict(last[0], output=False) if last else None})
     return rows

@@ -219,6 +219,8 @@ task_server:
   stop_timeout: 30s             # on stop: wait this long for running jobs, then kill them
   keep_ok: 14d                  # history kept for successful runs
   keep_err: 90d                 # ... and for failed or missed runs
+  # http:                       # the dashboard, JSON API and /metrics, from an unprivileged child process
+  #   listen: 127.0.0.1:8181    # (needs taskserver[web]; tokens: `taskserver web token-add NAME`)
 
 tenants:
   # One entry per tenant. Without a login a tenant runs nothing
@@ -236,6 +238,8 @@ tenants:
         catch_up: latest        # after downtime: skip | latest | all
         max_late: 6h            # runs later than this are recorded as missed instead
         retries: {count: 2, backoff: 5m}
+        # notify: {on: [failure, recovered], email: ops@example.com}   # or webhook:, command: (see
+        #                                 # docs/notifications.md); also for a whole tenant or task_server
       poll-queue:
         every: 90s
         call: "myapp.jobs:poll" # a Python callable, module:function

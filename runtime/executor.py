@@ -25,7 +25,7 @@ from pathlib import Path
 from .jobenv import SAFE_PATH
 from .model import JobDef, State
 from .privs import Identity
-from .store import CRASHED, INTERRUPTED, TIMEOUT
+from .store import CRASHED, INTERRUPTED, TIMEOUT, cancelled
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Child:
     timed_out: bool = False
     interrupted: bool = False
     returncode: int | None = None
+    cancelled: str | None = None  # who asked to stop it (`jobs cancel`, the web side)
     proc: subprocess.Popen[bytes] | None = None  # only when started through Popen (a cwd to change to)
 
 
@@ -191,6 +192,8 @@ class Executor:
         code = child.returncode
         assert code is not None
         output = child.tail.decode(errors="replace")
+        if child.cancelled is not None:
+            return Outcome(State.ERR, cancelled(child.cancelled), code, output)
         if child.interrupted or (self.stopping and code < 0):
             # killed while the daemon stops: by us, or by whoever stops the daemon (a supervisor
             # signalling the whole group, Ctrl-C): not a crash of the job itself
@@ -223,6 +226,18 @@ class Executor:
                 child.deadline = None
                 self._signal(child, signal.SIGTERM)
                 child.kill_at = now + self.kill_grace
+
+    def cancel(self, pid: int, who: str, now: float) -> bool:
+        """Stop our child ``pid`` on request: TERM its process group now, KILL after the grace (the same stop
+        policy as a timeout). False when it is not ours (any more) or is being stopped already."""
+        child = self.children.get(pid)
+        if child is None or child.cancelled is not None or child.interrupted:
+            return False
+        child.cancelled = who
+        child.deadline = None
+        self._signal(child, signal.SIGTERM)
+        child.kill_at = min(child.kill_at or now + self.kill_grace, now + self.kill_grace)
+        return True
 
     def next_deadline(self) -> float | None:
         times = [t for c in self.children.values() for t in (c.deadline, c.kill_at) if t is not None]

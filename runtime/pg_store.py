@@ -30,6 +30,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import pg_schema as schema
 from .errors import UserError
 from .model import State, TenantDef
+from .pg_steer import PgSteer
 from .store import (
     BACKENDS,
     MISSED,
@@ -121,8 +122,13 @@ def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[P
     return wrapper
 
 
-class PgStore:
+class PgStore(PgSteer):
     exclusive = False  # several daemons share it through claims and leases
+    pause = _guarded(PgSteer.pause)
+    resume = _guarded(PgSteer.resume)
+    paused = _guarded(PgSteer.paused)
+    cancel = _guarded(PgSteer.cancel)
+    cancelling = _guarded(PgSteer.cancelling)
 
     def __init__(self, tenant: str, dsn: str) -> None:
         self.tenant, self.dsn, self.where = tenant, dsn, f"postgresql store of tenant {tenant!r}"

@@ -153,7 +153,7 @@ def _policy_reasons(job: JobDef, missed: list[datetime], now: float) -> dict[str
 
 # Settings the daemon reads only when it starts: a reload cannot apply a change to them (the privilege drop,
 # the working and state directories, the log level, each tenant's open store).
-RESTART_ONLY = ("run_as", "state_dir", "install_dir", "debug")
+RESTART_ONLY = ("run_as", "state_dir", "install_dir", "debug", "http")
 
 
 def restart_settings(config: Config) -> dict[str, str]:

@@ -22,6 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
+from .sqlite_steer import SqliteSteer
 from .store import (
     BACKENDS,
     MISSED,
@@ -89,8 +90,13 @@ def _argv(text: str | None) -> tuple[str, ...] | None:
     return tuple(got) if isinstance(got, list) else ()
 
 
-class SqliteStore:
+class SqliteStore(SqliteSteer):
     exclusive = True  # one daemon per file: attach takes an exclusive lock
+    pause = _guarded(SqliteSteer.pause)
+    resume = _guarded(SqliteSteer.resume)
+    paused = _guarded(SqliteSteer.paused)
+    cancel = _guarded(SqliteSteer.cancel)
+    cancelling = _guarded(SqliteSteer.cancelling)
 
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
                  verify: bool = True) -> None:

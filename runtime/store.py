@@ -42,6 +42,13 @@ MISSED = "missed"
 REPORTED = "reported"
 SPAWN_FAILED = "spawn failed"
 NO_SUCH_JOB = "no such job"
+PAUSED = "paused by"  # + " NAME since TIME": the note of a due time a paused job let pass
+CANCELLED = "cancelled by"  # + " NAME": stopped on request (`jobs cancel`, the web side)
+
+
+def cancelled(who: str) -> str:
+    """The reason of a run cancelled by ``who`` (a token's or a user's name)."""
+    return f"{CANCELLED} {who}"
 
 
 class StoreError(UserError):
@@ -97,6 +104,15 @@ class Instance:
     started: float
     heartbeat: float
     expires: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A job whose schedule is paused: its due times are recorded missed (note "paused") until resumed."""
+
+    job: str
+    since: float
+    who: str
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,25 @@ class Store(Protocol):
 
     def running(self, *, exclude: str) -> list[Run]:
         """RUN rows of every instance but ``exclude`` (at start: what dead daemons left)."""
+
+    # -- steering from outside the daemon (`jobs pause|resume|cancel`, the web side) ----------------------
+    def pause(self, job: str, *, who: str, now: float) -> bool:
+        """Pause the job's schedule (kept across restarts, seen by every daemon of the store); False when
+        it was paused already (the first pause's time and name are kept)."""
+
+    def resume(self, job: str) -> bool:
+        """End a pause; False when the job was not paused."""
+
+    def paused(self) -> dict[str, Pause]:
+        """The paused jobs, by name."""
+
+    def cancel(self, run_id: int, *, who: str, now: float) -> Run | None:
+        """A QUE run ends ERR ``cancelled by WHO`` at once; a RUN run is marked so that the daemon running it
+        stops it (``cancelling``); an ended run is left as it is. Returns the run as it is now, None if
+        there is no such run."""
+
+    def cancelling(self) -> dict[int, str]:
+        """RUN rows asked to stop, not ended yet: run id -> who asked."""
 
     # -- leases ----------------------------------------------------------------------------------------
     def attach(self, me: Instance) -> None:
