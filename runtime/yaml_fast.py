@@ -1,4 +1,5 @@
-"""The configuration's YAML tree built from libyaml's events (ruamel.yaml's C parser), within the same limits.
+"""The configuration's YAML tree built from libyaml's events (ruamel.yaml's C parser: ruamel.yaml.clib, or
+ruamel.yaml.clibz), within the same limits.
 
 The checked pure-Python loader (config_yaml.load_yaml) spends about half a millisecond per job of a 10,000-job
 file scanning comments the daemon never reads, and its composer and constructor as much again. Here the C
