@@ -78,6 +78,13 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     from .alerts import configured  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
     from .daemon import serve  # noqa: PLC0415
     from .httpd import around  # noqa: PLC0415
+    from .store import load_backends  # noqa: PLC0415
+
+    # the store backends the config names, before the drop: after it the interpreter's own modules (sqlite3,
+    # the PostgreSQL driver) may be out of the dropped user's reach. Only those: the PostgreSQL driver alone
+    # is 20 MB of a daemon's memory (a reload that adds the first tenant of another kind may need a restart,
+    # and says so)
+    load_backends({t.store.kind for t in cfg.tenants})
 
     spec = privs.daemon_spec(cfg)
     if privs.will_change_uid(spec):

@@ -36,14 +36,11 @@ from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
-from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends, open_store
+from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, open_store
 
 if TYPE_CHECKING:
     from .httpd import WebChild
 
-# Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
-# the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
-load_backends()
 
 log = logging.getLogger(__name__)
 

@@ -291,7 +291,12 @@ def load_backends(kinds: Iterable[str] | None = None) -> None:
 
 def _load(kind: str) -> None:
     if kind not in BACKENDS and kind in MODULES:
-        importlib.import_module(MODULES[kind])
+        try:
+            importlib.import_module(MODULES[kind])
+        except ImportError as exc:  # a reload's first tenant of a kind, after the privilege drop
+            raise StoreError(f"the {kind} store backend cannot be loaded: {exc}",
+                             hint="install its driver, or restart the daemon if a reload added the first "
+                                  f"{kind} tenant") from None
 
 
 def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verify: bool = False) -> Store:
