@@ -82,3 +82,16 @@ def test_enqueue_loads_only_what_it_writes_with(tmp_path: Path) -> None:
     # the config's values (frozen dataclasses) and YAML, the store, the tenant's zone: no ctypes, no
     # PostgreSQL driver
     assert heavy == ["dataclasses", "ruamel.yaml", "sqlite3", "zoneinfo"]
+
+
+def test_the_daemon_loads_only_the_store_backends_its_config_names(tmp_path: Path) -> None:
+    """The daemon's code does not import every backend (the PostgreSQL driver is 20 MB of memory); the
+    backends a config names are imported before the privilege drop (control._become_daemon_user)."""
+    code = (
+        "import sys\nfrom taskserver.runtime import daemon, store\n"
+        "before = 'psycopg' in sys.modules\nstore.load_backends({'sqlite'})\n"
+        "print(before, 'psycopg' in sys.modules, sorted(store.BACKENDS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
+    assert out.stdout.split() == ["False", "False", "['sqlite']"]
