@@ -135,10 +135,13 @@ def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> Store | None:
         return None
 
 
-def _load(args: argparse.Namespace) -> Config:
-    """The config; as root, one another user controls is acted on as that user from here on (initgroups,
-    setgid, setuid): it names paths and tenants that user chose, so root does only what that user could."""
-    cfg = config.load(args.config)
+def _load(args: argparse.Namespace, *, jobs: bool = True, every_tenant: bool = False) -> Config:
+    """The config: the server section and the tenant the command acts on (with its jobs when ``jobs``),
+    all of it with ``every_tenant`` (config.load_tenant). As root, one another user controls is acted on
+    as that user from here on (initgroups, setgid, setuid): it names paths and tenants that user chose, so
+    root does only what that user could."""
+    name = getattr(args, "tenant", None) or os.environ.get("TASKSERVER_TENANT") or None
+    cfg = config.load(args.config) if every_tenant else config.load_tenant(args.config, name, jobs=jobs)
     # before any drop: the interpreter's own modules may be out of the user's reach
     load_backends({t.store.kind for t in cfg.tenants})
     if cfg.owner != 0 and os.geteuid() == 0:
@@ -277,7 +280,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 # -- commands --------------------------------------------------------------------------------------------
 def _enqueue(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, jobs=False)
     return _enqueue_as(cfg, args)
 
 
@@ -323,7 +326,7 @@ def _run_now_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _finish(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, jobs=False)
     with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _finish_as(cfg, args)
 
@@ -367,7 +370,7 @@ def _refuse_late_success(run: Run, ok: bool) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    return _list_as(_load(args), args)
+    return _list_as(_load(args, every_tenant=not args.tenant), args)
 
 
 def _rows(tenant: TenantDef, store: Store | None, now: datetime,
@@ -418,7 +421,7 @@ def _list_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, jobs=False)
     with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _show_as(cfg, args)
 
@@ -448,7 +451,7 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, jobs=bool(args.job))
     with _as_tenant(cfg, _tenant(cfg, args.tenant)):
         return _history_as(cfg, args)
 

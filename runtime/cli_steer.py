@@ -104,7 +104,7 @@ def _set(args: argparse.Namespace, paused: bool) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, jobs=False)
     run = cancel_run(cfg, _tenant(cfg, args.tenant), args.id, caller())
     if args.json:
         print(json.dumps(_run_dict(run, output=False)))

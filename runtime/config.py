@@ -24,6 +24,7 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .config_yaml import ConfigError, ConfigInvalid
     from .model import Config
+    from .yaml_fast import Prune, Pruned
 
 __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "default_config_path", "load",
            "parse_text"]
@@ -83,14 +84,17 @@ def embedded_default(path: Path) -> Config:
     return Config(path=path, exists=False, server=server, tenants=(TenantDef(name="default", login=None),))
 
 
-def parse_text(text: str, path: Path, default_state: Path | None = None, *, host: bool = False) -> Config:
+def parse_text(text: str, path: Path, default_state: Path | None = None, *, host: bool = False,
+               prune: Prune | None = None, pruned: Pruned | None = None) -> Config:
     """Validate config text as if read from ``path``; raises ConfigInvalid. ``host``: also check what the
-    file names on this machine (users, directories); without it no file is touched."""
+    file names on this machine (users, directories); without it no file is touched. ``prune``, ``pruned``:
+    see config_parse.parse."""
     # imported on first use: `status`, `stop` and the pid file need only the paths above, and the parser
     # (ruamel.yaml) is most of the command's start-up time
     from . import config_parse  # noqa: PLC0415
 
-    return config_parse.parse(text, path, default_state or default_state_dir(path), host=host)
+    return config_parse.parse(text, path, default_state or default_state_dir(path), host=host, prune=prune,
+                              pruned=pruned)
 
 
 def __getattr__(name: str) -> Any:
@@ -186,15 +190,51 @@ def load(path: Path | None = None, *, check_owner: bool = True, default_state: P
     as run_as (``Config.owner``). ``default_state``: the state dir when the file sets none (a reload passes
     the running one: the dropped daemon must not compute its own user's default instead).
     """
+    return _load(path, check_owner, default_state)
+
+
+def load_tenant(path: Path | None, name: str | None, *, jobs: bool) -> Config:
+    """``load`` for a command that acts on one tenant: the server section and that tenant (``name``; None:
+    the only tenant, else ``default``), its jobs only with ``jobs``. The other tenants and jobs are read
+    only as far as the YAML's syntax and the input limits go (a 10,000-job file must not cost every
+    `jobs enqueue` a second): the daemon and `taskserver check` validate them. The file's trust is checked
+    as by ``load``. The Config holds just that tenant; when there is no such tenant, the whole file is
+    loaded, so the caller words that error with every tenant's name."""
+    want = name
+
+    def prune(key_path: tuple[Any, ...]) -> bool:
+        if len(key_path) < 2 or key_path[0] != "tenants":
+            return False
+        if len(key_path) == 2:
+            return want is not None and key_path[1] != want
+        return key_path[2] == "jobs" and not (jobs and want is not None)
+
+    cfg = _load(path, True, None, prune)
+    if want is None:  # the first pass read every tenant's settings, none of their jobs
+        want = cfg.tenants[0].name if len(cfg.tenants) == 1 else "default"
+        if jobs:
+            cfg = _load(path, True, None, prune)
+    if not cfg.exists:
+        return cfg
+    chosen = cfg.tenant(want)
+    if chosen is None:
+        return load(path)
+    import dataclasses  # noqa: PLC0415 - with inspect and ast, most of `status`'s imports otherwise
+
+    return dataclasses.replace(cfg, tenants=(chosen,))
+
+
+def _load(path: Path | None, check_owner: bool, default_state: Path | None,
+          prune: Prune | None = None) -> Config:
     p = path if path is not None else default_config_path()
     got = _read(p)
     if got is None:
         return embedded_default(p)
     text, st = got
     owner = check_trust(p, st) if check_owner else 0
-    config = parse_text(text, p, default_state or default_state_dir(p, owner), host=True)
+    config = parse_text(text, p, default_state or default_state_dir(p, owner), host=True, prune=prune)
     if owner:
-        import dataclasses  # noqa: PLC0415 - with inspect and ast, most of `status`'s imports otherwise
+        import dataclasses  # noqa: PLC0415 - see load_tenant
 
         from . import privs  # noqa: PLC0415 - pwd/grp lookups only for a user's config
 

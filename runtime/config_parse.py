@@ -23,6 +23,7 @@ from .limits import shown
 from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
 from .schedule import next_fire
 from .windows import WINDOW_HINT, parse_window
+from .yaml_fast import Prune, Pruned
 
 SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "run_as": v.run_as,
@@ -291,14 +292,17 @@ def _tenants(w: _Walker, root: CommentedMap, state_dir: Path) -> list[TenantDef]
     return tenants
 
 
-def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False) -> Config:
+def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
+          prune: Prune | None = None, pruned: Pruned | None = None) -> Config:
     """Validate ``text`` (the contents of ``path``) into a Config; raises ConfigInvalid listing all errors.
 
     ``host``: the file is for this machine, so also check what it names here (the run_as user exists,
     install_dir is a directory); off for a file read for another root (an image, a package tree).
+    ``prune``: key paths (tenants.NAME, tenants.NAME.jobs) left unread but for the YAML's syntax and the
+    input limits (config_yaml.load_tree), for a command that acts on one tenant; listed in ``pruned``.
     """
     w = _Walker(str(path))
-    root = w.mapping(load_tree(text, str(path)), "file", Loc(str(path), 1, 1))
+    root = w.mapping(load_tree(text, str(path), prune, pruned), "file", Loc(str(path), 1, 1))
     server, tenants = ServerSettings(state_dir=default_state_dir), []
     if root is not None:
         w.check_keys(root, ("task_server", "tenants"), "top level")

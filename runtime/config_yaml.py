@@ -147,16 +147,37 @@ def _precheck(text: str, file: str) -> tuple[Loc, str, str] | None:
     return None
 
 
-def load_tree(text: str, file: str) -> Any:
+def load_tree(text: str, file: str, prune: yaml_fast.Prune | None = None,
+              pruned: yaml_fast.Pruned | None = None) -> Any:
     """``load_yaml``'s tree without comments, built from libyaml's events within the same limits when the C
     parser is installed (runtime/yaml_fast.py); the checked loader below whenever that path declines, so
-    every error and broken limit is worded by it with FILE:LINE:COL."""
+    every error and broken limit is worded by it with FILE:LINE:COL. ``prune``: the mappings and lists
+    whose key paths it accepts are left out either way, their paths listed in ``pruned``."""
     if _precheck(text, file) is None and yaml_fast.available(text):
         try:
-            return yaml_fast.load(text)
+            return yaml_fast.load(text, prune, pruned)
         except yaml_fast.NotFast:
-            pass
-    return load_yaml(text, file)
+            if pruned is not None:
+                pruned.paths.clear()
+    tree = load_yaml(text, file)
+    if prune is not None:
+        _prune(tree, (), prune, pruned if pruned is not None else yaml_fast.Pruned())
+    return tree
+
+
+def _prune(node: Any, path: tuple[Any, ...], prune: yaml_fast.Prune, pruned: yaml_fast.Pruned) -> None:
+    """What yaml_fast's pruning leaves out, taken out of a tree the checked loader built."""
+    if not isinstance(node, dict) or len(path) >= yaml_fast.PRUNE_DEPTH:
+        return
+    for key, value in list(node.items()):
+        at = (*path, key)
+        if not isinstance(value, dict | list) or not all(isinstance(k, str) for k in at):
+            continue
+        if prune(at):
+            pruned.paths.append(at)
+            del node[key]
+        else:
+            _prune(value, at, prune, pruned)
 
 
 def load_yaml(text: str, file: str) -> Any:

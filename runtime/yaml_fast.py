@@ -13,11 +13,16 @@ Whatever this path does not build exactly as the round-trip loader would (merge 
 non-text keys of collections, several documents) and every error or broken limit raises ``NotFast``: the
 caller then asks the checked loader, which words the error with FILE:LINE:COL (or builds the rare tree).
 Comments are not kept: config_edit.py, which writes the file back, uses the round-trip loader.
+
+``prune`` (for the commands that act on one tenant): a mapping or list whose key path it accepts is read
+through without being built, within the same limits, and left out of its mapping; its path is listed in
+``Pruned.paths``. An alias to a pruned value makes the checked loader build the whole tree.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, LineCol
@@ -70,10 +75,21 @@ def available(text: str) -> bool:
     return CParser is not None and text.endswith("\n") and _DIFFERENT.search(text) is None
 
 
-def load(text: str) -> Any:
+Prune = Callable[[tuple[Any, ...]], bool]
+PRUNE_DEPTH = 3  # paths up to tenants.NAME.jobs are offered to ``prune``
+
+
+class Pruned:
+    """The key paths of the values left out, in file order."""
+
+    def __init__(self) -> None:
+        self.paths: list[tuple[Any, ...]] = []
+
+
+def load(text: str, prune: Prune | None = None, pruned: Pruned | None = None) -> Any:
     """The round-trip tree of the single YAML document in ``text`` (None for none); raises NotFast."""
     try:
-        return _Builder(text).document()
+        return _Builder(text, prune, pruned).document()
     except NotFast:
         raise
     except Exception as exc:  # any parser or constructor error: the checked loader words it
@@ -89,6 +105,9 @@ class _Resolver(VersionedResolver):
 
 
 _STR = _Resolver.DEFAULT_SCALAR_TAG  # what resolve() returns for text (one shared object)
+# first characters of the plain values that may resolve to more than text (numbers, booleans, null, merge
+# keys...); the others are text, whose only limit is their length
+_RESOLVED = frozenset(_Resolver().versioned_resolver)  # with "" (empty values)
 
 
 class _Open:
@@ -158,11 +177,23 @@ class _OpenMap(_Open):
 
 
 _NO_KEY = object()
+_PRUNED = object()  # an anchored collection that was read through, not built
+
+
+class _Skipped:
+    """A collection being read through: its anchor, style, events so far, and a mapping's keys."""
+
+    __slots__ = ("anchor", "flow", "keys", "seen")
+
+    def __init__(self, anchor: str | None, flow: Any, mapping: bool) -> None:
+        self.anchor, self.flow, self.seen = anchor, flow, 0
+        self.keys: set[str] | None = set() if mapping else None
 
 
 class _Builder:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, prune: Prune | None = None, pruned: Pruned | None = None) -> None:
         self.parser = CParser(text)
+        self.prune, self.pruned = prune, pruned if pruned is not None else Pruned()
         self.resolver = _Resolver()
         self.tags: dict[str, Any] = {}  # plain scalar -> its resolved tag (job files repeat the same keys)
         self.anchors: dict[str, tuple[Any, Any]] = {}  # name -> (value, its start mark)
@@ -215,13 +246,95 @@ class _Builder:
                 elif kind is AliasEvent:
                     value, at = self.alias(event)  # at the anchored value's place, as the composer shares it
                 elif kind is MappingStartEvent or kind is SequenceStartEvent:
-                    stack.append(self.start(event, kind is MappingStartEvent))
+                    nodes = self.open(event, stack, nodes)
                     continue
                 else:
                     raise NotFast("unexpected event")
             if not stack:
                 return value
             stack[-1].put(value, at)
+
+    def open(self, event: Any, stack: list[_Open], nodes: int) -> int:
+        """A mapping or list starts: opened on ``stack``, or read through when pruned. Returns the values
+        counted so far."""
+        if self.prune is not None and len(stack) <= PRUNE_DEPTH and self.pruning(stack):
+            return self.skip(event, nodes, len(stack))
+        stack.append(self.start(event, type(event) is MappingStartEvent))
+        return nodes
+
+    def pruning(self, stack: list[_Open]) -> bool:
+        """Whether the collection starting now is a mapping's value whose key path ``prune`` accepts; if so
+        its key is dropped and the path recorded."""
+        parent = stack[-1] if stack else None
+        if not isinstance(parent, _OpenMap) or not parent.pending():
+            return False
+        path = tuple(getattr(o, "key", None) for o in stack)  # a list in the way: not offered
+        if self.prune is None or not all(isinstance(k, str) for k in path) or not self.prune(path):
+            return False
+        self.pruned.paths.append(path)
+        parent.key = _NO_KEY
+        parent.count += 1  # it still counts against the mapping's entries
+        return True
+
+    def skip(self, first: Any, nodes: int, depth: int) -> int:
+        """Read the collection ``first`` starts through to its end without building it, within the limits
+        of ``tree`` (values, depth, entries, value sizes, tags, anchors, aliases) and refusing what the
+        loaders read differently (empty keys, empty flow values, duplicate or collection keys), so a file
+        is accepted here only if the checked loader accepts it. Returns the values counted so far. Flat,
+        as ``tree``: it runs once per value of the jobs left out."""
+        get = self.parser.get_event
+        open_: list[_Skipped] = [self.skip_open(first)]
+        while open_:
+            event = get()
+            kind = type(event)
+            top = open_[-1]
+            if kind is MappingEndEvent or kind is SequenceEndEvent:
+                self.skip_close(open_.pop())
+                continue
+            nodes += 1
+            keys = top.keys
+            is_key = keys is not None and not top.seen & 1
+            entries = top.seen >> 1 if keys is not None else top.seen
+            if (nodes > limits.MAX_NODES or depth + len(open_) >= limits.MAX_DEPTH
+                    or entries >= limits.MAX_ENTRIES):
+                raise NotFast("limit")
+            top.seen += 1
+            if kind is ScalarEvent:
+                value = event.value
+                if (not event.style and event.implicit[0] and value[:1] in _RESOLVED) or (
+                        event.anchor is not None or event.ctag is not None or len(value) > MAX_NUMBER_CHARS):
+                    self.skip_scalar(event, top, is_key)  # what it resolves to, and its limits
+                if is_key:
+                    if value in keys:  # type: ignore[operator]
+                        raise NotFast("duplicate key")  # or one text quoted two ways: the checked one decides
+                    keys.add(value)  # type: ignore[union-attr]
+            elif kind is AliasEvent and not is_key:
+                self.alias(event)
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if is_key:
+                    raise NotFast("a collection as a key")
+                open_.append(self.skip_open(event))
+            else:
+                raise NotFast("unexpected event")
+        return nodes
+
+    def skip_open(self, event: Any) -> _Skipped:
+        anchor = self.check_node(event) if event.anchor is not None or event.ctag is not None else None
+        if anchor is not None:
+            self.open_anchors.add(anchor)
+        return _Skipped(anchor, event.flow_style, type(event) is MappingStartEvent)
+
+    def skip_close(self, done: _Skipped) -> None:
+        if done.keys is not None and done.seen & 1:
+            raise NotFast("a key without a value")
+        if done.anchor is not None:
+            self.open_anchors.discard(done.anchor)
+            self.anchors[done.anchor] = (_PRUNED, None)
+
+    def skip_scalar(self, event: Any, top: _Skipped, is_key: bool) -> None:
+        if not event.value and not event.style and (is_key or top.flow is not False):
+            raise NotFast("an empty key, or an empty value in flow style")
+        self.scalar(event)  # its limits, tag, anchor (an alias may use its value) and construction
 
     def start(self, event: Any, mapping: bool) -> _Open:
         anchor = self.check_node(event) if event.anchor is not None or event.ctag is not None else None
@@ -269,6 +382,8 @@ class _Builder:
         name = event.anchor
         if self.aliases > limits.MAX_ALIASES or name in self.open_anchors or name not in self.anchors:
             raise NotFast("alias")
+        if self.anchors[name][0] is _PRUNED:
+            raise NotFast("an alias to a pruned value")  # only an error in the pruned part itself is fine
         return self.anchors[name]
 
     def scalar(self, event: Any) -> Any:
