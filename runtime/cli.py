@@ -7,19 +7,19 @@ and ``control`` (run, start, stop, restart, reload, status). Each registers its 
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, cast
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
-from . import control, logs
-from .errors import one_line, run_command
+from .errors import run_command
+
+if TYPE_CHECKING:
+    import argparse
 
 PROG = "taskserver"
-log = logging.getLogger(__name__)
 
 
 # Commands of the daemon's life cycle; for these the other command groups (and their imports: the YAML
@@ -52,60 +52,21 @@ def _hoist_global_flags(words: Sequence[str]) -> list[str]:
     return flags + [w for w in head if w not in GLOBAL_FLAGS] + list(words[end:])
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its error line kept to one printable line (it echoes the bad value as given)."""
-
-    def error(self, message: str) -> NoReturn:
-        super().error(one_line(message))
-
-
 def build_parser(only_control: bool = False, only_jobs: bool = False) -> argparse.ArgumentParser:
-    """The whole command line; ``only_control``/``only_jobs``: just the group about to run (a `jobs enqueue`
-    in a loop of an application's shell script must not load the config editor and the web side)."""
-    parser = _Parser(
-        prog=PROG,
-        description="Run scheduled and queued jobs for one or more tenants, as a daemon or in the foreground",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `taskserver COMMAND --help` for the options of one command.",
-    )
-    env_cfg = os.environ.get("TASKSERVER_CONFIG")
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=Path(env_cfg) if env_cfg else None,
-        metavar="PATH",
-        help="configuration file (default: $TASKSERVER_CONFIG, else /etc/taskserver/taskserver.yaml as root, "
-        "else ~/.config/taskserver/taskserver.yaml)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too (default: info)")
-    parser.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
-    # every subcommand's parser is a _Parser too (argparse makes them of the parent's class)
-    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
-               parser.add_subparsers(title="commands", dest="command", metavar="COMMAND"))
-    control.register(sub)
-    if not only_control:
-        from . import cli_jobs  # noqa: PLC0415 - see CONTROL_COMMANDS
+    """The whole command line (runtime/cli_parser.py); ``only_control``/``only_jobs``: just that group."""
+    from . import cli_parser  # noqa: PLC0415 - a plain `status` does without argparse's parsers
 
-        if not only_jobs:
-            from . import cli_config  # noqa: PLC0415
-
-            cli_config.register(sub)
-        cli_jobs.register(sub)
-        if not only_jobs:
-            from . import cli_store, cli_web  # noqa: PLC0415
-
-            cli_store.register(sub)
-            cli_web.register(sub)
-    return parser
+    return cli_parser.build_parser(only_control=only_control, only_jobs=only_jobs)
 
 
-def _plain_status(words: Sequence[str]) -> argparse.Namespace | None:
+def _plain_status(words: Sequence[str]) -> Any:
     """The arguments of a plain `taskserver [-c PATH] [-v] [--debug] status` (what monitoring runs every few
-    seconds), read without argparse: building its parsers was a third of the command's time. Any other
-    form (None) goes through argparse, which also words every mistake."""
-    args = argparse.Namespace(config=None, verbose=False, debug=False, command="status",
-                              func=control.cmd_status)
+    seconds), read without argparse (the module and its parsers were a third of the command's time), as
+    the namespace argparse would make. Any other form (None) goes through argparse, which also words every
+    mistake."""
+    from .cli_status import cmd_status  # noqa: PLC0415 - not the daemon's life cycle (control.py)
+
+    args = SimpleNamespace(config=None, verbose=False, debug=False, command="status", func=cmd_status)
     rest = list(words)
     while rest and rest[0] in GLOBAL_FLAGS:  # hoisted to the front (_hoist_global_flags)
         flag = rest.pop(0)
@@ -128,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "func", None) is None:
             parser.print_help(sys.stderr)
             return 2
-    logs.setup(verbose=args.verbose, debug=args.debug)
+    if args.command != "status" or args.verbose or args.debug:  # `status` alone logs nothing
+        from . import logs  # noqa: PLC0415 - logging is a fifth of a plain `status`
+
+        logs.setup(verbose=args.verbose, debug=args.debug)
     return run_command(PROG, lambda: int(args.func(args)), debug=args.debug)
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config, logs, privs
+from .cli_status import EXIT_NOT_RUNNING_STATUS, cmd_status
+from .cli_status import config_path as _config_path
 from .errors import UserError
 from .notify import Notifier
 from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
@@ -31,10 +33,10 @@ from .pidsignal import Daemon
 if TYPE_CHECKING:
     from .model import Config
 
-__all__ = ["pidfile_path_for", "read_pid", "register", "signal_daemon"]
+__all__ = ["EXIT_NOT_RUNNING_STATUS", "cmd_status", "pidfile_path_for", "read_pid", "register",
+           "signal_daemon"]
 
 log = logging.getLogger(__name__)
-EXIT_NOT_RUNNING_STATUS = 3
 EXIT_NOT_RUNNING_RELOAD = 7
 READY_TIMEOUT_S = 60.0
 # beyond the daemon's stop_timeout and the jobs' grace: time to record them and exit (5 s), and the last
@@ -44,11 +46,6 @@ STOP_SLACK_S = 11.0
 
 def pidfile_path_for(cfg: Config) -> Path:
     return pidfile_path(cfg.path)
-
-
-def _config_path(args: argparse.Namespace) -> Path:
-    # absolute: the daemon changes directory, and reload must find the same file
-    return args.config.absolute() if args.config is not None else config.default_config_path()
 
 
 def _load(args: argparse.Namespace, meanwhile: Callable[[], None] | None = None) -> Config:
@@ -402,79 +399,6 @@ def _tell_restart_needed(args: argparse.Namespace) -> None:
     if pending:
         print(f"taskserver: warning: changed, but applied only by `taskserver restart`: {', '.join(pending)}",
               file=sys.stderr)
-
-
-def _uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(max(seconds, 0))
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return (f"{d}d" if d else "") + (f"{h}h" if d or h else "") + (f"{m}m" if d or h or m else "") + f"{s}s"
-
-
-def _tenants(tenants: list[dict[str, Any]]) -> str:
-    parts = []
-    for t in tenants:
-        if t.get("login") is None:
-            parts.append(f"{t['name']} runs nothing (no login)")
-        else:
-            n = int(t.get("jobs", 0))
-            parts.append(f"{t['name']} ({t['login']}, {n} job{'s' if n != 1 else ''})")
-    return "; ".join(parts) if parts else "none"
-
-
-def _notifications(counts: dict[str, dict[str, int]]) -> str:
-    return "; ".join(f"{t} {c.get('sent', 0)} sent, {c.get('failed', 0)} failed, "
-                     f"{c.get('dropped', 0)} dropped" for t, c in sorted(counts.items()))
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    # the config is parsed only when the daemon published nothing: status stays fast with 10,000 jobs
-    path = _config_path(args)
-    state = probe(path)
-    if state.running:
-        info = state.info()
-        if info is None:
-            cfg = _load(args)
-            info = _summary(cfg, time.time() - (state.age() or 0))
-        up = _uptime(time.time() - float(info["started"]))
-        health = str(info.get("status") or "")
-        note = f"; {health}" if health.startswith("degraded") else ""
-        print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}{note}")
-        if info.get("notifications"):
-            print(f"  notifications since start: {_notifications(info['notifications'])}")
-        if any(t.get("shared") for t in info["tenants"]):
-            _shared_daemons(args)
-        return 0
-    if state.stale:
-        print(f"taskserver dead: pid {state.pid} is gone but its pid file {state.path} remains")
-        return 1
-    print(f"taskserver not running (config {path})")
-    return EXIT_NOT_RUNNING_STATUS
-
-
-def _shared_daemons(args: argparse.Namespace) -> None:
-    """The live daemons of each tenant whose store several hosts share, with their last heartbeat."""
-    from .store import StoreError, open_store  # noqa: PLC0415 - only for shared stores
-
-    cfg = _load(args)
-    for tenant in (t for t in cfg.tenants if t.store.kind != "sqlite" and t.login is not None):
-        try:
-            store = open_store(tenant, cfg.server.state_dir, create=False)
-        except StoreError as exc:
-            print(f"  tenant {tenant.name}: its shared store cannot be read: {exc.message}")
-            continue
-        try:
-            now = time.time()
-            leases = [i for i in store.instances() if i.expires >= now]
-        finally:
-            store.close()
-        print(f"  tenant {tenant.name}: {len(leases)} live daemon(s) share its store")
-        for i in leases:
-            print(f"    {i.host} pid {i.pid}, up {_uptime(now - i.started)}, "
-                  f"last heartbeat {max(0.0, now - i.heartbeat):.0f} s ago")
 
 
 # --- parsers ----------------------------------------------------------------------------------------------

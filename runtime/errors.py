@@ -6,11 +6,10 @@ A ``UserError`` is reported as one line naming what was wrong (and where), follo
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from .limits import printable
 
@@ -48,6 +47,12 @@ def report(prog: str, err: UserError, stream: TextIO | None = None) -> int:
     return err.exit_code
 
 
+def _log(prog: str) -> Any:
+    import logging  # noqa: PLC0415 - only on a failure: `status` need not load it
+
+    return logging.getLogger(prog)
+
+
 def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
     """Run a command-line entry point the way both tools do: a ``UserError`` becomes its one line and hint
     (a traceback only with ``--debug``), Ctrl-C exits 130, and a reader that closes the pipe early
@@ -56,7 +61,7 @@ def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
         return func()
     except UserError as err:
         if debug:
-            logging.getLogger(prog).exception("details")
+            _log(prog).exception("details")
         return report(prog, err)
     except KeyboardInterrupt:
         return 130
@@ -73,7 +78,7 @@ def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
     except Exception as exc:  # a defect: one line that says so; the traceback with --debug (and in -v logs)
         if debug:
             raise
-        logging.getLogger(prog).debug("details", exc_info=True)
+        _log(prog).debug("details", exc_info=True)
         return report(prog, UserError(f"internal error: {type(exc).__name__}: {exc}",
                                       hint="run again with --debug for the details, and report it",
                                       exit_code=70))
