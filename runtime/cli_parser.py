@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import NoReturn, cast
 
-from . import control
 from .errors import one_line
 
 PROG = "taskserver"
@@ -48,6 +47,8 @@ def build_parser(only_control: bool = False, only_jobs: bool = False) -> argpars
     sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
                parser.add_subparsers(title="commands", dest="command", metavar="COMMAND"))
     if not only_jobs:  # a `jobs` command in an application's loop builds its own group alone
+        from . import control  # noqa: PLC0415 - the daemon's life cycle, with its imports
+
         control.register(sub)
     if not only_control:
         from . import cli_jobs  # noqa: PLC0415 - see CONTROL_COMMANDS

@@ -9,8 +9,8 @@ earlier version from ``SCHEMAS``, migrates it and compares the result with a fre
 
 from __future__ import annotations
 
+import os
 import sqlite3
-import uuid
 from collections.abc import Callable
 
 V1 = """
@@ -135,7 +135,8 @@ def prepare(db: sqlite3.Connection) -> None:
                     db.execute(statement)
         for step in range(found or LATEST, LATEST):
             MIGRATIONS[step](db)
-        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id', ?)", (uuid.uuid4().hex,))
+        # random, as uuid4().hex was; not uuid: it loads `platform`, a twentieth of `jobs enqueue`
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id', ?)", (os.urandom(16).hex(),))
         db.execute(f"PRAGMA user_version = {LATEST}")
         db.execute("COMMIT")
     except BaseException:
