@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 
 from .errors import UserError
-from .model import Config
+from .model import Config, forget_shared
 
 
 def load_in_child(
@@ -61,7 +61,10 @@ def load_in_child(
     data = b"".join(chunks)
     del chunks
     # our own child wrote this, from the same code: unpickling it is as safe as the parse itself
-    kind, value = pickle.loads(data)  # noqa: S301
+    try:
+        kind, value = pickle.loads(data)  # noqa: S301
+    finally:
+        forget_shared()
     del data
     if kind == "config":
         assert isinstance(value, Config)

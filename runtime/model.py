@@ -222,11 +222,39 @@ class Config:
         return self.server.state_dir / "tenants" / tenant
 
 
+# Values met while one Config is unpickled, shared between the jobs that repeat them: the pickle has no
+# memo (runtime/isolate.py), so each job's tenant name, file name, command, schedule, retry and environment
+# came back as objects of its own, about half the daemon's memory for its jobs. Emptied after each load.
+_SHARED: dict[object, object] = {}
+# value objects that are equal only when their fields are the same objects (children are shared first)
+_SHARED_KINDS: set[type] = set()
+_EXACT = (str, int, float, bool, type(None))
+
+
+def _share(item: object) -> object:
+    """One object for equal strings, and for tuples of strings (commands, name lists)."""
+    kind = type(item)
+    if kind is str or (kind is tuple and all(type(x) is str for x in item)):  # type: ignore[attr-defined]
+        return _SHARED.setdefault((kind, item), item)
+    return item
+
+
 def _rebuild(kind: type, values: tuple[object, ...]) -> object:
     value: object = object.__new__(kind)
-    for name, item in zip(kind.__slots__, values, strict=True):  # type: ignore[attr-defined]
+    key: list[object] = [kind]
+    for name, given in zip(kind.__slots__, values, strict=True):  # type: ignore[attr-defined]
+        item = _share(given)
         object.__setattr__(value, name, item)  # frozen: set as dataclasses' own __init__ does
-    return value
+        # 1 and 1.0 are equal, not the same value: numbers count with their type, the rest by identity
+        key.append((type(item), item) if type(item) in _EXACT else id(item))
+    if kind not in _SHARED_KINDS:
+        return value
+    return _SHARED.setdefault(tuple(key), value)
+
+
+def forget_shared() -> None:
+    """Let go of the values shared while unpickling (the Config holds the ones it uses)."""
+    _SHARED.clear()
 
 
 def _by_fields(value: object) -> tuple[Callable[..., object], tuple[type, tuple[object, ...]]]:
@@ -240,3 +268,4 @@ def _by_fields(value: object) -> tuple[Callable[..., object], tuple[type, tuple[
 for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, JobDef, StoreDef, TenantDef,
               HttpSettings, ServerSettings, Config):
     copyreg.pickle(_kind, _by_fields)
+_SHARED_KINDS.update((Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, StoreDef))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.runtime import config_parse, isolate
+from taskserver.runtime import config_parse, isolate, model
+from taskserver.runtime.model import Config
 
 TEXT = """\
 task_server:
@@ -41,3 +42,24 @@ def test_a_config_round_trips(tmp_path: Path) -> None:
 def test_through_the_loader_child(tmp_path: Path) -> None:
     cfg = isolate.load_in_child(lambda: config_parse.parse(TEXT, tmp_path / "c.yaml", tmp_path))
     assert cfg == config_parse.parse(TEXT, tmp_path / "c.yaml", tmp_path)
+
+
+def test_values_the_jobs_repeat_come_back_shared(tmp_path: Path) -> None:
+    """The daemon holds one object for what many jobs repeat (tenant and file names, commands, schedules,
+    retries, environments), each still equal to what was parsed, with its own types."""
+    jobs = "".join(f"      j{i}: {{cron: \"{i % 2} 3 * * *\", command: [/bin/true, x]}}\n" for i in range(6))
+    text = f"tenants:\n  a:\n    login: app\n    jobs:\n{jobs}      f: {{every: 1, command: [/bin/true]}}\n" \
+           "      g: {every: 1.0, command: [/bin/true]}\n"
+    parsed = config_parse.parse(text, tmp_path / "c.yaml", tmp_path)
+    cfg = isolate.load_in_child(lambda: parsed)
+    assert cfg == parsed
+    jobs_back = cfg.tenants[0].jobs
+    assert jobs_back[0].command is jobs_back[5].command and jobs_back[0].tenant is jobs_back[5].tenant
+    assert jobs_back[0].trigger is jobs_back[2].trigger and jobs_back[0].trigger is not jobs_back[1].trigger
+    assert jobs_back[0].retry is jobs_back[1].retry and jobs_back[0].env is jobs_back[1].env
+    assert jobs_back[0].loc is not jobs_back[1].loc and jobs_back[0].loc.file is jobs_back[1].loc.file
+    def seconds(cfg: Config) -> list[type]:
+        return [type(getattr(j.trigger, "seconds", None)) for j in cfg.tenants[0].jobs[6:]]
+
+    assert seconds(cfg) == seconds(parsed)
+    assert not model._SHARED  # let go once the Config is back
