@@ -228,14 +228,15 @@ def throughput(n: int) -> dict[str, Any]:
     return {"n": ok, "per_s": ok / (last - first)}
 
 
-def enqueue(n: int) -> dict[str, Any]:
+def enqueue(n: int, jobs: int = 0) -> dict[str, Any]:
     """The CLI's wall time against an idle daemon, then tasks/s through the client API: n / 10 single calls
-    (a transaction and a wake-up each), one batch of n, and a batch of n / 10 with status files."""
+    (a transaction and a wake-up each), one batch of n, and a batch of n / 10 with status files. ``jobs``:
+    daily jobs in the config (the CLI reads the file each time)."""
     from taskserver.runtime.client import Client
 
     srv = Server()
     try:
-        srv.write_config([])
+        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} 3 * * *"') for i in range(jobs)])
         srv.start()
         walls = []
         for _ in range(15):
@@ -311,7 +312,7 @@ def main(argv: list[str]) -> int:
     elif work == "throughput":
         result = throughput(int(argv[1]))
     elif work == "enqueue":
-        result = enqueue(int(argv[1]))
+        result = enqueue(int(argv[1]), int(argv[2]) if len(argv) > 2 else 0)
     elif work == "startup":
         result = startup(int(argv[1]))
     elif work == "catchup":
