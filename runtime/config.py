@@ -11,6 +11,7 @@ its own subdirectory there (``instance_name()``), so two servers never share sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import stat
@@ -209,11 +210,12 @@ def load_tenant(path: Path | None, name: str | None, *, jobs: bool) -> Config:
             return want is not None and key_path[1] != want
         return key_path[2] == "jobs" and not (jobs and want is not None)
 
-    cfg = _load(path, True, None, prune)
+    outline = _published_outline(path if path is not None else default_config_path())
+    cfg = _load(path, True, None, prune, outline=outline, keep=want if jobs else None)
     if want is None:  # the first pass read every tenant's settings, none of their jobs
         want = cfg.tenants[0].name if len(cfg.tenants) == 1 else "default"
         if jobs:
-            cfg = _load(path, True, None, prune)
+            cfg = _load(path, True, None, prune, outline=outline, keep=want)
     if not cfg.exists:
         return cfg
     chosen = cfg.tenant(want)
@@ -224,15 +226,60 @@ def load_tenant(path: Path | None, name: str | None, *, jobs: bool) -> Config:
     return dataclasses.replace(cfg, tenants=(chosen,))
 
 
-def _load(path: Path | None, check_owner: bool, default_state: Path | None,
-          prune: Prune | None = None) -> Config:
+def _published_outline(path: Path) -> Any:
+    """Where the jobs are in the file, as the running daemon of this config published it (its pid file's
+    ``.info``, which pidfile reads only from a place and a file of root or of this user), else None."""
+    from .pidfile import probe  # noqa: PLC0415 - it imports this module
+
+    try:
+        info = probe(Path(os.path.abspath(path))).info()
+    except (UserError, OSError):
+        return None
+    return info.get("outline") if info is not None else None
+
+
+def _blank_jobs(text: str, outline: Any, keep: str | None) -> str | None:
+    """``text`` with the jobs: value of every tenant but ``keep`` blanked out, its line breaks kept (every
+    other value keeps its FILE:LINE:COL), when ``outline`` (model.Config.outline) describes exactly this
+    text: the same length and crc32, spans in order within it. Else None: the file is read in full."""
+    try:
+        size, crc, spans = outline
+        if size != len(text) or zlib.crc32(text.encode()) != crc:
+            return None
+        pieces, at = [], 0
+        for name, start, end in spans:
+            if not (isinstance(start, int) and isinstance(end, int) and at <= start < end <= size):
+                return None
+            if name != keep:
+                chunk = text[start:end]
+                tail = len(chunk) - chunk.rfind("\n") - 1  # the last line: spaces, to keep columns
+                pieces += [text[at:start], "\n" * chunk.count("\n"), " " * tail]
+                at = end
+    except (TypeError, ValueError):  # not an outline this code wrote
+        return None
+    return "".join([*pieces, text[at:]])
+
+
+def _load(path: Path | None, check_owner: bool, default_state: Path | None, prune: Prune | None = None, *,
+          outline: Any = None, keep: str | None = None) -> Config:
+    """``load``; with ``outline`` (see load_tenant) the jobs of every tenant but ``keep`` are left unread."""
     p = path if path is not None else default_config_path()
     got = _read(p)
     if got is None:
         return embedded_default(p)
     text, st = got
     owner = check_trust(p, st) if check_owner else 0
-    config = parse_text(text, p, default_state or default_state_dir(p, owner), host=True, prune=prune)
+    state = default_state or default_state_dir(p, owner)
+    blanked = _blank_jobs(text, outline, keep) if outline is not None else None
+    config = None
+    if blanked is not None:
+        from .config_yaml import ConfigInvalid  # noqa: PLC0415 - with the parser
+
+        # an error of the text without those jobs (an alias into them): the whole text's own words it
+        with contextlib.suppress(ConfigInvalid):
+            config = parse_text(blanked, p, state, host=True, prune=prune)
+    if config is None:
+        config = parse_text(text, p, state, host=True, prune=prune)
     if owner:
         import dataclasses  # noqa: PLC0415 - see load_tenant
 

@@ -8,6 +8,7 @@ the expectation; the walker turns that into a ``ConfigError`` at the value's pos
 from __future__ import annotations
 
 import difflib
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,19 @@ from . import config_values as v
 from .config_values import CALL, NAME, NAME_HINT, USER
 from .config_yaml import ConfigError, ConfigInvalid, load_tree
 from .limits import shown
-from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
+from .model import (
+    CatchUp,
+    Config,
+    Cron,
+    Every,
+    JobDef,
+    Loc,
+    Outline,
+    Retry,
+    ServerSettings,
+    StoreDef,
+    TenantDef,
+)
 from .schedule import next_fire
 from .windows import WINDOW_HINT, parse_window
 from .yaml_fast import Prune, Pruned
@@ -302,6 +315,7 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
     input limits (config_yaml.load_tree), for a command that acts on one tenant; listed in ``pruned``.
     """
     w = _Walker(str(path))
+    pruned = pruned if pruned is not None else Pruned()
     root = w.mapping(load_tree(text, str(path), prune, pruned), "file", Loc(str(path), 1, 1))
     server, tenants = ServerSettings(state_dir=default_state_dir), []
     if root is not None:
@@ -317,7 +331,14 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
             config_notify.host_checks(w, server, tenants)
     if w.errors or w.more:
         raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)), w.more)
-    return Config(path=path, exists=True, server=server, tenants=tuple(tenants))
+    return Config(path=path, exists=True, server=server, tenants=tuple(tenants),
+                  outline=_outline(text, pruned))
+
+
+def _outline(text: str, pruned: Pruned) -> Outline | None:
+    if not pruned.spans:
+        return None
+    return len(text), zlib.crc32(text.encode()), tuple(pruned.spans)
 
 
 def _store_checks(w: _Walker, root: CommentedMap, tenants: list[TenantDef]) -> None:

@@ -159,6 +159,7 @@ def load_tree(text: str, file: str, prune: yaml_fast.Prune | None = None,
         except yaml_fast.NotFast:
             if pruned is not None:
                 pruned.paths.clear()
+                pruned.spans.clear()
     tree = load_yaml(text, file)
     if prune is not None:
         _prune(tree, (), prune, pruned if pruned is not None else yaml_fast.Pruned())

@@ -142,7 +142,10 @@ def _summary(cfg: Config, started: float) -> dict[str, Any]:
          "shared": t.store.kind != "sqlite"} for t in cfg.tenants
     ]
     timeout = cfg.server.stop_timeout
-    return {"config": str(cfg.path), "started": started, "stop_timeout": timeout, "tenants": tenants}
+    summary = {"config": str(cfg.path), "started": started, "stop_timeout": timeout, "tenants": tenants}
+    if cfg.outline is not None:  # config.load_tenant: where the jobs it may leave unread are
+        summary["outline"] = cfg.outline
+    return summary
 
 
 def _preflight(cfg: Config) -> None:

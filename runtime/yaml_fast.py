@@ -80,10 +80,12 @@ PRUNE_DEPTH = 3  # paths up to tenants.NAME.jobs are offered to ``prune``
 
 
 class Pruned:
-    """The key paths of the values left out, in file order."""
+    """The key paths of the values left out, in file order; and where each tenant's jobs that were built
+    start and end in the text (``spans``: tenant, first and last character + 1), for config.load_tenant."""
 
     def __init__(self) -> None:
         self.paths: list[tuple[Any, ...]] = []
+        self.spans: list[tuple[str, int, int]] = []
 
 
 def load(text: str, prune: Prune | None = None, pruned: Pruned | None = None) -> Any:
@@ -113,11 +115,12 @@ _RESOLVED = frozenset(_Resolver().versioned_resolver)  # with "" (empty values)
 class _Open:
     """A mapping or list being filled: its value and position table, where it starts, its anchor, style."""
 
-    __slots__ = ("anchor", "count", "data", "flow", "lc", "start", "value")
+    __slots__ = ("anchor", "count", "data", "flow", "jobs_of", "lc", "start", "value")
 
     def __init__(self, value: Any, event: Any, anchor: str | None) -> None:
         self.value, self.start, self.anchor, self.flow = value, event.start_mark, anchor, event.flow_style
         self.count = 0  # entries so far
+        self.jobs_of: str | None = None  # the tenant, when this is its jobs: mapping
         self.lc = LineCol()  # set as the round-trip constructor does (_yaml_set_line_col), without its calls
         self.lc.line, self.lc.col = self.start.line, self.start.column
         setattr(value, LineCol.attrib, self.lc)
@@ -177,6 +180,13 @@ class _OpenMap(_Open):
 
 
 _NO_KEY = object()
+
+
+def _is_jobs(stack: list[_Open]) -> bool:
+    """The collection opening below ``stack`` is tenants.NAME.jobs."""
+    keys = [getattr(o, "key", None) for o in stack]
+    return keys[0] == "tenants" and isinstance(keys[1], str) and keys[2] == "jobs" and all(
+        isinstance(o, _OpenMap) for o in stack)
 _PRUNED = object()  # an anchored collection that was read through, not built
 
 
@@ -229,7 +239,7 @@ class _Builder:
                 empty = None
             if kind is MappingEndEvent or kind is SequenceEndEvent:
                 done = stack.pop()
-                value, at = self.close(done), done.start
+                value, at = self.close(done, event), done.start
             else:
                 nodes += 1
                 depth = len(stack)
@@ -259,7 +269,10 @@ class _Builder:
         counted so far."""
         if self.prune is not None and len(stack) <= PRUNE_DEPTH and self.pruning(stack):
             return self.skip(event, nodes, len(stack))
-        stack.append(self.start(event, type(event) is MappingStartEvent))
+        opened = self.start(event, type(event) is MappingStartEvent)
+        if len(stack) == PRUNE_DEPTH and _is_jobs(stack):
+            opened.jobs_of = stack[1].key  # type: ignore[attr-defined]
+        stack.append(opened)
         return nodes
 
     def pruning(self, stack: list[_Open]) -> bool:
@@ -348,10 +361,12 @@ class _Builder:
                 opened.value.yaml_set_anchor(anchor)
         return opened
 
-    def close(self, done: _Open) -> Any:
+    def close(self, done: _Open, end: Any) -> Any:
         value = done.value
         if done.pending():
             raise NotFast("a key without a value")
+        if done.jobs_of is not None:
+            self.pruned.spans.append((done.jobs_of, done.start.index, end.end_mark.index))
         if done.count and done.flow is True:
             value.fa.set_flow_style()
         elif done.count and done.flow is False:

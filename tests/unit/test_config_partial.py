@@ -5,13 +5,15 @@ checked loader leave out the same parts (config_yaml.load_tree with ``prune``)."
 
 from __future__ import annotations
 
+import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskserver.runtime import config, config_yaml, limits, yaml_fast
+from taskserver.runtime import config, config_yaml, control, limits, yaml_fast
 from taskserver.runtime.errors import UserError
 
 pytestmark = pytest.mark.skipif(yaml_fast.CParser is None, reason="the C parser is not installed")
@@ -137,3 +139,51 @@ def test_trust_is_checked_as_for_a_whole_load(tmp_path: Path) -> None:
             config.load_tenant(path, "first", jobs=False)
     finally:
         os.chmod(tmp_path, 0o755)
+
+
+def _outline(path: Path) -> Any:
+    """What a daemon of ``path`` publishes (control._summary, through its JSON .info file)."""
+    return json.loads(json.dumps(control._summary(config.load(path), 0.0)))["outline"]
+
+
+@pytest.mark.parametrize(("name", "jobs"), [("first", False), ("second", True), ("third", True)])
+def test_the_daemons_outline_leaves_the_other_jobs_unread(tmp_path: Path, name: str, jobs: bool) -> None:
+    path = _file(tmp_path, _text(tmp_path))
+    outline = _outline(path)
+    assert [span[0] for span in outline[2]] == ["first", "second"]
+    pruned = config.load_tenant(path, name, jobs=jobs)
+    text = path.read_text()
+    assert config._blank_jobs(text, outline, name if jobs else None) is not None
+    got = config._load(path, True, None, lambda p: len(p) == 2 and p[0] == "tenants" and p[1] != name,
+                       outline=outline, keep=name if jobs else None)
+    assert got.tenant(name) == pruned.tenants[0] and got.server == pruned.server
+
+
+def test_an_outlined_read_words_errors_at_their_own_place(tmp_path: Path) -> None:
+    """Blanking keeps every line break and column: a mistake after the jobs left out is named where it is."""
+    path = _file(tmp_path, _text(tmp_path))
+    outline = _outline(path)
+    bad = path.read_text().replace("    login: three\n", "    login: three\n    timezone: Nowhere/Else\n")
+    path.write_text(bad)
+    with pytest.raises(config.ConfigInvalid) as whole:
+        config.load(path)
+    bad_outline = [len(bad), zlib.crc32(bad.encode()), outline[2]]  # as if published for this text
+    with pytest.raises(config.ConfigInvalid) as one:
+        config._load(path, True, None, outline=bad_outline, keep=None)
+    assert str(one.value) == str(whole.value)
+
+
+@pytest.mark.parametrize("outline", [
+    "changed", [1, 2, 3], None, [0, 0, [["first", 5, 2]]], "forged spans",
+])
+def test_an_outline_that_does_not_fit_the_file_is_not_used(tmp_path: Path, outline: Any) -> None:
+    path = _file(tmp_path, _text(tmp_path))
+    text = path.read_text()
+    real = _outline(path)
+    if outline == "changed":  # the file changed since the daemon read it
+        path.write_text(text.replace("max_parallel: 3", "max_parallel: 4"))
+        assert config._blank_jobs(path.read_text(), real, None) is None
+        return
+    if outline == "forged spans":  # the right size and crc, spans out of order
+        outline = [real[0], real[1], [real[2][1], real[2][0]]]
+    assert config._blank_jobs(text, outline, None) is None
