@@ -15,6 +15,7 @@ import contextlib
 import os
 import pwd
 import stat
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "def
            "parse_text"]
 
 SYSTEM_CONFIG = Path("/etc/taskserver/taskserver.yaml")
+SETTLED_NS = 2_000_000_000  # a config changed less recently than this is not outlined (load_tenant)
 
 
 def _user_config() -> Path:
@@ -199,8 +201,10 @@ def load_tenant(path: Path | None, name: str | None, *, jobs: bool) -> Config:
     the only tenant, else ``default``), its jobs only with ``jobs``. The other tenants and jobs are read
     only as far as the YAML's syntax and the input limits go (a 10,000-job file must not cost every
     `jobs enqueue` a second): the daemon and `taskserver check` validate them. The file's trust is checked
-    as by ``load``. The Config holds just that tenant; when there is no such tenant, the whole file is
-    loaded, so the caller words that error with every tenant's name."""
+    as by ``load``. With a running daemon of this config, the jobs it says are where (its ``.info``: the
+    file's identity and each tenant's jobs' span, model.Config.outline) are not even read. The Config holds
+    just that tenant; when there is no such tenant, the whole file is loaded, so the caller words that
+    error with every tenant's name."""
     want = name
 
     def prune(key_path: tuple[Any, ...]) -> bool:
@@ -238,17 +242,22 @@ def _published_outline(path: Path) -> Any:
     return info.get("outline") if info is not None else None
 
 
-def _blank_jobs(text: str, outline: Any, keep: str | None) -> str | None:
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """Which file, in which state: a change of its text changes its ctime (no one can set that back)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _blank_jobs(text: str, st: os.stat_result, outline: Any, keep: str | None) -> str | None:
     """``text`` with the jobs: value of every tenant but ``keep`` blanked out, its line breaks kept (every
-    other value keeps its FILE:LINE:COL), when ``outline`` (model.Config.outline) describes exactly this
-    text: the same length and crc32, spans in order within it. Else None: the file is read in full."""
+    other value keeps its FILE:LINE:COL), when ``outline`` (model.Config.outline) was made from this file
+    as it is now (the same identity, spans in order within the text). Else None: the file is read in full."""
     try:
-        size, crc, spans = outline
-        if size != len(text) or zlib.crc32(text.encode()) != crc:
+        identity, spans = outline
+        if list(identity) != list(file_identity(st)):
             return None
         pieces, at = [], 0
         for name, start, end in spans:
-            if not (isinstance(start, int) and isinstance(end, int) and at <= start < end <= size):
+            if not (isinstance(start, int) and isinstance(end, int) and at <= start < end <= len(text)):
                 return None
             if name != keep:
                 chunk = text[start:end]
@@ -270,7 +279,7 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
     text, st = got
     owner = check_trust(p, st) if check_owner else 0
     state = default_state or default_state_dir(p, owner)
-    blanked = _blank_jobs(text, outline, keep) if outline is not None else None
+    blanked = _blank_jobs(text, st, outline, keep) if outline is not None else None
     config = None
     if blanked is not None:
         from .config_yaml import ConfigInvalid  # noqa: PLC0415 - with the parser
@@ -280,6 +289,14 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
             config = parse_text(blanked, p, state, host=True, prune=prune)
     if config is None:
         config = parse_text(text, p, state, host=True, prune=prune)
+    if config.outline is not None:
+        import dataclasses  # noqa: PLC0415 - see load_tenant
+
+        # a file changed just before it was read could change again within the same tick of its clock
+        # (coarse: milliseconds, seconds on some file systems) and keep its identity: no outline then
+        settled = st.st_ctime_ns < time.time_ns() - SETTLED_NS
+        outline = (file_identity(st), config.outline[1]) if settled else None
+        config = dataclasses.replace(config, outline=outline)
     if owner:
         import dataclasses  # noqa: PLC0415 - see load_tenant
 

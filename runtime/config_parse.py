@@ -8,7 +8,6 @@ the expectation; the walker turns that into a ``ConfigError`` at the value's pos
 from __future__ import annotations
 
 import difflib
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -332,13 +331,12 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
     if w.errors or w.more:
         raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)), w.more)
     return Config(path=path, exists=True, server=server, tenants=tuple(tenants),
-                  outline=_outline(text, pruned))
+                  outline=_outline(pruned))
 
 
-def _outline(text: str, pruned: Pruned) -> Outline | None:
-    if not pruned.spans:
-        return None
-    return len(text), zlib.crc32(text.encode()), tuple(pruned.spans)
+def _outline(pruned: Pruned) -> Outline | None:
+    """The jobs' spans; config.load adds which file they are in."""
+    return ((), tuple(pruned.spans)) if pruned.spans else None
 
 
 def _store_checks(w: _Walker, root: CommentedMap, tenants: list[TenantDef]) -> None:

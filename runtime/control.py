@@ -143,8 +143,7 @@ def _summary(cfg: Config, started: float) -> dict[str, Any]:
     ]
     timeout = cfg.server.stop_timeout
     summary = {"config": str(cfg.path), "started": started, "stop_timeout": timeout, "tenants": tenants}
-    if cfg.outline is not None:  # config.load_tenant: where the jobs it may leave unread are
-        summary["outline"] = cfg.outline
+    summary["outline"] = cfg.outline  # config.load_tenant: where the jobs it may leave unread are
     return summary
 
 

@@ -201,9 +201,10 @@ class ServerSettings:
     notify: tuple[NotifyDef, ...] = ()
 
 
-# characters of the text, its crc32, and for each tenant whose jobs the libyaml path built: the name, the
-# first character of its jobs: value and the one after its last
-Outline = tuple[int, int, tuple[tuple[str, int, int], ...]]
+# the file read (device, inode, size, mtime and ctime in ns: no digest of its text, which the world-readable
+# .info would publish), and for each tenant whose jobs the libyaml path built: the name, the first character
+# of its jobs: value and the one after its last
+Outline = tuple[tuple[int, ...], tuple[tuple[str, int, int], ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +216,8 @@ class Config:
     # the uid that controls what this file says: 0 when root alone can change the file and every directory
     # above it, else that one user (config.check_trust); root then does for this file only what it could do
     owner: int = 0
-    # where each tenant's jobs are in the text read (characters, its crc32 and each tenant's jobs' first and
-    # last character + 1), published by the daemon so a `jobs` command need not read another tenant's jobs
-    # (config.load_tenant); None when the checked loader built the tree
+    # where each tenant's jobs are in the file read, published by the daemon so a `jobs` command need not
+    # read another tenant's jobs (config.load_tenant); None when the checked loader built the tree
     outline: Outline | None = field(default=None, compare=False)
 
     def tenant(self, name: str) -> TenantDef | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -141,49 +140,71 @@ def test_trust_is_checked_as_for_a_whole_load(tmp_path: Path) -> None:
         os.chmod(tmp_path, 0o755)
 
 
-def _outline(path: Path) -> Any:
-    """What a daemon of ``path`` publishes (control._summary, through its JSON .info file)."""
-    return json.loads(json.dumps(control._summary(config.load(path), 0.0)))["outline"]
+def _outline(path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """What a daemon of ``path`` publishes (control._summary, through its JSON .info file) once the file
+    has not changed for a while (config.SETTLED_NS; here: at once)."""
+    monkeypatch.setattr(config, "SETTLED_NS", 0)
+    try:
+        return json.loads(json.dumps(control._summary(config.load(path), 0.0)))["outline"]
+    finally:
+        monkeypatch.undo()
+
+
+def test_a_file_changed_just_before_it_was_read_is_not_outlined(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _file(tmp_path, _text(tmp_path))
+    assert config.load(path).outline is None  # it may change again within the same tick of the file clock
+    assert _outline(path, monkeypatch)[0] == list(config.file_identity(path.stat()))
 
 
 @pytest.mark.parametrize(("name", "jobs"), [("first", False), ("second", True), ("third", True)])
-def test_the_daemons_outline_leaves_the_other_jobs_unread(tmp_path: Path, name: str, jobs: bool) -> None:
+def test_the_daemons_outline_leaves_the_other_jobs_unread(tmp_path: Path, name: str, jobs: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     path = _file(tmp_path, _text(tmp_path))
-    outline = _outline(path)
-    assert [span[0] for span in outline[2]] == ["first", "second"]
+    outline = _outline(path, monkeypatch)
+    assert [span[0] for span in outline[1]] == ["first", "second"]
     pruned = config.load_tenant(path, name, jobs=jobs)
     text = path.read_text()
-    assert config._blank_jobs(text, outline, name if jobs else None) is not None
+    assert config._blank_jobs(text, path.stat(), outline, name if jobs else None) is not None
     got = config._load(path, True, None, lambda p: len(p) == 2 and p[0] == "tenants" and p[1] != name,
                        outline=outline, keep=name if jobs else None)
     assert got.tenant(name) == pruned.tenants[0] and got.server == pruned.server
 
 
-def test_an_outlined_read_words_errors_at_their_own_place(tmp_path: Path) -> None:
+def test_an_outlined_read_words_errors_at_their_own_place(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Blanking keeps every line break and column: a mistake after the jobs left out is named where it is."""
     path = _file(tmp_path, _text(tmp_path))
-    outline = _outline(path)
+    outline = _outline(path, monkeypatch)
     bad = path.read_text().replace("    login: three\n", "    login: three\n    timezone: Nowhere/Else\n")
     path.write_text(bad)
     with pytest.raises(config.ConfigInvalid) as whole:
         config.load(path)
-    bad_outline = [len(bad), zlib.crc32(bad.encode()), outline[2]]  # as if published for this text
+    bad_outline = [config.file_identity(path.stat()), outline[1]]  # as if published for this file
     with pytest.raises(config.ConfigInvalid) as one:
         config._load(path, True, None, outline=bad_outline, keep=None)
     assert str(one.value) == str(whole.value)
 
 
 @pytest.mark.parametrize("outline", [
-    "changed", [1, 2, 3], None, [0, 0, [["first", 5, 2]]], "forged spans",
+    "changed", "same size", [1, 2, 3], None, [[0], [["first", 5, 2]]], "forged spans", "past the end",
 ])
-def test_an_outline_that_does_not_fit_the_file_is_not_used(tmp_path: Path, outline: Any) -> None:
+def test_an_outline_that_does_not_fit_the_file_is_not_used(tmp_path: Path, outline: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     path = _file(tmp_path, _text(tmp_path))
     text = path.read_text()
-    real = _outline(path)
-    if outline == "changed":  # the file changed since the daemon read it
-        path.write_text(text.replace("max_parallel: 3", "max_parallel: 4"))
-        assert config._blank_jobs(path.read_text(), real, None) is None
+    real = _outline(path, monkeypatch)
+    assert config._blank_jobs(text, path.stat(), real, None) is not None
+    if outline in ("changed", "same size"):  # the file changed since the daemon read it
+        if outline == "changed":
+            path.write_text(text.replace("max_parallel: 3", "max_parallel: 12"))
+        else:  # replaced, as editors save: another inode (a rewrite in place changes its ctime)
+            (tmp_path / "new").write_text(text.replace("max_parallel: 3", "max_parallel: 4"))
+            os.replace(tmp_path / "new", path)
+        assert config._blank_jobs(path.read_text(), path.stat(), real, None) is None
         return
-    if outline == "forged spans":  # the right size and crc, spans out of order
-        outline = [real[0], real[1], [real[2][1], real[2][0]]]
-    assert config._blank_jobs(text, outline, None) is None
+    if outline == "forged spans":  # this file's identity, spans out of order
+        outline = [real[0], [real[1][1], real[1][0]]]
+    if outline == "past the end":
+        outline = [real[0], [["first", 10, len(text) + 5]]]
+    assert config._blank_jobs(text, path.stat(), outline, None) is None
