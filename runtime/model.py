@@ -235,30 +235,29 @@ class Config:
 # memo (runtime/isolate.py), so each job's tenant name, file name, command, schedule, retry and environment
 # came back as objects of its own, about half the daemon's memory for its jobs. Emptied after each load.
 _SHARED: dict[object, object] = {}
-# value objects that are equal only when their fields are the same objects (children are shared first)
+# value objects shared when their fields are the same (children are rebuilt, and shared, first)
 _SHARED_KINDS: set[type] = set()
-_EXACT = (str, int, float, bool, type(None))
-
-
-def _share(item: object) -> object:
-    """One object for equal strings, and for tuples of strings (commands, name lists)."""
-    kind = type(item)
-    if kind is str or (kind is tuple and all(type(x) is str for x in item)):  # type: ignore[attr-defined]
-        return _SHARED.setdefault((kind, item), item)
-    return item
+_BY_VALUE: set[type] = {str, int, float, bool, type(None)}
 
 
 def _rebuild(kind: type, values: tuple[object, ...]) -> object:
     value: object = object.__new__(kind)
-    key: list[object] = [kind]
+    shared, set_field = _SHARED, object.__setattr__
+    fields = []
     for name, given in zip(kind.__slots__, values, strict=True):  # type: ignore[attr-defined]
-        item = _share(given)
-        object.__setattr__(value, name, item)  # frozen: set as dataclasses' own __init__ does
-        # 1 and 1.0 are equal, not the same value: numbers count with their type, the rest by identity
-        key.append((type(item), item) if type(item) in _EXACT else id(item))
+        item = given
+        # one object for equal strings, and for tuples of strings (commands, name lists); a string key
+        # never equals a tuple key, and a tuple of strings never equals the keys of values below
+        if type(item) is str or (type(item) is tuple and all(type(x) is str for x in item)):
+            item = shared.setdefault(item, item)
+        set_field(value, name, item)  # frozen: set as dataclasses' own __init__ does
+        fields.append(item)
     if kind not in _SHARED_KINDS:
         return value
-    return _SHARED.setdefault(tuple(key), value)
+    # 1 and 1.0 are equal, not the same value: numbers count with their type, positions (Loc: a file name
+    # and two whole numbers) by value, the rest by identity
+    key = (kind, *((type(x), x) if type(x) in _BY_VALUE else id(x) for x in fields))
+    return shared.setdefault(key, value)
 
 
 def forget_shared() -> None:
@@ -277,4 +276,6 @@ def _by_fields(value: object) -> tuple[Callable[..., object], tuple[type, tuple[
 for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, JobDef, StoreDef, TenantDef,
               HttpSettings, ServerSettings, Config):
     copyreg.pickle(_kind, _by_fields)
-_SHARED_KINDS.update((Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, StoreDef))
+# not Loc itself: each job has its own; a value that holds one (an environment) is shared by its position
+_SHARED_KINDS.update((Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, StoreDef))
+_BY_VALUE.add(Loc)
