@@ -26,7 +26,7 @@ from .jobenv import SAFE_PATH
 from .launcher import Job, Launcher
 from .model import JobDef, State
 from .privs import Identity
-from .store import CRASHED, INTERRUPTED, TIMEOUT
+from .store import CRASHED, INTERRUPTED, SPAWN_FAILED, TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,14 @@ class Executor:
         os.set_blocking(rfd, False)
         child = Child(key=key, pid=0, fd=rfd, started=now,
                       deadline=now + timeout if timeout is not None else None)
-        self.launching[id(child)] = child
         assert self.launcher is not None
-        self.launcher.submit(Job(id(child), program, argv, env, wfd))
+        try:
+            self.launcher.submit(Job(id(child), program, argv, env, wfd))
+        except BaseException:
+            os.close(rfd)
+            os.close(wfd)
+            raise
+        self.launching[id(child)] = child
         return child
 
     def landed(self) -> list[tuple[Child, OSError | None]]:
@@ -139,6 +144,7 @@ class Executor:
             return []
         out: list[tuple[Child, OSError | None]] = []
         for job in self.launcher.landed():
+            os.close(job.out)  # the child has its copy (or never came): ours must not hold the pipe open
             child = self.launching.pop(job.token)
             if job.error is not None:
                 self._close(child)
@@ -292,7 +298,10 @@ class Executor:
         done: list[tuple[Child, Outcome]] = []
         end = time.monotonic() + limit
         with selectors.DefaultSelector() as sel:
-            while self.children and time.monotonic() < end:
+            while (self.children or self.launching) and time.monotonic() < end:
+                for child, error in self.landed():
+                    if error is not None:
+                        done.append((child, Outcome(State.ERR, SPAWN_FAILED, None, str(error))))
                 watched = {c.fd: c for c in self.children.values() if c.fd is not None}
                 for fd, c in watched.items():
                     sel.register(fd, selectors.EVENT_READ, c)

@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -31,12 +32,16 @@ log = logging.getLogger(__name__)
 
 THREADS = 4  # one per default slot (max_parallel): each waits for its own child's exec
 _SETSIGDEF, _SETSIGMASK, _SETSID = 0x04, 0x08, 0x80  # POSIX_SPAWN_* (glibc and musl agree)
+_DEVNULL = os.fsencode(os.devnull)
+_FS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, looked up once
 _OPAQUE = 1024  # bytes for posix_spawnattr_t / posix_spawn_file_actions_t (glibc: 336 / 80, musl less)
 
 
 @dataclass
 class Job:
-    """One spawn handed to a thread: what to run, and the write end of its output pipe (closed after)."""
+    """One spawn handed to a thread: what to run and the write end of its output pipe (the caller closes
+    it once the spawn landed).  The C arrays are built by ``submit`` in the loop: a thread only makes the
+    one call, so it hardly ever needs the interpreter's lock (which the loop would then wait for)."""
 
     token: int  # the caller's handle for this spawn
     program: str
@@ -45,11 +50,15 @@ class Job:
     out: int
     pid: int = 0
     error: OSError | None = None
+    c_args: tuple[object, ...] = ()
 
 
 class Launcher:
     def __init__(self, libc: ctypes.CDLL, default_signals: tuple[int, ...]) -> None:
-        self._libc = libc
+        # the same library twice: calls through ``_libc`` keep the interpreter's lock (cheap calls, no
+        # switch of threads), ``_spawn_fn`` lets go of it for the one call that waits for the child
+        self._libc = ctypes.PyDLL(None, use_errno=True)
+        self._spawn_fn = libc.posix_spawn
         self._attr = ctypes.create_string_buffer(_OPAQUE)  # the same for every run: made once
         self._sigsets = (ctypes.create_string_buffer(_OPAQUE), ctypes.create_string_buffer(_OPAQUE))
         self._set_attr(default_signals)
@@ -94,6 +103,7 @@ class Launcher:
                              for i in range(THREADS)]
             for thread in self._threads:
                 thread.start()
+        job.c_args = self._prepare(job)
         self._todo.put(job)
 
     def landed(self) -> list[Job]:
@@ -103,7 +113,10 @@ class Launcher:
                 pass
         done = []
         while self._done:
-            done.append(self._done.popleft())
+            job = self._done.popleft()
+            self._libc.posix_spawn_file_actions_destroy(job.c_args[2])
+            job.c_args = ()
+            done.append(job)
         return done
 
     def close(self) -> None:
@@ -119,43 +132,39 @@ class Launcher:
     def _work(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())  # signals are the main thread's
         while (job := self._todo.get()) is not None:
-            try:
-                job.pid = self._spawn(job)
-            except OSError as exc:
-                job.error = exc
-            finally:
-                os.close(job.out)  # the child has its copy (or never came): our end must not keep it open
+            pid, program, actions, argv, envp = job.c_args
+            err = self._spawn_fn(ctypes.byref(pid), program, actions, self._attr, argv, envp)  # type: ignore[arg-type]
+            if err:
+                job.error = OSError(err, os.strerror(err), job.program)
+            else:
+                job.pid = pid.value  # type: ignore[attr-defined]
             self._done.append(job)
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._wake_w, b"\0")
+            if len(self._done) == 1:  # the loop drains the pipe, then takes every job: one byte per batch
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"\0")
 
-    def _spawn(self, job: Job) -> int:
-        """posix_spawn as os.posix_spawn calls it (stdin /dev/null, stdout and stderr the pipe, a new session,
-        no blocked signals, SIGPIPE and SIGXFSZ at their defaults), without the interpreter's lock."""
+    def _prepare(self, job: Job) -> tuple[object, ...]:
+        """The C arguments of posix_spawn as os.posix_spawn makes them (stdin /dev/null, stdout and stderr
+        the pipe, a new session, no blocked signals, SIGPIPE and SIGXFSZ at their defaults)."""
         libc = self._libc
-        argv = _strings(job.argv)
-        envp = _strings([f"{k}={v}" for k, v in job.env.items()])
         actions = ctypes.create_string_buffer(_OPAQUE)
         _check(libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
         try:
-            _check(libc.posix_spawn_file_actions_addopen(actions, 0, os.devnull.encode(), os.O_RDONLY, 0),
+            _check(libc.posix_spawn_file_actions_addopen(actions, 0, _DEVNULL, os.O_RDONLY, 0),
                    "posix_spawn_file_actions_addopen")
             for fd in (1, 2):
                 _check(libc.posix_spawn_file_actions_adddup2(actions, job.out, fd),
                        "posix_spawn_file_actions_adddup2")
-            pid = ctypes.c_int(0)
-            program = os.fsencode(job.program)
-            err = libc.posix_spawn(ctypes.byref(pid), program, actions, self._attr, argv, envp)
-        finally:
+        except OSError:
             libc.posix_spawn_file_actions_destroy(actions)
-        if err:
-            raise OSError(err, os.strerror(err), job.program)
-        return pid.value
+            raise
+        envp = _strings([f"{k}={v}" for k, v in job.env.items()])
+        return ctypes.c_int(0), job.program.encode(*_FS), actions, _strings(job.argv), envp
 
 
 def _strings(items: list[str]) -> ctypes.Array[ctypes.c_char_p]:
     """A NULL-terminated char* array (a NUL inside a string is refused as exec would: ValueError upstream)."""
-    encoded = [os.fsencode(s) for s in items]
+    encoded = [s.encode(*_FS) for s in items]
     return (ctypes.c_char_p * (len(encoded) + 1))(*encoded, None)
 
 

@@ -74,6 +74,8 @@ class Runs:
         self.save_by: float | None = None  # when the daemon must wake to write them at the latest
         self.boot = liveness.boot_id()  # read once: a process outlives no boot
         self.spares = Spares()  # new status files made ahead by a helper thread (runtime/spares.py)
+        self._told_jobs: dict[str, set[str]] = {}  # status file names the spares were told of, per tenant
+        self._told_tasks: dict[str, int] = {}  # the last queued task's id they were told of
 
     def __len__(self) -> int:  # a claimed run takes its slot before it is spawned
         return len(self.active) + len(self.claimed) + len(self.launching)
@@ -318,17 +320,24 @@ class Runs:
     def expect_jobs(self, tenant: str, jobs: Iterable[JobDef]) -> None:
         """These scheduled jobs will run: their status files (those not made yet) are made ahead."""
         state_dir = self.config().tenant_dir(tenant)
-        names = [statusfile.job_status_path(state_dir, tenant, job.name).name for job in jobs]
-        self._expect(tenant, "jobs", names)
+        names = {statusfile.job_status_path(state_dir, tenant, job.name).name for job in jobs}
+        told = self._told_jobs.setdefault(tenant, set())
+        self._expect(tenant, sorted(names - told))
+        told |= names
 
     def expect_tasks(self, tenant: str, runs: Iterable[Run]) -> None:
-        """These queued tasks wait to start: those that came without a status file get one made ahead."""
-        self._expect(tenant, "tasks", [str(run.id) for run in runs])
+        """These queued tasks wait to start: those that came without a status file get one made ahead
+        (each task told once: run ids only grow)."""
+        last = self._told_tasks.get(tenant, 0)
+        fresh = [run.id for run in runs if run.id > last]
+        if fresh:
+            self._told_tasks[tenant] = max(fresh)
+            self._expect(tenant, [str(i) for i in fresh])
 
-    def _expect(self, tenant: str, kind: str, names: list[str]) -> None:
+    def _expect(self, tenant: str, names: list[str]) -> None:
         config = self.config()
         conf = config.tenant(tenant)
-        if conf is None:
+        if conf is None or not names:
             return
         ident = tenancy.file_identity(config, conf)
         directory = statusfile.status_dir(config.tenant_dir(tenant), tenant)
@@ -338,7 +347,7 @@ class Runs:
         except (OSError, UserError) as exc:
             log.warning("tenant %s: status directory: %s", tenant, exc)
             return
-        self.spares.expect(directory, kind, names, mode, ident)
+        self.spares.expect(directory, names, mode, ident)
 
 
 def _timed(unsaved: tuple[str, int, int, int | None, str | None],

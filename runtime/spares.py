@@ -39,21 +39,19 @@ class Spares:
         self._seq = 0
         self._cond = threading.Condition()
         self._ready: dict[Path, deque[Path]] = {}  # made, not taken yet
-        # per directory and kind of file (a tenant's jobs, its tasks): files expected and not there yet
-        self._need: dict[tuple[Path, str], int] = {}
+        self._need: dict[Path, int] = {}  # files expected there and not made yet (at most MAX_SPARES)
+        self._asked: dict[Path, list[str]] = {}  # names to look for (the thread counts those missing)
         self._whose: dict[Path, privs.Identity | None] = {}
-        self._asked: dict[tuple[Path, str], frozenset[str]] = {}  # names to look for in the directory
         self._mode: dict[Path, int] = {}
         self._thread: threading.Thread | None = None
         self._stop = False
 
     # -- the loop's side ---------------------------------------------------------------------------------
-    def expect(self, directory: Path, kind: str, names: Iterable[str], mode: int,
-               ident: privs.Identity | None) -> None:
-        """Files named ``names`` may soon be created in ``directory`` (which exists): make spares for those
-        that do not exist yet.  Replaces what was expected of this ``kind`` there before."""
+    def expect(self, directory: Path, names: Iterable[str], mode: int, ident: privs.Identity | None) -> None:
+        """Files named ``names`` may soon be created in ``directory`` (which exists): spares are made for
+        those not there yet.  Each name is to be told once (the caller keeps track)."""
         with self._cond:
-            self._asked[directory, kind] = frozenset(names)
+            self._asked.setdefault(directory, []).extend(names)
             self._whose[directory] = ident
             self._mode[directory] = mode
             self._cond.notify()
@@ -70,10 +68,8 @@ class Spares:
             spare = ready.popleft()
         except IndexError:  # the last one went between the look and the pop (the thread only adds)
             return None
-        for key, need in list(self._need.items()):
-            if key[0] == directory and need:  # a lost update (the thread recounting) costs one spare more
-                self._need[key] = need - 1
-                break
+        with self._cond:
+            self._need[directory] = max(0, self._need.get(directory, 0) - 1)
         return spare
 
     def close(self) -> None:
@@ -94,14 +90,14 @@ class Spares:
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())  # signals are the main thread's
         while True:
             with self._cond:
-                while not self._stop and not self._asked and not self._short():
+                while not self._stop and not self._asked and self._short() is None:
                     self._cond.wait()
                 if self._stop:
                     return
                 asked, self._asked = self._asked, {}
             try:
-                for (directory, kind), names in asked.items():
-                    self._count(directory, kind, names)
+                for directory, names in asked.items():
+                    self._count(directory, names)
                 self._make_some()
             except Exception as exc:  # a spare is an optimisation: the loop creates what it needs itself
                 log.debug("spare status files: %s", exc)
@@ -110,15 +106,9 @@ class Spares:
 
     def _short(self) -> Path | None:
         """A directory with fewer spares than files expected."""
-        need: dict[Path, int] = {}
-        for (directory, _), n in self._need.items():
-            need[directory] = need.get(directory, 0) + n
-        return next((d for d, n in need.items() if min(MAX_SPARES, n) > len(self._ready.get(d, ()))), None)
+        return next((d for d, n in self._need.items() if n > len(self._ready.get(d, ()))), None)
 
-    def _wanted(self, directory: Path) -> int:
-        return min(MAX_SPARES, sum(n for (d, _), n in self._need.items() if d == directory))
-
-    def _count(self, directory: Path, kind: str, names: frozenset[str]) -> None:
+    def _count(self, directory: Path, names: list[str]) -> None:
         """How many of ``names`` are missing; at the first look, spares a dead daemon left are taken over."""
         with privs.fs_identity(self._whose.get(directory)):
             if directory not in self._ready:
@@ -128,7 +118,7 @@ class Spares:
                         self._adopt(directory, name)
             missing = sum(1 for name in names if not os.path.lexists(directory / name))
         with self._cond:
-            self._need[directory, kind] = missing
+            self._need[directory] = min(MAX_SPARES, self._need.get(directory, 0) + missing)
 
     def _adopt(self, directory: Path, name: str) -> None:
         mine = self._name(directory)
@@ -144,7 +134,7 @@ class Spares:
                 return
             with privs.fs_identity(self._whose.get(directory)):
                 for _ in range(16):
-                    if len(self._ready[directory]) >= self._wanted(directory):
+                    if len(self._ready[directory]) >= self._need.get(directory, 0):
                         break
                     self._ready[directory].append(self._make(directory))
 

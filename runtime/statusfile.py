@@ -64,22 +64,16 @@ def _stamp(t: float | None) -> str:
 
 
 def render(run: Run, tenant: str) -> str:
-    """The file's text for ``run``; values are single-line (JSON for the command)."""
-    state = run.state.value
-    params = {
-        "id": str(run.id),
-        "tenant": tenant,
-        "job": run.job,
-        "queue": run.queue or "",
-        "argv": json.dumps(list(run.argv)) if run.argv is not None else "",
-        "reason": run.reason or "",
-        "exit_code": "" if run.exit_code is None else str(run.exit_code),
-        "message": json.dumps(run.message) if run.message else "",
-        "created": _stamp(run.created),
-        "started": _stamp(run.started),
-        "finished": _stamp(run.finished),
-    }
-    return state + "\n" + "".join(f"{k}={_one_line(v)}\n" for k, v in params.items())
+    """The file's text for ``run``; values are single-line (JSON for the command).  Written twice per run:
+    only the free-text values go through ``_one_line`` (numbers, times and JSON text are one line already:
+    JSON escapes every control and non-ASCII character)."""
+    argv = json.dumps(list(run.argv)) if run.argv is not None else ""
+    exit_code = "" if run.exit_code is None else str(run.exit_code)
+    message = json.dumps(run.message) if run.message else ""
+    return (f"{run.state.value}\nid={run.id}\ntenant={_one_line(tenant)}\njob={_one_line(run.job)}\n"
+            f"queue={_one_line(run.queue or '')}\nargv={argv}\nreason={_one_line(run.reason or '')}\n"
+            f"exit_code={exit_code}\nmessage={message}\ncreated={_stamp(run.created)}\n"
+            f"started={_stamp(run.started)}\nfinished={_stamp(run.finished)}\n")
 
 
 _BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
