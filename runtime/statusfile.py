@@ -48,6 +48,7 @@ def status_path(state_dir: Path, tenant: str, run_id: int) -> Path:
     return status_dir(state_dir, tenant) / str(run_id)
 
 
+@functools.lru_cache(maxsize=4096)  # twice per run (its environment, its file): a job's path never changes
 def job_status_path(state_dir: Path, tenant: str, job: str) -> Path:
     """The status file of a scheduled job's current (or last) run."""
     return status_dir(state_dir, tenant) / (_SAFE.sub("_", job) + ".job")
