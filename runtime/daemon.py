@@ -204,7 +204,9 @@ class Daemon:
         while True:
             now = time.time()
             self._step(self._wake_up, now)
-            freed = self._collect()
+            # Healthy, the wake-up recorded the ends in its own transaction; a child that ended since is the
+            # next wake-up's (its SIGCHLD is already waiting): not a second commit for it now.
+            freed = self._collect() if self.health.degraded else False
             self.executor.enforce(now)
             if freed:
                 self._check_limits(now, run_ended=True)  # between jobs: a run just ended
