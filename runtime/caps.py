@@ -96,3 +96,18 @@ def set_fs_ids(uid: int, gid: int) -> tuple[int, int]:
 def set_fs_ids_back(uid: int, gid: int) -> None:
     _libc.setfsuid(uid)
     _libc.setfsgid(gid)
+
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def no_new_privileges() -> None:
+    """PR_SET_NO_NEW_PRIVS: no exec from here on (set-uid programs, file capabilities) can add privileges."""
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def die_with_parent(sig: int) -> None:
+    """PR_SET_PDEATHSIG: the kernel sends ``sig`` when the parent ends (set it after any uid change, which
+    clears it)."""
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")

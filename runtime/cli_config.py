@@ -72,7 +72,11 @@ def _stores_available(cfg: Config) -> bool:
 
 
 def _print_schedule(cfg: Config) -> None:
-    """Each job's next due time, so an operator can see what the cron and window lines mean."""
+    """Each job's next due time, so an operator can see what the cron and window lines mean, and whom its
+    notifications go to (after inheritance)."""
+    from .alerts import targets  # noqa: PLC0415 - only for -v
+    from .config_notify import describe  # noqa: PLC0415
+
     now = datetime.now(UTC)
     for t in cfg.tenants:
         for job in t.jobs:
@@ -81,7 +85,8 @@ def _print_schedule(cfg: Config) -> None:
             when = nxt.astimezone(zone).isoformat(sep=" ", timespec="minutes") if nxt else "when enqueued"
             note = "" if job.enabled and t.login else " (not run: " + (
                 "job disabled)" if not job.enabled else "tenant has no login or is disabled)")
-            print(f"  {t.name}/{job.name}: next {when}{note}")
+            told = describe(targets(cfg, t, job))
+            print(f"  {t.name}/{job.name}: next {when}{note}" + (f"; notifies {told}" if told else ""))
 
 
 def _init_config(args: argparse.Namespace) -> int:

@@ -68,6 +68,9 @@ def register(sub: Any) -> None:
     p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now)
     p.add_argument("name", metavar="NAME", type=_config_name,
                    help="a job of the tenant, as in `taskserver jobs list`")
+    from . import cli_steer  # noqa: PLC0415 - it imports this module
+
+    cli_steer.register(cmd)
 
 
 def _whole(text: str, what: str, maximum: int) -> int:
@@ -136,7 +139,8 @@ def _load(args: argparse.Namespace) -> Config:
     """The config; as root, one another user controls is acted on as that user from here on (initgroups,
     setgid, setuid): it names paths and tenants that user chose, so root does only what that user could."""
     cfg = config.load(args.config)
-    load_backends()  # before any drop: the interpreter's own modules may be out of the user's reach
+    # before any drop: the interpreter's own modules may be out of the user's reach
+    load_backends({t.store.kind for t in cfg.tenants})
     if cfg.owner != 0 and os.geteuid() == 0:
         privs.drop_privileges(privs.daemon_spec(cfg))
     return cfg
@@ -164,7 +168,7 @@ def _as_tenant(cfg: Config, tenant: TenantDef) -> Iterator[None]:
     the effective ids and groups change (and change back). Root's supplementary groups are never kept:
     they would open files (a `store:` in a root:root 0660 file) the tenant's user could not.
     """
-    load_backends()  # imported as root: the interpreter's own modules may be out of the user's reach
+    load_backends([tenant.store.kind])  # imported as root: the interpreter's own modules may be out of reach
     denied = _denied(cfg, tenant)
     if denied is not None:
         raise denied
@@ -369,13 +373,17 @@ def _list(args: argparse.Namespace) -> int:
 def _rows(tenant: TenantDef, store: Store | None, now: datetime,
           note: str | None = None) -> list[dict[str, Any]]:
     rows = []
+    pauses = store.paused() if store else {}
     for job in tenant.jobs:
         last = store.history(job.name, limit=1) if store else []
         nxt = _next_due(job, tenant, store, now) if job.enabled and tenant.login else None
         why = note or (None if tenant.login else "tenant has no login: runs nothing")
         why = why or (None if job.enabled else "disabled")
+        pause = pauses.get(job.name)
+        why = why or (f"paused by {pause.who} since {_stamp(pause.since)}" if pause else None)
         rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
                      "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
+                     "paused": pause is not None,
                      "note": why, "next_due": _stamp(nxt.timestamp()) if nxt else None,
                      "last": _run_dict(last[0], output=False) if last else None})
     return rows

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from . import config, privs
+from .config_http import DEFAULT_LISTEN, LISTEN_HINT, parse_listen, tokens_path
 from .errors import UserError
+from .model import Config
 
-DEFAULT_LISTEN = "127.0.0.1:8181"
 log = logging.getLogger(__name__)
 
 
@@ -26,12 +27,15 @@ def register(sub: Any) -> None:
         description="Serve a dashboard, a JSON API (/api/v1), Prometheus metrics (/metrics) and a health "
         "check (/healthz) for this configuration's tenants. Reads need a token unless --anonymous-read; "
         "actions always need a token with write rights. Tokens: `taskserver web token-add`.")
-    web.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
-                     help="address to listen on (default: %(default)s, loopback only)")
+    web.add_argument("--listen", metavar="HOST:PORT",
+                     help=f"address to listen on (default: task_server.http.listen, else {DEFAULT_LISTEN}, "
+                     "loopback only)")
     web.add_argument("--tokens", type=Path, metavar="FILE",
-                     help="tokens file (default: `tokens` next to the config file)")
+                     help="tokens file (default: task_server.http.tokens, else `tokens` next to the config "
+                     "file)")
     web.add_argument("--anonymous-read", action="store_true",
-                     help="let anyone who reaches the address read (never act) without a token")
+                     help="let anyone who reaches the address read (never act) without a token (default: "
+                     "task_server.http.anonymous_read)")
     web.set_defaults(func=_serve)
     wsub = web.add_subparsers(title="web commands", dest="web_command", metavar="COMMAND")
     add = wsub.add_parser("token-add", help="make a new API token and print it once",
@@ -46,22 +50,34 @@ def register(sub: Any) -> None:
     add.set_defaults(func=_token_add)
 
 
-def _tokens_path(cfg_path: Path, given: Path | None) -> Path:
-    return given if given is not None else cfg_path.absolute().parent / "tokens"
-
-
 def _listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--listen {text[:60]!r}: expected HOST:PORT", hint=f"e.g. --listen {DEFAULT_LISTEN}")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise UserError(f"--listen: {exc}", hint=LISTEN_HINT.replace("listen: ", "--listen ")) from None
+
+
+def _settings(args: argparse.Namespace, cfg: Config) -> tuple[str, int, Path, bool]:
+    """Address, tokens file and anonymous reads: the options, else the config's task_server.http (what
+    `taskserver run` serves), else the defaults."""
+    http = cfg.server.http
+    if args.listen is not None or http is None:
+        host, port = _listen(args.listen or DEFAULT_LISTEN)
+    else:
+        host, port = http.host, http.port
+    given = http.tokens if http is not None else None
+    tokens_file = args.tokens if args.tokens is not None else tokens_path(cfg.path, given)
+    return host, port, tokens_file, args.anonymous_read or bool(http and http.anonymous_read)
 
 
 def _token_add(args: argparse.Namespace) -> int:
     from .web import tokens  # noqa: PLC0415
 
     cfg_path = args.config if args.config is not None else config.default_config_path()
-    path = _tokens_path(cfg_path, args.tokens_file)
+    path = args.tokens_file
+    if path is None:  # the file `taskserver run` and `taskserver web` read: task_server.http.tokens
+        http = config.load(cfg_path).server.http if cfg_path.exists() else None
+        path = tokens_path(cfg_path, http.tokens if http is not None else None)
     names = None if args.tenants.strip() == "*" else [t.strip() for t in args.tenants.split(",") if t.strip()]
     token = tokens.add(path, args.name, names, write=not args.read_only)
     print(token)
@@ -81,14 +97,17 @@ def _serve(args: argparse.Namespace) -> int:
     from .web.auth import Auth  # noqa: PLC0415
     from .web.reader import Reader  # noqa: PLC0415
 
-    host, port = _listen(args.listen)
     cfg = config.load(args.config)
-    token_list = tokens.load(_tokens_path(cfg.path, args.tokens))
-    if not token_list and not args.anonymous_read:
+    host, port, tokens_file, anonymous = _settings(args, cfg)
+    token_list = tokens.load(tokens_file)
+    if not token_list and not anonymous:
         log.warning("no tokens in the tokens file: every request needs one; make one with "
                     "`taskserver web token-add NAME`")
+    from .web.child import warm  # noqa: PLC0415
+
+    warm()  # before the drop: the installation's modules and templates may be readable by root only
     privs.drop_privileges(cfg.server.run_as)
-    app = create_app(Reader(cfg), Auth(token_list, args.anonymous_read))
+    app = create_app(Reader(cfg), Auth(token_list, anonymous))
     log.info("serving http://%s:%d/ for %s", host, port, cfg.path)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
     return 0

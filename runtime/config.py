@@ -11,7 +11,6 @@ its own subdirectory there (``instance_name()``), so two servers never share sta
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pwd
 import stat
@@ -195,6 +194,8 @@ def load(path: Path | None = None, *, check_owner: bool = True, default_state: P
     owner = check_trust(p, st) if check_owner else 0
     config = parse_text(text, p, default_state or default_state_dir(p, owner), host=True)
     if owner:
+        import dataclasses  # noqa: PLC0415 - with inspect and ast, most of `status`'s imports otherwise
+
         from . import privs  # noqa: PLC0415 - pwd/grp lookups only for a user's config
 
         config = dataclasses.replace(config, owner=owner)
@@ -218,6 +219,8 @@ task_server:
   stop_timeout: 30s             # on stop: wait this long for running jobs, then kill them
   keep_ok: 14d                  # history kept for successful runs
   keep_err: 90d                 # ... and for failed or missed runs
+  # http:                       # the dashboard, JSON API and /metrics, from an unprivileged child process
+  #   listen: 127.0.0.1:8181    # (needs taskserver[web]; tokens: `taskserver web token-add NAME`)
 
 tenants:
   # One entry per tenant. Without a login a tenant runs nothing
@@ -235,6 +238,8 @@ tenants:
         catch_up: latest        # after downtime: skip | latest | all
         max_late: 6h            # runs later than this are recorded as missed instead
         retries: {count: 2, backoff: 5m}
+        # notify: {on: [failure, recovered], email: ops@example.com}   # or webhook:, command: (see
+        #                                 # docs/notifications.md); also for a whole tenant or task_server
       poll-queue:
         every: 90s
         call: "myapp.jobs:poll" # a Python callable, module:function

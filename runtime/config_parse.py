@@ -15,10 +15,10 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from . import config_env, limits
+from . import config_env, config_http, config_notify, limits
 from . import config_values as v
 from .config_values import CALL, NAME, NAME_HINT, USER
-from .config_yaml import ConfigError, ConfigInvalid, load_yaml
+from .config_yaml import ConfigError, ConfigInvalid, load_tree
 from .limits import shown
 from .model import CatchUp, Config, Cron, Every, JobDef, Loc, Retry, ServerSettings, StoreDef, TenantDef
 from .schedule import next_fire
@@ -36,9 +36,9 @@ SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "keep_err": v.duration,
     "output_tail": v.output_tail,
 }
-TENANT_KEYS = ("login", "run_as", "enabled", "store", "timezone", "jobs", *config_env.ENV_KEYS)
+TENANT_KEYS = ("login", "run_as", "enabled", "store", "timezone", "jobs", "notify", *config_env.ENV_KEYS)
 JOB_KEYS = ("cron", "every", "command", "shell", "call", "timeout", "window", "catch_up", "max_late",
-            "retries", "queue", "enabled", "timezone", *config_env.ENV_KEYS)
+            "retries", "queue", "enabled", "timezone", "notify", *config_env.ENV_KEYS)
 STORE_KINDS = ("sqlite", "postgresql")
 VALUE_HINT = "docs/configuration.md lists each key's values and limits"
 SPLIT_HINT = "run several servers, one file each (taskserver -c FILE)"
@@ -108,14 +108,16 @@ class _Walker:
 
 
 def _server(w: _Walker, node: CommentedMap, state_dir: Path) -> ServerSettings:
-    w.check_keys(node, list(SERVER_KEYS), "task_server")
+    w.check_keys(node, [*SERVER_KEYS, "http", "notify"], "task_server")
     got = {k: w.value(node, k, conv, "task_server") for k, conv in SERVER_KEYS.items()}
+    got["http"] = config_http.parse(w, node) if "http" in node else None
     fields: dict[str, Any] = {k: x for k, x in got.items() if x is not None and not k.startswith("keep_")}
     if got["keep_ok"] is not None:
         fields["keep_ok_days"] = got["keep_ok"] / 86400
     if got["keep_err"] is not None:
         fields["keep_err_days"] = got["keep_err"] / 86400
     fields.setdefault("state_dir", state_dir)
+    fields["notify"] = config_notify.parse(w, node, "task_server")
     return ServerSettings(**fields)
 
 
@@ -152,14 +154,16 @@ def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[s
                 'command: "pg_dump app | gzip > /var/backups/app.gz"')
         return None
     hint = 'write the argv as a list, e.g. command: ["/usr/bin/backup", "--all"] (or set shell: true)'
-    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in raw):
+    # read once, by the list's own iterator: a CommentedSeq's iterates through a Python __getitem__ per item
+    argv = tuple(list.__iter__(raw)) if isinstance(raw, list) else ()
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in argv):
         w.error(loc, f"{where}.command: expected a list of non-empty strings, got {v.kind(raw)}", hint)
         return None
-    problem = limits.argv_problem(raw)
+    problem = limits.argv_problem(argv)
     if problem is not None:
         w.error(loc, f"{where}.command: {problem}", hint)
         return None
-    return tuple(str(a) for a in raw)
+    return tuple(str(a) for a in argv)
 
 
 def _trigger(w: _Walker, node: CommentedMap, where: str) -> Cron | Every | None:
@@ -230,7 +234,7 @@ def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> Jo
         catch_up=catch_up or CatchUp.LATEST, max_late=w.value(node, "max_late", v.duration, where),
         retry=_retry(w, node, where), queue=w.value(node, "queue", v.pattern(NAME, "a queue name"), where),
         enabled=enabled if enabled is not None else True, timezone=w.value(node, "timezone", v.zone, where),
-        loc=loc, env=config_env.parse(w, node, where),
+        loc=loc, env=config_env.parse(w, node, where), notify=config_notify.parse(w, node, where),
     )
 
 
@@ -266,7 +270,7 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
         name=name, login=login if enabled else None, store=_store(w, node, where, state_dir), timezone=tz,
         jobs=_jobs(w, name, node, tz), enabled=enabled, disabled_login=None if enabled else login, loc=loc,
         env=config_env.parse(w, node, where),
-        run_as=w.value(node, "run_as", v.run_as, where),
+        run_as=w.value(node, "run_as", v.run_as, where), notify=config_notify.parse(w, node, where),
     )
 
 
@@ -294,7 +298,7 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False)
     install_dir is a directory); off for a file read for another root (an image, a package tree).
     """
     w = _Walker(str(path))
-    root = w.mapping(load_yaml(text, str(path)), "file", Loc(str(path), 1, 1))
+    root = w.mapping(load_tree(text, str(path)), "file", Loc(str(path), 1, 1))
     server, tenants = ServerSettings(state_dir=default_state_dir), []
     if root is not None:
         w.check_keys(root, ("task_server", "tenants"), "top level")
@@ -306,6 +310,7 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False)
         tenants = _tenants(w, root, server.state_dir)
         if host:
             _store_checks(w, root, tenants)
+            config_notify.host_checks(w, server, tenants)
     if w.errors or w.more:
         raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)), w.more)
     return Config(path=path, exists=True, server=server, tenants=tuple(tenants))

@@ -20,7 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.reader import ReaderError
 
-from . import limits
+from . import limits, yaml_fast
 from .errors import UserError
 from .limits import clip
 from .model import Loc
@@ -145,6 +145,18 @@ def _precheck(text: str, file: str) -> tuple[Loc, str, str] | None:
         return (Loc(file, limits.MAX_LINES + 1, 1),
                 f"the file has {lines} lines (at most {limits.MAX_LINES})", SPLIT_HINT)
     return None
+
+
+def load_tree(text: str, file: str) -> Any:
+    """``load_yaml``'s tree without comments, built from libyaml's events within the same limits when the C
+    parser is installed (runtime/yaml_fast.py); the checked loader below whenever that path declines, so
+    every error and broken limit is worded by it with FILE:LINE:COL."""
+    if _precheck(text, file) is None and yaml_fast.available(text):
+        try:
+            return yaml_fast.load(text)
+        except yaml_fast.NotFast:
+            pass
+    return load_yaml(text, file)
 
 
 def load_yaml(text: str, file: str) -> Any:

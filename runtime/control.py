@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 EXIT_NOT_RUNNING_STATUS = 3
 EXIT_NOT_RUNNING_RELOAD = 7
 READY_TIMEOUT_S = 60.0
-STOP_SLACK_S = 5.0  # beyond the daemon's stop_timeout and the jobs' grace: time to record them and exit
+# beyond the daemon's stop_timeout and the jobs' grace: time to record them and exit (5 s), and the last
+# notifications' grace (6 s at most: runtime/alert_proc.py)
+STOP_SLACK_S = 11.0
 
 
 def pidfile_path_for(cfg: Config) -> Path:
@@ -49,15 +51,22 @@ def _config_path(args: argparse.Namespace) -> Path:
     return args.config.absolute() if args.config is not None else config.default_config_path()
 
 
-def _load(args: argparse.Namespace) -> Config:
-    return _load_path(_config_path(args))
+def _load(args: argparse.Namespace, meanwhile: Callable[[], None] | None = None) -> Config:
+    return _load_path(_config_path(args), meanwhile=meanwhile)
 
 
 def _load_path(path: Path, keepalive: Callable[[], None] | None = None,
-               default_state: Path | None = None) -> Config:
+               default_state: Path | None = None, meanwhile: Callable[[], None] | None = None) -> Config:
     from .isolate import load_in_child  # noqa: PLC0415 - pickle is not needed by status
 
-    return load_in_child(lambda: config.load(path, default_state=default_state), keepalive)
+    return load_in_child(lambda: config.load(path, default_state=default_state), keepalive,
+                         meanwhile=meanwhile)
+
+
+def _import_daemon() -> None:
+    """The daemon's code (the scheduler, the stores and their drivers), imported while the child parses the
+    config: on two cores a start-up does both at once."""
+    from . import daemon  # noqa: F401, PLC0415
 
 
 def _become_daemon_user(cfg: Config) -> Callable[..., int]:
@@ -66,18 +75,29 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
     The daemon's code is imported here, before the drop: its modules (and the interpreter's) may live where
     only root can read, and the loop must not meet an ImportError hours later.
     """
-    from .daemon import serve  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+    from .alerts import configured  # noqa: PLC0415 - status and stop need not pay for the daemon's imports
+    from .daemon import serve  # noqa: PLC0415
+    from .httpd import around  # noqa: PLC0415
+    from .store import load_backends  # noqa: PLC0415
+
+    # the store backends the config names, before the drop: after it the interpreter's own modules (sqlite3,
+    # the PostgreSQL driver) may be out of the dropped user's reach. Only those: the PostgreSQL driver alone
+    # is 20 MB of a daemon's memory (a reload that adds the first tenant of another kind may need a restart,
+    # and says so)
+    load_backends({t.store.kind for t in cfg.tenants})
 
     spec = privs.daemon_spec(cfg)
     if privs.will_change_uid(spec):
         # reload parses in a child of the dropped daemon, which may not be allowed to read the parser
         from . import config_parse, tenancy  # noqa: F401, PLC0415
+    if configured(cfg):  # the delivery process, forked later, may not be allowed to read them either
+        from . import alert_proc, alert_send  # noqa: F401, PLC0415
 
     if cfg.owner != 0:  # a config another user controls: every path it names is touched as that user
         privs.drop_privileges(spec)
     os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
     privs.prepare_dir(cfg.server.state_dir, spec)
-    return serve
+    return around(serve, cfg)  # task_server.http: the web child's tokens, socket and imports, still as root
 
 
 def _drop(cfg: Config, keep_caps: bool) -> None:
@@ -109,8 +129,13 @@ def _serve(
         published["status"] = text
         pidfile.write_info(published)
 
+    def publish(key: str, value: object) -> None:  # the notification counters (docs/notifications.md)
+        published[key] = value
+        pidfile.write_info(published)
+
     notifier = notifier or Notifier(None)
     notifier.on_status = status
+    notifier.on_publish = publish
     return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
 
 
@@ -138,7 +163,7 @@ def _preflight(cfg: Config) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, meanwhile=_import_daemon)
     _preflight(cfg)
     hold_wakeups()
     pidfile = PidFile.acquire(cfg.path)
@@ -400,6 +425,11 @@ def _tenants(tenants: list[dict[str, Any]]) -> str:
     return "; ".join(parts) if parts else "none"
 
 
+def _notifications(counts: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{t} {c.get('sent', 0)} sent, {c.get('failed', 0)} failed, "
+                     f"{c.get('dropped', 0)} dropped" for t, c in sorted(counts.items()))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     # the config is parsed only when the daemon published nothing: status stays fast with 10,000 jobs
     path = _config_path(args)
@@ -413,6 +443,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         health = str(info.get("status") or "")
         note = f"; {health}" if health.startswith("degraded") else ""
         print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}{note}")
+        if info.get("notifications"):
+            print(f"  notifications since start: {_notifications(info['notifications'])}")
         if any(t.get("shared") for t in info["tenants"]):
             _shared_daemons(args)
         return 0
@@ -455,8 +487,8 @@ made it, else /tmp/taskserver-<UID>; never taken from the environment. Named tas
 config, else after the config path."""
 _STOP_MORE = """\
 Sends TERM and waits: the daemon lets running jobs finish for task_server.stop_timeout (default 30s), then
-TERMs them, KILLs them 5s later and records them ERR interrupted. Only a daemon still there 5s after all
-that is killed."""
+TERMs them, KILLs them 5s later and records them ERR interrupted; pending notifications get up to 6s more.
+Only a daemon still there 11s after all that is killed."""
 _STATUS_MORE = """\
 Exit codes as an LSB init script: 0 running, 1 dead but the pid file remains, 3 not running."""
 

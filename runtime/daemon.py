@@ -26,8 +26,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from . import housekeeping, plans, schedule, stores, tenancy
+from . import alerts, housekeeping, plans, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -35,11 +36,11 @@ from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
-from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, load_backends, open_store
+from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, open_store
 
-# Store backends are imported with this module, that is before the privilege drop, on purpose: after it,
-# the interpreter's own modules (sqlite3) may be out of the dropped user's reach.
-load_backends()
+if TYPE_CHECKING:
+    from .httpd import WebChild
+
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ def _dt(ts: float) -> datetime:
 
 class Daemon:
     def __init__(self, config: Config, *, once: bool, time_limit: float | None, notifier: Notifier | None,
-                 config_loader: Callable[[], Config] | None) -> None:
+                 config_loader: Callable[[], Config] | None, web: WebChild | None = None) -> None:
         self.config = config
+        self.web = web  # task_server.http: the web server's child process (runtime/httpd.py)
         self.once = once
         self.notifier = notifier
         self.config_loader = config_loader
@@ -78,6 +80,8 @@ class Daemon:
         self.que_dirty = True
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
         self.runs.on_end = self._retry_one
+        self.steer = steering.Steering(self._st)  # paused jobs and cancel requests (runtime/steering.py)
+        self.alerts = alerts.Alerts(lambda: self.config, once=once, sel=self.sel, notifier=notifier)
         self.health = Health(self._say)
         self.executor = self.runs.executor
         self.stopping = False
@@ -115,8 +119,12 @@ class Daemon:
         for job in tenant.jobs:
             self._register(tenant, job)
         self._load_waiting(tenant, store, now)
-        for job in tenant.jobs:
-            self._plan_job(tenant, job, now, cause)
+        batch = plans.Batch(store.last_dues())  # one read, one write and one log line for all its jobs
+        todo = [(job, plans.catch_up(store, tenant, job, now, cause, batch=batch))
+                for job in tenant.jobs if self._scheduled(job)]
+        batch.write(store, tenant.name, cause, now)
+        for job, dues in todo:
+            self._take(tenant, job, dues, now, batch.lasts.get(job.name))
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
@@ -124,7 +132,8 @@ class Daemon:
         where = self.config.tenant_dir(tenant.name)
 
         def opener() -> Store:
-            return tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+            store = tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+            return self.alerts.observe(tenant.name, store)  # run ends may notify (runtime/alerts.py)
 
         return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run))
 
@@ -171,16 +180,25 @@ class Daemon:
         self.gen[key] = self.gen.get(key, 0) + 1  # timers set before this are void
 
     def _plan_job(self, tenant: TenantDef, job: JobDef, now: float, cause: str = plans.DOWN) -> None:
+        if self._scheduled(job):
+            self._take(tenant, job, plans.catch_up(self._st(tenant.name), tenant, job, now, cause), now)
+
+    def _take(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float,
+              last: float | None = None) -> None:
+        """Claim the due times to run now and set the job's timer. ``last``: its last due time as read
+        before the catch-up (None: read it now); the next due time follows from it as from the one the
+        catch-up leaves, both lie on the job's grid."""
         key = (tenant.name, job.name)
-        if not self._scheduled(job):
-            return
         store = self._st(tenant.name)
-        for due in plans.catch_up(store, tenant, job, now, cause):
+        if dues and (paused := self.steer.paused(*key)):
+            store.missed(job.name, dues, now=now, note=paused)
+            dues = []
+        for due in dues:
             rid = store.claim(job.name, due, queue=job.queue, now=now)
             if rid is not None:
                 self.pending.setdefault(key, deque()).append((due, 0, rid))
         if not self.once:
-            self._schedule_next(key, tenant.timezone, now)
+            self._schedule_next(key, tenant.timezone, now, last)
 
     def _schedule_next(self, key: Key, tz: str, now: float, last: float | None = None) -> None:
         """Set the job's timer to its first due time after ``now`` (an interval goes on from due time
@@ -220,6 +238,10 @@ class Daemon:
                     _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 elif isinstance(key.data, Child):
                     self.executor.read(key.data)
+                elif key.data is self.web and self.web is not None:
+                    self.web.exited()
+                elif key.data is self.alerts:
+                    self.alerts.drained()  # notification results: counted, published
                 else:
                     key.data.drain_wakeups()  # a store's wake-up: new queued tasks
                     self.que_dirty = True
@@ -229,8 +251,13 @@ class Daemon:
         self._handle_signals(now)
         self._check_limits(now)
         self._ping(now)
+        if self.web is not None:
+            self.web.tick(self.config, now, stopping=self.stopping)
         if self.health.degraded:
             return
+        if self.que_dirty:  # a store's wake-up: a pause or a cancel request may have come with it
+            self.steer.forget()
+        self.steer.cancels(self.stores, self.runs, now)
         self.stores.check()
         for tenant in self.stores.heartbeat(now, self.runs.write_status):
             self._reread_shared(tenant, now)
@@ -315,7 +342,7 @@ class Daemon:
         retry = self.health.retry_at if self.health.degraded else None
         pids = self.runs.save_by if not self.health.degraded else None
         deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry,
-                     pids)
+                     pids, self.web.wake_at() if self.web is not None else None)
         for t in deadlines:
             if t is not None:
                 wake.append(t)
@@ -351,6 +378,9 @@ class Daemon:
         self._schedule_next(key, tz, now, when)
         dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
                              cause=self.clock.cause(when, now))
+        if dues and (paused := self.steer.paused(*key)):
+            store.missed(key[1], dues, now=now, note=paused)
+            return
         if waiting and dues:  # one due time already waits to start: never pile them up
             note = ("the previous run was still going" if self.runs.job_busy(*key) else
                     "an earlier due time was still waiting for its queue or a free slot (max_parallel)")
@@ -414,7 +444,10 @@ class Daemon:
             pend = self.pending[key].popleft()
             if not self.pending[key]:
                 del self.pending[key]
-            if self._window_allows(key, job, pend, now):
+            if paused := self.steer.paused(*key):  # claimed before the pause: it does not start either
+                self._st(key[0]).finish(pend[2], State.ERR, MISSED, exit_code=None, output="", now=now,
+                                        note=paused)
+            elif self._window_allows(key, job, pend, now):
                 self.runs.start_scheduled(key[0], job, *pend)
         self._dispatch_queued(now)
 
@@ -472,7 +505,8 @@ class Daemon:
         """A failed run of a job with retries left: its retry is claimed (stored, with the time it may start)
         in the same transaction that records the failure, then waits for its backoff."""
         job = act.jobdef
-        if job is None or run.state is not State.ERR or run.reason == INTERRUPTED or self.once:
+        stopped = run.reason == INTERRUPTED or steering.was_cancelled(run)  # asked to stop: no retry
+        if job is None or run.state is not State.ERR or stopped or self.once:
             return
         if act.attempt < job.retry.count:
             delay = job.retry.backoff * 2 ** act.attempt
@@ -593,6 +627,9 @@ class Daemon:
             self.notifier.status(text)
 
     def close(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+        self.alerts.close()  # pending notifications get a short grace (runtime/alert_proc.py)
         self.runs.close()
         self.sel.close()
         self.stores.close()
@@ -607,9 +644,14 @@ def _drain(fd: int) -> None:
 
 
 def serve(config: Config, *, once: bool = False, time_limit: float | None = None,
-          notifier: Notifier | None = None, config_loader: Callable[[], Config] | None = None) -> int:
+          notifier: Notifier | None = None, config_loader: Callable[[], Config] | None = None,
+          web: WebChild | None = None) -> int:
     """Run the daemon until stopped (0), ``once`` is done (0) or a limit is reached (0)."""
-    daemon = Daemon(config, once=once, time_limit=time_limit, notifier=notifier, config_loader=config_loader)
+    if web is not None and once:  # cron mode ends within the minute: no web server
+        web.stop()
+        web = None
+    daemon = Daemon(config, once=once, time_limit=time_limit, notifier=notifier, config_loader=config_loader,
+                    web=web)
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}
@@ -617,6 +659,8 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since before the pid file was taken
     try:
         daemon.start_up()
+        if web is not None:  # after the stores are opened (and migrated) by the daemon
+            web.start(daemon.sel, daemon.config, time.time())
         if notifier:
             notifier.ready()
         daemon._status()

@@ -26,7 +26,7 @@ from .jobenv import SAFE_PATH
 from .launcher import Job, Launcher
 from .model import JobDef, State
 from .privs import Identity
-from .store import CRASHED, INTERRUPTED, SPAWN_FAILED, TIMEOUT
+from .store import CRASHED, INTERRUPTED, SPAWN_FAILED, TIMEOUT, cancelled
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Child:
     timed_out: bool = False
     interrupted: bool = False
     returncode: int | None = None
+    cancelled: str | None = None  # who asked to stop it (`jobs cancel`, the web side)
     proc: subprocess.Popen[bytes] | None = None  # only when started through Popen (a cwd to change to)
 
 
@@ -80,7 +81,9 @@ class Executor:
         # reaped before that (waitpid(-1) may see it first)
         self.launcher: Launcher | None = None
         self.launching: dict[int, Child] = {}  # by id(child)
-        self.early: dict[int, int] = {}
+        # pid -> (wait status, the spawns pending when it was reaped): only one of those can be that process;
+        # a spawn handed over later that gets the same pid (reused) must not take the old status
+        self.early: dict[int, tuple[int, frozenset[int]]] = {}
         self.interrupt_at: float | None = None  # interrupt_all was called: a child landing later is, too
         _close_on_exec_all()
 
@@ -152,9 +155,13 @@ class Executor:
                 continue
             child.pid = job.pid
             self.children[job.pid] = child
+            if job.pid in self.early and job.token not in self.early[job.pid][1]:
+                del self.early[job.pid]  # the status of an earlier process (not a run) that had this pid
             if self.interrupt_at is not None and job.pid not in self.early:  # (an ended one's pid is free)
                 self._interrupt(child, self.interrupt_at)
             out.append((child, None))
+        if not self.launching:  # what is left belongs to no run (another child of the daemon)
+            self.early = {pid: got for pid, got in self.early.items() if pid in self.children}
         return out
 
     def _popen(self, program: str, argv: list[str], env: dict[str, str], out: int,
@@ -210,8 +217,8 @@ class Executor:
         for pid, status in self._exited(any_child):
             child = self.children.pop(pid, None)
             if child is None:
-                if self.launching:  # its spawn has not landed yet: kept for when it does
-                    self.early[pid] = status
+                if self.launching:  # maybe a spawn that has not landed yet: kept for when it does
+                    self.early[pid] = (status, frozenset(self.launching))
                 continue
             child.returncode = os.waitstatus_to_exitcode(status)
             if child.proc is not None:
@@ -220,7 +227,7 @@ class Executor:
         return done
 
     def _exited(self, any_child: bool) -> list[tuple[int, int]]:
-        exited = [(pid, self.early.pop(pid)) for pid in list(self.early) if pid in self.children]
+        exited = [(pid, self.early.pop(pid)[0]) for pid in list(self.early) if pid in self.children]
         if any_child:
             while self.children or self.launching:
                 try:
@@ -246,6 +253,8 @@ class Executor:
         code = child.returncode
         assert code is not None
         output = child.tail.decode(errors="replace")
+        if child.cancelled is not None:
+            return Outcome(State.ERR, cancelled(child.cancelled), code, output)
         if child.interrupted or (self.stopping and code < 0):
             # killed while the daemon stops: by us, or by whoever stops the daemon (a supervisor
             # signalling the whole group, Ctrl-C): not a crash of the job itself
@@ -282,6 +291,18 @@ class Executor:
             child.deadline = None
             self._signal(child, signal.SIGTERM)
             child.kill_at = now + self.kill_grace
+
+    def cancel(self, pid: int, who: str, now: float) -> bool:
+        """Stop our child ``pid`` on request: TERM its process group now, KILL after the grace (the same stop
+        policy as a timeout). False when it is not ours (any more) or is being stopped already."""
+        child = self.children.get(pid)
+        if child is None or child.cancelled is not None or child.interrupted:
+            return False
+        child.cancelled = who
+        child.deadline = None
+        self._signal(child, signal.SIGTERM)
+        child.kill_at = min(child.kill_at or now + self.kill_grace, now + self.kill_grace)
+        return True
 
     def next_deadline(self) -> float | None:
         times = [t for c in self.children.values() for t in (c.deadline, c.kill_at) if t is not None]

@@ -21,12 +21,14 @@ from .model import Config
 
 
 def load_in_child(
-    load: Callable[[], Config], keepalive: Callable[[], None] | None = None, every: float = 1.0
+    load: Callable[[], Config], keepalive: Callable[[], None] | None = None, every: float = 1.0,
+    meanwhile: Callable[[], None] | None = None,
 ) -> Config:
     """``load()`` run in a forked child; its UserError is re-raised here, other failures as RuntimeError.
 
     ``keepalive`` is called every ``every`` seconds while waiting: a reload of a large file takes seconds,
-    longer than a short systemd watchdog allows between pings.
+    longer than a short systemd watchdog allows between pings. ``meanwhile``: the caller's own work, done
+    here while the child parses (the child does not get what it loads).
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -39,6 +41,8 @@ def load_in_child(
     os.close(write_fd)
     chunks = []
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        if meanwhile is not None:
+            meanwhile()
         while True:
             ready, _, _ = select.select([pipe], [], [], every)
             if not ready:

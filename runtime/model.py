@@ -85,6 +85,45 @@ class EnvDef:
     loc: Loc | None = None  # where env_file: is written
 
 
+class Event(StrEnum):
+    """What a notification is about (docs/notifications.md)."""
+
+    FAILURE = "failure"  # a run ended ERR (exit code, timeout, spawn failed, ...) with no retry left
+    CRASHED = "crashed"  # a run's process died of a signal nobody here sent, or with its daemon
+    MISSED = "missed"  # a due time was recorded missed
+    RECOVERED = "recovered"  # the first OK run after a failing streak
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    url: str  # http or https, checked when the config is loaded
+    timeout: float = 10.0  # seconds per attempt
+    retries: int = 3  # further attempts after a failed one
+    backoff: float = 2.0  # seconds before the first retry; doubled for each further one
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    to: tuple[str, ...]
+    sender: str | None = None  # the From: header; None: the local sendmail decides
+    sendmail: Path = Path("/usr/sbin/sendmail")
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyDef:
+    """One ``notify:`` entry: which events, and where they go (any of command, webhook, email)."""
+
+    on: frozenset[Event] = frozenset(Event)
+    command: tuple[str, ...] | None = None  # argv, run as the tenant's user (never a shell)
+    command_timeout: float = 30.0
+    webhook: Webhook | None = None
+    email: Email | None = None
+    inherit: bool = True  # False: the entries of the levels above (server, tenant) do not apply
+    loc: Loc | None = field(default=None, compare=False)  # moving it in the file changes no job (a reload)
+
+
 @dataclass(frozen=True, slots=True)
 class JobDef:
     name: str
@@ -103,6 +142,7 @@ class JobDef:
     timezone: str | None = None  # None: the tenant's
     loc: Loc | None = None
     env: EnvDef = field(default_factory=EnvDef)
+    notify: tuple[NotifyDef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +168,21 @@ class TenantDef:
     # user or user:group this tenant's jobs run as (default: task_server.run_as); such a tenant keeps its
     # store and status files in a directory of its own that belongs to that user (``Config.tenant_dir``)
     run_as: str | None = None
+    notify: tuple[NotifyDef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``task_server: http:``: `taskserver run` serves the web side from an unprivileged child process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8181
+    tokens: Path | None = None  # None: `tokens` next to the config file
+    anonymous_read: bool = False
+    loc: Loc | None = None  # of the listen: value (else of http:), for the error when it cannot be bound
+
+    def __str__(self) -> str:  # what `reload` compares (a restart applies a change)
+        return f"{self.host}:{self.port} tokens={self.tokens} anonymous_read={self.anonymous_read}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +197,8 @@ class ServerSettings:
     keep_ok_days: float = 14.0
     keep_err_days: float = 90.0
     output_tail: int = 4096  # bytes of stdout/stderr kept per run
+    http: HttpSettings | None = None  # serve the web side from `taskserver run` (runtime/httpd.py)
+    notify: tuple[NotifyDef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,5 +237,6 @@ def _by_fields(value: object) -> tuple[Callable[..., object], tuple[type, tuple[
     return _rebuild, (type(value), tuple(getattr(value, name) for name in value.__slots__))  # type: ignore[attr-defined]
 
 
-for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, JobDef, StoreDef, TenantDef, ServerSettings, Config):
+for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, JobDef, StoreDef, TenantDef,
+              HttpSettings, ServerSettings, Config):
     copyreg.pickle(_kind, _by_fields)

@@ -39,6 +39,8 @@ class Notifier:
         self._on_ready = on_ready
         self._sock: socket.socket | None = None
         self.on_status: Callable[[str], None] | None = None  # also told every STATUS (`taskserver status`)
+        # told facts for `taskserver status` and the web's metrics (the notification counters)
+        self.on_publish: Callable[[str, object], None] | None = None
         if address:
             import socket  # noqa: PLC0415 - only under a supervisor: `status` should not pay for it
 
@@ -75,6 +77,11 @@ class Notifier:
         self.send("STATUS=" + text.replace("\n", " "))
         if self.on_status is not None:
             self.on_status(text)
+
+    def publish(self, key: str, value: object) -> None:
+        """A fact for the daemon's info file (nothing goes to the service manager)."""
+        if self.on_publish is not None:
+            self.on_publish(key, value)
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

@@ -63,9 +63,23 @@ CREATE TABLE taskserver_instances (
 );
 """
 
-SCHEMAS = {1: V1}
-LATEST = 1
-MIGRATIONS: dict[int, str] = {}  # from version N to N + 1, as SQL
+# Version 2: steering from outside the daemons (see sqlite_schema's version 3): paused jobs per tenant, and
+# who asked a running run to stop. Every daemon of the tenant reads both: a pause made on one host holds
+# on all.
+_V2 = """
+ALTER TABLE taskserver_runs ADD COLUMN cancel TEXT;
+CREATE TABLE taskserver_paused (
+    tenant TEXT NOT NULL,
+    job TEXT NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
+    who TEXT NOT NULL,
+    PRIMARY KEY (tenant, job)
+);
+"""
+
+SCHEMAS = {1: V1, 2: V1 + _V2}
+LATEST = 2
+MIGRATIONS: dict[int, str] = {1: _V2}  # from version N to N + 1, as SQL
 LOCK_KEY = 0x7461736B  # pg_advisory_xact_lock key while creating or migrating ("task")
 
 

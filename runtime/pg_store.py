@@ -30,6 +30,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import pg_schema as schema
 from .errors import UserError
 from .model import State, TenantDef
+from .pg_steer import PgSteer
 from .store import (
     BACKENDS,
     MISSED,
@@ -121,8 +122,13 @@ def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[P
     return wrapper
 
 
-class PgStore:
+class PgStore(PgSteer):
     exclusive = False  # several daemons share it through claims and leases
+    pause = _guarded(PgSteer.pause)
+    resume = _guarded(PgSteer.resume)
+    paused = _guarded(PgSteer.paused)
+    cancel = _guarded(PgSteer.cancel)
+    cancelling = _guarded(PgSteer.cancelling)
 
     def __init__(self, tenant: str, dsn: str) -> None:
         self.tenant, self.dsn, self.where = tenant, dsn, f"postgresql store of tenant {tenant!r}"
@@ -187,6 +193,24 @@ class PgStore:
                 "VALUES (%s, %s, 'ERR', %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 [(self.tenant, job, MISSED, d, now, now, note) for d in dues])
             self._advance(job, max(dues))
+
+    @_guarded
+    def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
+        if not rows:
+            return
+        newest: dict[str, float] = {}
+        for job, due, _ in rows:
+            newest[job] = max(due, newest.get(job, due))
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO taskserver_runs (tenant, job, state, reason, due, created, finished, message) "
+                "VALUES (%s, %s, 'ERR', %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(self.tenant, job, MISSED, due, now, now, note) for job, due, note in rows])
+            cur.executemany(
+                "INSERT INTO taskserver_jobs (tenant, name, last_due) VALUES (%s, %s, %s) ON CONFLICT "
+                "(tenant, name) DO UPDATE SET "
+                "last_due = GREATEST(taskserver_jobs.last_due, excluded.last_due)",
+                [(self.tenant, job, due) for job, due in newest.items()])
 
     @_guarded
     def waiting(self) -> list[Run]:
@@ -424,6 +448,12 @@ class PgStore:
         row = self._x("SELECT last_due FROM taskserver_jobs WHERE tenant=%s AND name=%s",
                       (self.tenant, job)).fetchone()
         return float(row[0]) if row else None
+
+    @_guarded
+    def last_dues(self) -> dict[str, float]:
+        rows = self._x("SELECT name, last_due FROM taskserver_jobs WHERE tenant=%s",
+                       (self.tenant,)).fetchall()
+        return {str(name): float(due) for name, due in rows}
 
     @_guarded
     def get(self, run_id: int) -> Run | None:

@@ -65,12 +65,33 @@ DOWN = "the daemon was stopped or the job was not configured"
 STORE_DOWN = "the run store could not be written (a storage fault or a lost database connection)"
 
 
-def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: str = DOWN) -> list[float]:
+@dataclass
+class Batch:
+    """The catch-up of all of a tenant's jobs at once (a start-up): their last due times read in one query
+    (``lasts``, store.last_dues()), their missed records kept in ``rows`` and written in one go by
+    ``write`` (before any of their runs is claimed, as for a single job), one log line for all of them."""
+
+    lasts: dict[str, float]
+    rows: list[tuple[str, float, str | None]] = field(default_factory=list)  # (job, due, note)
+    jobs: int = 0
+    runs: int = 0
+
+    def write(self, store: Store, tenant: str, cause: str, now: float) -> None:
+        store.missed_many(self.rows, now=now)
+        if self.jobs:
+            log.warning("tenant %s: %d missed runs recorded for %d jobs (%s)", tenant, self.runs, self.jobs,
+                        cause)
+
+
+def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: str = DOWN, *,
+             batch: Batch | None = None) -> list[float]:
     """Record what was missed since the job's last due time; return the due times to run now. ``cause``:
-    why they were not run on time (the daemon was down, or its store was)."""
-    last = store.last_due(job.name)
+    why they were not run on time (the daemon was down, or its store was). With ``batch`` the last due
+    time is the batch's and the missed records go into it (the caller writes them)."""
+    last = batch.lasts.get(job.name) if batch is not None else store.last_due(job.name)
     since = _dt(last) if last is not None else None
-    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause)
+    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause,
+                   batch=batch)
 
 
 def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now: float,
@@ -94,17 +115,26 @@ def _dt(ts: float) -> datetime:
 
 
 def _decide(store: Store, job: JobDef, since: datetime | None, *, tenant: str, tz: str, now: float,
-            cause: str) -> list[float]:
+            cause: str, batch: Batch | None = None) -> list[float]:
+    def record(dues: list[float], note: str) -> None:
+        if batch is not None:
+            batch.rows.extend((job.name, due, note) for due in dues)
+        else:
+            store.missed(job.name, dues, now=now, note=note)
+
     todo = schedule.catch_up(job, tz, since, _dt(now))
     if todo.omitted and todo.omitted_last is not None:
-        note = (f"{todo.omitted}{'' if todo.omitted_exact else '+'} due times from "
-                f"{todo.omitted_first} to {todo.omitted_last} missed (summarised): {cause}")
-        store.missed(job.name, [todo.omitted_last.timestamp()], now=now, note=note)
+        omitted = f"{todo.omitted}{'' if todo.omitted_exact else '+'}"
+        record([todo.omitted_last.timestamp()], f"{omitted} due times from {todo.omitted_first} to "
+               f"{todo.omitted_last} missed (summarised): {cause}")
     if todo.missed:
-        log.warning("tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name,
-                    len(todo.missed) + todo.omitted, cause)
+        count = len(todo.missed) + todo.omitted
+        if batch is not None:
+            batch.jobs, batch.runs = batch.jobs + 1, batch.runs + count
+        log.log(logging.DEBUG if batch is not None else logging.WARNING,
+                "tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name, count, cause)
         for why, dues in _policy_reasons(job, todo.missed, now).items():
-            store.missed(job.name, dues, now=now, note=f"{cause}; {why}")
+            record(dues, f"{cause}; {why}")
     return [d.timestamp() for d in todo.run]
 
 
@@ -123,7 +153,7 @@ def _policy_reasons(job: JobDef, missed: list[datetime], now: float) -> dict[str
 
 # Settings the daemon reads only when it starts: a reload cannot apply a change to them (the privilege drop,
 # the working and state directories, the log level, each tenant's open store).
-RESTART_ONLY = ("run_as", "state_dir", "install_dir", "debug")
+RESTART_ONLY = ("run_as", "state_dir", "install_dir", "debug", "http")
 
 
 def restart_settings(config: Config) -> dict[str, str]:

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import caps
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -149,6 +148,8 @@ def run_identity(config: Config, tenant: TenantDef) -> Identity | None:
                             hint="set run_as: USER for the tenant or under task_server (or run_as: root)")
         return None
     ident = resolve_for(config, spec)
+    from . import caps  # noqa: PLC0415 - ctypes and libc's lookup (it runs ldconfig): not for `status`
+
     if ident.uid == 0 and os.geteuid() != 0 and not caps.has(caps.CAP_SETUID):
         raise UserError(f"tenant {tenant.name!r}: run_as {spec} is root, and this daemon cannot switch to it",
                         hint="start taskserver as root")
@@ -157,6 +158,8 @@ def run_identity(config: Config, tenant: TenantDef) -> Identity | None:
 
 def check_reload(config: Config) -> None:
     """A reload may only add tenant users this daemon can switch to (it kept capabilities only if needed)."""
+    from . import caps  # noqa: PLC0415 - ctypes and libc's lookup (it runs ldconfig): not for `status`
+
     if os.geteuid() == 0 or caps.has(caps.CAP_SETUID):
         return
     for tenant in config.tenants:
@@ -270,6 +273,9 @@ def acting_as(ident: Identity | None) -> Iterator[None]:
     if ident is None or os.geteuid() != 0 or ident.uid == 0:
         yield
         return
+    # imported as root: acting as the user, the package may be out of reach (fs_identity needs it)
+    from . import caps  # noqa: F401, PLC0415
+
     groups, egid = os.getgroups(), os.getegid()
     os.setgroups(list(ident.groups))  # the target user's groups, never root's
     os.setegid(ident.gid)
@@ -292,6 +298,9 @@ def drop_privileges(spec: str | None, *, keep_caps: bool = False) -> None:
     ``keep_caps``: keep caps.KEEP (and nothing else) across the setuid, to start each tenant's jobs as its
     own user; without it no capability survives and root cannot be regained.
     """
+    # imported before the drop: the dropped daemon may not be allowed to read the package any more
+    from . import caps  # noqa: PLC0415 - ctypes and libc's lookup (it runs ldconfig): not for `status`
+
     if os.geteuid() != 0:
         return
     ident = resolve(spec) if spec is not None else None
@@ -326,6 +335,8 @@ def fs_identity(ident: Identity | None) -> Iterator[None]:
     if ident is None or (ident.uid, ident.gid) == (os.geteuid(), os.getegid()):
         yield
         return
+    from . import caps  # noqa: PLC0415 - imported by drop_privileges before any drop
+
     old = caps.set_fs_ids(ident.uid, ident.gid)
     try:
         yield

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from itertools import islice
@@ -44,6 +44,7 @@ COUNT_LIMIT = 10_000  # stop walking due times here (with windows); ``omitted_ex
 ON_TIME = timedelta(seconds=60)  # with catch_up=skip, a run this late still counts as on time
 _MAX_SKIPS = 100_000  # bound on cron matches skipped for windows / repeated hours (safety net)
 STEP_BACK_KEEP = timedelta(hours=3)  # cronie's limit: a smaller backward step does not repeat fixed times
+_MAX_SHARED = 4096  # answers kept for jobs that share a schedule (a bound on memory, not a tuning knob)
 
 
 @dataclass
@@ -54,6 +55,10 @@ class CatchUpPlan:
     omitted_exact: bool = True  # False: ``omitted`` is a lower bound (counting stopped at COUNT_LIMIT)
     omitted_first: datetime | None = None  # oldest omitted due time
     omitted_last: datetime | None = None  # newest omitted due time
+
+
+_NEXT: dict[tuple[object, ...], datetime | None] = {}  # next_fire's answers, by schedule and instant
+_PLANS: dict[tuple[object, ...], CatchUpPlan] = {}  # catch_up's, by schedule, policy and times
 
 
 def get_zone(name: str) -> tzinfo:
@@ -157,7 +162,16 @@ def next_fire(job: JobDef, tz: str, after: datetime) -> datetime | None:
     """
     if after.tzinfo is None:
         raise ValueError("next_fire needs a timezone-aware datetime")  # naive would silently mean host time
-    return _next(job, zone_of(job, tz), after.astimezone(UTC), None)
+    after = after.astimezone(UTC)
+    # shared by jobs on the same schedule: start-up asks this of 10,000 jobs with one `now`
+    key = (job.trigger, job.windows, job.timezone or tz, after)
+    if key in _NEXT:
+        return _NEXT[key]
+    if len(_NEXT) >= _MAX_SHARED:
+        _NEXT.clear()
+    found = _NEXT[key] = _next(job, zone_of(job, tz), after, None)
+    return found
+
 
 
 def next_due(job: JobDef, tz: str, last_due: datetime | None, now: datetime) -> datetime | None:
@@ -292,12 +306,25 @@ def catch_up(job: JobDef, tz: str, last_due: datetime | None, now: datetime) -> 
     skip: none is run, except the newest if it is at most ON_TIME late; latest: the newest is run;
     all: each is run, oldest first. With max_late, a due time later than that is missed under any policy.
     A job never run before (last_due None) has nothing to catch up.
+
+    The plan depends only on the job's schedule and policy, its last due time and ``now``: jobs that share
+    them (after a downtime, many jobs on one cron line ran last at the same time) share the work.
     """
-    plan = CatchUpPlan()
-    now = now.astimezone(UTC)
     if last_due is None or job.trigger is None:
-        return plan
-    last_due = last_due.astimezone(UTC)
+        return CatchUpPlan()
+    now, last_due = now.astimezone(UTC), last_due.astimezone(UTC)
+    key = (job.trigger, job.windows, job.timezone or tz, job.catch_up, job.max_late, last_due, now)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= _MAX_SHARED:
+            _PLANS.clear()
+        plan = _PLANS[key] = _catch_up(job, tz, last_due, now)
+    return replace(plan, run=list(plan.run), missed=list(plan.missed))  # the caller's own lists
+
+
+
+def _catch_up(job: JobDef, tz: str, last_due: datetime, now: datetime) -> CatchUpPlan:
+    plan = CatchUpPlan()
     limit = MAX_LISTED_ALL if job.catch_up is CatchUp.ALL else MAX_LISTED
     listed = _newest(job, tz, last_due, now, limit + 1)  # one more: the newest of those only counted
     if len(listed) > limit:

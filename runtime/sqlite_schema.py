@@ -75,8 +75,17 @@ WHERE due IS NOT NULL AND queued = 0 AND id > (SELECT MIN(o.id) FROM runs o WHER
                                               AND o.queued = 0);
 """
 
-SCHEMAS = {1: V1, 2: V1 + _V2_RUN_COLUMNS + _V2_TABLES}
-LATEST = 2
+# Version 3: steering from outside the daemon. ``paused`` holds the jobs whose schedule is paused (who, since
+# when): kept across restarts, read by the daemon. ``runs.cancel`` names who asked a running run to stop;
+# the daemon that runs it signals its process group and records it ``ERR cancelled by NAME``.
+_V3 = """
+ALTER TABLE runs ADD COLUMN cancel TEXT;
+CREATE TABLE paused (job TEXT PRIMARY KEY, since REAL NOT NULL, who TEXT NOT NULL);
+"""
+
+_V2 = V1 + _V2_RUN_COLUMNS + _V2_TABLES
+SCHEMAS = {1: V1, 2: _V2, 3: _V2 + _V3}
+LATEST = 3
 
 
 def _v1_to_v2(db: sqlite3.Connection) -> None:
@@ -85,7 +94,14 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}  # from version N to N + 1
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    for statement in _V3.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+# from version N to N + 1
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class NewerSchema(Exception):

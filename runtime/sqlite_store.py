@@ -22,6 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
+from .sqlite_steer import SqliteSteer
 from .store import (
     BACKENDS,
     MISSED,
@@ -94,8 +95,13 @@ def _argv(text: str | None) -> tuple[str, ...] | None:
     return tuple(got) if isinstance(got, list) else ()
 
 
-class SqliteStore:
+class SqliteStore(SqliteSteer):
     exclusive = True  # one daemon per file: attach takes an exclusive lock
+    pause = _guarded(SqliteSteer.pause)
+    resume = _guarded(SqliteSteer.resume)
+    paused = _guarded(SqliteSteer.paused)
+    cancel = _guarded(SqliteSteer.cancel)
+    cancelling = _guarded(SqliteSteer.cancelling)
 
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
                  verify: bool = True) -> None:
@@ -195,6 +201,22 @@ class SqliteStore:
                 "INSERT INTO runs (job, state, reason, due, created, finished, message) "
                 "VALUES (?, 'ERR', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
             self._advance(job, max(float(r[2]) for r in rows))
+
+    @_guarded
+    def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
+        if not rows:
+            return
+        newest: dict[str, float] = {}
+        for job, due, _ in rows:
+            newest[job] = max(due, newest.get(job, due))
+        with self._txn():
+            self.db.executemany(
+                "INSERT INTO runs (job, state, reason, due, created, finished, message) "
+                "VALUES (?, 'ERR', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(job, MISSED, due, now, now, note) for job, due, note in rows])
+            self.db.executemany(
+                "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET last_due=MAX(last_due, excluded.last_due)", newest.items())
 
     @_guarded
     def waiting(self) -> list[Run]:
@@ -384,6 +406,10 @@ class SqliteStore:
     def last_due(self, job: str) -> float | None:
         row = self.db.execute("SELECT last_due FROM jobs WHERE name=?", (job,)).fetchone()
         return float(row[0]) if row else None
+
+    @_guarded
+    def last_dues(self) -> dict[str, float]:
+        return {str(name): float(due) for name, due in self.db.execute("SELECT name, last_due FROM jobs")}
 
     @_guarded
     def get(self, run_id: int) -> Run | None:

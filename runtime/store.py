@@ -42,6 +42,13 @@ MISSED = "missed"
 REPORTED = "reported"
 SPAWN_FAILED = "spawn failed"
 NO_SUCH_JOB = "no such job"
+PAUSED = "paused by"  # + " NAME since TIME": the note of a due time a paused job let pass
+CANCELLED = "cancelled by"  # + " NAME": stopped on request (`jobs cancel`, the web side)
+
+
+def cancelled(who: str) -> str:
+    """The reason of a run cancelled by ``who`` (a token's or a user's name)."""
+    return f"{CANCELLED} {who}"
 
 
 class StoreError(UserError):
@@ -100,6 +107,15 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """A job whose schedule is paused: its due times are recorded missed (note "paused") until resumed."""
+
+    job: str
+    since: float
+    who: str
+
+
+@dataclass(frozen=True)
 class Purged:
     count: int
     queued_ids: list[int]  # deleted runs that came in through the queue (they have a status file)
@@ -150,6 +166,10 @@ class Store(Protocol):
     def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
         """Record ERR missed for each due time not claimed yet (idempotent); advance the job's last due."""
 
+    def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
+        """``missed`` for several jobs in one write: ``(job, due, note)`` each (a catch-up of 10,000 jobs
+        after a downtime records about ten rows for each)."""
+
     def waiting(self) -> list[Run]:
         """Scheduled QUE rows (claimed due times and retries not started yet), by due time."""
 
@@ -183,6 +203,25 @@ class Store(Protocol):
     def running(self, *, exclude: str) -> list[Run]:
         """RUN rows of every instance but ``exclude`` (at start: what dead daemons left)."""
 
+    # -- steering from outside the daemon (`jobs pause|resume|cancel`, the web side) ----------------------
+    def pause(self, job: str, *, who: str, now: float) -> bool:
+        """Pause the job's schedule (kept across restarts, seen by every daemon of the store); False when
+        it was paused already (the first pause's time and name are kept)."""
+
+    def resume(self, job: str) -> bool:
+        """End a pause; False when the job was not paused."""
+
+    def paused(self) -> dict[str, Pause]:
+        """The paused jobs, by name."""
+
+    def cancel(self, run_id: int, *, who: str, now: float) -> Run | None:
+        """A QUE run ends ERR ``cancelled by WHO`` at once; a RUN run is marked so that the daemon running it
+        stops it (``cancelling``); an ended run is left as it is. Returns the run as it is now, None if
+        there is no such run."""
+
+    def cancelling(self) -> dict[int, str]:
+        """RUN rows asked to stop, not ended yet: run id -> who asked."""
+
     # -- leases ----------------------------------------------------------------------------------------
     def attach(self, me: Instance) -> None:
         """Take a lease for ``me``; StoreBusy when the store allows one daemon and another live one has it."""
@@ -201,6 +240,9 @@ class Store(Protocol):
 
     # -- bookkeeping and reading --------------------------------------------------------------------------
     def last_due(self, job: str) -> float | None: ...
+
+    def last_dues(self) -> dict[str, float]:
+        """Every known job's last due time, in one read (start-up plans 10,000 jobs without a query each)."""
 
     def rewind(self, now: float) -> None:
         """The wall clock was set back: no job's last due time may stay later than ``now``."""
@@ -239,15 +281,22 @@ BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module register
 MODULES = {"sqlite": "taskserver.runtime.sqlite_store", "postgresql": "taskserver.runtime.pg_store"}
 
 
-def load_backends() -> None:
-    """Import every known backend now (the daemon does, before it drops privileges)."""
-    for kind in MODULES:
+def load_backends(kinds: Iterable[str] | None = None) -> None:
+    """Import the backends of ``kinds`` now (default: every known one, as the daemon does before it drops
+    privileges: a reload may name any). A command imports only those its config names: the PostgreSQL
+    driver alone took longer to import than the rest of `jobs enqueue`."""
+    for kind in MODULES if kinds is None else kinds:
         _load(kind)
 
 
 def _load(kind: str) -> None:
     if kind not in BACKENDS and kind in MODULES:
-        importlib.import_module(MODULES[kind])
+        try:
+            importlib.import_module(MODULES[kind])
+        except ImportError as exc:  # a reload's first tenant of a kind, after the privilege drop
+            raise StoreError(f"the {kind} store backend cannot be loaded: {exc}",
+                             hint="install its driver, or restart the daemon if a reload added the first "
+                                  f"{kind} tenant") from None
 
 
 def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verify: bool = False) -> Store:

@@ -3,6 +3,7 @@ run in Starlette's thread pool, so a slow store read never blocks another client
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..errors import UserError
+from ..store import StoreError
 from . import metrics
 from .auth import COOKIE, SESSION_SECONDS, Auth, Who
 from .reader import BadRequest, Conflict, NotFound, Reader
@@ -34,13 +37,24 @@ class HTTPError(Exception):
         self.status = status
 
 
+@functools.cache
+def templates() -> jinja2.Environment:
+    """Every template read and compiled once: a server started by root does it before it drops privileges
+    (the installation's files may be readable by root only)."""
+    sources = {p.name: p.read_text() for p in TEMPLATES.glob("*.html")}
+    env = jinja2.Environment(loader=jinja2.DictLoader(sources), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    for name in sources:
+        env.get_template(name)
+    return env
+
+
 class Views:
     """The handlers; each takes the request and who asked (checked by ``guarded``)."""
 
     def __init__(self, reader: Reader, auth: Auth) -> None:
         self.reader, self.auth = reader, auth
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                                      undefined=jinja2.StrictUndefined)
+        self.env = templates()
         self.registry = metrics.registry(reader)
 
     def healthz(self, request: Request) -> Response:
@@ -84,8 +98,12 @@ class Views:
         return JSONResponse(self.reader.cancel(tenant, run_id, who.name))
 
     def pause(self, request: Request, who: Who) -> Response:
-        raise HTTPError(501, "pause and resume are not available yet: disable the job in the config "
-                             "(`enabled: false`) and run `taskserver reload`")
+        tenant, job = request.path_params["tenant"], request.path_params["job"]
+        return JSONResponse(self.reader.pause(tenant, job, who.name, True))
+
+    def resume(self, request: Request, who: Who) -> Response:
+        tenant, job = request.path_params["tenant"], request.path_params["job"]
+        return JSONResponse(self.reader.pause(tenant, job, who.name, False))
 
     def dashboard(self, request: Request, who: Who) -> Response:
         html = self.env.get_template("index.html").render(**_page(self.reader, who, self.auth))
@@ -134,13 +152,17 @@ def guarded(auth: Auth, handler: Handler, *, write: bool = False,
             if page and exc.status == 401:
                 return RedirectResponse("/login", status_code=303)
             return _error(exc.status, str(exc))
-        except NotFound as exc:
-            return _error(404, str(exc))
-        except BadRequest as exc:
-            return _error(400, str(exc))
-        except Conflict as exc:
-            return _error(409, str(exc))
+        except (NotFound, BadRequest, Conflict, UserError) as exc:
+            return _error(_status(exc), exc.message if isinstance(exc, UserError) else str(exc))
     return endpoint
+
+
+def _status(exc: Exception) -> int:
+    """A store that cannot be used now: 503 (try again); the jobs commands' own refusal: 403 for a
+    permission (their exit code 4), else 409."""
+    if isinstance(exc, UserError):
+        return 503 if isinstance(exc, StoreError) else 403 if exc.exit_code == 4 else 409
+    return {NotFound: 404, BadRequest: 400, Conflict: 409}[type(exc)]
 
 
 def create_app(reader: Reader, auth: Auth) -> Starlette:
@@ -166,7 +188,7 @@ def create_app(reader: Reader, auth: Auth) -> Starlette:
         Route(t + "/jobs/{job}/run", act(v.run_now), methods=post),
         Route(t + "/runs/{id:int}/cancel", act(v.cancel), methods=post),
         Route(t + "/jobs/{job}/pause", act(v.pause), methods=post),
-        Route(t + "/jobs/{job}/resume", act(v.pause), methods=post),
+        Route(t + "/jobs/{job}/resume", act(v.resume), methods=post),
         Route("/", read(v.dashboard, page=True)),
         Route("/runs/{tenant}/{id:int}", read(v.run_page, page=True)),
         Route("/login", v.login_page, methods=["GET"]),
@@ -244,17 +266,27 @@ def _page_headers() -> dict[str, str]:
             "Cache-Control": "no-store"}
 
 
+def _tenant_page(reader: Reader, name: str, login: str | None, now: float) -> dict[str, Any]:
+    """One tenant's part of the dashboard; a store that cannot be read is said on the page, and the other
+    tenants are shown all the same."""
+    try:
+        jobs = reader.jobs(name)
+        recent = reader.runs(name, since=now - 86400, limit=500)
+        queues = reader.queues(name)
+    except StoreError as exc:
+        return {"name": name, "login": login, "jobs": [], "queues": [], "runs": [], "timeline": "",
+                "error": f"its store cannot be read: {exc.message}"}
+    picture = timeline_svg([j["name"] for j in jobs], recent, now)
+    return {"name": name, "login": login, "jobs": jobs, "queues": queues, "runs": recent[:30],
+            "timeline": picture, "error": None}
+
+
 def _page(reader: Reader, who: Who, auth: Auth) -> dict[str, Any]:
     now = time.time()
     tenants = []
     for t in reader.config.tenants:
-        if not _visible(who, t.name):
-            continue
-        jobs = reader.jobs(t.name)
-        recent = reader.runs(t.name, since=now - 86400, limit=500)
-        picture = timeline_svg([j["name"] for j in jobs], recent, now)
-        tenants.append({"name": t.name, "login": t.login, "jobs": jobs, "queues": reader.queues(t.name),
-                        "runs": recent[:30], "timeline": picture})
+        if _visible(who, t.name):
+            tenants.append(_tenant_page(reader, t.name, t.login, now))
     return {"tenants": tenants, "who": who.name, "csrf": auth.csrf(who),
             "can_write": who.token is not None and who.token.write,
             "daemon": reader.daemon_pid(), "now": datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S UTC")}

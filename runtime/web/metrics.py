@@ -7,17 +7,21 @@ Prometheus' ``rate()`` and ``increase()`` handle.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..model import State
-from ..store import JobSummary
+from ..model import State, TenantDef
+from ..pidfile import probe
+from ..store import JobSummary, StoreError
 from .reader import Reader
 
+log = logging.getLogger(__name__)
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
 
@@ -30,24 +34,33 @@ class StoreCollector(Collector):
         fams = _families()
         up = 1.0 if self.reader.daemon_pid() is not None else 0.0
         fams["up"].add_metric([], up)
+        _add_notifications(fams["notify"], self.reader.config.path)
         now = datetime.now(UTC)
         for tenant in self.reader.config.tenants:
-            with self.reader.store(tenant) as store:
-                by_job = store.summary(sorted(set(DURATION_BUCKETS) | set(LATENESS_BUCKETS)))
-                queued = store.queued()
-                for job in tenant.jobs:
-                    nxt = self.reader.next_due(tenant, job, store, now)
-                    if nxt is not None:
-                        fams["next"].add_metric([tenant.name, job.name], nxt)
-            _add_runs(fams, tenant.name, by_job)
-            depth: dict[str, int] = {}
-            for run in queued:
-                depth[run.queue or ""] = depth.get(run.queue or "", 0) + 1
-            for queue, n in sorted(depth.items()):
-                fams["depth"].add_metric([tenant.name, queue], n)
-            running = sum(s.count for s in by_job if s.state is State.RUN)
-            fams["running"].add_metric([tenant.name], running)
+            try:
+                self._tenant(fams, tenant, now)
+            except StoreError as exc:  # the other tenants are still reported; /healthz names this one
+                log.warning("metrics: tenant %s: %s", tenant.name, exc.message)
         yield from fams.values()
+
+    def _tenant(self, fams: dict[str, Any], tenant: TenantDef, now: datetime) -> None:
+        with self.reader.store(tenant) as store:
+            by_job = store.summary(sorted(set(DURATION_BUCKETS) | set(LATENESS_BUCKETS)))
+            queued = store.queued()
+            paused = store.paused()
+            for job in tenant.jobs:
+                fams["paused"].add_metric([tenant.name, job.name], 1.0 if job.name in paused else 0.0)
+                nxt = self.reader.next_due(tenant, job, store, now)
+                if nxt is not None:
+                    fams["next"].add_metric([tenant.name, job.name], nxt)
+        _add_runs(fams, tenant.name, by_job)
+        depth: dict[str, int] = {}
+        for run in queued:
+            depth[run.queue or ""] = depth.get(run.queue or "", 0) + 1
+        for queue, n in sorted(depth.items()):
+            fams["depth"].add_metric([tenant.name, queue], n)
+        running = sum(s.count for s in by_job if s.state is State.RUN)
+        fams["running"].add_metric([tenant.name], running)
 
 
 def _families() -> dict[str, Any]:
@@ -66,7 +79,19 @@ def _families() -> dict[str, Any]:
                                   labels=tj),
         "depth": GaugeMetricFamily("taskserver_queue_depth", "queued (QUE) runs", labels=["tenant", "queue"]),
         "running": GaugeMetricFamily("taskserver_running", "runs in progress (RUN)", labels=["tenant"]),
+        "paused": GaugeMetricFamily("taskserver_job_paused", "1 while the job's schedule is paused",
+                                    labels=tj),
+        "notify": CounterMetricFamily("taskserver_notifications", "notifications since the daemon started, "
+                                      "by result (sent, failed, dropped)", labels=["tenant", "result"]),
     }
+
+
+def _add_notifications(fam: Any, config: Path) -> None:
+    """The running daemon's counters, as it publishes them in its pid file's info (docs/notifications.md)."""
+    counts = (probe(config).info() or {}).get("notifications") or {}
+    for tenant, per in sorted(counts.items()):
+        for result in ("sent", "failed", "dropped"):
+            fam.add_metric([str(tenant), result], int(per.get(result, 0)))
 
 
 def _add_runs(fams: dict[str, Any], tenant: str, rows: list[JobSummary]) -> None:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import cli_jobs, schedule, statusfile
+from .. import cli_jobs, cli_steer, schedule
 from ..client import queue_problem
 from ..control import read_pid
 from ..limits import argv_problem
 from ..model import Config, Cron, Every, JobDef, State, TenantDef
-from ..store import Run, Store, open_store
+from ..store import NoStore, Pause, Run, Store, StoreError, open_store
 
 RUN_SCAN = 5000  # runs read per request at most when filtering (newest first)
 OVERDUE_GRACE = 120.0  # seconds a scheduled job may be late before /healthz reports it
@@ -76,7 +76,13 @@ class Reader:
 
     @contextlib.contextmanager
     def store(self, tenant: TenantDef) -> Iterator[Store]:
-        s = open_store(tenant, self.config.tenant_dir(tenant.name))
+        """The tenant's store, never created here (the daemon or the first action makes it, as its user);
+        a tenant with none yet reads as empty."""
+        try:
+            s = open_store(tenant, self.config.tenant_dir(tenant.name), create=False)
+        except NoStore:
+            yield Empty()  # type: ignore[misc]
+            return
         try:
             yield s
         finally:
@@ -94,12 +100,16 @@ class Reader:
         tenant = self.tenant(name)
         now = datetime.now(UTC)
         with self.store(tenant) as store:
-            return [self._job(tenant, job, store, now) for job in tenant.jobs]
+            paused = store.paused()
+            return [self._job(tenant, job, store, now, paused.get(job.name)) for job in tenant.jobs]
 
-    def _job(self, tenant: TenantDef, job: JobDef, store: Store, now: datetime) -> dict[str, Any]:
+    def _job(self, tenant: TenantDef, job: JobDef, store: Store, now: datetime,
+             pause: Pause | None) -> dict[str, Any]:
         last = store.history(job.name, limit=1)
         return {"name": job.name, "schedule": trigger(job), "enabled": job.enabled, "queue": job.queue,
                 "next_due": stamp(self.next_due(tenant, job, store, now)),
+                "paused": pause is not None, "paused_by": pause.who if pause else None,
+                "paused_since": stamp(pause.since) if pause else None,
                 "last": run_dict(last[0]) if last else None}
 
     def next_due(self, tenant: TenantDef, job: JobDef, store: Store, now: datetime) -> float | None:
@@ -157,11 +167,19 @@ class Reader:
             reasons.append(f"no taskserver daemon is running for {self.config.path}")
         now = datetime.now(UTC)
         for tenant in busy:
-            with self.store(tenant) as store:
-                for job in tenant.jobs:
-                    nxt = self.next_due(tenant, job, store, now)
-                    if nxt is not None and now.timestamp() - nxt > OVERDUE_GRACE:
-                        reasons.append(f"tenant {tenant.name} job {job.name}: overdue since {stamp(nxt)}")
+            try:
+                reasons += self._overdue(tenant, now)
+            except StoreError as exc:  # one tenant's store is a reason, not a failed health check
+                reasons.append(f"tenant {tenant.name}: its store cannot be read: {exc.message}")
+        return reasons
+
+    def _overdue(self, tenant: TenantDef, now: datetime) -> list[str]:
+        reasons = []
+        with self.store(tenant) as store:
+            for job in tenant.jobs:
+                nxt = self.next_due(tenant, job, store, now)
+                if nxt is not None and now.timestamp() - nxt > OVERDUE_GRACE:
+                    reasons.append(f"tenant {tenant.name} job {job.name}: overdue since {stamp(nxt)}")
         return reasons
 
     # -- acting ----------------------------------------------------------------------------------------
@@ -179,17 +197,19 @@ class Reader:
         return self._add(tenant, job.name, job.queue, None)
 
     def cancel(self, name: str, run_id: int, who: str) -> dict[str, Any]:
+        """A queued run ends at once; a running one is stopped by its daemon (the reply says RUN, and the
+        run ends ``ERR cancelled by WHO``); an ended run: 409."""
         tenant = self.tenant(name)
-        with self.store(tenant) as store:
-            run = store.get(run_id)
-            if run is None:
-                raise NotFound(f"tenant {name!r} has no run {run_id}")
-            if run.state is not State.QUE:
-                raise Conflict(f"run {run_id} is {run.state.value}: only a queued run can be cancelled here")
-            done = store.report(run_id, False, f"cancelled by {who}", now=time.time())
-        if done.queued:
-            statusfile.update(self.config.tenant_dir(tenant.name), tenant.name, done)
-        return run_dict(done)
+        if self.run(name, run_id)["state"] in ("OK", "ERR"):
+            raise Conflict(f"run {run_id} has ended: nothing to cancel")
+        return run_dict(cli_steer.cancel_run(self.config, tenant, run_id, who))
+
+    def pause(self, name: str, job: str, who: str, paused: bool) -> dict[str, Any]:
+        """Pause or resume a job's schedule (the path of `taskserver jobs pause|resume`)."""
+        tenant = self.tenant(name)
+        if all(j.name != job for j in tenant.jobs):
+            raise NotFound(f"tenant {name!r} has no job {job!r}")
+        return cli_steer.set_paused(self.config, tenant, job, who, paused)
 
     def _runnable(self, name: str) -> TenantDef:
         tenant = self.tenant(name)
@@ -205,6 +225,28 @@ class Reader:
 
 class Conflict(Exception):
     pass
+
+
+class Empty:
+    """What a tenant without a store yet reads as: no runs, nothing paused."""
+
+    def history(self, job: str | None = None, *, limit: int = 50) -> list[Run]:
+        return []
+
+    def queued(self) -> list[Run]:
+        return []
+
+    def get(self, run_id: int) -> Run | None:
+        return None
+
+    def last_due(self, job: str) -> float | None:
+        return None
+
+    def paused(self) -> dict[str, Pause]:
+        return {}
+
+    def summary(self, buckets: object) -> list[Any]:
+        return []
 
 
 def check_argv(argv: Any) -> list[str]:

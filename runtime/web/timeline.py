@@ -10,6 +10,13 @@ from typing import Any
 WIDTH, ROW, LABEL, PAD = 720, 22, 150, 24
 SPAN = 86400.0
 COLORS = {"OK": "#1a7f37", "ERR": "#cf222e", "RUN": "#0969da", "QUE": "#6e7781"}
+PAUSED = "#bf8700"  # a due time recorded missed while its job was paused: not a failure of the job
+
+
+def _color(run: dict[str, Any]) -> str:
+    if run["reason"] == "missed" and (run["message"] or "").startswith("paused by"):
+        return PAUSED
+    return COLORS.get(run["state"], "#6e7781")
 
 
 def _when(text: str | None) -> float | None:
@@ -41,9 +48,10 @@ def timeline_svg(jobs: list[str], runs: list[dict[str, Any]], now: float) -> str
         end = _when(r["finished"]) or now
         w = max(3.0, (end - max(begin, start)) * scale)
         x = min(LABEL + max(0.0, begin - start) * scale, end_x - w)
-        state = r["state"] + (f" {r['reason']}" if r["reason"] else "")
+        state = r["state"] + (f" {r['reason']}" if r["reason"] else "") + (
+            f": {r['message'][:120]}" if r["message"] else "")
         parts.append(f'<rect x="{x:.1f}" y="{row * ROW + 4}" width="{w:.1f}" height="14" '
-                     f'fill="{COLORS.get(r["state"], "#6e7781")}"><title>run {r["id"]}: {escape(state)} '
+                     f'fill="{_color(r)}"><title>run {r["id"]}: {escape(state)} '
                      f'{escape(r["started"] or r["due"] or "")}</title></rect>')
     parts.append("</svg>")
     return "".join(parts)

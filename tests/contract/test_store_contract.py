@@ -63,6 +63,21 @@ def test_missed_is_idempotent_and_never_doubles_a_claim(store: Store) -> None:
     assert store.claim("j", 30.0, now=42.0) is None  # a missed due time is settled
 
 
+def test_missed_many_records_several_jobs_at_once_as_missed_does(store: Store, connect: Opener) -> None:
+    store.remember_jobs(["a", "b"], now=10.0)
+    store.claim("a", 20.0, now=21.0)
+    store.missed_many([], now=30.0)  # nothing: nothing changes
+    store.missed_many([("a", 20.0, "down"), ("a", 30.0, "down; latest"), ("b", 25.0, None),
+                       ("b", 15.0, None)], now=40.0)
+    store.missed_many([("a", 30.0, "again")], now=41.0)  # idempotent
+    got = sorted((r.job, r.due, r.state, r.reason, r.message) for r in connect().history(limit=10))
+    assert got == [("a", 20.0, State.QUE, None, None), ("a", 30.0, State.ERR, "missed", "down; latest"),
+                   ("b", 15.0, State.ERR, "missed", None), ("b", 25.0, State.ERR, "missed", None)]
+    assert store.last_dues() == {"a": 30.0, "b": 25.0}  # each job's newest, never back
+    store.missed_many([("a", 5.0, None)], now=50.0)
+    assert store.last_due("a") == 30.0
+
+
 def test_waiting_holds_scheduled_rows_and_queued_holds_tasks(store: Store) -> None:
     task = store.add("", queue="q", argv=["echo", "hi there"], now=1.0)
     late = store.claim("j", 50.0, now=2.0)
@@ -236,6 +251,18 @@ def test_rewind_pulls_last_due_times_back_to_now(store: Store) -> None:
     store.claim("early", 50.0, now=1.0)
     store.rewind(100.0)
     assert (store.last_due("late"), store.last_due("early")) == (100.0, 50.0)
+
+
+def test_last_dues_reads_every_jobs_last_due_time_at_once(store: Store, connect: Opener) -> None:
+    assert store.last_dues() == {}
+    store.remember_jobs(["new", "old"], now=10.0)
+    store.claim("old", 70.0, now=71.0)
+    store.missed("gone", [30.0], now=31.0, note="down")
+    store.claim("old", 60.0, now=72.0)  # an older due time does not move it back
+    expected = {"new": 10.0, "old": 70.0, "gone": 30.0}
+    assert store.last_dues() == expected
+    assert connect().last_dues() == expected  # what is committed, as another connection reads it
+    assert all(store.last_due(job) == due for job, due in expected.items())
 
 
 def test_summary_counts_runs_and_cumulative_buckets(store: Store) -> None:

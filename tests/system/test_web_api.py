@@ -87,9 +87,18 @@ def test_api_reads_actions_and_metrics(cfg: Path) -> None:
             queues = c.get("/api/v1/tenants/t/queues").json()
             assert [r["id"] for r in queues[0]["QUE"]] == [waiting]
             assert [r["id"] for r in queues[0]["RUN"]] == [slow]
-            assert c.post(f"/api/v1/tenants/t/runs/{slow}/cancel").status_code == 409
             cancelled = c.post(f"/api/v1/tenants/t/runs/{waiting}/cancel").json()
-            assert cancelled["state"] == "ERR" and "cancelled by ops" in cancelled["message"]
+            assert (cancelled["state"], cancelled["reason"]) == ("ERR", "cancelled by ops")
+            assert c.post(f"/api/v1/tenants/t/runs/{waiting}/cancel").status_code == 409  # ended
+            stopping = c.post(f"/api/v1/tenants/t/runs/{slow}/cancel")
+            assert stopping.status_code == 200 and stopping.json()["state"] == "RUN"  # its daemon stops it
+            wait_for(lambda: c.get(f"/api/v1/tenants/t/runs/{slow}").json()["state"] == "ERR", "slow stopped")
+            assert c.get(f"/api/v1/tenants/t/runs/{slow}").json()["reason"] == "cancelled by ops"
+            paused = c.post("/api/v1/tenants/t/jobs/hello/pause").json()
+            assert (paused["paused"], paused["paused_by"]) == (True, "ops")
+            jobs = {j["name"]: j for j in c.get("/api/v1/tenants/t/jobs").json()}
+            assert jobs["hello"]["paused"] and not jobs["slow"]["paused"]
+            assert c.post("/api/v1/tenants/t/jobs/nope/pause").status_code == 404
             assert [r["id"] for r in c.get("/api/v1/tenants/t/runs?state=OK").json()] == [run_id]
             page = c.get(f"/api/v1/tenants/t/runs?limit=1&before={waiting}").json()
             assert [r["id"] for r in page] == [slow]
@@ -107,8 +116,14 @@ def test_api_reads_actions_and_metrics(cfg: Path) -> None:
                        for m in metrics.values() for s in m.samples}
             ok_hello = (("job", "hello"), ("state", "OK"), ("tenant", "t"))
             assert samples[("taskserver_runs_total", ok_hello)] == 1
-            assert samples[("taskserver_running", (("tenant", "t"),))] == 1
+            assert samples[("taskserver_running", (("tenant", "t"),))] == 0  # slow was stopped
+            stopped = (("job", "slow"), ("state", "ERR"), ("tenant", "t"))
+            assert samples[("taskserver_runs_total", stopped)] == 1
             assert samples[("taskserver_daemon_up", ())] == 1
+            assert samples[("taskserver_job_paused", (("job", "hello"), ("tenant", "t")))] == 1
+            assert samples[("taskserver_job_paused", (("job", "slow"), ("tenant", "t")))] == 0
+            resumed = c.post("/api/v1/tenants/t/jobs/hello/resume").json()
+            assert (resumed["paused"], resumed["changed"]) == (False, True)
             assert c.get("/healthz").status_code == 200
             daemon.stop()
             r = c.get("/healthz")
@@ -124,3 +139,24 @@ def test_tokens_file_must_be_private(cfg: Path) -> None:
     tokens.chmod(0o620)
     r = cli(cfg, "web", "--listen", "127.0.0.1:1", check=False)
     assert r.returncode == 2 and "writable by group or others" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_store_that_cannot_be_read_is_named_and_the_other_tenants_are_served(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", JOBS, extra_tenants={
+        "broken": {"login": "x", "jobs": {"j": {"every": "1h", "command": ["/bin/true"]}}}})
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "broken.sqlite").write_bytes(b"this is not an SQLite file" * 100)
+    cli(cfg, "jobs", "enqueue", "--tenant", "t", "--", "/bin/true")  # tenant t: a store with a run
+    full = token(cfg, "ops")
+    with web_server(cfg) as base, httpx.Client(base_url=base, headers=bearer(full)) as c:
+        health = c.get("/healthz")
+        assert health.status_code == 503
+        assert any(r.startswith("tenant broken: its store cannot be read:") for r in health.json()["reasons"])
+        metrics = c.get("/metrics")
+        assert metrics.status_code == 200
+        depth = [s for m in text_string_to_metric_families(metrics.text) for s in m.samples
+                 if s.name == "taskserver_queue_depth"]
+        assert [(s.labels["tenant"], s.value) for s in depth] == [("t", 1)]
+        assert c.get("/api/v1/tenants/broken/jobs").status_code == 503
+        page = c.get("/")
+        assert page.status_code == 200 and "its store cannot be read" in page.text and "hello" in page.text

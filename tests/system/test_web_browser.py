@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium (Debian's package, driven by Playwright): sign in with a
-token, see the jobs, open a run's output, click "Run now" and watch the new run appear without a reload.
+token, see the jobs, open a run's output, click "Run now" and watch the new run appear without a reload,
+pause and resume a job, and stop a running run.
 
 Screenshots go to the test's directory; with TASKSERVER_SCREENSHOTS=DIR they are also copied there (that is
 how docs/screenshots/ was made).
@@ -30,6 +31,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg.yaml", {
         "nightly-export": {"cron": "30 2 * * *", "command": ["/bin/echo", "exported 42 rows"]},
         "cleanup": {"every": "1h", "command": ["/bin/sh", "-c", "echo cleaning; exit 3"]},
+        "reindex": {"command": ["/bin/sleep", "300"], "queue": "search"},
     }, server={"stop_timeout": "2s"})
     tok = token(cfg, "ops")
     daemon = Daemon(cfg)
@@ -59,6 +61,24 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
             page.get_by_role("button", name="run nightly-export now").click()
             expect(page.locator("#msg")).to_contain_text("queued run")
             expect(page.locator("table.runs tbody tr")).to_have_count(before + 1, timeout=30_000)
+
+            row = page.locator("tr[data-job='nightly-export']")
+            page.get_by_role("button", name="pause nightly-export").click()
+            expect(page.locator("#msg")).to_contain_text("nightly-export paused by ops")
+            expect(row).to_contain_text("paused by ops")
+            page.screenshot(path=str(shots / "paused.png"), full_page=True)
+            page.get_by_role("button", name="resume nightly-export").click()
+            expect(page.locator("#msg")).to_contain_text("nightly-export resumed")
+            expect(row).not_to_contain_text("paused")
+            expect(page.get_by_role("button", name="pause nightly-export")).to_be_visible()
+
+            slow = cli(cfg, "jobs", "run", "reindex").stdout.strip()
+            stop = page.get_by_role("button", name=f"cancel run {slow}")
+            expect(stop).to_have_text("Stop", timeout=30_000)  # shown once the run is RUN
+            stop.click()
+            expect(page.locator("#msg")).to_contain_text(f"stopping run {slow}")
+            stopped = page.locator("table.runs tbody tr").filter(has_text="cancelled by ops")
+            expect(stopped).to_have_count(1, timeout=30_000)
             page.set_viewport_size({"width": 390, "height": 844})  # a phone
             page.screenshot(path=str(shots / "phone.png"), full_page=True)
             browser.close()

@@ -134,3 +134,18 @@ def test_spawned_child_gets_a_clean_process_state(tmp_path: Path) -> None:
 
 def test_program_found_on_path() -> None:
     assert run(Executor(output_tail=100), ["echo", "via PATH"]).output == "via PATH\n"
+
+
+def test_cancel_stops_the_group_with_the_stop_policy_once() -> None:
+    ex = Executor(output_tail=100, kill_grace=0.5)
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n" \
+           "time.sleep(300)"
+    child = ex.spawn("k", [sys.executable, "-c", code], {}, None)
+    while not child.tail and child.fd is not None:  # its TERM handler is in place once it printed
+        ex.read(child)
+        time.sleep(0.01)
+    assert ex.cancel(child.pid, "ops", time.time())
+    assert not ex.cancel(child.pid, "again", time.time())  # asked already: the first name stays
+    assert not ex.cancel(child.pid + 100000, "ops", time.time())  # not our child: nothing is signalled
+    ((_, out),) = ex.wait_all(limit=60)
+    assert (out.state, out.reason, out.exit_code) == (State.ERR, "cancelled by ops", -signal.SIGKILL)

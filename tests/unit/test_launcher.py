@@ -112,3 +112,22 @@ def test_a_spawn_landing_after_interrupt_all_is_interrupted(ex: Executor) -> Non
         time.sleep(0.01)
     ((got, out),) = done
     assert got is child and out.reason == INTERRUPTED and out.exit_code == -signal.SIGTERM
+
+
+def test_another_childs_status_is_not_kept_for_a_run(ex: Executor) -> None:
+    """waitpid(-1) also reaps the daemon's other children (the web side, the notifier): such a status is
+    kept only while a spawn is pending, and never handed to a run that was spawned after it (a reused pid)."""
+    other = os.posix_spawn("/bin/true", ["/bin/true"], {})
+    child = ex.spawn("k", ["/bin/sleep", "0.3"], {}, None)
+    time.sleep(0.2)  # /bin/true has ended
+    assert ex.reap(any_child=True) == []
+    assert other in ex.early  # maybe the pending spawn's: kept, with the spawns it could belong to
+    assert landed(ex, child) is None
+    assert other not in ex.early  # no spawn is pending any more: it was nobody's run
+    end = time.monotonic() + 30
+    done = []
+    while not done and time.monotonic() < end:
+        done = ex.reap(any_child=True)
+        time.sleep(0.01)
+    ((got, out),) = done
+    assert got is child and out.state is State.OK

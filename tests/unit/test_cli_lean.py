@@ -1,0 +1,97 @@
+"""`taskserver status` and `taskserver jobs enqueue` load only what they need: a plain `status` is read
+without building argparse's parsers (and means exactly what argparse would make of it), and neither command
+imports ctypes (a libc lookup that runs ldconfig) or the PostgreSQL driver when no tenant uses it; `status`
+not even the YAML parser, SQLite or the dataclass machinery.
+Checked in a fresh interpreter, as the command runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskserver.runtime import cli
+
+FORMS = [
+    ["status"], ["-c", "x.yaml", "status"], ["--config", "x.yaml", "status"], ["-v", "-c", "x", "status"],
+    ["--debug", "status"], ["-c", "a", "-v", "status"], ["status", "-v"], ["-c", "", "status"],
+    # not plain: left to argparse (which may refuse them)
+    ["-c", "-x", "status"], ["status", "-c", "x"], ["--config=x", "status"], ["status", "extra"],
+    ["-c"], ["status", "--", "x"],
+]
+
+
+@pytest.mark.parametrize("words", FORMS, ids=" ".join)
+@pytest.mark.parametrize("env", [None, "/etc/from-env.yaml"])
+def test_a_plain_status_means_what_argparse_makes_of_it(words: list[str], env: str | None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    if env is None:
+        monkeypatch.delenv("TASKSERVER_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TASKSERVER_CONFIG", env)
+    hoisted = cli._hoist_global_flags(words)
+    lean = cli._plain_status(hoisted)
+    try:
+        full = vars(cli.build_parser().parse_args(hoisted))
+    except SystemExit:
+        assert lean is None  # argparse refuses it, and words the refusal
+        return
+    assert lean is None or vars(lean) == full
+
+
+def _modules_after(argv: list[str], tmp_path: Path) -> tuple[int, list[str]]:
+    """Exit code and the heavy modules loaded by `taskserver ARGV`, run in a fresh interpreter."""
+    heavy = ["ctypes", "dataclasses", "psycopg", "ruamel.yaml", "sqlite3", "zoneinfo"]
+    code = (
+        "import sys\nfrom taskserver.runtime import cli\n"
+        f"try:\n    code = cli.main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"print(__import__('json').dumps([code, [m for m in {heavy!r} if m in sys.modules]]))\n"
+    )
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
+    env.pop("TASKSERVER_CONFIG", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=tmp_path)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(got[0]), list(got[1])
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"task_server:\n  state_dir: {tmp_path / 'state'}\ntenants:\n  t:\n    login: app\n"
+                    "    jobs:\n      j:\n        cron: '0 3 * * *'\n        command: [/bin/true]\n")
+    path.chmod(0o644)
+    return path
+
+
+def test_status_loads_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    code, heavy = _modules_after(["-c", str(_config(tmp_path)), "status"], tmp_path)
+    assert code == 3  # not running
+    assert heavy == []
+
+
+def test_enqueue_loads_only_what_it_writes_with(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        tmp_path.chmod(0o755)  # the trust rules: no directory above the config writable by others
+    code, heavy = _modules_after(["-c", str(_config(tmp_path)), "jobs", "enqueue", "--", "/bin/true"],
+                                 tmp_path)
+    assert code == 0
+    # the config's values (frozen dataclasses) and YAML, the store, the tenant's zone: no ctypes, no
+    # PostgreSQL driver
+    assert heavy == ["dataclasses", "ruamel.yaml", "sqlite3", "zoneinfo"]
+
+
+def test_the_daemon_loads_only_the_store_backends_its_config_names(tmp_path: Path) -> None:
+    """The daemon's code does not import every backend (the PostgreSQL driver is 20 MB of memory); the
+    backends a config names are imported before the privilege drop (control._become_daemon_user)."""
+    code = (
+        "import sys\nfrom taskserver.runtime import daemon, store\n"
+        "before = 'psycopg' in sys.modules\nstore.load_backends({'sqlite'})\n"
+        "print(before, 'psycopg' in sys.modules, sorted(store.BACKENDS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
+    assert out.stdout.split() == ["False", "False", "['sqlite']"]
