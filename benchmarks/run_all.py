@@ -163,6 +163,8 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
         [f"one-off /bin/true runs per second ({opts.runs})", ">= 80 % raw",
          *cells("throughput", "per_s", rate)],
         ["  taskserver as a share of the machine's raw spawn rate", "", floor_pct, "", "", ""],
+        ["  taskserver, tasks queued without a status file (the client's default)", "",
+         rate(res["throughput"][TS].get("per_s_no_file")), "", "", ""],
         ["enqueue, client batch of 10,000 (huey: one call each)", ">= 5,000/s",
          rate(res["enqueue"][TS].get("many_per_s")), "", "", rate(res["enqueue"][HUEY].get("per_s"))],
         ["  same (1,000), with a status file per task", "", rate(res["enqueue"][TS].get("many_files_per_s")),

@@ -201,19 +201,31 @@ def status_small() -> dict[str, Any]:
 
 
 def throughput(n: int) -> dict[str, Any]:
-    """n one-off /bin/true tasks queued (no queue name: they may run in parallel); completed per second."""
+    """n one-off /bin/true tasks queued (no queue name: they may run in parallel); completed per second.
+    First as `jobs enqueue` queues them (each with its status file), then as the client does by default
+    (no status file: the daemon makes each one when it starts the task)."""
+    with_files = _throughput(n, status_files=True)
+    without = _throughput(n, status_files=False)
+    return {"n": with_files["n"], "per_s": with_files["per_s"], "per_s_no_file": without["per_s"]}
+
+
+def _throughput(n: int, *, status_files: bool) -> dict[str, Any]:
     srv = Server()
     try:
         srv.write_config([])
-        # queued before the daemon starts, through the store as `jobs enqueue` writes it; no queue, so
+        # queued before the daemon starts, through the store as `jobs enqueue` writes them; no queue, so
         # they may run side by side (the client API takes only named queues)
-        from taskserver.runtime import config, store
+        from taskserver.runtime import config, statusfile, store
 
-        tenant = config.load(srv.config).tenants[0]
+        cfg = config.load(srv.config)
+        tenant = cfg.tenants[0]
         st = store.open_store(tenant, srv.state, verify=True)
         with st.batch():
             for _ in range(n):
                 st.add("", queue=None, argv=["/bin/true"], now=time.time())
+        if status_files:
+            for run in st.queued():
+                statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
         st.close()
         srv.start()
         deadline = time.time() + 300

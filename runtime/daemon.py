@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = stores.MAX_SLEEP  # re-read the wall clock at least this often (it may be stepped while we sleep)
+SOON = 60.0  # jobs due within this many seconds of a (re)start get their first status file made ahead
 HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 Key = tuple[str, str]  # (tenant, job)
 Pending = tuple[float | None, int, int]  # due, attempt, the claimed row's id
@@ -95,6 +96,7 @@ class Daemon:
         now = time.time()
         with self.stores.tx():
             self._open_tenants(self.config, now)
+        self._expect_soon(now)
         if not self.once:
             self._timer(now, "housekeeping", "", "")
         else:
@@ -220,7 +222,9 @@ class Daemon:
         while True:
             now = time.time()
             self._step(self._wake_up, now)
-            freed = self._collect()
+            # Healthy, the wake-up recorded the ends in its own transaction; a child that ended since is the
+            # next wake-up's (its SIGCHLD is already waiting): not a second commit for it now.
+            freed = self._collect() if self.health.degraded else False
             self.executor.enforce(now)
             if freed:
                 self._check_limits(now, run_ended=True)  # between jobs: a run just ended
@@ -258,6 +262,8 @@ class Daemon:
         for tenant in self.stores.heartbeat(now, self.runs.write_status):
             self._reread_shared(tenant, now)
         self._fire_timers(now)
+        if self.runs.collect(inside=True):  # the ends, their retries and the runs in their slots: one commit
+            self._check_limits(now, run_ended=True)  # between jobs: a run just ended
         if not self.stopping:
             self._dispatch(now)  # what just came due goes first: its lateness counts
 
@@ -449,6 +455,8 @@ class Daemon:
         if self.que_dirty:
             self.que_dirty = False
             self.queued = {t: s.queued() for t, s in self.stores.items()}
+            for tenant, runs in self.queued.items():
+                self.runs.expect_tasks(tenant, runs)  # their status files, if they came without, made ahead
         for tenant, runs in self.queued.items():
             conf = self.config.tenant(tenant)
             if conf is None or conf.login is None:
@@ -595,7 +603,20 @@ class Daemon:
         if pending := plans.restart_needed(self.start_only, new):
             log.warning("reload: changed settings that apply only after a restart: %s", ", ".join(pending))
         self.que_dirty = True
+        self._expect_soon(now)
         self._status()
+
+    def _expect_soon(self, now: float) -> None:
+        """The jobs due soon or waiting to start: the status files they have not made yet are made ahead by
+        a helper thread (runtime/spares.py), so that a burst of first runs does not create them one by one."""
+        soon: dict[str, list[JobDef]] = {}
+        keys = [(t[3], t[4]) for t in self.timers if t[2] == "fire" and t[0] - now < SOON]
+        keys += self.pending
+        for key in dict.fromkeys(keys):
+            if key in self.jobs:
+                soon.setdefault(key[0], []).append(self.jobs[key])
+        for tenant, jobs in soon.items():
+            self.runs.expect_jobs(tenant, jobs)
 
     def _status(self) -> None:
         if not self.health.degraded:
@@ -609,6 +630,7 @@ class Daemon:
         if self.web is not None:
             self.web.stop()
         self.alerts.close()  # pending notifications get a short grace (runtime/alert_proc.py)
+        self.runs.close()
         self.sel.close()
         self.stores.close()
 

@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .jobenv import SAFE_PATH
+from .launcher import Job, Launcher
 from .model import JobDef, State
 from .privs import Identity
-from .store import CRASHED, INTERRUPTED, TIMEOUT, cancelled
+from .store import CRASHED, INTERRUPTED, SPAWN_FAILED, TIMEOUT, cancelled
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE = 5.0  # seconds between TERM and KILL
 RUNNER = "taskserver.runtime.runner"
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def job_argv(job: JobDef) -> list[str]:
@@ -75,6 +76,15 @@ class Executor:
         self.children: dict[int, Child] = {}
         self.stopping = False  # set by the daemon once it is shutting down
         self.on_close: Callable[[int], None] | None = None  # told before a pipe is closed (selector upkeep)
+        # with a launcher (runtime/launcher.py) the plain spawns are made by its threads: such a child is in
+        # ``launching`` (pid 0) until ``landed`` learns its pid; ``early`` keeps the wait status of a child
+        # reaped before that (waitpid(-1) may see it first)
+        self.launcher: Launcher | None = None
+        self.launching: dict[int, Child] = {}  # by id(child)
+        # pid -> (wait status, the spawns pending when it was reaped): only one of those can be that process;
+        # a spawn handed over later that gets the same pid (reused) must not take the old status
+        self.early: dict[int, tuple[int, frozenset[int]]] = {}
+        self.interrupt_at: float | None = None  # interrupt_all was called: a child landing later is, too
         _close_on_exec_all()
 
     def spawn(self, key: object, argv: list[str], env: Mapping[str, str], timeout: float | None,  # noqa: PLR0917
@@ -88,8 +98,11 @@ class Executor:
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
         switch = ident is not None and not ident.is_self
         proc = None
+        plain = not switch and (self.cwd is None or os.path.samefile(self.cwd, "."))
+        if plain and self.launcher is not None:
+            return self._hand_over(key, program, argv, full_env, (rfd, wfd), now, timeout)
         try:
-            if not switch and (self.cwd is None or os.path.samefile(self.cwd, ".")):
+            if plain:
                 pid = self._posix_spawn(program, argv, full_env, wfd)
             else:
                 proc = self._popen(program, argv, full_env, wfd, ident if switch else None)
@@ -104,6 +117,52 @@ class Executor:
                       deadline=now + timeout if timeout is not None else None)
         self.children[pid] = child
         return child
+
+    def _hand_over(self, key: object, program: str, argv: list[str], env: dict[str, str],  # noqa: PLR0917
+                   pipe: tuple[int, int], now: float, timeout: float | None) -> Child:
+        """Give a plain spawn to the launcher's threads; the child (pid 0 until it lands) is returned now."""
+        rfd, wfd = pipe
+        try:
+            _exec_strings(argv, env)  # what os.posix_spawn would refuse, refused here, in the loop
+        except ValueError:
+            os.close(rfd)
+            os.close(wfd)
+            raise
+        os.set_blocking(rfd, False)
+        child = Child(key=key, pid=0, fd=rfd, started=now,
+                      deadline=now + timeout if timeout is not None else None)
+        assert self.launcher is not None
+        try:
+            self.launcher.submit(Job(id(child), program, argv, env, wfd))
+        except BaseException:
+            os.close(rfd)
+            os.close(wfd)
+            raise
+        self.launching[id(child)] = child
+        return child
+
+    def landed(self) -> list[tuple[Child, OSError | None]]:
+        """Children whose spawn the launcher finished: now in ``children`` by pid, or failed (pipe closed)."""
+        if self.launcher is None:
+            return []
+        out: list[tuple[Child, OSError | None]] = []
+        for job in self.launcher.landed():
+            os.close(job.out)  # the child has its copy (or never came): ours must not hold the pipe open
+            child = self.launching.pop(job.token)
+            if job.error is not None:
+                self._close(child)
+                out.append((child, job.error))
+                continue
+            child.pid = job.pid
+            self.children[job.pid] = child
+            if job.pid in self.early and job.token not in self.early[job.pid][1]:
+                del self.early[job.pid]  # the status of an earlier process (not a run) that had this pid
+            if self.interrupt_at is not None and job.pid not in self.early:  # (an ended one's pid is free)
+                self._interrupt(child, self.interrupt_at)
+            out.append((child, None))
+        if not self.launching:  # what is left belongs to no run (another child of the daemon)
+            self.early = {pid: got for pid, got in self.early.items() if pid in self.children}
+        return out
 
     def _popen(self, program: str, argv: list[str], env: dict[str, str], out: int,
                ident: Identity | None) -> subprocess.Popen[bytes]:
@@ -125,7 +184,7 @@ class Executor:
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                    (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
         return os.posix_spawn(program, argv, env, file_actions=actions, setsid=True, setsigmask=(),
-                               setsigdef=_DEFAULT_SIGNALS)
+                               setsigdef=DEFAULT_SIGNALS)
 
     def read(self, child: Child) -> None:
         """Take what the child wrote so far, keeping only the tail; closes the pipe at end of file."""
@@ -158,6 +217,8 @@ class Executor:
         for pid, status in self._exited(any_child):
             child = self.children.pop(pid, None)
             if child is None:
+                if self.launching:  # maybe a spawn that has not landed yet: kept for when it does
+                    self.early[pid] = (status, frozenset(self.launching))
                 continue
             child.returncode = os.waitstatus_to_exitcode(status)
             if child.proc is not None:
@@ -166,9 +227,9 @@ class Executor:
         return done
 
     def _exited(self, any_child: bool) -> list[tuple[int, int]]:
-        exited = []
+        exited = [(pid, self.early.pop(pid)[0]) for pid in list(self.early) if pid in self.children]
         if any_child:
-            while self.children:
+            while self.children or self.launching:
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
@@ -220,12 +281,16 @@ class Executor:
 
     def interrupt_all(self, now: float) -> None:
         """Shutdown: TERM every child now and KILL after the grace; they end as ERR interrupted."""
+        self.interrupt_at = now
         for child in self.children.values():
-            if not child.interrupted:
-                child.interrupted = True
-                child.deadline = None
-                self._signal(child, signal.SIGTERM)
-                child.kill_at = now + self.kill_grace
+            self._interrupt(child, now)
+
+    def _interrupt(self, child: Child, now: float) -> None:
+        if not child.interrupted:
+            child.interrupted = True
+            child.deadline = None
+            self._signal(child, signal.SIGTERM)
+            child.kill_at = now + self.kill_grace
 
     def cancel(self, pid: int, who: str, now: float) -> bool:
         """Stop our child ``pid`` on request: TERM its process group now, KILL after the grace (the same stop
@@ -254,7 +319,10 @@ class Executor:
         done: list[tuple[Child, Outcome]] = []
         end = time.monotonic() + limit
         with selectors.DefaultSelector() as sel:
-            while self.children and time.monotonic() < end:
+            while (self.children or self.launching) and time.monotonic() < end:
+                for child, error in self.landed():
+                    if error is not None:
+                        done.append((child, Outcome(State.ERR, SPAWN_FAILED, None, str(error))))
                 watched = {c.fd: c for c in self.children.values() if c.fd is not None}
                 for fd, c in watched.items():
                     sel.register(fd, selectors.EVENT_READ, c)
@@ -265,6 +333,13 @@ class Executor:
                 self.enforce(time.time())
                 done += self.reap()
         return done
+
+
+def _exec_strings(argv: list[str], env: Mapping[str, str]) -> None:
+    """Raise ValueError as os.posix_spawn does for what execve cannot take (a C string ends at a NUL)."""
+    bad_env = any("\0" in k or "=" in k or not k or "\0" in v for k, v in env.items())
+    if bad_env or any("\0" in a for a in argv):
+        raise ValueError("embedded null byte or bad environment variable name")
 
 
 def _resolve(name: str, env: Mapping[str, str]) -> str:

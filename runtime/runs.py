@@ -12,14 +12,16 @@ import logging
 import os
 import selectors
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import jobenv, liveness, privs, statusfile, tenancy
 from .errors import UserError
-from .executor import Executor, Outcome, job_argv
+from .executor import DEFAULT_SIGNALS, Executor, Outcome, job_argv
+from .launcher import Launcher
 from .limits import argv_problem
 from .model import Config, JobDef, State
+from .spares import Spares
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -51,21 +53,32 @@ class Runs:
         server = config().server
         self.executor = Executor(output_tail=server.output_tail, cwd=server.install_dir)
         self.executor.on_close = self._forget_fd
+        self.executor.launcher = Launcher.create(DEFAULT_SIGNALS)  # spawns off the loop (runtime/launcher.py)
+        if self.executor.launcher is not None:  # data None: the loop only drains it; ``collect`` looks
+            sel.register(self.executor.launcher.wake_r, selectors.EVENT_READ, None)
+        self.launching: dict[int, Active] = {}  # handed to the launcher, by id(child); pid not known yet
         self.active: dict[int, Active] = {}  # by child pid
         self.busy_jobs: set[tuple[str, str]] = set()
         self.busy_queues: set[tuple[str, str]] = set()
         self.on_end: Callable[[Active, Run], None] | None = None  # in the transaction recording the end
         self.claimed: list[tuple[Active, Run, list[str], float | None]] = []  # acquired, not spawned yet
         self.unrecorded: list[tuple[Active, Outcome, float]] = []  # ended while the store failed
+        # ends written in the daemon's open transaction (``collect(inside=True)``), and their final rows:
+        # status files follow its commit, a failed commit keeps them in ``unrecorded``
+        self.recording: list[tuple[Active, Outcome, float]] = []
+        self.finals: list[tuple[Active, Run]] = []
         self.fault: StoreError | None = None
         # (tenant, run id, pid, process start, boot id) of runs spawned but not yet written; being written
         self.unsaved: list[tuple[str, int, int, int | None, str | None]] = []
         self.saving: list[tuple[str, int, int, int | None, str | None]] = []
         self.save_by: float | None = None  # when the daemon must wake to write them at the latest
         self.boot = liveness.boot_id()  # read once: a process outlives no boot
+        self.spares = Spares()  # new status files made ahead by a helper thread (runtime/spares.py)
+        self._told_jobs: dict[str, set[str]] = {}  # status file names the spares were told of, per tenant
+        self._told_tasks: dict[str, int] = {}  # the last queued task's id they were told of
 
-    def __len__(self) -> int:
-        return len(self.active) + len(self.claimed)  # a claimed run takes its slot before it is spawned
+    def __len__(self) -> int:  # a claimed run takes its slot before it is spawned
+        return len(self.active) + len(self.claimed) + len(self.launching)
 
     def job_busy(self, tenant: str, job: str) -> bool:
         return (tenant, job) in self.busy_jobs
@@ -114,6 +127,8 @@ class Runs:
         for act, *_ in self.claimed:
             self._busy(act, False)
         self.claimed.clear()
+        self.unrecorded += self.recording
+        self.recording, self.finals = [], []
         self.unsaved, self.saving = self.saving + self.unsaved, []
         if self.unsaved and self.save_by is None:
             self.save_by = time.time() + PID_DELAY
@@ -138,7 +153,10 @@ class Runs:
             self.store(tenant).started(run_id, pid=pid, proc_start=start, boot_id=boot)
 
     def committed(self) -> None:
-        self.saving = []
+        self.saving, self.recording = [], []
+        finals, self.finals = self.finals, []
+        for act, run in finals:
+            self._ended(act, run)
 
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
         config = self.config()
@@ -168,8 +186,28 @@ class Runs:
             return None
         if child.fd is not None:
             self.sel.register(child.fd, selectors.EVENT_READ, child)
+        if not child.pid:  # handed to the launcher: its pid comes with ``_landed``
+            self.launching[id(child)] = act
+            return None
         self.active[child.pid] = act
         return child.pid
+
+    def _landed(self, now: float) -> list[tuple[Active, Outcome, float]]:
+        """The launcher's spawns that finished: running (its pid to be written), or failed (returned as
+        ended, to be recorded like any end)."""
+        failed = []
+        for child, error in self.executor.landed():
+            act = self.launching.pop(id(child))
+            if error is not None:
+                self._busy(act, False)
+                why = f"{error.filename or ''}: {error.strerror or error}"
+                failed.append((act, Outcome(State.ERR, SPAWN_FAILED, None, why), now))
+                continue
+            self.active[child.pid] = act
+            self.unsaved.append((act.tenant, act.run_id, child.pid, None, self.boot))
+        if self.unsaved and self.save_by is None:
+            self.save_by = now + PID_DELAY
+        return failed
 
     def _fail(self, act: Active, outcome: Outcome, now: float) -> None:
         """A claimed run that could not be started: recorded like any end (kept in memory if the store
@@ -194,22 +232,32 @@ class Runs:
         if fd in self.sel.get_map():
             self.sel.unregister(fd)
 
-    def collect(self) -> bool:
+    def collect(self, *, inside: bool = False) -> bool:
         """Record every child that exited; True if any did (a slot, a job, a queue may be free).
 
         Each tenant's ends are one transaction, with what ``on_end`` writes for each (its retry): an end and
         its retry are kept together or not at all.  An end the store cannot take now is kept in memory
         (``unrecorded``) and written by ``flush`` once the store is writable again.
+
+        ``inside``: the daemon's wake-up transaction is open, and the ends are written in it: one commit
+        for the ends, their retries and the runs started in the slots they freed.  Their status files are
+        written once it committed (``committed``); if it fails, ``abort`` keeps them in ``unrecorded``.
         """
         now = time.time()
-        done = self.executor.reap(any_child=True)
-        ends = []
-        for child, outcome in done:
+        ends = self._landed(now)
+        for child, outcome in self.executor.reap(any_child=True):
             act = self.active.pop(child.pid)
             self._busy(act, False)
             ends.append((act, outcome, now))
-        self._record(ends)
-        return bool(done)
+        if inside:
+            self.recording += ends
+            for act, outcome, at in ends:
+                self.finals.append((act, self._finish(act, outcome, at)))
+                if self.on_end is not None:
+                    self.on_end(act, self.finals[-1][1])
+        else:
+            self._record(ends)
+        return bool(ends)
 
     def flush(self) -> None:
         """Write the ends kept while the store failed; raises StoreError if it still fails."""
@@ -260,9 +308,46 @@ class Runs:
         conf = config.tenant(tenant)
         try:
             with privs.fs_identity(tenancy.file_identity(config, conf) if conf is not None else None):
-                statusfile.update(config.tenant_dir(tenant), tenant, run)
+                statusfile.update(config.tenant_dir(tenant), tenant, run, self.spares)
         except (OSError, UserError) as exc:
             log.warning("status file of run %d: %s", run.id, exc)
+
+    def close(self) -> None:
+        self.spares.close()
+        if self.executor.launcher is not None:
+            self.executor.launcher.close()
+
+    def expect_jobs(self, tenant: str, jobs: Iterable[JobDef]) -> None:
+        """These scheduled jobs will run: their status files (those not made yet) are made ahead."""
+        state_dir = self.config().tenant_dir(tenant)
+        names = {statusfile.job_status_path(state_dir, tenant, job.name).name for job in jobs}
+        told = self._told_jobs.setdefault(tenant, set())
+        self._expect(tenant, sorted(names - told))
+        told |= names
+
+    def expect_tasks(self, tenant: str, runs: Iterable[Run]) -> None:
+        """These queued tasks wait to start: those that came without a status file get one made ahead
+        (each task told once: run ids only grow)."""
+        last = self._told_tasks.get(tenant, 0)
+        fresh = [run.id for run in runs if run.id > last]
+        if fresh:
+            self._told_tasks[tenant] = max(fresh)
+            self._expect(tenant, [str(i) for i in fresh])
+
+    def _expect(self, tenant: str, names: list[str]) -> None:
+        config = self.config()
+        conf = config.tenant(tenant)
+        if conf is None or not names:
+            return
+        ident = tenancy.file_identity(config, conf)
+        directory = statusfile.status_dir(config.tenant_dir(tenant), tenant)
+        try:
+            with privs.fs_identity(ident):
+                mode = statusfile.prepare(directory)
+        except (OSError, UserError) as exc:
+            log.warning("tenant %s: status directory: %s", tenant, exc)
+            return
+        self.spares.expect(directory, names, mode, ident)
 
 
 def _timed(unsaved: tuple[str, int, int, int | None, str | None],

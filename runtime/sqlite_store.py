@@ -39,6 +39,11 @@ from .store import (
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
            "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
+# One statement per end: the final row comes back with the update (no second read per run)
+_FINISH = ("UPDATE runs SET state=COALESCE(reported, ?), "  # noqa: S608 - constant text only
+           "reason=CASE WHEN reported IS NULL THEN ? WHEN reported='ERR' THEN ? ELSE NULL END, "
+           "exit_code=?, output=?, finished=?, message=COALESCE(message, ?) WHERE id=? "
+           f"RETURNING {COLUMNS}")
 _INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
 _FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
 DAEMON_LOCK_WAIT = 2.0  # seconds the daemon waits for another writer's lock (commands wait 10)
@@ -260,15 +265,11 @@ class SqliteStore(SqliteSteer):
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
                output: str, now: float, note: str | None = None) -> Run:
         # A report the task made itself (`jobs finish`) wins over what its exit code says.
-        self.db.execute(
-            "UPDATE runs SET state=COALESCE(reported, ?), "
-            "reason=CASE WHEN reported IS NULL THEN ? WHEN reported='ERR' THEN ? ELSE NULL END, "
-            "exit_code=?, output=?, finished=?, message=COALESCE(message, ?) WHERE id=?",
-            (state.value, reason, REPORTED, exit_code, output, now, note, run_id))
-        run = self.get(run_id)
-        if run is None:
+        params = (state.value, reason, REPORTED, exit_code, output, now, note, run_id)
+        row = self.db.execute(_FINISH, params).fetchone()
+        if row is None:
             raise StoreError(f"{self.path}: run {run_id} vanished before its end was recorded")
-        return run
+        return _run(row)
 
     @_guarded
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:

@@ -28,8 +28,12 @@ import re
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .store import Run
+
+if TYPE_CHECKING:  # the commands write status files too: they need not import the daemon's helper thread
+    from .spares import Spares
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -44,6 +48,7 @@ def status_path(state_dir: Path, tenant: str, run_id: int) -> Path:
     return status_dir(state_dir, tenant) / str(run_id)
 
 
+@functools.lru_cache(maxsize=4096)  # twice per run (its environment, its file): a job's path never changes
 def job_status_path(state_dir: Path, tenant: str, job: str) -> Path:
     """The status file of a scheduled job's current (or last) run."""
     return status_dir(state_dir, tenant) / (_SAFE.sub("_", job) + ".job")
@@ -60,22 +65,16 @@ def _stamp(t: float | None) -> str:
 
 
 def render(run: Run, tenant: str) -> str:
-    """The file's text for ``run``; values are single-line (JSON for the command)."""
-    state = run.state.value
-    params = {
-        "id": str(run.id),
-        "tenant": tenant,
-        "job": run.job,
-        "queue": run.queue or "",
-        "argv": json.dumps(list(run.argv)) if run.argv is not None else "",
-        "reason": run.reason or "",
-        "exit_code": "" if run.exit_code is None else str(run.exit_code),
-        "message": json.dumps(run.message) if run.message else "",
-        "created": _stamp(run.created),
-        "started": _stamp(run.started),
-        "finished": _stamp(run.finished),
-    }
-    return state + "\n" + "".join(f"{k}={_one_line(v)}\n" for k, v in params.items())
+    """The file's text for ``run``; values are single-line (JSON for the command).  Written twice per run:
+    only the free-text values go through ``_one_line`` (numbers, times and JSON text are one line already:
+    JSON escapes every control and non-ASCII character)."""
+    argv = json.dumps(list(run.argv)) if run.argv is not None else ""
+    exit_code = "" if run.exit_code is None else str(run.exit_code)
+    message = json.dumps(run.message) if run.message else ""
+    return (f"{run.state.value}\nid={run.id}\ntenant={_one_line(tenant)}\njob={_one_line(run.job)}\n"
+            f"queue={_one_line(run.queue or '')}\nargv={argv}\nreason={_one_line(run.reason or '')}\n"
+            f"exit_code={exit_code}\nmessage={message}\ncreated={_stamp(run.created)}\n"
+            f"started={_stamp(run.started)}\nfinished={_stamp(run.finished)}\n")
 
 
 _BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
@@ -110,7 +109,15 @@ def _prepare(directory: Path) -> int:
     return mode
 
 
-def write(path: Path, text: str) -> None:
+def prepare(directory: Path) -> int:
+    """Make the status directory if it is not there yet; returns the mode of the files in it."""
+    return _made.get(directory) or _prepare(directory)
+
+
+def write(path: Path, text: str, spares: Spares | None = None) -> None:
+    spare = spares.take(path.parent) if spares is not None else None
+    if spare is not None and _fill(spare, path, text):
+        return
     mode = _made.get(path.parent) or _prepare(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -127,13 +134,30 @@ def write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def rewrite(path: Path, text: str) -> None:
-    """Overwrite in place (no new inode, no directory change); a file not there yet is created atomically."""
+def _fill(spare: Path, path: Path, text: str) -> bool:
+    """Write ``text`` into a spare (runtime/spares.py) and rename it to ``path``; False if it is gone."""
+    try:
+        fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        data = text.encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))  # a spare taken over from a daemon that died may hold a text
+    finally:
+        os.close(fd)
+    os.replace(spare, path)
+    return True
+
+
+def rewrite(path: Path, text: str, spares: Spares | None = None) -> None:
+    """Overwrite in place (no new inode, no directory change); a file not there yet is created atomically
+    (from a spare when one is ready)."""
     data = text.encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        write(path, text)
+        write(path, text, spares)
         return
     try:
         os.pwrite(fd, data, 0)
@@ -142,9 +166,9 @@ def rewrite(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def update(state_dir: Path, tenant: str, run: Run) -> Path:
+def update(state_dir: Path, tenant: str, run: Run, spares: Spares | None = None) -> Path:
     path = path_of(state_dir, tenant, run)
-    rewrite(path, render(run, tenant))
+    rewrite(path, render(run, tenant), spares)
     return path
 
 

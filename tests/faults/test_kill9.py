@@ -45,9 +45,12 @@ def test_kill_9_at_random_moments(tmp_path: Path, figures: list[str]) -> None:
 
 
 def job_children(pid: int) -> list[str]:
-    """The daemon's children that are runs (not, say, the child that parses its config)."""
+    """The daemon's children that are runs (not, say, the child that parses its config).  Every thread's:
+    the daemon spawns runs from helper threads (runtime/launcher.py), whose children are listed there."""
+    kids = []
     try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids += (task / "children").read_text().split()
     except OSError:
         return []
     found = []

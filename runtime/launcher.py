@@ -1,0 +1,174 @@
+"""Spawning runs from helper threads, so that the daemon's loop never waits for a child's exec.
+
+``posix_spawn`` returns only once the child has called exec (glibc and musl start it with vfork): on a busy
+machine the child first waits for a CPU, and ``os.posix_spawn`` holds the interpreter's lock all that time,
+so the loop stood still for a millisecond or more per run (several under load), with free slots and
+finished children waiting.  Here the same libc call is made through ctypes, which lets go of that lock
+during the call, from a few threads of its own: the loop hands over a spawn and goes on (reaping,
+recording, claiming the next runs); the thread reports the pid (or the error) through a queue and a pipe
+the loop's selector watches.
+
+Nothing about a run's order changes: the loop hands a spawn over only after the run's row was committed
+and its status file written (runtime/runs.py).  Where libc or ctypes is not usable the executor spawns in
+the loop as before (``Launcher.create`` returns None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+THREADS = 4  # one per default slot (max_parallel): each waits for its own child's exec
+_SETSIGDEF, _SETSIGMASK, _SETSID = 0x04, 0x08, 0x80  # POSIX_SPAWN_* (glibc and musl agree)
+_DEVNULL = os.fsencode(os.devnull)
+_FS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, looked up once
+_OPAQUE = 1024  # bytes for posix_spawnattr_t / posix_spawn_file_actions_t (glibc: 336 / 80, musl less)
+
+
+@dataclass
+class Job:
+    """One spawn handed to a thread: what to run and the write end of its output pipe (the caller closes
+    it once the spawn landed).  The C arrays are built by ``submit`` in the loop: a thread only makes the
+    one call, so it hardly ever needs the interpreter's lock (which the loop would then wait for)."""
+
+    token: int  # the caller's handle for this spawn
+    program: str
+    argv: list[str]
+    env: Mapping[str, str]
+    out: int
+    pid: int = 0
+    error: OSError | None = None
+    c_args: tuple[object, ...] = ()
+
+
+class Launcher:
+    def __init__(self, libc: ctypes.CDLL, default_signals: tuple[int, ...]) -> None:
+        # the same library twice: calls through ``_libc`` keep the interpreter's lock (cheap calls, no
+        # switch of threads), ``_spawn_fn`` lets go of it for the one call that waits for the child
+        self._libc = ctypes.PyDLL(None, use_errno=True)
+        self._spawn_fn = libc.posix_spawn
+        self._attr = ctypes.create_string_buffer(_OPAQUE)  # the same for every run: made once
+        self._sigsets = (ctypes.create_string_buffer(_OPAQUE), ctypes.create_string_buffer(_OPAQUE))
+        self._set_attr(default_signals)
+        self._todo: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._done: deque[Job] = deque()
+        self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def create(cls, default_signals: tuple[int, ...]) -> Launcher | None:
+        """A launcher, or None where the C library's posix_spawn cannot be reached through ctypes."""
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            for name in ("posix_spawn", "posix_spawnattr_init", "posix_spawnattr_setflags",
+                         "posix_spawnattr_setsigmask", "posix_spawnattr_setsigdefault",
+                         "posix_spawn_file_actions_init", "posix_spawn_file_actions_addopen",
+                         "posix_spawn_file_actions_adddup2", "posix_spawn_file_actions_destroy",
+                         "sigemptyset", "sigaddset"):
+                getattr(libc, name)
+            return cls(libc, default_signals)
+        except (OSError, AttributeError) as exc:
+            log.debug("spawning in the loop: %s", exc)
+            return None
+
+    def _set_attr(self, default_signals: tuple[int, ...]) -> None:
+        libc = self._libc
+        mask, defaults = self._sigsets
+        _check(libc.sigemptyset(mask), "sigemptyset")
+        _check(libc.sigemptyset(defaults), "sigemptyset")
+        for sig in default_signals:
+            _check(libc.sigaddset(defaults, sig), "sigaddset")
+        _check(libc.posix_spawnattr_init(self._attr), "posix_spawnattr_init")
+        _check(libc.posix_spawnattr_setsigmask(self._attr, mask), "posix_spawnattr_setsigmask")
+        _check(libc.posix_spawnattr_setsigdefault(self._attr, defaults), "posix_spawnattr_setsigdefault")
+        flags = ctypes.c_short(_SETSIGDEF | _SETSIGMASK | _SETSID)
+        _check(libc.posix_spawnattr_setflags(self._attr, flags), "posix_spawnattr_setflags")
+
+    # -- the loop's side ---------------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._work, name=f"taskserver-spawn-{i}", daemon=True)
+                             for i in range(THREADS)]
+            for thread in self._threads:
+                thread.start()
+        job.c_args = self._prepare(job)
+        self._todo.put(job)
+
+    def landed(self) -> list[Job]:
+        """Spawns finished since the last call (their pid set, or their error)."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wake_r, 4096):
+                pass
+        done = []
+        while self._done:
+            job = self._done.popleft()
+            self._libc.posix_spawn_file_actions_destroy(job.c_args[2])
+            job.c_args = ()
+            done.append(job)
+        return done
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._todo.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+        os.close(self.wake_r)
+        os.close(self._wake_w)
+
+    # -- the threads -----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())  # signals are the main thread's
+        while (job := self._todo.get()) is not None:
+            pid, program, actions, argv, envp = job.c_args
+            err = self._spawn_fn(ctypes.byref(pid), program, actions, self._attr, argv, envp)  # type: ignore[arg-type]
+            if err:
+                job.error = OSError(err, os.strerror(err), job.program)
+            else:
+                job.pid = pid.value  # type: ignore[attr-defined]
+            self._done.append(job)
+            if len(self._done) == 1:  # the loop drains the pipe, then takes every job: one byte per batch
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"\0")
+
+    def _prepare(self, job: Job) -> tuple[object, ...]:
+        """The C arguments of posix_spawn as os.posix_spawn makes them (stdin /dev/null, stdout and stderr
+        the pipe, a new session, no blocked signals, SIGPIPE and SIGXFSZ at their defaults)."""
+        libc = self._libc
+        actions = ctypes.create_string_buffer(_OPAQUE)
+        _check(libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
+        try:
+            _check(libc.posix_spawn_file_actions_addopen(actions, 0, _DEVNULL, os.O_RDONLY, 0),
+                   "posix_spawn_file_actions_addopen")
+            for fd in (1, 2):
+                _check(libc.posix_spawn_file_actions_adddup2(actions, job.out, fd),
+                       "posix_spawn_file_actions_adddup2")
+        except OSError:
+            libc.posix_spawn_file_actions_destroy(actions)
+            raise
+        envp = _strings([f"{k}={v}" for k, v in job.env.items()])
+        return ctypes.c_int(0), job.program.encode(*_FS), actions, _strings(job.argv), envp
+
+
+def _strings(items: list[str]) -> ctypes.Array[ctypes.c_char_p]:
+    """A NULL-terminated char* array (a NUL inside a string is refused as exec would: ValueError upstream)."""
+    encoded = [s.encode(*_FS) for s in items]
+    return (ctypes.c_char_p * (len(encoded) + 1))(*encoded, None)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = result if result > 0 else ctypes.get_errno() or errno.EINVAL
+        raise OSError(err, f"{what}: {os.strerror(err)}")

@@ -1,0 +1,133 @@
+"""Spawning from the launcher's threads (runtime/launcher.py) with real child processes: the child gets the
+same clean process state as the in-loop posix_spawn, an exec error comes back as the run's error, and the
+races of a spawn that lands late (its child already reaped, or the daemon already interrupting) end right."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskserver.runtime.executor import DEFAULT_SIGNALS, Child, Executor
+from taskserver.runtime.launcher import Launcher
+from taskserver.runtime.model import State
+from taskserver.runtime.store import INTERRUPTED
+
+
+def launching_executor() -> Executor:
+    executor = Executor(output_tail=4096)
+    executor.launcher = Launcher.create(DEFAULT_SIGNALS)
+    assert executor.launcher is not None, "libc's posix_spawn must be reachable through ctypes here"
+    return executor
+
+
+@pytest.fixture
+def ex() -> Iterator[Executor]:
+    executor = launching_executor()
+    yield executor
+    assert executor.launcher is not None
+    executor.launcher.close()
+
+
+def landed(ex: Executor, child: Child, limit: float = 30) -> OSError | None:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        for got, error in ex.landed():
+            if got is child:
+                return error
+        time.sleep(0.005)
+    raise AssertionError("the spawn never landed")
+
+
+def test_a_launched_child_has_a_clean_process_state(tmp_path: Path) -> None:
+    leak = os.open(tmp_path / "inheritable", os.O_CREAT | os.O_WRONLY)  # made inheritable before the
+    os.set_inheritable(leak, True)  # executor starts, as a supervisor's fds are: it must not reach a job
+    ex = launching_executor()
+    code = ("import os, sys; print(os.getsid(0) == os.getpid(), os.readlink('/proc/self/fd/0'), "
+            "sorted(int(f) for f in os.listdir('/proc/self/fd') if int(f) > 2), "
+            "os.environ['X'], sys.argv[1])")
+    try:
+        child = ex.spawn("k", [sys.executable, "-c", code, "an argument"], {"X": "é"}, None)
+        assert child.pid == 0 and ex.launching  # handed over: the pid comes later
+        ((_, out),) = ex.wait_all(limit=60)
+        ex.spawn("k", ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"], {"PATH": "/usr/bin:/bin"}, None)
+        ((_, sigs),) = ex.wait_all(limit=60)  # grep, not Python: Python ignores SIGPIPE itself
+    finally:
+        os.close(leak)
+        assert ex.launcher is not None
+        ex.launcher.close()
+    assert out.output == "True /dev/null [3] é an argument\n"  # 3: the fd listdir itself opened
+    blocked, ignored = (int(line.split()[1], 16) for line in sigs.output.splitlines())
+    assert blocked == 0
+    assert not ignored & (1 << (signal.SIGPIPE - 1))  # back to its default, as Popen does
+    assert (out.state, out.exit_code) == (State.OK, 0)
+
+
+def test_an_exec_error_comes_back_from_the_thread(ex: Executor, tmp_path: Path) -> None:
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\necho never\n")
+    script.chmod(0o644)
+    child = ex.spawn("k", [str(script)], {}, None)
+    error = landed(ex, child)
+    assert isinstance(error, PermissionError) and error.filename == str(script)
+    assert child.fd is None and not ex.launching and not ex.children  # nothing left behind
+
+
+def test_a_nul_byte_is_refused_in_the_loop(ex: Executor) -> None:
+    with pytest.raises(ValueError, match="null byte"):
+        ex.spawn("k", ["/bin/echo", "a\0b"], {}, None)
+    assert not ex.launching
+
+
+def test_a_child_reaped_before_its_spawn_landed_is_not_lost(ex: Executor, tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    child = ex.spawn("k", ["/bin/sh", "-c", f"echo bye; touch {mark}; exit 3"], {}, None)
+    end = time.monotonic() + 30
+    while not mark.exists():  # (its pipe cannot tell: our write end is closed only when it lands)
+        assert time.monotonic() < end
+        time.sleep(0.005)
+    time.sleep(0.3)  # it exits right after
+    assert ex.reap(any_child=True) == []  # waitpid(-1) got it first: kept for the landing
+    assert ex.early
+    assert landed(ex, child) is None
+    ((got, out),) = ex.reap(any_child=True)
+    assert got is child and (out.state, out.exit_code, out.output) == (State.ERR, 3, "bye\n")
+    assert not ex.early
+
+
+def test_a_spawn_landing_after_interrupt_all_is_interrupted(ex: Executor) -> None:
+    ex.stopping = True
+    child = ex.spawn("k", ["/bin/sleep", "30"], {}, None)
+    ex.interrupt_all(time.time())  # before the loop learnt its pid
+    assert landed(ex, child) is None
+    end = time.monotonic() + 30
+    done = []
+    while not done and time.monotonic() < end:
+        done = ex.reap(any_child=True)
+        time.sleep(0.01)
+    ((got, out),) = done
+    assert got is child and out.reason == INTERRUPTED and out.exit_code == -signal.SIGTERM
+
+
+def test_another_childs_status_is_not_kept_for_a_run(ex: Executor) -> None:
+    """waitpid(-1) also reaps the daemon's other children (the web side, the notifier): such a status is
+    kept only while a spawn is pending, and never handed to a run that was spawned after it (a reused pid)."""
+    other = os.posix_spawn("/bin/true", ["/bin/true"], {})
+    child = ex.spawn("k", ["/bin/sleep", "0.3"], {}, None)
+    time.sleep(0.2)  # /bin/true has ended
+    assert ex.reap(any_child=True) == []
+    assert other in ex.early  # maybe the pending spawn's: kept, with the spawns it could belong to
+    assert landed(ex, child) is None
+    assert other not in ex.early  # no spawn is pending any more: it was nobody's run
+    end = time.monotonic() + 30
+    done = []
+    while not done and time.monotonic() < end:
+        done = ex.reap(any_child=True)
+        time.sleep(0.01)
+    ((got, out),) = done
+    assert got is child and out.state is State.OK
