@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 
 from .errors import UserError
-from .model import Config, forget_shared
+from .model import Config, forget_shared, sending
 
 
 def load_in_child(
@@ -62,6 +62,7 @@ def load_in_child(
     data = b"".join(chunks)
     del chunks
     # our own child wrote this, from the same code: unpickling it is as safe as the parse itself
+    forget_shared()  # the pickle numbers its repeated values from the first (model.sending)
     try:
         with gc_paused():  # a tree of new objects (no cycles): a collection would only walk it again
             kind, value = pickle.loads(data)  # noqa: S301
@@ -106,6 +107,7 @@ def _child(load: Callable[[], Config], fd: int) -> None:
     # no memo: the Config is a tree (no cycles), and the unpickler's memo of ~20 objects per job was
     # what made the daemon's heap 9 MB larger at 10,000 jobs
     pickler.fast = True
-    pickler.dump(result)
+    with sending():
+        pickler.dump(result)
     with os.fdopen(fd, "wb") as pipe:
         pipe.write(buf.getbuffer())
