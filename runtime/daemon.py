@@ -32,6 +32,7 @@ from . import alerts, housekeeping, plans, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
+from .isolate import gc_paused
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
@@ -658,7 +659,8 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
     daemon.sel.register(rfd, selectors.EVENT_READ, None)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since before the pid file was taken
     try:
-        daemon.start_up()
+        with gc_paused():  # its jobs' timers and waiting lists: new long-lived objects, no garbage cycles
+            daemon.start_up()
         if web is not None:  # after the stores are opened (and migrated) by the daemon
             web.start(daemon.sel, daemon.config, time.time())
         if notifier:

@@ -6,8 +6,9 @@ file:line:column; everything after loading (schedule, executor, daemon) reads on
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import time
 from enum import StrEnum
@@ -257,20 +258,52 @@ def _rebuild(kind: type, values: tuple[object, ...]) -> object:
     # 1 and 1.0 are equal, not the same value: numbers count with their type, positions (Loc: a file name
     # and two whole numbers) by value, the rest by identity
     key = (kind, *((type(x), x) if type(x) in _BY_VALUE else id(x) for x in fields))
-    return shared.setdefault(key, value)
+    value = shared.setdefault(key, value)
+    if kind in _NUMBERED:
+        _RECEIVED.append(value)
+    return value
+
+
+def _again(index: int) -> object:
+    """A value sent once before in the same pickle (see ``sending``)."""
+    return _RECEIVED[index]
 
 
 def forget_shared() -> None:
     """Let go of the values shared while unpickling (the Config holds the ones it uses)."""
     _SHARED.clear()
+    _RECEIVED.clear()
 
 
-def _by_fields(value: object) -> tuple[Callable[..., object], tuple[type, tuple[object, ...]]]:
+@contextlib.contextmanager
+def sending() -> Iterator[None]:
+    """Inside, a pickled value of a ``_NUMBERED`` kind equal (field by field, each with its type) to one
+    already pickled is sent as that one's number: with 10,000 jobs on a few schedules most of them are
+    repeats, which the parse child pickled and the daemon rebuilt one by one (the pickle has no memo). The
+    unpickler numbers them as it rebuilds them; both orders agree because no numbered kind holds another.
+    Unpickle such a pickle right after ``forget_shared()``."""
+    global _SENT  # noqa: PLW0603 - the pickler's reducers are module-level (copyreg)
+    _SENT = {}
+    try:
+        yield
+    finally:
+        _SENT = None
+
+
+def _by_fields(value: object) -> tuple[Callable[..., object], tuple[object, ...]]:
     """Pickle a config value as its field values: the daemon gets its ``Config`` pickled from the process
     that parsed it (runtime/isolate.py), and the generic state restore of slotted dataclasses looks up
     every field's metadata once per object, a second for 10,000 jobs.  Every field is restored, also one
     a class may declare with init=False."""
-    return _rebuild, (type(value), tuple(getattr(value, name) for name in value.__slots__))  # type: ignore[attr-defined]
+    kind = type(value)
+    fields = tuple(getattr(value, name) for name in value.__slots__)  # type: ignore[attr-defined]
+    if _SENT is not None and kind in _NUMBERED:
+        key = (kind, *((type(x), x) for x in fields))
+        index = _SENT.get(key)
+        if index is not None:
+            return _again, (index,)
+        _SENT[key] = len(_SENT)
+    return _rebuild, (kind, fields)
 
 
 for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, JobDef, StoreDef, TenantDef,
@@ -278,4 +311,10 @@ for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef
     copyreg.pickle(_kind, _by_fields)
 # not Loc itself: each job has its own; a value that holds one (an environment) is shared by its position
 _SHARED_KINDS.update((Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, StoreDef))
+# sent once per pickle while ``sending``: the shared kinds that hold no other one (a NotifyDef holds a
+# Webhook or an Email), so that the pickler's order (a value before its parts) and the unpickler's (the
+# parts first) number them alike
+_NUMBERED: set[type] = _SHARED_KINDS - {NotifyDef}
+_SENT: dict[object, int] | None = None
+_RECEIVED: list[object] = []
 _BY_VALUE.add(Loc)

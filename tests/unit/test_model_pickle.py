@@ -63,3 +63,26 @@ def test_values_the_jobs_repeat_come_back_shared(tmp_path: Path) -> None:
 
     assert seconds(cfg) == seconds(parsed)
     assert not model._SHARED  # let go once the Config is back
+
+
+def test_repeats_sent_by_number_come_back_in_place(tmp_path: Path) -> None:
+    """The child sends a value equal to one it sent before as that one's number (model.sending): repeats
+    inside values that hold others (a notify entry's webhook or email), interleaved with new ones, and
+    numbers written as 1 or 1.0 each come back where they were, with their own types."""
+    base = config_parse.parse(TEXT, tmp_path / "c.yaml", tmp_path)
+    hooks = [model.Webhook(url=f"https://h{i % 2}.example/x", retries=i % 3) for i in range(6)]
+    mails = [model.Email(to=(f"ops{i % 3}@example.org",)) for i in range(6)]
+    notes = [model.NotifyDef(webhook=hooks[i]) if i % 2 else model.NotifyDef(email=mails[i])
+             for i in range(6)]
+    triggers: list[model.Cron | model.Every] = [model.Every(1), model.Cron("0 3 * * *"), model.Every(1.0)] * 2
+    jobs = tuple(dataclasses.replace(base.tenants[0].jobs[0], name=f"j{i}", trigger=triggers[i],
+                                     notify=(notes[i], notes[-1 - i]), retry=model.Retry(count=i % 2))
+                 for i in range(6))
+    tenant = dataclasses.replace(base.tenants[0], jobs=jobs, notify=(notes[3],))
+    cfg = dataclasses.replace(base, tenants=(tenant, *base.tenants[1:]))
+    back = isolate.load_in_child(lambda: cfg)
+    assert back == cfg
+    assert [j.notify for j in back.tenants[0].jobs] == [j.notify for j in jobs]
+    assert [type(getattr(j.trigger, "seconds", "")) for j in back.tenants[0].jobs] == [int, str, float] * 2
+    assert back.tenants[0].jobs[0].retry is back.tenants[0].jobs[2].retry
+    assert not model._RECEIVED and not model._SHARED  # let go once the Config is back
