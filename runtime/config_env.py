@@ -92,13 +92,7 @@ def _inherit(w: _Walker, node: CommentedMap, where: str) -> tuple[str, ...]:
                 f"{where}.inherit_env: expected a list of at most {MAX_VARS} names, got {v.kind(raw)}",
                 "inherit_env: [LANG, TZ]")
         return ()
-    out = []
-    for i, item in enumerate(raw):
-        try:
-            out.append(name(item))
-        except ValueError as exc:
-            w.error(w.loc(raw, i), f"{where}.inherit_env: {exc}", NAME_HINT)
-    return tuple(dict.fromkeys(out))
+    return tuple(dict.fromkeys(w.each(raw, name, f"{where}.inherit_env", NAME_HINT)))
 
 
 # --- env_file -----------------------------------------------------------------------------------------

@@ -268,10 +268,4 @@ def _recipients(w: _Walker, node: CommentedMap, where: str) -> tuple[str, ...]:
         w.error(w.loc(node, "to", value=True), f"{where}.to: expected 1 to {MAX_RECIPIENTS} addresses",
                 ADDRESS_HINT)
         return ()
-    out = []
-    for i, item in enumerate(raw):
-        try:
-            out.append(address(item))
-        except ValueError as exc:
-            w.error(w.loc(raw, i), f"{where}.to: {exc}", ADDRESS_HINT)
-    return tuple(out)
+    return tuple(w.each(raw, address, f"{where}.to", ADDRESS_HINT))

@@ -119,6 +119,16 @@ class _Walker:
             self.error(self.loc(node, key, value=True), f"{where}.{key}: {exc}", hint)
             return None
 
+    def each(self, seq: list[Any], conv: Callable[[object], Any], where: str, hint: str) -> list[Any]:
+        """The converted items of a list; each wrong one is recorded at its own place and left out."""
+        out = []
+        for i, item in enumerate(seq):
+            try:
+                out.append(conv(item))
+            except ValueError as exc:
+                self.error(self.loc(seq, i), f"{where}: {exc}", hint)
+        return out
+
 
 def _server(w: _Walker, node: CommentedMap, state_dir: Path) -> ServerSettings:
     w.check_keys(node, [*SERVER_KEYS, "http", "notify"], "task_server")
