@@ -185,6 +185,14 @@ class Alerts:
             got = self._targets[key] = targets(config, *found) if found is not None else ()
         return got
 
+    def silent(self, tenant: str) -> bool:
+        """No notify: entry reaches any job of ``tenant`` (none on the server, the tenant or its jobs)."""
+        config = self._index()
+        if config.server.notify:
+            return False
+        found = config.tenant(tenant)
+        return found is None or not (found.notify or any(j.notify for j in found.jobs))
+
     def job(self, tenant: str, job: str) -> JobDef | None:
         self._index()
         found = self._jobs.get((tenant, job))
@@ -327,6 +335,9 @@ class Observed:
     def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
         """``missed`` for many jobs (a start-up's catch-up): the jobs someone is told about go through
         ``missed`` (their streaks and notices), by job and note in order; the others in one write."""
+        if self._alerts.silent(self._tenant):  # nobody to tell: one write, no look at each row
+            self._store.missed_many(rows, now=now)
+            return
         quiet: list[tuple[str, float, str | None]] = []
         told: dict[tuple[str, str | None], list[float]] = {}
         wanted: dict[str, bool] = {}

@@ -65,16 +65,56 @@ DOWN = "the daemon was stopped or the job was not configured"
 STORE_DOWN = "the run store could not be written (a storage fault or a lost database connection)"
 
 
+Records = list[tuple[float, str]]  # (due time, note) of one job's missed records, in the order written
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a catch-up decided for a job: the missed records, the due times to run now, how many were
+    missed in all (the listed ones and those counted in the summary row)."""
+
+    records: Records
+    run: list[float]
+    count: int
+
+
 @dataclass
 class Batch:
     """The catch-up of all of a tenant's jobs at once (a start-up): their last due times read in one query
     (``lasts``, store.last_dues()), their missed records kept in ``rows`` and written in one go by
-    ``write`` (before any of their runs is claimed, as for a single job), one log line for all of them."""
+    ``write`` (before any of their runs is claimed, as for a single job), one log line for all of them.
+
+    A decision depends only on the job's schedule, windows, zone, policy and max_late, its last due time,
+    ``now`` and the cause: after a downtime the jobs of one cron line share all of them, so it is made once
+    per such group (``shared``) and its records are copied under each job's name. The key holds the
+    schedule objects by identity (the config shares a repeated schedule between its jobs; comparing them by
+    value costs more than the decision) and ``keep`` holds those objects, so an id is never reused while
+    the batch lives."""
 
     lasts: dict[str, float]
     rows: list[tuple[str, float, str | None]] = field(default_factory=list)  # (job, due, note)
     jobs: int = 0
     runs: int = 0
+    shared: dict[tuple[object, ...], Decision] = field(default_factory=dict)
+    keep: list[object] = field(default_factory=list)
+
+    def decide(self, tenant: TenantDef, job: JobDef, now: float, cause: str) -> list[float]:
+        last = self.lasts.get(job.name)
+        if last is None or job.trigger is None:
+            return []
+        tz = tenant.timezone
+        key = (id(job.trigger), id(job.windows), job.timezone or tz, job.catch_up, job.max_late, last, now,
+               cause)
+        got = self.shared.get(key)
+        if got is None:
+            got = self.shared[key] = decide(job, _dt(last), tz=tz, now=now, cause=cause)
+            self.keep.append((job.trigger, job.windows))
+        name = job.name
+        self.rows += [(name, due, note) for due, note in got.records]
+        if got.count:
+            self.jobs, self.runs = self.jobs + 1, self.runs + got.count
+            log.debug("tenant %s job %s: %d missed runs recorded (%s)", tenant.name, name, got.count, cause)
+        return list(got.run)
 
     def write(self, store: Store, tenant: str, cause: str, now: float) -> None:
         store.missed_many(self.rows, now=now)
@@ -88,10 +128,11 @@ def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: st
     """Record what was missed since the job's last due time; return the due times to run now. ``cause``:
     why they were not run on time (the daemon was down, or its store was). With ``batch`` the last due
     time is the batch's and the missed records go into it (the caller writes them)."""
-    last = batch.lasts.get(job.name) if batch is not None else store.last_due(job.name)
+    if batch is not None:
+        return batch.decide(tenant, job, now, cause)
+    last = store.last_due(job.name)
     since = _dt(last) if last is not None else None
-    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause,
-                   batch=batch)
+    return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause)
 
 
 def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now: float,
@@ -115,27 +156,31 @@ def _dt(ts: float) -> datetime:
 
 
 def _decide(store: Store, job: JobDef, since: datetime | None, *, tenant: str, tz: str, now: float,
-            cause: str, batch: Batch | None = None) -> list[float]:
-    def record(dues: list[float], note: str) -> None:
-        if batch is not None:
-            batch.rows.extend((job.name, due, note) for due in dues)
-        else:
-            store.missed(job.name, dues, now=now, note=note)
+            cause: str) -> list[float]:
+    got = decide(job, since, tz=tz, now=now, cause=cause)
+    if got.count:
+        log.warning("tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name, got.count, cause)
+    by_note: dict[str, list[float]] = {}
+    for due, note in got.records:
+        by_note.setdefault(note, []).append(due)
+    for note, dues in by_note.items():
+        store.missed(job.name, dues, now=now, note=note)
+    return got.run
 
+
+def decide(job: JobDef, since: datetime | None, *, tz: str, now: float, cause: str) -> Decision:
+    """Split the due times after ``since`` by the job's policy (schedule.catch_up): the summary row of the
+    older ones first, then the listed ones grouped by why each was not run late."""
     todo = schedule.catch_up(job, tz, since, _dt(now))
+    records: Records = []
     if todo.omitted and todo.omitted_last is not None:
         omitted = f"{todo.omitted}{'' if todo.omitted_exact else '+'}"
-        record([todo.omitted_last.timestamp()], f"{omitted} due times from {todo.omitted_first} to "
-               f"{todo.omitted_last} missed (summarised): {cause}")
-    if todo.missed:
-        count = len(todo.missed) + todo.omitted
-        if batch is not None:
-            batch.jobs, batch.runs = batch.jobs + 1, batch.runs + count
-        log.log(logging.DEBUG if batch is not None else logging.WARNING,
-                "tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name, count, cause)
-        for why, dues in _policy_reasons(job, todo.missed, now).items():
-            record(dues, f"{cause}; {why}")
-    return [d.timestamp() for d in todo.run]
+        records.append((todo.omitted_last.timestamp(), f"{omitted} due times from {todo.omitted_first} to "
+                        f"{todo.omitted_last} missed (summarised): {cause}"))
+    for why, dues in _policy_reasons(job, todo.missed, now).items():
+        records += [(due, f"{cause}; {why}") for due in dues]
+    count = len(todo.missed) + todo.omitted if todo.missed else 0
+    return Decision(records, [d.timestamp() for d in todo.run], count)
 
 
 def _policy_reasons(job: JobDef, missed: list[datetime], now: float) -> dict[str, list[float]]:

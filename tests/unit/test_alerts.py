@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import selectors
 from dataclasses import replace
+from pathlib import Path
 
 from taskserver.runtime import alert_send
-from taskserver.runtime.alerts import OK, classify, judge, streak_of
-from taskserver.runtime.model import Event, JobDef, NotifyDef, Retry, State
+from taskserver.runtime.alerts import OK, Alerts, classify, judge, streak_of
+from taskserver.runtime.model import Config, Event, JobDef, NotifyDef, Retry, ServerSettings, State, TenantDef
 from taskserver.runtime.steering import pause_note
 from taskserver.runtime.store import Pause, Run
 
@@ -87,3 +89,19 @@ def test_a_job_message_with_cr_lf_cannot_add_a_header() -> None:
     assert msg["Bcc"] is None and msg.get_all("To") == ["ops@example.com"]
     assert msg["Subject"] == "[taskserver] t/j: failure: oops Bcc: victim@evil.example body"
     assert alert_send.one_line("a\u2028b\x1b[31mc\td", 200) == "a b [31mc d"
+
+
+def test_a_tenant_is_silent_only_when_no_level_names_a_notify_entry() -> None:
+    """A start-up's catch-up writes a silent tenant's missed records without looking at each job."""
+    quiet = replace(JOB, notify=())
+
+    def silent(server: tuple[NotifyDef, ...], tenant: tuple[NotifyDef, ...], job: JobDef) -> bool:
+        jobs = (quiet, replace(job, name="k"))
+        cfg = Config(path=Path("x"), exists=True, server=ServerSettings(notify=server),
+                     tenants=(TenantDef(name="t", login="u", jobs=jobs, notify=tenant),))
+        return Alerts(lambda: cfg, once=False, sel=selectors.DefaultSelector()).silent("t")
+
+    assert silent((), (), quiet)
+    assert not silent((ALL,), (), quiet)
+    assert not silent((), (ALL,), quiet)
+    assert not silent((), (), replace(JOB, notify=(FAILURES,)))
