@@ -319,8 +319,7 @@ class Runs:
 
     def expect_jobs(self, tenant: str, jobs: Iterable[JobDef]) -> None:
         """These scheduled jobs will run: their status files (those not made yet) are made ahead."""
-        state_dir = self.config().tenant_dir(tenant)
-        names = {statusfile.job_status_path(state_dir, tenant, job.name).name for job in jobs}
+        names = {statusfile.job_status_name(job.name) for job in jobs}
         told = self._told_jobs.setdefault(tenant, set())
         self._expect(tenant, sorted(names - told))
         told |= names

@@ -83,9 +83,21 @@ ALTER TABLE runs ADD COLUMN cancel TEXT;
 CREATE TABLE paused (job TEXT PRIMARY KEY, since REAL NOT NULL, who TEXT NOT NULL);
 """
 
+# Version 4: fewer index entries per row (a catch-up after a long downtime writes ten rows per job, and
+# maintaining the indexes was most of its cost). The state is looked up only for waiting (QUE) and running
+# (RUN) rows: a partial index of each serves those queries, so a finished or missed row (nearly every row)
+# enters none. ``runs_by_end`` served no query (purge's OR of state and end time was planned on the state
+# index). tests/unit/test_store.py checks the plan of every statement the store runs.
+_V4 = """
+DROP INDEX runs_by_state;
+DROP INDEX runs_by_end;
+CREATE INDEX runs_queued ON runs (id) WHERE state = 'QUE';
+CREATE INDEX runs_running ON runs (id) WHERE state = 'RUN';
+"""
+
 _V2 = V1 + _V2_RUN_COLUMNS + _V2_TABLES
-SCHEMAS = {1: V1, 2: _V2, 3: _V2 + _V3}
-LATEST = 3
+SCHEMAS = {1: V1, 2: _V2, 3: _V2 + _V3, 4: _V2 + _V3 + _V4}
+LATEST = 4
 
 
 def _v1_to_v2(db: sqlite3.Connection) -> None:
@@ -100,8 +112,14 @@ def _v2_to_v3(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _v3_to_v4(db: sqlite3.Connection) -> None:
+    for statement in _V4.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 # from version N to N + 1
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 class NewerSchema(Exception):

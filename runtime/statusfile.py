@@ -51,7 +51,12 @@ def status_path(state_dir: Path, tenant: str, run_id: int) -> Path:
 @functools.lru_cache(maxsize=4096)  # twice per run (its environment, its file): a job's path never changes
 def job_status_path(state_dir: Path, tenant: str, job: str) -> Path:
     """The status file of a scheduled job's current (or last) run."""
-    return status_dir(state_dir, tenant) / (_SAFE.sub("_", job) + ".job")
+    return status_dir(state_dir, tenant) / job_status_name(job)
+
+
+def job_status_name(job: str) -> str:
+    """That file's name in the tenant's status directory (no path arithmetic: asked for every job at once)."""
+    return _SAFE.sub("_", job) + ".job"
 
 
 def path_of(state_dir: Path, tenant: str, run: Run) -> Path:

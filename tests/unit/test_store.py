@@ -69,6 +69,64 @@ def test_every_earlier_version_migrates_to_the_latest_schema(tmp_path: Path, ver
     assert migrated.db.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.LATEST
 
 
+def _every_call(s: SqliteStore) -> None:
+    """Each method of the store, on rows of every state (what the plans below are taken from)."""
+    s.remember_jobs(["j", "k"], now=1.0)
+    s.missed("j", [2.0], now=3.0, note="down")
+    s.missed_many([("j", 4.0, "down"), ("k", 4.0, None)], now=5.0)
+    rid = s.claim("j", 6.0, now=6.0)
+    task = s.add("", queue="q", argv=["t"], now=7.0)
+    assert rid is not None and s.waiting() and s.queued()
+    s.acquire(instance="i", now=8.0, ids=[rid])
+    s.acquire(instance="i", now=8.0)
+    s.started(rid, pid=1, proc_start=2, boot_id="b")
+    s.cancel(task, who="me", now=8.5)
+    s.cancelling()
+    s.running(exclude="other")
+    s.finish(rid, State.OK, None, exit_code=0, output="", now=9.0)
+    s.report(task, ok=True, message="done", now=9.5)
+    s.pause("k", who="me", now=10.0)
+    s.paused()
+    s.resume("k")
+    s.last_due("j")
+    s.last_dues()
+    s.rewind(100.0)
+    s.get(rid)
+    s.history()
+    s.history("j")
+    s.summary([1.0])
+    s.purge(ok_before=9.5, err_before=9.5)
+
+
+def test_every_statement_finds_its_rows_through_an_index(tmp_path: Path) -> None:
+    """The plan SQLite makes for each statement the store runs: a look-up by state goes through the partial
+    index of that state; only purge (which reads every finished row anyway) and the newest rows of all
+    jobs read the table itself. No plan uses a state index for finished rows or an index of end times:
+    there are none (schema version 4)."""
+    s = store(tmp_path)
+    seen: list[str] = []
+    s.db.set_trace_callback(seen.append)
+    _every_call(s)
+    s.db.set_trace_callback(None)
+    plans: dict[str, list[str]] = {}  # statement (with its values) -> the lines of its plan
+    for sql in dict.fromkeys(seen):
+        if " runs" in sql and sql.split(None, 1)[0].upper() in ("SELECT", "UPDATE", "DELETE"):
+            plans[sql] = [str(r[3]) for r in s.db.execute("EXPLAIN QUERY PLAN " + sql)]
+    scans = {sql for sql, plan in plans.items() if "SCAN runs" in plan}
+    assert scans and all("finished <" in sql or "ORDER BY id DESC LIMIT" in sql for sql in scans), scans
+    states = ("state='QUE' AND", "state='RUN' AND")
+    by_state = {sql: plan for sql, plan in plans.items() if any(x in sql for x in states)}
+    for sql, plan in by_state.items():  # by id (the primary key), else through the state's own index
+        wanted = "runs_queued" if "state='QUE' AND" in sql else "runs_running"
+        assert all("PRIMARY KEY" in line or wanted in line for line in plan if " runs " in line), (sql, plan)
+    assert sum(any("runs_queued" in line or "runs_running" in line for line in plan)
+               for plan in by_state.values()) >= 5
+    named = "SELECT name FROM sqlite_master WHERE type='index' AND sql NOT NULL"  # not the automatic ones
+    indexes = {r[0] for r in s.db.execute(named)}
+    assert indexes == {"runs_by_job", "runs_claim", "runs_queued", "runs_running"}
+    s.close()
+
+
 def test_version_1_history_survives_and_its_duplicates_stay_visible(tmp_path: Path) -> None:
     path = path_of(tmp_path)
     build(path, 1)
