@@ -124,8 +124,10 @@ class Daemon:
         todo = [(job, plans.catch_up(store, tenant, job, now, cause, batch=batch))
                 for job in tenant.jobs if self._scheduled(job)]
         batch.write(store, tenant.name, cause, now)
-        for job, dues in todo:
-            self._take(tenant, job, dues, now, batch.lasts.get(job.name))
+        todo = [(job, self._unpaused(tenant, job, dues, now)) for job, dues in todo]
+        rids = iter(store.claim_many([(j.name, due, j.queue) for j, dues in todo for due in dues], now=now))
+        for job, dues in todo:  # the runs to start now, claimed in one write like the missed records
+            self._queue(tenant, job, [(due, next(rids)) for due in dues], now, batch.lasts.get(job.name))
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
@@ -184,18 +186,27 @@ class Daemon:
         if self._scheduled(job):
             self._take(tenant, job, plans.catch_up(self._st(tenant.name), tenant, job, now, cause), now)
 
-    def _take(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float,
-              last: float | None = None) -> None:
-        """Claim the due times to run now and set the job's timer. ``last``: its last due time as read
-        before the catch-up (None: read it now); the next due time follows from it as from the one the
-        catch-up leaves, both lie on the job's grid."""
-        key = (tenant.name, job.name)
+    def _take(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float) -> None:
+        """Claim the due times to run now and set the job's timer."""
         store = self._st(tenant.name)
-        if dues and (paused := self.steer.paused(*key)):
-            store.missed(job.name, dues, now=now, note=paused)
-            dues = []
-        for due in dues:
-            rid = store.claim(job.name, due, queue=job.queue, now=now)
+        claimed = [(due, store.claim(job.name, due, queue=job.queue, now=now))
+                   for due in self._unpaused(tenant, job, dues, now)]
+        self._queue(tenant, job, claimed, now)
+
+    def _unpaused(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float) -> list[float]:
+        """The due times to claim: none of a paused job's (they are recorded missed, noting the pause)."""
+        if dues and (paused := self.steer.paused(tenant.name, job.name)):
+            self._st(tenant.name).missed(job.name, dues, now=now, note=paused)
+            return []
+        return dues
+
+    def _queue(self, tenant: TenantDef, job: JobDef, claimed: list[tuple[float, int | None]], now: float,
+               last: float | None = None) -> None:
+        """Queue the claimed due times (id None: claimed or settled before) and set the job's timer.
+        ``last``: its last due time as read before the catch-up (None: read it now); the next due time
+        follows from it as from the one the catch-up leaves, both lie on the job's grid."""
+        key = (tenant.name, job.name)
+        for due, rid in claimed:
             if rid is not None:
                 self.pending.setdefault(key, deque()).append((due, 0, rid))
         if not self.once:

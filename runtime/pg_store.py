@@ -183,6 +183,11 @@ class PgStore(PgSteer):
         return int(row[0])
 
     @_guarded
+    def claim_many(self, claims: Sequence[tuple[str, float, str | None]], *, now: float) -> list[int | None]:
+        with self.conn.transaction():  # one commit; a shared store's other daemons claim row by row anyway
+            return [self.claim(job, due, queue=queue, now=now) for job, due, queue in claims]
+
+    @_guarded
     def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
         dues = list(dues)
         if not dues:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from . import sqlite_bulk as bulk
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
@@ -204,19 +205,24 @@ class SqliteStore(SqliteSteer):
 
     @_guarded
     def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
-        if not rows:
-            return
-        newest: dict[str, float] = {}
-        for job, due, _ in rows:
-            newest[job] = max(due, newest.get(job, due))
-        with self._txn():
-            self.db.executemany(
-                "INSERT INTO runs (job, state, reason, due, created, finished, message) "
-                "VALUES (?, 'ERR', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(job, MISSED, due, now, now, note) for job, due, note in rows])
-            self.db.executemany(
-                "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET last_due=MAX(last_due, excluded.last_due)", newest.items())
+        if rows:
+            with self._txn():
+                bulk.missed(self.db, rows, reason=MISSED, now=now)
+                self._advance_many(bulk.newest(rows))
+
+    @_guarded
+    def claim_many(self, claims: Sequence[tuple[str, float, str | None]], *, now: float) -> list[int | None]:
+        if not claims:
+            return []
+        with self._txn():  # the claims and the jobs' last dues move together
+            made = bulk.claims(self.db, claims, now=now)
+            self._advance_many(bulk.newest(c for c, rid in zip(claims, made, strict=True) if rid is not None))
+        return made
+
+    def _advance_many(self, newest: dict[str, float]) -> None:
+        self.db.executemany(
+            "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET last_due=MAX(last_due, excluded.last_due)", newest.items())
 
     @_guarded
     def waiting(self) -> list[Run]:

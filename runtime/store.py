@@ -163,6 +163,10 @@ class Store(Protocol):
               not_before: float | None = None, now: float) -> int | None:
         """Insert the QUE row of (job, due, attempt) and advance the job's last due; None if it exists."""
 
+    def claim_many(self, claims: Sequence[tuple[str, float, str | None]], *, now: float) -> list[int | None]:
+        """``claim`` for several scheduled due times in one write: ``(job, due, queue)`` each, attempt 0 (the
+        runs a start-up's catch-up starts); the id of each in order, None where ``claim`` would give None."""
+
     def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
         """Record ERR missed for each due time not claimed yet (idempotent); advance the job's last due."""
 

@@ -78,6 +78,37 @@ def test_missed_many_records_several_jobs_at_once_as_missed_does(store: Store, c
     assert store.last_due("a") == 30.0
 
 
+def test_claim_many_claims_several_due_times_at_once_as_claim_does(store: Store, connect: Opener) -> None:
+    store.remember_jobs(["a", "b"], now=10.0)
+    settled = store.claim("a", 20.0, now=21.0)
+    store.missed("b", [25.0], now=26.0)
+    assert store.claim_many([], now=30.0) == []
+    got = store.claim_many([("a", 20.0, None), ("a", 30.0, "q"), ("b", 25.0, None), ("b", 35.0, None),
+                            ("b", 35.0, None), ("c", 5.0, "r")], now=40.0)
+    assert got[0] is None and got[2] is None and got[4] is None  # claimed or settled before, or twice here
+    new = [rid for rid in got if rid is not None]
+    assert len(new) == 3 and len(set(new)) == 3 and settled not in new
+    rows = {r.id: r for r in connect().history(limit=20)}
+    assert [(rows[rid].job, rows[rid].due, rows[rid].queue, rows[rid].state, rows[rid].attempt,
+             rows[rid].created) for rid in new] == [
+        ("a", 30.0, "q", State.QUE, 0, 40.0), ("b", 35.0, None, State.QUE, 0, 40.0),
+        ("c", 5.0, "r", State.QUE, 0, 40.0)]
+    assert store.last_dues() == {"a": 30.0, "b": 35.0, "c": 5.0}
+    assert store.claim("b", 35.0, now=41.0) is None  # the same due time once only
+    assert settled is not None
+    assert [r.id for r in store.waiting()] == sorted([settled, *new], key=lambda i: rows[i].due or 0)
+
+
+def test_many_rows_at_once_keep_their_order(store: Store, connect: Opener) -> None:
+    """More rows than one statement takes (a catch-up of thousands of jobs): the ids follow the rows."""
+    claimed = [rid or 0 for rid in store.claim_many([("d", float(i), None) for i in range(700)], now=1.0)]
+    assert 0 not in claimed and claimed == sorted(claimed)
+    store.missed_many([("e", float(i), f"n{i}") for i in range(700)], now=2.0)
+    got = list(reversed(connect().history("e", limit=1000)))
+    assert [(r.due, r.message) for r in got] == [(float(i), f"n{i}") for i in range(700)]
+    assert store.last_dues() == {"d": 699.0, "e": 699.0}
+
+
 def test_waiting_holds_scheduled_rows_and_queued_holds_tasks(store: Store) -> None:
     task = store.add("", queue="q", argv=["echo", "hi there"], now=1.0)
     late = store.claim("j", 50.0, now=2.0)

@@ -45,8 +45,9 @@ def _store(path: Path, jobs: Sequence[tuple[JobDef, float | None]]) -> SqliteSto
 
 
 def _rows(store: SqliteStore) -> list[tuple[object, ...]]:
-    return sorted((r.job, r.due, r.state, r.reason, r.message, r.created, r.finished)
-                  for r in store.history(limit=100_000))
+    """The history as shown (newest first): ids are not compared, their order is."""
+    return [(r.job, r.due, r.state, r.reason, r.message, r.created, r.finished)
+            for r in store.history(limit=100_000)]
 
 
 def test_a_batch_records_what_each_job_alone_records(tmp_path: Path) -> None:
