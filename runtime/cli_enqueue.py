@@ -276,6 +276,9 @@ def _write(args: argparse.Namespace, cfg: _Config, tenant: _Tenant, ident: privs
     if limits.argv_problem(argv) is not None:
         return _full(args, Doubt("the command"))  # refused there, in its words
     tenant_dir = cfg.tenant_dir(tenant.name)
+    # imported now: acting as the tenant's user, the interpreter's own modules may be out of reach
+    from . import pidsignal, sqlite_base  # noqa: F401, PLC0415 - sqlite3 once the settings are known
+
     done: list[int] = []
     try:
         with _as_tenant(cfg, tenant, ident):
@@ -306,7 +309,7 @@ def _as_tenant(cfg: _Config, tenant: _Tenant, ident: privs.Identity | None) -> I
 def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: list[int]) -> None:
     """The row, as sqlite_store's open_sqlite (created, checked, verified) and add write it; its run id goes
     into ``done`` once committed. Any failure before that is an OSError (the full path words it)."""
-    import sqlite3  # noqa: PLC0415 - once the settings are known
+    import sqlite3  # noqa: PLC0415 - imported by _write, as root
 
     from . import sqlite_base, sqlite_guard  # noqa: PLC0415
 
@@ -369,7 +372,7 @@ def _wake(config_path: Path, notify: Callable[[], bool]) -> bool:
     daemon; an older daemon listens only for that)."""
     if notify():
         return True
-    import signal  # noqa: PLC0415
+    import signal  # noqa: PLC0415 - imported with pidsignal, before any change of user
 
     from .pidsignal import signal_daemon  # noqa: PLC0415
 

@@ -95,3 +95,47 @@ def test_the_daemon_loads_only_the_store_backends_its_config_names(tmp_path: Pat
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=tmp_path)
     assert out.stdout.split() == ["False", "False", "['sqlite']"]
+
+
+ENQUEUE_FORMS = [
+    ["jobs", "enqueue", "--", "/bin/true"], ["-c", "x.yaml", "jobs", "enqueue", "--", "/bin/echo", "a b", "-x"],
+    ["jobs", "enqueue", "--tenant", "t1", "--queue", "q.1", "--json", "--", "c", "--json"],
+    ["jobs", "enqueue", "--json", "--", "c", "--", "d"], ["-v", "jobs", "enqueue", "--", "c"],
+    ["jobs", "enqueue", "--queue", "q", "--", "-c"], ["jobs", "enqueue", "--", ""], ["--debug", "jobs",
+    "enqueue", "--tenant", "a", "--", "x", "$(id)", "; rm -rf /"], ["jobs", "enqueue", "--", "c", "-v"],
+    # not plain: left to argparse (which may refuse them)
+    ["jobs", "enqueue", "c"], ["jobs", "enqueue", "--queue=q", "--", "c"], ["jobs", "enqueue", "--que", "q",
+    "--", "c"], ["jobs", "enqueue", "--queue", "q", "--queue", "r", "--", "c"], ["jobs", "enqueue", "--"],
+    ["jobs", "enqueue", "--tenant", "-x", "--", "c"], ["jobs", "enqueue", "--tenant", "a b", "--", "c"],
+    ["jobs", "enqueue", "--queue", "", "--", "c"], ["jobs", "enqueue", "--json", "--json", "--", "c"],
+    ["jobs", "enqueue", "-h"], ["jobs", "enqueue", "--", "--", "c"], ["jobs", "enqueue", "--tenant"],
+    ["jobs", "list"], ["jobs", "enqueue", "--bogus", "--", "c"], ["-c", "-x", "jobs", "enqueue", "--", "c"],
+]
+
+
+@pytest.mark.parametrize("words", ENQUEUE_FORMS, ids=" ".join)
+@pytest.mark.parametrize("env", [None, "/etc/from-env.yaml"])
+def test_a_plain_enqueue_means_what_argparse_makes_of_it(words: list[str], env: str | None,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The lean `jobs enqueue` (runtime/cli_enqueue.py) reads its command line as argparse would, or leaves
+    it to argparse; only the handler differs (the lean one falls back to argparse's own)."""
+    if env is None:
+        monkeypatch.delenv("TASKSERVER_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TASKSERVER_CONFIG", env)
+    hoisted = cli._hoist_global_flags(words)
+    lean = cli._plain_enqueue(hoisted)
+    try:
+        full = vars(cli.build_parser(only_jobs=True).parse_args(hoisted))
+    except SystemExit:
+        capsys.readouterr()
+        assert lean is None  # argparse refuses it, and words the refusal
+        return
+    if lean is None:
+        return
+    from taskserver.runtime import cli_enqueue, cli_jobs
+
+    got = vars(lean)
+    assert (got.pop("func"), got.pop("lean"), full.pop("func")) == (cli_enqueue.enqueue, True, cli_jobs._enqueue)
+    assert got == full
