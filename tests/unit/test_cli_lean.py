@@ -107,7 +107,8 @@ ENQUEUE_FORMS = [
     ["jobs", "enqueue", "--", "c", "-v"],
     # not plain: left to argparse (which may refuse them)
     ["jobs", "enqueue", "c"], ["jobs", "enqueue", "--queue=q", "--", "c"],
-    ["jobs", "enqueue", "--que", "q", "--", "c"], ["jobs", "enqueue", "--queue", "q", "--queue", "r", "--", "c"],
+    ["jobs", "enqueue", "--que", "q", "--", "c"],
+    ["jobs", "enqueue", "--queue", "q", "--queue", "r", "--", "c"],
     ["jobs", "enqueue", "--"], ["jobs", "enqueue", "--tenant", "-x", "--", "c"],
     ["jobs", "enqueue", "--tenant", "a b", "--", "c"], ["jobs", "enqueue", "--queue", "", "--", "c"],
     ["jobs", "enqueue", "--json", "--json", "--", "c"], ["jobs", "enqueue", "-h"],
