@@ -30,7 +30,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
@@ -163,7 +163,8 @@ def enqueue(args: argparse.Namespace) -> int:
     try:
         cfg, tenant = _settings(args)
         spec = privs.tenant_spec(_cast(cfg), _cast(tenant))
-        ident = privs.resolve(spec) if spec is not None else None
+        # whose ids root takes (as cli_jobs._as_tenant); another user acts as itself
+        ident = privs.resolve(spec) if spec is not None and os.geteuid() == 0 else None
         if denied(_cast(cfg), _cast(tenant)) is not None:
             raise Doubt("denied")  # the full path says so, in its words
     except (Doubt, UserError, OSError, ValueError, KeyError, TypeError) as exc:
@@ -328,7 +329,8 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
         row = _Queued(run_id, tuple(argv), queue, now)
         after_commit(cfg.path, (tenant_dir, tenant.name), run_id, lambda: row, wake.notify)
     finally:
-        db.close()
+        with suppress(sqlite3.Error):  # as SqliteStore.close
+            db.close()
 
 
 # -- shared with the full path (runtime/cli_jobs.py) --------------------------------------------------------
@@ -338,7 +340,8 @@ def denied(cfg: Config, tenant: TenantDef) -> UserError | None:
     specs = {privs.tenant_spec(cfg, tenant), privs.daemon_spec(cfg)} - {None}
     if me == 0 or not specs:  # no run_as at all: the files' own permissions decide
         return None
-    owners = {privs.resolve(spec).user: privs.resolve(spec).uid for spec in specs if spec is not None}
+    idents = [privs.resolve(spec) for spec in specs if spec is not None]  # each user's groups: one lookup
+    owners = {ident.user: ident.uid for ident in idents}
     if me in owners.values():
         return None
     who = " or ".join(sorted(owners))

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config, logs, privs
+from .cli_enqueue import KEY as ENQUEUE_KEY  # imported before the drop: a reload publishes again
+from .cli_enqueue import published
 from .cli_status import EXIT_NOT_RUNNING_STATUS, cmd_status
 from .cli_status import config_path as _config_path
 from .errors import UserError
@@ -147,9 +149,7 @@ def _summary(cfg: Config, started: float, default_state: Path | None = None) -> 
     timeout = cfg.server.stop_timeout
     summary = {"config": str(cfg.path), "started": started, "stop_timeout": timeout, "tenants": tenants}
     summary["outline"] = cfg.outline  # config.load_tenant: where the jobs it may leave unread are
-    from .cli_enqueue import KEY, published  # noqa: PLC0415
-
-    summary[KEY] = published(cfg, default_state)  # what a lean `jobs enqueue` needs (cli_enqueue.py)
+    summary[ENQUEUE_KEY] = published(cfg, default_state)  # what a lean `jobs enqueue` needs (cli_enqueue.py)
     return summary
 
 

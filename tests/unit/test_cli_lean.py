@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,44 @@ def test_a_plain_enqueue_means_what_argparse_makes_of_it(words: list[str], env: 
     handlers = (got.pop("func"), got.pop("lean"), full.pop("func"))
     assert handlers == (cli_enqueue.enqueue, True, cli_jobs._enqueue)
     assert got == full
+
+
+def _published(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default: Path | None) -> Any:
+    """What a daemon of this file publishes for `jobs enqueue` (control._summary, through JSON), the file
+    taken as unchanged for long enough (config.SETTLED_NS)."""
+    from taskserver.runtime import config, control
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    path.chmod(0o644)
+    monkeypatch.setattr(config, "SETTLED_NS", 0)
+    return json.loads(json.dumps(control._summary(config.load(path), 0.0, default)))["enqueue"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a config root controls: only then are settings published")
+def test_the_daemon_publishes_what_enqueue_needs_and_which_tenants_need_the_full_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path.chmod(0o755)
+    (tmp_path / "env").write_text("A=1\n")
+    (tmp_path / "env").chmod(0o644)
+    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\ntenants:\n  plain:\n    login: app\n"
+            f"  envs:\n    login: app\n    env_file: {tmp_path / 'env'}\n  off:\n    enabled: false\n"
+            "    login: x\n  own:\n    login: app\n    run_as: root\n    store: {sqlite: own.sqlite}\n")
+    got = _published(text, tmp_path, monkeypatch, tmp_path / "elsewhere")
+    assert got["identity"] == list(config_identity(tmp_path / "c.yaml"))
+    assert (got["state_dir"], got["state_default"], got["run_as"]) == (str(tmp_path / "state"), False, None)
+    assert got["tenants"] == [
+        {"name": "plain", "login": "app", "run_as": None, "store": None, "lean": True},
+        {"name": "envs", "login": "app", "run_as": None, "store": None, "lean": False},  # read at each load
+        {"name": "off", "login": None, "run_as": None, "store": None, "lean": True},
+        {"name": "own", "login": "app", "run_as": "root", "store": str(tmp_path / "state" / "own.sqlite"),
+         "lean": True}]
+    # the state dir the daemon would use anyway: a command compares it with its own default
+    assert _published(text, tmp_path, monkeypatch, tmp_path / "state")["state_default"] is True
+    assert _published(text, tmp_path, monkeypatch, None) is None  # not known (a reload cannot tell)
+
+
+def config_identity(path: Path) -> tuple[int, ...]:
+    from taskserver.runtime import config
+
+    return config.file_identity(path.stat())
