@@ -278,7 +278,10 @@ def _write(args: argparse.Namespace, cfg: _Config, tenant: _Tenant, ident: privs
         return _full(args, Doubt("the command"))  # refused there, in its words
     tenant_dir = cfg.tenant_dir(tenant.name)
     # imported now: acting as the tenant's user, the interpreter's own modules may be out of reach
-    from . import pidsignal, sqlite_base  # noqa: F401, PLC0415 - sqlite3 once the settings are known
+    from . import sqlite_base  # noqa: F401, PLC0415 - sqlite3 once the settings are known
+
+    if ident is not None:  # (the daemon's signal, when its wake-up socket is not there, only then)
+        from . import pidsignal  # noqa: F401, PLC0415
 
     done: list[int] = []
     try:
