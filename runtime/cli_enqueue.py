@@ -302,10 +302,11 @@ def _as_tenant(cfg: _Config, tenant: _Tenant, ident: privs.Identity | None) -> I
     if os.geteuid() != 0 or ident is None:
         yield
         return
-    from . import tenancy  # noqa: PLC0415 - as root only
-
     privs.prepare_dir(cfg.server.state_dir, privs.daemon_spec(_cast(cfg)))
-    tenancy.prepare(_cast(cfg), _cast(tenant))
+    if tenant.run_as is not None:  # tenancy.prepare does nothing for a tenant without its own user
+        from . import tenancy  # noqa: PLC0415 - as root, for such a tenant only
+
+        tenancy.prepare(_cast(cfg), _cast(tenant))
     with privs.acting_as(ident):
         yield
 
