@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from pathlib import Path
+from pathlib import Path, PosixPath
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -48,18 +48,24 @@ DEFAULT_QUEUE = "default"
 
 
 # -- what the daemon publishes ------------------------------------------------------------------------------
+class InheritedStateDir(PosixPath):
+    """The state dir a reload hands down to a file that may name none (control.py): one that comes back as
+    this type was not set in the file, so a command would use its own default there."""
+
+
 def published(cfg: Config, default_state: Path | None) -> dict[str, Any] | None:
     """The settings a lean `jobs enqueue` needs, for the file ``cfg`` was read from; None when there are
     none to give: no file, a file changed just before it was read (no identity in ``cfg.outline``), a file
     another user controls, or ``default_state`` (the state dir this daemon would use without one set in the
-    file; None: not known) missing."""
+    file, computed before any privilege drop) missing."""
     if not cfg.exists or cfg.outline is None or cfg.owner != 0 or default_state is None:
         return None
     server = cfg.server
     plain_server = server.install_dir is None and not _mails(server.notify)
     return {
         "config": str(cfg.path), "identity": list(cfg.outline[0]), "state_dir": str(server.state_dir),
-        "state_default": server.state_dir == default_state, "run_as": server.run_as,
+        "state_default": server.state_dir == default_state or isinstance(server.state_dir, InheritedStateDir),
+        "run_as": server.run_as,
         "tenants": [{"name": t.name, "login": t.login, "run_as": t.run_as,
                      "store": str(t.store.path) if t.store.path is not None else None,
                      "lean": plain_server and _plain(t)} for t in cfg.tenants],

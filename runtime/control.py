@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config, logs, privs
 from .cli_enqueue import KEY as ENQUEUE_KEY  # imported before the drop: a reload publishes again
-from .cli_enqueue import published
+from .cli_enqueue import InheritedStateDir, published
 from .cli_status import EXIT_NOT_RUNNING_STATUS, cmd_status
 from .cli_status import config_path as _config_path
 from .errors import UserError
@@ -119,11 +119,9 @@ def _serve(
         watched = notifier is not None and notifier.watchdog_interval() is not None
         # the state dir resolved at start (as root): the dropped daemon must not compute its own default
         new = _load_path(path, notifier.ping if watched and notifier is not None else None,
-                         default_state=cfg.server.state_dir)
+                         default_state=InheritedStateDir(cfg.server.state_dir))  # (a file may name none)
         privs.check_reload(new)
-        # a file that names no state dir gets the running one: equal to the start's, it may be either
-        unsure = new.server.state_dir == cfg.server.state_dir != default_state
-        published.update(_summary(new, started, None if unsure else default_state))
+        published.update(_summary(new, started, default_state))
         pidfile.write_info(published)
         return new
 

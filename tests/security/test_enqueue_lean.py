@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from secusers import Lab, User, as_user, lab, needs_root, write
+from secusers import Lab, User, as_user, lab, needs_root, wait_for, write
 
 from taskserver.runtime import config, pidfile
 
@@ -262,7 +263,7 @@ def test_a_replaced_info_file_is_not_read(site: Site, swap: str) -> None:
 def test_a_file_changed_since_the_daemon_read_it_is_read_again(site: Site) -> None:
     """The admin disables tenant a in the file without a reload: the command follows the file, as the full
     path does, not what the daemon published."""
-    site.world.daemon(site.cfg)
+    daemon = site.world.daemon(site.cfg)
     text = site.cfg.read_text().replace("    login: shop-a\n", "    login: shop-a\n    enabled: false\n")
     write(site.cfg, text)
     lean, full = (_enqueue(site, "a", ["/bin/true"], user=site.a, lean=flag) for flag in (True, False))
@@ -270,3 +271,14 @@ def test_a_file_changed_since_the_daemon_read_it_is_read_again(site: Site) -> No
     assert _said(lean) == _said(full)
     assert "has no login" in lean.stderr
     assert _rows(site, "a") == []
+    # once the daemon has read the file again (a reload), the lean path serves it again
+    time.sleep(2.1)  # settled before the reload reads it
+    daemon.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: _published_identity(site) == list(config.file_identity(site.cfg.stat())))
+    res = _enqueue(site, "plain", ["/bin/true"])
+    assert res.returncode == 0 and FELL_BACK not in res.stderr, res
+
+
+def _published_identity(site: Site) -> object:
+    info = pidfile.probe(site.cfg).info() or {}
+    return (info.get(KEY) or {}).get("identity")

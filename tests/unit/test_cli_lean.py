@@ -186,3 +186,26 @@ def config_identity(path: Path) -> tuple[int, ...]:
     from taskserver.runtime import config
 
     return config.file_identity(path.stat())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a config root controls: only then are settings published")
+def test_after_a_reload_a_state_dir_the_file_does_not_name_is_told_from_one_it_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload hands the running state dir down (control.py); the settings say whether the file named it
+    (a command uses it) or not (a command would use its own default), also after the trip from the parse
+    child (pickled)."""
+    import pickle
+
+    from taskserver.runtime import cli_enqueue, config, control
+
+    tmp_path.chmod(0o755)
+    path, running = tmp_path / "c.yaml", tmp_path / "running"
+    monkeypatch.setattr(config, "SETTLED_NS", 0)
+    for text, named in ((f"task_server:\n  state_dir: {running}\ntenants:\n  t:\n    login: a\n", True),
+                        ("tenants:\n  t:\n    login: a\n", False)):
+        path.write_text(text)
+        path.chmod(0o644)
+        handed_down = cli_enqueue.InheritedStateDir(running)
+        cfg = pickle.loads(pickle.dumps(config.load(path, default_state=handed_down)))
+        got = control._summary(cfg, 0.0, tmp_path / "the-daemons-own-default")["enqueue"]
+        assert (got["state_dir"], got["state_default"]) == (str(running), not named)
