@@ -249,8 +249,9 @@ def enqueue(n: int, jobs: int = 0) -> dict[str, Any]:
     srv = Server()
     try:
         srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} 3 * * *"') for i in range(jobs)])
-        if jobs:  # as a config in use: not changed in the seconds before its daemon read it (its outline)
-            time.sleep(2.5)
+        # as a config in use: not changed in the seconds before its daemon read it, so the daemon publishes
+        # where its jobs are and the settings a lean `jobs enqueue` needs (runtime/cli_enqueue.py)
+        time.sleep(2.5)
         srv.start()
         walls = []
         for _ in range(15):

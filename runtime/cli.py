@@ -59,14 +59,10 @@ def build_parser(only_control: bool = False, only_jobs: bool = False) -> argpars
     return cli_parser.build_parser(only_control=only_control, only_jobs=only_jobs)
 
 
-def _plain_status(words: Sequence[str]) -> Any:
-    """The arguments of a plain `taskserver [-c PATH] [-v] [--debug] status` (what monitoring runs every few
-    seconds), read without argparse (the module and its parsers were a third of the command's time), as
-    the namespace argparse would make. Any other form (None) goes through argparse, which also words every
-    mistake."""
-    from .cli_status import cmd_status  # noqa: PLC0415 - not the daemon's life cycle (control.py)
-
-    args = SimpleNamespace(config=None, verbose=False, debug=False, command="status", func=cmd_status)
+def _plain_globals(words: Sequence[str]) -> tuple[SimpleNamespace, list[str]]:
+    """The global options of a plain command line (``[-v] [--debug] [-c PATH]``, hoisted to the front by
+    _hoist_global_flags) as argparse would read them, and the words after them."""
+    args = SimpleNamespace(config=None, verbose=False, debug=False)
     rest = list(words)
     while rest and rest[0] in GLOBAL_FLAGS:  # hoisted to the front (_hoist_global_flags)
         flag = rest.pop(0)
@@ -76,20 +72,40 @@ def _plain_status(words: Sequence[str]) -> Any:
         args.config, rest = Path(rest[1]), rest[2:]
     elif os.environ.get("TASKSERVER_CONFIG"):
         args.config = Path(os.environ["TASKSERVER_CONFIG"])
+    return args, rest
+
+
+def _plain_status(words: Sequence[str]) -> Any:
+    """The arguments of a plain `taskserver [-c PATH] [-v] [--debug] status` (what monitoring runs every few
+    seconds), read without argparse (the module and its parsers were a third of the command's time), as
+    the namespace argparse would make. Any other form (None) goes through argparse, which also words every
+    mistake."""
+    from .cli_status import cmd_status  # noqa: PLC0415 - not the daemon's life cycle (control.py)
+
+    args, rest = _plain_globals(words)
+    args.command, args.func = "status", cmd_status
     return args if rest == ["status"] else None
+
+
+def _plain_enqueue(words: Sequence[str]) -> Any:
+    """A plain `jobs enqueue` (runtime/cli_enqueue.py), read without argparse; None for any other form."""
+    from .cli_enqueue import plain  # noqa: PLC0415
+
+    return plain(*_plain_globals(words))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = _hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
     word = _command_word(words)
-    args = _plain_status(words) if word == "status" else None
+    args = _plain_status(words) if word == "status" else _plain_enqueue(words) if word == "jobs" else None
     if args is None:
         parser = build_parser(only_control=word in CONTROL_COMMANDS, only_jobs=word == "jobs")
         args = parser.parse_args(words)
         if getattr(args, "func", None) is None:
             parser.print_help(sys.stderr)
             return 2
-    if args.command != "status" or args.verbose or args.debug:  # `status` alone logs nothing
+    quiet = args.command == "status" or getattr(args, "lean", False)  # nothing to log (cli_enqueue: unless
+    if not quiet or args.verbose or args.debug:  # it falls back to the full path, which sets it up then)
         from . import logs  # noqa: PLC0415 - logging is a fifth of a plain `status`
 
         logs.setup(verbose=args.verbose, debug=args.debug)

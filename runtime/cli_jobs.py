@@ -12,21 +12,20 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import config, control, limits, privs, schedule, statusfile, tenancy
+from . import cli_enqueue, config, limits, privs, schedule, statusfile, tenancy
 from .config_values import NAME, NAME_HINT
 from .errors import UserError
 from .limits import shown
 from .model import Config, Cron, Every, JobDef, State, TenantDef
 from .store import NoStore, Run, Store, load_backends, open_store
 
-DEFAULT_QUEUE = "default"
+DEFAULT_QUEUE = cli_enqueue.DEFAULT_QUEUE
 
 
 def register(sub: Any) -> None:
@@ -151,16 +150,7 @@ def _load(args: argparse.Namespace, *, jobs: bool = True, every_tenant: bool = F
 
 def _denied(cfg: Config, tenant: TenantDef) -> UserError | None:
     """Root, the tenant's user and the daemon's user may use a tenant's runs; anyone else is refused."""
-    me = os.geteuid()
-    specs = {privs.tenant_spec(cfg, tenant), privs.daemon_spec(cfg)} - {None}
-    if me == 0 or not specs:  # no run_as at all: the files' own permissions decide
-        return None
-    owners = {privs.resolve(spec).user: privs.resolve(spec).uid for spec in specs if spec is not None}
-    if me in owners.values():
-        return None
-    who = " or ".join(sorted(owners))
-    return UserError(f"permission denied: tenant {tenant.name!r} belongs to {who}, not to uid {me}",
-                     hint=f"run this as {who} or as root", exit_code=4)
+    return cli_enqueue.denied(cfg, tenant)
 
 
 @contextlib.contextmanager
@@ -186,16 +176,8 @@ def _as_tenant(cfg: Config, tenant: TenantDef) -> Iterator[None]:
 
 
 def _wake(cfg: Config, store: Store) -> bool:
-    """Wake the daemon serving the store so it picks up new QUE runs at once: through the store's own
-    wake-up, else SIGUSR1 to the daemon of this config (only to a verified daemon; an older daemon listens
-    only for that)."""
-    if store.notify():
-        return True
-    try:
-        return control.signal_daemon(cfg.path, signal.SIGUSR1) is not None
-    except UserError as exc:  # the task is stored either way; it waits for the daemon's next wake-up
-        print(f"taskserver: warning: not waking the daemon: {exc.message}", file=sys.stderr)
-        return True
+    """Wake the daemon serving the store so it picks up new QUE runs at once (cli_enqueue._wake)."""
+    return cli_enqueue._wake(cfg.path, store.notify)
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
@@ -213,20 +195,8 @@ def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: l
 
 
 def _after_commit(cfg: Config, tenant: TenantDef, store: Store, run_id: int) -> None:
-    try:
-        run = store.get(run_id)
-        if run is not None:
-            statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
-    except (OSError, UserError) as exc:
-        print(f"taskserver: warning: run {run_id} is queued, but its status file was not written: {exc}",
-              file=sys.stderr)
-    try:
-        woken = _wake(cfg, store)
-    except (OSError, UserError):
-        woken = False
-    if not woken:
-        print(f"taskserver: note: no daemon is running; run {run_id} waits for `taskserver run`",
-              file=sys.stderr)
+    cli_enqueue.after_commit(cfg.path, (cfg.tenant_dir(tenant.name), tenant.name), run_id,
+                             lambda: store.get(run_id), store.notify)
 
 
 def _stamp(t: float | None) -> str | None:
@@ -300,11 +270,7 @@ def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _print_id(cfg: Config, args: argparse.Namespace, tenant: TenantDef, run_id: int) -> None:
-    if args.json:  # a queued run's status file is its own (a scheduled run writes its job's)
-        status = statusfile.status_path(cfg.tenant_dir(tenant.name), tenant.name, run_id)
-        print(json.dumps({"id": run_id, "tenant": tenant.name, "status_file": str(status)}))
-    else:
-        print(run_id)
+    cli_enqueue.print_id(args.json, cfg.tenant_dir(tenant.name), tenant.name, run_id)
 
 
 def _run_now(args: argparse.Namespace) -> int:

@@ -289,14 +289,14 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
             config = parse_text(blanked, p, state, host=True, prune=prune)
     if config is None:
         config = parse_text(text, p, state, host=True, prune=prune)
-    if config.outline is not None:
-        import dataclasses  # noqa: PLC0415 - see load_tenant
+    import dataclasses  # noqa: PLC0415 - see load_tenant
 
-        # a file changed just before it was read could change again within the same tick of its clock
-        # (coarse: milliseconds, seconds on some file systems) and keep its identity: no outline then
-        settled = st.st_ctime_ns < time.time_ns() - SETTLED_NS
-        outline = (file_identity(st), config.outline[1]) if settled else None
-        config = dataclasses.replace(config, outline=outline)
+    # a file changed just before it was read could change again within the same tick of its clock (coarse:
+    # milliseconds, seconds on some file systems) and keep its identity: no outline then. A file without
+    # jobs has one too (no spans): the daemon's settings for `jobs enqueue` are for this identity
+    settled = st.st_ctime_ns < time.time_ns() - SETTLED_NS
+    outline = (file_identity(st), config.outline[1] if config.outline else ()) if settled else None
+    config = dataclasses.replace(config, outline=outline)
     if owner:
         import dataclasses  # noqa: PLC0415 - see load_tenant
 

@@ -13,14 +13,14 @@ from zoneinfo import ZoneInfoNotFoundError, available_timezones
 
 from . import cron as cronexpr
 from . import limits, units
-from .limits import shown
+from .limits import NAME, NAME_HINT, shown
+
+__all__ = ["NAME", "NAME_HINT"]  # in limits (for cli_enqueue), named here for the config's users
 from .model import CatchUp, Cron
 from .schedule import get_zone
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 CALL = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-NAME_HINT = "names use letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)"
 
 
 _KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (

@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config, logs, privs
+from .cli_enqueue import KEY as ENQUEUE_KEY  # imported before the drop: a reload publishes again
+from .cli_enqueue import InheritedStateDir, published
 from .cli_status import EXIT_NOT_RUNNING_STATUS, cmd_status
 from .cli_status import config_path as _config_path
 from .errors import UserError
 from .notify import Notifier
 from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid
 from .pidplace import home_place, open_dir
-from .pidsignal import Daemon
+from .pidsignal import Daemon, signal_daemon
 
 if TYPE_CHECKING:
     from .model import Config
@@ -103,22 +105,23 @@ def _drop(cfg: Config, keep_caps: bool) -> None:
 
 
 def _serve(
-    serve: Callable[..., int], cfg: Config, pidfile: PidFile, notifier: Notifier | None, **kw: Any
+    serve: Callable[..., int], cfg: Config, pidfile: PidFile, notifier: Notifier | None,
+    default_state: Path | None = None, **kw: Any
 ) -> int:
     from .plans import restart_settings  # noqa: PLC0415 - status and stop need not import the scheduler
 
     path, started = cfg.path, time.time()
     start_only = {"start_only": restart_settings(cfg)}  # what `reload` compares the file with
-    published = {**_summary(cfg, started), **start_only}
+    published = {**_summary(cfg, started, default_state), **start_only}
     pidfile.write_info(published)
 
     def reload_config() -> Config:
         watched = notifier is not None and notifier.watchdog_interval() is not None
         # the state dir resolved at start (as root): the dropped daemon must not compute its own default
         new = _load_path(path, notifier.ping if watched and notifier is not None else None,
-                         default_state=cfg.server.state_dir)
+                         default_state=InheritedStateDir(cfg.server.state_dir))  # (a file may name none)
         privs.check_reload(new)
-        published.update(_summary(new, started))
+        published.update(_summary(new, started, default_state))
         pidfile.write_info(published)
         return new
 
@@ -136,7 +139,7 @@ def _serve(
     return serve(cfg, notifier=notifier, config_loader=reload_config, **kw)
 
 
-def _summary(cfg: Config, started: float) -> dict[str, Any]:
+def _summary(cfg: Config, started: float, default_state: Path | None = None) -> dict[str, Any]:
     tenants = [
         {"name": t.name, "login": t.login, "jobs": sum(j.enabled for j in t.jobs),
          "shared": t.store.kind != "sqlite"} for t in cfg.tenants
@@ -144,7 +147,13 @@ def _summary(cfg: Config, started: float) -> dict[str, Any]:
     timeout = cfg.server.stop_timeout
     summary = {"config": str(cfg.path), "started": started, "stop_timeout": timeout, "tenants": tenants}
     summary["outline"] = cfg.outline  # config.load_tenant: where the jobs it may leave unread are
+    summary[ENQUEUE_KEY] = published(cfg, default_state)  # what a lean `jobs enqueue` needs (cli_enqueue.py)
     return summary
+
+
+def _own_default(cfg: Config) -> Path:
+    """The state dir this daemon uses when the file sets none: as the parse computed it, before any drop."""
+    return config.default_state_dir(cfg.path, cfg.owner)
 
 
 def _preflight(cfg: Config) -> None:
@@ -168,10 +177,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     pidfile = PidFile.acquire(cfg.path)
     log.debug("holding pid file %s", pidfile.path)
     try:
-        keep = privs.needs_switching(cfg)
+        keep, default_state = privs.needs_switching(cfg), _own_default(cfg)
         serve = _become_daemon_user(cfg)
         _drop(cfg, keep)
-        return _serve(serve, cfg, pidfile, Notifier.from_env(), once=args.once, time_limit=args.time_limit)
+        return _serve(serve, cfg, pidfile, Notifier.from_env(), default_state, once=args.once,
+                      time_limit=args.time_limit)
     finally:
         pidfile.release()
 
@@ -238,14 +248,14 @@ def _daemon_main(cfg: Config, args: argparse.Namespace, pipe: int) -> int:
         _tell(pipe, f"err {exc.exit_code}\n{exc.message}\n{exc.hint or ''}\n")
         return exc.exit_code
     try:
-        keep = privs.needs_switching(cfg)
+        keep, default_state = privs.needs_switching(cfg), _own_default(cfg)
         serve = _become_daemon_user(cfg)
         _detach(cfg)
         _drop(cfg, keep)
         notifier = Notifier(os.environ.get("NOTIFY_SOCKET") or None, None, lambda: _tell(pipe, "ok\n"))
         log.info("taskserver %d started with %s", os.getpid(), cfg.path)
         log.debug("holding pid file %s; logging to %s", pidfile.path, _log_path(cfg))
-        code = _serve(serve, cfg, pidfile, notifier)
+        code = _serve(serve, cfg, pidfile, notifier, default_state)
         _tell(pipe, f"err 1\nthe daemon exited with code {code} before it was ready; see {_log_path(cfg)}\n")
         return code
     except UserError as exc:
@@ -314,18 +324,6 @@ def _wait_gone(path: Path, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def signal_daemon(path: Path, sig: signal.Signals) -> int | None:
-    """Send ``sig`` to this config's daemon after verifying it (see ``pidfile.Daemon``); its pid, or None
-    when no daemon runs."""
-    daemon = Daemon.find(path)
-    if daemon is None:
-        return None
-    try:
-        return daemon.pid if daemon.signal(sig) else None
-    finally:
-        daemon.close()
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

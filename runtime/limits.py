@@ -36,6 +36,10 @@ MAX_HISTORY = 100_000
 
 CLIP_CHARS = 60
 
+# a tenant's, a job's or a queue's name (here, not in config_values: the lean `jobs enqueue` checks names too)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_HINT = "names use letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)"
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 

@@ -106,3 +106,15 @@ def _check_identity(state: Probe) -> None:
     if info is not None and info.get("starttime") not in (None, starttime(state.pid)):
         raise UserError(f"refusing to signal pid {state.pid}: it is not the process that wrote {state.path}",
                         hint="remove the stale files next to it", exit_code=4)
+
+
+def signal_daemon(path: Path, sig: signal.Signals) -> int | None:
+    """Send ``sig`` to this config's daemon after verifying it (see ``Daemon``); its pid, or None when no
+    daemon runs."""
+    daemon = Daemon.find(path)
+    if daemon is None:
+        return None
+    try:
+        return daemon.pid if daemon.signal(sig) else None
+    finally:
+        daemon.close()

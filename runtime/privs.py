@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
-import logging
 import os
 import pwd
 import stat
@@ -26,7 +25,6 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .model import Config, TenantDef
 
-log = logging.getLogger(__name__)
 
 
 class Identity(NamedTuple):
@@ -316,8 +314,11 @@ def drop_privileges(spec: str | None, *, keep_caps: bool = False) -> None:
         caps.limit_to(caps.KEEP)
     elif ident is not None and ident.uid != 0:
         _verify_dropped()
-    log.info("running as uid %d, gid %d, groups %s, capabilities %s", os.getuid(), os.getgid(),
-             os.getgroups(), ", ".join(caps.names(caps.effective())) or "none")
+    import logging  # noqa: PLC0415 - the commands that only act as a tenant (`jobs enqueue`) do not log
+
+    logging.getLogger(__name__).info("running as uid %d, gid %d, groups %s, capabilities %s", os.getuid(),
+                                     os.getgid(), os.getgroups(), ", ".join(caps.names(caps.effective()))
+                                     or "none")
 
 
 def _verify_dropped() -> None:

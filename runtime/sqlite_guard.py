@@ -22,8 +22,12 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .store import Instance, StoreBusy, StoreError
+from .store_errors import StoreBusy, StoreError
+
+if TYPE_CHECKING:
+    from .store import Instance
 
 HEADER = b"SQLite format 3\x00"
 _RESTORE_HINT = ("restore the file from a backup; to start a new, empty history instead, move the file aside "

@@ -23,6 +23,7 @@ from . import sqlite_bulk as bulk
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
+from .sqlite_base import add_task, open_db
 from .sqlite_steer import SqliteSteer
 from .store import (
     BACKENDS,
@@ -30,7 +31,6 @@ from .store import (
     REPORTED,
     Instance,
     JobSummary,
-    NoStore,
     Purged,
     Run,
     StoreError,
@@ -113,37 +113,8 @@ class SqliteStore(SqliteSteer):
         self._lock = guard.InstanceLock(path)
         self._wake = guard.WakeSocket(path.with_name(path.name + ".wake"))
         self._next_check = 0.0
-        guard.check_presence(path, self.marker)
-        if not create and not path.exists():
-            raise NoStore(f"{path}: no run store yet", hint="nothing has run or been queued for this tenant")
-        guard.check_header(path)
-        fresh = not path.exists() or path.stat().st_size == 0
-        self.db = self._connect(path, verify=verify and not fresh)
+        self.db = open_db(path, self.marker, create=create, verify=verify)
         self._ident = os.stat(path)
-
-    def _connect(self, path: Path, *, verify: bool) -> sqlite3.Connection:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Created 0600 before SQLite opens it: run history may hold secrets printed by jobs.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            if verify:  # before anything is written: a corrupt file is refused, never written into
-                guard.check_integrity(db, path)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            schema.prepare(db)
-            guard.check_identity(schema.store_id(db), self.marker, path)
-        except schema.NewerSchema as exc:
-            raise StoreError(f"{path}: schema version {exc.found} is newer than this taskserver knows "
-                             f"({schema.LATEST})", hint="upgrade taskserver; never downgrade over a store "
-                             "a newer version wrote") from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot open the run store: {exc}",
-                             hint=f"check it with: sqlite3 {path} 'PRAGMA quick_check'") from exc
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot open the run store: {exc}",
-                             hint="check the state directory's owner, permissions and free space") from exc
-        return db
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -232,11 +203,7 @@ class SqliteStore(SqliteSteer):
     @_guarded
     def add(self, job: str, *, queue: str | None = None, argv: Sequence[str] | None = None,
             due: float | None = None, attempt: int = 0, now: float) -> int:
-        cur = self.db.execute(
-            "INSERT INTO runs (job, queue, state, due, created, attempt, argv, queued) "
-            "VALUES (?, ?, 'QUE', ?, ?, ?, ?, 1)",
-            (job, queue, due, now, attempt, json.dumps(list(argv)) if argv is not None else None))
-        return int(cur.lastrowid or 0)
+        return add_task(self.db, job, queue=queue, argv=argv, due=due, attempt=attempt, now=now)
 
     @_guarded
     def queued(self) -> list[Run]:

@@ -28,12 +28,42 @@ import re
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from .store import Run
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the commands write status files too: they need not import the daemon's helper thread
+    from collections.abc import Sequence
+
     from .spares import Spares
+
+
+class RunView(Protocol):
+    """What a status file shows of a run: a store's ``Run``, or the row the lean `jobs enqueue` has just
+    written (runtime/cli_enqueue.py, which does without the store contract's dataclasses)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def job(self) -> str: ...
+    @property
+    def queue(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...  # model.State is a StrEnum
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def created(self) -> float: ...
+    @property
+    def started(self) -> float | None: ...
+    @property
+    def finished(self) -> float | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def argv(self) -> Sequence[str] | None: ...
+    @property
+    def message(self) -> str | None: ...
+    @property
+    def queued(self) -> bool: ...
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -59,7 +89,7 @@ def job_status_name(job: str) -> str:
     return _SAFE.sub("_", job) + ".job"
 
 
-def path_of(state_dir: Path, tenant: str, run: Run) -> Path:
+def path_of(state_dir: Path, tenant: str, run: RunView) -> Path:
     if run.queued or not run.job:
         return status_path(state_dir, tenant, run.id)
     return job_status_path(state_dir, tenant, run.job)
@@ -69,14 +99,14 @@ def _stamp(t: float | None) -> str:
     return "" if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
 
-def render(run: Run, tenant: str) -> str:
+def render(run: RunView, tenant: str) -> str:
     """The file's text for ``run``; values are single-line (JSON for the command).  Written twice per run:
     only the free-text values go through ``_one_line`` (numbers, times and JSON text are one line already:
     JSON escapes every control and non-ASCII character)."""
     argv = json.dumps(list(run.argv)) if run.argv is not None else ""
     exit_code = "" if run.exit_code is None else str(run.exit_code)
     message = json.dumps(run.message) if run.message else ""
-    return (f"{run.state.value}\nid={run.id}\ntenant={_one_line(tenant)}\njob={_one_line(run.job)}\n"
+    return (f"{run.state}\nid={run.id}\ntenant={_one_line(tenant)}\njob={_one_line(run.job)}\n"
             f"queue={_one_line(run.queue or '')}\nargv={argv}\nreason={_one_line(run.reason or '')}\n"
             f"exit_code={exit_code}\nmessage={message}\ncreated={_stamp(run.created)}\n"
             f"started={_stamp(run.started)}\nfinished={_stamp(run.finished)}\n")
@@ -171,7 +201,7 @@ def rewrite(path: Path, text: str, spares: Spares | None = None) -> None:
         os.close(fd)
 
 
-def update(state_dir: Path, tenant: str, run: Run, spares: Spares | None = None) -> Path:
+def update(state_dir: Path, tenant: str, run: RunView, spares: Spares | None = None) -> Path:
     path = path_of(state_dir, tenant, run)
     rewrite(path, render(run, tenant), spares)
     return path

@@ -33,6 +33,10 @@ from typing import Any, Protocol
 
 from .errors import UserError
 from .model import State, TenantDef
+from .store_errors import NoStore, StoreBusy, StoreError
+
+# the contract's errors live in their own module (runtime/cli_enqueue.py does without this one); named here
+__all__ = ["NoStore", "StoreBusy", "StoreError"]
 
 # Reasons an ERR run can carry besides "exit code N".
 TIMEOUT = "timeout"
@@ -49,21 +53,6 @@ CANCELLED = "cancelled by"  # + " NAME": stopped on request (`jobs cancel`, the 
 def cancelled(who: str) -> str:
     """The reason of a run cancelled by ``who`` (a token's or a user's name)."""
     return f"{CANCELLED} {who}"
-
-
-class StoreError(UserError):
-    """The store cannot be used now (a storage fault) or at all (corrupt, newer schema, in use)."""
-
-    def __init__(self, message: str, hint: str | None = None, *, exit_code: int = 1) -> None:
-        super().__init__(message, hint=hint, exit_code=exit_code)
-
-
-class StoreBusy(StoreError):
-    """Another live daemon uses this store (SQLite allows one)."""
-
-
-class NoStore(StoreError):
-    """Opened without ``create`` and the tenant has no store yet."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,116 @@ def test_the_daemon_loads_only_the_store_backends_its_config_names(tmp_path: Pat
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=tmp_path)
     assert out.stdout.split() == ["False", "False", "['sqlite']"]
+
+
+ENQUEUE_FORMS = [
+    ["jobs", "enqueue", "--", "/bin/true"],
+    ["-c", "x.yaml", "jobs", "enqueue", "--", "/bin/echo", "a b", "-x"],
+    ["jobs", "enqueue", "--tenant", "t1", "--queue", "q.1", "--json", "--", "c", "--json"],
+    ["jobs", "enqueue", "--json", "--", "c", "--", "d"], ["-v", "jobs", "enqueue", "--", "c"],
+    ["jobs", "enqueue", "--queue", "q", "--", "-c"], ["jobs", "enqueue", "--", ""],
+    ["--debug", "jobs", "enqueue", "--tenant", "a", "--", "x", "$(id)", "; rm -rf /"],
+    ["jobs", "enqueue", "--", "c", "-v"],
+    # not plain: left to argparse (which may refuse them)
+    ["jobs", "enqueue", "c"], ["jobs", "enqueue", "--queue=q", "--", "c"],
+    ["jobs", "enqueue", "--que", "q", "--", "c"],
+    ["jobs", "enqueue", "--queue", "q", "--queue", "r", "--", "c"],
+    ["jobs", "enqueue", "--"], ["jobs", "enqueue", "--tenant", "-x", "--", "c"],
+    ["jobs", "enqueue", "--tenant", "a b", "--", "c"], ["jobs", "enqueue", "--queue", "", "--", "c"],
+    ["jobs", "enqueue", "--json", "--json", "--", "c"], ["jobs", "enqueue", "-h"],
+    ["jobs", "enqueue", "--", "--", "c"], ["jobs", "enqueue", "--tenant"], ["jobs", "list"],
+    ["jobs", "enqueue", "--bogus", "--", "c"], ["-c", "-x", "jobs", "enqueue", "--", "c"],
+]
+
+
+@pytest.mark.parametrize("words", ENQUEUE_FORMS, ids=" ".join)
+@pytest.mark.parametrize("env", [None, "/etc/from-env.yaml"])
+def test_a_plain_enqueue_means_what_argparse_makes_of_it(words: list[str], env: str | None,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The lean `jobs enqueue` (runtime/cli_enqueue.py) reads its command line as argparse would, or leaves
+    it to argparse; only the handler differs (the lean one falls back to argparse's own)."""
+    if env is None:
+        monkeypatch.delenv("TASKSERVER_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TASKSERVER_CONFIG", env)
+    hoisted = cli._hoist_global_flags(words)
+    lean = cli._plain_enqueue(hoisted)
+    try:
+        full = vars(cli.build_parser(only_jobs=True).parse_args(hoisted))
+    except SystemExit:
+        capsys.readouterr()
+        assert lean is None  # argparse refuses it, and words the refusal
+        return
+    if lean is None:
+        return
+    from taskserver.runtime import cli_enqueue, cli_jobs
+
+    got = vars(lean)
+    handlers = (got.pop("func"), got.pop("lean"), full.pop("func"))
+    assert handlers == (cli_enqueue.enqueue, True, cli_jobs._enqueue)
+    assert got == full
+
+
+def _published(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default: Path | None) -> Any:
+    """What a daemon of this file publishes for `jobs enqueue` (control._summary, through JSON), the file
+    taken as unchanged for long enough (config.SETTLED_NS)."""
+    from taskserver.runtime import config, control
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    path.chmod(0o644)
+    monkeypatch.setattr(config, "SETTLED_NS", 0)
+    return json.loads(json.dumps(control._summary(config.load(path), 0.0, default)))["enqueue"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a config root controls: only then are settings published")
+def test_the_daemon_publishes_what_enqueue_needs_and_which_tenants_need_the_full_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path.chmod(0o755)
+    (tmp_path / "env").write_text("A=1\n")
+    (tmp_path / "env").chmod(0o644)
+    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\ntenants:\n  plain:\n    login: app\n"
+            f"  envs:\n    login: app\n    env_file: {tmp_path / 'env'}\n  off:\n    enabled: false\n"
+            "    login: x\n  own:\n    login: app\n    run_as: root\n    store: {sqlite: own.sqlite}\n")
+    got = _published(text, tmp_path, monkeypatch, tmp_path / "elsewhere")
+    assert got["identity"] == list(config_identity(tmp_path / "c.yaml"))
+    assert (got["state_dir"], got["state_default"], got["run_as"]) == (str(tmp_path / "state"), False, None)
+    assert got["tenants"] == [
+        {"name": "plain", "login": "app", "run_as": None, "store": None, "lean": True},
+        {"name": "envs", "login": "app", "run_as": None, "store": None, "lean": False},  # read at each load
+        {"name": "off", "login": None, "run_as": None, "store": None, "lean": True},
+        {"name": "own", "login": "app", "run_as": "root", "store": str(tmp_path / "state" / "own.sqlite"),
+         "lean": True}]
+    # the state dir the daemon would use anyway: a command compares it with its own default
+    assert _published(text, tmp_path, monkeypatch, tmp_path / "state")["state_default"] is True
+    assert _published(text, tmp_path, monkeypatch, None) is None  # not known (a reload cannot tell)
+
+
+def config_identity(path: Path) -> tuple[int, ...]:
+    from taskserver.runtime import config
+
+    return config.file_identity(path.stat())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a config root controls: only then are settings published")
+def test_after_a_reload_a_state_dir_the_file_does_not_name_is_told_from_one_it_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload hands the running state dir down (control.py); the settings say whether the file named it
+    (a command uses it) or not (a command would use its own default), also after the trip from the parse
+    child (pickled)."""
+    import pickle
+
+    from taskserver.runtime import cli_enqueue, config, control
+
+    tmp_path.chmod(0o755)
+    path, running = tmp_path / "c.yaml", tmp_path / "running"
+    monkeypatch.setattr(config, "SETTLED_NS", 0)
+    for text, named in ((f"task_server:\n  state_dir: {running}\ntenants:\n  t:\n    login: a\n", True),
+                        ("tenants:\n  t:\n    login: a\n", False)):
+        path.write_text(text)
+        path.chmod(0o644)
+        handed_down = cli_enqueue.InheritedStateDir(running)
+        cfg = pickle.loads(pickle.dumps(config.load(path, default_state=handed_down)))
+        got = control._summary(cfg, 0.0, tmp_path / "the-daemons-own-default")["enqueue"]
+        assert (got["state_dir"], got["state_default"]) == (str(running), not named)

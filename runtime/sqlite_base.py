@@ -1,0 +1,62 @@
+"""Opening a tenant's SQLite store, and queueing a task into it: the part of runtime/sqlite_store.py that the
+lean `jobs enqueue` (runtime/cli_enqueue.py) shares, so both check and write the file the same way. It
+imports no dataclasses (the store contract's ``Run``, the config's model): only sqlite3 and the guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import sqlite_guard as guard
+from . import sqlite_schema as schema
+from .store_errors import NoStore, StoreError
+
+_ADD = ("INSERT INTO runs (job, queue, state, due, created, attempt, argv, queued) "
+        "VALUES (?, ?, 'QUE', ?, ?, ?, ?, 1)")
+
+
+def open_db(path: Path, marker: Path, *, create: bool, verify: bool) -> sqlite3.Connection:
+    """The store's connection, after the file's checks (sqlite_guard.py); ``verify``: its integrity too
+    before anything is written. NoStore when it has none and ``create`` is off; StoreError otherwise."""
+    guard.check_presence(path, marker)
+    if not create and not path.exists():
+        raise NoStore(f"{path}: no run store yet", hint="nothing has run or been queued for this tenant")
+    guard.check_header(path)
+    fresh = not path.exists() or path.stat().st_size == 0
+    return _connect(path, marker, verify=verify and not fresh)
+
+
+def _connect(path: Path, marker: Path, *, verify: bool) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created 0600 before SQLite opens it: run history may hold secrets printed by jobs.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        if verify:  # before anything is written: a corrupt file is refused, never written into
+            guard.check_integrity(db, path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        schema.prepare(db)
+        guard.check_identity(schema.store_id(db), marker, path)
+    except schema.NewerSchema as exc:
+        raise StoreError(f"{path}: schema version {exc.found} is newer than this taskserver knows "
+                         f"({schema.LATEST})", hint="upgrade taskserver; never downgrade over a store "
+                         "a newer version wrote") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot open the run store: {exc}",
+                         hint=f"check it with: sqlite3 {path} 'PRAGMA quick_check'") from exc
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open the run store: {exc}",
+                         hint="check the state directory's owner, permissions and free space") from exc
+    return db
+
+
+def add_task(db: sqlite3.Connection, job: str, *, queue: str | None, argv: Sequence[str] | None,
+             due: float | None, attempt: int, now: float) -> int:
+    """Insert one QUE run that came through the queue (a task, or a job run by hand); its run id."""
+    text = json.dumps(list(argv)) if argv is not None else None
+    cur = db.execute(_ADD, (job, queue, due, now, attempt, text))
+    return int(cur.lastrowid or 0)
