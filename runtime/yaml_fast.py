@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq, LineCol
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, Format, LineCol
 from ruamel.yaml.compat import ordereddict
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.events import (
@@ -124,12 +124,9 @@ class _Open:
         self.lc = LineCol()  # set as the round-trip constructor does (_yaml_set_line_col), without its calls
         self.lc.line, self.lc.col = self.start.line, self.start.column
         setattr(value, LineCol.attrib, self.lc)
-        self.data: dict[Any, list[int]] | None = None
-
-    def positions(self) -> dict[Any, list[int]]:
-        if self.data is None:
-            self.data = self.lc.data = {}
-        return self.data
+        # the position table, also of an empty collection (the round-trip loader's is None: both mean none)
+        self.data: dict[Any, list[int]] = {}
+        self.lc.data = self.data
 
     def put(self, value: Any, mark: Any) -> None:
         """Add ``value`` (starting at ``mark``): an item, or a mapping's key, then its value."""
@@ -144,7 +141,7 @@ class _OpenSeq(_Open):
     __slots__ = ()
 
     def put(self, value: Any, mark: Any) -> None:
-        self.positions()[self.count] = [mark.line, mark.column]
+        self.data[self.count] = [mark.line, mark.column]
         list.append(self.value, value)  # CommentedSeq.append moves comments along: there are none
         self.count += 1
 
@@ -169,7 +166,7 @@ class _OpenMap(_Open):
         target = self.value
         if ordereddict.__contains__(target, key):
             raise NotFast("duplicate key")  # the checked loader names both places
-        self.positions()[key] = [*self.key_at, mark.line, mark.column]
+        self.data[key] = [*self.key_at, mark.line, mark.column]
         ordereddict.__setitem__(target, key, value)  # CommentedMap.__setitem__ for a new key
         target._ok.add(key)
         self.key = _NO_KEY
@@ -367,10 +364,10 @@ class _Builder:
             raise NotFast("a key without a value")
         if done.jobs_of is not None:
             self.pruned.spans.append((done.jobs_of, done.start.index, end.end_mark.index))
-        if done.count and done.flow is True:
-            value.fa.set_flow_style()
-        elif done.count and done.flow is False:
-            value.fa.set_block_style()
+        if done.count and done.flow is not None:  # as ``value.fa.set_flow_style()`` or block style, directly
+            style = Format()
+            style._flow_style = done.flow is True
+            setattr(value, Format.attrib, style)
         if done.anchor is not None:
             self.open_anchors.discard(done.anchor)
             self.anchors[done.anchor] = (value, done.start)
@@ -407,6 +404,8 @@ class _Builder:
         if len(value) > limits.MAX_VALUE_CHARS:
             raise NotFast("limit")
         style = event.style or None
+        if style is None and event.implicit[0] and anchor is None and value[:1] not in _RESOLVED:
+            return value  # text: no implicit resolver looks at a value starting so (a job's name, a path)
         if style is None and event.implicit[0]:
             tag = self.tags.get(value)
             if tag is None:
