@@ -94,7 +94,7 @@ def test_every_field_of_a_job_crosses() -> None:
     """The wire names each of JobDef's fields once (a field added to JobDef must be added there), and a
     job with every field set, and one without a position, come back equal."""
     assert sorted([*config_wire.INLINE, *config_wire.TABLED, *config_wire.OTHERS]) == sorted(
-        model.JobDef.__slots__)  # type: ignore[attr-defined]
+        model.JobDef.__slots__)
     full = model.JobDef(
         name="j", tenant="t", trigger=model.Every(2.5), command=("/bin/x", "y"), call=None, shell=False,
         timeout=30, windows=(model.Window(frozenset({0, 4}), time(1), time(5)),),
