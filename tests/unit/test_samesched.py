@@ -16,8 +16,8 @@ from taskserver.runtime.sqlite_store import SqliteStore
 
 NOW = 1_767_225_600.0 + 3 * 3600 + 17 * 60 + 30  # 2026-01-01 03:17:30 UTC
 HOURLY = Cron("0 * * * *")
-TRIGGERS: list[Cron | Every] = [HOURLY, HOURLY, Cron("0 * * * *"), Cron("*/5 * * * *"), Cron("17 3 * * *"), Every(90),
-            Every(90.0), Every(3600)]
+TRIGGERS: list[Cron | Every] = [HOURLY, HOURLY, Cron("0 * * * *"), Cron("*/5 * * * *"), Cron("17 3 * * *"),
+                                Every(90), Every(90.0), Every(3600)]
 WINDOWS = [(), (Window(frozenset(range(7)), time(3, 0), time(3, 10)),)]
 LASTS = [None, NOW - 10, NOW - 90, NOW - 17 * 60 - 30, NOW - 3600, NOW - 86400 * 3]
 
