@@ -23,6 +23,7 @@ from .limits import shown
 from .model import CatchUp, Cron, EnvDef, Every, JobDef, Loc, Retry
 from .schedule import next_fire
 from .windows import WINDOW_HINT, parse_window
+from .yaml_raw import RawBody, RawSeq
 
 if TYPE_CHECKING:
     from .config_parse import _Walker
@@ -36,6 +37,11 @@ QUEUE_VALUE = v.pattern(NAME, "a queue name")
 COUNT_VALUE = v.whole(0)
 NO_RETRY = Retry()
 _ENV_KEYS = frozenset(config_env.ENV_KEYS)
+# the keys of a job built straight from libyaml's events (_plain_job), and how their values convert
+PLAIN_VALUES = (("cron", v.cron_expr), ("every", v.positive_duration), ("timeout", v.positive_duration),
+                ("catch_up", v.catch_up), ("max_late", v.duration), ("queue", QUEUE_VALUE),
+                ("enabled", v.boolean), ("timezone", v.zone))
+PLAIN_KEYS = frozenset(("command", *(key for key, _ in PLAIN_VALUES)))
 
 
 class Shared:
@@ -64,8 +70,13 @@ def jobs(w: _Walker, tenant: str, node: CommentedMap, tz: str) -> tuple[JobDef, 
         if not isinstance(name, str) or not NAME.fullmatch(name):
             w.error(loc, f"{where}: bad job name {shown(name)}", NAME_HINT)
             continue
-        job_node = body if isinstance(body, CommentedMap) else w.mapping(
-            body, f"{where}.{name}", w.loc(found, name, value=True))
+        if isinstance(body, RawBody):
+            job = _plain_job(w, shared, (tenant, name, loc), body)
+            if job is not None:
+                out.append(job)
+                continue
+        job_node = body.to_map() if isinstance(body, RawBody) else body if isinstance(
+            body, CommentedMap) else w.mapping(body, f"{where}.{name}", w.loc(found, name, value=True))
         if job_node is not None:
             job = _job(w, shared, f"{where}.{name}", (tenant, name, loc), job_node)
             _check_fires(w, job_node, job, tz, f"{where}.{name}")
@@ -95,6 +106,48 @@ def _job(w: _Walker, shared: Shared, where: str, who: tuple[str, str, Loc], node
         config_env.parse(w, node, where) if not _ENV_KEYS.isdisjoint(keys) else shared.no_env,
         config_notify.parse(w, node, where) if "notify" in keys else (),
     )
+
+
+def _plain_job(w: _Walker, shared: Shared, who: tuple[str, str, Loc], body: RawBody) -> JobDef | None:
+    """``_job``'s JobDef for a job whose keys are all PLAIN_KEYS, with a list for command: and a plain value
+    for each other key, each of which converts; else None, and the job is read from its tree (``_job``
+    words what is wrong). With only these keys every other field is its default."""
+    got = body.entries
+    if not PLAIN_KEYS.issuperset(got) or "command" not in got or ("cron" in got and "every" in got):
+        return None
+    command = _plain_argv(shared, got["command"][0])
+    if command is None or any(isinstance(got[k][0], RawSeq) for k in got if k != "command"):
+        return None
+    try:
+        values = {k: w.convert(conv, got[k][0]) for k, conv in PLAIN_VALUES if k in got}
+    except ValueError:
+        return None
+    trigger = values.get("cron")
+    if "every" in values:
+        seconds = values["every"]
+        trigger = shared.every.setdefault((type(seconds), seconds), Every(seconds))
+    tenant, name, loc = who
+    enabled = values.get("enabled")
+    return JobDef(name, tenant, trigger, command, None, False, values.get("timeout"), (),
+                  values.get("catch_up") or CatchUp.LATEST, values.get("max_late"), NO_RETRY,
+                  values.get("queue"), enabled if enabled is not None else True, values.get("timezone"), loc,
+                  shared.no_env, ())
+
+
+def _plain_argv(shared: Shared, raw: object) -> tuple[str, ...] | None:
+    """``_command``'s answer for a list that passes its checks, else None."""
+    if not isinstance(raw, RawSeq):
+        return None
+    argv = tuple(item for item, _ in raw.items)
+    try:
+        known = shared.argv.get(argv)
+    except TypeError:
+        return None
+    if known is not None:
+        return known
+    if not argv or not all(isinstance(a, str) and a for a in argv) or limits.argv_problem(argv) is not None:
+        return None
+    return shared.argv.setdefault(argv, tuple(str(a) for a in argv))
 
 
 def _command_or_call(w: _Walker, node: CommentedMap, where: str, loc: Loc, shell: bool) -> None:

@@ -112,15 +112,20 @@ class _Walker:
         raw = dict.get(node, key, _ABSENT)  # the mapping's own lookup, not CommentedMap's Python one
         if raw is _ABSENT:
             return None
-        memo = (conv, type(raw), raw) if type(raw) in _SCALARS else None  # 1, 1.0 and True stay apart
-        if memo is not None and memo in self.converted:
-            return self.converted[memo]
         try:
-            got = conv(raw)
+            return self.convert(conv, raw)
         except ValueError as exc:
             hint = v.zone_hint(raw) if conv is v.zone else v.HINTS.get(conv, VALUE_HINT)
             self.error(self.loc(node, key, value=True), f"{where}.{key}: {exc}", hint)
             return None
+
+    def convert(self, conv: Callable[[object], Any], raw: object) -> Any:
+        """``conv(raw)``, once per converter and value (with its type: 1, 1.0 and True stay apart); raises
+        its ValueError (never kept: each place a wrong value stands is reported)."""
+        memo = (conv, type(raw), raw) if type(raw) in _SCALARS else None
+        if memo is not None and memo in self.converted:
+            return self.converted[memo]
+        got = conv(raw)
         if memo is not None:
             self.converted[memo] = got
         return got
@@ -202,17 +207,20 @@ def _tenants(w: _Walker, root: CommentedMap, state_dir: Path) -> list[TenantDef]
 
 
 def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
-          prune: Prune | None = None, pruned: Pruned | None = None) -> Config:
+          prune: Prune | None = None, pruned: Pruned | None = None, raw_jobs: bool = True) -> Config:
     """Validate ``text`` (the contents of ``path``) into a Config; raises ConfigInvalid listing all errors.
 
     ``host``: the file is for this machine, so also check what it names here (the run_as user exists,
     install_dir is a directory); off for a file read for another root (an image, a package tree).
     ``prune``: key paths (tenants.NAME, tenants.NAME.jobs) left unread but for the YAML's syntax and the
     input limits (config_yaml.load_tree), for a command that acts on one tenant; listed in ``pruned``.
+    ``raw_jobs``: jobs with only plain values are built from libyaml's events without their tree
+    (runtime/yaml_raw.py); off, every job is read from the tree (the same Config, the same errors).
     """
     w = _Walker(str(path))
     pruned = pruned if pruned is not None else Pruned()
-    root = w.mapping(load_tree(text, str(path), prune, pruned), "file", Loc(str(path), 1, 1))
+    tree = load_tree(text, str(path), prune, pruned, raw_jobs=raw_jobs)
+    root = w.mapping(tree, "file", Loc(str(path), 1, 1))
     server, tenants = ServerSettings(state_dir=default_state_dir), []
     if root is not None:
         w.check_keys(root, ("task_server", "tenants"), "top level")

@@ -45,6 +45,9 @@ from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.serializer import templated_id
 
 from . import limits
+from .yaml_raw import NotFast, read_body
+
+__all__ = ["NotFast", "Prune", "Pruned", "available", "load"]
 
 CParser: Any
 try:
@@ -59,11 +62,6 @@ NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 MERGE_TAG = "tag:yaml.org,2002:merge"
 MAX_NUMBER_CHARS = 100  # config_yaml's limit (repeated: importing it would load the pure parser)
 _DIFFERENT = re.compile("%YAML|[\t\r\x85\u2028\u2029\ufeff]")  # what the two parsers read differently
-
-
-class NotFast(Exception):
-    """This path does not build the tree (an error, a broken limit or a rare feature): ask the checked
-    loader."""
 
 
 def available(text: str) -> bool:
@@ -88,10 +86,13 @@ class Pruned:
         self.spans: list[tuple[str, int, int]] = []
 
 
-def load(text: str, prune: Prune | None = None, pruned: Pruned | None = None) -> Any:
-    """The round-trip tree of the single YAML document in ``text`` (None for none); raises NotFast."""
+def load(text: str, prune: Prune | None = None, pruned: Pruned | None = None, *,
+         raw_jobs: bool = False) -> Any:
+    """The round-trip tree of the single YAML document in ``text`` (None for none); raises NotFast.
+    ``raw_jobs``: a job's mapping (tenants.NAME.jobs.JOB) that holds only plain keys and values is a
+    yaml_raw.RawBody in the tree, for the config reader (runtime/config_jobs.py)."""
     try:
-        return _Builder(text, prune, pruned).document()
+        return _Builder(text, prune, pruned, raw_jobs).document()
     except NotFast:
         raise
     except Exception as exc:  # any parser or constructor error: the checked loader words it
@@ -198,8 +199,10 @@ class _Skipped:
 
 
 class _Builder:
-    def __init__(self, text: str, prune: Prune | None = None, pruned: Pruned | None = None) -> None:
+    def __init__(self, text: str, prune: Prune | None = None, pruned: Pruned | None = None,
+                 raw_jobs: bool = False) -> None:
         self.parser = CParser(text)
+        self.raw_jobs = raw_jobs
         self.prune, self.pruned = prune, pruned if pruned is not None else Pruned()
         self.resolver = _Resolver()
         self.tags: dict[str, Any] = {}  # plain scalar -> its resolved tag (job files repeat the same keys)
@@ -266,6 +269,15 @@ class _Builder:
         counted so far."""
         if self.prune is not None and len(stack) <= PRUNE_DEPTH and self.pruning(stack):
             return self.skip(event, nodes, len(stack))
+        parent = stack[-1] if stack else None
+        if self.raw_jobs and parent is not None and parent.jobs_of is not None and parent.pending() and (
+                type(event) is MappingStartEvent and event.anchor is None and event.ctag is None):
+            body, going_on, nodes = read_body(self, event, len(stack), nodes)  # a job's mapping
+            if going_on:
+                stack.extend(going_on)  # more than plain values: built here from where it stopped
+            else:
+                parent.put(body, event.start_mark)
+            return nodes
         opened = self.start(event, type(event) is MappingStartEvent)
         if len(stack) == PRUNE_DEPTH and _is_jobs(stack):
             opened.jobs_of = stack[1].key  # type: ignore[attr-defined]
