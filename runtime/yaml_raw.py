@@ -61,11 +61,6 @@ class RawBody:
         _styled(body, bool(self.entries), self.first.flow_style)
         return body
 
-    def value(self, key: str) -> Any:
-        """The value of ``key`` as ``to_map`` has it (a list is built for it)."""
-        raw = self.entries[key][0]
-        return raw.to_list() if isinstance(raw, RawSeq) else raw
-
 
 def _placed(value: Any, mark: Any) -> dict[Any, list[int]]:
     lc = LineCol()  # as yaml_fast's _Open sets it
