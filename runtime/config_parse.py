@@ -9,32 +9,24 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, LineCol
 
-from . import config_env, config_http, config_notify, limits
+from . import config_env, config_http, config_jobs, config_notify, limits
 from . import config_values as v
-from .config_values import CALL, NAME, NAME_HINT, USER
+from .config_values import NAME, NAME_HINT, USER
 from .config_yaml import ConfigError, ConfigInvalid, load_tree
 from .limits import shown
 from .model import (
-    CatchUp,
     Config,
-    Cron,
-    Every,
-    JobDef,
     Loc,
     Outline,
-    Retry,
     ServerSettings,
     StoreDef,
     TenantDef,
 )
-from .schedule import next_fire
-from .windows import WINDOW_HINT, parse_window
 from .yaml_fast import Prune, Pruned
 
 SERVER_KEYS: dict[str, Callable[[object], object]] = {
@@ -50,11 +42,14 @@ SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "output_tail": v.output_tail,
 }
 TENANT_KEYS = ("login", "run_as", "enabled", "store", "timezone", "jobs", "notify", *config_env.ENV_KEYS)
-JOB_KEYS = ("cron", "every", "command", "shell", "call", "timeout", "window", "catch_up", "max_late",
-            "retries", "queue", "enabled", "timezone", "notify", *config_env.ENV_KEYS)
 STORE_KINDS = ("sqlite", "postgresql")
 VALUE_HINT = "docs/configuration.md lists each key's values and limits"
 SPLIT_HINT = "run several servers, one file each (taskserver -c FILE)"
+LC = LineCol.attrib
+_ABSENT = object()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# the key sets checked once per job or tenant, by id: a set's one C call instead of a loop per key
+_KNOWN = {id(keys): frozenset(keys) for keys in (config_jobs.JOB_KEYS, TENANT_KEYS)}
 
 
 class _Walker:
@@ -63,18 +58,20 @@ class _Walker:
         self.errors: list[ConfigError] = []
         self.more = 0  # errors past MAX_ERRORS: counted, not kept (and no "did you mean" worked out)
         self.jobs = 0
+        # converted values by converter and raw value: a file's jobs repeat their schedules and settings,
+        # and the jobs then share one object for each (a converter is a function of the value alone)
+        self.converted: dict[tuple[object, type, object], object] = {}
+        self.shared = config_jobs.Shared(file)
 
     def loc(self, node: Any, key: object = None, *, value: bool = False) -> Loc:
         """Position of ``key`` (or its value, or a list item) in ``node``; the node itself without key."""
         try:
+            lc = getattr(node, LC)  # as ``node.lc`` reads it, without the property's call
             if key is None:
-                line, col = node.lc.line, node.lc.col
-            elif isinstance(node, CommentedSeq):
-                line, col = node.lc.item(key)
-            elif value:
-                line, col = node.lc.value(key)
+                line, col = lc.line, lc.col
             else:
-                line, col = node.lc.key(key)
+                at = lc.data[key]
+                line, col = (at[2], at[3]) if value and not isinstance(node, CommentedSeq) else (at[0], at[1])
         except (AttributeError, KeyError, TypeError):
             return Loc(self.file, 1, 1)
         return Loc(self.file, line + 1, col + 1)
@@ -99,6 +96,9 @@ class _Walker:
         return node
 
     def check_keys(self, node: CommentedMap, allowed: tuple[str, ...] | list[str], where: str) -> None:
+        known = _KNOWN.get(id(allowed))
+        if known is not None and known.issuperset(dict.keys(node)):  # a job's keys: the usual case
+            return
         for key in node:
             if key not in allowed and self.full:
                 self.more += 1
@@ -109,15 +109,26 @@ class _Walker:
 
     def value(self, node: CommentedMap, key: str, conv: Callable[[object], Any], where: str) -> Any:
         """Converted value of ``key``, or None when it is absent or wrong (then an error is recorded)."""
-        if key not in node:
+        raw = dict.get(node, key, _ABSENT)  # the mapping's own lookup, not CommentedMap's Python one
+        if raw is _ABSENT:
             return None
-        raw = node[key]
         try:
-            return conv(raw)
+            return self.convert(conv, raw)
         except ValueError as exc:
             hint = v.zone_hint(raw) if conv is v.zone else v.HINTS.get(conv, VALUE_HINT)
             self.error(self.loc(node, key, value=True), f"{where}.{key}: {exc}", hint)
             return None
+
+    def convert(self, conv: Callable[[object], Any], raw: object) -> Any:
+        """``conv(raw)``, once per converter and value (with its type: 1, 1.0 and True stay apart); raises
+        its ValueError (never kept: each place a wrong value stands is reported)."""
+        memo = (conv, type(raw), raw) if type(raw) in _SCALARS else None
+        if memo is not None and memo in self.converted:
+            return self.converted[memo]
+        got = conv(raw)
+        if memo is not None:
+            self.converted[memo] = got
+        return got
 
     def each(self, seq: list[Any], conv: Callable[[object], Any], where: str, hint: str) -> list[Any]:
         """The converted items of a list; each wrong one is recorded at its own place and left out."""
@@ -163,125 +174,6 @@ def _store(w: _Walker, node: CommentedMap, where: str, state_dir: Path) -> Store
     return StoreDef(kind="sqlite", path=state_dir / target)
 
 
-def _command(w: _Walker, node: CommentedMap, where: str, shell: bool) -> tuple[str, ...] | None:
-    raw = node["command"]
-    loc = w.loc(node, "command", value=True)
-    if shell:
-        problem = limits.argv_problem([raw]) if isinstance(raw, str) and raw.strip() else None
-        if problem is not None:
-            w.error(loc, f"{where}.command: {problem}", "write the shell command without it")
-            return None
-        if isinstance(raw, str) and raw.strip():
-            return (raw,)
-        w.error(loc, f"{where}.command: with shell: true the command is one string, got {v.kind(raw)}",
-                'command: "pg_dump app | gzip > /var/backups/app.gz"')
-        return None
-    hint = 'write the argv as a list, e.g. command: ["/usr/bin/backup", "--all"] (or set shell: true)'
-    # read once, by the list's own iterator: a CommentedSeq's iterates through a Python __getitem__ per item
-    argv = tuple(list.__iter__(raw)) if isinstance(raw, list) else ()
-    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in argv):
-        w.error(loc, f"{where}.command: expected a list of non-empty strings, got {v.kind(raw)}", hint)
-        return None
-    problem = limits.argv_problem(argv)
-    if problem is not None:
-        w.error(loc, f"{where}.command: {problem}", hint)
-        return None
-    return tuple(str(a) for a in argv)
-
-
-def _trigger(w: _Walker, node: CommentedMap, where: str) -> Cron | Every | None:
-    if "cron" in node and "every" in node:
-        w.error(w.loc(node, "every"), f"{where}: a job has cron: or every:, not both",
-                "remove one; a job with neither runs only when enqueued")
-        return None
-    if "cron" in node:
-        result: Cron | None = w.value(node, "cron", v.cron_expr, where)
-        return result
-    seconds = w.value(node, "every", v.positive_duration, where)
-    return Every(seconds) if seconds is not None else None
-
-
-def _retry(w: _Walker, node: CommentedMap, where: str) -> Retry:
-    raw = node.get("retries")
-    if raw is None:
-        return Retry()
-    if isinstance(raw, CommentedMap):
-        w.check_keys(raw, ("count", "backoff"), f"{where}.retries")
-        count = w.value(raw, "count", v.whole(0), f"{where}.retries")
-        backoff = w.value(raw, "backoff", v.duration, f"{where}.retries")
-        return Retry(count=count or 0, backoff=backoff if backoff is not None else Retry().backoff)
-    count = w.value(node, "retries", v.whole(0), where)
-    return Retry(count=count or 0)
-
-
-def _windows(w: _Walker, node: CommentedMap, where: str) -> tuple[Any, ...]:
-    raw = node.get("window")
-    if raw is None:
-        return ()
-    items = list(enumerate(raw)) if isinstance(raw, CommentedSeq) else [(None, raw)]
-    out = []
-    for i, text in items:
-        loc = w.loc(raw, i) if i is not None else w.loc(node, "window", value=True)
-        try:
-            out.append(parse_window(v.ascii_text(text)))
-        except ValueError as exc:
-            w.error(loc, f"{where}.window: bad window: {limits.clip(str(exc), 120)}", WINDOW_HINT)
-    return tuple(out)
-
-
-def _check_fires(w: _Walker, node: CommentedMap, job: JobDef, tz: str, where: str) -> None:
-    """A cron whose matches all fall outside the job's windows would never run: say so now."""
-    if isinstance(job.trigger, Cron) and job.windows and next_fire(job, tz, datetime.now(UTC)) is None:
-        w.error(w.loc(node, "window"), f"{where}: the cron expression never matches inside the window",
-                "widen the window or change the cron times so they meet")
-
-
-def _job(w: _Walker, tenant: str, name: str, node: CommentedMap, loc: Loc) -> JobDef:
-    where = f"tenants.{tenant}.jobs.{name}"
-    w.check_keys(node, JOB_KEYS, where)
-    shell = bool(w.value(node, "shell", v.boolean, where))
-    command = _command(w, node, where, shell) if "command" in node else None
-    call = w.value(node, "call", v.pattern(CALL, "module:function"), where)
-    if "command" in node and "call" in node:
-        w.error(w.loc(node, "call"), f"{where}: a job has command: or call:, not both", "remove one of them")
-    elif "command" not in node and "call" not in node:
-        w.error(loc, f"{where}: a job needs command: (an argv list) or call: (module:function)",
-                'add e.g. command: ["/usr/local/bin/report"] or call: "myapp.jobs:cleanup"')
-    if shell and "call" in node:
-        w.error(w.loc(node, "shell"), f"{where}: shell: applies to command:, not call:", "remove shell:")
-    catch_up = w.value(node, "catch_up", v.catch_up, where)
-    enabled = w.value(node, "enabled", v.boolean, where)
-    return JobDef(
-        name=name, tenant=tenant, trigger=_trigger(w, node, where), command=command, call=call, shell=shell,
-        timeout=w.value(node, "timeout", v.positive_duration, where), windows=_windows(w, node, where),
-        catch_up=catch_up or CatchUp.LATEST, max_late=w.value(node, "max_late", v.duration, where),
-        retry=_retry(w, node, where), queue=w.value(node, "queue", v.pattern(NAME, "a queue name"), where),
-        enabled=enabled if enabled is not None else True, timezone=w.value(node, "timezone", v.zone, where),
-        loc=loc, env=config_env.parse(w, node, where), notify=config_notify.parse(w, node, where),
-    )
-
-
-def _jobs(w: _Walker, tenant: str, node: CommentedMap, tz: str) -> tuple[JobDef, ...]:
-    where = f"tenants.{tenant}.jobs"
-    jobs = w.mapping(node.get("jobs"), where, w.loc(node, "jobs", value=True))
-    out = []
-    for name, body in (jobs or {}).items():
-        loc = w.loc(jobs, name)
-        if w.jobs == limits.MAX_JOBS:
-            w.error(loc, f"{where}: more than {limits.MAX_JOBS} jobs in one file", SPLIT_HINT)
-            break
-        w.jobs += 1
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            w.error(loc, f"{where}: bad job name {shown(name)}", NAME_HINT)
-            continue
-        job_node = w.mapping(body, f"{where}.{name}", w.loc(jobs, name, value=True))
-        if job_node is not None:
-            job = _job(w, tenant, name, job_node, loc)
-            _check_fires(w, job_node, job, tz, f"{where}.{name}")
-            out.append(job)
-    return tuple(out)
-
-
 def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path) -> TenantDef:
     where = f"tenants.{name}"
     w.check_keys(node, TENANT_KEYS, where)
@@ -291,8 +183,8 @@ def _tenant(w: _Walker, name: str, node: CommentedMap, loc: Loc, state_dir: Path
     tz = w.value(node, "timezone", v.zone, where) or "UTC"
     return TenantDef(
         name=name, login=login if enabled else None, store=_store(w, node, where, state_dir), timezone=tz,
-        jobs=_jobs(w, name, node, tz), enabled=enabled, disabled_login=None if enabled else login, loc=loc,
-        env=config_env.parse(w, node, where),
+        jobs=config_jobs.jobs(w, name, node, tz), enabled=enabled,
+        disabled_login=None if enabled else login, loc=loc, env=config_env.parse(w, node, where),
         run_as=w.value(node, "run_as", v.run_as, where), notify=config_notify.parse(w, node, where),
     )
 
@@ -315,17 +207,20 @@ def _tenants(w: _Walker, root: CommentedMap, state_dir: Path) -> list[TenantDef]
 
 
 def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
-          prune: Prune | None = None, pruned: Pruned | None = None) -> Config:
+          prune: Prune | None = None, pruned: Pruned | None = None, raw_jobs: bool = True) -> Config:
     """Validate ``text`` (the contents of ``path``) into a Config; raises ConfigInvalid listing all errors.
 
     ``host``: the file is for this machine, so also check what it names here (the run_as user exists,
     install_dir is a directory); off for a file read for another root (an image, a package tree).
     ``prune``: key paths (tenants.NAME, tenants.NAME.jobs) left unread but for the YAML's syntax and the
     input limits (config_yaml.load_tree), for a command that acts on one tenant; listed in ``pruned``.
+    ``raw_jobs``: jobs with only plain values are built from libyaml's events without their tree
+    (runtime/yaml_raw.py); off, every job is read from the tree (the same Config, the same errors).
     """
     w = _Walker(str(path))
     pruned = pruned if pruned is not None else Pruned()
-    root = w.mapping(load_tree(text, str(path), prune, pruned), "file", Loc(str(path), 1, 1))
+    tree = load_tree(text, str(path), prune, pruned, raw_jobs=raw_jobs)
+    root = w.mapping(tree, "file", Loc(str(path), 1, 1))
     server, tenants = ServerSettings(state_dir=default_state_dir), []
     if root is not None:
         w.check_keys(root, ("task_server", "tenants"), "top level")

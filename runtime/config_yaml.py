@@ -148,14 +148,15 @@ def _precheck(text: str, file: str) -> tuple[Loc, str, str] | None:
 
 
 def load_tree(text: str, file: str, prune: yaml_fast.Prune | None = None,
-              pruned: yaml_fast.Pruned | None = None) -> Any:
+              pruned: yaml_fast.Pruned | None = None, *, raw_jobs: bool = False) -> Any:
     """``load_yaml``'s tree without comments, built from libyaml's events within the same limits when the C
     parser is installed (runtime/yaml_fast.py); the checked loader below whenever that path declines, so
     every error and broken limit is worded by it with FILE:LINE:COL. ``prune``: the mappings and lists
-    whose key paths it accepts are left out either way, their paths listed in ``pruned``."""
+    whose key paths it accepts are left out either way, their paths listed in ``pruned``. ``raw_jobs``:
+    see yaml_fast.load (the checked loader builds every job's mapping)."""
     if _precheck(text, file) is None and yaml_fast.available(text):
         try:
-            return yaml_fast.load(text, prune, pruned)
+            return yaml_fast.load(text, prune, pruned, raw_jobs=raw_jobs)
         except yaml_fast.NotFast:
             if pruned is not None:
                 pruned.paths.clear()

@@ -37,6 +37,7 @@ from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
+from .samesched import SameSchedule
 from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, open_store
 
 if TYPE_CHECKING:
@@ -121,13 +122,16 @@ class Daemon:
             self._register(tenant, job)
         self._load_waiting(tenant, store, now)
         batch = plans.Batch(store.last_dues())  # one read, one write and one log line for all its jobs
-        todo = [(job, plans.catch_up(store, tenant, job, now, cause, batch=batch))
+        same = SameSchedule(store, tenant.timezone, now)  # answers the jobs of one schedule share
+        todo = [(job, [] if same.none_missed(job, batch.lasts.get(job.name))
+                 else plans.catch_up(store, tenant, job, now, cause, batch=batch))
                 for job in tenant.jobs if self._scheduled(job)]
         batch.write(store, tenant.name, cause, now)
         todo = [(job, self._unpaused(tenant, job, dues, now)) for job, dues in todo]
         rids = iter(store.claim_many([(j.name, due, j.queue) for j, dues in todo for due in dues], now=now))
         for job, dues in todo:  # the runs to start now, claimed in one write like the missed records
-            self._queue(tenant, job, [(due, next(rids)) for due in dues], now, batch.lasts.get(job.name))
+            self._queue(tenant, job, [(due, next(rids)) for due in dues], now, batch.lasts.get(job.name),
+                        same=same)
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
@@ -201,21 +205,25 @@ class Daemon:
         return dues
 
     def _queue(self, tenant: TenantDef, job: JobDef, claimed: list[tuple[float, int | None]], now: float,
-               last: float | None = None) -> None:
+               last: float | None = None, *, same: SameSchedule | None = None) -> None:
         """Queue the claimed due times (id None: claimed or settled before) and set the job's timer.
         ``last``: its last due time as read before the catch-up (None: read it now); the next due time
-        follows from it as from the one the catch-up leaves, both lie on the job's grid."""
+        follows from it as from the one the catch-up leaves, both lie on the job's grid. ``same``: a
+        start-up's shared answers."""
         key = (tenant.name, job.name)
         for due, rid in claimed:
             if rid is not None:
                 self.pending.setdefault(key, deque()).append((due, 0, rid))
         if not self.once:
-            self._schedule_next(key, tenant.timezone, now, last)
+            self._schedule_next(key, tenant.timezone, now, last, same=same)
 
-    def _schedule_next(self, key: Key, tz: str, now: float, last: float | None = None) -> None:
+    def _schedule_next(self, key: Key, tz: str, now: float, last: float | None = None, *,
+                       same: SameSchedule | None = None) -> None:
         """Set the job's timer to its first due time after ``now`` (an interval goes on from due time
         ``last``, by default the stored last due time: see schedule.next_due)."""
-        nxt = plans.next_due(self._st(key[0]), self.jobs[key], tz, now, last)
+        job = self.jobs[key]
+        nxt = same.next_due(job, last) if same is not None else plans.next_due(self._st(key[0]), job, tz, now,
+                                                                                   last)
         if nxt is not None:
             self._timer(nxt, "fire", *key)
 

@@ -6,9 +6,6 @@ file:line:column; everything after loading (schedule, executor, daemon) reads on
 
 from __future__ import annotations
 
-import contextlib
-import copyreg
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import time
 from enum import StrEnum
@@ -230,91 +227,3 @@ class Config:
         if t is None or t.run_as is None:
             return self.server.state_dir
         return self.server.state_dir / "tenants" / tenant
-
-
-# Values met while one Config is unpickled, shared between the jobs that repeat them: the pickle has no
-# memo (runtime/isolate.py), so each job's tenant name, file name, command, schedule, retry and environment
-# came back as objects of its own, about half the daemon's memory for its jobs. Emptied after each load.
-_SHARED: dict[object, object] = {}
-# value objects shared when their fields are the same (children are rebuilt, and shared, first)
-_SHARED_KINDS: set[type] = set()
-_BY_VALUE: set[type] = {str, int, float, bool, type(None)}
-
-
-def _rebuild(kind: type, values: tuple[object, ...]) -> object:
-    value: object = object.__new__(kind)
-    shared, set_field = _SHARED, object.__setattr__
-    fields = []
-    for name, given in zip(kind.__slots__, values, strict=True):  # type: ignore[attr-defined]
-        item = given
-        # one object for equal strings, and for tuples of strings (commands, name lists); a string key
-        # never equals a tuple key, and a tuple of strings never equals the keys of values below
-        if type(item) is str or (type(item) is tuple and all(type(x) is str for x in item)):
-            item = shared.setdefault(item, item)
-        set_field(value, name, item)  # frozen: set as dataclasses' own __init__ does
-        fields.append(item)
-    if kind not in _SHARED_KINDS:
-        return value
-    # 1 and 1.0 are equal, not the same value: numbers count with their type, positions (Loc: a file name
-    # and two whole numbers) by value, the rest by identity
-    key = (kind, *((type(x), x) if type(x) in _BY_VALUE else id(x) for x in fields))
-    value = shared.setdefault(key, value)
-    if kind in _NUMBERED:
-        _RECEIVED.append(value)
-    return value
-
-
-def _again(index: int) -> object:
-    """A value sent once before in the same pickle (see ``sending``)."""
-    return _RECEIVED[index]
-
-
-def forget_shared() -> None:
-    """Let go of the values shared while unpickling (the Config holds the ones it uses)."""
-    _SHARED.clear()
-    _RECEIVED.clear()
-
-
-@contextlib.contextmanager
-def sending() -> Iterator[None]:
-    """Inside, a pickled value of a ``_NUMBERED`` kind equal (field by field, each with its type) to one
-    already pickled is sent as that one's number: with 10,000 jobs on a few schedules most of them are
-    repeats, which the parse child pickled and the daemon rebuilt one by one (the pickle has no memo). The
-    unpickler numbers them as it rebuilds them; both orders agree because no numbered kind holds another.
-    Unpickle such a pickle right after ``forget_shared()``."""
-    global _SENT  # noqa: PLW0603 - the pickler's reducers are module-level (copyreg)
-    _SENT = {}
-    try:
-        yield
-    finally:
-        _SENT = None
-
-
-def _by_fields(value: object) -> tuple[Callable[..., object], tuple[object, ...]]:
-    """Pickle a config value as its field values: the daemon gets its ``Config`` pickled from the process
-    that parsed it (runtime/isolate.py), and the generic state restore of slotted dataclasses looks up
-    every field's metadata once per object, a second for 10,000 jobs.  Every field is restored, also one
-    a class may declare with init=False."""
-    kind = type(value)
-    fields = tuple(getattr(value, name) for name in value.__slots__)  # type: ignore[attr-defined]
-    if _SENT is not None and kind in _NUMBERED:
-        key = (kind, *((type(x), x) for x in fields))
-        index = _SENT.get(key)
-        if index is not None:
-            return _again, (index,)
-        _SENT[key] = len(_SENT)
-    return _rebuild, (kind, fields)
-
-
-for _kind in (Loc, Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, JobDef, StoreDef, TenantDef,
-              HttpSettings, ServerSettings, Config):
-    copyreg.pickle(_kind, _by_fields)
-# not Loc itself: each job has its own; a value that holds one (an environment) is shared by its position
-_SHARED_KINDS.update((Cron, Every, Window, Retry, EnvDef, Webhook, Email, NotifyDef, StoreDef))
-# sent once per pickle while ``sending``: the shared kinds that hold no other one (a NotifyDef holds a
-# Webhook or an Email), so that the pickler's order (a value before its parts) and the unpickler's (the
-# parts first) number them alike
-_NUMBERED: set[type] = _SHARED_KINDS - {NotifyDef}
-_SENT: dict[object, int] | None = None
-_RECEIVED: list[object] = []
-_BY_VALUE.add(Loc)

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq, LineCol
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, Format, LineCol
 from ruamel.yaml.compat import ordereddict
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.events import (
@@ -45,6 +45,9 @@ from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.serializer import templated_id
 
 from . import limits
+from .yaml_raw import NotFast, read_body
+
+__all__ = ["NotFast", "Prune", "Pruned", "available", "load"]
 
 CParser: Any
 try:
@@ -59,11 +62,6 @@ NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 MERGE_TAG = "tag:yaml.org,2002:merge"
 MAX_NUMBER_CHARS = 100  # config_yaml's limit (repeated: importing it would load the pure parser)
 _DIFFERENT = re.compile("%YAML|[\t\r\x85\u2028\u2029\ufeff]")  # what the two parsers read differently
-
-
-class NotFast(Exception):
-    """This path does not build the tree (an error, a broken limit or a rare feature): ask the checked
-    loader."""
 
 
 def available(text: str) -> bool:
@@ -88,10 +86,13 @@ class Pruned:
         self.spans: list[tuple[str, int, int]] = []
 
 
-def load(text: str, prune: Prune | None = None, pruned: Pruned | None = None) -> Any:
-    """The round-trip tree of the single YAML document in ``text`` (None for none); raises NotFast."""
+def load(text: str, prune: Prune | None = None, pruned: Pruned | None = None, *,
+         raw_jobs: bool = False) -> Any:
+    """The round-trip tree of the single YAML document in ``text`` (None for none); raises NotFast.
+    ``raw_jobs``: a job's mapping (tenants.NAME.jobs.JOB) that holds only plain keys and values is a
+    yaml_raw.RawBody in the tree, for the config reader (runtime/config_jobs.py)."""
     try:
-        return _Builder(text, prune, pruned).document()
+        return _Builder(text, prune, pruned, raw_jobs).document()
     except NotFast:
         raise
     except Exception as exc:  # any parser or constructor error: the checked loader words it
@@ -124,12 +125,9 @@ class _Open:
         self.lc = LineCol()  # set as the round-trip constructor does (_yaml_set_line_col), without its calls
         self.lc.line, self.lc.col = self.start.line, self.start.column
         setattr(value, LineCol.attrib, self.lc)
-        self.data: dict[Any, list[int]] | None = None
-
-    def positions(self) -> dict[Any, list[int]]:
-        if self.data is None:
-            self.data = self.lc.data = {}
-        return self.data
+        # the position table, also of an empty collection (the round-trip loader's is None: both mean none)
+        self.data: dict[Any, list[int]] = {}
+        self.lc.data = self.data
 
     def put(self, value: Any, mark: Any) -> None:
         """Add ``value`` (starting at ``mark``): an item, or a mapping's key, then its value."""
@@ -144,7 +142,7 @@ class _OpenSeq(_Open):
     __slots__ = ()
 
     def put(self, value: Any, mark: Any) -> None:
-        self.positions()[self.count] = [mark.line, mark.column]
+        self.data[self.count] = [mark.line, mark.column]
         list.append(self.value, value)  # CommentedSeq.append moves comments along: there are none
         self.count += 1
 
@@ -169,7 +167,7 @@ class _OpenMap(_Open):
         target = self.value
         if ordereddict.__contains__(target, key):
             raise NotFast("duplicate key")  # the checked loader names both places
-        self.positions()[key] = [*self.key_at, mark.line, mark.column]
+        self.data[key] = [*self.key_at, mark.line, mark.column]
         ordereddict.__setitem__(target, key, value)  # CommentedMap.__setitem__ for a new key
         target._ok.add(key)
         self.key = _NO_KEY
@@ -201,8 +199,10 @@ class _Skipped:
 
 
 class _Builder:
-    def __init__(self, text: str, prune: Prune | None = None, pruned: Pruned | None = None) -> None:
+    def __init__(self, text: str, prune: Prune | None = None, pruned: Pruned | None = None,
+                 raw_jobs: bool = False) -> None:
         self.parser = CParser(text)
+        self.raw_jobs = raw_jobs
         self.prune, self.pruned = prune, pruned if pruned is not None else Pruned()
         self.resolver = _Resolver()
         self.tags: dict[str, Any] = {}  # plain scalar -> its resolved tag (job files repeat the same keys)
@@ -269,6 +269,15 @@ class _Builder:
         counted so far."""
         if self.prune is not None and len(stack) <= PRUNE_DEPTH and self.pruning(stack):
             return self.skip(event, nodes, len(stack))
+        parent = stack[-1] if stack else None
+        if self.raw_jobs and parent is not None and parent.jobs_of is not None and parent.pending() and (
+                type(event) is MappingStartEvent and event.anchor is None and event.ctag is None):
+            body, going_on, nodes = read_body(self, event, len(stack), nodes)  # a job's mapping
+            if going_on:
+                stack.extend(going_on)  # more than plain values: built here from where it stopped
+            else:
+                parent.put(body, event.start_mark)
+            return nodes
         opened = self.start(event, type(event) is MappingStartEvent)
         if len(stack) == PRUNE_DEPTH and _is_jobs(stack):
             opened.jobs_of = stack[1].key  # type: ignore[attr-defined]
@@ -367,10 +376,10 @@ class _Builder:
             raise NotFast("a key without a value")
         if done.jobs_of is not None:
             self.pruned.spans.append((done.jobs_of, done.start.index, end.end_mark.index))
-        if done.count and done.flow is True:
-            value.fa.set_flow_style()
-        elif done.count and done.flow is False:
-            value.fa.set_block_style()
+        if done.count and done.flow is not None:  # as ``value.fa.set_flow_style()`` or block style, directly
+            style = Format()
+            style._flow_style = done.flow is True
+            setattr(value, Format.attrib, style)
         if done.anchor is not None:
             self.open_anchors.discard(done.anchor)
             self.anchors[done.anchor] = (value, done.start)
@@ -407,6 +416,8 @@ class _Builder:
         if len(value) > limits.MAX_VALUE_CHARS:
             raise NotFast("limit")
         style = event.style or None
+        if style is None and event.implicit[0] and anchor is None and value[:1] not in _RESOLVED:
+            return value  # text: no implicit resolver looks at a value starting so (a job's name, a path)
         if style is None and event.implicit[0]:
             tag = self.tags.get(value)
             if tag is None:

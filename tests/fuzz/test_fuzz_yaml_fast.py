@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fuzzgen import configs
 
-from taskserver.runtime import config_yaml, limits, yaml_fast
+from taskserver.runtime import config_parse, config_yaml, limits, yaml_fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_yaml_fast import pure, shape
@@ -43,3 +43,18 @@ def test_the_fuzz_files_give_the_same_tree_or_the_checked_loaders_answer() -> No
             pytest.fail(f"{case.name}: the fast path built a tree the checked loader refuses: {exc}")
         assert shape(fast) == shape(expected), case.name
     assert built > 100 and declined > 50  # both paths were exercised
+
+
+def _outcome(text: str, raw: bool) -> str:
+    try:
+        return repr(config_parse.parse(text, Path("/c.yaml"), Path("/s"), raw_jobs=raw))
+    except config_yaml.ConfigInvalid as exc:
+        return "\n".join(f"{e} || {e.hint}" for e in exc.errors) + f" +{exc.more}"
+
+
+def test_the_fuzz_files_give_the_same_config_with_jobs_read_straight() -> None:
+    """Every generated hostile file: the config reader gives the same Config (with its types) or the same
+    errors whether plain jobs are built straight from libyaml's events (runtime/yaml_raw.py) or from the
+    tree."""
+    for case in configs(700):
+        assert _outcome(case.text, raw=True) == _outcome(case.text, raw=False), case.name

@@ -150,3 +150,21 @@ def test_all_errors_are_collected_in_file_order() -> None:
 
 def test_top_level_not_a_mapping() -> None:
     assert one("- a\n- b\n").startswith(f"{F}:1:1: file: expected a mapping")
+
+
+def test_a_value_repeated_is_checked_and_reported_at_each_place() -> None:
+    """Jobs share what they repeat (a converted cron line, a checked argv: runtime/config_jobs.py), never a
+    mistake: the same wrong value written twice is reported twice, each at its own place, also after the
+    same key held a good value, and an argv with a list inside is an error, not a crash of the sharing."""
+    body = "".join([
+        '      a: {cron: "0 3 * * *", command: [/bin/x, y]}\n',
+        '      b: {cron: "0 3 * * *", command: [/bin/x, y]}\n',
+        '      c: {cron: "0 25 * * *", command: [/bin/x, ""]}\n',
+        '      d: {cron: "0 25 * * *", command: [/bin/x, ""]}\n',
+        '      e: {every: 5m, command: [/bin/x, [y]]}\n',
+    ])
+    got = errors(HEAD + body)
+    assert [e.split(": ")[0] for e in got] == [f"{F}:{line}:{col}" for line, col in
+                                               ((9, 17), (9, 40), (10, 17), (10, 40), (11, 31))]
+    assert "bad cron expression" in got[0] and "bad cron expression" in got[2]
+    assert "non-empty strings" in got[1] and "non-empty strings" in got[3] and "non-empty strings" in got[4]

@@ -1,14 +1,16 @@
-"""A Config crosses a pipe pickled (runtime/isolate.py): every kind of value comes back equal and frozen."""
+"""A Config crosses a pipe packed (runtime/config_wire.py, runtime/isolate.py): every kind of value comes back
+equal, frozen, with its own types, and what the jobs repeat comes back as one object."""
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
+from datetime import time
 from pathlib import Path
 
 import pytest
 
-from taskserver.runtime import config_parse, isolate, model
+from taskserver.runtime import config_parse, config_wire, isolate, model
 from taskserver.runtime.model import Config
 
 TEXT = """\
@@ -62,13 +64,12 @@ def test_values_the_jobs_repeat_come_back_shared(tmp_path: Path) -> None:
         return [type(getattr(j.trigger, "seconds", None)) for j in cfg.tenants[0].jobs[6:]]
 
     assert seconds(cfg) == seconds(parsed)
-    assert not model._SHARED  # let go once the Config is back
 
 
 def test_repeats_sent_by_number_come_back_in_place(tmp_path: Path) -> None:
-    """The child sends a value equal to one it sent before as that one's number (model.sending): repeats
-    inside values that hold others (a notify entry's webhook or email), interleaved with new ones, and
-    numbers written as 1 or 1.0 each come back where they were, with their own types."""
+    """A value equal to one sent before goes as that one's number (config_wire's table): repeats inside
+    values that hold others (a notify entry's webhook or email), interleaved with new ones, and numbers
+    written as 1 or 1.0 each come back where they were, with their own types."""
     base = config_parse.parse(TEXT, tmp_path / "c.yaml", tmp_path)
     hooks = [model.Webhook(url=f"https://h{i % 2}.example/x", retries=i % 3) for i in range(6)]
     mails = [model.Email(to=(f"ops{i % 3}@example.org",)) for i in range(6)]
@@ -85,4 +86,28 @@ def test_repeats_sent_by_number_come_back_in_place(tmp_path: Path) -> None:
     assert [j.notify for j in back.tenants[0].jobs] == [j.notify for j in jobs]
     assert [type(getattr(j.trigger, "seconds", "")) for j in back.tenants[0].jobs] == [int, str, float] * 2
     assert back.tenants[0].jobs[0].retry is back.tenants[0].jobs[2].retry
-    assert not model._RECEIVED and not model._SHARED  # let go once the Config is back
+    assert back.tenants[0].jobs[0].trigger is back.tenants[0].jobs[3].trigger
+    assert back.tenants[0].jobs[0].trigger is not back.tenants[0].jobs[2].trigger  # Every(1), Every(1.0)
+
+
+def test_every_field_of_a_job_crosses() -> None:
+    """The wire names each of JobDef's fields once (a field added to JobDef must be added there), and a
+    job with every field set, and one without a position, come back equal."""
+    assert sorted([*config_wire.INLINE, *config_wire.TABLED, *config_wire.OTHERS]) == sorted(
+        model.JobDef.__slots__)
+    full = model.JobDef(
+        name="j", tenant="t", trigger=model.Every(2.5), command=("/bin/x", "y"), call=None, shell=False,
+        timeout=30, windows=(model.Window(frozenset({0, 4}), time(1), time(5)),),
+        catch_up=model.CatchUp.ALL, max_late=3600.0, retry=model.Retry(2, 5), queue="q", enabled=False,
+        timezone="Europe/Berlin", loc=model.Loc("c.yaml", 7, 9),
+        env=model.EnvDef(environment=(("A", "1"),), env_file=Path("/etc/e"), file_vars=(("B", "2"),),
+                         inherit=("LANG",), loc=model.Loc("c.yaml", 8, 3)),
+        notify=(model.NotifyDef(on=frozenset({model.Event.FAILURE}), command=("/bin/n",)),))
+    bare = dataclasses.replace(full, name="k", loc=None, trigger=None, call="m:f", command=None)
+    tenant = model.TenantDef(name="t", login="app", jobs=(full, bare))
+    cfg = model.Config(path=Path("c.yaml"), exists=True, server=model.ServerSettings(),
+                       tenants=(tenant, model.TenantDef(name="u", login=None)))
+    back = isolate.load_in_child(lambda: cfg)
+    assert back == cfg
+    assert [type(j.timeout) for j in back.tenants[0].jobs] == [int, int]
+    assert back.tenants[0].jobs[1].loc is None and back.tenants[1].jobs == ()
