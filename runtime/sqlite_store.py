@@ -179,7 +179,7 @@ class SqliteStore(SqliteSteer):
         if rows:
             with self._txn():
                 bulk.missed(self.db, rows, reason=MISSED, now=now)
-                self._advance_many(bulk.newest(rows))
+                bulk.advance(self.db, bulk.newest(rows))
 
     @_guarded
     def claim_many(self, claims: Sequence[tuple[str, float, str | None]], *, now: float) -> list[int | None]:
@@ -187,13 +187,9 @@ class SqliteStore(SqliteSteer):
             return []
         with self._txn():  # the claims and the jobs' last dues move together
             made = bulk.claims(self.db, claims, now=now)
-            self._advance_many(bulk.newest(c for c, rid in zip(claims, made, strict=True) if rid is not None))
+            taken = (c for c, rid in zip(claims, made, strict=True) if rid is not None)
+            bulk.advance(self.db, bulk.newest(taken))
         return made
-
-    def _advance_many(self, newest: dict[str, float]) -> None:
-        self.db.executemany(
-            "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET last_due=MAX(last_due, excluded.last_due)", newest.items())
 
     @_guarded
     def waiting(self) -> list[Run]:

@@ -109,6 +109,18 @@ def test_many_rows_at_once_keep_their_order(store: Store, connect: Opener) -> No
     assert store.last_dues() == {"d": 699.0, "e": 699.0}
 
 
+def test_many_jobs_at_once_each_move_their_last_due_forward_only(store: Store) -> None:
+    """A catch-up of thousands of jobs (more than one statement's worth): each job's last due time moves
+    to its newest due time written, and never back; jobs not written keep theirs."""
+    names = [f"j{i}" for i in range(701)]
+    store.remember_jobs(names, now=100.0)
+    store.missed_many([(n, 50.0 + 100.0 * (i % 2), None) for i, n in enumerate(names[:700])], now=200.0)
+    assert store.last_dues() == {n: 100.0 if i % 2 == 0 or i == 700 else 150.0 for i, n in enumerate(names)}
+    claims = [(name, 300.0 - (i % 3), None) for i, name in enumerate(names[1:])]
+    assert None not in store.claim_many(claims, now=300.0)
+    assert store.last_dues() == {names[0]: 100.0, **{n: 300.0 - (i % 3) for i, n in enumerate(names[1:])}}
+
+
 def test_waiting_holds_scheduled_rows_and_queued_holds_tasks(store: Store) -> None:
     task = store.add("", queue="q", argv=["echo", "hi there"], now=1.0)
     late = store.claim("j", 50.0, now=2.0)
