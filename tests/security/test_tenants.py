@@ -18,6 +18,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +94,25 @@ def _proc_status(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
+def _daemon_status(pid: int, site: Site) -> dict[str, str]:
+    """The daemon's status once its filesystem uid is its own again: it touches a tenant's files with that
+    tenant's filesystem ids (runtime/caps.py), for a moment at a time; its real, effective and saved uids
+    never change, and are checked at every look."""
+    own, tenants = str(site.daemon_user.uid), {str(site.a.uid), str(site.b.uid)}
+    deadline = time.monotonic() + 10
+    while True:
+        status = _proc_status(pid)
+        uids = status["Uid"].split()
+        assert uids[:3] == [own] * 3 and uids[3] in {own, *tenants}, status["Uid"]
+        if uids[3] == own or time.monotonic() > deadline:
+            return status
+        time.sleep(0.01)
+
+
 def test_each_tenant_runs_as_its_user_and_cannot_touch_the_other(site: Site) -> None:
     daemon = site.world.daemon(site.cfg)
     # the daemon: its own user (all four uids), and of root's powers only what switching users needs
-    status = _proc_status(daemon.pid)
+    status = _daemon_status(daemon.pid, site)
     assert status["Uid"].split() == [str(site.daemon_user.uid)] * 4, status["Uid"]
     kept = (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7)  # CAP_CHOWN, CAP_KILL, CAP_SETGID, CAP_SETUID
     assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == kept, status
