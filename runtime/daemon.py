@@ -274,9 +274,9 @@ class Daemon:
             self._recover(now)
         try:
             with self.stores.tx():
-                if not self.health.degraded:
-                    self.runs.record_pids()
                 work(now)
+                if not self.health.degraded:  # after the ends: a run that ended has its pid written with it
+                    self.runs.record_pids()
             self.runs.committed()
             self.runs.launch()
         except StoreError as exc:
@@ -433,9 +433,17 @@ class Daemon:
         return self.config.server.max_parallel - len(self.runs)
 
     def _dispatch(self, now: float) -> None:
+        """Pick what starts in the free slots (scheduled runs first, then queued tasks), then acquire the
+        picked rows: one statement per tenant."""
+        if self._dispatch_scheduled(now):
+            self._dispatch_queued(now)
+        self.runs.acquire_picked()
+
+    def _dispatch_scheduled(self, now: float) -> bool:
+        """False when the slots ran out."""
         for key in list(self.pending):
             if self._slots() <= 0:
-                return
+                return False
             job = self.jobs.get(key)
             if job is None or not self.pending[key]:  # removed, or its due time was claimed elsewhere
                 del self.pending[key]
@@ -450,7 +458,7 @@ class Daemon:
                                         note=paused)
             elif self._window_allows(key, job, pend, now):
                 self.runs.start_scheduled(key[0], job, *pend)
-        self._dispatch_queued(now)
+        return True
 
     def _dispatch_queued(self, now: float) -> None:
         if self.que_dirty:
