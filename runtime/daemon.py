@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = stores.MAX_SLEEP  # re-read the wall clock at least this often (it may be stepped while we sleep)
+RSS_EVERY = 0.1  # seconds between two looks at the daemon's memory (memory_limit)
 SOON = 60.0  # jobs due within this many seconds of a (re)start get their first status file made ahead
 HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 Key = tuple[str, str]  # (tenant, job)
@@ -89,6 +90,7 @@ class Daemon:
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self.next_ping: float | None = None
+        self.next_rss = 0.0  # when the memory limit is looked at next (after a run ended)
         self.signals: list[int] = []
         self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
@@ -560,8 +562,12 @@ class Daemon:
             self.stopping = True
         # Memory only after a run ended: checked at start-up too, a limit below the daemon's own size made
         # every start exit before any job ran (a restart loop the supervisor gives up on, no work done).
+        # Read at most every RSS_EVERY seconds: a burst ends hundreds of runs a second; memory grows slowly.
         limit = self.config.server.memory_limit
-        if run_ended and limit is not None and (rss := rss_bytes()) > limit:
+        if not run_ended or limit is None or time.monotonic() < self.next_rss:  # (monotonic: clock steps)
+            return
+        self.next_rss = time.monotonic() + RSS_EVERY
+        if (rss := rss_bytes()) > limit:
             log.warning("memory limit: %d bytes resident > %d: finishing, then exiting for a restart",
                         rss, limit)
             self.stopping = True

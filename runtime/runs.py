@@ -9,6 +9,7 @@ daemon decides what to start and when to retry.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import time
 from collections.abc import Callable, Iterable
@@ -77,6 +78,7 @@ class Runs:
         self.boot = liveness.boot_id()  # read once: a process outlives no boot
         self.spares = Spares()  # new status files made ahead by a helper thread (runtime/spares.py)
         self.places = Places(instance)  # what a tenant's runs share, per config (runtime/runplace.py)
+        self.status_fds: dict[tuple[str, int], int] = {}  # (tenant, run id) -> its status file, open
         self._told_jobs: dict[str, set[str]] = {}  # status file names the spares were told of, per tenant
         self._told_tasks: dict[str, int] = {}  # the last queued task's id they were told of
 
@@ -188,7 +190,7 @@ class Runs:
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
         place = self.places(self.config(), act.tenant)
         status = place.status_path(run)
-        self._write_status(place, run, status)
+        self._write_status(place, run, status, keep=True)  # its end is written through the same fd
         try:  # the root rule, at every spawn: a reload or a task queued into any tenant meets it too
             ident = place.identity()
             env = place.environment(act.job, act.jobdef, act.run_id, status)
@@ -328,18 +330,29 @@ class Runs:
             place = self.places(self.config(), tenant)
             self._write_status(place, run, place.status_path(run))
 
-    def _write_status(self, place: Place, run: Run, path: str) -> None:
+    def _write_status(self, place: Place, run: Run, path: str, keep: bool = False) -> None:
+        """``keep``: the file is kept open for the run's next write (``status_fds``), its end."""
+        fd = self.status_fds.pop((place.name, run.id), None)
         try:
             text = statusfile.render(run, place.name)
             if place.files is None:  # the daemon's own ids: no switch of filesystem ids to enter and leave
-                statusfile.rewrite(path, text, self.spares)
+                self._rewrite((place.name, run.id), path, text, fd, keep=keep)
                 return
             with privs.fs_identity(place.files):
-                statusfile.rewrite(path, text, self.spares)
+                self._rewrite((place.name, run.id), path, text, fd, keep=keep)
         except (OSError, UserError) as exc:
             log.warning("status file of run %d: %s", run.id, exc)
 
+    def _rewrite(self, key: tuple[str, int], path: str, text: str, fd: int | None, *, keep: bool) -> None:
+        if fd is not None:
+            statusfile.rewrite_open(fd, path, text, self.spares)
+        elif (kept := statusfile.rewrite(path, text, self.spares, keep=keep)) is not None:
+            self.status_fds[key] = kept
+
     def close(self) -> None:
+        for fd in self.status_fds.values():
+            os.close(fd)
+        self.status_fds.clear()
         self.spares.close()
         if self.executor.launcher is not None:
             self.executor.launcher.close()

@@ -62,13 +62,13 @@ def path_of(state_dir: Path, tenant: str, run: Run) -> Path:
     return job_status_path(state_dir, tenant, run.job)
 
 
-_second: list[object] = [None, ""]  # the last whole second stamped, and its text up to the seconds
+_seconds: dict[float, str] = {}  # whole seconds stamped lately -> their text up to the seconds
 
 
 def _stamp(t: float | None) -> str:
     """``datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")``, in a fifth of its time: the
     same rounding (the fraction to the nearest microsecond, ties to even, then cut to milliseconds), and
-    the date and time of day worked out once per second (a run's three stamps mostly share it)."""
+    the date and time of day worked out once per second (a burst's runs share a few)."""
     if t is None:
         return ""
     frac, whole = math.modf(t)
@@ -77,10 +77,12 @@ def _stamp(t: float | None) -> str:
         whole, micro = whole + 1.0, micro - 1_000_000
     if micro < 0 or whole < 0:  # before 1970: never a run's time, but exactly as datetime says it
         return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
-    if _second[0] != whole:
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        _second[0] = whole
-    return f"{_second[1]}.{micro // 1000:03d}+00:00"
+    second = _seconds.get(whole)
+    if second is None:
+        if len(_seconds) >= 64:
+            _seconds.clear()
+        second = _seconds[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{second}.{micro // 1000:03d}+00:00"
 
 
 def render(run: Run, tenant: str) -> str:
@@ -150,10 +152,15 @@ def prepare(directory: Path) -> int:
     return _made.get(directory) or _prepare(directory)
 
 
-def write(path: Path, text: str, spares: Spares | None = None) -> None:
+def write(path: Path, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
+    """Create the file atomically (a filled spare, or a temporary file, renamed into place).  ``keep``: a
+    spare filled stays open, and its fd is returned (see ``rewrite``)."""
     spare = spares.take(path.parent) if spares is not None else None
-    if spare is not None and _fill(spare, path, text):
-        return
+    if spare is not None and (fd := _fill(spare, path, text)) is not None:
+        if keep:
+            return fd
+        os.close(fd)
+        return None
     mode = _made.get(path.parent) or _prepare(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -168,39 +175,63 @@ def write(path: Path, text: str, spares: Spares | None = None) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    return None
 
 
-def _fill(spare: Path, path: Path, text: str) -> bool:
-    """Write ``text`` into a spare (runtime/spares.py) and rename it to ``path``; False if it is gone."""
+def _fill(spare: Path, path: Path, text: str) -> int | None:
+    """Write ``text`` into a spare (runtime/spares.py) and rename it to ``path``; its open fd, None if the
+    spare is gone."""
     try:
         fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
         data = text.encode()
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))  # a spare taken over from a daemon that died may hold a text
-    finally:
+        os.replace(spare, path)
+    except BaseException:
         os.close(fd)
-    os.replace(spare, path)
-    return True
+        raise
+    return fd
 
 
-def rewrite(path: Path | str, text: str, spares: Spares | None = None) -> None:
+def rewrite(path: Path | str, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
     """Overwrite in place (no new inode, no directory change); a file not there yet is created atomically
-    (from a spare when one is ready)."""
-    data = text.encode()
+    (from a spare when one is ready).  ``keep``: the file stays open and its fd is returned, so that the
+    run's next text (its end) is written without looking the path up again (``rewrite_open``)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        write(Path(path), text, spares)
-        return
+        return write(Path(path), text, spares, keep=keep)
     try:
-        os.pwrite(fd, data, 0)
-        if os.fstat(fd).st_size > len(data):  # the text got shorter (a fstat costs a third of a truncate)
-            os.ftruncate(fd, len(data))  # after the write: truncating to zero first costs a flush on ext4
+        _overwrite(fd, text.encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    if keep:
+        return fd
+    os.close(fd)
+    return None
+
+
+def rewrite_open(fd: int, path: Path | str, text: str, spares: Spares | None = None) -> None:
+    """``rewrite`` through the fd ``rewrite(keep=True)`` returned (closed here).  A file removed or replaced
+    since (no link left to what the fd holds) is written by its path instead, as ``rewrite`` would."""
+    try:
+        gone = os.fstat(fd).st_nlink == 0
+        if not gone:
+            _overwrite(fd, text.encode())
     finally:
         os.close(fd)
+    if gone:
+        rewrite(path, text, spares)
+
+
+def _overwrite(fd: int, data: bytes) -> None:
+    os.pwrite(fd, data, 0)
+    if os.fstat(fd).st_size > len(data):  # the text got shorter (a fstat costs a third of a truncate)
+        os.ftruncate(fd, len(data))  # after the write: truncating to zero first costs a flush on ext4
 
 
 def update(state_dir: Path, tenant: str, run: Run, spares: Spares | None = None) -> Path:

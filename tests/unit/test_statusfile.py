@@ -5,10 +5,13 @@ text in a real file, whether it got longer or shorter."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from taskserver.runtime import statusfile
 from taskserver.runtime.model import State
@@ -62,3 +65,21 @@ def test_a_rewrite_leaves_exactly_the_new_text(tmp_path: Path) -> None:
     assert path.read_text() == short_text
     statusfile.rewrite(path, long_text)  # longer: written over
     assert path.read_text() == long_text
+
+
+def test_a_kept_file_takes_the_runs_end_and_a_replaced_one_is_written_by_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "7"
+    run_text, end_text = (statusfile.render(_run(s), "t") for s in (State.RUN, State.OK))
+    assert statusfile.rewrite(path, "QUE\n", keep=True) is None  # made (no spare): not kept
+    fd = statusfile.rewrite(path, run_text, keep=True)
+    assert fd is not None and path.read_text() == run_text
+    statusfile.rewrite_open(fd, path, end_text)
+    assert path.read_text() == end_text
+    fd = statusfile.rewrite(path, run_text, keep=True)
+    assert fd is not None
+    path.unlink()
+    path.write_text("put there by someone else\n")  # a new file at the path: the end goes there
+    statusfile.rewrite_open(fd, path, end_text)
+    assert path.read_text() == end_text
+    with pytest.raises(OSError):  # closed by rewrite_open
+        os.fstat(fd)
