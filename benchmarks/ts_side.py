@@ -229,9 +229,10 @@ def _throughput(n: int, *, status_files: bool) -> dict[str, Any]:
 
 def loop_cpu(n: int) -> dict[str, Any]:
     """The daemon's own CPU per run: n queued /bin/true tasks (with their status files) run by `taskserver
-    run --once`, its CPU (all its threads, not its children's) read from /proc once it has exited, minus
-    that of a `run --once` with nothing to do.  CPU time hardly moves with the machine's load, wall time
-    does: this is the figure to compare two versions of the loop by."""
+    run --once`, its CPU (all its threads, and its main thread, the loop, alone; not its children's) read
+    from /proc once it has exited, minus that of a `run --once` with nothing to do.  CPU time moves with
+    the machine's load far less than wall time (caches shared with other work still make it move): compare
+    two versions of the loop by runs one right after the other."""
     empty = _once_cpu(0)
     full = _once_cpu(n)
     per_run = {f"{k}_per_run_ms": round((full[k] - empty[k]) * 1000 / n, 3)
