@@ -68,6 +68,7 @@ class Runs:
         # status files follow its commit, a failed commit keeps them in ``unrecorded``
         self.recording: list[tuple[Active, Outcome, float]] = []
         self.finals: list[tuple[Active, Run]] = []
+        self.after_launch: list[tuple[Active, Run]] = []  # committed ends whose files wait for the spawns
         self.fault: StoreError | None = None
         # (tenant, run id) -> (pid, process start, boot id) of runs spawned but not yet written; being written
         self.unsaved: dict[tuple[str, int], Process] = {}
@@ -166,10 +167,15 @@ class Runs:
         process written with its end, in the same statement.  Until then a restarted daemon finds them by
         their environment (runtime/liveness.py)."""
         claimed, self.claimed = self.claimed, []
-        for act, run, argv, timeout in claimed:
-            pid = self._spawn(act, run, argv, timeout, run.started or time.time())
-            if pid:  # its start time is read when it is written (see record_pids)
-                self.unsaved[act.tenant, act.run_id] = (pid, None, self.boot)
+        try:
+            for act, run, argv, timeout in claimed:
+                pid = self._spawn(act, run, argv, timeout, run.started or time.time())
+                if pid:  # its start time is read when it is written (see record_pids)
+                    self.unsaved[act.tenant, act.run_id] = (pid, None, self.boot)
+        finally:
+            ended, self.after_launch = self.after_launch, []
+            for act, run in ended:
+                self._ended(act, run)
         if self.unsaved and self.save_by is None:
             self.save_by = time.time() + PID_DELAY
 
@@ -182,10 +188,17 @@ class Runs:
             self.store(tenant).started(run_id, pid=pid, proc_start=start, boot_id=boot)
 
     def committed(self) -> None:
+        """The transaction committed: its ends' status files are written.  Those not shared with a run
+        about to start wait until it was spawned (``launch``): a freed slot is filled first.  A job's own
+        file takes its end before its next run's RUN text."""
         self.saving, self.recording = {}, []
         finals, self.finals = self.finals, []
+        starting = {(act.tenant, act.job) for act, *_ in self.claimed if not act.queued}
         for act, run in finals:
-            self._ended(act, run)
+            if not act.queued and (act.tenant, act.job) in starting:
+                self._ended(act, run)
+            else:
+                self.after_launch.append((act, run))
 
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
         place = self.places(self.config(), act.tenant)
