@@ -110,6 +110,7 @@ def measure(opts: argparse.Namespace) -> Results:
     res["burst"] = {s: run(s, "lateness", n, FIRST_DUE, 0) for s in (TS, APS_MEM, APS_SQL)}
     note("one-off throughput")
     res["throughput"] = {s: run(s, "throughput", opts.runs) for s in SYSTEMS}
+    res["loopcpu"] = {TS: run(TS, "loopcpu", opts.runs)}  # the daemon's own CPU per run
     note("enqueue")
     res["enqueue"] = {TS: run(TS, "enqueue", 10000), HUEY: run(HUEY, "enqueue", 10000 if not quick else 2000)}
     note("scaling: burst at 100, 1,000, 10,000 jobs")
@@ -165,6 +166,10 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
         ["  taskserver as a share of the machine's raw spawn rate", "", floor_pct, "", "", ""],
         ["  taskserver, tasks queued without a status file (the client's default)", "",
          rate(res["throughput"][TS].get("per_s_no_file")), "", "", ""],
+        ["  taskserver, the daemon's CPU per run (all threads / its loop's thread)", "",
+         "{} / {}".format(*(f"{v:.3f} ms" if isinstance(v, float) else "-" for v in (
+             res["loopcpu"][TS].get("cpu_s_per_run_ms"), res["loopcpu"][TS].get("main_cpu_s_per_run_ms")))),
+         "", "", ""],
         ["enqueue, client batch of 10,000 (huey: one call each)", ">= 5,000/s",
          rate(res["enqueue"][TS].get("many_per_s")), "", "", rate(res["enqueue"][HUEY].get("per_s"))],
         ["  same (1,000), with a status file per task", "", rate(res["enqueue"][TS].get("many_files_per_s")),

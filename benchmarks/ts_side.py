@@ -227,20 +227,7 @@ def _throughput(n: int, *, status_files: bool) -> dict[str, Any]:
     srv = Server()
     try:
         srv.write_config([])
-        # queued before the daemon starts, through the store as `jobs enqueue` writes them; no queue, so
-        # they may run side by side (the client API takes only named queues)
-        from taskserver.runtime import config, statusfile, store
-
-        cfg = config.load(srv.config)
-        tenant = cfg.tenants[0]
-        st = store.open_store(tenant, srv.state, verify=True)
-        with st.batch():
-            for _ in range(n):
-                st.add("", queue=None, argv=["/bin/true"], now=time.time())
-        if status_files:
-            for run in st.queued():
-                statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
-        st.close()
+        _queue(srv, n, status_files=status_files)
         srv.start()
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -252,6 +239,71 @@ def _throughput(n: int, *, status_files: bool) -> dict[str, Any]:
     finally:
         srv.cleanup()
     return {"n": ok, "per_s": ok / (last - first)}
+
+
+def loop_cpu(n: int) -> dict[str, Any]:
+    """The daemon's own CPU per run: n queued /bin/true tasks (with their status files) run by `taskserver
+    run --once`, its CPU (all its threads, and its main thread, the loop, alone; not its children's) read
+    from /proc once it has exited, minus that of a `run --once` with nothing to do.  CPU time moves with
+    the machine's load far less than wall time (caches shared with other work still make it move): compare
+    two versions of the loop by runs one right after the other."""
+    empty = _once_cpu(0)
+    full = _once_cpu(n)
+    per_run = {f"{k}_per_run_ms": round((full[k] - empty[k]) * 1000 / n, 3)
+               for k in ("cpu_s", "user_s", "sys_s", "main_cpu_s")}
+    return {"n": n, "cpu_s": full["cpu_s"], "base_cpu_s": empty["cpu_s"], "wall_s": full["wall_s"], **per_run}
+
+
+def _once_cpu(n: int) -> dict[str, Any]:
+    srv = Server()
+    try:
+        srv.write_config([])
+        if n:
+            _queue(srv, n, status_files=True)
+        t0 = time.time()
+        proc = subprocess.Popen([TASKSERVER, "-c", str(srv.config), "run", "--once"], env=srv.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        got = _zombie_times(proc.pid)
+        got["wall_s"] = time.time() - t0
+        assert proc.wait() == 0
+        if n:
+            done = srv.rows("SELECT COUNT(*) FROM runs WHERE state='OK'")[0][0]
+            assert done == n, f"{done} of {n} runs OK"
+    finally:
+        srv.cleanup()
+    return got
+
+
+def _zombie_times(pid: int) -> dict[str, float]:
+    """CPU seconds of a child process, read once it is a zombie: all its threads (not its children), and
+    its main thread alone (the loop; the others spawn and make spare files)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    while True:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            break
+        time.sleep(0.01)
+    main = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system = (int(f) / tick for f in fields[11:13])
+    return {"cpu_s": user + system, "user_s": user, "sys_s": system,
+            "main_cpu_s": (int(main[11]) + int(main[12])) / tick}
+
+
+def _queue(srv: Server, n: int, *, status_files: bool) -> None:
+    """n /bin/true tasks queued before the daemon starts, through the store as `jobs enqueue` writes them;
+    no queue, so they may run side by side (the client API takes only named queues)."""
+    from taskserver.runtime import config, statusfile, store
+
+    cfg = config.load(srv.config)
+    tenant = cfg.tenants[0]
+    st = store.open_store(tenant, srv.state, verify=True)
+    with st.batch():
+        for _ in range(n):
+            st.add("", queue=None, argv=["/bin/true"], now=time.time())
+    if status_files:
+        for run in st.queued():
+            statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
+    st.close()
 
 
 def enqueue(n: int, jobs: int = 0) -> dict[str, Any]:
@@ -347,6 +399,8 @@ def main(argv: list[str]) -> int:
         result = startup(int(argv[1]))
     elif work == "catchup":
         result = catch_up(int(argv[1]), float(argv[2]))
+    elif work == "loopcpu":
+        result = loop_cpu(int(argv[1]))
     elif work == "status":
         result = status_small()
     else:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = stores.MAX_SLEEP  # re-read the wall clock at least this often (it may be stepped while we sleep)
+RSS_EVERY = 0.1  # seconds between two looks at the daemon's memory (memory_limit)
 SOON = 60.0  # jobs due within this many seconds of a (re)start get their first status file made ahead
 HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 Key = tuple[str, str]  # (tenant, job)
@@ -90,6 +91,7 @@ class Daemon:
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self.next_ping: float | None = None
+        self.next_rss = 0.0  # when the memory limit is looked at next (after a run ended)
         self.signals: list[int] = []
         self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
@@ -293,9 +295,9 @@ class Daemon:
             self._recover(now)
         try:
             with self.stores.tx():
-                if not self.health.degraded:
-                    self.runs.record_pids()
                 work(now)
+                if not self.health.degraded:  # after the ends: a run that ended has its pid written with it
+                    self.runs.record_pids()
             self.runs.committed()
             self.runs.launch()
         except StoreError as exc:
@@ -452,9 +454,17 @@ class Daemon:
         return self.config.server.max_parallel - len(self.runs)
 
     def _dispatch(self, now: float) -> None:
+        """Pick what starts in the free slots (scheduled runs first, then queued tasks), then acquire the
+        picked rows: one statement per tenant."""
+        if self._dispatch_scheduled(now):
+            self._dispatch_queued(now)
+        self.runs.acquire_picked()
+
+    def _dispatch_scheduled(self, now: float) -> bool:
+        """False when the slots ran out."""
         for key in list(self.pending):
             if self._slots() <= 0:
-                return
+                return False
             job = self.jobs.get(key)
             if job is None or not self.pending[key]:  # removed, or its due time was claimed elsewhere
                 del self.pending[key]
@@ -469,7 +479,7 @@ class Daemon:
                                         note=paused)
             elif self._window_allows(key, job, pend, now):
                 self.runs.start_scheduled(key[0], job, *pend)
-        self._dispatch_queued(now)
+        return True
 
     def _dispatch_queued(self, now: float) -> None:
         if self.que_dirty:
@@ -571,8 +581,12 @@ class Daemon:
             self.stopping = True
         # Memory only after a run ended: checked at start-up too, a limit below the daemon's own size made
         # every start exit before any job ran (a restart loop the supervisor gives up on, no work done).
+        # Read at most every RSS_EVERY seconds: a burst ends hundreds of runs a second; memory grows slowly.
         limit = self.config.server.memory_limit
-        if run_ended and limit is not None and (rss := rss_bytes()) > limit:
+        if not run_ended or limit is None or time.monotonic() < self.next_rss:  # (monotonic: clock steps)
+            return
+        self.next_rss = time.monotonic() + RSS_EVERY
+        if (rss := rss_bytes()) > limit:
             log.warning("memory limit: %d bytes resident > %d: finishing, then exiting for a restart",
                         rss, limit)
             self.stopping = True

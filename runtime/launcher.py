@@ -62,6 +62,9 @@ class Launcher:
         self._attr = ctypes.create_string_buffer(_OPAQUE)  # the same for every run: made once
         self._sigsets = (ctypes.create_string_buffer(_OPAQUE), ctypes.create_string_buffer(_OPAQUE))
         self._set_attr(default_signals)
+        # file actions by the pipe's fd: a number is reused (pipe2 takes the lowest free one), and two spawns
+        # in flight never share one; made once per number, freed at ``close``
+        self._actions: dict[int, ctypes.Array[ctypes.c_char]] = {}
         self._todo: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._done: deque[Job] = deque()
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -114,7 +117,6 @@ class Launcher:
         done = []
         while self._done:
             job = self._done.popleft()
-            self._libc.posix_spawn_file_actions_destroy(job.c_args[2])
             job.c_args = ()
             done.append(job)
         return done
@@ -125,6 +127,9 @@ class Launcher:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
+        for actions in self._actions.values():
+            self._libc.posix_spawn_file_actions_destroy(actions)
+        self._actions.clear()
         os.close(self.wake_r)
         os.close(self._wake_w)
 
@@ -146,6 +151,13 @@ class Launcher:
     def _prepare(self, job: Job) -> tuple[object, ...]:
         """The C arguments of posix_spawn as os.posix_spawn makes them (stdin /dev/null, stdout and stderr
         the pipe, a new session, no blocked signals, SIGPIPE and SIGXFSZ at their defaults)."""
+        actions = self._actions.get(job.out)
+        if actions is None:
+            actions = self._actions[job.out] = self._file_actions(job.out)
+        envp = _strings([f"{k}={v}" for k, v in job.env.items()])
+        return ctypes.c_int(0), job.program.encode(*_FS), actions, _strings(job.argv), envp
+
+    def _file_actions(self, out: int) -> ctypes.Array[ctypes.c_char]:
         libc = self._libc
         actions = ctypes.create_string_buffer(_OPAQUE)
         _check(libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
@@ -153,13 +165,12 @@ class Launcher:
             _check(libc.posix_spawn_file_actions_addopen(actions, 0, _DEVNULL, os.O_RDONLY, 0),
                    "posix_spawn_file_actions_addopen")
             for fd in (1, 2):
-                _check(libc.posix_spawn_file_actions_adddup2(actions, job.out, fd),
+                _check(libc.posix_spawn_file_actions_adddup2(actions, out, fd),
                        "posix_spawn_file_actions_adddup2")
         except OSError:
             libc.posix_spawn_file_actions_destroy(actions)
             raise
-        envp = _strings([f"{k}={v}" for k, v in job.env.items()])
-        return ctypes.c_int(0), job.program.encode(*_FS), actions, _strings(job.argv), envp
+        return actions
 
 
 def _strings(items: list[str]) -> ctypes.Array[ctypes.c_char_p]:

@@ -37,6 +37,7 @@ from .store import (
     REPORTED,
     Instance,
     JobSummary,
+    Process,
     Purged,
     Run,
     StoreError,
@@ -298,15 +299,16 @@ class PgStore(PgSteer):
 
     @_guarded
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float, note: str | None = None) -> Run:
+               output: str, now: float, note: str | None = None, process: Process | None = None) -> Run:
+        proc = ", pid=%s, proc_start=%s, boot_id=%s" if process is not None else ""
         sql = ("UPDATE taskserver_runs SET state=COALESCE(reported, %s), "  # noqa: S608
                "reason=CASE WHEN reported IS NULL THEN %s WHEN reported='ERR' THEN %s ELSE NULL END, "
-               "exit_code=%s, output=%s, finished=%s, message=COALESCE(message, %s) "
+               f"exit_code=%s, output=%s, finished=%s, message=COALESCE(message, %s){proc} "
                "WHERE tenant=%s AND id=%s RETURNING " + COLUMNS)
         row = self._x(
             sql,
             (state.value, reason, REPORTED, exit_code, output.replace("\0", "\ufffd"), now, note,
-             self.tenant, run_id)).fetchone()
+             *(process or ()), self.tenant, run_id)).fetchone()
         if row is None:
             raise StoreError(f"{self.where}: run {run_id} vanished before its end was recorded")
         return _run(row)

@@ -15,14 +15,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from . import jobenv, liveness, privs, statusfile, tenancy
+from . import liveness, privs, statusfile, tenancy
 from .errors import UserError
 from .executor import DEFAULT_SIGNALS, Executor, Outcome, job_argv
 from .launcher import Launcher
 from .limits import argv_problem
 from .model import Config, JobDef, State
+from .runplace import Place, Places
 from .spares import Spares
-from .store import NO_SUCH_JOB, SPAWN_FAILED, Run, Store, StoreError
+from .store import NO_SUCH_JOB, SPAWN_FAILED, Process, Run, Store, StoreError
 
 log = logging.getLogger(__name__)
 REFUSED = "refused"  # the root rule (or the tenant's identity) kept the run from starting
@@ -67,18 +68,23 @@ class Runs:
         # status files follow its commit, a failed commit keeps them in ``unrecorded``
         self.recording: list[tuple[Active, Outcome, float]] = []
         self.finals: list[tuple[Active, Run]] = []
+        self.after_launch: list[tuple[Active, Run]] = []  # committed ends whose files wait for the spawns
         self.fault: StoreError | None = None
-        # (tenant, run id, pid, process start, boot id) of runs spawned but not yet written; being written
-        self.unsaved: list[tuple[str, int, int, int | None, str | None]] = []
-        self.saving: list[tuple[str, int, int, int | None, str | None]] = []
+        # (tenant, run id) -> (pid, process start, boot id) of runs spawned but not yet written; being written
+        self.unsaved: dict[tuple[str, int], Process] = {}
+        self.saving: dict[tuple[str, int], Process] = {}
+        self.picked: dict[str, list[Active]] = {}  # to acquire in the open transaction, by tenant
+        self._picked = 0
         self.save_by: float | None = None  # when the daemon must wake to write them at the latest
         self.boot = liveness.boot_id()  # read once: a process outlives no boot
         self.spares = Spares()  # new status files made ahead by a helper thread (runtime/spares.py)
+        self.places = Places(instance)  # what a tenant's runs share, per config (runtime/runplace.py)
+        self.status_fds: dict[tuple[str, int], int] = {}  # (tenant, run id) -> its status file, open
         self._told_jobs: dict[str, set[str]] = {}  # status file names the spares were told of, per tenant
         self._told_tasks: dict[str, int] = {}  # the last queued task's id they were told of
 
-    def __len__(self) -> int:  # a claimed run takes its slot before it is spawned
-        return len(self.active) + len(self.claimed) + len(self.launching)
+    def __len__(self) -> int:  # a picked or claimed run takes its slot before it is spawned
+        return len(self.active) + len(self.claimed) + len(self.launching) + self._picked
 
     def job_busy(self, tenant: str, job: str) -> bool:
         return (tenant, job) in self.busy_jobs
@@ -87,93 +93,120 @@ class Runs:
         return queue is not None and (tenant, queue) in self.busy_queues
 
     # -- starting -------------------------------------------------------------------------------------
-    # A run exists durably before its process: start_* only acquire the stored row (QUE -> RUN) inside the
-    # daemon's open transaction; ``launch`` spawns them all after that transaction committed (one commit for
-    # a whole wake-up), then records their pids.  ``abort`` forgets them when the commit failed.
-    def start_scheduled(self, tenant: str, job: JobDef, due: float | None, attempt: int, run_id: int) -> bool:
-        """Start the claimed row ``run_id`` of ``job``; False if it is no longer QUE."""
-        now = time.time()  # when it really starts (the wake-up may have had others to start first)
-        got = self.store(tenant).acquire(instance=self.instance, now=now, ids=[run_id])
-        if not got:
-            return False
-        act = Active(tenant, job.name, job.queue, run_id, False, job, attempt)
-        self._claimed(act, got[0], job_argv(job), job.timeout)
-        return True
+    # A run exists durably before its process: start_* pick a stored row (its slot, job and queue busy at
+    # once); ``acquire_picked`` acquires the picked rows of each tenant (QUE -> RUN) in one statement inside
+    # the daemon's open transaction; ``launch`` spawns them all after that transaction committed (one commit
+    # for a whole wake-up), then records their pids.  ``abort`` forgets them when the commit failed.
+    def start_scheduled(self, tenant: str, job: JobDef, due: float | None, attempt: int, run_id: int) -> None:
+        """Start the claimed row ``run_id`` of ``job`` (nothing starts if it is no longer QUE)."""
+        self._pick(Active(tenant, job.name, job.queue, run_id, False, job, attempt))
 
     def start_queued(self, tenant: str, run: Run, job: JobDef | None) -> None:
-        now = time.time()
-        got = self.store(tenant).acquire(instance=self.instance, now=now, ids=[run.id])
-        if not got:
-            return  # settled by hand (`jobs finish`) while it waited
-        act = Active(tenant, run.job, run.queue, run.id, True, job, run.attempt)
+        self._pick(Active(tenant, run.job, run.queue, run.id, True, job, run.attempt))
+
+    def _pick(self, act: Active) -> None:
+        self.picked.setdefault(act.tenant, []).append(act)
+        self._picked += 1
+        self._busy(act, True)
+
+    def acquire_picked(self) -> None:
+        """Inside the daemon's transaction: QUE -> RUN for the rows picked since the last call, one statement
+        per tenant; a row no longer QUE (settled by hand, taken by another daemon) frees what it held."""
+        picked, self.picked, self._picked = self.picked, {}, 0
+        for tenant, acts in picked.items():
+            now = time.time()  # when they really start (the wake-up may have had other work first)
+            got = self.store(tenant).acquire(instance=self.instance, now=now, ids=[a.run_id for a in acts],
+                                             limit=len(acts))
+            rows = {run.id: run for run in got}
+            for act in acts:
+                run = rows.get(act.run_id)
+                if run is None:
+                    self._busy(act, False)
+                elif act.queued:
+                    self._acquired_task(act, run, now)
+                else:
+                    assert act.jobdef is not None
+                    self.claimed.append((act, run, job_argv(act.jobdef), act.jobdef.timeout))
+
+    def _acquired_task(self, act: Active, run: Run, now: float) -> None:
         if run.argv is not None:
             problem = argv_problem(run.argv)  # a row written past `jobs enqueue`'s checks must not stop us
-            if problem is not None:
-                self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, problem), now)
+            if problem is None:
+                self.claimed.append((act, run, list(run.argv), None))
                 return
-            self._claimed(act, got[0], list(run.argv), None)
-        elif job is not None:
-            self._claimed(act, got[0], job_argv(job), job.timeout)
+            outcome = Outcome(State.ERR, SPAWN_FAILED, None, problem)
+        elif act.jobdef is not None:
+            self.claimed.append((act, run, job_argv(act.jobdef), act.jobdef.timeout))
+            return
         else:
-            self._end(act, Outcome(State.ERR, NO_SUCH_JOB, None, f"no job {run.job!r} in the config"), now)
-
-    def _claimed(self, act: Active, run: Run, argv: list[str], timeout: float | None) -> None:
-        self.claimed.append((act, run, argv, timeout))
-        self._busy(act, True)
+            outcome = Outcome(State.ERR, NO_SUCH_JOB, None, f"no job {run.job!r} in the config")
+        self._busy(act, False)
+        self._end(act, outcome, now)
 
     def abort(self) -> None:
         """The transaction holding the claims failed: nothing of it was spawned, nothing is busy; the pids
         it was to record wait for the next one."""
         for act, *_ in self.claimed:
             self._busy(act, False)
+        for acts in self.picked.values():
+            for act in acts:
+                self._busy(act, False)
         self.claimed.clear()
+        self.picked, self._picked = {}, 0
         self.unrecorded += self.recording
         self.recording, self.finals = [], []
-        self.unsaved, self.saving = self.saving + self.unsaved, []
+        self.saving.update(self.unsaved)
+        self.unsaved, self.saving = self.saving, {}
         if self.unsaved and self.save_by is None:
             self.save_by = time.time() + PID_DELAY
 
     def launch(self) -> None:
         """Spawn every run claimed in the transaction that just committed.  Their processes (pid, start
-        time, boot) are written by ``record_pids`` in the next transaction, at the latest PID_DELAY later:
-        under load that is the transaction recording other ends, not a commit of its own.  Until then a
-        restarted daemon finds them by their environment (runtime/liveness.py)."""
+        time, boot) are written in the next transaction, at the latest PID_DELAY later: under load that is
+        the transaction recording other ends, not a commit of its own, and a run that ended by then has its
+        process written with its end, in the same statement.  Until then a restarted daemon finds them by
+        their environment (runtime/liveness.py)."""
         claimed, self.claimed = self.claimed, []
-        for act, run, argv, timeout in claimed:
-            pid = self._spawn(act, run, argv, timeout, run.started or time.time())
-            if pid:  # its start time is read when it is written (see record_pids)
-                self.unsaved.append((act.tenant, act.run_id, pid, None, self.boot))
+        try:
+            for act, run, argv, timeout in claimed:
+                pid = self._spawn(act, run, argv, timeout, run.started or time.time())
+                if pid:  # its start time is read when it is written (see record_pids)
+                    self.unsaved[act.tenant, act.run_id] = (pid, None, self.boot)
+        finally:
+            ended, self.after_launch = self.after_launch, []
+            for act, run in ended:
+                self._ended(act, run)
         if self.unsaved and self.save_by is None:
             self.save_by = time.time() + PID_DELAY
 
     def record_pids(self) -> None:
-        """Inside the daemon's transaction: the processes of the runs launched since the last one."""
-        self.saving, self.unsaved, self.save_by = [_timed(u, self.active) for u in self.unsaved], [], None
-        for tenant, run_id, pid, start, boot in self.saving:
+        """Inside the daemon's transaction, after its ends: the processes of the runs launched since the last
+        one and still running."""
+        unsaved, self.unsaved, self.save_by = self.unsaved, {}, None
+        for (tenant, run_id), proc in unsaved.items():
+            pid, start, boot = self.saving[tenant, run_id] = _timed(proc, self.active)
             self.store(tenant).started(run_id, pid=pid, proc_start=start, boot_id=boot)
 
     def committed(self) -> None:
-        self.saving, self.recording = [], []
+        """The transaction committed: its ends' status files are written.  Those not shared with a run
+        about to start wait until it was spawned (``launch``): a freed slot is filled first.  A job's own
+        file takes its end before its next run's RUN text."""
+        self.saving, self.recording = {}, []
         finals, self.finals = self.finals, []
+        starting = {(act.tenant, act.job) for act, *_ in self.claimed if not act.queued}
         for act, run in finals:
-            self._ended(act, run)
+            if not act.queued and (act.tenant, act.job) in starting:
+                self._ended(act, run)
+            else:
+                self.after_launch.append((act, run))
 
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
-        config = self.config()
-        tenant = config.tenant(act.tenant)
-        status = statusfile.path_of(config.tenant_dir(act.tenant), act.tenant, run)
-        own = {"TASKSERVER_TENANT": act.tenant, "TASKSERVER_JOB": act.job,
-               "TASKSERVER_RUN_ID": str(act.run_id), "TASKSERVER_STATUS_FILE": str(status),
-               "TASKSERVER_LOGIN": (tenant.login if tenant else None) or "",
-               "TASKSERVER_CONFIG": str(config.path.absolute()),
-               liveness.INSTANCE_ENV: self.instance}  # a restarted daemon finds the run by these two
-        self.write_status(act.tenant, run)
+        place = self.places(self.config(), act.tenant)
+        status = place.status_path(run)
+        self._write_status(place, run, status, keep=True)  # its end is written through the same fd
         try:  # the root rule, at every spawn: a reload or a task queued into any tenant meets it too
-            if tenant is None:
-                raise UserError(f"tenant {act.tenant!r} is no longer in the config", hint="reload")
-            ident = privs.run_identity(config, tenant)
-            user = jobenv.RunUser.of_uid(ident.uid if ident is not None else os.geteuid())
-            env = jobenv.build(user, tenant, act.jobdef, own)
+            ident = place.identity()
+            env = place.environment(act.job, act.jobdef, act.run_id, status)
         except UserError as exc:
             log.error("tenant %s run %d: %s", act.tenant, act.run_id, exc.message)
             self._fail(act, Outcome(State.ERR, REFUSED, None, f"{exc.message} ({exc.hint})\n"), now)
@@ -204,7 +237,7 @@ class Runs:
                 failed.append((act, Outcome(State.ERR, SPAWN_FAILED, None, why), now))
                 continue
             self.active[child.pid] = act
-            self.unsaved.append((act.tenant, act.run_id, child.pid, None, self.boot))
+            self.unsaved[act.tenant, act.run_id] = (child.pid, None, self.boot)
         if self.unsaved and self.save_by is None:
             self.save_by = now + PID_DELAY
         return failed
@@ -252,7 +285,10 @@ class Runs:
         if inside:
             self.recording += ends
             for act, outcome, at in ends:
-                self.finals.append((act, self._finish(act, outcome, at)))
+                proc = self.unsaved.pop((act.tenant, act.run_id), None)  # written with its end
+                if proc is not None:
+                    self.saving[act.tenant, act.run_id] = proc  # back to unsaved if this transaction fails
+                self.finals.append((act, self._finish(act, outcome, at, proc)))
                 if self.on_end is not None:
                     self.on_end(act, self.finals[-1][1])
         else:
@@ -291,9 +327,10 @@ class Runs:
             self.on_end(act, run)
         self._ended(act, run)
 
-    def _finish(self, act: Active, outcome: Outcome, now: float) -> Run:
+    def _finish(self, act: Active, outcome: Outcome, now: float, proc: Process | None = None) -> Run:
         return self.store(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
-                                             exit_code=outcome.exit_code, output=outcome.output, now=now)
+                                             exit_code=outcome.exit_code, output=outcome.output, now=now,
+                                             process=proc)
 
     def _ended(self, act: Active, run: Run) -> None:
         self.write_status(act.tenant, run)
@@ -302,17 +339,33 @@ class Runs:
                 f" {run.reason}" if run.reason else "")
 
     def write_status(self, tenant: str, run: Run | None) -> None:
-        if run is None:
-            return
-        config = self.config()
-        conf = config.tenant(tenant)
+        if run is not None:
+            place = self.places(self.config(), tenant)
+            self._write_status(place, run, place.status_path(run))
+
+    def _write_status(self, place: Place, run: Run, path: str, keep: bool = False) -> None:
+        """``keep``: the file is kept open for the run's next write (``status_fds``), its end."""
+        fd = self.status_fds.pop((place.name, run.id), None)
         try:
-            with privs.fs_identity(tenancy.file_identity(config, conf) if conf is not None else None):
-                statusfile.update(config.tenant_dir(tenant), tenant, run, self.spares)
+            text = statusfile.render(run, place.name)
+            if place.files is None:  # the daemon's own ids: no switch of filesystem ids to enter and leave
+                self._rewrite((place.name, run.id), path, text, fd, keep=keep)
+                return
+            with privs.fs_identity(place.files):
+                self._rewrite((place.name, run.id), path, text, fd, keep=keep)
         except (OSError, UserError) as exc:
             log.warning("status file of run %d: %s", run.id, exc)
 
+    def _rewrite(self, key: tuple[str, int], path: str, text: str, fd: int | None, *, keep: bool) -> None:
+        if fd is not None:
+            statusfile.rewrite_open(fd, path, text, self.spares)
+        elif (kept := statusfile.rewrite(path, text, self.spares, keep=keep)) is not None:
+            self.status_fds[key] = kept
+
     def close(self) -> None:
+        for fd in self.status_fds.values():
+            os.close(fd)
+        self.status_fds.clear()
         self.spares.close()
         if self.executor.launcher is not None:
             self.executor.launcher.close()
@@ -349,14 +402,13 @@ class Runs:
         self.spares.expect(directory, names, mode, ident)
 
 
-def _timed(unsaved: tuple[str, int, int, int | None, str | None],
-           active: dict[int, Active]) -> tuple[str, int, int, int | None, str | None]:
+def _timed(unsaved: Process, active: dict[int, Active]) -> Process:
     """The process's start time (the pid reuse guard), read when it is written instead of right after the
     spawn: reading /proc/PID/stat waits while the child is still in exec, a millisecond per run under load.
     Only a child not reaped yet is read: its pid cannot have been reused.  A reaped one keeps None, which
     liveness.same_process never takes for a live process (its end is recorded anyway)."""
-    tenant, run_id, pid, start, boot = unsaved
+    pid, start, boot = unsaved
     if start is None and pid in active:
         start = liveness.start_time(pid)
-    return tenant, run_id, pid, start, boot
+    return pid, start, boot
 

@@ -31,6 +31,7 @@ from .store import (
     REPORTED,
     Instance,
     JobSummary,
+    Process,
     Purged,
     Run,
     StoreError,
@@ -43,8 +44,9 @@ COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid,
 # One statement per end: the final row comes back with the update (no second read per run)
 _FINISH = ("UPDATE runs SET state=COALESCE(reported, ?), "  # noqa: S608 - constant text only
            "reason=CASE WHEN reported IS NULL THEN ? WHEN reported='ERR' THEN ? ELSE NULL END, "
-           "exit_code=?, output=?, finished=?, message=COALESCE(message, ?) WHERE id=? "
+           "exit_code=?, output=?, finished=?, message=COALESCE(message, ?){} WHERE id=? "
            f"RETURNING {COLUMNS}")
+_FINISH_RUN, _FINISH_PROCESS = _FINISH.format(""), _FINISH.format(", pid=?, proc_start=?, boot_id=?")
 _INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
 _FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
 DAEMON_LOCK_WAIT = 2.0  # seconds the daemon waits for another writer's lock (commands wait 10)
@@ -63,14 +65,21 @@ def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True, verify:
     return SqliteStore(store_path(tenant, state_dir), marker, create=create, verify=verify)
 
 
+_FIELDS = tuple(COLUMNS.split(", "))  # Run's fields, in the order of COLUMNS
+_STATES = {state.value: state for state in State}
+
+
 def _run(row: tuple[Any, ...]) -> Run:
-    (rid, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, attempt,
-     argv, output, message, queued, proc_start, boot_id, not_before) = row
-    return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
-               started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
-               attempt=attempt, argv=_argv(argv), output=output,
-               message=message, queued=bool(queued), proc_start=proc_start, boot_id=boot_id,
-               not_before=not_before)
+    """A row as a ``Run``.  Three per run in a burst (queued, acquired, finished), so built without the
+    frozen dataclass's ``__init__``, which sets each of its 21 fields through ``object.__setattr__``: the
+    same fields, the same values (the state as its enum, the argv decoded, queued a bool), a third of the
+    time."""
+    fields = dict(zip(_FIELDS, row, strict=True))
+    fields["state"], fields["argv"], fields["queued"] = _STATES[row[3]], _argv(row[13]), bool(row[16])
+    fields["host"] = None
+    run: Run = object.__new__(Run)
+    run.__dict__.update(fields)
+    return run
 
 
 def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatenate[SqliteStore, P], R]:
@@ -84,11 +93,23 @@ def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatena
     return wrapper
 
 
+_ARGVS: dict[str, tuple[str, ...]] = {}  # stored argv texts seen: the same commands come back run after run
+
+
 def _argv(text: str | None) -> tuple[str, ...] | None:
     """A stored task's argv; a value that is not a JSON list comes back empty, and the daemon then ends the
     run ERR instead of failing on it (the row may have been written by anything with the file)."""
     if not text:
         return None
+    got = _ARGVS.get(text)
+    if got is None:
+        got = _decode_argv(text)
+        if len(_ARGVS) < 4096:
+            _ARGVS[text] = got
+    return got
+
+
+def _decode_argv(text: str) -> tuple[str, ...]:
     try:
         got = json.loads(text)
     except ValueError:
@@ -232,10 +253,13 @@ class SqliteStore(SqliteSteer):
 
     @_guarded
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float, note: str | None = None) -> Run:
+               output: str, now: float, note: str | None = None, process: Process | None = None) -> Run:
         # A report the task made itself (`jobs finish`) wins over what its exit code says.
-        params = (state.value, reason, REPORTED, exit_code, output, now, note, run_id)
-        row = self.db.execute(_FINISH, params).fetchone()
+        params = (state.value, reason, REPORTED, exit_code, output, now, note)
+        if process is None:
+            row = self.db.execute(_FINISH_RUN, (*params, run_id)).fetchone()
+        else:
+            row = self.db.execute(_FINISH_PROCESS, (*params, *process, run_id)).fetchone()
         if row is None:
             raise StoreError(f"{self.path}: run {run_id} vanished before its end was recorded")
         return _run(row)

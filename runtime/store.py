@@ -80,6 +80,9 @@ class Run:
     host: str | None = None  # the host whose daemon ran it (shared stores; None: this host's store)
 
 
+Process = tuple[int, int | None, str | None]  # a run's process: pid, start (clock ticks after boot), boot id
+
+
 @dataclass(frozen=True)
 class Instance:
     """One daemon's lease on a store."""
@@ -187,8 +190,10 @@ class Store(Protocol):
         """Record the process of a run just spawned (after the claim was committed)."""
 
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float, note: str | None = None) -> Run:
-        """RUN|QUE -> OK | ERR; a report the task made itself (``report``) wins. Returns the final run."""
+               output: str, now: float, note: str | None = None, process: Process | None = None) -> Run:
+        """RUN|QUE -> OK | ERR; a report the task made itself (``report``) wins. Returns the final run.
+        ``process``: what ``started`` would have written, for a run that ended before it was (one statement
+        for both)."""
 
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:
         """The task's own outcome; applied at once if the run already ended."""

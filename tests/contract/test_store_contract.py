@@ -160,6 +160,27 @@ def test_started_records_the_process_identity(store: Store) -> None:
     assert run is not None and (run.pid, run.proc_start, run.boot_id) == (123, 456, "boot")
 
 
+def test_acquire_by_ids_takes_those_still_queued_in_one_call(connect: Opener) -> None:
+    a, b = connect(), connect()
+    ids = [a.add("", queue=f"q{i}", argv=["t"], now=1.0) for i in range(3)]
+    ids.append(a.claim("j", 5.0, now=5.0) or 0)
+    assert [r.id for r in b.acquire(instance="i2", now=6.0, ids=[ids[1]])] == [ids[1]]
+    got = a.acquire(instance="i1", now=7.0, ids=ids, limit=len(ids))
+    assert [(r.id, r.state, r.instance, r.started) for r in got] == [
+        (rid, State.RUN, "i1", 7.0) for rid in (ids[0], ids[2], ids[3])]
+
+
+def test_an_end_may_bring_the_process_started_would_have_written(store: Store) -> None:
+    rid, other = (store.add("", argv=["t"], now=1.0) for _ in range(2))
+    store.acquire(instance="i1", now=2.0, ids=[rid, other], limit=2)
+    done = store.finish(rid, State.OK, None, exit_code=0, output="", now=3.0, process=(123, None, "boot"))
+    assert (done.state, done.finished, done.pid, done.proc_start, done.boot_id) == (
+        State.OK, 3.0, 123, None, "boot")
+    store.started(other, pid=77, proc_start=88, boot_id="b")
+    kept = store.finish(other, State.OK, None, exit_code=0, output="", now=3.0)  # no process: kept as written
+    assert (kept.pid, kept.proc_start, kept.boot_id) == (77, 88, "b")
+
+
 def test_running_lists_other_instances_runs(store: Store) -> None:
     a = store.add("", argv=["t"], now=1.0)
     b = store.add("", argv=["t"], now=1.0)
