@@ -27,9 +27,12 @@ from typing import TYPE_CHECKING
 from .store_errors import StoreBusy, StoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .store import Instance
 
 HEADER = b"SQLite format 3\x00"
+_SUN_PATH = 100  # a socket address's bytes: sun_path holds 108 with its NUL; kept under it with a margin
 _RESTORE_HINT = ("restore the file from a backup; to start a new, empty history instead, move the file aside "
                  "and remove {marker}")
 
@@ -147,8 +150,9 @@ class WakeSocket:
     """A datagram socket next to the store: `jobs enqueue` wakes the daemon without knowing its pid.
 
     Bound only by the daemon holding the instance lock, so a socket file found at ``listen`` is a dead
-    daemon's.  A path too long for ``sun_path`` (108 bytes) gets no socket: the pid file's SIGUSR1 still
-    wakes the daemon then.
+    daemon's.  A path too long for ``sun_path`` (108 bytes: a deep state dir) is reached through its
+    directory opened as a file descriptor (``/proc/self/fd/N/NAME``), for the bind and for each wake-up;
+    only a name too long even then gets no socket (the pid file's SIGUSR1 still wakes the daemon).
     """
 
     def __init__(self, path: Path) -> None:
@@ -156,17 +160,37 @@ class WakeSocket:
         # the plain _socket type: the socket module's import (its enums) was a tenth of `jobs enqueue`
         self.sock: _socket.socket | None = None
 
-    def _fits(self) -> bool:
-        return len(os.fsencode(self.path)) <= 100
+    @contextlib.contextmanager
+    def _address(self) -> Iterator[str | None]:
+        """The socket's address: its path, or for a path too long its directory's descriptor's path
+        (valid while the descriptor is open); None when even that is too long."""
+        if len(os.fsencode(self.path)) <= _SUN_PATH:
+            yield str(self.path)
+            return
+        try:
+            fd = os.open(self.path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            yield None
+            return
+        try:
+            short = f"/proc/self/fd/{fd}/{self.path.name}"
+            yield short if len(os.fsencode(short)) <= _SUN_PATH else None
+        finally:
+            os.close(fd)
 
     def listen(self) -> None:
         self.close()
-        if not self._fits():
-            return
-        flags = _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK
-        sock = _socket.socket(_socket.AF_UNIX, flags)
-        self.path.unlink(missing_ok=True)
-        sock.bind(str(self.path))
+        with self._address() as address:
+            if address is None:
+                return
+            flags = _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK
+            sock = _socket.socket(_socket.AF_UNIX, flags)
+            self.path.unlink(missing_ok=True)
+            try:
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
         os.chmod(self.path, 0o660)  # its user and group (the daemon's, a tenant's) may wake it, no one else
         self.sock = sock
 
@@ -180,17 +204,18 @@ class WakeSocket:
 
     def notify(self) -> bool:
         """Send a wake-up; False when nobody listens."""
-        if not self._fits():
-            return False
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-        try:
-            s.sendto(b"!", str(self.path))
-        except BlockingIOError:
-            return True  # its buffer is full of wake-ups it has not read yet: it will look
-        except OSError:
-            return False
-        finally:
-            s.close()
+        with self._address() as address:
+            if address is None:
+                return False
+            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+            try:
+                s.sendto(b"!", address)
+            except BlockingIOError:
+                return True  # its buffer is full of wake-ups it has not read yet: it will look
+            except OSError:
+                return False
+            finally:
+                s.close()
         return True
 
     def close(self) -> None:
