@@ -455,10 +455,14 @@ class Daemon:
 
     def _dispatch(self, now: float) -> None:
         """Pick what starts in the free slots (scheduled runs first, then queued tasks), then acquire the
-        picked rows: one statement per tenant."""
-        if self._dispatch_scheduled(now):
-            self._dispatch_queued(now)
-        self.runs.acquire_picked()
+        picked rows: one statement per tenant.  Slots freed by picks that did not start (a task that cannot
+        start ends ERR at once, a row settled meanwhile) are filled in another round; each round takes its
+        picks out of what waits, so the rounds end."""
+        while True:
+            if self._dispatch_scheduled(now):
+                self._dispatch_queued(now)
+            if not self.runs.acquire_picked() or self._slots() <= 0:
+                return
 
     def _dispatch_scheduled(self, now: float) -> bool:
         """False when the slots ran out."""

@@ -109,10 +109,13 @@ class Runs:
         self._picked += 1
         self._busy(act, True)
 
-    def acquire_picked(self) -> None:
+    def acquire_picked(self) -> bool:
         """Inside the daemon's transaction: QUE -> RUN for the rows picked since the last call, one statement
-        per tenant; a row no longer QUE (settled by hand, taken by another daemon) frees what it held."""
+        per tenant; a row no longer QUE (settled by hand, taken by another daemon) frees what it held, and so
+        does a task that cannot start (ended ERR at once). True when any slot was freed so: the daemon picks
+        again for it."""
         picked, self.picked, self._picked = self.picked, {}, 0
+        before = len(self.claimed)
         for tenant, acts in picked.items():
             now = time.time()  # when they really start (the wake-up may have had other work first)
             got = self.store(tenant).acquire(instance=self.instance, now=now, ids=[a.run_id for a in acts],
@@ -127,6 +130,7 @@ class Runs:
                 else:
                     assert act.jobdef is not None
                     self.claimed.append((act, run, job_argv(act.jobdef), act.jobdef.timeout))
+        return len(self.claimed) - before < sum(len(acts) for acts in picked.values())
 
     def _acquired_task(self, act: Active, run: Run, now: float) -> None:
         if run.argv is not None:
