@@ -194,10 +194,9 @@ class Daemon:
 
     def _take(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float) -> None:
         """Claim the due times to run now and set the job's timer."""
-        store = self._st(tenant.name)
-        claimed = [(due, store.claim(job.name, due, queue=job.queue, now=now))
-                   for due in self._unpaused(tenant, job, dues, now)]
-        self._queue(tenant, job, claimed, now)
+        dues = self._unpaused(tenant, job, dues, now)
+        rids = self._st(tenant.name).claim_many([(job.name, due, job.queue) for due in dues], now=now)
+        self._queue(tenant, job, list(zip(dues, rids, strict=True)), now)
 
     def _unpaused(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float) -> list[float]:
         """The due times to claim: none of a paused job's (they are recorded missed, noting the pause)."""

@@ -186,17 +186,13 @@ class SqliteStore(SqliteSteer):
 
     @_guarded
     def missed(self, job: str, dues: Iterable[float], *, now: float, note: str | None = None) -> None:
-        rows = [(job, MISSED, due, now, now, note) for due in dues]
-        if not rows:
-            return
-        with self._txn():
-            self.db.executemany(
-                "INSERT INTO runs (job, state, reason, due, created, finished, message) "
-                "VALUES (?, 'ERR', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
-            self._advance(job, max(float(r[2]) for r in rows))
+        self._missed([(job, due, note) for due in dues], now=now)
 
     @_guarded
     def missed_many(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
+        self._missed(rows, now=now)
+
+    def _missed(self, rows: Sequence[tuple[str, float, str | None]], *, now: float) -> None:
         if rows:
             with self._txn():
                 bulk.missed(self.db, rows, reason=MISSED, now=now)
