@@ -155,6 +155,28 @@ def lab() -> Iterator[Lab]:
         the_lab.cleanup()
 
 
+@dataclass
+class Site:
+    """A root-owned config with a daemon user, two tenants with users of their own and a stranger."""
+
+    world: Lab
+    cfg: Path
+    state: Path
+    daemon_user: User
+    a: User
+    b: User
+    stranger: User
+
+
+def tenant_site(world: Lab, tenants: Callable[[User, User], str]) -> Site:
+    """``tenants(a, b)``: the ``tenants:`` section's entries (indented by two), given the tenants' users."""
+    d, a, b, e = world.user("dmn"), world.user("tena"), world.user("tenb"), world.user("strg")
+    state = world.base / "state"
+    cfg = write(world.base / "etc" / "ts.yaml", f"task_server:\n  run_as: {d.name}\n  state_dir: {state}\n"
+                f"tenants:\n{tenants(a, b)}")
+    return Site(world, cfg, state, d, a, b, e)
+
+
 def write(path: Path, text: str, owner: User | None = None, mode: int = 0o644) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -18,11 +18,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from secusers import Lab, User, as_user, lab, needs_root, wait_for, write
+from secusers import Site, User, as_user, lab, needs_root, tenant_site, wait_for, write
 
 from taskserver.runtime import config, pidfile
 
@@ -32,31 +31,16 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
 HOSTILE = ["/bin/echo", "$(touch /tmp/pwned)", "a; rm -rf /", "two\nlines", "quote'\"", "é ✓", "--json", ""]
 
 
-@dataclass
-class Site:
-    world: Lab
-    cfg: Path
-    state: Path
-    d: User
-    a: User
-    b: User
-    stranger: User
-
-
 @pytest.fixture
 def site() -> Iterator[Site]:
     with lab() as world:
-        d, a, b, e = world.user("dmn"), world.user("tena"), world.user("tenb"), world.user("strg")
-        state = world.base / "state"
-        cfg = write(world.base / "etc" / "ts.yaml", (
-            f"task_server:\n  run_as: {d.name}\n  state_dir: {state}\n"
-            "tenants:\n"
+        got = tenant_site(world, lambda a, b: (
             f"  a:\n    login: shop-a\n    run_as: {a.name}\n"
             f"  b:\n    login: shop-b\n    run_as: {b.name}\n"
             "  plain:\n    login: shop-p\n"
             "  off:\n    enabled: false\n    login: shop-o\n"))
         time.sleep(2.1)  # a file in use: not changed in the 2 s before its daemon read it (config.SETTLED_NS)
-        yield Site(world, cfg, state, d, a, b, e)
+        yield got
 
 
 def _store(site: Site, tenant: str) -> Path:
@@ -141,9 +125,10 @@ def test_lean_and_full_paths_write_the_same_rows_and_files(site: Site) -> None:
     _block_queue(site, "a", None)
     _same_as_full(site, "a", HOSTILE)  # root, for a tenant with its own user
     _same_as_full(site, "a", ["/bin/true"], user=site.a, extra=("--json",))  # the tenant's user
-    _same_as_full(site, "a", ["/bin/true", "x"], user=site.d)  # the daemon's user
-    _block_queue(site, "plain", site.d)
-    _same_as_full(site, "plain", HOSTILE, user=site.d)  # a tenant without its own user: the daemon's
+    _same_as_full(site, "a", ["/bin/true", "x"], user=site.daemon_user)  # the daemon's user
+    _block_queue(site, "plain", site.daemon_user)
+    # a tenant without its own user: the daemon's
+    _same_as_full(site, "plain", HOSTILE, user=site.daemon_user)
     assert not Path("/tmp/pwned").exists()
     # and the lean path is lean: none of the parser's, the model's or the scheduler's modules
     heavy = ("ruamel.yaml", "dataclasses", "zoneinfo", "logging", "argparse")

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,12 @@ from secusers import (
     USER_ENV,
     USER_TASKSERVER,
     Lab,
-    User,
+    Site,
     lab,
     needs_root,
     one_error,
     snapshot,
+    tenant_site,
     wait_for,
     write,
 )
@@ -42,28 +42,12 @@ pytestmark = needs_root
 WHOAMI = "{command: [/usr/bin/id]}"
 
 
-@dataclass
-class Site:
-    world: Lab
-    cfg: Path
-    state: Path
-    daemon_user: User
-    a: User
-    b: User
-    stranger: User
-
-
 @pytest.fixture
 def site() -> Iterator[Site]:
     with lab() as world:
-        d, a, b, e = world.user("dmn"), world.user("tena"), world.user("tenb"), world.user("strg")
-        state = world.base / "state"
-        cfg = write(world.base / "etc" / "ts.yaml", (
-            f"task_server:\n  run_as: {d.name}\n  state_dir: {state}\n"
-            "tenants:\n"
+        yield tenant_site(world, lambda a, b: (
             f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      whoami: {WHOAMI}\n"
             f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      whoami: {WHOAMI}\n"))
-        yield Site(world, cfg, state, d, a, b, e)
 
 
 def _json(res: object) -> object:

@@ -26,14 +26,19 @@ FORMS = [
 ]
 
 
-@pytest.mark.parametrize("words", FORMS, ids=" ".join)
-@pytest.mark.parametrize("env", [None, "/etc/from-env.yaml"])
-def test_a_plain_status_means_what_argparse_makes_of_it(words: list[str], env: str | None,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def _config_env(monkeypatch: pytest.MonkeyPatch, env: str | None) -> None:
+    """TASKSERVER_CONFIG unset (None) or set to ``env``."""
     if env is None:
         monkeypatch.delenv("TASKSERVER_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TASKSERVER_CONFIG", env)
+
+
+@pytest.mark.parametrize("words", FORMS, ids=" ".join)
+@pytest.mark.parametrize("env", [None, "/etc/from-env.yaml"])
+def test_a_plain_status_means_what_argparse_makes_of_it(words: list[str], env: str | None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _config_env(monkeypatch, env)
     hoisted = cli._hoist_global_flags(words)
     lean = cli._plain_status(hoisted)
     try:
@@ -125,10 +130,7 @@ def test_a_plain_enqueue_means_what_argparse_makes_of_it(words: list[str], env: 
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """The lean `jobs enqueue` (runtime/cli_enqueue.py) reads its command line as argparse would, or leaves
     it to argparse; only the handler differs (the lean one falls back to argparse's own)."""
-    if env is None:
-        monkeypatch.delenv("TASKSERVER_CONFIG", raising=False)
-    else:
-        monkeypatch.setenv("TASKSERVER_CONFIG", env)
+    _config_env(monkeypatch, env)
     hoisted = cli._hoist_global_flags(words)
     lean = cli._plain_enqueue(hoisted)
     try:
