@@ -24,6 +24,7 @@ from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .model import State, TenantDef
 from .sqlite_base import add_task, open_db
+from .sqlite_ckpt import Checkpointer
 from .sqlite_steer import SqliteSteer
 from .store import (
     BACKENDS,
@@ -136,6 +137,7 @@ class SqliteStore(SqliteSteer):
         self._next_check = 0.0
         self.db = open_db(path, self.marker, create=create, verify=verify)
         self._ident = os.stat(path)
+        self._ckpt: Checkpointer | None = None  # the daemon's: the log is checkpointed off its commits
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -153,6 +155,8 @@ class SqliteStore(SqliteSteer):
             yield
             self._depth = 0
             self._sql("COMMIT")
+            if self._ckpt is not None:
+                self._ckpt.committed()
         except BaseException:
             self._depth = 0
             if self.db.in_transaction:
@@ -297,6 +301,8 @@ class SqliteStore(SqliteSteer):
                         (me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
                          me.heartbeat, me.expires))
         self._wake.listen()
+        if self._ckpt is None:
+            self._ckpt = Checkpointer.start(self.path, self._ident, self.db)
 
     @_guarded
     def heartbeat(self, instance: str, *, now: float, expires: float) -> None:
@@ -311,6 +317,7 @@ class SqliteStore(SqliteSteer):
     def detach(self, instance: str) -> None:
         self.db.execute("DELETE FROM instances WHERE id=?", (instance,))
         if self._me is not None and instance == self._me.id:
+            self._stop_checkpoints(self.db)
             self._wake.close()
             self._lock.release()
             self._me = None
@@ -355,6 +362,7 @@ class SqliteStore(SqliteSteer):
             new.execute("PRAGMA synchronous=NORMAL")
         except (OSError, sqlite3.Error):
             return None
+        self._stop_checkpoints(None)  # its connection holds the deleted file: the new one checkpoints itself
         self.db.close()
         self.db, self._ident = new, os.stat(self.path)
         with contextlib.suppress(OSError):
@@ -427,7 +435,13 @@ class SqliteStore(SqliteSteer):
             "MAX(CASE WHEN state='OK' THEN finished END)", *le]) + " FROM runs GROUP BY job, state"
         return [summary_row(row, len(buckets)) for row in self.db.execute(sql, [*buckets, *buckets])]
 
+    def _stop_checkpoints(self, db: sqlite3.Connection | None) -> None:
+        ckpt, self._ckpt = self._ckpt, None
+        if ckpt is not None:
+            ckpt.stop(db)
+
     def close(self) -> None:
+        self._stop_checkpoints(None)
         self._wake.close()
         self._lock.release()
         with contextlib.suppress(sqlite3.Error):
