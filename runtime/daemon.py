@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FINE = 0.0015  # seconds of a sleep that are slept precisely (the end of the last epoll millisecond)
 MAX_SLEEP = stores.MAX_SLEEP  # re-read the wall clock at least this often (it may be stepped while we sleep)
 RSS_EVERY = 0.1  # seconds between two looks at the daemon's memory (memory_limit)
 SOON = 60.0  # jobs due within this many seconds of a (re)start get their first status file made ahead
@@ -254,7 +255,7 @@ class Daemon:
             if not self.runs and (self.stopping or (self.once and not self._work_left())):
                 self._flush_at_exit()
                 return self.exit_code
-            for key, _ in self.sel.select(self._sleep_time(now)):
+            for key, _ in wait_until(self.sel, now + self._sleep_time(now)):
                 if key.data is None:
                     _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 elif isinstance(key.data, Child):
@@ -670,6 +671,18 @@ class Daemon:
         self.runs.close()
         self.sel.close()
         self.stores.close()
+
+
+def wait_until(sel: selectors.BaseSelector, until: float) -> list[tuple[selectors.SelectorKey, int]]:
+    """The loop's sleep: the events that came, or none once ``until`` (epoch seconds) came.  epoll counts
+    whole milliseconds, rounded up, which alone made every due run about half a millisecond late: the whole
+    milliseconds are waited for there, the rest of the last one (at most FINE) is slept precisely, with no
+    events watched that long (they are taken right after)."""
+    left = until - time.time()
+    events = sel.select(max(0.0, int(left * 1000) / 1000 - 1e-7) if left > 0 else 0.0)
+    if not events and 0 < (left := until - time.time()) <= FINE:
+        time.sleep(left)
+    return events
 
 
 def _drain(fd: int) -> None:
