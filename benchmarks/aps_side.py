@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/aps_side.py memory|sqlite WORKLOAD [ARGS...]; prints one JSON object on stdout.
 Each workload mirrors the taskserver one in run_all.py: the same job counts, due times, 4 parallel workers
-(taskserver's default max_parallel) and /bin/true as the job's command.  ``memory`` is APScheduler's default
+(taskserver's default max_parallel) and the same commands, their output read as taskserver reads it
+(common.py).  ``memory`` is APScheduler's default
 job store (it persists nothing); ``sqlite`` its SQLAlchemy job store on a SQLite file (what a user who wants
 the schedule to survive a restart picks).  Job functions live at module level so that store can pickle them.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from common import cpu_ns_precise, percentile, rss_bytes
+from common import LATE_COMMAND, ONE_OFF_COMMAND, cpu_ns_precise, percentile, rss_bytes, run_like_taskserver
 
 WORKERS = 4
 STORE = "memory"
@@ -54,7 +54,7 @@ def late_job(i: int, due: float) -> None:
     started = time.time()
     with LOCK:
         LATE.setdefault(i, started - due)
-    subprocess.run(["/bin/true"], check=False)
+    run_like_taskserver(LATE_COMMAND)
     with LOCK:
         SPANS.append((started, time.time()))
 
@@ -106,7 +106,7 @@ def _noop() -> None:
 
 def one_off() -> None:
     started = time.time()
-    subprocess.run(["/bin/true"], check=False)
+    run_like_taskserver(ONE_OFF_COMMAND)
     with LOCK:
         SPANS.append((started, time.time()))
 

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 from pathlib import Path
+
+# The commands every system runs: the lateness jobs print when they ran (taskserver's job-side figure), the
+# one-off tasks do nothing.  taskserver keeps each run's output (stdout and stderr in one pipe, read to its
+# end), so the peers read it the same way (``run_like_taskserver``): the same child, the same work around it.
+LATE_COMMAND = ["/bin/date", "+%s.%N"]
+ONE_OFF_COMMAND = ["/bin/true"]
+
+
+def run_like_taskserver(argv: list[str]) -> bytes:
+    """Run ``argv`` as a taskserver run is run: stdin from /dev/null, stdout and stderr into one pipe."""
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          check=False).stdout
+
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -1,5 +1,5 @@
 """The Huey side: its SQLite storage, a consumer with 4 worker threads (taskserver's max_parallel), the task
-``/bin/true`` in a child process, as taskserver runs it.
+``/bin/true`` in a child process, its output read as taskserver reads it (common.py).
 
 Usage: python benchmarks/huey_side.py WORKLOAD [ARGS...]; prints one JSON object on stdout.
 - ``enqueue N``: N tasks put into the SQLite storage one call each (Huey has no batch form); tasks/s.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import ONE_OFF_COMMAND, run_like_taskserver
 from huey import SqliteHuey
 
 WORKERS = 4
@@ -31,7 +31,7 @@ LOCK = threading.Lock()
 @HUEY.task()
 def true_task() -> None:
     started = time.time()
-    subprocess.run(["/bin/true"], check=False)
+    run_like_taskserver(ONE_OFF_COMMAND)
     with LOCK:
         SPANS.append((started, time.time()))
 

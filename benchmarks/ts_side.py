@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import cpu_ns_precise, percentile, rss_bytes
+from common import LATE_COMMAND, cpu_ns_precise, percentile, rss_bytes
 
 TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 # How start-up grows beyond what one config may hold (10,000 jobs, 1 MiB, 100,000 values: see
@@ -112,7 +112,7 @@ class Server:
 
 
 def _date_job(name: str, trigger: str) -> str:
-    return f'      {name}:\n        {trigger}\n        command: ["/bin/date", "+%s.%N"]\n'
+    return f'      {name}:\n        {trigger}\n        command: {json.dumps(LATE_COMMAND)}\n'
 
 
 def lateness(n: int, base: float, step: float) -> dict[str, Any]:
