@@ -33,6 +33,7 @@ from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
 from .isolate import gc_paused
+from .launcher import drain
 from .memory import rss_bytes
 from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
@@ -257,7 +258,7 @@ class Daemon:
                 return self.exit_code
             for key, _ in wait_until(self.sel, now + self._sleep_time(now)):
                 if key.data is None:
-                    _drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
+                    drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 elif isinstance(key.data, Child):
                     self.executor.read(key.data)
                 elif key.data is self.web and self.web is not None:
@@ -683,14 +684,6 @@ def wait_until(sel: selectors.BaseSelector, until: float) -> list[tuple[selector
     if not events and 0 < (left := until - time.time()) <= FINE:
         time.sleep(left)
     return events
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def serve(config: Config, *, once: bool = False, time_limit: float | None = None,

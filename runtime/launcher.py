@@ -111,9 +111,7 @@ class Launcher:
 
     def landed(self) -> list[Job]:
         """Spawns finished since the last call (their pid set, or their error)."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.wake_r, 4096):
-                pass
+        drain(self.wake_r)
         done = []
         while self._done:
             job = self._done.popleft()
@@ -171,6 +169,14 @@ class Launcher:
             libc.posix_spawn_file_actions_destroy(actions)
             raise
         return actions
+
+
+def drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe.  A read that returns less than asked for took all there was (a
+    pipe hands over everything it holds), so no second read is made just to see it fail."""
+    with contextlib.suppress(BlockingIOError):
+        while len(os.read(fd, 4096)) == 4096:
+            pass
 
 
 def _strings(items: list[str]) -> ctypes.Array[ctypes.c_char_p]:

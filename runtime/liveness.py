@@ -35,10 +35,19 @@ def host() -> str:
     return socket.gethostname()
 
 
+def _stat(pid: int) -> bytes:
+    """/proc/PID/stat in one read (a line well under 4 KiB): read once per run, so no file object."""
+    fd = os.open(f"{PROC}/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (the process's start, clock ticks after boot); None when it is gone."""
     try:
-        stat = (PROC / str(pid) / "stat").read_bytes()
+        stat = _stat(pid)
     except OSError:
         return None
     # the command name (field 2) may hold spaces and parentheses: count fields after its closing ')'

@@ -255,9 +255,13 @@ def rewrite_open(fd: int, path: Path | str, text: str, spares: Spares | None = N
     """``rewrite`` through the fd ``rewrite(keep=True)`` returned (closed here).  A file removed or replaced
     since (no link left to what the fd holds) is written by its path instead, as ``rewrite`` would."""
     try:
-        gone = os.fstat(fd).st_nlink == 0
+        st = os.fstat(fd)  # one look for both: still linked, and how long the text there is
+        gone = st.st_nlink == 0
         if not gone:
-            _overwrite(fd, text.encode())
+            data = text.encode()
+            os.pwrite(fd, data, 0)
+            if st.st_size > len(data):
+                os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
     if gone:
