@@ -12,7 +12,7 @@ although it had history, when it is not the store this state dir knew, and while
   made stricter with ``cell_size_check``, and on the header and identity checks.
 - One daemon per store: an exclusive ``flock`` on ``<store>.lock``, held for the daemon's life (the kernel
   drops it when the process dies, whatever kills it); the holder writes who it is into that file, so the
-  refusal names the other daemon (pid, host, config).
+  refusal names the other daemon (pid, host, config), and which store file it holds it for (``served``).
 - Wake-ups: the lock holder listens on a datagram socket ``<store>.wake`` (``WakeSocket``).
 """
 
@@ -116,22 +116,32 @@ def served(path: Path) -> bool:
 
     Looked at without creating, following or holding anything: the lock file named from ``path``, opened
     read-only without following a link (a FIFO is not waited for), must be a regular file with one link,
-    owned by the store file's owner, on which a non-blocking shared ``flock`` fails; the shared lock a
+    owned by the store file's owner, on which a non-blocking shared ``flock`` fails, and its holder must
+    have written that it holds it for this very file (device and inode: the held lock of another store,
+    renamed into place by someone who can write the directory, is not this store's). The shared lock a
     success takes is released at once (a daemon taking the lock meanwhile waits for it: ``take``). A
     missing file, a link, a file of another user (the lock of a store in a directory someone else can
     write into), one this user may not read: not served, so the whole file is checked."""
     try:
-        owner = os.stat(path).st_uid
+        store = os.stat(path)
         fd = os.open(InstanceLock(path).path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != owner:
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != store.st_uid:
             return False
-        return not _try_flock(fd, fcntl.LOCK_SH)
+        return not _try_flock(fd, fcntl.LOCK_SH) and _holds(os.pread(fd, 4096, 0), store)
     finally:
         os.close(fd)  # releases a shared lock taken
+
+
+def _holds(raw: bytes, store: os.stat_result) -> bool:
+    """Whether a lock file's text (``InstanceLock.take``) names ``store``'s file."""
+    try:
+        return bool(json.loads(raw)["store"] == [store.st_dev, store.st_ino])
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _try_flock(fd: int, how: int) -> bool:
@@ -149,6 +159,7 @@ class InstanceLock:
     """The exclusive lock that makes a store one daemon's; released when the process ends."""
 
     def __init__(self, path: Path) -> None:
+        self.store = path
         self.path = path.with_name(path.name + ".lock")
         self.fd: int | None = None
 
@@ -165,12 +176,21 @@ class InstanceLock:
             raise StoreBusy(f"{self.path.with_suffix('')}: in use by another taskserver daemon "
                             f"({_who(holder)})", hint="each store serves one daemon: stop the other one, or "
                             "give this config its own state_dir") from None
-        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id}).encode()
+        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
+                           "store": self._identity()}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, info, 0)
         if self.fd is not None:
             os.close(self.fd)
         self.fd = fd
+
+    def _identity(self) -> list[int] | None:
+        """The store file this lock is held for (``served`` believes a lock only for it)."""
+        try:
+            st = os.stat(self.store)
+        except OSError:
+            return None
+        return [st.st_dev, st.st_ino]
 
     def release(self) -> None:
         if self.fd is not None:

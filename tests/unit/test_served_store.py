@@ -2,7 +2,8 @@
 
 A command about to write checks the whole store file only while no daemon serves it; the answer comes from
 the store's instance lock (``InstanceLock``), here held by a real child process that takes it as a daemon
-does. Only a regular file with one link, owned by the store file's owner and locked by someone, counts.
+does. Only a regular file with one link, owned by the store file's owner, locked, and naming this store's
+file as the one its holder holds it for, counts.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from taskserver.runtime.store import Instance
 how = sys.argv[2]
 if how == "daemon":
     InstanceLock(Path(sys.argv[1])).take(Instance("child", "host", os.getpid(), None, None, "cfg", 0, 0, 0))
-else:  # a shared lock on the file, as a command's look takes it for a moment
+else:  # "shared": as a command's look holds it for a moment; "bare": held, saying nothing
     fd = os.open(sys.argv[1] + ".lock", os.O_RDONLY | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    fcntl.flock(fd, fcntl.LOCK_SH if how == "shared" else fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.read()  # until the test closes the pipe
 """
@@ -107,13 +108,33 @@ def test_a_daemon_waits_for_a_shared_holder_and_not_for_ever(tmp_path: Path,
     lock.release()
 
 
-def test_a_symlinked_lock_is_not_followed(tmp_path: Path) -> None:
+def test_a_symlinked_lock_is_not_followed(held: Path) -> None:
+    lock, aside = held.with_name("t.sqlite.lock"), held.with_name("aside")
+    lock.rename(aside)
+    lock.symlink_to(aside)  # the held lock of this very store, but through a link
+    assert not sqlite_guard.served(held)
+    lock.unlink()
+    aside.rename(lock)
+    assert sqlite_guard.served(held)
+
+
+def test_the_held_lock_of_another_store_moved_into_place_is_not_believed(tmp_path: Path) -> None:
     path = _store(tmp_path)
     other = _store(tmp_path / "other")
     proc = _hold(other)
     try:
-        (tmp_path / "t.sqlite.lock").symlink_to(tmp_path / "other" / "t.sqlite.lock")
+        os.rename(tmp_path / "other" / "t.sqlite.lock", tmp_path / "t.sqlite.lock")
+        assert not sqlite_guard.served(path)  # its holder wrote which file it holds it for: another one
+        os.rename(tmp_path / "t.sqlite.lock", tmp_path / "other" / "t.sqlite.lock")
         assert sqlite_guard.served(other)
+    finally:
+        _release(proc)
+
+
+def test_a_lock_held_by_something_that_did_not_say_for_which_store_is_not_believed(tmp_path: Path) -> None:
+    path = _store(tmp_path)
+    proc = _hold(path, "bare")
+    try:
         assert not sqlite_guard.served(path)
     finally:
         _release(proc)
