@@ -1,5 +1,6 @@
-"""The store's errors, apart from its contract (runtime/store.py): the lean `jobs enqueue`
-(runtime/cli_enqueue.py) checks and writes a SQLite store without the contract's dataclasses."""
+"""The store's errors and how a store is checked when opened, apart from its contract (runtime/store.py):
+the lean `jobs enqueue` (runtime/cli_enqueue.py) checks and writes a SQLite store without the contract's
+dataclasses."""
 
 from __future__ import annotations
 
