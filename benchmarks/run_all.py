@@ -8,7 +8,9 @@
 Peers (the `bench` extra; the picture needs `bench-plot`): APScheduler 3 with its in-memory job store
 (persists nothing) and with its SQLAlchemy job store on SQLite (what a user who wants durability picks),
 and Huey with its SQLite storage for one-off throughput and enqueue rate.  Every system gets 4 workers
-(taskserver's default max_parallel) and /bin/true in a child process as the job.  Figures are printed,
+(taskserver's default max_parallel) and the same commands in a child process (common.py: the lateness
+jobs run `/bin/date +%s.%N`, the one-off tasks `/bin/true`), whose output every system reads through one
+pipe to its end, as taskserver keeps each run's output.  Figures are printed,
 never asserted: they depend on the machine and on what else runs on it, so the table starts with the
 machine's own floor (interpreter start-up, raw spawn rate of /bin/true) and its load average before and
 after.  Each workload runs in its own process (ts_side.py, aps_side.py, huey_side.py); the idle
@@ -299,7 +301,8 @@ def main() -> int:
                 if "error" in got:
                     print(f"error in {workload} / {system}: {got['error']}")
         print("\nlateness = start - due (taskserver: the daemon's own start record, committed before the "
-              "process starts); every system runs /bin/true with 4 workers")
+              "process starts); every system runs the same commands (lateness: /bin/date, one-off: "
+              "/bin/true) with 4 workers and reads their output")
     if opts.docs:
         write_docs(render_markdown(rows), about, has_png)
     return 0

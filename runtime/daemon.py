@@ -256,7 +256,8 @@ class Daemon:
             if not self.runs and (self.stopping or (self.once and not self._work_left())):
                 self._flush_at_exit()
                 return self.exit_code
-            for key, _ in wait_until(self.sel, now + self._sleep_time(now)):
+            # the sleep is worked out at its start: the wake-up's own work does not make the next one late
+            for key, _ in wait_for_events(self.sel, self._sleep_time(time.time())):
                 if key.data is None:
                     drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 elif isinstance(key.data, Child):
@@ -674,14 +675,15 @@ class Daemon:
         self.stores.close()
 
 
-def wait_until(sel: selectors.BaseSelector, until: float) -> list[tuple[selectors.SelectorKey, int]]:
-    """The loop's sleep: the events that came, or none once ``until`` (epoch seconds) came.  epoll counts
-    whole milliseconds, rounded up, which alone made every due run about half a millisecond late: the whole
+def wait_for_events(sel: selectors.BaseSelector, timeout: float) -> list[tuple[selectors.SelectorKey, int]]:
+    """The loop's sleep: the events that came, or none after ``timeout`` seconds.  epoll counts whole
+    milliseconds, rounded up, which alone made every due run about half a millisecond late: the whole
     milliseconds are waited for there, the rest of the last one (at most FINE) is slept precisely, with no
-    events watched that long (they are taken right after)."""
-    left = until - time.time()
-    events = sel.select(max(0.0, int(left * 1000) / 1000 - 1e-7) if left > 0 else 0.0)
-    if not events and 0 < (left := until - time.time()) <= FINE:
+    events watched that long (they are taken right after).  Relative, and the rest measured on the
+    monotonic clock: a step of the wall clock during the sleep neither stretches nor cuts it."""
+    end = time.monotonic() + timeout
+    events = sel.select(max(0.0, int(timeout * 1000) / 1000 - 1e-7) if timeout > 0 else 0.0)
+    if not events and 0 < (left := end - time.monotonic()) <= FINE:
         time.sleep(left)
     return events
 

@@ -147,6 +147,9 @@ def test_lean_and_full_paths_refuse_alike(site: Site) -> None:
              (None, "a", [""]), (site.b, "a", ["/bin/true"]), (site.stranger, "a", ["/bin/true"]),
              (site.stranger, "plain", ["/bin/true"]), (site.a, "plain", ["/bin/true"]), (site.a, None, ["x"])]
     for user, tenant, argv in cases:
+        # the daemon has ended what the control case queued: the rows below change only if a refusal wrote
+        assert wait_for(lambda: not any(r[3] in ("QUE", "RUN") for t in ("a", "b", "plain")
+                                        for r in _rows(site, t)))
         rows = {t: _rows(site, t) for t in ("a", "b", "plain")}
         lean, full = (_enqueue(site, tenant, argv, user=user, lean=flag) for flag in (True, False))
         if tenant == "a" and user is None and argv == ["/bin/true"]:
