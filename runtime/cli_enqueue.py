@@ -323,11 +323,13 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
     import sqlite3  # noqa: PLC0415 - imported by _write, as root
 
     from . import sqlite_base, sqlite_guard  # noqa: PLC0415
+    from .store_errors import UNSERVED  # noqa: PLC0415
 
     tenant_dir = cfg.tenant_dir(tenant.name)
     path = tenant.store.path or tenant_dir / f"{tenant.name}.sqlite"  # sqlite_store.store_path
     marker = sqlite_guard.marker_path(tenant_dir, tenant.name)
-    db = sqlite_base.open_db(path, marker, create=True, verify=True)
+    # the whole file's check as on the full path: only while no daemon serves the store (sqlite_guard.served)
+    db = sqlite_base.open_db(path, marker, create=True, verify=UNSERVED)
     try:
         now = time.time()
         try:

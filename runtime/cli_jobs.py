@@ -23,7 +23,7 @@ from .config_values import NAME, NAME_HINT
 from .errors import UserError
 from .limits import shown
 from .model import Config, Cron, Every, JobDef, State, TenantDef
-from .store import NoStore, Run, Store, load_backends, open_store
+from .store import UNSERVED, NoStore, Run, Store, Verify, load_backends, open_store
 
 DEFAULT_QUEUE = cli_enqueue.DEFAULT_QUEUE
 
@@ -128,8 +128,11 @@ def _runnable(cfg: Config, tenant: TenantDef) -> None:
 
 def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> Store | None:
     """The tenant's store through the backend registry; None when it has none yet and ``create`` is off."""
-    try:  # a command that may create the store writes into it: check it first
-        return open_store(tenant, cfg.tenant_dir(tenant.name), create=create, verify=create)
+    # a command that may create the store writes into it: check it first (the whole file only while no
+    # daemon serves it: store_errors.Verify)
+    verify: Verify = UNSERVED if create else False
+    try:
+        return open_store(tenant, cfg.tenant_dir(tenant.name), create=create, verify=verify)
     except NoStore:
         return None
 

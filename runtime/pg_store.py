@@ -41,6 +41,7 @@ from .store import (
     Purged,
     Run,
     StoreError,
+    Verify,
     check_report,
     summary_row,
 )
@@ -65,7 +66,7 @@ def _require_driver() -> None:
                         hint="pip install 'taskserver[postgresql]'")
 
 
-def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True, verify: bool = False) -> PgStore:
+def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True, verify: Verify = False) -> PgStore:
     """``create`` and ``verify`` concern files: the server creates nothing but through `store migrate`, and
     checks its own pages."""
     _require_driver()

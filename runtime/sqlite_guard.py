@@ -5,10 +5,14 @@ although it had history, when it is not the store this state dir knew, and while
   naming it.  A marker without its store (deleted, truncated to 0 bytes, replaced) is refused loudly: the
   daemon must not start an empty history silently.  Starting afresh is a conscious act: remove the marker.
 - Integrity: the file must start with SQLite's header and pass ``PRAGMA quick_check`` before anything is
-  written into it.
+  written into it: always when a daemon opens it; when a command opens it to write, only while no live
+  daemon serves the store (``served``). A daemon checked the whole file when it opened it and writes into
+  it at every wake-up since, so a command's whole-file check (which grows with the history) could not keep
+  a corrupt file from being written into; the command relies on SQLite's checks of the pages it touches,
+  made stricter with ``cell_size_check``, and on the header and identity checks.
 - One daemon per store: an exclusive ``flock`` on ``<store>.lock``, held for the daemon's life (the kernel
   drops it when the process dies, whatever kills it); the holder writes who it is into that file, so the
-  refusal names the other daemon (pid, host, config).
+  refusal names the other daemon (pid, host, config), and which store file it holds it for (``served``).
 - Wake-ups: the lock holder listens on a datagram socket ``<store>.wake`` (``WakeSocket``).
 """
 
@@ -21,6 +25,8 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from .store import Instance
 
 HEADER = b"SQLite format 3\x00"
+SHARED_WAIT = 0.5  # seconds a daemon waits for shared holders of its store's lock (commands looking at it)
 _SUN_PATH = 100  # a socket address's bytes: sun_path holds 108 with its NUL; kept under it with a margin
 _RESTORE_HINT = ("restore the file from a backup; to start a new, empty history instead, move the file aside "
                  "and remove {marker}")
@@ -104,31 +111,86 @@ def check_identity(store_id: str, marker: Path, path: Path) -> None:
         write_marker(marker, store_id, path)
 
 
+def served(path: Path) -> bool:
+    """Whether a live daemon holds the instance lock of the store at ``path`` (see ``InstanceLock``).
+
+    Looked at without creating, following or holding anything: the lock file named from ``path``, opened
+    read-only without following a link (a FIFO is not waited for), must be a regular file with one link,
+    owned by the store file's owner, on which a non-blocking shared ``flock`` fails, and its holder must
+    have written that it holds it for this very file (device and inode: the held lock of another store,
+    renamed into place by someone who can write the directory, is not this store's). The shared lock a
+    success takes is released at once (a daemon taking the lock meanwhile waits for it: ``take``). A
+    missing file, a link, a file of another user (the lock of a store in a directory someone else can
+    write into), one this user may not read: not served, so the whole file is checked."""
+    try:
+        store = os.stat(path)
+        fd = os.open(InstanceLock(path).path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != store.st_uid:
+            return False
+        return not _try_flock(fd, fcntl.LOCK_SH) and _holds(os.pread(fd, 4096, 0), store)
+    finally:
+        os.close(fd)  # releases a shared lock taken
+
+
+def _holds(raw: bytes, store: os.stat_result) -> bool:
+    """Whether a lock file's text (``InstanceLock.take``) names ``store``'s file."""
+    try:
+        return bool(json.loads(raw)["store"] == [store.st_dev, store.st_ino])
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _try_flock(fd: int, how: int) -> bool:
+    """A non-blocking flock: False while another holder's lock conflicts."""
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        return False
+    return True
+
+
 class InstanceLock:
     """The exclusive lock that makes a store one daemon's; released when the process ends."""
 
     def __init__(self, path: Path) -> None:
+        self.store = path
         self.path = path.with_name(path.name + ".lock")
         self.fd: int | None = None
 
     def take(self, me: Instance) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            taken = _take(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if not taken:
             holder = os.pread(fd, 4096, 0)
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
             raise StoreBusy(f"{self.path.with_suffix('')}: in use by another taskserver daemon "
                             f"({_who(holder)})", hint="each store serves one daemon: stop the other one, or "
                             "give this config its own state_dir") from None
-        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id}).encode()
+        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
+                           "store": self._identity()}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, info, 0)
         if self.fd is not None:
             os.close(self.fd)
         self.fd = fd
+
+    def _identity(self) -> list[int] | None:
+        """The store file this lock is held for (``served`` believes a lock only for it)."""
+        try:
+            st = os.stat(self.store)
+        except OSError:
+            return None
+        return [st.st_dev, st.st_ino]
 
     def release(self) -> None:
         if self.fd is not None:
@@ -136,6 +198,20 @@ class InstanceLock:
                 os.ftruncate(self.fd, 0)
             os.close(self.fd)
             self.fd = None
+
+
+def _take(fd: int) -> bool:
+    """The exclusive lock, or False while another daemon holds it. Shared holders are commands asking
+    whether a daemon serves the store (``served``), each for a moment: waited for, a bounded time (a user
+    holding a shared lock on a lock file of its own keeps its own store from its daemon, as an exclusive
+    one would)."""
+    end = time.monotonic() + SHARED_WAIT
+    while not _try_flock(fd, fcntl.LOCK_EX):
+        if not _try_flock(fd, fcntl.LOCK_SH) or time.monotonic() > end:
+            return False  # an exclusive holder: another daemon (or a shared one that stays)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        time.sleep(0.002)
+    return True
 
 
 def _who(raw: bytes) -> str:

@@ -36,6 +36,7 @@ from .store import (
     Purged,
     Run,
     StoreError,
+    Verify,
     check_report,
     summary_row,
 )
@@ -61,7 +62,8 @@ def store_path(tenant: TenantDef, state_dir: Path) -> Path:
     return tenant.store.path or state_dir / f"{tenant.name}.sqlite"
 
 
-def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True, verify: bool = True) -> SqliteStore:
+def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True,
+                verify: Verify = True) -> SqliteStore:
     marker = guard.marker_path(state_dir, tenant.name)
     return SqliteStore(store_path(tenant, state_dir), marker, create=create, verify=verify)
 
@@ -127,7 +129,7 @@ class SqliteStore(SqliteSteer):
     cancelling = _guarded(SqliteSteer.cancelling)
 
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
-                 verify: bool = True) -> None:
+                 verify: Verify = True) -> None:
         self.path = path
         self.marker = marker or path.with_name(f".{path.stem}.store-id")
         self._depth = 0

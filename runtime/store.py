@@ -33,10 +33,10 @@ from typing import Any, Protocol
 
 from .errors import UserError
 from .model import State, TenantDef
-from .store_errors import NoStore, StoreBusy, StoreError
+from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError, Verify
 
 # the contract's errors live in their own module (runtime/cli_enqueue.py does without this one); named here
-__all__ = ["NoStore", "StoreBusy", "StoreError"]
+__all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "Verify"]
 
 # Reasons an ERR run can carry besides "exit code N".
 TIMEOUT = "timeout"
@@ -273,7 +273,7 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-Opener = Callable[[TenantDef, Path, bool, bool], Store]  # (tenant, state dir, create, verify) -> store
+Opener = Callable[[TenantDef, Path, bool, Verify], Store]  # (tenant, state dir, create, verify) -> store
 BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module registers itself when imported
 # kind -> module, imported on first use
 MODULES = {"sqlite": "taskserver.runtime.sqlite_store", "postgresql": "taskserver.runtime.pg_store"}
@@ -297,11 +297,12 @@ def _load(kind: str) -> None:
                                   f"{kind} tenant") from None
 
 
-def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verify: bool = False) -> Store:
+def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verify: Verify = False) -> Store:
     """The tenant's store, by ``tenant.store.kind``; ``create`` False raises NoStore when it has none.
 
-    ``verify``: check the whole store's integrity before anything is written (the daemon at start, a
-    command about to write); costly on a large store, so readers do not ask for it."""
+    ``verify``: check the whole store's integrity before anything is written: True for the daemon at start,
+    UNSERVED for a command about to write (only while no live daemon serves the store; store_errors.py);
+    costly on a large store, so readers do not ask for it."""
     _load(tenant.store.kind)
     opener = BACKENDS.get(tenant.store.kind)
     if opener is None:

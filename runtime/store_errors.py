@@ -1,9 +1,18 @@
-"""The store's errors, apart from its contract (runtime/store.py): the lean `jobs enqueue`
-(runtime/cli_enqueue.py) checks and writes a SQLite store without the contract's dataclasses."""
+"""The store's errors and how a store is checked when opened, apart from its contract (runtime/store.py):
+the lean `jobs enqueue` (runtime/cli_enqueue.py) checks and writes a SQLite store without the contract's
+dataclasses."""
 
 from __future__ import annotations
 
+from typing import Final, Literal
+
 from .errors import UserError
+
+UNSERVED: Final = "unserved"
+# How a store is checked when it is opened (store.open_store's ``verify``): False not at all (a reader),
+# True the whole file (a daemon), UNSERVED the whole file only while no live daemon serves the store (a
+# command about to write: the daemon checked it when it opened it; runtime/sqlite_guard.py ``served``)
+Verify = bool | Literal["unserved"]
 
 
 class StoreError(UserError):
