@@ -16,9 +16,11 @@ ending it (runtime/health.py): it starts nothing new, keeps what it can, and res
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
+import select
 import selectors
 import signal
 import time
@@ -684,7 +686,10 @@ def wait_for_events(sel: selectors.BaseSelector, timeout: float) -> list[tuple[s
     end = time.monotonic() + timeout
     events = sel.select(max(0.0, int(timeout * 1000) / 1000 - 1e-7) if timeout > 0 else 0.0)
     if not events and 0 < (left := end - time.monotonic()) <= FINE:
-        time.sleep(left)
+        # select() with no fds: microseconds, and no clock of its own to misread (time.sleep sleeps to an
+        # absolute monotonic time, which a preloaded clock faker such as libfaketime refuses with EINVAL)
+        with contextlib.suppress(OSError):
+            select.select([], [], [], left)
     return events
 
 
