@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from . import alerts, housekeeping, plans, schedule, steering, stores, tenancy
+from . import alerts, caps, housekeeping, plans, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -702,6 +702,7 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
         web = None
     daemon = Daemon(config, once=once, time_limit=time_limit, notifier=notifier, config_loader=config_loader,
                     web=web)
+    caps.precise_timers()  # before the daemon's threads start: they inherit it
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}

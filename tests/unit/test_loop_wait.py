@@ -59,3 +59,16 @@ def test_the_precise_part_works_under_a_preloaded_clock_faker(tmp_path: Path) ->
            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert got.returncode == 0 and got.stdout == "ok\n", got
+
+
+def test_the_daemons_timers_have_no_slack() -> None:
+    """caps.precise_timers (called by the daemon before its threads start): the kernel's slack of 50 us on
+    every timer is taken away from the calling thread and the threads it starts; asked back from the
+    kernel (PR_GET_TIMERSLACK) in each."""
+    code = ("import ctypes, threading\nfrom taskserver.runtime import caps\nlibc = ctypes.CDLL(None)\n"
+            "print(libc.prctl(30, 0, 0, 0, 0))\ncaps.precise_timers()\n"
+            "def slack():\n    print(libc.prctl(30, 0, 0, 0, 0))\n"
+            "slack()\nt = threading.Thread(target=slack)\nt.start()\nt.join()\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, *after = got.stdout.split()
+    assert int(before) > 1 and after == ["1", "1"], got
