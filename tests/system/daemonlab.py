@@ -87,6 +87,12 @@ class Daemon:
                 self.proc.wait()
 
 
+def status_text(cfg: Path) -> str:
+    """`taskserver status`'s output for polling: while the daemon is still starting (on a loaded machine a
+    few seconds after its start) the command says so with exit code 3, which is a wait, not a failure."""
+    return cli(cfg, "status", check=False).stdout
+
+
 def wait_for(cond: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

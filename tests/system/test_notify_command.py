@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonlab import Daemon, cli, kill_group, runs, wait_for, write_config
+from daemonlab import Daemon, cli, kill_group, runs, status_text, wait_for, write_config
 from notifylab import flag_job, run_job
 
 from taskserver.runtime.jobenv import SAFE_PATH
@@ -165,7 +165,7 @@ def test_a_command_past_its_timeout_is_killed_with_its_group_and_counted_failed(
     daemon = Daemon(cfg)
     try:
         cli(cfg, "jobs", "run", "hangs")
-        wait_for(lambda: "1 failed" in cli(cfg, "status").stdout, "the timeout counted")
+        wait_for(lambda: "1 failed" in status_text(cfg), "the timeout counted")
     finally:
         daemon.stop()
     assert "command notification (failure) failed: sh: timed out after 1 s" in daemon.text(), daemon.text()

@@ -8,7 +8,7 @@ import email
 import email.policy
 from pathlib import Path
 
-from daemonlab import TASKSERVER, Daemon, cli, wait_for, write_config
+from daemonlab import TASKSERVER, Daemon, cli, status_text, wait_for, write_config
 
 STAND_IN = """#!/bin/sh
 # records what a real sendmail would send: its arguments, its user and the message
@@ -79,7 +79,7 @@ def test_a_sendmail_that_fails_is_logged_and_counted(tmp_path: Path) -> None:
     daemon = Daemon(cfg)
     try:
         cli(cfg, "jobs", "run", "broken")
-        wait_for(lambda: "1 failed" in cli(cfg, "status").stdout, "the failure counted")
+        wait_for(lambda: "1 failed" in status_text(cfg), "the failure counted")
     finally:
         daemon.stop()
     line = next(x for x in daemon.text().splitlines() if "email notification (failure) failed" in x)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemonlab import Daemon, cli, runs, wait_for, write_config
+from daemonlab import Daemon, runs, status_text, wait_for, write_config
 from notifylab import Receiver, flag_job, run_job, wait_events
 from prometheus_client.parser import text_string_to_metric_families
 from weblab import token, web_server
@@ -96,11 +96,11 @@ def test_a_failing_receiver_is_retried_and_counted(tmp_path: Path, receiver: Rec
         wait_for(lambda: len(receiver.posts) == 3, "three attempts")
         assert [p["status"] for p in receiver.posts] == [500, 503, 200]
         assert len({str(p["body"]) for p in receiver.posts}) == 1  # the same notification each time
-        status = wait_for(lambda: (out := cli(cfg, "status").stdout) and "1 sent" in out and out, "counters")
+        status = wait_for(lambda: (out := status_text(cfg)) and "1 sent" in out and out, "counters")
         assert "notifications since start: t 1 sent, 0 failed, 0 dropped" in status
         receiver.replies["/hook"] = [500, 500, 500]
         run_job(cfg, "flaky", 0, flag)  # recovered: three 500s, all retries used up
-        wait_for(lambda: "1 failed" in cli(cfg, "status").stdout, "a failed notification counted")
+        wait_for(lambda: "1 failed" in status_text(cfg), "a failed notification counted")
     finally:
         daemon.stop()
     assert "webhook notification (recovered) failed: HTTP 500 (after 3 attempts)" in daemon.text()
@@ -135,7 +135,7 @@ def test_the_counters_reach_the_web_metrics(tmp_path: Path, receiver: Receiver) 
     try:
         run_job(cfg, "flaky", 1, flag)
         run_job(cfg, "flaky", 0, flag)
-        wait_for(lambda: "1 sent, 1 failed" in cli(cfg, "status").stdout, "both counted")
+        wait_for(lambda: "1 sent, 1 failed" in status_text(cfg), "both counted")
         with web_server(cfg) as base:
             text = httpx.get(f"{base}/metrics", headers=bearer).text
     finally:
@@ -163,11 +163,11 @@ def test_a_killed_delivery_process_loses_only_what_it_held_and_is_replaced(tmp_p
         started = re.findall(r"notification delivery process (\d+) started", daemon.text())
         assert len(started) == 1, daemon.text()
         os.kill(int(started[0]), signal.SIGKILL)
-        wait_for(lambda: "0 sent, 0 failed, 1 dropped" in cli(cfg, "status").stdout, "the loss counted")
+        wait_for(lambda: "0 sent, 0 failed, 1 dropped" in status_text(cfg), "the loss counted")
         run_job(cfg, "later", 1, fast)
         assert wait_events(receiver, 1) == ["failure"]  # a new delivery process took it
         assert len(re.findall(r"notification delivery process \d+ started", daemon.text())) == 2
-        wait_for(lambda: "1 sent, 0 failed, 1 dropped" in cli(cfg, "status").stdout, "the delivery counted")
+        wait_for(lambda: "1 sent, 0 failed, 1 dropped" in status_text(cfg), "the delivery counted")
     finally:
         daemon.stop()
     assert "the notification delivery process ended: 1 notifications lost" in daemon.text()
