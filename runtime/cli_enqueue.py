@@ -33,13 +33,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path, PosixPath
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, cast
 
 from . import config, limits, privs, statusfile
 from .errors import UserError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from .model import Config, TenantDef
 
@@ -191,7 +192,7 @@ def _full(args: argparse.Namespace, why: BaseException) -> int:
 
 def _cast(value: object) -> Any:
     """privs and tenancy read only the attributes _Config and _Tenant have (model.Config, TenantDef)."""
-    return cast("Any", value)
+    return value
 
 
 def _settings(args: argparse.Namespace) -> tuple[_Config, _Tenant]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import config
 from .pidfile import probe
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 EXIT_NOT_RUNNING_STATUS = 3
 

@@ -18,12 +18,14 @@ import stat
 import time
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .errors import UserError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config_yaml import ConfigError, ConfigInvalid
     from .model import Config
     from .yaml_fast import Prune, Pruned

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
 
 from .limits import printable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 EXIT_USAGE = 2
 

@@ -13,6 +13,7 @@ Signals go only through ``pidsignal.Daemon``, which verifies the holder this mod
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -22,11 +23,14 @@ import stat
 import struct
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from .config import instance_name
 from .errors import UserError
 from .pidplace import Place, home_place, lookup_places, open_dir
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
 
 _FLOCK = "hhqqi"  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -48,13 +52,22 @@ def _names(config_path: Path) -> tuple[str, str, str]:
     return stem + ".pid", stem + ".lock", stem + ".info"
 
 
-class Probe(NamedTuple):
+# typing.NamedTuple at run time is collections.namedtuple plus the typing module: the fields for mypy, the
+# same class at run time (equality, unpacking, repr, _replace) without typing (runtime/cli_enqueue.py: lean)
+if TYPE_CHECKING:
+    class _Probe(NamedTuple):
+        path: Path  # the pid file
+        pid: int | None
+        running: bool
+        owner: int = 0  # uid owning the place
+else:
+    _Probe = collections.namedtuple("Probe", "path pid running owner", defaults=(0,))
+
+
+class Probe(_Probe):
     """What the files say: ``running`` with the lock holder's pid, or ``stale`` with a dead daemon's pid."""
 
-    path: Path  # the pid file
-    pid: int | None
-    running: bool
-    owner: int = 0  # uid owning the place
+    __slots__ = ()
 
     @property
     def stale(self) -> bool:

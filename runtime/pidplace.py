@@ -14,25 +14,38 @@ the owner and must not be writable by group or others (sticky ones like /tmp exc
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import stat
 from pathlib import Path
-from typing import NamedTuple
 
 from .errors import UserError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
 ROOT_DIR = Path("/run/taskserver")
 USER_TMP = Path("/tmp")  # for a per-uid directory whose owner and mode are verified on every open
 
 
-class Place(NamedTuple):
+# typing.NamedTuple at run time is collections.namedtuple plus the typing module: the fields for mypy, the
+# same class at run time (equality, unpacking, repr, _replace) without typing (runtime/cli_enqueue.py: lean)
+if TYPE_CHECKING:
+    class _Place(NamedTuple):
+        dir: Path
+        owner: int
+        creatable: bool  # may its owner create it? (/run/taskserver/u<U> only root or systemd makes)
+        optional: bool = False  # another's place, looked at in passing: one that fails the checks is skipped
+else:
+    _Place = collections.namedtuple("Place", "dir owner creatable optional", defaults=(False,))
+
+
+class Place(_Place):
     """A directory for pid files and the one uid that must own it (and may be signalled through it)."""
 
-    dir: Path
-    owner: int
-    creatable: bool  # may its owner create it? (/run/taskserver/u<U> only root or systemd makes)
-    optional: bool = False  # another's place, looked at in passing: one that fails the checks is skipped
+    __slots__ = ()
 
 
 def own_places(uid: int) -> list[Place]:

@@ -10,6 +10,7 @@ Identities: a tenant's jobs run as its ``run_as``, else ``task_server.run_as``, 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import grp
@@ -18,21 +19,32 @@ import pwd
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import UserError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
+    from typing import NamedTuple
+
     from .model import Config, TenantDef
 
 
 
-class Identity(NamedTuple):
-    user: str
-    uid: int
-    gid: int
-    home: str
-    groups: tuple[int, ...] = ()  # supplementary groups, as initgroups would set them
+# typing.NamedTuple at run time is collections.namedtuple plus the typing module: the fields for mypy, the
+# same class at run time (equality, unpacking, repr, _replace) without typing (runtime/cli_enqueue.py: lean)
+if TYPE_CHECKING:
+    class _Identity(NamedTuple):
+        user: str
+        uid: int
+        gid: int
+        home: str
+        groups: tuple[int, ...] = ()  # supplementary groups, as initgroups would set them
+else:
+    _Identity = collections.namedtuple("Identity", "user uid gid home groups", defaults=((),))
+
+
+class Identity(_Identity):
+    __slots__ = ()
 
     @property
     def is_self(self) -> bool:

@@ -12,7 +12,11 @@ from pathlib import Path
 
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
-from .store_errors import UNSERVED, NoStore, StoreError, Verify
+from .store_errors import UNSERVED, NoStore, StoreError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
+if TYPE_CHECKING:
+    from .store_errors import Verify
 
 _ADD = ("INSERT INTO runs (job, queue, state, due, created, attempt, argv, queued) "
         "VALUES (?, ?, 'QUE', ?, ?, ?, ?, 1)")

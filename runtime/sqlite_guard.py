@@ -28,10 +28,10 @@ import sqlite3
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .store_errors import StoreBusy, StoreError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 

@@ -30,42 +30,45 @@ import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:  # the commands write status files too: they need not import the daemon's helper thread
     from collections.abc import Sequence
+    from typing import Protocol
 
     from .spares import Spares
 
 
-class RunView(Protocol):
-    """What a status file shows of a run: a store's ``Run``, or the row the lean `jobs enqueue` has just
-    written (runtime/cli_enqueue.py, which does without the store contract's dataclasses)."""
+if TYPE_CHECKING:  # only annotations name it (a Protocol class needs typing at run time)
+    class RunView(Protocol):
+        """What a status file shows of a run: a store's ``Run``, or the row the lean `jobs enqueue` has just
+        written (runtime/cli_enqueue.py, which does without the store contract's dataclasses)."""
 
-    @property
-    def id(self) -> int: ...
-    @property
-    def job(self) -> str: ...
-    @property
-    def queue(self) -> str | None: ...
-    @property
-    def state(self) -> str: ...  # model.State is a StrEnum
-    @property
-    def reason(self) -> str | None: ...
-    @property
-    def created(self) -> float: ...
-    @property
-    def started(self) -> float | None: ...
-    @property
-    def finished(self) -> float | None: ...
-    @property
-    def exit_code(self) -> int | None: ...
-    @property
-    def argv(self) -> Sequence[str] | None: ...
-    @property
-    def message(self) -> str | None: ...
-    @property
-    def queued(self) -> bool: ...
+        @property
+        def id(self) -> int: ...
+        @property
+        def job(self) -> str: ...
+        @property
+        def queue(self) -> str | None: ...
+        @property
+        def state(self) -> str: ...  # model.State is a StrEnum
+        @property
+        def reason(self) -> str | None: ...
+        @property
+        def created(self) -> float: ...
+        @property
+        def started(self) -> float | None: ...
+        @property
+        def finished(self) -> float | None: ...
+        @property
+        def exit_code(self) -> int | None: ...
+        @property
+        def argv(self) -> Sequence[str] | None: ...
+        @property
+        def message(self) -> str | None: ...
+        @property
+        def queued(self) -> bool: ...
+
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

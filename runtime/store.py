@@ -29,11 +29,13 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .errors import UserError
 from .model import State, TenantDef
-from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError, Verify
+from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError
+
+Verify = bool | Literal["unserved"]  # store_errors.Verify, at run time too (Opener, the backends' imports)
 
 # the contract's errors live in their own module (runtime/cli_enqueue.py does without this one); named here
 __all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "Verify"]

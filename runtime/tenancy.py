@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
 
 from . import privs
 from .errors import UserError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .model import Config, TenantDef
     from .store import Store
 
@@ -121,4 +123,6 @@ def open_as(config: Config, tenant: TenantDef, opener: Callable[[], Store]) -> S
         return opener()
     with privs.fs_identity(ident):
         store = opener()
+    from typing import cast  # noqa: PLC0415 - prepare() is on the lean `jobs enqueue` path, this is not
+
     return cast("Store", TenantStore(store, ident))

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from secusers import Site, User, as_user, lab, needs_root, tenant_site, wait_for, write
 
+import taskserver
 from taskserver.runtime import config, pidfile
 
 pytestmark = needs_root
@@ -138,6 +139,34 @@ def test_lean_and_full_paths_write_the_same_rows_and_files(site: Site) -> None:
     out = subprocess.run([sys.executable, "-c", code, *words], env=site.world.env(), capture_output=True,
                          text=True, check=True)
     assert out.stdout.splitlines()[-1] == "0 []", out
+
+
+# Modules the lean path does without (docs/performance.md): typing, and what an import of it would bring
+# back unnoticed; logging and argparse show that the full path did not run instead.
+NOT_LEAN = ("typing", "logging", "argparse")
+# the console script's own wrapper (pip's), which imports re before the command: what the command pays anyway
+SCRIPT = ("import re, sys\nfrom taskserver.runtime.cli import main\ncode = main(sys.argv[1:])\n"
+          "print(code, [m for m in {!r} if m in sys.modules])\n")
+
+
+def _lean_modules(site: Site, tenant: str) -> str:
+    """`taskserver jobs enqueue` as the console script runs it, in an interpreter without the site hook (an
+    editable install's import hook loads pathlib itself): the exit code and the NOT_LEAN modules loaded."""
+    top = str(Path(taskserver.__file__).parent.parent)
+    paths = [p for p in sys.path if p.endswith("-packages")]  # the fall-back's YAML parser, if it came to it
+    code = f"import sys\nsys.path[:0] = [{top!r}]\nsys.path += {paths!r}\n" + SCRIPT.format(NOT_LEAN)
+    words = ["-c", str(site.cfg), "jobs", "enqueue", "--tenant", tenant, "--queue", "q", "--", "/bin/true"]
+    out = subprocess.run([sys.executable, "-S", "-c", code, *words], env=site.world.env(),
+                         capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()[-1]
+
+
+def test_the_lean_path_imports_neither_typing_nor_the_full_paths_modules(site: Site) -> None:
+    site.world.daemon(site.cfg)
+    for tenant in ("a", "plain"):  # a tenant with its own user (tenancy, privilege changes), one without
+        before = len(_rows(site, tenant))
+        assert _lean_modules(site, tenant) == "0 []"
+        assert len(_rows(site, tenant)) == before + 1
 
 
 def test_lean_and_full_paths_refuse_alike(site: Site) -> None:

@@ -1,7 +1,7 @@
 """`taskserver status` and `taskserver jobs enqueue` load only what they need: a plain `status` is read
 without building argparse's parsers (and means exactly what argparse would make of it), and neither command
 imports ctypes (a libc lookup that runs ldconfig) or the PostgreSQL driver when no tenant uses it; `status`
-not even the YAML parser, SQLite or the dataclass machinery.
+not even the YAML parser, SQLite, the dataclass machinery or typing.
 Checked in a fresh interpreter, as the command runs."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_a_plain_status_means_what_argparse_makes_of_it(words: list[str], env: s
 
 def _modules_after(argv: list[str], tmp_path: Path) -> tuple[int, list[str]]:
     """Exit code and the heavy modules loaded by `taskserver ARGV`, run in a fresh interpreter."""
-    heavy = ["ctypes", "dataclasses", "psycopg", "ruamel.yaml", "sqlite3", "zoneinfo"]
+    heavy = ["ctypes", "dataclasses", "psycopg", "ruamel.yaml", "sqlite3", "typing", "zoneinfo"]
     code = (
         "import sys\nfrom taskserver.runtime import cli\n"
         f"try:\n    code = cli.main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
@@ -85,9 +85,9 @@ def test_enqueue_loads_only_what_it_writes_with(tmp_path: Path) -> None:
     code, heavy = _modules_after(["-c", str(_config(tmp_path)), "jobs", "enqueue", "--", "/bin/true"],
                                  tmp_path)
     assert code == 0
-    # the config's values (frozen dataclasses) and YAML, the store, the tenant's zone: no ctypes, no
-    # PostgreSQL driver
-    assert heavy == ["dataclasses", "ruamel.yaml", "sqlite3", "zoneinfo"]
+    # the config's values (frozen dataclasses) and YAML, the store, the tenant's zone (the full path: no
+    # daemon vouches for this config): no ctypes, no PostgreSQL driver
+    assert heavy == ["dataclasses", "ruamel.yaml", "sqlite3", "typing", "zoneinfo"]
 
 
 def test_the_daemon_loads_only_the_store_backends_its_config_names(tmp_path: Path) -> None:
