@@ -129,7 +129,7 @@ def _runnable(cfg: Config, tenant: TenantDef) -> None:
 def _store(cfg: Config, tenant: TenantDef, *, create: bool) -> Store | None:
     """The tenant's store through the backend registry; None when it has none yet and ``create`` is off."""
     # a command that may create the store writes into it: check it first (the whole file only while no
-    # daemon serves it: store_errors.Verify)
+    # daemon serves it: store_errors.UNSERVED)
     verify: Verify = UNSERVED if create else False
     try:
         return open_store(tenant, cfg.tenant_dir(tenant.name), create=create, verify=verify)

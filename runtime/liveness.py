@@ -57,7 +57,7 @@ def start_time(pid: int) -> int | None:
 
 def _zombie(pid: int) -> bool:
     try:
-        stat = (PROC / str(pid) / "stat").read_bytes()
+        stat = _stat(pid)
     except OSError:
         return True
     return stat[stat.rindex(b")") + 2:].split()[0] in (b"Z", b"X")

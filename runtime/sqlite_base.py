@@ -16,7 +16,7 @@ from .store_errors import UNSERVED, NoStore, StoreError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
-    from .store_errors import Verify
+    from .store import Verify
 
 _ADD = ("INSERT INTO runs (job, queue, state, due, created, attempt, argv, queued) "
         "VALUES (?, ?, 'QUE', ?, ?, ?, ?, 1)")
@@ -24,7 +24,7 @@ _ADD = ("INSERT INTO runs (job, queue, state, due, created, attempt, argv, queue
 
 def open_db(path: Path, marker: Path, *, create: bool, verify: Verify) -> sqlite3.Connection:
     """The store's connection, after the file's checks (sqlite_guard.py); ``verify``: its integrity too
-    before anything is written (store_errors.Verify says when). NoStore when it has none and ``create`` is
+    before anything is written (store_errors.UNSERVED says when). NoStore when it has none and ``create`` is
     off; StoreError otherwise."""
     guard.check_presence(path, marker)
     if not create and not path.exists():

@@ -261,19 +261,19 @@ def rewrite_open(fd: int, path: Path | str, text: str, spares: Spares | None = N
         st = os.fstat(fd)  # one look for both: still linked, and how long the text there is
         gone = st.st_nlink == 0
         if not gone:
-            data = text.encode()
-            os.pwrite(fd, data, 0)
-            if st.st_size > len(data):
-                os.ftruncate(fd, len(data))
+            _overwrite(fd, text.encode(), st.st_size)
     finally:
         os.close(fd)
     if gone:
         rewrite(path, text, spares)
 
 
-def _overwrite(fd: int, data: bytes) -> None:
+def _overwrite(fd: int, data: bytes, size: int | None = None) -> None:
+    """``data`` from the start of the file; ``size``: its length before, when the caller has looked."""
     os.pwrite(fd, data, 0)
-    if os.fstat(fd).st_size > len(data):  # the text got shorter (a fstat costs a third of a truncate)
+    if size is None:
+        size = os.fstat(fd).st_size
+    if size > len(data):  # the text got shorter (a fstat costs a third of a truncate)
         os.ftruncate(fd, len(data))  # after the write: truncating to zero first costs a flush on ext4
 
 

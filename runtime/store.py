@@ -35,7 +35,7 @@ from .errors import UserError
 from .model import State, TenantDef
 from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError
 
-Verify = bool | Literal["unserved"]  # store_errors.Verify, at run time too (Opener, the backends' imports)
+Verify = bool | Literal["unserved"]  # how a store is checked when opened: store_errors.UNSERVED says how
 
 # the contract's errors live in their own module (runtime/cli_enqueue.py does without this one); named here
 __all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "Verify"]

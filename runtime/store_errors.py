@@ -8,15 +8,13 @@ from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
-    from typing import Final, Literal
+    from typing import Final
 
 UNSERVED: Final = "unserved"
-# How a store is checked when it is opened (store.open_store's ``verify``): False not at all (a reader),
-# True the whole file (a daemon), UNSERVED the whole file only while no live daemon serves the store (a
-# command about to write: the daemon checked it when it opened it; runtime/sqlite_guard.py ``served``).
-# An alias of Literal needs typing at run time: for annotations only here (runtime/store.py names it too)
-if TYPE_CHECKING:
-    Verify = bool | Literal["unserved"]
+# How a store is checked when it is opened (store.open_store's ``verify``, typed store.Verify): False not
+# at all (a reader), True the whole file (a daemon), UNSERVED the whole file only while no live daemon
+# serves the store (a command about to write: the daemon checked it when it opened it;
+# runtime/sqlite_guard.py ``served``).
 
 
 class StoreError(UserError):

@@ -13,7 +13,6 @@ daemon reads the step against CLOCK_BOOTTIME. The offset lives in a file the tes
 
 from __future__ import annotations
 
-import glob
 import json
 import signal
 import sqlite3
@@ -24,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clocklab import faketime_env
 from daemonlab import TASKSERVER, cli, runs, sandbox_env, wait_for, write_config
 
-LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
 STALLED = "could not act between"
 
 
@@ -110,13 +109,6 @@ def test_a_stall_is_handled_like_downtime_with_true_notes(tmp_path: Path) -> Non
             assert all(f"catch_up: {name}" in r["message"] for r in missed)
 
 
-def _faketime(rc: Path) -> dict[str, str]:
-    if not LIBFAKETIME:
-        pytest.skip("libfaketime is not installed (scripts/test.sh installs it)")
-    return {"LD_PRELOAD": LIBFAKETIME[0], "FAKETIME_TIMESTAMP_FILE": str(rc), "FAKETIME_NO_CACHE": "1",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-
-
 def test_a_forward_clock_step_follows_the_catch_up_policy(tmp_path: Path) -> None:
     rc = tmp_path / "faketime.rc"
     rc.write_text("+0\n")
@@ -124,7 +116,7 @@ def test_a_forward_clock_step_follows_the_catch_up_policy(tmp_path: Path) -> Non
             "minutely": {"cron": "* * * * *", "command": ["true"], "catch_up": "skip"},
             "slow": {"every": "1s", "command": ["sleep", "3"], "timeout": "1m"}}
     cfg = write_config(tmp_path / "cfg.yaml", jobs)
-    proc = _start(cfg, _faketime(rc))
+    proc = _start(cfg, faketime_env(rc))
     try:
         wait_for(lambda: _ok(cfg, "tick") >= 1 and any(r["state"] == "RUN" for r in _of(cfg, "slow")),
                  "a first run, and a slow one going")
@@ -151,7 +143,7 @@ def test_a_backward_clock_step_does_not_stall_intervals(tmp_path: Path) -> None:
     rc = tmp_path / "faketime.rc"
     rc.write_text("+0\n")
     cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": "1s", "command": ["true"]}})
-    proc = _start(cfg, _faketime(rc))
+    proc = _start(cfg, faketime_env(rc))
     try:
         wait_for(lambda: _ok(cfg, "tick") >= 2, "two runs")
         stepped = time.time()
