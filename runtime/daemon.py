@@ -273,6 +273,7 @@ class Daemon:
                     self.que_dirty = True
 
     def _wake_up(self, now: float) -> None:
+        self.runs.land(now)  # spawns that finished since: their pids, before anything looks for them
         self._check_clock(now)
         self._handle_signals(now)
         self._check_limits(now)

@@ -282,6 +282,8 @@ class Executor:
     def interrupt_all(self, now: float) -> None:
         """Shutdown: TERM every child now and KILL after the grace; they end as ERR interrupted."""
         self.interrupt_at = now
+        if self.launcher is not None:
+            self.launcher.wake_always = True  # a spawn landing from now on is stopped at once
         for child in self.children.values():
             self._interrupt(child, now)
 

@@ -5,8 +5,10 @@ machine the child first waits for a CPU, and ``os.posix_spawn`` holds the interp
 so the loop stood still for a millisecond or more per run (several under load), with free slots and
 finished children waiting.  Here the same libc call is made through ctypes, which lets go of that lock
 during the call, from a few threads of its own: the loop hands over a spawn and goes on (reaping,
-recording, claiming the next runs); the thread reports the pid (or the error) through a queue and a pipe
-the loop's selector watches.
+recording, claiming the next runs); the thread reports the pid (or the error) through a queue.  Only an
+error (or any spawn, once the loop asks for ``wake_always``: it is stopping) is worth a wake-up of its own
+through the pipe the loop's selector watches: a pid that landed is taken at the loop's next wake-up, which
+its owner bounds (runtime/runs.py, PID_DELAY), so a run costs the loop no pass of its own for it.
 
 Nothing about a run's order changes: the loop hands a spawn over only after the run's row was committed
 and its status file written (runtime/runs.py).  Where libc or ctypes is not usable the executor spawns in
@@ -68,6 +70,7 @@ class Launcher:
         self._todo: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._done: deque[Job] = deque()
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_always = False  # the loop wants to hear of every spawn at once (not only of errors)
         self._threads: list[threading.Thread] = []
 
     @classmethod
@@ -111,8 +114,7 @@ class Launcher:
 
     def landed(self) -> list[Job]:
         """Spawns finished since the last call (their pid set, or their error)."""
-        drain(self.wake_r)
-        done = []
+        done: list[Job] = []  # (the wake-up pipe is drained by the loop, which watches it)
         while self._done:
             job = self._done.popleft()
             job.c_args = ()
@@ -142,7 +144,7 @@ class Launcher:
             else:
                 job.pid = pid.value  # type: ignore[attr-defined]
             self._done.append(job)
-            if len(self._done) == 1:  # the loop drains the pipe, then takes every job: one byte per batch
+            if job.error is not None or self.wake_always:  # a full pipe already wakes the loop
                 with contextlib.suppress(BlockingIOError):
                     os.write(self._wake_w, b"\0")
 

@@ -28,7 +28,7 @@ from .store import NO_SUCH_JOB, SPAWN_FAILED, Process, Run, Store, StoreError
 log = logging.getLogger(__name__)
 REFUSED = "refused"  # the root rule (or the tenant's identity) kept the run from starting
 
-PID_DELAY = 0.2  # seconds a spawned run's pid may wait to ride on the next transaction
+PID_DELAY = 0.2  # seconds a spawned run's pid may wait to ride on another transaction or its end
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Runs:
         if self.executor.launcher is not None:  # data None: the loop only drains it; ``collect`` looks
             sel.register(self.executor.launcher.wake_r, selectors.EVENT_READ, None)
         self.launching: dict[int, Active] = {}  # handed to the launcher, by id(child); pid not known yet
+        self.spawn_failed: list[tuple[Active, Outcome, float]] = []  # landed with an error: ends to record
         self.active: dict[int, Active] = {}  # by child pid
         self.busy_jobs: set[tuple[str, str]] = set()
         self.busy_queues: set[tuple[str, str]] = set()
@@ -161,15 +162,13 @@ class Runs:
         self.recording, self.finals = [], []
         self.saving.update(self.unsaved)
         self.unsaved, self.saving = self.saving, {}
-        if self.unsaved and self.save_by is None:
-            self.save_by = time.time() + PID_DELAY
+        self._pids_by(time.time())
 
     def launch(self) -> None:
         """Spawn every run claimed in the transaction that just committed.  Their processes (pid, start
-        time, boot) are written in the next transaction, at the latest PID_DELAY later: under load that is
-        the transaction recording other ends, not a commit of its own, and a run that ended by then has its
-        process written with its end, in the same statement.  Until then a restarted daemon finds them by
-        their environment (runtime/liveness.py)."""
+        time, boot) are written PID_DELAY later, in whatever transaction is open then (``record_pids``), or
+        with their end if they ended before: in the same statement.  Until then a restarted daemon finds
+        them by their environment (runtime/liveness.py)."""
         claimed, self.claimed = self.claimed, []
         try:
             for act, run, argv, timeout in claimed:
@@ -180,16 +179,27 @@ class Runs:
             ended, self.after_launch = self.after_launch, []
             for act, run in ended:
                 self._ended(act, run)
-        if self.unsaved and self.save_by is None:
-            self.save_by = time.time() + PID_DELAY
+        self._pids_by(time.time())
+
+    def _pids_by(self, now: float) -> None:
+        """A process not written yet (or a spawn whose pid has not come back) sets when the daemon wakes to
+        write it at the latest; the launcher does not wake the loop for a pid (runtime/launcher.py)."""
+        if self.save_by is None and (self.unsaved or self.launching):
+            self.save_by = now + PID_DELAY
 
     def record_pids(self) -> None:
-        """Inside the daemon's transaction, after its ends: the processes of the runs launched since the last
-        one and still running."""
+        """Inside the daemon's transaction, after its ends: once ``save_by`` has come, the processes of the
+        runs launched since the last time and still running.  Before it, they wait: a run that ends by then
+        has its process written with its end, in the same statement, and a burst of short runs writes no
+        process on its own (a restarted daemon finds a run by its environment meanwhile: liveness.py)."""
+        now = time.time()
+        if self.save_by is None or now < self.save_by:
+            return
         unsaved, self.unsaved, self.save_by = self.unsaved, {}, None
         for (tenant, run_id), proc in unsaved.items():
             pid, start, boot = self.saving[tenant, run_id] = _timed(proc, self.active)
             self.store(tenant).started(run_id, pid=pid, proc_start=start, boot_id=boot)
+        self._pids_by(now)  # spawns still landing
 
     def committed(self) -> None:
         """The transaction committed: its ends' status files are written.  Those not shared with a run
@@ -223,28 +233,26 @@ class Runs:
             return None
         if child.fd is not None:
             self.sel.register(child.fd, selectors.EVENT_READ, child)
-        if not child.pid:  # handed to the launcher: its pid comes with ``_landed``
+        if not child.pid:  # handed to the launcher: its pid comes with ``land``
             self.launching[id(child)] = act
             return None
         self.active[child.pid] = act
         return child.pid
 
-    def _landed(self, now: float) -> list[tuple[Active, Outcome, float]]:
-        """The launcher's spawns that finished: running (its pid to be written), or failed (returned as
-        ended, to be recorded like any end)."""
-        failed = []
+    def land(self, now: float) -> None:
+        """Take the launcher's spawns that finished (at the top of every wake-up: a cancel or a stop then
+        finds their pids): running ones wait for their pid to be written, failed ones for ``collect`` to
+        record them like any end."""
         for child, error in self.executor.landed():
             act = self.launching.pop(id(child))
             if error is not None:
                 self._busy(act, False)
                 why = f"{error.filename or ''}: {error.strerror or error}"
-                failed.append((act, Outcome(State.ERR, SPAWN_FAILED, None, why), now))
+                self.spawn_failed.append((act, Outcome(State.ERR, SPAWN_FAILED, None, why), now))
                 continue
             self.active[child.pid] = act
             self.unsaved[act.tenant, act.run_id] = (child.pid, None, self.boot)
-        if self.unsaved and self.save_by is None:
-            self.save_by = now + PID_DELAY
-        return failed
+        self._pids_by(now)
 
     def _fail(self, act: Active, outcome: Outcome, now: float) -> None:
         """A claimed run that could not be started: recorded like any end (kept in memory if the store
@@ -281,7 +289,8 @@ class Runs:
         written once it committed (``committed``); if it fails, ``abort`` keeps them in ``unrecorded``.
         """
         now = time.time()
-        ends = self._landed(now)
+        self.land(now)
+        ends, self.spawn_failed = self.spawn_failed, []
         for child, outcome in self.executor.reap(any_child=True):
             act = self.active.pop(child.pid)
             self._busy(act, False)

@@ -10,6 +10,8 @@ from daemonlab import cli, wait_for
 from faultlab import job, job_processes, kill_everything, lab_config, popen, rows
 
 from taskserver.runtime import liveness
+from taskserver.runtime.runs import PID_DELAY
+from taskserver.runtime.stores import MAX_SLEEP
 
 
 def test_a_live_orphan_is_stopped_at_the_restart_and_recorded_interrupted(tmp_path: Path) -> None:
@@ -29,6 +31,24 @@ def test_a_live_orphan_is_stopped_at_the_restart_and_recorded_interrupted(tmp_pa
     assert (after["state"], after["reason"]) == ("ERR", "interrupted")
     assert "died while it ran" in after["message"] and str(run["pid"]) in after["message"]
     assert job_processes(cfg) == []  # TERM was ignored: it was KILLed after the grace
+
+
+def test_a_running_tasks_process_is_written_soon_though_nothing_else_wakes_the_daemon(tmp_path: Path) -> None:
+    """The launcher does not wake the loop for a pid that landed; the daemon wakes by itself to write it
+    (PID_DELAY), long before its longest sleep (MAX_SLEEP): the orphan rule above needs it."""
+    cfg = lab_config(tmp_path, {})
+    proc = popen(cfg, "run")
+    try:
+        rid = int(cli(cfg, "jobs", "enqueue", "--", "sleep", "300").stdout)
+        run = wait_for(lambda: next((r for r in rows(cfg) if r["id"] == rid and r["pid"]), None), "the pid",
+                       timeout=MAX_SLEEP / 2)
+        assert liveness.same_process(run["pid"], run["proc_start"], run["boot_id"])
+        assert run["state"] == "RUN"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        kill_everything(cfg)
+    assert PID_DELAY < MAX_SLEEP / 10
 
 
 def test_enqueue_reports_its_committed_id_even_when_the_status_file_fails(tmp_path: Path) -> None:

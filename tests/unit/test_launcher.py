@@ -131,3 +131,32 @@ def test_another_childs_status_is_not_kept_for_a_run(ex: Executor) -> None:
         time.sleep(0.01)
     ((got, out),) = done
     assert got is child and out.state is State.OK
+
+
+def _woken(ex: Executor) -> bool:
+    """Whether the launcher wrote to the loop's wake-up pipe (drained, as the loop drains it)."""
+    assert ex.launcher is not None
+    try:
+        return bool(os.read(ex.launcher.wake_r, 4096))
+    except BlockingIOError:
+        return False
+
+
+def test_only_a_failed_spawn_wakes_the_loop_until_it_stops(ex: Executor, tmp_path: Path) -> None:
+    """A pid that landed waits for the loop's next wake-up (the daemon bounds that by PID_DELAY): no pass
+    of the loop of its own.  An error wakes it at once, and so does every spawn once it is stopping."""
+    child = ex.spawn("k", ["/bin/true"], {}, None)
+    assert landed(ex, child) is None
+    assert not _woken(ex)
+    bad = tmp_path / "not-executable"
+    bad.write_text("#!/bin/sh\n")
+    child = ex.spawn("k", [str(bad)], {}, None)
+    assert isinstance(landed(ex, child), PermissionError)
+    assert _woken(ex)
+    ex.wait_all(limit=60)
+    ex.stopping = True
+    ex.interrupt_all(time.time())
+    child = ex.spawn("k", ["/bin/sleep", "30"], {}, None)
+    assert landed(ex, child) is None
+    assert _woken(ex)
+    ex.wait_all(limit=60)
