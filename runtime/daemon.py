@@ -17,6 +17,7 @@ ending it (runtime/health.py): it starts nothing new, keeps what it can, and res
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import logging
 import os
@@ -42,6 +43,7 @@ from .notify import Notifier
 from .runs import Active, Runs
 from .samesched import SameSchedule
 from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, open_store
+from .waiting import Waiting
 
 if TYPE_CHECKING:
     from .httpd import WebChild
@@ -83,7 +85,7 @@ class Daemon:
         self.timers: list[tuple[float, int, str, str, str, int, int, int]] = []
         self.seq = 0
         self.pending: dict[Key, deque[Pending]] = {}  # claimed rows waiting to start, per job
-        self.queued: dict[str, list[Run]] = {}
+        self.queued: dict[str, Waiting] = {}  # queued tasks by tenant (runtime/waiting.py)
         self.que_dirty = True
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
         self.runs.on_end = self._retry_one
@@ -493,27 +495,24 @@ class Daemon:
     def _dispatch_queued(self, now: float) -> None:
         if self.que_dirty:
             self.que_dirty = False
-            self.queued = {t: s.queued() for t, s in self.stores.items()}
-            for tenant, runs in self.queued.items():
+            self.queued = {}
+            for tenant, store in self.stores.items():
+                runs = store.queued()
                 self.runs.expect_tasks(tenant, runs)  # their status files, if they came without, made ahead
-        for tenant, runs in self.queued.items():
+                self.queued[tenant] = Waiting(runs)
+        for tenant, waiting in self.queued.items():
             conf = self.config.tenant(tenant)
             if conf is None or conf.login is None:
                 continue  # removed, or its login taken away by a reload: its tasks wait
-            blocked: set[str] = set()  # queues whose head cannot start yet: the rest wait behind it
-            for run in list(runs):
-                if self._slots() <= 0:
-                    return
-                queue = run.queue
-                if queue is not None and (queue in blocked or self.runs.queue_busy(tenant, queue)):
-                    blocked.add(queue)
-                    continue
-                if run.job and self.runs.job_busy(tenant, run.job):
-                    if queue is not None:
-                        blocked.add(queue)
-                    continue
-                runs.remove(run)
-                self.runs.start_queued(tenant, run, self.jobs.get((tenant, run.job)) if run.job else None)
+            if not waiting.offer(functools.partial(self._start_task, tenant), self._slots):
+                return
+
+    def _start_task(self, tenant: str, run: Run) -> bool:
+        """Start a queued task unless its queue or its job is busy (runtime/waiting.py offers it)."""
+        if self.runs.queue_busy(tenant, run.queue) or (run.job and self.runs.job_busy(tenant, run.job)):
+            return False
+        self.runs.start_queued(tenant, run, self.jobs.get((tenant, run.job)) if run.job else None)
+        return True
 
     def _window_allows(self, key: Key, job: JobDef, pend: Pending, now: float) -> bool:
         """A scheduled run starts only inside one of its job's windows, whatever made it late.

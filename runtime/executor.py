@@ -219,6 +219,8 @@ class Executor:
             if child is None:
                 if self.launching:  # maybe a spawn that has not landed yet: kept for when it does
                     self.early[pid] = (status, frozenset(self.launching))
+                    assert self.launcher is not None
+                    self.launcher.wake_on_landing()  # its end must not wait for another wake-up
                 continue
             child.returncode = os.waitstatus_to_exitcode(status)
             if child.proc is not None:

@@ -71,6 +71,7 @@ class Launcher:
         self._done: deque[Job] = deque()
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_always = False  # the loop wants to hear of every spawn at once (not only of errors)
+        self._wake_once = False  # the loop waits for a landing (``wake_on_landing``)
         self._threads: list[threading.Thread] = []
 
     @classmethod
@@ -112,6 +113,15 @@ class Launcher:
         job.c_args = self._prepare(job)
         self._todo.put(job)
 
+    def wake_on_landing(self) -> None:
+        """The loop reaped a child whose spawn has not landed yet (its thread has not got the interpreter
+        back since): the next landing wakes the loop, and so does one that landed in the meantime.  (The
+        thread appends, then looks at the flag; this sets the flag, then looks at what was appended: one of
+        the two sees the other.)"""
+        self._wake_once = True
+        if self._done:
+            self._poke()
+
     def landed(self) -> list[Job]:
         """Spawns finished since the last call (their pid set, or their error)."""
         done: list[Job] = []  # (the wake-up pipe is drained by the loop, which watches it)
@@ -144,9 +154,13 @@ class Launcher:
             else:
                 job.pid = pid.value  # type: ignore[attr-defined]
             self._done.append(job)
-            if job.error is not None or self.wake_always:  # a full pipe already wakes the loop
-                with contextlib.suppress(BlockingIOError):
-                    os.write(self._wake_w, b"\0")
+            if job.error is not None or self.wake_always or self._wake_once:
+                self._wake_once = False
+                self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe already wakes the loop
+            os.write(self._wake_w, b"\0")
 
     def _prepare(self, job: Job) -> tuple[object, ...]:
         """The C arguments of posix_spawn as os.posix_spawn makes them (stdin /dev/null, stdout and stderr

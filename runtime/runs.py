@@ -8,6 +8,7 @@ daemon decides what to start and when to retry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -274,7 +275,7 @@ class Runs:
 
     # -- ending ---------------------------------------------------------------------------------------
     def _forget_fd(self, fd: int) -> None:
-        if fd in self.sel.get_map():
+        with contextlib.suppress(KeyError):  # (one lookup, not a look at the map first)
             self.sel.unregister(fd)
 
     def collect(self, *, inside: bool = False) -> bool:

@@ -94,6 +94,7 @@ def test_a_child_reaped_before_its_spawn_landed_is_not_lost(ex: Executor, tmp_pa
     time.sleep(0.3)  # it exits right after
     assert ex.reap(any_child=True) == []  # waitpid(-1) got it first: kept for the landing
     assert ex.early
+    assert _woken(ex)  # its landing (here already there, or still to come) wakes the loop to end it
     assert landed(ex, child) is None
     ((got, out),) = ex.reap(any_child=True)
     assert got is child and (out.state, out.exit_code, out.output) == (State.ERR, 3, "bye\n")

@@ -40,13 +40,16 @@ def baseline() -> set[threading.Thread]:
 
 
 def rows_in_the_file_alone(path: Path, scratch: Path) -> int:
-    """The runs the store file itself holds, its log left aside: what checkpoints have copied so far."""
+    """The runs the store file itself holds, its log left aside: what checkpoints have copied so far (-1
+    when the copy was taken while a checkpoint was writing the file: a torn copy, to be taken again)."""
     scratch.mkdir(exist_ok=True)
     copy = scratch / "alone.sqlite"
     shutil.copyfile(path, copy)
     db = sqlite3.connect(copy)
     try:
         return int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return -1
     finally:
         db.close()
 
