@@ -113,6 +113,9 @@ def measure(opts: argparse.Namespace) -> Results:
     note("one-off throughput")
     res["throughput"] = {s: run(s, "throughput", opts.runs) for s in SYSTEMS}
     res["loopcpu"] = {TS: run(TS, "loopcpu", opts.runs)}  # the daemon's own CPU per run
+    note("one serial queue, two lengths")
+    for size in (1000, 4000) if quick else (1000, 8000):
+        res[f"serial_{size}"] = {TS: run(TS, "serial", size)}
     note("enqueue")
     res["enqueue"] = {TS: run(TS, "enqueue", 10000), HUEY: run(HUEY, "enqueue", 10000 if not quick else 2000)}
     note("scaling: burst at 100, 1,000, 10,000 jobs")
@@ -189,6 +192,10 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
         [f"catch-up after 30 days down, {idle_n} jobs (CPU)", "<= 0.5 s",
          secs(res["catchup"][TS].get("cpu_s")), "", "", ""],
     ]
+    for key in sorted((k for k in res if k.startswith("serial_")), key=lambda k: int(k.split("_")[1])):
+        one = res[key][TS]
+        rows.append([f"one serial queue of {int(key.split('_')[1]):,} tasks: runs/s, loop CPU per run", "",
+                     f"{rate(one.get('per_s'))}, {one.get('main_cpu_per_run_ms', 0):.3f} ms", "", "", ""])
     for size in (100, 1000, 10000):
         key = f"burst_{size}"
         rows.append([f"scaling: burst of {size:,} jobs, lateness p99", "", *cells(key, "p99", ms)])

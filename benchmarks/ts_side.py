@@ -223,11 +223,20 @@ def throughput(n: int) -> dict[str, Any]:
     return {"n": with_files["n"], "per_s": with_files["per_s"], "per_s_no_file": without["per_s"]}
 
 
-def _throughput(n: int, *, status_files: bool) -> dict[str, Any]:
+def serial(n: int) -> dict[str, Any]:
+    """n /bin/true tasks in one named queue (one at a time, in order): runs per second and the daemon's CPU
+    per run, at two queue lengths, to show whether a wake-up's work grows with what waits."""
+    got = _throughput(n, status_files=True, queue="serial")
+    empty, full = _once_cpu(0), _once_cpu(n, queue="serial")
+    return {"n": got["n"], "per_s": got["per_s"],
+            "main_cpu_per_run_ms": (full["main_cpu_s"] - empty["main_cpu_s"]) * 1000 / n}
+
+
+def _throughput(n: int, *, status_files: bool, queue: str | None = None) -> dict[str, Any]:
     srv = Server()
     try:
         srv.write_config([])
-        _queue(srv, n, status_files=status_files)
+        _queue(srv, n, status_files=status_files, queue=queue)
         srv.start()
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -254,12 +263,12 @@ def loop_cpu(n: int) -> dict[str, Any]:
     return {"n": n, "cpu_s": full["cpu_s"], "base_cpu_s": empty["cpu_s"], "wall_s": full["wall_s"], **per_run}
 
 
-def _once_cpu(n: int) -> dict[str, Any]:
+def _once_cpu(n: int, queue: str | None = None) -> dict[str, Any]:
     srv = Server()
     try:
         srv.write_config([])
         if n:
-            _queue(srv, n, status_files=True)
+            _queue(srv, n, status_files=True, queue=queue)
         t0 = time.time()
         proc = subprocess.Popen([TASKSERVER, "-c", str(srv.config), "run", "--once"], env=srv.env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -289,9 +298,9 @@ def _zombie_times(pid: int) -> dict[str, float]:
             "main_cpu_s": (int(main[11]) + int(main[12])) / tick}
 
 
-def _queue(srv: Server, n: int, *, status_files: bool) -> None:
+def _queue(srv: Server, n: int, *, status_files: bool, queue: str | None = None) -> None:
     """n /bin/true tasks queued before the daemon starts, through the store as `jobs enqueue` writes them;
-    no queue, so they may run side by side (the client API takes only named queues)."""
+    by default no queue, so they may run side by side (the client API takes only named queues)."""
     from taskserver.runtime import config, statusfile, store
 
     cfg = config.load(srv.config)
@@ -299,7 +308,7 @@ def _queue(srv: Server, n: int, *, status_files: bool) -> None:
     st = store.open_store(tenant, srv.state, verify=True)
     with st.batch():
         for _ in range(n):
-            st.add("", queue=None, argv=["/bin/true"], now=time.time())
+            st.add("", queue=queue, argv=["/bin/true"], now=time.time())
     if status_files:
         for run in st.queued():
             statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
@@ -399,6 +408,8 @@ def main(argv: list[str]) -> int:
         result = startup(int(argv[1]))
     elif work == "catchup":
         result = catch_up(int(argv[1]), float(argv[2]))
+    elif work == "serial":
+        result = serial(int(argv[1]))
     elif work == "loopcpu":
         result = loop_cpu(int(argv[1]))
     elif work == "status":
