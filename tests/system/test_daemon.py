@@ -118,8 +118,9 @@ def test_time_limit_stops_taking_work_and_lets_runs_finish(tmp_path: Path) -> No
     cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": 0.2, "command": ["true"]}})
     go = tmp_path / "go"
     rid = enqueue(cfg, "sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done")
-    d = Daemon(cfg, "--time-limit", "0.5")
+    d = Daemon(cfg, "--time-limit", "2")  # long enough for a loaded machine to start the task first
     try:
+        wait_for(lambda: run_of(cfg, rid)["state"] == "RUN", "the task to start")
         wait_for(lambda: "time limit reached" in d.text(), "the time limit")
         ticks = sum(r["job"] == "tick" for r in runs(cfg))
         assert d.proc.poll() is None  # still waiting for the running task
@@ -259,7 +260,12 @@ def test_a_job_never_overlaps_itself(tmp_path: Path) -> None:
     assert overlap(trace) == 1
     missed = [r for r in runs(cfg) if r["reason"] == "missed"]
     notes = [r["message"] for r in missed]
-    assert notes and all(n == "the previous run was still going" for n in notes), notes  # every note, if not
+    # each note names a true cause: mostly the run still going; on a loaded machine also a due time that
+    # was still waiting to start (its predecessor had just ended), or a loop that could not act in time
+    still_going = "the previous run was still going"
+    true_causes = (still_going, "an earlier due time was still waiting", "the daemon could not act between")
+    assert still_going in notes, notes
+    assert all(n.startswith(true_causes) for n in notes), notes
 
 
 def test_housekeeping_at_start_purges_old_history(tmp_path: Path) -> None:

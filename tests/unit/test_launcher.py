@@ -119,8 +119,11 @@ def test_another_childs_status_is_not_kept_for_a_run(ex: Executor) -> None:
     """waitpid(-1) also reaps the daemon's other children (the web side, the notifier): such a status is
     kept only while a spawn is pending, and never handed to a run that was spawned after it (a reused pid)."""
     other = os.posix_spawn("/bin/true", ["/bin/true"], {})
-    child = ex.spawn("k", ["/bin/sleep", "0.3"], {}, None)
-    time.sleep(0.2)  # /bin/true has ended
+    child = ex.spawn("k", ["/bin/sleep", "2"], {}, None)
+    end = time.monotonic() + 30
+    while _proc_state(other) != "Z":  # /bin/true has ended (a loaded machine may take a while)
+        assert time.monotonic() < end
+        time.sleep(0.01)
     assert ex.reap(any_child=True) == []
     assert other in ex.early  # maybe the pending spawn's: kept, with the spawns it could belong to
     assert landed(ex, child) is None
@@ -132,6 +135,10 @@ def test_another_childs_status_is_not_kept_for_a_run(ex: Executor) -> None:
         time.sleep(0.01)
     ((got, out),) = done
     assert got is child and out.state is State.OK
+
+
+def _proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def _woken(ex: Executor) -> bool:
