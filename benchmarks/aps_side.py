@@ -26,7 +26,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from common import LATE_COMMAND, ONE_OFF_COMMAND, cpu_ns_precise, percentile, rss_bytes, run_like_taskserver
+from common import (
+    LATE_COMMAND,
+    ONE_OFF_COMMAND,
+    cpu_ns_precise,
+    cpu_per_run,
+    cpu_split,
+    percentile,
+    rss_bytes,
+    run_like_taskserver,
+)
 
 WORKERS = 4
 STORE = "memory"
@@ -118,12 +127,14 @@ def throughput(n: int) -> dict[str, Any]:
     when = datetime.now(UTC) + timedelta(seconds=0.5)
     for i in range(n):
         sched.add_job(one_off, DateTrigger(when), id=str(i))
+    before = cpu_split()
     sched.resume()
     deadline = time.time() + 300
     while len(SPANS) < n and time.time() < deadline:
         time.sleep(0.05)
     sched.shutdown(wait=True)
-    return {"n": len(SPANS), "per_s": len(SPANS) / (max(e for _, e in SPANS) - min(s for s, _ in SPANS))}
+    return {"n": len(SPANS), "per_s": len(SPANS) / (max(e for _, e in SPANS) - min(s for s, _ in SPANS)),
+            **cpu_per_run(before, n)}
 
 
 def startup(n: int) -> dict[str, Any]:

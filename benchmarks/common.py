@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import subprocess
 from pathlib import Path
 
@@ -54,3 +55,16 @@ def cpu_ns_precise(pid: int | str = "self") -> float:
 
 def rss_bytes(pid: int | str = "self") -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+
+
+def cpu_split() -> tuple[float, float]:
+    """CPU seconds so far of this process (all its threads) and of its children it has waited for."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def cpu_per_run(before: tuple[float, float], n: int) -> dict[str, float]:
+    """The scheduler's own CPU per run (all its threads) and its children's, since ``before``."""
+    own, kids = cpu_split()
+    return {"own_cpu_per_run_ms": (own - before[0]) * 1000 / n,
+            "child_cpu_per_run_ms": (kids - before[1]) * 1000 / n}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ONE_OFF_COMMAND, run_like_taskserver
+from common import ONE_OFF_COMMAND, cpu_per_run, cpu_split, run_like_taskserver
 from huey import SqliteHuey
 
 WORKERS = 4
@@ -49,12 +49,14 @@ def throughput(n: int) -> dict[str, Any]:
         true_task()
     consumer = HUEY.create_consumer(workers=WORKERS, worker_type="thread", periodic=False, initial_delay=0.01,
                                     max_delay=0.1)
+    before = cpu_split()
     consumer.start()
     deadline = time.time() + 300
     while len(SPANS) < n and time.time() < deadline:
         time.sleep(0.05)
     consumer.stop(graceful=True)
-    return {"n": len(SPANS), "per_s": len(SPANS) / (max(e for _, e in SPANS) - min(s for s, _ in SPANS))}
+    return {"n": len(SPANS), "per_s": len(SPANS) / (max(e for _, e in SPANS) - min(s for s, _ in SPANS)),
+            **cpu_per_run(before, n)}
 
 
 def main(argv: list[str]) -> int:

@@ -175,6 +175,8 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
          "{} / {}".format(*(f"{v:.3f} ms" if isinstance(v, float) else "-" for v in (
              res["loopcpu"][TS].get("cpu_s_per_run_ms"), res["loopcpu"][TS].get("main_cpu_s_per_run_ms")))),
          "", "", ""],
+        ["  CPU per one-off run: the scheduler's own (all threads) / its child's", "",
+         *cpu_cells(res)],
         ["enqueue, client batch of 10,000 (huey: one call each)", ">= 5,000/s",
          rate(res["enqueue"][TS].get("many_per_s")), "", "", rate(res["enqueue"][HUEY].get("per_s"))],
         ["  same (1,000), with a status file per task", "", rate(res["enqueue"][TS].get("many_files_per_s")),
@@ -206,6 +208,19 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
             got = cells(f"startup_{size}", "startup_s", secs)
             rows.append([f"start-up until READY, {size:,} jobs", target, *got])
     return rows
+
+
+def cpu_cells(res: dict[str, Any]) -> list[str]:
+    """Where a one-off run's CPU goes, per system: the scheduler's own and its child's (taskserver: from the
+    daemon's `run --once` of the same tasks, benchmarks/ts_side.py ``loop_cpu``)."""
+    def cell(own: object, child: object) -> str:
+        ok = isinstance(own, int | float) and isinstance(child, int | float)
+        return f"{own:.3f} / {child:.3f} ms" if ok else "-"
+    got = [cell(res["loopcpu"][TS].get("cpu_s_per_run_ms"), res["loopcpu"][TS].get("child_cpu_s_per_run_ms"))]
+    for system in SYSTEMS[1:]:
+        one = res["throughput"].get(system, {})
+        got.append(cell(one.get("own_cpu_per_run_ms"), one.get("child_cpu_per_run_ms")))
+    return got
 
 
 def render_text(rows: list[list[str]]) -> str:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import LATE_COMMAND, cpu_ns_precise, percentile, rss_bytes
+from common import LATE_COMMAND, cpu_ns_precise, cpu_split, percentile, rss_bytes
 
 TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 # How start-up grows beyond what one config may hold (10,000 jobs, 1 MiB, 100,000 values: see
@@ -259,7 +259,7 @@ def loop_cpu(n: int) -> dict[str, Any]:
     empty = _once_cpu(0)
     full = _once_cpu(n)
     per_run = {f"{k}_per_run_ms": round((full[k] - empty[k]) * 1000 / n, 3)
-               for k in ("cpu_s", "user_s", "sys_s", "main_cpu_s")}
+               for k in ("cpu_s", "user_s", "sys_s", "main_cpu_s", "child_cpu_s")}
     return {"n": n, "cpu_s": full["cpu_s"], "base_cpu_s": empty["cpu_s"], "wall_s": full["wall_s"], **per_run}
 
 
@@ -269,12 +269,13 @@ def _once_cpu(n: int, queue: str | None = None) -> dict[str, Any]:
         srv.write_config([])
         if n:
             _queue(srv, n, status_files=True, queue=queue)
-        t0 = time.time()
+        t0, (_, kids) = time.time(), cpu_split()
         proc = subprocess.Popen([TASKSERVER, "-c", str(srv.config), "run", "--once"], env=srv.env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         got = _zombie_times(proc.pid)
         got["wall_s"] = time.time() - t0
         assert proc.wait() == 0
+        got["child_cpu_s"] = cpu_split()[1] - kids - got["cpu_s"]  # what the daemon's children used
         if n:
             done = srv.rows("SELECT COUNT(*) FROM runs WHERE state='OK'")[0][0]
             assert done == n, f"{done} of {n} runs OK"
