@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import NoReturn, cast
 
@@ -16,10 +17,32 @@ PROG = "taskserver"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its error line kept to one printable line (it echoes the bad value as given)."""
+    """argparse, with its error line kept to one printable line (it echoes the bad value as given), and its
+    help formatters given their width (``columns``)."""
 
     def error(self, message: str) -> NoReturn:
         super().error(one_line(message))
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return self.formatter_class(prog=self.prog, width=columns())  # type: ignore[call-arg]  # (every formatter takes it)
+
+
+def columns() -> int:
+    """The width argparse's formatters take by default: ``shutil.get_terminal_size().columns`` less 2.
+    Worked out here because argparse imports shutil for it, even to build the parsers, and shutil brings
+    bz2, lzma and zlib: half a megabyte of the daemon's memory for good (tests/unit/test_which.py compares
+    the two)."""
+    try:
+        width = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        width = 0
+    if width <= 0:
+        try:
+            width = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            width = 0
+        width = width or 80
+    return width - 2
 
 
 def build_parser(only_control: bool = False, only_jobs: bool = False) -> argparse.ArgumentParser:

@@ -25,7 +25,6 @@ import select
 import selectors
 import signal
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -72,7 +71,7 @@ class Daemon:
         self.once = once
         self.notifier = notifier
         self.config_loader = config_loader
-        self.instance = uuid.uuid4().hex
+        self.instance = os.urandom(16).hex()  # random, as uuid4().hex was; uuid loads `platform`
         self.started = time.time()
         self.clock = ClockWatch.start(self.started, boottime())
         self.end_at = self.started + time_limit if time_limit is not None else None
