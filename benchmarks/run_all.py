@@ -78,16 +78,26 @@ def floor() -> dict[str, float]:
         t = time.perf_counter()
         subprocess.run([PY, "-c", "pass"], check=True)
         walls.append(time.perf_counter() - t)
-    t = time.perf_counter()
-    running, done, n = 0, 0, 1000
-    while done < n:
-        while running < WORKERS and done + running < n:
-            os.posix_spawn("/bin/true", ["/bin/true"], os.environ)
-            running += 1
-        os.waitpid(-1, 0)
-        running -= 1
-        done += 1
-    return {"python_start": percentile(sorted(walls), 50), "spawn_per_s": n / (time.perf_counter() - t)}
+    return {"python_start": percentile(sorted(walls), 50), "spawn_per_s": spawn_rate()}
+
+
+def spawn_rate(rounds: int = 3, n: int = 1000) -> float:
+    """The machine's raw rate of posix_spawn+wait of /bin/true, WORKERS at a time: the best of ``rounds``
+    (the floor is what the machine does with nothing in the way; one round caught a busy moment of the
+    host and made the reference, and so taskserver's share of it, move by a third between runs)."""
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        running, done = 0, 0
+        while done < n:
+            while running < WORKERS and done + running < n:
+                os.posix_spawn("/bin/true", ["/bin/true"], os.environ)
+                running += 1
+            os.waitpid(-1, 0)
+            running -= 1
+            done += 1
+        best = max(best, n / (time.perf_counter() - t))
+    return best
 
 
 def measure(opts: argparse.Namespace) -> Results:
@@ -272,8 +282,8 @@ def machine(load_before: tuple[float, ...], load_after: tuple[float, ...], base:
                   if line.startswith("model name")), "unknown CPU")
     return (f"{os.cpu_count()} CPUs ({model}), load average {' '.join(f'{x:.2f}' for x in load_before)} "
             f"before and {' '.join(f'{x:.2f}' for x in load_after)} after; python start-up "
-            f"{ms(base['python_start'])}; raw posix_spawn+wait of /bin/true ({WORKERS} at a time): "
-            f"{base['spawn_per_s']:,.0f}/s")
+            f"{ms(base['python_start'])}; raw posix_spawn+wait of /bin/true ({WORKERS} at a time, the best "
+            f"of three rounds before the workloads and three after): {base['spawn_per_s']:,.0f}/s")
 
 
 def write_docs(text_rows: str, about: str, has_png: bool) -> None:
@@ -304,6 +314,7 @@ def main() -> int:
     load_before = os.getloadavg()
     base = floor()
     res = measure(opts)
+    base["spawn_per_s"] = max(base["spawn_per_s"], spawn_rate())  # again at the end: the best of both
     load_after = os.getloadavg()
     has_png = picture(res, DOCS / "performance-lateness.png") if opts.docs else False
     rows = table(res, opts, base)
