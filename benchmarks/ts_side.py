@@ -227,9 +227,8 @@ def serial(n: int) -> dict[str, Any]:
     """n /bin/true tasks in one named queue (one at a time, in order): runs per second and the daemon's CPU
     per run, at two queue lengths, to show whether a wake-up's work grows with what waits."""
     got = _throughput(n, status_files=True, queue="serial")
-    empty, full = _once_cpu(0), _once_cpu(n, queue="serial")
     return {"n": got["n"], "per_s": got["per_s"],
-            "main_cpu_per_run_ms": (full["main_cpu_s"] - empty["main_cpu_s"]) * 1000 / n}
+            "main_cpu_per_run_ms": loop_cpu(n, queue="serial")["main_cpu_s_per_run_ms"]}
 
 
 def _throughput(n: int, *, status_files: bool, queue: str | None = None) -> dict[str, Any]:
@@ -250,14 +249,14 @@ def _throughput(n: int, *, status_files: bool, queue: str | None = None) -> dict
     return {"n": ok, "per_s": ok / (last - first)}
 
 
-def loop_cpu(n: int) -> dict[str, Any]:
+def loop_cpu(n: int, queue: str | None = None) -> dict[str, Any]:
     """The daemon's own CPU per run: n queued /bin/true tasks (with their status files) run by `taskserver
     run --once`, its CPU (all its threads, and its main thread, the loop, alone; not its children's) read
     from /proc once it has exited, minus that of a `run --once` with nothing to do.  CPU time moves with
     the machine's load far less than wall time (caches shared with other work still make it move): compare
     two versions of the loop by runs one right after the other."""
     empty = _once_cpu(0)
-    full = _once_cpu(n)
+    full = _once_cpu(n, queue=queue)
     per_run = {f"{k}_per_run_ms": round((full[k] - empty[k]) * 1000 / n, 3)
                for k in ("cpu_s", "user_s", "sys_s", "main_cpu_s", "child_cpu_s")}
     return {"n": n, "cpu_s": full["cpu_s"], "base_cpu_s": empty["cpu_s"], "wall_s": full["wall_s"], **per_run}

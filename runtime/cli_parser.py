@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
         super().error(one_line(message))
 
     def _get_formatter(self) -> argparse.HelpFormatter:
-        return self.formatter_class(prog=self.prog, width=columns())  # type: ignore[call-arg]  # (every formatter takes it)
+        # every formatter takes a width; typeshed's protocol names only prog
+        return self.formatter_class(prog=self.prog, width=columns())  # type: ignore[call-arg]
 
 
 def columns() -> int:

@@ -56,7 +56,7 @@ class Runs:
         self.executor = Executor(output_tail=server.output_tail, cwd=server.install_dir)
         self.executor.on_close = self._forget_fd
         self.executor.launcher = Launcher.create(DEFAULT_SIGNALS)  # spawns off the loop (runtime/launcher.py)
-        if self.executor.launcher is not None:  # data None: the loop only drains it; ``collect`` looks
+        if self.executor.launcher is not None:  # data None: the loop only drains it; ``land`` looks
             sel.register(self.executor.launcher.wake_r, selectors.EVENT_READ, None)
         self.launching: dict[int, Active] = {}  # handed to the launcher, by id(child); pid not known yet
         self.spawn_failed: list[tuple[Active, Outcome, float]] = []  # landed with an error: ends to record
