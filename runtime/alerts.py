@@ -158,7 +158,8 @@ class Alerts:
         self.courier: Courier | None = None  # the delivery process, started at the first notification
         self.streaks: dict[Key, Streak] = {}  # followed in memory for exclusive stores
         self.counts: dict[str, dict[str, int]] = {}
-        self._targets: dict[Key, tuple[NotifyDef, ...]] = {}
+        self._targets: dict[Key, tuple[NotifyDef, ...]] = {}  # jobs of tenants that notify (see ``wanted``)
+        self._silent: dict[str, bool] = {}
         self._jobs: dict[Key, tuple[TenantDef, JobDef]] = {}  # the config's jobs by name (_index)
         self._for: int = 0
         self._watched: socket.socket | None = None  # the socket the loop's selector watches
@@ -172,6 +173,7 @@ class Alerts:
         config = self.config()
         if id(config) != self._for:
             self._targets.clear()
+            self._silent.clear()
             self._jobs = {(t.name, j.name): (t, j) for t in config.tenants for j in t.jobs}
             self._for = id(config)
         return config
@@ -181,6 +183,8 @@ class Alerts:
         key = (tenant, job)
         got = self._targets.get(key)
         if got is None:
+            if self.silent(tenant):  # nothing kept per job: 10,000 jobs that ran would hold a megabyte
+                return ()
             found = self._jobs.get(key)
             got = self._targets[key] = targets(config, *found) if found is not None else ()
         return got
@@ -188,10 +192,12 @@ class Alerts:
     def silent(self, tenant: str) -> bool:
         """No notify: entry reaches any job of ``tenant`` (none on the server, the tenant or its jobs)."""
         config = self._index()
-        if config.server.notify:
-            return False
-        found = config.tenant(tenant)
-        return found is None or not (found.notify or any(j.notify for j in found.jobs))
+        got = self._silent.get(tenant)
+        if got is None:
+            found = config.tenant(tenant)
+            got = self._silent[tenant] = not config.server.notify and (
+                found is None or not (found.notify or any(j.notify for j in found.jobs)))
+        return got
 
     def job(self, tenant: str, job: str) -> JobDef | None:
         self._index()

@@ -4,6 +4,7 @@ order, and which mistakes the config check reports with FILE:LINE:COL."""
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,42 @@ def test_env_file_that_others_can_write_or_too_big_is_refused(tmp_path: Path) ->
     envfile.symlink_to(tmp_path / "c.yaml")
     with pytest.raises(ConfigInvalid, match="a symlink is not followed"):
         _load(tmp_path, text)
+
+
+def test_a_runs_environment_is_its_jobs_whole_build_and_only_a_job_of_its_own_is_kept(tmp_path: Path) -> None:
+    """The daemon builds a run's environment from its tenant's, made once (runtime/runplace.py): each run gets
+    exactly what jobenv.build gives its job, with its own TASKSERVER_* values, and only a job that adds
+    variables of its own keeps an environment of its own (10,000 jobs must not each hold one)."""
+    from taskserver.runtime import liveness, runplace
+
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    cfg = _load(tmp_path, f"""\
+task_server:
+  run_as: {me}
+  state_dir: {tmp_path / 'state'}
+tenants:
+  t:
+    login: {me}
+    environment: {{T_ONLY: "1", BOTH: tenant}}
+    jobs:
+      plain:
+        command: [/bin/true]
+      other:
+        command: [/bin/true]
+      own:
+        command: [/bin/true]
+        environment: {{BOTH: job}}
+""")
+    tenant = cfg.tenants[0]
+    place = runplace.Place(cfg, "t", tenant, "inst")
+    place.identity()
+    user = jobenv.RunUser.of_uid(os.geteuid())
+    for job, run_id in (("plain", 7), ("other", 8), ("own", 9), ("plain", 10), ("", 11)):
+        jobdef = next((j for j in tenant.jobs if j.name == job), None)
+        got = place.environment(job, jobdef, run_id, f"/s/{run_id}")
+        want = jobenv.build(user, tenant, jobdef, {
+            "TASKSERVER_TENANT": "t", "TASKSERVER_JOB": job, "TASKSERVER_RUN_ID": str(run_id),
+            "TASKSERVER_STATUS_FILE": f"/s/{run_id}", "TASKSERVER_LOGIN": me,
+            "TASKSERVER_CONFIG": str(cfg.path.absolute()), liveness.INSTANCE_ENV: "inst"})
+        assert list(got.items()) == list(want.items())  # the same values, in the same order
+    assert [key for key, _ in place._envs] == ["own"]
