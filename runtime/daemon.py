@@ -471,25 +471,33 @@ class Daemon:
                 return
 
     def _dispatch_scheduled(self, now: float) -> bool:
-        """False when the slots ran out."""
-        for key in list(self.pending):
-            if self._slots() <= 0:
-                return False
-            job = self.jobs.get(key)
-            if job is None or not self.pending[key]:  # removed, or its due time was claimed elsewhere
-                del self.pending[key]
-                continue
-            if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue):
-                continue
-            pend = self.pending[key].popleft()
-            if not self.pending[key]:
-                del self.pending[key]
-            if paused := self.steer.paused(*key):  # claimed before the pause: it does not start either
-                self._st(key[0]).finish(pend[2], State.ERR, MISSED, exit_code=None, output="", now=now,
-                                        note=paused)
-            elif self._window_allows(key, job, pend, now):
-                self.runs.start_scheduled(key[0], job, *pend)
-        return True
+        """False when the slots ran out.  The walk stops there: it is not a copy of every waiting job's key
+        (10,000 jobs due at once made each wake-up copy them all), so nothing in it may add a job to
+        ``pending``; the jobs it emptied leave it after the walk."""
+        emptied: list[Key] = []
+        try:
+            for key, waiting in self.pending.items():
+                if self._slots() <= 0:
+                    return False
+                job = self.jobs.get(key)
+                if job is None or not waiting:  # removed, or its due time was claimed elsewhere
+                    emptied.append(key)
+                    continue
+                if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue):
+                    continue
+                pend = waiting.popleft()
+                if not waiting:
+                    emptied.append(key)
+                if paused := self.steer.paused(*key):  # claimed before the pause: it does not start either
+                    self._st(key[0]).finish(pend[2], State.ERR, MISSED, exit_code=None, output="", now=now,
+                                            note=paused)
+                elif self._window_allows(key, job, pend, now):
+                    self.runs.start_scheduled(key[0], job, *pend)
+            return True
+        finally:
+            for key in emptied:
+                if not self.pending.get(key):
+                    self.pending.pop(key, None)
 
     def _dispatch_queued(self, now: float) -> None:
         if self.que_dirty:

@@ -31,25 +31,32 @@ from . import privs
 log = logging.getLogger(__name__)
 
 PREFIX = ".spare."
-MAX_SPARES = 2048  # per directory: a burst bigger than this creates the rest in the loop, as before
+# per directory, made and not taken yet: the most jobs a config may hold (limits.MAX_JOBS), so a burst of
+# every job's first run finds its files made; a bigger wave of tasks without status files creates the rest
+# in the loop, as before, while the thread keeps making more
+MAX_SPARES = 10_000
 
 class Spares:
     def __init__(self) -> None:
         self._pid = os.getpid()
         self._seq = 0
         self._cond = threading.Condition()
-        self._ready: dict[Path, deque[Path]] = {}  # made, not taken yet
-        self._need: dict[Path, int] = {}  # files expected there and not made yet (at most MAX_SPARES)
-        self._asked: dict[Path, list[str]] = {}  # names to look for (the thread counts those missing)
-        self._whose: dict[Path, privs.Identity | None] = {}
-        self._mode: dict[Path, int] = {}
+        # by directory, as text (os.fspath): a spare's path is joined as text, never as a Path, whose parts
+        # would be interned for good (10,000 first runs grew the interpreter's table by a megabyte)
+        self._ready: dict[str, deque[str]] = {}  # made, not taken yet
+        self._need: dict[str, int] = {}  # files expected there and not created yet
+        self._asked: dict[str, list[str]] = {}  # names to look for (the thread counts those missing)
+        self._whose: dict[str, privs.Identity | None] = {}
+        self._mode: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._stop = False
 
     # -- the loop's side ---------------------------------------------------------------------------------
-    def expect(self, directory: Path, names: Iterable[str], mode: int, ident: privs.Identity | None) -> None:
+    def expect(self, directory: Path | str, names: Iterable[str], mode: int,
+               ident: privs.Identity | None) -> None:
         """Files named ``names`` may soon be created in ``directory`` (which exists): spares are made for
         those not there yet.  Each name is to be told once (the caller keeps track)."""
+        directory = os.fspath(directory)
         with self._cond:
             self._asked.setdefault(directory, []).extend(names)
             self._whose[directory] = ident
@@ -59,8 +66,9 @@ class Spares:
             self._thread = threading.Thread(target=self._work, name="taskserver-spares", daemon=True)
             self._thread.start()
 
-    def take(self, directory: Path) -> Path | None:
+    def take(self, directory: Path | str) -> str | None:
         """A spare of ``directory`` (this process's, owned and moded for it), or None; one fewer is needed."""
+        directory = os.fspath(directory)
         ready = self._ready.get(directory)
         if not ready:
             return None
@@ -69,7 +77,9 @@ class Spares:
         except IndexError:  # the last one went between the look and the pop (the thread only adds)
             return None
         with self._cond:
-            self._need[directory] = max(0, self._need.get(directory, 0) - 1)
+            need = self._need[directory] = max(0, self._need.get(directory, 0) - 1)
+            if need >= MAX_SPARES:  # more are expected than were kept made: the thread makes the next one
+                self._cond.notify()
         return spare
 
     def close(self) -> None:
@@ -104,11 +114,12 @@ class Spares:
                 with self._cond:
                     self._need.clear()
 
-    def _short(self) -> Path | None:
-        """A directory with fewer spares than files expected."""
-        return next((d for d, n in self._need.items() if n > len(self._ready.get(d, ()))), None)
+    def _short(self) -> str | None:
+        """A directory with fewer spares than files expected (and than MAX_SPARES)."""
+        return next((d for d, n in self._need.items() if min(n, MAX_SPARES) > len(self._ready.get(d, ()))),
+                    None)
 
-    def _count(self, directory: Path, names: list[str]) -> None:
+    def _count(self, directory: str, names: list[str]) -> None:
         """How many of ``names`` are missing; at the first look, spares a dead daemon left are taken over."""
         with privs.fs_identity(self._whose.get(directory)):
             if directory not in self._ready:
@@ -116,14 +127,14 @@ class Spares:
                 for name in os.listdir(directory):
                     if name.startswith(PREFIX) and _orphaned(name):
                         self._adopt(directory, name)
-            missing = sum(1 for name in names if not os.path.lexists(directory / name))
+            missing = sum(1 for name in names if not os.path.lexists(os.path.join(directory, name)))
         with self._cond:
-            self._need[directory] = min(MAX_SPARES, self._need.get(directory, 0) + missing)
+            self._need[directory] = self._need.get(directory, 0) + missing
 
-    def _adopt(self, directory: Path, name: str) -> None:
+    def _adopt(self, directory: str, name: str) -> None:
         mine = self._name(directory)
         with contextlib.suppress(OSError):
-            os.rename(directory / name, mine)
+            os.rename(os.path.join(directory, name), mine)
             self._ready[directory].append(mine)
 
     def _make_some(self) -> None:
@@ -134,11 +145,11 @@ class Spares:
                 return
             with privs.fs_identity(self._whose.get(directory)):
                 for _ in range(16):
-                    if len(self._ready[directory]) >= self._need.get(directory, 0):
+                    if len(self._ready[directory]) >= min(self._need.get(directory, 0), MAX_SPARES):
                         break
                     self._ready[directory].append(self._make(directory))
 
-    def _make(self, directory: Path) -> Path:
+    def _make(self, directory: str) -> str:
         path = self._name(directory)
         mode = self._mode[directory]
         # no O_EXCL: a file of this name is a spare of an earlier process with our pid, as good as a new one
@@ -149,9 +160,9 @@ class Spares:
             os.close(fd)
         return path
 
-    def _name(self, directory: Path) -> Path:
+    def _name(self, directory: str) -> str:
         self._seq += 1
-        return directory / f"{PREFIX}{self._pid}.{self._seq}"
+        return f"{directory}/{PREFIX}{self._pid}.{self._seq}"
 
 
 def _orphaned(name: str) -> bool:

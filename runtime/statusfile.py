@@ -83,7 +83,6 @@ def status_path(state_dir: Path, tenant: str, run_id: int) -> Path:
     return status_dir(state_dir, tenant) / str(run_id)
 
 
-@functools.lru_cache(maxsize=4096)  # twice per run (its environment, its file): a job's path never changes
 def job_status_path(state_dir: Path, tenant: str, job: str) -> Path:
     """The status file of a scheduled job's current (or last) run."""
     return status_dir(state_dir, tenant) / job_status_name(job)
@@ -191,15 +190,17 @@ def prepare(directory: Path) -> int:
     return _made.get(directory) or _prepare(directory)
 
 
-def write(path: Path, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
+def write(path: Path | str, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
     """Create the file atomically (a filled spare, or a temporary file, renamed into place).  ``keep``: a
-    spare filled stays open, and its fd is returned (see ``rewrite``)."""
-    spare = spares.take(path.parent) if spares is not None else None
+    spare filled stays open, and its fd is returned (see ``rewrite``).  A path given as text stays text
+    while a spare is filled (no Path made: see runtime/spares.py)."""
+    spare = spares.take(os.path.dirname(path)) if spares is not None else None
     if spare is not None and (fd := _fill(spare, path, text)) is not None:
         if keep:
             return fd
         os.close(fd)
         return None
+    path = Path(path)
     mode = _made.get(path.parent) or _prepare(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -217,7 +218,7 @@ def write(path: Path, text: str, spares: Spares | None = None, *, keep: bool = F
     return None
 
 
-def _fill(spare: Path, path: Path, text: str) -> int | None:
+def _fill(spare: str, path: Path | str, text: str) -> int | None:
     """Write ``text`` into a spare (runtime/spares.py) and rename it to ``path``; its open fd, None if the
     spare is gone."""
     try:
@@ -242,7 +243,7 @@ def rewrite(path: Path | str, text: str, spares: Spares | None = None, *, keep: 
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return write(Path(path), text, spares, keep=keep)
+        return write(path, text, spares, keep=keep)
     try:
         _overwrite(fd, text.encode())
     except BaseException:

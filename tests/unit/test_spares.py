@@ -9,6 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from taskserver.runtime import spares as spares_mod
 from taskserver.runtime import statusfile
 from taskserver.runtime.model import State
 from taskserver.runtime.spares import PREFIX, Spares
@@ -84,3 +87,27 @@ def test_without_a_spare_the_file_is_created_as_before(tmp_path: Path) -> None:
         spares.close()
     assert made.read_text().startswith("RUN\nid=9\n")
     assert spares_in(made.parent) == []
+
+
+def test_a_burst_bigger_than_the_spares_kept_finds_them_made_again(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most MAX_SPARES wait made at once, but as they are taken the thread makes more for the files still
+    expected: a burst of more first runs than that finds them all made (it used to stop after the first
+    MAX_SPARES, and the rest were created in the loop)."""
+    monkeypatch.setattr(spares_mod, "MAX_SPARES", 2)
+    directory = statusfile.status_dir(tmp_path, "t")
+    mode = statusfile.prepare(directory)
+    spares = Spares()
+    try:
+        spares.expect(directory, [str(i) for i in range(1, 6)], mode, None)
+        wait_for_spares(directory, 2)
+        for run_id, left in ((1, 2), (2, 2), (3, 2), (4, 1), (5, 0)):  # 5 expected, 2 at most waiting
+            before = set(spares_in(directory))
+            statusfile.update(tmp_path, "t", a_run(run_id), spares)
+            assert before - set(spares_in(directory)), f"run {run_id} did not take a spare"
+            wait_for_spares(directory, left)
+        time.sleep(0.2)
+        assert spares_in(directory) == []  # none beyond what was expected
+    finally:
+        spares.close()
+    assert sorted(os.listdir(directory)) == ["1", "2", "3", "4", "5"]
