@@ -85,13 +85,15 @@ def lateness(intervals: list[float]) -> dict[str, Any]:
     deadline = t0 + max(intervals) + 60 + len(intervals) / 100
     while len(LATE) < len(intervals) and time.time() < deadline:
         time.sleep(0.05)
+    time.sleep(0.2)  # the last runs' threads finish
+    rss_ran = rss_bytes()  # every job ran once (taskserver's is read at the same point)
     sched.shutdown(wait=True)
     values = sorted(LATE.values())
     firsts = sorted(SPANS)[: len(values)]
     span = max(e for _, e in firsts) - min(s for s, _ in firsts) if firsts else 0
     return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
             "max": values[-1], "per_s": len(firsts) / span if span else None,
-            "add_overran_s": max(0.0, added - t0), "values": values}
+            "add_overran_s": max(0.0, added - t0), "rss_ran": rss_ran, "values": values}
 
 
 def idle(n: int, window: float) -> dict[str, Any]:

@@ -197,6 +197,8 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
         [f"idle CPU per minute, {idle_n} jobs", "<= 0.05 s",
          *cells("idle", "cpu_per_min", lambda x: f"{x:.4f} s" if isinstance(x, float) else "-")],
         [f"RSS with {idle_n} jobs", "<= 35 MB", *cells("idle", "rss", mb)],
+        ["  RSS once each of 10,000 jobs ran (the burst of 10,000, at its end)", "",
+         *cells("burst_10000", "rss_ran", mb)],
         ["`taskserver status` wall p50, 1 job", "<= 50 ms", ms(res["status"][TS].get("status_p50")),
          "", "", ""],
         [f"`taskserver status` wall p50, {idle_n} jobs", "<= 50 ms", ms(res["idle"][TS].get("status_p50")),

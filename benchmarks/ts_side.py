@@ -117,7 +117,8 @@ def _date_job(name: str, trigger: str) -> str:
 
 def lateness(n: int, base: float, step: float) -> dict[str, Any]:
     """Job i every (base + i*step) s: first due at start + base + i*step; lateness of each first run.
-    The daemon is stopped once every job's first run ended (or after a generous limit)."""
+    The daemon is stopped once every job's first run ended (or after a generous limit); its RSS is read
+    then (after every job ran once: what it keeps per job that ran)."""
     srv = Server()
     try:
         srv.write_config([_date_job(f"j{i}", f"every: {base + i * step:.3f}") for i in range(n)])
@@ -127,6 +128,8 @@ def lateness(n: int, base: float, step: float) -> dict[str, Any]:
             time.sleep(0.25)
             if srv.rows("SELECT COUNT(DISTINCT job) FROM runs WHERE state IN ('OK', 'ERR')")[0][0] >= n:
                 break
+        assert srv.proc is not None
+        rss_ran = rss_bytes(srv.proc.pid)
         srv.stop()
         first = srv.rows(
             "SELECT r.due, r.started, r.output, r.finished FROM runs r JOIN "
@@ -148,6 +151,7 @@ def lateness(n: int, base: float, step: float) -> dict[str, Any]:
         "child_p50": percentile(child, 50),
         "child_p99": percentile(child, 99),
         "per_s": len(first) / span if span else None,
+        "rss_ran": rss_ran,
         "values": daemon,
     }
 
