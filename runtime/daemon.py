@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from . import alerts, caps, housekeeping, plans, schedule, steering, stores, tenancy
+from . import alerts, caps, housekeeping, memory, plans, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -97,6 +97,8 @@ class Daemon:
         self.exit_code = 0
         self.next_ping: float | None = None
         self.next_rss = 0.0  # when the memory limit is looked at next (after a run ended)
+        self.ran = False  # runs happened since freed memory was last given back (memory.give_back)
+        self.give_back_at = 0.0  # monotonic time from which it may be given back again
         self.signals: list[int] = []
         self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
@@ -259,6 +261,7 @@ class Daemon:
             if not self.runs and (self.stopping or (self.once and not self._work_left())):
                 self._flush_at_exit()
                 return self.exit_code
+            self._give_back()
             # the sleep is worked out at its start: the wake-up's own work does not make the next one late
             for key, _ in wait_for_events(self.sel, self._sleep_time(time.time())):
                 if key.data is None:
@@ -360,6 +363,14 @@ class Daemon:
 
     def _work_left(self) -> bool:
         return bool(self.pending) or any(self.queued.values()) or self.que_dirty
+
+    def _give_back(self) -> None:
+        """Fallen idle after runs: the memory their bookkeeping freed goes back to the system."""
+        if self.runs:
+            self.ran = True
+        elif self.ran and not self._work_left() and (mono := time.monotonic()) >= self.give_back_at:
+            memory.give_back()
+            self.ran, self.give_back_at = False, mono + memory.GIVE_BACK_EVERY
 
     def _sleep_time(self, now: float) -> float:
         wake = [now + MAX_SLEEP]
