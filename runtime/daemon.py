@@ -394,6 +394,10 @@ class Daemon:
             self.next_ping = now + interval
 
     def _fire_timers(self, now: float) -> None:
+        """Take every timer that came; the due times they bring are claimed together at the end, one
+        statement per 300 rows and tenant (1,000 jobs due at once took a statement each before the first
+        of them could start)."""
+        claims: dict[str, list[tuple[Key, float]]] = {}
         while self.timers and self.timers[0][0] <= now and not self.stopping:
             when, _, kind, tenant, job, gen, attempt, rid = heapq.heappop(self.timers)
             key = (tenant, job)
@@ -406,13 +410,22 @@ class Daemon:
                 continue  # removed or changed by a reload since this timer was set
             waiting = self.pending.setdefault(key, deque())
             if kind == "fire":
-                self._fire(key, when, now, waiting)
+                self._fire(key, when, now, waiting, claims.setdefault(tenant, []))
             else:
                 waiting.append((None, attempt, rid))
+        for tenant, due_now in claims.items():
+            if not due_now:
+                continue
+            rows = [(key[1], due, self.jobs[key].queue) for key, due in due_now]
+            for (key, due), got in zip(due_now, self._st(tenant).claim_many(rows, now=now), strict=True):
+                if got is not None:  # else this due time has its record already (caught up, or elsewhere)
+                    self.pending.setdefault(key, deque()).append((due, 0, got))
 
-    def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending]) -> None:
+    def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending],
+              claims: list[tuple[Key, float]]) -> None:
         """A job's timer fired: on time its due time is run; late, the job's catch-up policy decides.
-        Each due time to run is claimed in the store at once (its record exists before anything else)."""
+        Each due time to run goes into ``claims``, claimed in the store in this wake-up's transaction
+        before anything starts (its record exists before anything else)."""
         tz, store = self._tz(key[0]), self._st(key[0])
         self._schedule_next(key, tz, now, when)
         dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
@@ -425,10 +438,7 @@ class Daemon:
                     "an earlier due time was still waiting for its queue or a free slot (max_parallel)")
             store.missed(key[1], dues, now=now, note=note)
             return
-        for due in dues:
-            rid = store.claim(key[1], due, queue=self.jobs[key].queue, now=now)
-            if rid is not None:  # else this due time has its record already (caught up, claimed elsewhere)
-                waiting.append((due, 0, rid))
+        claims += [(key, due) for due in dues]
 
     def _check_clock(self, now: float) -> None:
         """A wall clock set back leaves every timer in the future: move them (schedule.after_step_back)."""
