@@ -398,6 +398,9 @@ class Daemon:
         statement per 300 rows and tenant (1,000 jobs due at once took a statement each before the first
         of them could start)."""
         claims: dict[str, list[tuple[Key, float]]] = {}
+        # what the fired jobs of one schedule share is worked out once (their ids: the config holds them)
+        decided: dict[tuple[object, ...], plans.Decision] = {}
+        same: dict[str, SameSchedule] = {}
         while self.timers and self.timers[0][0] <= now and not self.stopping:
             when, _, kind, tenant, job, gen, attempt, rid = heapq.heappop(self.timers)
             key = (tenant, job)
@@ -410,7 +413,9 @@ class Daemon:
                 continue  # removed or changed by a reload since this timer was set
             waiting = self.pending.setdefault(key, deque())
             if kind == "fire":
-                self._fire(key, when, now, waiting, claims.setdefault(tenant, []))
+                if tenant not in same:
+                    same[tenant] = SameSchedule(self._st(tenant), self._tz(tenant), now)
+                self._fire(key, when, now, waiting, claims.setdefault(tenant, []), same[tenant], decided)
             else:
                 waiting.append((None, attempt, rid))
         for tenant, due_now in claims.items():
@@ -421,15 +426,17 @@ class Daemon:
                 if got is not None:  # else this due time has its record already (caught up, or elsewhere)
                     self.pending.setdefault(key, deque()).append((due, 0, got))
 
-    def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending],
-              claims: list[tuple[Key, float]]) -> None:
+    def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending],  # noqa: PLR0917
+              claims: list[tuple[Key, float]], same: SameSchedule,
+              decided: dict[tuple[object, ...], plans.Decision]) -> None:
         """A job's timer fired: on time its due time is run; late, the job's catch-up policy decides.
         Each due time to run goes into ``claims``, claimed in the store in this wake-up's transaction
-        before anything starts (its record exists before anything else)."""
+        before anything starts (its record exists before anything else).  ``same`` and ``decided``: the
+        answers the jobs that fired with it share (their next due time, their decision)."""
         tz, store = self._tz(key[0]), self._st(key[0])
-        self._schedule_next(key, tz, now, when)
+        self._schedule_next(key, tz, now, when, same=same)
         dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
-                             cause=self.clock.cause(when, now))
+                             cause=self.clock.cause(when, now), shared=decided)
         if dues and (paused := self.steer.paused(*key)):
             store.missed(key[1], dues, now=now, note=paused)
             return

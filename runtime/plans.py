@@ -135,12 +135,20 @@ def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: st
     return _decide(store, job, since, tenant=tenant.name, tz=tenant.timezone, now=now, cause=cause)
 
 
-def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now: float,
-            cause: str) -> list[float]:
+def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now: float, cause: str,
+            shared: dict[tuple[object, ...], Decision] | None = None) -> list[float]:
     """A timer set for due time ``due`` fired at ``now``: the due times in [due, now] are split by the job's
-    policy (record the missed ones with ``cause``); return the due times to run now."""
-    since = schedule.just_before(job, _dt(due))
-    return _decide(store, job, since, tenant=tenant, tz=tz, now=now, cause=cause)
+    policy (record the missed ones with ``cause``); return the due times to run now.  ``shared``: the
+    decisions of the timers that fired in the same wake-up, by what they depend on (as ``Batch`` keys
+    them): 1,000 jobs of one schedule due at once are decided once."""
+    if shared is None:
+        return _decide(store, job, schedule.just_before(job, _dt(due)), tenant=tenant, tz=tz, now=now,
+                       cause=cause)
+    key = (id(job.trigger), id(job.windows), job.timezone or tz, job.catch_up, job.max_late, due, now, cause)
+    got = shared.get(key)
+    if got is None:
+        got = shared[key] = decide(job, schedule.just_before(job, _dt(due)), tz=tz, now=now, cause=cause)
+    return _record(store, job, got, tenant=tenant, now=now, cause=cause)
 
 
 def next_due(store: Store, job: JobDef, tz: str, now: float, last: float | None = None) -> float | None:
@@ -157,7 +165,12 @@ def _dt(ts: float) -> datetime:
 
 def _decide(store: Store, job: JobDef, since: datetime | None, *, tenant: str, tz: str, now: float,
             cause: str) -> list[float]:
-    got = decide(job, since, tz=tz, now=now, cause=cause)
+    return _record(store, job, decide(job, since, tz=tz, now=now, cause=cause), tenant=tenant, now=now,
+                   cause=cause)
+
+
+def _record(store: Store, job: JobDef, got: Decision, *, tenant: str, now: float, cause: str) -> list[float]:
+    """Write a decision's missed records under the job's name; the due times it runs now."""
     if got.count:
         log.warning("tenant %s job %s: %d missed runs recorded (%s)", tenant, job.name, got.count, cause)
     by_note: dict[str, list[float]] = {}
@@ -165,7 +178,7 @@ def _decide(store: Store, job: JobDef, since: datetime | None, *, tenant: str, t
         by_note.setdefault(note, []).append(due)
     for note, dues in by_note.items():
         store.missed(job.name, dues, now=now, note=note)
-    return got.run
+    return list(got.run)  # (a shared decision's own list stays as it is)
 
 
 def decide(job: JobDef, since: datetime | None, *, tz: str, now: float, cause: str) -> Decision:

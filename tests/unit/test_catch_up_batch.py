@@ -83,3 +83,29 @@ def test_a_shared_decision_is_not_changed_by_its_users(tmp_path: Path) -> None:
     assert plans.catch_up(store, tenant, jobs[1][0], NOW, batch=batch) == expected
     assert expected and expected[-1] <= NOW and expected[0] > NOW - 3600.0 - timedelta(minutes=5).seconds
     store.close()
+
+
+def test_timers_of_one_wake_up_record_with_shared_decisions_what_each_records_alone(tmp_path: Path) -> None:
+    """The timers that fire in one wake-up share their decisions (plans.overdue with ``shared``): the same
+    rows, notes and due times to run as each decided alone, whatever the policy, max_late, window, zone or
+    how late each timer fired, and a shared decision's due times are each job's own list."""
+    jobs = _jobs()
+    alone, together = _store(tmp_path / "alone.sqlite", jobs), _store(tmp_path / "shared.sqlite", jobs)
+    shared: dict[tuple[object, ...], plans.Decision] = {}
+    runs_alone, runs_together = {}, {}
+    for job, last in jobs:
+        if job.trigger is None or last is None:
+            continue
+        for store, runs, kw in ((alone, runs_alone, {}), (together, runs_together, {"shared": shared})):
+            due = last + (600.0 if isinstance(job.trigger, Every) else 300.0)  # the timer after ``last``
+            runs[job.name] = plans.overdue(store, job, due, tenant="t", tz="America/New_York", now=NOW,
+                                           cause=plans.DOWN, **kw)
+    assert runs_together == runs_alone
+    assert _rows(together) == _rows(alone)
+    assert len(shared) < len(runs_together) / 2  # the jobs of one schedule were decided once
+    assert any(runs_together.values())  # the test sees due times to run now
+    first = next(name for name, dues in runs_together.items() if dues)
+    runs_together[first].append(0.0)
+    assert all(0.0 not in dues for name, dues in runs_together.items() if name != first)
+    alone.close()
+    together.close()
