@@ -414,23 +414,23 @@ class Daemon:
             if kind == "fire":
                 if tenant not in same:
                     same[tenant] = SameSchedule(self._st(tenant), self._tz(tenant), now)
-                self._fire(key, when, now, waiting, claims.setdefault(tenant, []), same[tenant], decided)
+                due_now = self._fire(key, when, now, waiting, same[tenant], decided)
+                claims.setdefault(tenant, []).extend((key, due) for due in due_now)
             else:
                 waiting.append((None, attempt, rid))
-        for tenant, due_now in claims.items():
-            if not due_now:
+        for tenant, to_claim in claims.items():
+            if not to_claim:
                 continue
-            rows = [(key[1], due, self.jobs[key].queue) for key, due in due_now]
-            for (key, due), got in zip(due_now, self._st(tenant).claim_many(rows, now=now), strict=True):
+            rows = [(key[1], due, self.jobs[key].queue) for key, due in to_claim]
+            for (key, due), got in zip(to_claim, self._st(tenant).claim_many(rows, now=now), strict=True):
                 if got is not None:  # else this due time has its record already (caught up, or elsewhere)
                     self.pending.setdefault(key, deque()).append((due, 0, got))
 
-    def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending],  # noqa: PLR0917
-              claims: list[tuple[Key, float]], same: SameSchedule,
-              decided: dict[tuple[object, ...], plans.Decision]) -> None:
+    def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending], same: SameSchedule,  # noqa: PLR0917
+              decided: dict[tuple[object, ...], plans.Decision]) -> list[float]:
         """A job's timer fired: on time its due time is run; late, the job's catch-up policy decides.
-        Each due time to run goes into ``claims``, claimed in the store in this wake-up's transaction
-        before anything starts (its record exists before anything else).  ``same`` and ``decided``: the
+        Returns the due times to run, which the caller claims in this wake-up's transaction before
+        anything starts (their records exist before anything else).  ``same`` and ``decided``: the
         answers the jobs that fired with it share (their next due time, their decision)."""
         tz, store = self._tz(key[0]), self._st(key[0])
         self._schedule_next(key, tz, now, when, same=same)
@@ -438,13 +438,13 @@ class Daemon:
                              cause=self.clock.cause(when, now), shared=decided)
         if dues and (paused := self.steer.paused(*key)):
             store.missed(key[1], dues, now=now, note=paused)
-            return
+            return []
         if waiting and dues:  # one due time already waits to start: never pile them up
             note = ("the previous run was still going" if self.runs.job_busy(*key) else
                     "an earlier due time was still waiting for its queue or a free slot (max_parallel)")
             store.missed(key[1], dues, now=now, note=note)
-            return
-        claims += [(key, due) for due in dues]
+            return []
+        return dues
 
     def _check_clock(self, now: float) -> None:
         """A wall clock set back leaves every timer in the future: move them (schedule.after_step_back)."""

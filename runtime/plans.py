@@ -103,8 +103,7 @@ class Batch:
         if last is None or job.trigger is None:
             return []
         tz = tenant.timezone
-        key = (id(job.trigger), id(job.windows), job.timezone or tz, job.catch_up, job.max_late, last, now,
-               cause)
+        key = decision_key(job, tz, last, now, cause)
         got = self.shared.get(key)
         if got is None:
             got = self.shared[key] = decide(job, _dt(last), tz=tz, now=now, cause=cause)
@@ -123,6 +122,13 @@ class Batch:
                         cause)
 
 
+def decision_key(job: JobDef, tz: str, since: float, now: float, cause: str) -> tuple[object, ...]:
+    """What a catch-up decision depends on (``since``: the due time it goes on from), the schedule objects
+    by identity: jobs with the same key share one decision (``Batch``, ``overdue``; the caller keeps the
+    objects alive while it keeps the decisions)."""
+    return id(job.trigger), id(job.windows), job.timezone or tz, job.catch_up, job.max_late, since, now, cause
+
+
 def catch_up(store: Store, tenant: TenantDef, job: JobDef, now: float, cause: str = DOWN, *,
              batch: Batch | None = None) -> list[float]:
     """Record what was missed since the job's last due time; return the due times to run now. ``cause``:
@@ -139,12 +145,12 @@ def overdue(store: Store, job: JobDef, due: float, *, tenant: str, tz: str, now:
             shared: dict[tuple[object, ...], Decision] | None = None) -> list[float]:
     """A timer set for due time ``due`` fired at ``now``: the due times in [due, now] are split by the job's
     policy (record the missed ones with ``cause``); return the due times to run now.  ``shared``: the
-    decisions of the timers that fired in the same wake-up, by what they depend on (as ``Batch`` keys
-    them): 1,000 jobs of one schedule due at once are decided once."""
+    decisions of the timers that fired in the same wake-up, by ``decision_key``: 1,000 jobs of one
+    schedule due at once are decided once."""
     if shared is None:
         return _decide(store, job, schedule.just_before(job, _dt(due)), tenant=tenant, tz=tz, now=now,
                        cause=cause)
-    key = (id(job.trigger), id(job.windows), job.timezone or tz, job.catch_up, job.max_late, due, now, cause)
+    key = decision_key(job, tz, due, now, cause)
     got = shared.get(key)
     if got is None:
         got = shared[key] = decide(job, schedule.just_before(job, _dt(due)), tz=tz, now=now, cause=cause)

@@ -115,9 +115,12 @@ class Spares:
                     self._need.clear()
 
     def _short(self) -> str | None:
-        """A directory with fewer spares than files expected (and than MAX_SPARES)."""
-        return next((d for d, n in self._need.items() if min(n, MAX_SPARES) > len(self._ready.get(d, ()))),
-                    None)
+        """A directory with fewer spares than it should have made."""
+        return next((d for d in self._need if self._wanted(d) > len(self._ready.get(d, ()))), None)
+
+    def _wanted(self, directory: str) -> int:
+        """How many spares ``directory`` should have made: one per file expected, at most MAX_SPARES."""
+        return min(self._need.get(directory, 0), MAX_SPARES)
 
     def _count(self, directory: str, names: list[str]) -> None:
         """How many of ``names`` are missing; at the first look, spares a dead daemon left are taken over."""
@@ -145,7 +148,7 @@ class Spares:
                 return
             with privs.fs_identity(self._whose.get(directory)):
                 for _ in range(16):
-                    if len(self._ready[directory]) >= min(self._need.get(directory, 0), MAX_SPARES):
+                    if len(self._ready[directory]) >= self._wanted(directory):
                         break
                     self._ready[directory].append(self._make(directory))
 
