@@ -56,13 +56,21 @@ def read_marker(marker: Path) -> str | None:
 
 
 def write_marker(marker: Path, store_id: str, path: Path) -> None:
-    tmp = marker.with_name(marker.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Write the marker atomically.  Its temporary file is this process's own, made new (``O_EXCL``): the
+    daemon and a command opening a new store at once both write it, and with one shared name one of them
+    renamed the other's away (that one then failed to open the store)."""
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, (json.dumps({"id": store_id, "path": str(path)}) + "\n").encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, marker)
+        try:
+            os.write(fd, (json.dumps({"id": store_id, "path": str(path)}) + "\n").encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, marker)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def check_presence(path: Path, marker: Path) -> None:
