@@ -41,10 +41,11 @@ from daemonlab import TASKSERVER, sandbox_env, write_config
 def job(lab: Path, seconds: float, every: float | None = None, ignore_term: bool = False) -> dict[str, Any]:
     trace, locks = shlex.quote(str(lab / "trace")), shlex.quote(str(lab / "locks"))
     trap = "trap '' TERM; " if ignore_term else ""
-    script = (f"{trap}exec 9>>{locks}/\"$TASKSERVER_JOB\"; "
-              f"flock -n 9 || echo \"overlap $TASKSERVER_JOB $TASKSERVER_RUN_ID $$\" >> {trace}; "
-              f"echo \"start $TASKSERVER_JOB $TASKSERVER_RUN_ID $$\" >> {trace}; sleep {seconds}; "
-              f"echo \"end $TASKSERVER_JOB $TASKSERVER_RUN_ID $$\" >> {trace}")
+    # a task queued with this command has no job name: it logs as "-" (read back as "" by ``trace``)
+    script = (f"{trap}j=\"${{TASKSERVER_JOB:--}}\"; exec 9>>{locks}/\"$j\"; "
+              f"flock -n 9 || echo \"overlap $j $TASKSERVER_RUN_ID $$\" >> {trace}; "
+              f"echo \"start $j $TASKSERVER_RUN_ID $$\" >> {trace}; sleep {seconds}; "
+              f"echo \"end $j $TASKSERVER_RUN_ID $$\" >> {trace}")
     spec: dict[str, Any] = {"command": ["sh", "-c", script]}
     if every is not None:
         spec["every"] = every
@@ -123,7 +124,7 @@ def trace(lab: Path) -> list[tuple[str, str, int, int]]:
     out = []
     for line in path.read_text().splitlines():
         what, job_name, run_id, pid = line.split()
-        out.append((what, job_name, int(run_id), int(pid)))
+        out.append((what, "" if job_name == "-" else job_name, int(run_id), int(pid)))
     return out
 
 
