@@ -135,9 +135,12 @@ class Spares:
             self._need[directory] = self._need.get(directory, 0) + missing
 
     def _adopt(self, directory: str, name: str) -> None:
+        """A dead daemon's spare becomes ours, emptied here: a spare handed out is always empty, so filling
+        it is a write without a truncate (statusfile._fill)."""
         mine = self._name(directory)
         with contextlib.suppress(OSError):
             os.rename(os.path.join(directory, name), mine)
+            os.truncate(mine, 0)
             self._ready[directory].append(mine)
 
     def _make_some(self) -> None:
@@ -156,7 +159,8 @@ class Spares:
         path = self._name(directory)
         mode = self._mode[directory]
         # no O_EXCL: a file of this name is a spare of an earlier process with our pid, as good as a new one
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        # once emptied (O_TRUNC: a spare handed out is always empty)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             os.fchmod(fd, mode)  # not the umask's choice (see statusfile.write)
         finally:

@@ -220,15 +220,14 @@ def write(path: Path | str, text: str, spares: Spares | None = None, *, keep: bo
 
 def _fill(spare: str, path: Path | str, text: str) -> int | None:
     """Write ``text`` into a spare (runtime/spares.py) and rename it to ``path``; its open fd, None if the
-    spare is gone."""
+    spare is gone.  A spare is handed out empty (made with O_TRUNC, or emptied when taken over from a daemon
+    that died): the write alone makes the file's whole text."""
     try:
         fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
-        data = text.encode()
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))  # a spare taken over from a daemon that died may hold a text
+        os.pwrite(fd, text.encode(), 0)
         os.replace(spare, path)
     except BaseException:
         os.close(fd)

@@ -79,6 +79,28 @@ def test_spares_of_a_dead_daemon_are_taken_over(tmp_path: Path) -> None:
         spares.close()
 
 
+def test_a_spare_left_under_our_own_pid_is_emptied_before_it_is_filled(tmp_path: Path) -> None:
+    """A daemon that died with this process's pid (reused) left a filled spare under the name the next
+    spare gets: it is made again empty, so the status file holds exactly its own text (a fill is a write
+    without a truncate)."""
+    directory = statusfile.status_dir(tmp_path, "t")
+    mode = statusfile.prepare(directory)
+    spares = Spares()
+    left = directory / f"{PREFIX}{os.getpid()}.1"  # the first name this Spares gives
+    left.write_text("RUN\nid=1\n" + "a longer text a dead daemon with our pid wrote\n" * 20)
+    try:
+        spares.expect(directory, ["5"], mode, None)
+        end = time.monotonic() + 30
+        while left.stat().st_size:  # made again: emptied
+            assert time.monotonic() < end, "the left spare was not made again"
+            time.sleep(0.01)
+        made = statusfile.update(tmp_path, "t", a_run(5), spares)
+        assert made.read_text() == statusfile.render(a_run(5), "t")
+        assert not left.exists()  # it was the spare filled and renamed into place
+    finally:
+        spares.close()
+
+
 def test_without_a_spare_the_file_is_created_as_before(tmp_path: Path) -> None:
     spares = Spares()
     try:
