@@ -11,8 +11,9 @@ the file itself, as before: the helper only ever takes work off the loop, never 
 
 The thread touches nothing but these files.  It acts as the tenant's user through its own filesystem ids
 (setfsuid is per thread), never through the umask (per process), and it sleeps while nothing is expected.
-Spares left by a daemon that died are taken over (renamed to this daemon's names: cheaper than new ones);
-those left at a clean exit are removed.
+Spares left by a daemon that died are taken over (renamed to this daemon's names and emptied: cheaper than
+new ones); those left at a clean exit are removed. A spare is always handed out empty, so filling it is a
+write and a rename (statusfile._fill).
 """
 
 from __future__ import annotations
