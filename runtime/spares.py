@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ PREFIX = ".spare."
 # every job's first run finds its files made; a bigger wave of tasks without status files creates the rest
 # in the loop, as before, while the thread keeps making more
 MAX_SPARES = 10_000
+# a status directory may be a tenant's: no link followed, never a wait in open() (a FIFO in a spare's place)
+_MAKE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 class Spares:
     def __init__(self) -> None:
@@ -141,7 +144,13 @@ class Spares:
         mine = self._name(directory)
         with contextlib.suppress(OSError):
             os.rename(os.path.join(directory, name), mine)
-            os.truncate(mine, 0)
+            fd = os.open(mine, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # no link, no wait
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device in its place: not a spare
+                    return
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
             self._ready[directory].append(mine)
 
     def _make_some(self) -> None:
@@ -161,7 +170,7 @@ class Spares:
         mode = self._mode[directory]
         # no O_EXCL: a file of this name is a spare of an earlier process with our pid, as good as a new one
         # once emptied (O_TRUNC: a spare handed out is always empty)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = os.open(path, _MAKE, mode)
         try:
             os.fchmod(fd, mode)  # not the umask's choice (see statusfile.write)
         finally:

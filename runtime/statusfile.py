@@ -190,6 +190,11 @@ def prepare(directory: Path) -> int:
     return _made.get(directory) or _prepare(directory)
 
 
+# every open of a file in a status directory, which a tenant with run_as may write: no link followed, and
+# never a wait (a FIFO put there in place of a file would hold the daemon's loop in open(): ENXIO instead)
+_WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def write(path: Path | str, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
     """Create the file atomically (a filled spare, or a temporary file, renamed into place).  ``keep``: a
     spare filled stays open, and its fd is returned (see ``rewrite``).  A path given as text stays text
@@ -203,7 +208,7 @@ def write(path: Path | str, text: str, spares: Spares | None = None, *, keep: bo
     path = Path(path)
     mode = _made.get(path.parent) or _prepare(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = _WRITE | os.O_CREAT | os.O_TRUNC
     try:
         fd = os.open(tmp, flags, mode)
     except FileNotFoundError:  # the directory was removed under us: make it again
@@ -223,8 +228,8 @@ def _fill(spare: str, path: Path | str, text: str) -> int | None:
     spare is gone.  A spare is handed out empty (made with O_TRUNC, or emptied when taken over from a daemon
     that died): the write alone makes the file's whole text."""
     try:
-        fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(spare, _WRITE)
+    except OSError:  # gone, or not a file any more: the caller creates the file itself
         return None
     try:
         os.pwrite(fd, text.encode(), 0)
@@ -240,7 +245,7 @@ def rewrite(path: Path | str, text: str, spares: Spares | None = None, *, keep: 
     (from a spare when one is ready).  ``keep``: the file stays open and its fd is returned, so that the
     run's next text (its end) is written without looking the path up again (``rewrite_open``)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, _WRITE)
     except FileNotFoundError:
         return write(path, text, spares, keep=keep)
     try:
