@@ -96,6 +96,49 @@ def _plain_enqueue(words: Sequence[str]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return _main(argv)[0]
+
+
+def console() -> None:
+    """The ``taskserver`` program (the console script): main(), its output flushed (flushed), then its exit.
+    After a lean command (a plain `status`, a `jobs enqueue` that stayed on its lean path) the process ends at
+    once (end_now): the interpreter's own teardown, which frees every module and object one by one, was a
+    sixth of the wall time of such a command, and monitoring runs `status` every few seconds."""
+    code, lean = _main(None)
+    if lean:
+        end_now(code)
+    sys.exit(flushed(code))
+
+
+def flushed(code: int) -> int:
+    """``code`` after stdout and stderr are flushed: 141 when stdout's reader is gone, as
+    runtime/errors.run_command says it (its further writes go nowhere, so the interpreter's own last flush
+    does not print "Exception ignored" and exit 120), 120 when stdout fails otherwise, as the interpreter's
+    exit does. Only a code that was 0 is changed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            code = 141 if stream is sys.stdout and code == 0 else code
+        except (OSError, ValueError):
+            code = 120 if stream is sys.stdout and code == 0 else code
+    return code
+
+
+def end_now(code: int) -> None:
+    """End the process with ``code`` without the interpreter's teardown, after what an exit must still do:
+    the atexit functions (logging's last flush among them), then stdout and stderr flushed (flushed). The
+    lean commands write their files with os-level calls and close them, and start no thread: this is for
+    them only."""
+    import atexit  # noqa: PLC0415 - built in
+
+    atexit._run_exitfuncs()  # what the interpreter runs at exit, nothing more
+    os._exit(flushed(code))
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
+    """The exit code, and whether the command was a lean one (see console)."""
     words = _hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
     word = _command_word(words)
     args = _plain_status(words) if word == "status" else _plain_enqueue(words) if word == "jobs" else None
@@ -104,14 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(words)
         if getattr(args, "func", None) is None:
             parser.print_help(sys.stderr)
-            return 2
+            return 2, False
     quiet = args.command == "status" or getattr(args, "lean", False)  # nothing to log (cli_enqueue: unless
     if not quiet or args.verbose or args.debug:  # it falls back to the full path, which sets it up then)
         from . import logs  # noqa: PLC0415 - logging is a fifth of a plain `status`
 
         logs.setup(verbose=args.verbose, debug=args.debug)
-    return run_command(PROG, lambda: int(args.func(args)), debug=args.debug)
+    code = run_command(PROG, lambda: int(args.func(args)), debug=args.debug)
+    return code, args.command == "status" or getattr(args, "lean", False)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -3,10 +3,13 @@ and a nonsensical --time-limit. All through the real `taskserver` command."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+import runns
 from daemonlab import TASKSERVER, cli, sandbox_env, write_config
 
 from taskserver.runtime.model import TenantDef
@@ -51,3 +54,39 @@ def test_time_limit_must_be_positive(tmp_path: Path) -> None:
     proc = cli(cfg, "run", "--time-limit", "-5", check=False)
     assert proc.returncode == 2
     assert "above 0" in proc.stderr
+
+
+@pytest.mark.parametrize(("words", "code"), [(["status"], 3), (["check"], 141)])
+def test_a_command_whose_reader_is_gone_ends_without_a_word(tmp_path: Path, words: list[str],
+                                                             code: int) -> None:
+    """Output to a pipe is flushed by the command itself at its end (runtime/cli.py flushed): a reader that
+    is already gone ends a command that succeeded with 141, as a reader gone mid-command does, and leaves a
+    failure's own code (`status`: 3, not running); never the interpreter's "Exception ignored" and 120.
+    `status` is a lean command (ended without the interpreter's teardown), `check` is not."""
+    cfg = write_config(tmp_path / "ts.yaml")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the flush at the end meets EPIPE
+    try:
+        proc = subprocess.run([*runns.prefix(), TASKSERVER, "-c", str(cfg), *words], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=_buffered(cfg), timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == code, proc
+    assert proc.stderr == "", proc.stderr
+
+
+def test_a_lean_command_writes_all_it_says_to_a_file_and_keeps_its_exit_code(tmp_path: Path) -> None:
+    """Ended without the teardown, a lean command's buffered output still reaches a file (block-buffered,
+    unlike a terminal), and its exit code is its own: `status` of a server not running is 3."""
+    cfg = write_config(tmp_path / "ts.yaml")
+    out = tmp_path / "out.txt"
+    with out.open("w") as f:
+        proc = subprocess.run([*runns.prefix(), TASKSERVER, "-c", str(cfg), "status"], stdout=f,
+                              stderr=subprocess.PIPE, text=True, env=_buffered(cfg), timeout=60, check=False)
+    assert proc.returncode == 3, proc
+    assert out.read_text() == f"taskserver not running (config {cfg})\n"
+
+
+def _buffered(cfg: Path) -> dict[str, str]:
+    """The sandbox's environment with stdout block-buffered, as it is for most callers (a pipe, a file)."""
+    return {k: v for k, v in sandbox_env(cfg).items() if k != "PYTHONUNBUFFERED"}
