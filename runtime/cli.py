@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import SimpleNamespace
 
 from .errors import run_command
@@ -62,7 +61,8 @@ def build_parser(only_control: bool = False, only_jobs: bool = False) -> argpars
 
 def _plain_globals(words: Sequence[str]) -> tuple[SimpleNamespace, list[str]]:
     """The global options of a plain command line (``[-v] [--debug] [-c PATH]``, hoisted to the front by
-    _hoist_global_flags) as argparse would read them, and the words after them."""
+    _hoist_global_flags) as argparse would read them, and the words after them. The config's path is text
+    here, a Path from argparse: the lean paths take either."""
     args = SimpleNamespace(config=None, verbose=False, debug=False)
     rest = list(words)
     while rest and rest[0] in GLOBAL_FLAGS:  # hoisted to the front (_hoist_global_flags)
@@ -70,9 +70,9 @@ def _plain_globals(words: Sequence[str]) -> tuple[SimpleNamespace, list[str]]:
         args.debug = args.debug or flag == "--debug"
         args.verbose = args.verbose or flag != "--debug"
     if rest[:1] in (["-c"], ["--config"]) and len(rest) > 1 and not rest[1].startswith("-"):
-        args.config, rest = Path(rest[1]), rest[2:]
+        args.config, rest = rest[1], rest[2:]  # text: pathlib is not on the lean paths (runtime/confpath.py)
     elif os.environ.get("TASKSERVER_CONFIG"):
-        args.config = Path(os.environ["TASKSERVER_CONFIG"])
+        args.config = os.environ["TASKSERVER_CONFIG"]
     return args, rest
 
 

@@ -185,6 +185,8 @@ def _full(args: argparse.Namespace, why: BaseException) -> int:
     from . import cli_jobs, logs  # noqa: PLC0415 - the parser, the dataclasses: only when the lean path cannot
 
     args.lean = False  # the full path's exit is the interpreter's own (runtime/cli.py console)
+    if isinstance(args.config, str):  # as argparse gives it to the full path (runtime/cli.py _plain_globals)
+        args.config = Path(args.config)
     if not logging.getLogger().handlers:  # runtime/cli.py set it up only with -v or --debug
         logs.setup(verbose=args.verbose, debug=args.debug)
     logging.getLogger(__name__).debug("jobs enqueue: the full path (%s)", limits.clip(str(why), 200))

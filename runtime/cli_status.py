@@ -7,23 +7,33 @@ daemon published nothing, or for the tenants whose store several hosts share.
 
 from __future__ import annotations
 
+import os
 import time
-from pathlib import Path
 
-from . import config
+from . import confpath
 from .pidfile import probe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
     import argparse
+    from pathlib import Path
     from typing import Any
 
 EXIT_NOT_RUNNING_STATUS = 3
 
 
 def config_path(args: argparse.Namespace) -> Path:
-    # absolute: the daemon changes directory, and reload must find the same file
-    return args.config.absolute() if args.config is not None else config.default_config_path()
+    """The config of the daemon's life-cycle commands (runtime/control.py). Absolute: the daemon changes
+    directory, and reload must find the same file."""
+    from pathlib import Path  # noqa: PLC0415 - not on `status`'s own path (runtime/confpath.py)
+
+    return Path(args.config).absolute() if args.config is not None else Path(confpath.default_config_path())
+
+
+def _status_path(args: argparse.Namespace) -> str:
+    """The config `status` asks about, as text (runtime/confpath.py): the pid file's name is made from its
+    absolute path, so only what is shown differs from config_path (``..`` resolved in the text)."""
+    return os.path.abspath(args.config) if args.config is not None else confpath.default_config_path()
 
 
 def _uptime(seconds: float | None) -> str:
@@ -54,7 +64,7 @@ def _notifications(counts: dict[str, dict[str, int]]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     # the config is parsed only when the daemon published nothing: status stays fast with 10,000 jobs
-    path = config_path(args)
+    path = _status_path(args)
     state = probe(path)
     if state.running:
         info = state.info()

@@ -16,10 +16,9 @@ import os
 import pwd
 import stat
 import time
-import zlib
 from pathlib import Path
 
-from . import limits
+from . import confpath, limits
 from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
@@ -33,31 +32,16 @@ if TYPE_CHECKING:
 __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "default_config_path", "load",
            "parse_text"]
 
-SYSTEM_CONFIG = Path("/etc/taskserver/taskserver.yaml")
+SYSTEM_CONFIG = Path(confpath.SYSTEM_CONFIG)
 SETTLED_NS = 2_000_000_000  # a config changed less recently than this is not outlined (load_tenant)
 
 
-def _user_config() -> Path:
-    return Path.home() / ".config" / "taskserver" / "taskserver.yaml"
-
-
 def default_config_path() -> Path:
-    """$TASKSERVER_CONFIG, else the system file when root, else the per-user file."""
-    env = os.environ.get("TASKSERVER_CONFIG")
-    if env:
-        return Path(env)
-    return SYSTEM_CONFIG if os.geteuid() == 0 else _user_config()
+    """$TASKSERVER_CONFIG, else the system file when root, else the per-user file (runtime/confpath.py)."""
+    return Path(confpath.default_config_path())
 
 
-def instance_name(path: Path) -> str:
-    """``taskserver`` for the standard config locations, else a name unique to the file's absolute path."""
-    absolute = Path(os.path.abspath(path))
-    if absolute in (SYSTEM_CONFIG, _user_config()):
-        return "taskserver"
-    # crc32, not sha256: hashlib loads OpenSSL, +4 MB of daemon RSS, to name a file (not a security use)
-    digest = f"{zlib.crc32(os.fsencode(absolute)):08x}"
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in absolute.stem)[:40]
-    return f"taskserver-{stem}-{digest}"
+instance_name = confpath.instance_name
 
 
 def default_state_dir(path: Path | None = None, owner: int | None = None) -> Path:

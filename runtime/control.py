@@ -47,7 +47,7 @@ STOP_SLACK_S = 11.0
 
 
 def pidfile_path_for(cfg: Config) -> Path:
-    return pidfile_path(cfg.path)
+    return Path(pidfile_path(cfg.path))
 
 
 def _load(args: argparse.Namespace, meanwhile: Callable[[], None] | None = None) -> Config:

@@ -22,9 +22,8 @@ import os
 import stat
 import struct
 import time
-from pathlib import Path
 
-from .config import instance_name
+from .confpath import instance_name
 from .errors import UserError
 from .pidplace import Place, home_place, lookup_places, open_dir
 
@@ -32,31 +31,39 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/
 if TYPE_CHECKING:
     from typing import Any, NamedTuple
 
+    from .confpath import StrPath
+
 _FLOCK = "hhqqi"  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _MAX_INFO = 1 << 20
 
 
-def pidfile_name(config_path: Path) -> str:
+def pidfile_name(config_path: StrPath) -> str:
     """``taskserver.pid`` for the default config; else a name unique to the config's absolute path."""
     return instance_name(config_path) + ".pid"
 
 
-def pidfile_path(config_path: Path) -> Path:
+def pidfile_path(config_path: StrPath) -> str:
     """Where a daemon of this config started by this user keeps its pid file."""
-    return home_place(os.geteuid()).dir / pidfile_name(config_path)
+    return f"{home_place(os.geteuid()).dir}/{pidfile_name(config_path)}"
 
 
-def _names(config_path: Path) -> tuple[str, str, str]:
+def _names(config_path: StrPath) -> tuple[str, str, str]:
     stem = instance_name(config_path)
     return stem + ".pid", stem + ".lock", stem + ".info"
+
+
+def _sibling(path: str, suffix: str) -> str:
+    """``path`` with its suffix (.pid) swapped for ``suffix`` (pathlib's ``with_suffix``; names made by _names
+    have one dot)."""
+    return os.path.splitext(path)[0] + suffix
 
 
 # typing.NamedTuple at run time is collections.namedtuple plus the typing module: the fields for mypy, the
 # same class at run time (equality, unpacking, repr, _replace) without typing (runtime/cli_enqueue.py: lean)
 if TYPE_CHECKING:
     class _Probe(NamedTuple):
-        path: Path  # the pid file
+        path: str  # the pid file
         pid: int | None
         running: bool
         owner: int = 0  # uid owning the place
@@ -75,7 +82,7 @@ class Probe(_Probe):
 
     def info(self) -> dict[str, Any] | None:
         """What the running daemon published about itself, if it is this pid's."""
-        data = _read_info(self.path.with_suffix(".info"), self.owner)
+        data = _read_info(_sibling(self.path, ".info"), self.owner)
         return data if data is not None and data.get("pid") == self.pid else None
 
     def age(self) -> float | None:
@@ -86,7 +93,7 @@ class Probe(_Probe):
             return None
 
 
-def probe(config_path: Path) -> Probe:
+def probe(config_path: StrPath) -> Probe:
     """Look for this config's daemon in every place this user looks, without disturbing it."""
     names = _names(config_path)
     stale = None
@@ -98,7 +105,7 @@ def probe(config_path: Path) -> Probe:
     return stale or Probe(pidfile_path(config_path), None, False)
 
 
-def read_pid(config_path: Path) -> int | None:
+def read_pid(config_path: StrPath) -> int | None:
     """Pid of the live daemon holding the lock, else None."""
     p = probe(config_path)
     return p.pid if p.running else None
@@ -119,7 +126,7 @@ def _probe_place(place: Place, names: tuple[str, str, str]) -> Probe | None:
         holder = _holder(dir_fd, names, place.owner)
     finally:
         os.close(dir_fd)
-    path = place.dir / pid_name
+    path = f"{place.dir}/{pid_name}"
     if holder is not None:
         return Probe(path, holder, True, place.owner)
     return Probe(path, written, False, place.owner) if written is not None else None
@@ -191,13 +198,13 @@ def _holder_by_identity(dir_fd: int, names: tuple[str, str, str], owner: int) ->
     return pid if starttime(pid) == info.get("starttime") else None
 
 
-def _read_info(path: Path, owner: int) -> dict[str, Any] | None:
+def _read_info(path: str, owner: int) -> dict[str, Any] | None:
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        return _read_info_at(dir_fd, path.name, owner)
+        return _read_info_at(dir_fd, os.path.basename(path), owner)
     finally:
         os.close(dir_fd)
 
@@ -219,16 +226,17 @@ def _read_info_at(dir_fd: int, name: str, owner: int) -> dict[str, Any] | None:
 def starttime(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None when gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat_file:
+            fields = stat_file.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     return int(fields[19])
 
 
 class AlreadyRunning(UserError):
-    def __init__(self, path: Path, pid: int) -> None:
+    def __init__(self, path: str, pid: int) -> None:
         super().__init__(
-            f"already running as pid {pid} (its lock {path.with_suffix('.lock')} is held)",
+            f"already running as pid {pid} (its lock {_sibling(path, '.lock')} is held)",
             hint="stop it first (`taskserver stop`), or give this server its own config file with -c",
             exit_code=1,
         )
@@ -240,11 +248,12 @@ class PidFile:
 
     Every fd is opened now, while we may still be root: after the drop the directory is no longer ours."""
 
-    def __init__(self, path: Path, dir_fd: int, lock_fd: int) -> None:
+    def __init__(self, path: str, dir_fd: int, lock_fd: int) -> None:
         self.path = path
         self._dir_fd = dir_fd
         self._lock_fd = lock_fd
-        self._names = (path.name, path.with_suffix(".lock").name, path.with_suffix(".info").name)
+        name = os.path.basename(path)
+        self._names = (name, _sibling(name, ".lock"), _sibling(name, ".info"))
         owner = os.geteuid()
         self._fd = _open_checked(dir_fd, self._names[0], owner, os.O_RDWR | os.O_CREAT, 0o644)
         self._info_fd = _open_checked(dir_fd, self._names[2], owner, os.O_RDWR | os.O_CREAT, 0o644)
@@ -259,7 +268,7 @@ class PidFile:
         os.pwrite(self._info_fd, data, 0)
 
     @classmethod
-    def acquire(cls, config_path: Path) -> PidFile:
+    def acquire(cls, config_path: StrPath) -> PidFile:
         """Lock and write the files, or raise AlreadyRunning naming the real holder."""
         names = _names(config_path)
         for place in lookup_places(os.geteuid()):  # the same config's daemon anywhere we would look
@@ -273,7 +282,7 @@ class PidFile:
         lock_fd = None
         try:
             lock_fd = _lock(dir_fd, place, names)
-            return cls(place.dir / names[0], dir_fd, lock_fd)
+            return cls(f"{place.dir}/{names[0]}", dir_fd, lock_fd)
         except BaseException:
             for fd in (lock_fd, dir_fd):
                 if fd is not None:
@@ -303,13 +312,13 @@ def _lock(dir_fd: int, place: Place, names: tuple[str, str, str]) -> int:
             holder = _getlk(fd)
             os.close(fd)
             if holder is not None:
-                raise AlreadyRunning(place.dir / names[0], holder) from None
+                raise AlreadyRunning(f"{place.dir}/{names[0]}", holder) from None
             continue  # released between our two calls: try again
         # the previous holder may have unlinked the file between our open and our lock: lock the new one
         if _same_file(fd, names[1], dir_fd):
             return fd
         os.close(fd)
-    raise UserError(f"could not lock {place.dir / names[1]}", hint="another start is racing this one")
+    raise UserError(f"could not lock {place.dir}/{names[1]}", hint="another start is racing this one")
 
 
 def _same_file(fd: int, name: str, dir_fd: int) -> bool:
@@ -321,9 +330,9 @@ def _same_file(fd: int, name: str, dir_fd: int) -> bool:
     return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
-def clear_stale(config_path: Path) -> bool:
+def clear_stale(config_path: StrPath) -> bool:
     """Remove the files a dead daemon left in this user's own place; True when that worked."""
-    if probe(config_path).path.parent != home_place(os.geteuid()).dir:
+    if os.path.dirname(probe(config_path).path) != home_place(os.geteuid()).dir:
         return False  # somebody else's place: theirs to clean
     try:
         pidfile = PidFile.acquire(config_path)

@@ -18,7 +18,6 @@ import collections
 import errno
 import os
 import stat
-from pathlib import Path
 
 from .errors import UserError
 
@@ -26,15 +25,16 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/
 if TYPE_CHECKING:
     from typing import NamedTuple
 
-ROOT_DIR = Path("/run/taskserver")
-USER_TMP = Path("/tmp")  # for a per-uid directory whose owner and mode are verified on every open
+# Text paths, not pathlib's (runtime/confpath.py: the lean commands do without it)
+ROOT_DIR = "/run/taskserver"
+USER_TMP = "/tmp"  # for a per-uid directory whose owner and mode are verified on every open
 
 
 # typing.NamedTuple at run time is collections.namedtuple plus the typing module: the fields for mypy, the
 # same class at run time (equality, unpacking, repr, _replace) without typing (runtime/cli_enqueue.py: lean)
 if TYPE_CHECKING:
     class _Place(NamedTuple):
-        dir: Path
+        dir: str
         owner: int
         creatable: bool  # may its owner create it? (/run/taskserver/u<U> only root or systemd makes)
         optional: bool = False  # another's place, looked at in passing: one that fails the checks is skipped
@@ -52,7 +52,7 @@ def own_places(uid: int) -> list[Place]:
     """Where a daemon started by ``uid`` keeps its pid file, in order of preference."""
     if uid == 0:
         return [Place(ROOT_DIR, 0, True)]
-    return [Place(ROOT_DIR / f"u{uid}", uid, False), Place(USER_TMP / f"taskserver-{uid}", uid, True)]
+    return [Place(f"{ROOT_DIR}/u{uid}", uid, False), Place(f"{USER_TMP}/taskserver-{uid}", uid, True)]
 
 
 def lookup_places(uid: int) -> list[Place]:
@@ -68,7 +68,7 @@ def lookup_places(uid: int) -> list[Place]:
     except OSError:
         names = []
     users = [n for n in names if n[:1] == "u" and n[1:].isdigit()]
-    return places + [Place(ROOT_DIR / n, int(n[1:]), False) for n in users]
+    return places + [Place(f"{ROOT_DIR}/{n}", int(n[1:]), False) for n in users]
 
 
 def home_place(uid: int) -> Place:
@@ -109,7 +109,7 @@ def _mkdir(place: Place) -> None:
         raise UserError(msg, hint="create its parent directory or run as its owner") from exc
 
 
-def _check(path: Path, st: os.stat_result, owner: int) -> None:
+def _check(path: str, st: os.stat_result, owner: int) -> None:
     if st.st_uid != owner or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         who = "root" if owner == 0 else f"uid {owner}"
         raise UserError(
@@ -121,7 +121,7 @@ def _check(path: Path, st: os.stat_result, owner: int) -> None:
 
 def _check_ancestors(place: Place) -> None:
     """Whoever can rename an ancestor can swap the directory: the whole chain must be safe."""
-    for parent in place.dir.parents:
+    for parent in _parents(place.dir):
         st = os.stat(parent)
         writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
         if st.st_uid not in (0, place.owner) or writable:
@@ -130,3 +130,12 @@ def _check_ancestors(place: Place) -> None:
                 f"mode {stat.filemode(st.st_mode)}",
                 hint="every parent must belong to root (or the daemon's user) and not be writable by others",
             )
+
+
+def _parents(path: str) -> list[str]:
+    """The ancestors of an absolute path, nearest first, up to "/" (pathlib's ``parents``)."""
+    found = []
+    while (parent := os.path.dirname(path)) != path:
+        found.append(parent)
+        path = parent
+    return found

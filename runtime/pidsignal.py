@@ -12,15 +12,20 @@ import contextlib
 import errno
 import os
 import signal
-from pathlib import Path
 
 from .errors import UserError
 from .pidfile import Probe, probe, starttime
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
+if TYPE_CHECKING:
+    from .confpath import StrPath
+
 
 def proc_uids(pid: int) -> set[int]:
     """Real, effective, saved and filesystem uid of a process."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
+        lines = status.read().splitlines()
+    for line in lines:
         if line.startswith("Uid:"):
             return {int(x) for x in line.split()[1:]}
     raise ProcessLookupError(pid)
@@ -30,19 +35,19 @@ class Daemon:
     """A daemon process verified to hold this config's lock, pinned by a pidfd: a signal sent through it
     reaches that process or nothing (never a process that got the pid later)."""
 
-    def __init__(self, pid: int, pidfd: int | None, config_path: Path, path: Path) -> None:
+    def __init__(self, pid: int, pidfd: int | None, config_path: StrPath, path: str) -> None:
         self.pid = pid
         self._pidfd = pidfd
         self._config = config_path
         self._path = path
 
     @classmethod
-    def find(cls, config_path: Path) -> Daemon | None:
+    def find(cls, config_path: StrPath) -> Daemon | None:
         state = probe(config_path)
         return cls.verify(config_path, state) if state.running and state.pid else None
 
     @classmethod
-    def verify(cls, config_path: Path, state: Probe) -> Daemon | None:
+    def verify(cls, config_path: StrPath, state: Probe) -> Daemon | None:
         assert state.pid is not None
         try:
             pidfd: int | None = os.pidfd_open(state.pid)
@@ -100,7 +105,7 @@ def _check_identity(state: Probe) -> None:
     info = state.info()
     if state.owner != 0 and uids != {state.owner}:
         raise UserError(
-            f"refusing to signal pid {state.pid}: it holds the lock in {state.path.parent} (uid "
+            f"refusing to signal pid {state.pid}: it holds the lock in {os.path.dirname(state.path)} (uid "
             f"{state.owner}'s) but runs as uids {sorted(uids)}",
             hint="that directory's owner could have planted it; remove the directory", exit_code=4)
     if info is not None and info.get("starttime") not in (None, starttime(state.pid)):
@@ -108,7 +113,7 @@ def _check_identity(state: Probe) -> None:
                         hint="remove the stale files next to it", exit_code=4)
 
 
-def signal_daemon(path: Path, sig: signal.Signals) -> int | None:
+def signal_daemon(path: StrPath, sig: signal.Signals) -> int | None:
     """Send ``sig`` to this config's daemon after verifying it (see ``Daemon``); its pid, or None when no
     daemon runs."""
     daemon = Daemon.find(path)

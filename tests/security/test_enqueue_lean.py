@@ -257,7 +257,7 @@ def test_a_replaced_info_file_is_not_read(site: Site, swap: str) -> None:
     """The daemon's .info replaced by a link to a user's file, by a user's file, or made writable by a
     group: the lean path does not read it (opened without following links, root's and 0644 only)."""
     site.world.daemon(site.cfg)
-    info = pidfile.probe(site.cfg).path.with_suffix(".info")
+    info = Path(pidfile.probe(site.cfg).path).with_suffix(".info")
     real, elsewhere = json.loads(info.read_text()), site.a.home / "elsewhere.sqlite"
     forged = write(site.a.home / "info.json", json.dumps({**real, KEY: _forged(site, elsewhere)}), site.a)
     saved = info.with_name(info.name + ".saved")
