@@ -74,6 +74,10 @@ class Daemon:
         self.instance = os.urandom(16).hex()  # random, as uuid4().hex was; uuid loads `platform`
         self.started = time.time()
         self.clock = ClockWatch.start(self.started, boottime())
+        # CLOCK_BOOTTIME read with the loop's `now`, for the clock check (_check_clock): read later, after
+        # a store that blocked (a PostgreSQL server restarting), the stall looked like the wall clock set
+        # back, then forward
+        self.boot = boottime()
         self.end_at = self.started + time_limit if time_limit is not None else None
         self.sel = selectors.DefaultSelector()
         self.stores = stores.Stores(instance=self.instance, started=self.started,
@@ -247,7 +251,7 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------------------------
     def loop(self) -> int:
         while True:
-            now = time.time()
+            now, self.boot = time.time(), boottime()
             self._step(self._wake_up, now)
             # Healthy, the wake-up recorded the ends in its own transaction; a child that ended since is the
             # next wake-up's (its SIGCHLD is already waiting): not a second commit for it now.
@@ -277,7 +281,7 @@ class Daemon:
 
     def _wake_up(self, now: float) -> None:
         self.runs.land(now)  # spawns that finished since: their pids, before anything looks for them
-        self._check_clock(now)
+        self._check_clock(now, self.boot)
         self._handle_signals(now)
         self._check_limits(now)
         self._ping(now)
@@ -446,9 +450,11 @@ class Daemon:
             return []
         return dues
 
-    def _check_clock(self, now: float) -> None:
-        """A wall clock set back leaves every timer in the future: move them (schedule.after_step_back)."""
-        step = self.clock.look(now, boottime())
+    def _check_clock(self, now: float, boot: float) -> None:
+        """A wall clock set back leaves every timer in the future: move them (schedule.after_step_back).
+        ``boot`` is CLOCK_BOOTTIME read together with ``now``: the two readings must not have a stall
+        between them, or the stall is taken for a step."""
+        step = self.clock.look(now, boot)
         if step == 0:
             return
         self._shift_elapsed(step)

@@ -4,7 +4,11 @@ every: anchor, late timers (stalls, forward steps) through the catch-up policy, 
 from __future__ import annotations
 
 import calendar
+import contextlib
+import logging
 import random
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -211,7 +215,7 @@ def test_the_daemon_moves_its_timers_when_the_clock_is_set_back(tmp_path: Path) 
         before = {t[4]: t[0] for t in d.timers if t[2] == "fire"}
         now = D.timestamp() - 3600 + 1  # one second later, on a clock set back by an hour
         d.clock = ClockWatch.start(D.timestamp(), boottime() - 1)
-        d._check_clock(now)
+        d._check_clock(now, boottime())
         after = {t[4]: t[0] for t in d.timers if t[2] == "fire"}
         assert after["every"] == pytest.approx(now + 9, abs=0.1)  # 10 s to go at D, 1 s later 9 s to go
         assert after["wild"] == (D - timedelta(minutes=55)).timestamp()  # next */5 on the new wall clock
@@ -219,6 +223,46 @@ def test_the_daemon_moves_its_timers_when_the_clock_is_set_back(tmp_path: Path) 
         assert d.stores["t"].last_due("every") == now  # rewound: never in the future
     finally:
         d.close()
+
+
+def test_a_store_that_blocks_the_wake_up_is_no_clock_step(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The real loop, its store's first transaction stalled 1.3 s (as a PostgreSQL server restarting blocks
+    a reconnect): the wall clock and CLOCK_BOOTTIME are read together at the wake-up's start, so the stall is
+    neither a step back (timers moved, last due times rewound) nor, a wake-up later, a step forward (due times
+    recorded missed "because the clock was set forward")."""
+    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\n"
+            "tenants:\n  t:\n    login: nobody\n    jobs:\n      hourly: {every: 1h, command: [x]}\n")
+    cfg = parse_text(text, tmp_path / "c.yaml")
+    d = Daemon(cfg, once=False, time_limit=2.5, notifier=None, config_loader=None)
+    steps: list[float] = []
+    look = d.clock.look
+
+    def watched(wall: float, boot: float) -> float:
+        steps.append(look(wall, boot))
+        return steps[-1]
+
+    try:
+        d.start_up()
+        tx, stalled = d.stores.tx, list[float]()
+
+        @contextlib.contextmanager
+        def slow_tx() -> Iterator[None]:
+            if not stalled:
+                time.sleep(1.3)
+                stalled.append(1.3)
+            with tx():
+                yield
+
+        d.stores.tx = slow_tx  # type: ignore[method-assign]
+        d.clock.look = watched  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING):
+            assert d.loop() == 0
+    finally:
+        d.close()
+    assert stalled and len(steps) >= 2, steps  # the stall happened, and the clock was looked at after it
+    assert steps == [0.0] * len(steps), steps
+    assert "system clock" not in caplog.text
 
 
 def _ever(doms: list[int], months: list[int], dows: set[int], either: bool) -> bool:
