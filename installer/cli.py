@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..runtime.errors import UserError, run_command
+from ..runtime.errors import UserError, flushed, run_command
 from . import apply, detect
 from . import manifest as mf
 from .backends import base
@@ -132,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
     return run_command(PROG, lambda: dispatch(args), debug=args.debug)
+
+
+def console() -> None:
+    """The ``taskserver-install`` program: main(), its output flushed by itself (runtime/errors.flushed)."""
+    sys.exit(flushed(main()))
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -343,4 +348,4 @@ def print_outcome(out: apply.Outcome, as_json: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

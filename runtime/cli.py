@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from .errors import run_command
+from .errors import flushed, run_command
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
@@ -100,37 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> None:
-    """The ``taskserver`` program (the console script): main(), its output flushed (flushed), then its exit.
-    After a lean command (a plain `status`, a `jobs enqueue` that stayed on its lean path) the process ends at
-    once (end_now): the interpreter's own teardown, which frees every module and object one by one, was a
-    sixth of the wall time of such a command, and monitoring runs `status` every few seconds."""
+    """The ``taskserver`` program (the console script): main(), its output flushed (errors.flushed), then
+    its exit. After a lean command (a plain `status`, a `jobs enqueue` that stayed on its lean path) the
+    process ends at once (end_now): the interpreter's own teardown, which frees every module and object one
+    by one, was a sixth of the wall time of such a command, and monitoring runs `status` every few seconds."""
     code, lean = _main(None)
     if lean:
         end_now(code)
     sys.exit(flushed(code))
 
 
-def flushed(code: int) -> int:
-    """``code`` after stdout and stderr are flushed: 141 when stdout's reader is gone, as
-    runtime/errors.run_command says it (its further writes go nowhere, so the interpreter's own last flush
-    does not print "Exception ignored" and exit 120), 120 when stdout fails otherwise, as the interpreter's
-    exit does. Only a code that was 0 is changed."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-            code = 141 if stream is sys.stdout and code == 0 else code
-        except (OSError, ValueError):
-            code = 120 if stream is sys.stdout and code == 0 else code
-    return code
-
-
 def end_now(code: int) -> None:
     """End the process with ``code`` without the interpreter's teardown, after what an exit must still do:
-    the atexit functions (logging's last flush among them), then stdout and stderr flushed (flushed). The
-    lean commands write their files with os-level calls and close them, and start no thread: this is for
-    them only."""
+    the atexit functions (logging's last flush among them), then stdout and stderr flushed
+    (errors.flushed). The lean commands write their files with os-level calls and close them, and start
+    no thread: this is for them only."""
     import atexit  # noqa: PLC0415 - built in
 
     atexit._run_exitfuncs()  # what the interpreter runs at exit, nothing more

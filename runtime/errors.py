@@ -85,3 +85,19 @@ def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
         return report(prog, UserError(f"internal error: {type(exc).__name__}: {exc}",
                                       hint="run again with --debug for the details, and report it",
                                       exit_code=70))
+
+
+def flushed(code: int) -> int:
+    """``code`` after stdout and stderr are flushed, for a program's exit (both tools' console scripts): 141
+    when stdout's reader is gone, as run_command says it (its further writes go nowhere, so the
+    interpreter's own last flush does not print "Exception ignored" and exit 120), 120 when stdout fails
+    otherwise, as the interpreter's exit does. Only a code that was 0 is changed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            code = 141 if stream is sys.stdout and code == 0 else code
+        except (OSError, ValueError):
+            code = 120 if stream is sys.stdout and code == 0 else code
+    return code

@@ -75,6 +75,21 @@ def test_a_command_whose_reader_is_gone_ends_without_a_word(tmp_path: Path, word
     assert proc.stderr == "", proc.stderr
 
 
+def test_the_installers_output_to_a_reader_that_is_gone_ends_it_without_a_word(tmp_path: Path) -> None:
+    """`taskserver-install` flushes its own output too (runtime/errors.flushed): `--detect` (read-only) with
+    its reader gone exits 141, not the interpreter's "Exception ignored" and 120."""
+    installer = str(Path(TASKSERVER).with_name("taskserver-install"))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([installer, "--detect"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              env=_buffered(write_config(tmp_path / "ts.yaml")), timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc
+    assert proc.stderr == "", proc.stderr
+
+
 def test_a_lean_command_writes_all_it_says_to_a_file_and_keeps_its_exit_code(tmp_path: Path) -> None:
     """Ended without the teardown, a lean command's buffered output still reaches a file (block-buffered,
     unlike a terminal), and its exit code is its own: `status` of a server not running is 3."""
