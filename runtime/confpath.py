@@ -36,7 +36,7 @@ def default_config_path() -> str:
 def instance_name(path: StrPath) -> str:
     """``taskserver`` for the standard config locations, else a name unique to the file's absolute path."""
     absolute = os.path.abspath(path)
-    if absolute in (SYSTEM_CONFIG, os.path.normpath(os.path.abspath(user_config()))):
+    if absolute in (SYSTEM_CONFIG, os.path.abspath(user_config())):
         return "taskserver"
     # crc32, not sha256: hashlib loads OpenSSL, +4 MB of daemon RSS, to name a file (not a security use)
     digest = f"{zlib.crc32(os.fsencode(absolute)):08x}"

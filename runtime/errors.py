@@ -70,7 +70,7 @@ def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
         return 130
     except BrokenPipeError:
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_devnull(sys.stdout)
         return 141
     except OSError as exc:  # the system refused something (a full disk, a permission): say what, no traceback
         if debug:
@@ -96,8 +96,14 @@ def flushed(code: int) -> int:
         try:
             stream.flush()
         except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            _to_devnull(stream)
             code = 141 if stream is sys.stdout and code == 0 else code
         except (OSError, ValueError):
             code = 120 if stream is sys.stdout and code == 0 else code
     return code
+
+
+def _to_devnull(stream: TextIO) -> None:
+    """Point the stream's fd at /dev/null: its reader is gone, and the interpreter's last flush must not
+    raise again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())

@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from secusers import as_user, lab, needs_root
@@ -51,14 +53,21 @@ def _dead_pid() -> str:
     return subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _status_dir(world: Any) -> tuple[Any, privs.Identity, Path, Path, int]:
+    """A throwaway tenant user, its identity, its state dir, and its status directory for tenant "t",
+    prepared as the daemon prepares a run_as tenant's (with the tenant's filesystem ids); the files' mode."""
+    tenant = world.user("tenant")
+    ident = privs.Identity(tenant.name, tenant.uid, tenant.gid, str(tenant.home))
+    state = tenant.home / "state"
+    directory = statusfile.status_dir(state, "t")
+    with privs.fs_identity(ident):
+        mode = statusfile.prepare(directory)
+    return tenant, ident, state, directory, mode
+
+
 def test_a_link_and_a_fifo_left_as_spares_are_not_taken_over() -> None:
     with lab() as world:
-        tenant = world.user("tenant")
-        ident = privs.Identity(tenant.name, tenant.uid, tenant.gid, str(tenant.home))
-        state = tenant.home / "state"
-        directory = statusfile.status_dir(state, "t")
-        with privs.fs_identity(ident):  # as the daemon prepares a run_as tenant's status directory
-            mode = statusfile.prepare(directory)
+        tenant, ident, state, directory, mode = _status_dir(world)
         precious = tenant.home / "precious"
         dead = _dead_pid()
         link, fifo = directory / f"{PREFIX}{dead}.7", directory / f"{PREFIX}{dead}.8"
@@ -87,12 +96,8 @@ def test_a_link_and_a_fifo_left_as_spares_are_not_taken_over() -> None:
 
 def test_a_fifo_in_place_of_a_status_file_is_refused_at_once() -> None:
     with lab() as world:
-        tenant = world.user("tenant")
-        ident = privs.Identity(tenant.name, tenant.uid, tenant.gid, str(tenant.home))
-        state = tenant.home / "state"
-        directory = statusfile.status_dir(state, "t")
+        tenant, ident, state, directory, _ = _status_dir(world)
         with privs.fs_identity(ident):
-            statusfile.prepare(directory)
             statusfile.update(state, "t", _run(6), None)
         status = directory / "6"
         subprocess.run(as_user(tenant, ["sh", "-c", f'rm "{status}" && mkfifo "{status}"']), check=True)
@@ -111,12 +116,7 @@ def test_a_spare_swapped_after_it_was_made_is_not_filled(kind: str) -> None:
     """Between the helper making a spare and the loop filling it, the tenant replaces it: the status file
     is then created without it, never through a link or a wait."""
     with lab() as world:
-        tenant = world.user("tenant")
-        ident = privs.Identity(tenant.name, tenant.uid, tenant.gid, str(tenant.home))
-        state = tenant.home / "state"
-        directory = statusfile.status_dir(state, "t")
-        with privs.fs_identity(ident):
-            mode = statusfile.prepare(directory)
+        tenant, ident, state, directory, mode = _status_dir(world)
         precious = tenant.home / "precious"
         spares = Spares()
         try:

@@ -64,13 +64,7 @@ def test_a_command_whose_reader_is_gone_ends_without_a_word(tmp_path: Path, word
     failure's own code (`status`: 3, not running); never the interpreter's "Exception ignored" and 120.
     `status` is a lean command (ended without the interpreter's teardown), `check` is not."""
     cfg = write_config(tmp_path / "ts.yaml")
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # nobody will read: the flush at the end meets EPIPE
-    try:
-        proc = subprocess.run([*runns.prefix(), TASKSERVER, "-c", str(cfg), *words], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, env=_buffered(cfg), timeout=60, check=False)
-    finally:
-        os.close(write_end)
+    proc = _to_a_gone_reader([*runns.prefix(), TASKSERVER, "-c", str(cfg), *words], cfg)
     assert proc.returncode == code, proc
     assert proc.stderr == "", proc.stderr
 
@@ -79,13 +73,7 @@ def test_the_installers_output_to_a_reader_that_is_gone_ends_it_without_a_word(t
     """`taskserver-install` flushes its own output too (runtime/errors.flushed): `--detect` (read-only) with
     its reader gone exits 141, not the interpreter's "Exception ignored" and 120."""
     installer = str(Path(TASKSERVER).with_name("taskserver-install"))
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        proc = subprocess.run([installer, "--detect"], stdout=write_end, stderr=subprocess.PIPE, text=True,
-                              env=_buffered(write_config(tmp_path / "ts.yaml")), timeout=60, check=False)
-    finally:
-        os.close(write_end)
+    proc = _to_a_gone_reader([installer, "--detect"], write_config(tmp_path / "ts.yaml"))
     assert proc.returncode == 141, proc
     assert proc.stderr == "", proc.stderr
 
@@ -105,3 +93,14 @@ def test_a_lean_command_writes_all_it_says_to_a_file_and_keeps_its_exit_code(tmp
 def _buffered(cfg: Path) -> dict[str, str]:
     """The sandbox's environment with stdout block-buffered, as it is for most callers (a pipe, a file)."""
     return {k: v for k, v in sandbox_env(cfg).items() if k != "PYTHONUNBUFFERED"}
+
+
+def _to_a_gone_reader(argv: list[str], cfg: Path) -> subprocess.CompletedProcess[str]:
+    """``argv`` with stdout a pipe nobody reads any more (the flush at its end meets EPIPE)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(argv, stdout=write_end, stderr=subprocess.PIPE, text=True, env=_buffered(cfg),
+                              timeout=60, check=False)
+    finally:
+        os.close(write_end)
