@@ -436,7 +436,7 @@ class Daemon:
         Returns the due times to run, which the caller claims in this wake-up's transaction before
         anything starts (their records exist before anything else).  ``same`` and ``decided``: the
         answers the jobs that fired with it share (their next due time, their decision)."""
-        tz, store = self._tz(key[0]), self._st(key[0])
+        tz, store = same.tz, same.store  # the tenant's, looked up once per wake-up (_fire_timers)
         self._schedule_next(key, tz, now, when, same=same)
         dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
                              cause=self.clock.cause(when, now), shared=decided)

@@ -175,6 +175,20 @@ def test_the_clock_watch_tells_steps_from_stalls() -> None:
     assert watch.look(4630.3, 41.1) == 0.0  # jitter is no step
 
 
+def test_the_clock_watch_says_each_cause_as_a_new_watch_would() -> None:
+    """The note is kept for the due time, now and step it was made for (a burst asks it once per timer with
+    the same three): any change of one of them makes it anew."""
+    watch = ClockWatch.start(1000.0, 10.0)
+    asked = [(1001.0, 1030.0), (1001.0, 1030.0), (1002.0, 1030.0), (1002.0, 1031.0), (1002.0, 1031.0)]
+    for due, now in asked:
+        assert watch.cause(due, now) == ClockWatch.start(1000.0, 10.0).cause(due, now)
+    assert "between 1970-01-01T00:16:42+00:00 and 1970-01-01T00:17:11+00:00" in watch.cause(1002.0, 1031.0)
+    watch.look(8231.0, 40.5)  # set forward by about two hours: the same due time and now, another cause
+    assert watch.cause(1002.0, 1031.0) == "the system clock was set forward by 7200 s"
+    watch.look(8232.0, 41.5)  # no step since: the stall's note again
+    assert "could not act" in watch.cause(1002.0, 1031.0)
+
+
 def test_after_a_backward_step() -> None:
     """every: elapsed time; cron with '*' minutes or hours: the new wall time; fixed cron times: no repeats
     for a step up to 3 h, the new wall time after a larger one."""
