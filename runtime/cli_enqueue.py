@@ -31,17 +31,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from pathlib import Path, PosixPath
 from types import SimpleNamespace
 
-from . import config, limits, privs, statusfile
+from . import confpath, conftrust, limits, privs, statusfile
 from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
     import argparse
+    from pathlib import Path
     from typing import Any
 
+    from .confpath import StrPath
     from .model import Config, TenantDef
 
 KEY = "enqueue"  # the key of the daemon's .info that holds the settings
@@ -49,16 +50,13 @@ DEFAULT_QUEUE = "default"
 
 
 # -- what the daemon publishes ------------------------------------------------------------------------------
-class InheritedStateDir(PosixPath):
-    """The state dir a reload hands down to a file that may name none (control.py): one that comes back as
-    this type was not set in the file, so a command would use its own default there."""
-
-
 def published(cfg: Config, default_state: Path | None) -> dict[str, Any] | None:
     """The settings a lean `jobs enqueue` needs, for the file ``cfg`` was read from; None when there are
     none to give: no file, a file changed just before it was read (no identity in ``cfg.outline``), a file
     another user controls, or ``default_state`` (the state dir this daemon would use without one set in the
     file, computed before any privilege drop) missing."""
+    from .config import InheritedStateDir  # noqa: PLC0415 - the daemon's side, which has loaded config
+
     if not cfg.exists or cfg.outline is None or cfg.owner != 0 or default_state is None:
         return None
     server = cfg.server
@@ -114,14 +112,14 @@ def plain(args: SimpleNamespace, rest: list[str]) -> SimpleNamespace | None:
 class _Server:
     __slots__ = ("run_as", "state_dir")
 
-    def __init__(self, run_as: str | None, state_dir: Path) -> None:
+    def __init__(self, run_as: str | None, state_dir: str) -> None:
         self.run_as, self.state_dir = run_as, state_dir
 
 
 class _Store:
     __slots__ = ("kind", "path")
 
-    def __init__(self, kind: str, path: Path | None) -> None:
+    def __init__(self, kind: str, path: str | None) -> None:
         self.kind, self.path = kind, path
 
 
@@ -138,17 +136,17 @@ class _Config:
 
     __slots__ = ("owner", "path", "server", "tenants")
 
-    def __init__(self, path: Path, owner: int, server: _Server, tenants: tuple[_Tenant, ...]) -> None:
+    def __init__(self, path: str, owner: int, server: _Server, tenants: tuple[_Tenant, ...]) -> None:
         self.path, self.owner, self.server, self.tenants = path, owner, server, tenants
 
     def tenant(self, name: str) -> _Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)
 
-    def tenant_dir(self, tenant: str) -> Path:  # model.Config.tenant_dir
+    def tenant_dir(self, tenant: str) -> str:  # model.Config.tenant_dir, as text
         t = self.tenant(tenant)
         if t is None or t.run_as is None:
             return self.server.state_dir
-        return self.server.state_dir / "tenants" / tenant
+        return os.path.join(self.server.state_dir, "tenants", tenant)
 
 
 class _Queued:
@@ -186,6 +184,8 @@ def _full(args: argparse.Namespace, why: BaseException) -> int:
 
     args.lean = False  # the full path's exit is the interpreter's own (runtime/cli.py console)
     if isinstance(args.config, str):  # as argparse gives it to the full path (runtime/cli.py _plain_globals)
+        from pathlib import Path  # noqa: PLC0415 - not on the lean path (runtime/confpath.py)
+
         args.config = Path(args.config)
     if not logging.getLogger().handlers:  # runtime/cli.py set it up only with -v or --debug
         logs.setup(verbose=args.verbose, debug=args.debug)
@@ -202,25 +202,25 @@ def _settings(args: argparse.Namespace) -> tuple[_Config, _Tenant]:
     """The config and tenant the daemon vouches for (see the module docstring), or Doubt."""
     from .pidfile import probe  # noqa: PLC0415 - with config, which it imports
 
-    path = args.config if args.config is not None else config.default_config_path()
+    path = args.config if args.config is not None else confpath.default_config_path()
     st = _stat(path)
-    if config.check_trust(path, st) != 0:
+    if conftrust.check_trust(path, st) != 0:
         raise Doubt("a config another user controls")
-    state = probe(Path(os.path.abspath(path)))
+    state = probe(os.path.abspath(path))
     info = state.info() if state.running and state.owner == 0 else None
     got = info.get(KEY) if info is not None else None
     if not isinstance(got, dict) or os.path.abspath(str(got["config"])) != os.path.abspath(path):
         raise Doubt("no settings from a daemon of this config in root's place")
-    if list(got["identity"]) != list(config.file_identity(st)):
+    if list(got["identity"]) != list(conftrust.file_identity(st)):
         raise Doubt("the file changed since the daemon read it")
-    cfg = _Config(Path(path), 0, _Server(_text(got["run_as"]), _state_dir(path, got)), _tenants(got))
+    cfg = _Config(confpath.pure(path), 0, _Server(_text(got["run_as"]), _state_dir(path, got)), _tenants(got))
     tenant = _chosen(cfg, args.tenant or os.environ.get("TASKSERVER_TENANT") or None)
     if tenant.login is None:
         raise Doubt("a tenant without a login")
     return cfg, tenant
 
 
-def _stat(path: Path) -> os.stat_result:
+def _stat(path: StrPath) -> os.stat_result:
     """The config's stat as config._read takes it (a FIFO in its place is not waited for)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -238,11 +238,12 @@ def _text(value: object) -> str | None:
     return value
 
 
-def _state_dir(path: Path, got: dict[str, Any]) -> Path:
-    """The state dir the full path would use: the file's, or this command's default (config.py), which may
-    differ from the daemon's ($STATE_DIRECTORY, another user's home): then only an equal one is certain."""
-    published_dir = Path(str(got["state_dir"]))
-    if got["state_default"] is not False and config.default_state_dir(path, 0) != published_dir:
+def _state_dir(path: StrPath, got: dict[str, Any]) -> str:
+    """The state dir the full path would use: the file's, or this command's default (confpath.py), which may
+    differ from the daemon's ($STATE_DIRECTORY, another user's home): then only an equal one is certain.
+    Both are texts as pathlib writes a path (confpath.pure), so equal paths are equal texts."""
+    published_dir = confpath.pure(str(got["state_dir"]))
+    if got["state_default"] is not False and confpath.default_state_dir(path, 0) != published_dir:
         raise Doubt("this command's default state dir is not the daemon's")
     return published_dir
 
@@ -254,7 +255,7 @@ def _tenants(got: dict[str, Any]) -> tuple[_Tenant, ...]:
             raise Doubt(f"tenant {limits.shown(t['name'])} needs the full load")
         store = _text(t["store"])
         tenants.append(_Tenant(str(t["name"]), _text(t["login"]), _text(t["run_as"]),
-                               _Store("sqlite", Path(store) if store is not None else None)))
+                               _Store("sqlite", confpath.pure(store) if store is not None else None)))
     return tuple(tenants)
 
 
@@ -330,7 +331,7 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
     from .store_errors import UNSERVED  # noqa: PLC0415
 
     tenant_dir = cfg.tenant_dir(tenant.name)
-    path = tenant.store.path or tenant_dir / f"{tenant.name}.sqlite"  # sqlite_store.store_path
+    path = tenant.store.path or os.path.join(tenant_dir, f"{tenant.name}.sqlite")  # sqlite_store.store_path
     marker = sqlite_guard.marker_path(tenant_dir, tenant.name)
     # the whole file's check as on the full path: only while no daemon serves the store (sqlite_guard.served)
     db = sqlite_base.open_db(path, marker, create=True, verify=UNSERVED)
@@ -341,7 +342,7 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
         except sqlite3.Error as exc:
             raise OSError(str(exc)) from exc
         done.append(run_id)
-        wake = sqlite_guard.WakeSocket(path.with_name(path.name + ".wake"))
+        wake = sqlite_guard.WakeSocket(path + ".wake")  # (as sqlite_store: a store's path names a file)
         row = _Queued(run_id, tuple(argv), queue, now)
         after_commit(cfg.path, (tenant_dir, tenant.name), run_id, lambda: row, wake.notify)
     finally:
@@ -365,7 +366,7 @@ def denied(cfg: Config, tenant: TenantDef) -> UserError | None:
                      hint=f"run this as {who} or as root", exit_code=4)
 
 
-def after_commit(config_path: Path, where: tuple[Path, str], run_id: int,
+def after_commit(config_path: StrPath, where: tuple[str | Path, str], run_id: int,
                  get: Callable[[], statusfile.RunView | None], notify: Callable[[], bool]) -> None:
     """A queued run's status file (``where``: the tenant's directory and name) and the daemon's wake-up;
     failures are warnings (the run is queued)."""
@@ -386,7 +387,7 @@ def after_commit(config_path: Path, where: tuple[Path, str], run_id: int,
               file=sys.stderr)
 
 
-def _wake(config_path: Path, notify: Callable[[], bool]) -> bool:
+def _wake(config_path: StrPath, notify: Callable[[], bool]) -> bool:
     """Through the store's own wake-up, else SIGUSR1 to the daemon of this config (only to a verified
     daemon; an older daemon listens only for that)."""
     if notify():
@@ -402,11 +403,11 @@ def _wake(config_path: Path, notify: Callable[[], bool]) -> bool:
         return True
 
 
-def print_id(as_json: bool, tenant_dir: Path, tenant: str, run_id: int) -> None:
+def print_id(as_json: bool, tenant_dir: str | Path, tenant: str, run_id: int) -> None:
     if as_json:  # a queued run's status file is its own (a scheduled run writes its job's)
         import json  # noqa: PLC0415
 
         status = statusfile.status_path(tenant_dir, tenant, run_id)
-        print(json.dumps({"id": run_id, "tenant": tenant, "status_file": str(status)}))
+        print(json.dumps({"id": run_id, "tenant": tenant, "status_file": status}))
     else:
         print(run_id)

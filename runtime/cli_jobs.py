@@ -322,7 +322,7 @@ def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
         run = store.report(args.id, args.status == "ok", args.message, now=time.time())
     finally:
         store.close()
-    if run.queued and statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run).exists():
+    if run.queued and os.path.exists(statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run)):
         # (a scheduled job's file is the daemon's to write)
         statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
     return 0
@@ -406,7 +406,7 @@ def _show_as(cfg: Config, args: argparse.Namespace) -> int:
     d = _run_dict(run, output=True)
     d["tenant"] = tenant.name
     status = statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run)
-    d["status_file"] = str(status) if status.exists() else None
+    d["status_file"] = status if os.path.exists(status) else None
     if args.json:
         print(json.dumps(d, indent=2))
         return 0

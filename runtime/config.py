@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import stat
 import time
-from pathlib import Path
+from pathlib import Path, PosixPath
 
 from . import confpath, limits
+from .conftrust import check_trust, file_identity
 from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
@@ -29,11 +29,16 @@ if TYPE_CHECKING:
     from .model import Config
     from .yaml_fast import Prune, Pruned
 
-__all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "default_config_path", "load",
-           "parse_text"]
+__all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "default_config_path",
+           "file_identity", "load", "parse_text"]
 
 SYSTEM_CONFIG = Path(confpath.SYSTEM_CONFIG)
 SETTLED_NS = 2_000_000_000  # a config changed less recently than this is not outlined (load_tenant)
+
+
+class InheritedStateDir(PosixPath):
+    """The state dir a reload hands down to a file that may name none (control.py): one that comes back as
+    this type was not set in the file, so a command would use its own default there."""
 
 
 def default_config_path() -> Path:
@@ -45,23 +50,11 @@ instance_name = confpath.instance_name
 
 
 def default_state_dir(path: Path | None = None, owner: int | None = None) -> Path:
-    """The state dir used when the config does not set one (see the module docstring).
+    """The state dir used when the config does not set one (see the module docstring; runtime/confpath.py).
 
     ``owner``: root reading a config another user controls uses that user's default, as that user would.
     """
-    env = os.environ.get("STATE_DIRECTORY")
-    if owner not in (None, 0) and owner != os.geteuid():
-        base = Path(pwd.getpwuid(owner).pw_dir) / ".local" / "state" / "taskserver"
-    elif env:
-        base = Path(env.split(":")[0])  # systemd passes several dirs colon-separated; the first is ours
-    elif os.geteuid() == 0:
-        base = Path("/var/lib/taskserver")
-    else:
-        xdg = os.environ.get("XDG_STATE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "taskserver"
-    if path is None or instance_name(path) == "taskserver":
-        return base
-    return base / instance_name(path)
+    return Path(confpath.default_state_dir(path, owner))
 
 
 def embedded_default(path: Path) -> Config:
@@ -92,44 +85,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(config_yaml, name)
     raise AttributeError(name)
-
-
-def _refuse_writable(what: Path, mode: int, where: str) -> None:
-    if mode & 0o022:
-        raise UserError(f"{what}: refusing a config {where}writable by group or others (mode {mode:04o})",
-                        hint=f"chmod go-w {what}")
-
-
-def _ancestors(path: Path) -> list[Path]:
-    """Every directory above the file, on the path as given and on the path its symlinks lead to."""
-    lexical = Path(os.path.abspath(path))
-    real = Path(os.path.realpath(path))
-    return list(dict.fromkeys([*lexical.parents, *real.parents]))
-
-
-def check_trust(path: Path, st: os.stat_result) -> int:
-    """Who controls the config at ``path`` (``st``: the opened file's stat): 0 for root alone, else a uid.
-
-    As sshd's StrictModes and sudo do: the file and every directory above it (also those its symlinks lead
-    to) must belong to root or to the file's owner, and none may be writable by group or others (a sticky
-    directory such as /tmp excepted: there nobody can replace another user's entry). Anyone who could
-    change or swap the file decides what runs, so a second non-root owner anywhere on the way is refused.
-    Run by someone other than root, a config must belong to root or to that user.
-    """
-    _refuse_writable(path, stat.S_IMODE(st.st_mode), "")
-    owner = st.st_uid
-    if os.geteuid() != 0 and owner not in (0, os.geteuid()):
-        raise UserError(f"{path}: refusing a config owned by uid {owner}; it must belong to root or to you",
-                        hint=f"chown root {path} (anyone who can edit it decides what runs)")
-    for directory in _ancestors(path):
-        dst = os.stat(directory)
-        if dst.st_uid not in (0, owner):
-            raise UserError(f"{directory}: refusing a config below a directory owned by uid {dst.st_uid}, "
-                            f"neither root nor the config's owner (uid {owner})",
-                            hint="keep the config where only root or its owner can change the directories")
-        if not dst.st_mode & stat.S_ISVTX:
-            _refuse_writable(directory, stat.S_IMODE(dst.st_mode), "in a directory ")
-    return owner
 
 
 def _read(path: Path) -> tuple[str, os.stat_result] | None:
@@ -226,11 +181,6 @@ def _published_outline(path: Path) -> Any:
     except (UserError, OSError):
         return None
     return info.get("outline") if info is not None else None
-
-
-def file_identity(st: os.stat_result) -> tuple[int, ...]:
-    """Which file, in which state: a change of its text changes its ctime (no one can set that back)."""
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _blank_jobs(text: str, st: os.stat_result, outline: Any, keep: str | None) -> str | None:

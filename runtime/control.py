@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import config, logs, privs
 from .cli_enqueue import KEY as ENQUEUE_KEY  # imported before the drop: a reload publishes again
-from .cli_enqueue import InheritedStateDir, published
+from .cli_enqueue import published
 from .cli_status import EXIT_NOT_RUNNING_STATUS, cmd_status
 from .cli_status import config_path as _config_path
+from .config import InheritedStateDir
 from .errors import UserError
 from .notify import Notifier
 from .pidfile import AlreadyRunning, PidFile, clear_stale, pidfile_path, probe, read_pid

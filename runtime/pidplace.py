@@ -19,6 +19,7 @@ import errno
 import os
 import stat
 
+from .confpath import parents
 from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
@@ -121,7 +122,7 @@ def _check(path: str, st: os.stat_result, owner: int) -> None:
 
 def _check_ancestors(place: Place) -> None:
     """Whoever can rename an ancestor can swap the directory: the whole chain must be safe."""
-    for parent in _parents(place.dir):
+    for parent in parents(place.dir):
         st = os.stat(parent)
         writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
         if st.st_uid not in (0, place.owner) or writable:
@@ -130,12 +131,3 @@ def _check_ancestors(place: Place) -> None:
                 f"mode {stat.filemode(st.st_mode)}",
                 hint="every parent must belong to root (or the daemon's user) and not be writable by others",
             )
-
-
-def _parents(path: str) -> list[str]:
-    """The ancestors of an absolute path, nearest first, up to "/" (pathlib's ``parents``)."""
-    found = []
-    while (parent := os.path.dirname(path)) != path:
-        found.append(parent)
-        path = parent
-    return found

@@ -18,14 +18,15 @@ import os
 import pwd
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 
+from .confpath import parent, pure
 from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
     from typing import NamedTuple
 
+    from .confpath import StrPath
     from .model import Config, TenantDef
 
 
@@ -204,7 +205,7 @@ def check_can_switch(spec: str | None) -> None:
         )
 
 
-def prepare_dir(path: Path, spec: str | None, mode: int = 0o711) -> None:
+def prepare_dir(path: StrPath, spec: str | None, mode: int = 0o711) -> None:
     """Make sure ``path`` exists for ``spec`` (the state dir); as root, a directory it creates goes to spec.
 
     A directory that existed before is never chowned (a config could name /etc or another user's home),
@@ -228,12 +229,12 @@ def prepare_dir(path: Path, spec: str | None, mode: int = 0o711) -> None:
                         "yourself, or choose another state_dir")
 
 
-def _from_supervisor(path: Path) -> bool:
+def _from_supervisor(path: StrPath) -> bool:
     env = os.environ.get("STATE_DIRECTORY", "")
-    return bool(env) and Path(env.split(":")[0]) == path
+    return bool(env) and pure(env.split(":")[0]) == pure(path)  # the same path, as pathlib compares them
 
 
-def _hand_over(path: Path, ident: Identity) -> None:
+def _hand_over(path: StrPath, ident: Identity) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if os.fstat(fd).st_uid == 0:
@@ -242,7 +243,7 @@ def _hand_over(path: Path, ident: Identity) -> None:
         os.close(fd)
 
 
-def make_dir(path: Path, ident: Identity | None, mode: int) -> bool:
+def make_dir(path: StrPath, ident: Identity | None, mode: int) -> bool:
     """mkdir -p ``path``; the last component, when created here, gets ``mode`` and goes to ``ident``.
 
     Returns whether it was created. The chown goes through the fd of the directory just made (checked to be
@@ -252,10 +253,10 @@ def make_dir(path: Path, ident: Identity | None, mode: int) -> bool:
     try:
         os.mkdir(path, 0o700)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        os.makedirs(parent(path), mode=0o755, exist_ok=True)  # the ones above it with the default mode
         os.mkdir(path, 0o700)
     except FileExistsError:
-        if not path.is_dir():
+        if not os.path.isdir(path):
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
         return False
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

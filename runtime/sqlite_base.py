@@ -8,38 +8,39 @@ import json
 import os
 import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
+from .confpath import parent
 from .store_errors import UNSERVED, NoStore, StoreError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
+    from .confpath import StrPath
     from .store import Verify
 
 _ADD = ("INSERT INTO runs (job, queue, state, due, created, attempt, argv, queued) "
         "VALUES (?, ?, 'QUE', ?, ?, ?, ?, 1)")
 
 
-def open_db(path: Path, marker: Path, *, create: bool, verify: Verify) -> sqlite3.Connection:
+def open_db(path: StrPath, marker: StrPath, *, create: bool, verify: Verify) -> sqlite3.Connection:
     """The store's connection, after the file's checks (sqlite_guard.py); ``verify``: its integrity too
     before anything is written (store_errors.UNSERVED says when). NoStore when it has none and ``create`` is
     off; StoreError otherwise."""
     guard.check_presence(path, marker)
-    if not create and not path.exists():
+    if not create and not os.path.exists(path):
         raise NoStore(f"{path}: no run store yet", hint="nothing has run or been queued for this tenant")
     guard.check_header(path)
-    fresh = not path.exists() or path.stat().st_size == 0
+    fresh = not os.path.exists(path) or os.stat(path).st_size == 0
     whole = not fresh and (verify is True or (verify == UNSERVED and not guard.served(path)))
     return _connect(path, marker, whole=whole, strict=verify == UNSERVED)
 
 
-def _connect(path: Path, marker: Path, *, whole: bool, strict: bool) -> sqlite3.Connection:
+def _connect(path: StrPath, marker: StrPath, *, whole: bool, strict: bool) -> sqlite3.Connection:
     """``whole``: check the whole file; ``strict``: each page SQLite reads more strictly (a command's writes,
     whose whole-file check a serving daemon makes unneeded)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(parent(path), mode=0o700, exist_ok=True)  # (those above it with the default mode)
         # Created 0600 before SQLite opens it: run history may hold secrets printed by jobs.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)

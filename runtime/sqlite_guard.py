@@ -27,14 +27,15 @@ import os
 import sqlite3
 import stat
 import time
-from pathlib import Path
 
+from .confpath import parent
 from .store_errors import StoreBusy, StoreError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from .confpath import StrPath
     from .store import Instance
 
 HEADER = b"SQLite format 3\x00"
@@ -44,22 +45,26 @@ _RESTORE_HINT = ("restore the file from a backup; to start a new, empty history 
                  "and remove {marker}")
 
 
-def marker_path(state_dir: Path, tenant: str) -> Path:
-    return state_dir / f".{tenant}.store-id"
+# Paths are text here, and a Path is taken too: the lean `jobs enqueue` opens a store without pathlib
+# (runtime/confpath.py says why).
+def marker_path(state_dir: StrPath, tenant: str) -> str:
+    return os.path.join(state_dir, f".{tenant}.store-id")
 
 
-def read_marker(marker: Path) -> str | None:
+def read_marker(marker: StrPath) -> str | None:
     try:
-        return json.loads(marker.read_text())["id"]  # type: ignore[no-any-return]
+        with open(marker, encoding="utf-8") as f:
+            return json.loads(f.read())["id"]  # type: ignore[no-any-return]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def write_marker(marker: Path, store_id: str, path: Path) -> None:
+def write_marker(marker: StrPath, store_id: str, path: StrPath) -> None:
     """Write the marker atomically.  Its temporary file is this process's own, made new (``O_EXCL``): the
     daemon and a command opening a new store at once both write it, and with one shared name one of them
     renamed the other's away (that one then failed to open the store)."""
-    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    marker = os.fspath(marker)
+    tmp = f"{marker}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # beside it (a marker names a file)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -73,13 +78,13 @@ def write_marker(marker: Path, store_id: str, path: Path) -> None:
         raise
 
 
-def check_presence(path: Path, marker: Path) -> None:
+def check_presence(path: StrPath, marker: StrPath) -> None:
     """Refuse a store that vanished or was emptied while the state dir remembers it had one."""
     known = read_marker(marker)
     if known is None:
         return
     try:
-        size = path.stat().st_size
+        size = os.stat(path).st_size
     except FileNotFoundError:
         size = -1
     if size <= 0:
@@ -88,9 +93,9 @@ def check_presence(path: Path, marker: Path) -> None:
                          f"(id {known})", hint=_RESTORE_HINT.format(marker=marker))
 
 
-def check_header(path: Path) -> None:
+def check_header(path: StrPath) -> None:
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             head = f.read(len(HEADER))
     except FileNotFoundError:
         return
@@ -99,7 +104,7 @@ def check_header(path: Path) -> None:
                          hint=f"check it with: sqlite3 {path} 'PRAGMA quick_check'; restore it from a backup")
 
 
-def check_integrity(db: sqlite3.Connection, path: Path) -> None:
+def check_integrity(db: sqlite3.Connection, path: StrPath) -> None:
     try:
         rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
     except sqlite3.DatabaseError as exc:
@@ -110,7 +115,7 @@ def check_integrity(db: sqlite3.Connection, path: Path) -> None:
                          "(sqlite3 .recover can save what is left)")
 
 
-def check_identity(store_id: str, marker: Path, path: Path) -> None:
+def check_identity(store_id: str, marker: StrPath, path: StrPath) -> None:
     known = read_marker(marker)
     if known is not None and known != store_id:
         raise StoreError(f"{path}: this is not the run store the state dir knew (id {known}, found "
@@ -119,7 +124,7 @@ def check_identity(store_id: str, marker: Path, path: Path) -> None:
         write_marker(marker, store_id, path)
 
 
-def served(path: Path) -> bool:
+def served(path: StrPath) -> bool:
     """Whether a live daemon holds the instance lock of the store at ``path`` (see ``InstanceLock``).
 
     Looked at without creating, following or holding anything: the lock file named from ``path``, opened
@@ -166,9 +171,9 @@ def _try_flock(fd: int, how: int) -> bool:
 class InstanceLock:
     """The exclusive lock that makes a store one daemon's; released when the process ends."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: StrPath) -> None:
         self.store = path
-        self.path = path.with_name(path.name + ".lock")
+        self.path = os.fspath(path) + ".lock"  # (a store's path names a file: no trailing slash)
         self.fd: int | None = None
 
     def take(self, me: Instance) -> None:
@@ -181,7 +186,7 @@ class InstanceLock:
         if not taken:
             holder = os.pread(fd, 4096, 0)
             os.close(fd)
-            raise StoreBusy(f"{self.path.with_suffix('')}: in use by another taskserver daemon "
+            raise StoreBusy(f"{self.store}: in use by another taskserver daemon "
                             f"({_who(holder)})", hint="each store serves one daemon: stop the other one, or "
                             "give this config its own state_dir") from None
         info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
@@ -239,8 +244,8 @@ class WakeSocket:
     only a name too long even then gets no socket (the pid file's SIGUSR1 still wakes the daemon).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: StrPath) -> None:
+        self.path = os.fspath(path)
         # the plain _socket type: the socket module's import (its enums) was a tenth of `jobs enqueue`
         self.sock: _socket.socket | None = None
 
@@ -249,15 +254,15 @@ class WakeSocket:
         """The socket's address: its path, or for a path too long its directory's descriptor's path
         (valid while the descriptor is open); None when even that is too long."""
         if len(os.fsencode(self.path)) <= _SUN_PATH:
-            yield str(self.path)
+            yield self.path
             return
         try:
-            fd = os.open(self.path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(parent(self.path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             yield None
             return
         try:
-            short = f"/proc/self/fd/{fd}/{self.path.name}"
+            short = f"/proc/self/fd/{fd}/{os.path.basename(self.path)}"
             yield short if len(os.fsencode(short)) <= _SUN_PATH else None
         finally:
             os.close(fd)
@@ -269,7 +274,8 @@ class WakeSocket:
                 return
             flags = _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK
             sock = _socket.socket(_socket.AF_UNIX, flags)
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             try:
                 sock.bind(address)
             except OSError:
@@ -307,4 +313,4 @@ class WakeSocket:
             self.sock.close()
             self.sock = None
             with contextlib.suppress(OSError):  # ours: bound under the instance lock
-                self.path.unlink()
+                os.unlink(self.path)

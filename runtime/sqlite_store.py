@@ -64,7 +64,7 @@ def store_path(tenant: TenantDef, state_dir: Path) -> Path:
 
 def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True,
                 verify: Verify = True) -> SqliteStore:
-    marker = guard.marker_path(state_dir, tenant.name)
+    marker = Path(guard.marker_path(state_dir, tenant.name))
     return SqliteStore(store_path(tenant, state_dir), marker, create=create, verify=verify)
 
 

@@ -29,13 +29,14 @@ import re
 import stat
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:  # the commands write status files too: they need not import the daemon's helper thread
     from collections.abc import Sequence
+    from pathlib import Path
     from typing import Protocol
 
+    from .confpath import StrPath
     from .spares import Spares
 
 
@@ -73,19 +74,21 @@ if TYPE_CHECKING:  # only annotations name it (a Protocol class needs typing at 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+# Paths are text here (a Path is taken too): the lean `jobs enqueue` writes a status file without pathlib
+# (runtime/confpath.py says why). The state dir comes normalised (a config's Path, or its text).
 @functools.lru_cache(maxsize=256)  # asked three times per run: the path arithmetic cost more than the write
-def status_dir(state_dir: Path, tenant: str) -> Path:
-    return state_dir / "status" / _SAFE.sub("_", tenant)
+def status_dir(state_dir: str | Path, tenant: str) -> str:
+    return os.path.join(state_dir, "status", _SAFE.sub("_", tenant))
 
 
-def status_path(state_dir: Path, tenant: str, run_id: int) -> Path:
+def status_path(state_dir: str | Path, tenant: str, run_id: int) -> str:
     """A queued task's own status file."""
-    return status_dir(state_dir, tenant) / str(run_id)
+    return os.path.join(status_dir(state_dir, tenant), str(run_id))
 
 
-def job_status_path(state_dir: Path, tenant: str, job: str) -> Path:
+def job_status_path(state_dir: str | Path, tenant: str, job: str) -> str:
     """The status file of a scheduled job's current (or last) run."""
-    return status_dir(state_dir, tenant) / job_status_name(job)
+    return os.path.join(status_dir(state_dir, tenant), job_status_name(job))
 
 
 def job_status_name(job: str) -> str:
@@ -93,7 +96,7 @@ def job_status_name(job: str) -> str:
     return _SAFE.sub("_", job) + ".job"
 
 
-def path_of(state_dir: Path, tenant: str, run: RunView) -> Path:
+def path_of(state_dir: str | Path, tenant: str, run: RunView) -> str:
     if run.queued or not run.job:
         return status_path(state_dir, tenant, run.id)
     return job_status_path(state_dir, tenant, run.job)
@@ -162,31 +165,33 @@ def _argv_text(argv: Sequence[str]) -> str:
     return got
 
 
-_made: dict[Path, int] = {}  # directory -> mode of the files made in it: one mkdir per tenant, not per run
+_made: dict[str, int] = {}  # directory -> mode of the files made in it: one mkdir per tenant, not per run
 
 
-def _prepare(directory: Path) -> int:
+def _prepare(directory: str) -> int:
     """Make the status directory; returns the mode for new files in it.
 
     Not readable by others: 0750 directories, 0640 files. Inside a tenant's own group-writable directory (a
     tenant with run_as, see tenancy.py) the group is the daemon's, so both the tenant's user and the daemon's
     user may write there: 0770 and 0660 (made so through the umask: no chmod of what another user made).
     """
-    directory.parent.parent.mkdir(parents=True, exist_ok=True)
-    shared = bool(os.stat(directory.parent.parent).st_mode & stat.S_IWGRP)
+    status = os.path.dirname(directory)  # <state>/status
+    os.makedirs(os.path.dirname(status), exist_ok=True)
+    shared = bool(os.stat(os.path.dirname(status)).st_mode & stat.S_IWGRP)
     old_umask = os.umask(0o007 if shared else 0o027)
     try:
-        for d in (directory.parent, directory):
+        for d in (status, directory):
             with contextlib.suppress(FileExistsError):
-                d.mkdir(mode=0o770 if shared else 0o750)
+                os.mkdir(d, 0o770 if shared else 0o750)
     finally:
         os.umask(old_umask)
     _made[directory] = mode = 0o660 if shared else 0o640
     return mode
 
 
-def prepare(directory: Path) -> int:
+def prepare(directory: StrPath) -> int:
     """Make the status directory if it is not there yet; returns the mode of the files in it."""
+    directory = os.fspath(directory)
     return _made.get(directory) or _prepare(directory)
 
 
@@ -195,24 +200,24 @@ def prepare(directory: Path) -> int:
 _WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def write(path: Path | str, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
+def write(path: StrPath, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
     """Create the file atomically (a filled spare, or a temporary file, renamed into place).  ``keep``: a
-    spare filled stays open, and its fd is returned (see ``rewrite``).  A path given as text stays text
-    while a spare is filled (no Path made: see runtime/spares.py)."""
-    spare = spares.take(os.path.dirname(path)) if spares is not None else None
+    spare filled stays open, and its fd is returned (see ``rewrite``)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    spare = spares.take(directory) if spares is not None else None
     if spare is not None and (fd := _fill(spare, path, text)) is not None:
         if keep:
             return fd
         os.close(fd)
         return None
-    path = Path(path)
-    mode = _made.get(path.parent) or _prepare(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mode = _made.get(directory) or _prepare(directory)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     flags = _WRITE | os.O_CREAT | os.O_TRUNC
     try:
         fd = os.open(tmp, flags, mode)
     except FileNotFoundError:  # the directory was removed under us: make it again
-        mode = _prepare(path.parent)
+        mode = _prepare(directory)
         fd = os.open(tmp, flags, mode)
     try:
         os.fchmod(fd, mode)  # not the umask's choice: the other user of a shared directory must write it
@@ -223,7 +228,7 @@ def write(path: Path | str, text: str, spares: Spares | None = None, *, keep: bo
     return None
 
 
-def _fill(spare: str, path: Path | str, text: str) -> int | None:
+def _fill(spare: str, path: str, text: str) -> int | None:
     """Write ``text`` into a spare (runtime/spares.py) and rename it to ``path``; its open fd, None if the
     spare is gone.  A spare is handed out empty (made with O_TRUNC, or emptied when taken over from a daemon
     that died): the write alone makes the file's whole text."""
@@ -240,7 +245,7 @@ def _fill(spare: str, path: Path | str, text: str) -> int | None:
     return fd
 
 
-def rewrite(path: Path | str, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
+def rewrite(path: StrPath, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
     """Overwrite in place (no new inode, no directory change); a file not there yet is created atomically
     (from a spare when one is ready).  ``keep``: the file stays open and its fd is returned, so that the
     run's next text (its end) is written without looking the path up again (``rewrite_open``)."""
@@ -259,7 +264,7 @@ def rewrite(path: Path | str, text: str, spares: Spares | None = None, *, keep: 
     return None
 
 
-def rewrite_open(fd: int, path: Path | str, text: str, spares: Spares | None = None) -> None:
+def rewrite_open(fd: int, path: StrPath, text: str, spares: Spares | None = None) -> None:
     """``rewrite`` through the fd ``rewrite(keep=True)`` returned (closed here).  A file removed or replaced
     since (no link left to what the fd holds) is written by its path instead, as ``rewrite`` would."""
     try:
@@ -282,17 +287,18 @@ def _overwrite(fd: int, data: bytes, size: int | None = None) -> None:
         os.ftruncate(fd, len(data))  # after the write: truncating to zero first costs a flush on ext4
 
 
-def update(state_dir: Path, tenant: str, run: RunView, spares: Spares | None = None) -> Path:
+def update(state_dir: str | Path, tenant: str, run: RunView, spares: Spares | None = None) -> str:
     path = path_of(state_dir, tenant, run)
     rewrite(path, render(run, tenant), spares)
     return path
 
 
-def remove(state_dir: Path, tenant: str, run_id: int) -> None:
-    status_path(state_dir, tenant, run_id).unlink(missing_ok=True)
+def remove(state_dir: str | Path, tenant: str, run_id: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(status_path(state_dir, tenant, run_id))
 
 
-def read_state(path: Path) -> str:
+def read_state(path: StrPath) -> str:
     """The first line (the state) of a status file."""
-    with path.open() as f:
+    with open(path) as f:
         return f.readline().strip()

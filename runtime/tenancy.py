@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from . import privs
+from .confpath import parent
 from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
@@ -53,7 +54,7 @@ def ensure_dir(config: Config, tenant: TenantDef) -> None:
     ident = privs.resolve(tenant.run_as)._replace(gid=daemon_gid(config))
     spec = privs.daemon_spec(config)
     try:  # <state_dir>/tenants is the daemon's, so that it can add a tenant's directory after a reload
-        privs.make_dir(path.parent, privs.resolve(spec) if spec is not None else None, 0o711)
+        privs.make_dir(parent(path), privs.resolve(spec) if spec is not None else None, 0o711)
         privs.make_dir(path, ident, TENANT_DIR_MODE)
         st = os.stat(path, follow_symlinks=False)
     except OSError as exc:
@@ -72,7 +73,7 @@ def prepare(config: Config, tenant: TenantDef) -> privs.Identity | None:
         return None
     ensure_dir(config, tenant)
     if tenant.store.kind == "sqlite" and tenant.store.path is None:
-        path = config.tenant_dir(tenant.name) / f"{tenant.name}.sqlite"
+        path = os.path.join(config.tenant_dir(tenant.name), f"{tenant.name}.sqlite")
         with privs.fs_identity(ident), contextlib.suppress(FileExistsError):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
             os.fchmod(fd, 0o660)

@@ -141,9 +141,10 @@ def test_lean_and_full_paths_write_the_same_rows_and_files(site: Site) -> None:
     assert out.stdout.splitlines()[-1] == "0 []", out
 
 
-# Modules the lean path does without (docs/performance.md): typing, and what an import of it would bring
-# back unnoticed; logging and argparse show that the full path did not run instead.
-NOT_LEAN = ("typing", "logging", "argparse")
+# Modules the lean path does without (docs/performance.md): typing and pathlib (with what it imports), and
+# what an import of them would bring back unnoticed; logging and argparse show that the full path did not
+# run instead.
+NOT_LEAN = ("typing", "pathlib", "urllib.parse", "ipaddress", "fnmatch", "logging", "argparse")
 # the console script's own wrapper (pip's), which imports re before the command: what the command pays anyway
 SCRIPT = ("import re, sys\nfrom taskserver.runtime.cli import main\ncode = main(sys.argv[1:])\n"
           "print(code, [m for m in {!r} if m in sys.modules])\n")
@@ -161,7 +162,7 @@ def _lean_modules(site: Site, tenant: str) -> str:
     return out.stdout.splitlines()[-1]
 
 
-def test_the_lean_path_imports_neither_typing_nor_the_full_paths_modules(site: Site) -> None:
+def test_the_lean_path_imports_neither_typing_pathlib_nor_the_full_paths_modules(site: Site) -> None:
     site.world.daemon(site.cfg)
     for tenant in ("a", "plain"):  # a tenant with its own user (tenancy, privilege changes), one without
         before = len(_rows(site, tenant))

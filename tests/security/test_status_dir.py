@@ -59,7 +59,7 @@ def _status_dir(world: Any) -> tuple[Any, privs.Identity, Path, Path, int]:
     tenant = world.user("tenant")
     ident = privs.Identity(tenant.name, tenant.uid, tenant.gid, str(tenant.home))
     state = tenant.home / "state"
-    directory = statusfile.status_dir(state, "t")
+    directory = Path(statusfile.status_dir(state, "t"))
     with privs.fs_identity(ident):
         mode = statusfile.prepare(directory)
     return tenant, ident, state, directory, mode

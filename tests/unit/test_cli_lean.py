@@ -211,7 +211,7 @@ def test_after_a_reload_a_state_dir_the_file_does_not_name_is_told_from_one_it_n
     child (pickled)."""
     import pickle
 
-    from taskserver.runtime import cli_enqueue, config, control
+    from taskserver.runtime import config, control
 
     tmp_path.chmod(0o755)
     path, running = tmp_path / "c.yaml", tmp_path / "running"
@@ -220,7 +220,7 @@ def test_after_a_reload_a_state_dir_the_file_does_not_name_is_told_from_one_it_n
                         ("tenants:\n  t:\n    login: a\n", False)):
         path.write_text(text)
         path.chmod(0o644)
-        handed_down = cli_enqueue.InheritedStateDir(running)
+        handed_down = config.InheritedStateDir(running)
         cfg = pickle.loads(pickle.dumps(config.load(path, default_state=handed_down)))
         got = control._summary(cfg, 0.0, tmp_path / "the-daemons-own-default")["enqueue"]
         assert (got["state_dir"], got["state_default"]) == (str(running), not named)

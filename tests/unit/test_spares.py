@@ -36,7 +36,7 @@ def a_run(run_id: int) -> Run:
 
 
 def test_spares_for_the_missing_files_become_status_files(tmp_path: Path) -> None:
-    directory = statusfile.status_dir(tmp_path, "t")
+    directory = Path(statusfile.status_dir(tmp_path, "t"))
     mode = statusfile.prepare(directory)
     (directory / "2").write_text("QUE\n")  # queued with its status file (jobs enqueue): none needed
     spares = Spares()
@@ -46,7 +46,7 @@ def test_spares_for_the_missing_files_become_status_files(tmp_path: Path) -> Non
         for name in spares_in(directory):
             st = (directory / name).stat()
             assert st.st_mode & 0o777 == mode and st.st_size == 0
-        made = statusfile.update(tmp_path, "t", a_run(1), spares)
+        made = Path(statusfile.update(tmp_path, "t", a_run(1), spares))
         assert made == directory / "1" and made.read_text() == statusfile.render(a_run(1), "t")
         assert made.stat().st_mode & 0o777 == mode
         assert len(spares_in(directory)) == 1  # the file is a spare renamed: no new one was made for it
@@ -58,7 +58,7 @@ def test_spares_for_the_missing_files_become_status_files(tmp_path: Path) -> Non
 
 
 def test_spares_of_a_dead_daemon_are_taken_over(tmp_path: Path) -> None:
-    directory = statusfile.status_dir(tmp_path, "t")
+    directory = Path(statusfile.status_dir(tmp_path, "t"))
     mode = statusfile.prepare(directory)
     dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
     left = directory / f"{PREFIX}{dead}.7"
@@ -72,7 +72,7 @@ def test_spares_of_a_dead_daemon_are_taken_over(tmp_path: Path) -> None:
             time.sleep(0.01)
         time.sleep(0.2)
         assert len(spares_in(directory)) == 1  # not a new one: one was expected and one was there
-        made = statusfile.update(tmp_path, "t", a_run(5), spares)
+        made = Path(statusfile.update(tmp_path, "t", a_run(5), spares))
         assert made.read_text() == statusfile.render(a_run(5), "t")  # its old text is gone, all of it
         assert spares_in(directory) == []
     finally:
@@ -83,7 +83,7 @@ def test_a_spare_left_under_our_own_pid_is_emptied_before_it_is_filled(tmp_path:
     """A daemon that died with this process's pid (reused) left a filled spare under the name the next
     spare gets: it is made again empty, so the status file holds exactly its own text (a fill is a write
     without a truncate)."""
-    directory = statusfile.status_dir(tmp_path, "t")
+    directory = Path(statusfile.status_dir(tmp_path, "t"))
     mode = statusfile.prepare(directory)
     spares = Spares()
     left = directory / f"{PREFIX}{os.getpid()}.1"  # the first name this Spares gives
@@ -94,7 +94,7 @@ def test_a_spare_left_under_our_own_pid_is_emptied_before_it_is_filled(tmp_path:
         while left.stat().st_size:  # made again: emptied
             assert time.monotonic() < end, "the left spare was not made again"
             time.sleep(0.01)
-        made = statusfile.update(tmp_path, "t", a_run(5), spares)
+        made = Path(statusfile.update(tmp_path, "t", a_run(5), spares))
         assert made.read_text() == statusfile.render(a_run(5), "t")
         assert not left.exists()  # it was the spare filled and renamed into place
     finally:
@@ -104,7 +104,7 @@ def test_a_spare_left_under_our_own_pid_is_emptied_before_it_is_filled(tmp_path:
 def test_without_a_spare_the_file_is_created_as_before(tmp_path: Path) -> None:
     spares = Spares()
     try:
-        made = statusfile.update(tmp_path, "t", a_run(9), spares)  # nothing was expected
+        made = Path(statusfile.update(tmp_path, "t", a_run(9), spares))  # nothing was expected
     finally:
         spares.close()
     assert made.read_text().startswith("RUN\nid=9\n")
@@ -117,7 +117,7 @@ def test_a_burst_bigger_than_the_spares_kept_finds_them_made_again(tmp_path: Pat
     expected: a burst of more first runs than that finds them all made (it used to stop after the first
     MAX_SPARES, and the rest were created in the loop)."""
     monkeypatch.setattr(spares_mod, "MAX_SPARES", 2)
-    directory = statusfile.status_dir(tmp_path, "t")
+    directory = Path(statusfile.status_dir(tmp_path, "t"))
     mode = statusfile.prepare(directory)
     spares = Spares()
     try:

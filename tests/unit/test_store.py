@@ -247,7 +247,7 @@ def test_housekeeping_purges_history_and_status_files(tmp_path: Path) -> None:
     failed = s.add("", queue="q", argv=["y"], now=now - 5 * day)
     s.acquire(instance="i", now=now - 5 * day, ids=[failed])
     kept = s.finish(failed, State.ERR, "exit code 1", exit_code=1, output="", now=now - 1.5 * day)
-    paths = [statusfile.update(server.state_dir, "t", r) for r in (done, kept)]
+    paths = [Path(statusfile.update(server.state_dir, "t", r)) for r in (done, kept)]
     config = Config(path=tmp_path / "c.yaml", exists=True, server=server, tenants=(TenantDef("t", "t"),))
     assert housekeeping.purge({"t": s}, config, now) == 1
     assert not paths[0].exists() and paths[1].exists()
