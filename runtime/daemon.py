@@ -718,19 +718,40 @@ class Daemon:
 
 
 def wait_for_events(sel: selectors.BaseSelector, timeout: float) -> list[tuple[selectors.SelectorKey, int]]:
-    """The loop's sleep: the events that came, or none after ``timeout`` seconds.  epoll counts whole
-    milliseconds, rounded up, which alone made every due run about half a millisecond late: the whole
-    milliseconds are waited for there, the rest of the last one (at most FINE) is slept precisely, with no
-    events watched that long (they are taken right after).  Relative, and the rest measured on the
-    monotonic clock: a step of the wall clock during the sleep neither stretches nor cuts it."""
+    """The loop's sleep: the events that came, or none after ``timeout`` seconds.
+
+    - The kernel may end an epoll (or select) wait late by up to 0.1 % of its length (0.5 % for a niced
+      process; at most 0.1 s: fs/select.c, select_estimate_accuracy), whatever the timer slack: a 12 s sleep
+      ended up to 12 ms after the due time. So a long wait ends early by that much (``_wait``), and what
+      is left is waited again, with a slack of microseconds.
+    - epoll counts whole milliseconds, rounded up, which alone made every due run about half a millisecond
+      late: the whole milliseconds are waited for there, the rest of the last one (at most FINE) is slept
+      precisely, with no events watched that long (they are taken right after).
+    - Relative, and the rest measured on the monotonic clock: a step of the wall clock during the sleep
+      neither stretches nor cuts it."""
     end = time.monotonic() + timeout
-    events = sel.select(max(0.0, int(timeout * 1000) / 1000 - 1e-7) if timeout > 0 else 0.0)
-    if not events and 0 < (left := end - time.monotonic()) <= FINE:
-        # select() with no fds: microseconds, and no clock of its own to misread (time.sleep sleeps to an
-        # absolute monotonic time, which a preloaded clock faker such as libfaketime refuses with EINVAL)
-        with contextlib.suppress(OSError):
-            select.select([], [], [], left)
-    return events
+    left = timeout
+    while left > FINE:
+        events = sel.select(_wait(left))
+        left = end - time.monotonic()
+        if events:
+            return events
+    events = sel.select(0.0) if timeout <= FINE else []  # (a longer wait has just looked)
+    if events or left <= 0:
+        return events
+    # select() with no fds: microseconds, and no clock of its own to misread (time.sleep sleeps to an
+    # absolute monotonic time, which a preloaded clock faker such as libfaketime refuses with EINVAL)
+    with contextlib.suppress(OSError):
+        select.select([], [], [], left)
+    return []
+
+
+def _wait(left: float) -> float:
+    """The wait to ask the selector for with ``left`` (more than FINE) seconds left: it ends by then even
+    when the kernel takes all its slack, in whole milliseconds (the selector rounds up: a hair less than
+    them is asked), at least one (no spin)."""
+    early = left - min(left / 200, 0.1)
+    return max(0.001, int(early * 1000) / 1000) - 1e-7
 
 
 def serve(config: Config, *, once: bool = False, time_limit: float | None = None,

@@ -5,6 +5,7 @@ tests/system/test_clock_steps.py.)"""
 
 from __future__ import annotations
 
+import math
 import os
 import selectors
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from clocklab import faketime_env
 
+from taskserver.runtime import daemon
 from taskserver.runtime.daemon import wait_for_events
 
 
@@ -68,3 +70,46 @@ def test_the_daemons_timers_have_no_slack() -> None:
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, *after = got.stdout.split()
     assert int(before) > 1 and after == ["1", "1"], got
+
+
+def _kernel_late(wait: float) -> float:
+    """How late the kernel may end an epoll or select wait of ``wait`` seconds (fs/select.c,
+    select_estimate_accuracy): 0.1 % of it, 0.5 % for a niced process, at most 0.1 s."""
+    return min(wait / 200, 0.1)
+
+
+def _asked(timeout: float) -> float:
+    """What epoll is asked for when the selector is given ``timeout``: whole milliseconds, rounded up."""
+    return math.ceil(round(timeout * 1e3, 6)) / 1e3
+
+
+@pytest.mark.parametrize("left", [0.0016, 0.002, 0.0101, 0.05, 0.2, 1.0, 5.0, 12.0, 59.9, 60.0, 3600.0])
+def test_a_long_wait_leaves_room_for_the_kernels_slack(left: float) -> None:
+    """Each wait the loop asks epoll for ends by the deadline even when the kernel takes all the slack it may
+    (a 12 s sleep ended up to 12 ms late, its due runs with it), and each leaves less to wait than before
+    (at most a few waits, never a spin)."""
+    rounds = 0
+    while left > daemon.FINE:
+        asked = _asked(daemon._wait(left))
+        assert asked >= 0.001 and asked + _kernel_late(asked) <= left, (left, asked)
+        left -= asked  # the earliest the wait can end: what is left then is waited again
+        rounds += 1
+    assert rounds <= 8
+
+
+def test_a_real_wait_asks_epoll_only_for_what_its_slack_allows() -> None:
+    """The waits a real 2.5 s sleep asks for, recorded at the selector (the kernel does the waiting)."""
+    asked: list[tuple[float, float]] = []  # (seconds left until the deadline, the wait asked for)
+
+    class Recording(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
+        def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            asked.append((deadline - time.monotonic(), _asked(timeout or 0.0)))
+            return super().select(timeout)  # type: ignore[no-any-return]
+
+    with Recording() as sel:
+        deadline = time.monotonic() + 2.5
+        assert daemon.wait_for_events(sel, 2.5) == []
+        assert time.monotonic() >= deadline
+    assert len(asked) >= 2  # the first wait ends early by its slack; the rest is waited again
+    for left, wait in asked:
+        assert wait + _kernel_late(wait) <= left + 0.0002, asked  # (the call itself: a fraction of a ms)
