@@ -89,6 +89,12 @@ class OpenRC(Backend):
         link = self.link(spec)
         return [Action(f"rm {spec.target(link)}", lambda: fs(spec).unlink(link))]
 
+    def after_remove(self, spec: ServiceSpec) -> list[Action]:
+        # OpenRC caches every script's dependencies (deptree) and redoes the cache only when a file in
+        # /etc/init.d is newer than it, by whole seconds: a script removed within the second of the
+        # cache's last update stayed in it. `rc-update --update` redoes it now.
+        return [cmd(["rc-update", "--update"], check=False)] if self.live else []
+
     def start(self, spec: ServiceSpec) -> list[Action]:
         return [cmd(["rc-service", spec.name, "start"])] if self.live else []
 
