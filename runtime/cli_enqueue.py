@@ -200,7 +200,7 @@ def _cast(value: object) -> Any:
 
 def _settings(args: argparse.Namespace) -> tuple[_Config, _Tenant]:
     """The config and tenant the daemon vouches for (see the module docstring), or Doubt."""
-    from .pidfile import probe  # noqa: PLC0415 - with config, which it imports
+    from .pidfile import probe  # noqa: PLC0415 - the pid file's modules: not for the daemon's own imports
 
     path = args.config if args.config is not None else confpath.default_config_path()
     st = _stat(path)
