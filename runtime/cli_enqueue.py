@@ -342,7 +342,7 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
         except sqlite3.Error as exc:
             raise OSError(str(exc)) from exc
         done.append(run_id)
-        wake = sqlite_guard.WakeSocket(path + ".wake")  # (as sqlite_store: a store's path names a file)
+        wake = sqlite_guard.WakeSocket(sqlite_guard.wake_path(path))
         row = _Queued(run_id, tuple(argv), queue, now)
         after_commit(cfg.path, (tenant_dir, tenant.name), run_id, lambda: row, wake.notify)
     finally:

@@ -94,6 +94,5 @@ def default_state_dir(path: StrPath | None = None, owner: int | None = None) -> 
     else:
         xdg = os.environ.get("XDG_STATE_HOME")
         base = os.path.join(xdg or os.path.join(os.path.expanduser("~"), ".local", "state"), "taskserver")
-    if path is None or instance_name(path) == "taskserver":
-        return pure(base)
-    return pure(os.path.join(pure(base), instance_name(path)))
+    name = instance_name(path) if path is not None else "taskserver"
+    return pure(base if name == "taskserver" else os.path.join(base, name))

@@ -51,6 +51,11 @@ def marker_path(state_dir: StrPath, tenant: str) -> str:
     return os.path.join(state_dir, f".{tenant}.store-id")
 
 
+def wake_path(store: StrPath) -> str:
+    """Where the store's wake-up socket (``WakeSocket``) is: beside it (a store's path names a file)."""
+    return os.fspath(store) + ".wake"
+
+
 def read_marker(marker: StrPath) -> str | None:
     try:
         with open(marker, encoding="utf-8") as f:

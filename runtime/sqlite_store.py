@@ -135,7 +135,7 @@ class SqliteStore(SqliteSteer):
         self._depth = 0
         self._me: Instance | None = None
         self._lock = guard.InstanceLock(path)
-        self._wake = guard.WakeSocket(path.with_name(path.name + ".wake"))
+        self._wake = guard.WakeSocket(guard.wake_path(path))
         self._next_check = 0.0
         self.db = open_db(path, self.marker, create=create, verify=verify)
         self._ident = os.stat(path)
