@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import sys
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from common import (
     cpu_ns_precise,
     cpu_per_run,
     cpu_split,
+    discard,
     percentile,
     rss_bytes,
     run_like_taskserver,
@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
     try:
         return _main(work, argv)
     finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+        discard(TMP)
 
 
 def _main(work: str, argv: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,20 @@ def run_like_taskserver(argv: list[str]) -> bytes:
     """Run ``argv`` as a taskserver run is run: stdin from /dev/null, stdout and stderr into one pipe."""
     return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           check=False).stdout
+
+
+# Set by run_all.py (with TMPDIR, a scratch directory of its own): a workload leaves its files for run_all to
+# remove once every workload has run.  ext4 without a journal (this benchmark's machine) skips, for a minute
+# and up to six while their inode table block is unwritten, every inode freed that recently when it gives out
+# a new one: a workload that removed its thousands of status files made the next one's new files cost up to a
+# millisecond each, on whichever system came next (docs/performance.md, eleventh round).
+KEEP_FILES = "BENCH_KEEP_FILES"
+
+
+def discard(path: Path) -> None:
+    """Remove a workload's directory, unless run_all.py removes it at its end (``KEEP_FILES``)."""
+    if not os.environ.get(KEEP_FILES):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")

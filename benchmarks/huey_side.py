@@ -10,7 +10,6 @@ Usage: python benchmarks/huey_side.py WORKLOAD [ARGS...]; prints one JSON object
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import threading
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ONE_OFF_COMMAND, cpu_per_run, cpu_split, run_like_taskserver
+from common import ONE_OFF_COMMAND, cpu_per_run, cpu_split, discard, run_like_taskserver
 from huey import SqliteHuey
 
 WORKERS = 4
@@ -68,7 +67,7 @@ def main(argv: list[str]) -> int:
         else:
             raise SystemExit(f"unknown workload {argv[0]}")
     finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+        discard(TMP)
     print(json.dumps(result))
     return 0
 

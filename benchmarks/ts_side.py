@@ -12,7 +12,6 @@ import json
 import os
 import pwd
 import resource
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import LATE_COMMAND, cpu_ns_precise, cpu_split, percentile, rss_bytes
+from common import LATE_COMMAND, cpu_ns_precise, cpu_split, discard, percentile, rss_bytes
 
 TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 # How start-up grows beyond what one config may hold (10,000 jobs, 1 MiB, 100,000 values: see
@@ -108,7 +107,7 @@ class Server:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
+        discard(self.base)
 
 
 def _date_job(name: str, trigger: str) -> str:
