@@ -130,6 +130,8 @@ def measure(opts: argparse.Namespace) -> Results:
     note("one-off throughput")
     res["throughput"] = {s: run(s, "throughput", opts.runs) for s in SYSTEMS}
     res["loopcpu"] = {TS: run(TS, "loopcpu", opts.runs)}  # the daemon's own CPU per run
+    # the floor of the design: a bare Python loop with the same durable steps (benchmarks/bare_loop.py)
+    res["bare_loop"] = {how: side("bare_loop.py", opts.runs, how) for how in ("inline", "threads")}
     note("one serial queue, two lengths")
     for size in (1000, 4000) if quick else (1000, 8000):
         res[f"serial_{size}"] = {TS: run(TS, "serial", size)}
@@ -194,6 +196,7 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
          "", "", ""],
         ["  CPU per one-off run: the scheduler's own (all threads) / its child's", "",
          *cpu_cells(res)],
+        *bare_rows(res),
         ["enqueue, client batch of 10,000 (huey: one call each)", ">= 5,000/s",
          rate(res["enqueue"][TS].get("many_per_s")), "", "", rate(res["enqueue"][HUEY].get("per_s"))],
         ["  same (1,000), with a status file per task", "", rate(res["enqueue"][TS].get("many_files_per_s")),
@@ -240,6 +243,20 @@ def cpu_cells(res: dict[str, Any]) -> list[str]:
         one = res["throughput"].get(system, {})
         got.append(cell(one.get("own_cpu_per_run_ms"), one.get("child_cpu_per_run_ms")))
     return got
+
+
+def bare_rows(res: Results) -> list[list[str]]:
+    """The floor of taskserver's design: a bare loop with the same durable steps and nothing else
+    (benchmarks/bare_loop.py), its runs/s and CPU per run (its own / its child's) in taskserver's column."""
+    rows = []
+    ways = (("inline", "spawning in the loop"), ("threads", "spawning through taskserver's threads"))
+    for how, label in ways:
+        got = res.get("bare_loop", {}).get(how, {})
+        own, child = got.get("own_cpu_per_run_ms"), got.get("child_cpu_per_run_ms")
+        cpu = f"{own:.3f} / {child:.3f} ms" if isinstance(own, float) and isinstance(child, float) else "-"
+        rows.append([f"  a bare durable loop in Python, {label}: runs/s, CPU per run", "",
+                     f"{rate(got.get('per_s'))}, {cpu}", "", "", ""])
+    return rows
 
 
 def render_text(rows: list[list[str]]) -> str:
