@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from . import alerts, caps, housekeeping, memory, plans, schedule, steering, stores, tenancy
+from . import alerts, caps, housekeeping, memory, plans, rehearse, schedule, steering, stores, tenancy
 from .clock import ClockWatch, boottime
 from .executor import Child
 from .health import Health
@@ -266,7 +266,7 @@ class Daemon:
                 return self.exit_code
             self._give_back()
             # the sleep is worked out at its start: the wake-up's own work does not make the next one late
-            for key, _ in wait_for_events(self.sel, self._sleep_time(time.time())):
+            for key, _ in self._sleep():
                 if key.data is None:
                     drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
                 elif isinstance(key.data, Child):
@@ -278,6 +278,28 @@ class Daemon:
                 else:
                     key.data.drain_wakeups()  # a store's wake-up: new queued tasks
                     self.que_dirty = True
+
+    def _sleep(self) -> list[tuple[selectors.SelectorKey, int]]:
+        """Wait for the next wake-up.  When it is a job's timer, the firing is rehearsed shortly before it
+        (runtime/rehearse.py), then the rest is slept: the firing itself then runs warm."""
+        now = time.time()
+        sleep = self._sleep_time(now)
+        timer = self.timers[0] if self.timers and not self.stopping and not self.health.degraded else None
+        if timer is None or timer[2] != "fire" or sleep < rehearse.LEAD + rehearse.MIN_SLEEP \
+                or timer[0] - now > sleep + 1e-6:  # something else comes first
+            return wait_for_events(self.sel, sleep)
+        events = wait_for_events(self.sel, timer[0] - rehearse.LEAD - now)
+        if events:
+            return events
+        when, _, _, tenant, name, gen, *_ = timer
+        key = (tenant, name)
+        if key in self.jobs and self.gen[key] == gen:
+            try:
+                rehearse.rehearse(self._st(tenant), self.jobs[key], self._tz(tenant), when,
+                                  self.clock.cause(when, when))
+            except StoreError as exc:  # the firing meets it too, and handles it
+                log.debug("rehearsing the timer of %s/%s: %s", tenant, name, exc)
+        return wait_for_events(self.sel, max(0.0, when - time.time()))
 
     def _wake_up(self, now: float) -> None:
         self.runs.land(now)  # spawns that finished since: their pids, before anything looks for them
