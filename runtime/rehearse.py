@@ -4,8 +4,8 @@ firing a moment later runs warm.
 Measured here (docs/performance.md, eleventh round): code the loop ran a moment ago runs about ten times
 faster than the same code after the loop slept (13 µs against 128 µs after a 10 ms sleep: by then the
 caches hold other work's lines).  A job due after a sleep paid that for everything between the wake-up and
-its start record: 0.74 ms (p50) for one job due 10 ms after the last one, of which 0.26 ms went to working
-out its next due time and catch-up decision and 0.22 ms to its claim in the store.
+its start record: 0.56 to 0.76 ms (p50) for one job due 10 ms after the last one, of which 0.20 to 0.24 ms
+went to working out its next due time and catch-up decision and 0.16 to 0.22 ms to its claim in the store.
 
 So the loop wakes ``LEAD`` seconds before a job's timer (``Daemon._sleep``), works out that job's next due
 time and catch-up decision for its due time and reads its row in the store, keeps none of it, then sleeps
