@@ -10,7 +10,8 @@ went to working out its next due time and catch-up decision and 0.16 to 0.22 ms 
 So the loop wakes ``LEAD`` seconds before a job's timer (``Daemon._sleep``), works out that job's next due
 time and catch-up decision for its due time and reads its row in the store, keeps none of it, then sleeps
 the rest precisely and fires the timer as always.  Nothing is written and no state of the daemon changes:
-the firing decides everything again, at its own time.
+the firing decides everything again, at its own time.  A wake-up that came late (less than half the lead
+left, on a busy machine) fires at once without a rehearsal.
 """
 
 from __future__ import annotations
