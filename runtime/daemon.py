@@ -288,19 +288,20 @@ class Daemon:
         if timer is None or timer[2] != "fire" or sleep < rehearse.LEAD + rehearse.MIN_SLEEP \
                 or timer[0] - now > sleep + 1e-6:  # something else comes first
             return wait_for_events(self.sel, sleep)
-        events = wait_for_events(self.sel, timer[0] - rehearse.LEAD - now)
+        end = time.monotonic() + sleep  # as one sleep: a step of the wall clock meanwhile neither stretches
+        events = wait_for_events(self.sel, sleep - rehearse.LEAD)  # nor cuts it (see wait_for_events)
         if events:
             return events
         when, _, _, tenant, name, gen, *_ = timer
         key = (tenant, name)
         # a wake-up that came late (a busy machine) leaves no time to rehearse: the firing goes first
-        if key in self.jobs and self.gen[key] == gen and when - time.time() >= rehearse.LEAD / 2:
+        if key in self.jobs and self.gen[key] == gen and end - time.monotonic() >= rehearse.LEAD / 2:
             try:
                 rehearse.rehearse(self._st(tenant), self.jobs[key], self._tz(tenant), when,
                                   self.clock.cause(when, when))
             except StoreError as exc:  # the firing meets it too, and handles it
                 log.debug("rehearsing the timer of %s/%s: %s", tenant, name, exc)
-        return wait_for_events(self.sel, max(0.0, when - time.time()))
+        return wait_for_events(self.sel, max(0.0, end - time.monotonic()))
 
     def _wake_up(self, now: float) -> None:
         self.runs.land(now)  # spawns that finished since: their pids, before anything looks for them

@@ -25,12 +25,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pytest
+from clocklab import LIBFAKETIME
 from cronpeers import SEED, ZONES, Tally, expressions, ours, starts, transitions
 
 from taskserver.runtime import cron
 
-pytestmark = pytest.mark.skipif(not (shutil.which("systemd-analyze") and shutil.which("faketime")),
-                                reason="needs systemd-analyze and faketime (installed by scripts/test.sh)")
+pytestmark = pytest.mark.skipif(not (shutil.which("systemd-analyze") and LIBFAKETIME),
+                                reason="needs systemd-analyze and libfaketime (installed by scripts/test.sh)")
 N = 4
 SKIPPED = "skipped wall time: taskserver runs it at the jump, systemd skips it"
 _DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
@@ -58,13 +59,18 @@ def events(expr: str) -> list[str]:
 def systemd_next(specs: list[str], zone: str, start: datetime) -> list[list[datetime]]:
     """For each event, its next N elapses (UTC) after ``start`` in ``zone``, computed by systemd-analyze.
 
-    The zone goes in TZ (a zone suffix on each event makes systemd-analyze 20 times slower); faketime gets a
-    relative offset, so no local time is interpreted. The start's 30 seconds absorb the moments it takes.
+    The zone goes in TZ (a zone suffix on each event makes systemd-analyze 20 times slower); libfaketime gets
+    a relative offset, so no local time is interpreted. The start's 30 seconds absorb the moments it takes.
+    libfaketime is preloaded directly: the `faketime` wrapper names a POSIX semaphore after its own pid and
+    fails ("sem_open: File exists", exit 1) when a wrapper killed earlier left one of that name, which the
+    suite's thousands of processes make likely (CI failed once so, on the Apia case).
     """
-    env = {**os.environ, "TZ": zone}
     offset = f"{round(start.timestamp() - time.time()):+d}s"
-    out = subprocess.run(["faketime", "-f", offset, "systemd-analyze", "calendar", f"--iterations={N}",
-                          *specs], capture_output=True, text=True, env=env, check=True).stdout
+    env = {**os.environ, "TZ": zone, "LD_PRELOAD": LIBFAKETIME[0], "FAKETIME": offset}
+    got = subprocess.run(["systemd-analyze", "calendar", f"--iterations={N}", *specs], capture_output=True,
+                         text=True, env=env, check=False)
+    assert got.returncode == 0, f"systemd-analyze exited {got.returncode}: {got.stderr.strip()}"
+    out = got.stdout
     blocks = out.split("Normalized form:")[1:]
     assert len(blocks) == len(specs), out
     return [[_stamp(line) for line in _utc_lines(block)] for block in blocks]

@@ -160,6 +160,23 @@ def test_a_backward_clock_step_does_not_stall_intervals(tmp_path: Path) -> None:
     assert all("could not act" in n and "clock" not in n for n in notes), notes
 
 
+def test_a_backward_clock_step_during_the_sleep_before_a_due_time_does_not_stretch_it(tmp_path: Path) -> None:
+    """The loop splits the sleep before a job's due time to rehearse its firing (runtime/rehearse.py): the
+    clock set back by an hour while it sleeps towards the next run (every: 4s) must not add the hour to the
+    sleep's second part; the next run comes at its interval."""
+    rc = tmp_path / "faketime.rc"
+    rc.write_text("+0\n")
+    cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": "4s", "command": ["true"]}})
+    proc = _start(cfg, faketime_env(rc))
+    try:
+        wait_for(lambda: _ok(cfg, "tick") >= 1, "a first run")
+        time.sleep(1.5)  # the daemon is well into its sleep towards the next due time
+        rc.write_text("-3600\n")
+        wait_for(lambda: _ok(cfg, "tick") >= 2, "the next run, on the clock set back", timeout=15)
+    finally:
+        _stop(proc)
+
+
 def test_a_restart_keeps_the_interval_grid(tmp_path: Path) -> None:
     """every: 20s, last due D, the daemon stopped at D+5 and started at D+10: `jobs list` says D+20 and the
     next run is due at D+20 (not D+30, one interval after the start)."""
