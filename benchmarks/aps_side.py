@@ -26,6 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from common import (
+    IDLE_HOUR,
     LATE_COMMAND,
     ONE_OFF_COMMAND,
     cpu_ns_precise,
@@ -101,7 +102,7 @@ def idle(n: int, window: float) -> dict[str, Any]:
     sched = _scheduler()
     sched.start()
     for i in range(n):
-        sched.add_job(_noop, CronTrigger(hour=3, minute=i % 60, timezone="UTC"), id=str(i))
+        sched.add_job(_noop, CronTrigger(hour=IDLE_HOUR, minute=i % 60, timezone="UTC"), id=str(i))
     time.sleep(1.0)  # settle: the scheduler thread has computed its next wake-up
     before = cpu_ns_precise()
     time.sleep(window)
@@ -144,7 +145,7 @@ def startup(n: int) -> dict[str, Any]:
     sched = _scheduler()
     sched.start(paused=True)
     for i in range(n):
-        sched.add_job(_noop, CronTrigger(hour=3, minute=i % 60, timezone="UTC"), id=str(i))
+        sched.add_job(_noop, CronTrigger(hour=IDLE_HOUR, minute=i % 60, timezone="UTC"), id=str(i))
     sched.shutdown(wait=False)
     t = time.perf_counter()
     again = _scheduler()

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import LATE_COMMAND, cpu_ns_precise, cpu_split, discard, percentile, rss_bytes
+from common import IDLE_HOUR, LATE_COMMAND, cpu_ns_precise, cpu_split, discard, percentile, rss_bytes
 
 TASKSERVER = str(Path(sys.executable).parent / "taskserver")
 # How start-up grows beyond what one config may hold (10,000 jobs, 1 MiB, 100,000 values: see
@@ -159,7 +159,7 @@ def idle(n: int, window: float) -> dict[str, Any]:
     """n jobs scheduled once a day; CPU used over ``window`` idle seconds, RSS, and `status` wall time."""
     srv = Server()
     try:
-        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} 3 * * *"') for i in range(n)])
+        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} {IDLE_HOUR} * * *"') for i in range(n)])
         t0 = time.time()
         ready = srv.start()
         assert srv.proc is not None
@@ -209,7 +209,7 @@ def status_times(srv: Server, count: int = 15) -> tuple[list[float], list[float]
 def status_small() -> dict[str, Any]:
     srv = Server()
     try:
-        srv.write_config([_date_job("j0", 'cron: "0 3 * * *"')])
+        srv.write_config([_date_job("j0", f'cron: "0 {IDLE_HOUR} * * *"')])
         srv.start()
         walls, cpus = status_times(srv)
     finally:
@@ -326,7 +326,7 @@ def enqueue(n: int, jobs: int = 0) -> dict[str, Any]:
 
     srv = Server()
     try:
-        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} 3 * * *"') for i in range(jobs)])
+        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} {IDLE_HOUR} * * *"') for i in range(jobs)])
         # as a config in use: not changed in the seconds before its daemon read it, so the daemon publishes
         # where its jobs are and the settings a lean `jobs enqueue` needs (runtime/cli_enqueue.py)
         time.sleep(2.5)
@@ -361,7 +361,7 @@ def startup(n: int) -> dict[str, Any]:
     srv = Server()
     srv.raise_limits = n > 10_000  # more jobs than one config may hold: see RAISED_LIMITS
     try:
-        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} 3 * * *"') for i in range(n)])
+        srv.write_config([_date_job(f"j{i}", f'cron: "{i % 60} {IDLE_HOUR} * * *"') for i in range(n)])
         srv.start()
         srv.stop()
         t0 = time.time()
