@@ -1,0 +1,149 @@
+"""One-off throughput by turns: APScheduler 3 (in memory), the bare durable loop (both ways of spawning) and
+taskserver, one after the other, round after round, the order rotated each round.
+
+Why: on a small shared machine one run of a workload can differ from the next by a quarter, so a single
+run_all.py table cannot say whether one system is ahead of another by a tenth. Here each round runs every
+system once within a minute or so, and the summary counts in how many rounds one beat the other.
+
+The question it answers: can a loop that commits each run to SQLite and writes its status file (the
+durable steps taskserver must take, benchmarks/bare_loop.py) spawn /bin/true faster than APScheduler 3,
+which persists nothing, on this machine?  If the bare loop, with nothing else in it, is behind in most
+rounds, taskserver (the same steps plus its own layers) cannot be ahead there by tuning its layers.
+
+    python benchmarks/floor_turns.py                  # 6 rounds of 3,000 runs each: about 5 minutes
+    python benchmarks/floor_turns.py --rounds 10 --runs 2000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from typing import Any
+
+from common import KEEP_FILES
+from run_all import APS_MEM, SIDE_ENV, TS, compile_package, run, side, spawn_rate
+
+BARE_INLINE, BARE_THREADS = "bare loop, spawning in the loop", "bare loop, through the launcher threads"
+SYSTEMS = (APS_MEM, BARE_INLINE, BARE_THREADS, TS)
+
+
+def measure(system: str, runs: int) -> dict[str, Any]:
+    """Runs per second and the system's own CPU per run (taskserver: its daemon's, from `run --once`)."""
+    if system == BARE_INLINE:
+        return side("bare_loop.py", runs, "inline")
+    if system == BARE_THREADS:
+        return side("bare_loop.py", runs, "threads")
+    if system == APS_MEM:
+        return run(APS_MEM, "throughput", runs)
+    got = run(TS, "throughput", runs)
+    cpu = run(TS, "loopcpu", runs)
+    return {"per_s": got.get("per_s"), "own_cpu_per_run_ms": cpu.get("cpu_s_per_run_ms"),
+            "error": got.get("error") or cpu.get("error")}
+
+
+def rounds(count: int, runs: int, quiet: bool) -> list[dict[str, Any]]:
+    out = []
+    for r in range(count):
+        order = SYSTEMS[r % len(SYSTEMS):] + SYSTEMS[:r % len(SYSTEMS)]  # nobody always goes first
+        got: dict[str, Any] = {"load": os.getloadavg()[0], "order": list(order)}
+        for system in order:
+            got[system] = measure(system, runs)
+        out.append(got)
+        if not quiet:
+            cells = "; ".join(f"{s}: {_rate(got[s])}, {_cpu(got[s])}" for s in SYSTEMS)
+            print(f"round {r + 1} (load {got['load']:.2f}): {cells}", file=sys.stderr, flush=True)
+    return out
+
+
+def _rate(got: dict[str, Any]) -> str:
+    value = got.get("per_s")
+    return f"{value:,.0f}/s" if isinstance(value, int | float) else f"error: {got.get('error')}"
+
+
+def _cpu(got: dict[str, Any]) -> str:
+    value = got.get("own_cpu_per_run_ms")
+    return f"{value:.3f} ms CPU/run" if isinstance(value, int | float) else "-"
+
+
+def summary(res: list[dict[str, Any]], raw: float) -> dict[str, Any]:
+    def values(system: str, key: str) -> list[float]:
+        return [float(r[system][key]) for r in res if isinstance(r[system].get(key), int | float)]
+
+    per: dict[str, Any] = {}
+    for system in SYSTEMS:
+        rates, cpus = values(system, "per_s"), values(system, "own_cpu_per_run_ms")
+        middle = _median(rates)
+        per[system] = {
+            "runs_per_s": {"min": min(rates, default=None), "median": _median(rates),
+                           "max": max(rates, default=None)},
+            "own_cpu_per_run_ms": {"min": min(cpus, default=None), "median": _median(cpus),
+                                   "max": max(cpus, default=None)},
+            "share_of_raw_median": middle / raw if middle is not None and raw else None,
+        }
+    complete = [r for r in res if all(isinstance(r[s].get("per_s"), int | float) for s in SYSTEMS)]
+    aps_ahead_of_bare = sum(r[APS_MEM]["per_s"] > max(r[BARE_INLINE]["per_s"], r[BARE_THREADS]["per_s"])
+                            for r in complete)
+    aps_ahead_of_ts = sum(r[APS_MEM]["per_s"] > r[TS]["per_s"] for r in complete)
+    return {"rounds": len(complete), "raw_spawn_per_s": raw, "systems": per,
+            "rounds_apscheduler_ahead_of_the_bare_loop": aps_ahead_of_bare,
+            "rounds_apscheduler_ahead_of_taskserver": aps_ahead_of_ts}
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def render(summ: dict[str, Any]) -> str:
+    lines = [f"raw posix_spawn+wait of /bin/true, 4 at a time (best of 3 before and 3 after): "
+             f"{summ['raw_spawn_per_s']:,.0f}/s", "",
+             "| system | runs/s min / median / max | own CPU per run, ms, min / median / max | median, "
+             "share of raw |", "|---|---|---|---|"]
+    for system, got in summ["systems"].items():
+        r, c = got["runs_per_s"], got["own_cpu_per_run_ms"]
+        share = got["share_of_raw_median"]
+        lines.append(f"| {system} | {_triple(r, '{:,.0f}')} | {_triple(c, '{:.3f}')} | "
+                     f"{f'{share * 100:.0f} %' if share is not None else '-'} |")
+    lines += ["", f"rounds: {summ['rounds']}; APScheduler 3 (memory) ahead of the better bare loop in "
+              f"{summ['rounds_apscheduler_ahead_of_the_bare_loop']}, ahead of taskserver in "
+              f"{summ['rounds_apscheduler_ahead_of_taskserver']}"]
+    return "\n".join(lines)
+
+
+def _triple(got: dict[str, float | None], fmt: str) -> str:
+    picked = (got["min"], got["median"], got["max"])
+    return " / ".join(fmt.format(v) if v is not None else "-" for v in picked)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=6, help="rounds, every system once in each (default 6)")
+    ap.add_argument("--runs", type=int, default=3000, help="/bin/true runs per measure (default 3000)")
+    ap.add_argument("--json", action="store_true", help="print every round and the summary as JSON")
+    opts = ap.parse_args()
+    if opts.rounds < 1 or opts.runs < 100:
+        ap.error("--rounds must be at least 1 and --runs at least 100")
+
+    compile_package()
+    raw = spawn_rate()
+    scratch = tempfile.mkdtemp(prefix="bench-turns-")  # no workload's deletions slow the next one's files
+    SIDE_ENV.update({"TMPDIR": scratch, KEEP_FILES: "1"})
+    try:
+        res = rounds(opts.rounds, opts.runs, quiet=opts.json)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    raw = max(raw, spawn_rate())
+    summ = summary(res, raw)
+    if opts.json:
+        print(json.dumps({"rounds": res, "summary": summ}, indent=2))
+    else:
+        print(render(summ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
