@@ -85,7 +85,19 @@ def floor() -> dict[str, float]:
         t = time.perf_counter()
         subprocess.run([PY, "-c", "pass"], check=True)
         walls.append(time.perf_counter() - t)
-    return {"python_start": percentile(sorted(walls), 50), "spawn_per_s": spawn_rate()}
+    return {"python_start": percentile(sorted(walls), 50), "spawn_per_s": spawn_rate(), **cpu_speed()}
+
+
+def cpu_speed(tries: int = 5) -> dict[str, float]:
+    """How fast this machine runs Python right now: CPU seconds of a fixed loop (3,000,000 additions), the
+    fastest and slowest of ``tries``, each in a fresh interpreter.  On a shared virtual machine the same
+    work can cost half again as much CPU from one second to the next, and every CPU figure of the table
+    (catch-up, CPU per run) moves with it: this says how far."""
+    code = ("import time\nt = time.process_time()\ns = 0\nfor i in range(3_000_000):\n    s += i\n"
+            "print(time.process_time() - t)")
+    got = sorted(float(subprocess.run([PY, "-c", code], check=True, capture_output=True, text=True).stdout)
+                 for _ in range(tries))
+    return {"loop_cpu_min": got[0], "loop_cpu_max": got[-1]}
 
 
 def spawn_rate(rounds: int = 3, n: int = 1000) -> float:
@@ -309,7 +321,9 @@ def machine(load_before: tuple[float, ...], load_after: tuple[float, ...], base:
     return (f"{os.cpu_count()} CPUs ({model}), load average {' '.join(f'{x:.2f}' for x in load_before)} "
             f"before and {' '.join(f'{x:.2f}' for x in load_after)} after; python start-up "
             f"{ms(base['python_start'])}; raw posix_spawn+wait of /bin/true ({WORKERS} at a time, the best "
-            f"of three rounds before the workloads and three after): {base['spawn_per_s']:,.0f}/s")
+            f"of three rounds before the workloads and three after): {base['spawn_per_s']:,.0f}/s; a fixed "
+            f"Python loop (3,000,000 additions; five tries before and five after) took "
+            f"{base['loop_cpu_min']:.3f} to {base['loop_cpu_max']:.3f} s of CPU")
 
 
 def write_docs(text_rows: str, about: str, has_png: bool) -> None:
@@ -346,6 +360,9 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base["spawn_per_s"] = max(base["spawn_per_s"], spawn_rate())  # again at the end: the best of both
+    after = cpu_speed()
+    base["loop_cpu_min"] = min(base["loop_cpu_min"], after["loop_cpu_min"])
+    base["loop_cpu_max"] = max(base["loop_cpu_max"], after["loop_cpu_max"])
     load_after = os.getloadavg()
     has_png = picture(res, DOCS / "performance-lateness.png") if opts.docs else False
     rows = table(res, opts, base)
