@@ -53,6 +53,16 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
+def steal_seconds() -> float:
+    """CPU time the host took from this virtual machine since it booted (all CPUs; /proc/stat's steal):
+    what changes over a measurement says how much of it the machine's own CPUs were not there for."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu "):
+            fields = line.split()
+            return int(fields[8]) / _TICK if len(fields) > 8 else 0.0
+    return 0.0
+
+
 def cpu_seconds(pid: int | str = "self") -> float:
     """User + system CPU of a process (not its children), from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

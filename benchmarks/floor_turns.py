@@ -3,7 +3,9 @@ taskserver, one after the other, round after round, the order rotated each round
 
 Why: on a small shared machine one run of a workload can differ from the next by a quarter, so a single
 run_all.py table cannot say whether one system is ahead of another by a tenth. Here each round runs every
-system once within a minute or so, and the summary counts in how many rounds one beat the other.
+system once within a minute or so, and the summary counts in how many rounds one beat the other. Each
+round also says how much CPU time the host took from the machine meanwhile (steal, from /proc/stat): a
+round with much of it measured the host.
 
 The question it answers: can a loop that commits each run to SQLite and writes its status file (the
 durable steps taskserver must take, benchmarks/bare_loop.py) spawn /bin/true faster than APScheduler 3,
@@ -23,9 +25,10 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from typing import Any
 
-from common import KEEP_FILES
+from common import KEEP_FILES, steal_seconds
 from run_all import APS_MEM, SIDE_ENV, TS, compile_package, run, side, spawn_rate
 
 BARE_INLINE, BARE_THREADS = "bare loop, spawning in the loop", "bare loop, through the launcher threads"
@@ -51,12 +54,16 @@ def rounds(count: int, runs: int, quiet: bool) -> list[dict[str, Any]]:
     for r in range(count):
         order = SYSTEMS[r % len(SYSTEMS):] + SYSTEMS[:r % len(SYSTEMS)]  # nobody always goes first
         got: dict[str, Any] = {"load": os.getloadavg()[0], "order": list(order)}
+        steal, wall = steal_seconds(), time.monotonic()
         for system in order:
             got[system] = measure(system, runs)
+        # the host's share of the round: steal over the round's CPU seconds (wall time x CPUs)
+        got["steal_share"] = (steal_seconds() - steal) / ((time.monotonic() - wall) * (os.cpu_count() or 1))
         out.append(got)
         if not quiet:
             cells = "; ".join(f"{s}: {_rate(got[s])}, {_cpu(got[s])}" for s in SYSTEMS)
-            print(f"round {r + 1} (load {got['load']:.2f}): {cells}", file=sys.stderr, flush=True)
+            head = f"round {r + 1} (load {got['load']:.2f}, stolen by the host {_pct(got['steal_share'])})"
+            print(f"{head}: {cells}", file=sys.stderr, flush=True)
     return out
 
 
@@ -86,12 +93,14 @@ def summary(res: list[dict[str, Any]], raw: float) -> dict[str, Any]:
             "share_of_raw_median": middle / raw if middle is not None and raw else None,
         }
     complete = [r for r in res if all(isinstance(r[s].get("per_s"), int | float) for s in SYSTEMS)]
+    steal = [r["steal_share"] for r in res]
     aps_ahead_of_bare = sum(r[APS_MEM]["per_s"] > max(r[BARE_INLINE]["per_s"], r[BARE_THREADS]["per_s"])
                             for r in complete)
     aps_ahead_of_ts = sum(r[APS_MEM]["per_s"] > r[TS]["per_s"] for r in complete)
     return {"rounds": len(complete), "raw_spawn_per_s": raw, "systems": per,
             "rounds_apscheduler_ahead_of_the_bare_loop": aps_ahead_of_bare,
-            "rounds_apscheduler_ahead_of_taskserver": aps_ahead_of_ts}
+            "rounds_apscheduler_ahead_of_taskserver": aps_ahead_of_ts,
+            "steal_share": {"min": min(steal, default=None), "max": max(steal, default=None)}}
 
 
 def _median(values: list[float]) -> float | None:
@@ -110,8 +119,14 @@ def render(summ: dict[str, Any]) -> str:
                      f"{f'{share * 100:.0f} %' if share is not None else '-'} |")
     lines += ["", f"rounds: {summ['rounds']}; APScheduler 3 (memory) ahead of the better bare loop in "
               f"{summ['rounds_apscheduler_ahead_of_the_bare_loop']}, ahead of taskserver in "
-              f"{summ['rounds_apscheduler_ahead_of_taskserver']}"]
+              f"{summ['rounds_apscheduler_ahead_of_taskserver']}; the host took "
+              f"{_pct(summ['steal_share']['min'])} to {_pct(summ['steal_share']['max'])} of the CPUs' time "
+              "in a round (steal: above a few per cent, the round says more about the host than the systems)"]
     return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return f"{value * 100:.1f} %" if value is not None else "-"
 
 
 def _triple(got: dict[str, float | None], fmt: str) -> str:

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import KEEP_FILES, percentile
+from common import KEEP_FILES, percentile, steal_seconds
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
@@ -323,7 +323,8 @@ def machine(load_before: tuple[float, ...], load_after: tuple[float, ...], base:
             f"{ms(base['python_start'])}; raw posix_spawn+wait of /bin/true ({WORKERS} at a time, the best "
             f"of three rounds before the workloads and three after): {base['spawn_per_s']:,.0f}/s; a fixed "
             f"Python loop (3,000,000 additions; five tries before and five after) took "
-            f"{base['loop_cpu_min']:.3f} to {base['loop_cpu_max']:.3f} s of CPU")
+            f"{base['loop_cpu_min']:.3f} to {base['loop_cpu_max']:.3f} s of CPU; the host took "
+            f"{base['steal_share'] * 100:.1f} % of the CPUs' time during the run (steal)")
 
 
 def write_docs(text_rows: str, about: str, has_png: bool) -> None:
@@ -351,7 +352,7 @@ def main() -> int:
     opts = ap.parse_args()
 
     compile_package()
-    load_before = os.getloadavg()
+    load_before, steal, wall = os.getloadavg(), steal_seconds(), time.monotonic()
     base = floor()
     scratch = tempfile.mkdtemp(prefix="bench-run-")
     SIDE_ENV.update({"TMPDIR": scratch, KEEP_FILES: "1"})
@@ -364,6 +365,7 @@ def main() -> int:
     base["loop_cpu_min"] = min(base["loop_cpu_min"], after["loop_cpu_min"])
     base["loop_cpu_max"] = max(base["loop_cpu_max"], after["loop_cpu_max"])
     load_after = os.getloadavg()
+    base["steal_share"] = (steal_seconds() - steal) / ((time.monotonic() - wall) * (os.cpu_count() or 1))
     has_png = picture(res, DOCS / "performance-lateness.png") if opts.docs else False
     rows = table(res, opts, base)
     about = machine(load_before, load_after, base)
