@@ -55,6 +55,7 @@ def rounds(count: int, runs: int, quiet: bool) -> list[dict[str, Any]]:
         order = SYSTEMS[r % len(SYSTEMS):] + SYSTEMS[:r % len(SYSTEMS)]  # nobody always goes first
         got: dict[str, Any] = {"load": os.getloadavg()[0], "order": list(order)}
         steal, wall = steal_seconds(), time.monotonic()
+        got["raw_spawn_per_s"] = spawn_rate(rounds=1)  # a slowed host shows here first (steal misses some)
         for system in order:
             got[system] = measure(system, runs)
         # the host's share of the round: steal over the round's CPU seconds (wall time x CPUs)
@@ -62,7 +63,8 @@ def rounds(count: int, runs: int, quiet: bool) -> list[dict[str, Any]]:
         out.append(got)
         if not quiet:
             cells = "; ".join(f"{s}: {_rate(got[s])}, {_cpu(got[s])}" for s in SYSTEMS)
-            head = f"round {r + 1} (load {got['load']:.2f}, stolen by the host {_pct(got['steal_share'])})"
+            head = (f"round {r + 1} (load {got['load']:.2f}, raw spawn {got['raw_spawn_per_s']:,.0f}/s, "
+                    f"stolen by the host {_pct(got['steal_share'])})")
             print(f"{head}: {cells}", file=sys.stderr, flush=True)
     return out
 
@@ -98,6 +100,7 @@ def summary(every: list[dict[str, Any]], raw: float, max_steal: float) -> dict[s
         }
     complete = [r for r in res if all(isinstance(r[s].get("per_s"), int | float) for s in SYSTEMS)]
     steal = [r["steal_share"] for r in every]
+    raws = [r["raw_spawn_per_s"] for r in res]
     aps_ahead_of_bare = sum(r[APS_MEM]["per_s"] > max(r[BARE_INLINE]["per_s"], r[BARE_THREADS]["per_s"])
                             for r in complete)
     aps_ahead_of_ts = sum(r[APS_MEM]["per_s"] > r[TS]["per_s"] for r in complete)
@@ -105,7 +108,8 @@ def summary(every: list[dict[str, Any]], raw: float, max_steal: float) -> dict[s
             "raw_spawn_per_s": raw, "systems": per,
             "rounds_apscheduler_ahead_of_the_bare_loop": aps_ahead_of_bare,
             "rounds_apscheduler_ahead_of_taskserver": aps_ahead_of_ts,
-            "steal_share": {"min": min(steal, default=None), "max": max(steal, default=None)}}
+            "steal_share": {"min": min(steal, default=None), "max": max(steal, default=None)},
+            "round_raw_spawn_per_s": {"min": min(raws, default=None), "max": max(raws, default=None)}}
 
 
 def _median(values: list[float]) -> float | None:
@@ -128,8 +132,14 @@ def render(summ: dict[str, Any]) -> str:
               f"{summ['rounds_apscheduler_ahead_of_the_bare_loop']}, ahead of taskserver in "
               f"{summ['rounds_apscheduler_ahead_of_taskserver']}; the host took "
               f"{_pct(summ['steal_share']['min'])} to {_pct(summ['steal_share']['max'])} of the CPUs' time "
-              "in a round (steal)"]
+              "in a round (steal); the raw spawn rate at the start of the rounds kept: "
+              f"{_span(summ['round_raw_spawn_per_s'], '{:,.0f}/s')}"]
     return "\n".join(lines)
+
+
+def _span(got: dict[str, float | None], fmt: str) -> str:
+    low, high = got["min"], got["max"]
+    return "-" if low is None or high is None else f"{fmt.format(low)} to {fmt.format(high)}"
 
 
 def _pct(value: float | None) -> str:
