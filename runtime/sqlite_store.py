@@ -49,6 +49,14 @@ _FINISH = ("UPDATE runs SET state=COALESCE(reported, ?), "  # noqa: S608 - const
            "exit_code=?, output=?, finished=?, message=COALESCE(message, ?){} WHERE id=? "
            f"RETURNING {COLUMNS}")
 _FINISH_RUN, _FINISH_PROCESS = _FINISH.format(""), _FINISH.format(", pid=?, proc_start=?, boot_id=?")
+# The end of a run this connection acquired, with no report of the task's own: nothing comes back, the final
+# row is what acquire returned plus what this end and ``started`` wrote (a third of the statement's time, and
+# no row to convert).  Any other row (a report came, the state moved, the run was acquired again since, by
+# whoever: its instance and start differ) takes _FINISH.
+_QUIET = ("UPDATE runs SET state=?, reason=?, exit_code=?, output=?, finished=?, "
+          "message=COALESCE(message, ?){} WHERE id=? AND state='RUN' AND reported IS NULL "
+          "AND instance=? AND started=?")
+_QUIET_RUN, _QUIET_PROCESS = _QUIET.format(""), _QUIET.format(", pid=?, proc_start=?, boot_id=?")
 _INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
 _FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
 DAEMON_LOCK_WAIT = 2.0  # seconds the daemon waits for another writer's lock (commands wait 10)
@@ -83,6 +91,21 @@ def _run(row: tuple[Any, ...]) -> Run:
     run: Run = object.__new__(Run)
     run.__dict__.update(fields)
     return run
+
+
+def _ended(run: Run, *, state: State, reason: str | None, exit_code: int | None, output: str, now: float,
+           note: str | None, proc: Process | None) -> Run:
+    """The row _QUIET left: ``run`` as acquired, with what the end and ``started`` wrote."""
+    end: Run = object.__new__(Run)
+    fields = end.__dict__
+    fields.update(run.__dict__)
+    fields["state"], fields["reason"], fields["exit_code"], fields["output"], fields["finished"] = \
+        state, reason, exit_code, output, now
+    if fields["message"] is None:
+        fields["message"] = note
+    if proc is not None:
+        fields["pid"], fields["proc_start"], fields["boot_id"] = proc
+    return end
 
 
 def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatenate[SqliteStore, P], R]:
@@ -140,6 +163,9 @@ class SqliteStore(SqliteSteer):
         self.db = open_db(path, self.marker, create=create, verify=verify)
         self._ident = os.stat(path)
         self._ckpt: Checkpointer | None = None  # the daemon's: the log is checkpointed off its commits
+        # runs acquired here and not ended yet: their row as acquire returned it, and the process ``started``
+        # wrote since (see _QUIET); emptied by a rollback, which may have undone an acquire
+        self._acquired: dict[int, tuple[Run, Process | None]] = {}
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -161,6 +187,7 @@ class SqliteStore(SqliteSteer):
                 self._ckpt.committed()
         except BaseException:
             self._depth = 0
+            self._acquired.clear()
             if self.db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
@@ -246,16 +273,32 @@ class SqliteStore(SqliteSteer):
         rows = self.db.execute(
             f"UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL WHERE {where} AND state='QUE' "  # noqa: S608
             f"RETURNING {COLUMNS}", (now, instance, *picked)).fetchall()
-        return sorted((_run(r) for r in rows), key=lambda r: r.id)
+        runs = sorted((_run(r) for r in rows), key=lambda r: r.id)
+        for run in runs:
+            self._acquired[run.id] = (run, None)
+        return runs
 
     @_guarded
     def started(self, run_id: int, *, pid: int, proc_start: int | None, boot_id: str | None) -> None:
         self.db.execute("UPDATE runs SET pid=?, proc_start=?, boot_id=? WHERE id=?",
                         (pid, proc_start, boot_id, run_id))
+        if run_id in self._acquired:
+            self._acquired[run_id] = (self._acquired[run_id][0], (pid, proc_start, boot_id))
 
     @_guarded
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
                output: str, now: float, note: str | None = None, process: Process | None = None) -> Run:
+        acquired = self._acquired.pop(run_id, None)
+        if acquired is not None:
+            run, proc = acquired
+            proc = process or proc
+            quiet = (state.value, reason, exit_code, output, now, note)
+            mine = (run_id, run.instance, run.started)
+            cur = (self.db.execute(_QUIET_RUN, (*quiet, *mine)) if process is None
+                   else self.db.execute(_QUIET_PROCESS, (*quiet, *process, *mine)))
+            if cur.rowcount == 1:
+                return _ended(run, state=state, reason=reason, exit_code=exit_code, output=output, now=now,
+                              note=note, proc=proc)
         # A report the task made itself (`jobs finish`) wins over what its exit code says.
         params = (state.value, reason, REPORTED, exit_code, output, now, note)
         if process is None:

@@ -218,6 +218,46 @@ def test_a_task_report_wins_over_its_exit_code_but_not_over_the_server(store: St
         store.report(999, True, None, now=6.0)
 
 
+def test_the_run_finish_returns_is_the_row_as_stored(connect: Opener) -> None:
+    """Whatever came between a run's acquire and its end (its process written, a report of the task's own, a
+    rolled-back acquire, a message, an end that brings the process, another connection's acquire), the run
+    ``finish`` returns is the row a fresh read finds, field for field."""
+    s, other = connect(), connect()
+    rows = {name: s.add("", queue=f"q{name}", argv=["t", name], now=1.0)
+            for name in ("plain", "started", "process", "reported", "rolled", "elsewhere", "queued")}
+    rows["job"] = s.claim("j", 5.0, now=1.5) or 0
+    with pytest.raises(RuntimeError), s.batch():
+        s.acquire(instance="i", now=1.7, ids=[rows["rolled"]])
+        raise RuntimeError("boom")  # rolled back: QUE again, its start undone (then taken elsewhere)
+    mine = [rows[n] for n in ("plain", "started", "process", "reported", "job")]
+    s.acquire(instance="i", now=2.0, ids=mine, limit=len(mine))
+    other.acquire(instance="i2", now=2.5, ids=[rows["elsewhere"], rows["rolled"]], limit=2)
+    s.started(rows["started"], pid=77, proc_start=88, boot_id="b")
+    other.report(rows["reported"], False, "disk full", now=2.7)
+    ends = {
+        "plain": s.finish(rows["plain"], State.OK, None, exit_code=0, output="o", now=3.0),
+        "started": s.finish(rows["started"], State.ERR, "exit code 2", exit_code=2, output="", now=3.1,
+                            note="why"),
+        "process": s.finish(rows["process"], State.OK, None, exit_code=0, output="", now=3.2,
+                            process=(5, 6, "b2")),
+        "reported": s.finish(rows["reported"], State.OK, None, exit_code=0, output="", now=3.3),
+        "rolled": s.finish(rows["rolled"], State.ERR, "missed", exit_code=None, output="", now=3.4),
+        "elsewhere": s.finish(rows["elsewhere"], State.OK, None, exit_code=0, output="", now=3.5),
+        "queued": s.finish(rows["queued"], State.ERR, "cancelled", exit_code=None, output="", now=3.6),
+        "job": s.finish(rows["job"], State.OK, None, exit_code=0, output="", now=3.7),
+    }
+    for name, end in ends.items():
+        assert end == other.get(rows[name]), name
+    assert (ends["reported"].state, ends["reported"].message) == (State.ERR, "disk full")
+    assert (ends["started"].pid, ends["started"].message) == (77, "why")
+    assert (ends["rolled"].started, ends["rolled"].instance, ends["elsewhere"].instance) == (2.5, "i2", "i2")
+    with s.batch():  # an end inside a batch that commits: the same
+        again = s.add("", queue="qb", argv=["t"], now=4.0)
+        s.acquire(instance="i", now=4.1, ids=[again])
+        end = s.finish(again, State.OK, None, exit_code=0, output="", now=4.2)
+    assert end == other.get(again)
+
+
 # -- leases and wake-ups -----------------------------------------------------------------------------------
 def test_leases_are_taken_renewed_listed_and_dropped(store: Store) -> None:
     store.attach(me())
