@@ -282,8 +282,9 @@ class SqliteStore(SqliteSteer):
     def started(self, run_id: int, *, pid: int, proc_start: int | None, boot_id: str | None) -> None:
         self.db.execute("UPDATE runs SET pid=?, proc_start=?, boot_id=? WHERE id=?",
                         (pid, proc_start, boot_id, run_id))
-        if run_id in self._acquired:
-            self._acquired[run_id] = (self._acquired[run_id][0], (pid, proc_start, boot_id))
+        acquired = self._acquired.get(run_id)
+        if acquired is not None:
+            self._acquired[run_id] = (acquired[0], (pid, proc_start, boot_id))
 
     @_guarded
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
