@@ -21,6 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import sqlite_bulk as bulk
 from . import sqlite_guard as guard
+from . import sqlite_known as known
 from . import sqlite_schema as schema
 from .model import State, TenantDef
 from .sqlite_base import add_task, open_db
@@ -166,6 +167,7 @@ class SqliteStore(SqliteSteer):
         # runs acquired here and not ended yet: their row as acquire returned it, and the process ``started``
         # wrote since (see _QUIET); emptied by a rollback, which may have undone an acquire
         self._acquired: dict[int, tuple[Run, Process | None]] = {}
+        self._known = known.KnownQueued()  # QUE rows just read: their acquire needs no row back
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -188,6 +190,7 @@ class SqliteStore(SqliteSteer):
         except BaseException:
             self._depth = 0
             self._acquired.clear()
+            self._known.forget()
             if self.db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
@@ -243,7 +246,7 @@ class SqliteStore(SqliteSteer):
 
     @_guarded
     def waiting(self) -> list[Run]:
-        return self._select("state='QUE' AND queued=0 ORDER BY due, id")
+        return self._select_known("waiting", "state='QUE' AND queued=0 ORDER BY due, id")
 
     # -- queued tasks ----------------------------------------------------------------------------------
     @_guarded
@@ -253,7 +256,16 @@ class SqliteStore(SqliteSteer):
 
     @_guarded
     def queued(self) -> list[Run]:
-        return self._select("state='QUE' AND queued=1 ORDER BY id")
+        return self._select_known("queued", "state='QUE' AND queued=1 ORDER BY id")
+
+    def _select_known(self, kind: str, where: str) -> list[Run]:
+        version = self._data_version()  # before the rows: a commit between makes them look older
+        runs = self._select(where)
+        self._known.remember(kind, version, runs)
+        return runs
+
+    def _data_version(self) -> int:
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     def notify(self) -> bool:
         return self._wake.notify()
@@ -264,6 +276,8 @@ class SqliteStore(SqliteSteer):
                 limit: int = 1) -> list[Run]:
         if ids is not None:
             picked = list(ids)[:limit]
+            if self._known.knows(picked) and (kept := self._known.take(picked, self._data_version())):
+                return self._acquire_known(kept, instance=instance, now=now)
             where = f"id IN ({','.join('?' * len(picked))})"
         else:
             picked = [limit]
@@ -276,6 +290,15 @@ class SqliteStore(SqliteSteer):
         runs = sorted((_run(r) for r in rows), key=lambda r: r.id)
         for run in runs:
             self._acquired[run.id] = (run, None)
+        return runs
+
+    def _acquire_known(self, rows: list[Run], *, instance: str, now: float) -> list[Run]:
+        runs = []
+        for row in sorted(rows, key=lambda r: r.id):
+            if self.db.execute(known.ACQUIRE_ONE, (now, instance, row.id)).rowcount == 1:
+                run = known.acquired(row, instance=instance, now=now)
+                self._acquired[run.id] = (run, None)
+                runs.append(run)
         return runs
 
     @_guarded
@@ -411,6 +434,7 @@ class SqliteStore(SqliteSteer):
         self._stop_checkpoints(None)  # its connection holds the deleted file: the new one checkpoints itself
         self.db.close()
         self.db, self._ident = new, os.stat(self.path)
+        self._known.forget()  # a new connection counts data versions anew
         with contextlib.suppress(OSError):
             guard.write_marker(self.marker, schema.store_id(new), self.path)
             if self._me is not None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from taskserver.runtime.model import State
-from taskserver.runtime.store import Instance, Store, StoreBusy, StoreError
+from taskserver.runtime.store import Instance, Run, Store, StoreBusy, StoreError
 
 Opener = Callable[[], Store]  # the `connect` fixture: a new connection to the test's store
 
@@ -256,6 +256,46 @@ def test_the_run_finish_returns_is_the_row_as_stored(connect: Opener) -> None:
         s.acquire(instance="i", now=4.1, ids=[again])
         end = s.finish(again, State.OK, None, exit_code=0, output="", now=4.2)
     assert end == other.get(again)
+
+
+def test_the_runs_acquire_returns_are_the_rows_as_stored(connect: Opener) -> None:
+    """Whatever came between the read of the waiting rows and their acquire (another connection's acquire or
+    cancel, this connection's end of a run not started, a rolled-back acquire, a task queued since), the
+    runs ``acquire`` returns are the rows a fresh read finds, field for field, and a row no longer QUE is
+    not returned."""
+    s, other = connect(), connect()
+    names = ("plain", "taken", "cancelled", "ended", "rolled", "pair1", "pair2")
+    rows = {name: s.add("", queue=f"q{name}", argv=["t", name], now=1.0) for name in names}
+    rows["job"] = s.claim("j", 5.0, now=1.5) or 0
+    assert {r.id for r in s.queued()} >= {rows[n] for n in names}
+    assert [r.id for r in s.waiting()] == [rows["job"]]
+
+    def fresh(got: list[Run]) -> None:
+        assert got == [other.get(r.id) for r in got]
+        assert all(r.state is State.RUN and r.instance == "i" for r in got)
+
+    got = s.acquire(instance="i", now=2.0, ids=[rows["plain"]])
+    assert [r.id for r in got] == [rows["plain"]]
+    fresh(got)
+    fresh(s.acquire(instance="i", now=2.1, ids=[rows["job"]]))
+    s.finish(rows["ended"], State.ERR, "cancelled", exit_code=None, output="", now=2.2)  # never started
+    assert s.acquire(instance="i", now=2.3, ids=[rows["ended"]]) == []
+    with pytest.raises(RuntimeError), s.batch():
+        s.acquire(instance="i", now=2.4, ids=[rows["rolled"]])
+        raise RuntimeError("boom")  # rolled back: QUE again, with no start
+    got = s.acquire(instance="i", now=2.5, ids=[rows["rolled"]])
+    assert [r.started for r in got] == [2.5]
+    fresh(got)
+    s.queued()  # read again, then changed by another connection
+    other.acquire(instance="i2", now=2.6, ids=[rows["taken"]])
+    other.cancel(rows["cancelled"], who="t", now=2.6)
+    assert s.acquire(instance="i", now=2.7, ids=[rows["taken"]]) == []
+    assert s.acquire(instance="i", now=2.7, ids=[rows["cancelled"]]) == []
+    late = s.add("", queue="qlate", argv=["t", "late"], now=2.8)  # queued after the read
+    got = s.acquire(instance="i", now=2.9, ids=[rows["pair2"], late, rows["pair1"]], limit=3)
+    assert [r.id for r in got] == sorted([rows["pair1"], rows["pair2"], late])
+    fresh(got)
+    assert other.get(rows["taken"]).instance == "i2"  # type: ignore[union-attr]
 
 
 # -- leases and wake-ups -----------------------------------------------------------------------------------

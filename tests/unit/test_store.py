@@ -252,3 +252,24 @@ def test_housekeeping_purges_history_and_status_files(tmp_path: Path) -> None:
     assert housekeeping.purge({"t": s}, config, now) == 1
     assert not paths[0].exists() and paths[1].exists()
     assert s.get(old) is None and s.get(failed) is not None
+
+
+def test_an_acquire_after_another_writer_changed_a_queued_row_returns_the_row_as_changed(
+        tmp_path: Path) -> None:
+    """The store acquires a row it has just read without reading it back (runtime/sqlite_known.py), unless
+    another connection committed since: here a raw write to the file changes a queued task's command and
+    queue after the read; the acquire returns what the file holds, not what was read."""
+    s = store(tmp_path)
+    first = s.add("", queue="q", argv=["/bin/echo", "one"], now=1.0)
+    second = s.add("", queue="q2", argv=["/bin/echo", "two"], now=1.0)
+    assert [r.argv for r in s.queued()] == [("/bin/echo", "one"), ("/bin/echo", "two")]
+    raw = sqlite3.connect(s.path, isolation_level=None)
+    raw.execute("UPDATE runs SET argv=?, queue='other' WHERE id=?", ('["/bin/echo", "changed"]', first))
+    raw.close()
+    (got,) = s.acquire(instance="i", now=2.0, ids=[first])
+    assert (got.argv, got.queue, got.state) == (("/bin/echo", "changed"), "other", State.RUN)
+    assert got == s.get(first)
+    s.queued()  # read again: now the acquire needs no row back, and still returns the stored row
+    (got,) = s.acquire(instance="i", now=2.5, ids=[second])
+    assert got == s.get(second)
+    s.close()

@@ -1,0 +1,75 @@
+"""QUE rows the SQLite store has just read, so that acquiring one of them needs no row back.
+
+The daemon reads the queued tasks (``queued``) and the claimed runs waiting at start (``waiting``), then
+acquires some of them.  ``UPDATE ... RETURNING`` all 20 columns cost about three times a plain update of the
+same row (the returned row built again, field by field).  Here the row as read is kept with the file's
+``PRAGMA data_version`` at that read, and the acquire of a kept row is a plain update (one per row, its
+``rowcount`` telling whether the row was still QUE) whose result is the kept row plus what it wrote.
+
+That result is the stored row exactly when nothing else changed the row since the read:
+- another connection's commit (a command, the web side, another process with the file) changes the
+  data_version: none of the kept rows is trusted then, the acquire reads its rows back as before;
+- this connection's own writes to a QUE row all move it out of QUE (a cancel, the end of a run not started,
+  a report), and the update's ``state='QUE'`` then leaves it alone;
+- a rolled-back transaction may have undone any of that: the store forgets every kept row (``forget``), as
+  it does when it opens its file again.
+
+The version is read before the rows, so a commit that lands between the two makes the kept rows look
+older than they are, never newer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .model import State
+from .store import Run
+
+# a kept row that is still QUE becomes RUN for this instance: exactly what acquire's statement sets
+ACQUIRE_ONE = "UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL WHERE id=? AND state='QUE'"
+
+
+class KnownQueued:
+    def __init__(self) -> None:
+        # per kind of read (``queued``, ``waiting``): the data_version before it and its rows by id
+        self._reads: dict[str, tuple[int, dict[int, Run]]] = {}
+
+    def remember(self, kind: str, version: int, runs: Sequence[Run]) -> None:
+        self._reads[kind] = (version, {run.id: run for run in runs})
+
+    def knows(self, ids: Sequence[int]) -> bool:
+        """Every one of ``ids`` was read (and not taken since)."""
+        return bool(ids) and all(any(i in rows for _, rows in self._reads.values()) for i in ids)
+
+    def take(self, ids: Sequence[int], version: int) -> list[Run] | None:
+        """The kept rows ``ids``, taken out, if each was read at ``version`` (no other connection's commit
+        since); None otherwise (and the stale ones are forgotten)."""
+        found: list[Run] = []
+        for i in ids:
+            for kind, (read_at, rows) in list(self._reads.items()):
+                run = rows.get(i)
+                if run is None:
+                    continue
+                if read_at != version:
+                    del self._reads[kind]
+                    return None
+                found.append(run)
+                break
+        if len(found) != len(ids):
+            return None
+        for run in found:
+            for _, rows in self._reads.values():
+                rows.pop(run.id, None)
+        return found
+
+    def forget(self) -> None:
+        self._reads.clear()
+
+
+def acquired(run: Run, *, instance: str, now: float) -> Run:
+    """``run`` (a kept QUE row) as ACQUIRE_ONE left it."""
+    got: Run = object.__new__(Run)
+    fields = got.__dict__
+    fields.update(run.__dict__)
+    fields["state"], fields["started"], fields["instance"], fields["pid"] = State.RUN, now, instance, None
+    return got
