@@ -103,14 +103,25 @@ def path_of(state_dir: str | Path, tenant: str, run: RunView) -> str:
 
 
 _seconds: dict[float, str] = {}  # whole seconds stamped lately -> their text up to the seconds
+_stamps: dict[float, str] = {}  # times stamped lately -> their text: a run's file is written twice, and its
+# creation and start times are in both
 
 
 def _stamp(t: float | None) -> str:
+    if t is None:
+        return ""
+    got = _stamps.get(t)
+    if got is None:
+        if len(_stamps) >= 256:
+            _stamps.clear()
+        got = _stamps[t] = _stamp_of(t)
+    return got
+
+
+def _stamp_of(t: float) -> str:
     """``datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")``, in a fifth of its time: the
     same rounding (the fraction to the nearest microsecond, ties to even, then cut to milliseconds), and
     the date and time of day worked out once per second (a burst's runs share a few)."""
-    if t is None:
-        return ""
     frac, whole = math.modf(t)
     micro = round(frac * 1e6)
     if micro >= 1_000_000:

@@ -37,6 +37,8 @@ def test_stamps_are_what_datetime_writes() -> None:
         assert statusfile._stamp(t) == _iso(t), t
     for t in sorted(values)[:2000]:  # in order too: the cached second must follow
         assert statusfile._stamp(t) == _iso(t), t
+    for t in values[:300] * 2:  # stamped again (a run's second write): the kept text is the same
+        assert statusfile._stamp(t) == _iso(t), t
     assert statusfile._stamp(None) == ""
 
 
