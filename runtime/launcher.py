@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import queue
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 THREADS = 4  # one per default slot (max_parallel): each waits for its own child's exec
 _SETSIGDEF, _SETSIGMASK, _SETSID = 0x04, 0x08, 0x80  # POSIX_SPAWN_* (glibc and musl agree)
-_DEVNULL = os.fsencode(os.devnull)
 _FS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, looked up once
 _OPAQUE = 1024  # bytes for posix_spawnattr_t / posix_spawn_file_actions_t (glibc: 336 / 80, musl less)
 
@@ -67,6 +67,9 @@ class Launcher:
         # file actions by the pipe's fd: a number is reused (pipe2 takes the lowest free one), and two spawns
         # in flight never share one; made once per number, freed at ``close``
         self._actions: dict[int, ctypes.Array[ctypes.c_char]] = {}
+        # every child's stdin: a dup of this one open /dev/null (a dup2 in the child, not an open: no path to
+        # look up between the child's start and its exec)
+        self._devnull = _above_stdio(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
         self._todo: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._done: deque[Job] = deque()
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -81,8 +84,8 @@ class Launcher:
             libc = ctypes.CDLL(None, use_errno=True)
             for name in ("posix_spawn", "posix_spawnattr_init", "posix_spawnattr_setflags",
                          "posix_spawnattr_setsigmask", "posix_spawnattr_setsigdefault",
-                         "posix_spawn_file_actions_init", "posix_spawn_file_actions_addopen",
-                         "posix_spawn_file_actions_adddup2", "posix_spawn_file_actions_destroy",
+                         "posix_spawn_file_actions_init", "posix_spawn_file_actions_adddup2",
+                         "posix_spawn_file_actions_destroy",
                          "sigemptyset", "sigaddset"):
                 getattr(libc, name)
             return cls(libc, default_signals)
@@ -142,6 +145,7 @@ class Launcher:
         self._actions.clear()
         os.close(self.wake_r)
         os.close(self._wake_w)
+        os.close(self._devnull)
 
     # -- the threads -----------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -176,8 +180,8 @@ class Launcher:
         actions = ctypes.create_string_buffer(_OPAQUE)
         _check(libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
         try:
-            _check(libc.posix_spawn_file_actions_addopen(actions, 0, _DEVNULL, os.O_RDONLY, 0),
-                   "posix_spawn_file_actions_addopen")
+            _check(libc.posix_spawn_file_actions_adddup2(actions, self._devnull, 0),
+                   "posix_spawn_file_actions_adddup2")
             for fd in (1, 2):
                 _check(libc.posix_spawn_file_actions_adddup2(actions, out, fd),
                        "posix_spawn_file_actions_adddup2")
@@ -185,6 +189,17 @@ class Launcher:
             libc.posix_spawn_file_actions_destroy(actions)
             raise
         return actions
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd``, or a copy of it numbered 3 or more (a daemon started with its stdin closed gets 0 from open:
+    a dup2 of 0 onto 0 would leave it close-on-exec)."""
+    if fd > 2:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
 
 
 def drain(fd: int) -> None:

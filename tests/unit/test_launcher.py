@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -44,11 +45,33 @@ def landed(ex: Executor, child: Child, limit: float = 30) -> OSError | None:
     raise AssertionError("the spawn never landed")
 
 
+def test_a_daemon_started_with_its_stdin_closed_still_gives_each_child_dev_null(tmp_path: Path) -> None:
+    """The launcher keeps one /dev/null open for the children's stdin; in a process whose fd 0 was closed,
+    that open returns 0, and the launcher moves it above the standard fds (glibc clears close-on-exec on a
+    dup2 of 0 onto 0, which POSIX required only lately: another C library may not)."""
+    script = (
+        "import os, sys\n"
+        "from taskserver.runtime.executor import DEFAULT_SIGNALS, Executor\n"
+        "from taskserver.runtime.launcher import Launcher\n"
+        "os.close(0)\n"
+        "ex = Executor(output_tail=4096)\n"
+        "ex.launcher = Launcher.create(DEFAULT_SIGNALS)\n"
+        "assert ex.launcher is not None\n"
+        "ex.spawn('k', ['/bin/readlink', '/proc/self/fd/0'], {}, None)\n"
+        "((_, out),) = ex.wait_all(limit=60)\n"
+        "ex.launcher.close()\n"
+        "print(out.state.value, out.output.strip())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert (done.returncode, done.stdout) == (0, "OK /dev/null\n"), done.stderr
+
+
 def test_a_launched_child_has_a_clean_process_state(tmp_path: Path) -> None:
     leak = os.open(tmp_path / "inheritable", os.O_CREAT | os.O_WRONLY)  # made inheritable before the
     os.set_inheritable(leak, True)  # executor starts, as a supervisor's fds are: it must not reach a job
     ex = launching_executor()
-    code = ("import os, sys; print(os.getsid(0) == os.getpid(), os.readlink('/proc/self/fd/0'), "
+    code = ("import fcntl, os, sys; print(os.getsid(0) == os.getpid(), os.readlink('/proc/self/fd/0'), "
+            "fcntl.fcntl(0, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY, "
             "sorted(int(f) for f in os.listdir('/proc/self/fd') if int(f) > 2), "
             "os.environ['X'], sys.argv[1])")
     try:
@@ -61,7 +84,7 @@ def test_a_launched_child_has_a_clean_process_state(tmp_path: Path) -> None:
         os.close(leak)
         assert ex.launcher is not None
         ex.launcher.close()
-    assert out.output == "True /dev/null [3] é an argument\n"  # 3: the fd listdir itself opened
+    assert out.output == "True /dev/null True [3] é an argument\n"  # 3: the fd listdir itself opened
     blocked, ignored = (int(line.split()[1], 16) for line in sigs.output.splitlines())
     assert blocked == 0
     assert not ignored & (1 << (signal.SIGPIPE - 1))  # back to its default, as Popen does
