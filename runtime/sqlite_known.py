@@ -1,10 +1,15 @@
-"""QUE rows the SQLite store has just read, so that acquiring one of them needs no row back.
+"""QUE rows the SQLite store has just read or written, so that acquiring one of them needs no row back.
 
-The daemon reads the queued tasks (``queued``) and the claimed runs waiting at start (``waiting``), then
-acquires some of them.  ``UPDATE ... RETURNING`` all 20 columns cost about three times a plain update of the
-same row (the returned row built again, field by field).  Here the row as read is kept with the file's
-``PRAGMA data_version`` at that read, and the acquire of a kept row is a plain update (one per row, its
-``rowcount`` telling whether the row was still QUE) whose result is the kept row plus what it wrote.
+The daemon reads the queued tasks (``queued``) and the claimed runs waiting at start (``waiting``), or
+claims due times (``claim_many``: a burst's runs), then acquires some of them.  ``UPDATE ... RETURNING``
+all 20 columns cost about three times a plain update of the same row (the returned row built again, field
+by field).  Here the row as read is kept with the file's ``PRAGMA data_version`` at that read, and the
+acquire of a kept row is a plain update (one per row, its ``rowcount`` telling whether the row was still
+QUE) whose result is the kept row plus what it wrote.
+
+A claimed row is kept as what the claim wrote (job, due time, queue, creation time), the rest of it as the
+schema's defaults (``claimed``), and not as a whole ``Run``: a burst of 10,000 claims keeps a few hundred
+kilobytes, not the rows.
 
 That result is the stored row exactly when nothing else changed the row since the read:
 - another connection's commit (a command, the web side, another process with the file) changes the
@@ -29,13 +34,25 @@ from .store import Run
 ACQUIRE_ONE = "UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL WHERE id=? AND state='QUE'"
 
 
+Claim = tuple[str, float, "str | None", float]  # (job, due, queue, created) of a row claim_many inserted
+
+
 class KnownQueued:
     def __init__(self) -> None:
-        # per kind of read (``queued``, ``waiting``): the data_version before it and its rows by id
-        self._reads: dict[str, tuple[int, dict[int, Run]]] = {}
+        # per kind (``queued``, ``waiting``, ``claims``): the data_version before the read, its rows by id
+        self._reads: dict[str, tuple[int, dict[int, Run | Claim]]] = {}
 
     def remember(self, kind: str, version: int, runs: Sequence[Run]) -> None:
         self._reads[kind] = (version, {run.id: run for run in runs})
+
+    def claimed(self, version: int, rows: dict[int, Claim]) -> None:
+        """Rows just claimed, at ``version``: added to those claimed before at the same version (a burst is
+        claimed in one wake-up and acquired over many)."""
+        read_at, kept = self._reads.get("claims", (version, {}))
+        if read_at != version or len(kept) >= _MAX_CLAIMS:
+            kept = {}
+        kept.update(rows)
+        self._reads["claims"] = (version, kept)
 
     def knows(self, ids: Sequence[int]) -> bool:
         """Every one of ``ids`` was read (and not taken since)."""
@@ -53,7 +70,7 @@ class KnownQueued:
                 if read_at != version:
                     del self._reads[kind]
                     return None
-                found.append(run)
+                found.append(run if isinstance(run, Run) else _claimed(i, run))
                 break
         if len(found) != len(ids):
             return None
@@ -64,6 +81,26 @@ class KnownQueued:
 
     def forget(self) -> None:
         self._reads.clear()
+
+
+_MAX_CLAIMS = 20_000  # claims kept at most, about 3 MB (one more claim starts the count again)
+
+
+# a claimed row's columns that the claim does not write: the schema's defaults
+_DEFAULTS = {"state": State.QUE, "reason": None, "started": None, "finished": None, "pid": None,
+             "instance": None, "exit_code": None, "attempt": 0, "argv": None, "output": "", "message": None,
+             "queued": False, "proc_start": None, "boot_id": None, "not_before": None, "host": None}
+
+
+def _claimed(run_id: int, claim: Claim) -> Run:
+    """The row claim_many inserted (runtime/sqlite_bulk.py: job, queue, state, due, created, attempt 0), the
+    other columns at the schema's defaults (built as sqlite_store._run builds a row: the frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``)."""
+    run: Run = object.__new__(Run)
+    fields = run.__dict__
+    fields["id"], (fields["job"], fields["due"], fields["queue"], fields["created"]) = run_id, claim
+    fields.update(_DEFAULTS)
+    return run
 
 
 def acquired(run: Run, *, instance: str, now: float) -> Run:

@@ -239,9 +239,11 @@ class SqliteStore(SqliteSteer):
         if not claims:
             return []
         with self._txn():  # the claims and the jobs' last dues move together
+            version = self._data_version()
             made = bulk.claims(self.db, claims, now=now)
-            taken = (c for c, rid in zip(claims, made, strict=True) if rid is not None)
-            bulk.advance(self.db, bulk.newest(taken))
+            taken = [(c, rid) for c, rid in zip(claims, made, strict=True) if rid is not None]
+            bulk.advance(self.db, bulk.newest(c for c, _ in taken))
+        self._known.claimed(version, {rid: (job, due, queue, now) for (job, due, queue), rid in taken})
         return made
 
     @_guarded

@@ -296,6 +296,28 @@ def test_the_runs_acquire_returns_are_the_rows_as_stored(connect: Opener) -> Non
     assert [r.id for r in got] == sorted([rows["pair1"], rows["pair2"], late])
     fresh(got)
     assert other.get(rows["taken"]).instance == "i2"  # type: ignore[union-attr]
+    # claimed due times (a burst's runs), acquired over several calls, some taken elsewhere first
+    made = s.claim_many([("b1", 10.0, None), ("b2", 10.0, "qb"), ("b3", 10.0, None), ("b1", 10.0, None)],
+                        now=9.5)
+    assert made[3] is None and None not in made[:3]
+    burst = [rid for rid in made if rid is not None]
+    got = s.acquire(instance="i", now=10.1, ids=burst[:2], limit=2)
+    assert [r.id for r in got] == burst[:2] and [r.queue for r in got] == [None, "qb"]
+    fresh(got)
+    more = s.claim_many([("b4", 11.0, None)], now=10.5)
+    other.acquire(instance="i2", now=10.6, ids=burst[2:], limit=1)
+    assert s.acquire(instance="i", now=10.7, ids=burst[2:]) == []
+    fresh(s.acquire(instance="i", now=10.8, ids=[r for r in more if r is not None]))
+    with pytest.raises(RuntimeError), s.batch():
+        gone = s.claim_many([("b5", 12.0, None)], now=11.5)
+        raise RuntimeError("boom")  # rolled back: the claim never happened
+    assert s.acquire(instance="i", now=12.1, ids=[r for r in gone if r is not None]) == []
+    with pytest.raises(RuntimeError), s.batch():
+        (undone,) = s.claim_many([("b6", 13.0, None)], now=12.5)
+        raise RuntimeError("boom")
+    reused = s.add("", queue="qr", argv=["t", "reused"], now=13.5)  # may take the undone claim's id
+    fresh(s.acquire(instance="i", now=13.6, ids=[reused]))
+    assert undone is not None
 
 
 # -- leases and wake-ups -----------------------------------------------------------------------------------
