@@ -8,8 +8,8 @@ acquire of a kept row is a plain update (one per row, its ``rowcount`` telling w
 QUE) whose result is the kept row plus what it wrote.
 
 A claimed row is kept as what the claim wrote (job, due time, queue, creation time), the rest of it as the
-schema's defaults (``claimed``), and not as a whole ``Run``: a burst of 10,000 claims keeps a few hundred
-kilobytes, not the rows.
+schema's defaults (``claimed``), and not as a whole ``Run``: a burst of 10,000 claims keeps 1.4 MB until
+its runs start (measured with tracemalloc), not the rows.
 
 That result is the stored row exactly when nothing else changed the row since the read:
 - another connection's commit (a command, the web side, another process with the file) changes the
