@@ -25,7 +25,7 @@ older than they are, never newer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .model import State
 from .store import Run
@@ -54,30 +54,26 @@ class KnownQueued:
         kept.update(rows)
         self._reads["claims"] = (version, kept)
 
-    def knows(self, ids: Sequence[int]) -> bool:
-        """Every one of ``ids`` was read (and not taken since)."""
-        return bool(ids) and all(any(i in rows for _, rows in self._reads.values()) for i in ids)
-
-    def take(self, ids: Sequence[int], version: int) -> list[Run] | None:
-        """The kept rows ``ids``, taken out, if each was read at ``version`` (no other connection's commit
-        since); None otherwise (and the stale ones are forgotten)."""
-        found: list[Run] = []
+    def take(self, ids: Sequence[int], version: Callable[[], int]) -> list[Run] | None:
+        """The kept rows ``ids``, taken out, if every one is kept and was read at the file's ``version()``
+        now (asked only then: no other connection's commit since); None otherwise, and the reads found
+        stale are forgotten."""
+        found: list[tuple[int, str, Run | Claim]] = []
         for i in ids:
-            for kind, (read_at, rows) in list(self._reads.items()):
-                run = rows.get(i)
-                if run is None:
-                    continue
-                if read_at != version:
-                    del self._reads[kind]
-                    return None
-                found.append(run if isinstance(run, Run) else _claimed(i, run))
-                break
-        if len(found) != len(ids):
+            hit = next(((kind, row) for kind, (_, rows) in self._reads.items() if (row := rows.get(i))), None)
+            if hit is None:
+                return None
+            found.append((i, *hit))
+        if not found:
             return None
-        for run in found:
-            for _, rows in self._reads.values():
-                rows.pop(run.id, None)
-        return found
+        now_at = version()
+        if stale := {kind for _, kind, _ in found if self._reads[kind][0] != now_at}:
+            for kind in stale:
+                del self._reads[kind]
+            return None
+        for i, kind, _ in found:
+            self._reads[kind][1].pop(i, None)
+        return [row if isinstance(row, Run) else _claimed(i, row) for i, _, row in found]
 
     def forget(self) -> None:
         self._reads.clear()
@@ -105,8 +101,13 @@ def _claimed(run_id: int, claim: Claim) -> Run:
 
 def acquired(run: Run, *, instance: str, now: float) -> Run:
     """``run`` (a kept QUE row) as ACQUIRE_ONE left it."""
+    return changed(run, state=State.RUN, started=now, instance=instance, pid=None)
+
+
+def changed(run: Run, **fields: object) -> Run:
+    """``dataclasses.replace(run, **fields)`` without the frozen dataclass's ``__init__`` (which sets each of
+    the 21 fields through ``object.__setattr__``): a row the store wrote itself, as it now stands."""
     got: Run = object.__new__(Run)
-    fields = got.__dict__
-    fields.update(run.__dict__)
-    fields["state"], fields["started"], fields["instance"], fields["pid"] = State.RUN, now, instance, None
+    got.__dict__.update(run.__dict__)
+    got.__dict__.update(fields)
     return got

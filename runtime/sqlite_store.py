@@ -97,16 +97,9 @@ def _run(row: tuple[Any, ...]) -> Run:
 def _ended(run: Run, *, state: State, reason: str | None, exit_code: int | None, output: str, now: float,
            note: str | None, proc: Process | None) -> Run:
     """The row _QUIET left: ``run`` as acquired, with what the end and ``started`` wrote."""
-    end: Run = object.__new__(Run)
-    fields = end.__dict__
-    fields.update(run.__dict__)
-    fields["state"], fields["reason"], fields["exit_code"], fields["output"], fields["finished"] = \
-        state, reason, exit_code, output, now
-    if fields["message"] is None:
-        fields["message"] = note
-    if proc is not None:
-        fields["pid"], fields["proc_start"], fields["boot_id"] = proc
-    return end
+    process = dict(zip(("pid", "proc_start", "boot_id"), proc, strict=True)) if proc is not None else {}
+    return known.changed(run, state=state, reason=reason, exit_code=exit_code, output=output, finished=now,
+                         message=note if run.message is None else run.message, **process)
 
 
 def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatenate[SqliteStore, P], R]:
@@ -278,7 +271,7 @@ class SqliteStore(SqliteSteer):
                 limit: int = 1) -> list[Run]:
         if ids is not None:
             picked = list(ids)[:limit]
-            if self._known.knows(picked) and (kept := self._known.take(picked, self._data_version())):
+            if kept := self._known.take(picked, self._data_version):
                 return self._acquire_known(kept, instance=instance, now=now)
             where = f"id IN ({','.join('?' * len(picked))})"
         else:
