@@ -400,6 +400,8 @@ class Daemon:
             self.ran, self.give_back_at = False, mono + memory.GIVE_BACK_EVERY
 
     def _sleep_time(self, now: float) -> float:
+        if self.runs.refill and not self.stopping and not self.health.degraded:
+            return 0.0  # a slot freed after its run's transaction: the next one waits for no other event
         wake = [now + MAX_SLEEP]
         if self.stores.shared:
             wake.append(self.stores.next_beat)
@@ -521,6 +523,7 @@ class Daemon:
         picked rows: one statement per tenant.  Slots freed by picks that did not start (a task that cannot
         start ends ERR at once, a row settled meanwhile) are filled in another round; each round takes its
         picks out of what waits, so the rounds end."""
+        self.runs.refill = False
         while True:
             if self._dispatch_scheduled(now):
                 self._dispatch_queued(now)

@@ -72,6 +72,9 @@ class Runs:
         self.finals: list[tuple[Active, Run]] = []
         self.after_launch: list[tuple[Active, Run]] = []  # committed ends whose files wait for the spawns
         self.fault: StoreError | None = None
+        # a claimed run could not be started after its transaction committed (refused, spawn failed in the
+        # loop): its slot is free now, and the daemon's next wake-up, at once, fills it
+        self.refill = False
         # (tenant, run id) -> (pid, process start, boot id) of runs spawned but not yet written; being written
         self.unsaved: dict[tuple[str, int], Process] = {}
         self.saving: dict[tuple[str, int], Process] = {}
@@ -259,6 +262,7 @@ class Runs:
         """A claimed run that could not be started: recorded like any end (kept in memory if the store
         fails right now), outside the transaction that claimed it, which has committed."""
         self._busy(act, False)
+        self.refill = True
         self._record([(act, outcome, now)])
 
     def _busy(self, act: Active, busy: bool) -> None:
