@@ -104,6 +104,7 @@ class Daemon:
         self.ran = False  # runs happened since freed memory was last given back (memory.give_back)
         self.give_back_at = 0.0  # monotonic time from which it may be given back again
         self.signals: list[int] = []
+        self.sig_r = -1  # the signal wake-up pipe's read end (serve)
         self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
     # -- set-up ----------------------------------------------------------------------------------------
@@ -266,18 +267,41 @@ class Daemon:
                 return self.exit_code
             self._give_back()
             # the sleep is worked out at its start: the wake-up's own work does not make the next one late
-            for key, _ in self._sleep():
-                if key.data is None:
-                    drain(key.fd)  # the signal wake-up pipe; the handlers already noted the signals
-                elif isinstance(key.data, Child):
-                    self.executor.read(key.data)
-                elif key.data is self.web and self.web is not None:
-                    self.web.exited()
-                elif key.data is self.alerts:
-                    self.alerts.drained()  # notification results: counted, published
-                else:
-                    key.data.drain_wakeups()  # a store's wake-up: new queued tasks
-                    self.que_dirty = True
+            while not self._events(self._sleep()):
+                pass  # only output of running children came: nothing else to do yet
+
+    def _events(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
+        """Handle what woke the loop; False when it was only output of children (their end of file too:
+        a run ends when its process is reaped, which SIGCHLD tells), which needs no wake-up's work: a job
+        that writes many lines costs no transaction per line, and a short run's end of file, which comes
+        just before its SIGCHLD, no wake-up that finds nothing to reap.  True for everything else, and
+        for a sleep that ran out (a timer or deadline is due)."""
+        more = not events
+        reap = False  # whether a run may have ended
+        for key, _ in events:
+            if isinstance(key.data, Child):
+                self.executor.read(key.data)
+                more = more or self.sig_r < 0  # no SIGCHLD wake-up (a loop run without ``serve``)
+                continue
+            if key.data is None:
+                drain(key.fd)  # the signal wake-up pipe (its handlers noted the signals), or the launcher's
+                reap = True
+                if key.fd != self.sig_r:  # spawns landed: an error to record, or the pid of a run that ended
+                    self.runs.land(time.time())
+                    more = more or bool(self.runs.spawn_failed) or self.stopping
+                continue
+            more = True
+            if key.data is self.web and self.web is not None:
+                self.web.exited()
+            elif key.data is self.alerts:
+                self.alerts.drained()  # notification results: counted, published
+            else:
+                key.data.drain_wakeups()  # a store's wake-up: new queued tasks
+                self.que_dirty = True
+        if reap and not more:
+            # SIGCHLD alone: a wake-up that reaped several runs has often reaped this one's too
+            more = any(sig != signal.SIGCHLD for sig in self.signals) or self.executor.reapable()
+        return more
 
     def _sleep(self) -> list[tuple[selectors.SelectorKey, int]]:
         """Wait for the next wake-up.  When it is a job's timer, the firing is rehearsed shortly before it
@@ -795,6 +819,7 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
     old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     old_handlers = {sig: signal.signal(sig, lambda s, _f: daemon.signals.append(s)) for sig in HANDLED}
     daemon.sel.register(rfd, selectors.EVENT_READ, None)
+    daemon.sig_r = rfd
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since before the pid file was taken
     try:
         with gc_paused():  # its jobs' timers and waiting lists: new long-lived objects, no garbage cycles

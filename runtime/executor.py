@@ -227,6 +227,25 @@ class Executor:
             done.append((child, self._finish(child)))
         return done
 
+    def reapable(self) -> bool:
+        """Whether ``reap`` would end a run now: a child of ours has exited (it is left to ``reap``), or one
+        reaped before its spawn landed has landed since.  A child whose spawn has not landed yet does not
+        count: the launcher is asked to wake the loop when one lands."""
+        if self.early and any(pid in self.children for pid in self.early):
+            return True
+        try:
+            got = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        if got is None:
+            return False
+        if got.si_pid in self.children or not self.launching or self.launcher is None:
+            return True  # (a process that is no run is reaped too, with nothing launching: reap drops it)
+        if any(_waiting(pid) for pid in self.children):  # the first one found has not landed; another?
+            return True
+        self.launcher.wake_on_landing()
+        return False
+
     def _exited(self, any_child: bool) -> list[tuple[int, int]]:
         exited = [(pid, self.early.pop(pid)[0]) for pid in list(self.early) if pid in self.children]
         if any_child:
@@ -372,6 +391,14 @@ def which(name: str, path: str) -> str | None:
         if runnable and not os.path.isdir(candidate):
             return candidate
     return None
+
+
+def _waiting(pid: int) -> bool:
+    """The child ``pid`` has exited and waits to be reaped (it is left waiting)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return False
 
 
 def _close_on_exec_all() -> None:

@@ -1,22 +1,105 @@
-"""A run refused at its start (after its transaction committed) frees its slot, and the next run starts
-at the next wake-up, which comes at once; with the real loop under ``serve`` and real child processes."""
+"""What wakes the daemon's loop for a wake-up's work (a transaction, the timers, dispatch), with real child
+processes and the real loop under ``serve``: output of a running child is read without one, and so is a
+SIGCHLD whose child an earlier wake-up already reaped; every run still ends, with all of its output. A run
+refused at its start (after its transaction committed) frees its slot, and the next wake-up comes at once.
+
+``Executor.reapable`` decides the SIGCHLD case: it must see an exited child without reaping it, see none
+while a child runs, and not count a child whose spawn has not landed (the landing wakes the loop instead)."""
 
 from __future__ import annotations
 
 import os
 import pwd
+import selectors
+import signal
 import sqlite3
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from taskserver.runtime import daemon as daemon_mod
 from taskserver.runtime.config import parse_text
-from taskserver.runtime.executor import Child, Executor, Outcome
+from taskserver.runtime.executor import DEFAULT_SIGNALS, Child, Executor, Outcome
+from taskserver.runtime.launcher import Launcher
+from taskserver.runtime.model import State
 from taskserver.runtime.runs import Runs
 from taskserver.runtime.store import open_store
+
+LINES = 40
+
+
+def _exited(pid: int) -> None:
+    """Wait, without reaping it, until the child ``pid`` has exited."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
+@pytest.fixture
+def ex() -> Iterator[Executor]:
+    executor = Executor(output_tail=4096)
+    executor.launcher = Launcher.create(DEFAULT_SIGNALS)
+    assert executor.launcher is not None
+    yield executor
+    executor.launcher.close()
+
+
+def _landed(ex: Executor, limit: float = 30) -> None:
+    end = time.monotonic() + limit
+    while ex.launching and time.monotonic() < end:
+        ex.landed()
+        time.sleep(0.002)
+    assert not ex.launching, "the spawn never landed"
+
+
+def test_reapable_sees_an_exited_child_and_leaves_it_to_reap(ex: Executor) -> None:
+    assert not ex.reapable()  # no child at all
+    child = ex.spawn("k", ["/bin/sh", "-c", "read x; exit 3"], {}, None)  # waits for its stdin: /dev/null
+    _landed(ex)
+    _exited(child.pid)
+    assert ex.reapable()
+    assert ex.reapable()  # asking reaps nothing
+    ((got, outcome),) = ex.reap(any_child=True)
+    assert got is child and (outcome.state, outcome.exit_code) == (State.ERR, 3)
+    assert not ex.reapable()
+
+
+def test_reapable_sees_no_running_child(ex: Executor) -> None:
+    child = ex.spawn("k", ["/bin/sleep", "30"], {}, None)
+    _landed(ex)
+    try:
+        assert not ex.reapable()
+    finally:
+        os.kill(child.pid, 9)
+        _exited(child.pid)
+    assert ex.reapable()
+    ex.reap(any_child=True)
+
+
+def test_a_child_whose_spawn_has_not_landed_is_left_to_its_landing(ex: Executor) -> None:
+    """A process of ours has exited while a spawn is in flight and is not a known run: it may be that
+    spawn's child, so ``reapable`` says no and asks the launcher to wake the loop at the next landing (the
+    landing of a spawn sets its pid; then the child is a known run that has exited)."""
+    assert ex.launcher is not None
+    pending = Child(key="pending", pid=0, fd=None, started=time.time(), deadline=None)
+    ex.launching[id(pending)] = pending  # a spawn in flight, as the launcher's threads leave it
+    other = subprocess.Popen(["/bin/true"])
+    try:
+        _exited(other.pid)
+        assert not ex.reapable()
+        assert ex.launcher._wake_once
+        known = ex.spawn("k", ["/bin/true"], {}, None)
+        end = time.monotonic() + 30
+        while known.pid == 0 and time.monotonic() < end:
+            ex.landed()
+            time.sleep(0.002)
+        _exited(known.pid)
+        assert ex.reapable()  # the first exited child found is not a known run; a known one has exited too
+    finally:
+        del ex.launching[id(pending)]
+        other.wait()
+    ex.reap(any_child=True)
 
 
 def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argvs: list[list[str]], *,
@@ -63,6 +146,70 @@ def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argvs: list[list[str
     finally:
         db.close()
     return rows, steps
+
+
+def test_a_job_that_writes_line_by_line_costs_no_wake_up_per_line(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task writes LINES lines, one every 20 ms: each is read as it comes (the pipe never fills), but
+    the loop does a wake-up's work only for the run's start and end (and a few timers meanwhile: its
+    pid's write), not once per line as before."""
+    script = f"for i in $(seq {LINES}); do echo line $i; sleep 0.02; done"
+    rows, steps = _serve(tmp_path, monkeypatch, [["/bin/sh", "-c", script]])
+    assert rows == [("OK", "".join(f"line {i}\n" for i in range(1, LINES + 1)))]
+    assert len(steps) < LINES / 4, steps
+
+
+def test_a_burst_of_short_runs_loses_no_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 short tasks, four at a time, through the real loop: with the wake-ups that find nothing to
+    reap left out (a SIGCHLD whose child was reaped already, an end of file, a landing), every run still
+    ends OK and each end is recorded once; a lost wake-up would leave runs waiting past the time limit."""
+    count = 1000
+    rows, steps = _serve(tmp_path, monkeypatch, [["/bin/true", str(i)] for i in range(count)])
+    assert rows == [("OK", "")] * count
+    assert sum(ended for ended, _ in steps) == count
+    assert sum(started for _, started in steps) == count
+
+
+def _daemon(tmp_path: Path) -> daemon_mod.Daemon:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\n  run_as: {me}\n"
+            f"tenants:\n  t:\n    login: {me}\n    jobs: {{}}\n")
+    return daemon_mod.Daemon(parse_text(text, tmp_path / "c.yaml"), once=True, time_limit=None,
+                             notifier=None, config_loader=None)
+
+
+def test_a_sigchld_with_nothing_to_reap_is_no_wake_up(tmp_path: Path) -> None:
+    """The loop's decision (``Daemon._events``) on the signal pipe's wake-up, with real children: SIGCHLD
+    alone and no exited child is nothing to do; an exited run is; any other signal is."""
+    d = _daemon(tmp_path)
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        key = d.sel.register(rfd, selectors.EVENT_READ, None)
+        d.sig_r = rfd
+
+        def woken(*signals: int) -> bool:
+            os.write(wfd, b"x")
+            d.signals[:] = list(signals)
+            return d._events([(key, selectors.EVENT_READ)])
+
+        assert not woken(signal.SIGCHLD)  # no child at all
+        with pytest.raises(BlockingIOError):
+            os.read(rfd, 10)  # drained: the next signal wakes the loop again
+        child = d.executor.spawn("k", ["/bin/sleep", "30"], {}, None)
+        _landed(d.executor)
+        assert not woken(signal.SIGCHLD, signal.SIGCHLD)  # running
+        assert woken(signal.SIGCHLD, signal.SIGHUP)  # a reload to do
+        assert woken(signal.SIGTERM)
+        os.kill(child.pid, signal.SIGKILL)
+        _exited(child.pid)
+        assert woken(signal.SIGCHLD)  # its end to record
+        ((got, _),) = d.executor.reap(any_child=True)
+        assert got is child
+        assert not woken(signal.SIGCHLD)  # reaped by the wake-up before: this one finds nothing
+    finally:
+        d.close()
+        os.close(rfd)
+        os.close(wfd)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root rule refuses only a daemon that runs as root")
