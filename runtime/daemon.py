@@ -678,6 +678,7 @@ class Daemon:
         if self.end_at is not None and now >= self.end_at:
             log.info("time limit reached: taking no new work")
             self.stopping = True
+            self.end_at = None  # reached: no deadline to wake for any more (the loop spun on it)
         # Memory only after a run ended: checked at start-up too, a limit below the daemon's own size made
         # every start exit before any job ran (a restart loop the supervisor gives up on, no work done).
         # Read at most every RSS_EVERY seconds: a burst ends hundreds of runs a second; memory grows slowly.

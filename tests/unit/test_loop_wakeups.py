@@ -222,3 +222,34 @@ def test_runs_refused_at_their_start_do_not_hold_up_the_next(tmp_path: Path,
     daemon's time limit; they were all still waiting when it ran out before."""
     rows, _ = _serve(tmp_path, monkeypatch, [["/bin/true"]] * 10, run_as=False)
     assert rows == [("ERR", "refused")] * 10
+
+
+def test_the_loop_sleeps_while_a_run_outlives_the_time_limit(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's time limit (1 s) is reached while a run (1.5 s) goes on: it takes no new work and
+    waits for the run, asleep. Before, the reached limit stayed a deadline in the past, and the loop did
+    a wake-up's work thousands of times a second until the run ended."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\n  run_as: {me}\n"
+            f"tenants:\n  t:\n    login: {me}\n    jobs: {{}}\n")
+    cfg = parse_text(text, tmp_path / "c.yaml")
+    store = open_store(cfg.tenants[0], tmp_path / "state", verify=True)
+    try:
+        store.add("", argv=["/bin/sleep", "1.5"], now=time.time())
+    finally:
+        store.close()
+    steps = [0]
+    step = daemon_mod.Daemon._step
+
+    def counted(self: daemon_mod.Daemon, work: Callable[[float], None], at: float) -> None:
+        steps[0] += 1
+        step(self, work, at)
+
+    monkeypatch.setattr(daemon_mod.Daemon, "_step", counted)
+    assert daemon_mod.serve(cfg, time_limit=1.0) == 0
+    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
+    try:
+        assert db.execute("SELECT state FROM runs").fetchall() == [("OK",)]
+    finally:
+        db.close()
+    assert steps[0] < 50, steps
