@@ -267,8 +267,8 @@ class Daemon:
                 return self.exit_code
             self._give_back()
             # the sleep is worked out at its start: the wake-up's own work does not make the next one late
-            while not self._events(self._sleep()):
-                pass  # only output of running children came: nothing else to do yet
+            while not self._events(self._sleep()) and self._sleep_time(time.time()) > 0:
+                pass  # only output of running children came, and nothing is due yet: nothing else to do
 
     def _events(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
         """Handle what woke the loop; False when it was only output of children (their end of file too:

@@ -30,6 +30,7 @@ from .store import CRASHED, INTERRUPTED, SPAWN_FAILED, TIMEOUT, cancelled
 log = logging.getLogger(__name__)
 
 KILL_GRACE = 5.0  # seconds between TERM and KILL
+READ_CHUNKS = 16  # reads of 64 KiB per call of Executor.read: a whole pipe buffer (up to 1 MiB) at most
 RUNNER = "taskserver.runtime.runner"
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
@@ -186,8 +187,13 @@ class Executor:
                                setsigdef=DEFAULT_SIGNALS)
 
     def read(self, child: Child) -> None:
-        """Take what the child wrote so far, keeping only the tail; closes the pipe at end of file."""
-        while child.fd is not None:
+        """Take what the child wrote so far, keeping only the tail; closes the pipe at end of file.  At most
+        READ_CHUNKS reads per call: a job that writes as fast as it is read (``yes``) never leaves the pipe
+        empty, and an unbounded loop here held the daemon for every tenant; what is left is read at the
+        next call (the selector reports the pipe again)."""
+        for _ in range(READ_CHUNKS):
+            if child.fd is None:
+                return
             try:
                 data = os.read(child.fd, 65536)
             except BlockingIOError:

@@ -14,6 +14,7 @@ import selectors
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -222,6 +223,59 @@ def test_runs_refused_at_their_start_do_not_hold_up_the_next(tmp_path: Path,
     daemon's time limit; they were all still waiting when it ran out before."""
     rows, _ = _serve(tmp_path, monkeypatch, [["/bin/true"]] * 10, run_as=False)
     assert rows == [("ERR", "refused")] * 10
+
+
+FLOOD = """
+import os, pwd, sys, time
+from pathlib import Path
+from taskserver.runtime import daemon
+from taskserver.runtime.config import parse_text
+from taskserver.runtime.store import open_store
+base = Path(sys.argv[1])
+me = pwd.getpwuid(os.geteuid()).pw_name
+cfg = parse_text(f"task_server:\\n  state_dir: {base / 'state'}\\n  run_as: {me}\\n"
+                 f"tenants:\\n  t:\\n    login: {me}\\n    jobs:\\n"
+                 "      flood: {every: 1d, command: [/bin/sh, -c, yes & yes & exec yes], timeout: 1s}\\n",
+                 base / "c.yaml")
+store = open_store(cfg.tenants[0], base / "state", verify=True)
+store.add("flood", now=time.time())
+store.close()
+sys.exit(daemon.serve(cfg, time_limit=3.0))
+"""
+
+
+def test_a_job_that_never_stops_writing_does_not_hold_the_loop_past_what_is_due(tmp_path: Path) -> None:
+    """Three `yes` write into one run's pipe without a pause, so the loop is rarely without output to read,
+    and output alone is no wake-up's work. What comes due still gets its wake-up (the loop leaves the
+    reading once anything is due): the job's 1 s timeout ends it (ERR timeout), and the daemon's time
+    limit (3 s) ends the daemon, which exits 0 well within the bound."""
+    done = subprocess.run([sys.executable, "-c", FLOOD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
+    try:
+        assert db.execute("SELECT job, state, reason FROM runs").fetchall() == [("flood", "ERR", "timeout")]
+    finally:
+        db.close()
+
+
+ENDLESS = """
+import os, sys, time
+from taskserver.runtime.executor import Child, Executor
+ex = Executor(output_tail=100)
+child = Child(key="k", pid=0, fd=os.open("/dev/zero", os.O_RDONLY), started=time.time(), deadline=None)
+ex.read(child)
+print(len(child.tail), child.fd is not None)
+"""
+
+
+def test_a_read_of_a_pipe_that_never_runs_dry_returns() -> None:
+    """``Executor.read`` over an fd that always has more (/dev/zero stands for a pipe its writers keep
+    full) returns after a bounded number of reads, with the tail bounded, and leaves the fd open for the
+    next call. Unbounded, it read for ever and held the loop for every tenant."""
+    done = subprocess.run([sys.executable, "-c", ENDLESS], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert (done.returncode, done.stdout) == (0, "100 True\n"), done.stderr[-2000:]
 
 
 def test_the_loop_sleeps_while_a_run_outlives_the_time_limit(tmp_path: Path,
