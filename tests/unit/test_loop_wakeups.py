@@ -8,6 +8,7 @@ while a child runs, and not count a child whose spawn has not landed (the landin
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import selectors
@@ -30,6 +31,18 @@ from taskserver.runtime.runs import Runs
 from taskserver.runtime.store import open_store
 
 LINES = 40
+_PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
+
+
+@pytest.fixture(autouse=True)
+def _timer_slack() -> Iterator[None]:
+    """``serve`` takes this process's timer slack away (caps.precise_timers), as the daemon does: it is
+    given back after each test, or the processes later tests start would inherit it."""
+    libc = ctypes.CDLL(None)
+    slack = libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
+    yield
+    if slack > 0:
+        libc.prctl(_PR_SET_TIMERSLACK, slack, 0, 0, 0)
 
 
 def _exited(pid: int) -> None:
