@@ -105,7 +105,7 @@ class Daemon:
         self.give_back_at = 0.0  # monotonic time from which it may be given back again
         self.signals: list[int] = []
         self.sig_r = -1  # the signal wake-up pipe's read end (serve)
-        self.wake_at = 0.0  # when the loop's current sleep ends (``_sleep``)
+        self.wake_at = 0.0  # when the loop's current sleep ends, on the monotonic clock (``_sleep``)
         self.start_only = plans.restart_settings(config)  # what a reload cannot change
 
     # -- set-up ----------------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ class Daemon:
                 return self.exit_code
             self._give_back()
             # the sleep is worked out at its start: the wake-up's own work does not make the next one late
-            while not self._events(self._sleep()) and time.time() < self.wake_at:
+            while not self._events(self._sleep()) and time.monotonic() < self.wake_at:
                 pass  # only output of running children came, and nothing is due yet: nothing else to do
 
     def _events(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
@@ -309,7 +309,8 @@ class Daemon:
         (runtime/rehearse.py), then the rest is slept: the firing itself then runs warm."""
         now = time.time()
         sleep = self._sleep_time(now)
-        self.wake_at = now + sleep  # when what comes first is due (a stretch of output ends there)
+        self.wake_at = time.monotonic() + sleep  # a stretch of output ends there (monotonic: a step of the
+        # wall clock while a job writes must not stretch it; the wake-up after it looks at the clock)
         timer = self.timers[0] if self.timers and not self.stopping and not self.health.degraded else None
         if timer is None or timer[2] != "fire" or sleep < rehearse.LEAD + rehearse.MIN_SLEEP \
                 or timer[0] - now > sleep + 1e-6:  # something else comes first

@@ -188,9 +188,9 @@ class Executor:
 
     def read(self, child: Child) -> None:
         """Take what the child wrote so far, keeping only the tail; closes the pipe at end of file.  At most
-        READ_CHUNKS reads per call: a job that writes as fast as it is read (``yes``) never leaves the pipe
-        empty, and an unbounded loop here held the daemon for every tenant; what is left is read at the
-        next call (the selector reports the pipe again)."""
+        READ_CHUNKS reads per call: a pipe its writers keep full would keep an unbounded loop here reading,
+        and hold the daemon for every tenant; what is left is read at the next call (the selector reports
+        the pipe again)."""
         for _ in range(READ_CHUNKS):
             if child.fd is None:
                 return
