@@ -26,7 +26,7 @@ from taskserver.runtime import daemon as daemon_mod
 from taskserver.runtime.config import parse_text
 from taskserver.runtime.executor import DEFAULT_SIGNALS, Child, Executor, Outcome
 from taskserver.runtime.launcher import Launcher
-from taskserver.runtime.model import State
+from taskserver.runtime.model import Config, State
 from taskserver.runtime.runs import Runs
 from taskserver.runtime.store import open_store
 
@@ -116,15 +116,22 @@ def test_a_child_whose_spawn_has_not_landed_is_left_to_its_landing(ex: Executor)
     ex.reap(any_child=True)
 
 
-def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argvs: list[list[str]], *,
-           run_as: bool = True) -> tuple[list[tuple[str, str]], list[tuple[int, int]]]:
-    """``taskserver run --once`` in this process (for at most 60 s) over tasks queued with ``argvs``: the
-    rows' states and outputs, and for each wake-up how many runs it ended and how many it started.
-    ``run_as``: the config names the user the daemon runs as (without, root's runs are refused)."""
+def _config(tmp_path: Path, *, run_as: bool = True) -> Config:
+    """Tenant ``t`` logged in as the current user; ``run_as``: the config names the user the daemon runs
+    as (without, a root daemon refuses the tenant's runs)."""
     me = pwd.getpwuid(os.geteuid()).pw_name
     text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\n" + (f"  run_as: {me}\n" if run_as else "")
             + f"tenants:\n  t:\n    login: {me}\n    jobs: {{}}\n")
-    cfg = parse_text(text, tmp_path / "c.yaml")
+    return parse_text(text, tmp_path / "c.yaml")
+
+
+def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argvs: list[list[str]], *, run_as: bool = True,
+           once: bool = True, time_limit: float = 60.0,
+           ) -> tuple[list[tuple[str, str]], list[tuple[int, int]]]:
+    """``taskserver run`` (``--once`` by default) in this process, for at most ``time_limit`` seconds,
+    over tasks queued with ``argvs``: the rows' states and outputs (the reason of an ERR), and for each
+    wake-up how many runs it ended and how many it started."""
+    cfg = _config(tmp_path, run_as=run_as)
     store = open_store(cfg.tenants[0], tmp_path / "state", verify=True)
     try:
         for argv in argvs:
@@ -152,7 +159,7 @@ def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argvs: list[list[str
     monkeypatch.setattr(Executor, "reap", reaped)
     monkeypatch.setattr(Runs, "launch", launched)
     monkeypatch.setattr(daemon_mod.Daemon, "_step", stepped)
-    assert daemon_mod.serve(cfg, once=True, time_limit=60) == 0
+    assert daemon_mod.serve(cfg, once=once, time_limit=time_limit) == 0
     db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
     try:
         rows = [(str(s), str(o if s != "ERR" else r)) for s, o, r in
@@ -185,11 +192,7 @@ def test_a_burst_of_short_runs_loses_no_end(tmp_path: Path, monkeypatch: pytest.
 
 
 def _daemon(tmp_path: Path) -> daemon_mod.Daemon:
-    me = pwd.getpwuid(os.geteuid()).pw_name
-    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\n  run_as: {me}\n"
-            f"tenants:\n  t:\n    login: {me}\n    jobs: {{}}\n")
-    return daemon_mod.Daemon(parse_text(text, tmp_path / "c.yaml"), once=True, time_limit=None,
-                             notifier=None, config_loader=None)
+    return daemon_mod.Daemon(_config(tmp_path), once=True, time_limit=None, notifier=None, config_loader=None)
 
 
 def test_a_sigchld_with_nothing_to_reap_is_no_wake_up(tmp_path: Path) -> None:
@@ -296,27 +299,6 @@ def test_the_loop_sleeps_while_a_run_outlives_the_time_limit(tmp_path: Path,
     """The daemon's time limit (1 s) is reached while a run (1.5 s) goes on: it takes no new work and
     waits for the run, asleep. Before, the reached limit stayed a deadline in the past, and the loop did
     a wake-up's work thousands of times a second until the run ended."""
-    me = pwd.getpwuid(os.geteuid()).pw_name
-    text = (f"task_server:\n  state_dir: {tmp_path / 'state'}\n  run_as: {me}\n"
-            f"tenants:\n  t:\n    login: {me}\n    jobs: {{}}\n")
-    cfg = parse_text(text, tmp_path / "c.yaml")
-    store = open_store(cfg.tenants[0], tmp_path / "state", verify=True)
-    try:
-        store.add("", argv=["/bin/sleep", "1.5"], now=time.time())
-    finally:
-        store.close()
-    steps = [0]
-    step = daemon_mod.Daemon._step
-
-    def counted(self: daemon_mod.Daemon, work: Callable[[float], None], at: float) -> None:
-        steps[0] += 1
-        step(self, work, at)
-
-    monkeypatch.setattr(daemon_mod.Daemon, "_step", counted)
-    assert daemon_mod.serve(cfg, time_limit=1.0) == 0
-    db = sqlite3.connect(tmp_path / "state" / "t.sqlite")
-    try:
-        assert db.execute("SELECT state FROM runs").fetchall() == [("OK",)]
-    finally:
-        db.close()
-    assert steps[0] < 50, steps
+    rows, steps = _serve(tmp_path, monkeypatch, [["/bin/sleep", "1.5"]], once=False, time_limit=1.0)
+    assert [state for state, _ in rows] == ["OK"]
+    assert len(steps) < 50, steps
