@@ -241,6 +241,9 @@ def table(res: Results, opts: argparse.Namespace, base: dict[str, float]) -> lis
             target = "<= 1 s" if size == 10000 else ""
             got = cells(f"startup_{size}", "startup_s", secs)
             rows.append([f"start-up until READY, {size:,} jobs", target, *got])
+            parsed = secs(res[f"startup_{size}"][TS].get("parse_s"))
+            rows.append([f"same, parsing the config (its first start, or after an edit), {size:,} jobs", "",
+                         parsed, "", "", ""])
     return rows
 
 

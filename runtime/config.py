@@ -23,11 +23,14 @@ from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .config_yaml import ConfigError, ConfigInvalid
     from .model import Config
     from .yaml_fast import Prune, Pruned
+
+    Parsed = Callable[[str, str, str, Config], None]  # see _load
 
 __all__ = ["EXAMPLE_CONFIG", "ConfigError", "ConfigInvalid", "check_trust", "default_config_path",
            "file_identity", "load", "parse_text"]
@@ -125,7 +128,8 @@ def read_text(path: Path) -> str | None:
     return got[0] if got is not None else None
 
 
-def load(path: Path | None = None, *, check_owner: bool = True, default_state: Path | None = None) -> Config:
+def load(path: Path | None = None, *, check_owner: bool = True, default_state: Path | None = None,
+         parsed: Parsed | None = None) -> Config:
     """Read and validate the config at ``path`` (default: ``default_config_path()``).
 
     A missing file gives the embedded default (``Config.exists`` False). A bad file raises ConfigInvalid (a
@@ -134,7 +138,7 @@ def load(path: Path | None = None, *, check_owner: bool = True, default_state: P
     as run_as (``Config.owner``). ``default_state``: the state dir when the file sets none (a reload passes
     the running one: the dropped daemon must not compute its own user's default instead).
     """
-    return _load(path, check_owner, default_state)
+    return _load(path, check_owner, default_state, parsed=parsed)
 
 
 def load_tenant(path: Path | None, name: str | None, *, jobs: bool) -> Config:
@@ -205,9 +209,31 @@ def _blank_jobs(text: str, st: os.stat_result, outline: Any, keep: str | None) -
     return "".join([*pieces, text[at:]])
 
 
+def load_kept(path: Path | None, default_state: Path | None = None) -> Config | None:
+    """``load`` for the daemon, from the parse it kept of this very text (runtime/config_cache.py); None when
+    there is none to believe: then ``load`` it, with ``parsed``, in a child (runtime/control.py). The file's
+    trust, its owner's identities and its env files are checked and read as by ``load``. Only a file of
+    root's or of the effective user's own has a kept parse: root running a user's file reads and writes
+    none (that file names the state dir, which may be any of root's directories)."""
+    p = path if path is not None else default_config_path()
+    got = _read(p)
+    if got is None:
+        return None
+    text, st = got
+    owner = check_trust(p, st)
+    if owner not in (0, os.geteuid()):
+        return None  # root running a user's file keeps nothing of it (its state dir may be anything)
+    state = default_state or default_state_dir(p, owner)
+    from . import config_cache  # noqa: PLC0415 - the daemon's start and reload only
+
+    config = config_cache.fetch(str(p), str(state), text)
+    return _finish(config, st, owner) if config is not None else None
+
+
 def _load(path: Path | None, check_owner: bool, default_state: Path | None, prune: Prune | None = None, *,
-          outline: Any = None, keep: str | None = None) -> Config:
-    """``load``; with ``outline`` (see load_tenant) the jobs of every tenant but ``keep`` are left unread."""
+          outline: Any = None, keep: str | None = None, parsed: Parsed | None = None) -> Config:
+    """``load``; with ``outline`` (see load_tenant) the jobs of every tenant but ``keep`` are left unread.
+    ``parsed``: given the path, default state dir, text and the parse of a whole file (for ``load_kept``)."""
     p = path if path is not None else default_config_path()
     got = _read(p)
     if got is None:
@@ -225,6 +251,13 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
             config = parse_text(blanked, p, state, host=True, prune=prune)
     if config is None:
         config = parse_text(text, p, state, host=True, prune=prune)
+        if parsed is not None and prune is None and owner in (0, os.geteuid()):
+            parsed(str(p), str(state), text, config)
+    return _finish(config, st, owner)
+
+
+def _finish(config: Config, st: os.stat_result, owner: int) -> Config:
+    """What every load does after the parse: the jobs' outline, the owner's identities, the env files."""
     import dataclasses  # noqa: PLC0415 - see load_tenant
 
     # a file changed just before it was read could change again within the same tick of its clock (coarse:

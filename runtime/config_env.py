@@ -101,9 +101,9 @@ def _inherit(w: _Walker, node: CommentedMap, where: str) -> tuple[str, ...]:
 def read_files(config: Config, owner: int) -> Config:
     """``config`` with every env_file read into ``file_vars``; raises ConfigInvalid listing every mistake.
 
-    ``owner``: the uid owning the config file, the only one besides root whose env files are believed."""
-    from .config_yaml import ConfigInvalid  # noqa: PLC0415 - the parser is imported only when parsing
-
+    ``owner``: the uid owning the config file, the only one besides root whose env files are believed.
+    The parser's module (for its error types) is imported only for a mistake: a daemon's start from its
+    kept parse (runtime/config_cache.py) runs this without ruamel.yaml."""
     errors: list[ConfigError] = []
     tenants = []
     for tenant in config.tenants:  # a copy only where a file is named: a config may hold 10,000s of jobs
@@ -111,6 +111,8 @@ def read_files(config: Config, owner: int) -> Config:
                      for j in tenant.jobs)
         tenants.append(replace(tenant, env=_with_file(tenant.env, owner, errors), jobs=jobs))
     if errors:
+        from .config_yaml import ConfigInvalid  # noqa: PLC0415
+
         raise ConfigInvalid(errors)
     return replace(config, tenants=tuple(tenants))
 
@@ -118,16 +120,19 @@ def read_files(config: Config, owner: int) -> Config:
 def _with_file(env: EnvDef, owner: int, errors: list[ConfigError]) -> EnvDef:
     if env.env_file is None:
         return env
-    from .config_yaml import ConfigError  # noqa: PLC0415
-
     where = env.loc or Loc(str(env.env_file), 1, 1)
     try:
         text = _read(env.env_file, owner)
     except ValueError as exc:
+        from .config_yaml import ConfigError  # noqa: PLC0415
+
         errors.append(ConfigError(where, f"env_file {env.env_file}: {exc}", _FILE_HINT))
         return env
     found, bad = parse_file(text, str(env.env_file))
-    errors.extend(ConfigError(loc, msg, "write NAME=VALUE lines; # starts a comment") for loc, msg in bad)
+    if bad:
+        from .config_yaml import ConfigError  # noqa: PLC0415
+
+        errors.extend(ConfigError(loc, msg, "write NAME=VALUE lines; # starts a comment") for loc, msg in bad)
     return replace(env, file_vars=found)
 
 

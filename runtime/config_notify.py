@@ -9,7 +9,6 @@ at its FILE:LINE:COL, never a surprise when a job fails at night.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,7 +249,7 @@ def host_checks(w: _Walker, server: ServerSettings, tenants: list[TenantDef]) ->
     usable: dict[Path, bool] = {}
     for loc, path in mailers:
         if path not in usable:
-            usable[path] = path.is_file() and os.access(path, os.X_OK)
+            usable[path] = v.executable_file(path)
         if not usable[path]:
             w.error(loc, f"email: sendmail {shown(str(path), 200)} is not an executable file here",
                     "install a mail transport agent that provides sendmail, or name yours with sendmail:")

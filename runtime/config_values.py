@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import grp
 import math
+import os
 import pwd
 import re
 from collections.abc import Callable
@@ -135,6 +136,11 @@ def existing_dir(value: object) -> Path:
     if not path.is_dir():
         raise ValueError(f"{shown(str(path), 200)} is not a directory here")
     return path
+
+
+def executable_file(path: Path) -> bool:
+    """A sendmail (or other program) the daemon could run: a regular file with an execute bit it may use."""
+    return path.is_file() and os.access(path, os.X_OK)
 
 
 def existing_user(value: object) -> str:

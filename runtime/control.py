@@ -57,10 +57,27 @@ def _load(args: argparse.Namespace, meanwhile: Callable[[], None] | None = None)
 
 def _load_path(path: Path, keepalive: Callable[[], None] | None = None,
                default_state: Path | None = None, meanwhile: Callable[[], None] | None = None) -> Config:
+    """The config for the daemon: from the parse it kept of the same text, else parsed in a child, which
+    then keeps its parse for the next start or reload (runtime/config_cache.py)."""
+    kept = config.load_kept(path, default_state)
+    if kept is not None:
+        if meanwhile is not None:
+            meanwhile()
+        return kept
+    from . import config_cache  # noqa: PLC0415 - the daemon's start and reload only
     from .isolate import load_in_child  # noqa: PLC0415 - pickle is not needed by status
 
-    return load_in_child(lambda: config.load(path, default_state=default_state), keepalive,
-                         meanwhile=meanwhile)
+    made: list[tuple[str, str, str, Config]] = []
+
+    def parsed(where: str, state: str, text: str, cfg: Config) -> None:
+        made.append((where, state, text, cfg))
+
+    def keep() -> None:  # in the child, once its answer is sent
+        if made:
+            config_cache.keep(*made[0])
+
+    return load_in_child(lambda: config.load(path, default_state=default_state, parsed=parsed), keepalive,
+                         meanwhile=meanwhile, afterwards=keep)
 
 
 def _import_daemon() -> None:

@@ -25,13 +25,14 @@ from .model import Config
 
 def load_in_child(
     load: Callable[[], Config], keepalive: Callable[[], None] | None = None, every: float = 1.0,
-    meanwhile: Callable[[], None] | None = None,
+    meanwhile: Callable[[], None] | None = None, afterwards: Callable[[], None] | None = None,
 ) -> Config:
     """``load()`` run in a forked child; its UserError is re-raised here, other failures as RuntimeError.
 
     ``keepalive`` is called every ``every`` seconds while waiting: a reload of a large file takes seconds,
     longer than a short systemd watchdog allows between pings. ``meanwhile``: the caller's own work, done
-    here while the child parses (the child does not get what it loads).
+    here while the child parses (the child does not get what it loads). ``afterwards``: the child's own
+    last work, once its answer is sent (its failures are ignored), while this process reads the answer.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -39,6 +40,9 @@ def load_in_child(
         os.close(read_fd)
         try:
             _child(load, write_fd)
+            if afterwards is not None:
+                with contextlib.suppress(Exception):
+                    afterwards()
         finally:
             os._exit(0)
     os.close(write_fd)
@@ -56,13 +60,20 @@ def load_in_child(
             if not chunk:
                 break
             chunks.append(chunk)
-    # ChildProcessError: reaped by a SIGCHLD handler that waits for any child; the answer is already here
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    try:
+        return _answer(chunks)
+    finally:
+        # ChildProcessError: reaped by a SIGCHLD handler that waits for any child. Reaped after the answer
+        # is read: the child's ``afterwards`` runs meanwhile
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _answer(chunks: list[bytes]) -> Config:
     if not chunks:
         raise RuntimeError("the config loader process died without an answer")
     data = b"".join(chunks)
-    del chunks
+    del chunks[:]
     # our own child wrote this, from the same code: unpickling it is as safe as the parse itself
     with gc_paused():  # a tree of new objects (no cycles): a collection would only walk it again
         kind, value = pickle.loads(data)  # noqa: S301
