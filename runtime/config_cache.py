@@ -4,7 +4,8 @@ Parsing 10,000 jobs costs about half a second of CPU (libyaml's events and the c
 of a start-up. A daemon that starts again on the same text, with the same code, reads what the last parse
 made instead (``fetch``): a pickle of the ``Config`` as runtime/config_wire.py packs it, a tenth of that.
 
-What it is kept with, and compared in full before it is believed (``_key``):
+What it is kept with, and compared in full before it is believed (``_key``; the whole file is checked
+against its CRC-32 first):
 - the config's whole text (compared, not hashed: no collision can stand in for an edit), its path and the
   state dir the parse defaulted to;
 - the code: every module of this package (name, inode, size, mtime) and the interpreter's version, so an
@@ -36,6 +37,7 @@ import pickle
 import re
 import stat
 import sys
+import zlib
 
 from . import caps, config_wire, limits
 from . import config_values as v
@@ -47,6 +49,10 @@ _STATE_LINE = re.compile(r"""^[ \t]+state_dir:[ \t]*(["']?)(/[^"'#\\\n]*?)\1[ \t
 
 NAME = ".config.parsed"  # tenant names start with a letter or digit: no tenant's file is called this
 FORMAT = 1
+# the file: MAGIC, the CRC-32 of the rest (4 bytes, big-endian), the pickle. A damaged byte (a disk's, a
+# torn write's) that still unpickles would otherwise give the daemon another command to run
+MAGIC = b"taskserver kept parse\n"
+_BODY = len(MAGIC) + 4
 MAX_BYTES = 64 << 20  # a 10,000-job config's parse is about 2 MB
 
 
@@ -61,8 +67,12 @@ def fetch(path: str, default_state: str, text: str) -> Config | None:
         data = _read(where)
         if data is None:
             continue
+        if not (data.startswith(MAGIC) and int.from_bytes(data[len(MAGIC):_BODY], "big") == zlib.crc32(
+                memoryview(data)[_BODY:])):
+            log.debug("the kept parse in %s is damaged: not used", where)
+            continue
         try:
-            key, packed = pickle.loads(data)  # noqa: S301 - written by this user alone (the module docstring)
+            key, packed = pickle.loads(memoryview(data)[_BODY:])  # noqa: S301 - this user's alone (docstring)
             if key != _key(path, default_state, text):
                 log.debug("the kept parse in %s is of another text, code or path", where)
                 continue
@@ -87,9 +97,13 @@ def keep(path: str, default_state: str, text: str, config: Config) -> None:
     try:
         kept = (_key(path, default_state, text), config_wire.pack(config))
         buf = io.BytesIO()
+        buf.write(bytes(_BODY))  # the header, written when the body's checksum is known
         pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
         pickler.fast = True  # no memo, as runtime/isolate.py: an unpickler's memo leaves the heap larger
         pickler.dump(kept)
+        view = buf.getbuffer()
+        view[:_BODY] = MAGIC + zlib.crc32(view[_BODY:]).to_bytes(4, "big")
+        del view
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dir_fd)
         with os.fdopen(fd, "wb") as out:

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import subprocess
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,8 +163,14 @@ def test_what_the_parse_read_from_the_machine_is_read_again(site: tuple[Path, Pa
     assert got.value.message.startswith(f"{path}:3:11: task_server.run_as:")
 
 
+def _framed(body: bytes) -> bytes:
+    """``body`` as the file holds it: the header and a checksum that fits (what ``keep`` writes)."""
+    return config_cache.MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
+
+
 @pytest.mark.parametrize("spoil", ["garbage", "truncated", "group-readable", "symlink", "foreign", "fifo",
-                                   "directory", "other-key", "not-a-config"])
+                                   "directory", "other-key", "not-a-config", "flipped-byte",
+                                   "framed-garbage"])
 def test_a_kept_file_that_cannot_be_believed_is_a_parse(site: tuple[Path, Path], tmp_path: Path,
                                                         spoil: str) -> None:
     path, state = site
@@ -191,11 +198,17 @@ def test_a_kept_file_that_cannot_be_believed_is_a_parse(site: tuple[Path, Path],
         kept.unlink()
         kept.mkdir(mode=0o700)
     elif spoil == "other-key":
-        key, packed = pickle.loads(good)
-        kept.write_bytes(pickle.dumps(((*key[:-1], key[-1] + "# another text\n"), packed)))
+        key, packed = pickle.loads(good[config_cache._BODY:])
+        kept.write_bytes(_framed(pickle.dumps(((*key[:-1], key[-1] + "# another text\n"), packed))))
     elif spoil == "not-a-config":
-        key, _packed = pickle.loads(good)
-        kept.write_bytes(pickle.dumps((key, "a string")))
+        key, _packed = pickle.loads(good[config_cache._BODY:])
+        kept.write_bytes(_framed(pickle.dumps((key, "a string"))))
+    elif spoil == "flipped-byte":  # still unpickles, with another command: the checksum tells
+        at = good.rindex(b"/bin/echo")
+        kept.write_bytes(good[:at] + b"/bin/ecHo" + good[at + 9:])
+        assert pickle.loads(kept.read_bytes()[config_cache._BODY:])  # the damage alone would not show
+    elif spoil == "framed-garbage":
+        kept.write_bytes(_framed(b"\x80\x05not a pickle"))
     assert config.load_kept(path) is None
     got = control._load_path(path)  # parsed, no error
     assert got.tenants[0].jobs[0].command == ("/bin/echo", "aaa")
