@@ -81,8 +81,7 @@ def fetch(path: str, default_state: str, text: str) -> Config | None:
             log.debug("the kept parse in %s cannot be read (%s)", where, exc)
             continue
         if isinstance(config, Config) and str(config.server.state_dir) == where and host_holds(config):
-            log.info("config %s: read as parsed before (kept in %s: the same text, code and machine)", path,
-                     where)
+            log.debug("config %s: read as parsed before (kept in %s)", path, where)
             return config
     return None
 
@@ -182,9 +181,10 @@ def _open_dir(state: str) -> int | None:
         fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
+    # the directories above it on the path as given and on the path its symlinks lead to (as conftrust)
+    ups = dict.fromkeys([*parents(os.path.abspath(state)), *parents(os.path.realpath(state))])
     try:
-        safe = _owned(os.fstat(fd), me, above=False) and all(
-            _owned(os.stat(parent), me, above=True) for parent in parents(os.path.abspath(state)))
+        safe = _owned(os.fstat(fd), me, above=False) and all(_owned(os.stat(d), me, above=True) for d in ups)
     except OSError:
         safe = False
     if not safe:

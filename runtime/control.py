@@ -61,6 +61,7 @@ def _load_path(path: Path, keepalive: Callable[[], None] | None = None,
     then keeps its parse for the next start or reload (runtime/config_cache.py)."""
     kept = config.load_kept(path, default_state)
     if kept is not None:
+        _KEPT[:] = [path]  # said in the daemon's log once it serves (``_serve``), not on `start`'s terminal
         if meanwhile is not None:
             meanwhile()
         return kept
@@ -78,6 +79,9 @@ def _load_path(path: Path, keepalive: Callable[[], None] | None = None,
 
     return load_in_child(lambda: config.load(path, default_state=default_state, parsed=parsed), keepalive,
                          meanwhile=meanwhile, afterwards=keep)
+
+
+_KEPT: list[Path] = []  # the config the last ``_load_path`` read from its kept parse, if it did
 
 
 def _import_daemon() -> None:
@@ -129,6 +133,8 @@ def _serve(
     from .plans import restart_settings  # noqa: PLC0415 - status and stop need not import the scheduler
 
     path, started = cfg.path, time.time()
+    if path in _KEPT:
+        log.info("config %s: read as parsed before (the same text, code and machine)", path)
     start_only = {"start_only": restart_settings(cfg)}  # what `reload` compares the file with
     published = {**_summary(cfg, started, default_state), **start_only}
     pidfile.write_info(published)

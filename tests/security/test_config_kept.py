@@ -114,6 +114,11 @@ def test_a_root_daemon_and_a_users_own_daemon_use_their_kept_parse() -> None:
             seen.append(KEPT_NOTE in res.stderr)
             assert out.read_text() == "aaa\n"
         assert seen == [False, True, True], seen  # the first start parses and keeps its parse
+        # `start` (SysV): the terminal shows what it always did; the note goes to the daemon's log
+        res = world.ts(cfg, "start")
+        assert res.returncode == 0 and res.stderr == "" and KEPT_NOTE not in res.stdout, res
+        assert world.ts(cfg, "stop").returncode == 0
+        assert any(KEPT_NOTE in log.read_text() for log in state.glob("*.log")), list(state.iterdir())
         st = cfg.stat()
         write(cfg, text("bbb"))
         os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns))

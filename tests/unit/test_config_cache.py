@@ -254,3 +254,22 @@ def test_a_state_dir_that_does_not_exist_yet_or_is_full(site: tuple[Path, Path],
         assert sorted(os.listdir(full)) == []
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+def test_a_state_dir_reached_through_a_symlink_is_judged_where_it_leads(tmp_path: Path) -> None:
+    """``link/state`` with ``link`` leading into a directory another user owns: that user could swap what
+    lies below it, so nothing is kept or read there; the same path without that owner keeps as usual."""
+    inner = tmp_path / "theirs" / "deep"
+    inner.mkdir(parents=True)
+    (inner / "state").mkdir(mode=0o711)
+    (tmp_path / "link").symlink_to(inner)
+    path = tmp_path / "ts.yaml"
+    path.write_text(_text(tmp_path / "link" / "state"))
+    path.chmod(0o644)
+    control._load_path(path)
+    assert config.load_kept(path) is not None  # all of it root's: kept and read through the link
+    os.chown(tmp_path / "theirs", pwd.getpwnam("nobody").pw_uid, -1)
+    assert config.load_kept(path) is None
+    (inner / "state" / config_cache.NAME).unlink()
+    control._load_path(path)
+    assert not (inner / "state" / config_cache.NAME).exists()
