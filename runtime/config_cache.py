@@ -92,7 +92,9 @@ def keep(path: str, default_state: str, text: str, config: Config) -> None:
     dir_fd = _open_dir(str(config.server.state_dir))
     if dir_fd is None:
         return
-    tmp = f"{NAME}.{os.getpid()}"
+    # one name for every writer: a write killed half-way leaves one file, which the next write replaces (two
+    # at once, a reload's child and `stop`, at worst write a file whose checksum fails: it is parsed again)
+    tmp = f"{NAME}.new"
     try:
         kept = (_key(path, default_state, text), config_wire.pack(config))
         buf = io.BytesIO()
@@ -103,8 +105,9 @@ def keep(path: str, default_state: str, text: str, config: Config) -> None:
         view = buf.getbuffer()
         view[:_BODY] = MAGIC + zlib.crc32(view[_BODY:]).to_bytes(4, "big")
         del view
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dir_fd)
+        os.fchmod(fd, 0o600)  # one left by a write killed half-way has this user's own mode already
         with os.fdopen(fd, "wb") as out:
             out.write(buf.getbuffer())
         os.replace(tmp, NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -273,3 +273,17 @@ def test_a_state_dir_reached_through_a_symlink_is_judged_where_it_leads(tmp_path
     (inner / "state" / config_cache.NAME).unlink()
     control._load_path(path)
     assert not (inner / "state" / config_cache.NAME).exists()
+
+
+def test_a_write_killed_half_way_leaves_one_file_that_the_next_replaces(site: tuple[Path, Path]) -> None:
+    """The parse child killed while it writes (kill -9 of the daemon's process group at start): a partial
+    file under the one temporary name. The next start parses (the kept file is still the old one, or none)
+    and replaces it; temporary files never pile up."""
+    path, state = site
+    leftover = state / f"{config_cache.NAME}.new"
+    leftover.write_bytes(config_cache.MAGIC + b"\0\0\0\0half a pickle")
+    leftover.chmod(0o644)
+    control._load_path(path)
+    assert sorted(p.name for p in state.iterdir()) == [config_cache.NAME]
+    assert config.load_kept(path) is not None
+    assert (state / config_cache.NAME).stat().st_mode & 0o777 == 0o600
