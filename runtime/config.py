@@ -212,35 +212,46 @@ def _blank_jobs(text: str, st: os.stat_result, outline: Any, keep: str | None) -
 def load_kept(path: Path | None, default_state: Path | None = None) -> Config | None:
     """``load`` for the daemon, from the parse it kept of this very text (runtime/config_cache.py); None when
     there is none to believe: then ``load`` it, with ``parsed``, in a child (runtime/control.py). The file's
-    trust, its owner's identities and its env files are checked and read as by ``load``. Only a file of
-    root's or of the effective user's own has a kept parse: root running a user's file reads and writes
-    none (that file names the state dir, which may be any of root's directories)."""
-    p = path if path is not None else default_config_path()
-    got = _read(p)
+    trust, its owner's identities and its env files are checked and read as by ``load``."""
+    got = _opened(path, True, default_state)
     if got is None:
         return None
-    text, st = got
-    owner = check_trust(p, st)
-    if owner not in (0, os.geteuid()):
-        return None  # root running a user's file keeps nothing of it (its state dir may be anything)
-    state = default_state or default_state_dir(p, owner)
+    p, text, st, owner, state = got
+    if not _keeps(owner):
+        return None
     from . import config_cache  # noqa: PLC0415 - the daemon's start and reload only
 
     config = config_cache.fetch(str(p), str(state), text)
     return _finish(config, st, owner) if config is not None else None
 
 
+def _opened(path: Path | None, check_owner: bool,
+            default_state: Path | None) -> tuple[Path, str, os.stat_result, int, Path] | None:
+    """What both loads start from: the file's path, text and stat, who controls it (0: unchecked) and the
+    state dir its parse defaults to; None when it does not exist."""
+    p = path if path is not None else default_config_path()
+    got = _read(p)
+    if got is None:
+        return None
+    text, st = got
+    owner = check_trust(p, st) if check_owner else 0
+    return p, text, st, owner, default_state or default_state_dir(p, owner)
+
+
+def _keeps(owner: int) -> bool:
+    """Whether a file of ``owner`` has a kept parse: one of root's or of the effective user's own. Root
+    running a user's file keeps none: that file names the state dir, which could be any of root's."""
+    return owner in (0, os.geteuid())
+
+
 def _load(path: Path | None, check_owner: bool, default_state: Path | None, prune: Prune | None = None, *,
           outline: Any = None, keep: str | None = None, parsed: Parsed | None = None) -> Config:
     """``load``; with ``outline`` (see load_tenant) the jobs of every tenant but ``keep`` are left unread.
     ``parsed``: given the path, default state dir, text and the parse of a whole file (for ``load_kept``)."""
-    p = path if path is not None else default_config_path()
-    got = _read(p)
+    got = _opened(path, check_owner, default_state)
     if got is None:
-        return embedded_default(p)
-    text, st = got
-    owner = check_trust(p, st) if check_owner else 0
-    state = default_state or default_state_dir(p, owner)
+        return embedded_default(path if path is not None else default_config_path())
+    p, text, st, owner, state = got
     blanked = _blank_jobs(text, st, outline, keep) if outline is not None else None
     config = None
     if blanked is not None:
@@ -251,7 +262,7 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
             config = parse_text(blanked, p, state, host=True, prune=prune)
     if config is None:
         config = parse_text(text, p, state, host=True, prune=prune)
-        if parsed is not None and prune is None and owner in (0, os.geteuid()):
+        if parsed is not None and prune is None and _keeps(owner):
             parsed(str(p), str(state), text, config)
     return _finish(config, st, owner)
 
@@ -267,8 +278,6 @@ def _finish(config: Config, st: os.stat_result, owner: int) -> Config:
     outline = (file_identity(st), config.outline[1] if config.outline else ()) if settled else None
     config = dataclasses.replace(config, outline=outline)
     if owner:
-        import dataclasses  # noqa: PLC0415 - see load_tenant
-
         from . import privs  # noqa: PLC0415 - pwd/grp lookups only for a user's config
 
         config = dataclasses.replace(config, owner=owner)

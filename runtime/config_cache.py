@@ -134,9 +134,7 @@ def host_holds(config: Config) -> bool:
     be made here too (tests/unit/test_config_cache.py compares a kept parse with a new one)."""
     server = config.server
     zones = {t.timezone for t in config.tenants} | {j.timezone for t in config.tenants for j in t.jobs}
-    levels = [server.notify, *(t.notify for t in config.tenants),
-              *(j.notify for t in config.tenants for j in t.jobs)]
-    mailers = {n.email.sendmail for level in levels for n in level if n.email and n.loc}
+    mailers = {path for _loc, path in v.sendmails(server, config.tenants)}
     dsns = [t.store.dsn for t in config.tenants if t.store.kind == "postgresql" and t.store.dsn]
     try:
         if server.run_as is not None:

@@ -244,10 +244,8 @@ def _origin(url: str) -> str:
 
 def host_checks(w: _Walker, server: ServerSettings, tenants: list[TenantDef]) -> None:
     """A sendmail that is not there would fail every mail at night: `check` says so now."""
-    levels = [server.notify, *(t.notify for t in tenants), *(j.notify for t in tenants for j in t.jobs)]
-    mailers = [(n.loc, n.email.sendmail) for level in levels for n in level if n.email and n.loc]
     usable: dict[Path, bool] = {}
-    for loc, path in mailers:
+    for loc, path in v.sendmails(server, tenants):
         if path not in usable:
             usable[path] = v.executable_file(path)
         if not usable[path]:

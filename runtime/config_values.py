@@ -8,7 +8,7 @@ import math
 import os
 import pwd
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfoNotFoundError, available_timezones
 
@@ -17,7 +17,7 @@ from . import limits, units
 from .limits import NAME, NAME_HINT, shown
 
 __all__ = ["NAME", "NAME_HINT"]  # in limits (for cli_enqueue), named here for the config's users
-from .model import CatchUp, Cron
+from .model import CatchUp, Cron, Loc, ServerSettings, TenantDef
 from .schedule import get_zone
 
 USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
@@ -141,6 +141,13 @@ def existing_dir(value: object) -> Path:
 def executable_file(path: Path) -> bool:
     """A sendmail (or other program) the daemon could run: a regular file with an execute bit it may use."""
     return path.is_file() and os.access(path, os.X_OK)
+
+
+def sendmails(server: ServerSettings, tenants: Sequence[TenantDef]) -> list[tuple[Loc, Path]]:
+    """Each sendmail the config's mail notifications name (server, tenants, jobs), with where it is named:
+    what the parse checks on this machine (config_notify) and a kept parse checks again (config_cache)."""
+    levels = [server.notify, *(t.notify for t in tenants), *(j.notify for t in tenants for j in t.jobs)]
+    return [(n.loc, n.email.sendmail) for level in levels for n in level if n.email and n.loc]
 
 
 def existing_user(value: object) -> str:
