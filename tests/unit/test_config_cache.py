@@ -41,6 +41,13 @@ def _text(state: Path, extra_server: str = "", command: str = "aaa", sendmail: P
             "    jobs:\n      x: {every: 1h, command: [/bin/true], catch_up: all}\n")
 
 
+def _program(path: Path) -> Path:
+    """An executable file at ``path`` (a sendmail that is there)."""
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A root config whose state dir exists (the daemon made it at its first start)."""
@@ -66,9 +73,7 @@ def _kept(state: Path) -> Path:
 
 def test_the_kept_parse_is_the_parse(site: tuple[Path, Path], tmp_path: Path) -> None:
     path, state = site
-    sendmail = tmp_path / "sendmail"
-    sendmail.write_text("#!/bin/sh\n")
-    sendmail.chmod(0o755)
+    sendmail = _program(tmp_path / "sendmail")
     env = tmp_path / "job.env"
     env.write_text("A=1\n")
     path.write_text(_text(state, "  install_dir: /\n", sendmail=sendmail, env_file=env))
@@ -133,9 +138,7 @@ def test_what_the_parse_read_from_the_machine_is_read_again(site: tuple[Path, Pa
     """A user deleted, a directory removed, a sendmail gone: the kept parse is not believed, and the error
     is the parse's own, at its place in the file."""
     path, state = site
-    sendmail = tmp_path / "sendmail"
-    sendmail.write_text("#!/bin/sh\n")
-    sendmail.chmod(0o755)
+    sendmail = _program(tmp_path / "sendmail")
     install = tmp_path / "app"
     install.mkdir()
     for extra, undo, words in ((f"  install_dir: {install}\n", install.rmdir, "task_server.install_dir:"),
@@ -149,8 +152,7 @@ def test_what_the_parse_read_from_the_machine_is_read_again(site: tuple[Path, Pa
             control._load_path(path)
         assert words in got.value.message and f"{path}:" in got.value.message, got.value.message
         install.mkdir(exist_ok=True)
-        sendmail.write_text("#!/bin/sh\n")
-        sendmail.chmod(0o755)
+        _program(sendmail)
     # the daemon's user
     path.write_text(_text(state).replace("run_as: root", f"run_as: {scratch_user}"))
     control._load_path(path)
