@@ -268,8 +268,12 @@ class Daemon:
                 return self.exit_code
             self._give_back()
             # the sleep is worked out at its start: the wake-up's own work does not make the next one late
-            while not self._events(self._sleep()) and time.monotonic() < self.wake_at:
-                pass  # only output of running children came, and nothing is due yet: nothing else to do
+            events = self._sleep()
+            while not self._events(events) and time.monotonic() < self.wake_at:
+                # only output of running children came, and nothing is due yet: sleep on, to the end of
+                # the sleep this began in, no further (the wake-up then looks at the clock: worked out
+                # afresh on a wall clock set back meanwhile, the sleep would run to MAX_SLEEP)
+                events = self._sleep(self.wake_at)
 
     def _events(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
         """Handle what woke the loop; False when it was only output of children (their end of file too:
@@ -304,13 +308,17 @@ class Daemon:
             more = any(sig != signal.SIGCHLD for sig in self.signals) or self.executor.reapable()
         return more
 
-    def _sleep(self) -> list[tuple[selectors.SelectorKey, int]]:
+    def _sleep(self, until: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         """Wait for the next wake-up.  When it is a job's timer, the firing is rehearsed shortly before it
-        (runtime/rehearse.py), then the rest is slept: the firing itself then runs warm."""
+        (runtime/rehearse.py), then the rest is slept: the firing itself then runs warm.  ``until``: the
+        rest of a sleep a stretch of output broke into, which ends there at the latest (monotonic)."""
         now = time.time()
         sleep = self._sleep_time(now)
-        self.wake_at = time.monotonic() + sleep  # a stretch of output ends there (monotonic: a step of the
-        # wall clock while a job writes must not stretch it; the wake-up after it looks at the clock)
+        if until is None:
+            self.wake_at = time.monotonic() + sleep  # a stretch of output ends there (monotonic: a step of
+            # the wall clock while a job writes must not stretch it; the wake-up after it looks at the clock)
+        else:
+            sleep = min(sleep, max(0.0, until - time.monotonic()))
         timer = self.timers[0] if self.timers and not self.stopping and not self.health.degraded else None
         if timer is None or timer[2] != "fire" or sleep < rehearse.LEAD + rehearse.MIN_SLEEP \
                 or timer[0] - now > sleep + 1e-6:  # something else comes first

@@ -200,3 +200,26 @@ def test_a_restart_keeps_the_interval_grid(tmp_path: Path) -> None:
     finally:
         _stop(proc)
     assert _of(cfg, "j")[0]["due"] == pytest.approx(anchor + 20, abs=1e-3)
+
+
+def test_a_backward_clock_step_while_a_task_writes_does_not_stall_intervals(tmp_path: Path) -> None:
+    """A task writing without pause keeps the loop in a stretch of output (read, no wake-up's work). When
+    the clock is set back within it, the stretch still ends where its sleep was to end, and the wake-up
+    then sees the step: a sleep worked out afresh on the stepped clock ran to a minute, with no run due."""
+    rc = tmp_path / "faketime.rc"
+    rc.write_text("+0\n")
+    cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": "1s", "command": ["true"]}},
+                       server={"stop_timeout": "1s"})  # the writer ends at the stop
+    proc = _start(cfg, faketime_env(rc))
+    try:
+        wait_for(lambda: _ok(cfg, "tick") >= 2, "two runs")
+        res = cli(cfg, "jobs", "enqueue", "--", "/bin/sh", "-c", "while :; do echo x; sleep 0.01; done")
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: any(r["state"] == "RUN" and r["job"] != "tick" for r in runs(cfg)), "the writer")
+        time.sleep(0.5)
+        stepped = time.time()
+        rc.write_text("-3600\n")
+        wait_for(lambda: sum(r["state"] == "OK" and (r["due"] or 0) < stepped - 3000
+                             for r in _of(cfg, "tick")) >= 3, "three runs on the clock set back", timeout=30)
+    finally:
+        _stop(proc)
