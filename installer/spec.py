@@ -126,11 +126,16 @@ def resolve_executable() -> Path:
 
 
 def _db_rows(root: Path, name: str) -> list[list[str]]:
-    """The colon-separated rows of the target's etc/passwd or etc/group (so --root trees work)."""
+    """The colon-separated rows of the target's etc/passwd or etc/group (so --root trees work), read inside
+    the tree (safefs: a symlink to the host's file is taken as the tree's own boot would take it) and only
+    from a regular file (a FIFO put there would block)."""
+    from .safefs import Tree  # noqa: PLC0415 - ctypes and openat2 only where a user is looked up
+
     try:
-        text = (root / "etc" / name).read_text(encoding="utf-8", errors="replace")
+        data = Tree(root).read(Path("/etc") / name)
     except OSError:
         return []
+    text = data.decode("utf-8", errors="replace") if data is not None else ""
     return [line.split(":") for line in text.splitlines()]
 
 

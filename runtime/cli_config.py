@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import config, config_edit, limits, schedule
+from . import config, config_edit, conftrust, limits, privs, schedule
 from .config_values import NAME, NAME_HINT, USER
 from .errors import UserError, one_line
 from .limits import shown
@@ -45,12 +45,20 @@ def _check(args: argparse.Namespace) -> int:
     jobs = sum(len(t.jobs) for t in cfg.tenants)
     print(f"{path}: OK ({len(cfg.tenants)} tenant(s), {jobs} job(s))")
     if args.verbose:
-        _print_schedule(cfg)
         from . import callprobe  # noqa: PLC0415 - only -v starts the probe's child processes
 
+        _print_schedule(cfg)
+        _become_owner(cfg)  # the probe runs code of the file's install_dir
         for line in callprobe.report(cfg):
             print(line)
     return 0
+
+
+def _become_owner(cfg: Config) -> None:
+    """Root acting on a config another user controls does the rest as that user (initgroups, setgid,
+    setuid): its paths are that user's to choose, and to swap while root works on them."""
+    if cfg.owner != 0 and os.geteuid() == 0:
+        privs.drop_privileges(privs.daemon_spec(cfg))
 
 
 def _stores_available(cfg: Config) -> bool:
@@ -91,6 +99,8 @@ def _print_schedule(cfg: Config) -> None:
 
 def _init_config(args: argparse.Namespace) -> int:
     path: Path = args.path if args.path is not None else _path(args)
+    if os.geteuid() == 0 and (owner := conftrust.directory_owner(path)):
+        privs.drop_privileges(str(owner))  # a user's directory: the file is theirs, made as them
     try:
         if path.exists() or path.is_symlink():
             raise UserError(f"{path} already exists; not overwriting it", hint="edit it, or remove it first")
@@ -143,6 +153,7 @@ def _edit(args: argparse.Namespace, change: config_edit.Change, expect: str) -> 
     current = config.load(path)  # refuses an invalid or unsafe file before touching it
     if not current.exists:
         raise UserError(f"{path} does not exist", hint=f"create it with `taskserver init-config {path}`")
+    _become_owner(current)  # the file is replaced through its directory, which that user may swap
     name: str = args.name
 
     def validate(text: str) -> None:

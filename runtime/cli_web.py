@@ -1,8 +1,9 @@
 """`taskserver web`: serve the dashboard, JSON API, /metrics and /healthz; `web token-add` makes a token.
 
 The web server needs the optional extra ``taskserver[web]``; everything else of taskserver runs without it.
-Started by root, it reads the tokens file, then drops to the config's ``run_as`` user before it serves:
-it writes only what `taskserver jobs` could write, as the daemon's user.
+Started by root, it reads the tokens file, then drops to the config's ``run_as`` user (for a config another
+user controls, that user, as every command does) before it serves: it writes only what `taskserver jobs`
+could write, as the daemon's user.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .web.child import warm  # noqa: PLC0415
 
     warm()  # before the drop: the installation's modules and templates may be readable by root only
-    privs.drop_privileges(cfg.server.run_as)
+    # the daemon's user; for a config another user controls, that user (privs.daemon_spec)
+    privs.drop_privileges(privs.daemon_spec(cfg))
     app = create_app(Reader(cfg), Auth(token_list, anonymous))
     log.info("serving http://%s:%d/ for %s", host, port, cfg.path)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)

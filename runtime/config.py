@@ -282,9 +282,23 @@ def _finish(config: Config, st: os.stat_result, owner: int) -> Config:
 
         config = dataclasses.replace(config, owner=owner)
         privs.check_owner_identities(config)
-    from .config_env import read_files  # noqa: PLC0415 - only a file that exists names env files
+    from .config_env import names_files, read_files  # noqa: PLC0415 - only a file that exists names them
 
-    return read_files(config, st.st_uid)
+    if not names_files(config):
+        return config
+    with _as_owner(config.path, owner):
+        return read_files(config, st.st_uid)
+
+
+def _as_owner(path: Path, owner: int) -> contextlib.AbstractContextManager[None]:
+    """Root reading the env files of a config another user controls reads them as that user (effective ids
+    and that user's own groups, privs.acting_as): a file only root may read stays unread. Anyone else, or
+    a file of root's or of our own, reads as itself."""
+    if owner in (0, os.geteuid()) or os.geteuid() != 0:
+        return contextlib.nullcontext()
+    from . import config_yaml, privs  # noqa: F401, PLC0415 - imported as root: the package may be out of reach
+
+    return privs.acting_as(privs.owner_identity(path, owner))
 
 
 EXAMPLE_CONFIG = """\

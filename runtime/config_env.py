@@ -98,6 +98,11 @@ def _inherit(w: _Walker, node: CommentedMap, where: str) -> tuple[str, ...]:
 # --- env_file -----------------------------------------------------------------------------------------
 
 
+def names_files(config: Config) -> bool:
+    """Whether any tenant or job of ``config`` names an env_file."""
+    return any(t.env.env_file or any(j.env.env_file for j in t.jobs) for t in config.tenants)
+
+
 def read_files(config: Config, owner: int) -> Config:
     """``config`` with every env_file read into ``file_vars``; raises ConfigInvalid listing every mistake.
 

@@ -57,3 +57,24 @@ def check_trust(path: StrPath, st: os.stat_result) -> int:
 def file_identity(st: os.stat_result) -> tuple[int, ...]:
     """Which file, in which state: a change of its text changes its ctime (no one can set that back)."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def directory_owner(path: StrPath) -> int:
+    """Who will control a config written at ``path``, judged by the directories above it that exist (as
+    ``check_trust`` judges a config): 0 when only root can change them, else the one user who owns some of
+    them. Root writes a file there as that user (``init-config``): the directories are theirs to swap."""
+    owner = 0
+    for directory in _ancestors(path):
+        try:
+            dst = os.stat(directory)
+        except FileNotFoundError:
+            continue
+        if dst.st_uid not in (0, owner):
+            if owner:
+                raise UserError(f"{directory}: refusing to write a config below directories of two users "
+                                f"(uid {owner} and uid {dst.st_uid})",
+                                hint="choose a directory only root, or only one user, can change")
+            owner = dst.st_uid
+        if not dst.st_mode & stat.S_ISVTX:
+            _refuse_writable(directory, stat.S_IMODE(dst.st_mode), "in a directory ")
+    return owner

@@ -115,10 +115,23 @@ def _become_daemon_user(cfg: Config) -> Callable[..., int]:
         from . import alert_proc, alert_send  # noqa: F401, PLC0415
 
     if cfg.owner != 0:  # a config another user controls: every path it names is touched as that user
+        if os.geteuid() == 0:
+            _inherit_nothing(cfg)
         privs.drop_privileges(spec)
     os.chdir(cfg.server.install_dir if cfg.server.install_dir is not None else "/")
     privs.prepare_dir(cfg.server.state_dir, spec)
     return around(serve, cfg)  # task_server.http: the web child's tokens, socket and imports, still as root
+
+
+def _inherit_nothing(cfg: Config) -> None:
+    """Root's environment is not for a config another user controls (jobenv.inherit_nothing)."""
+    from .jobenv import inherit_nothing  # noqa: PLC0415
+
+    inherit_nothing()
+    named = sorted({n for t in cfg.tenants for e in (t.env, *(j.env for j in t.jobs)) for n in e.inherit})
+    if named:
+        log.warning("config %s belongs to uid %d and root started it: inherit_env passes nothing of root's "
+                    "environment (%s)", cfg.path, cfg.owner, ", ".join(named))
 
 
 def _drop(cfg: Config, keep_caps: bool) -> None:

@@ -4,7 +4,8 @@ A run gets PATH (a fixed safe default), HOME, USER, LOGNAME and SHELL of the use
 first and job second (the job wins), the daemon variables named by ``inherit_env:``, the ``env_file:`` lines
 and the ``environment:`` mapping; last the TASKSERVER_* variables, which nothing overrides. Nothing else of
 the daemon's environment reaches a job: not a secret the daemon was started with (AWS_SECRET_ACCESS_KEY,
-SSH_AUTH_SOCK), not what sudo set (SUDO_USER), not root's PATH, not a supervisor's NOTIFY_SOCKET.
+SSH_AUTH_SOCK), not what sudo set (SUDO_USER), not root's PATH, not a supervisor's NOTIFY_SOCKET. When
+root runs a config another user controls, ``inherit_env`` passes nothing (``inherit_nothing``).
 """
 
 from __future__ import annotations
@@ -42,10 +43,19 @@ def _lookup(uid: int) -> RunUser:
     return RunUser(pw.pw_name, pw.pw_dir or "/", pw.pw_shell or "/bin/sh")
 
 
+_INHERITABLE: list[Mapping[str, str]] = []  # set: what inherit_env draws from instead of os.environ
+
+
+def inherit_nothing() -> None:
+    """Root runs a config another user controls: root's environment (its secrets) is not that user's to
+    name in ``inherit_env``, which then passes nothing."""
+    _INHERITABLE[:] = [{}]
+
+
 def build(user: RunUser, tenant: TenantDef | None, job: JobDef | None, taskserver: Mapping[str, str],
           daemon_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The whole environment of one run (see the module docstring for the order)."""
-    inherited = os.environ if daemon_env is None else daemon_env
+    inherited = daemon_env if daemon_env is not None else _INHERITABLE[0] if _INHERITABLE else os.environ
     env = {"PATH": SAFE_PATH, "HOME": user.home, "USER": user.name, "LOGNAME": user.name, "SHELL": user.shell}
     for layer in (tenant.env if tenant else None, job.env if job else None):
         if layer is not None:

@@ -71,6 +71,15 @@ def resolve(spec: str) -> Identity:
     return Identity(pw.pw_name, pw.pw_uid, gid, pw.pw_dir, groups)
 
 
+def owner_identity(path: StrPath, uid: int) -> Identity:
+    """The user who controls the config at ``path``, as root acts for it (that user's own groups)."""
+    if not _known(uid):
+        raise UserError(f"{path}: owned by uid {uid}, which has no user entry; root reads a config another "
+                        "user controls as that user", hint=f"chown root {path}, or give uid {uid} a user "
+                        "entry")
+    return resolve(str(uid))
+
+
 def member_gids(uid: int) -> set[int]:
     """Every group the user ``uid`` belongs to: its primary group and its supplementary ones."""
     pw = pwd.getpwuid(uid)

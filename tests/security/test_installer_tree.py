@@ -171,3 +171,19 @@ def test_package_purge_in_a_dpkg_root_tree_stays_inside_it(
     no_traceback(res)
     assert res.returncode == 0, res.stderr
     assert snapshot(victim) == before
+
+
+@pytest.mark.parametrize("plant", ["host-link", "fifo"])
+def test_run_as_is_looked_up_in_the_trees_own_passwd(base: Path, user: pwd.struct_passwd, plant: str) -> None:
+    """--run-as names a user of the tree's etc/passwd. The tree's owner pointing that file at the host's
+    (an absolute link) must not make a host user count as the tree's, and a FIFO there must not hang root's
+    installer: both are a user the tree does not have."""
+    tree = make_tree(base, user)
+    (tree / "etc/passwd").unlink()
+    if plant == "host-link":
+        as_user(user, "ln", "-s", "/etc/passwd", tree / "etc/passwd")
+    else:
+        as_user(user, "mkfifo", tree / "etc/passwd")
+    res = tool("--root", tree, "--init", "sysv", "--name", NAME, "--run-as", user.pw_name, "--dry-run")
+    no_traceback(res)
+    assert res.returncode != 0 and "no such user" in res.stderr, res.stderr
