@@ -649,7 +649,7 @@ class Daemon:
         if job is None or run.state is not State.ERR or stopped or self.once:
             return
         if act.attempt < job.retry.count:
-            delay = job.retry.backoff * 2 ** act.attempt
+            delay = job.retry.delay(act.attempt)
             now = time.time()
             rid = self.stores[act.tenant].claim(act.job, run.due, attempt=act.attempt + 1, queue=job.queue,
                                                 not_before=now + delay, now=now)

@@ -66,10 +66,18 @@ class Window:
     end: time
 
 
+MAX_DOUBLED = 86_400.0  # doubling a retry's backoff stops at a day (a longer configured backoff stays)
+
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     count: int = 0
     backoff: float = 60.0  # seconds before the first retry; doubled for each further retry
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retry ``attempt + 1``: the backoff doubled per earlier retry, up to MAX_DOUBLED
+        (or the backoff itself, when that is longer). A million retries must not overflow a float."""
+        return min(self.backoff * 2.0 ** min(attempt, 64), max(self.backoff, MAX_DOUBLED))
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,6 +205,21 @@ def test_retries_back_off_exponentially_then_stop(tmp_path: Path) -> None:
     assert len(runs(cfg)) == 3  # count 2: no third retry
 
 
+def test_a_thousand_retries_without_backoff_do_not_end_the_daemon(tmp_path: Path) -> None:
+    """The backoff doubled per retry overflowed a float after 1,024 of them and ended the daemon."""
+    flaky = {"command": ["false"], "retries": {"count": 1100, "backoff": 0}}
+    cfg = write_config(tmp_path / "cfg.yaml", {"flaky": flaky})
+    cli(cfg, "jobs", "run", "flaky")
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: len(runs(cfg)) == 1101 and runs(cfg)[-1]["finished"], "1,100 retries", timeout=120)
+        assert d.proc.poll() is None, d.text()
+    finally:
+        d.stop()
+    assert "internal error" not in d.text()
+    assert [r["attempt"] for r in runs(cfg)] == list(range(1101))
+
+
 def test_tenant_without_login_runs_nothing(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg.yaml", {"mine": {"every": 0.2, "command": ["true"]}},
                        extra_tenants={"idle": {"jobs": {"theirs": {"every": 0.2, "command": ["true"]}}}})
