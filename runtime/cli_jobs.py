@@ -22,7 +22,7 @@ from . import cli_enqueue, config, limits, privs, schedule, statusfile, tenancy
 from .config_values import NAME, NAME_HINT
 from .errors import UserError
 from .limits import shown
-from .model import Config, Cron, Every, JobDef, State, TenantDef
+from .model import Config, Cron, Every, JobDef, State, TenantDef, storable
 from .store import UNSERVED, NoStore, Run, Store, Verify, load_backends, open_store
 
 DEFAULT_QUEUE = cli_enqueue.DEFAULT_QUEUE
@@ -104,7 +104,7 @@ def _message(text: str) -> str:
     if len(text) > limits.MAX_MESSAGE_CHARS or "\0" in text:
         raise argparse.ArgumentTypeError(f"a message of at most {limits.MAX_MESSAGE_CHARS} characters, "
                                          f"without NUL, got {len(text)} characters")
-    return text
+    return storable(text)  # bytes that are not UTF-8 (a lone surrogate here) as backslash escapes
 
 
 # -- helpers ---------------------------------------------------------------------------------------------

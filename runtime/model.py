@@ -235,3 +235,16 @@ class Config:
         if t is None or t.run_as is None:
             return self.server.state_dir
         return self.server.state_dir / "tenants" / tenant
+
+
+def storable(text: str) -> str:
+    """``text`` as the store, a status file and a log can hold it: an argv's bytes that are not UTF-8 come
+    back from the OS as lone surrogates (a spawn failure's message names the program), which no UTF-8
+    encoder takes; they are written as backslash escapes instead."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text

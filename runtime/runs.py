@@ -21,7 +21,7 @@ from .errors import UserError
 from .executor import DEFAULT_SIGNALS, Executor, Outcome, job_argv
 from .launcher import Launcher
 from .limits import argv_problem
-from .model import Config, JobDef, State
+from .model import Config, JobDef, State, storable
 from .runplace import Place, Places
 from .spares import Spares
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Process, Run, Store, StoreError
@@ -346,9 +346,10 @@ class Runs:
         self._ended(act, run)
 
     def _finish(self, act: Active, outcome: Outcome, now: float, proc: Process | None = None) -> Run:
-        return self.store(act.tenant).finish(act.run_id, outcome.state, outcome.reason,
-                                             exit_code=outcome.exit_code, output=outcome.output, now=now,
-                                             process=proc)
+        return self.store(act.tenant).finish(act.run_id, outcome.state,
+                                             outcome.reason and storable(outcome.reason),
+                                             exit_code=outcome.exit_code, output=storable(outcome.output),
+                                             now=now, process=proc)
 
     def _ended(self, act: Active, run: Run) -> None:
         self.write_status(act.tenant, run)

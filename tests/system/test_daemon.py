@@ -220,6 +220,24 @@ def test_a_thousand_retries_without_backoff_do_not_end_the_daemon(tmp_path: Path
     assert [r["attempt"] for r in runs(cfg)] == list(range(1101))
 
 
+def test_a_command_whose_bytes_are_not_utf8_is_recorded_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    """Anyone who may enqueue could end the daemon: a program named by bytes that are not UTF-8 failed to
+    spawn, and its message (naming the program, a lone surrogate in Python) could not be stored."""
+    cfg = write_config(tmp_path / "cfg.yaml")
+    missing = enqueue(cfg, os.fsdecode(b"/no/such/\xff"))
+    ran = enqueue(cfg, "printf", "%s\n", os.fsdecode(b"caf\xe9"))
+    d = Daemon(cfg, "--once")
+    assert d.wait() == 0, d.text()
+    assert "internal error" not in d.text()
+    failed = run_of(cfg, missing)
+    assert (failed["state"], failed["reason"]) == ("ERR", "spawn failed")
+    assert "/no/such/\\udcff" in str(failed["output"]), failed["output"]
+    assert first_line(status_file(cfg, missing)) == "ERR"
+    assert run_of(cfg, ran)["state"] == "OK"
+    cli(cfg, "jobs", "finish", "--status", "err", "--message", os.fsdecode(b"\xff"), str(ran))
+    assert run_of(cfg, ran)["message"] == "\\udcff"
+
+
 def test_tenant_without_login_runs_nothing(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg.yaml", {"mine": {"every": 0.2, "command": ["true"]}},
                        extra_tenants={"idle": {"jobs": {"theirs": {"every": 0.2, "command": ["true"]}}}})
