@@ -23,6 +23,7 @@ from .errors import UserError
 
 Change = Callable[[str, str], str]  # (text, file name) -> new text
 FLOW_HINT = "write that mapping in block style (one key per line) and run the command again"
+SHARED_HINT = "edit the file by hand, or write that mapping out in full without anchors, aliases or <<"
 
 
 def _scalar_end(line: str, col: int) -> int:
@@ -45,6 +46,11 @@ def _block(node: Any, what: str) -> CommentedMap:
         raise UserError(f"{what} is not a mapping", hint=FLOW_HINT)
     if node.fa.flow_style():
         raise UserError(f"{what} is written in flow style ({{...}})", hint=FLOW_HINT)
+    if node.anchor.value is not None:  # named by an alias elsewhere: an edit here changes that place too
+        raise UserError(f"{what} is an anchored mapping (&{node.anchor.value}) that aliases may share",
+                        hint=SHARED_HINT)
+    if getattr(node, "merge", None):  # keys merged in (<<) live in another mapping
+        raise UserError(f"{what} merges another mapping (<<)", hint=SHARED_HINT)
     return node
 
 

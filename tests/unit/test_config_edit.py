@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,20 @@ def test_refusals() -> None:
     with pytest.raises(UserError, match="flow style") as info:
         disable_tenant("tenants:\n  z: {login: z}\n", F, "z")
     assert info.value.hint and "block style" in info.value.hint
+
+
+@pytest.mark.parametrize(("text", "name", "said"), [
+    ("tenants:\n  t: &b\n    login: t\n  u: *b\n", "u", "anchored mapping (&b)"),  # u is t
+    ("tenants:\n  t: &b\n    login: t\n  u: *b\n", "t", "anchored mapping (&b)"),  # and t is u
+    ("tenants:\n  base: &m\n    login: t\n  t:\n    <<: *m\n    enabled: true\n", "t", "merges"),
+    ("tenants: &all\n  t:\n    login: t\n", "t", "anchored mapping (&all)"),
+])
+def test_a_mapping_other_places_share_is_never_edited(text: str, name: str, said: str) -> None:
+    """Writing `enabled: false` into a mapping an alias shares disabled every tenant that named it."""
+    for edit in (lambda: disable_tenant(text, F, name), lambda: enable_tenant(text, F, name, "x")):
+        with pytest.raises(UserError, match=re.escape(said)) as info:
+            edit()
+        assert info.value.hint and "by hand" in info.value.hint
 
 
 def test_edit_file_writes_atomically_and_keeps_mode_and_owner(tmp_path: Path) -> None:
