@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 FINE = 0.0015  # seconds of a sleep that are slept precisely (the end of the last epoll millisecond)
 MAX_SLEEP = stores.MAX_SLEEP  # re-read the wall clock at least this often (it may be stepped while we sleep)
 RSS_EVERY = 0.1  # seconds between two looks at the daemon's memory (memory_limit)
+CLOCK_SLACK = 1.0  # a last due time further after now is a clock's doing (hosts of a store differ a little)
 SOON = 60.0  # jobs due within this many seconds of a (re)start get their first status file made ahead
 HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 Key = tuple[str, str]  # (tenant, job)
@@ -135,7 +136,7 @@ class Daemon:
         for job in tenant.jobs:
             self._register(tenant, job)
         self._load_waiting(tenant, store, now)
-        batch = plans.Batch(store.last_dues())  # one read, one write and one log line for all its jobs
+        batch = plans.Batch(self._last_dues(tenant.name, store, now))  # one read, write and log line for all
         same = SameSchedule(store, tenant.timezone, now)  # answers the jobs of one schedule share
         todo = [(job, [] if same.none_missed(job, batch.lasts.get(job.name))
                  else plans.catch_up(store, tenant, job, now, cause, batch=batch))
@@ -146,6 +147,20 @@ class Daemon:
         for job, dues in todo:  # the runs to start now, claimed in one write like the missed records
             self._queue(tenant, job, [(due, next(rids)) for due in dues], now, batch.lasts.get(job.name),
                         same=same)
+
+    def _last_dues(self, tenant: str, store: Store, now: float) -> dict[str, float]:
+        """The jobs' last due times, none later than now: a wall clock set back while no daemon ran (or a
+        daemon whose clock ran ahead) left them in the future, where they would hide every due time of
+        the downtimes to come until the clock caught up. They are moved back to now, as a running daemon
+        does when it sees the clock set back (``_check_clock``)."""
+        lasts = store.last_dues()
+        ahead = sum(last > now + CLOCK_SLACK for last in lasts.values())
+        if not ahead:
+            return lasts
+        log.warning("tenant %s: %d jobs were last due after now (the clock was set back while the daemon "
+                    "was down, or ran ahead): their due times go on from now", tenant, ahead)
+        store.rewind(now)
+        return store.last_dues()
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
         """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant

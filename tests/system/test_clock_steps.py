@@ -223,3 +223,34 @@ def test_a_backward_clock_step_while_a_task_writes_does_not_stall_intervals(tmp_
                              for r in _of(cfg, "tick")) >= 3, "three runs on the clock set back", timeout=30)
     finally:
         _stop(proc)
+
+
+def test_a_clock_set_back_while_the_daemon_was_down_hides_no_later_downtime(tmp_path: Path) -> None:
+    """A daemon whose clock ran an hour ahead stored its jobs' last due times an hour in the future; the
+    clock was corrected while it was down. The next daemon went on from the future value (it only moves
+    forward), so every downtime of the hour after was recorded nowhere: no missed record, no catch-up."""
+    cfg = write_config(tmp_path / "cfg.yaml", {"tick": {"every": "1s", "command": ["true"]}})
+    first = _start(cfg)
+    try:
+        wait_for(lambda: "tick" in _last_dues(cfg), "the job to be known")
+    finally:
+        _stop(first)
+    db = sqlite3.connect(cfg.parent / "state" / "t.sqlite")
+    with db:
+        db.execute("UPDATE jobs SET last_due=?", (time.time() + 3600,))
+    db.close()
+    second = _start(cfg)
+    try:
+        wait_for(lambda: _ok(cfg, "tick") >= 2, "runs after the start")
+    finally:
+        _stop(second)
+    assert _last_dues(cfg)["tick"] <= time.time()
+    down = time.time()
+    time.sleep(4)
+    third = _start(cfg)
+    try:
+        wait_for(lambda: any((r["due"] or 0) > down + 4 for r in _of(cfg, "tick")), "a run after the restart")
+    finally:
+        _stop(third)
+    in_gap = [r for r in _of(cfg, "tick") if down < (r["due"] or 0) < down + 3.5]
+    assert len(in_gap) >= 2 and all(r["reason"] == "missed" for r in in_gap), in_gap
