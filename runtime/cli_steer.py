@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import pwd
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,8 +73,9 @@ def cancel_run(cfg: Config, tenant: TenantDef, run_id: int, who: str) -> Run:
         try:
             if run is not None and run.state is State.ERR and run.queued:
                 statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
-            if run is not None and run.state is State.RUN and store is not None:
-                _wake(cfg, store)
+            if run is not None and run.state is State.RUN and store is not None and not _wake(cfg, store):
+                print(f"taskserver: note: no daemon is running; the next one to start stops run {run.id} "
+                      "and records it cancelled", file=sys.stderr)
         finally:
             if store is not None:
                 store.close()

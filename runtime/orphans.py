@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from . import liveness
 from .model import State
-from .store import CRASHED, INTERRUPTED, Instance, Run, Store
+from .store import CRASHED, INTERRUPTED, Instance, Run, Store, cancelled
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
                or r.instance in dead]
     found = liveness.processes_of({r.instance for r in orphans if r.instance})
     hosts = {i: inst.host for i, inst in leases.items()}
-    done = [_settle_one(store, run, found, now=now, grace=grace, host=hosts.get(run.instance or ""))
-            for run in orphans]
+    asked = store.cancelling() if orphans else {}  # `jobs cancel` while no daemon ran: who asked
+    done = [_settle_one(store, run, found, now=now, grace=grace, host=hosts.get(run.instance or ""),
+                        cancel=asked.get(run.id)) for run in orphans]
     for s in done:
         report(s.run)
     for inst in dead:
@@ -63,7 +64,7 @@ def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
 
 
 def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[liveness.Found]], *,
-                now: float, grace: float, host: str | None = None) -> Settled:
+                now: float, grace: float, host: str | None = None, cancel: str | None = None) -> Settled:
     procs = list(found.get((run.instance or "", run.id), []))
     if run.pid and liveness.same_process(run.pid, run.proc_start, run.boot_id):
         procs.append(liveness.Found(run.pid, run.pid))  # the job leads its own session and group
@@ -71,9 +72,11 @@ def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[livene
         killed = liveness.terminate(procs, grace)
         note = (f"the daemon that started it (instance {run.instance}) died while it ran; the restarted "
                 f"daemon stopped its processes {sorted(set(killed))} so the job never runs twice")
-        log.warning("run %d (%s): its daemon died; stopped its live processes %s: ERR interrupted",
-                    run.id, run.job or "task", sorted(set(killed)))
-        return Settled(store.finish(run.id, State.ERR, INTERRUPTED, exit_code=None, output="", now=now,
+        # asked to stop while no daemon could: stopped now, and on that request (so never retried)
+        reason = INTERRUPTED if cancel is None else cancelled(cancel)
+        log.warning("run %d (%s): its daemon died; stopped its live processes %s: ERR %s",
+                    run.id, run.job or "task", sorted(set(killed)), reason)
+        return Settled(store.finish(run.id, State.ERR, reason, exit_code=None, output="", now=now,
                                     note=note), killed)
     if host is not None and host != liveness.host():
         note = (f"its daemon on host {host} (instance {run.instance}) stopped renewing its lease while it "

@@ -76,6 +76,32 @@ def test_cancel_stops_a_running_run_that_ignores_term_and_it_is_not_retried(tmp_
         daemon.stop()
 
 
+def test_cancel_while_no_daemon_runs_is_recorded_as_cancelled_by_the_next(tmp_path: Path) -> None:
+    """kill -9 of the daemon, then `jobs cancel` of its running run: the command said the daemon would
+    stop it though none ran, and the next daemon recorded `ERR interrupted`, not who cancelled it."""
+    pidfile = tmp_path / "grandchild.pid"
+    cfg = write_config(tmp_path / "cfg.yaml", {
+        "stubborn": {"command": ["/bin/sh", "-c", TRAP.format(pidfile=pidfile)], "retries": 2},
+    })
+    daemon = Daemon(cfg)
+    try:
+        run_id = int(cli(cfg, "jobs", "run", "stubborn").stdout)
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), "the run's grandchild")
+        daemon.signal(signal.SIGKILL)
+        daemon.wait()
+    finally:
+        daemon.stop()
+    grandchild = int(pidfile.read_text())
+    said = cli(cfg, "jobs", "cancel", str(run_id))
+    assert "no daemon is running" in said.stderr, said.stderr
+    again = Daemon(cfg, "--once")
+    assert again.wait() == 0, again.text()
+    run = runs(cfg)[0]
+    assert (run["state"], run["reason"]) == ("ERR", f"cancelled by {me()}"), run
+    assert not _alive(grandchild)
+    assert len(runs(cfg)) == 1  # a run someone stopped is not retried
+
+
 def test_cancel_of_a_queued_run_and_pause_of_an_unknown_job(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg.yaml", {"j": {"command": ["/bin/true"]}})
     run_id = cli(cfg, "jobs", "enqueue", "--", "/bin/true").stdout.strip()  # no daemon: it waits QUE
