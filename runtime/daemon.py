@@ -520,8 +520,10 @@ class Daemon:
             store.missed(key[1], dues, now=now, note=paused)
             return []
         if waiting and dues:  # one due time already waits to start: never pile them up
+            earlier = "a retry of an earlier run" if any(attempt for _, attempt, _ in waiting) else \
+                "an earlier due time"
             note = ("the previous run was still going" if self.runs.job_busy(*key) else
-                    "an earlier due time was still waiting for its queue or a free slot (max_parallel)")
+                    f"{earlier} was still waiting for its queue or a free slot (max_parallel)")
             store.missed(key[1], dues, now=now, note=note)
             return []
         return dues

@@ -231,11 +231,16 @@ def write(path: StrPath, text: str, spares: Spares | None = None, *, keep: bool 
         mode = _prepare(directory)
         fd = os.open(tmp, flags, mode)
     try:
-        os.fchmod(fd, mode)  # not the umask's choice: the other user of a shared directory must write it
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)  # not the umask's choice: the other user of a shared directory must write it
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no empty temporary file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return None
 
 

@@ -4,10 +4,13 @@ text in a real file, whether it got longer or shorter."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
 import struct
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,3 +88,24 @@ def test_a_kept_file_takes_the_runs_end_and_a_replaced_one_is_written_by_its_pat
     assert path.read_text() == end_text
     with pytest.raises(OSError):  # closed by rewrite_open
         os.fstat(fd)
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A status file made on a full file system (a real 64 KiB tmpfs, filled): the write fails, and the empty
+    temporary file it was written into is gone too (an audit found one left per failed `jobs enqueue`)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                                           check=False, capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        (full / "status").mkdir()
+        with (full / "filler").open("wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        with pytest.raises(OSError) as info:
+            statusfile.write(full / "status" / "7", "QUE\n" + "x" * 8192)
+        assert info.value.errno == errno.ENOSPC
+        assert os.listdir(full / "status") == []
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
