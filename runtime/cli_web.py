@@ -77,8 +77,11 @@ def _token_add(args: argparse.Namespace) -> int:
     cfg_path = args.config if args.config is not None else config.default_config_path()
     path = args.tokens_file
     if path is None:  # the file `taskserver run` and `taskserver web` read: task_server.http.tokens
-        http = config.load(cfg_path).server.http if cfg_path.exists() else None
+        cfg = config.load(cfg_path) if cfg_path.exists() else None
+        http = cfg.server.http if cfg is not None else None
         path = tokens_path(cfg_path, http.tokens if http is not None else None)
+        if cfg is not None and cfg.owner != 0:  # a path that user chose: written as that user
+            privs.drop_privileges(privs.daemon_spec(cfg))
     names = None if args.tenants.strip() == "*" else [t.strip() for t in args.tenants.split(",") if t.strip()]
     token = tokens.add(path, args.name, names, write=not args.read_only)
     print(token)
@@ -100,13 +103,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.config)
     host, port, tokens_file, anonymous = _settings(args, cfg)
+    from .web.child import warm  # noqa: PLC0415
+
+    warm()  # before the drop: the installation's modules and templates may be readable by root only
+    if cfg.owner != 0:  # a config another user controls: its tokens file is read as that user too
+        privs.drop_privileges(privs.daemon_spec(cfg))
     token_list = tokens.load(tokens_file)
     if not token_list and not anonymous:
         log.warning("no tokens in the tokens file: every request needs one; make one with "
                     "`taskserver web token-add NAME`")
-    from .web.child import warm  # noqa: PLC0415
-
-    warm()  # before the drop: the installation's modules and templates may be readable by root only
     # the daemon's user; for a config another user controls, that user (privs.daemon_spec)
     privs.drop_privileges(privs.daemon_spec(cfg))
     app = create_app(Reader(cfg), Auth(token_list, anonymous))

@@ -224,6 +224,24 @@ def test_web_for_a_users_config_serves_as_that_user(world: Lab) -> None:
         proc.wait(30)
 
 
+def test_web_token_add_for_a_users_config_writes_as_that_user(world: Lab) -> None:
+    """`web token-add` as root appended to the tokens file the user's config names, replacing it by rename
+    as root: any root file (its text and one more line), wherever the user pointed."""
+    u = world.user("tokn")
+    victim = write(world.base / "rootdir" / "tokens", "# root's own file\n", mode=0o600)
+    before = snapshot(victim.parent)
+    cfg = write(u.home / "ts.yaml", f"task_server:\n  state_dir: {u.home}/st\n  http:\n"
+                f"    tokens: {victim}\ntenants:\n  t:\n    login: x\n", owner=u)
+    line = one_error(world.ts(cfg, "web", "token-add", "ops"))
+    assert "Permission denied" in line, line
+    assert snapshot(victim.parent) == before
+    own = write(u.home / "own.yaml",
+                f"task_server:\n  state_dir: {u.home}/st\ntenants:\n  t:\n    login: x\n", owner=u)
+    made = world.ts(own, "web", "token-add", "ops")
+    assert made.returncode == 0, made.stderr
+    assert (u.home / "tokens").stat().st_uid == u.uid
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
