@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from .errors import flushed, run_command
+from .errors import UserError, flushed, run_command
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
@@ -137,8 +137,22 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
         from . import logs  # noqa: PLC0415 - logging is a fifth of a plain `status`
 
         logs.setup(verbose=args.verbose, debug=args.debug)
-    code = run_command(PROG, lambda: int(args.func(args)), debug=args.debug)
+    code = run_command(PROG, lambda: int(_text_config(args).func(args)), debug=args.debug)
     return code, args.command == "status" or getattr(args, "lean", False)
+
+
+def _text_config(args: Any) -> Any:
+    """Refuse a config path that is not UTF-8 (its bytes come as lone surrogates): it names the pid file
+    and the state dir and goes into the daemon's log and info file, none of which could hold it."""
+    given = getattr(args, "config", None)
+    if given is not None:
+        try:
+            os.fsdecode(given).encode()
+        except UnicodeEncodeError:
+            shown = os.fsdecode(given).encode("utf-8", "backslashreplace").decode()
+            raise UserError(f"-c {shown}: the config file's path is not UTF-8 text",
+                            hint="rename the file (or a directory on its path) to a UTF-8 name") from None
+    return args
 
 
 if __name__ == "__main__":

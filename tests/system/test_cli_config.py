@@ -108,3 +108,16 @@ def test_check_reads_a_postgresql_store_offline(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith(f"taskserver: error: {cfg}:4:12: tenants.t.store"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_config_path_that_is_not_utf8_is_refused_by_every_command(tmp_path: Path) -> None:
+    """The path's bytes come as lone surrogates: `run` and `start` failed with an internal error (the pid
+    file, the log and the info file could not hold the name)."""
+    cfg = Path(os.fsdecode(bytes(tmp_path) + b"/c\xff.yaml"))
+    cfg.write_text(f"task_server:\n  state_dir: {tmp_path}/state\ntenants:\n  t:\n    login: x\n")
+    for argv in (["check"], ["run", "--once"], ["start"], ["status"], ["stop"], ["jobs", "list"],
+                 ["jobs", "enqueue", "--", "/bin/true"]):
+        r = ts(cfg, *argv)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (argv, r)
+        assert r.stderr.splitlines()[0].endswith("the config file's path is not UTF-8 text"), (argv, r.stderr)
+    assert not (tmp_path / "state").exists()
