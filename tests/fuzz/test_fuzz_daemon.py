@@ -85,8 +85,14 @@ def _wait_settled(db: Path, ids: list[int]) -> dict[int, tuple[str, str | None, 
 
 
 def _check_status_files(state: Path, ids: list[int]) -> None:
+    """Each status file ends as its run did. It is rewritten just after the end's commit, so a file read the
+    moment the store says ERR may still say RUN (the window is widest for a 1 MB message on a busy
+    machine): each gets until WAIT to say so."""
+    end = time.monotonic() + WAIT
     for run_id in ids:
-        lines = (state / "status" / "t" / str(run_id)).read_text().splitlines()
+        path = state / "status" / "t" / str(run_id)
+        while (lines := path.read_text().splitlines())[:1] == ["RUN"] and time.monotonic() < end:
+            time.sleep(0.05)
         assert lines[0] in ("OK", "ERR"), lines[:3]
         assert [ln.split("=", 1)[0] for ln in lines[1:]] == STATUS_KEYS, [ln[:80] for ln in lines]
 
