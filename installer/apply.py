@@ -78,7 +78,14 @@ def undo_command(spec: ServiceSpec) -> str:
 def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, force: bool) -> str:
     """created | updated | unchanged; raise when an admin changed a file and ``force`` is not set."""
     files = mf.fs(spec)
-    current = files.read(f.path)
+    try:
+        current = files.read(f.path)
+    except OSError as exc:  # a directory or a FIFO where the boot file goes
+        raise UserError(
+            f"cannot use {files.where(f.path)} for the boot file: {exc.strerror}",
+            hint="move what is there out of the way, then re-run",
+            exit_code=1,
+        ) from exc
     wanted = f.content.encode()
     if current is None:
         return "created"

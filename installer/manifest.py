@@ -68,8 +68,9 @@ def load(spec: ServiceSpec) -> dict[str, Any] | None:
             return None
         data = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else exc
         raise UserError(
-            f"cannot read the install manifest {spec.target(path)}: {exc}",
+            f"cannot read the install manifest {spec.target(path)}: {why}",
             hint="restore it, or remove the service's files by hand and delete the manifest",
             exit_code=1,
         ) from exc

@@ -85,34 +85,62 @@ class Tree:
         self.root = root
         self.owner = owner
 
+    def where(self, path: Path) -> Path:
+        """Where the target's ``path`` lies on this machine (what an error message names)."""
+        return self.root / _rel(path)
+
+    @contextlib.contextmanager
+    def _naming(self, path: Path) -> Iterator[None]:
+        """A call on a descriptor, or on a name relative to one, fails naming no useful path (the fd's
+        number, the last component, a temp file): its OSError is raised again naming where ``path`` lies,
+        so a message built from it says where (the same subclass, so ``except MISSING`` still holds)."""
+        try:
+            yield
+        except OSError as exc:
+            where = str(self.where(path))
+            if exc.errno is None or exc.filename == where:
+                raise
+            raise OSError(exc.errno, exc.strerror, where) from exc
+
     def _open(self, path: Path, flags: int) -> int:
         rootfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return openat2(rootfd, _rel(path), flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+            with self._naming(path):
+                return openat2(rootfd, _rel(path), flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
         finally:
             os.close(rootfd)
 
     @contextlib.contextmanager
     def parent(self, path: Path) -> Iterator[tuple[int, str]]:
-        """(fd of the directory that holds ``path``, resolved in the root; the last component's name)."""
+        """(fd of the directory that holds ``path``, resolved in the root; the last component's name).
+        An OSError inside the ``with`` names ``path``."""
         if path.name in ("", ".", ".."):
             raise ValueError(f"not a file path: {path}")
         fd = self._open(path.parent, os.O_PATH | os.O_DIRECTORY)
         try:
-            yield fd, path.name
+            with self._naming(path):
+                yield fd, path.name
         finally:
             os.close(fd)
 
     def read(self, path: Path) -> bytes | None:
-        """The file's bytes (a symlink followed, inside the root), or None when it does not exist."""
+        """The file's bytes (a symlink followed, inside the root), or None when it does not exist; an
+        OSError when it is not a regular file (a directory, a FIFO that would block)."""
         try:
             fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
         except MISSING:
             return None
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
-            return fh.read()
+        try:
+            with self._naming(path):
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISDIR(mode):  # checked before reading: os.fdopen of a directory names the fd
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                if not stat.S_ISREG(mode):
+                    raise OSError(errno.EINVAL, "not a regular file")
+                with os.fdopen(fd, "rb", closefd=False) as fh:
+                    return fh.read()
+        finally:
+            os.close(fd)
 
     def lstat(self, path: Path) -> os.stat_result | None:
         try:

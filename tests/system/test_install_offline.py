@@ -136,6 +136,39 @@ def test_foreign_file_is_not_overwritten(tree: Path) -> None:
     assert snapshot(tree) == before
 
 
+MANIFEST = "var/lib/taskserver-install/taskserver.json"
+
+
+def one_error_naming(res: subprocess.CompletedProcess[str], path: Path, why: str) -> None:
+    """The failure is one error line naming ``path`` and ``why``, one hint line, and no traceback."""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2, res.stderr
+    assert lines[0].startswith("taskserver-install: error: ") and f"{path}" in lines[0], lines[0]
+    assert lines[0].endswith(why) and lines[1].startswith("taskserver-install: hint: "), res.stderr
+
+
+@pytest.mark.parametrize("where", [UNIT, MANIFEST])
+def test_a_directory_where_a_file_goes_is_named_by_its_path(tree: Path, where: str) -> None:
+    """A directory at the unit's (or the manifest's) path: the error names that path, not the descriptor
+    the file was read through (it said `error: 4: Is a directory`); exit 1, nothing written."""
+    (tree / where).mkdir(parents=True)
+    before = snapshot(tree)
+    for extra in ([], ["--dry-run"]):
+        res = cli("--init", "systemd", "--root", str(tree), *extra)
+        assert res.returncode == 1 and res.stdout == "", res.stdout + res.stderr
+        one_error_naming(res, tree / where, "Is a directory")
+        assert snapshot(tree) == before
+
+
+def test_status_names_an_installed_file_that_became_a_directory(tree: Path) -> None:
+    assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
+    (tree / UNIT).unlink()
+    (tree / UNIT).mkdir()
+    res = cli("--status", "--root", str(tree))
+    assert res.returncode == 1
+    one_error_naming(res, tree / UNIT, "Is a directory")
+
+
 def test_failing_registrar_rolls_back_everything(tree: Path) -> None:
     """systemctl enable fails for real (the .wants directory is a file): nothing of the install remains."""
     wants = tree / "etc/systemd/system/multi-user.target.wants"

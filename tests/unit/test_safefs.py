@@ -73,3 +73,21 @@ def test_created_entries_are_given_to_the_owner_without_following_links(tree: Pa
     t.symlink("x", Path("/home/u/.config/y"))
     assert (tree / "home/u/.config/x").stat().st_mode & 0o777 == 0o600
     assert (tree / "home/u/.config/y").lstat().st_uid == me[0]
+
+
+def test_every_error_names_the_path_not_a_descriptor_or_a_bare_name(tree: Path) -> None:
+    """Calls on a descriptor (or relative to one) fail naming the fd's number, the last component or a
+    temp file; each error must name where the target's path lies, which is what a message shows."""
+    (tree / "real/dir/inside").mkdir(parents=True)
+    (tree / "real/file").write_text("x\n")
+    t = Tree(tree)
+    failing = [
+        ("real/dir", lambda: t.read(Path("/real/dir"))),  # os.fdopen of a directory named the fd: "4"
+        ("real/dir", lambda: t.write(Path("/real/dir"), b"x", 0o644)),  # renameat named the temp file
+        ("real/dir", lambda: t.rmdir(Path("/real/dir"))),  # not empty; os.rmdir named "dir"
+        ("real/file", lambda: t.symlink("elsewhere", Path("/real/file"))),  # exists; named "file"
+    ]
+    for where, call in failing:
+        with pytest.raises(OSError) as exc:
+            call()
+        assert exc.value.filename == str(tree / where), (where, exc.value)
