@@ -362,7 +362,8 @@ def uninstall(
         path = Path(entry["path"])
         data = files.read(path)
         if data is not None and mf.sha256(data) != entry["sha256"]:
-            out.notes.append(f"{entry['path']} had been changed since install; removed anyway (it was ours)")
+            anyway = "would be removed anyway" if dry_run else "removed anyway"
+            out.notes.append(f"{entry['path']} had been changed since install; {anyway} (it was ours)")
         if not dry_run:
             _remove(spec, files, path)
         out.files.append((entry["path"], "removed" if data is not None else "already gone"))

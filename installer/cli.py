@@ -321,6 +321,11 @@ def print_json_or_text(data: dict[str, Any], as_json: bool) -> int:
     return 0
 
 
+# A dry run's text says what each file would go through: nothing was created or removed. (--json keeps the
+# state the file would end in, next to "dry_run": true, so a script reads one vocabulary in both.)
+WOULD = {"created": "would create", "updated": "would update", "removed": "would remove"}
+
+
 def print_outcome(out: apply.Outcome, as_json: bool) -> int:
     if as_json:
         print(json.dumps(out.to_json(), indent=2))
@@ -328,8 +333,10 @@ def print_outcome(out: apply.Outcome, as_json: bool) -> int:
     where = "live" if out.live else "offline"
     verb = "would " + out.action if out.dry_run else out.action
     print(f"{PROG}: {verb} {out.name} with {out.backend} ({where})")
-    for path, state in out.files:
-        print(f"  {state:<10} {path}")
+    states = [(path, WOULD.get(state, state) if out.dry_run else state) for path, state in out.files]
+    width = max([10, *(len(state) for _, state in states)])
+    for path, state in states:
+        print(f"  {state:<{width}} {path}")
     for line in out.ran:
         print(f"  {'would run' if out.dry_run else 'ran'}: {line}")
     if out.verified:
@@ -337,9 +344,9 @@ def print_outcome(out: apply.Outcome, as_json: bool) -> int:
     for note in out.notes:
         print(f"  note: {note}")
     for line in out.kept:
-        print(f"  kept: {line}")
+        print(f"  {'would keep' if out.dry_run else 'kept'}: {line}")
     if out.remove_kept:
-        print(f"remove what was kept with: {out.remove_kept}")
+        print(f"remove what {'would be' if out.dry_run else 'was'} kept with: {out.remove_kept}")
     if out.action == "install" and not out.changed:
         print(f"{PROG}: unchanged: {out.name} is installed as asked")
     if out.undo:

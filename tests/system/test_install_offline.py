@@ -190,6 +190,29 @@ def test_dry_run_writes_nothing_and_prints_the_plan(tree: Path) -> None:
     assert snapshot(tree) == before
 
 
+def test_dry_run_says_what_it_would_do_to_each_file_not_what_it_did(tree: Path) -> None:
+    """A dry run listed `created /etc/...service` (`removed` for uninstall) though it touched nothing."""
+
+    def dry(*args: str) -> list[str]:
+        before = snapshot(tree)
+        res = cli(*args, "--root", str(tree), "--dry-run")
+        assert res.returncode == 0, res.stderr
+        assert snapshot(tree) == before
+        lines = res.stdout.splitlines()
+        done = ("  created", "  updated", "  removed", "  kept:", "remove what was kept")
+        assert not [line for line in lines if line.startswith(done)], res.stdout
+        return lines
+
+    assert f"  would create /{UNIT}" in dry("--init", "systemd")
+    assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
+    (tree / UNIT).write_text((tree / UNIT).read_text() + "# the admin's line\n")
+    assert f"  would update /{UNIT}" in dry("--init", "systemd", "--force")
+    (tree / "var/lib/taskserver").mkdir(parents=True)  # the service's state: uninstall keeps it
+    lines = dry("--uninstall")
+    assert f"  would remove /{UNIT}" in lines and "  would keep: /var/lib/taskserver (state)" in lines
+    assert any(line.endswith("would be removed anyway (it was ours)") for line in lines), lines
+
+
 def test_no_enable_then_reinstall_keeps_it_disabled_unless_asked(tree: Path) -> None:
     assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
     # the admin disables it with systemd's own tool
