@@ -20,7 +20,7 @@ from ..runtime.errors import UserError, flushed, run_command
 from . import apply, detect
 from . import manifest as mf
 from .backends import base
-from .spec import SYSTEM, USER, ServiceSpec, build_spec, check_abs, check_run_as
+from .spec import SYSTEM, USER, ServiceSpec, build_spec, check_abs, check_run_as, check_value
 
 PROG = "taskserver-install"
 log = logging.getLogger("taskserver.installer")
@@ -150,7 +150,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return int(_maintscript().main(fmt, action, list(rest), args))
     if args.emit_maintscripts:
         return int(_maintscript().emit(args.emit_maintscripts, args))
-    root = Path(os.path.abspath(args.root))
+    root = Path(os.path.abspath(check_value("--root", args.root)))
     if not root.is_dir():
         raise UserError(f"--root {args.root}: not a directory", hint="create the tree first")
     if args.detect:

@@ -37,7 +37,7 @@ from ..runtime.errors import UserError
 from . import apply, cli, maintsnippets, proc
 from . import manifest as mf
 from .backends import base
-from .spec import SYSTEM, ServiceSpec, build_spec
+from .spec import SYSTEM, ServiceSpec, build_spec, check_value
 
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 POLICY_FORBIDDEN = 101
@@ -304,8 +304,8 @@ def carry_out(ctx: Context, steps: tuple[Step, ...]) -> None:
 
 def _context(args: argparse.Namespace) -> Context:
     """Spec and backend as for a normal install; DPKG_ROOT (dpkg --root) makes the install offline."""
-    dpkg_root = os.environ.get("DPKG_ROOT", "")
-    root = Path(os.path.abspath(dpkg_root or args.root))
+    dpkg_root = check_value("DPKG_ROOT", os.environ.get("DPKG_ROOT", ""))
+    root = Path(os.path.abspath(dpkg_root or check_value("--root", args.root)))
     if args.executable is None and dpkg_root:
         # the tool runs from inside the tree; the boot files must name the path the target system sees
         exe = Path(sys.executable).parent / "taskserver"

@@ -89,7 +89,16 @@ class ServiceSpec:
 
 
 def check_value(what: str, value: str) -> str:
-    """Refuse a value that no target syntax can carry (newline, carriage return, NUL)."""
+    """Refuse a value that no target syntax can carry (newline, carriage return, NUL), and one that is not
+    UTF-8: the command line hands such bytes over as lone surrogates, which no boot file, manifest or line of
+    output (all UTF-8) can hold, so the install would fail half-way with an encoding error."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(
+            f"{what} is not UTF-8 text: {_as_bytes(value)}",
+            hint="boot files and the manifest are UTF-8: rename it to a UTF-8 name, or give another",
+        ) from None
     for ch in FORBIDDEN:
         if ch in value:
             raise UserError(
@@ -98,6 +107,14 @@ def check_value(what: str, value: str) -> str:
                 hint="use a path or name without control characters",
             )
     return value
+
+
+def _as_bytes(value: str) -> str:
+    """The bytes the command line gave (``b'/srv/\\xff'``), for a message about a value that is not UTF-8."""
+    try:
+        return repr(os.fsencode(value))
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return ascii(value)
 
 
 def check_abs(what: str, path: Path | str) -> Path:
@@ -227,8 +244,8 @@ def build_spec(
         config=check_abs("--config", config),
         scope=scope,
         run_as=parse_run_as(run_as, root_p) if run_as else None,
-        working_dir=check_abs("working directory", working_dir) if working_dir else None,
-        env_file=check_abs("environment file", env_file) if env_file else None,
+        working_dir=check_abs("--workdir", working_dir) if working_dir else None,
+        env_file=check_abs("--env-file", env_file) if env_file else None,
         writable_paths=tuple(check_writable(p) for p in writable_paths),
         root=root_p,
         home=home_p,
@@ -252,7 +269,7 @@ def parsed_config(spec: ServiceSpec) -> Config | None:
 
 
 def check_writable(path: Path | str) -> Path:
-    p = check_abs("writable path", path)
+    p = check_abs("--writable", path)
     if p == Path("/"):
         # ReadWritePaths=/ silently undoes ProtectSystem=strict: the unit would be hardened in name only
         raise UserError(

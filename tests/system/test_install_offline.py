@@ -253,6 +253,7 @@ def test_run_as_from_the_target_tree(tree: Path) -> None:
     assert "User=svc\nGroup=svc\n" in unit
 
 
+NOT_UTF8 = os.fsdecode(b"/srv/a\xff")  # what a path with a byte that is not UTF-8 becomes in sys.argv
 BAD = [
     (["--init", "launchd"], "unknown init system"),
     (["--init", "sysv", "--user"], "--user works only with systemd"),
@@ -274,10 +275,20 @@ BAD = [
     (["--init", "systemd", "--config", "relative.yaml"], "absolute path"),
     (["--init", "systemd", "--workdir", "/srv/x\\"], "cannot be written as a systemd setting"),
     (["--init", "upstart", "--user"], "--user works only with systemd"),
+    # bytes that are not UTF-8 reach Python as lone surrogates (an encoding error half-way, exit 70, before)
+    *(
+        (["--init", "systemd", *dry, opt, NOT_UTF8], f"{opt} is not UTF-8 text: b'/srv/a\\xff'")
+        for opt in ("--writable", "--config", "--env-file", "--workdir", "--executable")
+        for dry in ([], ["--dry-run"])
+    ),
+    (["--init", "systemd", "--name", os.fsdecode(b"ts\xff")], "--name is not UTF-8 text: b'ts\\xff'"),
+    (["--init", "systemd", "--run-as", os.fsdecode(b"svc\xff")], "--run-as is not UTF-8 text"),
+    (["--uninstall", "--config", os.fsdecode(b"/etc/\xff.yaml")], "--config is not UTF-8 text"),
+    (["--status", "--config", os.fsdecode(b"/etc/\xff.yaml")], "--config is not UTF-8 text"),
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), BAD, ids=[m for _, m in BAD])
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[m + " ".join(a[2:3]) for a, m in BAD])
 def test_bad_input_exits_2_with_one_line_and_hint_and_writes_nothing(
     tree: Path, args: list[str], message: str
 ) -> None:
@@ -289,6 +300,32 @@ def test_bad_input_exits_2_with_one_line_and_hint_and_writes_nothing(
     assert lines[1].startswith("taskserver-install: hint: ")
     assert "Traceback" not in res.stderr
     assert snapshot(tree) == before
+
+
+def test_a_root_or_home_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """--root, DPKG_ROOT (package hooks) and the home of a user unit are written into the output, the undo
+    command and the manifest, which are UTF-8: a name that is not is refused in one line (exit 2)."""
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed")
+    tree = tmp_path / os.fsdecode(b"root\xff")
+    tree.mkdir()
+    shown = "b'" + str(tmp_path) + "/root\\xff'"
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+    runs = [
+        (["--init", "systemd", "--root", str(tree)], env, f"--root is not UTF-8 text: {shown}"),
+        (["--detect", "--root", str(tree)], env, f"--root is not UTF-8 text: {shown}"),
+        (["--maintscript", "deb", "postinst", "configure"], {**env, "DPKG_ROOT": str(tree)}, "DPKG_ROOT is"),
+        (["--init", "systemd", "--user", "--root", str(tmp_path)], {**env, "HOME": os.fsdecode(b"/h\xff")},
+         "home directory is not UTF-8 text: b'/h\\xff'"),
+    ]
+    for args, run_env, message in runs:
+        res = cli(*args, env=run_env)
+        assert res.returncode == 2, res.stdout + res.stderr
+        lines = res.stderr.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("taskserver-install: error: "), res.stderr
+        assert message in lines[0], res.stderr
+        assert lines[1].startswith("taskserver-install: hint: ")
+    assert list(tmp_path.rglob("*")) == [tree]
 
 
 def test_system_scope_without_root_is_refused(tmp_path: Path) -> None:
