@@ -39,7 +39,7 @@ class Outcome:
     dry_run: bool = False
     files: list[tuple[str, str]] = field(
         default_factory=list
-    )  # (target path, created|updated|unchanged|removed)
+    )  # (target path, created|updated|replaced|unchanged|removed|restored|kept|already gone)
     ran: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     undo: str = ""
@@ -76,8 +76,13 @@ def undo_command(spec: ServiceSpec) -> str:
 
 
 def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, force: bool) -> str:
-    """created | updated | unchanged; raise when an admin changed a file and ``force`` is not set."""
+    """created | updated | replaced | unchanged; raise when an admin changed a file (or put a link there)
+    and ``force`` is not set."""
     files = mf.fs(spec)
+    recorded = {e["path"]: e["sha256"] for e in (old or {}).get("files", [])}
+    link = files.readlink(f.path)
+    if link is not None:
+        return _link_state(f, link, str(f.path) in recorded, force)
     try:
         current = files.read(f.path)
     except OSError as exc:  # a directory or a FIFO where the boot file goes
@@ -92,8 +97,7 @@ def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, forc
     if current == wanted:
         st = files.lstat(f.path)
         mode = st.st_mode & 0o7777 if st is not None and stat.S_ISREG(st.st_mode) else -1
-        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode or a link: ours
-    recorded = {e["path"]: e["sha256"] for e in (old or {}).get("files", [])}
+        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode: ours
     if recorded.get(str(f.path)) == mf.sha256(current) or force:
         return "updated"
     diff = "".join(
@@ -118,6 +122,22 @@ def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, forc
     )
 
 
+def _link_state(f: FileSpec, link: str, listed: bool, force: bool) -> str:
+    """A symlink where a boot file goes. The installer writes regular files only, so a link there is never
+    its own, whatever it leads to (an admin's unit kept elsewhere, a copy of ours, nothing): like an admin's
+    file it is replaced only with ``force``, and then the manifest keeps its target so that uninstall puts
+    the link back."""
+    if force:
+        return "replaced"
+    why = "was replaced by a symbolic link since it was installed" if listed else "is a symbolic link"
+    raise UserError(
+        f"{f.path} {why} (to {link}), not a file taskserver-install wrote; not replacing it",
+        hint="keep it (put your unit in an override template instead), or re-run with --force to replace"
+        " it (uninstall then restores the link)",
+        exit_code=1,
+    )
+
+
 class _Journal:
     """What an install did so far, so a failure can undo it in reverse order."""
 
@@ -134,13 +154,16 @@ class _Journal:
     def _write(self, f: FileSpec) -> list[Path]:
         files, path = mf.fs(self.spec), f.path
         created = files.makedirs(path.parent)
-        before = files.read(path)
+        link = files.readlink(path)  # replaced with --force: a rollback puts the link back, not a copy
+        before = files.read(path) if link is None else None
         st = files.lstat(path) if before is not None else None
         mode = st.st_mode & 0o7777 if st is not None else 0
         files.write(path, f.content.encode(), f.mode)
 
         def restore() -> None:
-            if before is None:
+            if link is not None:
+                _relink(files, path, link)
+            elif before is None:
                 files.unlink(path)
             else:
                 files.write(path, before, mode)
@@ -255,6 +278,7 @@ def install(
     if old is not None and enable is None and not want_enable:
         out.notes.append(f"{spec.name} was disabled by an admin; left disabled (pass --enable to enable it)")
     states = [(f, _file_state(spec, f, old, force)) for f in plan.files]
+    links = {str(f.path): mf.fs(spec).readlink(f.path) for f, s in states if s == "replaced"}
     config = _config_to_write(spec, backend)
     out.files = [(str(f.path), s) for f, s in states]
     if config is not None:
@@ -278,7 +302,7 @@ def install(
         if not dry_run:
             written = mf.sha256(config.content.encode()) if config else (old or {}).get("config_written")
             try:
-                _record(spec, backend, plan, old, dirs, written)
+                _record(spec, backend, plan, old, dirs, written, links)
             except OSError as exc:
                 raise cannot(spec, "write", mf.manifest_path(spec), exc) from exc
     except BaseException as exc:
@@ -315,8 +339,13 @@ def _record(  # noqa: PLR0917
     old: dict[str, Any] | None,
     dirs: list[Path],
     config_written: str | None,
+    links: dict[str, str | None],
 ) -> None:
+    """Write the manifest; ``links``: boot files' paths where --force just replaced a symlink (its target).
+    A replaced link stays recorded across re-installs until uninstall restores it."""
     prev_dirs = [Path(d) for d in (old or {}).get("dirs", [])]
+    replaced = {e["path"]: e["replaced_link"] for e in (old or {}).get("files", []) if "replaced_link" in e}
+    replaced.update({p: t for p, t in links.items() if t is not None})
     data = {
         "name": spec.name,
         "backend": backend.name,
@@ -325,7 +354,12 @@ def _record(  # noqa: PLR0917
         "config": str(spec.config),
         "run_as": spec.run_as.user if spec.run_as else None,
         "files": [
-            {"path": str(f.path), "sha256": mf.sha256(f.content.encode()), "mode": oct(f.mode)}
+            {
+                "path": str(f.path),
+                "sha256": mf.sha256(f.content.encode()),
+                "mode": oct(f.mode),
+                **({"replaced_link": replaced[str(f.path)]} if str(f.path) in replaced else {}),
+            }
             for f in plan.files
         ],
         "extra": plan.extra,
@@ -355,18 +389,13 @@ def uninstall(
     out = Outcome(
         "uninstall", spec.name, backend.name, backend.live, dry_run, manifest=str(mf.manifest_path(spec))
     )
+    files = mf.fs(spec)
+    # links put where the boot files were since install: the admin's now (systemctl disable removes one)
+    links = {e["path"]: files.readlink(Path(e["path"])) for e in old["files"]}
     _run(plan.start, out, dry_run)
     _run(plan.enable, out, dry_run)
-    files = mf.fs(spec)
     for entry in old["files"]:
-        path = Path(entry["path"])
-        data = files.read(path)
-        if data is not None and mf.sha256(data) != entry["sha256"]:
-            anyway = "would be removed anyway" if dry_run else "removed anyway"
-            out.notes.append(f"{entry['path']} had been changed since install; {anyway} (it was ours)")
-        if not dry_run:
-            _remove(spec, files, path)
-        out.files.append((entry["path"], "removed" if data is not None else "already gone"))
+        out.files.append((entry["path"], _take_out(spec, files, entry, out, links[entry["path"]])))
     found = leftovers.data_paths(spec, backend, old, purge_config)
     doomed = [k for k in found if purge and k.purge]
     if dry_run:
@@ -385,6 +414,42 @@ def uninstall(
     if kept:
         out.remove_kept = leftovers.removal_command(kept)
     return out
+
+
+def _take_out(spec: ServiceSpec, files: Tree, entry: dict[str, Any], out: Outcome, link: str | None) -> str:
+    """Remove one file the manifest lists; its state for the outcome. ``link``: a symlink found there before
+    uninstall began, which is not the file that was installed (the installer writes none; an admin put it
+    there since): it stays, put back if disabling took it away. A link install --force replaced is put
+    back."""
+    path, dry_run = Path(entry["path"]), out.dry_run
+    if link is not None:
+        if not dry_run and files.readlink(path) != link:
+            _relink(files, path, link)
+        left = "would be left" if dry_run else "left"
+        out.notes.append(f"{path} is a symbolic link (to {link}), not the file installed; {left} in place")
+        return "kept"
+    data = files.read(path)
+    if data is not None and mf.sha256(data) != entry["sha256"]:
+        anyway = "would be removed anyway" if dry_run else "removed anyway"
+        out.notes.append(f"{path} had been changed since install; {anyway} (it was ours)")
+    restore = entry.get("replaced_link")
+    if not dry_run:
+        _remove(spec, files, path)
+        if restore is not None:
+            try:
+                _relink(files, path, restore)
+            except OSError as exc:
+                raise cannot(spec, "restore the symbolic link", path, exc) from exc
+    if restore is None:
+        return "removed" if data is not None else "already gone"
+    put = "would put" if dry_run else "put"
+    out.notes.append(f"{path}: {put} back the symbolic link to {restore} that install --force replaced")
+    return "restored"
+
+
+def _relink(files: Tree, path: Path, target: str) -> None:
+    files.unlink(path)
+    files.symlink(target, path)
 
 
 def _remove(spec: ServiceSpec, files: Tree, path: Path) -> None:
@@ -412,6 +477,9 @@ def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
     changed = []
     files = mf.fs(spec)
     for entry in (old or {}).get("files", []):
+        if files.readlink(Path(entry["path"])) is not None:  # not the file installed, whatever it leads to
+            changed.append({"path": entry["path"], "state": "replaced by a symbolic link"})
+            continue
         data = files.read(Path(entry["path"]))
         if data is None or mf.sha256(data) != entry["sha256"]:
             changed.append({"path": entry["path"], "state": "missing" if data is None else "changed"})

@@ -323,7 +323,14 @@ def print_json_or_text(data: dict[str, Any], as_json: bool) -> int:
 
 # A dry run's text says what each file would go through: nothing was created or removed. (--json keeps the
 # state the file would end in, next to "dry_run": true, so a script reads one vocabulary in both.)
-WOULD = {"created": "would create", "updated": "would update", "removed": "would remove"}
+WOULD = {
+    "created": "would create",
+    "updated": "would update",
+    "replaced": "would replace",
+    "removed": "would remove",
+    "restored": "would restore",
+    "kept": "would keep",
+}
 
 
 def print_outcome(out: apply.Outcome, as_json: bool) -> int:

@@ -103,6 +103,10 @@ def _check_entries(spec: ServiceSpec, manifest: Path, data: dict[str, Any], *, t
     in a manifest someone else could edit, a file named for the service (NAME, NAME.*, or under a NAME/
     directory), as every backend names its files."""
     files = [_entry_path(spec, manifest, e, spec.user_scope) for e in data["files"]]
+    for e in data["files"]:  # a symlink install --force replaced, which uninstall puts back
+        link = e.get("replaced_link", "")
+        if not (isinstance(link, str) and "\0" not in link):
+            _refuse(spec, manifest, link)
     for f in files if not trusted else []:
         if not (f.name == spec.name or f.name.startswith(spec.name + ".") or spec.name in f.parts[:-1]):
             _refuse(spec, manifest, str(f))

@@ -149,6 +149,19 @@ class Tree:
         except MISSING:
             return None
 
+    def readlink(self, path: Path) -> str | None:
+        """The target of the symlink at ``path`` (the entry itself, not followed), or None when ``path`` is
+        missing or not a symlink: what an install replaces there, to judge it and to put it back."""
+        try:
+            with self.parent(path) as (d, name):
+                return os.readlink(name, dir_fd=d)
+        except MISSING:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # there, but not a symlink
+                return None
+            raise
+
     def stat(self, path: Path) -> os.stat_result | None:
         """``stat`` of what ``path`` names (a symlink followed inside the root), or None when missing."""
         try:
@@ -306,6 +319,9 @@ class AsUser(Tree):
 
     def lstat(self, path: Path) -> os.stat_result | None:
         return self._as(lambda: self.plain.lstat(path))
+
+    def readlink(self, path: Path) -> str | None:
+        return self._as(lambda: self.plain.readlink(path))
 
     def stat(self, path: Path) -> os.stat_result | None:
         return self._as(lambda: self.plain.stat(path))

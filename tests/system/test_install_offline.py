@@ -139,6 +139,93 @@ def test_foreign_file_is_not_overwritten(tree: Path) -> None:
 MANIFEST = "var/lib/taskserver-install/taskserver.json"
 
 
+# Each init system's boot file (cron has none: its entry goes through `crontab -`, every other line kept).
+BOOT_FILES = {
+    "systemd": UNIT,
+    "sysv": "etc/init.d/taskserver",
+    "upstart": "etc/init/taskserver.conf",
+    "openrc": "etc/init.d/taskserver",
+    "runit": "etc/sv/taskserver/run",
+}
+
+
+def for_init(tree: Path, init: str) -> list[str]:
+    """The options and directories each init system's offline install needs in a bare tree."""
+    dirs = {"runit": ["etc/sv", "etc/service"], "openrc": ["etc/runlevels/default"]}
+    for d in ["", *dirs.get(init, [])]:
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    return ["--init", init, "--root", str(tree), *(["--no-enable"] if init == "sysv" else [])]
+
+
+def admin_link(tree: Path, init: str, kind: str) -> str:
+    """A symlink where the boot file goes, as an admin keeps their own unit: to a file elsewhere in the
+    tree, to a host path (dangling inside the tree), or to a copy of the very bytes the install writes."""
+    rel = BOOT_FILES[init]
+    for_init(tree, init)
+    (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+    target = {"admin's unit": "/srv/admin/unit", "dangling": "/nonexistent/admin.unit", "a copy": "/srv/copy"}
+    (tree / "srv/admin").mkdir(parents=True, exist_ok=True)
+    (tree / "srv/admin/unit").write_text("# the admin's own unit\n")
+    if kind == "a copy":
+        scratch = tree.parent / "scratch"
+        assert cli(*for_init(scratch, init)).returncode == 0
+        shutil.copy(scratch / rel, tree / "srv/copy")
+    (tree / rel).symlink_to(target[kind])
+    return target[kind]
+
+
+@pytest.mark.parametrize("kind", ["admin's unit", "dangling", "a copy"])
+@pytest.mark.parametrize("init", list(BOOT_FILES))
+def test_a_symlink_where_the_boot_file_goes_is_an_admins_file(tree: Path, init: str, kind: str) -> None:
+    """The installer writes regular files only: a link at its boot file's path is never its own, whatever it
+    leads to. It was replaced without --force (reported `created`, or `updated` for a copy) and uninstall
+    then deleted it; now it is refused like an admin's file, and left as it was."""
+    target = admin_link(tree, init, kind)
+    before = snapshot(tree)
+    for extra in ([], ["--dry-run"]):
+        res = cli(*for_init(tree, init), *extra)
+        assert res.returncode == 1 and res.stdout == "", res.stdout + res.stderr
+        lines = res.stderr.splitlines()
+        assert len(lines) == 2 and lines[1].startswith("taskserver-install: hint: "), res.stderr
+        assert f"/{BOOT_FILES[init]} is a symbolic link (to {target})" in lines[0] and "--force" in lines[1]
+        assert snapshot(tree) == before
+
+
+@pytest.mark.parametrize("init", [i for i in BOOT_FILES if i != "sysv"])  # sysv: test_install_sysv_chroot
+def test_force_replaces_an_admins_link_and_uninstall_puts_it_back(tree: Path, init: str) -> None:
+    rel = BOOT_FILES[init]
+    target = admin_link(tree, init, "admin's unit")
+    before = snapshot(tree)
+    res = cli(*for_init(tree, init), "--force")
+    assert res.returncode == 0, res.stderr
+    assert f"  replaced   /{rel}" in res.stdout.splitlines()
+    assert not (tree / rel).is_symlink()
+    assert (tree / "srv/admin/unit").read_text() == "# the admin's own unit\n"
+    assert cli(*for_init(tree, init)).returncode == 0  # a re-install keeps what to restore
+    assert "would restore" in cli("--uninstall", "--root", str(tree), "--dry-run").stdout
+    res = cli("--uninstall", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert f"  restored   /{rel}" in res.stdout.splitlines()
+    assert os.readlink(tree / rel) == target
+    assert snapshot(tree) == before
+
+
+def test_a_link_put_over_the_installed_unit_is_left_by_uninstall(tree: Path) -> None:
+    """Installed; then the admin replaced the unit with a link to their own: that is no longer the file the
+    manifest lists, so --status says so and uninstall leaves it (it deleted it)."""
+    assert cli("--init", "systemd", "--root", str(tree)).returncode == 0
+    (tree / UNIT).unlink()
+    (tree / UNIT).symlink_to("/srv/admin/unit")
+    status = json.loads(cli("--root", str(tree), "--status", "--json").stdout)
+    assert status["files_changed"] == [{"path": "/" + UNIT, "state": "replaced by a symbolic link"}]
+    res = cli("--init", "systemd", "--root", str(tree))
+    assert res.returncode == 1 and "was replaced by a symbolic link since it was installed" in res.stderr
+    res = cli("--uninstall", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert f"  kept       /{UNIT}" in res.stdout.splitlines() and "not the file installed" in res.stdout
+    assert os.readlink(tree / UNIT) == "/srv/admin/unit"
+
+
 def one_error_naming(res: subprocess.CompletedProcess[str], path: Path, why: str) -> None:
     """The failure is one error line naming ``path`` and ``why``, one hint line, and no traceback."""
     lines = res.stderr.splitlines()

@@ -124,3 +124,27 @@ def test_sysv_install_registers_in_chroot_and_uninstall_leaves_nothing(
     assert not [
         p for p in changed(sysv_tree) - before if not p.startswith(("/etc/rc", "/etc/init.d/.depend."))
     ]
+
+
+def test_an_admins_linked_script_is_refused_then_forced_and_put_back(sysv_tree: lab.Overlay) -> None:
+    """/etc/init.d/NAME a symlink to the admin's own script: refused without --force (it was replaced, and
+    uninstall deleted it); with --force replaced and registered, and uninstall puts the link back."""
+    root = sysv_tree.root
+    own = root / "srv/admin/taskserver"
+    own.parent.mkdir(parents=True)
+    own.write_text("#!/bin/sh\n# the admin's own script\n")
+    own.chmod(0o755)
+    script = root / "etc/init.d/taskserver"
+    script.symlink_to("/srv/admin/taskserver")
+    order = rc_order(root)
+    res = cli("--root", str(root), "--executable", EXE)
+    assert res.returncode == 1 and "is a symbolic link (to /srv/admin/taskserver)" in res.stderr, res.stderr
+    assert os.readlink(script) == "/srv/admin/taskserver" and rc_order(root) == order
+    res = cli("--root", str(root), "--executable", EXE, "--force")
+    assert res.returncode == 0, res.stderr
+    assert "replaced" in res.stdout and not script.is_symlink() and rc_links(root)
+    res = cli("--root", str(root), "--uninstall")
+    assert res.returncode == 0, res.stderr
+    assert "restored" in res.stdout and os.readlink(script) == "/srv/admin/taskserver"
+    assert rc_links(root) == [] and own.read_text() == "#!/bin/sh\n# the admin's own script\n"
+    same_boot(order, rc_order(root))
