@@ -412,7 +412,7 @@ def uninstall(
     kept = [k for k in found if not (purge and k.purge)]
     out.kept = [f"{k.path} ({k.what})" for k in kept]
     if kept:
-        out.remove_kept = leftovers.removal_command(kept)
+        out.remove_kept = leftovers.removal_command(kept, spec.root)
     return out
 
 

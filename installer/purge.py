@@ -121,6 +121,8 @@ def _others(files: Tree, path: Path) -> bool:
     return any(OTHER_INSTANCE.match(n) and files.is_dir(path / n) for n in _names(files, path))
 
 
-def removal_command(kept: list[Kept]) -> str:
-    """The exact command that removes what plain uninstall kept."""
-    return proc.quote(["rm", "-rf", "--", *(str(k.path) for k in kept)])
+def removal_command(kept: list[Kept], root: Path = Path("/")) -> str:
+    """The exact command that removes what plain uninstall kept, run on this machine: with --root the kept
+    paths are the tree's (/var/lib/taskserver of the tree is TREE/var/lib/taskserver here), never the
+    host's own directories of the same name."""
+    return proc.quote(["rm", "-rf", "--", *(str(root / str(k.path).lstrip("/")) for k in kept)])

@@ -75,7 +75,7 @@ def test_uninstall_keeps_data_and_names_it_with_the_command_that_removes_it(root
     out = apply.uninstall(spec, Offline(live=False))
     assert all(p.exists() for p in data)
     assert out.kept == ["/var/lib/demo (state)", "/var/log/demo.log (log)"]
-    assert out.remove_kept == "rm -rf -- /var/lib/demo /var/log/demo.log"
+    assert out.remove_kept == f"rm -rf -- {root}/var/lib/demo {root}/var/log/demo.log"  # the tree's, run here
     assert not spec.target(Path("/etc/demo/demo")).exists()
 
 
@@ -139,7 +139,8 @@ def test_cli_says_what_it_kept(root: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["--root", str(root), "--uninstall"]) == 0
     out = capsys.readouterr().out
     assert "kept: /var/lib/taskserver (state)" in out
-    assert "remove what was kept with: rm -rf -- /var/lib/taskserver" in out
+    # the command is run here: it names the tree's directory, never this machine's /var/lib/taskserver
+    assert f"remove what was kept with: rm -rf -- {root}/var/lib/taskserver\n" in out
     assert main(["--root", str(root), "--purge"]) == 2
     assert "go with --uninstall" in capsys.readouterr().err
 
