@@ -140,7 +140,8 @@ def _precheck(text: str, file: str) -> tuple[Loc, str, str] | None:
     if len(text) > limits.MAX_FILE_BYTES:
         return (Loc(file, 1, 1), f"the file is larger than {limits.MAX_FILE_BYTES >> 20} MiB, the limit",
                 SPLIT_HINT)
-    lines = text.count("\n") + 1
+    # a line break ends a line, it does not start one: a last line without a break still counts
+    lines = text.count("\n") + (not text.endswith("\n"))
     if lines > limits.MAX_LINES:
         return (Loc(file, limits.MAX_LINES + 1, 1),
                 f"the file has {lines} lines (at most {limits.MAX_LINES})", SPLIT_HINT)

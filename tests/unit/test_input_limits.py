@@ -41,6 +41,15 @@ def test_each_limit_is_named_in_its_error() -> None:
         assert got[0].startswith(f"{F}:") and words in got[0], (words, got[0][:300])
 
 
+def test_the_line_limit_counts_lines_not_line_breaks() -> None:
+    # exactly MAX_LINES lines, each ended by its line break (the last one too), is within the limit
+    assert parse_text("#\n" * limits.MAX_LINES, F).tenants == ()
+    assert parse_text("#\n" * (limits.MAX_LINES - 1) + "#", F).tenants == ()
+    for text in ("#\n" * (limits.MAX_LINES + 1), "#\n" * limits.MAX_LINES + "#"):
+        assert errors(text) == [f"{F}:{limits.MAX_LINES + 1}:1: the file has {limits.MAX_LINES + 1} lines "
+                                f"(at most {limits.MAX_LINES})"]
+
+
 def test_jobs_are_counted_across_tenants(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "MAX_JOBS", 3)
     job = "{command: [x]}"
