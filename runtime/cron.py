@@ -107,9 +107,9 @@ def _number(text: str, field: str, names: dict[str, int]) -> int:
 
 
 def _parse_item(item: str, field: str, lo: int, hi: int, names: dict[str, int]) -> set[int]:
-    base, _, step_text = item.partition("/")
+    base, slash, step_text = item.partition("/")
     step = 1
-    if step_text:
+    if slash:  # "*/" or "5/" with nothing after: a step left out, not "no step" (it read as "*" or "5")
         if not _digits(step_text) or len(step_text) > 4 or int(step_text) == 0:
             raise CronError(f"{field}: step {_cut(step_text)} must be a positive number")
         step = int(step_text)

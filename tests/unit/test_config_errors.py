@@ -55,6 +55,8 @@ def one(text: str) -> str:
         ("      a:\n        command: [x]\n        cron: '61 * * * *'\n", "9:15",
          "bad cron expression '61 * * * *': minute: 61 is out of range 0-59"),
         ("      a:\n        command: [x]\n        cron: '@reboot'\n", "9:15", "unknown alias"),
+        ("      a:\n        command: [x]\n        cron: '*/ * * * *'\n", "9:15",
+         "bad cron expression '*/ * * * *': minute: step '' must be a positive number"),
         # command / call
         ("      a:\n        cron: '@daily'\n", "7:7", "a job needs command: (an argv list) or call:"),
         ("      a:\n        command: [x]\n        call: 'm:f'\n", "9:9", "command: or call:, not both"),
