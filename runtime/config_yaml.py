@@ -11,6 +11,7 @@ reader, scanner or parser error, becomes a ``ConfigInvalid`` naming FILE:LINE:CO
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,11 @@ from .limits import clip
 from .model import Loc
 
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+# half of a UTF-16 pair: only a double-quoted escape (\ud800) makes one; no file, argv or environment can
+# hold it (encoding it to UTF-8 raises), so every value read is refused here, once, wherever it stands
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_HINT = ("\\ud800-\\udfff are halves of a UTF-16 pair, not characters: write the character "
+                  "itself, or \\U0001F600 for one above \\uffff")
 MAX_NUMBER_CHARS = 100
 SPLIT_HINT = "split the servers into several files (one per -c)"
 
@@ -116,6 +122,10 @@ class _GuardedComposer(Composer):
         if len(value) > limits.MAX_VALUE_CHARS:
             raise Refused(node.start_mark, f"a value of {len(value)} characters (at most "
                           f"{limits.MAX_VALUE_CHARS})", "shorten the value")
+        lone = _SURROGATE.search(value)
+        if lone is not None:
+            raise Refused(node.start_mark, f"a value that is not valid text (a lone surrogate "
+                          f"{lone.group()!r} at character {lone.start() + 1})", SURROGATE_HINT)
         if str(node.tag) in _NUMBER_TAGS and len(value) > MAX_NUMBER_CHARS:
             raise Refused(node.start_mark, f"a number of {len(value)} characters "
                           f"(at most {MAX_NUMBER_CHARS})", "write a smaller number")

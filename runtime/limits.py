@@ -76,10 +76,23 @@ def argv_problem(argv: object) -> str | None:
         return "the command is empty (no program to run)"
     if len(argv) > MAX_ARGV_ITEMS:
         return f"the command has {len(argv)} arguments (at most {MAX_ARGV_ITEMS})"
+    problem = _bad_argument(argv)
+    if problem is not None:
+        return problem
     size = sum(len(a.encode(errors="surrogateescape")) + 1 for a in argv)
     if size > MAX_ARGV_BYTES:
         return f"the command is {size} bytes long (at most {MAX_ARGV_BYTES})"
-    bad = next((i for i, a in enumerate(argv) if "\0" in a), None)
-    if bad is not None:
-        return f"argument {bad} of the command holds a NUL character (exec cannot pass it)"
+    return None
+
+
+def _bad_argument(argv: list[str] | tuple[str, ...]) -> str | None:
+    """An argument exec cannot pass: one with a NUL, or one that is not text (a surrogate that is not the
+    escape of an undecodable byte of a command line, which has no UTF-8 form)."""
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            return f"argument {i} of the command holds a NUL character (exec cannot pass it)"
+        try:
+            arg.encode(errors="surrogateescape")
+        except UnicodeEncodeError:
+            return f"argument {i} of the command is not valid text (a lone surrogate)"
     return None

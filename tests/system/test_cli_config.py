@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,37 @@ def test_a_config_path_that_is_not_utf8_is_refused_by_every_command(tmp_path: Pa
         assert r.returncode == 2 and "Traceback" not in r.stderr, (argv, r)
         assert r.stderr.splitlines()[0].endswith("the config file's path is not UTF-8 text"), (argv, r.stderr)
     assert not (tmp_path / "state").exists()
+
+
+def test_a_lone_surrogate_is_refused_where_it_stands_by_every_command(tmp_path: Path) -> None:
+    # "\ud800" in double quotes is half of a UTF-16 pair: it reached exec, the environment, the store's path
+    # and printed an internal error, a traceback or the codec's words, depending on the key it was in
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    job = "      a:\n        command: [/bin/true]\n"
+    places = {
+        "command": '      a:\n        command: [/bin/true, "x\\ud800"]\n',
+        "notify command": job + '        notify: [{command: [/bin/echo, "\\udfff"]}]\n',
+        "environment": job + '        environment: {X: "\\ud800"}\n',
+        "env_file": job + '        env_file: "/etc/\\ud800"\n',
+        "job name": '      "a\\ud800":\n        command: [/bin/true]\n',
+        "store": job + '    store: {sqlite: "\\U0000DC00.db"}\n',
+    }
+    for what, jobs in places.items():
+        cfg = tmp_path / f"{what.replace(' ', '_')}.yaml"
+        text = (f"task_server:\n  state_dir: {tmp_path / 's'}\ntenants:\n  t:\n    login: {me}\n"
+                f"    jobs:\n{jobs}")
+        cfg.write_text(text)
+        quote = text.rindex('"', 0, text.index("\\"))  # the double-quoted value's place
+        line, col = text.count("\n", 0, quote) + 1, quote - text.rindex("\n", 0, quote)
+        for argv in (["check"], ["jobs", "run", "a"], ["run", "--once"]):
+            r = ts(cfg, *argv)
+            assert r.returncode == 2, (what, argv, r.stderr)
+            first, hint = r.stderr.splitlines()[:2]
+            at = f"taskserver: error: {cfg}:{line}:{col}: "
+            assert first.startswith(f"{at}a value that is not valid text"), (what, argv, r.stderr)
+            assert hint.startswith("taskserver: hint: \\ud800-\\udfff are halves of a UTF-16 pair"), r.stderr
+            assert "Traceback" not in r.stderr and "codec" not in r.stderr
+    cfg = tmp_path / "state_dir.yaml"
+    cfg.write_text('task_server:\n  state_dir: "/var/lib/\\ud800"\n')
+    r = ts(cfg, "check")
+    assert r.returncode == 2 and f"{cfg}:2:14: a value that is not valid text" in r.stderr, r.stderr

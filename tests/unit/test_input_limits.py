@@ -96,11 +96,16 @@ def test_full_and_short_day_names_are_both_fine() -> None:
     ([], "empty"), ([""], "empty"), (["a\0b"], "NUL"), (["/bin/true", "x\0"], "argument 1"),
     (["x" * limits.MAX_ARGV_BYTES], "bytes long"), (["/bin/true"] * (limits.MAX_ARGV_ITEMS + 1), "arguments"),
     ("/bin/true", "not a list"), ([1, 2], "not a list"),
+    (["/bin/true", "x\ud800"], "argument 1 of the command is not valid text"),
 ])
 def test_argv_problems(argv: object, words: str) -> None:
     problem = limits.argv_problem(argv)
     assert problem is not None and words in problem
     assert limits.argv_problem(["/bin/echo", "a b", "\n"]) is None
+
+
+def test_an_undecodable_byte_of_a_command_line_is_a_fine_argument() -> None:
+    assert limits.argv_problem(["/bin/echo", "\udcff"]) is None  # os.fsdecode(b"\xff")
 
 
 def test_status_file_values_cannot_add_lines() -> None:
