@@ -20,6 +20,7 @@ from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from . import limits, yaml_fast
 from .errors import UserError
@@ -167,14 +168,44 @@ def load_tree(text: str, file: str, prune: yaml_fast.Prune | None = None,
     see yaml_fast.load (the checked loader builds every job's mapping)."""
     if _precheck(text, file) is None and yaml_fast.available(text):
         try:
-            return yaml_fast.load(text, prune, pruned, raw_jobs=raw_jobs)
+            tree = yaml_fast.load(text, prune, pruned, raw_jobs=raw_jobs)
         except yaml_fast.NotFast:
             if pruned is not None:
                 pruned.paths.clear()
                 pruned.spans.clear()
+        else:
+            return _plain_booleans(tree) if "&" in text else tree
     tree = load_yaml(text, file)
+    if "&" in text:
+        _plain_booleans(tree)
     if prune is not None:
         _prune(tree, (), prune, pruned if pruned is not None else yaml_fast.Pruned())
+    return tree
+
+
+def _plain_booleans(tree: Any) -> Any:
+    """``tree`` with each anchored boolean (``&d false``) made the plain bool it stands for. ruamel keeps
+    one as a ScalarBoolean, an int, for its anchor's sake: every check then took it for the number 0 or 1
+    (``debug: &d false`` was refused, ``timeout: &t true`` was a second). Only a file with an anchor has
+    one; its keys are left as they are (a name check words them as written). Each collection is walked
+    once, however many aliases share it (a "billion laughs" file is a few shared lists)."""
+    todo, seen = [tree], set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            pairs: Any = dict.items(node)
+        elif isinstance(node, list):
+            pairs = enumerate(list.__iter__(node))
+        else:
+            continue
+        for key, value in list(pairs):
+            if isinstance(value, ScalarBoolean):
+                (dict.__setitem__ if isinstance(node, dict) else list.__setitem__)(node, key, bool(value))
+            elif isinstance(value, dict | list):
+                todo.append(value)
     return tree
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import time
 from pathlib import Path
 
@@ -246,3 +247,54 @@ def test_disabled_tenant_runs_nothing_but_keeps_its_login(tmp_path: Path) -> Non
     a, b = cfg.tenants
     assert (a.login, a.enabled, a.disabled_login) == (None, False, "alice")
     assert (b.login, b.enabled, b.disabled_login) == (None, True, None)
+
+
+F = Path("/etc/taskserver/t.yaml")
+
+ANCHORED = """\
+task_server:
+  debug: &d false
+  max_parallel: &m 4
+  stop_timeout: &s 1.5
+  memory_limit: &ml 512M
+tenants:
+  t:
+    login: &l root
+    enabled: &e true
+    jobs:
+      a: {command: [&c /bin/true, *c], every: &ev 2.5, timeout: &to 10, shell: &sh false, enabled: *e}
+      b: {command: [/bin/true], every: *ev, timeout: *to, shell: *sh, max_late: *s, retries: *m, queue: &q q1}
+      c: {command: [/bin/true], environment: {D: *ml, F: *s}, retries: {count: *m, backoff: *to}}
+"""
+
+
+def _written_out(text: str) -> str:
+    """``text`` with each anchor dropped and each alias replaced by its anchored value."""
+    values = dict(re.findall(r"&(\w+) ([^\s,}\]]+)", text))
+    text = re.sub(r"&\w+ ", "", text)
+    return re.sub(r"\*(\w+)", lambda m: values[m.group(1)], text)
+
+
+@pytest.mark.parametrize("end", ["\n", ""])  # "": the checked loader reads it (yaml_fast takes no such file)
+def test_anchored_values_read_as_their_plain_forms(end: str) -> None:
+    # ruamel keeps an anchored boolean as a ScalarBoolean, an int: `debug: &d false` was refused as "the
+    # number 0", and `enabled: *e` as 1
+    plain = _written_out(ANCHORED)
+    assert "&" not in plain and "*" not in plain
+    got, want = parse_text(ANCHORED.rstrip("\n") + end, F), parse_text(plain.rstrip("\n") + end, F)
+    assert got == want
+    assert got.server.debug is False and got.tenants[0].jobs[0].enabled is True
+    assert got.tenants[0].jobs[0].shell is False and type(got.tenants[0].jobs[0].shell) is bool
+
+
+@pytest.mark.parametrize("line", ["  max_parallel: &t true", "  stop_timeout: &t true",
+                                  "  memory_limit: &t false"])
+def test_an_anchored_boolean_is_refused_where_a_boolean_is(line: str) -> None:
+    # an int, it passed as the number 1 (a one-second stop_timeout) or 0
+    def error(text: str) -> str:
+        with pytest.raises(ConfigInvalid) as info:
+            parse_text(f"task_server:\n{text}\n", F)
+        return str(info.value.errors[0])
+
+    assert error(line) == error(line.replace("&t ", "")), line
+    assert "got a boolean" in error(line)
