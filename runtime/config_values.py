@@ -82,13 +82,17 @@ def duration(value: object) -> float:
         raise ValueError(f"expected a duration, got {kind(value)}") from None
     if not math.isfinite(seconds) or seconds > limits.MAX_DURATION:
         raise ValueError(f"expected a finite duration of at most 10 years, got {kind(value)}")
+    if 0 < seconds < limits.MIN_DURATION:
+        # below a millisecond a duration is a rounding error: 5e-324 is 0 as a timedelta (every: spun on
+        # it), 1e-300 divided the time since a due time into infinity, and no wait is that short
+        raise ValueError(f"expected 0 or a duration of at least 1ms, got {kind(value)}")
     return seconds
 
 
 def positive_duration(value: object) -> float:
     seconds = duration(value)
     if seconds <= 0:
-        raise ValueError("expected a duration above zero")
+        raise ValueError("expected a duration above zero (at least 1ms)")
     return seconds
 
 

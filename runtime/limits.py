@@ -23,6 +23,7 @@ MAX_ERRORS = 100  # mistakes listed for one file; the count of the rest is still
 
 # values
 MAX_DURATION = 10 * 366 * 86400.0  # ten years, in seconds
+MIN_DURATION = 0.001  # 1 ms: the finest a duration other than 0 may be (the grain the server waits in)
 MAX_SIZE = 1 << 50  # 1 PiB
 MAX_OUTPUT_TAIL = 64 << 20  # bytes of output kept per run (held in the daemon's memory)
 MAX_COUNT = 1_000_000  # retries, max_parallel: any whole number a person would write

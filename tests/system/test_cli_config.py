@@ -156,3 +156,19 @@ def test_a_lone_surrogate_is_refused_where_it_stands_by_every_command(tmp_path: 
     cfg.write_text('task_server:\n  state_dir: "/var/lib/\\ud800"\n')
     r = ts(cfg, "check")
     assert r.returncode == 2 and f"{cfg}:2:14: a value that is not valid text" in r.stderr, r.stderr
+
+
+def test_an_interval_too_small_to_schedule_is_refused_by_check_and_run(tmp_path: Path) -> None:
+    # every: 5e-324 passed check and then spun the daemon at 100% CPU (a zero timedelta), deaf to SIGTERM;
+    # 1e-300 and 0.0000004 ended `run` with a ZeroDivisionError
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    for every in ("5e-324", "1e-300", "0.0000004", "0.0009"):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"task_server:\n  state_dir: {tmp_path / 's'}\ntenants:\n  t:\n    login: {me}\n"
+                       f"    jobs:\n      a:\n        command: [/bin/true]\n        every: {every}\n")
+        for argv in (["check"], ["run", "--once"]):
+            r = ts(cfg, *argv)
+            assert r.returncode == 2, (every, argv, r.stderr)
+            assert r.stderr.startswith(f"taskserver: error: {cfg}:9:16: tenants.t.jobs.a.every: expected 0 "
+                                       "or a duration of at least 1ms"), r.stderr
+            assert "Traceback" not in r.stderr
