@@ -34,7 +34,7 @@ SERVER_KEYS: dict[str, Callable[[object], object]] = {
     "debug": v.boolean,
     "state_dir": v.abs_path,
     "install_dir": v.abs_path,
-    "memory_limit": v.size,
+    "memory_limit": v.memory_limit,
     "max_parallel": v.whole(1),
     "stop_timeout": v.duration,
     "keep_ok": v.duration,

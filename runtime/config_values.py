@@ -107,6 +107,14 @@ def size(value: object, maximum: int = limits.MAX_SIZE) -> int:
     return got
 
 
+def memory_limit(value: object) -> int:
+    got = size(value)
+    if got < limits.MIN_MEMORY_LIMIT:
+        raise ValueError(f"expected a size of at least {limits.MIN_MEMORY_LIMIT >> 20}M (the daemon alone "
+                         f"takes about 22M), got {kind(value)}")
+    return got
+
+
 def output_tail(value: object) -> int:
     return size(value, limits.MAX_OUTPUT_TAIL)
 
@@ -224,6 +232,8 @@ HINTS: dict[Callable[..., object], str] = {
     existing_user: "create the user first (useradd), or name one that exists",
     existing_dir: "create the directory first, or correct the path",
     output_tail: units.SIZE_HINT,
+    memory_limit: "write a size like 256M or 1G, well above the daemon's own (about 22M, plus about 1K a "
+    "job)",
     store_file: "store: {sqlite: NAME.sqlite} puts the file in state_dir; move state_dir to change the place",
     cron_expr: "5 fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, "
     "@yearly",

@@ -25,6 +25,9 @@ MAX_ERRORS = 100  # mistakes listed for one file; the count of the rest is still
 MAX_DURATION = 10 * 366 * 86400.0  # ten years, in seconds
 MIN_DURATION = 0.001  # 1 ms: the finest a duration other than 0 may be (the grain the server waits in)
 MAX_SIZE = 1 << 50  # 1 PiB
+# the smallest memory_limit: the daemon alone is about 22 MB resident (34 MB with 10,000 jobs), so a limit
+# below this ended every start after its first run, a restart loop under a supervisor (runtime/memory.py)
+MIN_MEMORY_LIMIT = 32 << 20
 MAX_OUTPUT_TAIL = 64 << 20  # bytes of output kept per run (held in the daemon's memory)
 MAX_COUNT = 1_000_000  # retries, max_parallel: any whole number a person would write
 

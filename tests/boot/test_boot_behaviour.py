@@ -138,8 +138,10 @@ def test_odd_config_path_reaches_the_daemon_verbatim_through_shell_boot_files(
 
 
 def test_memory_limit_exit_is_restarted_and_jobs_go_on(installed: lab.Roots, machines: Machines) -> None:
-    # 1M is below the daemon's own size: every generation reaches the limit after its first run.
-    m = booted(installed, machines, "systemd", job_config(f"date +%s >> {PROOF}", ", memory_limit: 1M"))
+    # The smallest limit (32M) and 48 MB of output the daemon holds (output_tail): every generation reaches
+    # the limit after its first run.
+    command = f"date +%s >> {PROOF}; head -c {48 << 20} /dev/zero"
+    m = booted(installed, machines, "systemd", job_config(command, ", memory_limit: 32M, output_tail: 64M"))
     install(m, "--writable", PROOF)
     seen: list[dict[str, str]] = []
 

@@ -18,7 +18,8 @@ def box(tmp_path: Path) -> Iterator[Sandbox]:
     sandbox.cleanup()
 
 
-def _config(box: Sandbox, memory_limit: str) -> Path:
+def _config(box: Sandbox, memory_limit: str, output: int = 0) -> Path:
+    """One job every second; ``output``: bytes it writes to stdout, each kept (output_tail) by the daemon."""
     me = pwd.getpwuid(os.geteuid()).pw_name
     cfg = box.base / "taskserver.yaml"
     cfg.write_text(
@@ -26,20 +27,21 @@ def _config(box: Sandbox, memory_limit: str) -> Path:
         f"  run_as: {me}\n"
         f"  state_dir: {box.base / 'srv-state'}\n"
         f"  memory_limit: {memory_limit}\n"
+        "  output_tail: 64M\n"
         "tenants:\n"
         "  acme:\n"
         f"    login: {me}\n"
         "    jobs:\n"
         "      tick:\n"
         "        every: 1s\n"
-        f'        command: ["/bin/sh", "-c", "echo run >> {box.base}/ticks"]\n'
+        f'        command: ["/bin/sh", "-c", "echo run >> {box.base}/ticks; head -c {output} /dev/zero"]\n'
     )
     cfg.chmod(0o644)
     return cfg
 
 
 def test_memory_limit_ends_the_daemon_with_exit_0(box: Sandbox) -> None:
-    cfg = _config(box, "1M")  # any Python process is above this
+    cfg = _config(box, "32M", 48 << 20)  # the smallest limit; the output the daemon holds takes it over
     res = box.ts(cfg, "run", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "memory limit" in res.stderr

@@ -137,13 +137,14 @@ def test_time_limit_stops_taking_work_and_lets_runs_finish(tmp_path: Path) -> No
 
 
 def test_memory_limit_ends_the_daemon_with_0(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "cfg.yaml", server={"memory_limit": "1M"})
-    rid = enqueue(cfg, "true")
+    # The smallest limit (32M) is above the daemon's own size: the run's 48 MB of output it holds
+    # (output_tail) takes it over.
+    cfg = write_config(tmp_path / "cfg.yaml", server={"memory_limit": "32M", "output_tail": "64M"})
+    rid = enqueue(cfg, "head", "-c", str(48 << 20), "/dev/zero")
     d = Daemon(cfg)
     assert d.wait() == 0, d.text()
     assert "memory limit" in d.text()
-    # Checked between jobs: a fresh daemon already over the limit still does what is due before it ends
-    # (a restart cannot make it smaller; exiting first meant no job ever ran under a supervisor).
+    # Checked between jobs: the run that took it over the limit ends and is recorded before the daemon does.
     assert run_of(cfg, rid)["state"] == "OK"
 
 

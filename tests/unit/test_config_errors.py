@@ -123,14 +123,25 @@ task_server:
 tenants:
 """
     assert errors(text) == [
-        f"{F}:2:17: task_server.memory_limit: expected a size, got the text 'lots' || write a size like 100K,"
-        " 512M, 1G (1024-based) or a plain number of bytes",
+        f"{F}:2:17: task_server.memory_limit: expected a size, got the text 'lots' || write a size like 256M"
+        " or 1G, well above the daemon's own (about 22M, plus about 1K a job)",
         f"{F}:3:17: task_server.max_parallel: expected a number of at least 1, got 0 || {VALUE_HINT}",
         f"{F}:5:14: task_server.state_dir: expected an absolute path, got 'relative/dir' || {VALUE_HINT}",
         f"{F}:6:11: task_server.run_as: expected USER or USER:GROUP, got 'bad user' || for example run_as:"
         " taskserver or run_as: taskserver:taskserver",
         f"{F}:7:3: task_server: unknown key 'debg' || did you mean 'debug'?",
     ]
+
+
+@pytest.mark.parametrize("size", ["0", "0.0000001K", "1M", "32767K", "33554431"])
+def test_a_memory_limit_below_the_daemons_own_size_is_refused(size: str) -> None:
+    # the daemon ended after its first run (at once with 0): a restart loop under a supervisor
+    got = one(f"task_server:\n  memory_limit: {size}\n")
+    assert got.startswith(f"{F}:2:17: task_server.memory_limit: expected a size of at least 32M (the daemon "
+                          "alone takes about 22M), got "), got
+    assert got.endswith("|| write a size like 256M or 1G, well above the daemon's own (about 22M, plus about "
+                        "1K a job)"), got
+    assert parse_text("task_server:\n  memory_limit: 32M\n", F).server.memory_limit == 32 << 20
 
 
 def test_tenant_mistakes() -> None:
