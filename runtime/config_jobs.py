@@ -18,8 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from . import config_env, config_notify, limits
 from . import config_values as v
-from .config_values import CALL, NAME, NAME_HINT
-from .limits import shown
+from .config_values import CALL, NAME
 from .model import CatchUp, Cron, EnvDef, Every, JobDef, Loc, Retry
 from .schedule import next_fire
 from .windows import WINDOW_HINT, parse_window
@@ -68,7 +67,7 @@ def jobs(w: _Walker, tenant: str, node: CommentedMap, tz: str) -> tuple[JobDef, 
             break
         w.jobs += 1
         if not isinstance(name, str) or not NAME.fullmatch(name):
-            w.error(loc, f"{where}: bad job name {shown(name)}", NAME_HINT)
+            w.bad_name(found, name, "job", where)
             continue
         if isinstance(body, RawBody):
             job = _plain_job(w, shared, (tenant, name, loc), body)

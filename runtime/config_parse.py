@@ -8,7 +8,8 @@ the expectation; the walker turns that into a ``ConfigError`` at the value's pos
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ STORE_KINDS = ("sqlite", "postgresql")
 VALUE_HINT = "docs/configuration.md lists each key's values and limits"
 SPLIT_HINT = "run several servers, one file each (taskserver -c FILE)"
 LC = LineCol.attrib
+# a plain key's text from where it starts: after any anchor, up to the ':' (or ',', '}', ']' in flow style)
+_PLAIN_KEY = re.compile(r"(?:&\S+\s+)?(.*?)\s*(?::(?=[\s,\]}]|$)|[,\]}]|$)")
 _ABSENT = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 # the key sets checked once per job or tenant, by id: a set's one C call instead of a loop per key
@@ -53,8 +56,10 @@ _KNOWN = {id(keys): frozenset(keys) for keys in (config_jobs.JOB_KEYS, TENANT_KE
 
 
 class _Walker:
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str = "") -> None:
         self.file = file
+        self.text = text  # the file's text, for a name YAML read as something else (``written``)
+        self.lines: list[str] | None = None
         self.errors: list[ConfigError] = []
         self.more = 0  # errors past MAX_ERRORS: counted, not kept (and no "did you mean" worked out)
         self.jobs = 0
@@ -75,6 +80,30 @@ class _Walker:
         except (AttributeError, KeyError, TypeError):
             return Loc(self.file, 1, 1)
         return Loc(self.file, line + 1, col + 1)
+
+    def written(self, node: Any, key: object) -> str:
+        """``key`` of ``node`` for a message as the file has it: ``2020-01-01``, not datetime.date(2020, 1,
+        1); ``1e3``, not 1000.0."""
+        if isinstance(key, str):
+            return shown(key)
+        if isinstance(key, Mapping | tuple | list):  # a mapping or list as a key (CommentedKeyMap, ...Seq)
+            return "a mapping" if isinstance(key, Mapping) else "a list"
+        loc = self.loc(node, key)
+        if self.lines is None:
+            self.lines = self.text.split("\n")
+        line = self.lines[loc.line - 1] if 0 < loc.line <= len(self.lines) else ""
+        got = _PLAIN_KEY.match(line, loc.col - 1)
+        return limits.clip(got.group(1)) if got and got.group(1) else shown(key)
+
+    def bad_name(self, node: Any, name: object, what: str, where: str) -> None:
+        """The error for a tenant's or job's name that is not one. A name YAML reads as a number, a date, a
+        boolean... is shown as written, with the quotes that make it text."""
+        written, loc = self.written(node, name), self.loc(node, name)
+        if isinstance(name, str | Mapping | tuple | list):
+            self.error(loc, f"{where}: bad {what} name {written}", NAME_HINT)
+            return
+        hint = f"quote it to make it text: '{written}':" if NAME.fullmatch(written) else NAME_HINT
+        self.error(loc, f"{where}: bad {what} name {written} (YAML reads it as {v.read_as(name)})", hint)
 
     @property
     def full(self) -> bool:
@@ -105,7 +134,7 @@ class _Walker:
             elif key not in allowed:
                 close = difflib.get_close_matches(str(key)[:100], list(allowed), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(allowed)
-                self.error(self.loc(node, key), f"{where}: unknown key {shown(key)}", hint)
+                self.error(self.loc(node, key), f"{where}: unknown key {self.written(node, key)}", hint)
 
     def value(self, node: CommentedMap, key: str, conv: Callable[[object], Any], where: str) -> Any:
         """Converted value of ``key``, or None when it is absent or wrong (then an error is recorded)."""
@@ -198,7 +227,7 @@ def _tenants(w: _Walker, root: CommentedMap, state_dir: Path) -> list[TenantDef]
             w.error(loc, f"tenants: more than {limits.MAX_TENANTS} tenants in one file", SPLIT_HINT)
             break
         if not isinstance(name, str) or not NAME.fullmatch(name):
-            w.error(loc, f"tenants: bad tenant name {shown(name)}", NAME_HINT)
+            w.bad_name(tenant_map, name, "tenant", "tenants")
             continue
         node = w.mapping(body, f"tenants.{name}", w.loc(tenant_map, name, value=True))
         if node is not None:
@@ -217,7 +246,7 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
     ``raw_jobs``: jobs with only plain values are built from libyaml's events without their tree
     (runtime/yaml_raw.py); off, every job is read from the tree (the same Config, the same errors).
     """
-    w = _Walker(str(path))
+    w = _Walker(str(path), text)
     pruned = pruned if pruned is not None else Pruned()
     tree = load_tree(text, str(path), prune, pruned, raw_jobs=raw_jobs)
     root = w.mapping(tree, "file", Loc(str(path), 1, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import grp
 import math
@@ -26,8 +27,17 @@ CALL = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 _KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
     (type(None), "nothing (null)"), (bool, "a boolean"), ((int, float), "a number"), (list, "a list"),
-    (dict, "a mapping"),
+    (dict, "a mapping"), (datetime.date, "a date"),
 )
+
+
+def read_as(value: object) -> str:
+    """What YAML made of a plain value that is not text: a number, a boolean, a date..."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return next((text for types, text in _KINDS if isinstance(value, types)), type(value).__name__)
 
 
 def kind(value: object) -> str:

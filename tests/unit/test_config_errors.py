@@ -166,6 +166,43 @@ tennants: {}
     assert "did you mean 'tenants'?" in errs[4]
 
 
+NAME_HINT = "names use letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)"
+
+
+@pytest.mark.parametrize(("key", "shown", "read_as", "hint"), [
+    ("123", "123", "a number", "quote it to make it text: '123':"),
+    ("2020-01-01", "2020-01-01", "a date", "quote it to make it text: '2020-01-01':"),
+    ("1e3", "1e3", "a number", "quote it to make it text: '1e3':"),
+    ("0x1F", "0x1F", "a number", "quote it to make it text: '0x1F':"),
+    ("true", "true", "a boolean", "quote it to make it text: 'true':"),
+    ("&k 12", "12", "a number", "quote it to make it text: '12':"),
+    ("1.5e+3", "1.5e+3", "a number", NAME_HINT),
+    ("2020-01-01 10:00:00", "2020-01-01 10:00:00", "a date", NAME_HINT),
+    ("~", "~", "nothing (null)", NAME_HINT),
+])
+def test_a_name_yaml_reads_as_another_type_is_shown_as_written(key: str, shown: str, read_as: str,
+                                                               hint: str) -> None:
+    # it was shown as Python has it: 1000.0, datetime.date(2020, 1, 1), True
+    said = f"bad job name {shown} (YAML reads it as {read_as}) || {hint}"
+    assert one(HEAD + f"      {key}:\n        command: [x]\n") == f"{F}:7:7: tenants.acme.jobs: {said}"
+    flow = f"tenants: {{t: {{jobs: {{{key}: {{command: [x]}}}}}}}}\n"
+    # (ruamel places a null key of a flow mapping at the "{" before it: that one is not tried)
+    assert key == "~" or one(flow) == f"{F}:1:22: tenants.t.jobs: {said}"
+    said = said.replace("job name", "tenant name")
+    assert one(f"tenants:\n  {key}:\n    jobs: {{}}\n") == f"{F}:2:3: tenants: {said}"
+
+
+def test_a_mapping_or_list_as_a_name_is_named_so() -> None:
+    for key, shown in (("{a: 1}", "a mapping"), ("[1, 2]", "a list")):
+        assert one(HEAD + f"      ? {key}\n      : {{command: [x]}}\n") == (
+            f"{F}:7:9: tenants.acme.jobs: bad job name {shown} || {NAME_HINT}")
+
+
+def test_an_unknown_key_yaml_reads_as_another_type_is_shown_as_written() -> None:
+    assert one(HEAD + "      a:\n        command: [x]\n        2020-01-01: 1\n").startswith(
+        f"{F}:9:9: tenants.acme.jobs.a: unknown key 2020-01-01 || allowed keys: cron, every,")
+
+
 def test_all_errors_are_collected_in_file_order() -> None:
     text = HEAD + "      a:\n        every: x\n      b:\n        cron: '* *'\n        command: [z]\n"
     errs = errors(text)
