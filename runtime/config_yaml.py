@@ -12,13 +12,17 @@ reader, scanner or parser error, becomes a ``ConfigInvalid`` naming FILE:LINE:CO
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.composer import Composer
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
@@ -35,6 +39,8 @@ SURROGATE_HINT = ("\\ud800-\\udfff are halves of a UTF-16 pair, not characters: 
                   "itself, or \\U0001F600 for one above \\uffff")
 MAX_NUMBER_CHARS = 100
 SPLIT_HINT = "split the servers into several files (one per -c)"
+MERGE_HINT = "merge smaller anchors, or set what all jobs share once (a tenant's environment:)"
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass(frozen=True)
@@ -73,20 +79,40 @@ class _GuardedComposer(Composer):
         self.nodes = 0
         self.aliases = 0
         self.open_anchors: set[str] = set()
+        self.merged: dict[int, int] = {}  # id of a mapping node -> the entries its merge keys copy into it
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.parser.peek_event()
         self._check_size(event, parent)
         if isinstance(event, AliasEvent):
             self._check_alias(event)
-            return super().compose_node(parent, index)
-        anchor = self._check_node(event)
-        if anchor is not None:
-            self.open_anchors.add(anchor)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.open_anchors.discard(anchor)
+            node = super().compose_node(parent, index)
+        else:
+            anchor = self._check_node(event)
+            if anchor is not None:
+                self.open_anchors.add(anchor)
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self.open_anchors.discard(anchor)
+        if isinstance(index, ScalarNode) and index.tag == MERGE_TAG:
+            self._count_merged(parent, index, node)
+        return node
+
+    def _count_merged(self, parent: Any, key: Any, merged: Any) -> None:
+        """A merge key's entries are copied into ``parent`` when it is built: each counts against the limits
+        as if written there (a few lines merging a big anchor into every job made a quadratic load that ran
+        for hours, within the limits as written). Counted here, before anything is built."""
+        sources = merged.value if isinstance(merged, SequenceNode) else [merged]
+        added = sum(self.merged.get(id(m), 0) + len(m.value) for m in sources if isinstance(m, MappingNode))
+        self.merged[id(parent)] = self.merged.get(id(parent), 0) + added
+        self.nodes += 2 * added  # a key and a value each
+        if self.nodes > limits.MAX_NODES:
+            raise Refused(key.start_mark, f"more than {limits.MAX_NODES} values in one file, counting each "
+                          "entry a merge key (<<) copies", MERGE_HINT)
+        if len(parent.value) + self.merged[id(parent)] > limits.MAX_ENTRIES:
+            raise Refused(key.start_mark, f"more than {limits.MAX_ENTRIES} entries in one mapping, counting "
+                          "those a merge key (<<) copies", MERGE_HINT)
 
     def _check_size(self, event: Any, parent: Any) -> None:
         self.nodes += 1
@@ -133,9 +159,40 @@ class _GuardedComposer(Composer):
         return node
 
 
+class _Referents(list[Any]):
+    """A mapping's list of the mappings that merge it (CommentedMap._ref), asked for membership by
+    identity. ruamel's list compares each one it holds by value (CommentedMap.__eq__ builds a dict): an
+    anchor merged into 1,000 jobs cost 500,000 comparisons of whole mappings, a quadratic load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[int] = set()
+
+    def __contains__(self, item: object) -> bool:
+        return id(item) in self.ids
+
+    def append(self, item: Any) -> None:
+        self.ids.add(id(item))
+        super().append(item)
+
+
+class _Constructor(RoundTripConstructor):
+    def construct_yaml_map(self, node: Any) -> Iterator[CommentedMap]:
+        steps = super().construct_yaml_map(node)
+        data = next(steps)
+        data._ref = _Referents()
+        yield data
+        for _ in steps:  # its entries
+            pass
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:map", _Constructor.construct_yaml_map)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.Composer = _GuardedComposer
+    yaml.Constructor = _Constructor
     yaml.max_depth = limits.MAX_DEPTH
     return yaml
 

@@ -107,6 +107,13 @@ NAMED = {
     "50,000 unknown keys in less than 1 MiB": "".join(f"k{i}: 1\n" for i in range(50_000)),
     "10 MB value": "task_server:\n  run_as: " + "x" * 10_000_000 + "\n",
     "number of 5000 digits": "task_server:\n  max_parallel: " + "7" * 5000 + "\n",
+    # each merge copies the anchor's entries: ruamel's add_referent made the load quadratic (68 s, and hours)
+    "256 keys merged into 999 jobs": "tenants:\n  t:\n    environment: &e {" + ", ".join(
+        f"E{i}: v" for i in range(256)) + "}\n    jobs:\n" + "".join(
+        f"      j{i}: {{command: [/bin/true], environment: {{<<: *e}}}}\n" for i in range(999)),
+    "9,990 keys merged into 999 jobs": "tenants:\n  t:\n    jobs:\n      j0: &e {" + ", ".join(
+        f"E{i}: v" for i in range(9_990)) + "}\n" + "".join(
+        f"      j{i}: {{<<: *e}}\n" for i in range(1, 999)),
     "billion laughs": "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.runtime import config_parse, limits, plans, statusfile, windows
+from taskserver.runtime import config_parse, config_yaml, limits, plans, statusfile, windows
 from taskserver.runtime.config import ConfigInvalid, parse_text
 from taskserver.runtime.errors import one_line
 from taskserver.runtime.model import State
@@ -75,6 +75,41 @@ def test_merge_keys_without_recursion_still_work() -> None:
             "      b:\n        <<: *base\n        every: 5m\n")
     b = parse_text(text, F).tenants[0].jobs[1]
     assert (b.command, b.timeout) == (("/bin/true",), 3600.0)
+
+
+def _merged_jobs(keys: int, jobs: int) -> str:
+    """One tenant whose environment (``keys`` variables) is merged into each of ``jobs`` jobs."""
+    env = ", ".join(f"E{i}: v" for i in range(keys))
+    job = "{command: [/bin/true], environment: {<<: *e}}"
+    return (f"tenants:\n  t:\n    login: x\n    environment: &e {{{env}}}\n    jobs:\n"
+            + "".join(f"      j{i}: {job}\n" for i in range(jobs)))
+
+
+def test_merged_entries_count_against_the_limits_at_the_merge_key() -> None:
+    # 256 variables merged into 999 jobs: 60 KB, about 511,000 values once merged; it took 68 s to be read
+    # (and 9,990 keys into 999 jobs hours), and passed. Refused at the merge key of the job (the 191st)
+    # whose copies take the count over the limit, before anything is built
+    started = time.monotonic()
+    got = errors(_merged_jobs(256, 999))
+    assert got == [f"{F}:196:50: more than {limits.MAX_NODES} values in one file, counting each entry a "
+                   "merge key (<<) copies"]
+    assert time.monotonic() - started < 5
+    many = "".join(f"a{i}: &a{i} {{" + ", ".join(f"k{i}_{j}: 1" for j in range(2_600)) + "}\n"
+                   for i in range(4))
+    assert errors(many + "b: {<<: [*a0, *a1, *a2, *a3]}\n") == [
+        f"{F}:5:5: more than {limits.MAX_ENTRIES} entries in one mapping, counting those a merge key (<<) "
+        "copies"]
+
+
+def test_merge_keys_within_the_limits_load_in_linear_time() -> None:
+    # 40 variables merged into 999 jobs, 80,000 values: ruamel compared each job's mapping with every one
+    # merged before it (CommentedMap.add_referent), 13 s; the loader compares them by identity
+    text = _merged_jobs(40, 999)
+    started = time.monotonic()
+    config_yaml.load_yaml(text, str(F))  # the YAML alone: 0.7 s here, and 9 s before
+    assert time.monotonic() - started < 4
+    jobs = parse_text(text, F).tenants[0].jobs
+    assert len(jobs) == 999 and all(len(j.env.environment) == 40 for j in jobs)
 
 
 def test_a_long_value_is_cut_in_the_message() -> None:
