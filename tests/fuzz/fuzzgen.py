@@ -67,6 +67,7 @@ HOSTILE_VALUES = [
     "{a: {b: {c: 1}}}", "!foo bar", "!!binary aGVsbG8=", "!!python/object:os.system x", "*undefined",
     '"' + "x" * 70000 + '"', "null", "yes", "2024-01-01", "0x1F", "1_000", '"Etc/../../etc/passwd"',
     '"Mars/Olympus"', '"@weekly2"', '"a/b"', '"a b"', "[1, 2]", '"' + "é" * 100 + '"',
+    "5e-324", "1e-300", "0.0000004", '"\\ud800"', '"x\\U0000DC00"', "&h false", '"*/ * * * *"',
 ]
 
 NAMED = {

@@ -65,13 +65,23 @@ def _strings(cfg: Config) -> list[str]:
     return out
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def insane(cfg: Config) -> list[str]:
     """What would be wrong with an accepted config (a wrong acceptance), judged without the loader's code."""
     bad = [f"duration {d!r}" for d in _durations(cfg)
-           if d is not None and (not math.isfinite(d) or not 0 <= d <= limits.MAX_DURATION)]
+           if d is not None and (not math.isfinite(d) or not 0 <= d <= limits.MAX_DURATION
+                                 or 0 < d < limits.MIN_DURATION * 0.999)]  # (keep_ok: via days)
     bad += [f"NUL in {s[:30]!r}" for s in _strings(cfg) if "\0" in s]
+    bad += [f"not text: {s[:30]!r}" for s in _strings(cfg) if not s.isascii() and not _encodes(s)]
     s = cfg.server
-    if s.memory_limit is not None and not 0 <= s.memory_limit <= limits.MAX_SIZE:
+    if s.memory_limit is not None and not limits.MIN_MEMORY_LIMIT <= s.memory_limit <= limits.MAX_SIZE:
         bad.append(f"memory_limit {s.memory_limit}")
     now = datetime.now(UTC)
     for t in cfg.tenants:
