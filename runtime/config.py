@@ -23,7 +23,7 @@ from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from .config_yaml import ConfigError, ConfigInvalid
@@ -252,6 +252,40 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
     if got is None:
         return embedded_default(path if path is not None else default_config_path())
     p, text, st, owner, state = got
+    with _looking_as(p, owner):
+        config = _parse(p, text, st, state, prune=prune, outline=outline, keep=keep)
+    if parsed is not None and prune is None and _keeps(owner) and config[1]:
+        parsed(str(p), str(state), text, config[0])
+    return _finish(config[0], st, owner)
+
+
+def _looking_as(path: Path, owner: int) -> contextlib.AbstractContextManager[None]:
+    """Root parsing a config another user controls: the parse's looks at the machine (is install_dir a
+    directory, can sendmail be run) take that user's rights (config_values.LOOK_AS), so the answer tells
+    nothing about what only root may see."""
+    if owner in (0, os.geteuid()) or os.geteuid() != 0:
+        return contextlib.nullcontext()
+    from . import config_values, privs  # noqa: PLC0415 - imported as root, before any switch
+
+    try:
+        ident = privs.owner_identity(path, owner)
+    except UserError:  # a uid without a user entry: that uid, the kernel's overflow group, no other group
+        ident = privs.Identity(str(owner), owner, 65534, "/", ())
+    return _stacked(config_values.LOOK_AS, ident)
+
+
+@contextlib.contextmanager
+def _stacked(stack: list[object], item: object) -> Iterator[None]:
+    stack.append(item)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _parse(p: Path, text: str, st: os.stat_result, state: Path, *, prune: Prune | None, outline: Any,
+           keep: str | None) -> tuple[Config, bool]:
+    """The parse of the text, jobs blanked out where the outline allows; True when it is the whole text's."""
     blanked = _blank_jobs(text, st, outline, keep) if outline is not None else None
     config = None
     if blanked is not None:
@@ -260,11 +294,9 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
         # an error of the text without those jobs (an alias into them): the whole text's own words it
         with contextlib.suppress(ConfigInvalid):
             config = parse_text(blanked, p, state, host=True, prune=prune)
-    if config is None:
-        config = parse_text(text, p, state, host=True, prune=prune)
-        if parsed is not None and prune is None and _keeps(owner):
-            parsed(str(p), str(state), text, config)
-    return _finish(config, st, owner)
+    if config is not None:
+        return config, False
+    return parse_text(text, p, state, host=True, prune=prune), True
 
 
 def _finish(config: Config, st: os.stat_result, owner: int) -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import grp
@@ -153,16 +154,38 @@ def store_file(value: object) -> str:
     return got
 
 
+# The user whose rights the parse's looks at the machine take (root parsing a config another user controls:
+# config.py sets it), so that whether a path it names exists is not told from root's view (privs.acting_as).
+LOOK_AS: list[object] = []
+
+
+def _looking() -> contextlib.AbstractContextManager[None]:
+    if not LOOK_AS:
+        return contextlib.nullcontext()
+    from . import privs  # noqa: PLC0415 - imported before by the loader that set LOOK_AS
+
+    return privs.acting_as(LOOK_AS[-1])  # type: ignore[arg-type]
+
+
 def existing_dir(value: object) -> Path:
     path = Path(str(value))
-    if not path.is_dir():
+    with _looking():
+        try:
+            found = path.is_dir()
+        except OSError as exc:  # a directory on the way this user may not enter
+            raise ValueError(f"{shown(str(path), 200)} cannot be reached here: {exc.strerror}") from None
+    if not found:
         raise ValueError(f"{shown(str(path), 200)} is not a directory here")
     return path
 
 
 def executable_file(path: Path) -> bool:
     """A sendmail (or other program) the daemon could run: a regular file with an execute bit it may use."""
-    return path.is_file() and os.access(path, os.X_OK)
+    with _looking():
+        try:
+            return path.is_file() and os.access(path, os.X_OK, effective_ids=bool(LOOK_AS))
+        except OSError:  # a directory on the way this user may not enter
+            return False
 
 
 def sendmails(server: ServerSettings, tenants: Sequence[TenantDef]) -> list[tuple[Loc, Path]]:

@@ -242,6 +242,31 @@ def test_web_token_add_for_a_users_config_writes_as_that_user(world: Lab) -> Non
     assert (u.home / "tokens").stat().st_uid == u.uid
 
 
+def test_roots_parse_of_a_users_config_tells_nothing_of_what_only_root_sees(world: Lab) -> None:
+    """`check` of a user's config checks that install_dir is a directory and that an email's sendmail can
+    run. As root it looked with root's rights: the answer told the user whether a path inside a directory
+    only root may enter exists. It now looks with the user's: an existing hidden path and a missing one get
+    the same answer."""
+    u = world.user("look")
+    hidden = world.base / "rootonly"
+    hidden.mkdir(mode=0o700)
+    (hidden / "there").mkdir()
+    write(hidden / "mailer", "#!/bin/sh\nexit 0\n", mode=0o755)
+    said = {}
+    for name in ("there", "missing"):
+        cfg = write(u.home / f"{name}.yaml", f"task_server:\n  state_dir: {u.home}/st\n"
+                    f"  install_dir: {hidden / name}\ntenants:\n  t:\n    login: x\n", owner=u)
+        said[name] = one_error(world.ts(cfg, "check")).replace(name, "NAME")
+    assert said["there"] == said["missing"], said
+    assert "cannot be reached here: Permission denied" in said["there"], said
+    for name in ("mailer", "nomailer"):
+        cfg = write(u.home / f"{name}.yaml", f"task_server:\n  state_dir: {u.home}/st\n"
+                    "tenants:\n  t:\n    login: x\n    notify:\n      email: {to: a@example.com, sendmail: "
+                    f"{hidden / name}}}\n", owner=u)
+        said[name] = one_error(world.ts(cfg, "check")).replace(name, "NAME")
+    assert said["mailer"] == said["nomailer"], said
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
