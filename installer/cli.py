@@ -277,15 +277,24 @@ def from_manifest(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, ba
             f"{args.name} is not installed here (no manifest {where})",
             hint="check --name, --user and --root; --status shows what is installed",
         )
+    # the scope is where the manifest was found, never what it says: a user's manifest is the user's to
+    # write, and "scope": "system" in it made root's `--user --uninstall` remove the system service
+    backend = choose_backend(args, root, data["backend"])
+    if probe.user_scope and not (backend.caps.user_scope or backend.caps.own_account):
+        raise UserError(
+            f"the manifest {probe.target(mf.manifest_path(probe))} names the {backend.name} backend, "
+            "which installs no user services",
+            hint="it was changed since it was written; remove the user's files by hand",
+        )
     spec = build_spec(
         name=args.name,
-        scope=data.get("scope", probes[0].scope),
+        scope=probe.scope,
         root=root,
         executable=data["executable"],
         config=data["config"],
         run_as=data.get("run_as"),
     )
-    return spec, choose_backend(args, root, data["backend"])
+    return spec, backend
 
 
 def check_privileges(spec: ServiceSpec, backend: base.Backend, args: argparse.Namespace) -> None:

@@ -84,6 +84,9 @@ def remove(spec: ServiceSpec, kept: Kept) -> str:
     if not safe_path(files, kept.path):
         return f"kept {kept.path} ({kept.what}): a directory above it is a symlink; remove it by hand"
     owner = parent_owner(files, kept.path)
+    if owner is None and spec.user_scope:  # a user's manifest names it (their file): removed as the user
+        home = files.stat(spec.home)
+        owner = (home.st_uid, home.st_gid) if home is not None and home.st_uid != 0 else None
     try:
         if owner is not None and os.geteuid() == 0:
             return as_user(*owner, lambda: _remove(files, kept))

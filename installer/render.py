@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 
 from ..runtime.errors import UserError
 from .safefs import Tree
@@ -154,10 +155,12 @@ class OverrideLoader(jinja2.BaseLoader):
 
 
 def environment(spec: ServiceSpec) -> jinja2.Environment:
-    env = jinja2.Environment(
+    """Templates render in jinja2's sandbox: an override (a user's own, for their user unit) is text for a
+    boot file, and must not reach Python (``cycler.__init__.__globals__.os``) in root's process."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         loader=OverrideLoader(spec),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # noqa: S701 - boot files, not HTML: every value goes through a syntax filter
+        autoescape=False,  # boot files, not HTML: every value goes through a syntax filter
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -179,3 +179,57 @@ def test_tampered_manifest_naming_a_root_file_inside_the_home(user: pwd.struct_p
     no_traceback(res)
     assert res.returncode == 1 and "which no install of" in res.stderr, res.stderr
     assert (d / "quota.conf").exists() and d.stat().st_uid == 0
+
+
+def test_a_users_template_override_cannot_run_code_in_roots_installer(user: pwd.struct_passwd,
+                                                                      victim: Path) -> None:
+    """The user's own override of their user unit's template is accepted (it becomes their own unit), but
+    it was rendered by an unsandboxed jinja2 in root's process: a template expression reached os.system."""
+    home = Path(user.pw_dir)
+    override = home / ".config/taskserver/templates/systemd/taskserver.service.j2"
+    marker = victim / "pwned"
+    as_user(user, "mkdir", "-p", override.parent)
+    as_user(user, "sh", "-c", f"echo '{{{{ cycler.__init__.__globals__.os.system(\"id > {marker}\") }}}}' > "
+            f"{override}")
+    for extra in (["--dry-run"], []):
+        res = tool("--init", "systemd", "--user", "--name", NAME, "--no-start", *extra, home=home)
+        no_traceback(res)
+        assert res.returncode != 0 and "template" in res.stderr, res
+        assert not marker.exists()
+
+
+def _forge(user: pwd.struct_passwd, **changes: object) -> None:
+    manifest = Path(user.pw_dir) / ".local/state/taskserver-install" / f"{NAME}.json"
+    data = json.loads(manifest.read_text())
+    data.update(changes)
+    manifest.write_text(json.dumps(data))
+
+
+def test_a_forged_user_manifest_cannot_make_root_purge_a_root_file(user: pwd.struct_passwd,
+                                                                  victim: Path) -> None:
+    """The user's manifest is theirs to write: its config path, with the hash of a root file (so --purge
+    takes it for a config this tool wrote), made root delete that file."""
+    code, err = install_for(user)
+    assert code == 0, err
+    target = victim / "root-config.yaml"
+    target.write_text("root's own config\n")
+    _forge(user, config=str(target), config_written=hashlib.sha256(target.read_bytes()).hexdigest())
+    before = snapshot(victim)
+    res = tool("--uninstall", "--purge", "--user", "--name", NAME, home=Path(user.pw_dir))
+    no_traceback(res)
+    assert snapshot(victim) == before, res.stdout + res.stderr
+    assert "Permission denied" in res.stdout, res.stdout
+
+
+def test_a_forged_user_manifest_cannot_claim_the_system_scope(user: pwd.struct_passwd) -> None:
+    """"scope": "system" in the user's manifest made root's `--user --uninstall` act on the system service
+    of that name (its unit, its enablement, its state under /var/lib)."""
+    home = Path(user.pw_dir)
+    code, err = install_for(user)
+    assert code == 0, err
+    _forge(user, scope="system")
+    res = tool("--uninstall", "--user", "--name", NAME, home=home)
+    no_traceback(res)
+    assert res.returncode == 0, res.stderr
+    assert f"removed    {home / UNIT_DIR / NAME}.service" in res.stdout, res.stdout
+    assert "/etc/systemd/system" not in res.stdout + res.stderr and "/var/lib" not in res.stdout
