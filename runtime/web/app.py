@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 import jinja2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -29,6 +30,36 @@ from .timeline import timeline_svg
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_BODY = 1 << 20
 Handler = Callable[[Request, Who], Response]
+
+
+class JSONText(JSONResponse):
+    """JSON in ASCII: a value that is not valid text (an argv's byte that is not UTF-8, a lone surrogate
+    in Python) is written as its \\u escape; the UTF-8 encoding made every page that showed it a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _bytes(html: str) -> bytes:
+    """A page as UTF-8, with what is not valid text (see JSONText) as backslash escapes."""
+    return html.encode("utf-8", "backslashreplace")
+
+
+class RunId(Convertor[int]):
+    """A run id in a path: at most 18 digits (a store's ids are SQLite integers). Starlette's ``int`` took
+    any number of digits: 20 overflowed SQLite's integer, 5,000 Python's int parsing, each a 500 and a
+    traceback in the log for anyone to cause; a longer one now matches no route (404)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("runid", RunId())
 
 
 class HTTPError(Exception):
@@ -59,80 +90,86 @@ class Views:
 
     def healthz(self, request: Request) -> Response:
         reasons = self.reader.health()
-        return JSONResponse({"status": "ok" if not reasons else "unhealthy", "reasons": reasons},
+        return JSONText({"status": "ok" if not reasons else "unhealthy", "reasons": reasons},
                             status_code=200 if not reasons else 503)
 
     def metrics(self, request: Request, who: Who) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        # a token scoped to some tenants gets their series only, as every other read (security.md)
+        registry = self.registry if who.token is None or who.token.tenants is None else \
+            metrics.registry(self.reader, lambda name: _visible(who, name))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     def tenants(self, request: Request, who: Who) -> Response:
-        return JSONResponse([t for t in self.reader.tenants() if _visible(who, t["name"])])
+        return JSONText([t for t in self.reader.tenants() if _visible(who, t["name"])])
 
     def jobs(self, request: Request, who: Who) -> Response:
-        return JSONResponse(self.reader.jobs(request.path_params["tenant"]))
+        return JSONText(self.reader.jobs(request.path_params["tenant"]))
 
     def runs(self, request: Request, who: Who) -> Response:
         q = request.query_params
-        return JSONResponse(self.reader.runs(
+        return JSONText(self.reader.runs(
             request.path_params["tenant"], job=q.get("job") or None, state=q.get("state") or None,
             since=_time(q.get("since")), until=_time(q.get("until")), before=_int(q.get("before")),
             limit=min(_int(q.get("limit")) or 50, 500)))
 
     def run(self, request: Request, who: Who) -> Response:
-        return JSONResponse(self.reader.run(request.path_params["tenant"], request.path_params["id"]))
+        return JSONText(self.reader.run(request.path_params["tenant"], request.path_params["id"]))
 
     def queues(self, request: Request, who: Who) -> Response:
-        return JSONResponse(self.reader.queues(request.path_params["tenant"]))
+        return JSONText(self.reader.queues(request.path_params["tenant"]))
 
     def enqueue(self, request: Request, who: Who) -> Response:
         body = _json_body(request)
         run_id = self.reader.enqueue(request.path_params["tenant"], body.get("argv"), body.get("queue"))
-        return JSONResponse({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
+        return JSONText({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
 
     def run_now(self, request: Request, who: Who) -> Response:
         run_id = self.reader.run_now(request.path_params["tenant"], request.path_params["job"])
-        return JSONResponse({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
+        return JSONText({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
 
     def cancel(self, request: Request, who: Who) -> Response:
         tenant, run_id = request.path_params["tenant"], request.path_params["id"]
-        return JSONResponse(self.reader.cancel(tenant, run_id, who.name))
+        return JSONText(self.reader.cancel(tenant, run_id, who.name))
 
     def pause(self, request: Request, who: Who) -> Response:
         tenant, job = request.path_params["tenant"], request.path_params["job"]
-        return JSONResponse(self.reader.pause(tenant, job, who.name, True))
+        return JSONText(self.reader.pause(tenant, job, who.name, True))
 
     def resume(self, request: Request, who: Who) -> Response:
         tenant, job = request.path_params["tenant"], request.path_params["job"]
-        return JSONResponse(self.reader.pause(tenant, job, who.name, False))
+        return JSONText(self.reader.pause(tenant, job, who.name, False))
 
     def dashboard(self, request: Request, who: Who) -> Response:
         html = self.env.get_template("index.html").render(**_page(self.reader, who, self.auth))
-        return HTMLResponse(html, headers=_page_headers())
+        return HTMLResponse(_bytes(html), headers=_page_headers())
 
     def run_page(self, request: Request, who: Who) -> Response:
         tenant, run_id = request.path_params["tenant"], request.path_params["id"]
         html = self.env.get_template("run.html").render(run=self.reader.run(tenant, run_id), tenant=tenant,
                                                         who=who.name)
-        return HTMLResponse(html, headers=_page_headers())
+        return HTMLResponse(_bytes(html), headers=_page_headers())
 
     def login_page(self, request: Request) -> Response:
         html = self.env.get_template("login.html").render(error=None)
-        return HTMLResponse(html, headers=_page_headers())
+        return HTMLResponse(_bytes(html), headers=_page_headers())
 
     async def login(self, request: Request) -> Response:
-        raw = await request.body()
-        fields = parse_qs(raw.decode(errors="replace")) if len(raw) <= MAX_BODY else {}
+        raw = await _bounded_body(request)
+        if raw is None:
+            return _error(413, f"request body over {MAX_BODY} bytes")
+        fields = parse_qs(raw.decode(errors="replace"))
         token = (fields.get("token") or [""])[0]
         cookie = self.auth.login(token) if token else None
         if cookie is None:
             html = self.env.get_template("login.html").render(error="That token is not valid.")
-            return HTMLResponse(html, status_code=401, headers=_page_headers())
+            return HTMLResponse(_bytes(html), status_code=401, headers=_page_headers())
         resp = RedirectResponse("/", status_code=303)
         resp.set_cookie(COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
         return resp
 
     def logout(self, request: Request, who: Who) -> Response:
+        self.auth.logout(who)
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE, path="/")
         return resp
@@ -182,15 +219,15 @@ def create_app(reader: Reader, auth: Auth) -> Starlette:
         Route("/api/v1/tenants", read(v.tenants)),
         Route(f"{t}/jobs", read(v.jobs)),
         Route(f"{t}/runs", read(v.runs)),
-        Route(t + "/runs/{id:int}", read(v.run)),
+        Route(t + "/runs/{id:runid}", read(v.run)),
         Route(f"{t}/queues", read(v.queues)),
         Route(f"{t}/tasks", act(v.enqueue), methods=post),
         Route(t + "/jobs/{job}/run", act(v.run_now), methods=post),
-        Route(t + "/runs/{id:int}/cancel", act(v.cancel), methods=post),
+        Route(t + "/runs/{id:runid}/cancel", act(v.cancel), methods=post),
         Route(t + "/jobs/{job}/pause", act(v.pause), methods=post),
         Route(t + "/jobs/{job}/resume", act(v.resume), methods=post),
         Route("/", read(v.dashboard, page=True)),
-        Route("/runs/{tenant}/{id:int}", read(v.run_page, page=True)),
+        Route("/runs/{tenant}/{id:runid}", read(v.run_page, page=True)),
         Route("/login", v.login_page, methods=["GET"]),
         Route("/login", v.login, methods=post),
         Route("/logout", read(v.logout), methods=post),
@@ -218,22 +255,37 @@ def _visible(who: Who, tenant: str) -> bool:
 
 def _error(status: int, message: str) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONText({"error": message}, status_code=status, headers=headers)
 
 
 def _json_body(request: Request) -> dict[str, Any]:
     import anyio.from_thread  # noqa: PLC0415 - handlers run in a worker thread
 
-    raw = anyio.from_thread.run(request.body)
-    if len(raw) > MAX_BODY:
+    raw = anyio.from_thread.run(_bounded_body, request)
+    if raw is None:
         raise BadRequest(f"request body over {MAX_BODY} bytes")
     try:
         body = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # a list nested 100,000 deep is not a task either
         raise BadRequest("the body is not JSON") from None
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"argv": ["cmd", "arg"], "queue": "q"}')
     return body
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, None when it is over MAX_BODY: read no further than that, whatever a client sends (a
+    body read whole first let unauthenticated clients fill the server's memory)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length[:12]) > MAX_BODY):
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _int(text: str | None) -> int | None:

@@ -26,6 +26,7 @@ SESSION_SECONDS = 12 * 3600
 class Who:
     token: Token | None  # None: an anonymous reader
     session: str | None  # the session nonce when the request came with a cookie (CSRF applies)
+    expires: float = 0.0  # when that session ends on its own
 
     @property
     def name(self) -> str:
@@ -37,6 +38,7 @@ class Auth:
         self.tokens = tokens
         self.anonymous_read = anonymous_read
         self.secret = secrets.token_bytes(32)  # per process: a restart logs browsers out
+        self.ended: dict[str, float] = {}  # nonces of sessions signed out -> when they would have expired
 
     def identify(self, authorization: str | None, cookie: str | None) -> Who | None:
         if authorization:
@@ -67,9 +69,18 @@ class Auth:
         except (ValueError, KeyError, TypeError):
             return None
         tok = next((t for t in self.tokens if t.name == name), None)
-        if tok is None or expires < time.time():
+        if tok is None or expires < time.time() or nonce in self.ended:
             return None
-        return Who(tok, nonce)
+        return Who(tok, nonce, expires)
+
+    def logout(self, who: Who) -> None:
+        """End a browser's session here too: its cookie stops working at once, not when it expires."""
+        if who.session is None:
+            return
+        now = time.time()
+        for nonce in [n for n, until in self.ended.items() if until < now]:  # expired anyway
+            del self.ended[nonce]
+        self.ended[who.session] = who.expires
 
     def csrf(self, who: Who) -> str:
         return self._sign(f"csrf:{who.session}") if who.session else ""

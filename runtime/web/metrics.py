@@ -8,7 +8,7 @@ Prometheus' ``rate()`` and ``increase()`` handle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,18 @@ LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 class StoreCollector(Collector):
-    def __init__(self, reader: Reader) -> None:
-        self.reader = reader
+    """``visible``: the tenants the asking token may read (a scoped token sees no other tenant's series)."""
+
+    def __init__(self, reader: Reader, visible: Callable[[str], bool] = lambda _: True) -> None:
+        self.reader, self.visible = reader, visible
 
     def collect(self) -> Iterator[Metric]:
         fams = _families()
         up = 1.0 if self.reader.daemon_pid() is not None else 0.0
         fams["up"].add_metric([], up)
-        _add_notifications(fams["notify"], self.reader.config.path)
+        _add_notifications(fams["notify"], self.reader.config.path, self.visible)
         now = datetime.now(UTC)
-        for tenant in self.reader.config.tenants:
+        for tenant in (t for t in self.reader.config.tenants if self.visible(t.name)):
             try:
                 self._tenant(fams, tenant, now)
             except StoreError as exc:  # the other tenants are still reported; /healthz names this one
@@ -86,10 +88,12 @@ def _families() -> dict[str, Any]:
     }
 
 
-def _add_notifications(fam: Any, config: Path) -> None:
+def _add_notifications(fam: Any, config: Path, visible: Callable[[str], bool]) -> None:
     """The running daemon's counters, as it publishes them in its pid file's info (docs/notifications.md)."""
     counts = (probe(config).info() or {}).get("notifications") or {}
     for tenant, per in sorted(counts.items()):
+        if not visible(str(tenant)):
+            continue
         for result in ("sent", "failed", "dropped"):
             fam.add_metric([str(tenant), result], int(per.get(result, 0)))
 
@@ -123,7 +127,8 @@ def _fmt(b: float) -> str:
     return f"{b:g}"
 
 
-def registry(reader: Reader) -> CollectorRegistry:
+def registry(reader: Reader, visible: Callable[[str], bool] = lambda _: True) -> CollectorRegistry:
+    """A registry of the tenants ``visible`` admits: made per scrape, for the token that asks."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StoreCollector(reader))
+    reg.register(StoreCollector(reader, visible))
     return reg

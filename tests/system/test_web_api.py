@@ -160,3 +160,53 @@ def test_a_store_that_cannot_be_read_is_named_and_the_other_tenants_are_served(t
         assert c.get("/api/v1/tenants/broken/jobs").status_code == 503
         page = c.get("/")
         assert page.status_code == 200 and "its store cannot be read" in page.text and "hello" in page.text
+
+
+def test_a_scoped_token_sees_only_its_tenants_metrics(cfg: Path) -> None:
+    """/metrics gave every token every tenant's series (job names, run counts, next due times)."""
+    only_b = token(cfg, "bonly", "--tenants", "b")
+    full = token(cfg, "ops")
+    cli(cfg, "jobs", "run", "--tenant", "t", "hello")
+    d = Daemon(cfg, "--once")
+    assert d.wait() == 0, d.text()
+    with web_server(cfg) as base:
+        def tenants_in(tok: str) -> set[str]:
+            text = httpx.get(f"{base}/metrics", headers=bearer(tok)).text
+            return {s.labels["tenant"] for fam in text_string_to_metric_families(text) for s in fam.samples
+                    if "tenant" in s.labels}
+        assert "t" in tenants_in(full)
+        assert tenants_in(only_b) <= {"b"}
+
+
+def test_hostile_requests_get_4xx_not_500(cfg: Path, tmp_path: Path) -> None:
+    """Bodies are read only up to their limit (a 400 MB login body filled the server's memory, without a
+    token); run ids of 20 and 5,000 digits, JSON nested 100,000 deep and an argv byte that is not UTF-8
+    (enqueued through the CLI, then listed) each gave a 500, the long id with a traceback in the log."""
+    full = token(cfg, "ops")
+    bad = os.fsdecode(b"caf\xe9")
+    cli(cfg, "jobs", "enqueue", "--tenant", "t", "--queue", "q", "--", "/bin/echo", bad)
+    with web_server(cfg) as base, httpx.Client(base_url=base, headers=bearer(full)) as c:
+        big = b"token=" + b"a" * (2 << 20)
+        assert httpx.post(f"{base}/login", content=big).status_code == 413
+        assert c.post("/api/v1/tenants/t/tasks", content=b"[" * 100_000).status_code == 400
+        assert c.post("/api/v1/tenants/t/tasks", content=b" " * (2 << 20)).status_code == 400
+        for rid in ("9" * 20, "9" * 5000):
+            assert c.get(f"/api/v1/tenants/t/runs/{rid}").status_code == 404
+            assert c.post(f"/api/v1/tenants/t/runs/{rid}/cancel").status_code in (404, 405)
+        listed = c.get("/api/v1/tenants/t/runs")
+        assert listed.status_code == 200 and listed.json()[0]["argv"] == ["/bin/echo", "caf\udce9"]
+        assert c.get("/api/v1/tenants/t/queues").status_code == 200
+        assert c.get("/").status_code == 200 and "caf\\udce9" in c.get("/").text
+    assert "Traceback" not in "".join(p.read_text() for p in cfg.parent.glob("web-*.log"))
+
+
+def test_sign_out_ends_the_session(cfg: Path) -> None:
+    """A cookie kept after /logout still read and acted for up to 12 hours."""
+    full = token(cfg, "ops")
+    with web_server(cfg) as base, httpx.Client(base_url=base) as browser:
+        assert browser.post("/login", data={"token": full}).status_code == 303
+        cookie = browser.cookies.get("taskserver_session")
+        assert browser.get("/api/v1/tenants/t/jobs").status_code == 200
+        assert browser.post("/logout").status_code == 303
+        again = httpx.get(f"{base}/api/v1/tenants/t/jobs", cookies={"taskserver_session": cookie or ""})
+        assert again.status_code == 401
