@@ -245,12 +245,37 @@ def build_spec(
         scope=scope,
         run_as=parse_run_as(run_as, root_p) if run_as else None,
         working_dir=check_abs("--workdir", working_dir) if working_dir else None,
-        env_file=check_abs("--env-file", env_file) if env_file else None,
+        env_file=_root_env_file(check_abs("--env-file", env_file), scope, root_p) if env_file else None,
         writable_paths=tuple(check_writable(p) for p in writable_paths),
         root=root_p,
         home=home_p,
         watchdog=watchdog,
     )
+
+
+def _root_env_file(path: Path, scope: str, root: Path) -> Path:
+    """A system service's environment file is read by root at every start (SysV, OpenRC and runit source it
+    as shell; systemd takes LD_PRELOAD and the like from it): only root may be able to change it, the file
+    and every directory above it, as for a config root runs (runtime/conftrust.py). A tree (--root) is its
+    owner's to decide; a user unit's file is that user's."""
+    if scope != SYSTEM or root != Path("/"):
+        return path
+    from ..runtime.conftrust import check_trust, directory_owner  # noqa: PLC0415
+
+    hint = f"keep it where only root can write: chown root {path}, chmod go-w (and its directories)"
+    try:
+        st = os.stat(path)
+        owner = check_trust(path, st)
+    except FileNotFoundError:
+        owner = directory_owner(path)  # made later, where only root can make it
+    except OSError as exc:
+        raise UserError(f"--env-file {path}: {exc.strerror}", hint="name a readable file") from None
+    except UserError as exc:  # writable by others, or below two users' directories
+        raise UserError(f"--env-file: {exc.message}", hint=hint) from None
+    if owner != 0:
+        raise UserError(f"--env-file {path}: uid {owner} can change it, and root reads it at every start",
+                        hint=hint)
+    return path
 
 
 def parsed_config(spec: ServiceSpec) -> Config | None:

@@ -233,3 +233,25 @@ def test_a_forged_user_manifest_cannot_claim_the_system_scope(user: pwd.struct_p
     assert res.returncode == 0, res.stderr
     assert f"removed    {home / UNIT_DIR / NAME}.service" in res.stdout, res.stdout
     assert "/etc/systemd/system" not in res.stdout + res.stderr and "/var/lib" not in res.stdout
+
+
+def test_an_env_file_a_user_can_change_is_refused_for_a_system_service(user: pwd.struct_passwd,
+                                                                       victim: Path) -> None:
+    """The SysV, OpenRC and runit scripts source --env-file as shell, as root, at every start (systemd takes
+    LD_PRELOAD from it): a file the run_as user owned gave them root at the next start."""
+    home = Path(user.pw_dir)
+    theirs = home / "app.env"
+    as_user(user, "sh", "-c", f"echo 'X=1' > {theirs}")
+    shared = victim / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    ours = victim / "root.env"
+    ours.write_text("X=1\n")
+    refused = ((theirs, f"uid {user.pw_uid} can change it"),
+               (shared / "later.env", "writable by group or others"))
+    for path, why in refused:
+        res = tool("--init", "systemd", "--run-as", user.pw_name, "--env-file", path, "--dry-run")
+        no_traceback(res)
+        assert res.returncode == 2 and why in res.stderr, res.stderr
+    res = tool("--init", "systemd", "--run-as", user.pw_name, "--env-file", ours, "--dry-run")
+    assert res.returncode == 0, res.stderr
