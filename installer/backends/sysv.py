@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ...runtime.errors import UserError
 from ...runtime.pidfile import pidfile_name
 from .. import detect
-from ..detect import which
+from ..detect import BIN_DIRS, which
 from ..render import render
 from ..spec import ServiceSpec
 from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir
@@ -74,6 +74,7 @@ class SysV(Backend):
             # update-rc.d/insserv/chkconfig have no reliable --root: run the tree's own copy inside it.
             if which(spec.root, argv[0]) is None:
                 raise UserError(f"{argv[0]} is not installed in {spec.root}", hint="install it there first")
+            roots_own_tree(spec.root, argv[0])
             argv = ["chroot", str(spec.root), *argv]
         return cmd(argv, check=check)
 
@@ -88,6 +89,7 @@ class SysV(Backend):
             return []
         argv = ["insserv"]
         if spec.offline_root:
+            roots_own_tree(spec.root, "insserv")
             argv = ["chroot", str(spec.root), *argv]
         return [cmd(argv, check=False)]
 
@@ -138,3 +140,38 @@ class SysV(Backend):
             return False
         res = self._action(spec, "status", check=False).run()
         return getattr(res, "returncode", 3) == 0
+
+
+# what a program run in the tree (and its loader and libraries) comes from
+_RUN_FROM = ("", *BIN_DIRS, "lib", "lib64", "usr", "usr/lib", "usr/lib64", "lib/x86_64-linux-gnu",
+             "usr/lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "etc")
+
+
+def roots_own_tree(root: Path, program: str) -> None:
+    """Run a tree's own program (``chroot TREE update-rc.d``) only where root alone could have put it: the
+    tree and the directories above it on this machine, the tree's program directories and libraries and
+    the program itself belong to root and are not writable by others. A tree another user built may hold
+    any program, and a program run as root in a chroot can leave it (an audit's update-rc.d did)."""
+    import os  # noqa: PLC0415
+    import stat  # noqa: PLC0415
+
+    from ..safefs import Tree  # noqa: PLC0415
+
+    def refuse(where: str, why: str) -> UserError:
+        return UserError(f"not running {program} of the tree {root}: {where} {why}",
+                         hint=f"make the tree root's (chown -R root {root}, chmod go-w), or register the "
+                         "script by hand")
+
+    def judge(st: os.stat_result, where: str) -> None:
+        if st.st_uid != 0:
+            raise refuse(where, f"belongs to uid {st.st_uid}")
+        if st.st_mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+            raise refuse(where, "is writable by group or others")
+
+    for d in [root, *root.parents]:
+        judge(os.stat(d), str(d))
+    files = Tree(root)
+    for rel in [*_RUN_FROM, *(f"{d}/{program}" for d in BIN_DIRS)]:
+        st = files.stat(Path("/" + rel))
+        if st is not None:
+            judge(st, str(root / rel))

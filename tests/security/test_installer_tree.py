@@ -187,3 +187,39 @@ def test_run_as_is_looked_up_in_the_trees_own_passwd(base: Path, user: pwd.struc
     res = tool("--root", tree, "--init", "sysv", "--name", NAME, "--run-as", user.pw_name, "--dry-run")
     no_traceback(res)
     assert res.returncode != 0 and "no such user" in res.stderr, res.stderr
+
+
+def _runnable_shell(tree: Path) -> None:
+    """The host's /bin/sh and the libraries it loads, copied into the tree: a script there can run."""
+    shell = Path(os.path.realpath("/bin/sh"))
+    libs = subprocess.run(["ldd", str(shell)], capture_output=True, text=True, check=True).stdout
+    for path in [str(shell), *(w for w in libs.split() if w.startswith("/"))]:
+        dest = tree / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(path), dest)
+    (tree / "bin").mkdir(exist_ok=True)
+    if not (tree / "bin/sh").exists():
+        (tree / "bin/sh").symlink_to(shell)
+
+
+def test_an_offline_sysv_install_never_runs_the_registrar_of_a_tree_a_user_built(
+    base: Path, user: pwd.struct_passwd
+) -> None:
+    """`--root TREE --init sysv` ran the tree's own update-rc.d in a chroot, as root: a program the tree's
+    owner wrote (an audit's broke out of the chroot). It runs only in a tree root alone could change."""
+    tree = make_tree(base, user)
+    _runnable_shell(tree)
+    (tree / "etc/os-release").write_text("ID=debian\n")
+    (tree / "etc/rc2.d").mkdir(exist_ok=True)
+    marker = "/registrar-ran-as-root"
+    script = tree / "usr/sbin/update-rc.d"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(f"#!/bin/sh\nid > {marker}\n")
+    script.chmod(0o755)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in [".", *dirnames, *filenames]:
+            os.lchown(Path(dirpath, name), user.pw_uid, user.pw_gid)
+    res = tool("--root", tree, "--init", "sysv", "--name", NAME, "--no-start")
+    no_traceback(res)
+    assert res.returncode != 0 and "not running update-rc.d of the tree" in res.stderr, res
+    assert not (tree / marker.lstrip("/")).exists()
