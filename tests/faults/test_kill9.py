@@ -77,7 +77,13 @@ def test_kill_9_the_instant_a_job_appears(tmp_path: Path, figures: list[str]) ->
                 time.sleep(0.0005)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        log = cfg.parent / "daemon.log"
+        served = log.read_text(errors="replace").count("serving")
         proc = popen(cfg, "run")
+        end = time.monotonic() + 60  # settling the dead daemons' runs comes first: a SIGTERM before the
+        while log.read_text(errors="replace").count("serving") == served:  # daemon serves ends it outright
+            assert proc.poll() is None and time.monotonic() < end, "the last daemon did not come up"
+            time.sleep(0.05)
         time.sleep(1.0)
         assert stop_foreground(proc) == 0
     finally:
