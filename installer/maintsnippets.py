@@ -99,7 +99,15 @@ def sections(
         "fi\n",
         'elif [ "$1" = purge ]; then\n'
         f"\t{PURGE_NOTE}\n"
-        f"\trm -rf -- {words}\n"
+        # a DPKG_ROOT tree's own links must not lead the removal onto this machine: a path with a link
+        # on its way below $DPKG_ROOT is left (rm -rf of the path itself removes a link, not its target)
+        f"\tfor p in {words}; do\n"
+        '\t\td=$(dirname -- "$p")\n'
+        '\t\twhile [ "$d" != "${DPKG_ROOT:-/}" ] && [ "$d" != / ] && [ ! -L "$d" ]; do '
+        'd=$(dirname -- "$d"); done\n'
+        '\t\tif [ -L "$d" ]; then echo "not removing $p: $d is a symbolic link" >&2; '
+        'else rm -rf -- "$p"; fi\n'
+        "\tdone\n"
         f"\trmdir --ignore-fail-on-non-empty -- {empty_dirs} 2>/dev/null || true\n"
         "fi\n",
     )

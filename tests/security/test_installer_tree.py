@@ -173,6 +173,30 @@ def test_package_purge_in_a_dpkg_root_tree_stays_inside_it(
     assert snapshot(victim) == before
 
 
+def test_the_postrm_purge_snippet_under_dpkg_root_stays_inside_the_tree(
+    base: Path, user: pwd.struct_passwd, victim: Path
+) -> None:
+    """The same purge through the emitted postrm's own shell branch, which is what runs when dpkg has
+    already removed the payload (the tool is gone): its rm -rf followed the tree's var/lib link to the
+    host and removed the host's NAME directory there."""
+    tree = make_tree(base, user)
+    (victim / NAME / "data").mkdir(parents=True)
+    (victim / NAME / "data/keep").write_text("root's data\n")
+    before = snapshot(victim)
+    shutil.rmtree(tree / "var/lib")
+    as_user(user, "ln", "-s", victim, tree / "var/lib")
+    emitted = tool("--name", NAME, "--emit-maintscripts", "deb")
+    assert emitted.returncode == 0, emitted.stderr
+    postrm = emitted.stdout.split("# --- postrm ---", 1)[1]
+    script = base / "postrm.sh"
+    script.write_text(postrm)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPKG_ROOT": str(tree)}
+    res = subprocess.run(["sh", str(script), "purge"], capture_output=True, text=True, check=False, env=env)
+    assert res.returncode == 0, res.stderr
+    assert snapshot(victim) == before
+    assert "is a symbolic link" in res.stderr
+
+
 @pytest.mark.parametrize("plant", ["host-link", "fifo"])
 def test_run_as_is_looked_up_in_the_trees_own_passwd(base: Path, user: pwd.struct_passwd, plant: str) -> None:
     """--run-as names a user of the tree's etc/passwd. The tree's owner pointing that file at the host's
