@@ -259,6 +259,7 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
             if host:
                 _host_checks(w, section, server)
         tenants = _tenants(w, root, server.state_dir)
+        _own_stores(w, tenants, server.state_dir)
         if host:
             _store_checks(w, root, tenants)
             config_notify.host_checks(w, server, tenants)
@@ -266,6 +267,22 @@ def parse(text: str, path: Path, default_state_dir: Path, *, host: bool = False,
         raise ConfigInvalid(sorted(w.errors, key=lambda e: (e.loc.line, e.loc.col)), w.more)
     return Config(path=path, exists=True, server=server, tenants=tuple(tenants),
                   outline=_outline(pruned))
+
+
+def _own_stores(w: _Walker, tenants: list[TenantDef], state_dir: Path) -> None:
+    """Every tenant has a SQLite file of its own: one file named by two tenants mixed their runs (a token
+    of one tenant read the other's through the web side; the daemon refused with a misleading lock error).
+    A PostgreSQL store keeps each tenant's rows apart by its name, so a database may be shared."""
+    seen: dict[Path, str] = {}
+    for t in tenants:
+        if t.store.kind != "sqlite":
+            continue
+        own = state_dir / "tenants" / t.name if t.run_as is not None else state_dir
+        path = t.store.path or own / f"{t.name}.sqlite"
+        other = seen.setdefault(path, t.name)
+        if other != t.name:
+            w.error(t.loc or Loc(w.file, 1, 1), f"tenants.{t.name}.store: {path} is tenant {other}'s store "
+                    "too", "give each tenant its own file: store: {sqlite: NAME.sqlite}, or leave store: out")
 
 
 def _outline(pruned: Pruned) -> Outline | None:

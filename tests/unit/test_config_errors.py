@@ -232,3 +232,15 @@ def test_a_value_repeated_is_checked_and_reported_at_each_place() -> None:
                                                ((9, 17), (9, 40), (10, 17), (10, 40), (11, 31))]
     assert "bad cron expression" in got[0] and "bad cron expression" in got[2]
     assert "non-empty strings" in got[1] and "non-empty strings" in got[3] and "non-empty strings" in got[4]
+
+
+def test_two_tenants_never_share_one_sqlite_file() -> None:
+    """One file named by two tenants mixed their runs: through the web side a token of one tenant read the
+    other's tasks. A tenant's default file counts too; PostgreSQL keeps tenants apart by name."""
+    got = errors("tenants:\n  a:\n    login: x\n    store: {sqlite: shared.sqlite}\n"
+                 "  b:\n    login: y\n    store: {sqlite: shared.sqlite}\n"
+                 "  c:\n    login: z\n    store: {sqlite: d.sqlite}\n  d:\n    login: w\n"
+                 "  e:\n    login: v\n    store: {sqlite: a.sqlite}\n")
+    assert [g.split(": ", 2)[:2] for g in got] == [[f"{F}:5:3", "tenants.b.store"],
+                                                   [f"{F}:11:3", "tenants.d.store"]]
+    assert all("store too" in g for g in got)
