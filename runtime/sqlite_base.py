@@ -28,8 +28,15 @@ def open_db(path: StrPath, marker: StrPath, *, create: bool, verify: Verify) -> 
     before anything is written (store_errors.UNSERVED says when). NoStore when it has none and ``create`` is
     off; StoreError otherwise."""
     guard.check_presence(path, marker)
-    if not create and not os.path.exists(path):
-        raise NoStore(f"{path}: no run store yet", hint="nothing has run or been queued for this tenant")
+    if not create:
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            hint = "nothing has run or been queued for this tenant"
+            raise NoStore(f"{path}: no run store yet", hint=hint) from None
+        except OSError as exc:  # not "no store yet": a directory on the way this process may not enter
+            raise StoreError(f"{path}: cannot reach the run store: {exc.strerror}",
+                             hint="run as a user that may read it (the tenant's or the daemon's)") from None
     guard.check_header(path)
     fresh = not os.path.exists(path) or os.stat(path).st_size == 0
     whole = not fresh and (verify is True or (verify == UNSERVED and not guard.served(path)))

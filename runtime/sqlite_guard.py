@@ -104,6 +104,9 @@ def check_header(path: StrPath) -> None:
             head = f.read(len(HEADER))
     except FileNotFoundError:
         return
+    except OSError as exc:  # a store this process may not read (the web side as nobody): a store fault
+        raise StoreError(f"{path}: cannot read the run store: {exc.strerror}",
+                         hint="run as a user that may read it (the tenant's or the daemon's)") from None
     if head and head != HEADER:
         raise StoreError(f"{path}: not an SQLite database (overwritten?); refusing to use it",
                          hint=f"check it with: sqlite3 {path} 'PRAGMA quick_check'; restore it from a backup")
