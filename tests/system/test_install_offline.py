@@ -634,3 +634,35 @@ def test_user_unit_override_owned_by_that_user_is_accepted(tree: Path) -> None:
     res = cli("--init", "systemd", "--user", "--root", str(tree), env=env)
     assert res.returncode == 0, res.stderr
     assert (home / ".config/systemd/user/taskserver.service").read_text().endswith("# op's own\n")
+
+
+def test_an_install_that_runs_out_of_inodes_leaves_the_tree_as_it_was(tmp_path: Path) -> None:
+    """A tree on a real tmpfs with few inodes: every install that fails part-way (whatever it was writing
+    when the file system filled) rolls back to the tree as it was. The manifest's own directory stayed
+    behind, empty, when the manifest itself could not be written."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    root = tmp_path / "small"
+    root.mkdir()
+    failed = 0
+    for inodes in range(4, 30):
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=1m,nr_inodes={inodes}", "tmpfs", str(root)],
+                          check=False, capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        try:
+            try:  # the tree itself: too few inodes even for it in the first rounds
+                (root / "etc/init.d").mkdir(parents=True)
+                (root / "var/lib").mkdir(parents=True)
+                (root / "etc/os-release").write_text("ID=alpine\n")
+            except OSError:
+                continue
+            before = snapshot(root)
+            res = cli("--init", "openrc", "--root", str(root), "--no-start")
+            if res.returncode == 0:
+                break
+            failed += 1
+            assert "Traceback" not in res.stderr, res.stderr
+            assert snapshot(root) == before, (inodes, res.stderr)
+        finally:
+            subprocess.run(["umount", str(root)], check=False)
+    assert failed > 0  # the small trees did fail
