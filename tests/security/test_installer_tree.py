@@ -149,17 +149,24 @@ def test_uninstall_after_the_tree_owner_swapped_a_directory_for_a_link(
     assert (tree / "etc/init.moved" / f"{NAME}.conf").exists()  # the real job file was elsewhere
 
 
-def test_package_purge_in_a_dpkg_root_tree_stays_inside_it(
-    base: Path, user: pwd.struct_passwd, victim: Path
-) -> None:
-    """`postrm purge` under DPKG_ROOT removes the service's state dir (/var/lib/NAME): with the tree's
-    var/lib a link to a host directory, the host's NAME directory there stays (it was removed before)."""
+def _var_lib_linked_to(victim: Path, base: Path, user: pwd.struct_passwd) -> tuple[Path, dict[str, str]]:
+    """A user's tree whose var/lib is a link to the host's ``victim``, which holds a NAME directory (what a
+    purge under DPKG_ROOT removes in the tree); the tree and the victim's snapshot."""
     tree = make_tree(base, user)
     (victim / NAME / "data").mkdir(parents=True)
     (victim / NAME / "data/keep").write_text("root's data\n")
     before = snapshot(victim)
     shutil.rmtree(tree / "var/lib")
     as_user(user, "ln", "-s", victim, tree / "var/lib")
+    return tree, before
+
+
+def test_package_purge_in_a_dpkg_root_tree_stays_inside_it(
+    base: Path, user: pwd.struct_passwd, victim: Path
+) -> None:
+    """`postrm purge` under DPKG_ROOT removes the service's state dir (/var/lib/NAME): with the tree's
+    var/lib a link to a host directory, the host's NAME directory there stays (it was removed before)."""
+    tree, before = _var_lib_linked_to(victim, base, user)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPKG_ROOT": str(tree)}
     res = subprocess.run(
         [str(TOOL), "--name", NAME, "--init", "sysv", "--maintscript", "deb", "postrm", "purge"],
@@ -179,12 +186,7 @@ def test_the_postrm_purge_snippet_under_dpkg_root_stays_inside_the_tree(
     """The same purge through the emitted postrm's own shell branch, which is what runs when dpkg has
     already removed the payload (the tool is gone): its rm -rf followed the tree's var/lib link to the
     host and removed the host's NAME directory there."""
-    tree = make_tree(base, user)
-    (victim / NAME / "data").mkdir(parents=True)
-    (victim / NAME / "data/keep").write_text("root's data\n")
-    before = snapshot(victim)
-    shutil.rmtree(tree / "var/lib")
-    as_user(user, "ln", "-s", victim, tree / "var/lib")
+    tree, before = _var_lib_linked_to(victim, base, user)
     emitted = tool("--name", NAME, "--emit-maintscripts", "deb")
     assert emitted.returncode == 0, emitted.stderr
     postrm = emitted.stdout.split("# --- postrm ---", 1)[1]
