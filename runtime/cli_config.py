@@ -48,17 +48,10 @@ def _check(args: argparse.Namespace) -> int:
         from . import callprobe  # noqa: PLC0415 - only -v starts the probe's child processes
 
         _print_schedule(cfg)
-        _become_owner(cfg)  # the probe runs code of the file's install_dir
+        privs.become_owner(cfg)  # the probe runs code of the file's install_dir
         for line in callprobe.report(cfg):
             print(line)
     return 0
-
-
-def _become_owner(cfg: Config) -> None:
-    """Root acting on a config another user controls does the rest as that user (initgroups, setgid,
-    setuid): its paths are that user's to choose, and to swap while root works on them."""
-    if cfg.owner != 0 and os.geteuid() == 0:
-        privs.drop_privileges(privs.daemon_spec(cfg))
 
 
 def _stores_available(cfg: Config) -> bool:
@@ -153,7 +146,7 @@ def _edit(args: argparse.Namespace, change: config_edit.Change, expect: str) -> 
     current = config.load(path)  # refuses an invalid or unsafe file before touching it
     if not current.exists:
         raise UserError(f"{path} does not exist", hint=f"create it with `taskserver init-config {path}`")
-    _become_owner(current)  # the file is replaced through its directory, which that user may swap
+    privs.become_owner(current)  # the file is replaced through its directory, which that user may swap
     name: str = args.name
 
     def validate(text: str) -> None:

@@ -146,8 +146,7 @@ def _load(args: argparse.Namespace, *, jobs: bool = True, every_tenant: bool = F
     cfg = config.load(args.config) if every_tenant else config.load_tenant(args.config, name, jobs=jobs)
     # before any drop: the interpreter's own modules may be out of the user's reach
     load_backends({t.store.kind for t in cfg.tenants})
-    if cfg.owner != 0 and os.geteuid() == 0:
-        privs.drop_privileges(privs.daemon_spec(cfg))
+    privs.become_owner(cfg)
     return cfg
 
 

@@ -80,8 +80,8 @@ def _token_add(args: argparse.Namespace) -> int:
         cfg = config.load(cfg_path) if cfg_path.exists() else None
         http = cfg.server.http if cfg is not None else None
         path = tokens_path(cfg_path, http.tokens if http is not None else None)
-        if cfg is not None and cfg.owner != 0:  # a path that user chose: written as that user
-            privs.drop_privileges(privs.daemon_spec(cfg))
+        if cfg is not None:  # a config another user controls names a path that user chose: theirs to write
+            privs.become_owner(cfg)
     names = None if args.tenants.strip() == "*" else [t.strip() for t in args.tenants.split(",") if t.strip()]
     token = tokens.add(path, args.name, names, write=not args.read_only)
     print(token)
@@ -106,8 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .web.child import warm  # noqa: PLC0415
 
     warm()  # before the drop: the installation's modules and templates may be readable by root only
-    if cfg.owner != 0:  # a config another user controls: its tokens file is read as that user too
-        privs.drop_privileges(privs.daemon_spec(cfg))
+    privs.become_owner(cfg)  # a config another user controls: its tokens file is read as that user too
     token_list = tokens.load(tokens_file)
     if not token_list and not anonymous:
         log.warning("no tokens in the tokens file: every request needs one; make one with "

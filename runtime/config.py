@@ -23,7 +23,7 @@ from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any
 
     from .config_yaml import ConfigError, ConfigInvalid
@@ -261,9 +261,9 @@ def _load(path: Path | None, check_owner: bool, default_state: Path | None, prun
 
 def _looking_as(path: Path, owner: int) -> contextlib.AbstractContextManager[None]:
     """Root parsing a config another user controls: the parse's looks at the machine (is install_dir a
-    directory, can sendmail be run) take that user's rights (config_values.LOOK_AS), so the answer tells
+    directory, can sendmail be run) take that user's rights (config_values.looking_as), so the answer tells
     nothing about what only root may see."""
-    if owner in (0, os.geteuid()) or os.geteuid() != 0:
+    if not _switches(owner):
         return contextlib.nullcontext()
     from . import config_values, privs  # noqa: PLC0415 - imported as root, before any switch
 
@@ -271,16 +271,12 @@ def _looking_as(path: Path, owner: int) -> contextlib.AbstractContextManager[Non
         ident = privs.owner_identity(path, owner)
     except UserError:  # a uid without a user entry: that uid, the kernel's overflow group, no other group
         ident = privs.Identity(str(owner), owner, 65534, "/", ())
-    return _stacked(config_values.LOOK_AS, ident)
+    return config_values.looking_as(ident)
 
 
-@contextlib.contextmanager
-def _stacked(stack: list[object], item: object) -> Iterator[None]:
-    stack.append(item)
-    try:
-        yield
-    finally:
-        stack.pop()
+def _switches(owner: int) -> bool:
+    """Whether root reads a file of ``owner`` as that user: a config another user controls."""
+    return owner not in (0, os.geteuid()) and os.geteuid() == 0
 
 
 def _parse(p: Path, text: str, st: os.stat_result, state: Path, *, prune: Prune | None, outline: Any,
@@ -326,7 +322,7 @@ def _as_owner(path: Path, owner: int) -> contextlib.AbstractContextManager[None]
     """Root reading the env files of a config another user controls reads them as that user (effective ids
     and that user's own groups, privs.acting_as): a file only root may read stays unread. Anyone else, or
     a file of root's or of our own, reads as itself."""
-    if owner in (0, os.geteuid()) or os.geteuid() != 0:
+    if not _switches(owner):
         return contextlib.nullcontext()
     from . import config_yaml, privs  # noqa: F401, PLC0415 - imported as root: the package may be out of reach
 

@@ -10,8 +10,9 @@ import math
 import os
 import pwd
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfoNotFoundError, available_timezones
 
 from . import cron as cronexpr
@@ -21,6 +22,9 @@ from .limits import NAME, NAME_HINT, shown
 __all__ = ["NAME", "NAME_HINT"]  # in limits (for cli_enqueue), named here for the config's users
 from .model import CatchUp, Cron, Loc, ServerSettings, TenantDef
 from .schedule import get_zone
+
+if TYPE_CHECKING:
+    from .privs import Identity
 
 USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 CALL = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -155,8 +159,17 @@ def store_file(value: object) -> str:
 
 
 # The user whose rights the parse's looks at the machine take (root parsing a config another user controls:
-# config.py sets it), so that whether a path it names exists is not told from root's view (privs.acting_as).
-LOOK_AS: list[object] = []
+# config.py sets it through looking_as), so whether a path it names exists is not told from root's view.
+LOOK_AS: list[Identity] = []
+
+
+@contextlib.contextmanager
+def looking_as(ident: Identity) -> Iterator[None]:
+    LOOK_AS.append(ident)
+    try:
+        yield
+    finally:
+        LOOK_AS.pop()
 
 
 def _looking() -> contextlib.AbstractContextManager[None]:
@@ -164,7 +177,7 @@ def _looking() -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
     from . import privs  # noqa: PLC0415 - imported before by the loader that set LOOK_AS
 
-    return privs.acting_as(LOOK_AS[-1])  # type: ignore[arg-type]
+    return privs.acting_as(LOOK_AS[-1])
 
 
 def existing_dir(value: object) -> Path:

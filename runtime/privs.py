@@ -125,6 +125,13 @@ def daemon_spec(config: Config) -> str | None:
     return config.server.run_as
 
 
+def become_owner(config: Config) -> None:
+    """Root acting on a config another user controls does the rest as that user (initgroups, setgid,
+    setuid): its paths are that user's to choose, and to swap while root works on them."""
+    if config.owner != 0 and os.geteuid() == 0:
+        drop_privileges(daemon_spec(config))
+
+
 def tenant_spec(config: Config, tenant: TenantDef) -> str | None:
     """The run_as of a tenant's jobs: its own, else the server's, else None (the daemon's own identity)."""
     return tenant.run_as or daemon_spec(config)
