@@ -83,20 +83,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if state.stale:
         # the lock is free, so the daemon is gone; its pid may live on in another process since
-        gone = "is now another process" if state.pid and state.pid > 0 and _exists(state.pid) else "is gone"
+        from .liveness import alive  # noqa: PLC0415 - pathlib and more: not for a plain `status`
+
+        gone = "is now another process" if state.pid and state.pid > 0 and alive(state.pid) else "is gone"
         print(f"taskserver dead: pid {state.pid} {gone} but its pid file {state.path} remains")
         return 1
     print(f"taskserver not running (config {path})")
     return EXIT_NOT_RUNNING_STATUS
-
-
-def _exists(pid: int) -> bool:
-    """A live process has this pid (a zombie, such as the dead daemon not yet reaped, is none)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _shared_daemons(args: argparse.Namespace) -> None:

@@ -125,7 +125,7 @@ def _wait_gone(targets: list[Found], limit: float) -> None:
 def _members(targets: list[Found]) -> set[int]:
     """The live processes among ``targets`` and in the groups they lead."""
     groups = {f.pgid for f in targets if f.pgid == f.pid}
-    alive = {f.pid for f in targets if _alive(f.pid)}
+    live = {f.pid for f in targets if alive(f.pid)}
     for entry in PROC.iterdir():
         if entry.name.isdigit() and groups:
             try:
@@ -133,11 +133,12 @@ def _members(targets: list[Found]) -> set[int]:
             except OSError:
                 continue
             if int(fields[2]) in groups and fields[0] not in (b"Z", b"X"):
-                alive.add(int(entry.name))
-    return alive
+                live.add(int(entry.name))
+    return live
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """A live process has this pid (a zombie, a process that ended but is not reaped yet, is none)."""
     return start_time(pid) is not None and not _zombie(pid)
 
 

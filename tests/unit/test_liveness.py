@@ -61,7 +61,7 @@ def test_a_leader_that_dies_on_term_does_not_leave_its_stubborn_child_behind(tmp
         child = int(child_pid.read_text())
         liveness.terminate([liveness.Found(leader.pid, leader.pid)], grace=0.3)
         assert leader.wait(10) == -15  # the leader went at TERM
-        assert liveness.start_time(child) is None or not liveness._alive(child)  # its child was KILLed
+        assert liveness.start_time(child) is None or not liveness.alive(child)  # its child was KILLed
     finally:
         leader.kill()
         leader.wait()
