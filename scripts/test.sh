@@ -18,6 +18,7 @@ APT_PACKAGES=(
     tzdata                          # real time zones for the schedule/DST tests
     faketime libfaketime            # stepped clocks for daemon tests; start instants for systemd-analyze calendar
     chromium                        # the dashboard's browser test (driven by Playwright, no download)
+    postgresql                      # server binaries for the shared-store tests (tests/pglab.py runs its own)
 )
 if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
