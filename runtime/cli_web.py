@@ -1,23 +1,28 @@
 """`taskserver web`: serve the dashboard, JSON API, /metrics and /healthz; `web token-add` makes a token.
 
 The web server needs the optional extra ``taskserver[web]``; everything else of taskserver runs without it.
-Started by root, it reads the tokens file, then drops to the config's ``run_as`` user (for a config another
-user controls, that user, as every command does) before it serves: it writes only what `taskserver jobs`
-could write, as the daemon's user.
+Started by root, it reads the tokens file and binds the address, then becomes whom the daemon's own web
+child becomes (runtime/httpd.py ``child_identity``): the config's ``run_as`` user, else ``nobody`` with the
+daemon's group (a store that user may not read is then a per-tenant store fault); for a config another
+user controls, that user, as every command does. No request is ever parsed as root, and nothing it writes
+is more than `taskserver jobs` run by that user could write.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import config, privs
+from . import config, httpd, privs
 from .config_http import DEFAULT_LISTEN, LISTEN_HINT, parse_listen, tokens_path
 from .errors import UserError
-from .model import Config
+from .model import Config, HttpSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +32,10 @@ def register(sub: Any) -> None:
         "web", help="serve the dashboard, JSON API, /metrics and /healthz (needs taskserver[web])",
         description="Serve a dashboard, a JSON API (/api/v1), Prometheus metrics (/metrics) and a health "
         "check (/healthz) for this configuration's tenants. Reads need a token unless --anonymous-read; "
-        "actions always need a token with write rights. Tokens: `taskserver web token-add`.")
+        "actions always need a token with write rights. Tokens: `taskserver web token-add`. Started by "
+        "root, it binds the address and reads the tokens as root, then serves as task_server.run_as, or as "
+        "nobody when that is unset or root (stores nobody may not read show as store faults; actions are "
+        "refused): it never parses a request as root.")
     web.add_argument("--listen", metavar="HOST:PORT",
                      help=f"address to listen on (default: task_server.http.listen, else {DEFAULT_LISTEN}, "
                      "loopback only)")
@@ -58,17 +66,15 @@ def _listen(text: str) -> tuple[str, int]:
         raise UserError(f"--listen: {exc}", hint=LISTEN_HINT.replace("listen: ", "--listen ")) from None
 
 
-def _settings(args: argparse.Namespace, cfg: Config) -> tuple[str, int, Path, bool]:
-    """Address, tokens file and anonymous reads: the options, else the config's task_server.http (what
-    `taskserver run` serves), else the defaults."""
-    http = cfg.server.http
-    if args.listen is not None or http is None:
+def _settings(args: argparse.Namespace, cfg: Config) -> tuple[HttpSettings, Path, bool]:
+    """The http settings (address from --listen, else the config's task_server.http, what `taskserver run`
+    serves, else the defaults), the tokens file and anonymous reads, likewise."""
+    http = cfg.server.http or HttpSettings()
+    if args.listen is not None or cfg.server.http is None:
         host, port = _listen(args.listen or DEFAULT_LISTEN)
-    else:
-        host, port = http.host, http.port
-    given = http.tokens if http is not None else None
-    tokens_file = args.tokens if args.tokens is not None else tokens_path(cfg.path, given)
-    return host, port, tokens_file, args.anonymous_read or bool(http and http.anonymous_read)
+        http = replace(http, host=host, port=port)
+    tokens_file = args.tokens if args.tokens is not None else tokens_path(cfg.path, http.tokens)
+    return http, tokens_file, args.anonymous_read or http.anonymous_read
 
 
 def _token_add(args: argparse.Namespace) -> int:
@@ -91,29 +97,38 @@ def _token_add(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn  # noqa: PLC0415
-
-        from .web.app import create_app  # noqa: PLC0415
+        from .web.serve import serve, warm  # noqa: PLC0415
     except ImportError as exc:
         raise UserError(f"the web server needs the optional extra: {exc.name} is not installed",
                         hint="pip install 'taskserver[web]'") from None
+    from .store import load_backends  # noqa: PLC0415
     from .web import tokens  # noqa: PLC0415
-    from .web.auth import Auth  # noqa: PLC0415
-    from .web.reader import Reader  # noqa: PLC0415
 
     cfg = config.load(args.config)
-    host, port, tokens_file, anonymous = _settings(args, cfg)
-    from .web.child import warm  # noqa: PLC0415
-
-    warm()  # before the drop: the installation's modules and templates may be readable by root only
+    http, tokens_file, anonymous = _settings(args, cfg)
+    # before the drop: the installation's modules and templates may be readable by root only
+    warm()
+    load_backends({t.store.kind for t in cfg.tenants})
     privs.become_owner(cfg)  # a config another user controls: its tokens file is read as that user too
     token_list = tokens.load(tokens_file)
     if not token_list and not anonymous:
         log.warning("no tokens in the tokens file: every request needs one; make one with "
                     "`taskserver web token-add NAME`")
-    # the daemon's user; for a config another user controls, that user (privs.daemon_spec)
-    privs.drop_privileges(privs.daemon_spec(cfg))
-    app = create_app(Reader(cfg), Auth(token_list, anonymous))
-    log.info("serving http://%s:%d/ for %s", host, port, cfg.path)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    ident = httpd.child_identity(cfg)  # as the daemon's web child: never root (nobody when run_as is not set)
+    sock = _bind(http)
+    if ident is not None and not ident.is_self:
+        privs.become(ident)
+    log.info("serving http://%s:%d/ for %s as uid %d", http.host, http.port, cfg.path, os.getuid())
+    serve(cfg, http, token_list, anonymous, sock)
     return 0
+
+
+def _bind(http: HttpSettings) -> socket.socket:
+    """Bound while still root, as the daemon does for its child: a port below 1024 works."""
+    try:
+        return httpd.listening(http.host, http.port)
+    except OSError as exc:
+        where = f"[{http.host}]:{http.port}" if ":" in http.host else f"{http.host}:{http.port}"
+        raise UserError(f"cannot listen on {where}: {exc.strerror or exc}",
+                        hint="choose another address with --listen HOST:PORT (or task_server.http.listen), "
+                        "or stop what listens there") from None

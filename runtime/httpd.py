@@ -65,7 +65,8 @@ def around(serve: Callable[..., int], cfg: Config) -> Callable[..., int]:
 
 
 def child_identity(cfg: Config) -> privs.Identity | None:
-    """Whom the child becomes; None: stay who we are (a daemon not started by root)."""
+    """Whom the web server becomes (the daemon's child, and `taskserver web`); None: stay who we are (not
+    root: a user's own daemon or command, or root acting as the owner of a user's config already)."""
     if os.geteuid() != 0:
         return None
     spec = privs.daemon_spec(cfg)
@@ -74,11 +75,24 @@ def child_identity(cfg: Config) -> privs.Identity | None:
     try:
         pw = pwd.getpwnam(NOBODY)
     except KeyError:
-        raise UserError(f"task_server.http: the daemon runs as root and there is no user {NOBODY!r} to "
-                        "serve the web side as", hint="set task_server.run_as: USER (the web side runs as "
-                        "it)") from None
+        raise UserError(f"{cfg.path}: no task_server.run_as other than root, and there is no user "
+                        f"{NOBODY!r} to serve the web side as (it never serves as root)",
+                        hint="set task_server.run_as: USER (the web side runs as it)") from None
     groups = tuple(sorted({pw.pw_gid, tenancy.daemon_gid(cfg)}))
     return privs.Identity(pw.pw_name, pw.pw_uid, pw.pw_gid, "/", groups)
+
+
+def listening(host: str, port: int) -> socket.socket:
+    """A socket bound and listening (before any privilege drop: a port below 1024 works)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)  # clients wait in the backlog while a child restarts
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class WebChild:
@@ -119,15 +133,7 @@ class WebChild:
 
     def bind(self) -> bool:
         try:
-            family = socket.AF_INET6 if ":" in self.http.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((self.http.host, self.http.port))
-                sock.listen(128)  # clients wait in the backlog while a child restarts
-            except BaseException:
-                sock.close()
-                raise
+            sock = listening(self.http.host, self.http.port)
         except OSError as exc:
             self.bind_error = f"cannot listen on {self.where}: {exc.strerror or exc}"
             return False

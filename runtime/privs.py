@@ -350,6 +350,16 @@ def drop_privileges(spec: str | None, *, keep_caps: bool = False) -> None:
                                      or "none")
 
 
+def become(ident: Identity) -> None:
+    """Root becomes ``ident`` for good: its groups, gid and uid, in that order; no capability survives the
+    setuid (PR_SET_KEEPCAPS is off), and root cannot be regained."""
+    os.setgroups(list(ident.groups))
+    os.setgid(ident.gid)
+    os.setuid(ident.uid)
+    os.environ.update(HOME=ident.home, USER=ident.user, LOGNAME=ident.user)
+    _verify_dropped()
+
+
 def _verify_dropped() -> None:
     try:
         os.setuid(0)

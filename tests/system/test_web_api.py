@@ -7,21 +7,29 @@ token acting, a browser session without and with its CSRF value, and another sit
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from daemonlab import Daemon, cli, runs, wait_for, write_config
 from prometheus_client.parser import text_string_to_metric_families
-from weblab import token, web_server
+from weblab import token, web_home, web_server
 
 JOBS = {"hello": {"every": "1h", "command": ["/bin/echo", "hello from hello"]},
         "slow": {"command": ["/bin/sleep", "30"], "queue": "q"}}
 
 
 @pytest.fixture
-def cfg(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "cfg.yaml", JOBS, server={"stop_timeout": "2s"},
+def home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    with web_home(tmp_path) as got:
+        yield got
+
+
+@pytest.fixture
+def cfg(home: tuple[Path, dict[str, str]]) -> Path:
+    base, server = home
+    return write_config(base / "cfg.yaml", JOBS, server={"stop_timeout": "2s", **server},
                         extra_tenants={"b": {"login": os.environ.get("USER", "root") or "root", "jobs": {}}})
 
 
@@ -141,11 +149,13 @@ def test_tokens_file_must_be_private(cfg: Path) -> None:
     assert r.returncode == 2 and "writable by group or others" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_store_that_cannot_be_read_is_named_and_the_other_tenants_are_served(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "cfg.yaml", JOBS, extra_tenants={
+def test_a_store_that_cannot_be_read_is_named_and_the_other_tenants_are_served(
+        home: tuple[Path, dict[str, str]]) -> None:
+    base, server = home
+    cfg = write_config(base / "cfg.yaml", JOBS, server=server, extra_tenants={
         "broken": {"login": "x", "jobs": {"j": {"every": "1h", "command": ["/bin/true"]}}}})
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "broken.sqlite").write_bytes(b"this is not an SQLite file" * 100)
+    (base / "state").mkdir(exist_ok=True)
+    (base / "state" / "broken.sqlite").write_bytes(b"this is not an SQLite file" * 100)
     cli(cfg, "jobs", "enqueue", "--tenant", "t", "--", "/bin/true")  # tenant t: a store with a run
     full = token(cfg, "ops")
     with web_server(cfg) as base, httpx.Client(base_url=base, headers=bearer(full)) as c:
@@ -178,7 +188,7 @@ def test_a_scoped_token_sees_only_its_tenants_metrics(cfg: Path) -> None:
         assert tenants_in(only_b) <= {"b"}
 
 
-def test_hostile_requests_get_4xx_not_500(cfg: Path, tmp_path: Path) -> None:
+def test_hostile_requests_get_4xx_not_500(cfg: Path) -> None:
     """Bodies are read only up to their limit (a 400 MB login body filled the server's memory, without a
     token); run ids of 20 and 5,000 digits, JSON nested 100,000 deep and an argv byte that is not UTF-8
     (enqueued through the CLI, then listed) each gave a 500, the long id with a traceback in the log."""

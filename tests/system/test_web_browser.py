@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from daemonlab import Daemon, cli, wait_for, write_config
-from weblab import token, web_server
+from weblab import token, web_home, web_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,13 +26,17 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.
 
 
 def test_dashboard_in_chromium(tmp_path: Path) -> None:
+    with web_home(tmp_path) as (base, server):
+        _dashboard(tmp_path, write_config(base / "cfg.yaml", {
+            "nightly-export": {"cron": "30 2 * * *", "command": ["/bin/echo", "exported 42 rows"]},
+            "cleanup": {"every": "1h", "command": ["/bin/sh", "-c", "echo cleaning; exit 3"]},
+            "reindex": {"command": ["/bin/sleep", "300"], "queue": "search"},
+        }, server={"stop_timeout": "2s", **server}))
+
+
+def _dashboard(tmp_path: Path, cfg: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    cfg = write_config(tmp_path / "cfg.yaml", {
-        "nightly-export": {"cron": "30 2 * * *", "command": ["/bin/echo", "exported 42 rows"]},
-        "cleanup": {"every": "1h", "command": ["/bin/sh", "-c", "echo cleaning; exit 3"]},
-        "reindex": {"command": ["/bin/sleep", "300"], "queue": "search"},
-    }, server={"stop_timeout": "2s"})
     tok = token(cfg, "ops")
     daemon = Daemon(cfg)
     shots = tmp_path / "shots"

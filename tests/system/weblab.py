@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +15,31 @@ from pathlib import Path
 import httpx
 import runns
 from daemonlab import TASKSERVER, cli, sandbox_env
+from throwaway import users
+
+
+@contextmanager
+def web_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    """Where a web test keeps its config and state, and the ``task_server`` settings it needs.
+
+    Run by another user: tmp_path, and the tester's own user as run_as (write_config's). Run by root: root's
+    `taskserver web` never serves as root (with run_as root it serves as nobody, who may read no store and
+    do nothing), so the daemon gets a throwaway user to run as and serve as, and a directory that user can
+    reach (pytest's tmp_path is root's alone)."""
+    if os.geteuid() != 0:
+        yield tmp_path, {}
+        return
+    with users(1) as (user,):
+        base = Path(tempfile.mkdtemp(prefix="ts-web-"))
+        base.chmod(0o755)
+        # the state dir as the daemon or root's `jobs` would make it: the web server (that user) cannot
+        # create it in a directory of root's
+        (base / "state").mkdir(mode=0o711)
+        os.chown(base / "state", user.uid, user.gid)
+        try:
+            yield base, {"run_as": user.name}
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def free_port() -> int:
