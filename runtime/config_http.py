@@ -5,15 +5,21 @@
         listen: 127.0.0.1:8181     # HOST:PORT; HOST an IP address ([::1] for IPv6) or localhost
         tokens: /etc/taskserver/tokens   # default: `tokens` next to the config file
         anonymous_read: false
+        max_connections: 256       # open at once; beyond it a client still sending its request is closed
+        header_timeout: 10s        # to send a whole request head, from the connection's open
+        client_timeout: 30s        # to send a body after its head, and to take a response sent to it
+        idle_timeout: 5s           # a keep-alive connection between requests (0: one request each)
 
-The same address rules serve `taskserver web --listen`.
+The same address rules serve `taskserver web --listen`; `taskserver web` takes the other settings from here
+too (the defaults when there is no http: section).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import config_values as v
 from .limits import shown
@@ -24,7 +30,9 @@ if TYPE_CHECKING:
 
     from .config_parse import _Walker
 
-KEYS = ("listen", "tokens", "anonymous_read")
+KEYS = ("listen", "tokens", "anonymous_read", "max_connections", "header_timeout", "client_timeout",
+        "idle_timeout")
+MAX_CONNECTIONS = 100_000  # each is an open file; the process's limit is checked at start (guard.py)
 DEFAULT_LISTEN = "127.0.0.1:8181"
 LISTEN_HINT = f"listen: {DEFAULT_LISTEN} (loopback), [::1]:8181, or 0.0.0.0:8181 for every address"
 
@@ -66,7 +74,17 @@ def parse(w: _Walker, server: CommentedMap) -> HttpSettings | None:
     anonymous = w.value(node, "anonymous_read", v.boolean, where)
     return HttpSettings(host=host, port=port, tokens=Path(tokens) if tokens else None,
                         anonymous_read=bool(anonymous),
-                        loc=w.loc(node, "listen", value=True) if "listen" in node else w.loc(server, "http"))
+                        loc=w.loc(node, "listen", value=True) if "listen" in node else w.loc(server, "http"),
+                        **_limits(w, node, where))
+
+
+def _limits(w: _Walker, node: CommentedMap, where: str) -> dict[str, Any]:
+    """The slow-client settings that are given (the others keep HttpSettings' defaults)."""
+    convs: dict[str, Callable[[object], Any]] = {
+        "max_connections": v.whole(1, MAX_CONNECTIONS), "header_timeout": v.positive_duration,
+        "client_timeout": v.positive_duration, "idle_timeout": v.duration}
+    got = {key: w.value(node, key, conv, where) for key, conv in convs.items()}
+    return {key: value for key, value in got.items() if value is not None}
 
 
 def tokens_path(config_path: Path, given: Path | None) -> Path:

@@ -186,9 +186,17 @@ class HttpSettings:
     tokens: Path | None = None  # None: `tokens` next to the config file
     anonymous_read: bool = False
     loc: Loc | None = None  # of the listen: value (else of http:), for the error when it cannot be bound
+    # slow clients (runtime/web/guard.py): connections open at once, the time a request head may take to
+    # arrive, the time a body may take or a response may wait for the client, a keep-alive's idle time
+    max_connections: int = 256
+    header_timeout: float = 10.0
+    client_timeout: float = 30.0
+    idle_timeout: float = 5.0
 
     def __str__(self) -> str:  # what `reload` compares (a restart applies a change)
-        return f"{self.host}:{self.port} tokens={self.tokens} anonymous_read={self.anonymous_read}"
+        return (f"{self.host}:{self.port} tokens={self.tokens} anonymous_read={self.anonymous_read} "
+                f"max_connections={self.max_connections} header_timeout={self.header_timeout:g} "
+                f"client_timeout={self.client_timeout:g} idle_timeout={self.idle_timeout:g}")
 
 
 @dataclass(frozen=True, slots=True)

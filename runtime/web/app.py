@@ -16,7 +16,7 @@ import jinja2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
@@ -154,7 +154,10 @@ class Views:
         return HTMLResponse(_bytes(html), headers=_page_headers())
 
     async def login(self, request: Request) -> Response:
-        raw = await _bounded_body(request)
+        try:
+            raw = await _bounded_body(request)
+        except ClientDisconnect:  # closed for sending its body too slowly (runtime/web/guard.py)
+            return _error(400, "the client went away")
         if raw is None:
             return _error(413, f"request body over {MAX_BODY} bytes")
         fields = parse_qs(raw.decode(errors="replace"))
@@ -191,6 +194,8 @@ def guarded(auth: Auth, handler: Handler, *, write: bool = False,
             return _error(exc.status, str(exc))
         except (NotFound, BadRequest, Conflict, UserError) as exc:
             return _error(_status(exc), exc.message if isinstance(exc, UserError) else str(exc))
+        except ClientDisconnect:  # closed for sending its body too slowly (runtime/web/guard.py)
+            return _error(400, "the client went away")
     return endpoint
 
 

@@ -1,5 +1,5 @@
 """Serving the web side on a bound socket, the one way both `taskserver web` and the daemon's web child do
-it: as a plain unprivileged process.
+it: as a plain unprivileged process, with the slow-client limits of runtime/web/guard.py.
 
 ``warm`` is for a server started by root: it imports what a request will need and reads the templates
 before the privilege drop (the installation's files may be readable by root only).
@@ -8,6 +8,7 @@ before the privilege drop (the installation's files may be readable by root only
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import socket
 import sys
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from .. import caps
+from . import guard
 from .app import create_app, templates
 from .auth import Auth
 from .reader import Reader
@@ -57,4 +59,7 @@ def serve(cfg: Config, http: HttpSettings, tokens: list[Token], anonymous: bool,
     """Serve until TERM (or INT) on ``sock``, already bound and listening."""
     unprivileged()
     app = create_app(Reader(cfg), Auth(tokens, anonymous))
-    uvicorn.Server(uvicorn.Config(app, **_options())).run(sockets=[sock])
+    options = {**_options(), "http": guard.protocol(guard.limits(http)), "backlog": guard.ACCEPT_BATCH,
+               # uvicorn's keep-alive timer counts whole seconds (0: one request per connection)
+               "timeout_keep_alive": math.ceil(http.idle_timeout)}
+    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])

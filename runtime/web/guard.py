@@ -1,0 +1,197 @@
+"""Slow clients: a bound on every wait for a client, and on the connections open at once.
+
+uvicorn's h11 protocol waits for a request head without any limit (its keep-alive timer runs only after a
+response), and its ``limit_concurrency`` answers 503 only once a whole request head has arrived: an audit's
+clients that sent part of a head, then a byte now and then, or nothing, held 19,990 sockets until the
+server could open no file. Its protocol class is therefore wrapped here (uvicorn takes a protocol class;
+nothing of uvicorn is patched), and each connection is always in one phase:
+
+- ``head``: waiting for a request head; the whole head must arrive within ``header_timeout`` of the
+  connection's open (or of the first byte of its next request): a byte now and then does not extend it;
+- ``body``: the head is in, its body must follow within ``client_timeout``;
+- ``serving``: the request is whole and the application works on it (the only phase not waiting on the
+  client); a response the client does not take (the socket's buffer stays full) is closed after
+  ``client_timeout`` as well;
+- ``idle``: a keep-alive connection between requests: uvicorn's own timer closes it after ``idle_timeout``.
+
+At most ``max_connections`` are open: a new one beyond it takes the place of the connection that has been
+waiting on its client the longest, and is closed at once when every connection is being served. A client
+that sends its request when it connects is therefore answered however many slow ones hold connections. The
+process's open-file limit is raised for this (or the cap lowered, with a warning), so that accepting never
+runs out of file descriptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+from ..model import HttpSettings
+
+log = logging.getLogger(__name__)
+ACCEPT_BATCH = 64  # connections asyncio accepts at one wake-up (uvicorn's backlog): open beyond the cap
+# for a moment, until each is closed; also the kernel's queue of connections not yet accepted
+RESERVE = 256  # files besides the connections: the stores the worker threads read (an SQLite store takes
+# three), the modules, the listening socket, the sweeps
+WARN_EVERY = 60.0  # seconds between two warnings that the cap is reached (a flood would fill the log)
+HEAD, BODY, SERVING, IDLE, CLOSED = "head", "body", "serving", "idle", "closed"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int
+    header_timeout: float
+    client_timeout: float
+
+
+def limits(http: HttpSettings) -> Limits:
+    """The settings, with a cap this process can hold open (raising its soft limit of open files first)."""
+    return Limits(_fitting(http.max_connections), http.header_timeout, http.client_timeout)
+
+
+def _fitting(wanted: int) -> int:
+    need = wanted + ACCEPT_BATCH + RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(hard, need)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    fits = max(1, soft - ACCEPT_BATCH - RESERVE)
+    log.warning("http: max_connections %d lowered to %d: this process may open %d files (ulimit -n); raise "
+                "that limit (LimitNOFILE= for a systemd unit) to allow more", wanted, fits, soft)
+    return fits
+
+
+def protocol(lim: Limits) -> type[Guarded]:
+    """The protocol class for one server: its connections are counted apart from any other server's."""
+
+    class Served(Guarded):
+        pass
+
+    Served.limits, Served.live, Served.waiting = lim, {}, {}
+    return Served
+
+
+class Guarded(H11Protocol):
+    limits: ClassVar[Limits]
+    live: ClassVar[dict[Guarded, None]]  # the connections counted against the cap
+    waiting: ClassVar[dict[Guarded, None]]  # those waiting on their client, longest-waiting first
+    warned: ClassVar[float] = float("-inf")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.phase = HEAD
+        self.timer: asyncio.TimerHandle | None = None
+        self.stalled: asyncio.TimerHandle | None = None
+
+    # -- uvicorn's protocol, wrapped ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.live) >= self.limits.max_connections and not self._evict():
+            self._warn(f"closing new connections: all {len(self.live)} are being served")
+            self.phase = CLOSED
+            transport.abort()
+            return
+        self.live[self] = None
+        self._enter(HEAD, self.limits.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == CLOSED:
+            return
+        if self.phase == IDLE:  # the first byte of the next request: its head is timed from here
+            self._enter(HEAD, self.limits.header_timeout)
+        super().data_received(data)
+        self._settle()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # arms uvicorn's keep-alive timer, or starts a pipelined request
+        if self.phase == CLOSED or self.transport.is_closing():
+            return
+        if self._in_request():
+            self._settle()
+        else:
+            self._enter(IDLE, None)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.stalled is None and self.phase != CLOSED:
+            self.stalled = self.loop.call_later(self.limits.client_timeout, self._close, "takes no response")
+            self.waiting.pop(self, None)
+            self.waiting[self] = None
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+            if self.phase == SERVING:
+                self.waiting.pop(self, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        super().connection_lost(exc)
+
+    # -- phases --------------------------------------------------------------------------------------------
+    def _in_request(self) -> bool:
+        cycle = cast("RequestResponseCycle | None", self.cycle)
+        return cycle is not None and not cycle.response_complete
+
+    def _settle(self) -> None:
+        """After h11 has read what came: a head that is complete moves on to its body or to serving."""
+        if self.phase not in (HEAD, BODY) or not self._in_request():
+            return
+        if self.conn.their_state is h11.SEND_BODY:
+            if self.phase == HEAD:
+                self._enter(BODY, self.limits.client_timeout)
+        else:
+            self._enter(SERVING, None)
+
+    def _enter(self, phase: str, timeout: float | None) -> None:
+        self.phase = phase
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if timeout is not None:
+            self.timer = self.loop.call_later(timeout, self._close, f"no whole request {phase} in time")
+        self.waiting.pop(self, None)
+        if phase != SERVING or self.stalled is not None:
+            self.waiting[self] = None  # at the end: it waits from now
+
+    def _evict(self) -> bool:
+        """Close the connection that has waited on its client the longest; False when none waits."""
+        victim = next(iter(self.waiting), None)
+        if victim is None:
+            return False
+        self._warn(f"{len(self.live)} connections open (max_connections): closing those that wait longest "
+                   "on their clients")
+        victim._close("its place was needed")
+        return True
+
+    def _close(self, why: str) -> None:
+        if self.phase == CLOSED:
+            return
+        log.debug("http: closing a connection from %s: %s", self.client, why)
+        self._forget()
+        self.phase = CLOSED
+        self.transport.abort()  # at once, even with a response the client never took in its buffer
+
+    def _forget(self) -> None:
+        self.live.pop(self, None)
+        self.waiting.pop(self, None)
+        for handle in (self.timer, self.stalled):
+            if handle is not None:
+                handle.cancel()
+        self.timer = self.stalled = None
+
+    def _warn(self, message: str) -> None:
+        now = self.loop.time()
+        if now - Guarded.warned >= WARN_EVERY:
+            Guarded.warned = now
+            log.warning("http: %s", message)
