@@ -35,8 +35,8 @@ def register(sub: Any) -> None:
         "actions always need a token with write rights. Tokens: `taskserver web token-add`. Started by "
         "root, it binds the address and reads the tokens as root, then serves as task_server.run_as, or as "
         "nobody when that is unset or root (stores nobody may not read show as store faults; actions are "
-        "refused): it never parses a request as root. Limits on slow clients and connections: "
-        "task_server.http (docs/web.md).")
+        "refused): it never parses a request as root. Limits on slow clients and connections, and how "
+        "long /healthz and /metrics reuse a reading: task_server.http (docs/web.md).")
     web.add_argument("--listen", metavar="HOST:PORT",
                      help=f"address to listen on (default: task_server.http.listen, else {DEFAULT_LISTEN}, "
                      "loopback only)")

@@ -9,6 +9,7 @@
         header_timeout: 10s        # to send a whole request head, from the connection's open
         client_timeout: 30s        # to send a body after its head, and to take a response sent to it
         idle_timeout: 5s           # a keep-alive connection between requests (0: one request each)
+        sweep_max_age: 5s          # /healthz and /metrics reuse one reading of every store this long
 
 The same address rules serve `taskserver web --listen`; `taskserver web` takes the other settings from here
 too (the defaults when there is no http: section).
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .config_parse import _Walker
 
 KEYS = ("listen", "tokens", "anonymous_read", "max_connections", "header_timeout", "client_timeout",
-        "idle_timeout")
+        "idle_timeout", "sweep_max_age")
 MAX_CONNECTIONS = 100_000  # each is an open file; the process's limit is checked at start (guard.py)
 DEFAULT_LISTEN = "127.0.0.1:8181"
 LISTEN_HINT = f"listen: {DEFAULT_LISTEN} (loopback), [::1]:8181, or 0.0.0.0:8181 for every address"
@@ -79,10 +80,10 @@ def parse(w: _Walker, server: CommentedMap) -> HttpSettings | None:
 
 
 def _limits(w: _Walker, node: CommentedMap, where: str) -> dict[str, Any]:
-    """The slow-client settings that are given (the others keep HttpSettings' defaults)."""
+    """The slow-client and sweep settings that are given (the others keep HttpSettings' defaults)."""
     convs: dict[str, Callable[[object], Any]] = {
         "max_connections": v.whole(1, MAX_CONNECTIONS), "header_timeout": v.positive_duration,
-        "client_timeout": v.positive_duration, "idle_timeout": v.duration}
+        "client_timeout": v.positive_duration, "idle_timeout": v.duration, "sweep_max_age": v.duration}
     got = {key: w.value(node, key, conv, where) for key, conv in convs.items()}
     return {key: value for key, value in got.items() if value is not None}
 

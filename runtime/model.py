@@ -192,11 +192,14 @@ class HttpSettings:
     header_timeout: float = 10.0
     client_timeout: float = 30.0
     idle_timeout: float = 5.0
+    # how long one reading of every tenant's store answers /healthz and /metrics (runtime/web/sweep.py)
+    sweep_max_age: float = 5.0
 
     def __str__(self) -> str:  # what `reload` compares (a restart applies a change)
         return (f"{self.host}:{self.port} tokens={self.tokens} anonymous_read={self.anonymous_read} "
                 f"max_connections={self.max_connections} header_timeout={self.header_timeout:g} "
-                f"client_timeout={self.client_timeout:g} idle_timeout={self.idle_timeout:g}")
+                f"client_timeout={self.client_timeout:g} idle_timeout={self.idle_timeout:g} "
+                f"sweep_max_age={self.sweep_max_age:g}")
 
 
 @dataclass(frozen=True, slots=True)

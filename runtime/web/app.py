@@ -1,20 +1,25 @@
-"""The HTTP side: routes, status codes, and the dashboard pages (Starlette; handlers are plain functions
-run in Starlette's thread pool, so a slow store read never blocks another client)."""
+"""The HTTP side: routes, status codes, and the dashboard pages (Starlette; handlers that read one tenant are
+plain functions run in Starlette's thread pool, so a slow store read never blocks another client; what
+reads every tenant, /healthz, /metrics and the dashboard, shares its readings and runs in threads of its
+own: runtime/web/sweep.py)."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
+import anyio.to_thread
 import jinja2
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -24,12 +29,17 @@ from ..errors import UserError
 from ..store import StoreError
 from . import metrics
 from .auth import COOKIE, SESSION_SECONDS, Auth, Who
-from .reader import BadRequest, Conflict, NotFound, Reader
+from .reader import BadRequest, Conflict, NotFound, Reader, stamp
+from .sweep import Sweep, heavy
 from .timeline import timeline_svg
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_BODY = 1 << 20
-Handler = Callable[[Request, Who], Response]
+SyncHandler = Callable[[Request, Who], Response]
+AsyncHandler = Callable[[Request, Who], Awaitable[Response]]
+Handler = SyncHandler | AsyncHandler
+Endpoint = Callable[[Request], Awaitable[Response]]
+SWEEP_MAX_AGE = 5.0  # seconds a reading of every store answers /healthz and /metrics (http.sweep_max_age)
 
 
 class JSONText(JSONResponse):
@@ -83,21 +93,27 @@ def templates() -> jinja2.Environment:
 class Views:
     """The handlers; each takes the request and who asked (checked by ``guarded``)."""
 
-    def __init__(self, reader: Reader, auth: Auth) -> None:
+    def __init__(self, reader: Reader, auth: Auth, sweep_max_age: float) -> None:
         self.reader, self.auth = reader, auth
         self.env = templates()
-        self.registry = metrics.registry(reader)
+        self.health = Sweep(reader.health, sweep_max_age)
+        self.scrape = Sweep(functools.partial(metrics.snapshot, reader), sweep_max_age)
 
-    def healthz(self, request: Request) -> Response:
-        reasons = self.reader.health()
-        return JSONText({"status": "ok" if not reasons else "unhealthy", "reasons": reasons},
-                            status_code=200 if not reasons else 503)
+    async def healthz(self, request: Request) -> Response:
+        """The shared reading (its start and serial in the answer): never a sweep per request."""
+        got = await self.health.get()
+        return JSONText({"status": "ok" if not got.value else "unhealthy", "reasons": got.value,
+                         "checked": stamp(got.started), "sweep": got.serial},
+                        status_code=200 if not got.value else 503)
 
-    def metrics(self, request: Request, who: Who) -> Response:
-        # a token scoped to some tenants gets their series only, as every other read (security.md)
-        registry = self.registry if who.token is None or who.token.tenants is None else \
-            metrics.registry(self.reader, lambda name: _visible(who, name))
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self, request: Request, who: Who) -> Response:
+        got = await self.scrape.get()
+        text = got.value.text
+        if who.token is not None and who.token.tenants is not None:
+            # a token scoped to some tenants gets their series only, as every other read (security.md)
+            text = await run_in_threadpool(metrics.render, got.value.families,
+                                           lambda name: _visible(who, name))
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     def tenants(self, request: Request, who: Who) -> Response:
         return JSONText([t for t in self.reader.tenants() if _visible(who, t["name"])])
@@ -139,9 +155,14 @@ class Views:
         tenant, job = request.path_params["tenant"], request.path_params["job"]
         return JSONText(self.reader.pause(tenant, job, who.name, False))
 
-    def dashboard(self, request: Request, who: Who) -> Response:
-        html = self.env.get_template("index.html").render(**_page(self.reader, who, self.auth))
+    async def dashboard(self, request: Request, who: Who) -> Response:
+        # it reads every visible tenant's store: in the threads for such work (sweep.heavy), so that many
+        # at once (anonymous_read lets anyone ask) wait in line instead of taking every worker thread
+        html = await anyio.to_thread.run_sync(self._dashboard, who, limiter=heavy())
         return HTMLResponse(_bytes(html), headers=_page_headers())
+
+    def _dashboard(self, who: Who) -> str:
+        return self.env.get_template("index.html").render(**_page(self.reader, who, self.auth))
 
     def run_page(self, request: Request, who: Who) -> Response:
         tenant, run_id = request.path_params["tenant"], request.path_params["id"]
@@ -178,16 +199,18 @@ class Views:
         return resp
 
 
-def guarded(auth: Auth, handler: Handler, *, write: bool = False,
-            page: bool = False) -> Callable[[Request], Response]:
-    """Authenticate, check the tenant scope (and write right and CSRF for actions), map errors to codes."""
-    def endpoint(request: Request) -> Response:
+def guarded(auth: Auth, handler: Handler, *, write: bool = False, page: bool = False) -> Endpoint:
+    """Authenticate, check the tenant scope (and write right and CSRF for actions), map errors to codes.
+    A plain handler runs in Starlette's thread pool, a coroutine in the event loop."""
+    async def endpoint(request: Request) -> Response:
         try:
             who = _who(request, auth, write=write)
             tenant = request.path_params.get("tenant")
             if tenant is not None and who.token is not None and not who.token.allows(tenant):
                 raise HTTPError(403, f"this token may not act on tenant {tenant!r}")
-            return handler(request, who)
+            if inspect.iscoroutinefunction(handler):
+                return await cast(AsyncHandler, handler)(request, who)
+            return await run_in_threadpool(cast(SyncHandler, handler), request, who)
         except HTTPError as exc:
             if page and exc.status == 401:
                 return RedirectResponse("/login", status_code=303)
@@ -207,15 +230,15 @@ def _status(exc: Exception) -> int:
     return {NotFound: 404, BadRequest: 400, Conflict: 409}[type(exc)]
 
 
-def create_app(reader: Reader, auth: Auth) -> Starlette:
-    v = Views(reader, auth)
+def create_app(reader: Reader, auth: Auth, sweep_max_age: float = SWEEP_MAX_AGE) -> Starlette:
+    v = Views(reader, auth, sweep_max_age)
     t = "/api/v1/tenants/{tenant}"
     post = ["POST"]
 
-    def read(h: Handler, page: bool = False) -> Callable[[Request], Response]:
+    def read(h: Handler, page: bool = False) -> Endpoint:
         return guarded(auth, h, page=page)
 
-    def act(h: Handler) -> Callable[[Request], Response]:
+    def act(h: Handler) -> Endpoint:
         return guarded(auth, h, write=True)
 
     return Starlette(routes=[

@@ -3,6 +3,9 @@
 Names follow Prometheus' rules (base units, ``_total`` for counters, ``_seconds``). The run counts are the
 runs the store still holds (retention purges old ones): a purge shows as a counter reset, which
 Prometheus' ``rate()`` and ``increase()`` handle.
+
+One reading of every tenant (``snapshot``, shared by every scrape for a while: runtime/web/sweep.py) is
+made once and then filtered for each token (``render``): a scoped token sees its tenants' series only.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -127,8 +131,33 @@ def _fmt(b: float) -> str:
     return f"{b:g}"
 
 
-def registry(reader: Reader, visible: Callable[[str], bool] = lambda _: True) -> CollectorRegistry:
-    """A registry of the tenants ``visible`` admits: made per scrape, for the token that asks."""
+class Snapshot(NamedTuple):
+    families: list[Metric]  # every tenant's series
+    text: bytes  # all of them in Prometheus' text format (what an unscoped token gets)
+
+
+def snapshot(reader: Reader) -> Snapshot:
+    """Every tenant's series, read from the stores once."""
+    families = list(StoreCollector(reader).collect())
+    return Snapshot(families, render(families))
+
+
+def render(families: list[Metric], visible: Callable[[str], bool] = lambda _: True) -> bytes:
+    """The text format of the series whose tenant ``visible`` admits (and of those of no tenant)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StoreCollector(reader, visible))
-    return reg
+    reg.register(_Fixed([_only(fam, visible) for fam in families]))
+    return generate_latest(reg)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _only(fam: Metric, visible: Callable[[str], bool]) -> Metric:
+    out = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+    out.samples = [s for s in fam.samples if "tenant" not in s.labels or visible(s.labels["tenant"])]
+    return out

@@ -1,5 +1,6 @@
 """Serving the web side on a bound socket, the one way both `taskserver web` and the daemon's web child do
-it: as a plain unprivileged process, with the slow-client limits of runtime/web/guard.py.
+it: as a plain unprivileged process, with the slow-client limits of runtime/web/guard.py and the shared
+sweeps of runtime/web/sweep.py.
 
 ``warm`` is for a server started by root: it imports what a request will need and reads the templates
 before the privilege drop (the installation's files may be readable by root only).
@@ -58,7 +59,7 @@ def unprivileged() -> None:
 def serve(cfg: Config, http: HttpSettings, tokens: list[Token], anonymous: bool, sock: socket.socket) -> None:
     """Serve until TERM (or INT) on ``sock``, already bound and listening."""
     unprivileged()
-    app = create_app(Reader(cfg), Auth(tokens, anonymous))
+    app = create_app(Reader(cfg), Auth(tokens, anonymous), sweep_max_age=http.sweep_max_age)
     options = {**_options(), "http": guard.protocol(guard.limits(http)), "backlog": guard.ACCEPT_BATCH,
                # uvicorn's keep-alive timer counts whole seconds (0: one request per connection)
                "timeout_keep_alive": math.ceil(http.idle_timeout)}

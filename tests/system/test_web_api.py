@@ -134,8 +134,9 @@ def test_api_reads_actions_and_metrics(cfg: Path) -> None:
             assert (resumed["paused"], resumed["changed"]) == (False, True)
             assert c.get("/healthz").status_code == 200
             daemon.stop()
-            r = c.get("/healthz")
-            assert r.status_code == 503 and "no taskserver daemon" in r.json()["reasons"][0]
+            # /healthz answers from a reading of up to http.sweep_max_age (5 s) ago: the next one says it
+            r = wait_for(lambda: (got := c.get("/healthz")).status_code == 503 and got, "/healthz to see it")
+            assert "no taskserver daemon" in r.json()["reasons"][0]
     finally:
         daemon.stop()
         cli(cfg, "stop", check=False)

@@ -42,6 +42,7 @@ def errors(text: str) -> list[str]:
     ("\n    header_timeout: soon\n", "4:21", "|| write a duration like 90s"),
     ("\n    client_timeout: -1s\n", "4:21", "client_timeout: expected a duration"),
     ("\n    idle_timeout: true\n", "4:19", "idle_timeout: expected a duration"),
+    ("\n    sweep_max_age: 11y\n", "4:20", "sweep_max_age: expected a duration"),
 ])
 def test_a_bad_http_section_is_one_error_at_its_place(http: str, where: str, words: str) -> None:
     errs = errors(server(http))
@@ -64,13 +65,13 @@ def test_defaults_and_values() -> None:
     assert http is not None and (http.host, http.port, http.anonymous_read) == ("::1", 9000, True)
     assert tokens_path(F, http.tokens) == Path("/etc/taskserver/web/tokens")
     assert parse_text("task_server: {}\ntenants: {}\n", F).server.http is None
-    assert (http.max_connections, http.header_timeout, http.client_timeout, http.idle_timeout) == \
-        (256, 10.0, 30.0, 5.0)
+    assert (http.max_connections, http.header_timeout, http.client_timeout, http.idle_timeout,
+            http.sweep_max_age) == (256, 10.0, 30.0, 5.0, 5.0)
     text = server("\n    max_connections: 2\n    header_timeout: 1500ms\n    client_timeout: 1m\n"
-                  "    idle_timeout: 0\n")
+                  "    idle_timeout: 0\n    sweep_max_age: 0\n")
     http = parse_text(text, F).server.http
     assert http is not None and (http.max_connections, http.header_timeout, http.client_timeout,
-                                 http.idle_timeout) == (2, 1.5, 60.0, 0.0)
+                                 http.idle_timeout, http.sweep_max_age) == (2, 1.5, 60.0, 0.0, 0.0)
     assert "task_server.http" in restart_settings(cfg)  # a reload names it as needing a restart
 
 
