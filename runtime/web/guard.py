@@ -35,8 +35,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from ..model import HttpSettings
 
 log = logging.getLogger(__name__)
-ACCEPT_BATCH = 64  # connections asyncio accepts at one wake-up (uvicorn's backlog): open beyond the cap
-# for a moment, until each is closed; also the kernel's queue of connections not yet accepted
+ACCEPT_BATCH = 16  # connections asyncio accepts at one turn of its loop (uvicorn's backlog)
+# a connection over the cap is closed within three turns of its accept (a task makes its transport, which
+# then calls connection_made, whose abort closes the socket at the next turn), while each turn accepts a
+# batch more: so many may be open beyond the cap for a moment
+BEYOND = 4 * ACCEPT_BATCH
+QUEUE = 128  # the kernel's queue of connections not yet accepted (uvicorn made it the accept batch)
 RESERVE = 256  # files besides the connections: the stores the worker threads read (an SQLite store takes
 # three), the modules, the listening socket, the sweeps
 WARN_EVERY = 60.0  # seconds between two warnings that the cap is reached (a flood would fill the log)
@@ -56,14 +60,14 @@ def limits(http: HttpSettings) -> Limits:
 
 
 def _fitting(wanted: int) -> int:
-    need = wanted + ACCEPT_BATCH + RESERVE
+    need = wanted + BEYOND + RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < need:
         soft = need if hard == resource.RLIM_INFINITY else min(hard, need)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     if soft == resource.RLIM_INFINITY or soft >= need:
         return wanted
-    fits = max(1, soft - ACCEPT_BATCH - RESERVE)
+    fits = max(1, soft - BEYOND - RESERVE)
     log.warning("http: max_connections %d lowered to %d: this process may open %d files (ulimit -n); raise "
                 "that limit (LimitNOFILE= for a systemd unit) to allow more", wanted, fits, soft)
     return fits

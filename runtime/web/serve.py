@@ -63,4 +63,11 @@ def serve(cfg: Config, http: HttpSettings, tokens: list[Token], anonymous: bool,
     options = {**_options(), "http": guard.protocol(guard.limits(http)), "backlog": guard.ACCEPT_BATCH,
                # uvicorn's keep-alive timer counts whole seconds (0: one request per connection)
                "timeout_keep_alive": math.ceil(http.idle_timeout)}
-    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+    _Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        for sock in sockets or ():  # the accept batch is short (guard.ACCEPT_BATCH); the queue need not be
+            sock.listen(guard.QUEUE)
