@@ -310,7 +310,12 @@ def _log_path(cfg: Config) -> Path:
 def _detach(cfg: Config) -> None:
     """stdin from /dev/null, stdout and stderr appended to the log file (opened before dropping root)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-    log_fd = os.open(_log_path(cfg), flags, 0o640)
+    try:
+        log_fd = os.open(_log_path(cfg), flags, 0o640)
+    except OSError as exc:  # (no inode left: a full disk lets the daemon come up, a log it cannot open not)
+        raise UserError(f"log file {_log_path(cfg)}: {exc.strerror}",
+                        hint="free space on the file system of the state dir, or run `taskserver run` under "
+                        "a supervisor that keeps its output") from exc
     null_fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_fd, 0)
     os.dup2(log_fd, 1)
@@ -337,6 +342,7 @@ def _await_startup(fd: int, cfg: Config) -> int:
     head = lines[0].split()
     if head == ["ok"]:
         print(f"taskserver started (pid {read_pid(cfg.path)})")
+        _tell_degraded(cfg)
         return 0
     if head[:1] == ["running"] and len(head) == 2 and head[1].isdigit() and int(head[1]) > 0:
         print(f"taskserver already running (pid {head[1]})")
@@ -349,6 +355,14 @@ def _await_startup(fd: int, cfg: Config) -> int:
         hint=f"see {_log_path(cfg)}",
         exit_code=1,
     )
+
+
+def _tell_degraded(cfg: Config) -> None:
+    """A daemon that came up holding its runs (a full disk at start) says so at once, not only in `status`."""
+    info = probe(cfg.path).info() or {}
+    health = str(info.get("status") or "")
+    if health.startswith("degraded"):
+        print(f"taskserver: warning: {health}", file=sys.stderr)
 
 
 # --- stop, restart, reload, status ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import selectors
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,7 @@ from .model import Config, JobDef, State, TenantDef
 from .notify import Notifier
 from .runs import Active, Runs
 from .samesched import SameSchedule
-from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, open_store
+from .store import INTERRUPTED, MISSED, NO_SUCH_JOB, Run, Store, StoreError, StoreFault, open_store
 from .waiting import Waiting
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ class Daemon:
         self.steer = steering.Steering(self._st)  # paused jobs and cancel requests (runtime/steering.py)
         self.alerts = alerts.Alerts(lambda: self.config, once=once, sel=self.sel, notifier=notifier)
         self.health = Health(self._say)
+        self.held: dict[str, StoreFault] = {}  # tenants whose store a storage fault kept from opening
+        self.unplanned: set[str] = set()  # tenants held or not planned since the start (``_cause``)
         self.executor = self.runs.executor
         self.stopping = False
         self.stop_deadline: float | None = None
@@ -112,8 +114,7 @@ class Daemon:
     # -- set-up ----------------------------------------------------------------------------------------
     def start_up(self) -> None:
         now = time.time()
-        with self.stores.tx():
-            self._open_tenants(self.config, now)
+        self._open_tenants(self.config, now)
         if not self.once:
             self._timer(now, "housekeeping", "", "")
         else:
@@ -122,17 +123,48 @@ class Daemon:
         self.next_ping = now + interval if interval else None
 
     def _open_tenants(self, config: Config, now: float) -> None:
-        for tenant in config.tenants:
+        """Open the stores of the tenants with a login, then plan them: the daemon's start."""
+        self._plan_start(self._open_stores(config.tenants, now), now)
+
+    def _open_stores(self, tenants: Iterable[TenantDef], now: float) -> list[TenantDef]:
+        """Open the stores of the tenants with a login; those opened. A store a storage fault keeps from
+        opening (a full disk at start) is held, as a fault while running holds the runs: nothing of its
+        tenant starts until ``_recover`` opens it. A store that must not be used refuses the start."""
+        opened = []
+        for tenant in tenants:
             if tenant.login is None:
                 log.info("tenant %s has no login: it runs nothing (%d jobs)", tenant.name, len(tenant.jobs))
                 continue
-            self._open_store(tenant, now)
-            self._plan_tenant(tenant, now)
+            try:
+                self._open_store(tenant, now)
+            except StoreFault as exc:
+                self._hold(tenant.name, exc, now)
+                continue
+            opened.append(tenant)
+        return opened
 
-    def _plan_tenant(self, tenant: TenantDef, now: float, cause: str = plans.DOWN) -> None:
-        """Know the tenant's jobs, reload the due times waiting in its store, catch up, schedule."""
+    def _hold(self, tenant: str, exc: StoreFault, now: float) -> None:
+        self.held[tenant] = exc
+        self.unplanned.add(tenant)
+        self._fault(exc, now)
+
+    def _plan_start(self, tenants: list[TenantDef], now: float) -> None:
+        """The start's plan of the opened tenants, one transaction; a storage fault in it degrades the daemon
+        (nothing of the plan is kept; ``_recover`` plans them again) instead of ending it."""
+        try:
+            with self.stores.tx():
+                for tenant in tenants:
+                    self._plan_tenant(tenant, now)
+        except StoreError as exc:
+            self.unplanned.update(t.name for t in tenants)
+            self._fault(exc, now)
+
+    def _plan_tenant(self, tenant: TenantDef, now: float, cause: str = plans.DOWN,
+                     since: float | None = None) -> None:
+        """Know the tenant's jobs, reload the due times waiting in its store, catch up, schedule.
+        ``since``: when the jobs it had not known yet became due (a held tenant's: the daemon's start)."""
         store = self._st(tenant.name)
-        store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=now)
+        store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=since or now)
         for job in tenant.jobs:
             self._register(tenant, job)
         self._load_waiting(tenant, store, now)
@@ -404,28 +436,53 @@ class Daemon:
             self.stopping, self.exit_code = True, 1
 
     def _recover(self, now: float) -> None:
-        """Retry a failed store: write back what can be, record the ends kept, re-read what is stored."""
+        """Retry a failed store: write back what can be, record the ends kept, open the stores held since
+        they failed to open, re-read what is stored."""
         if not self.health.due(now):
             return
         try:
             self.stores.recover()
             self.runs.flush()
+            self._open_held(now)
             with self.stores.tx():
                 self._resync(now)
         except StoreError as exc:
             self.health.failed(exc, now)
             return
+        self.unplanned.clear()
         self.health.recovered()
+
+    def _open_held(self, now: float) -> None:
+        """Open the stores held (``_hold``); StoreFault while one still cannot be opened."""
+        for name in list(self.held):
+            tenant = self.config.tenant(name)
+            if tenant is not None and tenant.login is not None:
+                try:
+                    self._open_store(tenant, now)
+                except StoreFault as exc:
+                    self.held[name] = exc
+                    raise
+                except StoreError as exc:  # refused (corrupt, another daemon's): the others go on
+                    log.error("tenant %s is not served: %s (%s)", name, exc.message, exc.hint)
+            del self.held[name]
 
     def _resync(self, now: float) -> None:
         """After a fault, rebuild what waits from the store: whatever the failed transactions held in memory
-        only is found again (the job's last due moves only together with a record)."""
+        only is found again (the job's last due moves only together with a record). A tenant not planned
+        since the start (held) catches up from its last due time as after downtime, its new jobs from the
+        daemon's start."""
         self.pending.clear()
         self.que_dirty = True
         for name in self.stores:
             tenant = self.config.tenant(name)
             if tenant is not None and tenant.login is not None:
-                self._plan_tenant(tenant, now, plans.STORE_DOWN)
+                self._plan_tenant(tenant, now, *self._cause(name))
+
+    def _cause(self, tenant: str, otherwise: str = plans.STORE_DOWN) -> tuple[str, float | None]:
+        """Why the tenant's due times since its last went unrun, and from when its new jobs count."""
+        if tenant in self.unplanned:
+            return plans.HELD, self.started
+        return otherwise, None
 
     def _flush_at_exit(self) -> None:
         if not self.runs.unrecorded:
@@ -737,26 +794,25 @@ class Daemon:
     def _apply(self, new: Config, now: float) -> None:
         change = plans.plan(self.config, new)
         for key in change.removed:
-            del self.jobs[key]
+            self.jobs.pop(key, None)  # (a held tenant's jobs are not known yet)
             for _, _, rid in self.pending.pop(key, ()):  # its claimed due times will never run: say so
                 self._st(key[0]).finish(rid, State.ERR, NO_SUCH_JOB, exit_code=None, output="", now=now,
                                         note="its job was removed from the config before it could run")
         self.config = new
         self.executor.output_tail = new.server.output_tail
         fresh = [t for t in new.tenants if t.login is not None and t.name not in self.stores]
+        names = {t.name for t in fresh}
+        self.held = {name: exc for name, exc in self.held.items() if name in names}  # (a tenant removed)
         for tenant in fresh:
-            try:
-                self._open_store(tenant, now)
-            except StoreError as exc:  # refused (corrupt, another daemon's): the tenants served go on
-                log.error("reload: tenant %s is not served: %s (%s)", tenant.name, exc.message, exc.hint)
-                continue
-            self._plan_tenant(tenant, now)
+            self._open_fresh(tenant, now)
         for tenant, job in change.added:
             if tenant not in fresh:
                 self._st(tenant.name).remember_jobs([job.name], now=now)
                 self._add_job(tenant, job, now)
         for tenant, job in change.changed:  # a run going on or waiting goes on; only the next due time moves
             key = (tenant.name, job.name)
+            if key not in self.gen:  # its tenant is not served (held, or refused): planned when it is
+                continue
             self.jobs[key] = job
             self.gen[key] += 1
             if self._scheduled(job):
@@ -767,6 +823,19 @@ class Daemon:
         self.que_dirty = True
         self._expect_soon(now)
         self._status()
+
+    def _open_fresh(self, tenant: TenantDef, now: float) -> None:
+        """A tenant a reload brings, or one not served yet: opened and planned, held, or refused."""
+        self.held.pop(tenant.name, None)
+        try:
+            self._open_store(tenant, now)
+        except StoreFault as exc:  # held as at start (``_open_stores``)
+            self._hold(tenant.name, exc, now)
+            return
+        except StoreError as exc:  # refused (corrupt, another daemon's): the tenants served go on
+            log.error("reload: tenant %s is not served: %s (%s)", tenant.name, exc.message, exc.hint)
+            return
+        self._plan_tenant(tenant, now, *self._cause(tenant.name, plans.DOWN))
 
     def _expect_soon(self, now: float) -> None:
         """The jobs due soon or waiting to start: the status files they have not made yet are made ahead by
@@ -861,8 +930,9 @@ def serve(config: Config, *, once: bool = False, time_limit: float | None = None
         # CPU the start-up needs itself (10,000 jobs caught up: 0.1 s of it, before READY)
         daemon._expect_soon(time.time())
         daemon._status()
-        log.info("serving %d jobs for %d tenants%s", len(daemon.jobs), len(daemon.stores),
-                 " (once)" if once else "")
+        held = f"; runs of {', '.join(sorted(daemon.held))} held" if daemon.held else ""
+        log.info("serving %d jobs for %d tenants%s%s", len(daemon.jobs), len(daemon.stores),
+                 " (once)" if once else "", held)
         return daemon.loop()
     finally:
         if notifier:

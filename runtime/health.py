@@ -1,8 +1,9 @@
 """The daemon's health with respect to its stores: fine, or degraded by a storage fault.
 
-A storage fault (disk full, I/O error, a locked, vanished or replaced store) never ends the daemon: it logs
-one clear error, starts nothing new, keeps every record it can (ends of runs are kept in memory until they
-can be written), says so (sd_notify STATUS, and the pid file's info that `taskserver status` prints), and
+A storage fault (disk full, I/O error, a locked, vanished or replaced store) never ends the daemon, at its
+start (a store that cannot be opened is held: runtime/daemon.py) or while it runs: it logs one clear error,
+starts nothing new, keeps every record it can (ends of runs are kept in memory until they can be written),
+says so (sd_notify STATUS, and the pid file's info that `taskserver status` prints), and
 retries with a doubling backoff until the store is writable again.  Later failures of the same fault are
 logged at debug level only, so a full disk does not also fill the log.
 """
@@ -32,16 +33,17 @@ class Health:
         return self.fault is not None
 
     def failed(self, exc: StoreError, now: float) -> None:
+        cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
         if self.fault is None:
-            log.error("storage fault: %s; starting nothing new until the store is writable again "
-                      "(retrying)%s", exc.message, f"; hint: {exc.hint}" if exc.hint else "")
+            log.error("storage fault: %s%s; runs are held until it can be written (retrying)%s",
+                      exc.message, cause, f"; hint: {exc.hint}" if exc.hint else "")
             self._backoff = FIRST_RETRY
         else:
-            log.debug("storage still failing: %s", exc.message)
+            log.debug("storage still failing: %s%s", exc.message, cause)
             self._backoff = min(self._backoff * 2, MAX_RETRY)
         self.fault = exc
         self.retry_at = now + self._backoff
-        self.say(f"degraded: storage fault: {exc.message}; starting nothing new, retrying")
+        self.say(f"degraded: storage fault: {exc.message}; runs are held until it can be written (retrying)")
 
     def recovered(self) -> None:
         if self.fault is not None:

@@ -65,6 +65,11 @@ DOWN = "the daemon was stopped or the job was not configured"
 STORE_DOWN = "the run store could not be written (a storage fault or a lost database connection)"
 
 
+# a tenant whose store could not be opened at the daemon's start: its due times since its last run passed
+# while the daemon was stopped, or while it held them
+HELD = "the daemon was stopped, or started while the run store could not be written"
+
+
 Records = list[tuple[float, str]]  # (due time, note) of one job's missed records, in the order written
 
 

@@ -234,9 +234,11 @@ def prepare_dir(path: StrPath, spec: str | None, mode: int = 0o711) -> None:
         if not make_dir(path, ident, mode) and ident is not None and _from_supervisor(path):
             _hand_over(path, ident)
         st = os.stat(path)
-    except OSError as exc:
+    except OSError as exc:  # (a store that cannot be written is held; a state dir that cannot be made is not)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise UserError(f"state_dir {path}: {exc.strerror}",
-                        hint="set task_server.state_dir to a directory taskserver may create or use") from exc
+                        hint="free space on the file system that holds it, then start again" if full else
+                        "set task_server.state_dir to a directory taskserver may create or use") from exc
     uid = ident.uid if ident is not None else os.geteuid()
     if uid not in (0, st.st_uid):
         who = ident.user if ident is not None else (pwd.getpwuid(uid).pw_name if _known(uid) else str(uid))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from . import sqlite_guard as guard
 from . import sqlite_schema as schema
 from .confpath import parent
-from .store_errors import UNSERVED, NoStore, StoreError
+from .store_errors import UNSERVED, NoStore, StoreError, fault
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def open_db(path: StrPath, marker: StrPath, *, create: bool, verify: Verify) -> 
 def _connect(path: StrPath, marker: StrPath, *, whole: bool, strict: bool) -> sqlite3.Connection:
     """``whole``: check the whole file; ``strict``: each page SQLite reads more strictly (a command's writes,
     whose whole-file check a serving daemon makes unneeded)."""
+    db: sqlite3.Connection | None = None
     try:
         os.makedirs(parent(path), mode=0o700, exist_ok=True)  # (those above it with the default mode)
         # Created 0600 before SQLite opens it: run history may hold secrets printed by jobs.
@@ -59,17 +60,28 @@ def _connect(path: StrPath, marker: StrPath, *, whole: bool, strict: bool) -> sq
         db.execute("PRAGMA synchronous=NORMAL")
         schema.prepare(db)
         guard.check_identity(schema.store_id(db), marker, path)
-    except schema.NewerSchema as exc:
-        raise StoreError(f"{path}: schema version {exc.found} is newer than this taskserver knows "
-                         f"({schema.LATEST})", hint="upgrade taskserver; never downgrade over a store "
-                         "a newer version wrote") from None
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: cannot open the run store: {exc}",
-                         hint=f"check it with: sqlite3 {path} 'PRAGMA quick_check'") from exc
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot open the run store: {exc}",
-                         hint="check the state directory's owner, permissions and free space") from exc
+    except BaseException as exc:
+        if db is not None:  # a daemon holding its runs on a full disk tries again and again: no fd kept
+            db.close()
+        got = _opening(exc, path)
+        if got is exc:
+            raise
+        raise got from exc
     return db
+
+
+def _opening(exc: BaseException, path: StrPath) -> BaseException:
+    """What a failed open raises: a storage fault (store_errors.fault) is waited out by the daemon; a file
+    that is damaged, newer or out of reach is refused."""
+    if isinstance(exc, schema.NewerSchema):
+        return StoreError(f"{path}: schema version {exc.found} is newer than this taskserver knows "
+                          f"({schema.LATEST})",
+                          hint="upgrade taskserver; never downgrade over a store a newer version wrote")
+    if not isinstance(exc, sqlite3.DatabaseError | OSError):
+        return exc  # (a StoreError of the guards, said already)
+    hint = (f"check it with: sqlite3 {path} 'PRAGMA quick_check'" if isinstance(exc, sqlite3.DatabaseError)
+            else "check the state directory's owner and permissions")
+    return fault(exc, path) or StoreError(f"{path}: cannot open the run store: {exc}", hint=hint)
 
 
 def add_task(db: sqlite3.Connection, job: str, *, queue: str | None, argv: Sequence[str] | None,

@@ -29,7 +29,7 @@ import stat
 import time
 
 from .confpath import parent
-from .store_errors import StoreBusy, StoreError
+from .store_errors import StoreBusy, StoreError, fault
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
@@ -116,6 +116,9 @@ def check_integrity(db: sqlite3.Connection, path: StrPath) -> None:
     try:
         rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
     except sqlite3.DatabaseError as exc:
+        got = fault(exc, path)
+        if got is not None:  # a full disk, an I/O error, a lock: the check could not look; no sign of damage
+            raise got from exc
         rows = [str(exc)]
     if rows != ["ok"]:
         raise StoreError(f"{path}: the run store is corrupt ({'; '.join(rows)[:200]}); refusing to write "
@@ -199,8 +202,12 @@ class InstanceLock:
                             "give this config its own state_dir") from None
         info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
                            "store": self._identity()}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info, 0)
+        except OSError:  # a full disk: the lock goes with the fd, or this daemon's next try finds it "busy"
+            os.close(fd)
+            raise
         if self.fd is not None:
             os.close(self.fd)
         self.fd = fd

@@ -39,6 +39,7 @@ from .store import (
     StoreError,
     Verify,
     check_report,
+    fault,
     summary_row,
 )
 
@@ -103,12 +104,14 @@ def _ended(run: Run, *, state: State, reason: str | None, exit_code: int | None,
 
 
 def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatenate[SqliteStore, P], R]:
-    """SQLite and OS errors become one StoreError naming the file and what failed."""
+    """SQLite and OS errors become one StoreError naming the file and what failed (a storage fault: the
+    file and why it cannot be written, store_errors.fault)."""
     def wrapper(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(self, *args, **kwargs)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"{self.path}: {fn.__name__} failed: {exc}", hint=_FAULT_HINT) from exc
+            raise fault(exc, self.path) or StoreError(f"{self.path}: {fn.__name__} failed: {exc}",
+                                                      hint=_FAULT_HINT) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
 
@@ -196,7 +199,8 @@ class SqliteStore(SqliteSteer):
             self.db.execute(statement)
         except sqlite3.Error as exc:
             what = statement.split(maxsplit=1)[0].lower()
-            raise StoreError(f"{self.path}: {what} failed: {exc}", hint=_FAULT_HINT) from exc
+            raise fault(exc, self.path) or StoreError(f"{self.path}: {what} failed: {exc}",
+                                                      hint=_FAULT_HINT) from exc
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded

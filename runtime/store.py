@@ -33,12 +33,12 @@ from typing import Any, Literal, Protocol
 
 from .errors import UserError
 from .model import State, TenantDef
-from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError
+from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError, StoreFault, fault
 
 Verify = bool | Literal["unserved"]  # how a store is checked when opened: store_errors.UNSERVED says how
 
 # the contract's errors live in their own module (runtime/cli_enqueue.py does without this one); named here
-__all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "Verify"]
+__all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "StoreFault", "Verify", "fault"]
 
 # Reasons an ERR run can carry besides "exit code N".
 TIMEOUT = "timeout"

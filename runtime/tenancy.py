@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from . import privs
 from .confpath import parent
 from .errors import UserError
+from .store_errors import fault
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
@@ -57,9 +58,10 @@ def ensure_dir(config: Config, tenant: TenantDef) -> None:
         privs.make_dir(parent(path), privs.resolve(spec) if spec is not None else None, 0o711)
         privs.make_dir(path, ident, TENANT_DIR_MODE)
         st = os.stat(path, follow_symlinks=False)
-    except OSError as exc:
-        raise UserError(f"tenant {tenant.name!r}: {path}: {exc.strerror or exc}",
-                        hint="the daemon (or root) creates this directory; check the state dir") from exc
+    except OSError as exc:  # a full disk is waited out (store_errors.fault), anything else refused
+        raise fault(exc, path, f"tenant {tenant.name!r} directory") or UserError(
+            f"tenant {tenant.name!r}: {path}: {exc.strerror or exc}",
+            hint="the daemon (or root) creates this directory; check the state dir") from exc
     if st.st_uid != ident.uid:
         raise UserError(f"tenant {tenant.name!r}: {path} belongs to uid {st.st_uid}, not to {ident.user}",
                         hint=f"remove it or chown {ident.user} {path}; taskserver never chowns what it finds")
@@ -74,10 +76,15 @@ def prepare(config: Config, tenant: TenantDef) -> privs.Identity | None:
     ensure_dir(config, tenant)
     if tenant.store.kind == "sqlite" and tenant.store.path is None:
         path = os.path.join(config.tenant_dir(tenant.name), f"{tenant.name}.sqlite")
-        with privs.fs_identity(ident), contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
-            os.fchmod(fd, 0o660)
-            os.close(fd)
+        try:
+            with privs.fs_identity(ident), contextlib.suppress(FileExistsError):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
+                os.fchmod(fd, 0o660)
+                os.close(fd)
+        except OSError as exc:
+            hint = "check the tenant directory's owner and permissions"
+            raise fault(exc, path) or UserError(f"tenant {tenant.name!r}: {path}: {exc.strerror or exc}",
+                                                hint=hint) from exc
     return ident
 
 

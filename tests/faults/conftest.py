@@ -1,4 +1,5 @@
-"""The fault suite uses the system tests' daemon helpers and prints its figures at the end of the session."""
+"""The fault suite uses the system tests' daemon helpers (and the security tests' throwaway users) and prints
+its figures at the end of the session."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "system"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "security"))  # secusers: throwaway users
 
 FIGURES: list[str] = []
 
