@@ -21,6 +21,7 @@ Every value is one line: a value with a control character in it is written as a 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -183,21 +184,40 @@ def _prepare(directory: str) -> int:
     """Make the status directory; returns the mode for new files in it.
 
     Not readable by others: 0750 directories, 0640 files. Inside a tenant's own group-writable directory (a
-    tenant with run_as, see tenancy.py) the group is the daemon's, so both the tenant's user and the daemon's
-    user may write there: 0770 and 0660 (made so through the umask: no chmod of what another user made).
+    tenant with run_as, see tenancy.py) the tenant's user and the daemon's user both write status files:
+    there the directories are the tenant directory's, its user's in the daemon's group, 0770, and the files
+    0660. Only the daemon (as the tenant's user, in its own group) and root (tenancy.status_dirs) can make
+    them so: a `jobs` command of either user that finds one missing does not make it in a group of its own,
+    which would shut the other user out (the daemon makes it at the run's next status file).
     """
     status = os.path.dirname(directory)  # <state>/status
-    os.makedirs(os.path.dirname(status), exist_ok=True)
-    shared = bool(os.stat(os.path.dirname(status)).st_mode & stat.S_IWGRP)
+    top = os.path.dirname(status)
+    os.makedirs(top, exist_ok=True)
+    st = os.stat(top)
+    shared = bool(st.st_mode & stat.S_IWGRP)
     old_umask = os.umask(0o007 if shared else 0o027)
     try:
         for d in (status, directory):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(d, 0o770 if shared else 0o750)
+            _mkdir(d, 0o770 if shared else 0o750, st if shared else None)
     finally:
         os.umask(old_umask)
     _made[directory] = mode = 0o660 if shared else 0o640
     return mode
+
+
+def _mkdir(path: str, mode: int, tenant_dir: os.stat_result | None) -> None:
+    """``mkdir``; inside a shared tenant directory (``tenant_dir``: its stat) only a directory with that
+    directory's owner and group is kept."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    st = os.stat(path, follow_symlinks=False)
+    if tenant_dir is not None and (st.st_uid, st.st_gid) != (tenant_dir.st_uid, tenant_dir.st_gid):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        why = "missing; the daemon or root makes it (the tenant's user's, in the daemon's group)"
+        raise PermissionError(errno.EACCES, why, path)
 
 
 def prepare(directory: StrPath) -> int:
@@ -267,7 +287,9 @@ def rewrite(path: StrPath, text: str, spares: Spares | None = None, *, keep: boo
     run's next text (its end) is written without looking the path up again (``rewrite_open``)."""
     try:
         fd = os.open(path, _WRITE)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
+        # the tenant's user and the daemon's user share a status directory; a file one of them made (in a
+        # group of its own) the other replaces, as the directory lets both
         return write(path, text, spares, keep=keep)
     try:
         _overwrite(fd, text.encode())

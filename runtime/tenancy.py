@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 
-from . import privs
+from . import privs, statusfile
 from .confpath import parent
 from .errors import UserError
 from .store_errors import fault
@@ -68,12 +69,14 @@ def ensure_dir(config: Config, tenant: TenantDef) -> None:
 
 
 def prepare(config: Config, tenant: TenantDef) -> privs.Identity | None:
-    """The tenant's directory and its empty default SQLite file, 0660 in the daemon's group, so that group
-    shares it (SQLite gives -wal and -shm the database's mode). Returns the identity for its files."""
+    """The tenant's directory, its status directories and its empty default SQLite file, 0660 in the
+    daemon's group, so that group shares it (SQLite gives -wal and -shm the database's mode). Returns the
+    identity for its files."""
     ident = file_identity(config, tenant)
     if ident is None:
         return None
     ensure_dir(config, tenant)
+    status_dirs(config, tenant, ident)
     if tenant.store.kind == "sqlite" and tenant.store.path is None:
         path = os.path.join(config.tenant_dir(tenant.name), f"{tenant.name}.sqlite")
         try:
@@ -86,6 +89,53 @@ def prepare(config: Config, tenant: TenantDef) -> privs.Identity | None:
             raise fault(exc, path) or UserError(f"tenant {tenant.name!r}: {path}: {exc.strerror or exc}",
                                                 hint=hint) from exc
     return ident
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def status_dirs(config: Config, tenant: TenantDef, ident: privs.Identity) -> None:
+    """The tenant's status directories (statusfile.status_dir), like its own directory: its user's, in the
+    daemon's group, 0770. Both users write status files there (the daemon acting as the tenant's user, and
+    `jobs` commands as whoever runs them: the tenant's user or the daemon's), so neither may own it in a group
+    of its own, which shut the other out ("status file was not written"). Made here, by root or the daemon,
+    and mended when a `jobs` command of either user made it so before. Reached one directory at a time
+    without following a link, and only a directory of the tenant's or the daemon's user is changed.
+    A failure is left to the status file's own write to report: it never keeps the store from opening."""
+    top = config.tenant_dir(tenant.name)
+    spec = privs.daemon_spec(config)
+    owners = {ident.uid, privs.resolve(spec).uid if spec is not None else os.geteuid()}
+    names = ("status", os.path.basename(statusfile.status_dir(top, tenant.name)))
+    try:
+        fd = os.open(top, _DIR)
+        for name in names:
+            fd = _status_dir(fd, name, ident, owners)  # (closes the one above, whatever happens)
+    except OSError:
+        return
+    os.close(fd)
+
+
+def _status_dir(parent_fd: int, name: str, ident: privs.Identity, owners: set[int]) -> int:
+    """Make or mend one status directory below ``parent_fd`` (closed here); its fd."""
+    try:
+        with privs.fs_identity(ident):  # (as the tenant's user: one the other user made may be closed to it)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, TENANT_DIR_MODE, dir_fd=parent_fd)  # the tenant's, in the daemon's group
+            fd = os.open(name, _DIR, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid in owners and (st.st_uid, st.st_gid) != (ident.uid, ident.gid):
+            os.fchown(fd, ident.uid, ident.gid)  # root's right, or the daemon's CAP_CHOWN (not as the tenant)
+            st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) == (ident.uid, ident.gid) and stat.S_IMODE(st.st_mode) != TENANT_DIR_MODE:
+            with privs.fs_identity(ident):  # as its owner (mkdir took the umask off)
+                os.fchmod(fd, TENANT_DIR_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 class TenantStore:
