@@ -9,6 +9,7 @@ exactly what the manifest lists. ``status`` compares the live state and the file
 from __future__ import annotations
 
 import difflib
+import errno
 import stat
 import sys
 import time
@@ -154,6 +155,8 @@ class _Journal:
     def _write(self, f: FileSpec) -> list[Path]:
         files, path = mf.fs(self.spec), f.path
         created = files.makedirs(path.parent)
+        # undone even when the write below fails (a full file system): the directories made for it go too
+        self.undo.append(lambda: _rmdirs(files, created))
         link = files.readlink(path)  # replaced with --force: a rollback puts the link back, not a copy
         before = files.read(path) if link is None else None
         st = files.lstat(path) if before is not None else None
@@ -167,24 +170,36 @@ class _Journal:
                 files.unlink(path)
             else:
                 files.write(path, before, mode)
-            for d in reversed(created):
-                files.rmdir(d)
 
         self.undo.append(restore)
         return created
 
-    def rollback(self, ran: list[str], first_install: bool) -> None:
+    def rollback(self, first_install: bool) -> list[str]:
+        """Undo everything, in reverse order; what could not be undone, one phrase each."""
+        failed = []
         for fn in reversed(self.undo):
             try:
                 fn()
             except Exception as exc:  # keep undoing the rest; say what could not be undone
-                ran.append(f"rollback step failed: {exc}")
+                failed.append(_why(exc))
         backend, spec = self.backend, self.spec
         for act in backend.after_remove(spec) if first_install else backend.reload(spec):
             try:
                 act()
             except Exception as exc:
-                ran.append(f"rollback reload failed: {exc}")
+                failed.append(f"{act.describe}: {_why(exc)}")
+        return failed
+
+
+def _rmdirs(files: Tree, dirs: list[Path]) -> None:
+    for d in reversed(dirs):
+        files.rmdir(d)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return exc.message if isinstance(exc, UserError) else str(exc)
 
 
 def _run(actions: tuple[Action, ...] | list[Action], out: Outcome, dry_run: bool) -> None:
@@ -306,10 +321,13 @@ def install(
             except OSError as exc:
                 raise cannot(spec, "write", mf.manifest_path(spec), exc) from exc
     except BaseException as exc:
-        if not dry_run:
-            journal.rollback(out.ran, first_install=old is None)
+        left = [] if dry_run else journal.rollback(first_install=old is None)
+        if isinstance(exc, OSError) and exc.strerror:  # the system refused something not worded yet
+            exc = UserError(_why(exc), hint=_hint(exc))
         if isinstance(exc, UserError):
-            raise Failed(f"{exc.message} — rolled back everything this install did", hint=exc.hint) from exc
+            undone = ("rolled back everything this install did" if not left
+                      else "rolled back, except: " + "; ".join(left))
+            raise Failed(f"{exc.message} — {undone}", hint=exc.hint) from exc
         raise
     if not backend.live and out.changed:
         done = "would be written, nothing would be" if dry_run else "were written, nothing was"
@@ -464,11 +482,16 @@ def cannot(spec: ServiceSpec, verb: str, path: Path, exc: OSError) -> UserError:
     there leads somewhere they may not write), in a tree a path that resolves to no usable place."""
     owner = mf.home_owner(spec)
     who = f" as uid {owner[0]} (the home's owner)" if owner and not spec.offline_root else ""
-    return UserError(
-        f"cannot {verb} {spec.target(path)}{who}: {exc.strerror}",
-        hint="check the directories on that path for symbolic links and their owners",
-        exit_code=1,
-    )
+    return UserError(f"cannot {verb} {spec.target(path)}{who}: {exc.strerror}", hint=_hint(exc), exit_code=1)
+
+
+def _hint(exc: OSError) -> str:
+    """What to do about a refused file operation: a full or read-only file system is not a link problem."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space or inodes on that file system (df -h, df -i), then re-run"
+    if exc.errno == errno.EROFS:
+        return "that file system is mounted read-only: remount it read-write, then re-run"
+    return "check the directories on that path for symbolic links and their owners"
 
 
 def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:

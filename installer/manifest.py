@@ -144,8 +144,13 @@ def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[Path]) -> None:
     created = files.makedirs(path.parent)
     record = {"version": MANIFEST_VERSION, **data, "dirs": sorted({*map(str, dirs), *map(str, created)})}
     body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-    if files.read(path) != body:
-        files.write(path, body, 0o600 if spec.user_scope else 0o644)
+    try:
+        if files.read(path) != body:
+            files.write(path, body, 0o600 if spec.user_scope else 0o644)
+    except BaseException:
+        # no manifest (a full file system): the directories made for it would be nobody's record
+        remove_empty_dirs(spec, [str(d) for d in created])
+        raise
 
 
 def remove(spec: ServiceSpec) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from ..runtime.errors import UserError
 
 log = logging.getLogger("taskserver.installer")
 
+ERROR_WORDS = re.compile(r"fail|error|cannot|can't|denied|no space|not found|no such|invalid", re.IGNORECASE)
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -36,7 +38,9 @@ class Result:
 class CommandFailed(UserError):
     def __init__(self, result: Result) -> None:
         detail = (result.stderr or result.stdout).strip().splitlines()
-        tail = f": {detail[-1]}" if detail else ""
+        # the error, not a warning printed after it (systemctl ends its "Failed to enable" with one)
+        said = [line for line in detail if ERROR_WORDS.search(line)] or detail
+        tail = f": {said[-1]}" if said else ""
         super().__init__(
             f"command failed with exit code {result.returncode}: {quote(result.argv)}{tail}",
             hint="run it by hand to see the whole output, or re-run with --debug",

@@ -210,22 +210,33 @@ class Tree:
                 raise
 
     def makedirs(self, path: Path) -> list[Path]:
-        """``mkdir -p`` inside the root; the directories it created, outermost first."""
+        """``mkdir -p`` inside the root; the directories it created, outermost first (when it fails part-way,
+        none of them is left)."""
         missing: list[Path] = []
         cur = path
         while cur != cur.parent and not self.is_dir(cur):
             missing.append(cur)
             cur = cur.parent
-        for p in reversed(missing):
-            with self.parent(p) as (d, name):
-                try:
-                    os.mkdir(name, 0o755, dir_fd=d)
-                except FileExistsError as exc:  # a link to nothing (inside the root) or a file
-                    raise NotADirectoryError(
-                        errno.ENOTDIR, "not a directory (a link or a file)", str(p)
-                    ) from exc
-                self._give(d, name)
-        return list(reversed(missing))
+        made: list[Path] = []
+        try:
+            for p in reversed(missing):
+                with self.parent(p) as (d, name):
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=d)
+                    except FileExistsError as exc:  # a link to nothing (inside the root) or a file
+                        raise NotADirectoryError(
+                            errno.ENOTDIR, "not a directory (a link or a file)", str(p)
+                        ) from exc
+                    made.append(p)
+                    self._give(d, name)
+        except BaseException:
+            # a full file system (or a chown refused) part-way: the caller never learns what was made,
+            # so nothing of it may stay behind
+            for p in reversed(made):
+                with contextlib.suppress(OSError):
+                    self.rmdir(p)
+            raise
+        return made
 
     def unlink(self, path: Path) -> bool:
         """Remove the entry itself (never what a symlink points to); False when it was already gone."""
