@@ -20,7 +20,7 @@ from typing import Any
 
 from ..runtime.errors import UserError
 from . import manifest as mf
-from . import proc
+from . import outside, proc
 from . import purge as leftovers
 from .backends.base import Action, Backend, FileSpec, Plan
 from .safefs import Tree
@@ -482,6 +482,11 @@ def cannot(spec: ServiceSpec, verb: str, path: Path, exc: OSError) -> UserError:
     there leads somewhere they may not write), in a tree a path that resolves to no usable place."""
     owner = mf.home_owner(spec)
     who = f" as uid {owner[0]} (the home's owner)" if owner and not spec.offline_root else ""
+    lost = spec.offline_root and exc.errno in outside.NOT_FOUND
+    why = outside.leads_out(mf.fs(spec), path) if lost else None
+    if why is not None:
+        return UserError(f"cannot {verb} {path}: {why}", hint="a tree's links are followed inside the tree "
+                         "only: make that link lead to a place in the tree", exit_code=1)
     return UserError(f"cannot {verb} {spec.target(path)}{who}: {exc.strerror}", hint=_hint(exc), exit_code=1)
 
 
@@ -495,23 +500,28 @@ def _hint(exc: OSError) -> str:
 
 
 def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
-    """installed / enabled / running / files changed since install, for ``--status``."""
-    old = mf.load(spec)
-    changed = []
-    files = mf.fs(spec)
-    for entry in (old or {}).get("files", []):
-        if files.readlink(Path(entry["path"])) is not None:  # not the file installed, whatever it leads to
-            changed.append({"path": entry["path"], "state": "replaced by a symbolic link"})
-            continue
-        data = files.read(Path(entry["path"]))
-        if data is None or mf.sha256(data) != entry["sha256"]:
-            changed.append({"path": entry["path"], "state": "missing" if data is None else "changed"})
+    """installed / enabled / running / files changed since install, for ``--status``; ``notes``: why a path
+    of a tree was not found, when a link on its way leads out of the tree (read inside it only)."""
+    with outside.noticing() as seen:
+        old = mf.load(spec)
+        changed = []
+        files = mf.fs(spec)
+        for entry in (old or {}).get("files", []):
+            if files.readlink(Path(entry["path"])) is not None:  # not the file installed, whatever it is
+                changed.append({"path": entry["path"], "state": "replaced by a symbolic link"})
+                continue
+            data = files.read(Path(entry["path"]))
+            if data is None or mf.sha256(data) != entry["sha256"]:
+                changed.append({"path": entry["path"], "state": "missing" if data is None else "changed"})
+        enabled = backend.is_enabled(spec) if old is not None else False
+        running = backend.is_active(spec) if old is not None else False
     return {
         "name": spec.name,
         "backend": backend.name,
         "installed": old is not None,
-        "enabled": backend.is_enabled(spec) if old is not None else False,
-        "running": backend.is_active(spec) if old is not None else False,
+        "enabled": enabled,
+        "running": running,
         "files_changed": changed,
         "manifest": str(mf.manifest_path(spec)),
+        "notes": seen,
     }

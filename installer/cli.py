@@ -11,15 +11,17 @@ import importlib
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import UserError, flushed, run_command
-from . import apply, detect
+from . import apply, detect, outside
 from . import manifest as mf
 from .backends import base
+from .safefs import Tree
 from .spec import SYSTEM, USER, ServiceSpec, build_spec, check_abs, check_run_as, check_value
 
 PROG = "taskserver-install"
@@ -156,23 +158,27 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.detect:
         return print_detection(detect.detect(root), args.json)
     if args.status:
-        return print_json_or_text(status(args, root), args.json)
+        with outside.noticing() as seen:  # the manifest is looked for before apply.status notices
+            data = status(args, root)
+        data["notes"] = [*seen, *(n for n in data["notes"] if n not in seen)]
+        return print_json_or_text(data, args.json)
     if (args.purge or args.purge_config) and not args.uninstall:
         raise UserError("--purge and --purge-config go with --uninstall", hint="add --uninstall")
     if args.purge_config and not args.purge:
         raise UserError("--purge-config goes with --purge", hint="use --uninstall --purge --purge-config")
-    if args.uninstall:
-        spec, backend = from_manifest(args, root)
-        check_privileges(spec, backend, args)
-        out = apply.uninstall(
-            spec, backend, dry_run=args.dry_run, purge=args.purge, purge_config=args.purge_config
-        )
-        return print_outcome(out, args.json)
-    spec, backend = resolve(args, root)
-    check_privileges(spec, backend, args)
-    out = apply.install(
-        spec, backend, force=args.force, dry_run=args.dry_run, enable=args.enable, start=not args.no_start
-    )
+    with outside.noticing() as seen:  # a tree's link leading out of it, which made a lookup find nothing
+        if args.uninstall:
+            spec, backend = from_manifest(args, root)
+            check_privileges(spec, backend, args)
+            out = apply.uninstall(
+                spec, backend, dry_run=args.dry_run, purge=args.purge, purge_config=args.purge_config
+            )
+        else:
+            spec, backend = resolve(args, root)
+            check_privileges(spec, backend, args)
+            out = apply.install(spec, backend, force=args.force, dry_run=args.dry_run, enable=args.enable,
+                                start=not args.no_start)
+    out.notes += seen
     return print_outcome(out, args.json)
 
 
@@ -216,10 +222,12 @@ def resolve(args: argparse.Namespace, root: Path) -> tuple[ServiceSpec, base.Bac
         )
     executable = args.executable
     if executable is not None:
-        exe = root / check_abs("--executable", executable).relative_to("/")
-        if not (exe.is_file() and os.access(exe, os.X_OK)):
+        # looked up inside the target: a tree's link to this machine's program does not make it the tree's
+        st = Tree(root).stat(check_abs("--executable", executable))
+        if st is None or not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+            where = f" in {root}" if root != Path("/") else ""
             raise UserError(
-                f"--executable {executable}: not an executable file", hint="give the installed path"
+                f"--executable {executable}: not an executable file{where}", hint="give the installed path"
             )
     # a crontab belongs to a user: without root the manifest and default config are the caller's own
     own_account = backend.caps.own_account and os.geteuid() != 0
@@ -261,6 +269,7 @@ def status(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "running": False,
         "files_changed": [],
         "manifest": str(mf.manifest_path(probes[0])),
+        "notes": [],
     }
 
 
@@ -326,7 +335,10 @@ def print_json_or_text(data: dict[str, Any], as_json: bool) -> int:
         print(json.dumps(data, indent=2))
     else:
         for key, value in data.items():
-            print(f"{key}: {value}")
+            if key != "notes":
+                print(f"{key}: {value}")
+        for note in data.get("notes", []):
+            print(f"note: {note}")
     return 0
 
 

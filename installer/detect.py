@@ -20,13 +20,13 @@ import os
 import re
 import stat
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import distro
 
-from . import proc
+from . import outside, proc
 from .backends import base
 from .backends.base import Found
 from .safefs import Tree
@@ -223,8 +223,11 @@ def _installed(f: Facts) -> tuple[str | None, str | None]:
 
 def detect(root: Path = Path("/")) -> Detection:
     """What runs on this machine (``root`` = ``/``), or what a tree has installed (any other ``root``: a tree
-    is always offline; its files are only read, inside it, and nothing of it is run)."""
-    return _detect(root, as_host=not is_tree(root))
+    is always offline; its files are only read, inside it, and nothing of it is run). A file of the tree not
+    found because a link on its way leads out of the tree is named in the evidence."""
+    with outside.noticing() as seen:
+        det = _detect(root, as_host=not is_tree(root))
+    return replace(det, evidence=(*det.evidence, *seen))
 
 
 def detect_as_host(root: Path) -> Detection:

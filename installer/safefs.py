@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 from ..runtime.errors import UserError
+from . import outside
 
 T = TypeVar("T")
 
@@ -37,6 +38,12 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 # a path that does not exist, or runs through a file where a directory should be
 MISSING = (FileNotFoundError, NotADirectoryError)
+
+
+def gone(exc: OSError) -> bool:
+    """Whether a lookup found nothing there: missing, or a link that loops inside the tree (a tree's
+    ``etc -> /etc`` is its own ``/etc``, itself), which a read takes as missing and a write refuses."""
+    return isinstance(exc, MISSING) or exc.errno == errno.ELOOP
 
 
 class _OpenHow(ctypes.Structure):
@@ -107,6 +114,9 @@ class Tree:
         try:
             with self._naming(path):
                 return openat2(rootfd, _rel(path), flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        except OSError as exc:
+            outside.notice(self, path, exc)  # a link leading out of the tree is why: say so (--status)
+            raise
         finally:
             os.close(rootfd)
 
@@ -128,8 +138,10 @@ class Tree:
         OSError when it is not a regular file (a directory, a FIFO that would block)."""
         try:
             fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except MISSING:
-            return None
+        except OSError as exc:
+            if gone(exc):
+                return None
+            raise
         try:
             with self._naming(path):
                 mode = os.fstat(fd).st_mode
@@ -146,8 +158,10 @@ class Tree:
         try:
             with self.parent(path) as (d, name):
                 return os.stat(name, dir_fd=d, follow_symlinks=False)
-        except MISSING:
-            return None
+        except OSError as exc:
+            if gone(exc):
+                return None
+            raise
 
     def readlink(self, path: Path) -> str | None:
         """The target of the symlink at ``path`` (the entry itself, not followed), or None when ``path`` is
@@ -155,10 +169,8 @@ class Tree:
         try:
             with self.parent(path) as (d, name):
                 return os.readlink(name, dir_fd=d)
-        except MISSING:
-            return None
         except OSError as exc:
-            if exc.errno == errno.EINVAL:  # there, but not a symlink
+            if gone(exc) or exc.errno == errno.EINVAL:  # EINVAL: there, but not a symlink
                 return None
             raise
 
@@ -166,8 +178,10 @@ class Tree:
         """``stat`` of what ``path`` names (a symlink followed inside the root), or None when missing."""
         try:
             fd = self._open(path, os.O_PATH)
-        except MISSING:
-            return None
+        except OSError as exc:
+            if gone(exc):
+                return None
+            raise
         try:
             return os.fstat(fd)
         finally:
@@ -177,11 +191,27 @@ class Tree:
         """A read fd of the directory (for listing), resolved inside the root."""
         return self._open(path, os.O_RDONLY | os.O_DIRECTORY)
 
+    def listdir(self, path: Path) -> tuple[os.stat_result, list[str]] | None:
+        """The directory's own stat and its entries' names, resolved inside the root; None when missing."""
+        try:
+            fd = self.open_dir(path)
+        except OSError as exc:
+            if gone(exc):
+                return None
+            raise
+        try:
+            with self._naming(path):
+                return os.fstat(fd), os.listdir(fd)
+        finally:
+            os.close(fd)
+
     def is_dir(self, path: Path) -> bool:
         try:
             os.close(self._open(path, os.O_PATH | os.O_DIRECTORY))
-        except MISSING:
-            return False
+        except OSError as exc:
+            if gone(exc):
+                return False
+            raise
         return True
 
     def _give(self, d: int, name: str) -> None:
@@ -243,8 +273,10 @@ class Tree:
         try:
             with self.parent(path) as (d, name):
                 os.unlink(name, dir_fd=d)
-        except MISSING:
-            return False
+        except OSError as exc:
+            if gone(exc):
+                return False
+            raise
         return True
 
     def rmdir(self, path: Path) -> None:
@@ -260,8 +292,10 @@ class Tree:
                     shutil.rmtree(name, dir_fd=d)
                 else:
                     os.unlink(name, dir_fd=d)
-        except MISSING:
-            return False
+        except OSError as exc:
+            if gone(exc):
+                return False
+            raise
         return True
 
     def symlink(self, target: str, path: Path) -> None:

@@ -6,7 +6,6 @@ away, waits until runsv let go of the directory, and removes what runsv wrote th
 
 from __future__ import annotations
 
-import os
 import stat
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from ...runtime.errors import UserError
 from .. import detect, proc
 from ..manifest import fs
 from ..render import render
+from ..safefs import Tree
 from ..spec import ServiceSpec
 from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd
 
@@ -173,18 +173,18 @@ class Runit(Backend):
 def resolve_in(root: Path, path: Path) -> Path:
     """``path`` (absolute, as the target names it) with its symlinks resolved as inside ``root``: an
     absolute link target starts again at ``root``, never at this machine's /."""
-    parts, cur, hops = list(path.relative_to("/").parts), Path("/"), 0
+    parts, cur, hops, files = list(path.relative_to("/").parts), Path("/"), 0, Tree(root)
     while parts:
         part = parts.pop(0)
-        here = root / (cur / part).relative_to("/")
+        link = files.readlink(cur / part) if part not in (".", "..") else None  # each link read in the tree
         if part == "..":
             cur = cur.parent
-        elif here.is_symlink():
+        elif link is not None:
             hops += 1
             if hops > 40:
                 where = root / path.relative_to("/")
                 raise UserError(f"too many symlinks under {where}", hint="fix the links")
-            target = Path(os.readlink(here))
+            target = Path(link)
             parts = [*target.parts[target.is_absolute() :], *parts]
             cur = Path("/") if target.is_absolute() else cur
         elif part != ".":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .. import detect
 from ..manifest import fs, home_owner
 from ..render import render
+from ..safefs import Tree
 from ..spec import ServiceSpec, config_writable
 from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir
 
@@ -105,7 +106,7 @@ class Systemd(Backend):
             return []
         user = spec.home.name if spec.run_as is None else spec.run_as.user
         user = os.environ.get("USER", user) if spec.run_as is None else user
-        if not spec.target(Path("/var/lib/systemd/linger") / user).exists():
+        if Tree(spec.root).stat(Path("/var/lib/systemd/linger") / user) is None:  # the target's, not ours
             return [
                 f"linger is off for {user}: the unit starts only while {user} is logged in; to start it at "
                 f"boot run: loginctl enable-linger {user}"

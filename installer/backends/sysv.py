@@ -5,6 +5,7 @@ registrar runs inside the tree with ``chroot`` when the tree has it; nothing is 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from ...runtime.errors import UserError
 from ...runtime.pidfile import pidfile_name
 from .. import detect
 from ..detect import BIN_DIRS, which
+from ..manifest import fs
 from ..render import render
 from ..spec import ServiceSpec
 from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir
@@ -124,13 +126,25 @@ class SysV(Backend):
     def restart(self, spec: ServiceSpec) -> list[Action]:
         return [self._action(spec, "restart")] if self.live else []
 
-    def is_enabled(self, spec: ServiceSpec) -> bool:
-        for n in "2345":
+    def rc_entries(self, spec: ServiceSpec, levels: str, kinds: str) -> list[Path]:
+        """The entries named for the service (``S20NAME``, ``K01NAME``) in the runlevel directories of
+        ``levels``, as the target names them. Listed inside the target (``safefs``): a tree's
+        ``etc/rc2.d -> /etc/rc2.d`` is the tree's own (a loop, so nothing), never this machine's. A
+        directory reached under two names (RHEL's ``/etc/rc2.d -> rc.d/rc2.d``) is listed once."""
+        files, seen, found = fs(spec), set(), []
+        named = re.compile(f"[{kinds}][0-9][0-9]{re.escape(spec.name)}")
+        for n in levels:
             for pattern in RC_DIRS:
-                d = spec.root / pattern.format(n=n)
-                if any(d.glob(f"S[0-9][0-9]{spec.name}")):
-                    return True
-        return False
+                d = Path("/") / pattern.format(n=n)
+                listed = files.listdir(d)
+                if listed is None or (listed[0].st_dev, listed[0].st_ino) in seen:
+                    continue
+                seen.add((listed[0].st_dev, listed[0].st_ino))
+                found += [d / name for name in sorted(listed[1]) if named.fullmatch(name)]
+        return found
+
+    def is_enabled(self, spec: ServiceSpec) -> bool:
+        return bool(self.rc_entries(spec, "2345", "S"))
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:

@@ -249,3 +249,68 @@ def test_an_offline_sysv_install_never_runs_the_registrar_of_a_tree_a_user_built
     no_traceback(res)
     assert res.returncode != 0 and "not running update-rc.d of the tree" in res.stderr, res
     assert not (tree / marker.lstrip("/")).exists()
+
+
+# Where a tree's rc links are read from (VICTIM: a root-owned host directory holding rc2.d/S01NAME and
+# etc/rc2.d/S01NAME, links to the service's script): layout -> {link in the tree: its target}.
+RC_LINKS = {
+    "rc2.d is an absolute link to a host dir": {"etc/rc2.d": "VICTIM/rc2.d"},
+    "rc2.d climbs out with ..": {"etc/rc2.d": "../../../../../../../../../VICTIM/rc2.d"},
+    "etc is a link to a host dir": {"etc": "VICTIM/etc"},
+}
+
+
+@pytest.mark.parametrize("layout", list(RC_LINKS))
+def test_sysv_status_reads_the_rc_links_of_the_tree_only(
+    base: Path, user: pwd.struct_passwd, victim: Path, layout: str
+) -> None:
+    """--status of a SysV install in a tree looked for rcN.d/S??NAME by globbing TREE/etc/rc2.d on the
+    host: the tree's owner pointing etc/rc2.d (or etc) at a host directory made it report the host's links
+    (enabled: True). The rc directories are read inside the tree, and status says which link leads out."""
+    tree = make_tree(base, user)
+    (tree / "etc/os-release").write_text("ID=debian\n")
+    res = tool("--root", tree, "--init", "sysv", "--name", NAME, "--no-enable")
+    assert res.returncode == 0, res.stderr
+    for d in ("rc2.d", "etc/rc2.d"):
+        (victim / d).mkdir(parents=True)
+        (victim / d / f"S01{NAME}").symlink_to(f"../init.d/{NAME}")
+    before = snapshot(victim)
+    for rel, target in RC_LINKS[layout].items():
+        if rel == "etc":
+            as_user(user, "mv", tree / "etc", tree / "etc.moved")
+        as_user(user, "ln", "-s", target.replace("VICTIM", str(victim)), tree / rel)
+    res = tool("--root", tree, "--status", "--name", NAME, "--json")
+    no_traceback(res)
+    assert res.returncode == 0, res.stderr
+    status = json.loads(res.stdout)
+    assert status["installed"] and status["enabled"] is False, status
+    link = next(iter(RC_LINKS[layout]))
+    assert [n for n in status["notes"] if n.startswith(f"{tree / link} is a symbolic link to ")
+            and "outside the tree" in n], status["notes"]
+    text = tool("--root", tree, "--status", "--name", NAME)
+    assert "enabled: False" in text.stdout.splitlines() and "\nnote: " in text.stdout, text.stdout
+    if link == "etc":
+        det = json.loads(tool("--root", tree, "--detect", "--json").stdout)
+        assert [e for e in det["evidence"] if "outside the tree" in e], det["evidence"]
+    assert snapshot(victim) == before
+
+
+def test_executable_is_looked_up_in_the_tree(base: Path, user: pwd.struct_passwd, victim: Path) -> None:
+    """--executable names a program of the tree: a link the tree's owner points at a host program (or
+    one that climbs out) does not make it one; the tree's own program is accepted."""
+    tree = make_tree(base, user)
+    program = victim / "prog"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    as_user(user, "mkdir", "-p", tree / "opt/ts/bin")
+    for target in (str(program), f"../../../../../../../../..{program}"):
+        as_user(user, "ln", "-sfn", target, tree / "opt/ts/bin/taskserver")
+        res = tool("--root", tree, "--init", "upstart", "--name", NAME, "--executable",
+                   "/opt/ts/bin/taskserver", "--dry-run")
+        no_traceback(res)
+        assert res.returncode == 2 and "not an executable file in" in res.stderr, res.stderr
+    as_user(user, "rm", tree / "opt/ts/bin/taskserver")
+    as_user(user, "cp", program, tree / "opt/ts/bin/taskserver")
+    res = tool("--root", tree, "--init", "upstart", "--name", NAME, "--executable", "/opt/ts/bin/taskserver",
+               "--dry-run")
+    assert res.returncode == 0, res.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from taskserver.installer import outside
 from taskserver.installer.safefs import Tree
 
 
@@ -91,3 +92,35 @@ def test_every_error_names_the_path_not_a_descriptor_or_a_bare_name(tree: Path) 
         with pytest.raises(OSError) as exc:
             call()
         assert exc.value.filename == str(tree / where), (where, exc.value)
+
+
+def test_a_link_that_loops_inside_the_tree_is_missing_for_lookups_and_refused_for_writes(tree: Path) -> None:
+    """A tree's etc -> /etc is, inside the tree, etc itself: lookups find nothing (not an error that stops
+    --status), a write is refused, and nothing on the host is reached."""
+    (tree / "etc").symlink_to("/etc")
+    files = Tree(tree)
+    assert files.read(Path("/etc/passwd")) is None and files.stat(Path("/etc")) is None
+    assert files.lstat(Path("/etc/rc2.d/S01x")) is None and files.listdir(Path("/etc/rc2.d")) is None
+    assert not files.is_dir(Path("/etc")) and files.unlink(Path("/etc/passwd")) is False
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        files.write(Path("/etc/x"), b"x", 0o644)
+
+
+def test_a_lookup_that_a_link_out_of_the_tree_made_fail_is_explained(tree: Path, host: Path) -> None:
+    (tree / "etc").mkdir()
+    (tree / "etc/rc2.d").symlink_to(host)
+    (tree / "etc/init.d").symlink_to("/real")  # absolute, but it works inside the tree: nothing to say
+    (tree / "etc/up").symlink_to("../" * 20 + str(host).lstrip("/"))
+    files = Tree(tree)
+    with outside.noticing() as seen:
+        assert files.listdir(Path("/etc/rc2.d")) is None
+        assert files.read(Path("/etc/init.d/missing")) is None
+        assert files.read(Path("/etc/up/secret")) is None
+        assert files.read(Path("/etc/rc2.d/secret")) is None  # the same link: said once
+    said = ("outside the tree; taken inside the tree (as its own boot takes it) it leads nowhere: nothing "
+            "was found through it")
+    assert seen == [
+        f"{tree}/etc/rc2.d is a symbolic link to {host}, {said}",
+        f"{tree}/etc/up is a symbolic link to {'../' * 20}{str(host).lstrip('/')}, {said}",
+    ]
+    assert files.read(Path("/etc/rc2.d/secret")) is None  # not noticing: nothing is collected, nothing fails
