@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import UserError, flushed, run_command
-from . import apply, detect, outside
+from . import apply, detect, outside, remove
 from . import manifest as mf
 from .backends import base
 from .safefs import Tree
@@ -170,7 +170,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.uninstall:
             spec, backend = from_manifest(args, root)
             check_privileges(spec, backend, args)
-            out = apply.uninstall(
+            out = remove.uninstall(
                 spec, backend, dry_run=args.dry_run, purge=args.purge, purge_config=args.purge_config
             )
         else:
@@ -260,7 +260,7 @@ def status(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """--status: from the manifest; without one, "not installed" (the init system may not even be known)."""
     probes = _scope_probes(args, root)
     if any(mf.load(p) for p in probes):
-        return apply.status(*from_manifest(args, root))
+        return remove.status(*from_manifest(args, root))
     return {
         "name": args.name,
         "backend": None,

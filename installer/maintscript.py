@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import UserError
-from . import apply, cli, maintsnippets, proc
+from . import apply, cli, maintsnippets, proc, remove
 from . import manifest as mf
 from .backends import base
 from .spec import SYSTEM, ServiceSpec, build_spec, check_value
@@ -258,7 +258,7 @@ def _remove(ctx: Context) -> None:
     # uninstall stops a live service; when stopping is not allowed here, unregister without live steps
     if ctx.no_live_reason or _policy_forbids(ctx, "stop"):
         backend = type(backend)(live=False, registrar=backend.registrar)
-    out = apply.uninstall(spec, backend)
+    out = remove.uninstall(spec, backend)
     for path, state in out.files:
         _note(f"{state}: {path}")
 

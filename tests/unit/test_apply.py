@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.installer import apply
+from taskserver.installer import apply, remove
 from taskserver.installer import manifest as mf
 from taskserver.installer.backends.base import Action, Backend, FileSpec, cmd
 from taskserver.installer.spec import ServiceSpec, build_spec
@@ -132,7 +132,7 @@ def test_uninstall_removes_exactly_the_manifest_and_keeps_foreign_files(spec: Se
     foreign = spec.target(Path("/etc/demo/admin-notes.txt"))
     foreign.write_text("mine\n")
     log.write_text("")
-    out = apply.uninstall(spec, Files(log=log))
+    out = remove.uninstall(spec, Files(log=log))
     assert log.read_text().split() == ["stop", "disable", "reload"]
     assert out.files == [("/etc/demo/demo.conf", "removed")]
     assert tree(spec.root) == {"etc", "etc/demo", "etc/demo/admin-notes.txt"}  # markers gone too
@@ -140,7 +140,7 @@ def test_uninstall_removes_exactly_the_manifest_and_keeps_foreign_files(spec: Se
 
 def test_uninstall_of_what_is_not_installed_is_bad_input(spec: ServiceSpec) -> None:
     with pytest.raises(UserError) as err:
-        apply.uninstall(spec, Files())
+        remove.uninstall(spec, Files())
     assert err.value.exit_code == 2 and "not installed" in err.value.message
 
 
@@ -160,7 +160,7 @@ def test_offline_backend_starts_nothing(spec: ServiceSpec, log: Path) -> None:
 def test_status_reports_changed_and_missing_files(spec: ServiceSpec, log: Path) -> None:
     apply.install(spec, Files(log=log))
     spec.target(Path("/etc/demo/demo.conf")).write_text("edited\n")
-    st = apply.status(spec, Files(log=log))
+    st = remove.status(spec, Files(log=log))
     assert st["installed"] and st["enabled"] and st["running"]
     assert st["files_changed"] == [{"path": "/etc/demo/demo.conf", "state": "changed"}]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from taskserver.installer import apply
+from taskserver.installer import apply, remove
 from taskserver.installer import manifest as mf
 from taskserver.installer.backends.base import Action, Backend, Capabilities, FileSpec
 from taskserver.installer.cli import main
@@ -70,9 +70,9 @@ def test_uninstall_keeps_data_and_names_it_with_the_command_that_removes_it(root
     spec = spec_in(root)
     apply.install(spec, Offline(live=False))
     data = daemon_data(spec)
-    dry = apply.uninstall(spec, Offline(live=False), dry_run=True, purge=True)
+    dry = remove.uninstall(spec, Offline(live=False), dry_run=True, purge=True)
     assert dry.notes == ["would purge /var/lib/demo (state)", "would purge /var/log/demo.log (log)"]
-    out = apply.uninstall(spec, Offline(live=False))
+    out = remove.uninstall(spec, Offline(live=False))
     assert all(p.exists() for p in data)
     assert out.kept == ["/var/lib/demo (state)", "/var/log/demo.log (log)"]
     assert out.remove_kept == f"rm -rf -- {root}/var/lib/demo {root}/var/log/demo.log"  # the tree's, run here
@@ -86,12 +86,12 @@ def test_purge_removes_state_and_logs_and_keeps_the_admins_config(root: Path) ->
     cfg.write_text("tenants: {}\n")  # the admin's
     apply.install(spec, Offline(live=False))
     data = daemon_data(spec)
-    out = apply.uninstall(spec, Offline(live=False), purge=True)
+    out = remove.uninstall(spec, Offline(live=False), purge=True)
     assert not any(p.exists() for p in data)
     assert cfg.exists() and out.kept == [f"{spec.config} (config)"]
     assert not (root / "var/lib/taskserver-install").exists()  # the manifest dir went with the last manifest
     apply.install(spec, Offline(live=False))
-    apply.uninstall(spec, Offline(live=False), purge=True, purge_config=True)
+    remove.uninstall(spec, Offline(live=False), purge=True, purge_config=True)
     assert not cfg.exists()  # asked for
 
 
@@ -100,17 +100,17 @@ def test_the_config_the_installer_wrote_is_purged_only_while_unchanged(root: Pat
     out = apply.install(spec, Offline(live=False))
     cfg = spec.target(spec.config)
     assert (str(spec.config), "created") in out.files and "run_as: app" in cfg.read_text()
-    out = apply.uninstall(spec, Offline(live=False))
+    out = remove.uninstall(spec, Offline(live=False))
     assert out.kept == [f"{spec.config} (config written by taskserver-install)"] and cfg.exists()
     apply.install(spec, Offline(live=False))  # finds it: not rewritten, and no longer known as ours
     assert mf.load(spec) is not None and "config_written" not in (mf.load(spec) or {})
     cfg.unlink()
     apply.install(spec, Offline(live=False))
-    apply.uninstall(spec, Offline(live=False), purge=True)
+    remove.uninstall(spec, Offline(live=False), purge=True)
     assert not cfg.exists()
     apply.install(spec, Offline(live=False))
     cfg.write_text(cfg.read_text() + "tenants: {a: {}}\n")  # edited: the admin's now
-    out = apply.uninstall(spec, Offline(live=False), purge=True)
+    out = remove.uninstall(spec, Offline(live=False), purge=True)
     assert cfg.exists() and out.kept == [f"{spec.config} (config)"]
 
 
@@ -121,7 +121,7 @@ def test_purge_does_not_follow_a_symlinked_directory(root: Path, tmp_path: Path)
     (elsewhere / "demo").mkdir(parents=True)
     (elsewhere / "demo/precious").write_text("keep")
     os.symlink(elsewhere, root / "var/log")
-    out = apply.uninstall(spec, Offline(live=False), purge=True)
+    out = remove.uninstall(spec, Offline(live=False), purge=True)
     assert (elsewhere / "demo/precious").exists()
     assert not any("purged /var/log" in n for n in out.notes)
 
@@ -182,7 +182,7 @@ def test_purge_below_a_users_home_runs_as_that_user(open_root: Path) -> None:
     (state / "roots").mkdir()  # root's, 0755: the user cannot remove what is inside
     (state / "roots/keep").write_text("root's")
     apply.install(spec, InHome(live=False))
-    out = apply.uninstall(spec, InHome(live=False), purge=True)
+    out = remove.uninstall(spec, InHome(live=False), purge=True)
     assert not (state / "t1.sqlite").exists()
     assert (state / "roots/keep").exists()
     assert any("kept" in n and "Permission denied" in n for n in out.notes), out.notes
