@@ -279,6 +279,7 @@ def install(
         )
     want_enable = enable if enable is not None else (old is None or backend.is_enabled(spec))
     plan = backend.plan_install(spec, enable=want_enable, start=start)
+    by_hand = _edited_registration(spec, backend, plan, old, force)
     out = Outcome(
         "install",
         spec.name,
@@ -306,7 +307,7 @@ def install(
         if changed or old is None:
             run_steps(plan.reload, out, dry_run)
         # backend data outside files (the crontab entry) changed: registering again replaces it
-        refresh = old is not None and old.get("extra", {}) != plan.extra
+        refresh = by_hand or (old is not None and old.get("extra", {}) != plan.extra)
         _enable_and_start(
             spec, backend, plan, out, journal, changed=changed, refresh=refresh, first=old is None
         )
@@ -335,6 +336,18 @@ def install(
             "(it starts at the next boot)"
         )
     return out
+
+
+def _edited_registration(
+    spec: ServiceSpec, backend: Backend, plan: Plan, old: dict[str, Any] | None, force: bool
+) -> bool:
+    """Whether the registration outside the files (a crontab entry) is not the one this tool wrote: an
+    admin's, like an edited boot file, refused unless ``force`` (then registered again, replacing it)."""
+    by_hand = backend.changed_by_hand(spec, old if old is not None else {"extra": plan.extra})
+    if by_hand and not force:
+        raise UserError(f"{by_hand[0]}; not replacing it", exit_code=1,
+                        hint="keep it, or re-run with --force to replace it")
+    return bool(by_hand)
 
 
 def _config_to_write(spec: ServiceSpec, backend: Backend) -> FileSpec | None:

@@ -116,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the outcome as one JSON object (not with --maintscript)"
     )
     p.add_argument(
-        "--force", action="store_true", help="replace boot files an admin changed (without it: show the diff)"
+        "--force",
+        action="store_true",
+        help="replace boot files an admin changed (without it: show the diff); with --uninstall: take out a "
+        "service whose boot files an admin edited (without it: left as it is)",
     )
     en = p.add_mutually_exclusive_group()
     en.add_argument(
@@ -170,9 +173,8 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.uninstall:
             spec, backend = from_manifest(args, root)
             check_privileges(spec, backend, args)
-            out = remove.uninstall(
-                spec, backend, dry_run=args.dry_run, purge=args.purge, purge_config=args.purge_config
-            )
+            out = remove.uninstall(spec, backend, dry_run=args.dry_run, purge=args.purge,
+                                   purge_config=args.purge_config, force=args.force)
         else:
             spec, backend = resolve(args, root)
             check_privileges(spec, backend, args)

@@ -246,6 +246,11 @@ def _try_restart(ctx: Context) -> None:
 def _stop(ctx: Context) -> None:
     if ctx.no_live_reason is None and ctx.backend.is_active(ctx.spec) is False:
         return
+    old = mf.load(ctx.spec)
+    theirs = remove.not_ours(ctx.spec, ctx.backend, old) if old is not None else []
+    if theirs:  # an admin's own unit under the service's name: REMOVE leaves it, and it keeps running
+        _note(f"not stopping {ctx.spec.name}: {theirs[0].why}, an admin's")
+        return
     if _may_act(ctx, "stop"):
         _run_actions(ctx, "stop", ctx.backend.stop(ctx.spec))
 

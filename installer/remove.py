@@ -1,11 +1,18 @@
 """Take a service out again (``--uninstall``) and say how it stands (``--status``), from its manifest.
 
-``uninstall`` stops, disables and removes exactly what the manifest lists; ``status`` compares the live state
-and the files with the manifest.
+Uninstall undoes what the install did, and nothing else. What an admin made of the service since is the
+admin's (``not_ours``): a symbolic link where a boot file was (the admin's own unit, ``systemctl link``; the
+installer writes regular files only), a boot file whose bytes are not those the manifest records (edited),
+or a registration changed by hand (the crontab entry). Such a service is left exactly as it is — not
+stopped, not disabled (its enable links stay), no file removed, no data purged — and the outcome says so;
+only this tool's own record (the manifest) goes. ``force`` takes out a service whose files were only edited
+anyway (stopped, disabled, removed); a link was never the installer's, so a service with one stays the
+admin's even then.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +26,38 @@ from .safefs import Tree
 from .spec import ServiceSpec
 
 
+@dataclass(frozen=True)
+class Theirs:
+    """One way the installed service is no longer what this tool wrote."""
+
+    path: str  # the manifest's entry (or the registration) it concerns
+    why: str  # what the operator is told
+    link: bool  # a symbolic link: never the installer's, so not taken out even with --force
+    state: str = "changed"  # what --status says of the entry
+
+
+def _state(spec: ServiceSpec, backend: Backend, files: Tree, entry: dict[str, Any]) -> Theirs | str:
+    """``ours`` / ``missing`` for a manifest entry, or how it became the admin's."""
+    path = Path(entry["path"])
+    link = files.readlink(path)
+    if link is not None:
+        why = f"{path} is a symbolic link (to {link}), not the file installed"
+        return Theirs(str(path), why, True, "replaced by a symbolic link")
+    data = files.read(path)
+    if data is None:
+        return "missing"
+    if mf.sha256(data) != entry["sha256"]:
+        return Theirs(str(path), f"{path} was changed since it was installed", False)
+    return "ours"
+
+
+def not_ours(spec: ServiceSpec, backend: Backend, manifest: dict[str, Any]) -> list[Theirs]:
+    """Everything of the installed service that an admin made their own since the install."""
+    files = mf.fs(spec)
+    found = [s for e in manifest["files"] if isinstance(s := _state(spec, backend, files, e), Theirs)]
+    return found + [Theirs(spec.name, why, False) for why in backend.changed_by_hand(spec, manifest)]
+
+
 def uninstall(
     spec: ServiceSpec,
     backend: Backend,
@@ -26,38 +65,36 @@ def uninstall(
     dry_run: bool = False,
     purge: bool = False,
     purge_config: bool = False,
+    force: bool = False,
 ) -> Outcome:
     """Stop, disable, remove exactly the manifest's files and the directories it created, reload; then
-    remove (``purge``) or name (without it) the service's data: state, logs, config (``installer.purge``)."""
+    remove (``purge``) or name (without it) the service's data: state, logs, config (``installer.purge``).
+    A service an admin made their own (``not_ours``) is left as it is; only the manifest goes."""
     old = mf.load(spec)
     if old is None:
         raise UserError(
             f"{spec.name} is not installed here (no manifest {spec.target(mf.manifest_path(spec))})",
             hint="check --name, --user and --root; --status shows what is installed",
         )
-    plan = backend.plan_uninstall(spec, old)
     out = Outcome(
         "uninstall", spec.name, backend.name, backend.live, dry_run, manifest=str(mf.manifest_path(spec))
     )
+    theirs = [t for t in not_ours(spec, backend, old) if t.link or not force]
+    if theirs:
+        return _leave(spec, backend, old, out, theirs)
+    plan = backend.plan_uninstall(spec, old)
     files = mf.fs(spec)
-    # links put where the boot files were since install: the admin's now (systemctl disable removes one)
-    links = {e["path"]: files.readlink(Path(e["path"])) for e in old["files"]}
     run_steps(plan.start, out, dry_run)
     run_steps(plan.enable, out, dry_run)
     for entry in old["files"]:
-        out.files.append((entry["path"], _take_out(spec, files, entry, out, links[entry["path"]])))
+        out.files.append((entry["path"], _take_out(spec, files, entry, out)))
     found = leftovers.data_paths(spec, backend, old, purge_config)
     doomed = [k for k in found if purge and k.purge]
     if dry_run:
         out.notes += [f"would purge {k.path} ({k.what})" for k in doomed]
     else:
         out.notes += [leftovers.remove(spec, k) for k in doomed]
-        try:
-            mf.remove(spec)
-        except OSError as exc:
-            raise cannot(spec, "remove", mf.manifest_path(spec), exc) from exc
-        # the manifest dir is this tool's alone: gone with the last manifest, whichever install made it
-        mf.remove_empty_dirs(spec, [*old.get("dirs", []), str(mf.manifest_dir(spec))])
+        _forget(spec, old)
     run_steps(backend.after_remove(spec), out, dry_run)
     kept = [k for k in found if not (purge and k.purge)]
     out.kept = [f"{k.path} ({k.what})" for k in kept]
@@ -66,25 +103,47 @@ def uninstall(
     return out
 
 
-def _take_out(spec: ServiceSpec, files: Tree, entry: dict[str, Any], out: Outcome, link: str | None) -> str:
-    """Remove one file the manifest lists; its state for the outcome. ``link``: a symlink found there before
-    uninstall began, which is not the file that was installed (the installer writes none; an admin put it
-    there since): it stays, put back if disabling took it away. A link install --force replaced is put
-    back."""
+def _forget(spec: ServiceSpec, old: dict[str, Any]) -> None:
+    try:
+        mf.remove(spec)
+    except OSError as exc:
+        raise cannot(spec, "remove", mf.manifest_path(spec), exc) from exc
+    # the manifest dir is this tool's alone: gone with the last manifest, whichever install made it; a
+    # directory that holds anything (an admin's files) stays
+    mf.remove_empty_dirs(spec, [*old.get("dirs", []), str(mf.manifest_dir(spec))])
+
+
+def _leave(
+    spec: ServiceSpec, backend: Backend, old: dict[str, Any], out: Outcome, theirs: list[Theirs]
+) -> Outcome:
+    """The service is the admin's now: nothing of it is stopped, disabled, removed or purged; the manifest,
+    this tool's own record, goes (and with it the directories it made, where empty)."""
+    out.files = [(e["path"], "kept") for e in old["files"]]
+    out.notes += [f"{t.why}: the admin's now" for t in theirs]
+    left, forgot = ("would be left", "would forget") if out.dry_run else ("was left", "forgot")
+    anyway = "" if any(t.link for t in theirs) else " (--uninstall --force takes it out anyway)"
+    out.notes.append(f"{spec.name} {left} as the admin has it: not stopped, not disabled, no file removed, "
+                     f"nothing purged; taskserver-install {forgot} it{anyway}")
+    out.kept = [f"{k.path} ({k.what})" for k in leftovers.data_paths(spec, backend, old, False)]
+    if not out.dry_run:
+        _forget(spec, old)
+    return out
+
+
+def _take_out(spec: ServiceSpec, files: Tree, entry: dict[str, Any], out: Outcome) -> str:
+    """Remove one file the manifest lists; its state for the outcome. A link install --force replaced is
+    put back."""
     path, dry_run = Path(entry["path"]), out.dry_run
-    if link is not None:
-        if not dry_run and files.readlink(path) != link:
-            relink(files, path, link)
-        left = "would be left" if dry_run else "left"
-        out.notes.append(f"{path} is a symbolic link (to {link}), not the file installed; {left} in place")
-        return "kept"
     data = files.read(path)
-    if data is not None and mf.sha256(data) != entry["sha256"]:
+    if data is not None and mf.sha256(data) != entry["sha256"]:  # only with --force
         anyway = "would be removed anyway" if dry_run else "removed anyway"
-        out.notes.append(f"{path} had been changed since install; {anyway} (it was ours)")
+        out.notes.append(f"{path} had been changed since install; {anyway} (--force)")
     restore = entry.get("replaced_link")
     if not dry_run:
-        _remove(spec, files, path)
+        try:
+            files.unlink(path)
+        except OSError as exc:
+            raise cannot(spec, "remove", path, exc) from exc
         if restore is not None:
             try:
                 relink(files, path, restore)
@@ -97,13 +156,6 @@ def _take_out(spec: ServiceSpec, files: Tree, entry: dict[str, Any], out: Outcom
     return "restored"
 
 
-def _remove(spec: ServiceSpec, files: Tree, path: Path) -> None:
-    try:
-        files.unlink(path)
-    except OSError as exc:
-        raise cannot(spec, "remove", path, exc) from exc
-
-
 def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
     """installed / enabled / running / files changed since install, for ``--status``; ``notes``: why a path
     of a tree was not found, when a link on its way leads out of the tree (read inside it only)."""
@@ -112,12 +164,11 @@ def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
         changed = []
         files = mf.fs(spec)
         for entry in (old or {}).get("files", []):
-            if files.readlink(Path(entry["path"])) is not None:  # not the file installed, whatever it is
-                changed.append({"path": entry["path"], "state": "replaced by a symbolic link"})
-                continue
-            data = files.read(Path(entry["path"]))
-            if data is None or mf.sha256(data) != entry["sha256"]:
-                changed.append({"path": entry["path"], "state": "missing" if data is None else "changed"})
+            state = _state(spec, backend, files, entry)
+            if isinstance(state, Theirs):
+                changed.append({"path": entry["path"], "state": state.state})
+            elif state == "missing":
+                changed.append({"path": entry["path"], "state": "missing"})
         enabled = backend.is_enabled(spec) if old is not None else False
         running = backend.is_active(spec) if old is not None else False
     return {

@@ -22,6 +22,7 @@ boot-test entry; nothing else changes.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -188,6 +189,12 @@ class Backend(ABC):
     def notes(self, spec: ServiceSpec) -> list[str]:
         return []
 
+    # --- what is the service's own --------------------------------------------------------------------
+    def changed_by_hand(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[str]:
+        """How the registration itself (what is not a file of the manifest: a crontab entry) differs from
+        what the install made; uninstall leaves a registration an admin changed alone."""
+        return []
+
     # --- steps (each returns the Actions to run, in order; offline backends return no live steps) ----
     @abstractmethod
     def reload(self, spec: ServiceSpec) -> list[Action]:
@@ -222,6 +229,12 @@ class Backend(ABC):
     @abstractmethod
     def is_active(self, spec: ServiceSpec) -> bool | None:
         """Whether it runs now; ``None`` when that cannot be known (offline)."""
+
+
+def links_to(link: str | None, where: Path, target: Path) -> bool:
+    """Whether ``link`` (the symbolic link found at ``where``, as the target names it) names ``target``,
+    absolute or relative: an enable link the install made, not one an admin pointed elsewhere."""
+    return link is not None and Path(os.path.normpath(where.parent / link)) == target
 
 
 def instance_dir(base: Path, spec: ServiceSpec) -> Path:

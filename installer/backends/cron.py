@@ -9,7 +9,7 @@ import os
 import pwd
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...runtime.errors import UserError
 from .. import proc
@@ -96,6 +96,18 @@ class Cron(Backend):
                 continue
             out.append(line)
         return "".join(out)
+
+    def changed_by_hand(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[str]:
+        """Our marker line and the entry after it are the registration: edited since (another schedule, an
+        option), they are the admin's, and uninstall leaves them."""
+        entry = manifest.get("extra", {}).get("entry")
+        if not isinstance(entry, str):
+            return []
+        lines = self.read(spec).splitlines(keepends=True)
+        at = [i for i, line in enumerate(lines) if line.startswith(f"{MARK}{spec.name} ")]
+        if at and "".join(lines[at[0] : at[0] + 2]).rstrip("\n") != entry.rstrip("\n"):
+            return [f"the crontab's {spec.name} entry is not the one taskserver-install wrote"]
+        return []
 
     def write(self, spec: ServiceSpec, text: str) -> None:
         proc.run([*self._crontab(spec), "-"], input=text)

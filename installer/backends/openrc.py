@@ -14,7 +14,7 @@ from .. import detect
 from ..manifest import fs
 from ..render import render, sh
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd
+from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -87,7 +87,13 @@ class OpenRC(Backend):
         if self.live:
             return [cmd(["rc-update", "del", spec.name, RUNLEVEL], check=False)]
         link = self.link(spec)
-        return [Action(f"rm {spec.target(link)}", lambda: fs(spec).unlink(link))]
+        what = f"rm {spec.target(link)}  (when it leads to {self.script(spec)})"
+        return [Action(what, lambda: self._unlink(spec))]
+
+    def _unlink(self, spec: ServiceSpec) -> None:
+        link, files = self.link(spec), fs(spec)
+        if links_to(files.readlink(link), link, self.script(spec)):  # one an admin pointed elsewhere stays
+            files.unlink(link)
 
     def after_remove(self, spec: ServiceSpec) -> list[Action]:
         # OpenRC caches every script's dependencies (deptree) and redoes the cache only when a file in

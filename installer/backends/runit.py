@@ -17,7 +17,7 @@ from ..manifest import fs
 from ..render import render
 from ..safefs import Tree
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd
+from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -98,9 +98,14 @@ class Runit(Backend):
         link = self.link(spec)
         return [Action(f"ln -s {self.sv_dir(spec)} {link}", lambda: self._link(spec))]
 
+    def _unlink(self, spec: ServiceSpec) -> None:
+        link, files = self.link(spec), fs(spec)
+        if links_to(files.readlink(link), link, self.sv_dir(spec)):  # one an admin pointed elsewhere stays
+            files.unlink(link)
+
     def disable(self, spec: ServiceSpec) -> list[Action]:
         link = self.link(spec)
-        return [Action(f"rm {link}", lambda: fs(spec).unlink(link))]
+        return [Action(f"rm {link}  (when it leads to {self.sv_dir(spec)})", lambda: self._unlink(spec))]
 
     def plan_uninstall(self, spec: ServiceSpec, manifest: dict[str, Any]) -> Plan:
         """Stop, take the link away, then wait for runsv to exit and remove what it wrote (supervise/)."""

@@ -19,7 +19,7 @@ from ..manifest import fs, home_owner
 from ..render import render
 from ..safefs import Tree
 from ..spec import ServiceSpec, config_writable
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir
+from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir, links_to
 
 if TYPE_CHECKING:
     from ..detect import Detection, Facts
@@ -154,6 +154,8 @@ class Systemd(Backend):
 
     def _unlink_user_unit(self, spec: ServiceSpec) -> None:
         link, files = self.wants_link(spec), fs(spec)
+        if not links_to(files.readlink(link), link, self.unit_path(spec)):
+            return  # not the link enable made (an admin pointed it at another unit)
         files.unlink(link)
         with contextlib.suppress(OSError):  # not empty (other units' links), or gone
             files.rmdir(link.parent)

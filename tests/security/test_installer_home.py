@@ -119,7 +119,8 @@ def test_tampered_manifest_naming_home_paths_that_lead_to_root_files(
     user: pwd.struct_passwd, victim: Path
 ) -> None:
     """The listed paths are inside the home, but the user's symlink resolves them to root's file and
-    directory: the removal runs as the user, and the kernel refuses it."""
+    directory. Their bytes are not the ones listed, so uninstall leaves them as an admin's; with --force it
+    removes them, but as the user, and the kernel refuses it."""
     _, d = root_file_and_dir(victim)
     (d / f"{NAME}.service").write_text("root's unit in root's directory\n")
     home = Path(user.pw_dir)
@@ -129,6 +130,11 @@ def test_tampered_manifest_naming_home_paths_that_lead_to_root_files(
     forged_manifest(user, [listed / f"{NAME}.service", home / UNIT_DIR / f"{NAME}.service"], [listed])
     before = snapshot(victim)
     res = tool("--uninstall", "--user", "--name", NAME, home=home)
+    no_traceback(res)
+    assert res.returncode == 0 and "was changed since it was installed: the admin's now" in res.stdout, res
+    assert snapshot(victim) == before
+    forged_manifest(user, [listed / f"{NAME}.service", home / UNIT_DIR / f"{NAME}.service"], [listed])
+    res = tool("--uninstall", "--user", "--force", "--name", NAME, home=home)
     no_traceback(res)
     assert res.returncode == 1 and "Permission denied" in res.stderr, res.stderr
     assert snapshot(victim) == before

@@ -107,3 +107,28 @@ def test_cron_entry_is_updated_in_place_when_the_config_changes(cron_user: pwd.s
     assert f"{cron_user.pw_dir}/other.yaml" in text
     assert as_user(cron_user, "--uninstall").returncode == 0
     assert crontab_of(USER) == OTHERS
+
+
+def test_an_entry_the_user_edited_is_theirs_and_stays(cron_user: pwd.struct_passwd) -> None:
+    """The marker and the entry after it are the registration: edited since (another schedule), uninstall
+    removed the edited line and a re-install replaced it; now both leave it, saying so, and --force takes it
+    out or replaces it."""
+    assert as_user(cron_user, "--init", "cron").returncode == 0
+    text = crontab_of(USER)
+    edited = text.replace("\n* * * * * ", "\n*/10 * * * * ")
+    assert edited != text
+    sh("crontab", "-u", USER, "-", input=edited)
+    res = as_user(cron_user, "--init", "cron")
+    assert res.returncode == 1 and "is not the one taskserver-install wrote; not replacing" in res.stderr
+    assert crontab_of(USER) == edited
+    res = as_user(cron_user, "--uninstall")
+    assert res.returncode == 0, res.stderr
+    assert "entry is not the one taskserver-install wrote: the admin's now" in res.stdout
+    assert crontab_of(USER) == edited
+    assert as_user(cron_user, "--init", "cron").returncode == 1  # not installed, but the entry is not ours
+    assert as_user(cron_user, "--init", "cron", "--force").returncode == 0
+    assert crontab_of(USER) == text
+    sh("crontab", "-u", USER, "-", input=edited)
+    res = as_user(cron_user, "--uninstall", "--force")
+    assert res.returncode == 0, res.stderr
+    assert crontab_of(USER) == OTHERS

@@ -295,9 +295,12 @@ def test_dry_run_says_what_it_would_do_to_each_file_not_what_it_did(tree: Path) 
     (tree / UNIT).write_text((tree / UNIT).read_text() + "# the admin's line\n")
     assert f"  would update /{UNIT}" in dry("--init", "systemd", "--force")
     (tree / "var/lib/taskserver").mkdir(parents=True)  # the service's state: uninstall keeps it
-    lines = dry("--uninstall")
+    lines = dry("--uninstall")  # the admin's edit makes the unit theirs: left as it is
+    assert f"  would keep /{UNIT}" in lines and "  would keep: /var/lib/taskserver (state)" in lines
+    assert any(line.endswith("would forget it (--uninstall --force takes it out anyway)") for line in lines)
+    lines = dry("--uninstall", "--force")
     assert f"  would remove /{UNIT}" in lines and "  would keep: /var/lib/taskserver (state)" in lines
-    assert any(line.endswith("would be removed anyway (it was ours)") for line in lines), lines
+    assert any(line.endswith("would be removed anyway (--force)") for line in lines), lines
 
 
 def test_no_enable_then_reinstall_keeps_it_disabled_unless_asked(tree: Path) -> None:

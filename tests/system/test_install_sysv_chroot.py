@@ -148,3 +148,24 @@ def test_an_admins_linked_script_is_refused_then_forced_and_put_back(sysv_tree: 
     assert "restored" in res.stdout and os.readlink(script) == "/srv/admin/taskserver"
     assert rc_links(root) == [] and own.read_text() == "#!/bin/sh\n# the admin's own script\n"
     same_boot(order, rc_order(root))
+
+
+def test_uninstall_leaves_a_script_the_admin_linked_since_and_its_rc_links(sysv_tree: lab.Overlay) -> None:
+    """Installed and registered; then the admin put a link to their own script in its place. Uninstall ran
+    `update-rc.d -f NAME remove`, which took the admin's service out of every runlevel; now the script, its
+    rc links and the boot order stay as the admin has them."""
+    root = sysv_tree.root
+    assert cli("--root", str(root), "--executable", EXE).returncode == 0
+    own = root / "srv/admin/taskserver"
+    own.parent.mkdir(parents=True)
+    own.write_text("#!/bin/sh\n# the admin's own script\n")
+    own.chmod(0o755)
+    script = root / "etc/init.d/taskserver"
+    script.unlink()
+    script.symlink_to("/srv/admin/taskserver")
+    links, order = rc_links(root), rc_order(root)
+    res = cli("--root", str(root), "--uninstall")
+    assert res.returncode == 0, res.stderr
+    assert "update-rc.d" not in res.stdout and "the admin's now" in res.stdout, res.stdout
+    assert rc_links(root) == links and rc_order(root) == order
+    assert os.readlink(script) == "/srv/admin/taskserver"

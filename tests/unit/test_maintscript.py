@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from taskserver.installer import maintscript
+from taskserver.installer import manifest as mf
 from taskserver.installer.backends.base import Action, Backend, FileSpec, cmd
 from taskserver.installer.maintscript import Step, decide
 from taskserver.installer.spec import ServiceSpec, build_spec
@@ -266,6 +267,36 @@ def test_reinstall_after_remove_starts_the_enabled_service(
     active.unlink()  # the admin stops it; an upgrade restarts only what runs
     hook("postinst", "configure", "0.1.0-1")
     assert not active.exists()
+
+
+def test_package_removal_leaves_a_service_the_admin_made_their_own_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prerm remove` stopped the service and then unregistered it: with the boot file edited by the admin
+    since, it is theirs, and removing the package leaves it running, enabled and in place."""
+    policy = tmp_path / "policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 0\n")
+    policy.chmod(0o755)
+    monkeypatch.setattr(maintscript, "POLICY_RC_D", policy)
+    root = tmp_path / "root"
+    root.mkdir()
+    spec = build_spec(name="marks", executable="/opt/ts/bin/taskserver", root=root)
+    args = argparse.Namespace(name="marks", config=None, user=False, init=None, root=str(root))
+
+    def hook(script: str, *dpkg_args: str) -> None:
+        ctx = maintscript.Context(spec, Marks(live=True), None, args, root)
+        maintscript.carry_out(ctx, decide("deb", script, list(dpkg_args)))
+
+    hook("postinst", "configure")
+    conf = root / "etc/marks/marks.conf"
+    conf.write_text("boot file\n# the admin's line\n")
+    capsys.readouterr()
+    hook("prerm", "remove")
+    said = capsys.readouterr().out
+    assert (root / "active").exists() and (root / "enabled").exists(), said
+    assert conf.read_text() == "boot file\n# the admin's line\n"
+    assert "not stopping marks: /etc/marks/marks.conf was changed since it was installed" in said
+    assert "kept: /etc/marks/marks.conf" in said and mf.load(spec) is None
 
 
 def test_dpkg_passes_the_old_version_to_a_reinstall_after_remove(tmp_path: Path) -> None:
