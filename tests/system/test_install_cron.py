@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 
 TOOL = str(Path(sys.executable).parent / "taskserver-install")
-USER = "tsi-crontest"
 OTHERS = 'MAILTO=""\n# the user\'s own job\n*/5 * * * * /bin/echo "50% done" >/dev/null\n'
 
 
@@ -28,14 +28,14 @@ def cron_user() -> Iterator[pwd.struct_passwd]:
         pytest.skip("needs root to create a test user")
     if shutil.which("crontab") is None or shutil.which("useradd") is None:
         pytest.skip("needs crontab (Debian package cron; scripts/test.sh installs it) and useradd")
-    sh("userdel", "-r", USER, check=False)
-    sh("useradd", "-m", "-s", "/bin/sh", USER)
-    sh("crontab", "-u", USER, "-", input=OTHERS)
+    user = f"tsi-cron{secrets.token_hex(3)}"  # a user of its own: tests run side by side (-n 2)
+    sh("useradd", "-m", "-s", "/bin/sh", user)
+    sh("crontab", "-u", user, "-", input=OTHERS)
     try:
-        yield pwd.getpwnam(USER)
+        yield pwd.getpwnam(user)
     finally:
-        sh("crontab", "-u", USER, "-r", check=False)
-        sh("userdel", "-r", USER, check=False)
+        sh("crontab", "-u", user, "-r", check=False)
+        sh("userdel", "-r", user, check=False)
 
 
 def crontab_of(user: str) -> str:
@@ -52,7 +52,7 @@ def test_cron_as_the_user_keeps_other_entries(cron_user: pwd.struct_passwd) -> N
     res = as_user(cron_user, "--init", "cron")
     assert res.returncode == 0, res.stderr
     assert "crontab -" in res.stdout
-    text = crontab_of(USER)
+    text = crontab_of(cron_user.pw_name)
     assert text.startswith(OTHERS)
     ours = text[len(OTHERS) :].splitlines()
     assert ours[0].startswith("# taskserver-install: taskserver ")
@@ -61,32 +61,32 @@ def test_cron_as_the_user_keeps_other_entries(cron_user: pwd.struct_passwd) -> N
 
     again = as_user(cron_user, "--init", "cron")
     assert again.returncode == 0 and "unchanged" in again.stdout
-    assert crontab_of(USER) == text
+    assert crontab_of(cron_user.pw_name) == text
 
     status = as_user(cron_user, "--status")
     assert "installed: True" in status.stdout and "enabled: True" in status.stdout
 
     res = as_user(cron_user, "--uninstall")
     assert res.returncode == 0, res.stderr
-    assert crontab_of(USER) == OTHERS
+    assert crontab_of(cron_user.pw_name) == OTHERS
     assert not os.path.exists(f"{cron_user.pw_dir}/.local/state/taskserver-install/taskserver.json")
 
 
 def test_cron_for_another_user_as_root(cron_user: pwd.struct_passwd) -> None:
     res = subprocess.run(
-        [TOOL, "--init", "cron", "--run-as", USER, "--name", "ts-cron"],
+        [TOOL, "--init", "cron", "--run-as", cron_user.pw_name, "--name", "ts-cron"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert res.returncode == 0, res.stderr
-    assert f"crontab -u {USER} -" in res.stdout
-    assert "# taskserver-install: ts-cron " in crontab_of(USER)
+    assert f"crontab -u {cron_user.pw_name} -" in res.stdout
+    assert "# taskserver-install: ts-cron " in crontab_of(cron_user.pw_name)
     res = subprocess.run(
         [TOOL, "--uninstall", "--name", "ts-cron"], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
-    assert crontab_of(USER) == OTHERS
+    assert crontab_of(cron_user.pw_name) == OTHERS
 
 
 def test_cron_refuses_root_dir_clearly(tmp_path: Path) -> None:
@@ -102,11 +102,11 @@ def test_cron_entry_is_updated_in_place_when_the_config_changes(cron_user: pwd.s
     assert as_user(cron_user, "--init", "cron").returncode == 0
     res = as_user(cron_user, "--init", "cron", "--config", f"{cron_user.pw_dir}/other.yaml")
     assert res.returncode == 0, res.stderr
-    text = crontab_of(USER)
+    text = crontab_of(cron_user.pw_name)
     assert text.startswith(OTHERS) and text.count("# taskserver-install: taskserver ") == 1
     assert f"{cron_user.pw_dir}/other.yaml" in text
     assert as_user(cron_user, "--uninstall").returncode == 0
-    assert crontab_of(USER) == OTHERS
+    assert crontab_of(cron_user.pw_name) == OTHERS
 
 
 def test_an_entry_the_user_edited_is_theirs_and_stays(cron_user: pwd.struct_passwd) -> None:
@@ -114,21 +114,21 @@ def test_an_entry_the_user_edited_is_theirs_and_stays(cron_user: pwd.struct_pass
     removed the edited line and a re-install replaced it; now both leave it, saying so, and --force takes it
     out or replaces it."""
     assert as_user(cron_user, "--init", "cron").returncode == 0
-    text = crontab_of(USER)
+    text = crontab_of(cron_user.pw_name)
     edited = text.replace("\n* * * * * ", "\n*/10 * * * * ")
     assert edited != text
-    sh("crontab", "-u", USER, "-", input=edited)
+    sh("crontab", "-u", cron_user.pw_name, "-", input=edited)
     res = as_user(cron_user, "--init", "cron")
     assert res.returncode == 1 and "is not the one taskserver-install wrote; not replacing" in res.stderr
-    assert crontab_of(USER) == edited
+    assert crontab_of(cron_user.pw_name) == edited
     res = as_user(cron_user, "--uninstall")
     assert res.returncode == 0, res.stderr
     assert "entry is not the one taskserver-install wrote: the admin's now" in res.stdout
-    assert crontab_of(USER) == edited
+    assert crontab_of(cron_user.pw_name) == edited
     assert as_user(cron_user, "--init", "cron").returncode == 1  # not installed, but the entry is not ours
     assert as_user(cron_user, "--init", "cron", "--force").returncode == 0
-    assert crontab_of(USER) == text
-    sh("crontab", "-u", USER, "-", input=edited)
+    assert crontab_of(cron_user.pw_name) == text
+    sh("crontab", "-u", cron_user.pw_name, "-", input=edited)
     res = as_user(cron_user, "--uninstall", "--force")
     assert res.returncode == 0, res.stderr
-    assert crontab_of(USER) == OTHERS
+    assert crontab_of(cron_user.pw_name) == OTHERS
