@@ -2,8 +2,9 @@
 
 ``install`` is idempotent (a re-run that changes nothing says "unchanged"), refuses to overwrite a file an
 admin edited unless ``force`` (the diff is in the error), keeps an admin's ``disable`` across re-installs,
-and rolls back everything it wrote or ran when a later step fails. Taking a service out again and reporting
-on it (``--uninstall``, ``--status``) is ``installer.remove``.
+and rolls back everything it wrote or ran when a later step fails. It writes nothing through a symbolic link
+an admin put in place of one of the service's own directories (``Backend.own_dirs``). Taking a service out
+again and reporting on it (``--uninstall``, ``--status``) is ``installer.remove``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,22 @@ def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, forc
         hint="keep your edit (move it to an override template), or re-run with --force to replace it",
         exit_code=1,
     )
+
+
+def _own_dirs_are_dirs(spec: ServiceSpec, backend: Backend) -> None:
+    """The service's own directories (runit's /etc/sv/NAME) are made by the install: a symbolic link there,
+    wherever it leads, is an admin's directory, which the install neither writes into nor replaces."""
+    files = mf.fs(spec)
+    for d in backend.own_dirs(spec):
+        link = files.readlink(d)
+        if link is not None:
+            raise UserError(
+                f"{d} is a symbolic link (to {link}), not a directory taskserver-install made; not writing "
+                "into it",
+                hint="it is an admin's: move it out of the way (a real directory in its place is used), then "
+                "re-run",
+                exit_code=1,
+            )
 
 
 def _link_state(f: FileSpec, link: str, listed: bool, force: bool) -> str:
@@ -292,6 +309,7 @@ def install(
     )
     if old is not None and enable is None and not want_enable:
         out.notes.append(f"{spec.name} was disabled by an admin; left disabled (pass --enable to enable it)")
+    _own_dirs_are_dirs(spec, backend)
     states = [(f, _file_state(spec, f, old, force)) for f in plan.files]
     links = {str(f.path): mf.fs(spec).readlink(f.path) for f, s in states if s == "replaced"}
     config = _config_to_write(spec, backend)

@@ -158,10 +158,17 @@ def remove(spec: ServiceSpec) -> None:
 
 
 def remove_empty_dirs(spec: ServiceSpec, dirs: list[str]) -> list[str]:
-    """Remove the listed directories (innermost first) when empty; return those removed."""
-    removed, files = [], fs(spec)
+    """Remove the listed directories (innermost first) when empty; return those removed. One that now lies
+    behind a symbolic link (/etc/sv/NAME linked to the admin's own directory) is not the one the install
+    made, and stays."""
+    removed, files, linked = [], fs(spec), {}
     for d in sorted(dirs, key=lambda s: s.count("/"), reverse=True):
         with contextlib.suppress(OSError):
+            for p in Path(d).parents:
+                if p not in linked:
+                    linked[p] = p != Path("/") and files.readlink(p) is not None
+            if any(linked[p] for p in Path(d).parents):
+                continue
             files.rmdir(Path(d))
             removed.append(d)
     return removed

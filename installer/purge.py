@@ -81,6 +81,9 @@ def parent_owner(files: Tree, path: Path) -> tuple[int, int] | None:
 def remove(spec: ServiceSpec, kept: Kept) -> str:
     """Remove one path; returns what happened, for the outcome."""
     files = Tree(spec.root)
+    link = files.readlink(kept.path)
+    if link is not None:  # the data lives where the admin pointed it: removing the link purges nothing
+        return f"kept {kept.path} ({kept.what}): a symbolic link (to {link}), an admin's; remove it by hand"
     if not safe_path(files, kept.path):
         return f"kept {kept.path} ({kept.what}): a directory above it is a symlink; remove it by hand"
     owner = parent_owner(files, kept.path)

@@ -2,12 +2,12 @@
 
 Uninstall undoes what the install did, and nothing else. What an admin made of the service since is the
 admin's (``not_ours``): a symbolic link where a boot file was (the admin's own unit, ``systemctl link``; the
-installer writes regular files only), a boot file whose bytes are not those the manifest records (edited),
-or a registration changed by hand (the crontab entry). Such a service is left exactly as it is — not
-stopped, not disabled (its enable links stay), no file removed, no data purged — and the outcome says so;
-only this tool's own record (the manifest) goes. ``force`` takes out a service whose files were only edited
-anyway (stopped, disabled, removed); a link was never the installer's, so a service with one stays the
-admin's even then.
+installer writes regular files only), a link in place of one of the service's own directories (runit's
+/etc/sv/NAME), a boot file whose bytes are not those the manifest records (edited), or a registration
+changed by hand (the crontab entry). Such a service is left exactly as it is — not stopped, not disabled
+(its enable links stay), no file removed, no data purged — and the outcome says so; only this tool's own
+record (the manifest) goes. ``force`` takes out a service whose files were only edited anyway (stopped,
+disabled, removed); a link was never the installer's, so a service with one stays the admin's even then.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ class Theirs:
 def _state(spec: ServiceSpec, backend: Backend, files: Tree, entry: dict[str, Any]) -> Theirs | str:
     """``ours`` / ``missing`` for a manifest entry, or how it became the admin's."""
     path = Path(entry["path"])
+    for d in (d for d in backend.own_dirs(spec) if path.is_relative_to(d)):
+        link = files.readlink(d)
+        if link is not None:
+            why = f"{d} is a symbolic link (to {link}), not the directory installed"
+            return Theirs(str(path), why, True, f"below {d}, a symbolic link (to {link})")
     link = files.readlink(path)
     if link is not None:
         why = f"{path} is a symbolic link (to {link}), not the file installed"
@@ -109,7 +114,7 @@ def _forget(spec: ServiceSpec, old: dict[str, Any]) -> None:
     except OSError as exc:
         raise cannot(spec, "remove", mf.manifest_path(spec), exc) from exc
     # the manifest dir is this tool's alone: gone with the last manifest, whichever install made it; a
-    # directory that holds anything (an admin's files) stays
+    # directory that holds anything (an admin's files) or became a link stays
     mf.remove_empty_dirs(spec, [*old.get("dirs", []), str(mf.manifest_dir(spec))])
 
 

@@ -190,6 +190,12 @@ class Backend(ABC):
         return []
 
     # --- what is the service's own --------------------------------------------------------------------
+    def own_dirs(self, spec: ServiceSpec) -> list[Path]:
+        """Directories that are this service's alone, made by the install to hold its files (runit's
+        /etc/sv/NAME and its log/). A symbolic link in place of one is an admin's: install refuses to write
+        through it, uninstall leaves the service alone."""
+        return []
+
     def changed_by_hand(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[str]:
         """How the registration itself (what is not a file of the manifest: a crontab entry) differs from
         what the install made; uninstall leaves a registration an admin changed alone."""

@@ -73,6 +73,9 @@ class Runit(Backend):
     def logs(self, spec: ServiceSpec) -> list[Path]:
         return [Path("/var/log") / spec.name]
 
+    def own_dirs(self, spec: ServiceSpec) -> list[Path]:
+        return [self.sv_dir(spec), self.sv_dir(spec) / "log"]
+
     def files(self, spec: ServiceSpec) -> list[FileSpec]:
         group = (spec.run_as.group or spec.run_as.user) if spec.run_as else ""
         argv = [spec.executable, "-c", spec.config, "run"]
@@ -111,7 +114,8 @@ class Runit(Backend):
         """Stop, take the link away, then wait for runsv to exit and remove what it wrote (supervise/)."""
         plan = super().plan_uninstall(spec, manifest)
         let_go = Action(
-            f"wait until runsv let go of {self.sv_dir(spec)}, then remove its supervise/ directories",
+            f"wait until runsv let go of {self.sv_dir(spec)}, then remove its supervise/ directories (not a "
+            "symbolic link there: an admin's)",
             lambda: self._release(spec),
         )
         return Plan(backend=self.name, start=plan.start, enable=(*plan.enable, let_go))
@@ -135,8 +139,11 @@ class Runit(Backend):
                     hint="is runsvdir running? stop it with: sv force-stop " + str(self.sv_dir(spec)),
                 )
             time.sleep(0.25)
+        files = fs(spec)
         for sub in ("supervise", "log/supervise"):
-            fs(spec).remove_tree(self.sv_dir(spec) / sub)
+            # what runsv made is a directory; a link there (Debian's packages point it into /run) is not
+            if files.readlink(self.sv_dir(spec) / sub) is None:
+                files.remove_tree(self.sv_dir(spec) / sub)
 
     def _wait_supervised(self, spec: ServiceSpec) -> None:
         deadline = time.monotonic() + SCAN_SECONDS

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...runtime.errors import UserError
 from .. import detect
 from .. import manifest as mf
 from ..render import render
@@ -67,38 +68,50 @@ class Upstart(Backend):
         data = mf.fs(spec).read(self.override(spec))
         return None if data is None else data.decode(errors="replace").splitlines()
 
+    def _linked(self, spec: ServiceSpec, strict: bool) -> bool:
+        """An override that is a symbolic link is an admin's file kept elsewhere: never written through or
+        replaced. Changing it is refused (``strict``: install's --enable/--no-enable) or left (uninstall)."""
+        link = mf.fs(spec).readlink(self.override(spec))
+        if link is not None and strict:
+            raise UserError(
+                f"{self.override(spec)} is a symbolic link (to {link}), an admin's file: not changing it",
+                hint=f"add or remove its '{MANUAL}' line by hand (it disables {spec.name} at boot)",
+                exit_code=1,
+            )
+        return link is not None
+
+    def _manual_out(self, spec: ServiceSpec, strict: bool) -> None:
+        lines = self._lines(spec)
+        if lines is None or MANUAL not in (line.strip() for line in lines) or self._linked(spec, strict):
+            return
+        kept = [line for line in lines if line.strip() != MANUAL]
+        if kept:
+            mf.fs(spec).write(self.override(spec), ("\n".join(kept) + "\n").encode(), 0o644)
+        else:
+            mf.fs(spec).unlink(self.override(spec))
+
     def enable(self, spec: ServiceSpec) -> list[Action]:
         """The job file's `start on` registers it; enabling = no `manual` line in the override."""
-        path = self.override(spec)
-
-        def run() -> None:
-            lines = self._lines(spec)
-            if lines is None or MANUAL not in (line.strip() for line in lines):
-                return
-            kept = [line for line in lines if line.strip() != MANUAL]
-            if kept:
-                mf.fs(spec).write(path, ("\n".join(kept) + "\n").encode(), 0o644)
-            else:
-                mf.fs(spec).unlink(path)
-
-        return [Action(f"remove '{MANUAL}' from {self.override(spec)}", run)]
+        return [Action(f"remove '{MANUAL}' from {self.override(spec)}", lambda: self._manual_out(spec, True))]
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
         path = self.override(spec)
 
         def run() -> None:
             lines = self._lines(spec) or []
-            if MANUAL not in (line.strip() for line in lines):
+            if MANUAL not in (line.strip() for line in lines) and not self._linked(spec, True):
                 mf.fs(spec).write(path, ("\n".join([*lines, MANUAL]) + "\n").encode(), 0o644)
 
         return [Action(f"write '{MANUAL}' into {self.override(spec)}", run)]
 
     def plan_uninstall(self, spec: ServiceSpec, manifest: dict[str, Any]) -> Plan:
-        """Stop, then take our `manual` line out again (an override naming a removed job is our leftover)."""
+        """Stop, then take our `manual` line out again (an override naming a removed job is our leftover),
+        unless the override is a link (an admin's file elsewhere)."""
+        what = f"remove '{MANUAL}' from {self.override(spec)}  (not a symbolic link: an admin's)"
         return Plan(
             backend=self.name,
             start=tuple(self.stop(spec)) if self.live else (),
-            enable=tuple(self.enable(spec)),
+            enable=(Action(what, lambda: self._manual_out(spec, False)),),
         )
 
     def start(self, spec: ServiceSpec) -> list[Action]:

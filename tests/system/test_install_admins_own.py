@@ -4,8 +4,10 @@
 An admin who put their own unit where ours was (a symbolic link: `systemctl link`), or edited ours, owns the
 service: uninstall ran `systemctl disable` (or the init system's own) on it anyway, which took their unit's
 enable links away, and deleted an edited file. Now such a service is left exactly as it is (its file, its
-enablement) with a note, and only the manifest goes; --force takes out an edited one. An enable link the
-admin pointed at another service is theirs in the same way.
+enablement) with a note, and only the manifest goes; --force takes out an edited one. A symbolic link in
+place of a directory the install makes (runit's /etc/sv/NAME), of runsv's supervise/ directory, of an enable
+link pointing elsewhere, of upstart's override or of a purged data directory is the admin's in the same
+way: not written, not removed.
 """
 
 from __future__ import annotations
@@ -122,6 +124,58 @@ def test_a_unit_the_admin_linked_with_systemctl_link_stays_enabled(tree: Path) -
     assert (tree / "etc/systemd/system/multi-user.target.wants/taskserver.service").is_symlink()
 
 
+def link_sv_dir(tree: Path) -> Path:
+    """/etc/sv/taskserver as the admin's link to their own service directory (with runsv's supervise/)."""
+    own = tree / "srv/admin/sv"
+    for d in ("log", "supervise"):
+        (own / d).mkdir(parents=True, exist_ok=True)
+    (own / "run").write_text(ADMINS)
+    (own / "supervise/stat").write_text("run\n")
+    sv = tree / "etc/sv/taskserver"
+    if sv.is_dir() and not sv.is_symlink():
+        for name in ("run", "log/run"):
+            (sv / name).unlink()
+        (sv / "log").rmdir()
+        sv.rmdir()
+    sv.symlink_to("/srv/admin/sv")
+    return sv
+
+
+@pytest.mark.parametrize("target", ["the admin's service", "an empty directory"])
+def test_a_symlinked_runit_service_dir_is_never_written_into(tree: Path, target: str) -> None:
+    """A link at /etc/sv/NAME (to anywhere) is an admin's directory: install wrote run and log/run into
+    it; now it refuses, --force and --dry-run too, with one line naming the link."""
+    for_init(tree, "runit")
+    sv = link_sv_dir(tree)
+    if target == "an empty directory":
+        sv.unlink()
+        (tree / "srv/empty").mkdir()
+        sv.symlink_to("/srv/empty")
+    before = snapshot(tree)
+    for extra in ([], ["--force"], ["--dry-run"]):
+        res = cli(*for_init(tree, "runit"), *extra)
+        lines = res.stderr.splitlines()
+        assert res.returncode == 1 and res.stdout == "" and len(lines) == 2, res.stdout + res.stderr
+        assert f"/etc/sv/taskserver is a symbolic link (to {os.readlink(sv)}), not a directory" in lines[0]
+        assert snapshot(tree) == before
+
+
+def test_uninstall_leaves_a_runit_service_dir_the_admin_linked_since(tree: Path) -> None:
+    """Installed; then /etc/sv/NAME became a link to the admin's own directory: uninstall removed the
+    service link and runsv's supervise/ there; now it leaves all of it."""
+    install(tree, "runit")
+    link_sv_dir(tree)
+    before = snapshot(tree)
+    status = json.loads(cli("--status", "--root", str(tree), "--json").stdout)
+    assert {c["state"] for c in status["files_changed"]} == {
+        "below /etc/sv/taskserver, a symbolic link (to /srv/admin/sv)"
+    }
+    res = cli("--uninstall", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert snapshot(tree) == without_install_record(before)
+    assert (tree / "etc/service/taskserver").is_symlink() and (tree / "srv/admin/sv/supervise/stat").exists()
+
+
 @pytest.mark.parametrize("init", ["runit", "openrc"])
 def test_an_enable_link_the_admin_pointed_elsewhere_stays(tree: Path, init: str) -> None:
     """Our boot files are ours, but the enable link now leads to the admin's own service: uninstall takes
@@ -134,3 +188,57 @@ def test_an_enable_link_the_admin_pointed_elsewhere_stays(tree: Path, init: str)
     assert res.returncode == 0, res.stderr
     assert f"  removed    /{BOOT_FILES[init]}" in res.stdout.splitlines()
     assert os.readlink(link) == "/srv/admin/other"
+
+
+def test_a_symlinked_upstart_override_is_the_admins(tree: Path) -> None:
+    """upstart's override switches the job off with `manual`: a link there is the admin's file kept
+    elsewhere. --no-enable replaced it with a file of its own and uninstall removed it; now install refuses
+    to change it and uninstall leaves it."""
+    override = tree / "etc/init/taskserver.override"
+    override.parent.mkdir(parents=True)
+    (tree / "srv").mkdir()
+    (tree / "srv/override").write_text("env LANG=C.UTF-8\n")
+    override.symlink_to("/srv/override")
+    before = snapshot(tree)
+    res = cli("--init", "upstart", "--root", str(tree), "--no-enable")
+    assert res.returncode == 1 and "taskserver.override is a symbolic link (to /srv/override)" in res.stderr
+    assert snapshot(tree) == before
+    assert cli("--init", "upstart", "--root", str(tree)).returncode == 0
+    (tree / "srv/override").write_text("env LANG=C.UTF-8\nmanual\n")  # the admin switches it off
+    before = snapshot(tree)
+    res = cli("--uninstall", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    del before["etc/init/taskserver.conf"]  # ours
+    assert snapshot(tree) == without_install_record(before)
+
+
+def test_purge_keeps_a_data_directory_that_is_a_link(tree: Path) -> None:
+    """runit's log directory as a link to where the admin keeps logs: purge removed the link and said
+    "purged" while the logs stayed; now it keeps the link and says so."""
+    install(tree, "runit")
+    (tree / "srv/logs").mkdir(parents=True)
+    (tree / "srv/logs/current").write_text("log line\n")
+    (tree / "var/log").mkdir(parents=True)
+    (tree / "var/log/taskserver").symlink_to("/srv/logs")
+    res = cli("--uninstall", "--purge", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert "kept /var/log/taskserver (log): a symbolic link (to /srv/logs), an admin's" in res.stdout
+    assert os.readlink(tree / "var/log/taskserver") == "/srv/logs"
+    assert (tree / "srv/logs/current").read_text() == "log line\n"
+
+
+def test_a_supervise_link_in_the_runit_service_dir_stays(tree: Path) -> None:
+    """runsv makes supervise/ in the service directory; uninstall removes it. A link there instead (Debian's
+    packaged services point it into /run) is not runsv's: it stays, and what it leads to."""
+    install(tree, "runit")
+    sv = tree / "etc/sv/taskserver"
+    (tree / "run/runit/supervise.taskserver").mkdir(parents=True)
+    (tree / "run/runit/supervise.taskserver/stat").write_text("run\n")
+    (sv / "supervise").symlink_to("/run/runit/supervise.taskserver")
+    (sv / "log/supervise").mkdir()  # what runsv made for the log service
+    (sv / "log/supervise/stat").write_text("run\n")
+    res = cli("--uninstall", "--root", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert os.readlink(sv / "supervise") == "/run/runit/supervise.taskserver"
+    assert (tree / "run/runit/supervise.taskserver/stat").read_text() == "run\n"
+    assert sorted(p.name for p in sv.iterdir()) == ["supervise"]  # run, log/ and its supervise/ are gone
