@@ -5,6 +5,7 @@ registrar runs inside the tree with ``chroot`` when the tree has it; nothing is 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from ..detect import BIN_DIRS, which
 from ..manifest import fs
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir
+from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -80,6 +81,39 @@ class SysV(Backend):
             argv = ["chroot", str(spec.root), *argv]
         return cmd(argv, check=check)
 
+    def _no_registrar(self, spec: ServiceSpec, program: str | None) -> str | None:
+        """Why ``program`` cannot register in this tree (missing, or in a tree root alone could not have
+        made), or None when it can (and always on the running system, whose registrar is used)."""
+        if not spec.offline_root:
+            return None
+        if program is None:
+            return f"no SysV registrar (update-rc.d, insserv, chkconfig) in {spec.root}"
+        if which(spec.root, program) is None:
+            return f"{program} is not installed in {spec.root}"
+        try:
+            roots_own_tree(spec.root, program)
+        except UserError as err:
+            return err.message
+        return None
+
+    def own_rc_links(self, spec: ServiceSpec) -> list[Path]:
+        """The rc links (``S20NAME``, ``K01NAME`` in every runlevel) that lead to the service's own script,
+        named so or pointing there by a path of the tree (RHEL's ``../init.d/NAME`` from rc.d/rcN.d): what
+        a registrar made for it. A file, or a link to another script, is not."""
+        files, script = fs(spec), self.script(spec)
+        ours = _identity(files.stat(script))
+        found = []
+        for entry in self.rc_entries(spec, "0123456S", "SK"):
+            link = files.readlink(entry)
+            same = ours is not None and _identity(files.stat(entry)) == ours
+            if link is not None and (links_to(link, entry, script) or same):
+                found.append(entry)
+        return found
+
+    def _unlink_rc(self, spec: ServiceSpec) -> None:
+        for entry in self.own_rc_links(spec):
+            fs(spec).unlink(entry)
+
     def reload(self, spec: ServiceSpec) -> list[Action]:
         return []
 
@@ -89,9 +123,10 @@ class SysV(Backend):
         # recomputes every link from the headers, which restores the numbering from before the install.
         if self.registrar not in ("update-rc.d", "insserv") or which(spec.root, "insserv") is None:
             return []
+        if self._no_registrar(spec, "insserv") is not None:
+            return []  # not run in a tree it could leave: the numbering stays as the removal left it
         argv = ["insserv"]
         if spec.offline_root:
-            roots_own_tree(spec.root, "insserv")
             argv = ["chroot", str(spec.root), *argv]
         return [cmd(argv, check=False)]
 
@@ -105,6 +140,13 @@ class SysV(Backend):
         return [self._reg(spec, *args[reg])]
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
+        why = self._no_registrar(spec, self.registrar)
+        if why is not None:
+            # a tree without a registrar it may run: what one made for our script are its rc links, and
+            # removing them is all `update-rc.d -f NAME remove` does
+            links = " ".join(map(str, self.own_rc_links(spec))) or "nothing"
+            what = f"rm {links}  (the rc links to {self.script(spec)}, removed directly: {why})"
+            return [Action(what, lambda: self._unlink_rc(spec))]
         reg = self._registrar(spec)
         args = {
             # -f: the script still exists at this point (it is removed after the links)
@@ -156,6 +198,10 @@ class SysV(Backend):
         return getattr(res, "returncode", 3) == 0
 
 
+def _identity(st: os.stat_result | None) -> tuple[int, int] | None:
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
 # what a program run in the tree (and its loader and libraries) comes from
 _RUN_FROM = ("", *BIN_DIRS, "lib", "lib64", "usr", "usr/lib", "usr/lib64", "lib/x86_64-linux-gnu",
              "usr/lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "etc")
@@ -166,7 +212,6 @@ def roots_own_tree(root: Path, program: str) -> None:
     tree and the directories above it on this machine, the tree's program directories and libraries and
     the program itself belong to root and are not writable by others. A tree another user built may hold
     any program, and a program run as root in a chroot can leave it (an audit's update-rc.d did)."""
-    import os  # noqa: PLC0415
     import stat  # noqa: PLC0415
 
     from ..safefs import Tree  # noqa: PLC0415

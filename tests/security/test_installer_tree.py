@@ -314,3 +314,34 @@ def test_executable_is_looked_up_in_the_tree(base: Path, user: pwd.struct_passwd
     res = tool("--root", tree, "--init", "upstart", "--name", NAME, "--executable", "/opt/ts/bin/taskserver",
                "--dry-run")
     assert res.returncode == 0, res.stderr
+
+
+def test_an_offline_sysv_uninstall_in_a_tree_a_user_built_removes_its_rc_links_itself(
+    base: Path, user: pwd.struct_passwd
+) -> None:
+    """Uninstall in a tree whose registrar root may not run (the tree is a user's) failed with "not running
+    update-rc.d of the tree", leaving the script and its rc links. It removes the links to its own script
+    itself now, inside the tree, and still never runs the tree's program."""
+    tree = make_tree(base, user)
+    _runnable_shell(tree)
+    (tree / "etc/os-release").write_text("ID=debian\n")
+    marker = "/registrar-ran-as-root"
+    script = tree / "usr/sbin/update-rc.d"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(f"#!/bin/sh\nid > {marker}\n")
+    script.chmod(0o755)
+    res = tool("--root", tree, "--init", "sysv", "--name", NAME, "--no-start", "--no-enable")
+    assert res.returncode == 0, res.stderr
+    (tree / "etc/rc2.d").mkdir()
+    (tree / f"etc/rc2.d/S01{NAME}").symlink_to(f"../init.d/{NAME}")  # as update-rc.d makes it
+    (tree / "etc/rc2.d/S01cron").symlink_to("../init.d/cron")
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in [".", *dirnames, *filenames]:
+            os.lchown(Path(dirpath, name), user.pw_uid, user.pw_gid)
+    res = tool("--root", tree, "--uninstall", "--name", NAME)
+    no_traceback(res)
+    assert res.returncode == 0, res.stderr
+    assert f"rm /etc/rc2.d/S01{NAME}" in res.stdout and "not running update-rc.d of the tree" in res.stdout
+    assert not os.path.lexists(tree / f"etc/rc2.d/S01{NAME}") and (tree / "etc/rc2.d/S01cron").is_symlink()
+    assert not (tree / f"etc/init.d/{NAME}").exists()
+    assert not (tree / marker.lstrip("/")).exists()

@@ -80,9 +80,11 @@ def test_uninstall_leaves_a_service_the_admin_made_their_own(tree: Path, init: s
     assert not_installed(tree)
 
 
-@pytest.mark.parametrize("init", [i for i in BOOT_FILES if i != "sysv"])  # sysv: its registrar's test
+@pytest.mark.parametrize("init", list(BOOT_FILES))
 def test_force_takes_out_a_service_whose_file_the_admin_edited(tree: Path, init: str) -> None:
     for_init(tree, init)
+    for level in "230" if init == "sysv" else "":
+        (tree / f"etc/rc{level}.d").mkdir()
     pristine = snapshot(tree)
     install(tree, init)
     take_over(tree, init, "edited")
