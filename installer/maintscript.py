@@ -284,7 +284,10 @@ def purge_dirs(spec: ServiceSpec, config: bool) -> list[Path]:
 def _purge(ctx: Context, config: bool) -> None:
     spec, files = ctx.spec, mf.fs(ctx.spec)  # resolved inside a DPKG_ROOT tree, never through its links
     for path in purge_paths(spec, config):
-        if files.remove_tree(path):
+        link = files.readlink(path)
+        if link is not None:  # kept elsewhere by the admin: removing the link would purge nothing
+            _note(f"kept {path}: a symbolic link (to {link}), an admin's; remove it by hand")
+        elif files.remove_tree(path):
             _note(f"purged {path}")
     for d in purge_dirs(spec, config):
         with contextlib.suppress(OSError):

@@ -244,3 +244,18 @@ def test_a_supervise_link_in_the_runit_service_dir_stays(tree: Path) -> None:
     assert os.readlink(sv / "supervise") == "/run/runit/supervise.taskserver"
     assert (tree / "run/runit/supervise.taskserver/stat").read_text() == "run\n"
     assert sorted(p.name for p in sv.iterdir()) == ["supervise"]  # run, log/ and its supervise/ are gone
+
+
+def test_package_purge_keeps_a_state_directory_that_is_a_link(tree: Path) -> None:
+    """`postrm purge` (DPKG_ROOT) removes the service's state directory: a link there (the admin keeps the
+    state elsewhere) is kept and named, as --uninstall --purge keeps it."""
+    (tree / "srv/state").mkdir(parents=True)
+    (tree / "srv/state/history.db").write_text("runs\n")
+    (tree / "var/lib").mkdir(parents=True)
+    (tree / "var/lib/taskserver").symlink_to("/srv/state")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPKG_ROOT": str(tree)}
+    res = cli("--init", "systemd", "--maintscript", "deb", "postrm", "purge", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "kept /var/lib/taskserver: a symbolic link (to /srv/state), an admin's" in res.stdout
+    assert os.readlink(tree / "var/lib/taskserver") == "/srv/state"
+    assert (tree / "srv/state/history.db").read_text() == "runs\n"
