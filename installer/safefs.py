@@ -374,6 +374,9 @@ class AsUser(Tree):
     def is_dir(self, path: Path) -> bool:
         return self._as(lambda: self.plain.is_dir(path))
 
+    def listdir(self, path: Path) -> tuple[os.stat_result, list[str]] | None:
+        return self._as(lambda: self.plain.listdir(path))
+
     def write(self, path: Path, data: bytes, mode: int) -> None:
         self._as(lambda: self.plain.write(path, data, mode))
 
