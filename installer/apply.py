@@ -1,18 +1,14 @@
 """Carry out a backend's Plan: write files atomically, run the steps, verify, record the manifest, undo.
 
 ``install`` is idempotent (a re-run that changes nothing says "unchanged"), refuses to overwrite a file an
-admin edited unless ``force`` (the diff is in the error), keeps an admin's ``disable`` across re-installs,
-and rolls back everything it wrote or ran when a later step fails. It writes nothing through a symbolic link
-an admin put in place of one of the service's own directories (``Backend.own_dirs``). Taking a service out
-again and reporting on it (``--uninstall``, ``--status``) is ``installer.remove``.
+admin edited unless ``force`` (the diff is in the error; what counts as the admin's is ``installer.theirs``),
+keeps an admin's ``disable`` across re-installs, and rolls back everything it wrote or ran when a later step
+fails. Taking a service out again and reporting on it (``--uninstall``, ``--status``) is ``installer.remove``.
 """
 
 from __future__ import annotations
 
-import difflib
 import errno
-import stat
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +17,7 @@ from typing import Any
 
 from ..runtime.errors import UserError
 from . import manifest as mf
-from . import outside, proc
+from . import outside, proc, theirs
 from .backends.base import Action, Backend, FileSpec, Plan
 from .safefs import Tree
 from .spec import ServiceSpec, installed_config
@@ -74,85 +70,6 @@ def undo_command(spec: ServiceSpec) -> str:
     if spec.offline_root:
         parts += ["--root", str(spec.root)]
     return proc.quote(parts)
-
-
-def _file_state(spec: ServiceSpec, f: FileSpec, old: dict[str, Any] | None, force: bool) -> str:
-    """created | updated | replaced | unchanged; raise when an admin changed a file (or put a link there)
-    and ``force`` is not set."""
-    files = mf.fs(spec)
-    recorded = {e["path"]: e["sha256"] for e in (old or {}).get("files", [])}
-    link = files.readlink(f.path)
-    if link is not None:
-        return _link_state(f, link, str(f.path) in recorded, force)
-    try:
-        current = files.read(f.path)
-    except OSError as exc:  # a directory or a FIFO where the boot file goes
-        raise UserError(
-            f"cannot use {files.where(f.path)} for the boot file: {exc.strerror}",
-            hint="move what is there out of the way, then re-run",
-            exit_code=1,
-        ) from exc
-    wanted = f.content.encode()
-    if current is None:
-        return "created"
-    if current == wanted:
-        st = files.lstat(f.path)
-        mode = st.st_mode & 0o7777 if st is not None and stat.S_ISREG(st.st_mode) else -1
-        return "unchanged" if mode == f.mode else "updated"  # same bytes, wrong mode: ours
-    if recorded.get(str(f.path)) == mf.sha256(current) or force:
-        return "updated"
-    diff = "".join(
-        difflib.unified_diff(
-            current.decode(errors="replace").splitlines(True),
-            f.content.splitlines(True),
-            f"{f.path} (on disk)",
-            f"{f.path} (would install)",
-        )
-    )
-    # on stderr with the error it explains: stdout stays the outcome (one JSON object with --json)
-    print(diff, end="", file=sys.stderr)
-    why = (
-        "was changed since it was installed"
-        if str(f.path) in recorded
-        else "exists and was not installed by us"
-    )
-    raise UserError(
-        f"{f.path} {why}; not overwriting it (diff above)",
-        hint="keep your edit (move it to an override template), or re-run with --force to replace it",
-        exit_code=1,
-    )
-
-
-def _own_dirs_are_dirs(spec: ServiceSpec, backend: Backend) -> None:
-    """The service's own directories (runit's /etc/sv/NAME) are made by the install: a symbolic link there,
-    wherever it leads, is an admin's directory, which the install neither writes into nor replaces."""
-    files = mf.fs(spec)
-    for d in backend.own_dirs(spec):
-        link = files.readlink(d)
-        if link is not None:
-            raise UserError(
-                f"{d} is a symbolic link (to {link}), not a directory taskserver-install made; not writing "
-                "into it",
-                hint="it is an admin's: move it out of the way (a real directory in its place is used), then "
-                "re-run",
-                exit_code=1,
-            )
-
-
-def _link_state(f: FileSpec, link: str, listed: bool, force: bool) -> str:
-    """A symlink where a boot file goes. The installer writes regular files only, so a link there is never
-    its own, whatever it leads to (an admin's unit kept elsewhere, a copy of ours, nothing): like an admin's
-    file it is replaced only with ``force``, and then the manifest keeps its target so that uninstall puts
-    the link back."""
-    if force:
-        return "replaced"
-    why = "was replaced by a symbolic link since it was installed" if listed else "is a symbolic link"
-    raise UserError(
-        f"{f.path} {why} (to {link}), not a file taskserver-install wrote; not replacing it",
-        hint="keep it (put your unit in an override template instead), or re-run with --force to replace"
-        " it (uninstall then restores the link)",
-        exit_code=1,
-    )
 
 
 class _Journal:
@@ -296,7 +213,7 @@ def install(
         )
     want_enable = enable if enable is not None else (old is None or backend.is_enabled(spec))
     plan = backend.plan_install(spec, enable=want_enable, start=start)
-    by_hand = _edited_registration(spec, backend, plan, old, force)
+    by_hand = theirs.edited_registration(spec, backend, plan, old, force)
     out = Outcome(
         "install",
         spec.name,
@@ -309,8 +226,8 @@ def install(
     )
     if old is not None and enable is None and not want_enable:
         out.notes.append(f"{spec.name} was disabled by an admin; left disabled (pass --enable to enable it)")
-    _own_dirs_are_dirs(spec, backend)
-    states = [(f, _file_state(spec, f, old, force)) for f in plan.files]
+    theirs.own_dirs_are_dirs(spec, backend)
+    states = [(f, theirs.file_state(spec, f, old, force)) for f in plan.files]
     links = {str(f.path): mf.fs(spec).readlink(f.path) for f, s in states if s == "replaced"}
     config = _config_to_write(spec, backend)
     out.files = [(str(f.path), s) for f, s in states]
@@ -354,18 +271,6 @@ def install(
             "(it starts at the next boot)"
         )
     return out
-
-
-def _edited_registration(
-    spec: ServiceSpec, backend: Backend, plan: Plan, old: dict[str, Any] | None, force: bool
-) -> bool:
-    """Whether the registration outside the files (a crontab entry) is not the one this tool wrote: an
-    admin's, like an edited boot file, refused unless ``force`` (then registered again, replacing it)."""
-    by_hand = backend.changed_by_hand(spec, old if old is not None else {"extra": plan.extra})
-    if by_hand and not force:
-        raise UserError(f"{by_hand[0]}; not replacing it", exit_code=1,
-                        hint="keep it, or re-run with --force to replace it")
-    return bool(by_hand)
 
 
 def _config_to_write(spec: ServiceSpec, backend: Backend) -> FileSpec | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import UserError
-from . import apply, cli, maintsnippets, proc, remove
+from . import apply, cli, maintsnippets, proc, remove, theirs
 from . import manifest as mf
 from .backends import base
 from .spec import SYSTEM, ServiceSpec, build_spec, check_value
@@ -247,9 +247,9 @@ def _stop(ctx: Context) -> None:
     if ctx.no_live_reason is None and ctx.backend.is_active(ctx.spec) is False:
         return
     old = mf.load(ctx.spec)
-    theirs = remove.not_ours(ctx.spec, ctx.backend, old) if old is not None else []
-    if theirs:  # an admin's own unit under the service's name: REMOVE leaves it, and it keeps running
-        _note(f"not stopping {ctx.spec.name}: {theirs[0].why}, an admin's")
+    admins = theirs.not_ours(ctx.spec, ctx.backend, old) if old is not None else []
+    if admins:  # an admin's own unit under the service's name: REMOVE leaves it, and it keeps running
+        _note(f"not stopping {ctx.spec.name}: {admins[0].why}, an admin's")
         return
     if _may_act(ctx, "stop"):
         _run_actions(ctx, "stop", ctx.backend.stop(ctx.spec))

@@ -1,66 +1,26 @@
 """Take a service out again (``--uninstall``) and say how it stands (``--status``), from its manifest.
 
-Uninstall undoes what the install did, and nothing else. What an admin made of the service since is the
-admin's (``not_ours``): a symbolic link where a boot file was (the admin's own unit, ``systemctl link``; the
-installer writes regular files only), a link in place of one of the service's own directories (runit's
-/etc/sv/NAME), a boot file whose bytes are not those the manifest records (edited), or a registration
-changed by hand (the crontab entry). Such a service is left exactly as it is — not stopped, not disabled
-(its enable links stay), no file removed, no data purged — and the outcome says so; only this tool's own
-record (the manifest) goes. ``force`` takes out a service whose files were only edited anyway (stopped,
-disabled, removed); a link was never the installer's, so a service with one stays the admin's even then.
+Uninstall undoes what the install did, and nothing else. A service an admin made their own since
+(``theirs.not_ours``: a link or an edited file where a boot file was, a link in place of one of its own
+directories, a registration changed by hand) is left exactly as it is — not stopped, not disabled (its
+enable links stay), no file removed, no data purged — and the outcome says so; only this tool's own record
+(the manifest) goes. ``force`` takes out a service whose files were only edited anyway (stopped, disabled,
+removed); a link was never the installer's, so a service with one stays the admin's even then.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import UserError
 from . import manifest as mf
-from . import outside
+from . import outside, theirs
 from . import purge as leftovers
 from .apply import Outcome, cannot, relink, run_steps
 from .backends.base import Backend
 from .safefs import Tree
 from .spec import ServiceSpec
-
-
-@dataclass(frozen=True)
-class Theirs:
-    """One way the installed service is no longer what this tool wrote."""
-
-    path: str  # the manifest's entry (or the registration) it concerns
-    why: str  # what the operator is told
-    link: bool  # a symbolic link: never the installer's, so not taken out even with --force
-    state: str = "changed"  # what --status says of the entry
-
-
-def _state(spec: ServiceSpec, backend: Backend, files: Tree, entry: dict[str, Any]) -> Theirs | str:
-    """``ours`` / ``missing`` for a manifest entry, or how it became the admin's."""
-    path = Path(entry["path"])
-    for d in (d for d in backend.own_dirs(spec) if path.is_relative_to(d)):
-        link = files.readlink(d)
-        if link is not None:
-            why = f"{d} is a symbolic link (to {link}), not the directory installed"
-            return Theirs(str(path), why, True, f"below {d}, a symbolic link (to {link})")
-    link = files.readlink(path)
-    if link is not None:
-        why = f"{path} is a symbolic link (to {link}), not the file installed"
-        return Theirs(str(path), why, True, "replaced by a symbolic link")
-    data = files.read(path)
-    if data is None:
-        return "missing"
-    if mf.sha256(data) != entry["sha256"]:
-        return Theirs(str(path), f"{path} was changed since it was installed", False)
-    return "ours"
-
-
-def not_ours(spec: ServiceSpec, backend: Backend, manifest: dict[str, Any]) -> list[Theirs]:
-    """Everything of the installed service that an admin made their own since the install."""
-    files = mf.fs(spec)
-    found = [s for e in manifest["files"] if isinstance(s := _state(spec, backend, files, e), Theirs)]
-    return found + [Theirs(spec.name, why, False) for why in backend.changed_by_hand(spec, manifest)]
 
 
 def uninstall(
@@ -74,7 +34,7 @@ def uninstall(
 ) -> Outcome:
     """Stop, disable, remove exactly the manifest's files and the directories it created, reload; then
     remove (``purge``) or name (without it) the service's data: state, logs, config (``installer.purge``).
-    A service an admin made their own (``not_ours``) is left as it is; only the manifest goes."""
+    A service an admin made their own (``theirs.not_ours``) is left as it is; only the manifest goes."""
     old = mf.load(spec)
     if old is None:
         raise UserError(
@@ -84,9 +44,9 @@ def uninstall(
     out = Outcome(
         "uninstall", spec.name, backend.name, backend.live, dry_run, manifest=str(mf.manifest_path(spec))
     )
-    theirs = [t for t in not_ours(spec, backend, old) if t.link or not force]
-    if theirs:
-        return _leave(spec, backend, old, out, theirs)
+    admins = [t for t in theirs.not_ours(spec, backend, old) if t.link or not force]
+    if admins:
+        return _leave(spec, backend, old, out, admins)
     plan = backend.plan_uninstall(spec, old)
     files = mf.fs(spec)
     run_steps(plan.start, out, dry_run)
@@ -119,14 +79,14 @@ def _forget(spec: ServiceSpec, old: dict[str, Any]) -> None:
 
 
 def _leave(
-    spec: ServiceSpec, backend: Backend, old: dict[str, Any], out: Outcome, theirs: list[Theirs]
+    spec: ServiceSpec, backend: Backend, old: dict[str, Any], out: Outcome, them: list[theirs.Theirs]
 ) -> Outcome:
     """The service is the admin's now: nothing of it is stopped, disabled, removed or purged; the manifest,
     this tool's own record, goes (and with it the directories it made, where empty)."""
     out.files = [(e["path"], "kept") for e in old["files"]]
-    out.notes += [f"{t.why}: the admin's now" for t in theirs]
+    out.notes += [f"{t.why}: the admin's now" for t in them]
     left, forgot = ("would be left", "would forget") if out.dry_run else ("was left", "forgot")
-    anyway = "" if any(t.link for t in theirs) else " (--uninstall --force takes it out anyway)"
+    anyway = "" if any(t.link for t in them) else " (--uninstall --force takes it out anyway)"
     out.notes.append(f"{spec.name} {left} as the admin has it: not stopped, not disabled, no file removed, "
                      f"nothing purged; taskserver-install {forgot} it{anyway}")
     out.kept = [f"{k.path} ({k.what})" for k in leftovers.data_paths(spec, backend, old, False)]
@@ -169,8 +129,8 @@ def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
         changed = []
         files = mf.fs(spec)
         for entry in (old or {}).get("files", []):
-            state = _state(spec, backend, files, entry)
-            if isinstance(state, Theirs):
+            state = theirs.entry_state(spec, backend, files, entry)
+            if isinstance(state, theirs.Theirs):
                 changed.append({"path": entry["path"], "state": state.state})
             elif state == "missing":
                 changed.append({"path": entry["path"], "state": "missing"})
