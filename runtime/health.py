@@ -1,9 +1,9 @@
 """The daemon's health with respect to its stores: fine, or degraded by a storage fault.
 
-A storage fault (disk full, I/O error, a locked, vanished or replaced store) never ends the daemon, at its
-start (a store that cannot be opened is held: runtime/daemon.py) or while it runs: it logs one clear error,
-starts nothing new, keeps every record it can (ends of runs are kept in memory until they can be written),
-says so (sd_notify STATUS, and the pid file's info that `taskserver status` prints), and
+A storage fault (disk full, I/O error, a locked, vanished or replaced store) never ends the daemon, at
+its start (a store that cannot be opened is held: runtime/daemon_plan.py) or while it runs: it logs one
+clear error, starts nothing new, keeps every record it can (ends of runs are kept in memory until they
+can be written), says so (sd_notify STATUS, and the pid file's info that `taskserver status` prints), and
 retries with a doubling backoff until the store is writable again.  Later failures of the same fault are
 logged at debug level only, so a full disk does not also fill the log.
 """

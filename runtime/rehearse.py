@@ -31,8 +31,9 @@ MIN_SLEEP = 0.002
 
 
 def rehearse(store: Store, job: JobDef, tz: str, due: float, cause: str) -> None:
-    """Run what firing ``job``'s timer for ``due`` runs (runtime/daemon.py ``_fire``), as if it fired on
-    time, and keep nothing: its next due time, its catch-up decision, its last due time in ``store``."""
+    """Run what firing ``job``'s timer for ``due`` runs (runtime/daemon_dispatch.py ``_fire``), as if it
+    fired on time, and keep nothing: its next due time, its catch-up decision, its last due time in
+    ``store``."""
     SameSchedule(store, tz, due).next_due(job, due)
     since = schedule.just_before(job, datetime.fromtimestamp(due, UTC))
     plans.decide(job, since, tz=tz, now=due, cause=cause)

@@ -1,0 +1,242 @@
+"""The daemon's set-up and planning: open the tenants' stores, catch up after downtime, claim the due times
+to run, set the jobs' timers; after a storage fault, open the stores held and plan again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from . import housekeeping, plans, tenancy
+from .daemon_state import DaemonState, Key
+from .model import Config, JobDef, State, TenantDef
+from .samesched import SameSchedule
+from .store import NO_SUCH_JOB, Store, StoreError, StoreFault, open_store
+
+log = logging.getLogger(__package__ + ".daemon")  # the daemon's one name in the log, whichever layer writes
+CLOCK_SLACK = 1.0  # a last due time further after now is a clock's doing (hosts of a store differ a little)
+
+
+class Planning(DaemonState):
+    def start_up(self) -> None:
+        now = time.time()
+        self._open_tenants(self.config, now)
+        if not self.once:
+            self._timer(now, "housekeeping", "", "")
+        else:
+            housekeeping.purge(self.stores, self.config, now)
+        interval = self.notifier.watchdog_interval() if self.notifier else None
+        self.next_ping = now + interval if interval else None
+
+    def _open_tenants(self, config: Config, now: float) -> None:
+        """Open the stores of the tenants with a login, then plan them: the daemon's start."""
+        self._plan_start(self._open_stores(config.tenants, now), now)
+
+    def _open_stores(self, tenants: Iterable[TenantDef], now: float) -> list[TenantDef]:
+        """Open the stores of the tenants with a login; those opened. A store a storage fault keeps from
+        opening (a full disk at start) is held, as a fault while running holds the runs: nothing of its
+        tenant starts until ``_recover`` opens it. A store that must not be used refuses the start."""
+        opened = []
+        for tenant in tenants:
+            if tenant.login is None:
+                log.info("tenant %s has no login: it runs nothing (%d jobs)", tenant.name, len(tenant.jobs))
+                continue
+            try:
+                self._open_store(tenant, now)
+            except StoreFault as exc:
+                self._hold(tenant.name, exc, now)
+                continue
+            opened.append(tenant)
+        return opened
+
+    def _hold(self, tenant: str, exc: StoreFault, now: float) -> None:
+        self.held[tenant] = exc
+        self.unplanned.add(tenant)
+        self._fault(exc, now)
+
+    def _plan_start(self, tenants: list[TenantDef], now: float) -> None:
+        """The start's plan of the opened tenants, one transaction; a storage fault in it degrades the daemon
+        (nothing of the plan is kept; ``_recover`` plans them again) instead of ending it."""
+        try:
+            with self.stores.tx():
+                for tenant in tenants:
+                    self._plan_tenant(tenant, now)
+        except StoreError as exc:
+            self.unplanned.update(t.name for t in tenants)
+            self._fault(exc, now)
+
+    def _plan_tenant(self, tenant: TenantDef, now: float, cause: str = plans.DOWN,
+                     since: float | None = None) -> None:
+        """Know the tenant's jobs, reload the due times waiting in its store, catch up, schedule.
+        ``since``: when the jobs it had not known yet became due (a held tenant's: the daemon's start)."""
+        store = self._st(tenant.name)
+        store.remember_jobs([j.name for j in tenant.jobs if self._scheduled(j)], now=since or now)
+        for job in tenant.jobs:
+            self._register(tenant, job)
+        self._load_waiting(tenant, store, now)
+        batch = plans.Batch(self._last_dues(tenant.name, store, now))  # one read, write and log line for all
+        same = SameSchedule(store, tenant.timezone, now)  # answers the jobs of one schedule share
+        todo = [(job, [] if same.none_missed(job, batch.lasts.get(job.name))
+                 else plans.catch_up(store, tenant, job, now, cause, batch=batch))
+                for job in tenant.jobs if self._scheduled(job)]
+        batch.write(store, tenant.name, cause, now)
+        todo = [(job, self._unpaused(tenant, job, dues, now)) for job, dues in todo]
+        rids = iter(store.claim_many([(j.name, due, j.queue) for j, dues in todo for due in dues], now=now))
+        for job, dues in todo:  # the runs to start now, claimed in one write like the missed records
+            self._queue(tenant, job, [(due, next(rids)) for due in dues], now, batch.lasts.get(job.name),
+                        same=same)
+
+    def _last_dues(self, tenant: str, store: Store, now: float) -> dict[str, float]:
+        """The jobs' last due times, none later than now: a wall clock set back while no daemon ran (or a
+        daemon whose clock ran ahead) left them in the future, where they would hide every due time of
+        the downtimes to come until the clock caught up. They are moved back to now, as a running daemon
+        does when it sees the clock set back (``_check_clock``)."""
+        lasts = store.last_dues()
+        ahead = sum(last > now + CLOCK_SLACK for last in lasts.values())
+        if not ahead:
+            return lasts
+        log.warning("tenant %s: %d jobs were last due after now (the clock was set back while the daemon "
+                    "was down, or ran ahead): their due times go on from now", tenant, ahead)
+        store.rewind(now)
+        return store.last_dues()
+
+    def _open_store(self, tenant: TenantDef, now: float) -> Store:
+        """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
+        with run_as: its directory, store and status files are its user's (tenancy.open_as)."""
+        where = self.config.tenant_dir(tenant.name)
+
+        def opener() -> Store:
+            store = tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+            return self.alerts.observe(tenant.name, store)  # run ends may notify (runtime/alerts.py)
+
+        return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run))
+
+    def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:
+        """Due times and retries claimed before (by this daemon before a fault, or by one that died)."""
+        for run in store.waiting():
+            key = (tenant.name, run.job)
+            job = self.jobs.get(key)
+            if job is None or not job.enabled:
+                note = "its job was removed or disabled before it could run"
+                store.finish(run.id, State.ERR, NO_SUCH_JOB, exit_code=None, output="", now=now, note=note)
+            elif run.not_before is not None and run.not_before > now:
+                self._timer(run.not_before, "retry", *key, attempt=run.attempt, rid=run.id)
+            else:
+                self.pending.setdefault(key, deque()).append((run.due, run.attempt, run.id))
+
+    def _reread_shared(self, tenant: str, now: float) -> None:
+        """A shared store: claims another daemon made and could not start (its job ran elsewhere, or that
+        daemon died) wait in the store; take them into our own waiting list, and look at the queue again
+        (a NOTIFY may have been lost while a connection was down)."""
+        conf = self.config.tenant(tenant)
+        if conf is None or conf.login is None:
+            return
+        known = {rid for waiting in self.pending.values() for _, _, rid in waiting}
+        for run in self.stores[tenant].waiting():
+            key = (tenant, run.job)
+            job = self.jobs.get(key)
+            if run.id in known or job is None or not job.enabled:
+                continue  # ours already, or for a job this daemon does not know (another config version)
+            if run.not_before is None or run.not_before <= now:
+                self.pending.setdefault(key, deque()).append((run.due, run.attempt, run.id))
+        self.que_dirty = True
+
+    def _add_job(self, tenant: TenantDef, job: JobDef, now: float) -> None:
+        self._register(tenant, job)
+        self._plan_job(tenant, job, now)
+
+    def _register(self, tenant: TenantDef, job: JobDef) -> None:
+        key = (tenant.name, job.name)
+        self.jobs[key] = job
+        self.gen[key] = self.gen.get(key, 0) + 1  # timers set before this are void
+
+    def _plan_job(self, tenant: TenantDef, job: JobDef, now: float, cause: str = plans.DOWN) -> None:
+        if self._scheduled(job):
+            self._take(tenant, job, plans.catch_up(self._st(tenant.name), tenant, job, now, cause), now)
+
+    def _take(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float) -> None:
+        """Claim the due times to run now and set the job's timer."""
+        dues = self._unpaused(tenant, job, dues, now)
+        rids = self._st(tenant.name).claim_many([(job.name, due, job.queue) for due in dues], now=now)
+        self._queue(tenant, job, list(zip(dues, rids, strict=True)), now)
+
+    def _unpaused(self, tenant: TenantDef, job: JobDef, dues: list[float], now: float) -> list[float]:
+        """The due times to claim: none of a paused job's (they are recorded missed, noting the pause)."""
+        if dues and (paused := self.steer.paused(tenant.name, job.name)):
+            self._st(tenant.name).missed(job.name, dues, now=now, note=paused)
+            return []
+        return dues
+
+    def _queue(self, tenant: TenantDef, job: JobDef, claimed: list[tuple[float, int | None]], now: float,
+               last: float | None = None, *, same: SameSchedule | None = None) -> None:
+        """Queue the claimed due times (id None: claimed or settled before) and set the job's timer.
+        ``last``: its last due time as read before the catch-up (None: read it now); the next due time
+        follows from it as from the one the catch-up leaves, both lie on the job's grid. ``same``: a
+        start-up's shared answers."""
+        key = (tenant.name, job.name)
+        for due, rid in claimed:
+            if rid is not None:
+                self.pending.setdefault(key, deque()).append((due, 0, rid))
+        if not self.once:
+            self._schedule_next(key, tenant.timezone, now, last, same=same)
+
+    def _schedule_next(self, key: Key, tz: str, now: float, last: float | None = None, *,
+                       same: SameSchedule | None = None) -> None:
+        """Set the job's timer to its first due time after ``now`` (an interval goes on from due time
+        ``last``, by default the stored last due time: see schedule.next_due)."""
+        job = self.jobs[key]
+        nxt = same.next_due(job, last) if same is not None else plans.next_due(self._st(key[0]), job, tz, now,
+                                                                                   last)
+        if nxt is not None:
+            self._timer(nxt, "fire", *key)
+
+    def _recover(self, now: float) -> None:
+        """Retry a failed store: write back what can be, record the ends kept, open the stores held since
+        they failed to open, re-read what is stored."""
+        if not self.health.due(now):
+            return
+        try:
+            self.stores.recover()
+            self.runs.flush()
+            self._open_held(now)
+            with self.stores.tx():
+                self._resync(now)
+        except StoreError as exc:
+            self.health.failed(exc, now)
+            return
+        self.unplanned.clear()
+        self.health.recovered()
+
+    def _open_held(self, now: float) -> None:
+        """Open the stores held (``_hold``); StoreFault while one still cannot be opened."""
+        for name in list(self.held):
+            tenant = self.config.tenant(name)
+            if tenant is not None and tenant.login is not None:
+                try:
+                    self._open_store(tenant, now)
+                except StoreFault as exc:
+                    self.held[name] = exc
+                    raise
+                except StoreError as exc:  # refused (corrupt, another daemon's): the others go on
+                    log.error("tenant %s is not served: %s (%s)", name, exc.message, exc.hint)
+            del self.held[name]
+
+    def _resync(self, now: float) -> None:
+        """After a fault, rebuild what waits from the store: whatever the failed transactions held in memory
+        only is found again (the job's last due moves only together with a record). A tenant not planned
+        since the start (held) catches up from its last due time as after downtime, its new jobs from the
+        daemon's start."""
+        self.pending.clear()
+        self.que_dirty = True
+        for name in self.stores:
+            tenant = self.config.tenant(name)
+            if tenant is not None and tenant.login is not None:
+                self._plan_tenant(tenant, now, *self._cause(name))
+
+    def _cause(self, tenant: str, otherwise: str = plans.STORE_DOWN) -> tuple[str, float | None]:
+        """Why the tenant's due times since its last went unrun, and from when its new jobs count."""
+        if tenant in self.unplanned:
+            return plans.HELD, self.started
+        return otherwise, None
