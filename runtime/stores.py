@@ -65,28 +65,39 @@ class Stores(Mapping[str, Store]):
         """Open the tenant's store (``opener``) and take our lease on it; the runs dead daemons left in RUN
         are settled here, by evidence, before anything new starts."""
         store = opener()
+        # known before the lease is taken: a shared store's first lease is as short as every later one (a
+        # host that died in its first minute held its runs for LEASE_TTL, three minutes)
+        shared = self.shared or not store.exclusive
         try:
-            store.attach(self.me(now))
+            store.attach(self.me(now, shared=shared))
             orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,
                            report=report)
         except BaseException:
             store.close()
             raise
         self._open[tenant.name] = store
-        self.shared = self.shared or not store.exclusive
+        self.shared = shared
         self._watch(store)
-        self.next_beat = max(self.next_beat, now + LEASE_TTL / 3)  # attach wrote a fresh lease
+        # attach wrote a fresh lease; the next renewal (on a shared store also its look for dead daemons
+        # and their claims) comes at the usual beat, not a minute later, nor later than the other stores'
+        self.next_beat = min(self.next_beat or now + self.beat, now + self.beat)
         return store
 
-    def me(self, now: float) -> Instance:
+    def me(self, now: float, *, shared: bool | None = None) -> Instance:
         pid = os.getpid()
+        ttl = SHARED_LEASE_TTL if (self.shared if shared is None else shared) else LEASE_TTL
         return Instance(id=self.instance, host=liveness.host(), pid=pid, boot_id=liveness.boot_id(),
                         proc_start=liveness.start_time(pid), config=str(self.config()), started=self.started,
-                        heartbeat=now, expires=now + self.lease_ttl)
+                        heartbeat=now, expires=now + ttl)
 
     @property
     def lease_ttl(self) -> float:
         return SHARED_LEASE_TTL if self.shared else LEASE_TTL
+
+    @property
+    def beat(self) -> float:
+        """Seconds between two renewals of the leases."""
+        return SHARED_BEAT if self.shared else LEASE_TTL / 3
 
     def _watch(self, store: Store) -> None:
         """Select on the store's wake-up (new queued tasks), replacing what was watched for it before."""
@@ -117,7 +128,7 @@ class Stores(Mapping[str, Store]):
         that died). Returns the tenants whose shared store should be re-read for waiting claims."""
         if now < self.next_beat:
             return []
-        self.next_beat = now + (SHARED_BEAT if self.shared else LEASE_TTL / 3)
+        self.next_beat = now + self.beat
         reread = []
         for name, store in self._open.items():
             store.heartbeat(self.instance, now=now, expires=now + self.lease_ttl)

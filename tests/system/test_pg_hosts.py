@@ -1,0 +1,87 @@
+"""Several hosts on one PostgreSQL store, under faults: each host is a namespace of its own (tests/system/
+pghosts.py), so a daemon judges the others by their leases alone, as on real separate machines. The run
+history is what users act on: every check compares it with what the runs' own processes wrote."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemonlab import wait_for
+from pghosts import Host, hosts, rows, trace_lines, traced
+
+from taskserver.runtime.stores import SHARED_BEAT, SHARED_LEASE_TTL
+
+# a lost lease is found within a lease and a renewal; the bound is generous, a sixth of the lease a daemon
+# took in its first minute before (3 minutes)
+REAPED = 3 * (SHARED_LEASE_TTL + SHARED_BEAT)
+
+
+def config(dsn: str, jobs: dict[str, Any]) -> dict[str, Any]:
+    return {"task_server": {"run_as": "root", "stop_timeout": "3s", "max_parallel": 8},
+            "tenants": {"t": {"login": "app", "store": {"postgresql": dsn}, "jobs": jobs}}}
+
+
+@pytest.fixture
+def dsn(pg_server: Any) -> str:
+    from taskserver.runtime import pg_store
+
+    url = str(pg_server.database())
+    pg_store.migrate(url)
+    return url
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Path:
+    (tmp_path / "locks").mkdir()
+    return tmp_path
+
+
+def long_job(lab: Path, seconds: float = 300, every: str = "2s") -> dict[str, Any]:
+    return {"every": every, "command": traced(lab / "trace", lab / "locks", seconds)}
+
+
+def running(dsn: str, job: str) -> dict[str, Any] | None:
+    return next((r for r in rows(dsn) if r["job"] == job and r["state"] == "RUN" and r["pid"]), None)
+
+
+def ended_row(dsn: str, run_id: int) -> dict[str, Any] | None:
+    return next((r for r in rows(dsn) if r["id"] == run_id and r["state"] in ("OK", "ERR")), None)
+
+
+def once_per_due(dsn: str, lab: Path) -> None:
+    """No (job, due time, attempt) was executed twice, by what the runs' processes wrote."""
+    by_id = {r["id"]: r for r in rows(dsn)}
+    started = [rid for what, _, _, rid in trace_lines(lab / "trace") if what == "start"]
+    assert all(rid in by_id for rid in started), "an execution without a record"
+    keys = Counter((by_id[rid]["job"], by_id[rid]["due"], by_id[rid]["attempt"]) for rid in started)
+    assert [k for k, n in keys.items() if n > 1] == []
+
+
+@pytest.fixture
+def two(lab: Path, dsn: str) -> Iterator[list[Host]]:
+    with hosts(lab, ["alpha", "beta"], config(dsn, {"long": long_job(lab)})) as made:
+        yield made
+
+
+def test_a_daemon_killed_in_its_first_minute_has_its_runs_taken_over_after_its_lease(
+        two: list[Host], dsn: str, lab: Path) -> None:
+    """kill -9 of the daemon running a long run, seconds after it started: the other host records the run
+    `ERR crashed` naming the lost host once the lease (15 s) ran out, and runs the job's later due times.
+    A daemon's first lease was three minutes (taken before it knew its store was shared), so the run stayed
+    RUN, and the job stopped on every host, for that long."""
+    for host in two:
+        host.start()
+    run = wait_for(lambda: running(dsn, "long"), "a run of the long job", 60)
+    victim = next(h for h in two if h.name == run["host"])
+    other = next(h for h in two if h is not victim)
+    victim.kill()
+    ended = wait_for(lambda: ended_row(dsn, run["id"]), "the run of the killed daemon to be settled", REAPED)
+    assert (ended["state"], ended["reason"]) == ("ERR", "crashed")
+    assert f"host {victim.name}" in ended["message"] and "lost" in ended["message"]
+    later = wait_for(lambda: running(dsn, "long"), "the job's next due time to run", REAPED)
+    assert later["host"] == other.name and later["due"] > run["due"]
+    once_per_due(dsn, lab)
