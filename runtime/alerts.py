@@ -309,9 +309,10 @@ class Observed:
             setattr(self, name, attr)  # looked up once: the loop calls the store often
         return attr
 
-    def finish(self, run_id: int, state: State, reason: str | None, **kw: Any) -> Run:
+    def finish(self, run_id: int, state: State, reason: str | None, **kw: Any) -> Run | None:
         run = self._store.finish(run_id, state, reason, **kw)
-        if run.job and not self._silent():  # (a burst's every run: no guard and no text to make for it)
+        # None: ended before, and told then; (a burst's every run: no guard and no text to make for it)
+        if run is not None and run.job and not self._silent():
             with guarded(f"tenant {self._tenant} run {run.id}: its notifications"):
                 self._ended(run)
         return run

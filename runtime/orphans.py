@@ -54,8 +54,9 @@ def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
     found = liveness.processes_of({r.instance for r in orphans if r.instance})
     hosts = {i: inst.host for i, inst in leases.items()}
     asked = store.cancelling() if orphans else {}  # `jobs cancel` while no daemon ran: who asked
-    done = [_settle_one(store, run, found, now=now, grace=grace, host=hosts.get(run.instance or ""),
-                        cancel=asked.get(run.id)) for run in orphans]
+    settled = [_settle_one(store, run, found, now=now, grace=grace, host=hosts.get(run.instance or ""),
+                           cancel=asked.get(run.id)) for run in orphans]
+    done = [s for s in settled if s is not None]  # None: another daemon settled it first (both saw it dead)
     for s in done:
         report(s.run)
     for inst in dead:
@@ -63,8 +64,8 @@ def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
     return done
 
 
-def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[liveness.Found]], *,
-                now: float, grace: float, host: str | None = None, cancel: str | None = None) -> Settled:
+def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[liveness.Found]], *, now: float,
+                grace: float, host: str | None = None, cancel: str | None = None) -> Settled | None:
     procs = list(found.get((run.instance or "", run.id), []))
     if run.pid and liveness.same_process(run.pid, run.proc_start, run.boot_id):
         procs.append(liveness.Found(run.pid, run.pid))  # the job leads its own session and group
@@ -76,8 +77,8 @@ def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[livene
         reason = INTERRUPTED if cancel is None else cancelled(cancel)
         log.warning("run %d (%s): its daemon died; stopped its live processes %s: ERR %s",
                     run.id, run.job or "task", sorted(set(killed)), reason)
-        return Settled(store.finish(run.id, State.ERR, reason, exit_code=None, output="", now=now,
-                                    note=note), killed)
+        ended = store.finish(run.id, State.ERR, reason, exit_code=None, output="", now=now, note=note)
+        return Settled(ended, killed) if ended is not None else None
     if host is not None and host != liveness.host():
         note = (f"its daemon on host {host} (instance {run.instance}) stopped renewing its lease while it "
                 "ran: the host is lost, and how the run ended is unknown")
@@ -86,5 +87,5 @@ def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[livene
                 "it ended is unknown")
     log.warning("run %d (%s) was left running by a dead daemon and its process is gone: ERR crashed",
                 run.id, run.job or "task")
-    run = store.finish(run.id, State.ERR, CRASHED, exit_code=None, output="", now=now, note=note)
-    return Settled(run, [])
+    ended = store.finish(run.id, State.ERR, CRASHED, exit_code=None, output="", now=now, note=note)
+    return Settled(ended, []) if ended is not None else None

@@ -299,20 +299,22 @@ class PgStore(PgSteer):
                 (pid, proc_start, boot_id, self.tenant, run_id))
 
     @_guarded
-    def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float, note: str | None = None, process: Process | None = None) -> Run:
+    def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None, output: str,
+               now: float, note: str | None = None, process: Process | None = None) -> Run | None:
         proc = ", pid=%s, proc_start=%s, boot_id=%s" if process is not None else ""
         sql = ("UPDATE taskserver_runs SET state=COALESCE(reported, %s), "  # noqa: S608
                "reason=CASE WHEN reported IS NULL THEN %s WHEN reported='ERR' THEN %s ELSE NULL END, "
                f"exit_code=%s, output=%s, finished=%s, message=COALESCE(message, %s){proc} "
-               "WHERE tenant=%s AND id=%s RETURNING " + COLUMNS)
+               "WHERE tenant=%s AND id=%s AND state IN ('QUE', 'RUN') RETURNING " + COLUMNS)
         row = self._x(
             sql,
             (state.value, reason, REPORTED, exit_code, output.replace("\0", "\ufffd"), now, note,
              *(process or ()), self.tenant, run_id)).fetchone()
-        if row is None:
+        if row is not None:
+            return _run(row)
+        if self.get(run_id) is None:
             raise StoreError(f"{self.where}: run {run_id} vanished before its end was recorded")
-        return _run(row)
+        return None  # ended already (settled by another daemon, cancelled): its record stays
 
     @_guarded
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:

@@ -69,8 +69,9 @@ class Runs:
         # ends written in the daemon's open transaction (``collect(inside=True)``), and their final rows:
         # status files follow its commit, a failed commit keeps them in ``unrecorded``
         self.recording: list[tuple[Active, Outcome, float]] = []
-        self.finals: list[tuple[Active, Run]] = []
-        self.after_launch: list[tuple[Active, Run]] = []  # committed ends whose files wait for the spawns
+        self.finals: list[tuple[Active, Run | None]] = []
+        # committed ends whose files wait for the spawns
+        self.after_launch: list[tuple[Active, Run | None]] = []
         self.fault: StoreError | None = None
         # a claimed run could not be started after its transaction committed (refused, spawn failed in the
         # loop): its slot is free now, and the daemon's next wake-up, at once, fills it
@@ -181,8 +182,8 @@ class Runs:
                     self.unsaved[act.tenant, act.run_id] = (pid, None, self.boot)
         finally:
             ended, self.after_launch = self.after_launch, []
-            for act, run in ended:
-                self._ended(act, run)
+            for act, final in ended:
+                self._ended(act, final)
         self._pids_by(time.time())
 
     def _pids_by(self, now: float) -> None:
@@ -307,8 +308,6 @@ class Runs:
                 if proc is not None:
                     self.saving[act.tenant, act.run_id] = proc  # back to unsaved if this transaction fails
                 self.finals.append((act, self._finish(act, outcome, at, proc)))
-                if self.on_end is not None:
-                    self.on_end(act, self.finals[-1][1])
         else:
             self._record(ends)
         return bool(ends)
@@ -327,9 +326,6 @@ class Runs:
             try:
                 with self.store(tenant).batch():
                     finals = [(act, self._finish(act, outcome, at)) for act, outcome, at in mine]
-                    for act, run in finals:
-                        if self.on_end is not None:
-                            self.on_end(act, run)
             except StoreError as exc:
                 log.warning("tenant %s: could not record the end of %d runs (kept until the store is "
                           "writable again): %s", tenant, len(mine), exc)
@@ -340,18 +336,29 @@ class Runs:
                 self._ended(act, run)
 
     def _end(self, act: Active, outcome: Outcome, now: float) -> None:
-        run = self._finish(act, outcome, now)
-        if self.on_end is not None:
-            self.on_end(act, run)
-        self._ended(act, run)
+        self._ended(act, self._finish(act, outcome, now))
 
-    def _finish(self, act: Active, outcome: Outcome, now: float, proc: Process | None = None) -> Run:
-        return self.store(act.tenant).finish(act.run_id, outcome.state,
-                                             outcome.reason and storable(outcome.reason),
-                                             exit_code=outcome.exit_code, output=storable(outcome.output),
-                                             now=now, process=proc)
+    def _finish(self, act: Active, outcome: Outcome, now: float, proc: Process | None = None) -> Run | None:
+        """Record the end and what ``on_end`` writes with it (a retry); the final row. A run that another
+        daemon ended first (it found this daemon's lease run out) keeps that record and gets no retry here:
+        its row is returned as it is."""
+        store = self.store(act.tenant)
+        run = store.finish(act.run_id, outcome.state, outcome.reason and storable(outcome.reason), now=now,
+                           exit_code=outcome.exit_code, output=storable(outcome.output), process=proc)
+        if run is not None:
+            if self.on_end is not None:
+                self.on_end(act, run)
+            return run
+        run = store.get(act.run_id)
+        log.warning("tenant %s run %d (%s): it had been recorded %s before its process here ended (%s); "
+                    "that record stays", act.tenant, act.run_id, act.job or "task",
+                    f"{run.state.value} {run.reason or ''}".strip() if run else "ended",
+                    f"{outcome.state.value} {outcome.reason or ''}".strip())
+        return run
 
-    def _ended(self, act: Active, run: Run) -> None:
+    def _ended(self, act: Active, run: Run | None) -> None:
+        if run is None:  # purged meanwhile: nothing to show
+            return
         self.write_status(act.tenant, run)
         level = logging.DEBUG if run.state is State.OK else logging.WARNING
         log.log(level, "tenant %s run %d (%s): %s%s", act.tenant, run.id, act.job or "task", run.state.value,

@@ -49,7 +49,7 @@ COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid,
 _FINISH = ("UPDATE runs SET state=COALESCE(reported, ?), "  # noqa: S608 - constant text only
            "reason=CASE WHEN reported IS NULL THEN ? WHEN reported='ERR' THEN ? ELSE NULL END, "
            "exit_code=?, output=?, finished=?, message=COALESCE(message, ?){} WHERE id=? "
-           f"RETURNING {COLUMNS}")
+           f"AND state IN ('QUE', 'RUN') RETURNING {COLUMNS}")
 _FINISH_RUN, _FINISH_PROCESS = _FINISH.format(""), _FINISH.format(", pid=?, proc_start=?, boot_id=?")
 # The end of a run this connection acquired, with no report of the task's own: nothing comes back, the final
 # row is what acquire returned plus what this end and ``started`` wrote (a third of the statement's time, and
@@ -309,8 +309,8 @@ class SqliteStore(SqliteSteer):
             self._acquired[run_id] = (acquired[0], (pid, proc_start, boot_id))
 
     @_guarded
-    def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float, note: str | None = None, process: Process | None = None) -> Run:
+    def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None, output: str,
+               now: float, note: str | None = None, process: Process | None = None) -> Run | None:
         acquired = self._acquired.pop(run_id, None)
         if acquired is not None:
             run, proc = acquired
@@ -328,9 +328,11 @@ class SqliteStore(SqliteSteer):
             row = self.db.execute(_FINISH_RUN, (*params, run_id)).fetchone()
         else:
             row = self.db.execute(_FINISH_PROCESS, (*params, *process, run_id)).fetchone()
-        if row is None:
+        if row is not None:
+            return _run(row)
+        if self.db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
             raise StoreError(f"{self.path}: run {run_id} vanished before its end was recorded")
-        return _run(row)
+        return None  # ended already: its record stays
 
     @_guarded
     def report(self, run_id: int, ok: bool, message: str | None, *, now: float) -> Run:

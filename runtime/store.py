@@ -191,9 +191,11 @@ class Store(Protocol):
     def started(self, run_id: int, *, pid: int, proc_start: int | None, boot_id: str | None) -> None:
         """Record the process of a run just spawned (after the claim was committed)."""
 
-    def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None,
-               output: str, now: float, note: str | None = None, process: Process | None = None) -> Run:
-        """RUN|QUE -> OK | ERR; a report the task made itself (``report``) wins. Returns the final run.
+    def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None, output: str,
+               now: float, note: str | None = None, process: Process | None = None) -> Run | None:
+        """RUN|QUE -> OK | ERR; a report the task made itself (``report``) wins. Returns the final run, or
+        None when the run had ended already (another daemon settled it after this one's lease ran out, or
+        it was cancelled while it waited): an end record is never written over, so nothing is written.
         ``process``: what ``started`` would have written, for a run that ended before it was (one statement
         for both)."""
 

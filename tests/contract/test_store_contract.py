@@ -197,6 +197,29 @@ def test_finish_records_the_outcome_and_a_note(store: Store) -> None:
         State.ERR, "crashed", "out", 3.0, "why")
 
 
+def test_an_end_record_is_never_written_over(connect: Opener) -> None:
+    """A run that another daemon settled (it found the lease of the daemon running it expired), or that was
+    cancelled while it waited, keeps that record: a later end of the same run writes nothing and says so
+    (None), through this connection or another, with a batch open or not."""
+    daemon, reaper = connect(), connect()
+    rid = daemon.add("", queue="q", argv=["t"], now=1.0)
+    daemon.acquire(instance="stopped", now=2.0, ids=[rid])
+    reaped = reaper.finish(rid, State.ERR, "crashed", exit_code=None, output="", now=20.0, note="host lost")
+    assert reaped is not None
+    assert reaper.finish(rid, State.ERR, "crashed", exit_code=None, output="", now=21.0, note="twice") is None
+    with daemon.batch():
+        assert daemon.finish(rid, State.OK, None, exit_code=0, output="done", now=30.0,
+                             process=(9, 9, "b")) is None
+    assert daemon.get(rid) == reaped
+    waiting = daemon.claim("j", 50.0, now=51.0)
+    assert waiting is not None
+    cancelled = reaper.cancel(waiting, who="ops", now=52.0)
+    assert daemon.finish(waiting, State.ERR, "missed", exit_code=None, output="", now=53.0) is None
+    assert daemon.get(waiting) == cancelled
+    with pytest.raises(StoreError, match="vanished"):
+        daemon.finish(waiting + 1000, State.OK, None, exit_code=0, output="", now=54.0)
+
+
 def test_a_task_report_wins_over_its_exit_code_but_not_over_the_server(store: Store) -> None:
     a = store.add("", queue="q", argv=["x"], now=1.0)
     store.acquire(instance="i", now=2.0, ids=[a])

@@ -89,6 +89,9 @@ class Host:
 
     def signal(self, sig: int) -> None:
         os.kill(self.daemon, sig)
+        if sig == signal.SIGCONT:  # nsenter stops itself when its child stops (job control): resume it too
+            assert self.proc is not None
+            os.kill(self.proc.pid, sig)
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.enter(), TASKSERVER, "-c", str(self.cfg), *args], capture_output=True,

@@ -4,6 +4,7 @@ history is what users act on: every check compares it with what the runs' own pr
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,23 @@ def test_a_daemon_killed_in_its_first_minute_has_its_runs_taken_over_after_its_l
     later = wait_for(lambda: running(dsn, "long"), "the job's next due time to run", REAPED)
     assert later["host"] == other.name and later["due"] > run["due"]
     once_per_due(dsn, lab)
+
+
+def test_a_daemon_stopped_beyond_its_lease_leaves_the_record_the_others_wrote(
+        lab: Path, dsn: str) -> None:
+    """SIGSTOP of the daemon running a run, until another host settled the run as lost (`ERR crashed`),
+    then SIGCONT: when the run's process ends there, its daemon writes nothing over that record (it wrote
+    OK over it, under the note that said the outcome was unknown)."""
+    with hosts(lab, ["alpha", "beta"], config(dsn, {"long": long_job(lab, 30)})) as two:
+        for host in two:
+            host.start()
+        run = wait_for(lambda: running(dsn, "long"), "a run of the long job", 60)
+        victim = next(h for h in two if h.name == run["host"])
+        victim.signal(signal.SIGSTOP)
+        settled = wait_for(lambda: ended_row(dsn, run["id"]), "the other host to settle the run", REAPED)
+        assert (settled["state"], settled["reason"]) == ("ERR", "crashed")
+        victim.signal(signal.SIGCONT)
+        wait_for(lambda: f"run {run['id']} (long): " in victim.log.read_text(),
+                 "the stopped daemon to see its run end", 120)
+        assert ended_row(dsn, run["id"]) == settled
+        once_per_due(dsn, lab)
