@@ -17,6 +17,7 @@ ending it (runtime/health.py): it starts nothing new, keeps what it can, and res
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -151,7 +152,8 @@ class Daemon(Changes):
             self.steer.forget()
         self.steer.cancels(self.stores, self.runs, now)
         self.stores.check()
-        for tenant in self.stores.heartbeat(now, self.runs.write_status):
+        lost = functools.partial(self.runs.stop_settled, now=now)  # a lease we had lost: stop what was taken
+        for tenant in self.stores.heartbeat(now, self.runs.write_status, lost):
             self._reread_shared(tenant, now)
         self._fire_timers(now)
         if self.runs.collect(inside=True):  # the ends, their retries and the runs in their slots: one commit

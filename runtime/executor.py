@@ -320,6 +320,15 @@ class Executor:
             self._signal(child, signal.SIGTERM)
             child.kill_at = now + self.kill_grace
 
+    def interrupt(self, pid: int, now: float) -> bool:
+        """Stop our child ``pid`` as a shutdown would (it ends ERR interrupted); False when it is not ours
+        (any more) or is being stopped already."""
+        child = self.children.get(pid)
+        if child is None or child.interrupted or child.cancelled is not None:
+            return False
+        self._interrupt(child, now)
+        return True
+
     def cancel(self, pid: int, who: str, now: float) -> bool:
         """Stop our child ``pid`` on request: TERM its process group now, KILL after the grace (the same stop
         policy as a timeout). False when it is not ours (any more) or is being stopped already."""

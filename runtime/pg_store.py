@@ -20,6 +20,7 @@ starts nothing new and calls ``recover`` (reconnect) with backoff.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import time
@@ -347,19 +348,26 @@ class PgStore(PgSteer):
     # lease; claims do not depend on clocks at all (the due time comes from the schedule).
     @_guarded
     def attach(self, me: Instance) -> None:
+        self._lease(me)
+        self._me = me
+        self._listen()
+
+    def _lease(self, me: Instance) -> None:
         self._x("INSERT INTO taskserver_instances (tenant, id, host, pid, boot_id, proc_start, config, "
                 "started, heartbeat, expires) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                 "ON CONFLICT (tenant, id) DO UPDATE SET heartbeat = excluded.heartbeat, "
                 "expires = excluded.expires",
                 (self.tenant, me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
                  me.heartbeat, me.expires))
-        self._me = me
-        self._listen()
 
     @_guarded
-    def heartbeat(self, instance: str, *, now: float, expires: float) -> None:
-        self._x("UPDATE taskserver_instances SET heartbeat=%s, expires=%s WHERE tenant=%s AND id=%s",
-                (now, expires, self.tenant, instance))
+    def heartbeat(self, instance: str, *, now: float, expires: float) -> bool:
+        row = self._x("UPDATE taskserver_instances SET heartbeat=%s, expires=%s WHERE tenant=%s AND id=%s "
+                      "RETURNING id", (now, expires, self.tenant, instance)).fetchone()
+        if row is not None or self._me is None or self._me.id != instance:
+            return row is not None
+        self._lease(dataclasses.replace(self._me, heartbeat=now, expires=expires))  # settled as dead
+        return False
 
     @_guarded
     def instances(self) -> list[Instance]:

@@ -278,6 +278,21 @@ class Runs:
         if act.queue is not None:
             queues.discard((act.tenant, act.queue))
 
+    def stop_settled(self, tenant: str, now: float) -> None:
+        """This daemon had lost its lease on the tenant's store (it could not renew it: stopped, or cut off
+        from the server), and another daemon settled its runs there as lost: their processes here are
+        stopped, as a dead daemon's are (runtime/orphans.py), for the job may run elsewhere now and
+        nobody records them any more. Their records stay as the other daemon wrote them."""
+        store = self.store(tenant)
+        for pid, act in list(self.active.items()):
+            run = store.get(act.run_id) if act.tenant == tenant else None
+            if run is None or (run.state is State.RUN and run.instance == self.instance):
+                continue
+            if self.executor.interrupt(pid, now):
+                log.warning("tenant %s run %d (%s): recorded %s %s by another daemon while this one's lease "
+                            "had run out: stopping its process here, so that the job does not run twice",
+                            tenant, act.run_id, act.job or "task", run.state.value, run.reason or "")
+
     # -- ending ---------------------------------------------------------------------------------------
     def _forget_fd(self, fd: int) -> None:
         with contextlib.suppress(KeyError):  # (one lookup, not a look at the map first)

@@ -10,6 +10,7 @@ the file) and keeps a run's cost to a few microseconds.  Every SQLite or OS erro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -366,17 +367,25 @@ class SqliteStore(SqliteSteer):
         # the daemon waits less than a command for a lock: a store held locked is a fault to report and
         # retry, and the loop must go on (watchdog pings, child exits) meanwhile
         self.db.execute(f"PRAGMA busy_timeout = {int(DAEMON_LOCK_WAIT * 1000)}")
-        self.db.execute(f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) "  # noqa: S608
-                        "VALUES (?,?,?,?,?,?,?,?,?)",
-                        (me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
-                         me.heartbeat, me.expires))
+        self._lease(me)
         self._wake.listen()
         if self._ckpt is None:
             self._ckpt = Checkpointer.start(self.path, self._ident, self.db)
 
     @_guarded
-    def heartbeat(self, instance: str, *, now: float, expires: float) -> None:
-        self.db.execute("UPDATE instances SET heartbeat=?, expires=? WHERE id=?", (now, expires, instance))
+    def heartbeat(self, instance: str, *, now: float, expires: float) -> bool:
+        cur = self.db.execute("UPDATE instances SET heartbeat=?, expires=? WHERE id=?",
+                              (now, expires, instance))
+        if cur.rowcount == 1 or self._me is None or self._me.id != instance:
+            return cur.rowcount == 1
+        self._lease(dataclasses.replace(self._me, heartbeat=now, expires=expires))  # its row was removed
+        return False
+
+    def _lease(self, me: Instance) -> None:
+        self.db.execute(f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) "  # noqa: S608
+                        "VALUES (?,?,?,?,?,?,?,?,?)",
+                        (me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
+                         me.heartbeat, me.expires))
 
     @_guarded
     def instances(self) -> list[Instance]:

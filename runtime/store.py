@@ -228,7 +228,10 @@ class Store(Protocol):
     def attach(self, me: Instance) -> None:
         """Take a lease for ``me``; StoreBusy when the store allows one daemon and another live one has it."""
 
-    def heartbeat(self, instance: str, *, now: float, expires: float) -> None: ...
+    def heartbeat(self, instance: str, *, now: float, expires: float) -> bool:
+        """Renew the lease of ``instance`` (attached through this store); False when it had none any more
+        (another daemon found it expired and settled its runs): it has one again, and the caller stops
+        its runs that were settled meanwhile."""
 
     def instances(self) -> list[Instance]: ...
 

@@ -123,15 +123,23 @@ class Stores(Mapping[str, Store]):
             self._in_tx.add(tenant)
         return store
 
-    def heartbeat(self, now: float, report: Callable[[str, Run], None] | None = None) -> list[str]:
+    def heartbeat(self, now: float, report: Callable[[str, Run], None] | None = None,
+                  lost: Callable[[str], None] | None = None) -> list[str]:
         """Renew our leases; on shared stores also settle the runs of daemons whose lease ran out (a host
-        that died). Returns the tenants whose shared store should be re-read for waiting claims."""
+        that died). Returns the tenants whose shared store should be re-read for waiting claims. ``lost``
+        is told of each tenant where our own lease had run out and was settled by another daemon (we
+        hold a new one now)."""
         if now < self.next_beat:
             return []
         self.next_beat = now + self.beat
         reread = []
         for name, store in self._open.items():
-            store.heartbeat(self.instance, now=now, expires=now + self.lease_ttl)
+            if not store.heartbeat(self.instance, now=now, expires=now + self.lease_ttl):
+                log.error("tenant %s: this daemon's lease on its store had run out (it could not renew it: "
+                          "stopped, or cut off from the store) and another daemon settled its runs; "
+                          "it holds a new lease now", name)
+                if lost is not None:
+                    lost(name)
             if not store.exclusive:
                 orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
                                report=functools.partial(report, name) if report else _ignore)

@@ -346,12 +346,24 @@ def test_the_runs_acquire_returns_are_the_rows_as_stored(connect: Opener) -> Non
 # -- leases and wake-ups -----------------------------------------------------------------------------------
 def test_leases_are_taken_renewed_listed_and_dropped(store: Store) -> None:
     store.attach(me())
-    store.heartbeat("i1", now=110.0, expires=140.0)
+    assert store.heartbeat("i1", now=110.0, expires=140.0)
     (got,) = store.instances()
     assert (got.id, got.host, got.pid, got.heartbeat, got.expires, got.config) == (
         "i1", "h1", 4242, 110.0, 140.0, "/etc/ts.yaml")
     store.detach("i1")
     assert store.instances() == []
+
+
+def test_a_lease_settled_by_another_daemon_is_told_and_taken_anew(connect: Opener) -> None:
+    """A daemon that could not renew its lease in time (stopped, cut off) and was settled as dead learns
+    so at its next renewal, which takes the lease again: it does not go on without one."""
+    daemon, reaper = connect(), connect()
+    daemon.attach(me())
+    reaper.detach("i1")  # found expired and settled
+    assert daemon.heartbeat("i1", now=150.0, expires=180.0) is False
+    (got,) = reaper.instances()
+    assert (got.id, got.host, got.pid, got.heartbeat, got.expires) == ("i1", "h1", 4242, 150.0, 180.0)
+    assert daemon.heartbeat("i1", now=160.0, expires=190.0) is True
 
 
 def test_an_exclusive_store_refuses_a_second_daemon_naming_the_first(connect: Opener) -> None:

@@ -53,6 +53,13 @@ def ended_row(dsn: str, run_id: int) -> dict[str, Any] | None:
     return next((r for r in rows(dsn) if r["id"] == run_id and r["state"] in ("OK", "ERR")), None)
 
 
+def leases(dsn: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return {h for (h,) in conn.execute("SELECT host FROM taskserver_instances").fetchall()}
+
+
 def once_per_due(dsn: str, lab: Path) -> None:
     """No (job, due time, attempt) was executed twice, by what the runs' processes wrote."""
     by_id = {r["id"]: r for r in rows(dsn)}
@@ -88,12 +95,14 @@ def test_a_daemon_killed_in_its_first_minute_has_its_runs_taken_over_after_its_l
     once_per_due(dsn, lab)
 
 
-def test_a_daemon_stopped_beyond_its_lease_leaves_the_record_the_others_wrote(
+def test_a_daemon_stopped_beyond_its_lease_stops_what_was_taken_over_and_leaves_its_record(
         lab: Path, dsn: str) -> None:
-    """SIGSTOP of the daemon running a run, until another host settled the run as lost (`ERR crashed`),
-    then SIGCONT: when the run's process ends there, its daemon writes nothing over that record (it wrote
-    OK over it, under the note that said the outcome was unknown)."""
-    with hosts(lab, ["alpha", "beta"], config(dsn, {"long": long_job(lab, 30)})) as two:
+    """SIGSTOP of the daemon running a run, until another host settled the run as lost (`ERR crashed`) and
+    went on with the job, then SIGCONT: the daemon stops that run's process at once (it ran beside the
+    job's runs on the other host, unrecorded, for as long as it lasted), writes nothing over the record
+    (it wrote OK over it, under the note that said the outcome was unknown), and holds a lease again (it
+    went on without one: the other host settled every run it started as lost, at its next renewal)."""
+    with hosts(lab, ["alpha", "beta"], config(dsn, {"long": long_job(lab)})) as two:
         for host in two:
             host.start()
         run = wait_for(lambda: running(dsn, "long"), "a run of the long job", 60)
@@ -103,6 +112,8 @@ def test_a_daemon_stopped_beyond_its_lease_leaves_the_record_the_others_wrote(
         assert (settled["state"], settled["reason"]) == ("ERR", "crashed")
         victim.signal(signal.SIGCONT)
         wait_for(lambda: f"run {run['id']} (long): " in victim.log.read_text(),
-                 "the stopped daemon to see its run end", 120)
+                 "the stopped daemon to stop the run taken over", REAPED)
+        assert ("end", victim.name, "long", run["id"]) not in trace_lines(lab / "trace")
         assert ended_row(dsn, run["id"]) == settled
+        wait_for(lambda: leases(dsn) == {"alpha", "beta"}, "both daemons to hold a lease", REAPED)
         once_per_due(dsn, lab)
