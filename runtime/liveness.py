@@ -22,6 +22,7 @@ from pathlib import Path
 PROC = Path("/proc")
 INSTANCE_ENV = "TASKSERVER_INSTANCE"
 RUN_ENV = "TASKSERVER_RUN_ID"
+TENANT_ENV = "TASKSERVER_TENANT"
 
 
 def boot_id() -> str | None:
@@ -91,6 +92,25 @@ def processes_of(instances: Iterable[str]) -> dict[tuple[str, int], list[Found]]
             with contextlib.suppress(OSError):
                 pid = int(entry.name)
                 found.setdefault((inst.decode(), int(run)), []).append(Found(pid, os.getpgid(pid)))
+    return found
+
+
+def run_processes(tenant: str, exclude: Iterable[str]) -> dict[tuple[str, int], list[Found]]:
+    """Every live process of a run of ``tenant`` whose instance is not one of ``exclude``, by (instance,
+    run id)."""
+    skip, name = {i.encode() for i in exclude}, tenant.encode()
+    found: dict[tuple[str, int], list[Found]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        env = _environ(entry)
+        inst, run = env.get(INSTANCE_ENV.encode()), env.get(RUN_ENV.encode())
+        if inst is None or inst in skip or env.get(TENANT_ENV.encode()) != name or run is None \
+                or not run.isdigit() or _zombie(int(entry.name)):
+            continue
+        with contextlib.suppress(OSError):
+            pid = int(entry.name)
+            found.setdefault((inst.decode(), int(run)), []).append(Found(pid, os.getpgid(pid)))
     return found
 
 

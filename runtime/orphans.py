@@ -64,6 +64,25 @@ def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
     return done
 
 
+def stop_strays(store: Store, tenant: str, me: str, *, grace: float) -> list[int]:
+    """Stop this host's processes of runs another daemon has settled already (the pids stopped).
+
+    A daemon of this host that died and stayed down beyond its lease on a shared store, or lost the lease,
+    left its runs' processes going while another host recorded them lost and went on with their jobs:
+    they run beside those jobs unrecorded, and no host but this one can stop them. Called when a daemon
+    takes its lease on a shared store (start-up, reload), after ``settle``."""
+    live = {i.id for i in store.instances()} | {me}
+    stop: list[liveness.Found] = []
+    for (instance, run_id), procs in liveness.run_processes(tenant, exclude=live).items():
+        run = store.get(run_id)
+        if run is not None and run.instance == instance and run.state in (State.OK, State.ERR):
+            log.warning("run %d (%s): recorded %s %s by another daemon, but its process %s still ran here "
+                        "(its daemon died): stopping it, so that the job does not run twice", run.id,
+                        run.job or "task", run.state.value, run.reason or "", sorted(p.pid for p in procs))
+            stop += procs
+    return liveness.terminate(stop, grace) if stop else []
+
+
 def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[liveness.Found]], *, now: float,
                 grace: float, host: str | None = None, cancel: str | None = None) -> Settled | None:
     procs = list(found.get((run.instance or "", run.id), []))

@@ -89,7 +89,7 @@ class Place:
     def _job_env(self, job: str, jobdef: JobDef | None) -> dict[str, str]:
         who = self._who
         assert who is not None and not isinstance(who, UserError), "identity() comes first"
-        own = {"TASKSERVER_TENANT": self.name, JOB: job, RUN_ID: "", STATUS_FILE: "",
+        own = {liveness.TENANT_ENV: self.name, JOB: job, RUN_ID: "", STATUS_FILE: "",
                "TASKSERVER_LOGIN": (self.conf.login if self.conf else None) or "",
                "TASKSERVER_CONFIG": str(self._config.path.absolute()),
                liveness.INSTANCE_ENV: self._instance}  # a restarted daemon finds the run by these two

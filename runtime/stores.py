@@ -72,6 +72,8 @@ class Stores(Mapping[str, Store]):
             store.attach(self.me(now, shared=shared))
             orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,
                            report=report)
+            if not store.exclusive:
+                orphans.stop_strays(store, tenant.name, self.instance, grace=KILL_GRACE)
         except BaseException:
             store.close()
             raise

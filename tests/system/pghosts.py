@@ -154,6 +154,21 @@ def trace_lines(trace: Path) -> list[tuple[str, str, str, int]]:
     return [(w, h, j, int(r)) for w, h, j, r in (ln.split() for ln in trace.read_text().splitlines())]
 
 
+def processes(cfg: Path, run_id: int) -> list[int]:
+    """Live processes of run ``run_id`` of the daemon of ``cfg``, on whatever host (by their environment)."""
+    want = {f"TASKSERVER_CONFIG={cfg}".encode(), f"TASKSERVER_RUN_ID={run_id}".encode()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            env = set((entry / "environ").read_bytes().split(b"\0"))
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if want <= env and state not in (b"Z", b"X"):
+            found.append(int(entry.name))
+    return found
+
+
 def rows(dsn: str) -> list[dict[str, Any]]:
     import psycopg
     from psycopg.rows import dict_row

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from daemonlab import wait_for
-from pghosts import Host, hosts, rows, trace_lines, traced
+from pghosts import Host, hosts, processes, rows, trace_lines, traced
 
 from taskserver.runtime.stores import SHARED_BEAT, SHARED_LEASE_TTL
 
@@ -80,7 +80,10 @@ def test_a_daemon_killed_in_its_first_minute_has_its_runs_taken_over_after_its_l
     """kill -9 of the daemon running a long run, seconds after it started: the other host records the run
     `ERR crashed` naming the lost host once the lease (15 s) ran out, and runs the job's later due times.
     A daemon's first lease was three minutes (taken before it knew its store was shared), so the run stayed
-    RUN, and the job stopped on every host, for that long."""
+    RUN, and the job stopped on every host, for that long. The killed daemon's host lives on, and so does
+    the run's process (no host can stop a process on another); when the daemon starts there again it stops
+    that process, which nobody records any more (it ran on, beside the job's runs elsewhere, for as long
+    as it lasted)."""
     for host in two:
         host.start()
     run = wait_for(lambda: running(dsn, "long"), "a run of the long job", 60)
@@ -92,6 +95,10 @@ def test_a_daemon_killed_in_its_first_minute_has_its_runs_taken_over_after_its_l
     assert f"host {victim.name}" in ended["message"] and "lost" in ended["message"]
     later = wait_for(lambda: running(dsn, "long"), "the job's next due time to run", REAPED)
     assert later["host"] == other.name and later["due"] > run["due"]
+    assert processes(victim.cfg, run["id"]), "the killed daemon's run no longer runs on its host"
+    victim.start()
+    wait_for(lambda: not processes(victim.cfg, run["id"]), "the restarted daemon to stop the stray", REAPED)
+    assert ended_row(dsn, run["id"]) == ended
     once_per_due(dsn, lab)
 
 
