@@ -198,7 +198,7 @@ class Planning(DaemonState):
         if not self.health.due(now):
             return
         try:
-            self.stores.recover()
+            self.stores.recover(now)
             self.runs.flush()
             self._open_held(now)
             with self.stores.tx():

@@ -49,6 +49,9 @@ class Stores(Mapping[str, Store]):
         self._tx: contextlib.ExitStack | None = None
         self._in_tx: set[str] = set()
         self.next_beat = 0.0
+        # tenant -> until when no other lease is judged there: we came back from a lost connection, and the
+        # other daemons, cut off as long, had no way to renew theirs meanwhile either
+        self.judge_from: dict[str, float] = {}
         self.shared = False  # any open store is shared with other daemons (not exclusive)
 
     def __getitem__(self, tenant: str) -> Store:
@@ -143,8 +146,9 @@ class Stores(Mapping[str, Store]):
                 if lost is not None:
                     lost(name)
             if not store.exclusive:
-                orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
-                               report=functools.partial(report, name) if report else _ignore)
+                if now >= self.judge_from.get(name, 0.0):
+                    orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
+                                   report=functools.partial(report, name) if report else _ignore)
                 reread.append(name)
         return reread
 
@@ -152,13 +156,18 @@ class Stores(Mapping[str, Store]):
         for store in self._open.values():
             store.check()  # vanished or replaced under us: a fault, not silence
 
-    def recover(self) -> None:
-        """Mend what can be mended (a deleted store is written back); raises StoreError if still broken."""
+    def recover(self, now: float) -> None:
+        """Mend what can be mended (a deleted store is written back, a lost connection made again); raises
+        StoreError if still broken. Back on a shared store, the leases of the other daemons are judged
+        again only a lease's time later: a server restart or a network fault cut them off too, and they
+        come back by themselves (each retries within seconds)."""
         for name, store in self._open.items():
             note = store.recover()
             if note:
                 log.warning("tenant %s: %s", name, note)
                 self._watch(store)
+                if not store.exclusive:
+                    self.judge_from[name] = now + SHARED_LEASE_TTL
             store.check()
 
     def close(self) -> None:

@@ -5,8 +5,10 @@ history is what users act on: every check compares it with what the runs' own pr
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,48 @@ def test_a_daemon_stopped_beyond_its_lease_stops_what_was_taken_over_and_leaves_
         assert ended_row(dsn, run["id"]) == settled
         wait_for(lambda: leases(dsn) == {"alpha", "beta"}, "both daemons to hold a lease", REAPED)
         once_per_due(dsn, lab)
+
+
+def test_a_server_outage_longer_than_a_lease_settles_no_live_run(lab: Path, dsn: str, pg_server: Any) -> None:
+    """The server stopped (immediate) for longer than a lease while both hosts run a long run: nobody could
+    renew a lease meanwhile, so the first daemon back found the other's lease expired and settled its live
+    run as lost (and the other, back a moment later, wrote OK over that when the run ended). A daemon back
+    from a lost connection judges no lease until the others had a lease's time to come back too."""
+    jobs = {"long1": long_job(lab), "long2": long_job(lab)}
+    doc = config(dsn, jobs)
+    doc["task_server"]["max_parallel"] = 1  # one long run on each host
+    with hosts(lab, ["alpha", "beta"], doc) as two:
+        for host in two:
+            host.start()
+        first = wait_for(lambda: both_running(dsn), "a long run on each host", 60)
+        pg_server.stop("immediate")
+        wait_for(lambda: all("storage fault" in h.log.read_text() for h in two), "both to see the outage", 60)
+        time.sleep(SHARED_LEASE_TTL + SHARED_BEAT)  # the outage: every lease runs out
+        pg_server.start()
+        back = [wait_for(lambda h=h: recovered(h), "the daemons to reconnect", 60) for h in two]
+        wait_for(lambda: renewed_after(dsn, max(back)), "both to renew after both were back", 60)
+        assert both_running(dsn) == first
+    assert not [r for r in rows(dsn) if r["reason"] == "crashed"]
+    once_per_due(dsn, lab)
+
+
+def both_running(dsn: str) -> dict[str, int] | None:
+    """Host -> id of its long run, once each host runs one."""
+    got = {r["host"]: r["id"] for r in rows(dsn) if r["state"] == "RUN" and r["pid"]}
+    return got if len(got) == 2 else None
+
+
+def recovered(host: Host) -> float | None:
+    """When the host's daemon logged that the store was writable again (its own clock: the test's)."""
+    for line in host.log.read_text().splitlines():
+        if "the store is writable again" in line:
+            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+    return None
+
+
+def renewed_after(dsn: str, when: float) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        beats = [b for (b,) in conn.execute("SELECT heartbeat FROM taskserver_instances").fetchall()]
+    return len(beats) == 2 and min(beats) > when
