@@ -9,8 +9,8 @@ safe for several daemons at once:
 - ``acquire`` runs under a per-tenant advisory lock, takes rows with ``FOR UPDATE SKIP LOCKED`` and skips a
   row whose job or queue already has a RUN row anywhere: a job never overlaps itself and a queue runs one
   task at a time across all hosts;
-- leases (instance rows with an expiry) are renewed by each daemon; clock skew between hosts up to about
-  two minutes is harmless (see the lease section below);
+- leases (instance rows with an expiry) are renewed by each daemon and kept on the server's clock, so clock
+  skew between hosts cannot make a live lease look expired (see the lease section below);
 - ``notify`` is ``NOTIFY``; each daemon LISTENs on its own connection, whose socket it selects on.
 
 Connection loss and every other database error leave as ``StoreError`` (one line, no traceback); the daemon
@@ -111,6 +111,13 @@ def _run(row: tuple[Any, ...]) -> Run:
                attempt=attempt, argv=tuple(argv) if argv is not None else None, output=output,
                message=message, queued=bool(queued), proc_start=proc_start, boot_id=boot_id,
                not_before=not_before, host=host)
+
+
+def _instance(row: tuple[Any, ...], here: float) -> Instance:
+    """A lease row whose heartbeat and end are seconds from the server's now, on this host's clock."""
+    iid, host, pid, boot_id, proc_start, config, started, beat, end = row
+    return Instance(id=iid, host=host, pid=pid, boot_id=boot_id, proc_start=proc_start, config=config,
+                    started=started, heartbeat=here + beat, expires=here + end)
 
 
 def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[PgStore, P], R]:
@@ -343,9 +350,11 @@ class PgStore(PgSteer):
         return self._select("state='RUN' AND (instance IS NULL OR instance != %s) ORDER BY id", exclude)
 
     # -- leases -------------------------------------------------------------------------------------------
-    # Times are the daemons' own clocks. A lease lasts minutes and is renewed at least every minute, so
-    # hosts whose clocks differ by less than the lease time minus that (about 2 minutes) never reap a live
-    # lease; claims do not depend on clocks at all (the due time comes from the schedule).
+    # A lease is kept on the server's clock: its length (expires - now of the daemon that takes or renews
+    # it) is added to the server's time, and ``instances`` gives each lease's heartbeat and end on the
+    # clock of the daemon that reads them. Hosts whose clocks differ judge a lease alike: a lease lasts
+    # seconds, and a host a few seconds behind had its live leases settled as lost by the others.
+    # Claims do not depend on clocks at all (the due time comes from the schedule).
     @_guarded
     def attach(self, me: Instance) -> None:
         self._lease(me)
@@ -354,16 +363,19 @@ class PgStore(PgSteer):
 
     def _lease(self, me: Instance) -> None:
         self._x("INSERT INTO taskserver_instances (tenant, id, host, pid, boot_id, proc_start, config, "
-                "started, heartbeat, expires) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "started, heartbeat, expires) SELECT %s,%s,%s,%s,%s,%s,%s,%s, now, now + %s "
+                "FROM (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now) AS server "
                 "ON CONFLICT (tenant, id) DO UPDATE SET heartbeat = excluded.heartbeat, "
                 "expires = excluded.expires",
                 (self.tenant, me.id, me.host, me.pid, me.boot_id, me.proc_start, me.config, me.started,
-                 me.heartbeat, me.expires))
+                 me.expires - me.heartbeat))
 
     @_guarded
     def heartbeat(self, instance: str, *, now: float, expires: float) -> bool:
-        row = self._x("UPDATE taskserver_instances SET heartbeat=%s, expires=%s WHERE tenant=%s AND id=%s "
-                      "RETURNING id", (now, expires, self.tenant, instance)).fetchone()
+        row = self._x("UPDATE taskserver_instances SET heartbeat=server.now, expires=server.now + %s "
+                      "FROM (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now) AS server "
+                      "WHERE tenant=%s AND id=%s RETURNING id", (expires - now, self.tenant, instance)
+                      ).fetchone()
         if row is not None or self._me is None or self._me.id != instance:
             return row is not None
         self._lease(dataclasses.replace(self._me, heartbeat=now, expires=expires))  # settled as dead
@@ -371,9 +383,12 @@ class PgStore(PgSteer):
 
     @_guarded
     def instances(self) -> list[Instance]:
-        rows = self._x("SELECT id, host, pid, boot_id, proc_start, config, started, heartbeat, expires "
-                       "FROM taskserver_instances WHERE tenant=%s ORDER BY started", (self.tenant,))
-        return [Instance(*r) for r in rows.fetchall()]
+        rows = self._x("SELECT id, host, pid, boot_id, proc_start, config, started, heartbeat - server.now, "
+                       "expires - server.now FROM taskserver_instances, "
+                       "(SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now) AS server "
+                       "WHERE tenant=%s ORDER BY started", (self.tenant,)).fetchall()
+        here = time.time()  # the server's times, moved to this host's clock
+        return [_instance(r, here) for r in rows]
 
     @_guarded
     def detach(self, instance: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clocklab import faketime_env
 from daemonlab import wait_for
 from pghosts import Host, hosts, processes, rows, trace_lines, traced
 
@@ -171,3 +172,33 @@ def renewed_after(dsn: str, when: float) -> bool:
     with psycopg.connect(dsn) as conn:
         beats = [b for (b,) in conn.execute("SELECT heartbeat FROM taskserver_instances").fetchall()]
     return len(beats) == 2 and min(beats) > when
+
+
+def test_a_host_whose_clock_is_behind_keeps_its_lease(lab: Path, dsn: str) -> None:
+    """One host's clock 30 s behind (libfaketime), each host running a long run: its leases ended 30 s
+    early on the other host's clock, so the other settled its live run as lost at once, and every run it
+    started after. The documentation promised that hosts whose clocks differ by less than about two
+    minutes never reap a live lease; a lease is now measured on the server's clock."""
+    rc = lab / "faketime.rc"
+    rc.write_text("-30\n")
+    doc = config(dsn, {"long1": long_job(lab), "long2": long_job(lab)})
+    doc["task_server"]["max_parallel"] = 1  # one long run on each host
+    with hosts(lab, ["alpha", "beta"], doc) as (alpha, beta):
+        alpha.start()
+        beta.start(faketime_env(rc))
+        first = wait_for(lambda: both_running(dsn), "a long run on each host", 60)
+        started = next(r["started"] for r in rows(dsn) if r["id"] == first["alpha"])  # alpha's clock
+        # judged by alpha a lease and two renewals after both ran: beta's lease ran out on its clock
+        wait_for(lambda: alpha_beat(dsn) > started + SHARED_LEASE_TTL + 2 * SHARED_BEAT,
+                 "alpha's renewals", 120)
+        assert both_running(dsn) == first
+        assert leases(dsn) == {"alpha", "beta"}
+    assert not [r for r in rows(dsn) if r["reason"] == "crashed"]
+
+
+def alpha_beat(dsn: str) -> float:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT heartbeat FROM taskserver_instances WHERE host='alpha'").fetchone()
+    return float(row[0]) if row else 0.0
