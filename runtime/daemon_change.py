@@ -7,7 +7,7 @@ import heapq
 import logging
 from datetime import timedelta
 
-from . import plans, schedule
+from . import plans, schedule, stores
 from .daemon_dispatch import Dispatching
 from .daemon_state import Key, as_utc
 from .model import Config, JobDef, State, TenantDef
@@ -37,8 +37,9 @@ class Changes(Dispatching):
                 moved.append((new, *timer[1:]))
         heapq.heapify(moved)
         self.timers = moved
-        for tenant in list(self.stores):
-            self._st(tenant).rewind(now)  # no last due time stays in the future
+        for tenant in list(self.stores):  # no last due time stays in the future (on a shared store: far)
+            if self.stores[tenant].exclusive or -step > stores.SHARED_SKEW:
+                self._st(tenant).rewind(now)
 
     def _shift_elapsed(self, step: float) -> None:
         """Run timeouts, watchdog pings, the time limit and the stop timeout measure elapsed time: a clock

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from . import housekeeping, plans, tenancy
+from . import housekeeping, plans, stores, tenancy
 from .daemon_state import DaemonState, Key
 from .model import Config, JobDef, State, TenantDef
 from .samesched import SameSchedule
@@ -92,9 +92,12 @@ class Planning(DaemonState):
         """The jobs' last due times, none later than now: a wall clock set back while no daemon ran (or a
         daemon whose clock ran ahead) left them in the future, where they would hide every due time of
         the downtimes to come until the clock caught up. They are moved back to now, as a running daemon
-        does when it sees the clock set back (``_check_clock``)."""
+        does when it sees the clock set back (``_check_clock``). On a shared store, one a little after
+        now is another host's, whose clock is a little ahead: moved back, it started a second grid of due
+        times for every interval job, so each ran twice per interval (schedule.next_due goes on from it)."""
         lasts = store.last_dues()
-        ahead = sum(last > now + CLOCK_SLACK for last in lasts.values())
+        slack = CLOCK_SLACK if store.exclusive else stores.SHARED_SKEW
+        ahead = sum(last > now + slack for last in lasts.values())
         if not ahead:
             return lasts
         log.warning("tenant %s: %d jobs were last due after now (the clock was set back while the daemon "

@@ -176,10 +176,14 @@ def next_fire(job: JobDef, tz: str, after: datetime) -> datetime | None:
 
 def next_due(job: JobDef, tz: str, last_due: datetime | None, now: datetime) -> datetime | None:
     """The first due time after ``now``; an interval goes on on its grid from ``last_due``, the due time
-    handled last (the due times in between are catch-up's business)."""
+    handled last (the due times in between are catch-up's business), also from one after ``now``: another
+    host of a shared store whose clock is a little ahead handled it (a clock set back further had its
+    last due times moved back to now: daemon._last_dues)."""
     trigger = job.trigger
-    if not isinstance(trigger, Every) or last_due is None or last_due > now:
+    if not isinstance(trigger, Every) or last_due is None:
         return next_fire(job, tz, now)
+    if last_due > now:
+        return next_fire(job, tz, last_due)
     if not job.windows:
         step = timedelta(seconds=trigger.seconds)
         return last_due + step * ((now - last_due) // step + 1)

@@ -32,6 +32,9 @@ LEASE_TTL = 3 * MAX_SLEEP  # a lease lasts this long without a heartbeat; renewe
 # renewed every few seconds; each renewal also reaps the leases of dead daemons and re-reads waiting claims.
 SHARED_LEASE_TTL = 15.0
 SHARED_BEAT = 5.0
+# The clocks of a shared store's hosts may differ this much: a stored last due time less far after now is
+# another host's due time (its clock is ahead), not a sign of this host's clock set back.
+SHARED_SKEW = 120.0
 
 
 def _ignore(run: Run) -> None:

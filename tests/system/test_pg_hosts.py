@@ -4,6 +4,7 @@ history is what users act on: every check compares it with what the runs' own pr
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections import Counter
@@ -202,3 +203,28 @@ def alpha_beat(dsn: str) -> float:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT heartbeat FROM taskserver_instances WHERE host='alpha'").fetchone()
     return float(row[0]) if row else 0.0
+
+
+def test_an_interval_job_keeps_one_grid_across_hosts_whose_clocks_differ(lab: Path, dsn: str) -> None:
+    """An interval job on two hosts, one clock 5 s behind (libfaketime), that host restarted meanwhile: its
+    due times stay the ones the schedule gives, each run once. The host behind found the stored last due
+    time after its now at its start, took it for a clock set back and moved it back for every host, and
+    then counted its own grid from there: both hosts ran the job, on two grids, twice per interval."""
+    rc = lab / "faketime.rc"
+    rc.write_text("-5\n")
+    with hosts(lab, ["alpha", "beta"], config(dsn, {"tick": long_job(lab, 0)})) as (alpha, beta):
+        alpha.start()
+        wait_for(lambda: dues_after(dsn, 0.0) >= 2, "alpha's first runs", 60)
+        for _ in range(2):  # beta's start, then its restart
+            beta.stop()
+            beta.start(faketime_env(rc))
+            seen = time.time()
+            wait_for(lambda s=seen: dues_after(dsn, s) >= 4, "due times after beta's start", 60)
+    dues = sorted(r["due"] for r in rows(dsn) if r["job"] == "tick")
+    assert [round(b - a, 3) for a, b in itertools.pairwise(dues) if b - a < 2 - 0.01] == []
+    assert [r for r in rows(dsn) if r["state"] != "OK"] == []
+    once_per_due(dsn, lab)
+
+
+def dues_after(dsn: str, when: float) -> int:
+    return sum(1 for r in rows(dsn) if r["state"] == "OK" and r["due"] > when)

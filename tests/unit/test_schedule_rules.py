@@ -107,6 +107,8 @@ def test_every_goes_on_on_its_grid_after_a_restart() -> None:
     assert next_due(j, "UTC", D, D + timedelta(seconds=10)) == D + timedelta(seconds=20)
     assert next_due(j, "UTC", D, D + timedelta(seconds=75)) == D + timedelta(seconds=80)
     assert next_due(j, "UTC", None, D) == D + timedelta(seconds=20)  # never run: one interval from now
+    # last due a little after now (another host of a shared store, its clock ahead): the grid goes on
+    assert next_due(j, "UTC", D + timedelta(seconds=3), D) == D + timedelta(seconds=23)
 
 
 def test_the_daemon_and_jobs_list_agree_on_the_anchor(tmp_path: Path) -> None:
