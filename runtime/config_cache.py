@@ -39,7 +39,7 @@ import stat
 import sys
 import zlib
 
-from . import caps, config_wire, limits
+from . import caps, config_wire, limits, pgdsn
 from . import config_values as v
 from .confpath import parents
 from .model import Config
@@ -150,7 +150,10 @@ def host_holds(config: Config) -> bool:
             for dsn in dsns:
                 conninfo.conninfo_to_dict(dsn)
     except Exception as exc:  # the parse words it, at its place in the file
-        log.debug("the kept parse's view of this machine no longer holds (%s): parsing again", exc)
+        said = str(exc)
+        for dsn in dsns:  # libpq's words may quote a password
+            said = pgdsn.scrub(said, dsn)
+        log.debug("the kept parse's view of this machine no longer holds (%s): parsing again", said)
         return False
     if not all(v.executable_file(path) for path in mailers):
         log.debug("a sendmail the kept parse named is gone: parsing again")

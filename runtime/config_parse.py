@@ -28,6 +28,7 @@ from .model import (
     StoreDef,
     TenantDef,
 )
+from .pgdsn import scrub
 from .yaml_fast import Prune, Pruned
 
 SERVER_KEYS: dict[str, Callable[[object], object]] = {
@@ -308,9 +309,10 @@ def _store_checks(w: _Walker, root: CommentedMap, tenants: list[TenantDef]) -> N
         loc = w.loc(tenant_map[name], "store", value=True)
         try:
             conninfo.conninfo_to_dict(dsn)
-        except Exception as exc:
+        except Exception as exc:  # libpq's words may quote the password: never shown
             w.error(loc, f"tenants.{name}.store.postgresql: not a DSN libpq can read: "
-                    f"{shown(' '.join(str(exc).split()))}", "postgresql://USER@HOST/DB or 'host=H dbname=D'")
+                    f"{shown(scrub(' '.join(str(exc).split()), dsn))}",
+                    "postgresql://USER@HOST/DB or 'host=H dbname=D'; a password's % @ / as %25 %40 %2F")
 
 
 def _host_checks(w: _Walker, node: CommentedMap, server: ServerSettings) -> None:

@@ -32,6 +32,7 @@ from . import pg_schema as schema
 from .errors import UserError
 from .model import State, TenantDef
 from .pg_steer import PgSteer
+from .pgdsn import redact, scrub
 from .store import (
     BACKENDS,
     MISSED,
@@ -77,15 +78,6 @@ def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True, verify: Ver
     return PgStore(tenant.name, tenant.store.dsn)
 
 
-def redact(dsn: str) -> str:
-    """The DSN without a password, for messages."""
-    with contextlib.suppress(Exception):
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
-        info.pop("password", None)
-        return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items() if v is not None})
-    return "the configured DSN"
-
-
 def migrate(dsn: str) -> tuple[int, int]:
     """`taskserver store migrate`: create or migrate the schema; (version found, version now)."""
     _require_driver()
@@ -96,11 +88,13 @@ def migrate(dsn: str) -> tuple[int, int]:
         raise UserError(f"{redact(dsn)}: schema version {exc.args[0]} is newer than this taskserver knows "
                         f"({schema.LATEST})", hint="upgrade taskserver on every host") from None
     except psycopg.Error as exc:
-        raise UserError(f"{redact(dsn)}: {_one_line(exc)}", hint="check the DSN and the server") from None
+        raise UserError(f"{redact(dsn)}: {_one_line(exc, dsn)}",
+                        hint="check the DSN and the server") from None
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+def _one_line(exc: BaseException, dsn: str) -> str:
+    """The driver's error for a message: one line, no part of the password (it may quote the DSN)."""
+    return scrub(" ".join(str(exc).split()), dsn)[:300]
 
 
 def _run(row: tuple[Any, ...]) -> Run:
@@ -126,7 +120,7 @@ def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[P
         try:
             return fn(self, *args, **kwargs)
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: {fn.__name__} failed: {_one_line(exc)}",
+            raise StoreError(f"{self.where}: {fn.__name__} failed: {_one_line(exc, self.dsn)}",
                              hint=_FAULT_HINT) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
@@ -154,7 +148,7 @@ class PgStore(PgSteer):
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: cannot connect ({redact(self.dsn)}): {_one_line(exc)}",
+            raise StoreError(f"{self.where}: cannot connect ({redact(self.dsn)}): {_one_line(exc, self.dsn)}",
                              hint="check the DSN, the server and ~/.pgpass") from None
         with conn.cursor() as cur:
             found = schema.version(cur)
@@ -175,7 +169,8 @@ class PgStore(PgSteer):
             with self.conn.transaction():
                 yield
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: commit failed: {_one_line(exc)}", hint=_FAULT_HINT) from exc
+            raise StoreError(f"{self.where}: commit failed: {_one_line(exc, self.dsn)}",
+                             hint=_FAULT_HINT) from exc
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded
@@ -428,7 +423,7 @@ class PgStore(PgSteer):
         try:
             self._x("SELECT 1")
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: the connection is lost: {_one_line(exc)}",
+            raise StoreError(f"{self.where}: the connection is lost: {_one_line(exc, self.dsn)}",
                              hint=_FAULT_HINT) from exc
 
     def recover(self) -> str | None:

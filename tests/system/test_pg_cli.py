@@ -71,3 +71,21 @@ def test_without_the_driver_the_error_names_the_extra(tmp_path: Path) -> None:
     res = ts(cfg, "run", "--once", env={"PYTHONPATH": str(blocker)})
     assert res.returncode == 2 and "taskserver[postgresql]" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(("dsn", "secret"), [
+    ("postgresql://postgres:pw%zz-Secret1@/db?host=/nonexistent", "Secret1"),  # an invalid %-escape
+    ("postgresql://postgres:pw@Secret2@nohost.invalid/db", "Secret2"),  # an unescaped @: read as the host
+    ("host=/nonexistent dbname=db password='it''s Secret3' port=none", "Secret3"),
+])
+def test_no_command_shows_the_password(tmp_path: Path, dsn: str, secret: str) -> None:
+    """libpq's errors quote what they cannot read (a password with an invalid percent escape, whole) and
+    take a password's unescaped @ as part of the host name (shown in every connection error): whatever
+    the DSN, no message of any command or of the daemon shows any part of the password."""
+    cfg = config(tmp_path, dsn)
+    for args in (("check",), ("jobs", "enqueue", "--", "/bin/true"), ("jobs", "history"), ("status",),
+                 ("store", "migrate"), ("-v", "run", "--once")):
+        res = ts(cfg, *args)
+        said = res.stdout + res.stderr
+        assert secret not in said and "Traceback" not in said, (args, said)
+        assert res.returncode != 0 or args in (("check",), ("status",)), (args, said)
