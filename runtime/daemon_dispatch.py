@@ -31,6 +31,7 @@ class Dispatching(Planning):
         # what the fired jobs of one schedule share is worked out once (their ids: the config holds them)
         decided: dict[tuple[object, ...], plans.Decision] = {}
         same: dict[str, SameSchedule] = {}
+        elsewhere: dict[str, dict[str, set[float]]] = {}  # shared stores: due times waiting, by job
         while self.timers and self.timers[0][0] <= now and not self.stopping:
             when, _, kind, tenant, job, gen, attempt, rid = heapq.heappop(self.timers)
             key = (tenant, job)
@@ -45,7 +46,9 @@ class Dispatching(Planning):
             if kind == "fire":
                 if tenant not in same:
                     same[tenant] = SameSchedule(self._st(tenant), self._tz(tenant), now)
-                due_now = self._fire(key, when, now, waiting, same[tenant], decided)
+                    elsewhere[tenant] = self._waiting_in_store(tenant)
+                due_now = self._fire(key, when, now, waiting, same[tenant], decided,
+                                     elsewhere[tenant].get(job, set()))
                 claims.setdefault(tenant, []).extend((key, due) for due in due_now)
             else:
                 waiting.append((None, attempt, rid))
@@ -57,12 +60,25 @@ class Dispatching(Planning):
                 if got is not None:  # else this due time has its record already (caught up, or elsewhere)
                     self.pending.setdefault(key, deque()).append((due, 0, got))
 
+    def _waiting_in_store(self, tenant: str) -> dict[str, set[float]]:
+        """A shared store's due times claimed and not started yet, by job: those another host claimed
+        wait there too (their job runs on some host), and count as this daemon's own waiting ones do."""
+        store = self._st(tenant)
+        if store.exclusive:
+            return {}
+        found: dict[str, set[float]] = {}
+        for run in store.waiting():
+            if run.due is not None:
+                found.setdefault(run.job, set()).add(run.due)
+        return found
+
     def _fire(self, key: Key, when: float, now: float, waiting: deque[Pending], same: SameSchedule,  # noqa: PLR0917
-              decided: dict[tuple[object, ...], plans.Decision]) -> list[float]:
+              decided: dict[tuple[object, ...], plans.Decision], elsewhere: set[float]) -> list[float]:
         """A job's timer fired: on time its due time is run; late, the job's catch-up policy decides.
         Returns the due times to run, which the caller claims in this wake-up's transaction before
         anything starts (their records exist before anything else).  ``same`` and ``decided``: the
-        answers the jobs that fired with it share (their next due time, their decision)."""
+        answers the jobs that fired with it share (their next due time, their decision). ``elsewhere``:
+        the job's due times waiting in a shared store (claimed by any host); one waiting is enough."""
         tz, store = same.tz, same.store  # the tenant's, looked up once per wake-up (_fire_timers)
         self._schedule_next(key, tz, now, when, same=same)
         dues = plans.overdue(store, self.jobs[key], when, tenant=key[0], tz=tz, now=now,
@@ -70,11 +86,13 @@ class Dispatching(Planning):
         if dues and (paused := self.steer.paused(*key)):
             store.missed(key[1], dues, now=now, note=paused)
             return []
-        if waiting and dues:  # one due time already waits to start: never pile them up
+        dues = [due for due in dues if due not in elsewhere]  # claimed by another host already
+        if (waiting or elsewhere) and dues:  # one due time already waits to start: never pile them up
             earlier = "a retry of an earlier run" if any(attempt for _, attempt, _ in waiting) else \
                 "an earlier due time"
             note = ("the previous run was still going" if self.runs.job_busy(*key) else
-                    f"{earlier} was still waiting for its queue or a free slot (max_parallel)")
+                    f"{earlier} was still waiting for its queue or a free slot (max_parallel)" if waiting else
+                    "an earlier due time was still waiting to start on another host")
             store.missed(key[1], dues, now=now, note=note)
             return []
         return dues
@@ -85,11 +103,17 @@ class Dispatching(Planning):
         start ends ERR at once, a row settled meanwhile) are filled in another round; each round takes its
         picks out of what waits, so the rounds end."""
         self.runs.refill = False
-        while True:
-            if self._dispatch_scheduled(now):
-                self._dispatch_queued(now)
-            if not self.runs.acquire_picked() or self._slots() <= 0:
-                return
+        try:
+            while True:
+                if self._dispatch_scheduled(now):
+                    self._dispatch_queued(now)
+                if not self.runs.acquire_picked() or self._slots() <= 0:
+                    return
+        finally:  # due times whose job runs on another host wait on, first in line (after the rounds);
+            for act in self.runs.take_blocked():  # `run --once` leaves them in the store for the next start
+                if not self.once:
+                    self.pending.setdefault((act.tenant, act.job), deque()).appendleft(
+                        (act.due, act.attempt, act.run_id))
 
     def _dispatch_scheduled(self, now: float) -> bool:
         """False when the slots ran out.  The walk stops there: it is not a copy of every waiting job's key

@@ -43,6 +43,7 @@ class Active:
     queued: bool  # came through the queue (it has a status file of its own)
     jobdef: JobDef | None
     attempt: int
+    due: float | None = None  # a scheduled run's due time
 
 
 class Runs:
@@ -80,6 +81,9 @@ class Runs:
         self.unsaved: dict[tuple[str, int], Process] = {}
         self.saving: dict[tuple[str, int], Process] = {}
         self.picked: dict[str, list[Active]] = {}  # to acquire in the open transaction, by tenant
+        # scheduled runs not acquired because their job or queue runs on another host (shared store): they
+        # still wait, and go back to the daemon's waiting list after its dispatch (``take_blocked``)
+        self.blocked: list[Active] = []
         self._picked = 0
         self.save_by: float | None = None  # when the daemon must wake to write them at the latest
         self.boot = liveness.boot_id()  # read once: a process outlives no boot
@@ -105,7 +109,7 @@ class Runs:
     # for a whole wake-up), then records their pids.  ``abort`` forgets them when the commit failed.
     def start_scheduled(self, tenant: str, job: JobDef, due: float | None, attempt: int, run_id: int) -> None:
         """Start the claimed row ``run_id`` of ``job`` (nothing starts if it is no longer QUE)."""
-        self._pick(Active(tenant, job.name, job.queue, run_id, False, job, attempt))
+        self._pick(Active(tenant, job.name, job.queue, run_id, False, job, attempt, due))
 
     def start_queued(self, tenant: str, run: Run, job: JobDef | None) -> None:
         self._pick(Active(tenant, run.job, run.queue, run.id, True, job, run.attempt))
@@ -131,12 +135,25 @@ class Runs:
                 run = rows.get(act.run_id)
                 if run is None:
                     self._busy(act, False)
+                    if not act.queued and self._still_waits(act):
+                        self.blocked.append(act)
                 elif act.queued:
                     self._acquired_task(act, run, now)
                 else:
                     assert act.jobdef is not None
                     self.claimed.append((act, run, job_argv(act.jobdef), act.jobdef.timeout))
         return len(self.claimed) - before < sum(len(acts) for acts in picked.values())
+
+    def _still_waits(self, act: Active) -> bool:
+        """A scheduled row not acquired is still QUE: its job or queue runs elsewhere (a shared store)."""
+        if self.store(act.tenant).exclusive:
+            return False  # nothing runs elsewhere: the row was settled (cancelled, ended by hand)
+        run = self.store(act.tenant).get(act.run_id)
+        return run is not None and run.state is State.QUE
+
+    def take_blocked(self) -> list[Active]:
+        blocked, self.blocked = self.blocked, []
+        return blocked
 
     def _acquired_task(self, act: Active, run: Run, now: float) -> None:
         if run.argv is not None:
