@@ -147,6 +147,11 @@ class PgStore(PgSteer):
     def _connect(self) -> Any:
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            # A host that hangs or is cut off inside a transaction held its locks (the tenant's acquire
+            # lock, claimed keys) until TCP gave up on it, hours later, and every other host waited on
+            # them: the server ends such a session after a lease's time (15 s), which frees them. No
+            # transaction of ours waits longer between two statements (settling stops processes in 10 s).
+            conn.execute("SET idle_in_transaction_session_timeout = '15s'")
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: cannot connect ({redact(self.dsn)}): {_one_line(exc, self.dsn)}",
                              hint="check the DSN, the server and ~/.pgpass") from None

@@ -246,3 +246,51 @@ def test_one_due_time_at_most_waits_for_a_job_that_runs_on_another_host(lab: Pat
     assert peak <= 1
     assert any("still waiting to start on another host" in (r["message"] or "") for r in rows(dsn))
     once_per_due(dsn, lab)
+
+
+def test_a_host_stopped_inside_a_transaction_holds_up_the_others_for_a_lease_at_most(
+        lab: Path, dsn: str) -> None:
+    """SIGSTOP of a daemon in the middle of a wake-up's transaction, holding the tenant's lock that every
+    acquire takes (as a host that hangs, or is cut off, at that moment does): the other host started
+    nothing any more, and could not even settle the stopped one's lease, for as long as the stop lasted
+    (the server keeps an idle connection's locks until TCP gives up on it, hours on a lost network). The
+    server now ends a session idle inside a transaction after a lease's time, which frees its locks."""
+    jobs = {f"b{i}": {"every": "1s", "command": ["/bin/true"]} for i in range(300)}
+    doc = config(dsn, jobs)
+    doc["task_server"]["max_parallel"] = 32
+    with hosts(lab, ["alpha", "beta"], doc) as (alpha, beta):
+        alpha.start()
+        beta.start()
+        wait_for(lambda: len({r["host"] for r in rows(dsn) if r["state"] == "OK"}) == 2, "runs on both", 60)
+        caught = wait_for(lambda: stopped_holding_the_lock(beta, dsn), "beta stopped holding the lock", 120)
+        wait_for(lambda: started_on(dsn, "alpha", caught), "alpha to start a run again", 4 * SHARED_LEASE_TTL)
+        beta.signal(signal.SIGCONT)
+        wait_for(lambda: leases(dsn) == {"alpha", "beta"}, "beta to come back", REAPED)
+    assert not [r for r in rows(dsn) if r["state"] == "RUN"]
+    once_per_due(dsn, lab)
+
+
+def stopped_holding_the_lock(host: Host, dsn: str) -> float | None:
+    """Stop the host's daemon; when it stopped holding an advisory lock (inside an acquire's transaction)
+    the time, else it goes on and None."""
+    host.signal(signal.SIGSTOP)
+    at = time.time()
+    if advisory_held(dsn):
+        time.sleep(0.5)  # still held: not a transaction of alpha's that was about to end
+        if advisory_held(dsn):
+            return at
+    host.signal(signal.SIGCONT)
+    time.sleep(0.1)
+    return None
+
+
+def advisory_held(dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND granted").fetchone()
+    return bool(row and row[0])
+
+
+def started_on(dsn: str, host: str, after: float) -> bool:
+    return any(r["host"] == host and (r["started"] or 0) > after + 1 for r in rows(dsn))
