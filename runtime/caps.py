@@ -14,7 +14,17 @@ CAP_CHOWN = 0
 CAP_KILL = 5
 CAP_SETGID = 6
 CAP_SETUID = 7
-_NAMES = {CAP_CHOWN: "CAP_CHOWN", CAP_KILL: "CAP_KILL", CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID"}
+# the kernel's names by bit (linux/capability.h), for the log line that says what the daemon kept
+_NAMES = dict(enumerate((
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)))
 
 # Why each one (docs/security.md says the same):
 #   CAP_SETUID, CAP_SETGID  start a tenant's job as its user and groups; switch the filesystem ids to it
@@ -82,6 +92,7 @@ def has(cap: int) -> bool:
 
 
 def names(mask: int) -> list[str]:
+    # a bit a newer kernel added is named by its number
     return [_NAMES.get(bit, f"cap{bit}") for bit in range(64) if mask >> bit & 1]
 
 

@@ -11,6 +11,7 @@ APT_PACKAGES=(
     lintian rpm dpkg-dev fakeroot   # build and check the .deb and .rpm packages
     piuparts adequate rpmlint       # Debian's package tester (with adequate) and RPM's linter on them
     python3-venv python3-dev binutils  # packaging/build.sh builds the payload venv with /usr/bin/python3
+    linux-libc-dev                  # linux/capability.h: the capability names the daemon logs are checked against it
     zstd                            # cache of the built boot roots
     procps                          # ps/pgrep for system tests
     cron                            # the real crontab binary for the cron backend tests
