@@ -376,8 +376,7 @@ def after_commit(config_path: StrPath, where: tuple[str | Path, str], run_id: in
         if run is not None:
             statusfile.update(tenant_dir, tenant, run)
     except (OSError, UserError) as exc:
-        print(f"taskserver: warning: run {run_id} is queued, but its status file was not written: {exc}",
-              file=sys.stderr)
+        unwritten(run_id, "queued", statusfile.status_path(tenant_dir, tenant, run_id), exc)
     try:
         woken = _wake(config_path, notify)
     except (OSError, UserError):
@@ -385,6 +384,24 @@ def after_commit(config_path: StrPath, where: tuple[str | Path, str], run_id: in
     if not woken:
         print(f"taskserver: note: no daemon is running; run {run_id} waits for `taskserver run`",
               file=sys.stderr)
+
+
+def update_after_commit(where: tuple[str | Path, str], run: statusfile.RunView, what: str) -> None:
+    """The status file of a run whose change the store has committed (``what``: its new state, for the
+    warning).  The store is the truth and the command did what it was asked: a file that cannot be written
+    is a warning, never an error a caller would answer by asking again."""
+    tenant_dir, tenant = where
+    try:
+        statusfile.update(tenant_dir, tenant, run)
+    except (OSError, UserError) as exc:
+        unwritten(run.id, what, statusfile.path_of(tenant_dir, tenant, run), exc)
+
+
+def unwritten(run_id: int, what: str, path: str, exc: OSError | UserError) -> None:
+    """One line on stderr: the run's committed state, the status file not written, and why."""
+    why = exc.message if isinstance(exc, UserError) else exc.strerror or str(exc)
+    print(f"taskserver: warning: run {run_id} is {what}, but its status file was not written "
+          f"({limits.printable(path)}: {why})", file=sys.stderr)
 
 
 def _wake(config_path: StrPath, notify: Callable[[], bool]) -> bool:

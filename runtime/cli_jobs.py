@@ -323,7 +323,8 @@ def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
         store.close()
     if run.queued and os.path.exists(statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run)):
         # (a scheduled job's file is the daemon's to write)
-        statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
+        cli_enqueue.update_after_commit((cfg.tenant_dir(tenant.name), tenant.name), run,
+                                        f"{run.state.value} {run.reason or ''}".rstrip())
     return 0
 
 

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import limits, statusfile
+from . import limits
+from .cli_enqueue import update_after_commit
 from .cli_jobs import _as_tenant, _config_name, _load, _run_dict, _run_id, _stamp, _store, _tenant, _wake
 from .errors import UserError
 from .limits import shown
@@ -72,7 +73,8 @@ def cancel_run(cfg: Config, tenant: TenantDef, run_id: int, who: str) -> Run:
         run = store.cancel(run_id, who=who, now=time.time()) if store is not None else None
         try:
             if run is not None and run.state is State.ERR and run.queued:
-                statusfile.update(cfg.tenant_dir(tenant.name), tenant.name, run)
+                update_after_commit((cfg.tenant_dir(tenant.name), tenant.name), run,
+                                    f"ERR {run.reason or ''}".rstrip())
             if run is not None and run.state is State.RUN and store is not None and not _wake(cfg, store):
                 print(f"taskserver: note: no daemon is running; the next one to start stops run {run.id} "
                       "and records it cancelled", file=sys.stderr)

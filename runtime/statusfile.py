@@ -12,7 +12,9 @@ Once a file exists it is rewritten in place with one write (then truncated to th
 renaming or removing a file per state change cost about a millisecond each on a busy ext4 here, half of a
 run's whole cost, while an in-place write costs microseconds. A reader racing a rewrite could in theory
 read a mix of the old and new text; the first line is written first and a state word is all it holds, so
-`head -1` sees QUE, RUN, OK or ERR (read again if it ever sees anything else).
+`head -1` sees QUE, RUN, OK or ERR (read again if it ever sees anything else). A text longer than the
+room the file already has (a long message) is written as a new file and renamed instead: on a full disk the
+in-place write would stop part-way, and the file would hold half of the new text.
 
 Every value is one line: a value with a control character in it is written as a JSON string
 (``queue="a\nb"``), so whatever a client stored, the file has exactly the lines listed in ``render``.
@@ -253,7 +255,7 @@ def write(path: StrPath, text: str, spares: Spares | None = None, *, keep: bool 
     try:
         try:
             os.fchmod(fd, mode)  # not the umask's choice: the other user of a shared directory must write it
-            os.write(fd, text.encode())
+            _write_all(fd, text.encode(), path)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -273,18 +275,28 @@ def _fill(spare: str, path: str, text: str) -> int | None:
     except OSError:  # gone, or not a file any more: the caller creates the file itself
         return None
     try:
-        os.pwrite(fd, text.encode(), 0)
+        _write_all(fd, text.encode(), path)
         os.replace(spare, path)
     except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):  # taken from the pool: nobody else would remove it
+            os.unlink(spare)
         raise
     return fd
+
+
+def _write_all(fd: int, data: bytes, path: str, offset: int = 0) -> None:
+    """``data`` at ``offset``, or OSError: a full disk can take part of a write and return its length, and a
+    file renamed into place with part of its text would say less than the store does."""
+    if os.pwrite(fd, data, offset) != len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
 def rewrite(path: StrPath, text: str, spares: Spares | None = None, *, keep: bool = False) -> int | None:
     """Overwrite in place (no new inode, no directory change); a file not there yet is created atomically
     (from a spare when one is ready).  ``keep``: the file stays open and its fd is returned, so that the
     run's next text (its end) is written without looking the path up again (``rewrite_open``)."""
+    path = os.fspath(path)
     try:
         fd = os.open(path, _WRITE)
     except (FileNotFoundError, PermissionError):
@@ -292,10 +304,13 @@ def rewrite(path: StrPath, text: str, spares: Spares | None = None, *, keep: boo
         # group of its own) the other replaces, as the directory lets both
         return write(path, text, spares, keep=keep)
     try:
-        _overwrite(fd, text.encode())
+        written = _overwrite(fd, text.encode(), path)
     except BaseException:
         os.close(fd)
         raise
+    if not written:
+        os.close(fd)
+        return write(path, text, spares, keep=keep)
     if keep:
         return fd
     os.close(fd)
@@ -306,23 +321,25 @@ def rewrite_open(fd: int, path: StrPath, text: str, spares: Spares | None = None
     """``rewrite`` through the fd ``rewrite(keep=True)`` returned (closed here).  A file removed or replaced
     since (no link left to what the fd holds) is written by its path instead, as ``rewrite`` would."""
     try:
-        st = os.fstat(fd)  # one look for both: still linked, and how long the text there is
-        gone = st.st_nlink == 0
-        if not gone:
-            _overwrite(fd, text.encode(), st.st_size)
+        st = os.fstat(fd)  # one look for all: still linked, how long the text there is, the room it has
+        done = st.st_nlink != 0 and _overwrite(fd, text.encode(), os.fspath(path), st)
     finally:
         os.close(fd)
-    if gone:
+    if not done:
         rewrite(path, text, spares)
 
 
-def _overwrite(fd: int, data: bytes, size: int | None = None) -> None:
-    """``data`` from the start of the file; ``size``: its length before, when the caller has looked."""
-    os.pwrite(fd, data, 0)
-    if size is None:
-        size = os.fstat(fd).st_size
-    if size > len(data):  # the text got shorter (a fstat costs a third of a truncate)
+def _overwrite(fd: int, data: bytes, path: str, st: os.stat_result | None = None) -> bool:
+    """``data`` from the start of the file; ``st``: its stat before, when the caller has looked.  False,
+    with nothing written, when the text needs more room than the file holds: on a full disk that write
+    would stop part-way and leave half of the new text (the caller writes a new file and renames it)."""
+    st = st or os.fstat(fd)
+    if len(data) > max(st.st_size, st.st_blocks * 512):  # st_blocks: 512-byte units, whatever the fs
+        return False
+    _write_all(fd, data, path)
+    if st.st_size > len(data):  # the text got shorter (a fstat costs a third of a truncate)
         os.ftruncate(fd, len(data))  # after the write: truncating to zero first costs a flush on ext4
+    return True
 
 
 def update(state_dir: str | Path, tenant: str, run: RunView, spares: Spares | None = None) -> str:

@@ -95,8 +95,8 @@ def rows(cfg: Path, tenant: str = "t") -> list[dict[str, Any]]:
     path = cfg.parent / "state" / f"{tenant}.sqlite"
     try:
         private = os.stat(seen(path.parent)).st_dev != os.stat(path.parent).st_dev
-    except OSError:
-        private = False
+    except OSError:  # a directory only the namespace has (made inside a tmpfs mounted there) is private too
+        private = seen(path.parent).is_dir()
     if private:
         out = subprocess.run([*runns.prefix(), sys.executable, "-c", _READ, str(path)], capture_output=True,
                              text=True, check=True).stdout

@@ -1,0 +1,128 @@
+"""`jobs finish` and `jobs cancel` on a full disk: the store is the truth.
+
+The state dir is a real small tmpfs (mounted in the daemons' mount namespace, tests/system/runns.py), filled
+with a file after the tasks are queued. The tenant's store sits in `db/` below it, on a tmpfs of its own with
+room, so its commit goes through while no status file can be written: the command did what it was asked,
+so it exits 0 with one warning naming the status file and why, and the status file is left whole (its old
+text) with no temporary file beside it. With the store's own file system full, the change fails before its
+commit: an error, a non-zero exit, and nothing changed. Root runs root's config; a throwaway user runs its
+own config (its state dir a tmpfs of its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import runns
+from daemonlab import me
+from faultlab import in_namespace, kill_everything, rows, seen
+from secusers import lab, needs_root
+from test_full_disk_start import Site
+
+pytestmark = needs_root
+LONG = "x" * 4000  # the finished text then needs more room than the queued one had: a page more
+
+
+def _config(where: Path, uid: int, gid: int, login: str, run_as: str | None) -> Path:
+    """Tenant `t` with its store in `db/` (its own file system), the state dir `where/state`."""
+    server: dict[str, object] = {"state_dir": str(where / "state")}
+    if run_as is not None:
+        server["run_as"] = run_as
+    doc = {"task_server": server, "tenants": {"t": {"login": login, "store": {"sqlite": "db/t.sqlite"}}}}
+    cfg = where / "cfg.yaml"
+    cfg.write_text(json.dumps(doc, indent=2) + "\n")
+    cfg.chmod(0o600)
+    os.chown(cfg, uid, gid)
+    return cfg
+
+
+@pytest.fixture(params=["root", "user"])
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    with lab() as world:
+        if request.param == "root":
+            where, user, owner = tmp_path, None, ""
+            cfg = _config(where, 0, 0, me(), me())
+        else:
+            user = world.user("fin")
+            where, owner = user.home, f",uid={user.uid},gid={user.gid}"
+            cfg = _config(where, user.uid, user.gid, user.name, None)
+        state = where / "state"
+        state.mkdir()
+        in_namespace("mount", "-t", "tmpfs", "-o", f"size=1m,mode=0700{owner}", "tmpfs", str(state))
+        in_namespace("mkdir", "-m", "0700", str(state / "db"))
+        in_namespace("mount", "-t", "tmpfs", "-o", f"size=8m,mode=0700{owner}", "tmpfs", str(state / "db"))
+        try:
+            yield Site(where, cfg, user, world)
+        finally:
+            kill_everything(cfg)
+            for path in (state / "db", state):
+                subprocess.run([*runns.prefix(), "umount", "-l", str(path)], check=False)
+
+
+def _rows(site: Site) -> dict[int, dict[str, object]]:
+    """The store's rows by id (faultlab.rows reads `<state>/<tenant>.sqlite`: here `db/t.sqlite`)."""
+    return {r["id"]: r for r in rows(site.cfg, tenant="db/t")}
+
+
+def _status_dir(site: Site) -> Path:
+    return seen(site.lab / "state") / "status" / "t"
+
+
+def _queued(site: Site) -> tuple[int, int]:
+    """Two queued tasks; the second without a status file, as a client's enqueue leaves it by default."""
+    ids = []
+    for _ in range(2):
+        got = site.ts("jobs", "enqueue", "--", "true")
+        assert got.returncode == 0, got
+        ids.append(int(got.stdout))
+    (_status_dir(site) / str(ids[1])).unlink()
+    return ids[0], ids[1]
+
+
+def _warned(got: subprocess.CompletedProcess[str], run_id: int, what: str, path: Path) -> None:
+    assert got.returncode == 0, got
+    assert got.stderr.splitlines() == [f"taskserver: warning: run {run_id} is {what}, but its status file "
+                                       f"was not written ({path}: No space left on device)"], got.stderr
+
+
+def test_a_committed_finish_and_cancel_warn_when_the_status_file_cannot_be_written(site: Site) -> None:
+    first, second = _queued(site)
+    queued_text = (_status_dir(site) / str(first)).read_text()
+    site.fill()
+    status = site.lab / "state" / "status" / "t"  # as the commands name it
+    finished = site.ts("jobs", "finish", str(first), "--status", "err", "--message", LONG)
+    _warned(finished, first, "ERR reported", status / str(first))
+    who = site.user.name if site.user is not None else me()
+    cancelled = site.ts("jobs", "cancel", str(second))
+    _warned(cancelled, second, f"ERR cancelled by {who}", status / str(second))
+    assert cancelled.stdout == f"run {second}: ERR cancelled by {who}\n"
+    stored = _rows(site)
+    assert (stored[first]["state"], stored[first]["reason"], stored[first]["message"]) == \
+        ("ERR", "reported", LONG)
+    assert (stored[second]["state"], stored[second]["reason"]) == ("ERR", f"cancelled by {who}")
+    assert sorted(os.listdir(_status_dir(site))) == [str(first)]  # no temporary file left behind
+    assert (_status_dir(site) / str(first)).read_text() == queued_text  # whole: not half of the new text
+
+
+@pytest.mark.parametrize("site", ["root"], indirect=True)
+def test_a_finish_or_cancel_the_store_cannot_commit_is_an_error_and_changes_nothing(site: Site) -> None:
+    first, second = _queued(site)
+    before = _rows(site)
+    filler = seen(site.lab / "state" / "db") / "filler"
+    with filler.open("wb") as f, pytest.raises(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    for argv in (("finish", str(first), "--status", "ok"), ("cancel", str(second))):
+        got = site.ts("jobs", *argv)
+        assert got.returncode != 0 and got.stdout == "", got
+        assert "Traceback" not in got.stderr and "no space left on device" in got.stderr, got
+        assert len(got.stderr.splitlines()) == 2  # the error and its hint
+    assert _rows(site) == before
+    assert sorted(os.listdir(_status_dir(site))) == [str(first)]
+    assert (_status_dir(site) / str(first)).read_text().startswith("QUE\n")
