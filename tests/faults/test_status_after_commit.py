@@ -126,3 +126,28 @@ def test_a_finish_or_cancel_the_store_cannot_commit_is_an_error_and_changes_noth
     assert _rows(site) == before
     assert sorted(os.listdir(_status_dir(site))) == [str(first)]
     assert (_status_dir(site) / str(first)).read_text().startswith("QUE\n")
+
+
+@pytest.mark.parametrize("site", ["user"], indirect=True)
+def test_a_committed_finish_and_cancel_warn_when_the_user_may_not_write_the_status_file(site: Site) -> None:
+    """The status directory and file taken over by root (0755, 0644): the user's commands commit all the
+    same, and say which file they could not write."""
+    assert site.user is not None
+    first, second = _queued(site)
+    status = _status_dir(site)
+    for path in (status, status / str(first)):
+        os.chown(path, 0, 0)
+    status.chmod(0o755)
+    (status / str(first)).chmod(0o644)
+    queued_text = (status / str(first)).read_text()
+    named = site.lab / "state" / "status" / "t"
+    for argv, run_id, what in ((("finish", str(first), "--status", "ok"), first, "OK"),
+                               (("cancel", str(second)), second, f"ERR cancelled by {site.user.name}")):
+        got = site.ts("jobs", *argv)
+        assert got.returncode == 0, got
+        warning = (f"taskserver: warning: run {run_id} is {what}, but its status file was not written "
+                   f"({named / str(run_id)}: Permission denied)")
+        assert got.stderr.splitlines() == [warning], got
+    stored = _rows(site)
+    assert (stored[first]["state"], stored[second]["state"]) == ("OK", "ERR")
+    assert sorted(os.listdir(status)) == [str(first)] and (status / str(first)).read_text() == queued_text
