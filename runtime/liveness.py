@@ -3,9 +3,10 @@
 A pid alone proves nothing (pids are reused).  A process is identified by (boot id, pid, start time): the
 start time is field 22 of /proc/PID/stat, in clock ticks since boot, and never changes for a process; the
 boot id (/proc/sys/kernel/random/boot_id) tells a pid of an earlier boot.  Each run's process also carries
-``TASKSERVER_INSTANCE`` and ``TASKSERVER_RUN_ID`` in its environment, so a restarted daemon finds it in
-/proc/*/environ even when the daemon died between spawning it and recording its pid (and finds children
-that left its process group).
+``TASKSERVER_INSTANCE``, ``TASKSERVER_TENANT`` and ``TASKSERVER_RUN_ID`` in its environment, so a restarted
+daemon finds it in /proc/*/environ even when the daemon died between spawning it and recording its pid (and
+finds children that left its process group).  All three name a run: run ids are per tenant, and one daemon
+instance serves several tenants.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,36 +78,31 @@ class Found:
     pgid: int
 
 
-def processes_of(instances: Iterable[str]) -> dict[tuple[str, int], list[Found]]:
-    """Every live process whose environment names one of ``instances``, by (instance, run id)."""
+def processes_of(tenant: str, instances: Iterable[str]) -> dict[tuple[str, int], list[Found]]:
+    """Every live process of a run of ``tenant`` whose environment names one of ``instances``, by (instance,
+    run id).  Run ids are per tenant: one daemon instance serves several tenants, and their runs share ids,
+    so a process is evidence only for a run of its own tenant."""
     wanted = {i.encode() for i in instances}
-    found: dict[tuple[str, int], list[Found]] = {}
-    if not wanted:
-        return found
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        env = _environ(entry)
-        inst, run = env.get(INSTANCE_ENV.encode()), env.get(RUN_ENV.encode())
-        if inst in wanted and run is not None and run.isdigit() and not _zombie(int(entry.name)):
-            with contextlib.suppress(OSError):
-                pid = int(entry.name)
-                found.setdefault((inst.decode(), int(run)), []).append(Found(pid, os.getpgid(pid)))
-    return found
+    return _scan(tenant, lambda inst: inst in wanted) if wanted else {}
 
 
 def run_processes(tenant: str, exclude: Iterable[str]) -> dict[tuple[str, int], list[Found]]:
     """Every live process of a run of ``tenant`` whose instance is not one of ``exclude``, by (instance,
     run id)."""
-    skip, name = {i.encode() for i in exclude}, tenant.encode()
+    skip = {i.encode() for i in exclude}
+    return _scan(tenant, lambda inst: inst not in skip)
+
+
+def _scan(tenant: str, instance_wanted: Callable[[bytes], bool]) -> dict[tuple[str, int], list[Found]]:
+    name = tenant.encode()
     found: dict[tuple[str, int], list[Found]] = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         env = _environ(entry)
         inst, run = env.get(INSTANCE_ENV.encode()), env.get(RUN_ENV.encode())
-        if inst is None or inst in skip or env.get(TENANT_ENV.encode()) != name or run is None \
-                or not run.isdigit() or _zombie(int(entry.name)):
+        if inst is None or not instance_wanted(inst) or env.get(TENANT_ENV.encode()) != name \
+                or run is None or not run.isdigit() or _zombie(int(entry.name)):
             continue
         with contextlib.suppress(OSError):
             pid = int(entry.name)

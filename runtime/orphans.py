@@ -12,8 +12,9 @@ under SysV, cron or a manual start nothing else kills them, and this module does
 
 Evidence decides, never a pid alone: a daemon instance is dead when it holds no lease (its row is gone or
 expired) or, on this host and boot, its own process is gone; a run's process is alive when its recorded
-(boot id, pid, start time) still matches, or when a process carries its instance and run id in its
-environment (which also covers a daemon killed between spawning a run and recording its pid).
+(boot id, pid, start time) still matches, or when a process carries its tenant, instance and run id in its
+environment (which also covers a daemon killed between spawning a run and recording its pid).  Run ids are
+per tenant and one daemon serves several tenants, so every look-up by run id here is within one tenant.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ def instance_dead(inst: Instance, *, now: float, exclusive: bool) -> bool:
     return inst.expires < now
 
 
-def settle(store: Store, me: str, *, now: float, grace: float, exclusive: bool,
+def settle(store: Store, tenant: str, me: str, *, now: float, grace: float, exclusive: bool,
            report: Callable[[Run], None]) -> list[Settled]:
     """Record every run of a dead instance truthfully; kill its processes first if they still live."""
     leases = {i.id: i for i in store.instances() if i.id != me}
     dead = {i for i, inst in leases.items() if instance_dead(inst, now=now, exclusive=exclusive)}
     orphans = [r for r in store.running(exclude=me) if r.instance is None or r.instance not in leases
                or r.instance in dead]
-    found = liveness.processes_of({r.instance for r in orphans if r.instance})
+    found = liveness.processes_of(tenant, {r.instance for r in orphans if r.instance})
     hosts = {i: inst.host for i, inst in leases.items()}
     asked = store.cancelling() if orphans else {}  # `jobs cancel` while no daemon ran: who asked
     settled = [_settle_one(store, run, found, now=now, grace=grace, host=hosts.get(run.instance or ""),

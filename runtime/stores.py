@@ -76,8 +76,8 @@ class Stores(Mapping[str, Store]):
         shared = self.shared or not store.exclusive
         try:
             store.attach(self.me(now, shared=shared))
-            orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=store.exclusive,
-                           report=report)
+            orphans.settle(store, tenant.name, self.instance, now=now, grace=KILL_GRACE,
+                           exclusive=store.exclusive, report=report)
             if not store.exclusive:
                 orphans.stop_strays(store, tenant.name, self.instance, grace=KILL_GRACE)
         except BaseException:
@@ -150,7 +150,7 @@ class Stores(Mapping[str, Store]):
                     lost(name)
             if not store.exclusive:
                 if now >= self.judge_from.get(name, 0.0):
-                    orphans.settle(store, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
+                    orphans.settle(store, name, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
                                    report=functools.partial(report, name) if report else _ignore)
                 reread.append(name)
         return reread

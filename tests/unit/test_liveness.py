@@ -34,10 +34,10 @@ def test_a_process_is_known_by_pid_start_time_and_boot() -> None:
 
 
 def test_a_run_is_found_by_its_environment_and_killed_although_it_ignores_term() -> None:
-    proc = spawn({liveness.INSTANCE_ENV: "dead-instance", liveness.RUN_ENV: "17"})
-    other = spawn({liveness.INSTANCE_ENV: "live-instance", liveness.RUN_ENV: "17"})
+    proc = spawn({liveness.INSTANCE_ENV: "dead-instance", liveness.RUN_ENV: "17", liveness.TENANT_ENV: "t"})
+    other = spawn({liveness.INSTANCE_ENV: "live-instance", liveness.RUN_ENV: "17", liveness.TENANT_ENV: "t"})
     try:
-        found = liveness.processes_of(["dead-instance"])
+        found = liveness.processes_of("t", ["dead-instance"])
         assert [f.pid for f in found[("dead-instance", 17)]] == [proc.pid]
         assert ("live-instance", 17) not in found
         start = liveness.start_time(proc.pid)
@@ -48,6 +48,20 @@ def test_a_run_is_found_by_its_environment_and_killed_although_it_ignores_term()
         assert other.poll() is None  # another instance's run is not touched
     finally:
         for p in (proc, other):
+            p.kill()
+            p.wait()
+
+
+def test_a_run_of_another_tenant_with_the_same_instance_and_run_id_is_not_found() -> None:
+    """Run ids are per tenant and one daemon serves several: only the asked tenant's processes count."""
+    same = {liveness.INSTANCE_ENV: "dead-instance", liveness.RUN_ENV: "1"}
+    mine, theirs = spawn({**same, liveness.TENANT_ENV: "t"}), spawn({**same, liveness.TENANT_ENV: "u"})
+    try:
+        for tenant, proc in (("t", mine), ("u", theirs)):
+            found = liveness.processes_of(tenant, ["dead-instance"])
+            assert [f.pid for f in found[("dead-instance", 1)]] == [proc.pid]
+    finally:
+        for p in (mine, theirs):
             p.kill()
             p.wait()
 
