@@ -5,6 +5,7 @@ history is what users act on: every check compares it with what the runs' own pr
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import time
 from collections import Counter
@@ -294,3 +295,53 @@ def advisory_held(dsn: str) -> bool:
 
 def started_on(dsn: str, host: str, after: float) -> bool:
     return any(r["host"] == host and (r["started"] or 0) > after + 1 for r in rows(dsn))
+
+
+def test_two_tenants_orphans_with_the_same_run_ids_are_each_settled_by_their_own_processes(
+        lab: Path, pg_server: Any) -> None:
+    """Two tenants, each in a database of its own, so their run ids are the same (1 and 2); one daemon
+    serves both and is killed (kill -9). In t run 1 lives on and run 2's process is gone; in u the other
+    way round. The restarted daemon judges each run by its own tenant's processes: a live process of u's
+    run 2 is no evidence about t's run 2, and is not stopped for it."""
+    from taskserver.runtime import pg_store
+
+    dsns = {t: str(pg_server.database()) for t in ("t", "u")}
+    for url in dsns.values():
+        pg_store.migrate(url)
+    jobs = {"live": {"command": ["sleep", "300"]}, "gone": {"command": ["sleep", "300"]}}
+    doc = config(dsns["t"], jobs)
+    doc["tenants"]["u"] = {"login": "app", "store": {"postgresql": dsns["u"]}, "jobs": jobs}
+    order = {"t": ("live", "gone"), "u": ("gone", "live")}
+    with hosts(lab, ["alpha"], doc) as (host,):
+        ids = {(t, name): int(host.cli("jobs", "run", "--tenant", t, name).stdout)
+               for t, names in order.items() for name in names}
+        assert ids == {("t", "live"): 1, ("t", "gone"): 2, ("u", "gone"): 1, ("u", "live"): 2}
+        host.start()
+        for t, url in dsns.items():
+            wait_for(lambda url=url: len([r for r in rows(url) if r["pid"]]) == 2, f"both runs of {t}", 60)
+        host.kill()
+        for t in order:
+            gone = tenant_processes(host.cfg, t, ids[t, "gone"])
+            assert gone, f"tenant {t}'s run {ids[t, 'gone']} no longer runs"
+            for pid in gone:
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda t=t: not tenant_processes(host.cfg, t, ids[t, "gone"]), "the end of a run", 30)
+        host.start()
+        for t, url in dsns.items():
+            wait_for(lambda url=url: all(r["state"] == "ERR" for r in rows(url)), f"{t}'s runs settled", 60)
+        for t, url in dsns.items():
+            got = {r["id"]: (r["state"], r["reason"]) for r in rows(url)}
+            assert got == {ids[t, "live"]: ("ERR", "interrupted"), ids[t, "gone"]: ("ERR", "crashed")}, t
+
+
+def tenant_processes(cfg: Path, tenant: str, run_id: int) -> list[int]:
+    """Live processes of run ``run_id`` of ``tenant`` of the daemon of ``cfg`` (by their environment)."""
+    want = {f"TASKSERVER_TENANT={tenant}".encode()}
+    return [pid for pid in processes(cfg, run_id) if want <= _environ(pid)]
+
+
+def _environ(pid: int) -> set[bytes]:
+    try:
+        return set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return set()
