@@ -136,7 +136,8 @@ class Planning(DaemonState):
         conf = self.config.tenant(tenant)
         if conf is None or conf.login is None:
             return
-        known = {rid for waiting in self.pending.values() for _, _, rid in waiting}
+        # run ids are per store, and one daemon serves several tenants: only this tenant's are known here
+        known = {rid for key, waiting in self.pending.items() if key[0] == tenant for _, _, rid in waiting}
         for run in self.stores[tenant].waiting():
             key = (tenant, run.job)
             job = self.jobs.get(key)

@@ -345,3 +345,36 @@ def _environ(pid: int) -> set[bytes]:
         return set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
     except OSError:
         return set()
+
+
+def test_a_claim_another_daemon_left_is_taken_though_another_tenant_waits_with_the_same_run_id(
+        lab: Path, pg_server: Any) -> None:
+    """Two tenants in databases of their own (their run ids overlap). Tenant t's job runs long, so its next
+    due time waits in the daemon, as run X. A claim that another daemon made in tenant u's store and left
+    there (the same `claim` every daemon makes) also has id X: the daemon takes it up at its next renewal.
+    It was skipped as "ours already" while any tenant had a run X waiting, for as long as t's job ran."""
+    from taskserver.runtime import pg_store
+
+    dsns = {t: str(pg_server.database()) for t in ("t", "u")}
+    for url in dsns.values():
+        pg_store.migrate(url)
+    doc = config(dsns["t"], {"a": long_job(lab)})
+    doc["tenants"]["u"] = {"login": "app", "store": {"postgresql": dsns["u"]},
+                           "jobs": {"b": {"cron": "0 0 1 1 *", "command": ["sleep", "300"]}}}
+    with hosts(lab, ["alpha"], doc) as (host,):
+        host.start()
+        wait_for(lambda: running(dsns["t"], "a"), "t's long run", 60)
+        rid = wait_for(lambda: next((r["id"] for r in rows(dsns["t"]) if r["state"] == "QUE"), None),
+                       "t's next due time to wait behind it", 60)
+        import psycopg
+
+        with psycopg.connect(dsns["u"]) as conn:  # u's next run id is X
+            conn.execute("SELECT setval(pg_get_serial_sequence('taskserver_runs', 'id'), %s)", (rid - 1,))
+        store = pg_store.PgStore("u", dsns["u"])
+        try:
+            now = time.time()
+            assert store.claim("b", now, now=now) == rid
+        finally:
+            store.close()
+        wait_for(lambda: running(dsns["u"], "b"), "u's claim to be taken up and run", REAPED)
+        assert any(r["id"] == rid and r["state"] == "QUE" for r in rows(dsns["t"]))  # t's still waited
