@@ -109,6 +109,15 @@ class Tree:
                 raise
             raise OSError(exc.errno, exc.strerror, where) from exc
 
+    def _open_present(self, path: Path, flags: int) -> int | None:
+        """``_open``, or None when the path (or a directory on its way) does not exist."""
+        try:
+            return self._open(path, flags)
+        except OSError as exc:
+            if gone(exc):
+                return None
+            raise
+
     def _open(self, path: Path, flags: int) -> int:
         rootfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -136,12 +145,9 @@ class Tree:
     def read(self, path: Path) -> bytes | None:
         """The file's bytes (a symlink followed, inside the root), or None when it does not exist; an
         OSError when it is not a regular file (a directory, a FIFO that would block)."""
-        try:
-            fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if gone(exc):
-                return None
-            raise
+        fd = self._open_present(path, os.O_RDONLY | os.O_NONBLOCK)
+        if fd is None:
+            return None
         try:
             with self._naming(path):
                 mode = os.fstat(fd).st_mode
@@ -176,12 +182,9 @@ class Tree:
 
     def stat(self, path: Path) -> os.stat_result | None:
         """``stat`` of what ``path`` names (a symlink followed inside the root), or None when missing."""
-        try:
-            fd = self._open(path, os.O_PATH)
-        except OSError as exc:
-            if gone(exc):
-                return None
-            raise
+        fd = self._open_present(path, os.O_PATH)
+        if fd is None:
+            return None
         try:
             return os.fstat(fd)
         finally:
@@ -193,12 +196,9 @@ class Tree:
 
     def listdir(self, path: Path) -> tuple[os.stat_result, list[str]] | None:
         """The directory's own stat and its entries' names, resolved inside the root; None when missing."""
-        try:
-            fd = self.open_dir(path)
-        except OSError as exc:
-            if gone(exc):
-                return None
-            raise
+        fd = self._open_present(path, os.O_RDONLY | os.O_DIRECTORY)
+        if fd is None:
+            return None
         try:
             with self._naming(path):
                 return os.fstat(fd), os.listdir(fd)
