@@ -231,3 +231,14 @@ def kill_everything(cfg: Path) -> None:
     for pid in job_processes(cfg):
         with contextlib.suppress(OSError):
             os.kill(pid, 9)
+
+
+def fill(path: Path) -> None:
+    """Write until the file system is full."""
+    with path.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import runns
 from daemonlab import TASKSERVER, sandbox_env, wait_for
-from faultlab import audit, in_namespace, job, kill_everything, lab_config, rows, seen, trace
+from faultlab import audit, fill, in_namespace, job, kill_everything, lab_config, rows, seen, trace
 from secusers import USER_ENV, USER_TASKSERVER, Lab, User, as_user, lab, needs_root
 
 from taskserver.runtime.plans import HELD
@@ -59,13 +59,7 @@ class Site:
 
     def fill(self) -> Path:
         filler = seen(self.lab / "state") / "filler"
-        with filler.open("wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill(filler)
         return filler
 
 

@@ -14,7 +14,18 @@ from pathlib import Path
 import pytest
 import runns
 from daemonlab import cli, wait_for
-from faultlab import audit, in_namespace, job, kill_everything, lab_config, popen, rows, seen, stop_foreground
+from faultlab import (
+    audit,
+    fill,
+    in_namespace,
+    job,
+    kill_everything,
+    lab_config,
+    popen,
+    rows,
+    seen,
+    stop_foreground,
+)
 
 from taskserver.runtime.model import TenantDef
 from taskserver.runtime.sqlite_store import open_sqlite
@@ -22,17 +33,6 @@ from taskserver.runtime.sqlite_store import open_sqlite
 
 def log_of(cfg: Path) -> str:
     return (cfg.parent / "daemon.log").read_text(errors="replace")
-
-
-def fill(path: Path) -> None:
-    """Write until the file system is full."""
-    with path.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
 
 
 @pytest.fixture

@@ -34,15 +34,10 @@ from secusers import (
     wait_for,
     write,
 )
+from weblab import free_port
 
 pytestmark = needs_root
 SERVING = re.compile(r"http: serving http://127\.0\.0\.1:(\d+)/ from pid (\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

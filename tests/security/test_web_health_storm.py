@@ -25,16 +25,11 @@ import httpx
 import pytest
 from pglab import PgServer
 from secusers import USER_ENV, USER_TASKSERVER, Lab, lab, wait_for, write
+from weblab import free_port
 
 STORM = 60
 HEAVY = 2  # runtime/web/sweep.py: threads for dashboards
 BOUND = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

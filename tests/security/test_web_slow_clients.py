@@ -23,17 +23,12 @@ from pathlib import Path
 import httpx
 import pytest
 from secusers import USER_ENV, USER_TASKSERVER, Lab, lab, wait_for, write
+from weblab import free_port
 
 CAP = 20
 BEYOND = 4 * 16  # runtime/web/guard.py: accepted 16 at a time, open beyond the cap for a few turns
 SLACK = 16  # files the server may open meanwhile (a store, a log line)
 BOUND = 60.0  # seconds to wait for the server to close a connection: generous, never asserted as a speed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

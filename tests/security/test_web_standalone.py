@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import pwd
-import socket
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -20,14 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from secusers import USER_ENV, USER_TASKSERVER, Lab, lab, needs_root, wait_for, write
+from weblab import free_port
 
 pytestmark = needs_root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def status(pid: int) -> dict[str, str]:
