@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -244,18 +245,7 @@ def test_reinstall_after_remove_starts_the_enabled_service(
     """`dpkg -r` then `dpkg -i` runs `postinst configure OLD-VERSION` (dpkg keeps the configured version in
     config-files state; checked with dpkg below): prerm remove had stopped it, so it must start again; a
     real upgrade of a service the admin stopped leaves it stopped."""
-    policy = tmp_path / "policy-rc.d"  # this host's may forbid everything (101): allow, as on a plain host
-    policy.write_text("#!/bin/sh\nexit 0\n")
-    policy.chmod(0o755)
-    monkeypatch.setattr(maintscript, "POLICY_RC_D", policy)
-    root = tmp_path / "root"
-    root.mkdir()
-    spec = build_spec(name="marks", executable="/opt/ts/bin/taskserver", root=root)
-    args = argparse.Namespace(name="marks", config=None, user=False, init=None, root=str(root))
-
-    def hook(script: str, *dpkg_args: str) -> None:
-        ctx = maintscript.Context(spec, Marks(live=True), None, args, root)
-        maintscript.carry_out(ctx, decide("deb", script, list(dpkg_args)))
+    root, _, hook = _deb_hooks(tmp_path, monkeypatch)
 
     active = root / "active"
     hook("postinst", "configure")
@@ -274,18 +264,7 @@ def test_package_removal_leaves_a_service_the_admin_made_their_own_running(
 ) -> None:
     """`prerm remove` stopped the service and then unregistered it: with the boot file edited by the admin
     since, it is theirs, and removing the package leaves it running, enabled and in place."""
-    policy = tmp_path / "policy-rc.d"
-    policy.write_text("#!/bin/sh\nexit 0\n")
-    policy.chmod(0o755)
-    monkeypatch.setattr(maintscript, "POLICY_RC_D", policy)
-    root = tmp_path / "root"
-    root.mkdir()
-    spec = build_spec(name="marks", executable="/opt/ts/bin/taskserver", root=root)
-    args = argparse.Namespace(name="marks", config=None, user=False, init=None, root=str(root))
-
-    def hook(script: str, *dpkg_args: str) -> None:
-        ctx = maintscript.Context(spec, Marks(live=True), None, args, root)
-        maintscript.carry_out(ctx, decide("deb", script, list(dpkg_args)))
+    root, spec, hook = _deb_hooks(tmp_path, monkeypatch)
 
     hook("postinst", "configure")
     conf = root / "etc/marks/marks.conf"
@@ -322,3 +301,23 @@ def test_dpkg_passes_the_old_version_to_a_reinstall_after_remove(tmp_path: Path)
     for op in (["-i", str(deb)], ["-r", "ts-probe"], ["-i", str(deb)]):
         subprocess.run([*dpkg, *op], check=True, capture_output=True)
     assert log.read_text().splitlines() == ["postinst configure ", "postrm remove", "postinst configure 1.0"]
+
+
+def _deb_hooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, ServiceSpec, Callable[..., None]]:
+    """A tree for the `marks` service and a function that runs one deb maintainer hook on it."""
+    policy = tmp_path / "policy-rc.d"  # this host's may forbid everything (101): allow, as on a plain host
+    policy.write_text("#!/bin/sh\nexit 0\n")
+    policy.chmod(0o755)
+    monkeypatch.setattr(maintscript, "POLICY_RC_D", policy)
+    root = tmp_path / "root"
+    root.mkdir()
+    spec = build_spec(name="marks", executable="/opt/ts/bin/taskserver", root=root)
+    args = argparse.Namespace(name="marks", config=None, user=False, init=None, root=str(root))
+
+    def hook(script: str, *dpkg_args: str) -> None:
+        ctx = maintscript.Context(spec, Marks(live=True), None, args, root)
+        maintscript.carry_out(ctx, decide("deb", script, list(dpkg_args)))
+
+    return root, spec, hook
