@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from types import SimpleNamespace
 
-from . import confpath, conftrust, limits, privs, statusfile
+from . import confpath, conftrust, limits, privs
+from .committed import after_commit, print_id
 from .errors import UserError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
@@ -350,7 +350,7 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
             db.close()
 
 
-# -- shared with the full path (runtime/cli_jobs.py) --------------------------------------------------------
+# -- shared with the full path (runtime/cli_jobs.py; after a commit: runtime/committed.py) ----------------
 def denied(cfg: Config, tenant: TenantDef) -> UserError | None:
     """Root, the tenant's user and the daemon's user may use a tenant's runs; anyone else is refused."""
     me = os.geteuid()
@@ -364,67 +364,3 @@ def denied(cfg: Config, tenant: TenantDef) -> UserError | None:
     who = " or ".join(sorted(owners))
     return UserError(f"permission denied: tenant {tenant.name!r} belongs to {who}, not to uid {me}",
                      hint=f"run this as {who} or as root", exit_code=4)
-
-
-def after_commit(config_path: StrPath, where: tuple[str | Path, str], run_id: int,
-                 get: Callable[[], statusfile.RunView | None], notify: Callable[[], bool]) -> None:
-    """A queued run's status file (``where``: the tenant's directory and name) and the daemon's wake-up;
-    failures are warnings (the run is queued)."""
-    tenant_dir, tenant = where
-    try:
-        run = get()
-        if run is not None:
-            statusfile.update(tenant_dir, tenant, run)
-    except (OSError, UserError) as exc:
-        unwritten(run_id, "queued", statusfile.status_path(tenant_dir, tenant, run_id), exc)
-    try:
-        woken = _wake(config_path, notify)
-    except (OSError, UserError):
-        woken = False
-    if not woken:
-        print(f"taskserver: note: no daemon is running; run {run_id} waits for `taskserver run`",
-              file=sys.stderr)
-
-
-def update_after_commit(where: tuple[str | Path, str], run: statusfile.RunView, what: str) -> None:
-    """The status file of a run whose change the store has committed (``what``: its new state, for the
-    warning).  The store is the truth and the command did what it was asked: a file that cannot be written
-    is a warning, never an error a caller would answer by asking again."""
-    tenant_dir, tenant = where
-    try:
-        statusfile.update(tenant_dir, tenant, run)
-    except (OSError, UserError) as exc:
-        unwritten(run.id, what, statusfile.path_of(tenant_dir, tenant, run), exc)
-
-
-def unwritten(run_id: int, what: str, path: str, exc: OSError | UserError) -> None:
-    """One line on stderr: the run's committed state, the status file not written, and why."""
-    why = exc.message if isinstance(exc, UserError) else exc.strerror or str(exc)
-    print(f"taskserver: warning: run {run_id} is {what}, but its status file was not written "
-          f"({limits.printable(path)}: {why})", file=sys.stderr)
-
-
-def _wake(config_path: StrPath, notify: Callable[[], bool]) -> bool:
-    """Through the store's own wake-up, else SIGUSR1 to the daemon of this config (only to a verified
-    daemon; an older daemon listens only for that)."""
-    if notify():
-        return True
-    import signal  # noqa: PLC0415 - imported with pidsignal, before any change of user
-
-    from .pidsignal import signal_daemon  # noqa: PLC0415
-
-    try:
-        return signal_daemon(config_path, signal.SIGUSR1) is not None
-    except UserError as exc:  # the task is stored either way; it waits for the daemon's next wake-up
-        print(f"taskserver: warning: not waking the daemon: {exc.message}", file=sys.stderr)
-        return True
-
-
-def print_id(as_json: bool, tenant_dir: str | Path, tenant: str, run_id: int) -> None:
-    if as_json:  # a queued run's status file is its own (a scheduled run writes its job's)
-        import json  # noqa: PLC0415
-
-        status = statusfile.status_path(tenant_dir, tenant, run_id)
-        print(json.dumps({"id": run_id, "tenant": tenant, "status_file": status}))
-    else:
-        print(run_id)

@@ -1,28 +1,26 @@
-"""`taskserver jobs ...`: enqueue long tasks and report their outcome, list jobs, show runs and history.
+"""`taskserver jobs ...`: enqueue long tasks, report their outcome; the helpers every `jobs` command shares.
 
 Run ids are per tenant; ``--tenant`` picks the tenant (default: $TASKSERVER_TENANT inside a run, else the
 only tenant, else ``default``).  ``enqueue`` and ``run`` add a QUE run to the tenant's store and wake a
 running daemon with SIGUSR1; with no daemon the run waits until the next ``taskserver run`` (or ``--once``).
+Reading runs (list, show, history) is runtime/cli_read.py; pause, resume, cancel runtime/cli_steer.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import cli_enqueue, config, limits, privs, schedule, statusfile, tenancy
+from . import cli_enqueue, committed, config, limits, privs, schedule, statusfile, tenancy
 from .config_values import NAME, NAME_HINT
 from .errors import UserError
 from .limits import shown
-from .model import Config, Cron, Every, JobDef, State, TenantDef, storable
+from .model import Config, JobDef, State, TenantDef, storable
 from .store import UNSERVED, NoStore, Run, Store, Verify, load_backends, open_store
 
 DEFAULT_QUEUE = cli_enqueue.DEFAULT_QUEUE
@@ -56,10 +54,12 @@ def register(sub: Any) -> None:
     p.add_argument("--status", choices=("ok", "err"), required=True, help="the outcome the task reports")
     p.add_argument("--message", metavar="TEXT", type=_message,
                    help=f"a note kept in the run's history (at most {limits.MAX_MESSAGE_CHARS} characters)")
-    cmd("list", "the configured jobs, their next due time and last run", _list)
-    p = cmd("show", "one run in full, with its output tail", _show)
+    from . import cli_read, cli_steer  # noqa: PLC0415 - they import this module
+
+    cmd("list", "the configured jobs, their next due time and last run", cli_read._list)
+    p = cmd("show", "one run in full, with its output tail", cli_read._show)
     p.add_argument("id", type=_run_id, metavar="ID", help="the run id")
-    p = cmd("history", "recent runs, newest first", _history)
+    p = cmd("history", "recent runs, newest first", cli_read._history)
     p.add_argument("job", nargs="?", metavar="JOB", type=_config_name,
                    help="only this job's runs (default: all runs)")
     p.add_argument("--limit", type=_positive, default=50,
@@ -67,8 +67,6 @@ def register(sub: Any) -> None:
     p = cmd("run", "run a job now, ignoring its schedule; prints the run id", _run_now)
     p.add_argument("name", metavar="NAME", type=_config_name,
                    help="a job of the tenant, as in `taskserver jobs list`")
-    from . import cli_steer  # noqa: PLC0415 - it imports this module
-
     cli_steer.register(cmd)
 
 
@@ -178,8 +176,8 @@ def _as_tenant(cfg: Config, tenant: TenantDef) -> Iterator[None]:
 
 
 def _wake(cfg: Config, store: Store) -> bool:
-    """Wake the daemon serving the store so it picks up new QUE runs at once (cli_enqueue._wake)."""
-    return cli_enqueue._wake(cfg.path, store.notify)
+    """Wake the daemon serving the store so it picks up new QUE runs at once (committed.wake)."""
+    return committed.wake(cfg.path, store.notify)
 
 
 def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
@@ -197,7 +195,7 @@ def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: l
 
 
 def _after_commit(cfg: Config, tenant: TenantDef, store: Store, run_id: int) -> None:
-    cli_enqueue.after_commit(cfg.path, (cfg.tenant_dir(tenant.name), tenant.name), run_id,
+    committed.after_commit(cfg.path, (cfg.tenant_dir(tenant.name), tenant.name), run_id,
                              lambda: store.get(run_id), store.notify)
 
 
@@ -227,29 +225,6 @@ def _next_due(job: JobDef, tenant: TenantDef, store: Store | None, now: datetime
     return schedule.next_due(job, tenant.timezone, since, now)
 
 
-def _trigger(job: JobDef) -> str:
-    if isinstance(job.trigger, Cron):
-        return f"cron {job.trigger.expr}"
-    if isinstance(job.trigger, Every):
-        return f"every {job.trigger.seconds:g}s"
-    return "on demand"
-
-
-def _row(run: Run, hosts: bool = False) -> tuple[str, ...]:
-    state = run.state.value + (f" {run.reason}" if run.reason else "")
-    what = run.job or ("task " + shlex.join(run.argv or ()))
-    return (str(run.id), _stamp(run.created) or "-", state, *((run.host or "-",) if hosts else ()), what)
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    """Aligned columns (a header first); a value's control characters are escaped, long ones cut, so a
-    stored value can neither break the layout nor write to the terminal."""
-    cells = [[limits.clip(limits.printable(c), 100) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
 # -- commands --------------------------------------------------------------------------------------------
 def _enqueue(args: argparse.Namespace) -> int:
     cfg = _load(args, jobs=False)
@@ -272,7 +247,7 @@ def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _print_id(cfg: Config, args: argparse.Namespace, tenant: TenantDef, run_id: int) -> None:
-    cli_enqueue.print_id(args.json, cfg.tenant_dir(tenant.name), tenant.name, run_id)
+    committed.print_id(args.json, cfg.tenant_dir(tenant.name), tenant.name, run_id)
 
 
 def _run_now(args: argparse.Namespace) -> int:
@@ -323,7 +298,7 @@ def _finish_as(cfg: Config, args: argparse.Namespace) -> int:
         store.close()
     if run.queued and os.path.exists(statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run)):
         # (a scheduled job's file is the daemon's to write)
-        cli_enqueue.update_after_commit((cfg.tenant_dir(tenant.name), tenant.name), run,
+        committed.update_after_commit((cfg.tenant_dir(tenant.name), tenant.name), run,
                                         f"{run.state.value} {run.reason or ''}".rstrip())
     return 0
 
@@ -336,111 +311,3 @@ def _refuse_late_success(run: Run, ok: bool) -> None:
                         + "; a report after its end cannot turn it into OK",
                         hint="report from inside the task before it exits (jobs finish --status ok); "
                         f"the run stays as `taskserver jobs show {run.id}` shows it")
-
-
-def _list(args: argparse.Namespace) -> int:
-    return _list_as(_load(args, every_tenant=not args.tenant), args)
-
-
-def _rows(tenant: TenantDef, store: Store | None, now: datetime,
-          note: str | None = None) -> list[dict[str, Any]]:
-    rows = []
-    pauses = store.paused() if store else {}
-    for job in tenant.jobs:
-        last = store.history(job.name, limit=1) if store else []
-        nxt = _next_due(job, tenant, store, now) if job.enabled and tenant.login else None
-        why = note or (None if tenant.login else "tenant has no login: runs nothing")
-        why = why or (None if job.enabled else "disabled")
-        pause = pauses.get(job.name)
-        why = why or (f"paused by {pause.who} since {_stamp(pause.since)}" if pause else None)
-        rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
-                     "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
-                     "paused": pause is not None,
-                     "note": why, "next_due": _stamp(nxt.timestamp()) if nxt else None,
-                     "last": _run_dict(last[0], output=False) if last else None})
-    return rows
-
-
-def _list_as(cfg: Config, args: argparse.Namespace) -> int:
-    tenants = [_tenant(cfg, args.tenant)] if args.tenant else list(cfg.tenants)
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    for tenant in tenants:
-        denied = _denied(cfg, tenant)
-        if denied is not None:  # listed from the config, without its runs
-            rows += _rows(tenant, None, now, note="permission denied")
-            continue
-        with _as_tenant(cfg, tenant):
-            store = _store(cfg, tenant, create=False)
-            try:
-                rows += _rows(tenant, store, now)
-            finally:
-                if store:
-                    store.close()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    table: list[tuple[str, ...]] = [("TENANT", "JOB", "TRIGGER", "NEXT DUE (UTC)", "LAST RUN", "NOTE")]
-    for r in rows:
-        rec: dict[str, Any] | None = r["last"]
-        state = f"{rec['state']} {rec['reason'] or ''}".strip() if rec else "-"
-        table.append((r["tenant"], r["job"], r["trigger"], r["next_due"] or "-", state, r["note"] or ""))
-    _print_table(table)
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    cfg = _load(args, jobs=False)
-    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
-        return _show_as(cfg, args)
-
-
-def _show_as(cfg: Config, args: argparse.Namespace) -> int:
-    tenant = _tenant(cfg, args.tenant)
-    store = _store(cfg, tenant, create=False)
-    run = store.get(args.id) if store else None
-    if store:
-        store.close()
-    if run is None:
-        raise UserError(f"tenant {tenant.name!r} has no run {args.id}", hint="see `taskserver jobs history`")
-    d = _run_dict(run, output=True)
-    d["tenant"] = tenant.name
-    status = statusfile.path_of(cfg.tenant_dir(tenant.name), tenant.name, run)
-    d["status_file"] = status if os.path.exists(status) else None
-    if args.json:
-        print(json.dumps(d, indent=2))
-        return 0
-    for k, v in d.items():
-        if k != "output" and v is not None:
-            print(f"{k}: {limits.printable(shlex.join(v) if isinstance(v, list) else str(v))}")
-    if run.output:
-        print("output:")
-        sys.stdout.write(run.output if run.output.endswith("\n") else run.output + "\n")
-    return 0
-
-
-def _history(args: argparse.Namespace) -> int:
-    cfg = _load(args, jobs=bool(args.job))
-    with _as_tenant(cfg, _tenant(cfg, args.tenant)):
-        return _history_as(cfg, args)
-
-
-def _history_as(cfg: Config, args: argparse.Namespace) -> int:
-    tenant = _tenant(cfg, args.tenant)
-    store = _store(cfg, tenant, create=False)
-    runs = store.history(args.job, limit=args.limit) if store else []
-    if store:
-        store.close()
-    if args.job and not runs and all(j.name != args.job for j in tenant.jobs):
-        # a job removed from the config keeps its history; a name that never existed is a typo
-        names = ", ".join(j.name for j in tenant.jobs) or "none"
-        raise UserError(f"tenant {tenant.name!r} has no job {shown(args.job)} "
-                        f"(jobs: {limits.clip(names, 200)})",
-                        hint="see `taskserver jobs list`")
-    if args.json:
-        print(json.dumps([_run_dict(r, output=False) for r in runs], indent=2))
-        return 0
-    hosts = any(run.host is not None for run in runs)  # a shared store: which host's daemon ran each
-    header: list[tuple[str, ...]] = [("ID", "CREATED (UTC)", "STATE", *(("HOST",) if hosts else ()), "RUN")]
-    _print_table(header + [_row(run, hosts) for run in runs])
-    return 0

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import limits
-from .cli_enqueue import update_after_commit
 from .cli_jobs import _as_tenant, _config_name, _load, _run_dict, _run_id, _stamp, _store, _tenant, _wake
+from .committed import update_after_commit
 from .errors import UserError
 from .limits import shown
 from .model import Config, State, TenantDef

@@ -14,7 +14,7 @@ from taskserver.runtime.model import StoreDef, TenantDef
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 CORE = ["daemon.py", "runs.py", "stores.py", "orphans.py", "health.py", "housekeeping.py", "plans.py",
-        "cli_jobs.py", "executor.py"]
+        "cli_jobs.py", "cli_read.py", "executor.py"]
 
 
 def imported(module: Path) -> set[str]:
