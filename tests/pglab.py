@@ -15,7 +15,9 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def bindir() -> Path | None:
@@ -82,3 +84,28 @@ class PgServer:
         with contextlib.suppress(RuntimeError):
             self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(dsn: str) -> Iterator[Any]:
+    """Every taskserver table of the database locked by another session until the block ends, so that
+    each reading of the store waits, for as long as a test wants; yields a session to watch them with."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        tables = [row[0] for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE 'taskserver%' ORDER BY tablename")]
+        conn.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+        try:
+            with psycopg.connect(dsn, autocommit=True) as watch:
+                yield watch
+        finally:
+            conn.rollback()
+
+
+def waiting(watch: Any) -> int:
+    """Sessions that wait for a lock in the database: the readings of a ``locked`` store going on."""
+    row = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'").fetchone()
+    return int(row[0])
+

@@ -13,7 +13,6 @@ step waits for a state, with a generous bound.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pglab import PgServer
+from pglab import PgServer, locked, waiting
 from secusers import USER_ENV, USER_TASKSERVER, Lab, lab, wait_for, write
 from weblab import free_port
 
@@ -77,27 +76,6 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=10).status_code == 200
     except httpx.TransportError:
         return False
-
-
-@contextlib.contextmanager
-def locked(dsn: str) -> Iterator[Any]:
-    """The store's tables locked by another session until the block ends: a reading of it waits."""
-    import psycopg
-
-    with psycopg.connect(dsn) as conn:
-        conn.execute("LOCK TABLE taskserver_jobs, taskserver_runs IN ACCESS EXCLUSIVE MODE")
-        try:
-            with psycopg.connect(dsn, autocommit=True) as watch:
-                yield watch
-        finally:
-            conn.rollback()
-
-
-def waiting(watch: Any) -> int:
-    """Sessions of the web server that wait for the lock: the readings of the slow store going on."""
-    row = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock'").fetchone()
-    return int(row[0])
 
 
 def storm(base: str, path: str, headers: dict[str, str]) -> list[socket.socket]:
