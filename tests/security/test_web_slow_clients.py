@@ -16,12 +16,14 @@ import http.client
 import os
 import socket
 import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from pglab import PgServer, locked, waiting
 from secusers import USER_ENV, USER_TASKSERVER, Lab, lab, wait_for, write
 from weblab import free_port
 
@@ -38,14 +40,20 @@ def world() -> Iterator[Lab]:
 
 
 @contextlib.contextmanager
-def server(world: Lab) -> Iterator[tuple[int, int, Path]]:
+def server(world: Lab, tenants: str = "  t:\n    login: shop\n", run_as: str | None = None,
+           before: Callable[[Path], None] | None = None) -> Iterator[tuple[int, int, Path]]:
     """`taskserver web` with a small cap and short limits (the defaults are 256, 10 s, 30 s and 5 s); its
-    port, pid and log. Started by root it serves as nobody: an interpreter nobody can read."""
+    port, pid and log. Started by root it serves as ``run_as``, else as nobody: an interpreter nobody can
+    read. ``before``: what to do with the config before the server starts."""
     port = free_port()
+    who = f"  run_as: {run_as}\n" if run_as else ""
     cfg = write(world.base / "etc" / "ts.yaml", (
-        f"task_server:\n  state_dir: {world.base / 'state'}\n  http:\n    listen: 127.0.0.1:{port}\n"
+        f"task_server:\n{who}"
+        f"  state_dir: {world.base / 'state'}\n  http:\n    listen: 127.0.0.1:{port}\n"
         f"    max_connections: {CAP}\n    header_timeout: 1s\n    client_timeout: 1s\n    idle_timeout: 1s\n"
-        "tenants:\n  t:\n    login: shop\n"))
+        f"tenants:\n{tenants}"))
+    if before is not None:
+        before(cfg)
     log = world.base / "web.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*USER_TASKSERVER, "-c", str(cfg), "web", "--anonymous-read"],
@@ -150,3 +158,117 @@ def test_a_flood_of_slow_clients_leaves_room_for_a_request_and_bounds_the_files(
         assert wait_for(lambda: open_fds(pid) <= before + SLACK, BOUND)
     assert "max_connections" in log.read_text()  # said once, not once per connection
     assert log.read_text().count("max_connections") == 1, log.read_text()
+
+
+BIG_RUNS = 80  # queued tasks with a 100 KB command each: a list of them is 8 MB of JSON, more than the
+# kernel takes into a loopback socket's buffers (about 3 MB here, however little the client reads)
+ESTABLISHED = 1  # TCP_INFO's tcpi_state (linux/tcp.h)
+
+
+def _big_runs(cfg: Path) -> None:
+    """The runs, queued by root through the client as the tenant's user (the server's run_as reads them)."""
+    code = ("import sys\nfrom taskserver.runtime.client import Client\n"
+            "with Client(sys.argv[1], tenant='t') as c:\n"
+            f"    c.enqueue_many([['/bin/true', str(i), 'x' * 100_000] for i in range({BIG_RUNS})])\n")
+    done = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def server_end(ends: tuple[int, int]) -> str | None:
+    """The server's end of this connection in the kernel's table: ``socket:[INODE]`` while a process holds
+    it, ``orphan`` while the kernel alone keeps it (closed, with data still to send), None when it is gone.
+    ``ends``: the server's port and the client's."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)) == ends:
+            return f"socket:[{fields[9]}]" if fields[9] != "0" else "orphan"
+    return None
+
+
+def holds(pid: int, name: str) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(fds / fd) == name for fd in os.listdir(fds))
+
+
+def test_a_response_the_client_never_takes_is_cut(world: Lab) -> None:
+    """A client asks for a large answer and reads none of it: the server's writes fill the socket, and
+    after client_timeout the server closes the connection, frees what it held, and tells the client so (a
+    reset: nothing more will come); a client that reads gets the whole answer."""
+    user = world.user("web")
+    with server(world, run_as=user.name, before=_big_runs) as (port, pid, log):
+        whole = httpx.get(f"http://127.0.0.1:{port}/api/v1/tenants/t/runs?limit=500", timeout=BOUND)
+        assert whole.status_code == 200 and len(whole.json()) == BIG_RUNS
+        size = len(whole.content)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little, and then nothing
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /api/v1/tenants/t/runs?limit=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        ends = (port, sock.getsockname()[1])
+        held: list[str] = []
+
+        def served() -> bool:
+            found = server_end(ends)
+            held.extend([found] if found is not None and holds(pid, found) else [])
+            return bool(held)
+
+        try:
+            assert wait_for(served, BOUND)
+            end = held[0]
+            # without reading a byte: the server lets the connection go, the kernel keeps nothing of it
+            # (no orphan offering the rest for minutes), and the client hears of it
+            assert wait_for(lambda: not holds(pid, end), BOUND)
+            assert wait_for(lambda: server_end(ends) is None, BOUND), server_end(ends)
+            assert wait_for(lambda: tcp_state(sock) != ESTABLISHED, BOUND), tcp_state(sock)
+            got = 0
+            with contextlib.suppress(ConnectionResetError):
+                sock.settimeout(BOUND)
+                while chunk := sock.recv(65536):
+                    got += len(chunk)
+            assert got < size  # never the whole answer
+        finally:
+            sock.close()
+        assert answers(port)
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_a_new_connection_is_closed_when_every_connection_is_being_served(world: Lab,
+                                                                          pg_server: PgServer) -> None:
+    """max_connections requests, each whole and each waiting in the server on a locked store: a new
+    connection is closed at once (there is nobody waiting on a client to make room for it), none of the
+    served ones is cut for it, and each of them gets its answer once the store is free."""
+    dsn = pg_server.database()
+
+    def migrate(cfg: Path) -> None:
+        done = world.ts(cfg, "store", "migrate")
+        assert done.returncode == 0, done.stderr
+
+    tenants = f"  slow:\n    login: x\n    store: {{postgresql: '{dsn}'}}\n"
+    request = b"GET /api/v1/tenants/slow/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with server(world, tenants, before=migrate) as (port, _pid, log):
+        with locked(dsn) as watch:
+            served = [partial(port, request) for _ in range(CAP)]
+            assert wait_for(lambda: waiting(watch) == CAP, BOUND), waiting(watch)
+            late = partial(port, request)
+            assert reply(late) == b""  # closed, with no answer
+            assert waiting(watch) == CAP  # none of the served requests was given up for it
+        got = [reply(sock) for sock in served]  # the store is free: each is answered
+        assert [g.split(b"\r\n", 1)[0] for g in got] == [b"HTTP/1.1 200 OK"] * CAP, got[:2]
+        assert all(g.endswith(b"\r\n\r\n[]") for g in got), got[:2]
+        assert answers(port)
+    text = log.read_text()
+    assert f"closing new connections: all {CAP} are being served" in text and "Traceback" not in text, text
+
+
+def reply(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset ends it too)."""
+    sock.settimeout(BOUND)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    sock.close()
+    return data
