@@ -180,23 +180,25 @@ def _wake(cfg: Config, store: Store) -> bool:
     return committed.wake(cfg.path, store.notify)
 
 
-def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
+def _queued(cfg: Config, tenant: TenantDef, job: str, queue: str | None,
+            argv: list[str] | None) -> tuple[int, str | None]:
     """Add the QUE run.  A failure before its commit raises (nothing was queued); after the commit, the run
-    id is the truth and is returned, whatever else fails (a caller that retried would queue it twice)."""
+    id is the truth and is returned, whatever else fails (a caller that retried would queue it twice), with
+    the warning that its status file was not written, if it was not."""
     with _as_tenant(cfg, tenant):
         store = _store(cfg, tenant, create=True)
         assert store is not None
         try:
             run_id = store.add(job, queue=queue, argv=argv, now=time.time())
-            _after_commit(cfg, tenant, store, run_id)
+            warning = _after_commit(cfg, tenant, store, run_id)
         finally:
             store.close()
-    return run_id
+    return run_id, warning
 
 
-def _after_commit(cfg: Config, tenant: TenantDef, store: Store, run_id: int) -> None:
-    committed.after_commit(cfg.path, (cfg.tenant_dir(tenant.name), tenant.name), run_id,
-                             lambda: store.get(run_id), store.notify)
+def _after_commit(cfg: Config, tenant: TenantDef, store: Store, run_id: int) -> str | None:
+    return committed.after_commit(cfg.path, (cfg.tenant_dir(tenant.name), tenant.name), run_id,
+                                  lambda: store.get(run_id), store.notify)
 
 
 def _stamp(t: float | None) -> str | None:
@@ -242,7 +244,7 @@ def _enqueue_as(cfg: Config, args: argparse.Namespace) -> int:
     problem = limits.argv_problem(argv)
     if problem is not None:  # the daemon checks again before it starts a stored task
         raise UserError(f"cannot enqueue this: {problem}", hint="taskserver jobs enqueue -- CMD [ARGS...]")
-    _print_id(cfg, args, tenant, _queued(cfg, tenant, "", args.queue, argv))
+    _print_id(cfg, args, tenant, _queued(cfg, tenant, "", args.queue, argv)[0])
     return 0
 
 
@@ -264,7 +266,7 @@ def _run_now_as(cfg: Config, args: argparse.Namespace) -> int:
         raise UserError(f"tenant {tenant.name!r} has no job {shown(args.name)} "
                         f"(jobs: {limits.clip(names, 200)})",
                         hint="see `taskserver jobs list`")
-    _print_id(cfg, args, tenant, _queued(cfg, tenant, job.name, job.queue, None))
+    _print_id(cfg, args, tenant, _queued(cfg, tenant, job.name, job.queue, None)[0])
     return 0
 
 

@@ -65,16 +65,18 @@ def set_paused(cfg: Config, tenant: TenantDef, job: str, who: str, paused: bool)
             "paused_by": now.who if now else None, "paused_since": _stamp(now.since) if now else None}
 
 
-def cancel_run(cfg: Config, tenant: TenantDef, run_id: int, who: str) -> Run:
+def cancel_run(cfg: Config, tenant: TenantDef, run_id: int, who: str) -> tuple[Run, str | None]:
     """Cancel a QUE run at once, or ask the daemon running a RUN run to stop it; an ended run is returned
-    as it is. Raises UserError when the tenant has no such run."""
+    as it is, with the warning that the cancelled run's status file was not written, if it was not. Raises
+    UserError when the tenant has no such run."""
+    warning = None
     with _as_tenant(cfg, tenant):
         store = _store(cfg, tenant, create=False)
         run = store.cancel(run_id, who=who, now=time.time()) if store is not None else None
         try:
             if run is not None and run.state is State.ERR and run.queued:
-                update_after_commit((cfg.tenant_dir(tenant.name), tenant.name), run,
-                                    f"ERR {run.reason or ''}".rstrip())
+                warning = update_after_commit((cfg.tenant_dir(tenant.name), tenant.name), run,
+                                              f"ERR {run.reason or ''}".rstrip())
             if run is not None and run.state is State.RUN and store is not None and not _wake(cfg, store):
                 print(f"taskserver: note: no daemon is running; the next one to start stops run {run.id} "
                       "and records it cancelled", file=sys.stderr)
@@ -83,7 +85,7 @@ def cancel_run(cfg: Config, tenant: TenantDef, run_id: int, who: str) -> Run:
                 store.close()
     if run is None:
         raise UserError(f"tenant {tenant.name!r} has no run {run_id}", hint="see `taskserver jobs history`")
-    return run
+    return run, warning
 
 
 def _pause(args: argparse.Namespace) -> int:
@@ -109,7 +111,7 @@ def _set(args: argparse.Namespace, paused: bool) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     cfg = _load(args, jobs=False)
-    run = cancel_run(cfg, _tenant(cfg, args.tenant), args.id, caller())
+    run, _warned = cancel_run(cfg, _tenant(cfg, args.tenant), args.id, caller())  # said on stderr
     if args.json:
         print(json.dumps(_run_dict(run, output=False)))
     elif run.state is State.RUN:

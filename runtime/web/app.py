@@ -136,12 +136,14 @@ class Views:
 
     def enqueue(self, request: Request, who: Who) -> Response:
         body = _json_body(request)
-        run_id = self.reader.enqueue(request.path_params["tenant"], body.get("argv"), body.get("queue"))
-        return JSONText({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
+        tenant = request.path_params["tenant"]
+        run_id, warnings = self.reader.enqueue(tenant, body.get("argv"), body.get("queue"))
+        return JSONText({"id": run_id, "tenant": tenant, "warnings": warnings}, status_code=201)
 
     def run_now(self, request: Request, who: Who) -> Response:
-        run_id = self.reader.run_now(request.path_params["tenant"], request.path_params["job"])
-        return JSONText({"id": run_id, "tenant": request.path_params["tenant"]}, status_code=201)
+        tenant = request.path_params["tenant"]
+        run_id, warnings = self.reader.run_now(tenant, request.path_params["job"])
+        return JSONText({"id": run_id, "tenant": tenant, "warnings": warnings}, status_code=201)
 
     def cancel(self, request: Request, who: Who) -> Response:
         tenant, run_id = request.path_params["tenant"], request.path_params["id"]

@@ -183,13 +183,13 @@ class Reader:
         return reasons
 
     # -- acting ----------------------------------------------------------------------------------------
-    def enqueue(self, name: str, argv: Any, queue: Any) -> int:
+    def enqueue(self, name: str, argv: Any, queue: Any) -> tuple[int, list[str]]:
         tenant = self._runnable(name)
         argv = check_argv(argv)
         queue = check_queue("default" if queue is None else queue)
         return self._add(tenant, "", queue, argv)
 
-    def run_now(self, name: str, job_name: str) -> int:
+    def run_now(self, name: str, job_name: str) -> tuple[int, list[str]]:
         tenant = self._runnable(name)
         job = next((j for j in tenant.jobs if j.name == job_name), None)
         if job is None:
@@ -198,11 +198,13 @@ class Reader:
 
     def cancel(self, name: str, run_id: int, who: str) -> dict[str, Any]:
         """A queued run ends at once; a running one is stopped by its daemon (the reply says RUN, and the
-        run ends ``ERR cancelled by WHO``); an ended run: 409."""
+        run ends ``ERR cancelled by WHO``); an ended run: 409. ``warnings``: what could not be done after
+        the store's commit (a status file not written); the cancel stands."""
         tenant = self.tenant(name)
         if self.run(name, run_id)["state"] in ("OK", "ERR"):
             raise Conflict(f"run {run_id} has ended: nothing to cancel")
-        return run_dict(cli_steer.cancel_run(self.config, tenant, run_id, who))
+        run, warning = cli_steer.cancel_run(self.config, tenant, run_id, who)
+        return {**run_dict(run), "warnings": [warning] if warning else []}
 
     def pause(self, name: str, job: str, who: str, paused: bool) -> dict[str, Any]:
         """Pause or resume a job's schedule (the path of `taskserver jobs pause|resume`)."""
@@ -217,10 +219,13 @@ class Reader:
             raise Conflict(f"tenant {name!r} has no login, so it runs nothing")
         return tenant
 
-    def _add(self, tenant: TenantDef, job: str, queue: str | None, argv: list[str] | None) -> int:
+    def _add(self, tenant: TenantDef, job: str, queue: str | None,
+             argv: list[str] | None) -> tuple[int, list[str]]:
         """The same path as `taskserver jobs enqueue|run`: as the tenant's user, its status file, and the
-        store's wake-up (else a signal to the verified daemon)."""
-        return cli_jobs._queued(self.config, tenant, job, queue, argv)
+        store's wake-up (else a signal to the verified daemon). The run id, and the warnings after its
+        commit (its status file not written): the run is queued all the same."""
+        run_id, warning = cli_jobs._queued(self.config, tenant, job, queue, argv)
+        return run_id, [warning] if warning else []
 
 
 class Conflict(Exception):

@@ -142,6 +142,37 @@ def test_api_reads_actions_and_metrics(cfg: Path) -> None:
         cli(cfg, "stop", check=False)
 
 
+def test_an_action_whose_status_file_cannot_be_written_says_so_in_its_answer(cfg: Path) -> None:
+    """The store commits, but the status directory and file are made read-only for the web server's user
+    (root's test: a throwaway user): enqueue, run now and cancel stand, and each answer's ``warnings``
+    names the file and why, in the words `taskserver jobs` prints (and the server's log has them too)."""
+    h = bearer(token(cfg, "ops"))
+    with web_server(cfg) as base, httpx.Client(base_url=base, headers=h) as c:
+        first = c.post("/api/v1/tenants/t/tasks", json={"argv": ["/bin/true"]})
+        assert first.status_code == 201 and first.json()["warnings"] == [], first.text
+        first_id = first.json()["id"]
+        status = cfg.parent / "state" / "status" / "t"
+        (status / str(first_id)).chmod(0o444)
+        status.chmod(0o555)
+        try:
+            queued = c.post("/api/v1/tenants/t/tasks", json={"argv": ["/bin/true"]})
+            now = c.post("/api/v1/tenants/t/jobs/hello/run")
+            cancelled = c.post(f"/api/v1/tenants/t/runs/{first_id}/cancel")
+        finally:
+            status.chmod(0o750)
+        said = []
+        for answer, what in ((queued, "queued"), (now, "queued"), (cancelled, "ERR cancelled by ops")):
+            assert answer.status_code in (200, 201), answer.text
+            run_id, warnings = answer.json()["id"], answer.json()["warnings"]
+            assert warnings == [f"run {run_id} is {what}, but its status file was not written "
+                                f"({status / str(run_id)}: Permission denied)"], answer.text
+            said += warnings
+        assert (cancelled.json()["state"], cancelled.json()["reason"]) == ("ERR", "cancelled by ops")
+        assert [r["state"] for r in c.get("/api/v1/tenants/t/runs").json()] == ["QUE", "QUE", "ERR"]
+    log = "".join(p.read_text() for p in cfg.parent.glob("web-*.log"))
+    assert all(f"taskserver: warning: {text}" in log for text in said), log
+
+
 def test_tokens_file_must_be_private(cfg: Path) -> None:
     token(cfg, "ops")
     tokens = cfg.parent / "tokens"
