@@ -12,18 +12,22 @@ through the store registry as the `jobs` commands open it, with the same checks 
 the daemon serving the store woken to start it.  ``enqueue_many`` writes a whole
 batch in one transaction (all of it or none) and wakes the daemon once.  Errors are ``UserError`` (a
 one-line message and a hint), so a bad argv or an unknown tenant is refused before anything is written.
+What fails after the commit (a status file, with ``status_files=True``) is no error: the call returns the
+run ids, and ``client.warnings`` says which files were not written and why (logged as a warning too).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
-from . import cli_jobs, config, statusfile
+from . import cli_jobs, committed, config, statusfile
 from .config_values import NAME, NAME_HINT
 from .errors import UserError
 from .limits import argv_problem, shown
@@ -32,6 +36,18 @@ from .store import Run, Store
 
 DEFAULT_QUEUE = cli_jobs.DEFAULT_QUEUE
 ENDED = (State.OK, State.ERR)
+log = logging.getLogger(__name__)
+
+
+class StatusWarning(NamedTuple):
+    """A queued task's status file that was not written; the task is queued all the same."""
+
+    run_id: int
+    path: str
+    reason: str  # as the system words it: "No space left on device", "Permission denied"
+
+    def __str__(self) -> str:  # the line `taskserver jobs enqueue` prints after "taskserver: warning: "
+        return committed.unwritten_text(self.run_id, "queued", self.path, self.reason)
 
 
 def queue_problem(queue: object) -> str | None:
@@ -61,6 +77,7 @@ class Client:
         else:
             self.config = config.load(Path(config_or_path) if config_or_path is not None else None)
         self.tenant = tenant
+        self.warnings: list[StatusWarning] = []  # what the latest enqueue could not do after its commit
         self._stores: dict[str, Store] = {}  # opened for writing (checked once), kept for the next batch
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -77,7 +94,10 @@ class Client:
         ``status_files``: also write each task's QUE status file now, as `jobs enqueue` does.  Off by default:
         creating a file per task costs 20 to 100 times what its row does on a busy disk, and an application
         has ``get`` and ``wait``; the daemon writes the file when it starts the task (the task's
-        $TASKSERVER_STATUS_FILE is there for it either way)."""
+        $TASKSERVER_STATUS_FILE is there for it either way).  A file that cannot be written (a full disk, a
+        directory this user may not write) does not undo the commit: the ids are returned, and
+        ``self.warnings`` lists each file not written and why (a new list per call; logged as a warning)."""
+        self.warnings = []
         commands: list[list[str]] = []
         for i, argv in enumerate(argvs):  # every command is checked before anything is written
             problem = argv_problem(argv)
@@ -94,24 +114,32 @@ class Client:
             with store.batch():  # one commit for the batch; a failed commit keeps none of it
                 ids = [store.add("", queue=queue, argv=argv, now=now) for argv in commands]
             if status_files:
-                self._status_files(target, ids, commands, queue, now)
+                self.warnings = self._status_files(target, ids, commands, queue, now)
             _wake(self.config, store)
         return ids
 
     def _status_files(self, tenant: TenantDef, ids: list[int], commands: list[list[str]], queue: str,
-                      now: float) -> None:
+                      now: float) -> list[StatusWarning]:
         """The runs are committed: a failure here must not make a caller retry (and queue them twice), so
-        it is not raised; the daemon writes each file again when it starts the task."""
+        it is not raised but returned, one warning per file; the daemon writes each file again when it
+        starts the task. Each file is tried: each says for itself why it was not written."""
         state_dir = self.config.tenant_dir(tenant.name)
+        unwritten = []
         for run_id, argv in zip(ids, commands, strict=True):
             run = Run(id=run_id, job="", queue=queue, state=State.QUE, reason=None, due=None, created=now,
                       started=None, finished=None, pid=None, instance=None, exit_code=None, attempt=0,
                       argv=tuple(argv), output="", message=None, queued=True)
+            path = statusfile.status_path(state_dir, tenant.name, run_id)
             try:
-                statusfile.write(statusfile.status_path(state_dir, tenant.name, run_id),
-                                 statusfile.render(run, tenant.name))
-            except OSError:
-                break  # the state dir is not writable: the rest would fail alike
+                statusfile.write(path, statusfile.render(run, tenant.name))
+            except (OSError, UserError) as exc:
+                unwritten.append(StatusWarning(run_id, path, committed.reason(exc)))
+        if len(unwritten) == 1:
+            log.warning("%s", unwritten[0])
+        elif unwritten:
+            log.warning("%d of %d tasks are queued without a status file; the first: %s", len(unwritten),
+                        len(ids), unwritten[0])
+        return unwritten
 
     # -- reading ---------------------------------------------------------------------------------------
     def get(self, run_id: int, *, tenant: str | None = None) -> Run | None:

@@ -1,12 +1,13 @@
-"""`jobs finish` and `jobs cancel` on a full disk: the store is the truth.
+"""`jobs finish` and `jobs cancel` on a full disk, and the Python client's enqueue: the store is the truth.
 
 The state dir is a real small tmpfs (mounted in the daemons' mount namespace, tests/system/runns.py), filled
 with a file after the tasks are queued. The tenant's store sits in `db/` below it, on a tmpfs of its own with
 room, so its commit goes through while no status file can be written: the command did what it was asked,
 so it exits 0 with one warning naming the status file and why, and the status file is left whole (its old
 text) with no temporary file beside it. With the store's own file system full, the change fails before its
-commit: an error, a non-zero exit, and nothing changed. Root runs root's config; a throwaway user runs its
-own config (its state dir a tmpfs of its own).
+commit: an error, a non-zero exit, and nothing changed. The client (runtime/client.py, with
+``status_files=True``) returns its run ids alike, and its ``warnings`` name each file it could not write and
+why. Root runs root's config; a throwaway user runs its own config (its state dir a tmpfs of its own).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import runns
-from daemonlab import me
+from daemonlab import me, sandbox_env
 from faultlab import in_namespace, kill_everything, rows, seen
-from secusers import lab, needs_root
+from secusers import USER_ENV, as_user, lab, needs_root
 from test_full_disk_start import Site
 
 pytestmark = needs_root
@@ -151,3 +153,70 @@ def test_a_committed_finish_and_cancel_warn_when_the_user_may_not_write_the_stat
     stored = _rows(site)
     assert (stored[first]["state"], stored[second]["state"]) == ("OK", "ERR")
     assert sorted(os.listdir(status)) == [str(first)] and (status / str(first)).read_text() == queued_text
+
+
+CLIENT = """
+import json, logging, sys
+from taskserver.runtime.client import Client
+logging.basicConfig(format="%(levelname)s %(message)s")
+def said(client):
+    return [[w.run_id, w.path, w.reason, str(w)] for w in client.warnings]
+with Client(sys.argv[1], tenant="t") as client:
+    batch = client.enqueue_many([["/bin/true", str(n)] for n in range(3)], status_files=True)
+    batch_said = said(client)
+    one = client.enqueue(["/bin/true"], status_files=True)
+    print(json.dumps({"batch": batch, "batch_said": batch_said, "one": one, "one_said": said(client)}))
+"""
+
+
+def _client(site: Site) -> tuple[dict[str, object], list[str]]:
+    """The client's batch of three and one more task, with status files, as the config's owner (in the
+    daemons' mount namespace, where the tmpfs is): what it returned and said, and its log lines."""
+    python = "/usr/bin/python3" if site.user is not None and USER_ENV else sys.executable
+    argv, env = [python, "-c", CLIENT, str(site.cfg)], sandbox_env(site.cfg)
+    if site.user is not None:
+        argv = as_user(site.user, argv)
+        env = site.world.env({"HOME": str(site.user.home), "USER": site.user.name,
+                              "LOGNAME": site.user.name, **USER_ENV})
+    got = subprocess.run([*runns.prefix(), *argv], capture_output=True, text=True, env=env, timeout=120,
+                         check=False)
+    assert got.returncode == 0 and "Traceback" not in got.stderr, got
+    return json.loads(got.stdout), got.stderr.splitlines()
+
+
+def _client_warned(site: Site, why: str) -> None:
+    """Every task queued (QUE in the store), every file named with ``why``, nothing left half-written."""
+    before = sorted(os.listdir(_status_dir(site)))
+    got, log = _client(site)
+    batch, one = got["batch"], got["one"]
+    assert isinstance(batch, list) and isinstance(one, int)
+    named = site.lab / "state" / "status" / "t"  # as the client names it
+
+    def warned(run_id: int) -> list[object]:
+        text = f"run {run_id} is queued, but its status file was not written ({named / str(run_id)}: {why})"
+        return [run_id, str(named / str(run_id)), why, text]
+
+    assert got["batch_said"] == [warned(i) for i in batch]
+    assert got["one_said"] == [warned(one)]  # a new list per call
+    assert log == [f"WARNING 3 of 3 tasks are queued without a status file; the first: {warned(batch[0])[3]}",
+                   f"WARNING {warned(one)[3]}"]
+    stored = _rows(site)
+    assert [stored[i]["state"] for i in [*batch, one]] == ["QUE"] * 4
+    assert sorted(os.listdir(_status_dir(site))) == before  # no temporary file left behind
+
+
+def test_a_client_on_a_full_disk_queues_and_names_each_status_file_it_could_not_write(site: Site) -> None:
+    got = site.ts("jobs", "enqueue", "--", "true")  # the status directory is there
+    assert got.returncode == 0, got
+    site.fill()
+    _client_warned(site, "No space left on device")
+
+
+@pytest.mark.parametrize("site", ["user"], indirect=True)
+def test_a_client_locked_out_of_the_status_directory_queues_and_names_each_file(site: Site) -> None:
+    """The status directory taken over by root (0755): the user's client commits all the same."""
+    got = site.ts("jobs", "enqueue", "--", "true")
+    assert got.returncode == 0, got
+    os.chown(_status_dir(site), 0, 0)
+    _status_dir(site).chmod(0o755)
+    _client_warned(site, "Permission denied")

@@ -121,6 +121,7 @@ def test_status_files_on_request(cfg: Path) -> None:
     with Client(cfg, tenant="t") as client:
         quiet = client.enqueue(["/bin/true"])
         loud = client.enqueue_many([["/bin/echo", "x"]], status_files=True)[0]
+        assert client.warnings == []  # every file written (tests/faults/test_status_after_commit.py: not)
     assert not status_file(cfg, quiet).exists()
     lines = status_file(cfg, loud).read_text().splitlines()
     assert lines[0] == "QUE" and 'argv=["/bin/echo", "x"]' in lines and "queue=default" in lines
