@@ -10,9 +10,11 @@ although it had history, when it is not the store this state dir knew, and while
   it at every wake-up since, so a command's whole-file check (which grows with the history) could not keep
   a corrupt file from being written into; the command relies on SQLite's checks of the pages it touches,
   made stricter with ``cell_size_check``, and on the header and identity checks.
-- One daemon per store: an exclusive ``flock`` on ``<store>.lock``, held for the daemon's life (the kernel
-  drops it when the process dies, whatever kills it); the holder writes who it is into that file, so the
-  refusal names the other daemon (pid, host, config), and which store file it holds it for (``served``).
+- One daemon per store: an exclusive ``flock`` on ``<store>.lock``, taken before the store is opened and
+  held for the daemon's life (the kernel drops it when the process dies, whatever kills it), also while a
+  storage fault keeps the store from opening; the holder writes who it is into that file, so the refusal
+  names the other daemon (pid, host, config), and, once it opened the store, which store file it holds it
+  for (``served``).
 - Wake-ups: the lock holder listens on a datagram socket ``<store>.wake`` (``WakeSocket``).
 """
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .store import Instance
 
 HEADER = b"SQLite format 3\x00"
+_INFO_ROOM = 1024  # bytes a lock file's holder info is padded to: room kept for the next holder
 SHARED_WAIT = 0.5  # seconds a daemon waits for shared holders of its store's lock (commands looking at it)
 _SUN_PATH = 100  # a socket address's bytes: sun_path holds 108 with its NUL; kept under it with a margin
 _RESTORE_HINT = ("restore the file from a backup; to start a new, empty history instead, move the file aside "
@@ -180,37 +183,80 @@ def _try_flock(fd: int, how: int) -> bool:
 
 
 class InstanceLock:
-    """The exclusive lock that makes a store one daemon's; released when the process ends."""
+    """The exclusive lock that makes a store one daemon's; released when the process ends.
+
+    Taken before the store is opened (store.claim_store): a daemon whose store cannot be opened yet (a full
+    disk, a read-only file system: it holds the runs) holds it all the same, so a second daemon is refused
+    then as it is while the store is served. What the holder writes into it (who it is, which file it holds
+    it for) is written over the same bytes each time and blanked, not cut, at release: a lock file that had
+    a holder keeps its room, so a holder on a full disk can still say who it is. A holder that could not
+    say it yet says it at its next ``take`` (``attach``, and each recovery)."""
 
     def __init__(self, path: StrPath) -> None:
         self.store = path
         self.path = os.fspath(path) + ".lock"  # (a store's path names a file: no trailing slash)
         self.fd: int | None = None
 
-    def take(self, me: Instance) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    def take(self, me: Instance, *, checked: bool = True) -> None:
+        """Hold the lock (StoreBusy while another daemon does) and say who holds it, and, ``checked``, for
+        which store file: only a daemon that opened (and so checked) the file names it, so that a command
+        skips its whole-file check (``served``) only then, not while a daemon holds a store it could not
+        open yet. Held already through a file still in place: only said again (a second open file of this
+        process would conflict with the first one's lock); a lock file deleted or replaced meanwhile is
+        taken anew."""
+        if self.fd is None or not self.holds():
+            self._hold(self._open())
+        self._say(me, self._identity() if checked else None)
+
+    def _open(self) -> int:
+        """The lock file, created if need be; read-only where it cannot be written (a read-only file system,
+        a full disk): a lock is held on a file opened for reading as well."""
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                raise
+            try:
+                return os.open(self.path, os.O_RDONLY | flags)
+            except FileNotFoundError:
+                raise exc from None
+
+    def _hold(self, fd: int) -> None:
         try:
             taken = _take(fd)
         except OSError:
             os.close(fd)
             raise
         if not taken:
-            holder = os.pread(fd, 4096, 0)
+            holder = _who(os.pread(fd, 4096, 0), fd)
             os.close(fd)
-            raise StoreBusy(f"{self.store}: in use by another taskserver daemon "
-                            f"({_who(holder)})", hint="each store serves one daemon: stop the other one, or "
-                            "give this config its own state_dir") from None
-        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
-                           "store": self._identity()}).encode()
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, info, 0)
-        except OSError:  # a full disk: the lock goes with the fd, or this daemon's next try finds it "busy"
-            os.close(fd)
-            raise
+            raise StoreBusy(f"{self.store}: in use by another taskserver daemon ({holder})",
+                            hint="each store serves one daemon: stop the other one, or give this config its "
+                            "own state_dir") from None
         if self.fd is not None:
             os.close(self.fd)
         self.fd = fd
+
+    def holds(self) -> bool:
+        """Whether the lock file in place is the one this holds (not deleted or replaced since)."""
+        if self.fd is None:
+            return False
+        try:
+            st, mine = os.stat(self.path, follow_symlinks=False), os.fstat(self.fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino) and mine.st_nlink > 0
+
+    def _say(self, me: Instance, store: list[int] | None) -> None:
+        """Write who holds the lock over the bytes there (no new room needed once a holder said it); a
+        disk that takes no byte leaves it unsaid until the next ``take``."""
+        assert self.fd is not None
+        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
+                           "store": store}).encode()
+        with contextlib.suppress(OSError):  # read-only, or no room yet: the lock holds without it
+            size = max(_INFO_ROOM, len(info), os.fstat(self.fd).st_size)
+            os.pwrite(self.fd, info.ljust(size), 0)
 
     def _identity(self) -> list[int] | None:
         """The store file this lock is held for (``served`` believes a lock only for it)."""
@@ -222,8 +268,8 @@ class InstanceLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
+            with contextlib.suppress(OSError):  # blanked in place: its room stays for the next holder
+                os.pwrite(self.fd, b" " * os.fstat(self.fd).st_size, 0)
             os.close(self.fd)
             self.fd = None
 
@@ -242,12 +288,32 @@ def _take(fd: int) -> bool:
     return True
 
 
-def _who(raw: bytes) -> str:
+def _who(raw: bytes, fd: int) -> str:
     try:
         info = json.loads(raw)
         return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
     except (ValueError, KeyError, TypeError):
-        return "it did not say who it is"
+        pid = _holder(fd)
+        said = "it has not said who it is (its disk may be full)"
+        return f"pid {pid}; {said}" if pid is not None else said
+
+
+def _holder(fd: int) -> int | None:
+    """The pid holding the exclusive flock on ``fd``'s file, as /proc/locks names it (a holder that could
+    not write who it is is still named). Lines: ``1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF``; a
+    waiter's has ``->`` after its number."""
+    st = os.fstat(fd)
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if parts[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and len(parts) > 5 and parts[5] == want:
+            return int(parts[4]) if parts[4].isdigit() and parts[4] != "0" else None
+    return None
 
 
 class WakeSocket:
