@@ -251,12 +251,33 @@ class InstanceLock:
     def _say(self, me: Instance, store: list[int] | None) -> None:
         """Write who holds the lock over the bytes there (no new room needed once a holder said it); a
         disk that takes no byte leaves it unsaid until the next ``take``."""
+        self._write(json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
+                                "store": store}).encode())
+
+    def _write(self, text: bytes | None) -> None:
+        """``text`` (None: blanks) over the file's bytes, padded to its size, and to _INFO_ROOM at least.
+        A lock taken read-only (on a read-only file system) is written through a second descriptor of the
+        same file once it can be: what it says must not stay another's, or unsaid, after a remount."""
         assert self.fd is not None
-        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
-                           "store": store}).encode()
-        with contextlib.suppress(OSError):  # read-only, or no room yet: the lock holds without it
-            size = max(_INFO_ROOM, len(info), os.fstat(self.fd).st_size)
-            os.pwrite(self.fd, info.ljust(size), 0)
+        fd = self.fd
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDWR:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if self._same_file(fd):
+                size = os.fstat(fd).st_size
+                room = size if text is None else max(_INFO_ROOM, len(text), size)
+                os.pwrite(fd, (text or b"").ljust(room), 0)
+        except OSError:
+            pass  # read-only, or no room yet: the lock holds without it
+        finally:
+            if fd != self.fd:
+                os.close(fd)
+
+    def _same_file(self, fd: int) -> bool:
+        """Whether ``fd`` is open on the file this lock is held through."""
+        assert self.fd is not None
+        mine, other = os.fstat(self.fd), os.fstat(fd)
+        return (mine.st_dev, mine.st_ino) == (other.st_dev, other.st_ino)
 
     def _identity(self) -> list[int] | None:
         """The store file this lock is held for (``served`` believes a lock only for it)."""
@@ -268,8 +289,7 @@ class InstanceLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            with contextlib.suppress(OSError):  # blanked in place: its room stays for the next holder
-                os.pwrite(self.fd, b" " * os.fstat(self.fd).st_size, 0)
+            self._write(None)  # blanked in place: its room stays for the next holder
             os.close(self.fd)
             self.fd = None
 
@@ -289,13 +309,18 @@ def _take(fd: int) -> bool:
 
 
 def _who(raw: bytes, fd: int) -> str:
+    """The holder of the lock on ``fd``, by what it wrote there; by the pid the kernel names when it wrote
+    nothing, or when what is there names another process (a holder before it that could not be written
+    over: a read-only file system)."""
+    pid = _holder(fd)
     try:
         info = json.loads(raw)
-        return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
+        if pid is None or info["pid"] == pid:
+            return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
     except (ValueError, KeyError, TypeError):
-        pid = _holder(fd)
-        said = "it has not said who it is (its disk may be full)"
-        return f"pid {pid}; {said}" if pid is not None else said
+        pass
+    said = "it has not said who it is (its file system may be full or read-only)"
+    return f"pid {pid}; {said}" if pid is not None else said
 
 
 def _holder(fd: int) -> int | None:
