@@ -28,6 +28,7 @@ from .model import State, TenantDef
 from .sqlite_base import add_task, open_db
 from .sqlite_ckpt import Checkpointer
 from .sqlite_steer import SqliteSteer
+from .sqlite_wake import WakeSocket, wake_path
 from .store import (
     BACKENDS,
     CLAIMERS,
@@ -178,7 +179,7 @@ class SqliteStore(SqliteSteer):
         # a daemon's lock, taken before the store was opened, is the daemon's to release (runtime/stores.py)
         self._lock = lock or guard.InstanceLock(path)
         self._own_lock = lock is None
-        self._wake = guard.WakeSocket(guard.wake_path(path))
+        self._wake = WakeSocket(wake_path(path))
         self._next_check = 0.0
         self.db = open_db(path, self.marker, create=create, verify=verify)
         self._ident = os.stat(path)
