@@ -320,7 +320,8 @@ def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verif
     ``verify``: check the whole store's integrity before anything is written: True for the daemon at start,
     UNSERVED for a command about to write (only while no live daemon serves the store; store_errors.py);
     costly on a large store, so readers do not ask for it. ``claim``: the daemon's lock on it
-    (``claim_store``), which the store then holds (``attach``) and releases (``close``)."""
+    (``claim_store``), which the store then holds through (``attach``); the daemon releases it
+    (runtime/stores.py), not the store's ``close``."""
     _load(tenant.store.kind)
     opener = BACKENDS.get(tenant.store.kind)
     if opener is None:
