@@ -300,18 +300,16 @@ def _take(fd: int) -> bool:
 
 
 def _who(raw: bytes, fd: int) -> str:
-    """The holder of the lock on ``fd``, by what it wrote there; by the pid the kernel names when it wrote
-    nothing, or when what is there names another process (a holder before it that could not be written
-    over: a read-only file system)."""
-    pid = _holder(fd)
+    """The holder of the lock on ``fd``, by what it wrote there, else by the pid the kernel names. What it
+    wrote is believed as it is: the pid it wrote is its own as seen in its pid namespace, which /proc/locks
+    here may give otherwise, so the two are not compared."""
     try:
         info = json.loads(raw)
-        if pid is None or info["pid"] == pid:
-            return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
+        return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
     except (ValueError, KeyError, TypeError):
-        pass
-    said = "it has not said who it is (its file system may be full or read-only)"
-    return f"pid {pid}; {said}" if pid is not None else said
+        pid = _holder(fd)
+        said = "it has not said who it is (its file system may be full or read-only)"
+        return f"pid {pid}; {said}" if pid is not None else said
 
 
 def _holder(fd: int) -> int | None:
