@@ -289,7 +289,7 @@ def _write(args: argparse.Namespace, cfg: _Config, tenant: _Tenant, ident: privs
         return _full(args, Doubt("the command"))  # refused there, in its words
     tenant_dir = cfg.tenant_dir(tenant.name)
     # imported now: acting as the tenant's user, the interpreter's own modules may be out of reach
-    from . import sqlite_base  # noqa: F401, PLC0415 - sqlite3 once the settings are known
+    from . import sqlite_base, sqlite_wake  # noqa: F401, PLC0415 - sqlite3 once the settings are known
 
     if ident is not None:  # (the daemon's signal, when its wake-up socket is not there, only then)
         from . import pidsignal  # noqa: F401, PLC0415
@@ -327,7 +327,7 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
     into ``done`` once committed. Any failure before that is an OSError (the full path words it)."""
     import sqlite3  # noqa: PLC0415 - imported by _write, as root
 
-    from . import sqlite_base, sqlite_guard  # noqa: PLC0415
+    from . import sqlite_base, sqlite_guard, sqlite_wake  # noqa: PLC0415
     from .store_errors import UNSERVED  # noqa: PLC0415
 
     tenant_dir = cfg.tenant_dir(tenant.name)
@@ -342,7 +342,7 @@ def _queue(cfg: _Config, tenant: _Tenant, queue: str, argv: list[str], done: lis
         except sqlite3.Error as exc:
             raise OSError(str(exc)) from exc
         done.append(run_id)
-        wake = sqlite_guard.WakeSocket(sqlite_guard.wake_path(path))
+        wake = sqlite_wake.WakeSocket(sqlite_wake.wake_path(path))
         row = _Queued(run_id, tuple(argv), queue, now)
         after_commit(cfg.path, (tenant_dir, tenant.name), run_id, lambda: row, wake.notify)
     finally:

@@ -84,7 +84,9 @@ class Changes(Dispatching):
         self.executor.output_tail = new.server.output_tail
         fresh = [t for t in new.tenants if t.login is not None and t.name not in self.stores]
         names = {t.name for t in fresh}
-        self.held = {name: exc for name, exc in self.held.items() if name in names}  # (a tenant removed)
+        for name in [name for name in self.held if name not in names]:  # (a tenant removed, or its login)
+            del self.held[name]
+            self.stores.release(name)  # no longer claimed: another daemon may serve it
         for tenant in fresh:
             self._open_fresh(tenant, now)
         for tenant, job in change.added:

@@ -13,7 +13,7 @@ from . import housekeeping, plans, stores, tenancy
 from .daemon_state import DaemonState, Key
 from .model import Config, JobDef, State, TenantDef
 from .samesched import SameSchedule
-from .store import NO_SUCH_JOB, Store, StoreError, StoreFault, open_store
+from .store import NO_SUCH_JOB, Claim, Instance, Store, StoreError, StoreFault, claim_store, open_store
 
 log = logging.getLogger(__package__ + ".daemon")  # the daemon's one name in the log, whichever layer writes
 CLOCK_SLACK = 1.0  # a last due time further after now is a clock's doing (hosts of a store differ a little)
@@ -106,15 +106,21 @@ class Planning(DaemonState):
         return store.last_dues()
 
     def _open_store(self, tenant: TenantDef, now: float) -> Store:
-        """Open a tenant's store under this instance's lease; dead daemons' runs are settled there.  A tenant
-        with run_as: its directory, store and status files are its user's (tenancy.open_as)."""
+        """Claim and open a tenant's store under this instance's lease; dead daemons' runs are settled there.
+        A tenant with run_as: its directory, store and status files (and the store's lock) are its user's
+        (tenancy.open_as). A store held (a storage fault) stays claimed: see ``Stores.open``."""
         where = self.config.tenant_dir(tenant.name)
 
-        def opener() -> Store:
-            store = tenancy.open_as(self.config, tenant, lambda: open_store(tenant, where, verify=True))
+        def claimer(me: Instance) -> Claim | None:
+            return tenancy.as_tenant(self.config, tenant, lambda: claim_store(tenant, where, me))
+
+        def opener(claim: Claim | None) -> Store:
+            store = tenancy.open_as(self.config, tenant,
+                                    lambda: open_store(tenant, where, verify=True, claim=claim))
             return self.alerts.observe(tenant.name, store)  # run ends may notify (runtime/alerts.py)
 
-        return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run))
+        return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run),
+                                claimer)
 
     def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:
         """Due times and retries claimed before (by this daemon before a fault, or by one that died)."""
@@ -225,6 +231,8 @@ class Planning(DaemonState):
                     raise
                 except StoreError as exc:  # refused (corrupt, another daemon's): the others go on
                     log.error("tenant %s is not served: %s (%s)", name, exc.message, exc.hint)
+            else:  # (a reload took it out, or its login)
+                self.stores.release(name)
             del self.held[name]
 
     def _resync(self, now: float) -> None:

@@ -37,6 +37,7 @@ from .store import (
     BACKENDS,
     MISSED,
     REPORTED,
+    Claim,
     Instance,
     JobSummary,
     Process,
@@ -68,9 +69,10 @@ def _require_driver() -> None:
                         hint="pip install 'taskserver[postgresql]'")
 
 
-def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True, verify: Verify = False) -> PgStore:
+def open_pg(tenant: TenantDef, state_dir: Path, create: bool = True, verify: Verify = False,
+            claim: Claim | None = None) -> PgStore:
     """``create`` and ``verify`` concern files: the server creates nothing but through `store migrate`, and
-    checks its own pages."""
+    checks its own pages. ``claim`` is always None: a shared store has no lock of one daemon."""
     _require_driver()
     if not tenant.store.dsn:
         raise UserError(f"tenant {tenant.name!r}: store postgresql needs a DSN",

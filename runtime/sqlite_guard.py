@@ -10,15 +10,16 @@ although it had history, when it is not the store this state dir knew, and while
   it at every wake-up since, so a command's whole-file check (which grows with the history) could not keep
   a corrupt file from being written into; the command relies on SQLite's checks of the pages it touches,
   made stricter with ``cell_size_check``, and on the header and identity checks.
-- One daemon per store: an exclusive ``flock`` on ``<store>.lock``, held for the daemon's life (the kernel
-  drops it when the process dies, whatever kills it); the holder writes who it is into that file, so the
-  refusal names the other daemon (pid, host, config), and which store file it holds it for (``served``).
-- Wake-ups: the lock holder listens on a datagram socket ``<store>.wake`` (``WakeSocket``).
+- One daemon per store: an exclusive ``flock`` on ``<store>.lock``, taken before the store is opened and
+  held for the daemon's life (the kernel drops it when the process dies, whatever kills it), also while a
+  storage fault keeps the store from opening; the holder writes who it is into that file, so the refusal
+  names the other daemon (pid, host, config), and, once it opened the store, which store file it holds it
+  for (``served``).
+- Wake-ups: the lock holder listens on a datagram socket ``<store>.wake`` (runtime/sqlite_wake.py).
 """
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import errno
 import fcntl
@@ -28,19 +29,17 @@ import sqlite3
 import stat
 import time
 
-from .confpath import parent
 from .store_errors import StoreBusy, StoreError, fault
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     from .confpath import StrPath
     from .store import Instance
 
 HEADER = b"SQLite format 3\x00"
+_INFO_ROOM = 1024  # bytes a lock file's holder info is padded to: room kept for the next holder
 SHARED_WAIT = 0.5  # seconds a daemon waits for shared holders of its store's lock (commands looking at it)
-_SUN_PATH = 100  # a socket address's bytes: sun_path holds 108 with its NUL; kept under it with a margin
 _RESTORE_HINT = ("restore the file from a backup; to start a new, empty history instead, move the file aside "
                  "and remove {marker}")
 
@@ -49,11 +48,6 @@ _RESTORE_HINT = ("restore the file from a backup; to start a new, empty history 
 # (runtime/confpath.py says why).
 def marker_path(state_dir: StrPath, tenant: str) -> str:
     return os.path.join(state_dir, f".{tenant}.store-id")
-
-
-def wake_path(store: StrPath) -> str:
-    """Where the store's wake-up socket (``WakeSocket``) is: beside it (a store's path names a file)."""
-    return os.fspath(store) + ".wake"
 
 
 def read_marker(marker: StrPath) -> str | None:
@@ -180,37 +174,101 @@ def _try_flock(fd: int, how: int) -> bool:
 
 
 class InstanceLock:
-    """The exclusive lock that makes a store one daemon's; released when the process ends."""
+    """The exclusive lock that makes a store one daemon's; released when the process ends.
+
+    Taken before the store is opened (store.claim_store): a daemon whose store cannot be opened yet (a full
+    disk, a read-only file system: it holds the runs) holds it all the same, so a second daemon is refused
+    then as it is while the store is served. What the holder writes into it (who it is, which file it holds
+    it for) is written over the same bytes each time and blanked, not cut, at release: a lock file that had
+    a holder keeps its room, so a holder on a full disk can still say who it is. A holder that could not
+    say it yet says it at its next ``take`` (``attach``, and each recovery)."""
 
     def __init__(self, path: StrPath) -> None:
         self.store = path
         self.path = os.fspath(path) + ".lock"  # (a store's path names a file: no trailing slash)
         self.fd: int | None = None
 
-    def take(self, me: Instance) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    def take(self, me: Instance, *, checked: bool = True) -> None:
+        """Hold the lock (StoreBusy while another daemon does) and say who holds it, and, ``checked``, for
+        which store file: only a daemon that opened (and so checked) the file names it, so that a command
+        skips its whole-file check (``served``) only then, not while a daemon holds a store it could not
+        open yet. Held already through a file still in place: only said again (a second open file of this
+        process would conflict with the first one's lock); a lock file deleted or replaced meanwhile is
+        taken anew."""
+        if self.fd is None or not self.holds():
+            self._hold(self._open())
+        self._say(me, self._identity() if checked else None)
+
+    def _open(self) -> int:
+        """The lock file, created if need be; read-only where it cannot be written (a read-only file system,
+        a full disk): a lock is held on a file opened for reading as well."""
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                raise
+            try:
+                return os.open(self.path, os.O_RDONLY | flags)
+            except FileNotFoundError:
+                raise exc from None
+
+    def _hold(self, fd: int) -> None:
         try:
             taken = _take(fd)
         except OSError:
             os.close(fd)
             raise
         if not taken:
-            holder = os.pread(fd, 4096, 0)
+            holder = _who(os.pread(fd, 4096, 0), fd)
             os.close(fd)
-            raise StoreBusy(f"{self.store}: in use by another taskserver daemon "
-                            f"({_who(holder)})", hint="each store serves one daemon: stop the other one, or "
-                            "give this config its own state_dir") from None
-        info = json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
-                           "store": self._identity()}).encode()
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, info, 0)
-        except OSError:  # a full disk: the lock goes with the fd, or this daemon's next try finds it "busy"
-            os.close(fd)
-            raise
+            raise StoreBusy(f"{self.store}: in use by another taskserver daemon ({holder})",
+                            hint="each store serves one daemon: stop the other one, or give this config its "
+                            "own state_dir") from None
         if self.fd is not None:
             os.close(self.fd)
         self.fd = fd
+
+    def holds(self) -> bool:
+        """Whether the lock file in place is the one this holds (not deleted or replaced since)."""
+        if self.fd is None:
+            return False
+        try:
+            st, mine = os.stat(self.path, follow_symlinks=False), os.fstat(self.fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino) and mine.st_nlink > 0
+
+    def _say(self, me: Instance, store: list[int] | None) -> None:
+        """Write who holds the lock over the bytes there (no new room needed once a holder said it); a
+        disk that takes no byte leaves it unsaid until the next ``take``."""
+        self._write(json.dumps({"pid": me.pid, "host": me.host, "config": me.config, "instance": me.id,
+                                "store": store}).encode())
+
+    def _write(self, text: bytes | None) -> None:
+        """``text`` (None: blanks) over the file's bytes, padded to its size, and to _INFO_ROOM at least.
+        A lock taken read-only (on a read-only file system) is written through a second descriptor of the
+        same file once it can be: what it says must not stay another's, or unsaid, after a remount."""
+        assert self.fd is not None
+        fd = self.fd
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDWR:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if self._same_file(fd):
+                size = os.fstat(fd).st_size
+                room = size if text is None else max(_INFO_ROOM, len(text), size)
+                os.pwrite(fd, (text or b"").ljust(room), 0)
+        except OSError:
+            pass  # read-only, or no room yet: the lock holds without it
+        finally:
+            if fd != self.fd:
+                os.close(fd)
+
+    def _same_file(self, fd: int) -> bool:
+        """Whether ``fd`` is open on the file this lock is held through."""
+        assert self.fd is not None
+        mine, other = os.fstat(self.fd), os.fstat(fd)
+        return (mine.st_dev, mine.st_ino) == (other.st_dev, other.st_ino)
 
     def _identity(self) -> list[int] | None:
         """The store file this lock is held for (``served`` believes a lock only for it)."""
@@ -222,8 +280,7 @@ class InstanceLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
+            self._write(None)  # blanked in place: its room stays for the next holder
             os.close(self.fd)
             self.fd = None
 
@@ -242,90 +299,32 @@ def _take(fd: int) -> bool:
     return True
 
 
-def _who(raw: bytes) -> str:
+def _who(raw: bytes, fd: int) -> str:
+    """The holder of the lock on ``fd``, by what it wrote there, else by the pid the kernel names. What it
+    wrote is believed as it is: the pid it wrote is its own as seen in its pid namespace, which /proc/locks
+    here may give otherwise, so the two are not compared."""
     try:
         info = json.loads(raw)
         return f"pid {info['pid']} on host {info['host']}, config {info['config']}"
     except (ValueError, KeyError, TypeError):
-        return "it did not say who it is"
+        pid = _holder(fd)
+        said = "it has not said who it is (its file system may be full or read-only)"
+        return f"pid {pid}; {said}" if pid is not None else said
 
 
-class WakeSocket:
-    """A datagram socket next to the store: `jobs enqueue` wakes the daemon without knowing its pid.
-
-    Bound only by the daemon holding the instance lock, so a socket file found at ``listen`` is a dead
-    daemon's.  A path too long for ``sun_path`` (108 bytes: a deep state dir) is reached through its
-    directory opened as a file descriptor (``/proc/self/fd/N/NAME``), for the bind and for each wake-up;
-    only a name too long even then gets no socket (the pid file's SIGUSR1 still wakes the daemon).
-    """
-
-    def __init__(self, path: StrPath) -> None:
-        self.path = os.fspath(path)
-        # the plain _socket type: the socket module's import (its enums) was a tenth of `jobs enqueue`
-        self.sock: _socket.socket | None = None
-
-    @contextlib.contextmanager
-    def _address(self) -> Iterator[str | None]:
-        """The socket's address: its path, or for a path too long its directory's descriptor's path
-        (valid while the descriptor is open); None when even that is too long."""
-        if len(os.fsencode(self.path)) <= _SUN_PATH:
-            yield self.path
-            return
-        try:
-            fd = os.open(parent(self.path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            yield None
-            return
-        try:
-            short = f"/proc/self/fd/{fd}/{os.path.basename(self.path)}"
-            yield short if len(os.fsencode(short)) <= _SUN_PATH else None
-        finally:
-            os.close(fd)
-
-    def listen(self) -> None:
-        self.close()
-        with self._address() as address:
-            if address is None:
-                return
-            flags = _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK
-            sock = _socket.socket(_socket.AF_UNIX, flags)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            try:
-                sock.bind(address)
-            except OSError:
-                sock.close()
-                raise
-        os.chmod(self.path, 0o660)  # its user and group (the daemon's, a tenant's) may wake it, no one else
-        self.sock = sock
-
-    def fileno(self) -> int | None:
-        return self.sock.fileno() if self.sock is not None else None
-
-    def drain(self) -> None:
-        with contextlib.suppress(OSError):
-            while self.sock is not None and self.sock.recv(64):
-                pass
-
-    def notify(self) -> bool:
-        """Send a wake-up; False when nobody listens."""
-        with self._address() as address:
-            if address is None:
-                return False
-            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-            try:
-                s.sendto(b"!", address)
-            except BlockingIOError:
-                return True  # its buffer is full of wake-ups it has not read yet: it will look
-            except OSError:
-                return False
-            finally:
-                s.close()
-        return True
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-            with contextlib.suppress(OSError):  # ours: bound under the instance lock
-                os.unlink(self.path)
+def _holder(fd: int) -> int | None:
+    """The pid holding the exclusive flock on ``fd``'s file, as /proc/locks names it (a holder that could
+    not write who it is is still named). Lines: ``1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF``; a
+    waiter's has ``->`` after its number."""
+    st = os.fstat(fd)
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if parts[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and len(parts) > 5 and parts[5] == want:
+            return int(parts[4]) if parts[4].isdigit() and parts[4] != "0" else None
+    return None

@@ -28,10 +28,13 @@ from .model import State, TenantDef
 from .sqlite_base import add_task, open_db
 from .sqlite_ckpt import Checkpointer
 from .sqlite_steer import SqliteSteer
+from .sqlite_wake import WakeSocket, wake_path
 from .store import (
     BACKENDS,
+    CLAIMERS,
     MISSED,
     REPORTED,
+    Claim,
     Instance,
     JobSummary,
     Process,
@@ -73,10 +76,28 @@ def store_path(tenant: TenantDef, state_dir: Path) -> Path:
     return tenant.store.path or state_dir / f"{tenant.name}.sqlite"
 
 
-def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True,
-                verify: Verify = True) -> SqliteStore:
+def open_sqlite(tenant: TenantDef, state_dir: Path, create: bool = True, verify: Verify = True,
+                claim: Claim | None = None) -> SqliteStore:
     marker = Path(guard.marker_path(state_dir, tenant.name))
-    return SqliteStore(store_path(tenant, state_dir), marker, create=create, verify=verify)
+    lock = claim if isinstance(claim, guard.InstanceLock) else None
+    return SqliteStore(store_path(tenant, state_dir), marker, create=create, verify=verify, lock=lock)
+
+
+def claim_sqlite(tenant: TenantDef, state_dir: Path, me: Instance) -> guard.InstanceLock:
+    """The store's lock, taken before the store is opened (store.claim_store). Its directory is made for
+    it, as opening the store would make it; a lock file that cannot be made is no fault to wait out: a
+    daemon that cannot hold the lock cannot know the store is its own."""
+    path = store_path(tenant, state_dir)
+    lock = guard.InstanceLock(path)
+    try:
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+        lock.take(me, checked=False)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot take the store's lock {lock.path}: {exc.strerror}",
+                         hint="the daemon serves a store only while it holds that lock: make room for it "
+                         "(free space or inodes on its file system) or make it writable, then start "
+                         "again") from None
+    return lock
 
 
 _FIELDS = tuple(COLUMNS.split(", "))  # Run's fields, in the order of COLUMNS
@@ -150,13 +171,15 @@ class SqliteStore(SqliteSteer):
     cancelling = _guarded(SqliteSteer.cancelling)
 
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
-                 verify: Verify = True) -> None:
+                 verify: Verify = True, lock: guard.InstanceLock | None = None) -> None:
         self.path = path
         self.marker = marker or path.with_name(f".{path.stem}.store-id")
         self._depth = 0
         self._me: Instance | None = None
-        self._lock = guard.InstanceLock(path)
-        self._wake = guard.WakeSocket(guard.wake_path(path))
+        # a daemon's lock, taken before the store was opened, is the daemon's to release (runtime/stores.py)
+        self._lock = lock or guard.InstanceLock(path)
+        self._own_lock = lock is None
+        self._wake = WakeSocket(wake_path(path))
         self._next_check = 0.0
         self.db = open_db(path, self.marker, create=create, verify=verify)
         self._ident = os.stat(path)
@@ -398,7 +421,7 @@ class SqliteStore(SqliteSteer):
         if self._me is not None and instance == self._me.id:
             self._stop_checkpoints(self.db)
             self._wake.close()
-            self._lock.release()
+            self._release()
             self._me = None
 
     def wakeup_fd(self) -> int | None:
@@ -421,16 +444,23 @@ class SqliteStore(SqliteSteer):
             what = "was deleted" if st is None else "was replaced by another file"
             raise StoreError(f"{self.path}: the run store {what} while the daemon used it",
                              hint="restore the state directory; the daemon starts nothing new until then")
+        if self._me is not None and not self._lock.holds():  # a second daemon could take a new one
+            raise StoreError(f"{self.path}: its lock file {self._lock.path} was deleted or replaced while "
+                             "the daemon held it", hint="the daemon takes it again, or starts nothing new "
+                             "while another daemon holds the new one")
 
     def recover(self) -> str | None:
         """A store deleted under us (the whole state dir, say) is written back from the open connection,
         so no record is lost; a replaced file is left alone (someone put it there).  On a full disk the
         write-ahead log is checkpointed and truncated: on a small file system the log itself (which grows
-        to about 4 MiB between automatic checkpoints) may be what filled it."""
+        to about 4 MiB between automatic checkpoints) may be what filled it.  The lock comes first: one
+        deleted (with the store, or alone) is taken again before anything is written back, and while another
+        daemon holds the new one nothing is (StoreBusy: the store stays failed)."""
+        relocked = self._relock()
         if self.path.exists():
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return None
+            return relocked
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -447,11 +477,33 @@ class SqliteStore(SqliteSteer):
         self._known.forget()  # a new connection counts data versions anew
         with contextlib.suppress(OSError):
             guard.write_marker(self.marker, schema.store_id(new), self.path)
-            if self._me is not None:
-                self._lock.take(self._me)
+        if self._me is not None:
+            self._lock.take(self._me)  # held (``_relock``): it names the new file now
+            with contextlib.suppress(OSError):
                 self._wake.listen()
         count = new.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return f"wrote the store back to {self.path} from the daemon's open copy ({count} runs kept)"
+
+    def _relock(self) -> str | None:
+        """Take the lock again if its file was deleted or replaced while this daemon held it (``check``);
+        a note when it was."""
+        if self._me is None or self._lock.holds():
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lock.take(self._me, checked=self._in_place())
+        except OSError as exc:
+            raise fault(exc, self.path) or StoreError(f"{self.path}: cannot take its lock again: {exc}",
+                                                      hint=_FAULT_HINT) from exc
+        return f"took the store's lock {self._lock.path} again (its file was deleted or replaced)"
+
+    def _in_place(self) -> bool:
+        """Whether the file at the store's path is the one this connection has open."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self._ident.st_dev, self._ident.st_ino)
 
     # -- bookkeeping and reading -----------------------------------------------------------------------
     @_guarded
@@ -523,9 +575,14 @@ class SqliteStore(SqliteSteer):
     def close(self) -> None:
         self._stop_checkpoints(None)
         self._wake.close()
-        self._lock.release()
+        self._release()
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
 
+    def _release(self) -> None:
+        if self._own_lock:
+            self._lock.release()
+
 
 BACKENDS["sqlite"] = open_sqlite
+CLAIMERS["sqlite"] = claim_sqlite

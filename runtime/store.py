@@ -280,8 +280,17 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-Opener = Callable[[TenantDef, Path, bool, Verify], Store]  # (tenant, state dir, create, verify) -> store
+class Claim(Protocol):
+    """A store's exclusive lock, taken before the store is opened (``claim_store``)."""
+
+    def release(self) -> None: ...
+
+
+# (tenant, state dir, create, verify, the claim taken before) -> store
+Opener = Callable[[TenantDef, Path, bool, Verify, "Claim | None"], Store]
 BACKENDS: dict[str, Opener] = {}  # kind -> opener; each backend module registers itself when imported
+Claimer = Callable[[TenantDef, Path, Instance], Claim]  # (tenant, state dir, the daemon) -> its lock, taken
+CLAIMERS: dict[str, Claimer] = {}  # kind -> claimer: only a store that allows one daemon (``exclusive``)
 # kind -> module, imported on first use
 MODULES = {"sqlite": "taskserver.runtime.sqlite_store", "postgresql": "taskserver.runtime.pg_store"}
 
@@ -304,15 +313,28 @@ def _load(kind: str) -> None:
                                   f"{kind} tenant") from None
 
 
-def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verify: Verify = False) -> Store:
+def open_store(tenant: TenantDef, state_dir: Path, *, create: bool = True, verify: Verify = False,
+               claim: Claim | None = None) -> Store:
     """The tenant's store, by ``tenant.store.kind``; ``create`` False raises NoStore when it has none.
 
     ``verify``: check the whole store's integrity before anything is written: True for the daemon at start,
     UNSERVED for a command about to write (only while no live daemon serves the store; store_errors.py);
-    costly on a large store, so readers do not ask for it."""
+    costly on a large store, so readers do not ask for it. ``claim``: the daemon's lock on it
+    (``claim_store``), which the store then holds through (``attach``); the daemon releases it
+    (runtime/stores.py), not the store's ``close``."""
     _load(tenant.store.kind)
     opener = BACKENDS.get(tenant.store.kind)
     if opener is None:
         raise UserError(f"tenant {tenant.name!r}: store kind {tenant.store.kind!r} is not available",
                         hint=f"available: {', '.join(sorted(BACKENDS)) or 'none'}")
-    return opener(tenant, state_dir, create, verify)
+    return opener(tenant, state_dir, create, verify, claim)
+
+
+def claim_store(tenant: TenantDef, state_dir: Path, me: Instance) -> Claim | None:
+    """Before a daemon opens a store that allows one daemon: its lock, taken for ``me`` (StoreBusy while
+    another live daemon holds it). Taken first, so that a store a storage fault keeps from opening (the
+    daemon holds its runs and retries) is this daemon's all the same: a second daemon is refused at once,
+    as it is from a store being served. None for a store shared by several daemons."""
+    _load(tenant.store.kind)
+    claimer = CLAIMERS.get(tenant.store.kind)
+    return claimer(tenant, state_dir, me) if claimer is not None else None

@@ -1,8 +1,9 @@
 """The daemon's open stores, one per tenant with a login: its lease on each, its transactions, its faults.
 
-- ``open`` opens a tenant's store (the daemon's opener: through the registry, as the tenant's user), takes
-  this instance's lease (refused while another daemon has an exclusive store) and settles what dead
-  instances left running (runtime/orphans.py).
+- ``open`` claims a tenant's store (the lock of a store that allows one daemon: refused while another
+  daemon holds it), opens it (the daemon's opener: through the registry, as the tenant's user), takes this
+  instance's lease and settles what dead instances left running (runtime/orphans.py). A store a storage
+  fault keeps from opening stays claimed while the daemon holds its runs: no second daemon comes up on it.
 - ``tx`` groups everything one wake-up writes into one transaction per tenant (one commit for many runs);
   ``use`` is how the daemon reaches a store inside it.  It is closed before the daemon sleeps, so `jobs
   enqueue` never waits on a sleeping daemon's lock.
@@ -22,7 +23,7 @@ from pathlib import Path
 from . import liveness, orphans
 from .executor import KILL_GRACE
 from .model import TenantDef
-from .store import Instance, Run, Store, StoreError
+from .store import Claim, Instance, Run, Store, StoreError, StoreFault
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ SHARED_BEAT = 5.0
 SHARED_SKEW = 120.0
 
 
+Opener = Callable[[Claim | None], Store]  # opens a tenant's store, holding the claim taken for it
+Claimer = Callable[[Instance], Claim | None]  # takes the store's lock before it is opened (store.claim_store)
+
+
 def _ignore(run: Run) -> None:
     pass
 
@@ -49,6 +54,10 @@ class Stores(Mapping[str, Store]):
         self.config = config
         self.sel = sel
         self._open: dict[str, Store] = {}
+        self._claims: dict[str, Claim] = {}  # the locks of the stores served, released at ``close``
+        # tenants whose store a storage fault kept from opening: the lock held meanwhile (None: not taken
+        # yet) and how to open and claim that store, the one first asked for, when it can be opened
+        self._held: dict[str, tuple[Claim | None, Opener, Claimer | None]] = {}
         self._tx: contextlib.ExitStack | None = None
         self._in_tx: set[str] = set()
         self.next_beat = 0.0
@@ -66,30 +75,56 @@ class Stores(Mapping[str, Store]):
     def __len__(self) -> int:
         return len(self._open)
 
-    def open(self, tenant: TenantDef, opener: Callable[[], Store], now: float,
-             report: Callable[[Run], None]) -> Store:
-        """Open the tenant's store (``opener``) and take our lease on it; the runs dead daemons left in RUN
-        are settled here, by evidence, before anything new starts."""
-        store = opener()
-        # known before the lease is taken: a shared store's first lease is as short as every later one (a
-        # host that died in its first minute held its runs for LEASE_TTL, three minutes)
-        shared = self.shared or not store.exclusive
+    def open(self, tenant: TenantDef, opener: Opener, now: float, report: Callable[[Run], None],
+             claimer: Claimer | None = None) -> Store:
+        """Claim the tenant's store (``claimer``: its lock, StoreBusy while another daemon holds it), open
+        it (``opener``) and take our lease on it; the runs dead daemons left in RUN are settled here, by
+        evidence, before anything new starts. A StoreFault (the daemon holds the tenant's runs) keeps the
+        claim, and the next ``open`` of the tenant opens that same store (a reload naming another path
+        meanwhile waits for a restart, as it does for a store served); any other failure releases it."""
+        name = tenant.name
+        claim, opener, claimer = self._held.pop(name, (None, opener, claimer))
         try:
-            store.attach(self.me(now, shared=shared))
-            orphans.settle(store, tenant.name, self.instance, now=now, grace=KILL_GRACE,
-                           exclusive=store.exclusive, report=report)
-            if not store.exclusive:
-                orphans.stop_strays(store, tenant.name, self.instance, grace=KILL_GRACE)
-        except BaseException:
-            store.close()
+            if claim is None and claimer is not None:
+                claim = claimer(self.me(now))
+            store = self._attached(opener(claim), name, now, report)
+        except StoreFault:
+            self._held[name] = (claim, opener, claimer)
             raise
-        self._open[tenant.name] = store
-        self.shared = shared
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
+        if claim is not None:
+            self._claims[name] = claim
+        self._open[name] = store
+        self.shared = self.shared or not store.exclusive
         self._watch(store)
         # attach wrote a fresh lease; the next renewal (on a shared store also its look for dead daemons
         # and their claims) comes at the usual beat, not a minute later, nor later than the other stores'
         self.next_beat = min(self.next_beat or now + self.beat, now + self.beat)
         return store
+
+    def _attached(self, store: Store, tenant: str, now: float, report: Callable[[Run], None]) -> Store:
+        # known before the lease is taken: a shared store's first lease is as short as every later one (a
+        # host that died in its first minute held its runs for LEASE_TTL, three minutes)
+        shared = self.shared or not store.exclusive
+        try:
+            store.attach(self.me(now, shared=shared))
+            orphans.settle(store, tenant, self.instance, now=now, grace=KILL_GRACE,
+                           exclusive=store.exclusive, report=report)
+            if not store.exclusive:
+                orphans.stop_strays(store, tenant, self.instance, grace=KILL_GRACE)
+        except BaseException:
+            store.close()  # (a claim it was opened with stays: ``open`` keeps or releases it)
+            raise
+        return store
+
+    def release(self, tenant: str) -> None:
+        """A held tenant the config no longer has: its store is no longer claimed."""
+        claim = self._held.pop(tenant, (None,))[0]
+        if claim is not None:
+            claim.release()
 
     def me(self, now: float, *, shared: bool | None = None) -> Instance:
         pid = os.getpid()
@@ -179,3 +214,8 @@ class Stores(Mapping[str, Store]):
                 store.detach(self.instance)  # a clean exit: no lease left for the next start to judge
             store.close()
         self._open.clear()
+        for claim in [*self._claims.values(), *(held[0] for held in self._held.values())]:
+            if claim is not None:
+                claim.release()  # after the stores: none writes into a store another daemon may have now
+        self._claims.clear()
+        self._held.clear()

@@ -24,10 +24,12 @@ from .store_errors import fault
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (runtime/cli_enqueue.py: its lean path)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeVar
 
     from .model import Config, TenantDef
     from .store import Store
+
+    T = TypeVar("T")
 
 TENANT_DIR_MODE = 0o770
 
@@ -172,6 +174,16 @@ class TenantStore:
         else:
             with privs.fs_identity(self._ident):
                 cm.__exit__(None, None, None)
+
+
+def as_tenant(config: Config, tenant: TenantDef, fn: Callable[[], T]) -> T:
+    """``fn()`` run with the tenant's fs ids, as ``open_as`` opens its store (the store's lock, taken
+    before it: the lock file is the tenant's, as the store is)."""
+    ident = prepare(config, tenant)
+    if ident is None:
+        return fn()
+    with privs.fs_identity(ident):
+        return fn()
 
 
 def open_as(config: Config, tenant: TenantDef, opener: Callable[[], Store]) -> Store:

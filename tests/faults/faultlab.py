@@ -173,9 +173,11 @@ class Figures:
         assert not self.leftover, self.leftover
 
 
-def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float]) -> Figures:
+def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float],
+          store: str = "t") -> Figures:
+    """``store``: the store's path in the state dir, without `.sqlite` (the tenant's name by default)."""
     lab = cfg.parent
-    got = rows(cfg)
+    got = rows(cfg, store)
     by_id = {r["id"]: r for r in got}
     lines = trace(lab)
     fig = Figures(scenario, iterations=iterations, runs=len(got))

@@ -167,3 +167,34 @@ def test_a_store_that_is_not_there_is_not_served(held: Path) -> None:
     os.link(held.with_name("t.sqlite.lock"), gone.with_name("gone.sqlite.lock"))
     held.with_name("t.sqlite.lock").unlink()  # the held lock, under the missing store's name only
     assert not sqlite_guard.served(gone)
+
+
+def test_a_holder_that_could_not_say_who_it_is_is_named_by_its_pid(tmp_path: Path) -> None:
+    """A daemon holding a brand-new lock file on a full disk could not write who it is: the refusal still
+    names it, by the pid the kernel gives for the lock (/proc/locks)."""
+    path = _store(tmp_path)
+    proc = _hold(path, "bare")
+    try:
+        with pytest.raises(StoreBusy, match=rf"daemon \(pid {proc.pid}; it has not said who it is"):
+            sqlite_guard.InstanceLock(path).take(_me())
+        assert not sqlite_guard.served(path)
+    finally:
+        _release(proc)
+
+
+def test_a_lock_taken_before_the_store_is_opened_vouches_for_no_file_until_then(tmp_path: Path) -> None:
+    """A daemon holding a store it could not open yet (a full disk) has not checked the file: commands go
+    on checking it whole until the daemon names the file, once it opened it. Taking the lock again (each
+    recovery does) is no conflict with itself, and a release leaves the file's room for the next holder."""
+    path = _store(tmp_path)
+    lock = sqlite_guard.InstanceLock(path)
+    lock.take(_me(), checked=False)
+    assert not sqlite_guard.served(path)
+    lock.take(_me())
+    assert sqlite_guard.served(path)
+    with pytest.raises(StoreBusy):
+        sqlite_guard.InstanceLock(path).take(_me())  # another taker (another open file) is refused
+    lock.release()
+    room = (tmp_path / "t.sqlite.lock").read_bytes()
+    assert len(room) >= 1024 and not room.strip()
+    assert not sqlite_guard.served(path)

@@ -1,4 +1,4 @@
-"""The store's wake-up socket (runtime/sqlite_guard.py WakeSocket) under a state dir too deep for a socket
+"""The store's wake-up socket (runtime/sqlite_wake.py WakeSocket) under a state dir too deep for a socket
 address: the daemon still binds it where it belongs and `jobs enqueue` still reaches it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import select
 import stat
 from pathlib import Path
 
-from taskserver.runtime.sqlite_guard import WakeSocket
+from taskserver.runtime.sqlite_wake import WakeSocket
 
 
 def _deep(base: Path, length: int) -> Path:
