@@ -141,12 +141,17 @@ class Executor:
         self.launching[id(child)] = child
         return child
 
+    def hand_over(self) -> None:
+        """The spawns just handed to the launcher are under way (runtime/launcher.py, ``hand_over``)."""
+        if self.launcher is not None:
+            self.launcher.hand_over()
+
     def landed(self) -> list[tuple[Child, OSError | None]]:
         """Children whose spawn the launcher finished: now in ``children`` by pid, or failed (pipe closed)."""
         if self.launcher is None:
             return []
         out: list[tuple[Child, OSError | None]] = []
-        for job in self.launcher.landed():
+        for job in [*self.launcher.landed(), *self.launcher.spawned()]:
             os.close(job.out)  # the child has its copy (or never came): ours must not hold the pipe open
             child = self.launching.pop(job.token)
             if job.error is not None:
@@ -245,7 +250,8 @@ class Executor:
             return False
         if got is None:
             return False
-        if got.si_pid in self.children or not self.launching or self.launcher is None:
+        if got.si_pid in self.children or not self.launching or self.launcher is None \
+                or self.launcher.exec_done(got.si_pid):  # (its C call is done: ``landed`` takes it)
             return True  # (a process that is no run is reaped too, with nothing launching: reap drops it)
         if any(_waiting(pid) for pid in self.children):  # the first one found has not landed; another?
             return True

@@ -198,6 +198,7 @@ class Runs:
                 if pid:  # its start time is read when it is written (see record_pids)
                     self.unsaved[act.tenant, act.run_id] = (pid, None, self.boot)
         finally:
+            self.executor.hand_over()
             ended, self.after_launch = self.after_launch, []
             for act, final in ended:
                 self._ended(act, final)

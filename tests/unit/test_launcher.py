@@ -191,3 +191,48 @@ def test_only_a_failed_spawn_wakes_the_loop_until_it_stops(ex: Executor, tmp_pat
     assert landed(ex, child) is None
     assert _woken(ex)
     ex.wait_all(limit=60)
+
+
+def test_a_spawn_whose_thread_has_not_reported_is_taken_by_its_pid(ex: Executor) -> None:
+    """The C call writes the pid once the child has called exec; its thread then needs the interpreter's
+    lock to report it, which the loop holds while it works.  The loop takes such a spawn by its pid at once
+    (``landed``), so a short run's end does not wait for the thread, and the thread's late report is not
+    taken a second time.  Here the loop keeps the lock (a switch interval far longer than the test, and no
+    call that lets go of it) from the hand-over until the pid is there.  The hand-over itself lets go of
+    the lock, so on a busy machine the thread may report first: tried until once it did not."""
+    assert ex.launcher is not None
+    before_report = 0
+    for _ in range(50):
+        child, first = _spawn_holding_the_lock(ex)
+        before_report += first
+        assert ex.launcher.landed() == [] or not first  # taken once only: its thread's report is dropped
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # /bin/true ran and exits
+        ((done, out),) = ex.reap(any_child=True)
+        assert done is child and out.state is State.OK
+        end = time.monotonic() + 30
+        while ex.launcher._inflight and time.monotonic() < end:
+            time.sleep(0.005)  # (nothing is left in flight, taken or reported)
+        assert ex.landed() == [] and not ex.launching
+        if before_report:
+            break
+    assert before_report, "in 50 tries the loop never took a spawn before its thread reported it"
+
+
+def _spawn_holding_the_lock(ex: Executor) -> tuple[Child, bool]:
+    """Spawn /bin/true and wait for its pid while holding the interpreter's lock; whether the loop took it
+    before its thread had reported it."""
+    assert ex.launcher is not None
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        child = ex.spawn("k", ["/bin/true"], {}, None)
+        ex.hand_over()  # its thread is in the C call now (or the bound ran out: then it is not yet)
+        end = time.monotonic() + 30
+        while not ex.launcher.exec_done_any() and not ex.launcher._done and time.monotonic() < end:
+            pass  # spins with the interpreter's lock held: a thread in the C call cannot report meanwhile
+        reported = bool(ex.launcher._done)
+        got = ex.landed()
+    finally:
+        sys.setswitchinterval(before)
+    assert got == [(child, None)] and child.pid > 0 and ex.children == {child.pid: child}
+    return child, not reported
