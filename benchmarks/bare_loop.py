@@ -12,8 +12,15 @@ Two ways to spawn: ``inline`` (os.posix_spawn in the loop, which waits while eac
 ``threads`` (taskserver's own launcher: a few threads make the libc call without the interpreter's lock,
 runtime/launcher.py).
 
-Usage: python benchmarks/bare_loop.py N inline|threads; prints one JSON object: runs/s from the first
-start to the last end, and the CPU per run of the loop's process (all its threads) and of its children.
+A third design, ``slots``, has no loop: WORKERS threads, one per slot, each spawns its task (the same libc
+call, without the interpreter's lock), waits for its own child (its output to the end, then its exit),
+and, under one lock, records its end and takes the next task in one transaction, as APScheduler's
+workers each run one job after another.  The same durable steps; no hand-over between threads per run.
+It answers whether a durable design with no central loop would be ahead of APScheduler 3 here.
+
+Usage: python benchmarks/bare_loop.py N inline|threads|slots; prints one JSON object: runs/s from the
+first start to the last end, and the CPU per run of the loop's process (all its threads) and of its
+children.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,7 +53,7 @@ class Loop:
     def __init__(self, base: Path, n: int, launcher: Launcher | None) -> None:
         self.status = base / "status"
         self.status.mkdir()
-        self.db = sqlite3.connect(base / "bare.sqlite", isolation_level=None)
+        self.db = sqlite3.connect(base / "bare.sqlite", isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, state TEXT NOT NULL, argv TEXT NOT NULL, "
@@ -92,6 +100,8 @@ class Loop:
                 self._status(run_id, f"RUN\nstarted {now}\n")
                 self._spawn(run_id, json.loads(argv))
                 self.started = self.started or now
+            if self.launcher is not None:
+                self.launcher.hand_over()  # as the daemon: on once its spawns are in the C call
             self.finished = now
             for key, _ in self.sel.select(1.0 if done < n else 0):
                 if key.data is None:  # a signal's or a landed spawn's wake-up; an output pipe is read at reap
@@ -170,16 +180,72 @@ class Loop:
         return out.decode(errors="replace")
 
 
+class Slots(Loop):
+    """``slots``: one thread per slot, each running its tasks one after another (see the module's text)."""
+
+    def run(self, n: int) -> None:
+        assert self.launcher is not None
+        self.lock = threading.Lock()
+        workers = [threading.Thread(target=self._work) for _ in range(WORKERS)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        self.launcher.close()
+        self.db.close()
+
+    def _work(self) -> None:
+        end: tuple[int, int, str] | None = None
+        while True:
+            with self.lock:
+                now = time.time()
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    if end is not None:
+                        self.db.execute(
+                            "UPDATE runs SET state=?, finished=?, exit_code=?, output=? WHERE id=?",
+                            ("OK" if end[1] == 0 else "ERR", now, end[1], end[2], end[0]))
+                    row = self.db.execute(
+                        "UPDATE runs SET state='RUN', started=? WHERE id IN "
+                        "(SELECT id FROM runs WHERE state='QUE' ORDER BY id LIMIT 1) RETURNING id, argv",
+                        (now,)).fetchone()
+                self.started = self.started or now
+                self.finished = now
+            if end is not None:
+                state = "OK" if end[1] == 0 else "ERR"
+                self._status(end[0], f"{state}\nexit code {end[1]}\nfinished {now}\n")
+            if row is None:
+                return
+            run_id, argv = row[0], json.loads(row[1])
+            self._status(run_id, f"RUN\nstarted {now}\n")
+            end = (run_id, *self._run(run_id, argv))
+
+    def _run(self, run_id: int, argv: list[str]) -> tuple[int, str]:
+        assert self.launcher is not None
+        env = {**ENV, "TASKSERVER_RUN_ID": str(run_id), "TASKSERVER_STATUS_FILE": f"{self.status}/{run_id}"}
+        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = self.launcher.spawn_here(Job(run_id, argv[0], argv, env, wfd))
+        finally:
+            os.close(wfd)
+        out = b""
+        with open(rfd, "rb", buffering=0, closefd=True) as pipe:
+            while chunk := pipe.read(65536):
+                out += chunk
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
 def main(argv: list[str]) -> int:
     n, how = int(argv[0]), argv[1]
-    if how not in ("inline", "threads"):
-        raise SystemExit(f"unknown way to spawn {how!r}: inline or threads")
+    if how not in ("inline", "threads", "slots"):
+        raise SystemExit(f"unknown way to spawn {how!r}: inline, threads or slots")
     base = Path(tempfile.mkdtemp(prefix="bare-loop-"))
     try:
-        launcher = Launcher.create(DEFAULT_SIGNALS) if how == "threads" else None
-        if how == "threads" and launcher is None:
+        launcher = Launcher.create(DEFAULT_SIGNALS) if how != "inline" else None
+        if how != "inline" and launcher is None:
             raise SystemExit("libc's posix_spawn is not reachable through ctypes here")
-        loop = Loop(base, n, launcher)
+        loop = (Slots if how == "slots" else Loop)(base, n, launcher)
         own, kids = cpu_split()
         loop.run(n)
         own2, kids2 = cpu_split()

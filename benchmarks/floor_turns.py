@@ -1,5 +1,6 @@
-"""One-off throughput by turns: APScheduler 3 (in memory), the bare durable loop (both ways of spawning) and
-taskserver, one after the other, round after round, the order rotated each round.
+"""One-off throughput by turns: APScheduler 3 (in memory), the bare durable loop (both ways of spawning), a
+bare durable design without a loop (a worker thread per slot) and taskserver, one after the other, round
+after round, the order rotated each round.
 
 Why: on a small shared machine one run of a workload can differ from the next by a quarter, so a single
 run_all.py table cannot say whether one system is ahead of another by a tenth. Here each round runs every
@@ -10,7 +11,8 @@ round with much of it measured the host.
 The question it answers: can a loop that commits each run to SQLite and writes its status file (the
 durable steps taskserver must take, benchmarks/bare_loop.py) spawn /bin/true faster than APScheduler 3,
 which persists nothing, on this machine?  If the bare loop, with nothing else in it, is behind in most
-rounds, taskserver (the same steps plus its own layers) cannot be ahead there by tuning its layers.
+rounds, taskserver (the same steps plus its own layers) cannot be ahead there by tuning its layers; and if
+the design without a loop is behind as well, no rearrangement of those steps in CPython would be.
 
     python benchmarks/floor_turns.py                  # 6 rounds of 3,000 runs each: about 5 minutes
     python benchmarks/floor_turns.py --rounds 10 --runs 2000 --json
@@ -32,15 +34,15 @@ from common import KEEP_FILES, steal_seconds
 from run_all import APS_MEM, SIDE_ENV, TS, compile_package, run, side, spawn_rate
 
 BARE_INLINE, BARE_THREADS = "bare loop, spawning in the loop", "bare loop, through the launcher threads"
-SYSTEMS = (APS_MEM, BARE_INLINE, BARE_THREADS, TS)
+BARE_SLOTS = "bare design, a worker thread per slot, no loop"
+SYSTEMS = (APS_MEM, BARE_INLINE, BARE_THREADS, BARE_SLOTS, TS)
+BARE = {BARE_INLINE: "inline", BARE_THREADS: "threads", BARE_SLOTS: "slots"}
 
 
 def measure(system: str, runs: int) -> dict[str, Any]:
     """Runs per second and the system's own CPU per run (taskserver: its daemon's, from `run --once`)."""
-    if system == BARE_INLINE:
-        return side("bare_loop.py", runs, "inline")
-    if system == BARE_THREADS:
-        return side("bare_loop.py", runs, "threads")
+    if system in BARE:
+        return side("bare_loop.py", runs, BARE[system])
     if system == APS_MEM:
         return run(APS_MEM, "throughput", runs)
     got = run(TS, "throughput", runs)
@@ -101,8 +103,7 @@ def summary(every: list[dict[str, Any]], raw: float, max_steal: float) -> dict[s
     complete = [r for r in res if all(isinstance(r[s].get("per_s"), int | float) for s in SYSTEMS)]
     steal = [r["steal_share"] for r in every]
     raws = [r["raw_spawn_per_s"] for r in res]
-    aps_ahead_of_bare = sum(r[APS_MEM]["per_s"] > max(r[BARE_INLINE]["per_s"], r[BARE_THREADS]["per_s"])
-                            for r in complete)
+    aps_ahead_of_bare = sum(r[APS_MEM]["per_s"] > max(r[b]["per_s"] for b in BARE) for r in complete)
     aps_ahead_of_ts = sum(r[APS_MEM]["per_s"] > r[TS]["per_s"] for r in complete)
     return {"rounds": len(complete), "left_out_for_steal": len(every) - len(res), "max_steal": max_steal,
             "raw_spawn_per_s": raw, "systems": per,
@@ -128,7 +129,7 @@ def render(summ: dict[str, Any]) -> str:
                      f"{f'{share * 100:.0f} %' if share is not None else '-'} |")
     lines += ["", f"rounds: {summ['rounds']} ({summ['left_out_for_steal']} more left out: the host took over "
               f"{_pct(summ['max_steal'])} of the CPUs' time in them); APScheduler 3 (memory) ahead of the "
-              "better bare loop in "
+              "best bare design in "
               f"{summ['rounds_apscheduler_ahead_of_the_bare_loop']}, ahead of taskserver in "
               f"{summ['rounds_apscheduler_ahead_of_taskserver']}; the host took "
               f"{_pct(summ['steal_share']['min'])} to {_pct(summ['steal_share']['max'])} of the CPUs' time "

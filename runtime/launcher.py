@@ -136,6 +136,15 @@ class Launcher:
         self._handing.append(job)
         self._todo.put(job)
 
+    def spawn_here(self, job: Job) -> int:
+        """Make the spawn in the calling thread (the interpreter's lock let go during the call); the pid, or
+        OSError.  For a caller with threads of its own (benchmarks/bare_loop.py's per-slot workers)."""
+        program, actions, argv, envp = self._prepare(job)
+        err = self._spawn_fn(ctypes.byref(job.c_pid), program, actions, self._attr, argv, envp)
+        if err:
+            raise OSError(err, os.strerror(err), job.program)
+        return job.c_pid.value
+
     def hand_over(self) -> None:
         """Wait, without the interpreter's lock, until the threads have picked up the spawns submitted
         since the last call and are in the C call: a thread woken for a spawn must first take that lock back,

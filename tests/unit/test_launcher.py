@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from taskserver.runtime.executor import DEFAULT_SIGNALS, Child, Executor
-from taskserver.runtime.launcher import Launcher
+from taskserver.runtime.launcher import Job, Launcher
 from taskserver.runtime.model import State
 from taskserver.runtime.store import INTERRUPTED
 
@@ -236,3 +236,26 @@ def _spawn_holding_the_lock(ex: Executor) -> tuple[Child, bool]:
         sys.setswitchinterval(before)
     assert got == [(child, None)] and child.pid > 0 and ex.children == {child.pid: child}
     return child, not reported
+
+
+def test_spawn_here_spawns_in_the_calling_thread_with_the_same_process_state(tmp_path: Path) -> None:
+    """``spawn_here`` (the per-slot benchmark's spawn) makes the same call in the caller's thread: the child
+    gets the pipe as stdout and stderr, /dev/null as stdin, a session of its own; an exec error is raised."""
+    launcher = Launcher.create(DEFAULT_SIGNALS)
+    assert launcher is not None
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    try:
+        code = "import os; print(os.getsid(0) == os.getpid(), os.readlink('/proc/self/fd/0'))"
+        pid = launcher.spawn_here(Job(1, sys.executable, [sys.executable, "-c", code], {}, wfd))
+        os.close(wfd)
+        with open(rfd, "rb", closefd=False) as pipe:
+            out = pipe.read()
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert out == b"True /dev/null\n"
+        bad = tmp_path / "not-executable"
+        bad.write_text("#!/bin/sh\n")
+        with pytest.raises(PermissionError):
+            launcher.spawn_here(Job(2, str(bad), [str(bad)], {}, rfd))
+    finally:
+        os.close(rfd)
+        launcher.close()
