@@ -60,7 +60,7 @@ def queue_problem(queue: object) -> str | None:
 def _wake(cfg: Config, store: Store) -> None:
     """One wake-up for a whole batch; with no daemon to wake the tasks wait for the next `taskserver run`."""
     with contextlib.suppress(OSError, UserError):
-        cli_jobs._wake(cfg, store)
+        committed.wake(cfg.path, store.notify, warn=log.warning)
 
 
 class Client:

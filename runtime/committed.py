@@ -76,9 +76,11 @@ def reason(exc: OSError | UserError) -> str:
     return exc.message if isinstance(exc, UserError) else exc.strerror or str(exc)
 
 
-def wake(config_path: StrPath, notify: Callable[[], bool]) -> bool:
+def wake(config_path: StrPath, notify: Callable[[], bool],
+         warn: Callable[[str], object] | None = None) -> bool:
     """Through the store's own wake-up, else SIGUSR1 to the daemon of this config (only to a verified
-    daemon; an older daemon listens only for that)."""
+    daemon; an older daemon listens only for that).  ``warn``: where a wake-up that could not be sent is
+    said (default: a line on stderr; the Python client logs it, as a library must not print)."""
     if notify():
         return True
     import signal  # noqa: PLC0415 - imported with pidsignal, before any change of user
@@ -88,7 +90,11 @@ def wake(config_path: StrPath, notify: Callable[[], bool]) -> bool:
     try:
         return signal_daemon(config_path, signal.SIGUSR1) is not None
     except UserError as exc:  # the task is stored either way; it waits for the daemon's next wake-up
-        print(f"taskserver: warning: not waking the daemon: {exc.message}", file=sys.stderr)
+        text = f"not waking the daemon: {exc.message}"
+        if warn is None:
+            print(f"taskserver: warning: {text}", file=sys.stderr)
+        else:
+            warn(text)
         return True
 
 

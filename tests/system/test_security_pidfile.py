@@ -113,6 +113,16 @@ def _plant(user: User, where: Path, cfg: Path, pid: int) -> None:
     assert res.returncode == 0, res.stderr
 
 
+def _client_enqueue(box: Sandbox, cfg: Path) -> subprocess.CompletedProcess[str]:
+    """A task queued through the Python client (docs/client.md), its log on stdout."""
+    script = ("import logging, sys\n"
+              "logging.basicConfig(stream=sys.stdout, format='%(levelname)s %(message)s')\n"
+              "from taskserver.runtime.client import Client\n"
+              f"print(Client({str(cfg)!r}).enqueue(argv=['/bin/true']))\n")
+    return subprocess.run([*runns.prefix(), sys.executable, "-c", script], env=box.env(), capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
 def _signalling_commands(box: Sandbox, cfg: Path) -> list[subprocess.CompletedProcess[str]]:
     return [box.ts(cfg, "stop"), box.ts(cfg, "reload"), box.ts(cfg, "jobs", "enqueue", "--", "true")]
 
@@ -177,6 +187,9 @@ def _check_users_place(box: Sandbox, cfg: Path, user: User, victim: subprocess.P
             assert res.returncode == 4, res
             assert f"refusing to signal pid {root_holder.pid}" in res.stderr and "uids [0]" in res.stderr
         assert "not waking the daemon: refusing to signal" in enqueue.stderr
+        client = _client_enqueue(box, cfg)  # the Python client refuses as well, and logs it: never prints
+        assert client.returncode == 0 and client.stderr == "", client
+        assert "WARNING not waking the daemon: refusing to signal" in client.stdout, client
         assert _alive(victim) and root_holder.poll() is None
     finally:
         root_holder.kill()
