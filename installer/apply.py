@@ -176,21 +176,32 @@ def _enable_and_start(
 ) -> None:
     """Enable when asked and not yet enabled (or when the registration itself changed: ``refresh``); start
     when not running, restart when files changed."""
+    # Each undo is recorded before its step runs: a registrar that fails part-way (`systemctl enable` made
+    # one of two links, then exited 1) has registered something, and its undo must run like the others.
     dry_run = out.dry_run
     if plan.enable and (refresh or not backend.is_enabled(spec)):
+        journal.undo.append(put_back(spec, backend, backend.disable))
         run_steps(plan.enable, out, dry_run)
-        journal.undo.append(lambda: _run_quiet(backend.disable(spec)))
     elif not plan.enable and first and backend.is_enabled(spec):
         # asked not to enable, but the boot file alone registers it (upstart's job file): switch it off
+        journal.undo.append(put_back(spec, backend, backend.enable))
         run_steps(backend.disable(spec), out, dry_run)
-        journal.undo.append(lambda: _run_quiet(backend.enable(spec)))
     if not plan.start:
         return
     if not backend.is_active(spec):
-        run_steps(plan.start, out, dry_run)
         journal.undo.append(lambda: _run_quiet(backend.stop(spec)))
+        run_steps(plan.start, out, dry_run)
     elif changed:
         run_steps(backend.restart(spec), out, dry_run)
+
+
+def put_back(spec: ServiceSpec, backend: Backend, reverse: Callable[[ServiceSpec], list[Action]]
+             ) -> Callable[[], None]:
+    """The undo of a registering step, made before it runs: the backend's own copy of the registration as it
+    is now (a crontab's text, upstart's override), which puts back exactly what was there; else the reverse
+    steps (`update-rc.d -f NAME remove` after `update-rc.d NAME defaults`)."""
+    kept = backend.keep_registration(spec)
+    return kept if kept is not None else lambda: _run_quiet(reverse(spec))
 
 
 def install(

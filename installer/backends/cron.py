@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,12 +76,31 @@ class Cron(Backend):
         return replace(plan, extra={"crontab_user": owner, "entry": self.block(spec)})
 
     def read(self, spec: ServiceSpec) -> str:
+        return self._current(spec) or ""
+
+    def _current(self, spec: ServiceSpec) -> str | None:
+        """The owner's crontab, or None when they have none (not even an empty one)."""
         res = proc.run([*self._crontab(spec), "-l"], check=False)
         if res.ok:
             return res.stdout
         if "no crontab" in res.stderr.lower():
-            return ""
+            return None
         raise proc.CommandFailed(res)
+
+    def keep_registration(self, spec: ServiceSpec) -> Callable[[], None]:
+        """Enabling rewrites the whole crontab (an entry of ours replaced, a missing newline added): a
+        rollback writes back the text it had, or removes the crontab the owner did not have."""
+        before = self._current(spec)
+
+        def put_back() -> None:
+            if self._current(spec) == before:
+                return
+            if before is None:
+                proc.run([*self._crontab(spec), "-r"])
+            else:
+                self.write(spec, before)
+
+        return put_back
 
     def without_ours(self, spec: ServiceSpec, text: str) -> str:
         """``text`` minus our marker line and the entry right after it."""
