@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,6 +160,25 @@ class Systemd(Backend):
         files.unlink(link)
         with contextlib.suppress(OSError):  # not empty (other units' links), or gone
             files.rmdir(link.parent)
+
+    def keep_registration(self, spec: ServiceSpec) -> Callable[[], None]:
+        """`systemctl enable` makes a ``.wants`` directory before the link in it: when the link then fails
+        (a full file system), `disable` finds no link and leaves the directory. The undo disables and then
+        removes every such directory that was not there before, when empty."""
+        files, unit_dir = fs(spec), self.unit_dir(spec)
+        listed = files.listdir(unit_dir)
+        had = set(listed[1]) if listed is not None else set()
+
+        def put_back() -> None:
+            for act in self.disable(spec):
+                act()
+            now = files.listdir(unit_dir)
+            for name in sorted(set(now[1] if now is not None else []) - had):
+                if name.endswith((".wants", ".requires", ".upholds")):
+                    with contextlib.suppress(OSError):  # not empty: another unit's links are in it now
+                        files.rmdir(unit_dir / name)
+
+        return put_back
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         unit = self.unit_name(spec)
