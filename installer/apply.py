@@ -18,6 +18,7 @@ from typing import Any
 from ..runtime.errors import UserError
 from . import manifest as mf
 from . import outside, proc, theirs
+from . import purge as leftovers
 from .backends.base import Action, Backend, FileSpec, Plan
 from .safefs import Tree
 from .spec import ServiceSpec, installed_config
@@ -78,6 +79,7 @@ class _Journal:
     def __init__(self, spec: ServiceSpec, backend: Backend) -> None:
         self.spec, self.backend = spec, backend
         self.undo: list[Callable[[], None]] = []
+        self.kept: list[str] = []  # logs a rolled-back start wrote, left for the operator to read
 
     def write(self, f: FileSpec) -> list[Path]:
         try:
@@ -179,6 +181,11 @@ def _enable_and_start(
     # Each undo is recorded before its step runs: a registrar that fails part-way (`systemctl enable` made
     # one of two links, then exited 1) has registered something, and its undo must run like the others.
     dry_run = out.dry_run
+    if first and plan.start and not dry_run:
+        # what the service makes once registered and started (runsv starts it at the link): removed by a
+        # rollback after the service was stopped and unregistered
+        fresh = leftovers.absent(spec, backend)
+        journal.undo.append(lambda: journal.kept.extend(leftovers.forget_fresh(spec, fresh)))
     if plan.enable and (refresh or not backend.is_enabled(spec)):
         journal.undo.append(put_back(spec, backend, backend.disable))
         run_steps(plan.enable, out, dry_run)
@@ -200,8 +207,7 @@ def put_back(spec: ServiceSpec, backend: Backend, reverse: Callable[[ServiceSpec
     """The undo of a registering step, made before it runs: the backend's own copy of the registration as it
     is now (a crontab's text, upstart's override), which puts back exactly what was there; else the reverse
     steps (`update-rc.d -f NAME remove` after `update-rc.d NAME defaults`)."""
-    kept = backend.keep_registration(spec)
-    return kept if kept is not None else lambda: _run_quiet(reverse(spec))
+    return backend.keep_registration(spec, lambda: _run_quiet(reverse(spec)))
 
 
 def install(
@@ -271,9 +277,7 @@ def install(
         if isinstance(exc, OSError) and exc.strerror:  # the system refused something not worded yet
             exc = UserError(_why(exc), hint=_hint(exc))
         if isinstance(exc, UserError):
-            undone = ("rolled back everything this install did" if not left
-                      else "rolled back, except: " + "; ".join(left))
-            raise Failed(f"{exc.message} — {undone}", hint=exc.hint) from exc
+            raise _failed(exc, left, journal.kept) from exc
         raise
     if not backend.live and out.changed:
         done = "would be written, nothing would be" if dry_run else "were written, nothing was"
@@ -282,6 +286,14 @@ def install(
             "(it starts at the next boot)"
         )
     return out
+
+
+def _failed(exc: UserError, left: list[str], kept: list[str]) -> Failed:
+    """The one line of a rolled-back install: what failed, and what (if anything) could not be undone."""
+    undone = "rolled back, except: " + "; ".join(left) if left else "rolled back everything this install did"
+    if kept:
+        undone += f" (kept what the service wrote: {', '.join(kept)})"
+    return Failed(f"{exc.message} — {undone}", hint=exc.hint)
 
 
 def _config_to_write(spec: ServiceSpec, backend: Backend) -> FileSpec | None:

@@ -196,11 +196,12 @@ class Backend(ABC):
         through it, uninstall leaves the service alone."""
         return []
 
-    def keep_registration(self, spec: ServiceSpec) -> Callable[[], None] | None:
-        """A copy of the registration as it is now, for a rollback: the callable puts exactly that back. None
-        when the reverse steps do (``disable`` removes what ``enable`` made, links and all); a backend whose
-        registration is text it edits (a crontab, an override an admin may have written) keeps it here."""
-        return None
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
+        """The undo of a registering step (enable, or disable), made before the step runs, for a rollback:
+        ``reverse`` runs the reverse steps (``disable`` removes what ``enable`` made). A backend whose
+        registration is text it edits (a crontab, an override an admin may have written) returns a copy's
+        restore instead; one whose reverse steps leave something the step made adds its removal."""
+        return reverse
 
     def changed_by_hand(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[str]:
         """How the registration itself (what is not a file of the manifest: a crontab entry) differs from

@@ -87,7 +87,7 @@ class Cron(Backend):
             return None
         raise proc.CommandFailed(res)
 
-    def keep_registration(self, spec: ServiceSpec) -> Callable[[], None]:
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
         """Enabling rewrites the whole crontab (an entry of ours replaced, a missing newline added): a
         rollback writes back the text it had, or removes the crontab the owner did not have."""
         before = self._current(spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,18 @@ class Runit(Backend):
         link, files = self.link(spec), fs(spec)
         if links_to(files.readlink(link), link, self.sv_dir(spec)):  # one an admin pointed elsewhere stays
             files.unlink(link)
+
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
+        """Once linked, runsv writes supervise/ into the service directory: undoing the link (a start that
+        failed) waits until runsv let go and removes it, as uninstall does, so that the directory the
+        install made can go too."""
+
+        def put_back() -> None:
+            reverse()
+            if not self.is_enabled(spec):
+                self._release(spec)
+
+        return put_back
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
         link = self.link(spec)

@@ -161,17 +161,16 @@ class Systemd(Backend):
         with contextlib.suppress(OSError):  # not empty (other units' links), or gone
             files.rmdir(link.parent)
 
-    def keep_registration(self, spec: ServiceSpec) -> Callable[[], None]:
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
         """`systemctl enable` makes a ``.wants`` directory before the link in it: when the link then fails
-        (a full file system), `disable` finds no link and leaves the directory. The undo disables and then
-        removes every such directory that was not there before, when empty."""
+        (no inode left), `disable` finds no link and leaves the directory. The undo runs the reverse steps
+        and then removes every such directory that was not there before, when empty."""
         files, unit_dir = fs(spec), self.unit_dir(spec)
         listed = files.listdir(unit_dir)
         had = set(listed[1]) if listed is not None else set()
 
         def put_back() -> None:
-            for act in self.disable(spec):
-                act()
+            reverse()
             now = files.listdir(unit_dir)
             for name in sorted(set(now[1] if now is not None else []) - had):
                 if name.endswith((".wants", ".requires", ".upholds")):

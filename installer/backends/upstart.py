@@ -91,7 +91,7 @@ class Upstart(Backend):
         else:
             mf.fs(spec).unlink(self.override(spec))
 
-    def keep_registration(self, spec: ServiceSpec) -> Callable[[], None]:
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
         """The override is an admin's file too (its other stanzas, where the `manual` line stood): a rollback
         writes back its bytes and mode, or removes the one enable or disable made; a link is never written."""
         files, path = mf.fs(spec), self.override(spec)
