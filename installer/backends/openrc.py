@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...runtime.errors import UserError
 from .. import detect
 from ..manifest import fs
 from ..render import render, sh
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, links_to
+from .base import Action, Backend, Capabilities, FileSpec, Found, Registered, cmd, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -109,6 +109,9 @@ class OpenRC(Backend):
 
     def restart(self, spec: ServiceSpec) -> list[Action]:
         return [cmd(["rc-service", spec.name, "restart"])] if self.live else []
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        return self._foreign_link(spec, self.link(spec), self.script(spec))
 
     def is_enabled(self, spec: ServiceSpec) -> bool:
         st = fs(spec).lstat(self.link(spec))

@@ -18,7 +18,7 @@ from ..manifest import fs
 from ..render import render
 from ..safefs import Tree
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd, links_to
+from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, Registered, cmd, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -180,6 +180,9 @@ class Runit(Backend):
 
     def restart(self, spec: ServiceSpec) -> list[Action]:
         return [self._sv(spec, "force-restart")] if self.live else []
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        return self._foreign_link(spec, self.link(spec), self.sv_dir(spec))
 
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:

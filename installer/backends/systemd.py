@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import detect
 from ..manifest import fs, home_owner
 from ..render import render
 from ..safefs import Tree
 from ..spec import ServiceSpec, config_writable
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir, links_to
+from .base import Action, Backend, Capabilities, FileSpec, Found, Registered, cmd, instance_dir, links_to
 
 if TYPE_CHECKING:
     from ..detect import Detection, Facts
@@ -232,6 +232,9 @@ class Systemd(Backend):
         if self._dbus(spec):
             return [Action(f"D-Bus: RestartUnit({unit}, replace)", lambda: _unit_job("RestartUnit", unit))]
         return [self._ctl(spec, "restart", unit)]
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        return self._foreign_link(spec, self.wants_link(spec), self.unit_path(spec))
 
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:
