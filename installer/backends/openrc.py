@@ -123,4 +123,22 @@ class OpenRC(Backend):
         if fs(spec).lstat(self.script(spec)) is None:
             return False
         res = cmd(["rc-service", spec.name, "status"], check=False).run()
-        return getattr(res, "returncode", 3) == 0
+        return getattr(res, "returncode", 3) == 0 and _child_alive(spec.name)
+
+
+def _child_alive(name: str) -> bool:
+    """supervise-daemon answers `status` with "started" while it starts again, every respawn_delay, a
+    daemon that exits at once: the install's check took such a daemon for running. The child it started
+    last (OpenRC keeps its pid as the service's ``child_pid``) must be alive too; an OpenRC that keeps no
+    such record is taken at its word."""
+    try:
+        pid = int(Path(f"/run/openrc/options/{name}/child_pid").read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:  # the state after the command name, which may itself hold ") "
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # exited, not yet reaped by supervise-daemon
