@@ -79,7 +79,7 @@ class _Journal:
     def __init__(self, spec: ServiceSpec, backend: Backend) -> None:
         self.spec, self.backend = spec, backend
         self.undo: list[Callable[[], None]] = []
-        self.kept: list[str] = []  # logs a rolled-back start wrote, left for the operator to read
+        self.kept: list[str] = []  # what a rolled-back start wrote and the rollback left (a log saying why)
 
     def write(self, f: FileSpec) -> list[Path]:
         try:
@@ -204,9 +204,9 @@ def _enable_and_start(
 
 def put_back(spec: ServiceSpec, backend: Backend, reverse: Callable[[ServiceSpec], list[Action]]
              ) -> Callable[[], None]:
-    """The undo of a registering step, made before it runs: the backend's own copy of the registration as it
-    is now (a crontab's text, upstart's override), which puts back exactly what was there; else the reverse
-    steps (`update-rc.d -f NAME remove` after `update-rc.d NAME defaults`)."""
+    """The undo of a registering step, made before it runs: the reverse steps (`update-rc.d -f NAME remove`
+    after `update-rc.d NAME defaults`), completed or replaced by the backend (``keep_registration``: a copy
+    of the crontab or of upstart's override put back as it was, systemd's new .wants directories removed)."""
     return backend.keep_registration(spec, lambda: _run_quiet(reverse(spec)))
 
 
