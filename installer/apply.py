@@ -80,6 +80,7 @@ class _Journal:
         self.spec, self.backend = spec, backend
         self.undo: list[Callable[[], None]] = []
         self.kept: list[str] = []  # what a rolled-back start wrote and the rollback left (a log saying why)
+        self.restarted = False  # a running service was restarted on the new files
 
     def write(self, f: FileSpec) -> list[Path]:
         try:
@@ -118,7 +119,9 @@ class _Journal:
             except Exception as exc:  # keep undoing the rest; say what could not be undone
                 failed.append(_why(exc))
         backend, spec = self.backend, self.spec
-        for act in backend.after_remove(spec) if first_install else backend.reload(spec):
+        # a service restarted on the new files runs again on the old ones, once they are back and read
+        again = backend.restart(spec) if self.restarted else []
+        for act in [*(backend.after_remove(spec) if first_install else backend.reload(spec)), *again]:
             try:
                 act()
             except Exception as exc:
@@ -199,6 +202,7 @@ def _enable_and_start(
         journal.undo.append(lambda: _run_quiet(backend.stop(spec)))
         run_steps(plan.start, out, dry_run)
     elif changed:
+        journal.restarted = True
         run_steps(backend.restart(spec), out, dry_run)
 
 

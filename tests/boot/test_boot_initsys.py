@@ -186,3 +186,27 @@ def test_a_failed_live_install_is_rolled_back(init: str, how: str, installed: la
     left = {p for p in lab.leftovers(m.overlay) - own - churn if not ACCOUNTS.match(p)
             and not any(p == log or p.startswith(log + "/") for log in logs)}
     assert left == set(), f"left behind by a rolled-back install: {sorted(left)}\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("init", [init for init in names() if init in lab.VARIANTS])
+def test_a_failed_reinstall_leaves_the_service_running_as_before(init: str, installed: lab.Roots,
+                                                                 machines: Machines) -> None:
+    """Installed and running; re-installed with a boot file whose program exits at once, it was restarted
+    on it, the check failed and the old boot file came back, but OpenRC's supervise-daemon went on
+    restarting the program it had been given (systemd and runsv restart from the file on disk, and SysV's
+    restart failed before it stopped the daemon). The rollback restarts the service on the old file; on
+    every init system it runs as before."""
+    m = machines.container(installed(init))
+    prepare(m, None)
+    m.boot()
+    m.wait_ready()
+    installer(m, "--init", init, *WRITABLE)
+    wait_until(lambda: daemon(m) is not None, 60, "the daemon to run")
+    proc = m.sh([INSTALL, "--init", init, *WRITABLE, "--executable", "/bin/false"], check=False, timeout=180,
+                env={"TMPDIR": "/var/tmp"})
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert len(lines) == 2 and lines[0].endswith(" — rolled back everything this install did"), proc.stderr
+    wait_until(lambda: daemon(m) is not None, 60, "the daemon to run again on the old boot file")
+    state = json.loads(installer(m, "--status", "--json"))
+    assert (state["running"], state["files_changed"]) == (True, []), state
