@@ -18,6 +18,7 @@ from typing import Any
 from ..runtime.errors import UserError
 from . import manifest as mf
 from . import outside, proc, theirs
+from . import purge as leftovers
 from .backends.base import Action, Backend, FileSpec, Plan
 from .safefs import Tree
 from .spec import ServiceSpec, installed_config
@@ -78,6 +79,8 @@ class _Journal:
     def __init__(self, spec: ServiceSpec, backend: Backend) -> None:
         self.spec, self.backend = spec, backend
         self.undo: list[Callable[[], None]] = []
+        self.kept: list[str] = []  # what a rolled-back start wrote and the rollback left (a log saying why)
+        self.restarted = False  # a running service was restarted on the new files
 
     def write(self, f: FileSpec) -> list[Path]:
         try:
@@ -116,7 +119,9 @@ class _Journal:
             except Exception as exc:  # keep undoing the rest; say what could not be undone
                 failed.append(_why(exc))
         backend, spec = self.backend, self.spec
-        for act in backend.after_remove(spec) if first_install else backend.reload(spec):
+        # a service restarted on the new files runs again on the old ones, once they are back and read
+        again = backend.restart(spec) if self.restarted else []
+        for act in [*(backend.after_remove(spec) if first_install else backend.reload(spec)), *again]:
             try:
                 act()
             except Exception as exc:
@@ -176,21 +181,37 @@ def _enable_and_start(
 ) -> None:
     """Enable when asked and not yet enabled (or when the registration itself changed: ``refresh``); start
     when not running, restart when files changed."""
+    # Each undo is recorded before its step runs: a registrar that fails part-way (`systemctl enable` made
+    # one of two links, then exited 1) has registered something, and its undo must run like the others.
     dry_run = out.dry_run
+    if first and plan.start and not dry_run:
+        # what the service makes once registered and started (runsv starts it at the link): removed by a
+        # rollback after the service was stopped and unregistered
+        fresh = leftovers.absent(spec, backend)
+        journal.undo.append(lambda: journal.kept.extend(leftovers.forget_fresh(spec, fresh)))
     if plan.enable and (refresh or not backend.is_enabled(spec)):
+        journal.undo.append(put_back(spec, backend, backend.disable))
         run_steps(plan.enable, out, dry_run)
-        journal.undo.append(lambda: _run_quiet(backend.disable(spec)))
     elif not plan.enable and first and backend.is_enabled(spec):
         # asked not to enable, but the boot file alone registers it (upstart's job file): switch it off
+        journal.undo.append(put_back(spec, backend, backend.enable))
         run_steps(backend.disable(spec), out, dry_run)
-        journal.undo.append(lambda: _run_quiet(backend.enable(spec)))
     if not plan.start:
         return
     if not backend.is_active(spec):
-        run_steps(plan.start, out, dry_run)
         journal.undo.append(lambda: _run_quiet(backend.stop(spec)))
+        run_steps(plan.start, out, dry_run)
     elif changed:
+        journal.restarted = True
         run_steps(backend.restart(spec), out, dry_run)
+
+
+def put_back(spec: ServiceSpec, backend: Backend, reverse: Callable[[ServiceSpec], list[Action]]
+             ) -> Callable[[], None]:
+    """The undo of a registering step, made before it runs: the reverse steps (`update-rc.d -f NAME remove`
+    after `update-rc.d NAME defaults`), completed or replaced by the backend (``keep_registration``: a copy
+    of the crontab or of upstart's override put back as it was, systemd's new .wants directories removed)."""
+    return backend.keep_registration(spec, lambda: _run_quiet(reverse(spec)))
 
 
 def install(
@@ -260,9 +281,7 @@ def install(
         if isinstance(exc, OSError) and exc.strerror:  # the system refused something not worded yet
             exc = UserError(_why(exc), hint=_hint(exc))
         if isinstance(exc, UserError):
-            undone = ("rolled back everything this install did" if not left
-                      else "rolled back, except: " + "; ".join(left))
-            raise Failed(f"{exc.message} — {undone}", hint=exc.hint) from exc
+            raise _failed(exc, left, journal.kept) from exc
         raise
     if not backend.live and out.changed:
         done = "would be written, nothing would be" if dry_run else "were written, nothing was"
@@ -271,6 +290,14 @@ def install(
             "(it starts at the next boot)"
         )
     return out
+
+
+def _failed(exc: UserError, left: list[str], kept: list[str]) -> Failed:
+    """The one line of a rolled-back install: what failed, and what (if anything) could not be undone."""
+    undone = "rolled back, except: " + "; ".join(left) if left else "rolled back everything this install did"
+    if kept:
+        undone += f" (kept what the service wrote: {', '.join(kept)})"
+    return Failed(f"{exc.message} — {undone}", hint=exc.hint)
 
 
 def _config_to_write(spec: ServiceSpec, backend: Backend) -> FileSpec | None:

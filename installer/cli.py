@@ -270,6 +270,7 @@ def status(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "enabled": False,
         "running": False,
         "files_changed": [],
+        "registration_changed": [],
         "manifest": str(mf.manifest_path(probes[0])),
         "notes": [],
     }

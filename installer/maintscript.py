@@ -143,6 +143,7 @@ def state_path(spec: ServiceSpec) -> Path:
 
 
 def _load_state(spec: ServiceSpec) -> dict[str, Any]:
+    mf.check_dir(spec)  # beside the manifest: never through a link either
     try:  # through mf.fs: resolved inside a DPKG_ROOT tree, like the manifest beside it
         data = json.loads((mf.fs(spec).read(state_path(spec)) or b"{}").decode("utf-8"))
     except (OSError, ValueError):
@@ -151,6 +152,7 @@ def _load_state(spec: ServiceSpec) -> dict[str, Any]:
 
 
 def _save_state(spec: ServiceSpec, enabled: bool) -> None:
+    mf.check_dir(spec)
     files = mf.fs(spec)
     files.makedirs(state_path(spec).parent)
     files.write(state_path(spec), (json.dumps({"enabled": enabled}) + "\n").encode(), 0o644)
@@ -283,6 +285,7 @@ def purge_dirs(spec: ServiceSpec, config: bool) -> list[Path]:
 
 def _purge(ctx: Context, config: bool) -> None:
     spec, files = ctx.spec, mf.fs(ctx.spec)  # resolved inside a DPKG_ROOT tree, never through its links
+    mf.check_dir(spec)  # its record and manifest are removed there: not through a link to elsewhere
     for path in purge_paths(spec, config):
         link = files.readlink(path)
         if link is not None:  # kept elsewhere by the admin: removing the link would purge nothing

@@ -37,6 +37,28 @@ def manifest_path(spec: ServiceSpec) -> Path:
     return manifest_dir(spec) / f"{spec.name}.json"
 
 
+def check_dir(spec: ServiceSpec) -> None:
+    """Refuse a manifest directory reached through a symbolic link, wherever it leads: the manifests (and the
+    maintainer scripts' record beside them) are read, written and removed there as root, so a link put in
+    its place (to a directory a user owns, or out of a ``--root`` tree to the host) would make root use a
+    record that someone else keeps. In a tree every directory on the way is checked (the tree's owner made
+    them all); on this machine the directory itself (its parents are root's ``/var/lib``, or the home the
+    home's owner works in with their own rights)."""
+    files, where = fs(spec), manifest_dir(spec)
+    on_the_way = [*reversed(where.parents[:-1]), where] if spec.offline_root else [where]
+    for d in on_the_way:
+        link = files.readlink(d)
+        if link is None:
+            continue
+        what = "" if d == where else f" on the way to the manifest directory {files.where(where)}"
+        raise UserError(
+            f"{files.where(d)} is a symbolic link (to {link}){what}; not using install manifests through it",
+            hint="the manifest directory is taskserver-install's own: move the link out of the way (a real "
+            "directory is made in its place), then re-run",
+            exit_code=1,
+        )
+
+
 def home_owner(spec: ServiceSpec) -> tuple[int, int] | None:
     """(uid, gid) of the home a user unit goes into, when root installs it for that (other) user."""
     if not (spec.user_scope and os.geteuid() == 0):
@@ -60,6 +82,7 @@ def fs(spec: ServiceSpec) -> Tree:
 def load(spec: ServiceSpec) -> dict[str, Any] | None:
     """The manifest of ``spec.name`` in its scope, or None when it is not installed. Its entries are checked
     before anything acts on them: a manifest may have been edited by whoever owns it."""
+    check_dir(spec)
     path = manifest_path(spec)
     files = fs(spec)
     try:
@@ -140,6 +163,7 @@ def _refuse(spec: ServiceSpec, manifest: Path, text: object) -> None:
 def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[Path]) -> None:
     """Write the manifest atomically, listing ``dirs`` plus the directories created for the manifest itself
     (target paths). An identical manifest is left alone, so a re-run that changes nothing writes nothing."""
+    check_dir(spec)
     path, files = manifest_path(spec), fs(spec)
     created = files.makedirs(path.parent)
     record = {"version": MANIFEST_VERSION, **data, "dirs": sorted({*map(str, dirs), *map(str, created)})}
@@ -154,6 +178,7 @@ def save(spec: ServiceSpec, data: dict[str, Any], dirs: list[Path]) -> None:
 
 
 def remove(spec: ServiceSpec) -> None:
+    check_dir(spec)
     fs(spec).unlink(manifest_path(spec))
 
 

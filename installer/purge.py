@@ -52,6 +52,36 @@ def data_paths(
     return [k for k in found if files.lstat(k.path) is not None]
 
 
+def absent(spec: ServiceSpec, backend: Backend) -> list[Kept]:
+    """The service's data paths that do not exist yet: what a first install's start may make, and its
+    rollback removes again (``forget_fresh``)."""
+    files = mf.fs(spec)
+    return [Kept(p, what, True) for p, what in backend.data_paths(spec) if files.lstat(p) is None]
+
+
+def forget_fresh(spec: ServiceSpec, fresh: list[Kept]) -> list[str]:
+    """Remove what the service made of ``fresh`` (absent before the install) while a rolled-back install
+    ran it; a log that holds anything stays (it says why the start failed). What stays, for the error."""
+    files, kept = mf.fs(spec), []
+    for k in fresh:
+        if files.lstat(k.path) is None:
+            continue
+        says_why = k.what == "log" and _holds_bytes(files, k.path)
+        if says_why or not remove(spec, k).startswith("purged "):
+            kept.append(str(k.path))
+    return kept
+
+
+def _holds_bytes(files: Tree, path: Path) -> bool:
+    st = files.lstat(path)
+    if st is None or stat.S_ISLNK(st.st_mode):
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size > 0
+    listed = files.listdir(path)
+    return listed is not None and any(_holds_bytes(files, path / name) for name in listed[1])
+
+
 def _parents(path: Path) -> list[Path]:
     return list(reversed(path.parents))[1:]  # below /, outermost first
 

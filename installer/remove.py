@@ -136,6 +136,8 @@ def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
                 changed.append({"path": entry["path"], "state": "missing"})
         enabled = backend.is_enabled(spec) if old is not None else False
         running = backend.is_active(spec) if old is not None else False
+        # what registers it besides the files (an enable link, the crontab entry), when not the install's
+        registered = backend.registration_state(spec, old) if old is not None else []
     return {
         "name": spec.name,
         "backend": backend.name,
@@ -143,6 +145,7 @@ def status(spec: ServiceSpec, backend: Backend) -> dict[str, Any]:
         "enabled": enabled,
         "running": running,
         "files_changed": changed,
+        "registration_changed": [{"what": r.what, "state": r.state} for r in registered],
         "manifest": str(mf.manifest_path(spec)),
-        "notes": seen,
+        "notes": [*seen, *(r.why for r in registered)],
     }

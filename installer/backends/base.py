@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...runtime.errors import UserError
 from .. import proc
+from ..manifest import fs
 from ..spec import ServiceSpec
 
 if TYPE_CHECKING:
@@ -77,6 +78,16 @@ class Plan:
     start: tuple[Action, ...] = ()
     notes: tuple[str, ...] = ()  # warnings/information for the operator (e.g. linger is off)
     extra: dict[str, Any] = field(default_factory=dict)  # backend data kept in the manifest (cron line)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One way the registration outside the manifest's files (an enable link, the crontab entry) is not what
+    the install made, as ``--status`` reports it."""
+
+    what: str  # the link or entry it concerns
+    state: str  # "changed": an admin's now (edited, or pointed elsewhere) | "missing": recorded, not there
+    why: str  # what the operator is told
 
 
 @dataclass(frozen=True)
@@ -196,10 +207,31 @@ class Backend(ABC):
         through it, uninstall leaves the service alone."""
         return []
 
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
+        """The undo of a registering step (enable, or disable), made before the step runs, for a rollback:
+        ``reverse`` runs the reverse steps (``disable`` removes what ``enable`` made). A backend whose
+        registration is text it edits (a crontab, an override an admin may have written) returns a copy's
+        restore instead; one whose reverse steps leave something the step made adds its removal."""
+        return reverse
+
     def changed_by_hand(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[str]:
         """How the registration itself (what is not a file of the manifest: a crontab entry) differs from
         what the install made; uninstall leaves a registration an admin changed alone."""
         return []
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        """How the registration outside the manifest's files stands against what the install made, for
+        ``--status``: each way it is an admin's now or missing; [] when it is as made (or switched off by
+        the init system's own disable, which ``enabled`` shows)."""
+        return [Registered(spec.name, "changed", why) for why in self.changed_by_hand(spec, manifest)]
+
+    def _foreign_link(self, spec: ServiceSpec, link: Path, target: Path) -> list[Registered]:
+        """The enable link at ``link`` when it leads somewhere other than ``target``: an admin's."""
+        found = fs(spec).readlink(link)
+        if found is None or links_to(found, link, target):
+            return []
+        return [Registered(str(link), "changed", f"{link} is a symbolic link to {found}, not to {target}: "
+                           "the admin's now (not this install's registration)")]
 
     # --- steps (each returns the Actions to run, in order; offline backends return no live steps) ----
     @abstractmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from ...runtime.errors import UserError
 from .. import proc
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Plan, instance_dir
+from .base import Action, Backend, Capabilities, FileSpec, Plan, Registered, instance_dir
 
 if TYPE_CHECKING:
     from ..detect import Detection
@@ -75,12 +76,31 @@ class Cron(Backend):
         return replace(plan, extra={"crontab_user": owner, "entry": self.block(spec)})
 
     def read(self, spec: ServiceSpec) -> str:
+        return self._current(spec) or ""
+
+    def _current(self, spec: ServiceSpec) -> str | None:
+        """The owner's crontab, or None when they have none (not even an empty one)."""
         res = proc.run([*self._crontab(spec), "-l"], check=False)
         if res.ok:
             return res.stdout
         if "no crontab" in res.stderr.lower():
-            return ""
+            return None
         raise proc.CommandFailed(res)
+
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
+        """Enabling rewrites the whole crontab (an entry of ours replaced, a missing newline added): a
+        rollback writes back the text it had, or removes the crontab the owner did not have."""
+        before = self._current(spec)
+
+        def put_back() -> None:
+            if self._current(spec) == before:
+                return
+            if before is None:
+                proc.run([*self._crontab(spec), "-r"])
+            else:
+                self.write(spec, before)
+
+        return put_back
 
     def without_ours(self, spec: ServiceSpec, text: str) -> str:
         """``text`` minus our marker line and the entry right after it."""
@@ -108,6 +128,26 @@ class Cron(Backend):
         if at and "".join(lines[at[0] : at[0] + 2]).rstrip("\n") != entry.rstrip("\n"):
             return [f"the crontab's {spec.name} entry is not the one taskserver-install wrote"]
         return []
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        """The recorded entry as the crontab has it now: as written (nothing), edited after our marker line,
+        kept without the marker (both the admin's now), or gone."""
+        entry = manifest.get("extra", {}).get("entry")
+        if not isinstance(entry, str):
+            return []
+        what = f"the crontab of {manifest.get('extra', {}).get('crontab_user', '?')}: the {spec.name} entry"
+        lines = self.read(spec).splitlines()
+        at = [i for i, line in enumerate(lines) if line.startswith(f"{MARK}{spec.name} ")]
+        wanted = entry.rstrip("\n").splitlines()
+        if at and lines[at[0] : at[0] + len(wanted)] == wanted:
+            return []
+        if at:
+            why = f"{what} is not the one taskserver-install wrote (edited by hand): the admin's now"
+            return [Registered(what, "changed", why)]
+        if wanted[-1] in lines:
+            why = f"{what} is there without its taskserver-install line (kept by hand): the admin's now"
+            return [Registered(what, "changed", why)]
+        return [Registered(what, "missing", f"{what} is missing (removed by hand): cron does not run it")]
 
     def write(self, spec: ServiceSpec, text: str) -> None:
         proc.run([*self._crontab(spec), "-"], input=text)

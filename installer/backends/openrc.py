@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...runtime.errors import UserError
 from .. import detect
 from ..manifest import fs
 from ..render import render, sh
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, links_to
+from .base import Action, Backend, Capabilities, FileSpec, Found, Registered, cmd, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -110,6 +110,9 @@ class OpenRC(Backend):
     def restart(self, spec: ServiceSpec) -> list[Action]:
         return [cmd(["rc-service", spec.name, "restart"])] if self.live else []
 
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        return self._foreign_link(spec, self.link(spec), self.script(spec))
+
     def is_enabled(self, spec: ServiceSpec) -> bool:
         st = fs(spec).lstat(self.link(spec))
         return st is not None and stat.S_ISLNK(st.st_mode)
@@ -120,4 +123,22 @@ class OpenRC(Backend):
         if fs(spec).lstat(self.script(spec)) is None:
             return False
         res = cmd(["rc-service", spec.name, "status"], check=False).run()
-        return getattr(res, "returncode", 3) == 0
+        return getattr(res, "returncode", 3) == 0 and _child_alive(spec.name)
+
+
+def _child_alive(name: str) -> bool:
+    """supervise-daemon answers `status` with "started" while it starts again, every respawn_delay, a
+    daemon that exits at once: the install's check took such a daemon for running. The child it started
+    last (OpenRC keeps its pid as the service's ``child_pid``) must be alive too; an OpenRC that keeps no
+    such record is taken at its word."""
+    try:
+        pid = int(Path(f"/run/openrc/options/{name}/child_pid").read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:  # the state after the command name, which may itself hold ") "
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # exited, not yet reaped by supervise-daemon

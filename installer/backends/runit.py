@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from ..manifest import fs
 from ..render import render
 from ..safefs import Tree
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, cmd, links_to
+from .base import Action, Backend, Capabilities, FileSpec, Found, Plan, Registered, cmd, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -106,6 +107,18 @@ class Runit(Backend):
         if links_to(files.readlink(link), link, self.sv_dir(spec)):  # one an admin pointed elsewhere stays
             files.unlink(link)
 
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
+        """Once linked, runsv writes supervise/ into the service directory: undoing the link (a start that
+        failed) waits until runsv let go and removes it, as uninstall does, so that the directory the
+        install made can go too."""
+
+        def put_back() -> None:
+            reverse()
+            if not self.is_enabled(spec):
+                self._release(spec)
+
+        return put_back
+
     def disable(self, spec: ServiceSpec) -> list[Action]:
         link = self.link(spec)
         return [Action(f"rm {link}  (when it leads to {self.sv_dir(spec)})", lambda: self._unlink(spec))]
@@ -167,6 +180,9 @@ class Runit(Backend):
 
     def restart(self, spec: ServiceSpec) -> list[Action]:
         return [self._sv(spec, "force-restart")] if self.live else []
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        return self._foreign_link(spec, self.link(spec), self.sv_dir(spec))
 
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:

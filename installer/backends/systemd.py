@@ -10,16 +10,17 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import detect
 from ..manifest import fs, home_owner
 from ..render import render
 from ..safefs import Tree
 from ..spec import ServiceSpec, config_writable
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir, links_to
+from .base import Action, Backend, Capabilities, FileSpec, Found, Registered, cmd, instance_dir, links_to
 
 if TYPE_CHECKING:
     from ..detect import Detection, Facts
@@ -160,6 +161,24 @@ class Systemd(Backend):
         with contextlib.suppress(OSError):  # not empty (other units' links), or gone
             files.rmdir(link.parent)
 
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
+        """`systemctl enable` makes a ``.wants`` directory before the link in it: when the link then fails
+        (no inode left), `disable` finds no link and leaves the directory. The undo runs the reverse steps
+        and then removes every such directory that was not there before, when empty."""
+        files, unit_dir = fs(spec), self.unit_dir(spec)
+        listed = files.listdir(unit_dir)
+        had = set(listed[1]) if listed is not None else set()
+
+        def put_back() -> None:
+            reverse()
+            now = files.listdir(unit_dir)
+            for name in sorted(set(now[1] if now is not None else []) - had):
+                if name.endswith((".wants", ".requires", ".upholds")):
+                    with contextlib.suppress(OSError):  # not empty: another unit's links are in it now
+                        files.rmdir(unit_dir / name)
+
+        return put_back
+
     def enable(self, spec: ServiceSpec) -> list[Action]:
         unit = self.unit_name(spec)
         if spec.user_scope and spec.offline_root:
@@ -213,6 +232,9 @@ class Systemd(Backend):
         if self._dbus(spec):
             return [Action(f"D-Bus: RestartUnit({unit}, replace)", lambda: _unit_job("RestartUnit", unit))]
         return [self._ctl(spec, "restart", unit)]
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        return self._foreign_link(spec, self.wants_link(spec), self.unit_path(spec))
 
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:

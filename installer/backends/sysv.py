@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...runtime.errors import UserError
 from ...runtime.pidfile import pidfile_name
@@ -17,7 +17,7 @@ from ..detect import BIN_DIRS, which
 from ..manifest import fs
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, cmd, instance_dir, links_to
+from .base import Action, Backend, Capabilities, FileSpec, Found, Registered, cmd, instance_dir, links_to
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -184,6 +184,14 @@ class SysV(Backend):
                 seen.add((listed[0].st_dev, listed[0].st_ino))
                 found += [d / name for name in sorted(listed[1]) if named.fullmatch(name)]
         return found
+
+    def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
+        """An rc entry named for the service that is not a link to its script (a file, a link to another
+        script): an admin's."""
+        ours, script = set(self.own_rc_links(spec)), self.script(spec)
+        return [Registered(str(e), "changed", f"{e} is not a link to {script}: the admin's now (not this "
+                           "install's registration)")
+                for e in self.rc_entries(spec, "0123456S", "SK") if e not in ours]
 
     def is_enabled(self, spec: ServiceSpec) -> bool:
         return bool(self.rc_entries(spec, "2345", "S"))

@@ -8,6 +8,7 @@ stanzas an admin put into the override."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,26 @@ class Upstart(Backend):
             mf.fs(spec).write(self.override(spec), ("\n".join(kept) + "\n").encode(), 0o644)
         else:
             mf.fs(spec).unlink(self.override(spec))
+
+    def keep_registration(self, spec: ServiceSpec, reverse: Callable[[], None]) -> Callable[[], None]:
+        """The override is an admin's file too (its other stanzas, where the `manual` line stood): a rollback
+        writes back its bytes and mode, or removes the one enable or disable made; a link is never written."""
+        files, path = mf.fs(spec), self.override(spec)
+        if files.readlink(path) is not None:
+            return lambda: None
+        before = files.read(path)
+        st = files.lstat(path) if before is not None else None
+        mode = st.st_mode & 0o7777 if st is not None else 0o644
+
+        def put_back() -> None:
+            if files.read(path) == before:
+                return
+            if before is None:
+                files.unlink(path)
+            else:
+                files.write(path, before, mode)
+
+        return put_back
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         """The job file's `start on` registers it; enabling = no `manual` line in the override."""

@@ -149,3 +149,64 @@ def _timing(init: str, mode: str, install: float, reboot: float, purge: float) -
     if path:
         with Path(path).open("a") as f:
             f.write(line + "\n")
+
+
+
+# How the install is made to fail after it registered the service, for real: its program exits at once (the
+# start or the check that it runs fails), or the manifest cannot be written after a verified start.
+FAILURES = [(init, how) for init in names() if init in lab.VARIANTS for how in ("exits", "manifest")]
+
+
+@pytest.mark.parametrize(("init", "how"), FAILURES)
+def test_a_failed_live_install_is_rolled_back(init: str, how: str, installed: lab.Roots,
+                                              machines: Machines) -> None:
+    """Registered, started (runsv starts it at the link), then a step fails: the rollback stops and
+    unregisters it and removes what the start made (runit's supervise/ directories, which left the service
+    directory behind, "Directory not empty"; a state directory), keeping only a log with something in it,
+    named in the error. Nothing else of the service is left in the overlay's upper dir."""
+    m = machines.container(installed(init))
+    own = prepare(m, None)
+    args = ["--init", init, *WRITABLE]
+    if how == "exits":
+        args += ["--executable", "/bin/false"]
+    else:
+        (m.overlay.root / "var/lib/taskserver-install").write_text("in the way\n")
+        own.add("/var/lib/taskserver-install")
+    m.boot()
+    m.wait_ready()
+    proc = m.sh([INSTALL, *args], check=False, timeout=180, env={"TMPDIR": "/var/tmp"})
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert len(lines) == 2 and "rolled back everything this install did" in lines[0], proc.stderr
+    kept = re.findall(r"kept what the service wrote: ([^)]*)\)", lines[0])
+    logs = [p for p in (kept[0].split(", ") if kept else []) if p.startswith("/var/log/")]
+    assert daemon(m) is None
+    assert m.poweroff() == 0
+    churn = lab.sysv_registrar_churn(m.overlay) if init == "sysv" else set()
+    left = {p for p in lab.leftovers(m.overlay) - own - churn if not ACCOUNTS.match(p)
+            and not any(p == log or p.startswith(log + "/") for log in logs)}
+    assert left == set(), f"left behind by a rolled-back install: {sorted(left)}\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("init", [init for init in names() if init in lab.VARIANTS])
+def test_a_failed_reinstall_leaves_the_service_running_as_before(init: str, installed: lab.Roots,
+                                                                 machines: Machines) -> None:
+    """Installed and running; re-installed with a boot file whose program exits at once, it was restarted
+    on it, the check failed and the old boot file came back, but OpenRC's supervise-daemon went on
+    restarting the program it had been given (systemd and runsv restart from the file on disk, and SysV's
+    restart failed before it stopped the daemon). The rollback restarts the service on the old file; on
+    every init system it runs as before."""
+    m = machines.container(installed(init))
+    prepare(m, None)
+    m.boot()
+    m.wait_ready()
+    installer(m, "--init", init, *WRITABLE)
+    wait_until(lambda: daemon(m) is not None, 60, "the daemon to run")
+    proc = m.sh([INSTALL, "--init", init, *WRITABLE, "--executable", "/bin/false"], check=False, timeout=180,
+                env={"TMPDIR": "/var/tmp"})
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert len(lines) == 2 and lines[0].endswith(" — rolled back everything this install did"), proc.stderr
+    wait_until(lambda: daemon(m) is not None, 60, "the daemon to run again on the old boot file")
+    state = json.loads(installer(m, "--status", "--json"))
+    assert (state["running"], state["files_changed"]) == (True, []), state

@@ -259,3 +259,34 @@ def test_package_purge_keeps_a_state_directory_that_is_a_link(tree: Path) -> Non
     assert "kept /var/lib/taskserver: a symbolic link (to /srv/state), an admin's" in res.stdout
     assert os.readlink(tree / "var/lib/taskserver") == "/srv/state"
     assert (tree / "srv/state/history.db").read_text() == "runs\n"
+
+
+# the enable link (or rc entry) of each init system, as the tree names it
+ENABLE_LINKS = {
+    "systemd": "etc/systemd/system/multi-user.target.wants/taskserver.service",
+    "sysv": "etc/rc2.d/S01taskserver",
+    "openrc": "etc/runlevels/default/taskserver",
+    "runit": "etc/service/taskserver",
+}
+
+
+@pytest.mark.parametrize("init", list(ENABLE_LINKS))
+def test_status_names_an_enable_link_the_admin_pointed_elsewhere(tree: Path, init: str) -> None:
+    """The enable link leads to the admin's own service (for SysV: an rc entry of the service's name is
+    their file): --status said `enabled: True` and nothing else, as if it were the install's registration.
+    It names the link now; the link the install made is not named."""
+    install(tree, init)
+    assert json.loads(cli("--status", "--root", str(tree), "--json").stdout)["registration_changed"] == []
+    link = tree / ENABLE_LINKS[init]
+    link.unlink()
+    if init == "sysv":
+        link.write_text("#!/bin/sh\n# the admin's own\n")
+    else:
+        link.symlink_to("/srv/admin/other")
+    res = cli("--status", "--root", str(tree), "--json")
+    assert res.returncode == 0, res.stderr
+    status = json.loads(res.stdout)
+    where = "/" + ENABLE_LINKS[init]
+    assert status["registration_changed"] == [{"what": where, "state": "changed"}], status
+    assert [n for n in status["notes"] if n.startswith(f"{where} ") and n.endswith(
+        "the admin's now (not this install's registration)")], status["notes"]

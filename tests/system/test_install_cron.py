@@ -3,6 +3,7 @@ line of the user's crontab stays byte for byte (`crontab -l` before == after uni
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -132,3 +133,39 @@ def test_an_entry_the_user_edited_is_theirs_and_stays(cron_user: pwd.struct_pass
     res = as_user(cron_user, "--uninstall", "--force")
     assert res.returncode == 0, res.stderr
     assert crontab_of(cron_user.pw_name) == OTHERS
+
+
+def status_of(pw: pwd.struct_passwd) -> dict[str, object]:
+    res = as_user(pw, "--status", "--json")
+    assert res.returncode == 0, res.stderr
+    data: dict[str, object] = json.loads(res.stdout)
+    return data
+
+
+# how the user changed the entry after the install -> (the crontab they leave, what --status says of it)
+EDITS = {
+    "edited": (lambda t: t.replace("\n* * * * * ", "\n*/10 * * * * "), "changed", "edited by hand"),
+    "marker removed": (lambda t: OTHERS + t[len(OTHERS):].split("\n", 1)[1], "changed", "kept by hand"),
+    "removed": (lambda t: OTHERS, "missing", "is missing (removed by hand)"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_status_names_an_entry_the_user_changed(cron_user: pwd.struct_passwd, edit: str) -> None:
+    """--status reported an edited unit file, but nothing of the crontab entry: edited, kept without its
+    marker line, or removed by hand, it still said `files_changed: []` as if the entry were the one written.
+    """
+    assert as_user(cron_user, "--init", "cron").returncode == 0
+    ours = status_of(cron_user)
+    assert ours["registration_changed"] == [] and ours["notes"] == [], ours
+    change, state, said = EDITS[edit]
+    text = crontab_of(cron_user.pw_name)
+    sh("crontab", "-u", cron_user.pw_name, "-", input=change(text))
+    assert crontab_of(cron_user.pw_name) != text
+    status = status_of(cron_user)
+    what = f"the crontab of {cron_user.pw_name}: the taskserver entry"
+    assert status["registration_changed"] == [{"what": what, "state": state}], status
+    notes = status["notes"]
+    assert isinstance(notes, list) and len(notes) == 1 and said in notes[0], notes
+    plain = as_user(cron_user, "--status").stdout
+    assert f"note: {what} " in plain, plain

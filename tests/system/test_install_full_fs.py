@@ -5,7 +5,8 @@ hint, and its rollback leaves the tree exactly as it was (an audit found an empt
 The file system is a real one mounted for the test: a tmpfs limited with size= (its directories cost no
 space, so a directory is made and the file in it then fails) and a loop-mounted ext4 image (every
 directory and file costs a block, so every step can be the one that fails). It is filled with one file
-that leaves exactly K blocks free, for K = 0, 1, 2, ... until the install succeeds.
+that leaves exactly K blocks free, for K = 0, 1, 2, ... until the install succeeds. A tmpfs whose inodes run
+out (remounted with K inodes free) makes the other steps fail: a link after the directory made for it.
 """
 
 from __future__ import annotations
@@ -119,3 +120,40 @@ def test_an_install_that_runs_out_of_space_leaves_the_tree_as_it_was(small_fs: P
     else:
         pytest.fail("the install never succeeded, even with 64 blocks free")
     assert failures and failures[0] == 0  # a full file system did fail it
+
+
+@pytest.mark.parametrize("init", [*INITS, "systemd --user"])
+def test_an_install_that_runs_out_of_inodes_leaves_the_tree_as_it_was(tmp_path: Path, init: str) -> None:
+    """Every file, directory and link costs an inode: with K inodes free, the K+1st thing the install makes
+    fails, whatever it is. A user unit's enable link, made in a .wants directory made for it, left that
+    directory behind when the link failed."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a file system needs root")
+    if init.startswith("systemd") and shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed (the systemd backend enables with systemctl --root)")
+    root = tmp_path / "small"
+    root.mkdir()
+    mount("tmpfs", root, tmp_path / "unused")
+    try:
+        make_tree(root)
+        (root / "root").mkdir()
+        name, *user = init.split()
+        args = ["--init", name, "--root", str(root), "--no-start", *user]
+        args += ["--no-enable"] if init == "sysv" else []
+        for free in range(64):
+            st = os.statvfs(root)
+            used = st.f_files - st.f_ffree
+            subprocess.run(["mount", "-o", f"remount,nr_inodes={used + free}", str(root)], check=True)
+            before = snapshot(root)
+            res = subprocess.run([str(TOOL), *args], capture_output=True, text=True, check=False, timeout=120,
+                                 env={"PATH": os.environ["PATH"], "HOME": "/root"})
+            if res.returncode == 0:
+                break
+            lines = res.stderr.splitlines()
+            assert res.returncode == 1 and len(lines) == 2, (free, res.stderr)
+            assert "rolled back everything this install did" in lines[0], (free, lines[0])
+            assert snapshot(root) == before, (free, res.stderr)
+        else:
+            pytest.fail("the install never succeeded, even with 64 inodes free")
+    finally:
+        subprocess.run(["umount", str(root)], check=False)
