@@ -15,17 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from installer_lab import as_user, need_root, no_traceback, snapshot, throwaway_user, tool, victim_dir
+from installer_lab import as_user, no_traceback, snapshot, tool, victim_dir
 
 NAME = "ts-attack"
 UNIT_DIR = ".config/systemd/user"
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    need_root()
-    with throwaway_user() as u:
-        yield u
 
 
 @pytest.fixture

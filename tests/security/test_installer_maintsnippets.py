@@ -14,21 +14,13 @@ import pwd
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from installer_lab import as_user, need_root, throwaway_user, user_dir
+from installer_lab import as_user, user_dir
 
 TOOL = Path(sys.executable).parent / "taskserver-install"
 CALL = re.compile(r"python3'? ((?:-\w+ )*)-m taskserver\.installer\.cli ")
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    need_root()
-    with throwaway_user() as u:
-        yield u
 
 
 def snippet_flags(fmt: str) -> set[tuple[str, ...]]:

@@ -24,12 +24,9 @@ import pytest
 from installer_lab import (
     CLEAN_PATH,
     TOOL,
-    need_root,
     no_traceback,
     snapshot,
-    throwaway_user,
     tool,
-    victim_dir,
 )
 
 NAME = "ts-mdir"
@@ -47,19 +44,6 @@ COMMANDS = {
     "prerm remove": ([*HOOK, "prerm", "remove"], True),
     "postrm purge": ([*HOOK, "postrm", "purge"], True),
 }
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    need_root()
-    with throwaway_user() as u:
-        yield u
-
-
-@pytest.fixture
-def victim() -> Iterator[Path]:
-    with victim_dir() as v:
-        yield v
 
 
 @pytest.fixture

@@ -17,11 +17,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from installer_lab import CLEAN_PATH, need_root, no_traceback, snapshot, throwaway_user, tool, user_dir
+from installer_lab import CLEAN_PATH, need_root, no_traceback, snapshot, tool, user_dir
 
 from taskserver.installer.backends.systemd import Systemd
 from taskserver.installer.spec import build_spec
@@ -51,13 +50,6 @@ while True:
         if n == 2:
             open(os.path.join(cfg, "flipping"), "w").close()
 """
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    need_root()
-    with throwaway_user() as u:
-        yield u
 
 
 def write(path: Path, text: str, owner: pwd.struct_passwd | None = None, mode: int = 0o644) -> None:

@@ -19,29 +19,13 @@ import pytest
 from installer_lab import (
     TOOL,
     as_user,
-    need_root,
     no_traceback,
     snapshot,
-    throwaway_user,
     tool,
     user_dir,
-    victim_dir,
 )
 
 NAME = "ts-attack"
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    need_root()
-    with throwaway_user() as u:
-        yield u
-
-
-@pytest.fixture
-def victim() -> Iterator[Path]:
-    with victim_dir() as v:
-        yield v
 
 
 @pytest.fixture
