@@ -73,9 +73,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
             info = _summary(_load(args), time.time() - (state.age() or 0))
         up = _uptime(time.time() - float(info["started"]))
-        health = str(info.get("status") or "")
-        note = f"; {health}" if health.startswith("degraded") else ""
+        # one line per tenant whose store failed (runtime/health.py): the first on the summary line
+        held = str(info.get("status") or "").splitlines() if str(info.get("status")).startswith("degraded") \
+            else []
+        note = f"; {held[0]}" if held else ""
         print(f"taskserver running: pid {state.pid}, up {up}, tenants: {_tenants(info['tenants'])}{note}")
+        for line in held[1:]:
+            print(f"  {line}")
         if info.get("notifications"):
             print(f"  notifications since start: {_notifications(info['notifications'])}")
         if any(t.get("shared") for t in info["tenants"]):

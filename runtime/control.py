@@ -362,7 +362,8 @@ def _tell_degraded(cfg: Config) -> None:
     info = probe(cfg.path).info() or {}
     health = str(info.get("status") or "")
     if health.startswith("degraded"):
-        print(f"taskserver: warning: {health}", file=sys.stderr)
+        for line in health.splitlines():  # one per tenant held
+            print(f"taskserver: warning: {line}", file=sys.stderr)
 
 
 # --- stop, restart, reload, status ------------------------------------------------------------------------

@@ -11,7 +11,8 @@ so a run exists durably before its process does, and a due time waiting behind a
 waiting for its backoff survives a restart.  Enqueued tasks and `jobs run` are QUE rows read back when the
 store's wake-up (or SIGUSR1) says so.  Each daemon holds a lease on its stores; at start the runs of dead
 instances are settled by evidence (runtime/orphans.py).  A storage fault degrades the daemon instead of
-ending it (runtime/health.py): it starts nothing new, keeps what it can, and resumes when the store does.
+ending it (runtime/health.py): the tenants of the store that failed are set aside (nothing of theirs starts,
+what can be kept is kept, and they resume when their store does) while every other tenant's runs go on.
 """
 
 from __future__ import annotations
@@ -55,14 +56,9 @@ class Daemon(Changes):
         while True:
             now, self.boot = time.time(), boottime()
             self._step(self._wake_up, now)
-            # Healthy, the wake-up recorded the ends in its own transaction; a child that ended since is the
-            # next wake-up's (its SIGCHLD is already waiting): not a second commit for it now.
-            freed = self._collect() if self.health.degraded else False
+            # The wake-up recorded the ends in its own transaction; a child that ended since is the next
+            # wake-up's (its SIGCHLD is already waiting): not a second commit for it now.
             self.executor.enforce(now)
-            if freed:
-                self._check_limits(now, run_ended=True)  # between jobs: a run just ended
-                if not self.stopping:
-                    self._step(self._dispatch, now)
             if not self.runs and (self.stopping or (self.once and not self._work_left())):
                 self._flush_at_exit()
                 return self.exit_code
@@ -119,7 +115,7 @@ class Daemon(Changes):
             # the wall clock while a job writes must not stretch it; the wake-up after it looks at the clock)
         else:
             sleep = min(sleep, max(0.0, until - time.monotonic()))
-        timer = self.timers[0] if self.timers and not self.stopping and not self.health.degraded else None
+        timer = self.timers[0] if self.timers and not self.stopping else None
         if timer is None or timer[2] != "fire" or sleep < rehearse.LEAD + rehearse.MIN_SLEEP \
                 or timer[0] - now > sleep + 1e-6:  # something else comes first
             return wait_for_events(self.sel, sleep)
@@ -130,7 +126,8 @@ class Daemon(Changes):
         when, _, _, tenant, name, gen, *_ = timer
         key = (tenant, name)
         # a wake-up that came late (a busy machine) leaves no time to rehearse: the firing goes first
-        if key in self.jobs and self.gen[key] == gen and end - time.monotonic() >= rehearse.LEAD / 2:
+        if key in self.jobs and self.gen[key] == gen and end - time.monotonic() >= rehearse.LEAD / 2 \
+                and tenant not in self.stores.aside:
             try:
                 rehearse.rehearse(self._st(tenant), self.jobs[key], self._tz(tenant), when,
                                   self.clock.cause(when, when))
@@ -146,8 +143,6 @@ class Daemon(Changes):
         self._ping(now)
         if self.web is not None:
             self.web.tick(self.config, now, stopping=self.stopping)
-        if self.health.degraded:
-            return
         if self.que_dirty:  # a store's wake-up: a pause or a cancel request may have come with it
             self.steer.forget()
         self.steer.cancels(self.stores, self.runs, now)
@@ -162,35 +157,52 @@ class Daemon(Changes):
             self._dispatch(now)  # what just came due goes first: its lateness counts
 
     def _step(self, work: Callable[[float], None], now: float) -> None:
-        """One transaction of work; the runs it claimed are spawned only after it committed."""
+        """One transaction of work per store; the runs it claimed are spawned only after it committed. A
+        store that failed holds its tenants' runs (their work in it undone), the others' go on."""
         if self.health.degraded:
             self._recover(now)
         try:
-            with self.stores.tx():
+            with self.stores.tx(eager=True):
                 work(now)
-                if not self.health.degraded:  # after the ends: a run that ended has its pid written with it
-                    self.runs.record_pids()
-            self.runs.committed()
-            self.runs.launch()
+                self.runs.record_pids()  # after the ends: a run that ended has its pid written with it
         except StoreError as exc:
-            self.runs.abort()  # rolled back: nothing of it was spawned
-            self.que_dirty = True
-            self._fault(exc, now)
+            self._undone(exc, now)
+            return
+        if failed := self.stores.failed:
+            self.runs.abort(failed)  # rolled back: nothing of theirs was spawned
+            for tenant, why in list(failed.items()):
+                self._forget(tenant)
+                self._fault(tenant, why, now)
+        self.runs.committed()
+        self.runs.launch()
+        faults, self.runs.faults = self.runs.faults, {}  # a run that could not start, not recorded
+        for tenant, why in faults.items():
+            self._fault(tenant, why, now)
 
-    def _collect(self) -> bool:
-        freed = self.runs.collect()
-        if self.runs.fault is not None:
-            self._fault(self.runs.fault, time.time())
-            self.runs.fault = None
-        return freed
+    def _undone(self, exc: StoreError, now: float) -> None:
+        """A store failed inside the work itself: every store's work was rolled back. The store that
+        failed (every one served, when the error does not say which) holds its tenants' runs; the others
+        are planned again from their stores at once, for what this work held in memory only is gone."""
+        self.runs.abort()
+        self.que_dirty = True
+        failed = dict(self.stores.failed)
+        if not any(why is exc for why in failed.values()):
+            failed.update(dict.fromkeys(self.stores, exc))
+        for tenant, why in failed.items():
+            self._forget(tenant)
+            self._fault(tenant, why, now)
+        self._plan_each(list(self.stores), now)
 
     def _flush_at_exit(self) -> None:
         if not self.runs.unrecorded:
             return
-        try:
-            self.runs.flush()
-        except StoreError as exc:
-            log.error("exiting with %d run ends the store did not take: %s", len(self.runs.unrecorded), exc)
+        for tenant in dict.fromkeys(act.tenant for act, _, _ in self.runs.unrecorded):
+            if tenant in self.stores.aside and tenant in self.stores.names():
+                self.stores.take_back(tenant)  # a last try: the daemon exits, nothing else is written
+            try:
+                self.runs.flush(tenant)
+            except StoreError as exc:
+                log.error("tenant %s: exiting with run ends its store did not take: %s", tenant, exc)
 
     def _give_back(self) -> None:
         """Fallen idle after runs: the memory their bookkeeping freed goes back to the system."""
@@ -201,17 +213,16 @@ class Daemon(Changes):
             self.ran, self.give_back_at = False, mono + memory.GIVE_BACK_EVERY
 
     def _sleep_time(self, now: float) -> float:
-        if self.runs.refill and not self.stopping and not self.health.degraded:
+        if self.runs.refill and not self.stopping:
             return 0.0  # a slot freed after its run's transaction: the next one waits for no other event
         wake = [now + MAX_SLEEP]
         if self.stores.shared:
             wake.append(self.stores.next_beat)
-        if self.timers and not self.stopping and not self.health.degraded:
+        if self.timers and not self.stopping:
             wake.append(self.timers[0][0])
-        retry = self.health.retry_at if self.health.degraded else None
-        pids = self.runs.save_by if not self.health.degraded else None
-        deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping, retry,
-                     pids, self.web.wake_at() if self.web is not None else None)
+        web = self.web.wake_at() if self.web is not None else None
+        deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping,
+                     self.health.retry_at, self.runs.save_by, web)
         for t in deadlines:
             if t is not None:
                 wake.append(t)

@@ -75,8 +75,11 @@ class Changes(Dispatching):
 
     def _apply(self, new: Config, now: float) -> None:
         change = plans.plan(self.config, new)
+        aside = self.stores.aside  # (their stores failed: planned from the new config when they are back)
         for key in change.removed:
             self.jobs.pop(key, None)  # (a held tenant's jobs are not known yet)
+            if key[0] in aside:
+                continue
             for _, _, rid in self.pending.pop(key, ()):  # its claimed due times will never run: say so
                 self._st(key[0]).finish(rid, State.ERR, NO_SUCH_JOB, exit_code=None, output="", now=now,
                                         note="its job was removed from the config before it could run")
@@ -90,13 +93,13 @@ class Changes(Dispatching):
         for tenant in fresh:
             self._open_fresh(tenant, now)
         for tenant, job in change.added:
-            if tenant not in fresh:
+            if tenant not in fresh and tenant.name not in aside:
                 self._st(tenant.name).remember_jobs([job.name], now=now)
                 self._add_job(tenant, job, now)
         for tenant, job in change.changed:  # a run going on or waiting goes on; only the next due time moves
             key = (tenant.name, job.name)
-            if key not in self.gen:  # its tenant is not served (held, or refused): planned when it is
-                continue
+            if key not in self.gen or tenant.name in aside:  # not served (held, refused, failed): planned
+                continue  # when it is
             self.jobs[key] = job
             self.gen[key] += 1
             if self._scheduled(job):

@@ -40,8 +40,9 @@ class Dispatching(Planning):
                 self._status()
                 self._timer(now + housekeeping.INTERVAL, "housekeeping", "", "")
                 continue
-            if key not in self.jobs or self.gen[key] != gen:
-                continue  # removed or changed by a reload since this timer was set
+            if key not in self.jobs or self.gen[key] != gen or tenant in self.stores.aside:
+                continue  # removed or changed by a reload since this timer was set, or its store failed
+                # (planned again from its store when it is back)
             waiting = self.pending.setdefault(key, deque())
             if kind == "fire":
                 if tenant not in same:
@@ -128,7 +129,8 @@ class Dispatching(Planning):
                 if job is None or not waiting:  # removed, or its due time was claimed elsewhere
                     emptied.append(key)
                     continue
-                if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue):
+                if self.runs.job_busy(*key) or self.runs.queue_busy(key[0], job.queue) or \
+                        key[0] in self.stores.aside:  # (its store failed: its runs are held)
                     continue
                 pend = waiting.popleft()
                 if not waiting:
@@ -154,8 +156,8 @@ class Dispatching(Planning):
                 self.queued[tenant] = Waiting(runs)
         for tenant, waiting in self.queued.items():
             conf = self.config.tenant(tenant)
-            if conf is None or conf.login is None:
-                continue  # removed, or its login taken away by a reload: its tasks wait
+            if conf is None or conf.login is None or tenant in self.stores.aside:
+                continue  # removed, its login taken away by a reload, or its store failed: its tasks wait
             if not waiting.offer(functools.partial(self._start_task, tenant), self._slots):
                 return
 

@@ -54,18 +54,39 @@ class Planning(DaemonState):
     def _hold(self, tenant: str, exc: StoreFault, now: float) -> None:
         self.held[tenant] = exc
         self.unplanned.add(tenant)
-        self._fault(exc, now)
+        self.health.failed(tenant, exc, now)  # (not opened: nothing of it is served to set aside)
+        if self.once:
+            self.stopping, self.exit_code = True, 1
 
     def _plan_start(self, tenants: list[TenantDef], now: float) -> None:
-        """The start's plan of the opened tenants, one transaction; a storage fault in it degrades the daemon
-        (nothing of the plan is kept; ``_recover`` plans them again) instead of ending it."""
-        try:
-            with self.stores.tx():
-                for tenant in tenants:
+        """The start's plan of the opened tenants, one transaction per store; a storage fault in one holds
+        that tenant (nothing of its plan is kept; ``_recover`` plans it again), not the daemon."""
+        for tenant in tenants:
+            try:
+                with self.stores.tx():
                     self._plan_tenant(tenant, now)
-        except StoreError as exc:
-            self.unplanned.update(t.name for t in tenants)
-            self._fault(exc, now)
+                failed = self.stores.failed.get(tenant.name)
+            except StoreError as exc:
+                failed = exc
+            if failed is not None:
+                self._forget(tenant.name)
+                self.unplanned.add(tenant.name)
+                self._fault(tenant.name, failed, now)
+
+    def _plan_each(self, names: list[str], now: float) -> None:
+        """Plan these served tenants again from their stores, each in a transaction of its own (the ends
+        their undone work was to record first)."""
+        for name in names:
+            try:
+                self.runs.flush(name)
+                with self.stores.tx():
+                    self._resync(name, now)
+                failed = self.stores.failed.get(name)
+            except StoreError as exc:
+                failed = exc
+            if failed is not None:
+                self._forget(name)
+                self._fault(name, failed, now)
 
     def _plan_tenant(self, tenant: TenantDef, now: float, cause: str = plans.DOWN,
                      since: float | None = None) -> None:
@@ -203,49 +224,71 @@ class Planning(DaemonState):
             self._timer(nxt, "fire", *key)
 
     def _recover(self, now: float) -> None:
-        """Retry a failed store: write back what can be, record the ends kept, open the stores held since
-        they failed to open, re-read what is stored."""
-        if not self.health.due(now):
-            return
+        """Retry the failed stores whose time came, each on its own: mend it, record the ends kept, open it
+        if it was held since it failed to open, re-read what is stored; then its runs go on."""
+        for name in self.health.due(now):
+            now = time.time()  # (a store that failed may have made the one before wait)
+            try:
+                self._recover_one(name, now)
+            except StoreError as exc:
+                self._fault(name, exc, now)
+                continue
+            self.unplanned.discard(name)
+            self.health.recovered(name)
+
+    def _recover_one(self, name: str, now: float) -> None:
+        if name in self.held:
+            self._open_held(name, now)
+            if name not in self.stores.names():
+                self.stores.take_back(name)
+                return  # refused or no longer configured: nothing to plan
+        elif name not in self.stores.names():
+            return  # a reload took it out meanwhile
+        else:
+            self.stores.recover(name, now)
+        self.stores.take_back(name)
         try:
-            self.stores.recover(now)
-            self.runs.flush()
-            self._open_held(now)
+            self.runs.flush(name)
             with self.stores.tx():
-                self._resync(now)
-        except StoreError as exc:
-            self.health.failed(exc, now)
-            return
-        self.unplanned.clear()
-        self.health.recovered()
+                self._resync(name, now)
+        except BaseException:
+            self._forget(name)
+            raise
+        if name in self.stores.failed:  # its commit failed
+            self._forget(name)
+            raise self.stores.failed[name]
 
-    def _open_held(self, now: float) -> None:
-        """Open the stores held (``_hold``); StoreFault while one still cannot be opened."""
-        for name in list(self.held):
-            tenant = self.config.tenant(name)
-            if tenant is not None and tenant.login is not None:
-                try:
-                    self._open_store(tenant, now)
-                except StoreFault as exc:
-                    self.held[name] = exc
-                    raise
-                except StoreError as exc:  # refused (corrupt, another daemon's): the others go on
-                    log.error("tenant %s is not served: %s (%s)", name, exc.message, exc.hint)
-            else:  # (a reload took it out, or its login)
-                self.stores.release(name)
-            del self.held[name]
+    def _open_held(self, name: str, now: float) -> None:
+        """Open a store held (``_hold``); StoreFault while it still cannot be opened."""
+        tenant = self.config.tenant(name)
+        if tenant is not None and tenant.login is not None:
+            try:
+                self._open_store(tenant, now)
+            except StoreFault as exc:
+                self.held[name] = exc
+                raise
+            except StoreError as exc:  # refused (corrupt, another daemon's): the others go on
+                log.error("tenant %s is not served: %s (%s)", name, exc.message, exc.hint)
+        else:  # (a reload took it out, or its login)
+            self.stores.release(name)
+        del self.held[name]
 
-    def _resync(self, now: float) -> None:
-        """After a fault, rebuild what waits from the store: whatever the failed transactions held in memory
-        only is found again (the job's last due moves only together with a record). A tenant not planned
-        since the start (held) catches up from its last due time as after downtime, its new jobs from the
-        daemon's start."""
-        self.pending.clear()
+    def _forget(self, tenant: str) -> None:
+        """What waits of the tenant in memory only: re-read from its store when it is planned again."""
+        for key in [k for k in self.pending if k[0] == tenant]:
+            del self.pending[key]
+        self.queued.pop(tenant, None)
+
+    def _resync(self, name: str, now: float) -> None:
+        """After a fault of the tenant's store, rebuild what waits from it: whatever the failed transactions
+        held in memory only is found again (the job's last due moves only together with a record). A
+        tenant not planned since the start (held) catches up from its last due time as after downtime, its
+        new jobs from the daemon's start."""
+        self._forget(name)
         self.que_dirty = True
-        for name in self.stores:
-            tenant = self.config.tenant(name)
-            if tenant is not None and tenant.login is not None:
-                self._plan_tenant(tenant, now, *self._cause(name))
+        tenant = self.config.tenant(name)
+        if tenant is not None and tenant.login is not None:
+            self._plan_tenant(tenant, now, *self._cause(name))
 
     def _cause(self, tenant: str, otherwise: str = plans.STORE_DOWN) -> tuple[str, float | None]:
         """Why the tenant's due times since its last went unrun, and from when its new jobs count."""

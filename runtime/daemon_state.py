@@ -64,7 +64,8 @@ class DaemonState:
         self.pending: dict[Key, deque[Pending]] = {}  # claimed rows waiting to start, per job
         self.queued: dict[str, Waiting] = {}  # queued tasks by tenant (runtime/waiting.py)
         self.que_dirty = True
-        self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel)
+        self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel,
+                         aside=self.stores.aside)
         self.runs.on_end = self._retry_one
         self.steer = steering.Steering(self._st)  # paused jobs and cancel requests (runtime/steering.py)
         self.alerts = alerts.Alerts(lambda: self.config, once=once, sel=self.sel, notifier=notifier)
@@ -104,8 +105,10 @@ class DaemonState:
     def _scheduled(self, job: JobDef) -> bool:
         return job.enabled and job.trigger is not None
 
-    def _fault(self, exc: StoreError, now: float) -> None:
-        self.health.failed(exc, now)
+    def _fault(self, tenant: str, exc: StoreError, now: float) -> None:
+        """The tenant's store failed: its runs are held (the store set aside), the other tenants' go on."""
+        self.stores.set_aside(tenant, exc)
+        self.health.failed(tenant, exc, now)
         if self.once:  # cron mode: the next minute's start tries again
             self.stopping, self.exit_code = True, 1
 

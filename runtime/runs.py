@@ -13,7 +13,7 @@ import logging
 import os
 import selectors
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from . import liveness, privs, statusfile, tenancy
@@ -48,8 +48,9 @@ class Active:
 
 class Runs:
     def __init__(self, *, config: Callable[[], Config], store: Callable[[str], Store], instance: str,
-                 sel: selectors.BaseSelector) -> None:
+                 sel: selectors.BaseSelector, aside: Collection[str] = frozenset()) -> None:
         self.config = config
+        self.aside = aside  # tenants whose store failed (runtime/stores.py): their ends wait in memory
         self.store = store
         self.instance = instance
         self.sel = sel
@@ -73,7 +74,7 @@ class Runs:
         self.finals: list[tuple[Active, Run | None]] = []
         # committed ends whose files wait for the spawns
         self.after_launch: list[tuple[Active, Run | None]] = []
-        self.fault: StoreError | None = None
+        self.faults: dict[str, StoreError] = {}  # tenants whose ends could not be written (``_record``)
         # a claimed run could not be started after its transaction committed (refused, spawn failed in the
         # loop): its slot is free now, and the daemon's next wake-up, at once, fills it
         self.refill = False
@@ -170,20 +171,26 @@ class Runs:
         self._busy(act, False)
         self._end(act, outcome, now)
 
-    def abort(self) -> None:
-        """The transaction holding the claims failed: nothing of it was spawned, nothing is busy; the pids
-        it was to record wait for the next one."""
+    def abort(self, tenants: Collection[str] | None = None) -> None:
+        """The transaction holding the claims failed (``tenants``: only the stores of these; None: all):
+        nothing of theirs was spawned, nothing of theirs is busy; the ends it was to record are kept in
+        memory and the pids it was to record wait for the next one."""
+        def mine(tenant: str) -> bool:
+            return tenants is None or tenant in tenants
+
         for act, *_ in self.claimed:
-            self._busy(act, False)
-        for acts in self.picked.values():
-            for act in acts:
+            if mine(act.tenant):
                 self._busy(act, False)
-        self.claimed.clear()
-        self.picked, self._picked = {}, 0
-        self.unrecorded += self.recording
-        self.recording, self.finals = [], []
-        self.saving.update(self.unsaved)
-        self.unsaved, self.saving = self.saving, {}
+        self.claimed = [c for c in self.claimed if not mine(c[0].tenant)]
+        for tenant in [t for t in self.picked if mine(t)]:
+            for act in self.picked.pop(tenant):
+                self._busy(act, False)
+                self._picked -= 1
+        self.unrecorded += [e for e in self.recording if mine(e[0].tenant)]
+        self.recording = [e for e in self.recording if not mine(e[0].tenant)]
+        self.finals = [f for f in self.finals if not mine(f[0].tenant)]
+        for key in [k for k in self.saving if mine(k[0])]:
+            self.unsaved.setdefault(key, self.saving.pop(key))
         self._pids_by(time.time())
 
     def launch(self) -> None:
@@ -220,6 +227,9 @@ class Runs:
             return
         unsaved, self.unsaved, self.save_by = self.unsaved, {}, None
         for (tenant, run_id), proc in unsaved.items():
+            if tenant in self.aside:  # written once its store is back (or with its end)
+                self.unsaved[tenant, run_id] = proc
+                continue
             pid, start, boot = self.saving[tenant, run_id] = _timed(proc, self.active)
             self.store(tenant).started(run_id, pid=pid, proc_start=start, boot_id=boot)
         self._pids_by(now)  # spawns still landing
@@ -334,7 +344,11 @@ class Runs:
             act = self.active.pop(child.pid)
             self._busy(act, False)
             ends.append((act, outcome, now))
+        freed = bool(ends)
         if inside:
+            if self.aside:  # their store failed: kept in memory until it can be written
+                self.unrecorded += [e for e in ends if e[0].tenant in self.aside]
+                ends = [e for e in ends if e[0].tenant not in self.aside]
             self.recording += ends
             for act, outcome, at in ends:
                 proc = self.unsaved.pop((act.tenant, act.run_id), None)  # written with its end
@@ -343,26 +357,32 @@ class Runs:
                 self.finals.append((act, self._finish(act, outcome, at, proc)))
         else:
             self._record(ends)
-        return bool(ends)
+        return freed
 
-    def flush(self) -> None:
-        """Write the ends kept while the store failed; raises StoreError if it still fails."""
-        ends, self.unrecorded = self.unrecorded, []
+    def flush(self, tenant: str) -> None:
+        """Write the tenant's ends kept while its store failed; raises StoreError if it still fails."""
+        ends = [e for e in self.unrecorded if e[0].tenant == tenant]
+        if not ends:
+            return
+        self.unrecorded = [e for e in self.unrecorded if e[0].tenant != tenant]
         self._record(ends)
-        fault, self.fault = self.fault, None  # raised here: not a second time by the next collect
-        if self.unrecorded:
-            raise fault or StoreError("the run store is still not writable")
+        fault = self.faults.pop(tenant, None)  # raised here: not a second time by the next collect
+        if any(e[0].tenant == tenant for e in self.unrecorded):
+            raise fault or StoreError(f"tenant {tenant}: the run store is still not writable")
 
     def _record(self, ends: list[tuple[Active, Outcome, float]]) -> None:
         for tenant in dict.fromkeys(act.tenant for act, _, _ in ends):
             mine = [e for e in ends if e[0].tenant == tenant]
+            if tenant in self.aside:  # its store failed: kept until it is back
+                self.unrecorded += mine
+                continue
             try:
                 with self.store(tenant).batch():
                     finals = [(act, self._finish(act, outcome, at)) for act, outcome, at in mine]
             except StoreError as exc:
                 log.warning("tenant %s: could not record the end of %d runs (kept until the store is "
                           "writable again): %s", tenant, len(mine), exc)
-                self.fault = exc
+                self.faults[tenant] = exc
                 self.unrecorded += mine
                 continue
             for act, run in finals:

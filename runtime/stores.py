@@ -6,7 +6,10 @@
   fault keeps from opening stays claimed while the daemon holds its runs: no second daemon comes up on it.
 - ``tx`` groups everything one wake-up writes into one transaction per tenant (one commit for many runs);
   ``use`` is how the daemon reaches a store inside it.  It is closed before the daemon sleeps, so `jobs
-  enqueue` never waits on a sleeping daemon's lock.
+  enqueue` never waits on a sleeping daemon's lock.  Each store's transaction is begun and committed on its
+  own: a store that cannot begin one (another writer's lock), fails its check or its commit is named in
+  ``failed`` and its tenants set aside (``aside``: the daemon holds their runs, runtime/health.py) while the
+  other stores' work commits.  A tenant set aside is not served (not iterated here) until it is taken back.
 - ``heartbeat`` renews the leases; ``check`` and ``recover`` find and mend a store that failed.
 """
 
@@ -58,8 +61,11 @@ class Stores(Mapping[str, Store]):
         # tenants whose store a storage fault kept from opening: the lock held meanwhile (None: not taken
         # yet) and how to open and claim that store, the one first asked for, when it can be opened
         self._held: dict[str, tuple[Claim | None, Opener, Claimer | None]] = {}
-        self._tx: contextlib.ExitStack | None = None
-        self._in_tx: set[str] = set()
+        self._tx: dict[str, contextlib.AbstractContextManager[None]] | None = None  # the open batches
+        # tenants whose store failed: the daemon holds their runs (runtime/health.py); shared with Runs
+        self.aside: set[str] = set()
+        self.why: dict[str, StoreError] = {}  # what set each of them aside
+        self.failed: dict[str, StoreError] = {}  # the stores that failed in the last ``tx``, by tenant
         self.next_beat = 0.0
         # tenant -> until when no other lease is judged there: we came back from a lost connection, and the
         # other daemons, cut off as long, had no way to renew theirs meanwhile either
@@ -67,13 +73,25 @@ class Stores(Mapping[str, Store]):
         self.shared = False  # any open store is shared with other daemons (not exclusive)
 
     def __getitem__(self, tenant: str) -> Store:
+        if tenant in self.aside:
+            raise KeyError(tenant)
         return self._open[tenant]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._open)
+        if not self.aside:
+            return iter(self._open)
+        return (t for t in self._open if t not in self.aside)
 
     def __len__(self) -> int:
-        return len(self._open)
+        return len(self._open) - len(self.aside.intersection(self._open))
+
+    def names(self) -> set[str]:
+        """Every tenant whose store is open, set aside or not."""
+        return set(self._open)
+
+    def store_of(self, tenant: str) -> Store:
+        """A tenant's open store, also while it is set aside (to mend it)."""
+        return self._open[tenant]
 
     def open(self, tenant: TenantDef, opener: Opener, now: float, report: Callable[[Run], None],
              claimer: Claimer | None = None) -> Store:
@@ -151,20 +169,62 @@ class Stores(Mapping[str, Store]):
             self.sel.register(fd, selectors.EVENT_READ, store)
 
     @contextlib.contextmanager
-    def tx(self) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            self._tx, self._in_tx = stack, set()
+    def tx(self, *, eager: bool = False) -> Iterator[None]:
+        """One transaction per store for the work inside. ``eager``: every served store's is begun first,
+        so that a store another writer holds locked is set aside before any work was done for it (the
+        work then never meets it); each is committed on its own. A store that fails to begin or commit is
+        named in ``failed`` and its tenant set aside; its work is rolled back. An error out of the work
+        itself rolls every store back and is raised."""
+        self._tx, self.failed = {}, {}
+        try:
+            if eager:
+                for tenant in list(self):
+                    with contextlib.suppress(StoreError):
+                        self._begin(tenant)
+            yield
+        except BaseException as exc:
+            self._end(exc)
+            raise
+        self._end(None)
+
+    def _begin(self, tenant: str) -> None:
+        assert self._tx is not None
+        batch = self._open[tenant].batch()
+        try:
+            batch.__enter__()
+        except StoreError as exc:
+            self.set_aside(tenant, exc)
+            raise
+        self._tx[tenant] = batch
+
+    def _end(self, exc: BaseException | None) -> None:
+        batches, self._tx = self._tx or {}, None
+        for tenant, batch in batches.items():
+            undo = exc if exc is not None else self.why.get(tenant) if tenant in self.aside else None
             try:
-                yield
-            finally:
-                self._tx = None
+                if undo is None:
+                    batch.__exit__(None, None, None)  # its commit
+                    continue
+                with contextlib.suppress(StoreError):  # (a rollback that fails: the transaction ends too)
+                    batch.__exit__(type(undo), undo, undo.__traceback__)
+            except StoreError as failed:
+                self.set_aside(tenant, failed)
+
+    def set_aside(self, tenant: str, exc: StoreError) -> None:
+        """The tenant's store failed: it is served no more until ``take_back``."""
+        self.failed[tenant] = self.why[tenant] = exc
+        self.aside.add(tenant)
+
+    def take_back(self, tenant: str) -> None:
+        self.aside.discard(tenant)
+        self.why.pop(tenant, None)
 
     def use(self, tenant: str) -> Store:
-        store = self._open[tenant]
-        if self._tx is not None and tenant not in self._in_tx:
-            self._tx.enter_context(store.batch())
-            self._in_tx.add(tenant)
-        return store
+        if tenant in self.aside:  # its runs are held: nothing may be written for it
+            raise self.why[tenant]
+        if self._tx is not None and tenant not in self._tx:
+            self._begin(tenant)
+        return self._open[tenant]
 
     def heartbeat(self, now: float, report: Callable[[str, Run], None] | None = None,
                   lost: Callable[[str], None] | None = None) -> list[str]:
@@ -176,8 +236,13 @@ class Stores(Mapping[str, Store]):
             return []
         self.next_beat = now + self.beat
         reread = []
-        for name, store in self._open.items():
-            if not store.heartbeat(self.instance, now=now, expires=now + self.lease_ttl):
+        for name, store in list(self.items()):
+            try:
+                renewed = store.heartbeat(self.instance, now=now, expires=now + self.lease_ttl)
+            except StoreError as exc:  # its tenant's work is undone; the other stores' goes on
+                self.set_aside(name, exc)
+                continue
+            if not renewed:
                 log.error("tenant %s: this daemon's lease on its store had run out (it could not renew it: "
                           "stopped, or cut off from the store) and another daemon settled its runs; "
                           "it holds a new lease now", name)
@@ -191,22 +256,26 @@ class Stores(Mapping[str, Store]):
         return reread
 
     def check(self) -> None:
-        for store in self._open.values():
-            store.check()  # vanished or replaced under us: a fault, not silence
+        """Each served store that vanished or was replaced under us (a fault, not silence) is set aside."""
+        for name, store in list(self.items()):
+            try:
+                store.check()
+            except StoreError as exc:
+                self.set_aside(name, exc)
 
-    def recover(self, now: float) -> None:
-        """Mend what can be mended (a deleted store is written back, a lost connection made again); raises
-        StoreError if still broken. Back on a shared store, the leases of the other daemons are judged
-        again only a lease's time later: a server restart or a network fault cut them off too, and they
-        come back by themselves (each retries within seconds)."""
-        for name, store in self._open.items():
-            note = store.recover()
-            if note:
-                log.warning("tenant %s: %s", name, note)
-                self._watch(store)
-                if not store.exclusive:
-                    self.judge_from[name] = now + SHARED_LEASE_TTL
-            store.check()
+    def recover(self, tenant: str, now: float) -> None:
+        """Mend the tenant's store if it can be (a deleted store is written back, a lost connection made
+        again); raises StoreError if still broken. Back on a shared store, the leases of the other daemons
+        are judged again only a lease's time later: a server restart or a network fault cut them off too,
+        and they come back by themselves (each retries within seconds)."""
+        store = self._open[tenant]
+        note = store.recover()
+        if note:
+            log.warning("tenant %s: %s", tenant, note)
+            self._watch(store)
+            if not store.exclusive:
+                self.judge_from[tenant] = now + SHARED_LEASE_TTL
+        store.check()
 
     def close(self) -> None:
         for store in self._open.values():

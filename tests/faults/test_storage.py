@@ -58,7 +58,7 @@ def test_a_full_disk_degrades_the_daemon_and_loses_nothing(tmp_path: Path, tmpfs
         fill(tmpfs / "filler")
         wait_for(lambda: "storage fault" in log_of(cfg), "the daemon to notice the full disk")
         assert proc.poll() is None  # degraded, not dead
-        assert "degraded: storage fault" in cli(cfg, "status").stdout
+        assert "degraded: tenant t: storage fault" in cli(cfg, "status").stdout
         # a task that logs like the jobs: if it is taken and runs, the audit holds its record to it too
         queued = cli(cfg, "jobs", "enqueue", "--", *job(tmp_path, 0.05)["command"], check=False)
         assert "Traceback" not in queued.stderr  # it either failed before its commit, or says its id

@@ -263,11 +263,11 @@ def test_a_store_that_blocks_the_wake_up_is_no_clock_step(tmp_path: Path,
         tx, stalled = d.stores.tx, list[float]()
 
         @contextlib.contextmanager
-        def slow_tx() -> Iterator[None]:
+        def slow_tx(*, eager: bool = False) -> Iterator[None]:
             if not stalled:
                 time.sleep(1.3)
                 stalled.append(1.3)
-            with tx():
+            with tx(eager=eager):
                 yield
 
         d.stores.tx = slow_tx  # type: ignore[method-assign]

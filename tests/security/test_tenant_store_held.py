@@ -1,0 +1,166 @@
+"""One tenant's store failing must not hold back another tenant's jobs.
+
+A root-owned config with a daemon user and two tenants, each with a Unix user of its own (run_as) and an
+every-second job. Tenant A's user opens A's store (their own file: docs/configuration.md `run_as`) with the
+real `sqlite3` shell and keeps `BEGIN EXCLUSIVE` open for a while; or A's directory is a small tmpfs of its
+own, full when the daemon starts. Meanwhile tenant B's job must go on running and be recorded on time;
+once A's store can be written again, A catches up per its policy. Both histories are then audited: no run
+left RUN, no due time run twice, nothing lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from secusers import Lab, Site, as_user, lab, needs_root, tenant_site, wait_for
+
+pytestmark = needs_root
+EVERY = 1.0
+HOLD = 12.0  # seconds A's user keeps its store locked
+JOB = f"{{command: [/bin/true], every: {EVERY:g}, catch_up: all}}"
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    with lab() as world:
+        yield tenant_site(world, lambda a, b: (
+            f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      tick: {JOB}\n"
+            f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      tick: {JOB}\n"))
+
+
+def _store(site: Site, tenant: str) -> Path:
+    found = sorted((site.state / "tenants" / tenant).glob("*.sqlite"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _rows(site: Site, tenant: str) -> list[dict[str, Any]]:
+    db = sqlite3.connect(f"file:{_store(site, tenant)}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]
+    finally:
+        db.close()
+
+
+def _ok_between(site: Site, tenant: str, start: float, end: float) -> list[dict[str, Any]]:
+    return [r for r in _rows(site, tenant) if r["state"] == "OK" and start <= (r["due"] or 0) < end]
+
+
+def _hold(world: Lab, site: Site) -> subprocess.Popen[str]:
+    """A's user keeps a write transaction open on A's store with the real sqlite3 shell."""
+    proc = subprocess.Popen(as_user(site.a, ["sqlite3", str(_store(site, "a"))]), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=world.env({"HOME": str(site.a.home)}))
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'held';\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _audit(rows: list[dict[str, Any]]) -> list[str]:
+    problems = [f"run {r['id']} left {r['state']}" for r in rows if r["state"] == "RUN"]
+    twice = Counter((r["due"], r["attempt"]) for r in rows if r["due"] is not None and r["state"] == "OK")
+    problems += [f"due {due} ran {n} times" for (due, _), n in twice.items() if n > 1]
+    dues = sorted({r["due"] for r in rows if r["due"] is not None})
+    problems += [f"no record between {a:.3f} and {b:.3f}" for a, b in itertools.pairwise(dues)
+                 if b - a > 2 * EVERY + 0.25]
+    return problems
+
+
+def test_a_tenant_holding_its_store_locked_holds_back_only_its_own_runs(site: Site) -> None:
+    world = site.world
+    daemon = world.daemon(site.cfg)
+    assert wait_for(lambda: all(len(_ok_between(site, t, 0, time.time())) >= 2 for t in "ab"), 60), \
+        world.log()
+    holder = _hold(world, site)
+    held_at = time.time()
+    try:
+        time.sleep(HOLD)  # (the attack's length, not a bound on the daemon)
+        status = world.ts(site.cfg, "status")
+        during = _ok_between(site, "b", held_at + 2 * EVERY, held_at + HOLD - 2 * EVERY)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("COMMIT;\n.quit\n")
+        holder.stdin.close()
+        holder.wait(30)
+    released = time.time()
+    # B ran on time while A's store was held: a run for (nearly) every second of it, none missed
+    want = int(HOLD - 4 * EVERY) - 1
+    assert len(during) >= want, (len(during), want, world.log())
+    missed = [r for r in _rows(site, "b") if r["reason"] == "missed"]
+    assert not missed, missed
+    assert "tenant a" in status.stdout + status.stderr, status
+    assert "tenant b" not in status.stdout + status.stderr, status
+    # A goes on by itself once its user lets go, and catches up (catch_up: all)
+    assert wait_for(lambda: len(_ok_between(site, "a", released + EVERY, time.time())) >= 2, 90), world.log()
+    daemon.terminate()
+    daemon.wait(60)
+    for tenant in "ab":
+        rows = _rows(site, tenant)
+        assert not _audit(rows), (tenant, _audit(rows)[:10])
+    a_rows = _rows(site, "a")
+    assert any(r["state"] == "OK" and held_at < (r["due"] or 0) < released for r in a_rows), a_rows
+
+
+def _fill(path: Path) -> None:
+    """Write until the file system is full (the daemon's own files may have filled it already)."""
+    try:
+        with path.open("wb") as f:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+    except OSError:
+        pass
+
+
+def test_a_tenant_whose_store_is_on_a_full_disk_at_start_holds_back_only_its_own_runs(site: Site) -> None:
+    """A's directory is a 16 MiB tmpfs of its own; it is filled while no daemon runs. The daemon comes up
+    holding A (its store cannot be opened) and serves B on time; once A's disk has room, A opens and catches
+    up (catch_up: all)."""
+    world, own = site.world, site.daemon_user
+    adir = site.state / "tenants" / "a"
+    adir.mkdir(parents=True)
+    for path in (site.state, site.state / "tenants"):  # as the daemon makes them
+        os.chown(path, own.uid, own.gid)
+        path.chmod(0o711)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=16m,mode=0770,uid={site.a.uid},gid={own.gid}",
+                    "tmpfs", str(adir)], check=True)
+    try:
+        daemon = world.daemon(site.cfg)
+        assert wait_for(lambda: all(len(_ok_between(site, t, 0, time.time())) >= 2 for t in "ab"), 60), \
+            world.log()
+        daemon.terminate()
+        assert daemon.wait(60) == 0
+        used = subprocess.run(["du", "-a", str(adir)], check=False, capture_output=True, text=True).stdout
+        _fill(adir / "filler")
+        assert (adir / "filler").exists(), used
+        held_at = time.time()
+        daemon = world.daemon(site.cfg)
+        assert wait_for(lambda: len(_ok_between(site, "b", held_at + 2 * EVERY, time.time())) >= 5, 60), \
+            world.log()
+        status = world.ts(site.cfg, "status")
+        assert "tenant a: storage fault" in status.stdout and "tenant b" not in status.stdout, status
+        assert not [r for r in _rows(site, "b") if r["reason"] == "missed"], _rows(site, "b")
+        (adir / "filler").unlink()
+        freed = time.time()
+        assert wait_for(lambda: len(_ok_between(site, "a", freed + EVERY, time.time())) >= 2, 90), world.log()
+        assert "degraded" not in world.ts(site.cfg, "status").stdout
+        daemon.terminate()
+        assert daemon.wait(60) == 0
+        for tenant in "ab":
+            rows = _rows(site, tenant)
+            assert not _audit(rows), (tenant, _audit(rows)[:10])
+        assert any(r["state"] == "OK" and held_at < (r["due"] or 0) < freed for r in _rows(site, "a"))
+    finally:
+        subprocess.run(["umount", "-l", str(adir)], check=False)
