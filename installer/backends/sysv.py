@@ -137,7 +137,30 @@ class SysV(Backend):
             "insserv": [spec.name],
             "chkconfig": ["--add", spec.name],
         }
-        return [self._reg(spec, *args[reg])]
+        step = self._reg(spec, *args[reg])
+
+        def register() -> object:
+            done = step()
+            self._check_links(spec, reg)
+            return done
+
+        return [Action(step.describe, register)]
+
+    def _check_links(self, spec: ServiceSpec, registrar: str) -> None:
+        """The links the script's header asks for (start in 2 3 4 5, stop in 0 1 6) are there, in every
+        runlevel directory the tree has: insserv (also behind update-rc.d) exits 0 when it could not make a
+        link (no inode left), and the service then never started in that runlevel."""
+        ours = {(e.parent.name, e.name[0]) for e in self.own_rc_links(spec)}
+        files, missing = fs(spec), []
+        for levels, kind in (("2345", "S"), ("016", "K")):
+            for n in levels:
+                dirs = [Path("/") / p.format(n=n) for p in RC_DIRS]
+                have = [d for d in dirs if files.listdir(d) is not None]
+                if have and not any((d.name, kind) in ours for d in have):
+                    missing.append(f"{kind} in {have[0]}")
+        if missing:
+            raise UserError(f"{registrar} exited 0 but made no link for {spec.name} ({', '.join(missing)})",
+                            hint="free space and inodes where the rc directories are, then install again")
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
         why = self._no_registrar(spec, self.registrar)

@@ -27,6 +27,7 @@ from taskserver.installer.render import package_templates
 
 TOOL = str(Path(sys.executable).parent / "taskserver-install")
 MANIFEST_DIR = "var/lib/taskserver-install"
+EXE = "/opt/taskserver/bin/taskserver"
 
 
 @pytest.fixture
@@ -132,6 +133,28 @@ def test_update_rc_d_registration_is_undone_with_the_numbering_of_other_scripts(
     res = cli("--init", "sysv", "--root", str(sysv_root), "--executable", "/opt/taskserver/bin/taskserver")
     assert res.returncode == 0 and "update-rc.d taskserver defaults" in res.stdout, res.stdout + res.stderr
     assert list((sysv_root / "etc/rc2.d").glob("S??taskserver")), "update-rc.d made no link"
+
+
+def test_a_runlevel_update_rc_d_could_not_link_fails_the_install(sysv_root: Path) -> None:
+    """insserv (behind `update-rc.d`) exits 0 when it cannot make a link: with no inode left where rc5.d
+    is, the install reported success and the service would not start in runlevel 5. The install checks
+    the links the script's header asks for, fails, and undoes the registration."""
+    rc5 = sysv_root / "etc/rc5.d"
+    kept = {p.name: os.readlink(p) for p in rc5.iterdir() if p.is_symlink()}
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64", "rc5", str(rc5)], check=True)
+    try:
+        for name, target in kept.items():
+            (rc5 / name).symlink_to(target)
+        st = os.statvfs(rc5)
+        used = st.f_files - st.f_ffree
+        subprocess.run(["mount", "-o", f"remount,nr_inodes={used}", str(rc5)], check=True)  # none left
+        before = snapshot(sysv_root / "etc")
+        res = cli("--init", "sysv", "--root", str(sysv_root), "--executable", EXE)
+        line = rolled_back(res)
+        assert "rc5.d" in line, line
+        assert snapshot(sysv_root / "etc") == before
+    finally:
+        subprocess.run(["umount", str(rc5)], check=False)
 
 
 # --- the crontab, as a throwaway user ----------------------------------------------------------------------
