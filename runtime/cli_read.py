@@ -19,16 +19,8 @@ from . import limits, statusfile
 from .cli_jobs import _as_tenant, _denied, _load, _next_due, _run_dict, _stamp, _store, _tenant
 from .errors import UserError
 from .limits import shown
-from .model import Config, Cron, Every, JobDef, TenantDef
+from .model import Config, TenantDef
 from .store import Run, Store
-
-
-def _trigger(job: JobDef) -> str:
-    if isinstance(job.trigger, Cron):
-        return f"cron {job.trigger.expr}"
-    if isinstance(job.trigger, Every):
-        return f"every {job.trigger.seconds:g}s"
-    return "on demand"
 
 
 def _row(run: Run, hosts: bool = False) -> tuple[str, ...]:
@@ -61,7 +53,7 @@ def _rows(tenant: TenantDef, store: Store | None, now: datetime,
         why = why or (None if job.enabled else "disabled")
         pause = pauses.get(job.name)
         why = why or (f"paused by {pause.who} since {_stamp(pause.since)}" if pause else None)
-        rows.append({"tenant": tenant.name, "job": job.name, "trigger": _trigger(job),
+        rows.append({"tenant": tenant.name, "job": job.name, "trigger": job.trigger_text(),
                      "enabled": job.enabled, "runs": tenant.login is not None and job.enabled,
                      "paused": pause is not None,
                      "note": why, "next_due": _stamp(nxt.timestamp()) if nxt else None,

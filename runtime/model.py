@@ -150,6 +150,15 @@ class JobDef:
     env: EnvDef = field(default_factory=EnvDef)
     notify: tuple[NotifyDef, ...] = ()
 
+    def trigger_text(self) -> str:
+        """When the job runs, as `jobs list` and the web API show it: ``cron EXPR``, ``every Ns``,
+        ``on demand``."""
+        if isinstance(self.trigger, Cron):
+            return f"cron {self.trigger.expr}"
+        if isinstance(self.trigger, Every):
+            return f"every {self.trigger.seconds:g}s"
+        return "on demand"
+
 
 @dataclass(frozen=True, slots=True)
 class StoreDef:

@@ -17,7 +17,7 @@ from .. import cli_jobs, cli_steer, schedule
 from ..client import queue_problem
 from ..control import read_pid
 from ..limits import argv_problem
-from ..model import Config, Cron, Every, JobDef, State, TenantDef
+from ..model import Config, JobDef, State, TenantDef
 from ..store import NoStore, Pause, Run, Store, StoreError, open_store
 
 RUN_SCAN = 5000  # runs read per request at most when filtering (newest first)
@@ -54,14 +54,6 @@ def duration(run: Run) -> float | None:
         return None
     end = run.finished if run.finished is not None else time.time()
     return round(max(0.0, end - run.started), 3)
-
-
-def trigger(job: JobDef) -> str:
-    if isinstance(job.trigger, Cron):
-        return f"cron {job.trigger.expr}"
-    if isinstance(job.trigger, Every):
-        return f"every {job.trigger.seconds:g}s"
-    return "on demand"
 
 
 @dataclass
@@ -106,7 +98,7 @@ class Reader:
     def _job(self, tenant: TenantDef, job: JobDef, store: Store, now: datetime,
              pause: Pause | None) -> dict[str, Any]:
         last = store.history(job.name, limit=1)
-        return {"name": job.name, "schedule": trigger(job), "enabled": job.enabled, "queue": job.queue,
+        return {"name": job.name, "schedule": job.trigger_text(), "enabled": job.enabled, "queue": job.queue,
                 "next_due": stamp(self.next_due(tenant, job, store, now)),
                 "paused": pause is not None, "paused_by": pause.who if pause else None,
                 "paused_since": stamp(pause.since) if pause else None,
