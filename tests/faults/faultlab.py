@@ -32,10 +32,13 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import runns
 from daemonlab import TASKSERVER, sandbox_env, write_config
+
+if TYPE_CHECKING:
+    from secusers import Lab, User
 
 
 def job(lab: Path, seconds: float, every: float | None = None, ignore_term: bool = False) -> dict[str, Any]:
@@ -244,3 +247,16 @@ def fill(path: Path) -> None:
                 f.flush()
         except OSError:
             pass
+
+
+def taskserver_as(user: User | None, world: Lab, cfg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`taskserver -c CFG ARGV...` in the tests' namespace, as root (``user`` None) or as a throwaway user
+    (tests/security/secusers.py), with the environment that user's own shell would give it."""
+    from secusers import USER_ENV, USER_TASKSERVER, as_user
+
+    cmd, env = [TASKSERVER, "-c", str(cfg), *argv], sandbox_env(cfg)
+    if user is not None:
+        cmd = as_user(user, [*USER_TASKSERVER, *cmd[1:]])
+        env = world.env({"HOME": str(user.home), "USER": user.name, "LOGNAME": user.name, **USER_ENV})
+    return subprocess.run([*runns.prefix(), *cmd], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)

@@ -24,9 +24,20 @@ from typing import Any
 
 import pytest
 import runns
-from daemonlab import TASKSERVER, sandbox_env, wait_for
-from faultlab import audit, fill, in_namespace, job, kill_everything, lab_config, rows, seen, trace
-from secusers import USER_ENV, USER_TASKSERVER, Lab, User, as_user, lab, needs_root
+from daemonlab import wait_for
+from faultlab import (
+    audit,
+    fill,
+    in_namespace,
+    job,
+    kill_everything,
+    lab_config,
+    rows,
+    seen,
+    taskserver_as,
+    trace,
+)
+from secusers import Lab, User, lab, needs_root
 
 from taskserver.runtime.plans import HELD
 
@@ -49,13 +60,7 @@ class Site:
         return self.lab / "state" / "t.sqlite"
 
     def ts(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        cmd, env = [TASKSERVER, "-c", str(self.cfg), *argv], sandbox_env(self.cfg)
-        if self.user is not None:
-            cmd = as_user(self.user, [*USER_TASKSERVER, *cmd[1:]])
-            env = self.world.env({"HOME": str(self.user.home), "USER": self.user.name,
-                                  "LOGNAME": self.user.name, **USER_ENV})
-        return subprocess.run([*runns.prefix(), *cmd], capture_output=True, text=True, env=env, timeout=120,
-                              check=False)
+        return taskserver_as(self.user, self.world, self.cfg, *argv)
 
     def fill(self) -> Path:
         filler = seen(self.lab / "state") / "filler"

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import runns
-from daemonlab import TASKSERVER, sandbox_env, wait_for
+from daemonlab import wait_for
 from faultlab import (
     audit,
     fill,
@@ -41,8 +41,9 @@ from faultlab import (
     lab_config,
     rows,
     seen,
+    taskserver_as,
 )
-from secusers import USER_ENV, USER_TASKSERVER, Lab, User, as_user, lab, needs_root, one_error
+from secusers import Lab, User, lab, needs_root, one_error
 
 pytestmark = needs_root
 EVERY = 1.0
@@ -69,13 +70,7 @@ class Pair:
         return rows(self.a, self.at)
 
     def ts(self, cfg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-        cmd, env = [TASKSERVER, "-c", str(cfg), *argv], sandbox_env(cfg)
-        if self.user is not None:
-            cmd = as_user(self.user, [*USER_TASKSERVER, *cmd[1:]])
-            env = self.world.env({"HOME": str(self.user.home), "USER": self.user.name,
-                                  "LOGNAME": self.user.name, **USER_ENV})
-        return subprocess.run([*runns.prefix(), *cmd], capture_output=True, text=True, env=env, timeout=120,
-                              check=False)
+        return taskserver_as(self.user, self.world, cfg, *argv)
 
     def pid(self, cfg: Path) -> str:
         status = self.ts(cfg, "status")

@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from test_install_offline import BOOT_FILES, cli, for_init, snapshot
+from test_install_offline import BOOT_FILES, cli, for_init, snapshot, systemctl_tree
 
 ADMINS = "# the admin's own\n"
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    if shutil.which("systemctl") is None:
-        pytest.skip("systemctl is not installed (the systemd backend enables with systemctl --root)")
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    return root
+    return systemctl_tree(tmp_path)
 
 
 def install(tree: Path, init: str, *extra: str) -> None:

@@ -32,6 +32,16 @@ def cli(
     return subprocess.run(argv, capture_output=True, text=True, check=False, env=env, timeout=120)
 
 
+def systemctl_tree(tmp_path: Path) -> Path:
+    """An empty root tree (etc/passwd only) for installs that register with the real `systemctl --root`."""
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed (the systemd backend enables with systemctl --root)")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    return root
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every path under root -> hash of its content (or link target), to compare trees byte for byte."""
     out = {}

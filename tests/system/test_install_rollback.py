@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_install_offline import BOOT_FILES, cli, for_init, snapshot
+from test_install_offline import BOOT_FILES, cli, for_init, snapshot, systemctl_tree
 
 from taskserver.installer.render import package_templates
 
@@ -32,12 +32,7 @@ EXE = "/opt/taskserver/bin/taskserver"
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    if shutil.which("systemctl") is None:
-        pytest.skip("systemctl is not installed (the systemd backend enables with systemctl --root)")
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    return root
+    return systemctl_tree(tmp_path)
 
 
 def rolled_back(res: subprocess.CompletedProcess[str]) -> str:
