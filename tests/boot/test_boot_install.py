@@ -215,6 +215,60 @@ def test_systemd_install_reboot_disable_uninstall(installed: lab.Roots, machines
     assert_nothing_of_ours_left(m, own)
 
 
+ADMINS_UNIT = "/srv/admin/taskserver.service"  # the admin's own service, linked where our unit was
+
+
+def main_command(m: Container) -> str:
+    """The command line of the service's main process, as the kernel has it ('' when none runs)."""
+    pid = systemctl(m, "show", "-p", "MainPID", "--value", "taskserver")
+    if pid in ("", "0"):
+        return ""
+    return m.sh(["cat", f"/proc/{pid}/cmdline"], check=False).stdout.replace("\0", " ").strip()
+
+
+def test_systemd_a_unit_the_admin_made_their_own_survives_uninstall_and_reboot(installed: lab.Roots,
+                                                                               machines: Machines) -> None:
+    """The admin replaced our unit with their own through systemd's tools (`systemctl link`, `enable`,
+    `restart`) on a running machine: uninstall neither stops nor disables it, and the next boot starts it."""
+    m = machines.container(installed("systemd"))
+    own = write_config(m.overlay.root)
+    admins = m.overlay.root / ADMINS_UNIT.lstrip("/")
+    admins.parent.mkdir(parents=True)
+    admins.write_text("[Unit]\nDescription=the admin's own service\n[Service]\nExecStart=/bin/sleep 86400\n"
+                      "[Install]\nWantedBy=multi-user.target\n")
+    own |= {"/srv", "/srv/admin", ADMINS_UNIT}
+    m.boot()
+    m.wait_ready()
+    install(m, *WRITABLE)
+    assert "taskserver" in main_command(m), main_command(m)
+
+    m.sh(["rm", "/etc/systemd/system/taskserver.service"])
+    m.sh(["systemctl", "link", ADMINS_UNIT])
+    m.sh(["systemctl", "enable", "taskserver"])
+    m.sh(["systemctl", "restart", "taskserver"])
+    assert main_command(m) == "/bin/sleep 86400"
+    served = systemctl(m, "show", "-p", "MainPID", "--value", "taskserver")
+
+    out = install(m, "--uninstall")
+    assert "the admin's now" in out and "not stopped, not disabled" in out, out
+    now = systemctl(m, "show", "-p", "MainPID", "--value", "taskserver")
+    assert now == served, f"the admin's service was stopped or restarted: {served} -> {now}"
+    assert systemctl(m, "is-enabled", "taskserver") == "enabled", out
+    assert status(m)["installed"] is False
+
+    reboot_and_wait(m)
+    assert systemctl(m, "is-active", "taskserver") == "active", m.console()
+    assert main_command(m) == "/bin/sleep 86400"
+    assert no_taskserver_process(m)
+    assert m.poweroff() == 0
+    left = {p for p in lab.leftovers(m.overlay) - own if not p.startswith(KEPT_STATE)}
+    # all that names the service is the admin's: their link in place of our unit, and its enable link
+    assert {p for p in left if "taskserver" in p} == {
+        "/etc/systemd/system/taskserver.service",
+        "/etc/systemd/system/multi-user.target.wants/taskserver.service",
+    }, sorted(left)
+
+
 def test_systemd_user_unit_with_linger(installed: lab.Roots, machines: Machines) -> None:
     m = machines.container(installed("systemd"))
     m.boot()
