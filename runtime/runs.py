@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import selectors
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from . import liveness, privs, statusfile, tenancy
+from . import liveness
 from .errors import UserError
 from .executor import DEFAULT_SIGNALS, Executor, Outcome, job_argv
 from .launcher import Launcher
 from .limits import argv_problem
 from .model import Config, JobDef, State, storable
-from .runplace import Place, Places
-from .spares import Spares
+from .run_files import StatusFiles
+from .runplace import Places
 from .store import NO_SUCH_JOB, SPAWN_FAILED, Process, Run, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -88,11 +87,8 @@ class Runs:
         self._picked = 0
         self.save_by: float | None = None  # when the daemon must wake to write them at the latest
         self.boot = liveness.boot_id()  # read once: a process outlives no boot
-        self.spares = Spares()  # new status files made ahead by a helper thread (runtime/spares.py)
         self.places = Places(instance)  # what a tenant's runs share, per config (runtime/runplace.py)
-        self.status_fds: dict[tuple[str, int], int] = {}  # (tenant, run id) -> its status file, open
-        self._told_jobs: dict[str, set[str]] = {}  # status file names the spares were told of, per tenant
-        self._told_tasks: dict[str, int] = {}  # the last queued task's id they were told of
+        self.files = StatusFiles(config, self.places)  # the runs' status files (runtime/run_files.py)
 
     def __len__(self) -> int:  # a picked or claimed run takes its slot before it is spawned
         return len(self.active) + len(self.claimed) + len(self.launching) + self._picked
@@ -250,7 +246,7 @@ class Runs:
     def _spawn(self, act: Active, run: Run, argv: list[str], timeout: float | None, now: float) -> int | None:
         place = self.places(self.config(), act.tenant)
         status = place.status_path(run)
-        self._write_status(place, run, status, keep=True)  # its end is written through the same fd
+        self.files.write(place, run, status, keep=True)  # its end is written through the same fd
         try:  # the root rule, at every spawn: a reload or a task queued into any tenant meets it too
             ident = place.identity()
             env = place.environment(act.job, act.jobdef, act.run_id, status)
@@ -418,67 +414,18 @@ class Runs:
                 f" {run.reason}" if run.reason else "")
 
     def write_status(self, tenant: str, run: Run | None) -> None:
-        if run is not None:
-            place = self.places(self.config(), tenant)
-            self._write_status(place, run, place.status_path(run))
-
-    def _write_status(self, place: Place, run: Run, path: str, keep: bool = False) -> None:
-        """``keep``: the file is kept open for the run's next write (``status_fds``), its end."""
-        fd = self.status_fds.pop((place.name, run.id), None)
-        try:
-            text = statusfile.render(run, place.name)
-            if place.files is None:  # the daemon's own ids: no switch of filesystem ids to enter and leave
-                self._rewrite((place.name, run.id), path, text, fd, keep=keep)
-                return
-            with privs.fs_identity(place.files):
-                self._rewrite((place.name, run.id), path, text, fd, keep=keep)
-        except (OSError, UserError) as exc:
-            log.warning("status file of run %d: %s", run.id, exc)
-
-    def _rewrite(self, key: tuple[str, int], path: str, text: str, fd: int | None, *, keep: bool) -> None:
-        if fd is not None:
-            statusfile.rewrite_open(fd, path, text, self.spares)
-        elif (kept := statusfile.rewrite(path, text, self.spares, keep=keep)) is not None:
-            self.status_fds[key] = kept
+        self.files.write_for(tenant, run)
 
     def close(self) -> None:
-        for fd in self.status_fds.values():
-            os.close(fd)
-        self.status_fds.clear()
-        self.spares.close()
+        self.files.close()
         if self.executor.launcher is not None:
             self.executor.launcher.close()
 
     def expect_jobs(self, tenant: str, jobs: Iterable[JobDef]) -> None:
-        """These scheduled jobs will run: their status files (those not made yet) are made ahead."""
-        names = {statusfile.job_status_name(job.name) for job in jobs}
-        told = self._told_jobs.setdefault(tenant, set())
-        self._expect(tenant, sorted(names - told))
-        told |= names
+        self.files.expect_jobs(tenant, jobs)
 
     def expect_tasks(self, tenant: str, runs: Iterable[Run]) -> None:
-        """These queued tasks wait to start: those that came without a status file get one made ahead
-        (each task told once: run ids only grow)."""
-        last = self._told_tasks.get(tenant, 0)
-        fresh = [run.id for run in runs if run.id > last]
-        if fresh:
-            self._told_tasks[tenant] = max(fresh)
-            self._expect(tenant, [str(i) for i in fresh])
-
-    def _expect(self, tenant: str, names: list[str]) -> None:
-        config = self.config()
-        conf = config.tenant(tenant)
-        if conf is None or not names:
-            return
-        ident = tenancy.file_identity(config, conf)
-        directory = statusfile.status_dir(config.tenant_dir(tenant), tenant)
-        try:
-            with privs.fs_identity(ident):
-                mode = statusfile.prepare(directory)
-        except (OSError, UserError) as exc:
-            log.warning("tenant %s: status directory: %s", tenant, exc)
-            return
-        self.spares.expect(directory, names, mode, ident)
+        self.files.expect_tasks(tenant, runs)
 
 
 def _timed(unsaved: Process, active: dict[int, Active]) -> Process:

@@ -107,7 +107,7 @@ def test_a_fifo_in_place_of_a_status_file_is_refused_at_once() -> None:
                 statusfile.update(state, "t", _run(6), None)
 
         raised = _returns(rewrite)
-        assert isinstance(raised, OSError), raised  # the daemon logs it and goes on (runs._write_status)
+        assert isinstance(raised, OSError), raised  # the daemon logs it and goes on (StatusFiles.write)
         assert os.path.exists(status) and not status.is_file()  # left as the tenant made it
 
 
