@@ -90,7 +90,7 @@ _DEFAULTS = {"state": State.QUE, "reason": None, "started": None, "finished": No
 
 def _claimed(run_id: int, claim: Claim) -> Run:
     """The row claim_many inserted (runtime/sqlite_bulk.py: job, queue, state, due, created, attempt 0), the
-    other columns at the schema's defaults (built as sqlite_store._run builds a row: the frozen dataclass's
+    other columns at the schema's defaults (built as sqlite_rows.run_of builds a row: the frozen dataclass's
     ``__init__`` sets each field through ``object.__setattr__``)."""
     run: Run = object.__new__(Run)
     fields = run.__dict__

@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from . import sqlite_bulk as bulk
 from . import sqlite_guard as guard
@@ -27,6 +26,8 @@ from . import sqlite_schema as schema
 from .model import State, TenantDef
 from .sqlite_base import add_task, open_db
 from .sqlite_ckpt import Checkpointer
+from .sqlite_history import SqliteHistory
+from .sqlite_rows import COLUMNS, run_of
 from .sqlite_steer import SqliteSteer
 from .sqlite_wake import WakeSocket, wake_path
 from .store import (
@@ -36,19 +37,14 @@ from .store import (
     REPORTED,
     Claim,
     Instance,
-    JobSummary,
     Process,
-    Purged,
     Run,
     StoreError,
     Verify,
     check_report,
     fault,
-    summary_row,
 )
 
-COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
-           "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
 # One statement per end: the final row comes back with the update (no second read per run)
 _FINISH = ("UPDATE runs SET state=COALESCE(reported, ?), "  # noqa: S608 - constant text only
            "reason=CASE WHEN reported IS NULL THEN ? WHEN reported='ERR' THEN ? ELSE NULL END, "
@@ -103,23 +99,6 @@ def claim_sqlite(tenant: TenantDef, state_dir: Path, me: Instance) -> guard.Inst
     return lock
 
 
-_FIELDS = tuple(COLUMNS.split(", "))  # Run's fields, in the order of COLUMNS
-_STATES = {state.value: state for state in State}
-
-
-def _run(row: tuple[Any, ...]) -> Run:
-    """A row as a ``Run``.  Three per run in a burst (queued, acquired, finished), so built without the
-    frozen dataclass's ``__init__``, which sets each of its 21 fields through ``object.__setattr__``: the
-    same fields, the same values (the state as its enum, the argv decoded, queued a bool), a third of the
-    time."""
-    fields = dict(zip(_FIELDS, row, strict=True))
-    fields["state"], fields["argv"], fields["queued"] = _STATES[row[3]], _argv(row[13]), bool(row[16])
-    fields["host"] = None
-    run: Run = object.__new__(Run)
-    run.__dict__.update(fields)
-    return run
-
-
 def _ended(run: Run, *, state: State, reason: str | None, exit_code: int | None, output: str, now: float,
            note: str | None, proc: Process | None) -> Run:
     """The row _QUIET left: ``run`` as acquired, with what the end and ``started`` wrote."""
@@ -141,37 +120,18 @@ def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatena
     return wrapper
 
 
-_ARGVS: dict[str, tuple[str, ...]] = {}  # stored argv texts seen: the same commands come back run after run
-
-
-def _argv(text: str | None) -> tuple[str, ...] | None:
-    """A stored task's argv; a value that is not a JSON list comes back empty, and the daemon then ends the
-    run ERR instead of failing on it (the row may have been written by anything with the file)."""
-    if not text:
-        return None
-    got = _ARGVS.get(text)
-    if got is None:
-        got = _decode_argv(text)
-        if len(_ARGVS) < 4096:
-            _ARGVS[text] = got
-    return got
-
-
-def _decode_argv(text: str) -> tuple[str, ...]:
-    try:
-        got = json.loads(text)
-    except ValueError:
-        return ()
-    return tuple(got) if isinstance(got, list) else ()
-
-
-class SqliteStore(SqliteSteer):
+class SqliteStore(SqliteSteer, SqliteHistory):
     exclusive = True  # one daemon per file: attach takes an exclusive lock
     pause = _guarded(SqliteSteer.pause)
     resume = _guarded(SqliteSteer.resume)
     paused = _guarded(SqliteSteer.paused)
     cancel = _guarded(SqliteSteer.cancel)
     cancelling = _guarded(SqliteSteer.cancelling)
+    purge = _guarded(SqliteHistory.purge)
+    last_due = _guarded(SqliteHistory.last_due)
+    last_dues = _guarded(SqliteHistory.last_dues)
+    get = _guarded(SqliteHistory.get)
+    history = _guarded(SqliteHistory.history)
 
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
                  verify: Verify = True, lock: guard.InstanceLock | None = None) -> None:
@@ -313,7 +273,7 @@ class SqliteStore(SqliteSteer):
         rows = self.db.execute(
             f"UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL WHERE {where} AND state='QUE' "  # noqa: S608
             f"RETURNING {COLUMNS}", (now, instance, *picked)).fetchall()
-        runs = sorted((_run(r) for r in rows), key=lambda r: r.id)
+        runs = sorted((run_of(r) for r in rows), key=lambda r: r.id)
         for run in runs:
             self._acquired[run.id] = (run, None)
         return runs
@@ -356,7 +316,7 @@ class SqliteStore(SqliteSteer):
         else:
             row = self.db.execute(_FINISH_PROCESS, (*params, *process, run_id)).fetchone()
         if row is not None:
-            return _run(row)
+            return run_of(row)
         if self.db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
             raise StoreError(f"{self.path}: run {run_id} vanished before its end was recorded")
         return None  # ended already: its record stays
@@ -524,51 +484,6 @@ class SqliteStore(SqliteSteer):
         self.db.execute(
             "INSERT INTO jobs (name, last_due) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET last_due=MAX(last_due, excluded.last_due)", (job, due))
-
-    @_guarded
-    def purge(self, *, ok_before: float, err_before: float) -> Purged:
-        where = ("(state='OK' AND finished < ?) OR (state='ERR' AND finished < ?)")
-        with self._txn():
-            queued = [int(r[0]) for r in self.db.execute(
-                f"SELECT id FROM runs WHERE queued=1 AND ({where})", (ok_before, err_before))]  # noqa: S608
-            cur = self.db.execute(f"DELETE FROM runs WHERE {where}", (ok_before, err_before))  # noqa: S608
-        return Purged(count=cur.rowcount, queued_ids=queued)
-
-    @_guarded
-    def last_due(self, job: str) -> float | None:
-        row = self.db.execute("SELECT last_due FROM jobs WHERE name=?", (job,)).fetchone()
-        return float(row[0]) if row else None
-
-    @_guarded
-    def last_dues(self) -> dict[str, float]:
-        return {str(name): float(due) for name, due in self.db.execute("SELECT name, last_due FROM jobs")}
-
-    @_guarded
-    def get(self, run_id: int) -> Run | None:
-        found = self._select("id=?", run_id)
-        return found[0] if found else None
-
-    @_guarded
-    def history(self, job: str | None = None, *, limit: int = 50) -> list[Run]:
-        if job is None:
-            return self._select("1 ORDER BY id DESC LIMIT ?", limit)
-        return self._select("job=? ORDER BY id DESC LIMIT ?", job, limit)
-
-    def _select(self, where: str, *params: object) -> list[Run]:
-        return [_run(r) for r in self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE {where}", params)]  # noqa: S608
-
-    def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
-        # One aggregate query: a store may hold a million rows of an every-second job within retention.
-        ended, due = "finished IS NOT NULL AND started IS NOT NULL", "due IS NOT NULL AND started IS NOT NULL"
-        dur, late = "(finished - started)", "(started - due)"
-        le = [f"SUM(CASE WHEN {ended} AND {dur} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
-        le += [f"SUM(CASE WHEN {due} AND {late} <= ? THEN 1 ELSE 0 END)" for _ in buckets]
-        sql = ", ".join([  # noqa: S608 - only constant text and placeholders
-            "SELECT job, state, COUNT(*)", f"SUM(CASE WHEN {ended} THEN 1 ELSE 0 END)",
-            f"COALESCE(SUM(CASE WHEN {ended} THEN {dur} END), 0)", f"SUM(CASE WHEN {due} THEN 1 ELSE 0 END)",
-            f"COALESCE(SUM(CASE WHEN {due} THEN {late} END), 0)",
-            "MAX(CASE WHEN state='OK' THEN finished END)", *le]) + " FROM runs GROUP BY job, state"
-        return [summary_row(row, len(buckets)) for row in self.db.execute(sql, [*buckets, *buckets])]
 
     def _stop_checkpoints(self, db: sqlite3.Connection | None) -> None:
         ckpt, self._ckpt = self._ckpt, None
