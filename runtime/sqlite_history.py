@@ -1,8 +1,8 @@
 """The SQLite store's history side: reading runs and jobs' last due times, the summary the web side and
 `/metrics` show, and the purge of old runs.
 
-A mixin of ``SqliteStore`` (runtime/sqlite_store.py wraps each public method but ``summary`` in its error
-guard, as before); kept apart so the backend module stays small.  The contract is in runtime/store.py.
+A mixin of ``SqliteStore`` (runtime/sqlite_store.py wraps each public method in its error guard); kept
+apart so the backend module stays small.  The contract is in runtime/store.py.
 """
 
 from __future__ import annotations

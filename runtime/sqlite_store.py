@@ -132,6 +132,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
     last_dues = _guarded(SqliteHistory.last_dues)
     get = _guarded(SqliteHistory.get)
     history = _guarded(SqliteHistory.history)
+    summary = _guarded(SqliteHistory.summary)  # (it was not: a broken table failed /metrics for all)
 
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
                  verify: Verify = True, lock: guard.InstanceLock | None = None) -> None:
