@@ -141,7 +141,7 @@ class Planning(DaemonState):
             return self.alerts.observe(tenant.name, store)  # run ends may notify (runtime/alerts.py)
 
         return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run),
-                                claimer)
+                                claimer, owner=tenancy.run_uid(self.config, tenant))
 
     def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:
         """Due times and retries claimed before (by this daemon before a fault, or by one that died)."""

@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,39 +118,63 @@ def _environ(entry: Path) -> dict[bytes, bytes]:
     return dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
 
 
-def terminate(pids: Iterable[Found], grace: float) -> list[int]:
+def terminate(pids: Iterable[Found], grace: float, owner: int | None = None) -> list[int]:
     """TERM each process (and each group it leads: its children), wait up to ``grace`` for all of them to
-    go, then KILL what is left of them.  Returns the pids that were alive."""
-    targets = list(pids)
+    go, then KILL what is left of them.  Returns the pids that were alive.  ``owner``: only processes that
+    user could signal itself are signalled (``may_signal``), a group member by member."""
+    targets = [f for f in pids if may_signal(f.pid, owner)]
     for f in targets:
-        _send(f, signal.SIGTERM)
-    _wait_gone(targets, grace)
-    if _members(targets):  # checked first: a group whose members are all gone has an id free for reuse
+        _send(f, signal.SIGTERM, owner)
+    _wait_gone(targets, grace, owner)
+    if _members(targets, owner):  # checked first: a group whose members are all gone has an id free for reuse
         for f in targets:
-            _send(f, signal.SIGKILL)
-        _wait_gone(targets, 5.0)
+            _send(f, signal.SIGKILL, owner)
+        _wait_gone(targets, 5.0, owner)
     return [f.pid for f in targets]
 
 
-def _wait_gone(targets: list[Found], limit: float) -> None:
+def may_signal(pid: int, uid: int | None) -> bool:
+    """Whether a process of user ``uid`` could signal ``pid`` itself: kill(2) lets a sender signal a process
+    whose real or saved uid is its own.  What a tenant's store names is written by the tenant's user, so
+    the daemon signals on its say only what that user could (None: no such limit, a root tenant's)."""
+    if uid is None:
+        return True
+    try:
+        status = (PROC / str(pid) / "status").read_bytes()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith(b"Uid:"):
+            real, _effective, saved = (int(x) for x in line.split()[1:4])
+            return uid in (real, saved)
+    return False
+
+
+def _wait_gone(targets: list[Found], limit: float, owner: int | None) -> None:
     end = time.monotonic() + limit
-    while time.monotonic() < end and _members(targets):
+    while time.monotonic() < end and _members(targets, owner):
         time.sleep(0.02)
 
 
-def _members(targets: list[Found]) -> set[int]:
-    """The live processes among ``targets`` and in the groups they lead."""
+def _members(targets: list[Found], owner: int | None) -> set[int]:
+    """The live processes among ``targets`` and in the groups they lead (those ``owner`` may signal)."""
     groups = {f.pgid for f in targets if f.pgid == f.pid}
     live = {f.pid for f in targets if alive(f.pid)}
+    if groups:
+        live |= {pid for pid, group in _groups() if group in groups}
+    return {pid for pid in live if may_signal(pid, owner)} if owner is not None else live
+
+
+def _groups() -> Iterator[tuple[int, int]]:
+    """(pid, process group) of every live process."""
     for entry in PROC.iterdir():
-        if entry.name.isdigit() and groups:
+        if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[2]) in groups and fields[0] not in (b"Z", b"X"):
-                live.add(int(entry.name))
-    return live
+            if fields[0] not in (b"Z", b"X"):
+                yield int(entry.name), int(fields[2])
 
 
 def alive(pid: int) -> bool:
@@ -158,12 +182,19 @@ def alive(pid: int) -> bool:
     return start_time(pid) is not None and not _zombie(pid)
 
 
-def _send(f: Found, sig: signal.Signals) -> None:
+def _send(f: Found, sig: signal.Signals, owner: int | None) -> None:
     # A run's process leads its own group (the executor starts each in a new session), so its group is
     # its own and its children's; a process found by its environment inside someone else's group is
-    # signalled alone: an environment anyone can set must not reach processes that do not carry it.
+    # signalled alone: an environment anyone can set must not reach processes that do not carry it.  With
+    # an ``owner``, the group's members are signalled one by one, each only if that user could.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if f.pgid == f.pid and f.pgid != os.getpgid(0):
-            os.killpg(f.pgid, sig)
+            if owner is None:
+                os.killpg(f.pgid, sig)
+            else:
+                for pid, group in list(_groups()):
+                    if group == f.pgid and may_signal(pid, owner):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(pid, sig)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(f.pid, sig)

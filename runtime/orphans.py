@@ -46,8 +46,10 @@ def instance_dead(inst: Instance, *, now: float, exclusive: bool) -> bool:
 
 
 def settle(store: Store, tenant: str, me: str, *, now: float, grace: float, exclusive: bool,
-           report: Callable[[Run], None]) -> list[Settled]:
-    """Record every run of a dead instance truthfully; kill its processes first if they still live."""
+           report: Callable[[Run], None], owner: int | None = None) -> list[Settled]:
+    """Record every run of a dead instance truthfully; kill its processes first if they still live.
+    ``owner``: the uid the tenant's runs run as; a process counts as a run's only if that user could signal
+    it (liveness.may_signal): the store is that user's file, and what it names is that user's say."""
     leases = {i.id: i for i in store.instances() if i.id != me}
     dead = {i for i, inst in leases.items() if instance_dead(inst, now=now, exclusive=exclusive)}
     orphans = [r for r in store.running(exclude=me) if r.instance is None or r.instance not in leases
@@ -56,7 +58,7 @@ def settle(store: Store, tenant: str, me: str, *, now: float, grace: float, excl
     hosts = {i: inst.host for i, inst in leases.items()}
     asked = store.cancelling() if orphans else {}  # `jobs cancel` while no daemon ran: who asked
     settled = [_settle_one(store, run, found, now=now, grace=grace, host=hosts.get(run.instance or ""),
-                           cancel=asked.get(run.id)) for run in orphans]
+                           cancel=asked.get(run.id), owner=owner) for run in orphans]
     done = [s for s in settled if s is not None]  # None: another daemon settled it first (both saw it dead)
     for s in done:
         report(s.run)
@@ -65,7 +67,7 @@ def settle(store: Store, tenant: str, me: str, *, now: float, grace: float, excl
     return done
 
 
-def stop_strays(store: Store, tenant: str, me: str, *, grace: float) -> list[int]:
+def stop_strays(store: Store, tenant: str, me: str, *, grace: float, owner: int | None = None) -> list[int]:
     """Stop this host's processes of runs another daemon has settled already (the pids stopped).
 
     A daemon of this host that died and stayed down beyond its lease on a shared store, or lost the lease,
@@ -81,16 +83,18 @@ def stop_strays(store: Store, tenant: str, me: str, *, grace: float) -> list[int
                         "(its daemon died): stopping it, so that the job does not run twice", run.id,
                         run.job or "task", run.state.value, run.reason or "", sorted(p.pid for p in procs))
             stop += procs
-    return liveness.terminate(stop, grace) if stop else []
+    return liveness.terminate(stop, grace, owner) if stop else []
 
 
 def _settle_one(store: Store, run: Run, found: dict[tuple[str, int], list[liveness.Found]], *, now: float,
-                grace: float, host: str | None = None, cancel: str | None = None) -> Settled | None:
-    procs = list(found.get((run.instance or "", run.id), []))
-    if run.pid and liveness.same_process(run.pid, run.proc_start, run.boot_id):
+                grace: float, host: str | None = None, cancel: str | None = None,
+                owner: int | None = None) -> Settled | None:
+    procs = [p for p in found.get((run.instance or "", run.id), []) if liveness.may_signal(p.pid, owner)]
+    if run.pid and liveness.same_process(run.pid, run.proc_start, run.boot_id) \
+            and liveness.may_signal(run.pid, owner):  # (a forged row may name anyone's process)
         procs.append(liveness.Found(run.pid, run.pid))  # the job leads its own session and group
     if procs:
-        killed = liveness.terminate(procs, grace)
+        killed = liveness.terminate(procs, grace, owner)
         note = (f"the daemon that started it (instance {run.instance}) died while it ran; the restarted "
                 f"daemon stopped its processes {sorted(set(killed))} so the job never runs twice")
         # asked to stop while no daemon could: stopped now, and on that request (so never retried)

@@ -80,6 +80,9 @@ class Run:
     boot_id: str | None = None  # the kernel boot the pid belongs to
     not_before: float | None = None  # a waiting retry starts no earlier than this
     host: str | None = None  # the host whose daemon ran it (shared stores; None: this host's store)
+    # what in the stored row was not a value of its column (runtime/sqlite_rows.py: a tenant's user may write
+    # their own store file); the run then holds safe values in its place, and the daemon never starts it
+    bad: str | None = None
 
 
 Process = tuple[int, int | None, str | None]  # a run's process: pid, start (clock ticks after boot), boot id

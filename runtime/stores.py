@@ -58,6 +58,7 @@ class Stores(Mapping[str, Store]):
         self.sel = sel
         self._open: dict[str, Store] = {}
         self._claims: dict[str, Claim] = {}  # the locks of the stores served, released at ``close``
+        self._owners: dict[str, int | None] = {}  # the uid each tenant's runs run as (``open``)
         # tenants whose store a storage fault kept from opening: the lock held meanwhile (None: not taken
         # yet) and how to open and claim that store, the one first asked for, when it can be opened
         self._held: dict[str, tuple[Claim | None, Opener, Claimer | None]] = {}
@@ -94,13 +95,14 @@ class Stores(Mapping[str, Store]):
         return self._open[tenant]
 
     def open(self, tenant: TenantDef, opener: Opener, now: float, report: Callable[[Run], None],
-             claimer: Claimer | None = None) -> Store:
+             claimer: Claimer | None = None, *, owner: int | None = None) -> Store:
         """Claim the tenant's store (``claimer``: its lock, StoreBusy while another daemon holds it), open
         it (``opener``) and take our lease on it; the runs dead daemons left in RUN are settled here, by
         evidence, before anything new starts. A StoreFault (the daemon holds the tenant's runs) keeps the
         claim, and the next ``open`` of the tenant opens that same store (a reload naming another path
         meanwhile waits for a restart, as it does for a store served); any other failure releases it."""
         name = tenant.name
+        self._owners[name] = owner  # whose processes its runs may be (orphans.settle)
         claim, opener, claimer = self._held.pop(name, (None, opener, claimer))
         try:
             if claim is None and claimer is not None:
@@ -129,10 +131,11 @@ class Stores(Mapping[str, Store]):
         shared = self.shared or not store.exclusive
         try:
             store.attach(self.me(now, shared=shared))
+            owner = self._owners.get(tenant)
             orphans.settle(store, tenant, self.instance, now=now, grace=KILL_GRACE,
-                           exclusive=store.exclusive, report=report)
+                           exclusive=store.exclusive, report=report, owner=owner)
             if not store.exclusive:
-                orphans.stop_strays(store, tenant, self.instance, grace=KILL_GRACE)
+                orphans.stop_strays(store, tenant, self.instance, grace=KILL_GRACE, owner=owner)
         except BaseException:
             store.close()  # (a claim it was opened with stays: ``open`` keeps or releases it)
             raise
@@ -251,7 +254,8 @@ class Stores(Mapping[str, Store]):
             if not store.exclusive:
                 if now >= self.judge_from.get(name, 0.0):
                     orphans.settle(store, name, self.instance, now=now, grace=KILL_GRACE, exclusive=False,
-                                   report=functools.partial(report, name) if report else _ignore)
+                                   report=functools.partial(report, name) if report else _ignore,
+                                   owner=self._owners.get(name))
                 reread.append(name)
         return reread
 

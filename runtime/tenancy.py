@@ -46,6 +46,17 @@ def file_identity(config: Config, tenant: TenantDef) -> privs.Identity | None:
     return privs.resolve_for(config, tenant.run_as)._replace(gid=daemon_gid(config))
 
 
+def run_uid(config: Config, tenant: TenantDef) -> int | None:
+    """The uid this tenant's runs run as: the only user whose processes a record in its store may name (the
+    store is that user's file). None for root's runs (a root-owned store), which may be anyone's."""
+    try:
+        ident = privs.run_identity(config, tenant)
+    except UserError:  # its runs are refused (the root rule): then its store is its run_as user's, or ours
+        ident = privs.resolve_for(config, tenant.run_as) if tenant.run_as is not None else None
+    uid = ident.uid if ident is not None else os.geteuid()
+    return None if uid == 0 else uid
+
+
 def ensure_dir(config: Config, tenant: TenantDef) -> None:
     """Create the tenant's own directory if it has run_as (the daemon, or root, creates it: never a user).
 
