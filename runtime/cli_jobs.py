@@ -215,6 +215,8 @@ def _run_dict(run: Run, *, output: bool) -> dict[str, Any]:
     }
     if run.host is not None:  # a shared store: the host whose daemon ran it
         d["host"] = run.host
+    if run.bad is not None:  # written past taskserver's checks: shown with safe values (sqlite_rows.py)
+        d["malformed"] = run.bad
     if output:
         d["output"] = run.output
     return d

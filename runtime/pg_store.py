@@ -104,9 +104,17 @@ def _run(row: tuple[Any, ...]) -> Run:
      argv, output, message, queued, proc_start, boot_id, not_before, host) = row
     return Run(id=rid, job=job, queue=queue, state=State(state), reason=reason, due=due, created=created,
                started=started, finished=finished, pid=pid, instance=instance, exit_code=exit_code,
-               attempt=attempt, argv=tuple(argv) if argv is not None else None, output=output,
+               attempt=attempt, argv=_argv(argv), output=output,
                message=message, queued=bool(queued), proc_start=proc_start, boot_id=boot_id,
                not_before=not_before, host=host)
+
+
+def _argv(value: object) -> tuple[str, ...] | None:
+    """A stored task's argv (JSONB: any JSON): a value that is not a list comes back empty, as on SQLite,
+    and the daemon then ends the run ERR (limits.argv_problem also refuses a list of other than text)."""
+    if value is None:
+        return None
+    return tuple(value) if isinstance(value, list) else ()
 
 
 def _instance(row: tuple[Any, ...], here: float) -> Instance:
@@ -312,13 +320,16 @@ class PgStore(PgSteer):
     def finish(self, run_id: int, state: State, reason: str | None, *, exit_code: int | None, output: str,
                now: float, note: str | None = None, process: Process | None = None) -> Run | None:
         proc = ", pid=%s, proc_start=%s, boot_id=%s" if process is not None else ""
-        sql = ("UPDATE taskserver_runs SET state=COALESCE(reported, %s), "  # noqa: S608
-               "reason=CASE WHEN reported IS NULL THEN %s WHEN reported='ERR' THEN %s ELSE NULL END, "
+        # (a ``reported`` other than OK or ERR, written past `jobs finish`, counts as no report: it would
+        # break the state's CHECK, and the end would never be recorded)
+        sql = ("UPDATE taskserver_runs SET state=CASE WHEN reported IN ('OK', 'ERR') THEN reported "  # noqa: S608
+               "ELSE %s END, "
+               "reason=CASE WHEN reported='OK' THEN NULL WHEN reported='ERR' THEN %s ELSE %s END, "
                f"exit_code=%s, output=%s, finished=%s, message=COALESCE(message, %s){proc} "
                "WHERE tenant=%s AND id=%s AND state IN ('QUE', 'RUN') RETURNING " + COLUMNS)
         row = self._x(
             sql,
-            (state.value, reason, REPORTED, exit_code, output.replace("\0", "\ufffd"), now, note,
+            (state.value, REPORTED, reason, exit_code, output.replace("\0", "\ufffd"), now, note,
              *(process or ()), self.tenant, run_id)).fetchone()
         if row is not None:
             return _run(row)

@@ -134,6 +134,10 @@ class Runs:
                     self._busy(act, False)
                     if not act.queued and self._still_waits(act):
                         self.blocked.append(act)
+                elif run.bad is not None:  # written past our checks (runtime/sqlite_rows.py): never started
+                    self._busy(act, False)
+                    why = f"the stored row is not one this daemon wrote or can start: {run.bad}\n"
+                    self._end(act, Outcome(State.ERR, SPAWN_FAILED, None, why), now)
                 elif act.queued:
                     self._acquired_task(act, run, now)
                 else:

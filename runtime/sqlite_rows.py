@@ -21,13 +21,74 @@ def run_of(row: tuple[Any, ...]) -> Run:
     """A row as a ``Run``.  Three per run in a burst (queued, acquired, finished), so built without the
     frozen dataclass's ``__init__``, which sets each of its 21 fields through ``object.__setattr__``: the
     same fields, the same values (the state as its enum, the argv decoded, queued a bool), a third of the
-    time."""
+    time.  A row is its file's owner's say (a tenant's user may write their own store), and SQLite keeps
+    any value in any column: a row whose values are not those of their columns is ``_repaired``."""
+    state = _STATES.get(row[3])
+    if state is None or tuple(map(type, row)) not in _SOUND or not _sane(row):
+        return _repaired(row)
     fields = dict(zip(_FIELDS, row, strict=True))
-    fields["state"], fields["argv"], fields["queued"] = _STATES[row[3]], argv_of(row[13]), bool(row[16])
+    fields["state"], fields["argv"], fields["queued"] = state, argv_of(row[13]), bool(row[16])
     fields["host"] = None
     run: Run = object.__new__(Run)
     run.__dict__.update(fields)
     return run
+
+
+# What each column may hold, by index in COLUMNS (SQLite's affinities turn a number into text in a text
+# column and an integral real into an integer in an integer one; a real column reads back as a float).
+_NUMBER = (float, int)
+_KINDS: tuple[tuple[type, ...], ...] = (
+    (int,), (str,), (str, type(None)), (str,), (str, type(None)), (*_NUMBER, type(None)), _NUMBER,
+    (*_NUMBER, type(None)), (*_NUMBER, type(None)), (int, type(None)), (str, type(None)), (int, type(None)),
+    (int,), (str, type(None)), (str,), (str, type(None)), (int,), (int, type(None)), (str, type(None)),
+    (*_NUMBER, type(None)))
+_TIMES = (5, 6, 7, 8, 19)  # due, created, started, finished, not_before
+_MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last second a date (and a status file) can show
+_SOUND: set[tuple[type, ...]] = set()  # the type signatures of rows found sound (a few: which are NULL)
+
+
+def _sane(row: tuple[Any, ...]) -> bool:
+    """The values of a row of sound types: times a date can show, a count of attempts."""
+    for i in _TIMES:
+        t = row[i]
+        if t is not None and not 0.0 <= t <= _MAX_TIME:  # (NaN compares false)
+            return False
+    return bool(row[12] >= 0)
+
+
+def _repaired(row: tuple[Any, ...]) -> Run:
+    """A row with values not of their columns, as a run with safe values in their place and ``bad`` naming
+    what was wrong: shown as it can be, and never started (runtime/runs.py ends it ERR)."""
+    if len(row) != len(_FIELDS):
+        raise ValueError(f"a row of {len(row)} columns")
+    fields: dict[str, Any] = {}
+    wrong: list[str] = []
+    for i, (name, value) in enumerate(zip(_FIELDS, row, strict=True)):
+        kinds = _KINDS[i]
+        good = type(value) in kinds and (i not in _TIMES or value is None or 0.0 <= value <= _MAX_TIME) \
+            and (i != 12 or value >= 0)
+        if not good:
+            wrong.append(f"{name} is {value!r:.60}")
+        fields[name] = value if good else _SAFE.get(name) if type(None) not in kinds else None
+    state = _STATES.get(fields["state"])
+    if state is None:
+        wrong.append(f"state is {fields['state']!r:.60}")
+        state = State.ERR  # settled: the daemon acts on no row it cannot read
+    signature = tuple(map(type, row))
+    if not wrong and len(_SOUND) < 256:
+        _SOUND.add(signature)
+    fields["state"], fields["argv"], fields["queued"] = state, argv_of(fields["argv"]), bool(fields["queued"])
+    fields["host"] = None
+    if wrong:
+        fields["bad"] = "; ".join(wrong)
+    run: Run = object.__new__(Run)
+    run.__dict__.update(fields)
+    return run
+
+
+# the value a NOT NULL column that held something else is shown with
+_SAFE: dict[str, Any] = {"id": 0, "job": "", "state": "ERR", "created": 0.0, "attempt": 0, "output": "",
+                         "queued": 0}
 
 
 _ARGVS: dict[str, tuple[str, ...]] = {}  # stored argv texts seen: the same commands come back run after run
@@ -49,6 +110,6 @@ def argv_of(text: str | None) -> tuple[str, ...] | None:
 def _decode_argv(text: str) -> tuple[str, ...]:
     try:
         got = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (a list nested a million deep)
         return ()
     return tuple(got) if isinstance(got, list) else ()

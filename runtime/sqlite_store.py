@@ -46,8 +46,9 @@ from .store import (
 )
 
 # One statement per end: the final row comes back with the update (no second read per run)
-_FINISH = ("UPDATE runs SET state=COALESCE(reported, ?), "  # noqa: S608 - constant text only
-           "reason=CASE WHEN reported IS NULL THEN ? WHEN reported='ERR' THEN ? ELSE NULL END, "
+# (a ``reported`` other than OK or ERR, written past `jobs finish`, counts as no report)
+_FINISH = ("UPDATE runs SET state=CASE WHEN reported IN ('OK', 'ERR') THEN reported ELSE ? END, "  # noqa: S608
+           "reason=CASE WHEN reported='OK' THEN NULL WHEN reported='ERR' THEN ? ELSE ? END, "
            "exit_code=?, output=?, finished=?, message=COALESCE(message, ?){} WHERE id=? "
            f"AND state IN ('QUE', 'RUN') RETURNING {COLUMNS}")
 _FINISH_RUN, _FINISH_PROCESS = _FINISH.format(""), _FINISH.format(", pid=?, proc_start=?, boot_id=?")
@@ -311,7 +312,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
                 return _ended(run, state=state, reason=reason, exit_code=exit_code, output=output, now=now,
                               note=note, proc=proc)
         # A report the task made itself (`jobs finish`) wins over what its exit code says.
-        params = (state.value, reason, REPORTED, exit_code, output, now, note)
+        params = (state.value, REPORTED, reason, exit_code, output, now, note)
         if process is None:
             row = self.db.execute(_FINISH_RUN, (*params, run_id)).fetchone()
         else:

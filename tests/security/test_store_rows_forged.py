@@ -14,8 +14,10 @@ input for the daemon that serves every tenant as root.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +131,60 @@ def test_a_real_orphan_of_a_tenant_user_is_still_stopped_at_the_restart(site: Si
     assert wait_for(lambda: _rows(site, "a")[run["id"]]["state"] == "ERR", 60), world.log()
     assert _rows(site, "a")[run["id"]]["reason"] == "interrupted", _rows(site, "a")[run["id"]]
     assert wait_for(lambda: _command(run["pid"]) != b"/bin/sleep", 30), "the orphan lives on"
+
+
+# (columns and values) of queued tasks a's user writes past `jobs enqueue`'s checks; SQLite keeps them all
+HOSTILE = [
+    ("created", "'abc'"), ("created", "1e308"), ("created", "-1e20"), ("due", "'soon'"),
+    ("started", "x'00ff'"), ("attempt", "'x'"), ("attempt", "-1"), ("not_before", "'later'"),
+    ("queue", "x'00ff'"), ("argv", "x'5b5d'"), ("message", "x'ff'"), ("pid", "'one'"), ("exit_code", "1.5"),
+    ("proc_start", "'t'"), ("boot_id", "x'00'"),
+]
+TASK = {"job": "''", "state": "'QUE'", "created": "1", "argv": "'[\"/bin/true\"]'", "queued": "1"}
+
+
+def _insert(**columns: str) -> str:
+    """An INSERT of a queued /bin/true task with ``columns`` (SQL literals) in place of its own."""
+    row = {**TASK, **columns}
+    return f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join(row.values())});"
+
+
+def test_rows_of_the_wrong_types_end_err_and_take_nothing_down(site: Site) -> None:
+    world = site.world
+    daemon = world.daemon(site.cfg)
+    assert wait_for(lambda: _served(site), 60), world.log()
+    sql = ["BEGIN;", *(_insert(**{column: value}) for column, value in HOSTILE)]
+    # a task's own report of a state that does not exist, and rows in states that do not
+    sql += [_insert(reported="'MAYBE'"), _insert(job="'tick'", state="'BOGUS'", queued="0"),
+            _insert(job="'tick'", state="'OK'", finished="'x'", queued="0")]
+    sql.append("COMMIT; SELECT max(id) FROM runs;")
+    last = int(_as_a(site, "\n".join(sql)).split()[-1])
+    first = last - len(HOSTILE) - 2
+    hostile, reported = range(first, first + len(HOSTILE)), first + len(HOSTILE)
+    woke = world.ts(site.cfg, "jobs", "enqueue", "--tenant", "a", "--", "/bin/true", user=site.a)
+    assert woke.returncode == 0, woke
+    good = int(woke.stdout)
+    assert wait_for(lambda: all(_rows(site, "a")[i]["state"] in ("OK", "ERR")
+                                for i in [*hostile, reported, good]), 60), world.log()
+    assert daemon.poll() is None, world.log()
+    rows = _rows(site, "a")
+    for i, (column, _) in zip(hostile, HOSTILE, strict=True):
+        assert (rows[i]["state"], rows[i]["reason"]) == ("ERR", "spawn failed"), rows[i]
+        assert f"{column} is " in rows[i]["output"], rows[i]
+    assert (rows[reported]["state"], rows[reported]["reason"]) == ("OK", None), rows[reported]
+    assert rows[good]["state"] == "OK", rows[good]
+    # tenant b went on meanwhile, and goes on
+    since = time.time()
+    assert wait_for(lambda: any(r["state"] == "OK" and (r["started"] or 0) > since
+                                for r in _rows(site, "b").values()), 60), world.log()
+    # the commands read every row: one run each, the whole history, as root and as a's user
+    for who in (None, site.a):
+        for argv in (["jobs", "history", "--tenant", "a", "--limit", "100"],
+                     *(["jobs", "show", "--tenant", "a", str(i)] for i in range(first, last + 1))):
+            res = world.ts(site.cfg, *argv, user=who)
+            assert res.returncode == 0 and "internal error" not in res.stderr, (argv, res)
+    shown = world.ts(site.cfg, "jobs", "show", "--tenant", "a", "--json", str(last - 1))
+    assert json.loads(shown.stdout)["malformed"] == "state is 'BOGUS'", shown
+    daemon.terminate()
+    assert daemon.wait(60) == 0, world.log()
+    assert "Traceback" not in world.log() and "internal error" not in world.log(), world.log()
