@@ -524,7 +524,7 @@ class PgStore(PgSteer):
             f"COALESCE(SUM({late}) FILTER (WHERE {due}), 0)", "MAX(finished) FILTER (WHERE state='OK')",
             *le]) + " FROM taskserver_runs WHERE tenant=%s GROUP BY job, state"
         rows = self._x(sql, (*buckets, *buckets, self.tenant)).fetchall()
-        return [summary_row(r, len(buckets)) for r in rows]
+        return [got for r in rows if (got := summary_row(r, len(buckets))) is not None]
 
     def _select(self, where: str, *params: object) -> list[Run]:
         sql = f"SELECT {COLUMNS} FROM taskserver_runs WHERE tenant=%s AND {where}"  # noqa: S608

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .sqlite_rows import COLUMNS, run_of
+from .sqlite_rows import COLUMNS, run_of, text, when
 from .store import JobSummary, Purged, Run, summary_row
 
 if TYPE_CHECKING:
@@ -33,11 +33,13 @@ class SqliteHistory:
         return Purged(count=cur.rowcount, queued_ids=queued)
 
     def last_due(self, job: str) -> float | None:
+        """(A value that is no time, written past taskserver, counts as none: the job starts over.)"""
         row = self.db.execute("SELECT last_due FROM jobs WHERE name=?", (job,)).fetchone()
-        return float(row[0]) if row else None
+        return when(row[0]) if row else None
 
     def last_dues(self) -> dict[str, float]:
-        return {str(name): float(due) for name, due in self.db.execute("SELECT name, last_due FROM jobs")}
+        rows = self.db.execute("SELECT name, last_due FROM jobs")
+        return {name: due for name, due in ((text(n), when(d)) for n, d in rows) if due is not None}
 
     def get(self, run_id: int) -> Run | None:
         found = self._select("id=?", run_id)
@@ -62,4 +64,5 @@ class SqliteHistory:
             f"COALESCE(SUM(CASE WHEN {ended} THEN {dur} END), 0)", f"SUM(CASE WHEN {due} THEN 1 ELSE 0 END)",
             f"COALESCE(SUM(CASE WHEN {due} THEN {late} END), 0)",
             "MAX(CASE WHEN state='OK' THEN finished END)", *le]) + " FROM runs GROUP BY job, state"
-        return [summary_row(row, len(buckets)) for row in self.db.execute(sql, [*buckets, *buckets])]
+        rows = self.db.execute(sql, [*buckets, *buckets])
+        return [got for row in rows if (got := summary_row(row, len(buckets))) is not None]

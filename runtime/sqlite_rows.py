@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from .model import State
-from .store import Run
+from .store import Instance, Run
 
 COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
            "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
@@ -113,3 +113,32 @@ def _decode_argv(text: str) -> tuple[str, ...]:
     except (ValueError, RecursionError):  # (a list nested a million deep)
         return ()
     return tuple(got) if isinstance(got, list) else ()
+
+
+def when(value: object) -> float | None:
+    """A stored time (a job's last due time, a pause's start) as a number a date can show, else None."""
+    if type(value) in _NUMBER and 0.0 <= value <= _MAX_TIME:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    return None
+
+
+def text(value: object) -> str:
+    """A stored name or note as text: a BLOB (SQLite keeps one in any column) decoded, any other value
+    spelled out."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def instance_of(row: tuple[Any, ...]) -> Instance | None:
+    """A lease row as an ``Instance``; None for one whose values are not a lease's (no daemon wrote it)."""
+    iid, host, pid, boot, start, config, started, beat, expires = row
+    if not (isinstance(iid, str) and isinstance(host, str) and type(pid) is int and isinstance(config, str)
+            and (boot is None or isinstance(boot, str)) and (start is None or type(start) is int)):
+        return None
+    times = (when(started), when(beat), when(expires))
+    if None in times:
+        return None
+    return Instance(iid, host, pid, boot, start, config, *times)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
+from .sqlite_rows import text, when
 from .store import Pause, Run, cancelled
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class SqliteSteer:
 
     def paused(self) -> dict[str, Pause]:
         rows = self.db.execute("SELECT job, since, who FROM paused ORDER BY job")
-        return {job: Pause(job, since, who) for job, since, who in rows}
+        # (values written past taskserver are shown as they can be: the pause itself holds)
+        return {text(job): Pause(text(job), when(since) or 0.0, text(who)) for job, since, who in rows}
 
     def cancel(self, run_id: int, *, who: str, now: float) -> Run | None:
         with self.batch():  # a QUE row acquired meanwhile is RUN by the second statement: one of them holds
@@ -45,4 +47,4 @@ class SqliteSteer:
 
     def cancelling(self) -> dict[int, str]:
         rows = self.db.execute("SELECT id, cancel FROM runs WHERE state='RUN' AND cancel IS NOT NULL")
-        return {int(rid): str(who) for rid, who in rows}
+        return {int(rid): text(who) for rid, who in rows}

@@ -27,7 +27,7 @@ from .model import State, TenantDef
 from .sqlite_base import add_task, open_db
 from .sqlite_ckpt import Checkpointer
 from .sqlite_history import SqliteHistory
-from .sqlite_rows import COLUMNS, run_of
+from .sqlite_rows import COLUMNS, instance_of, run_of
 from .sqlite_steer import SqliteSteer
 from .sqlite_wake import WakeSocket, wake_path
 from .store import (
@@ -378,7 +378,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
     @_guarded
     def instances(self) -> list[Instance]:
         rows = self.db.execute(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY started")  # noqa: S608
-        return [Instance(*r) for r in rows]
+        return [got for r in rows if (got := instance_of(r)) is not None]  # (no daemon wrote another)
 
     @_guarded
     def detach(self, instance: str) -> None:

@@ -25,6 +25,7 @@ that must not be used (corrupt, unknown schema version, another live daemon) rai
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -132,15 +133,26 @@ class JobSummary:
     last_ok: float | None
 
 
-def summary_row(row: Sequence[Any], buckets: int) -> JobSummary:
+def summary_row(row: Sequence[Any], buckets: int) -> JobSummary | None:
     """One row of a backend's summary query: job, state, count, ended count, duration sum, due count,
-    lateness sum, last OK end, then ``buckets`` duration and ``buckets`` lateness counts."""
+    lateness sum, last OK end, then ``buckets`` duration and ``buckets`` lateness counts.  None for a row of
+    a state no run has (written past taskserver into a SQLite file, which keeps any value anywhere)."""
+    if row[1] not in _STATE_VALUES:
+        return None
     n = buckets
-    return JobSummary(job=row[0], state=State(row[1]), count=row[2], duration_count=int(row[3] or 0),
-                      duration_sum=row[4], lateness_count=int(row[5] or 0), lateness_sum=row[6],
-                      last_ok=row[7],
+    last_ok = row[7] if type(row[7]) in (float, int) and math.isfinite(row[7]) else None
+    return JobSummary(job=row[0] if isinstance(row[0], str) else str(row[0]), state=State(row[1]),
+                      count=int(row[2]), duration_count=int(row[3] or 0), duration_sum=_sum(row[4]),
+                      lateness_count=int(row[5] or 0), lateness_sum=_sum(row[6]), last_ok=last_ok,
                       duration_le=tuple(int(v or 0) for v in row[8:8 + n]),
                       lateness_le=tuple(int(v or 0) for v in row[8 + n:8 + 2 * n]))
+
+
+_STATE_VALUES = frozenset(state.value for state in State)
+
+
+def _sum(value: object) -> float:
+    return float(value) if type(value) in (float, int) and math.isfinite(value) else 0.0  # type: ignore[arg-type]
 
 
 def check_report(run_id: int, state: str, reason: str | None) -> None:

@@ -188,3 +188,17 @@ def test_rows_of_the_wrong_types_end_err_and_take_nothing_down(site: Site) -> No
     daemon.terminate()
     assert daemon.wait(60) == 0, world.log()
     assert "Traceback" not in world.log() and "internal error" not in world.log(), world.log()
+    # the other tables, read at every start: a last due time, a pause and a lease of the wrong types
+    _as_a(site, "UPDATE jobs SET last_due='abc' WHERE name='tick';\n"
+                "INSERT INTO paused (job, since, who) VALUES (x'ff00', 'then', x'ff');\n"
+                "INSERT INTO instances VALUES ('zz', 1, 'pid', 2, 'x', 3, 'a', 'b', 'c');\n")
+    again = world.daemon(site.cfg)
+    since = time.time()
+    for tenant in "ab":
+        assert wait_for(lambda t=tenant: any(r["state"] == "OK" and (r["started"] or 0) > since
+                                             for r in _rows(site, t).values()), 60), world.log()
+    for argv in (["jobs", "list"], ["status"]):
+        res = world.ts(site.cfg, *argv)
+        assert res.returncode == 0 and "internal error" not in res.stderr, (argv, res)
+    again.terminate()
+    assert again.wait(60) == 0 and "Traceback" not in world.log(), world.log()
