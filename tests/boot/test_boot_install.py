@@ -269,6 +269,33 @@ def test_systemd_a_unit_the_admin_made_their_own_survives_uninstall_and_reboot(i
     }, sorted(left)
 
 
+def test_a_linked_manifest_directory_on_a_live_machine_is_refused(installed: lab.Roots,
+                                                                  machines: Machines) -> None:
+    """The live /var/lib/taskserver-install (no --root) as a link to a directory a user owns, holding a
+    forged manifest: install, --status and --uninstall refuse it with one line naming the link and write
+    nothing, here or in the user's directory (tests/security/test_installer_manifest_dir.py: in trees)."""
+    m = machines.container(installed("systemd"))
+    write_config(m.overlay.root)
+    m.boot()
+    m.wait_ready()
+    m.sh(["useradd", "--create-home", "mallory"])
+    m.sh(["runuser", "-u", "mallory", "--", "sh", "-c",
+          "mkdir ~/fake && printf '{\"files\": []}' > ~/fake/taskserver.json"])
+    m.sh(["ln", "-s", "/home/mallory/fake", "/var/lib/taskserver-install"])
+    look = ["sh", "-c", "ls -la --time-style=full-iso /home/mallory/fake; cat /home/mallory/fake/*"]
+    before = m.sh(look).stdout
+    for argv in ([*WRITABLE], ["--status"], ["--uninstall"], ["--uninstall", "--purge"]):
+        res = m.sh([INSTALL, *argv], check=False, timeout=180)
+        err = res.stderr.strip().splitlines()
+        assert res.returncode == 1, (argv, res)
+        assert "/var/lib/taskserver-install is a symbolic link" in err[0], res
+        assert "Traceback" not in res.stderr, res
+    assert not m.exists("/etc/systemd/system/taskserver.service"), "the unit was written"
+    assert systemctl(m, "is-active", "taskserver") != "active"
+    assert m.sh(look).stdout == before
+    assert m.poweroff() == 0
+
+
 def test_systemd_user_unit_with_linger(installed: lab.Roots, machines: Machines) -> None:
     m = machines.container(installed("systemd"))
     m.boot()
