@@ -50,8 +50,8 @@ class SqliteHistory:
             return self._select("1 ORDER BY id DESC LIMIT ?", limit)
         return self._select("job=? ORDER BY id DESC LIMIT ?", job, limit)
 
-    def _select(self, where: str, *params: object) -> list[Run]:
-        return [run_of(r) for r in self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE {where}", params)]  # noqa: S608
+    def _select(self, where: str, *params: object, columns: str = COLUMNS) -> list[Run]:
+        return [run_of(r) for r in self.db.execute(f"SELECT {columns} FROM runs WHERE {where}", params)]  # noqa: S608
 
     def summary(self, buckets: Sequence[float]) -> list[JobSummary]:
         # One aggregate query: a store may hold a million rows of an every-second job within retention.

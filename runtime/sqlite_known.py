@@ -31,7 +31,9 @@ from .model import State
 from .store import Run
 
 # a kept row that is still QUE becomes RUN for this instance: exactly what acquire's statement sets
-ACQUIRE_ONE = "UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL WHERE id=? AND state='QUE'"
+# (a waiting row has no output: what one not written by taskserver holds is dropped, never read)
+ACQUIRE_ONE = ("UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL, output='' WHERE id=? "
+               "AND state='QUE'")
 
 
 Claim = tuple[str, float, "str | None", float]  # (job, due, queue, created) of a row claim_many inserted

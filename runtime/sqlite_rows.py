@@ -8,12 +8,30 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import limits
 from .model import State
 from .store import Instance, Run
 
-COLUMNS = ("id, job, queue, state, reason, due, created, started, finished, pid, instance, exit_code, "
-           "attempt, argv, output, message, queued, proc_start, boot_id, not_before")
-_FIELDS = tuple(COLUMNS.split(", "))  # Run's fields, in the order of COLUMNS
+_FIELDS = ("id", "job", "queue", "state", "reason", "due", "created", "started", "finished", "pid",
+           "instance", "exit_code", "attempt", "argv", "output", "message", "queued", "proc_start", "boot_id",
+           "not_before")
+# Text read back is cut at what taskserver itself writes at most (a tenant's user may write their own store:
+# one row of a gigabyte took the daemon serving every tenant past its memory limit)
+_CAPS = {"job": limits.MAX_VALUE_CHARS, "queue": limits.MAX_VALUE_CHARS, "state": 16,
+         "reason": limits.MAX_VALUE_CHARS, "instance": limits.MAX_PATH_CHARS, "argv": 1 << 20,  # (JSON)
+         "output": limits.MAX_OUTPUT_TAIL, "message": 4 * limits.MAX_VALUE_CHARS,
+         "boot_id": limits.MAX_PATH_CHARS}
+
+
+def _columns(output: str) -> str:
+    return ", ".join(output if f == "output" else f"substr({f}, 1, {_CAPS[f]})" if f in _CAPS else f
+                     for f in _FIELDS)
+
+
+COLUMNS = _columns(f"substr(output, 1, {limits.MAX_OUTPUT_TAIL})")  # a run as shown (output kept this long)
+# a waiting or running run, as the daemon reads it to start or settle it: it has no output yet, and what a row
+# not written by taskserver holds there is never read (SQLite loads a whole value to cut it: not at all)
+LIVE_COLUMNS = _columns("''")
 _STATES = {state.value: state for state in State}
 
 

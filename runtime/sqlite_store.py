@@ -27,7 +27,7 @@ from .model import State, TenantDef
 from .sqlite_base import add_task, open_db
 from .sqlite_ckpt import Checkpointer
 from .sqlite_history import SqliteHistory
-from .sqlite_rows import COLUMNS, instance_of, run_of
+from .sqlite_rows import COLUMNS, LIVE_COLUMNS, instance_of, run_of
 from .sqlite_steer import SqliteSteer
 from .sqlite_wake import WakeSocket, wake_path
 from .store import (
@@ -248,7 +248,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
 
     def _select_known(self, kind: str, where: str) -> list[Run]:
         version = self._data_version()  # before the rows: a commit between makes them look older
-        runs = self._select(where)
+        runs = self._select(where, columns=LIVE_COLUMNS)
         self._known.remember(kind, version, runs)
         return runs
 
@@ -273,8 +273,9 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         if not picked:
             return []
         rows = self.db.execute(
-            f"UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL WHERE {where} AND state='QUE' "  # noqa: S608
-            f"RETURNING {COLUMNS}", (now, instance, *picked)).fetchall()
+            f"UPDATE runs SET state='RUN', started=?, instance=?, pid=NULL, output='' WHERE {where} "  # noqa: S608
+            "AND state='QUE' "
+            f"RETURNING {LIVE_COLUMNS}", (now, instance, *picked)).fetchall()
         runs = sorted((run_of(r) for r in rows), key=lambda r: r.id)
         for run in runs:
             self._acquired[run.id] = (run, None)
@@ -345,7 +346,8 @@ class SqliteStore(SqliteSteer, SqliteHistory):
 
     @_guarded
     def running(self, *, exclude: str) -> list[Run]:
-        return self._select("state='RUN' AND (instance IS NULL OR instance != ?) ORDER BY id", exclude)
+        return self._select("state='RUN' AND (instance IS NULL OR instance != ?) ORDER BY id", exclude,
+                            columns=LIVE_COLUMNS)
 
     # -- leases ----------------------------------------------------------------------------------------
     @_guarded

@@ -202,3 +202,31 @@ def test_rows_of_the_wrong_types_end_err_and_take_nothing_down(site: Site) -> No
         assert res.returncode == 0 and "internal error" not in res.stderr, (argv, res)
     again.terminate()
     assert again.wait(60) == 0 and "Traceback" not in world.log(), world.log()
+
+
+def test_a_giant_value_in_a_waiting_row_does_not_blow_up_the_daemon(site: Site) -> None:
+    """A task row with 300 MB of output (no task that has not run has any): the daemon read every column of
+    every waiting row, so one such row made the daemon serving every tenant grow to 883 MB (past its memory
+    limit: it exited for a restart, to read the row again) and stall the other tenants' jobs. Waiting and
+    running rows are now read without their output, and the acquire empties it."""
+    world = site.world
+    daemon = world.daemon(site.cfg)
+    assert wait_for(lambda: _served(site), 60), world.log()
+    _as_a(site, _insert(output="hex(zeroblob(150000000))") + "\n")
+    woke = world.ts(site.cfg, "jobs", "enqueue", "--tenant", "a", "--", "/bin/true", user=site.a)
+    assert woke.returncode == 0, woke
+    assert wait_for(lambda: all(r["state"] in ("OK", "ERR") for r in _rows(site, "a").values()
+                                if r["queued"]), 120), world.log()
+    since = time.time()
+    assert wait_for(lambda: any(r["state"] == "OK" and (r["started"] or 0) > since
+                                for r in _rows(site, "b").values()), 60), world.log()
+    assert daemon.poll() is None, world.log()
+    peak = _kib(daemon.pid, "VmHWM")  # the most the daemon ever held resident
+    assert peak < 128 * 1024, f"the daemon held {peak // 1024} MiB at its peak"
+
+
+def _kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
