@@ -17,7 +17,18 @@ from ..detect import BIN_DIRS, which
 from ..manifest import fs
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, Registered, cmd, instance_dir, links_to
+from .base import (
+    Action,
+    Backend,
+    Capabilities,
+    FileSpec,
+    Found,
+    Plan,
+    Registered,
+    cmd,
+    instance_dir,
+    links_to,
+)
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -110,6 +121,12 @@ class SysV(Backend):
                 found.append(entry)
         return found
 
+    def _admins_there(self, spec: ServiceSpec) -> str | None:
+        """Why the registrar may not take the service out here: it would delete an admin's entry named for
+        it (``update-rc.d -f NAME remove`` and a plain ``insserv`` remove every ``[SK]??NAME``)."""
+        found = self.admins_rc_entries(spec)
+        return f"{found[0]} is an admin's, which the registrar would delete" if found else None
+
     def _unlink_rc(self, spec: ServiceSpec) -> None:
         for entry in self.own_rc_links(spec):
             fs(spec).unlink(entry)
@@ -123,12 +140,40 @@ class SysV(Backend):
         # recomputes every link from the headers, which restores the numbering from before the install.
         if self.registrar not in ("update-rc.d", "insserv") or which(spec.root, "insserv") is None:
             return []
-        if self._no_registrar(spec, "insserv") is not None:
-            return []  # not run in a tree it could leave: the numbering stays as the removal left it
+        if self._no_registrar(spec, "insserv") is not None or self._admins_there(spec) is not None:
+            # not run in a tree it could leave, nor where it would delete an admin's entry: the numbering
+            # stays as the removal left it
+            return []
         argv = ["insserv"]
         if spec.offline_root:
             argv = ["chroot", str(spec.root), *argv]
         return [cmd(argv, check=False)]
+
+    def plan_install(self, spec: ServiceSpec, *, enable: bool = True, start: bool = True) -> Plan:
+        if enable and not self.is_enabled(spec):
+            self._refuse_beside_admins(spec)  # before anything is written
+        return super().plan_install(spec, enable=enable, start=start)
+
+    def admins_rc_entries(self, spec: ServiceSpec) -> list[Path]:
+        """The entries named for the service (``S20NAME``, ``K01NAME``) that are not links to its script: a
+        file, or a link to another script; an admin's. Boot runs them in place of the script."""
+        ours = set(self.own_rc_links(spec))
+        return [e for e in self.rc_entries(spec, "0123456S", "SK") if e not in ours]
+
+    def _refuse_beside_admins(self, spec: ServiceSpec) -> None:
+        """Registering beside an admin's entry is not possible: insserv (behind update-rc.d too) deletes
+        every entry named for the service that is not its own link, so it would delete the admin's file.
+        Not registering at all (as before) left a script that boot never runs, reported as enabled."""
+        found = self.admins_rc_entries(spec)
+        if found:
+            raise UserError(
+                f"{found[0]} is not a link to {self.script(spec)} but an admin's entry for {spec.name}"
+                f"{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}; not registering beside it "
+                "(the registrar would delete it)",
+                hint="move it out of the rc directory (keep it elsewhere), or install under another --name; "
+                "--no-enable installs without registering",
+                exit_code=1,
+            )
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         reg = self._registrar(spec)
@@ -140,6 +185,7 @@ class SysV(Backend):
         step = self._reg(spec, *args[reg])
 
         def register() -> object:
+            self._refuse_beside_admins(spec)  # one made since the plan (maintainer scripts plan late too)
             done = step()
             self._check_links(spec, reg)
             return done
@@ -163,7 +209,7 @@ class SysV(Backend):
                             hint="free space and inodes where the rc directories are, then install again")
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
-        why = self._no_registrar(spec, self.registrar)
+        why = self._no_registrar(spec, self.registrar) or self._admins_there(spec)
         if why is not None:
             # a tree without a registrar it may run: what one made for our script are its rc links, and
             # removing them is all `update-rc.d -f NAME remove` does
@@ -211,13 +257,16 @@ class SysV(Backend):
     def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
         """An rc entry named for the service that is not a link to its script (a file, a link to another
         script): an admin's."""
-        ours, script = set(self.own_rc_links(spec)), self.script(spec)
+        script = self.script(spec)
         return [Registered(str(e), "changed", f"{e} is not a link to {script}: the admin's now (not this "
                            "install's registration)")
-                for e in self.rc_entries(spec, "0123456S", "SK") if e not in ours]
+                for e in self.admins_rc_entries(spec)]
 
     def is_enabled(self, spec: ServiceSpec) -> bool:
-        return bool(self.rc_entries(spec, "2345", "S"))
+        """A start link to the service's own script in a runlevel of 2-5: an admin's file named
+        ``S20NAME`` starts the admin's program, not this script."""
+        starts = {f"rc{n}.d" for n in "2345"}
+        return any(e.parent.name in starts and e.name.startswith("S") for e in self.own_rc_links(spec))
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:
