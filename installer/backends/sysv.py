@@ -63,6 +63,12 @@ class SysV(Backend):
     def state_dir(self, spec: ServiceSpec) -> Path:
         return instance_dir(Path("/var/lib/taskserver"), spec)  # the daemon's own default as root
 
+    def logs(self, spec: ServiceSpec) -> list[Path]:
+        # `taskserver start` appends the daemon's output to <state dir>/<instance>.log (runtime/control.py)
+        from ...runtime.config import instance_name  # noqa: PLC0415 - the runtime's own rule, loaded on use
+
+        return [self.state_dir(spec) / f"{instance_name(spec.config)}.log"]
+
     def script(self, spec: ServiceSpec) -> Path:
         return Path("/etc/init.d") / spec.name
 
