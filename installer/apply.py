@@ -268,6 +268,7 @@ def install(
     if old is not None and enable is None and not want_enable:
         out.notes.append(f"{spec.name} was disabled by an admin; left disabled (pass --enable to enable it)")
     theirs.own_dirs_are_dirs(spec, backend)
+    theirs.registration_free(spec, backend, plan)
     states = [(f, theirs.file_state(spec, f, old, force)) for f in plan.files]
     links = {str(f.path): mf.fs(spec).readlink(f.path) for f, s in states if s == "replaced"}
     config = _config_to_write(spec, backend)

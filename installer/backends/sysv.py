@@ -23,7 +23,6 @@ from .base import (
     Capabilities,
     FileSpec,
     Found,
-    Plan,
     Registered,
     cmd,
     instance_dir,
@@ -155,31 +154,17 @@ class SysV(Backend):
             argv = ["chroot", str(spec.root), *argv]
         return [cmd(argv, check=False)]
 
-    def plan_install(self, spec: ServiceSpec, *, enable: bool = True, start: bool = True) -> Plan:
-        if enable and not self.is_enabled(spec):
-            self._refuse_beside_admins(spec)  # before anything is written
-        return super().plan_install(spec, enable=enable, start=start)
-
     def admins_rc_entries(self, spec: ServiceSpec) -> list[Path]:
         """The entries named for the service (``S20NAME``, ``K01NAME``) that are not links to its script: a
         file, or a link to another script; an admin's. Boot runs them in place of the script."""
         ours = set(self.own_rc_links(spec))
         return [e for e in self.rc_entries(spec, "0123456S", "SK") if e not in ours]
 
-    def _refuse_beside_admins(self, spec: ServiceSpec) -> None:
-        """Registering beside an admin's entry is not possible: insserv (behind update-rc.d too) deletes
-        every entry named for the service that is not its own link, so it would delete the admin's file.
-        Not registering at all (as before) left a script that boot never runs, reported as enabled."""
-        found = self.admins_rc_entries(spec)
-        if found:
-            raise UserError(
-                f"{found[0]} is not a link to {self.script(spec)} but an admin's entry for {spec.name}"
-                f"{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}; not registering beside it "
-                "(the registrar would delete it)",
-                hint="move it out of the rc directory (keep it elsewhere), or install under another --name; "
-                "--no-enable installs without registering",
-                exit_code=1,
-            )
+    def in_the_way(self, spec: ServiceSpec) -> list[str]:
+        # registering beside them is not possible: insserv (behind update-rc.d too) deletes every entry
+        # named for the service that is not its own link
+        return [f"{e} is not a link to {self.script(spec)} but an admin's entry for {spec.name} (the "
+                "registrar would delete it)" for e in self.admins_rc_entries(spec)]
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         reg = self._registrar(spec)
@@ -191,7 +176,6 @@ class SysV(Backend):
         step = self._reg(spec, *args[reg])
 
         def register() -> object:
-            self._refuse_beside_admins(spec)  # one made since the plan (maintainer scripts plan late too)
             done = step()
             self._check_links(spec, reg)
             return done
