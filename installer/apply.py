@@ -110,6 +110,10 @@ class _Journal:
         self.undo.append(restore)
         return created
 
+    def write_all(self, files: list[FileSpec]) -> None:
+        for f in files:
+            self.write(f)
+
     def rollback(self, first_install: bool) -> list[str]:
         """Undo everything, in reverse order; what could not be undone, one phrase each."""
         failed = []
@@ -178,9 +182,10 @@ def _enable_and_start(
     changed: bool,
     refresh: bool,
     first: bool,
+    preset: bool,
 ) -> None:
-    """Enable when asked and not yet enabled (or when the registration itself changed: ``refresh``); start
-    when not running, restart when files changed."""
+    """Enable when asked and not yet enabled (or when the registration itself changed: ``refresh``), or as
+    the presets say (``preset``); start when not running, restart when files changed."""
     # Each undo is recorded before its step runs: a registrar that fails part-way (`systemctl enable` made
     # one of two links, then exited 1) has registered something, and its undo must run like the others.
     dry_run = out.dry_run
@@ -196,6 +201,8 @@ def _enable_and_start(
         # asked not to enable, but the boot file alone registers it (upstart's job file): switch it off
         journal.undo.append(put_back(spec, backend, backend.enable))
         run_steps(backend.disable(spec), out, dry_run)
+    if preset:
+        _preset(spec, backend, out, journal)
     if not plan.start:
         return
     if not backend.is_active(spec):
@@ -204,6 +211,14 @@ def _enable_and_start(
     elif changed:
         journal.restarted = True
         run_steps(backend.restart(spec), out, dry_run)
+
+
+def _preset(spec: ServiceSpec, backend: Backend, out: Outcome, journal: _Journal) -> None:
+    """``systemctl preset`` enables or disables; its undo, recorded before it runs as every registering
+    step's is, puts back the state before it (a preset that failed part-way has made links too)."""
+    reverse = backend.enable if backend.is_enabled(spec) else backend.disable
+    journal.undo.append(put_back(spec, backend, reverse))
+    run_steps(backend.preset(spec), out, out.dry_run)
 
 
 def put_back(spec: ServiceSpec, backend: Backend, reverse: Callable[[ServiceSpec], list[Action]]
@@ -223,9 +238,14 @@ def install(
     enable: bool | None = None,
     start: bool = True,
     verify_seconds: float = VERIFY_SECONDS,
+    preset: bool = False,
+    records: Callable[[], list[FileSpec]] | None = None,
 ) -> Outcome:
     """Install ``spec`` with ``backend``. ``enable=None`` means: enable, unless an earlier install of the
-    same name is disabled now (an admin's disable survives a re-install); True/False force it."""
+    same name is disabled now (an admin's disable survives a re-install); True/False force it. ``preset``:
+    then enable or not as the init system's presets say (a package's first install; pass enable=False,
+    start=False). ``records``: files written last, from what the registration left (the maintainer
+    scripts' record of the admin's choice). Both are undone with the rest when a step fails."""
     old = mf.load(spec)
     if old is not None and old.get("backend") not in (None, backend.name):
         raise UserError(
@@ -248,6 +268,7 @@ def install(
     if old is not None and enable is None and not want_enable:
         out.notes.append(f"{spec.name} was disabled by an admin; left disabled (pass --enable to enable it)")
     theirs.own_dirs_are_dirs(spec, backend)
+    theirs.registration_free(spec, backend, plan)
     states = [(f, theirs.file_state(spec, f, old, force)) for f in plan.files]
     links = {str(f.path): mf.fs(spec).readlink(f.path) for f, s in states if s == "replaced"}
     config = _config_to_write(spec, backend)
@@ -265,11 +286,13 @@ def install(
         # backend data outside files (the crontab entry) changed: registering again replaces it
         refresh = by_hand or (old is not None and old.get("extra", {}) != plan.extra)
         _enable_and_start(
-            spec, backend, plan, out, journal, changed=changed, refresh=refresh, first=old is None
+            spec, backend, plan, out, journal, changed=changed, refresh=refresh, first=old is None,
+            preset=preset,
         )
         if plan.start and not dry_run:
             _verify(spec, backend, verify_seconds)
             out.verified = True
+        journal.write_all(records() if records is not None and not dry_run else [])
         if not dry_run:
             written = mf.sha256(config.content.encode()) if config else (old or {}).get("config_written")
             try:

@@ -37,6 +37,7 @@ from ..runtime.errors import UserError
 from . import apply, cli, maintsnippets, proc, remove, theirs
 from . import manifest as mf
 from .backends import base
+from .backends.base import FileSpec
 from .spec import SYSTEM, ServiceSpec, build_spec, check_value
 
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
@@ -151,11 +152,16 @@ def _load_state(spec: ServiceSpec) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _state_file(spec: ServiceSpec, enabled: bool) -> FileSpec:
+    mf.check_dir(spec)  # beside the manifest: never through a link either
+    return FileSpec(state_path(spec), json.dumps({"enabled": enabled}) + "\n", 0o644)
+
+
 def _save_state(spec: ServiceSpec, enabled: bool) -> None:
-    mf.check_dir(spec)
+    f = _state_file(spec, enabled)
     files = mf.fs(spec)
-    files.makedirs(state_path(spec).parent)
-    files.write(state_path(spec), (json.dumps({"enabled": enabled}) + "\n").encode(), 0o644)
+    files.makedirs(f.path.parent)
+    files.write(f.path, f.content.encode(), f.mode)
 
 
 def _policy_forbids(ctx: Context, action: str) -> bool:
@@ -215,13 +221,11 @@ def _write(ctx: Context, preset: bool) -> None:
     preset = preset and backend.caps.presets
     if preset:
         enable = False  # the init system's presets decide, below
-    out = apply.install(spec, backend, enable=enable, start=False)
+    # the preset and the record of the choice are steps of the install: one that fails undoes them all
+    out = apply.install(spec, backend, enable=enable, start=False, preset=preset,
+                        records=lambda: [_state_file(spec, backend.is_enabled(spec))])
     for line in out.ran:
         _note(f"ran: {line}")
-    if preset:
-        for act in backend.preset(spec):
-            act()
-    _save_state(spec, backend.is_enabled(spec))
 
 
 def _start(ctx: Context) -> None:

@@ -49,7 +49,12 @@ def data_paths(
         ours = manifest.get("config_written") == mf.sha256(data)
         what = "config written by taskserver-install" if ours else "config"
         found.append(Kept(spec.config, what, ours or purge_config))
-    return [k for k in found if files.lstat(k.path) is not None]
+    # a log inside the state directory (SysV's) goes and stays with it: named once, removed once
+    return [k for k in found if files.lstat(k.path) is not None and not _inside_another(k, found)]
+
+
+def _inside_another(k: Kept, found: list[Kept]) -> bool:
+    return any(o.path != k.path and k.path.is_relative_to(o.path) for o in found)
 
 
 def absent(spec: ServiceSpec, backend: Backend) -> list[Kept]:
@@ -61,15 +66,45 @@ def absent(spec: ServiceSpec, backend: Backend) -> list[Kept]:
 
 def forget_fresh(spec: ServiceSpec, fresh: list[Kept]) -> list[str]:
     """Remove what the service made of ``fresh`` (absent before the install) while a rolled-back install
-    ran it; a log that holds anything stays (it says why the start failed). What stays, for the error."""
+    ran it; a log that holds anything stays (it says why the start failed), also one inside a directory
+    that goes (SysV's daemon logs into its state directory): the rest of that directory goes around it.
+    What stays, for the error."""
     files, kept = mf.fs(spec), []
     for k in fresh:
         if files.lstat(k.path) is None:
             continue
         says_why = k.what == "log" and _holds_bytes(files, k.path)
-        if says_why or not remove(spec, k).startswith("purged "):
+        logs = _logs_below(files, k, fresh)
+        if logs and not says_why:
+            if not _remove_around(spec, k, logs):
+                kept.append(str(k.path))
+        elif says_why or not remove(spec, k).startswith("purged "):
             kept.append(str(k.path))
     return kept
+
+
+def _logs_below(files: Tree, k: Kept, fresh: list[Kept]) -> set[Path]:
+    """The logs of ``fresh`` below ``k`` that hold anything."""
+    below = [o.path for o in fresh if o.what == "log" and o.path != k.path and o.path.is_relative_to(k.path)]
+    return {log for log in below if _holds_bytes(files, log)}
+
+
+def _remove_around(spec: ServiceSpec, k: Kept, logs: set[Path]) -> bool:
+    """Remove everything below the directory ``k`` but ``logs`` and the directories on the way to them;
+    False when something could not go (a symbolic link on the way is left, as ``remove`` leaves one)."""
+    files = mf.fs(spec)
+    if files.readlink(k.path) is not None or not files.is_dir(k.path):
+        return False
+    done = True
+    for name in _names(files, k.path):
+        child = k.path / name
+        if child in logs:
+            continue
+        if any(log.is_relative_to(child) for log in logs):
+            done = _remove_around(spec, Kept(child, k.what, True), logs) and done
+        else:
+            done = remove(spec, Kept(child, k.what, True)).startswith("purged ") and done
+    return done
 
 
 def _holds_bytes(files: Tree, path: Path) -> bool:

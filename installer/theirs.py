@@ -104,6 +104,19 @@ def _link_state(f: FileSpec, link: str, listed: bool, force: bool) -> str:
     )
 
 
+def registration_free(spec: ServiceSpec, backend: Backend, plan: Plan) -> None:
+    """An install that would register the service refuses while an admin's entry holds that place
+    (``Backend.in_the_way``): it stays as it is, and the service is not reported as registered."""
+    if not plan.enable or backend.is_enabled(spec):
+        return
+    found = backend.in_the_way(spec)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise UserError(f"{found[0]}{more}; not registering {spec.name} beside it", exit_code=1,
+                        hint="move it out of that directory (keep it elsewhere), install under another "
+                        "--name, or pass --no-enable to install without registering")
+
+
 def edited_registration(
     spec: ServiceSpec, backend: Backend, plan: Plan, old: dict[str, Any] | None, force: bool
 ) -> bool:

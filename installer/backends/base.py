@@ -214,6 +214,13 @@ class Backend(ABC):
         restore instead; one whose reverse steps leave something the step made adds its removal."""
         return reverse
 
+    def in_the_way(self, spec: ServiceSpec) -> list[str]:
+        """What holds the place where registering goes, an admin's, that registering would delete or replace
+        and boot runs instead of the service (SysV's file ``S20NAME``, runit's ``/etc/service/NAME`` leading
+        to another directory): an install that would register refuses, before it writes anything. One
+        phrase each; [] when registering may go ahead."""
+        return []
+
     def changed_by_hand(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[str]:
         """How the registration itself (what is not a file of the manifest: a crontab entry) differs from
         what the install made; uninstall leaves a registration an admin changed alone."""

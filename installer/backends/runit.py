@@ -6,7 +6,6 @@ away, waits until runsv let go of the directory, and removes what runsv wrote th
 
 from __future__ import annotations
 
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -184,10 +183,26 @@ class Runit(Backend):
     def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
         return self._foreign_link(spec, self.link(spec), self.sv_dir(spec))
 
+    def in_the_way(self, spec: ServiceSpec) -> list[str]:
+        # runsvdir runs what /etc/service/NAME names: one name, one service; the link cannot go beside it
+        link, files = self.link(spec), fs(spec)
+        if files.lstat(link) is None or self.is_enabled(spec):
+            return []
+        target = files.readlink(link)
+        what = f"a symbolic link to {target}" if target is not None else "not a symbolic link"
+        return [f"{link} is the admin's ({what}), not a link to {self.sv_dir(spec)}: runsvdir runs it"]
+
     # --- queries ------------------------------------------------------------------------------------
     def is_enabled(self, spec: ServiceSpec) -> bool:
-        st = fs(spec).lstat(self.link(spec))
-        return st is not None and stat.S_ISLNK(st.st_mode)
+        """The link leads to the service's own directory (by its path, or to the same directory by another
+        one, resolved inside the target): a link to another directory runs that instead."""
+        link, files, sv = self.link(spec), fs(spec), self.sv_dir(spec)
+        target = files.readlink(link)
+        if target is None:
+            return False
+        here, ours = files.stat(link), files.stat(sv)
+        return links_to(target, link, sv) or (here is not None and ours is not None
+                                              and (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino))
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:

@@ -17,7 +17,17 @@ from ..detect import BIN_DIRS, which
 from ..manifest import fs
 from ..render import render
 from ..spec import ServiceSpec
-from .base import Action, Backend, Capabilities, FileSpec, Found, Registered, cmd, instance_dir, links_to
+from .base import (
+    Action,
+    Backend,
+    Capabilities,
+    FileSpec,
+    Found,
+    Registered,
+    cmd,
+    instance_dir,
+    links_to,
+)
 
 if TYPE_CHECKING:
     from ..detect import Facts
@@ -51,6 +61,12 @@ class SysV(Backend):
 
     def state_dir(self, spec: ServiceSpec) -> Path:
         return instance_dir(Path("/var/lib/taskserver"), spec)  # the daemon's own default as root
+
+    def logs(self, spec: ServiceSpec) -> list[Path]:
+        # `taskserver start` appends the daemon's output to <state dir>/<instance>.log (runtime/control.py)
+        from ...runtime.config import instance_name  # noqa: PLC0415 - the runtime's own rule, loaded on use
+
+        return [self.state_dir(spec) / f"{instance_name(spec.config)}.log"]
 
     def script(self, spec: ServiceSpec) -> Path:
         return Path("/etc/init.d") / spec.name
@@ -110,6 +126,12 @@ class SysV(Backend):
                 found.append(entry)
         return found
 
+    def _admins_there(self, spec: ServiceSpec) -> str | None:
+        """Why the registrar may not take the service out here: it would delete an admin's entry named for
+        it (``update-rc.d -f NAME remove`` and a plain ``insserv`` remove every ``[SK]??NAME``)."""
+        found = self.admins_rc_entries(spec)
+        return f"{found[0]} is an admin's, which the registrar would delete" if found else None
+
     def _unlink_rc(self, spec: ServiceSpec) -> None:
         for entry in self.own_rc_links(spec):
             fs(spec).unlink(entry)
@@ -123,12 +145,26 @@ class SysV(Backend):
         # recomputes every link from the headers, which restores the numbering from before the install.
         if self.registrar not in ("update-rc.d", "insserv") or which(spec.root, "insserv") is None:
             return []
-        if self._no_registrar(spec, "insserv") is not None:
-            return []  # not run in a tree it could leave: the numbering stays as the removal left it
+        if self._no_registrar(spec, "insserv") is not None or self._admins_there(spec) is not None:
+            # not run in a tree it could leave, nor where it would delete an admin's entry: the numbering
+            # stays as the removal left it
+            return []
         argv = ["insserv"]
         if spec.offline_root:
             argv = ["chroot", str(spec.root), *argv]
         return [cmd(argv, check=False)]
+
+    def admins_rc_entries(self, spec: ServiceSpec) -> list[Path]:
+        """The entries named for the service (``S20NAME``, ``K01NAME``) that are not links to its script: a
+        file, or a link to another script; an admin's. Boot runs them in place of the script."""
+        ours = set(self.own_rc_links(spec))
+        return [e for e in self.rc_entries(spec, "0123456S", "SK") if e not in ours]
+
+    def in_the_way(self, spec: ServiceSpec) -> list[str]:
+        # registering beside them is not possible: insserv (behind update-rc.d too) deletes every entry
+        # named for the service that is not its own link
+        return [f"{e} is not a link to {self.script(spec)} but an admin's entry for {spec.name} (the "
+                "registrar would delete it)" for e in self.admins_rc_entries(spec)]
 
     def enable(self, spec: ServiceSpec) -> list[Action]:
         reg = self._registrar(spec)
@@ -163,7 +199,7 @@ class SysV(Backend):
                             hint="free space and inodes where the rc directories are, then install again")
 
     def disable(self, spec: ServiceSpec) -> list[Action]:
-        why = self._no_registrar(spec, self.registrar)
+        why = self._no_registrar(spec, self.registrar) or self._admins_there(spec)
         if why is not None:
             # a tree without a registrar it may run: what one made for our script are its rc links, and
             # removing them is all `update-rc.d -f NAME remove` does
@@ -211,13 +247,16 @@ class SysV(Backend):
     def registration_state(self, spec: ServiceSpec, manifest: dict[str, Any]) -> list[Registered]:
         """An rc entry named for the service that is not a link to its script (a file, a link to another
         script): an admin's."""
-        ours, script = set(self.own_rc_links(spec)), self.script(spec)
+        script = self.script(spec)
         return [Registered(str(e), "changed", f"{e} is not a link to {script}: the admin's now (not this "
                            "install's registration)")
-                for e in self.rc_entries(spec, "0123456S", "SK") if e not in ours]
+                for e in self.admins_rc_entries(spec)]
 
     def is_enabled(self, spec: ServiceSpec) -> bool:
-        return bool(self.rc_entries(spec, "2345", "S"))
+        """A start link to the service's own script in a runlevel of 2-5: an admin's file named
+        ``S20NAME`` starts the admin's program, not this script."""
+        starts = {f"rc{n}.d" for n in "2345"}
+        return any(e.parent.name in starts and e.name.startswith("S") for e in self.own_rc_links(spec))
 
     def is_active(self, spec: ServiceSpec) -> bool | None:
         if not self.live:

@@ -15,7 +15,9 @@ nothing of uvicorn is patched), and each connection is always in one phase:
 - ``idle``: a keep-alive connection between requests: uvicorn's own timer closes it after ``idle_timeout``.
 
 At most ``max_connections`` are open: a new one beyond it takes the place of the connection that has been
-waiting on its client the longest, and is closed at once when every connection is being served. A client
+waiting on its client the longest; when every connection is being served it is answered at once with a
+small fixed 503 (``Retry-After``), written without waiting (what the socket does not take at once is
+dropped), and closed, so it holds no file while the served ones go on. A client
 that sends its request when it connects is therefore answered however many slow ones hold connections. The
 process's open-file limit is raised for this (or the cap lowered, with a warning), so that accepting never
 runs out of file descriptors.
@@ -48,6 +50,10 @@ RESERVE = 256  # files besides the connections: the stores the worker threads re
 # three), the modules, the listening socket, the sweeps
 WARN_EVERY = 60.0  # seconds between two warnings that the cap is reached (a flood would fill the log)
 HEAD, BODY, SERVING, IDLE, CLOSED = "head", "body", "serving", "idle", "closed"
+RETRY_AFTER = 5  # seconds a client turned away is asked to wait
+_BUSY_BODY = b"every connection of this server is being served; try again in a few seconds\n"
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (RETRY_AFTER, len(_BUSY_BODY), _BUSY_BODY))
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,9 @@ class Guarded(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.live) >= self.limits.max_connections and not self._evict():
-            self._warn(f"closing new connections: all {len(self.live)} are being served")
+            self._warn(f"answering new connections 503: all {len(self.live)} are being served")
             self.phase = CLOSED
-            transport.abort()
+            _turn_away(transport)
             return
         self.live[self] = None
         self._enter(HEAD, self.limits.header_timeout)
@@ -203,6 +209,19 @@ class Guarded(H11Protocol):
         if now - Guarded.warned >= WARN_EVERY:
             Guarded.warned = now
             log.warning("http: %s", message)
+
+
+def _turn_away(transport: asyncio.Transport) -> None:
+    """Answer 503 and close, never waiting on the client: the transport's write sends at once what the
+    socket's buffer takes (all of these few bytes on a new connection), and the abort drops any rest with
+    the connection. The end of the response is marked for the client (FIN) before the socket closes, so it
+    reads the answer even when its request, unread here, makes the close a reset."""
+    transport.write(BUSY)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and not transport.get_write_buffer_size():
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+    transport.abort()
 
 
 def _reset(transport: asyncio.Transport) -> None:

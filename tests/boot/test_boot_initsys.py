@@ -154,6 +154,7 @@ def _timing(init: str, mode: str, install: float, reboot: float, purge: float) -
 
 # How the install is made to fail after it registered the service, for real: its program exits at once (the
 # start or the check that it runs fails), or the manifest cannot be written after a verified start.
+STATE_LOG = "/var/lib/taskserver/taskserver.log"  # runtime/control.py: <state dir>/<instance>.log
 FAILURES = [(init, how) for init in names() if init in lab.VARIANTS for how in ("exits", "manifest")]
 
 
@@ -163,7 +164,8 @@ def test_a_failed_live_install_is_rolled_back(init: str, how: str, installed: la
     """Registered, started (runsv starts it at the link), then a step fails: the rollback stops and
     unregisters it and removes what the start made (runit's supervise/ directories, which left the service
     directory behind, "Directory not empty"; a state directory), keeping only a log with something in it,
-    named in the error. Nothing else of the service is left in the overlay's upper dir."""
+    named in the error: also the one SysV's daemon writes inside its state directory, which went with the
+    directory. Nothing else of the service is left in the overlay's upper dir."""
     m = machines.container(installed(init))
     own = prepare(m, None)
     args = ["--init", init, *WRITABLE]
@@ -179,12 +181,19 @@ def test_a_failed_live_install_is_rolled_back(init: str, how: str, installed: la
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
     assert len(lines) == 2 and "rolled back everything this install did" in lines[0], proc.stderr
     kept = re.findall(r"kept what the service wrote: ([^)]*)\)", lines[0])
-    logs = [p for p in (kept[0].split(", ") if kept else []) if p.startswith("/var/log/")]
+    logs = kept[0].split(", ") if kept else []
     assert daemon(m) is None
     assert m.poweroff() == 0
+    for log in logs:  # a log the service wrote something into, nothing else
+        held = m.overlay.upper / log.lstrip("/")
+        assert log.startswith("/var/log/") or log.endswith(".log"), lines[0]
+        assert held.is_dir() or held.stat().st_size > 0, log
+    if (init, how) == ("sysv", "manifest"):  # `taskserver start` appended to it, in the state directory
+        assert STATE_LOG in logs, lines[0]
+        assert "started with" in (m.overlay.upper / STATE_LOG.lstrip("/")).read_text()
     churn = lab.sysv_registrar_churn(m.overlay) if init == "sysv" else set()
     left = {p for p in lab.leftovers(m.overlay) - own - churn if not ACCOUNTS.match(p)
-            and not any(p == log or p.startswith(log + "/") for log in logs)}
+            and not any(p == log or p.startswith(log + "/") or log.startswith(p + "/") for log in logs)}
     assert left == set(), f"left behind by a rolled-back install: {sorted(left)}\n{proc.stderr}"
 
 

@@ -235,11 +235,13 @@ def test_a_response_the_client_never_takes_is_cut(world: Lab) -> None:
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
-def test_a_new_connection_is_closed_when_every_connection_is_being_served(world: Lab,
-                                                                          pg_server: PgServer) -> None:
+def test_a_new_connection_is_answered_503_when_every_connection_is_being_served(world: Lab,
+                                                                                 pg_server: PgServer) -> None:
     """max_connections requests, each whole and each waiting in the server on a locked store: a new
-    connection is closed at once (there is nobody waiting on a client to make room for it), none of the
-    served ones is cut for it, and each of them gets its answer once the store is free."""
+    connection (there is nobody waiting on a client to make room for it) was reset with no answer at all.
+    Now each of a flood of them is answered at once with a 503, its Retry-After and a one-line body, and
+    closed, while the server's open fds stay within the cap plus the accepted-not-yet-closed; none of the
+    served ones is cut for them, and each of those gets its answer once the store is free."""
     dsn = pg_server.database()
 
     def migrate(cfg: Path) -> None:
@@ -248,19 +250,30 @@ def test_a_new_connection_is_closed_when_every_connection_is_being_served(world:
 
     tenants = f"  slow:\n    login: x\n    store: {{postgresql: '{dsn}'}}\n"
     request = b"GET /api/v1/tenants/slow/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    with server(world, tenants, before=migrate) as (port, _pid, log):
+    with server(world, tenants, before=migrate) as (port, pid, log):
         with locked(dsn) as watch:
             served = [partial(port, request) for _ in range(CAP)]
             assert wait_for(lambda: waiting(watch) == CAP, BOUND), waiting(watch)
-            late = partial(port, request)
-            assert reply(late) == b""  # closed, with no answer
-            assert waiting(watch) == CAP  # none of the served requests was given up for it
+            busy = open_fds(pid)  # the cap's connections, and the store connection each served one holds
+            late = []
+            for _ in range(10 * CAP):  # a flood, none of which reads its answer yet
+                late.append(partial(port, request))
+                assert open_fds(pid) <= busy + BEYOND + SLACK
+            for sock in late:
+                head, _, body = reply(sock).partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                assert lines[0] == b"HTTP/1.1 503 Service Unavailable", head
+                assert b"Retry-After: 5" in lines and b"Connection: close" in lines, head
+                assert body.endswith(b"\n") and body.count(b"\n") == 1 and b"try again" in body, body
+            assert waiting(watch) == CAP  # none of the served requests was given up for them
+            assert wait_for(lambda: open_fds(pid) <= busy + SLACK, BOUND)  # none of them holds a file
         got = [reply(sock) for sock in served]  # the store is free: each is answered
         assert [g.split(b"\r\n", 1)[0] for g in got] == [b"HTTP/1.1 200 OK"] * CAP, got[:2]
         assert all(g.endswith(b"\r\n\r\n[]") for g in got), got[:2]
         assert answers(port)
     text = log.read_text()
-    assert f"closing new connections: all {CAP} are being served" in text and "Traceback" not in text, text
+    assert text.count(f"answering new connections 503: all {CAP} are being served") == 1, text
+    assert "Traceback" not in text, text
 
 
 def reply(sock: socket.socket) -> bytes:

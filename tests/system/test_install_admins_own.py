@@ -284,3 +284,30 @@ def test_status_names_an_enable_link_the_admin_pointed_elsewhere(tree: Path, ini
     assert status["registration_changed"] == [{"what": where, "state": "changed"}], status
     assert [n for n in status["notes"] if n.startswith(f"{where} ") and n.endswith(
         "the admin's now (not this install's registration)")], status["notes"]
+
+
+@pytest.mark.parametrize("what", ["a link to another service", "a directory"])
+def test_a_runit_service_entry_of_the_admins_is_refused_not_taken_for_the_registration(tree: Path,
+                                                                                         what: str) -> None:
+    """/etc/service/NAME leads to the admin's own service directory (or is one): runsvdir runs that, not
+    /etc/sv/NAME. An install counted the link as "enabled" and said the service was registered; now it
+    refuses before writing anything, naming the entry, and leaves it; --no-enable installs without it."""
+    args = for_init(tree, "runit")
+    entry = tree / "etc/service/taskserver"
+    if what == "a directory":
+        entry.mkdir()
+        (entry / "run").write_text("#!/bin/sh\n# the admin's own\n")
+    else:
+        entry.symlink_to("/srv/admin/other")
+    before = snapshot(tree)
+    res = cli(*args)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    assert len(lines) == 2 and lines[1].startswith("taskserver-install: hint: "), res.stderr
+    assert "/etc/service/taskserver is the admin's" in lines[0] and "not registering" in lines[0], lines[0]
+    assert snapshot(tree) == before
+    assert cli(*args, "--no-enable").returncode == 0
+    status = json.loads(cli("--status", "--root", str(tree), "--json").stdout)
+    assert (status["installed"], status["enabled"]) == (True, False), status
+    assert cli("--uninstall", "--root", str(tree)).returncode == 0
+    assert snapshot(tree) == before

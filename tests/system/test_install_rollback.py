@@ -11,6 +11,7 @@ as a throwaway user, made to fail by a file in their way or a directory they may
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -48,6 +49,17 @@ def test_systemctl_enable_that_fails_after_making_a_link_is_undone(tree: Path) -
     """An admin's override template puts the unit into two targets; the second target's .wants directory
     is a file, so the real `systemctl --root enable` links the unit into multi-user.target.wants and then
     exits 1. That link (and the directory made for it) stayed after the "rollback"."""
+    two_targets(tree)
+    before = snapshot(tree)
+    error = rolled_back(cli("--init", "systemd", "--root", str(tree)))
+    assert "systemctl" in error and "Not a directory" in error, error
+    assert snapshot(tree) == before
+
+
+def two_targets(tree: Path) -> None:
+    """An admin's override template that puts the unit into graphical.target too, whose .wants directory
+    is a file: the real `systemctl --root enable` (and `preset`) links the unit into multi-user.target.wants
+    and then exits 1."""
     packaged = (package_templates() / "systemd/taskserver.service.j2").read_text()
     wanted = 'WantedBy={{ "default.target" if spec.user_scope else "multi-user.target" }}'
     assert wanted in packaged
@@ -56,10 +68,38 @@ def test_systemctl_enable_that_fails_after_making_a_link_is_undone(tree: Path) -
     override.write_text(packaged.replace(wanted, wanted + " graphical.target"))
     (tree / "etc/systemd/system").mkdir(parents=True)
     (tree / "etc/systemd/system/graphical.target.wants").write_text("in the way\n")
+
+
+def rpm_post(tree: Path) -> subprocess.CompletedProcess[str]:
+    """rpm's %post of a first install (N = 1): write, `systemctl preset`, start (offline: not started)."""
+    return cli("--maintscript", "rpm", "post", "1", "--init", "systemd", "--root", str(tree))
+
+
+def test_a_preset_that_fails_part_way_is_undone_with_the_whole_post_hook(tree: Path) -> None:
+    """The rpm post hook ran `systemctl preset` after the install had finished: a preset that linked the
+    unit into one target and then failed left that link, the unit and the manifest behind."""
+    two_targets(tree)
     before = snapshot(tree)
-    error = rolled_back(cli("--init", "systemd", "--root", str(tree)))
-    assert "systemctl" in error and "Not a directory" in error, error
+    error = rolled_back(rpm_post(tree))
+    assert "systemctl" in error and "preset taskserver.service" in error, error
     assert snapshot(tree) == before
+
+
+def test_a_post_hook_that_fails_after_the_preset_undoes_the_preset(tree: Path) -> None:
+    """The preset enabled the unit (no preset file: systemd's default is enable); then the hook could not
+    record the admin's choice (a directory where that record goes): the link the preset made stayed, with
+    the unit and the manifest. Without the obstacle the same hook enables the unit."""
+    record = tree / MANIFEST_DIR / "taskserver.maint.json"
+    record.mkdir(parents=True)
+    before = snapshot(tree)
+    error = rolled_back(rpm_post(tree))
+    assert "taskserver.maint.json" in error, error
+    assert snapshot(tree) == before
+    record.rmdir()
+    res = rpm_post(tree)
+    assert res.returncode == 0 and "preset taskserver.service" in res.stdout, res.stdout + res.stderr
+    assert (tree / "etc/systemd/system/multi-user.target.wants/taskserver.service").is_symlink()
+    assert json.loads(record.read_text()) == {"enabled": True}
 
 
 def in_the_way_of_the_manifest(tree: Path) -> None:

@@ -169,3 +169,61 @@ def test_uninstall_leaves_a_script_the_admin_linked_since_and_its_rc_links(sysv_
     assert "update-rc.d" not in res.stdout and "the admin's now" in res.stdout, res.stdout
     assert rc_links(root) == links and rc_order(root) == order
     assert os.readlink(script) == "/srv/admin/taskserver"
+
+
+ADMINS = "#!/bin/sh\n# the admin's own start file, kept in the rc directory\n"
+
+
+def admins_file(root: Path, entry: str) -> Path:
+    path = root / entry
+    path.write_text(ADMINS)
+    path.chmod(0o755)
+    return path
+
+
+def test_an_admins_file_named_for_the_service_in_an_rc_directory_is_refused(sysv_tree: lab.Overlay) -> None:
+    """A regular file `S20taskserver` in rc2.d (not a link to the script) counted as "enabled": the install
+    skipped update-rc.d, so boot would run the admin's file in runlevel 2 and nothing in 3-5, while the
+    install said it was registered. Registering beside it is not possible: the real update-rc.d (insserv)
+    deletes every entry named for the service that is not its link. The install refuses before writing
+    anything, naming the file; --no-enable installs without registering and leaves it too."""
+    root = sysv_tree.root
+    theirs = admins_file(root, "etc/rc2.d/S20taskserver")
+    order, before = rc_order(root), changed(sysv_tree)
+    res = cli("--root", str(root), "--executable", EXE)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    assert len(lines) == 2 and lines[1].startswith("taskserver-install: hint: "), res.stderr
+    assert "/etc/rc2.d/S20taskserver is not a link to /etc/init.d/taskserver" in lines[0], lines[0]
+    assert changed(sysv_tree) == before and rc_order(root) == order
+    assert theirs.read_text() == ADMINS and not (root / "etc/init.d/taskserver").exists()
+
+    res = cli("--root", str(root), "--executable", EXE, "--no-enable", "--json")
+    assert res.returncode == 0, res.stderr
+    status = json.loads(cli("--root", str(root), "--status", "--json").stdout)
+    assert (status["installed"], status["enabled"]) == (True, False), status
+    assert status["registration_changed"] == [{"what": "/etc/rc2.d/S20taskserver", "state": "changed"}]
+    assert cli("--root", str(root), "--uninstall").returncode == 0
+    assert theirs.read_text() == ADMINS and rc_order(root) == order
+
+
+def test_uninstall_leaves_an_admins_rc_entry_made_since(sysv_tree: lab.Overlay) -> None:
+    """Installed and registered; then the admin put a file `S30taskserver` into rc3.d and pointed
+    `K05taskserver` in rc0.d at another script. `update-rc.d -f NAME remove` (and the plain `insserv`
+    after it) deleted both with the service's own links; now only the links to its script go."""
+    root = sysv_tree.root
+    order = rc_order(root)
+    assert cli("--root", str(root), "--executable", EXE).returncode == 0
+    status = json.loads(cli("--root", str(root), "--status", "--json").stdout)
+    assert status["enabled"] and status["registration_changed"] == [], status
+    theirs = admins_file(root, "etc/rc3.d/S30taskserver")
+    (root / "etc/rc0.d/K05taskserver").symlink_to("../init.d/hwclock.sh")
+    res = cli("--root", str(root), "--uninstall")
+    assert res.returncode == 0, res.stderr
+    assert "update-rc.d" not in res.stdout and "removed directly" in res.stdout, res.stdout
+    assert rc_links(root) == ["etc/rc0.d/K05taskserver", "etc/rc3.d/S30taskserver"]
+    assert theirs.read_text() == ADMINS
+    assert os.readlink(root / "etc/rc0.d/K05taskserver") == "../init.d/hwclock.sh"
+    theirs.unlink()
+    (root / "etc/rc0.d/K05taskserver").unlink()
+    same_boot(order, rc_order(root))
