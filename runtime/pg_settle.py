@@ -12,7 +12,8 @@ ever settle it; its job (or queue) counted as running on every host for as long 
 So the runs each transaction acquired are noted until it ends. When it ends on a broken connection, they
 are uncertain; after reconnecting, before anything is planned again, they are re-read: those still RUN
 under this instance with no process recorded (the commit was done, and nothing was spawned for them) go
-back to QUE and wait to start again, as they would have had the commit not been done.
+back to QUE and wait to start again, as they would have had the commit not been done. And an end written
+again finds itself written (``_own_end``) rather than another daemon's record.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .store import StoreError
+from .model import State
+from .store import Run, StoreError
 
 try:
     import psycopg
@@ -55,6 +57,15 @@ class PgSettle:
         elif self.conn.info.transaction_status != TransactionStatus.IDLE:
             return  # a savepoint: the outer transaction decides
         self._taken = []
+
+    @staticmethod
+    def _own_end(run: Run, exit_code: int | None, now: float) -> bool:
+        """An end found written already is this very end when it has the same end time, to the
+        microsecond, and exit code: a commit whose acknowledgement was lost had written it, and the daemon,
+        which kept the end to write it again, is told so (it tells the end's notifications, which that
+        transaction's failure dropped, and logs nothing false). Another daemon's record of the run (it
+        found this daemon's lease run out) has an end time of its own."""
+        return run.state in (State.OK, State.ERR) and run.finished == now and run.exit_code == exit_code
 
     def _settle_unsure(self) -> str | None:
         """Connected again: the runs acquired by a transaction whose end was not acknowledged that are RUN

@@ -336,8 +336,10 @@ class PgStore(PgSettle, PgSteer):
              *(process or ()), self.tenant, run_id)).fetchone()
         if row is not None:
             return _run(row)
-        if self.get(run_id) is None:
+        if (run := self.get(run_id)) is None:
             raise StoreError(f"{self.where}: run {run_id} vanished before its end was recorded")
+        if self._own_end(run, exit_code, now):
+            return run  # written by a commit whose acknowledgement was lost
         return None  # ended already (settled by another daemon, cancelled): its record stays
 
     @_guarded

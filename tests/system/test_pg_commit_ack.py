@@ -78,8 +78,9 @@ def lines(log: Path) -> list[tuple[str, int, str]]:
     return [(w, int(rid), job) for w, rid, job in (ln.split() for ln in log.read_text().splitlines())]
 
 
-def audit(all_rows: list[dict[str, Any]], log: Path) -> dict[str, list[Any]]:
-    """Every way the history contradicts what the runs' processes wrote, or its own promises."""
+def audit(all_rows: list[dict[str, Any]], log: Path, daemon_log: Path) -> dict[str, list[Any]]:
+    """Every way the history contradicts what the runs' processes wrote, or its own promises; and the
+    daemon's word that another daemon had recorded a run of its own (there is no other daemon here)."""
     by_id = {r["id"]: r for r in all_rows}
     written = lines(log)
     starts = Counter(rid for what, rid, _ in written if what == "S")
@@ -111,6 +112,8 @@ def audit(all_rows: list[dict[str, Any]], log: Path) -> dict[str, list[Any]]:
             if round(b["due"] - a["due"]) - 1 > (int(summary.group(1)) if summary else 0):
                 lost.append((job, a["due"], b["due"]))
     found["due times lost"] = lost
+    found["said recorded by another daemon"] = [ln for ln in daemon_log.read_text().splitlines()
+                                                if "before its process here ended" in ln]
     return found
 
 
@@ -157,7 +160,7 @@ def test_lost_commit_acknowledgements_leave_a_true_history(tmp_path: Path, dsn: 
         daemon.wait(120)
         out.close()
     all_rows = rows(dsn)
-    found = audit(all_rows, log)
+    found = audit(all_rows, log, tmp_path / "daemon.log")
     cuts = Counter((c.target, c.mode) for c in cutter.done)
     covered = Counter((kind, c.mode) for c in cutter.done for kind in c.kinds)
     figures = {"runs": len(all_rows), "tasks": len(tasks), "commits": cutter.commits["all"],
