@@ -169,3 +169,33 @@ def test_lost_commit_acknowledgements_leave_a_true_history(tmp_path: Path, dsn: 
           f"{dict(covered)}")
     assert {k: v for k, v in found.items() if v} == {}, found
     assert all(cuts[kind, mode] == EACH for kind in TARGETS for mode in ("after", "before")), cuts
+
+
+@pytest.mark.parametrize(("mode", "state", "said"), [("after", "RUN", "after the server had committed it"),
+                                                       ("before", "QUE", "the server had not committed it")])
+def test_a_run_acquired_by_a_commit_not_acknowledged_waits_to_start_again(
+        tmp_path: Path, dsn: str, cutter: Cutter, mode: str, state: str, said: str) -> None:
+    """The store alone, one cut: the acquire's commit is lost `after` the server committed it (the row is
+    RUN under the instance, and nothing will run it) or `before` (still QUE). Reconnected, the store puts
+    the row back to QUE either way, and says which of the two it found."""
+    from taskserver.runtime.pg_store import PgStore
+    from taskserver.runtime.store import Instance, StoreError
+
+    store = PgStore("t", cutter.dsn(dsn))
+    now = time.time()
+    store.attach(Instance(id="i1", host="h", pid=1, boot_id=None, proc_start=None, config="/c", started=now,
+                          heartbeat=now, expires=now + 15))
+    rid = store.claim("job", 1000.0, now=now)
+    assert rid is not None
+    cutter.cut([("acquire", mode)], gap=0)
+    with pytest.raises(StoreError), store.batch():
+        store.acquire(instance="i1", now=now, ids=[rid])
+    assert [(r["id"], r["state"]) for r in rows(dsn)] == [(rid, state)]
+    note = store.recover()
+    assert note is not None and said in note and str(rid) in note, note
+    assert [(r["id"], r["state"], r["instance"], r["started"]) for r in rows(dsn)] == [
+        (rid, "QUE", None, None)]
+    # (the cut session may still hold its row lock for a moment: the acquire skips locked rows)
+    got = wait_for(lambda: store.acquire(instance="i1", now=now, ids=[rid]), "the run acquired again", 30)
+    assert [r.id for r in got] == [rid]
+    store.close()
