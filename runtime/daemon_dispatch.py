@@ -92,6 +92,8 @@ class Dispatching(Planning):
             earlier = "a retry of an earlier run" if any(attempt for _, attempt, _ in waiting) else \
                 "an earlier due time"
             note = ("the previous run was still going" if self.runs.job_busy(*key) else
+                    f"{earlier} was still waiting: the job or its queue was running on another host"
+                    if waiting and key in self.held_elsewhere else
                     f"{earlier} was still waiting for its queue or a free slot (max_parallel)" if waiting else
                     "an earlier due time was still waiting to start on another host")
             store.missed(key[1], dues, now=now, note=note)
@@ -111,7 +113,9 @@ class Dispatching(Planning):
                 if not self.runs.acquire_picked() or self._slots() <= 0:
                     return
         finally:  # due times whose job runs on another host wait on, first in line (after the rounds);
-            for act in self.runs.take_blocked():  # `run --once` leaves them in the store for the next start
+            self.held_elsewhere = set()  # `run --once` leaves them in the store for the next start
+            for act in self.runs.take_blocked():
+                self.held_elsewhere.add((act.tenant, act.job))
                 if not self.once:
                     self.pending.setdefault((act.tenant, act.job), deque()).appendleft(
                         (act.due, act.attempt, act.run_id))

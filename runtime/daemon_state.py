@@ -62,6 +62,9 @@ class DaemonState:
         self.timers: list[tuple[float, int, str, str, str, int, int, int]] = []
         self.seq = 0
         self.pending: dict[Key, deque[Pending]] = {}  # claimed rows waiting to start, per job
+        # jobs whose waiting due time the last dispatch could not start because the job or its queue ran on
+        # another host (a shared store): a due time that comes meanwhile is missed for that, not for a slot
+        self.held_elsewhere: set[Key] = set()
         self.queued: dict[str, Waiting] = {}  # queued tasks by tenant (runtime/waiting.py)
         self.que_dirty = True
         self.runs = Runs(config=lambda: self.config, store=self._st, instance=self.instance, sel=self.sel,

@@ -31,6 +31,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import pg_schema as schema
 from .errors import UserError
 from .model import State, TenantDef
+from .pg_settle import PgSettle
 from .pg_steer import PgSteer
 from .pgdsn import redact, scrub
 from .store import (
@@ -136,7 +137,7 @@ def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[P
     return wrapper
 
 
-class PgStore(PgSteer):
+class PgStore(PgSettle, PgSteer):
     exclusive = False  # several daemons share it through claims and leases
     pause = _guarded(PgSteer.pause)
     resume = _guarded(PgSteer.resume)
@@ -152,6 +153,8 @@ class PgStore(PgSteer):
         self._me: Instance | None = None
         self._listener: Any = None
         self._next_check = 0.0
+        self._taken: list[tuple[int, str]] = []
+        self._unsure: set[tuple[int, str]] = set()
         self.conn = self._connect()
 
     def _connect(self) -> Any:
@@ -178,14 +181,18 @@ class PgStore(PgSteer):
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(sql, params)
 
+    def _fault(self, what: str, exc: psycopg.Error) -> StoreError:
+        return StoreError(f"{self.where}: {what} failed: {_one_line(exc, self.dsn)}", hint=_FAULT_HINT)
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         try:
             with self.conn.transaction():
                 yield
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: commit failed: {_one_line(exc, self.dsn)}",
-                             hint=_FAULT_HINT) from exc
+            raise self._fault("commit", exc) from exc
+        finally:
+            self._tx_over()  # a commit not acknowledged: what it acquired is re-read at ``recover``
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded
@@ -271,6 +278,12 @@ class PgStore(PgSteer):
                 limit: int = 1) -> list[Run]:
         if limit <= 0 or (ids is not None and not ids):
             return []
+        try:
+            return self._acquire(instance, now, ids, limit)
+        finally:
+            self._tx_over()
+
+    def _acquire(self, instance: str, now: float, ids: Sequence[int] | None, limit: int) -> list[Run]:
         with self.conn.transaction():
             self._x("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
             if ids is not None:
@@ -288,6 +301,7 @@ class PgStore(PgSteer):
                 f"host=(SELECT host FROM taskserver_instances WHERE tenant=%s AND id=%s) "
                 f"WHERE tenant=%s AND id = ANY(%s) RETURNING {COLUMNS}",
                 (now, instance, self.tenant, instance, self.tenant, picked)).fetchall()
+            self._took(done, instance)
         return sorted((_run(r) for r in done), key=lambda r: r.id)
 
     def _free(self, candidates: list[tuple[int, str, str | None]], limit: int) -> list[int]:
@@ -333,8 +347,10 @@ class PgStore(PgSteer):
              *(process or ()), self.tenant, run_id)).fetchone()
         if row is not None:
             return _run(row)
-        if self.get(run_id) is None:
+        if (run := self.get(run_id)) is None:
             raise StoreError(f"{self.where}: run {run_id} vanished before its end was recorded")
+        if self._own_end(run, exit_code, now):
+            return run  # written by a commit whose acknowledgement was lost
         return None  # ended already (settled by another daemon, cancelled): its record stays
 
     @_guarded
@@ -462,7 +478,8 @@ class PgStore(PgSteer):
                 self._listen()
             except psycopg.Error:
                 return None
-        return f"reconnected to the {self.where}"
+        settled = self._settle_unsure()  # before anything is planned again from the store
+        return f"reconnected to the {self.where}" + (f"; {settled}" if settled else "")
 
     # -- bookkeeping and reading -----------------------------------------------------------------------
     @_guarded

@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import selectors
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -67,7 +68,10 @@ class Stores(Mapping[str, Store]):
         self.aside: set[str] = set()
         self.why: dict[str, StoreError] = {}  # what set each of them aside
         self.failed: dict[str, StoreError] = {}  # the stores that failed in the last ``tx``, by tenant
-        self.next_beat = 0.0
+        # when the leases are renewed next, on the monotonic clock: on the wall clock, a clock set back by
+        # more than a lease held every renewal back as long, and the other hosts settled this daemon's live
+        # runs as lost (its lease ran out on the server's clock, where leases are kept)
+        self._beat_at = 0.0
         # tenant -> until when no other lease is judged there: we came back from a lost connection, and the
         # other daemons, cut off as long, had no way to renew theirs meanwhile either
         self.judge_from: dict[str, float] = {}
@@ -122,7 +126,8 @@ class Stores(Mapping[str, Store]):
         self._watch(store)
         # attach wrote a fresh lease; the next renewal (on a shared store also its look for dead daemons
         # and their claims) comes at the usual beat, not a minute later, nor later than the other stores'
-        self.next_beat = min(self.next_beat or now + self.beat, now + self.beat)
+        mono = time.monotonic()
+        self._beat_at = min(self._beat_at or mono + self.beat, mono + self.beat)
         return store
 
     def _attached(self, store: Store, tenant: str, now: float, report: Callable[[Run], None]) -> Store:
@@ -153,6 +158,11 @@ class Stores(Mapping[str, Store]):
         return Instance(id=self.instance, host=liveness.host(), pid=pid, boot_id=liveness.boot_id(),
                         proc_start=liveness.start_time(pid), config=str(self.config()), started=self.started,
                         heartbeat=now, expires=now + ttl)
+
+    @property
+    def next_beat(self) -> float:
+        """When the leases are renewed next, on the wall clock as it reads now (the daemon wakes for it)."""
+        return time.time() + (self._beat_at - time.monotonic()) if self._beat_at else 0.0
 
     @property
     def lease_ttl(self) -> float:
@@ -235,9 +245,10 @@ class Stores(Mapping[str, Store]):
         that died). Returns the tenants whose shared store should be re-read for waiting claims. ``lost``
         is told of each tenant where our own lease had run out and was settled by another daemon (we
         hold a new one now)."""
-        if now < self.next_beat:
+        mono = time.monotonic()
+        if mono < self._beat_at:
             return []
-        self.next_beat = now + self.beat
+        self._beat_at = mono + self.beat
         reread = []
         for name, store in list(self.items()):
             try:
