@@ -35,7 +35,7 @@ KINDS = {
     "claim": ("INSERT INTO taskserver_runs", "'QUE'"),
     "missed": ("INSERT INTO taskserver_runs", "'ERR'"),
     "acquire": ("SET state='RUN'",),
-    "end": ("COALESCE(reported",),
+    "end": ("WHEN reported IN ('OK', 'ERR') THEN reported",),
     "lease": ("UPDATE taskserver_instances SET heartbeat",),
     "pid": ("SET pid=$1",),
 }
