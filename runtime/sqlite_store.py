@@ -419,11 +419,16 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         write-ahead log is checkpointed and truncated: on a small file system the log itself (which grows
         to about 4 MiB between automatic checkpoints) may be what filled it.  The lock comes first: one
         deleted (with the store, or alone) is taken again before anything is written back, and while another
-        daemon holds the new one nothing is (StoreBusy: the store stays failed)."""
+        daemon holds the new one nothing is (StoreBusy: the store stays failed).  Nothing here waits for a
+        lock: the daemon tries a failed store again and again while the loop serves every other tenant, and
+        a store another writer keeps locked (its tenant's user, say) fails the try at once (``_writable``).
+        """
         relocked = self._relock()
         if self.path.exists():
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with self._no_wait():
+                self._writable()
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return relocked
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -447,6 +452,21 @@ class SqliteStore(SqliteSteer, SqliteHistory):
                 self._wake.listen()
         count = new.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return f"wrote the store back to {self.path} from the daemon's open copy ({count} runs kept)"
+
+    @contextlib.contextmanager
+    def _no_wait(self) -> Iterator[None]:
+        """Statements inside fail at once on another connection's lock (SQLITE_BUSY) instead of waiting."""
+        waited = int(self.db.execute("PRAGMA busy_timeout").fetchone()[0])
+        self.db.execute("PRAGMA busy_timeout = 0")
+        try:
+            yield
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {waited}")
+
+    def _writable(self) -> None:
+        """StoreFault (locked) while another writer holds the store's write lock; its lock is free now."""
+        self._sql("BEGIN IMMEDIATE")
+        self._sql("ROLLBACK")
 
     def _relock(self) -> str | None:
         """Take the lock again if its file was deleted or replaced while this daemon held it (``check``);

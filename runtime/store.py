@@ -278,7 +278,9 @@ class Store(Protocol):
         """Raise StoreError if the store vanished or was replaced under us (cheap: called every wake-up)."""
 
     def recover(self) -> str | None:
-        """After a fault, try to make the store usable again; a note of what was done, or None."""
+        """After a fault, try to make the store usable again; a note of what was done, or None.  Raises
+        StoreError at once, without waiting for another writer's lock, while it is still not writable: the
+        daemon tries again and again while its loop serves the other tenants."""
 
     def close(self) -> None: ...
 

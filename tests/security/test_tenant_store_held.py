@@ -113,6 +113,50 @@ def test_a_tenant_holding_its_store_locked_holds_back_only_its_own_runs(site: Si
     assert any(r["state"] == "OK" and held_at < (r["due"] or 0) < released for r in a_rows), a_rows
 
 
+FAST = 0.25  # B's interval in the retry test: a stall of the loop longer than this records a due time missed
+RETRY_HOLD = 26.0  # A held through about six retries (1, 2, 4, 8, 10 s apart)
+
+
+@pytest.fixture
+def fast_site() -> Iterator[Site]:
+    fast = f"{{command: [/bin/true], every: {FAST:g}}}"
+    with lab() as world:
+        yield tenant_site(world, lambda a, b: (
+            f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      tick: {JOB}\n"
+            f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      tick: {fast}\n"))
+
+
+def test_retrying_a_store_held_locked_never_stalls_the_other_tenants(fast_site: Site) -> None:
+    """While A's user holds A's store locked, the daemon tries A again and again (its backoff); no try may
+    wait for that lock, for the loop serves B meanwhile. B's job is due every quarter of a second with
+    catch_up: latest, so a loop that waited that long at any try passed one of B's due times and recorded
+    it missed (the daemon's own record, no clock read here): each try waited 0.25 s (and its checkpoint as
+    long again) before. None may be missed while A is tried at least four times."""
+    site = fast_site
+    world = site.world
+    world.daemon(site.cfg, "-v")  # (the tries are logged at debug level)
+    assert wait_for(lambda: all(len(_ok_between(site, t, 0, time.time())) >= 2 for t in "ab"), 60), \
+        world.log()
+    holder = _hold(world, site)
+    held_at = time.time()
+    try:
+        assert wait_for(lambda: "storage fault" in world.log(), 30), world.log()
+        faulted = time.time()
+        # the tries A's backoff makes within the hold (the attack's length, not a bound on the daemon)
+        assert wait_for(lambda: world.log().count("storage still failing") >= 4, RETRY_HOLD + 30), world.log()
+        tried = time.time()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("COMMIT;\n.quit\n")
+        holder.stdin.close()
+        holder.wait(30)
+    during = [r for r in _rows(site, "b") if faulted + FAST < (r["due"] or 0) < tried]
+    missed = [r for r in during if r["reason"] == "missed"]
+    ran = [r for r in during if r["state"] == "OK"]
+    assert ran and not missed, (len(ran), [(r["due"], r["message"]) for r in missed][:10])
+    assert held_at < faulted
+
+
 def _fill(path: Path) -> None:
     """Write until the file system is full (the daemon's own files may have filled it already)."""
     try:
