@@ -181,17 +181,21 @@ class Daemon(Changes):
 
     def _undone(self, exc: StoreError, now: float) -> None:
         """A store failed inside the work itself: every store's work was rolled back. The store that
-        failed (every one served, when the error does not say which) holds its tenants' runs; the others
-        are planned again from their stores at once, for what this work held in memory only is gone."""
+        failed (the error names it: StoreError.where; every one served only when it does not) holds its
+        tenants' runs; the others are planned again from their stores at once, for what this work held in
+        memory only is gone."""
         self.runs.abort()
         self.que_dirty = True
         failed = dict(self.stores.failed)
         if not any(why is exc for why in failed.values()):
-            failed.update(dict.fromkeys(self.stores, exc))
+            failed.update(dict.fromkeys(self.stores.of(exc), exc))
         for tenant, why in failed.items():
             self._forget(tenant)
             self._fault(tenant, why, now)
         self._plan_each(list(self.stores), now)
+        # what their plan claimed again (the due times that fired in the undone work, say) starts at once,
+        # not at the next timer: waiting that long, the next due time of the same job was recorded missed
+        self.runs.refill = True
 
     def _flush_at_exit(self) -> None:
         if not self.runs.unrecorded:

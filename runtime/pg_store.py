@@ -121,9 +121,12 @@ def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[P
     def wrapper(self: PgStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(self, *args, **kwargs)
+        except StoreError as exc:  # (one it raised itself)
+            exc.of(self.where)
+            raise
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: {fn.__name__} failed: {_one_line(exc, self.dsn)}",
-                             hint=_FAULT_HINT) from exc
+                             hint=_FAULT_HINT, where=self.where) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
 
@@ -177,7 +180,7 @@ class PgStore(PgSteer):
                 yield
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: commit failed: {_one_line(exc, self.dsn)}",
-                             hint=_FAULT_HINT) from exc
+                             hint=_FAULT_HINT, where=self.where) from exc
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded
@@ -431,7 +434,7 @@ class PgStore(PgSteer):
             self._x("SELECT 1")
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: the connection is lost: {_one_line(exc, self.dsn)}",
-                             hint=_FAULT_HINT) from exc
+                             hint=_FAULT_HINT, where=self.where) from exc
 
     def recover(self) -> str | None:
         """Reconnect (and LISTEN again) after a lost connection; None when nothing was done (healthy, or

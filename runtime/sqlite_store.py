@@ -113,9 +113,12 @@ def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatena
     def wrapper(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(self, *args, **kwargs)
+        except StoreError as exc:  # (one it raised itself)
+            exc.of(self.where)
+            raise
         except (sqlite3.Error, OSError) as exc:
-            raise fault(exc, self.path) or StoreError(f"{self.path}: {fn.__name__} failed: {exc}",
-                                                      hint=_FAULT_HINT) from exc
+            raise (fault(exc, self.path) or StoreError(f"{self.path}: {fn.__name__} failed: {exc}",
+                                                       hint=_FAULT_HINT)).of(self.where) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
 
@@ -137,6 +140,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
                  verify: Verify = True, lock: guard.InstanceLock | None = None) -> None:
         self.path = path
+        self.where = str(path)  # what its errors name as their store (StoreError.where)
         self.marker = marker or path.with_name(f".{path.stem}.store-id")
         self._depth = 0
         self._me: Instance | None = None
@@ -187,8 +191,8 @@ class SqliteStore(SqliteSteer, SqliteHistory):
             self.db.execute(statement)
         except sqlite3.Error as exc:
             what = statement.split(maxsplit=1)[0].lower()
-            raise fault(exc, self.path) or StoreError(f"{self.path}: {what} failed: {exc}",
-                                                      hint=_FAULT_HINT) from exc
+            raise (fault(exc, self.path) or StoreError(f"{self.path}: {what} failed: {exc}",
+                                                       hint=_FAULT_HINT)).of(self.where) from exc
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded
@@ -407,11 +411,12 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         if st is None or (st.st_dev, st.st_ino) != (self._ident.st_dev, self._ident.st_ino):
             what = "was deleted" if st is None else "was replaced by another file"
             raise StoreError(f"{self.path}: the run store {what} while the daemon used it",
-                             hint="restore the state directory; the daemon starts nothing new until then")
+                             hint="restore the state directory; the daemon starts nothing new until then",
+                             where=self.where)
         if self._me is not None and not self._lock.holds():  # a second daemon could take a new one
             raise StoreError(f"{self.path}: its lock file {self._lock.path} was deleted or replaced while "
                              "the daemon held it", hint="the daemon takes it again, or starts nothing new "
-                             "while another daemon holds the new one")
+                             "while another daemon holds the new one", where=self.where)
 
     def recover(self) -> str | None:
         """A store deleted under us (the whole state dir, say) is written back from the open connection,
@@ -477,8 +482,8 @@ class SqliteStore(SqliteSteer, SqliteHistory):
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lock.take(self._me, checked=self._in_place())
         except OSError as exc:
-            raise fault(exc, self.path) or StoreError(f"{self.path}: cannot take its lock again: {exc}",
-                                                      hint=_FAULT_HINT) from exc
+            raise (fault(exc, self.path) or StoreError(f"{self.path}: cannot take its lock again: {exc}",
+                                                       hint=_FAULT_HINT)).of(self.where) from exc
         return f"took the store's lock {self._lock.path} again (its file was deleted or replaced)"
 
     def _in_place(self) -> bool:

@@ -154,6 +154,9 @@ class Store(Protocol):
     """Persistent runs of one tenant."""
 
     exclusive: bool  # True: one daemon at a time (attach refuses others), so every other instance is dead
+    # where it is, as its errors name it (StoreError.where): every StoreError it raises carries this, so the
+    # daemon holds the tenants of the store that failed and no others
+    where: str
 
     # -- scheduled runs: claims ----------------------------------------------------------------------------
     def claim(self, job: str, due: float | None, *, attempt: int = 0, queue: str | None = None,

@@ -23,10 +23,20 @@ UNSERVED: Final = "unserved"
 
 
 class StoreError(UserError):
-    """The store cannot be used now (a storage fault) or at all (corrupt, newer schema, in use)."""
+    """The store cannot be used now (a storage fault) or at all (corrupt, newer schema, in use). ``where``:
+    the store it came from (its ``where``), set by the store that raised it: the daemon holds the tenants
+    of that store, and only those, for it."""
 
-    def __init__(self, message: str, hint: str | None = None, *, exit_code: int = 1) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, exit_code: int = 1,
+                 where: str | None = None) -> None:
         super().__init__(message, hint=hint, exit_code=exit_code)
+        self.where = where
+
+    def of(self, where: str) -> StoreError:
+        """This error as raised by the store at ``where`` (unless it already names where it came from)."""
+        if self.where is None:
+            self.where = where
+        return self
 
 
 class StoreFault(StoreError):

@@ -218,6 +218,13 @@ class Stores(Mapping[str, Store]):
         self.failed[tenant] = self.why[tenant] = exc
         self.aside.add(tenant)
 
+    def of(self, exc: StoreError) -> list[str]:
+        """The served tenants whose store raised ``exc`` (those of every store served, when it does not say
+        where it came from)."""
+        if exc.where is None:
+            return list(self)
+        return [t for t in self if self._open[t].where == exc.where]
+
     def take_back(self, tenant: str) -> None:
         self.aside.discard(tenant)
         self.why.pop(tenant, None)

@@ -157,6 +157,53 @@ def test_retrying_a_store_held_locked_never_stalls_the_other_tenants(fast_site: 
     assert held_at < faulted
 
 
+REFUSE = ("CREATE TRIGGER refuse BEFORE INSERT ON runs BEGIN "
+          "SELECT RAISE(ABORT, 'no new runs, says the owner'); END;")
+
+
+def _as_owner(site: Site, sql: str) -> None:
+    """A's user changes A's store (their own file) with the real sqlite3 shell."""
+    done = subprocess.run(as_user(site.a, ["sqlite3", "-cmd", ".timeout 30000", str(_store(site, "a")), sql]),
+                          capture_output=True, text=True, env=site.world.env({"HOME": str(site.a.home)}),
+                          timeout=60, check=False)
+    assert done.returncode == 0, done
+
+
+def test_a_store_refusing_a_write_in_the_middle_of_the_work_holds_back_only_its_own_tenant(
+        site: Site) -> None:
+    """A's user puts a trigger into A's store that refuses every new run: the daemon's claim of A's next due
+    time fails in the middle of the wake-up's work (not at its begin or commit), with an error that is no
+    storage fault. Only A may be held for it: the daemon never says B's store failed, B's job goes on
+    and nothing of it is missed; once the trigger is gone A catches up, and both histories are audited.
+    Before, such an error named no store and held every tenant (B's store was reported failed too); and
+    B's due time that fired in the undone work, claimed again at once, waited for B's next timer, which
+    then recorded its own due time missed (A's and B's jobs are due together)."""
+    world = site.world
+    world.daemon(site.cfg)
+    assert wait_for(lambda: all(len(_ok_between(site, t, 0, time.time())) >= 2 for t in "ab"), 60), \
+        world.log()
+    _as_owner(site, REFUSE)
+    refused_at = time.time()
+    assert wait_for(lambda: "tenant a: storage fault" in world.log(), 30), world.log()
+    # B runs on: several of its due times after A was held are run and recorded
+    assert wait_for(lambda: len(_ok_between(site, "b", refused_at + 2 * EVERY, time.time())) >= 4, 60), \
+        world.log()
+    status = world.ts(site.cfg, "status").stdout
+    _as_owner(site, "DROP TRIGGER refuse;")
+    dropped = time.time()
+    assert "tenant a" in status and "tenant b" not in status, status
+    assert "tenant b: storage fault" not in world.log(), world.log()
+    assert not [r for r in _rows(site, "b") if r["reason"] == "missed"], \
+        [(r["id"], r["due"], r["message"]) for r in _rows(site, "b")]
+    assert wait_for(lambda: len(_ok_between(site, "a", dropped + EVERY, time.time())) >= 2, 90), world.log()
+    world.procs[-1].terminate()
+    world.procs[-1].wait(60)
+    for tenant in "ab":
+        rows = _rows(site, tenant)
+        assert not _audit(rows), (tenant, _audit(rows)[:10])
+    assert any(r["state"] == "OK" and refused_at < (r["due"] or 0) < dropped for r in _rows(site, "a"))
+
+
 def _fill(path: Path) -> None:
     """Write until the file system is full (the daemon's own files may have filled it already)."""
     try:
