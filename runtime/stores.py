@@ -211,6 +211,8 @@ class Stores(Mapping[str, Store]):
                 with contextlib.suppress(StoreError):  # (a rollback that fails: the transaction ends too)
                     batch.__exit__(type(undo), undo, undo.__traceback__)
             except StoreError as failed:
+                if undo is None:
+                    log.debug("tenant %s: its commit failed: %s", tenant, failed)
                 self.set_aside(tenant, failed)
 
     def set_aside(self, tenant: str, exc: StoreError) -> None:
