@@ -163,11 +163,16 @@ class Daemon(Changes):
             self._recover(now)
         try:
             with self.stores.tx(eager=True):
+                for tenant in self.stores.resumed:  # its lock was let go: what ended meanwhile first
+                    self.runs.flush(tenant)
+                    self.que_dirty = True  # (its queued tasks were left out of the last reading)
                 work(now)
                 self.runs.record_pids()  # after the ends: a run that ended has its pid written with it
         except StoreError as exc:
             self._undone(exc, now)
             return
+        finally:
+            self._locked_too_long(now)
         if failed := self.stores.failed:
             self.runs.abort(failed)  # rolled back: nothing of theirs was spawned
             for tenant, why in list(failed.items()):
@@ -226,7 +231,7 @@ class Daemon(Changes):
             wake.append(self.timers[0][0])
         web = self.web.wake_at() if self.web is not None else None
         deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping,
-                     self.health.retry_at, self.runs.save_by, web)
+                     self.health.retry_at, self.runs.save_by, web, self.stores.lock_retry_at(now))
         for t in deadlines:
             if t is not None:
                 wake.append(t)

@@ -425,6 +425,10 @@ class PgStore(PgSteer):
             self._listener = None
 
     # -- faults ----------------------------------------------------------------------------------------
+    def no_wait(self) -> contextlib.AbstractContextManager[None]:
+        """(Row locks are skipped or waited for by the statements themselves: nothing to change.)"""
+        return contextlib.nullcontext()
+
     def check(self) -> None:
         now = time.monotonic()
         if now < self._next_check:

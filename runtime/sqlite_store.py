@@ -61,9 +61,10 @@ _QUIET = ("UPDATE runs SET state=?, reason=?, exit_code=?, output=?, finished=?,
 _QUIET_RUN, _QUIET_PROCESS = _QUIET.format(""), _QUIET.format(", pid=?, proc_start=?, boot_id=?")
 _INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
 _FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
-# seconds the daemon waits for another writer's lock (commands wait 10): a command's write takes milliseconds,
-# and the loop serves every tenant: a tenant's user who keeps their own store locked must not hold the
-# others' runs back by more than this (the store is set aside instead: runtime/health.py)
+# seconds the daemon's own statements wait for another writer's lock (commands wait 10): a command's write
+# takes milliseconds. The loop's wake-ups do not wait at all (their transactions begin under ``no_wait``:
+# runtime/stores.py LOCK_WAIT), nor its retries of a failed store (``recover``): this bounds the rest (a
+# start's plan of a tenant, the first transaction after a retry, ends recorded outside a wake-up).
 DAEMON_LOCK_WAIT = 0.25
 _CHECK_EVERY = 1.0  # seconds between two looks at whether the file is still where it was
 
@@ -430,7 +431,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         """
         relocked = self._relock()
         if self.path.exists():
-            with self._no_wait():
+            with self.no_wait():
                 self._writable()
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -459,8 +460,8 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         return f"wrote the store back to {self.path} from the daemon's open copy ({count} runs kept)"
 
     @contextlib.contextmanager
-    def _no_wait(self) -> Iterator[None]:
-        """Statements inside fail at once on another connection's lock (SQLITE_BUSY) instead of waiting."""
+    def no_wait(self) -> Iterator[None]:
+        """Statements inside fail at once on another connection's lock (StoreLocked) instead of waiting."""
         waited = int(self.db.execute("PRAGMA busy_timeout").fetchone()[0])
         self.db.execute("PRAGMA busy_timeout = 0")
         try:

@@ -33,12 +33,12 @@ from typing import Any, Literal, Protocol
 
 from .errors import UserError
 from .model import State, TenantDef
-from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError, StoreFault, fault
+from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError, StoreFault, StoreLocked, fault
 
 Verify = bool | Literal["unserved"]  # how a store is checked when opened: store_errors.UNSERVED says how
 
 # the contract's errors live in their own module (runtime/cli_enqueue.py does without this one); named here
-__all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "StoreFault", "Verify", "fault"]
+__all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "StoreFault", "StoreLocked", "Verify", "fault"]
 
 # Reasons an ERR run can carry besides "exit code N".
 TIMEOUT = "timeout"
@@ -276,6 +276,10 @@ class Store(Protocol):
     def batch(self) -> AbstractContextManager[None]:
         """Group the calls made inside into one transaction; nests.  A failed commit raises StoreError
         and nothing of the batch is kept."""
+
+    def no_wait(self) -> AbstractContextManager[None]:
+        """Inside, what meets another writer's lock fails at once (StoreLocked) instead of waiting for it
+        (a store without such locks: nothing changes)."""
 
     def check(self) -> None:
         """Raise StoreError if the store vanished or was replaced under us (cheap: called every wake-up)."""

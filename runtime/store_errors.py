@@ -45,6 +45,10 @@ class StoreFault(StoreError):
     it could not record) and tries again, at start as while it runs; a command fails before its commit."""
 
 
+class StoreLocked(StoreFault):
+    """Another writer holds the store's write lock: a command writing for a moment, or someone keeping it."""
+
+
 NOSPACE = "no space left on device"
 # what the kernel and SQLite say, as a person reads it; SQLite's primary result codes (the low byte)
 _ERRNOS = {errno.ENOSPC: NOSPACE, errno.EDQUOT: "disk quota exceeded", errno.EIO: "I/O error",
@@ -66,7 +70,8 @@ def fault(exc: BaseException, path: StrPath, what: str = "store") -> StoreFault 
         return None
     if why == "I/O error" and _full(path):
         why = NOSPACE
-    return StoreFault(f"{what} {os.fspath(path)}: {why}", hint=_HINTS.get(why, f"check the disk; {_GOES_ON}"))
+    kind = StoreLocked if why == _LOCKED else StoreFault
+    return kind(f"{what} {os.fspath(path)}: {why}", hint=_HINTS.get(why, f"check the disk; {_GOES_ON}"))
 
 
 def _why(exc: BaseException | None) -> str | None:
