@@ -163,11 +163,16 @@ class Daemon(Changes):
             self._recover(now)
         try:
             with self.stores.tx(eager=True):
+                for tenant in self.stores.resumed:  # its lock was let go: what ended meanwhile first
+                    self.runs.flush(tenant)
+                    self.que_dirty = True  # (its queued tasks were left out of the last reading)
                 work(now)
                 self.runs.record_pids()  # after the ends: a run that ended has its pid written with it
         except StoreError as exc:
             self._undone(exc, now)
             return
+        finally:
+            self._locked_too_long(now)
         if failed := self.stores.failed:
             self.runs.abort(failed)  # rolled back: nothing of theirs was spawned
             for tenant, why in list(failed.items()):
@@ -181,17 +186,21 @@ class Daemon(Changes):
 
     def _undone(self, exc: StoreError, now: float) -> None:
         """A store failed inside the work itself: every store's work was rolled back. The store that
-        failed (every one served, when the error does not say which) holds its tenants' runs; the others
-        are planned again from their stores at once, for what this work held in memory only is gone."""
+        failed (the error names it: StoreError.where; every one served only when it does not) holds its
+        tenants' runs; the others are planned again from their stores at once, for what this work held in
+        memory only is gone."""
         self.runs.abort()
         self.que_dirty = True
         failed = dict(self.stores.failed)
         if not any(why is exc for why in failed.values()):
-            failed.update(dict.fromkeys(self.stores, exc))
+            failed.update(dict.fromkeys(self.stores.of(exc), exc))
         for tenant, why in failed.items():
             self._forget(tenant)
             self._fault(tenant, why, now)
         self._plan_each(list(self.stores), now)
+        # what their plan claimed again (the due times that fired in the undone work, say) starts at once,
+        # not at the next timer: waiting that long, the next due time of the same job was recorded missed
+        self.runs.refill = True
 
     def _flush_at_exit(self) -> None:
         if not self.runs.unrecorded:
@@ -222,7 +231,7 @@ class Daemon(Changes):
             wake.append(self.timers[0][0])
         web = self.web.wake_at() if self.web is not None else None
         deadlines = (self.executor.next_deadline(), self.stop_deadline, self.end_at, self.next_ping,
-                     self.health.retry_at, self.runs.save_by, web)
+                     self.health.retry_at, self.runs.save_by, web, self.stores.lock_retry_at(now))
         for t in deadlines:
             if t is not None:
                 wake.append(t)

@@ -74,6 +74,9 @@ class Changes(Dispatching):
             self.notifier.ready()
 
     def _apply(self, new: Config, now: float) -> None:
+        # a tenant whose store is locked for a moment is held from now, as a failed one: both are planned
+        # from the new config when their store is back (``_recover``)
+        self._locked_too_long(now, every=True)
         change = plans.plan(self.config, new)
         aside = self.stores.aside  # (their stores failed: planned from the new config when they are back)
         for key in change.removed:

@@ -32,9 +32,14 @@ class Dispatching(Planning):
         decided: dict[tuple[object, ...], plans.Decision] = {}
         same: dict[str, SameSchedule] = {}
         elsewhere: dict[str, dict[str, set[float]]] = {}  # shared stores: due times waiting, by job
+        later = []  # the timers of tenants whose store another writer has locked for a moment: kept
         while self.timers and self.timers[0][0] <= now and not self.stopping:
-            when, _, kind, tenant, job, gen, attempt, rid = heapq.heappop(self.timers)
+            timer = heapq.heappop(self.timers)
+            when, _, kind, tenant, job, gen, attempt, rid = timer
             key = (tenant, job)
+            if tenant in self.stores.locked:
+                later.append(timer)
+                continue
             if kind == "housekeeping":
                 housekeeping.purge(self.stores, self.config, now)
                 self._status()
@@ -53,6 +58,8 @@ class Dispatching(Planning):
                 claims.setdefault(tenant, []).extend((key, due) for due in due_now)
             else:
                 waiting.append((None, attempt, rid))
+        for timer in later:
+            heapq.heappush(self.timers, timer)
         for tenant, to_claim in claims.items():
             if not to_claim:
                 continue

@@ -223,6 +223,14 @@ class Planning(DaemonState):
         if nxt is not None:
             self._timer(nxt, "fire", *key)
 
+    def _locked_too_long(self, now: float, *, every: bool = False) -> None:
+        """A store another writer has held locked longer than the daemon lets a lock wait (``every``: any
+        store locked now) is a fault: its tenant is held, planned again from its store when it is back."""
+        late = self.stores.overdue(every=every)
+        for tenant, why in late.items():
+            self._forget(tenant)
+            self._fault(tenant, why, now)
+
     def _recover(self, now: float) -> None:
         """Retry the failed stores whose time came, each on its own: mend it, record the ends kept, open it
         if it was held since it failed to open, re-read what is stored; then its runs go on."""

@@ -130,9 +130,12 @@ def _guarded(fn: Callable[Concatenate[PgStore, P], R]) -> Callable[Concatenate[P
     def wrapper(self: PgStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(self, *args, **kwargs)
+        except StoreError as exc:  # (one it raised itself)
+            exc.of(self.where)
+            raise
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: {fn.__name__} failed: {_one_line(exc, self.dsn)}",
-                             hint=_FAULT_HINT) from exc
+                             hint=_FAULT_HINT, where=self.where) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
 
@@ -182,7 +185,8 @@ class PgStore(PgSettle, PgSteer):
         return self.conn.execute(sql, params)
 
     def _fault(self, what: str, exc: psycopg.Error) -> StoreError:
-        return StoreError(f"{self.where}: {what} failed: {_one_line(exc, self.dsn)}", hint=_FAULT_HINT)
+        return StoreError(f"{self.where}: {what} failed: {_one_line(exc, self.dsn)}", hint=_FAULT_HINT,
+                          where=self.where)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -449,6 +453,10 @@ class PgStore(PgSettle, PgSteer):
             self._listener = None
 
     # -- faults ----------------------------------------------------------------------------------------
+    def no_wait(self) -> contextlib.AbstractContextManager[None]:
+        """(Row locks are skipped or waited for by the statements themselves: nothing to change.)"""
+        return contextlib.nullcontext()
+
     def check(self) -> None:
         now = time.monotonic()
         if now < self._next_check:
@@ -458,7 +466,7 @@ class PgStore(PgSettle, PgSteer):
             self._x("SELECT 1")
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: the connection is lost: {_one_line(exc, self.dsn)}",
-                             hint=_FAULT_HINT) from exc
+                             hint=_FAULT_HINT, where=self.where) from exc
 
     def recover(self) -> str | None:
         """Reconnect (and LISTEN again) after a lost connection; None when nothing was done (healthy, or

@@ -62,9 +62,10 @@ _QUIET = ("UPDATE runs SET state=?, reason=?, exit_code=?, output=?, finished=?,
 _QUIET_RUN, _QUIET_PROCESS = _QUIET.format(""), _QUIET.format(", pid=?, proc_start=?, boot_id=?")
 _INSTANCE_COLUMNS = "id, host, pid, boot_id, proc_start, config, started, heartbeat, expires"
 _FAULT_HINT = "check free space and the disk; the daemon starts nothing new and retries until it is writable"
-# seconds the daemon waits for another writer's lock (commands wait 10): a command's write takes milliseconds,
-# and the loop serves every tenant: a tenant's user who keeps their own store locked must not hold the
-# others' runs back by more than this (the store is set aside instead: runtime/health.py)
+# seconds the daemon's own statements wait for another writer's lock (commands wait 10): a command's write
+# takes milliseconds. The loop's wake-ups do not wait at all (their transactions begin under ``no_wait``:
+# runtime/stores.py LOCK_WAIT), nor its retries of a failed store (``recover``): this bounds the rest (a
+# start's plan of a tenant, the first transaction after a retry, ends recorded outside a wake-up).
 DAEMON_LOCK_WAIT = 0.25
 _CHECK_EVERY = 1.0  # seconds between two looks at whether the file is still where it was
 
@@ -114,9 +115,12 @@ def _guarded(fn: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatena
     def wrapper(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(self, *args, **kwargs)
+        except StoreError as exc:  # (one it raised itself)
+            exc.of(self.where)
+            raise
         except (sqlite3.Error, OSError) as exc:
-            raise fault(exc, self.path) or StoreError(f"{self.path}: {fn.__name__} failed: {exc}",
-                                                      hint=_FAULT_HINT) from exc
+            raise (fault(exc, self.path) or StoreError(f"{self.path}: {fn.__name__} failed: {exc}",
+                                                       hint=_FAULT_HINT)).of(self.where) from exc
     functools.update_wrapper(wrapper, fn)
     return wrapper
 
@@ -138,6 +142,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
     def __init__(self, path: Path, marker: Path | None = None, *, create: bool = True,
                  verify: Verify = True, lock: guard.InstanceLock | None = None) -> None:
         self.path = path
+        self.where = str(path)  # what its errors name as their store (StoreError.where)
         self.marker = marker or path.with_name(f".{path.stem}.store-id")
         self._depth = 0
         self._me: Instance | None = None
@@ -188,8 +193,8 @@ class SqliteStore(SqliteSteer, SqliteHistory):
             self.db.execute(statement)
         except sqlite3.Error as exc:
             what = statement.split(maxsplit=1)[0].lower()
-            raise fault(exc, self.path) or StoreError(f"{self.path}: {what} failed: {exc}",
-                                                      hint=_FAULT_HINT) from exc
+            raise (fault(exc, self.path) or StoreError(f"{self.path}: {what} failed: {exc}",
+                                                       hint=_FAULT_HINT)).of(self.where) from exc
 
     # -- claims ----------------------------------------------------------------------------------------
     @_guarded
@@ -410,11 +415,12 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         if st is None or (st.st_dev, st.st_ino) != (self._ident.st_dev, self._ident.st_ino):
             what = "was deleted" if st is None else "was replaced by another file"
             raise StoreError(f"{self.path}: the run store {what} while the daemon used it",
-                             hint="restore the state directory; the daemon starts nothing new until then")
+                             hint="restore the state directory; the daemon starts nothing new until then",
+                             where=self.where)
         if self._me is not None and not self._lock.holds():  # a second daemon could take a new one
             raise StoreError(f"{self.path}: its lock file {self._lock.path} was deleted or replaced while "
                              "the daemon held it", hint="the daemon takes it again, or starts nothing new "
-                             "while another daemon holds the new one")
+                             "while another daemon holds the new one", where=self.where)
 
     def recover(self) -> str | None:
         """A store deleted under us (the whole state dir, say) is written back from the open connection,
@@ -422,11 +428,16 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         write-ahead log is checkpointed and truncated: on a small file system the log itself (which grows
         to about 4 MiB between automatic checkpoints) may be what filled it.  The lock comes first: one
         deleted (with the store, or alone) is taken again before anything is written back, and while another
-        daemon holds the new one nothing is (StoreBusy: the store stays failed)."""
+        daemon holds the new one nothing is (StoreBusy: the store stays failed).  Nothing here waits for a
+        lock: the daemon tries a failed store again and again while the loop serves every other tenant, and
+        a store another writer keeps locked (its tenant's user, say) fails the try at once (``_writable``).
+        """
         relocked = self._relock()
         if self.path.exists():
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with self.no_wait():
+                self._writable()
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return relocked
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -451,6 +462,21 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         count = new.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return f"wrote the store back to {self.path} from the daemon's open copy ({count} runs kept)"
 
+    @contextlib.contextmanager
+    def no_wait(self) -> Iterator[None]:
+        """Statements inside fail at once on another connection's lock (StoreLocked) instead of waiting."""
+        waited = int(self.db.execute("PRAGMA busy_timeout").fetchone()[0])
+        self.db.execute("PRAGMA busy_timeout = 0")
+        try:
+            yield
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {waited}")
+
+    def _writable(self) -> None:
+        """StoreFault (locked) while another writer holds the store's write lock; its lock is free now."""
+        self._sql("BEGIN IMMEDIATE")
+        self._sql("ROLLBACK")
+
     def _relock(self) -> str | None:
         """Take the lock again if its file was deleted or replaced while this daemon held it (``check``);
         a note when it was."""
@@ -460,8 +486,8 @@ class SqliteStore(SqliteSteer, SqliteHistory):
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lock.take(self._me, checked=self._in_place())
         except OSError as exc:
-            raise fault(exc, self.path) or StoreError(f"{self.path}: cannot take its lock again: {exc}",
-                                                      hint=_FAULT_HINT) from exc
+            raise (fault(exc, self.path) or StoreError(f"{self.path}: cannot take its lock again: {exc}",
+                                                       hint=_FAULT_HINT)).of(self.where) from exc
         return f"took the store's lock {self._lock.path} again (its file was deleted or replaced)"
 
     def _in_place(self) -> bool:

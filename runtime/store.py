@@ -34,12 +34,12 @@ from typing import Any, Literal, Protocol
 
 from .errors import UserError
 from .model import State, TenantDef
-from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError, StoreFault, fault
+from .store_errors import UNSERVED, NoStore, StoreBusy, StoreError, StoreFault, StoreLocked, fault
 
 Verify = bool | Literal["unserved"]  # how a store is checked when opened: store_errors.UNSERVED says how
 
 # the contract's errors live in their own module (runtime/cli_enqueue.py does without this one); named here
-__all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "StoreFault", "Verify", "fault"]
+__all__ = ["UNSERVED", "NoStore", "StoreBusy", "StoreError", "StoreFault", "StoreLocked", "Verify", "fault"]
 
 # Reasons an ERR run can carry besides "exit code N".
 TIMEOUT = "timeout"
@@ -166,6 +166,9 @@ class Store(Protocol):
     """Persistent runs of one tenant."""
 
     exclusive: bool  # True: one daemon at a time (attach refuses others), so every other instance is dead
+    # where it is, as its errors name it (StoreError.where): every StoreError it raises carries this, so the
+    # daemon holds the tenants of the store that failed and no others
+    where: str
 
     # -- scheduled runs: claims ----------------------------------------------------------------------------
     def claim(self, job: str, due: float | None, *, attempt: int = 0, queue: str | None = None,
@@ -286,11 +289,17 @@ class Store(Protocol):
         """Group the calls made inside into one transaction; nests.  A failed commit raises StoreError
         and nothing of the batch is kept."""
 
+    def no_wait(self) -> AbstractContextManager[None]:
+        """Inside, what meets another writer's lock fails at once (StoreLocked) instead of waiting for it
+        (a store without such locks: nothing changes)."""
+
     def check(self) -> None:
         """Raise StoreError if the store vanished or was replaced under us (cheap: called every wake-up)."""
 
     def recover(self) -> str | None:
-        """After a fault, try to make the store usable again; a note of what was done, or None."""
+        """After a fault, try to make the store usable again; a note of what was done, or None.  Raises
+        StoreError at once, without waiting for another writer's lock, while it is still not writable: the
+        daemon tries again and again while its loop serves the other tenants."""
 
     def close(self) -> None: ...
 

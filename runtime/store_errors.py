@@ -23,16 +23,30 @@ UNSERVED: Final = "unserved"
 
 
 class StoreError(UserError):
-    """The store cannot be used now (a storage fault) or at all (corrupt, newer schema, in use)."""
+    """The store cannot be used now (a storage fault) or at all (corrupt, newer schema, in use). ``where``:
+    the store it came from (its ``where``), set by the store that raised it: the daemon holds the tenants
+    of that store, and only those, for it."""
 
-    def __init__(self, message: str, hint: str | None = None, *, exit_code: int = 1) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, exit_code: int = 1,
+                 where: str | None = None) -> None:
         super().__init__(message, hint=hint, exit_code=exit_code)
+        self.where = where
+
+    def of(self, where: str) -> StoreError:
+        """This error as raised by the store at ``where`` (unless it already names where it came from)."""
+        if self.where is None:
+            self.where = where
+        return self
 
 
 class StoreFault(StoreError):
     """The store cannot be written (or read) now, though nothing says it is damaged: a full disk or quota,
     an I/O error, a read-only file system, another writer's lock. The daemon holds its runs (starts nothing
     it could not record) and tries again, at start as while it runs; a command fails before its commit."""
+
+
+class StoreLocked(StoreFault):
+    """Another writer holds the store's write lock: a command writing for a moment, or someone keeping it."""
 
 
 NOSPACE = "no space left on device"
@@ -56,7 +70,8 @@ def fault(exc: BaseException, path: StrPath, what: str = "store") -> StoreFault 
         return None
     if why == "I/O error" and _full(path):
         why = NOSPACE
-    return StoreFault(f"{what} {os.fspath(path)}: {why}", hint=_HINTS.get(why, f"check the disk; {_GOES_ON}"))
+    kind = StoreLocked if why == _LOCKED else StoreFault
+    return kind(f"{what} {os.fspath(path)}: {why}", hint=_HINTS.get(why, f"check the disk; {_GOES_ON}"))
 
 
 def _why(exc: BaseException | None) -> str | None:

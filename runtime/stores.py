@@ -10,6 +10,8 @@
   own: a store that cannot begin one (another writer's lock), fails its check or its commit is named in
   ``failed`` and its tenants set aside (``aside``: the daemon holds their runs, runtime/health.py) while the
   other stores' work commits.  A tenant set aside is not served (not iterated here) until it is taken back.
+  A store another writer holds locked when a wake-up's work begins is not waited for: its tenant sits the
+  work out (``locked``: aside, nothing of it dropped) and is tried at each ``tx`` until LOCK_WAIT is over.
 - ``heartbeat`` renews the leases; ``check`` and ``recover`` find and mend a store that failed.
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 from . import liveness, orphans
 from .executor import KILL_GRACE
 from .model import TenantDef
-from .store import Claim, Instance, Run, Store, StoreError, StoreFault
+from .store import Claim, Instance, Run, Store, StoreError, StoreFault, StoreLocked
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,14 @@ LEASE_TTL = 3 * MAX_SLEEP  # a lease lasts this long without a heartbeat; renewe
 # renewed every few seconds; each renewal also reaps the leases of dead daemons and re-reads waiting claims.
 SHARED_LEASE_TTL = 15.0
 SHARED_BEAT = 5.0
+# A store another writer holds locked when a wake-up begins: its tenant sits that wake-up out (the loop
+# never waits for the lock: every other tenant's runs would wait with it) and is tried again LOCK_POLLS
+# seconds after it was first met (growing, as SQLite's own busy handler waits: a writer that takes the
+# lock at a steady beat is not met at the same point of it each time); a lock held longer than LOCK_WAIT
+# is a fault (runtime/health.py). A command's write holds it for a millisecond or so: such a conflict
+# costs its tenant about that, never a fault.
+LOCK_WAIT = 0.25
+LOCK_POLLS = (0.001, 0.003, 0.008, 0.018, 0.033, 0.053, 0.078, 0.103, 0.128, 0.178, 0.228, LOCK_WAIT)
 # The clocks of a shared store's hosts may differ this much: a stored last due time less far after now is
 # another host's due time (its clock is ahead), not a sign of this host's clock set back.
 SHARED_SKEW = 120.0
@@ -72,6 +82,10 @@ class Stores(Mapping[str, Store]):
         # more than a lease held every renewal back as long, and the other hosts settled this daemon's live
         # runs as lost (its lease ran out on the server's clock, where leases are kept)
         self._beat_at = 0.0
+        # tenants (also aside) whose store another writer held locked at a ``tx``'s begin: since when
+        # (monotonic) and what it said; tried again at every ``tx`` until LOCK_WAIT is over (``overdue``)
+        self.locked: dict[str, tuple[float, int, StoreError]] = {}  # (since, tries, error)
+        self.resumed: list[str] = []  # tenants of ``locked`` whose store the last ``tx`` could begin
         # tenant -> until when no other lease is judged there: we came back from a lost connection, and the
         # other daemons, cut off as long, had no way to renew theirs meanwhile either
         self.judge_from: dict[str, float] = {}
@@ -188,25 +202,62 @@ class Stores(Mapping[str, Store]):
         work then never meets it); each is committed on its own. A store that fails to begin or commit is
         named in ``failed`` and its tenant set aside; its work is rolled back. An error out of the work
         itself rolls every store back and is raised."""
-        self._tx, self.failed = {}, {}
+        self._tx, self.failed, self.resumed = {}, {}, []
         try:
             if eager:
-                for tenant in list(self):
+                for tenant in [*self, *self.locked]:
                     with contextlib.suppress(StoreError):
-                        self._begin(tenant)
+                        self._try(tenant)
             yield
         except BaseException as exc:
             self._end(exc)
             raise
         self._end(None)
 
-    def _begin(self, tenant: str) -> None:
+    def _try(self, tenant: str) -> None:
+        """Begin the tenant's transaction without waiting for another writer's lock: a store locked has
+        its tenant sit this work out (``locked``), and is tried again by the next ``tx``."""
+        store = self._open[tenant]
+        try:
+            with store.no_wait():
+                self._begin(tenant, locked_ok=True)
+        except StoreLocked as exc:
+            since, tries, _ = self.locked.get(tenant, (time.monotonic(), 0, exc))
+            if not tries:
+                log.debug("tenant %s: another writer holds its store's lock: it sits this work out", tenant)
+            self.locked[tenant] = (since, tries + 1, exc)
+            self.aside.add(tenant)
+            self.why[tenant] = exc
+            return
+        if self.locked.pop(tenant, None) is not None:
+            self.take_back(tenant)
+            self.resumed.append(tenant)
+
+    def overdue(self, *, every: bool = False) -> dict[str, StoreError]:
+        """The tenants whose store has been locked longer than LOCK_WAIT (``every``: all of ``locked``): a
+        fault now (they stay aside)."""
+        mono = time.monotonic()
+        late = {t: exc for t, (since, _, exc) in self.locked.items() if every or mono - since >= LOCK_WAIT}
+        for tenant in late:
+            del self.locked[tenant]
+        return late
+
+    def lock_retry_at(self, now: float) -> float | None:
+        """When the next store that was locked is to be tried again (wall clock, as ``now``)."""
+        if not self.locked:
+            return None
+        mono = time.monotonic()
+        return now + max(0.0, min(since + LOCK_POLLS[min(tries, len(LOCK_POLLS)) - 1] - mono
+                                  for since, tries, _ in self.locked.values()))
+
+    def _begin(self, tenant: str, *, locked_ok: bool = False) -> None:
         assert self._tx is not None
         batch = self._open[tenant].batch()
         try:
             batch.__enter__()
         except StoreError as exc:
-            self.set_aside(tenant, exc)
+            if not (locked_ok and isinstance(exc, StoreLocked)):
+                self.set_aside(tenant, exc)
             raise
         self._tx[tenant] = batch
 
@@ -221,16 +272,27 @@ class Stores(Mapping[str, Store]):
                 with contextlib.suppress(StoreError):  # (a rollback that fails: the transaction ends too)
                     batch.__exit__(type(undo), undo, undo.__traceback__)
             except StoreError as failed:
+                if undo is None:
+                    log.debug("tenant %s: its commit failed: %s", tenant, failed)
                 self.set_aside(tenant, failed)
 
     def set_aside(self, tenant: str, exc: StoreError) -> None:
         """The tenant's store failed: it is served no more until ``take_back``."""
         self.failed[tenant] = self.why[tenant] = exc
         self.aside.add(tenant)
+        self.locked.pop(tenant, None)
+
+    def of(self, exc: StoreError) -> list[str]:
+        """The served tenants whose store raised ``exc`` (those of every store served, when it does not say
+        where it came from)."""
+        if exc.where is None:
+            return list(self)
+        return [t for t in self if self._open[t].where == exc.where]
 
     def take_back(self, tenant: str) -> None:
         self.aside.discard(tenant)
         self.why.pop(tenant, None)
+        self.locked.pop(tenant, None)
 
     def use(self, tenant: str) -> Store:
         if tenant in self.aside:  # its runs are held: nothing may be written for it

@@ -179,10 +179,16 @@ class Figures:
 def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float],
           store: str = "t") -> Figures:
     """``store``: the store's path in the state dir, without `.sqlite` (the tenant's name by default)."""
-    lab = cfg.parent
-    got = rows(cfg, store)
+    fig = judge(rows(cfg, store), trace(cfg.parent), scenario, iterations, intervals)
+    fig.leftover = job_processes(cfg)
+    return fig
+
+
+def judge(got: list[dict[str, Any]], lines: list[tuple[str, str, int, int]], scenario: str, iterations: int,
+          intervals: dict[str, float]) -> Figures:
+    """``audit`` of one store's rows against the trace lines of its jobs (``trace``; of this store's jobs
+    only: run ids are per store)."""
     by_id = {r["id"]: r for r in got}
-    lines = trace(lab)
     fig = Figures(scenario, iterations=iterations, runs=len(got))
     starts = [(j, rid, pid) for what, j, rid, pid in lines if what == "start"]
     ends = {(j, rid) for what, j, rid, _ in lines if what == "end"}
@@ -205,7 +211,6 @@ def audit(cfg: Path, scenario: str, iterations: int, intervals: dict[str, float]
         mine = [r for r in got if r["job"] == name and r["due"] is not None]
         covered = {r["due"] for r in mine if "(summarised)" in (r["message"] or "")}
         fig.lost += _gaps(name, [r["due"] for r in mine], every, covered)
-    fig.leftover = job_processes(cfg)
     return fig
 
 
@@ -239,14 +244,12 @@ def kill_everything(cfg: Path) -> None:
 
 
 def fill(path: Path) -> None:
-    """Write until the file system is full."""
-    with path.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    """Write until the file system is full. (The close fails too when a write was cut short: what it left
+    in the buffer has no room either.)"""
+    with contextlib.suppress(OSError), path.open("wb") as f:
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
 
 
 def taskserver_as(user: User | None, world: Lab, cfg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
