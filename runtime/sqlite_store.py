@@ -151,6 +151,7 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         self._own_lock = lock is None
         self._wake = WakeSocket(wake_path(path))
         self._next_check = 0.0
+        self._busy_ms = 10_000  # how long a statement waits for another writer's lock (open_db: 10 s)
         self.db = open_db(path, self.marker, create=create, verify=verify)
         self._ident = os.stat(path)
         self._ckpt: Checkpointer | None = None  # the daemon's: the log is checkpointed off its commits
@@ -361,7 +362,8 @@ class SqliteStore(SqliteSteer, SqliteHistory):
         self._me = me
         # the daemon waits less than a command for a lock: a store held locked is a fault to report and
         # retry, and the loop must go on (watchdog pings, child exits) meanwhile
-        self.db.execute(f"PRAGMA busy_timeout = {int(DAEMON_LOCK_WAIT * 1000)}")
+        self._busy_ms = int(DAEMON_LOCK_WAIT * 1000)
+        self.db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         self._lease(me)
         self._wake.listen()
         if self._ckpt is None:
@@ -443,7 +445,9 @@ class SqliteStore(SqliteSteer, SqliteHistory):
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                              0o600))
-            new = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            # (as long a wait for a lock as the connection it replaces: a daemon's is DAEMON_LOCK_WAIT)
+            new = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                  timeout=self._busy_ms / 1000)
             self.db.backup(new)
             new.execute("PRAGMA journal_mode=WAL")
             new.execute("PRAGMA synchronous=NORMAL")
@@ -465,12 +469,11 @@ class SqliteStore(SqliteSteer, SqliteHistory):
     @contextlib.contextmanager
     def no_wait(self) -> Iterator[None]:
         """Statements inside fail at once on another connection's lock (StoreLocked) instead of waiting."""
-        waited = int(self.db.execute("PRAGMA busy_timeout").fetchone()[0])
-        self.db.execute("PRAGMA busy_timeout = 0")
+        self.db.execute("PRAGMA busy_timeout = 0")  # (every wake-up: what it was is ``_busy_ms``, not read)
         try:
             yield
         finally:
-            self.db.execute(f"PRAGMA busy_timeout = {waited}")
+            self.db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def _writable(self) -> None:
         """StoreFault (locked) while another writer holds the store's write lock; its lock is free now."""
