@@ -226,6 +226,8 @@ class Planning(DaemonState):
     def _locked_too_long(self, now: float, *, every: bool = False) -> None:
         """A store another writer has held locked longer than the daemon lets a lock wait (``every``: any
         store locked now) is a fault: its tenant is held, planned again from its store when it is back."""
+        if not self.stores.locked:  # (at every wake-up: nothing to look at, nearly always)
+            return
         late = self.stores.overdue(every=every)
         for tenant, why in late.items():
             self._forget(tenant)
