@@ -177,6 +177,20 @@ def tenant_site(world: Lab, tenants: Callable[[User, User], str]) -> Site:
     return Site(world, cfg, state, d, a, b, e)
 
 
+def two_tenants(world: Lab, job: str) -> Site:
+    """Tenants a and b, each with its own user (run_as) and one job ``tick`` (``job``: its YAML flow text)."""
+    return tenant_site(world, lambda a, b: (
+        f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      tick: {job}\n"
+        f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      tick: {job}\n"))
+
+
+def tenant_store(site: Site, tenant: str) -> Path:
+    """The tenant's SQLite store in the site's state dir (the only one there)."""
+    found = sorted((site.state / "tenants" / tenant).glob("*.sqlite"))
+    assert len(found) == 1, found
+    return found[0]
+
+
 def write(path: Path, text: str, owner: User | None = None, mode: int = 0o644) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from secusers import Site, as_user, lab, needs_root, tenant_site, wait_for
+from secusers import Site, as_user, lab, needs_root, tenant_store, two_tenants, wait_for
 
 pytestmark = needs_root
 JOB = "{command: [/bin/true], every: 1}"
@@ -32,19 +32,11 @@ JOB = "{command: [/bin/true], every: 1}"
 @pytest.fixture
 def site() -> Iterator[Site]:
     with lab() as world:
-        yield tenant_site(world, lambda a, b: (
-            f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      tick: {JOB}\n"
-            f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      tick: {JOB}\n"))
-
-
-def _store(site: Site, tenant: str) -> Path:
-    found = sorted((site.state / "tenants" / tenant).glob("*.sqlite"))
-    assert len(found) == 1, found
-    return found[0]
+        yield two_tenants(world, JOB)
 
 
 def _rows(site: Site, tenant: str) -> dict[int, dict[str, Any]]:
-    db = sqlite3.connect(f"file:{_store(site, tenant)}?mode=ro", uri=True, timeout=30)
+    db = sqlite3.connect(f"file:{tenant_store(site, tenant)}?mode=ro", uri=True, timeout=30)
     db.row_factory = sqlite3.Row
     try:
         return {r["id"]: dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")}
@@ -54,7 +46,7 @@ def _rows(site: Site, tenant: str) -> dict[int, dict[str, Any]]:
 
 def _as_a(site: Site, sql: str) -> str:
     """SQL run by tenant a's user on a's own store with the real sqlite3 shell."""
-    res = subprocess.run(as_user(site.a, ["sqlite3", str(_store(site, "a"))]), input=sql, text=True,
+    res = subprocess.run(as_user(site.a, ["sqlite3", str(tenant_store(site, "a"))]), input=sql, text=True,
                          capture_output=True, env=site.world.env({"HOME": str(site.a.home)}), timeout=60,
                          check=False)
     assert res.returncode == 0 and not res.stderr, res

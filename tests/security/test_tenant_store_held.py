@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from secusers import Lab, Site, as_user, lab, needs_root, tenant_site, wait_for
+from secusers import Lab, Site, as_user, lab, needs_root, tenant_site, tenant_store, two_tenants, wait_for
 
 pytestmark = needs_root
 EVERY = 1.0
@@ -34,19 +34,11 @@ JOB = f"{{command: [/bin/true], every: {EVERY:g}, catch_up: all}}"
 @pytest.fixture
 def site() -> Iterator[Site]:
     with lab() as world:
-        yield tenant_site(world, lambda a, b: (
-            f"  a:\n    login: shop-a\n    run_as: {a.name}\n    jobs:\n      tick: {JOB}\n"
-            f"  b:\n    login: shop-b\n    run_as: {b.name}\n    jobs:\n      tick: {JOB}\n"))
-
-
-def _store(site: Site, tenant: str) -> Path:
-    found = sorted((site.state / "tenants" / tenant).glob("*.sqlite"))
-    assert len(found) == 1, found
-    return found[0]
+        yield two_tenants(world, JOB)
 
 
 def _rows(site: Site, tenant: str) -> list[dict[str, Any]]:
-    db = sqlite3.connect(f"file:{_store(site, tenant)}?mode=ro", uri=True, timeout=30)
+    db = sqlite3.connect(f"file:{tenant_store(site, tenant)}?mode=ro", uri=True, timeout=30)
     db.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]
@@ -60,7 +52,7 @@ def _ok_between(site: Site, tenant: str, start: float, end: float) -> list[dict[
 
 def _hold(world: Lab, site: Site) -> subprocess.Popen[str]:
     """A's user keeps a write transaction open on A's store with the real sqlite3 shell."""
-    proc = subprocess.Popen(as_user(site.a, ["sqlite3", str(_store(site, "a"))]), stdin=subprocess.PIPE,
+    proc = subprocess.Popen(as_user(site.a, ["sqlite3", str(tenant_store(site, "a"))]), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=world.env({"HOME": str(site.a.home)}))
     assert proc.stdin is not None and proc.stdout is not None
@@ -227,7 +219,8 @@ def test_short_writes_of_a_tenants_user_are_no_storage_fault(site: Site) -> None
     assert wait_for(lambda: all(len(_ok_between(site, t, 0, time.time())) >= 2 for t in "ab"), 60), \
         world.log()
     began = time.time()
-    subprocess.run(as_user(site.a, [sys.executable, "-c", WRITER, str(_store(site, "a")), "8"]), check=True,
+    store = str(tenant_store(site, "a"))
+    subprocess.run(as_user(site.a, [sys.executable, "-c", WRITER, store, "8"]), check=True,
                    env=world.env({"HOME": str(site.a.home)}), timeout=60)
     ended = time.time()
     assert "storage fault" not in world.log(), world.log()
@@ -243,7 +236,8 @@ REFUSE = ("CREATE TRIGGER refuse BEFORE INSERT ON runs BEGIN "
 
 def _as_owner(site: Site, sql: str) -> None:
     """A's user changes A's store (their own file) with the real sqlite3 shell."""
-    done = subprocess.run(as_user(site.a, ["sqlite3", "-cmd", ".timeout 30000", str(_store(site, "a")), sql]),
+    store = str(tenant_store(site, "a"))
+    done = subprocess.run(as_user(site.a, ["sqlite3", "-cmd", ".timeout 30000", store, sql]),
                           capture_output=True, text=True, env=site.world.env({"HOME": str(site.a.home)}),
                           timeout=60, check=False)
     assert done.returncode == 0, done

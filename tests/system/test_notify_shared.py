@@ -10,18 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from daemonlab import Daemon, cli, wait_for
 from notifylab import Receiver, wait_events
-
-
-@pytest.fixture
-def dsn(pg_server: Any) -> str:
-    from taskserver.runtime import pg_store
-
-    url = pg_server.database()
-    pg_store.migrate(url)
-    return str(url)
 
 
 def host_config(base: Path, name: str, dsn: str, flag: Path, hook: str) -> Path:

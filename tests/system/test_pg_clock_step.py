@@ -27,21 +27,6 @@ def config(dsn: str, jobs: dict[str, Any], parallel: int) -> dict[str, Any]:
             "tenants": {"t": {"login": "app", "store": {"postgresql": dsn}, "jobs": jobs}}}
 
 
-@pytest.fixture
-def dsn(pg_server: Any) -> str:
-    from taskserver.runtime import pg_store
-
-    url = str(pg_server.database())
-    pg_store.migrate(url)
-    return url
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Path:
-    (tmp_path / "locks").mkdir()
-    return tmp_path
-
-
 def both_running(dsn: str) -> dict[str, int] | None:
     """Host -> id of its long run, once each host runs one."""
     got = {r["host"]: r["id"] for r in rows(dsn) if r["state"] == "RUN" and r["pid"]}

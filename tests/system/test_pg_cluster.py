@@ -64,15 +64,6 @@ class Host:
 
 
 @pytest.fixture
-def dsn(pg_server: Any) -> str:
-    from taskserver.runtime import pg_store
-
-    url = pg_server.database()
-    pg_store.migrate(url)
-    return str(url)
-
-
-@pytest.fixture
 def hosts(tmp_path: Path, dsn: str) -> Iterator[list[Host]]:
     started = [Host(host_config(tmp_path, f"host{i}", dsn)) for i in range(3)]
     try:

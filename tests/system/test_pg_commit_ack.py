@@ -49,15 +49,6 @@ def _config(path: Path, dsn: str, log: Path) -> Path:
 
 
 @pytest.fixture
-def dsn(pg_server: Any) -> str:
-    from taskserver.runtime import pg_store
-
-    url = str(pg_server.database())
-    pg_store.migrate(url)
-    return url
-
-
-@pytest.fixture
 def cutter(pg_server: Any, tmp_path: Path) -> Iterator[Cutter]:
     made = Cutter(pg_server.sock, tmp_path)
     yield made

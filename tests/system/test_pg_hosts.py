@@ -31,21 +31,6 @@ def config(dsn: str, jobs: dict[str, Any]) -> dict[str, Any]:
             "tenants": {"t": {"login": "app", "store": {"postgresql": dsn}, "jobs": jobs}}}
 
 
-@pytest.fixture
-def dsn(pg_server: Any) -> str:
-    from taskserver.runtime import pg_store
-
-    url = str(pg_server.database())
-    pg_store.migrate(url)
-    return url
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Path:
-    (tmp_path / "locks").mkdir()
-    return tmp_path
-
-
 def long_job(lab: Path, seconds: float = 300, every: str = "2s") -> dict[str, Any]:
     return {"every": every, "command": traced(lab / "trace", lab / "locks", seconds)}
 
