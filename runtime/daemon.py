@@ -148,7 +148,7 @@ class Daemon(Changes):
         self.steer.cancels(self.stores, self.runs, now)
         self.stores.check()
         lost = functools.partial(self.runs.stop_settled, now=now)  # a lease we had lost: stop what was taken
-        for tenant in self.stores.heartbeat(now, self.runs.write_status, lost):
+        for tenant in self.stores.heartbeat(now, self.runs.files.write_for, lost):
             self._reread_shared(tenant, now)
         self._fire_timers(now)
         if self.runs.collect(inside=True):  # the ends, their retries and the runs in their slots: one commit

@@ -137,4 +137,4 @@ class Changes(Dispatching):
             if key in self.jobs:
                 soon.setdefault(key[0], []).append(self.jobs[key])
         for tenant, jobs in soon.items():
-            self.runs.expect_jobs(tenant, jobs)
+            self.runs.files.expect_jobs(tenant, jobs)

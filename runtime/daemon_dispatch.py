@@ -163,7 +163,7 @@ class Dispatching(Planning):
             self.queued = {}
             for tenant, store in self.stores.items():
                 runs = store.queued()
-                self.runs.expect_tasks(tenant, runs)  # their status files, if they came without, made ahead
+                self.runs.files.expect_tasks(tenant, runs)  # status files made ahead, if none came
                 self.queued[tenant] = Waiting(runs)
         for tenant, waiting in self.queued.items():
             conf = self.config.tenant(tenant)

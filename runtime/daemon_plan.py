@@ -140,7 +140,7 @@ class Planning(DaemonState):
                                     lambda: open_store(tenant, where, verify=True, claim=claim))
             return self.alerts.observe(tenant.name, store)  # run ends may notify (runtime/alerts.py)
 
-        return self.stores.open(tenant, opener, now, lambda run: self.runs.write_status(tenant.name, run),
+        return self.stores.open(tenant, opener, now, lambda run: self.runs.files.write_for(tenant.name, run),
                                 claimer, owner=tenancy.run_uid(self.config, tenant))
 
     def _load_waiting(self, tenant: TenantDef, store: Store, now: float) -> None:

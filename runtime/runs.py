@@ -12,7 +12,7 @@ import contextlib
 import logging
 import selectors
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from . import liveness
@@ -412,24 +412,16 @@ class Runs:
     def _ended(self, act: Active, run: Run | None) -> None:
         if run is None:  # purged meanwhile: nothing to show
             return
-        self.write_status(act.tenant, run)
+        self.files.write_for(act.tenant, run)
         level = logging.DEBUG if run.state is State.OK else logging.WARNING
         log.log(level, "tenant %s run %d (%s): %s%s", act.tenant, run.id, act.job or "task", run.state.value,
                 f" {run.reason}" if run.reason else "")
-
-    def write_status(self, tenant: str, run: Run | None) -> None:
-        self.files.write_for(tenant, run)
 
     def close(self) -> None:
         self.files.close()
         if self.executor.launcher is not None:
             self.executor.launcher.close()
 
-    def expect_jobs(self, tenant: str, jobs: Iterable[JobDef]) -> None:
-        self.files.expect_jobs(tenant, jobs)
-
-    def expect_tasks(self, tenant: str, runs: Iterable[Run]) -> None:
-        self.files.expect_tasks(tenant, runs)
 
 
 def _timed(unsaved: Process, active: dict[int, Active]) -> Process:
@@ -441,4 +433,3 @@ def _timed(unsaved: Process, active: dict[int, Active]) -> Process:
     if start is None and pid in active:
         start = liveness.start_time(pid)
     return pid, start, boot
-

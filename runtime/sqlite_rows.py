@@ -66,7 +66,8 @@ _SOUND: set[tuple[type, ...]] = set()  # the type signatures of rows found sound
 
 
 def _sane(row: tuple[Any, ...]) -> bool:
-    """The values of a row of sound types: times a date can show, a count of attempts."""
+    """The values of a row of sound types: times a date can show, a count of attempts (``_fits`` for each
+    column alone; this is its hot path, for every row read)."""
     for i in _TIMES:
         t = row[i]
         if t is not None and not 0.0 <= t <= _MAX_TIME:  # (NaN compares false)
@@ -82,19 +83,16 @@ def _repaired(row: tuple[Any, ...]) -> Run:
     fields: dict[str, Any] = {}
     wrong: list[str] = []
     for i, (name, value) in enumerate(zip(_FIELDS, row, strict=True)):
-        kinds = _KINDS[i]
-        good = type(value) in kinds and (i not in _TIMES or value is None or 0.0 <= value <= _MAX_TIME) \
-            and (i != 12 or value >= 0)
+        good = _fits(i, value)
         if not good:
             wrong.append(f"{name} is {value!r:.60}")
-        fields[name] = value if good else _SAFE.get(name) if type(None) not in kinds else None
+        fields[name] = value if good else _SAFE.get(name) if type(None) not in _KINDS[i] else None
     state = _STATES.get(fields["state"])
     if state is None:
         wrong.append(f"state is {fields['state']!r:.60}")
         state = State.ERR  # settled: the daemon acts on no row it cannot read
-    signature = tuple(map(type, row))
     if not wrong and len(_SOUND) < 256:
-        _SOUND.add(signature)
+        _SOUND.add(tuple(map(type, row)))
     fields["state"], fields["argv"], fields["queued"] = state, argv_of(fields["argv"]), bool(fields["queued"])
     fields["host"] = None
     if wrong:
@@ -102,6 +100,16 @@ def _repaired(row: tuple[Any, ...]) -> Run:
     run: Run = object.__new__(Run)
     run.__dict__.update(fields)
     return run
+
+
+def _fits(i: int, value: Any) -> bool:
+    """Whether ``value`` is one column ``i`` may hold: of its kind, a time a date shows, no count below 0."""
+    return type(value) in _KINDS[i] and (value is None or i not in _TIMES or _a_time(value)) \
+        and (i != 12 or value >= 0)
+
+
+def _a_time(value: float) -> bool:
+    return 0.0 <= value <= _MAX_TIME  # (NaN compares false)
 
 
 # the value a NOT NULL column that held something else is shown with
@@ -135,8 +143,8 @@ def _decode_argv(text: str) -> tuple[str, ...]:
 
 def when(value: object) -> float | None:
     """A stored time (a job's last due time, a pause's start) as a number a date can show, else None."""
-    if type(value) in _NUMBER and 0.0 <= value <= _MAX_TIME:  # type: ignore[operator]
-        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, float | int) and _a_time(value):
+        return float(value)
     return None
 
 

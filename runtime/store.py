@@ -152,7 +152,7 @@ _STATE_VALUES = frozenset(state.value for state in State)
 
 
 def _sum(value: object) -> float:
-    return float(value) if type(value) in (float, int) and math.isfinite(value) else 0.0  # type: ignore[arg-type]
+    return float(value) if isinstance(value, float | int) and math.isfinite(value) else 0.0
 
 
 def check_report(run_id: int, state: str, reason: str | None) -> None:
